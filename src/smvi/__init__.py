@@ -1,0 +1,27 @@
+"""smvi: Score-Matching Variational Inference for deep latent variable models.
+
+Train by maximizing ELBO(x) − λ·D_SM(q(z|x), p(z|x)) and measure what it buys: log-likelihood against the inference
+gap. The public API is re-exported here; see ARCHITECTURE.md for where each piece lives.
+"""
+
+from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
+from .models import VAE, LatentVariableModel, LinearGaussian
+from .objectives import SMVITerms, elbo, score_matching_divergence, smvi_objective
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_config",
+    "VAE",
+    "LatentVariableModel",
+    "LinearGaussian",
+    "SMVITerms",
+    "elbo",
+    "score_matching_divergence",
+    "smvi_objective",
+]

@@ -1,0 +1,149 @@
+"""Typed, frozen, validated configuration.
+
+One pydantic model per component; unknown keys, wrong types, non-finite floats and out-of-range values are rejected
+with :class:`ConfigError`, a one-line message naming the key. A run's resolved config is written to its directory as
+``config.toml`` and can be passed back with ``--config``.
+
+Sources, later wins: defaults < TOML file < ``--set section.key=value`` overrides < dedicated CLI options.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message is one line and names the offending key."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
+
+
+Activation = Literal["softplus", "relu", "tanh", "elu"]
+
+
+class ModelConfig(_Frozen):
+    """The VAE. Defaults follow the paper (2x1024 softplus) and its first author's code (latent 50)."""
+
+    z_dim: int = Field(50, gt=0, description="latent dimension")
+    encoder_hidden: tuple[int, ...] = Field((1024, 1024), description="encoder hidden widths; () for linear")
+    decoder_hidden: tuple[int, ...] = Field((1024, 1024), description="decoder hidden widths; () for linear")
+    activation: Activation = Field("softplus", description="hidden-layer nonlinearity")
+    likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="decoder p(x|z)")
+    decoder_last_scale: float = Field(0.01, gt=0, description="factor on the decoder's last-layer He init")
+
+    @field_validator("encoder_hidden", "decoder_hidden")
+    @classmethod
+    def _positive_widths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w <= 0 for w in v):
+            raise ValueError(f"every hidden width must be a positive integer, got {list(v)}")
+        return v
+
+
+class DataConfig(_Frozen):
+    """Where the data comes from and how evaluation subsets are drawn."""
+
+    dataset: Literal["mnist"] = Field("mnist", description="data set")
+    data_dir: str | None = Field(None, description="directory holding the four IDX files (else cache, else download)")
+    monitor_size: int = Field(1000, gt=0, description="test points scored at the end of every epoch")
+    eval_seed: int = Field(1234, ge=0, description="seed of the fixed binarization of evaluation sets")
+
+
+class TrainConfig(_Frozen):
+    """Optimization. ``lam`` is the paper's λ: maximize ELBO - λ·D_SM."""
+
+    lam: float = Field(0.0, description="weight λ of the score-matching divergence; 0 is the plain VAE")
+    epochs: int = Field(300, gt=0, description="passes over the training set")
+    batch_size: int = Field(512, gt=0, description="examples per step")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    n_samples: int = Field(1, gt=0, description="z samples per example in the objective")
+    seed: int = Field(0, ge=0, description="seeds initialization, shuffling, binarization and z sampling")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient's global norm to this (off if unset)")
+    max_bad_steps: int = Field(20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
+
+
+class RunConfig(_Frozen):
+    """Everything a training run needs; saved as ``config.toml`` in the run directory."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `smvi train --help` lists the keys)"
+        parts.append(f"{loc}: {msg}")
+    return f"invalid config{source}: " + "; ".join(parts)
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override value as a TOML value (numbers, booleans, arrays, quoted strings); bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"invalid override {dotted!r}: {k!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+) -> RunConfig:
+    """Build a :class:`RunConfig` from an optional TOML file, ``section.key=value`` strings and a dict of overrides.
+
+    Raises :class:`ConfigError` (one line) on an unreadable file, bad TOML, unknown keys or invalid values.
+    """
+    tree: dict[str, Any] = {}
+    source = ""
+    if path is not None:
+        path = Path(path)
+        source = f" in {path}"
+        try:
+            tree = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist: check the path") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read config file {path}: {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"invalid --set {item!r}: expected section.key=value, e.g. model.z_dim=20")
+        key, value = item.split("=", 1)
+        _set_path(tree, key.strip(), _parse_value(value.strip()))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(tree, key, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, source)) from None
+
+
+def config_to_toml(cfg: RunConfig) -> str:
+    """The resolved config as TOML (unset optional values are omitted, as TOML has no null)."""
+    return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))
+

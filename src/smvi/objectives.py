@@ -1,0 +1,123 @@
+"""Training objectives: the ELBO, the score-matching divergence D_SM, and the SMVI objective ELBO − λ·D_SM.
+
+All functions take any :class:`~smvi.models.LatentVariableModel` and a batch ``x`` of shape ``[N, x_dim]`` and return
+per-example values of shape ``[N]``: reduce them yourself. Reference: Levy & Ermon, "Trading-off Learning and
+Inference in Deep Latent Variable Models" (the paper in this repository's shared folder), eq. (6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, kl_divergence
+
+__all__ = ["elbo", "score_matching_divergence", "smvi_objective", "SMVITerms"]
+
+
+@dataclass(frozen=True)
+class SMVITerms:
+    """Per-example terms of the SMVI objective, each ``[N]``.
+
+    ``loss = −(elbo − λ·d_sm)`` is what training minimizes (its mean). ``elbo = log_likelihood − kl``, where
+    ``log_likelihood`` is the reconstruction term E_q log p(x|z). ``d_sm`` is ``None`` when it was not computed
+    (λ = 0 and not requested).
+    """
+
+    loss: Tensor
+    elbo: Tensor
+    log_likelihood: Tensor
+    kl: Tensor
+    d_sm: Tensor | None
+
+    def means(self) -> dict[str, float]:
+        """Batch means as Python floats, for logging."""
+        out = {"loss": self.loss, "elbo": self.elbo, "log_likelihood": self.log_likelihood, "kl": self.kl}
+        if self.d_sm is not None:
+            out["d_sm"] = self.d_sm
+        return {k: float(v.detach().mean()) for k, v in out.items()}
+
+
+def _kl(model, q: Distribution, z: Tensor) -> Tensor:
+    """KL(q(z|x) ‖ p(z)): analytic when the model exposes ``prior`` and torch knows the pair, else a Monte Carlo
+    average over the samples ``z`` ``[S, N, z_dim]``."""
+    prior = getattr(model, "prior", None)
+    if prior is not None:
+        try:
+            return kl_divergence(q, prior)
+        except NotImplementedError:
+            pass
+    return (q.log_prob(z) - model.log_prior(z)).mean(0)
+
+
+def _log_lik_and_score_gap(model, q: Distribution, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    """log p(x|z) ``[S, N]`` and ‖∇_z log q(z|x) − ∇_z log p(x, z)‖² ``[S, N]`` from one decoder pass.
+
+    Both scores come from one backward pass: the gradient with respect to z of ``log q(z|x) − log p(z) − log p(x|z)``
+    (z is held as the variable; q's parameters are not downstream of z). When gradients are enabled the backward pass
+    builds a graph (``create_graph``), so the squared norm can be differentiated again — through the decoder's
+    input-gradient to θ, and through z = μ + σ⊙ε and q's own score to φ. Under ``torch.no_grad`` the scores are still
+    computed (on a detached z) but nothing is differentiable.
+    """
+    train = torch.is_grad_enabled() and z.requires_grad
+    with torch.enable_grad():
+        if not train:
+            z = z.detach().requires_grad_(True)
+        log_lik = model.log_likelihood(x, z)
+        gap = q.log_prob(z) - model.log_prior(z) - log_lik
+        (g,) = torch.autograd.grad(gap.sum(), z, create_graph=train)
+    sq = g.pow(2).sum(-1)
+    if not train:
+        log_lik, sq = log_lik.detach(), sq.detach()
+    return log_lik, sq
+
+
+def elbo(model, x: Tensor, *, n_samples: int = 1) -> Tensor:
+    """ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z)), ``[N]``.
+
+    Monte Carlo over ``n_samples`` reparameterized draws for the reconstruction term (unbiased); the KL is analytic
+    when available (see :func:`_kl`), otherwise estimated from the same draws. Differentiable in θ and φ.
+    """
+    q = model.encode(x)
+    z = q.rsample((n_samples,))
+    return model.log_likelihood(x, z).mean(0) - _kl(model, q, z)
+
+
+def score_matching_divergence(model, x: Tensor, *, n_samples: int = 1) -> Tensor:
+    """D_SM(q(z|x), p(z|x)) = E_q ‖∇_z log q(z|x) − ∇_z log p(x, z)‖², ``[N]``.
+
+    ∇_z log p(z|x) = ∇_z log p(x, z) because the normalizer p(x) does not depend on z. Estimated without bias by
+    averaging over ``n_samples`` reparameterized draws z ~ q. Its gradient reaches both the decoder (θ, through the
+    score ∇_z log p(x|z), by second-order autograd) and the encoder (φ, through z and q's score). No ½ factor.
+    """
+    q = model.encode(x)
+    z = q.rsample((n_samples,))
+    return _log_lik_and_score_gap(model, q, x, z)[1].mean(0)
+
+
+def smvi_objective(
+    model, x: Tensor, *, lam: float, n_samples: int = 1, compute_d_sm: bool | None = None
+) -> SMVITerms:
+    """The SMVI objective ELBO(x) − λ·D_SM(q(z|x), p(z|x)) for any real λ, as named per-example terms.
+
+    One set of draws z ~ q serves both terms, and one decoder pass gives log p(x|z) and its z-gradient. With
+    ``lam == 0`` and ``compute_d_sm`` not set, D_SM is skipped and ``loss == −elbo`` exactly: the plain VAE.
+    ``compute_d_sm=True`` computes D_SM (and, with gradients enabled, keeps it differentiable) even at λ = 0.
+    """
+    if compute_d_sm is None:
+        compute_d_sm = lam != 0
+    elif lam != 0 and not compute_d_sm:
+        raise ValueError(f"compute_d_sm=False is only possible with lam == 0 (got lam={lam})")
+    q = model.encode(x)
+    z = q.rsample((n_samples,))
+    if compute_d_sm:
+        log_lik, sq = _log_lik_and_score_gap(model, q, x, z)
+        d_sm = sq.mean(0)
+    else:
+        log_lik, d_sm = model.log_likelihood(x, z), None
+    rec = log_lik.mean(0)
+    kl = _kl(model, q, z)
+    elbo_ = rec - kl
+    loss = -elbo_ if lam == 0 else -(elbo_ - lam * d_sm)
+    return SMVITerms(loss=loss, elbo=elbo_, log_likelihood=rec, kl=kl, d_sm=d_sm)
