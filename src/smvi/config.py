@@ -37,6 +37,9 @@ class ModelConfig(_Frozen):
     activation: Activation = Field("softplus", description="hidden-layer nonlinearity")
     likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="decoder p(x|z)")
     decoder_last_scale: float = Field(0.01, gt=0, description="factor on the decoder's last-layer He init")
+    encoder_last_scale: float = Field(
+        0.01, gt=0, description="factor on the encoder's last-layer He init (q starts near N(0, I); 1 lets D_SM blow up)"
+    )
 
     @field_validator("encoder_hidden", "decoder_hidden")
     @classmethod
@@ -49,7 +52,9 @@ class ModelConfig(_Frozen):
 class DataConfig(_Frozen):
     """Where the data comes from and how evaluation subsets are drawn."""
 
-    dataset: Literal["mnist"] = Field("mnist", description="data set")
+    dataset: Literal["mnist", "idx"] = Field(
+        "mnist", description="'mnist' (verified, fetched if missing) or 'idx' (MNIST-format files in data_dir)"
+    )
     data_dir: str | None = Field(None, description="directory holding the four IDX files (else cache, else download)")
     monitor_size: int = Field(1000, gt=0, description="test points scored at the end of every epoch")
     eval_seed: int = Field(1234, ge=0, description="seed of the fixed binarization of evaluation sets")

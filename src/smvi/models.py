@@ -79,7 +79,7 @@ class VAE(nn.Module):
         self.x_dim = x_dim
         self.z_dim = cfg.z_dim
         out = x_dim if cfg.likelihood == "bernoulli" else 2 * x_dim
-        self.encoder = _mlp([x_dim, *cfg.encoder_hidden, 2 * cfg.z_dim], cfg.activation)
+        self.encoder = _mlp([x_dim, *cfg.encoder_hidden, 2 * cfg.z_dim], cfg.activation, cfg.encoder_last_scale)
         self.decoder = _mlp([cfg.z_dim, *cfg.decoder_hidden, out], cfg.activation, cfg.decoder_last_scale)
 
     @property

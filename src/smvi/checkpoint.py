@@ -1,0 +1,133 @@
+"""Atomic files and safe checkpoints.
+
+Every artifact smvi writes goes to a temporary file in the same directory, is flushed and fsynced, and is renamed into
+place, so a crash never leaves a partial file that is later trusted. A checkpoint is one safetensors file — the model's
+weights (``model.*``), Adam's state (``optim.*``) and the RNG states (``rng.*``) as tensors, and the progress, optimizer
+hyper-parameters and config as JSON strings in its header — so loading it never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+FORMAT = "smvi-checkpoint-1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (missing, damaged, foreign or of another architecture); one-line message."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: dict[str, Tensor]
+    optimizer: dict[str, Any]  # a torch optimizer state_dict
+    rng: dict[str, Tensor]
+    progress: dict[str, Any]
+    config: dict[str, Any]
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rng: dict[str, Tensor],
+    progress: dict[str, Any],
+    config: dict[str, Any],
+) -> None:
+    """Write a checkpoint atomically (see the module docstring for the layout)."""
+    tensors: dict[str, Tensor] = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for idx, state in opt["state"].items():
+        for name, value in state.items():
+            tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
+    meta = {
+        "format": FORMAT,
+        "progress": json.dumps(progress, allow_nan=False),
+        "param_groups": json.dumps(opt["param_groups"]),
+        "config": json.dumps(config),
+    }
+    atomic_write_bytes(path, st_save(tensors, metadata=meta))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint without unpickling. Raises :class:`CheckpointError` on anything but an smvi checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint is missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(e).splitlines()[0]})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an smvi checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        progress = json.loads(meta["progress"])
+        groups = json.loads(meta["param_groups"])
+        config = json.loads(meta["config"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: damaged checkpoint header ({e})") from None
+    model, rng, opt_state = {}, {}, {}
+    for key, value in tensors.items():
+        kind, _, rest = key.partition(".")
+        if kind == "model":
+            model[rest] = value
+        elif kind == "rng":
+            rng[rest] = value
+        elif kind == "optim":
+            idx, _, name = rest.partition(".")
+            opt_state.setdefault(int(idx), {})[name] = value
+        else:
+            raise CheckpointError(f"{path}: unexpected tensor {key!r} in checkpoint")
+    return Checkpoint(model, {"state": opt_state, "param_groups": groups}, rng, progress, config)
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
+    """Load ``state`` into ``model``, turning key and shape mismatches into one clear :class:`CheckpointError`."""
+    own = model.state_dict()
+    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
+    shapes = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        detail = ", ".join(
+            f"{label}: {sorted(keys)[:3]}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", shapes))
+            if keys
+        )
+        raise CheckpointError(f"{source}: weights do not fit this model's architecture ({detail})")
+    model.load_state_dict(state)

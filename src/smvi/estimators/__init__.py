@@ -1,0 +1,31 @@
+"""Estimators of log p(x) for evaluation: the IWAE bound, annealed importance sampling with HMC, and BDMC.
+
+All work on any model with the small protocol of :mod:`smvi.models` (``z_dim``, ``log_prior``, ``log_likelihood``,
+``encode``; ``prior`` and ``decode`` where used), return per-data-point float64 tensors, take a ``seed`` and never
+touch the global RNG.
+"""
+
+from .ais import AISResult, ais, linear_schedule, sigmoid_schedule
+from .bdmc import BDMCResult, LadderResult, ais_ladder, bdmc, simulate
+from .hmc import HMCInfo, HMCState, Key, hmc_step, init_state, path_potential, stream_key
+from .iwae import iwae_bound
+
+__all__ = [
+    "iwae_bound",
+    "ais",
+    "AISResult",
+    "sigmoid_schedule",
+    "linear_schedule",
+    "bdmc",
+    "BDMCResult",
+    "simulate",
+    "ais_ladder",
+    "LadderResult",
+    "hmc_step",
+    "init_state",
+    "path_potential",
+    "HMCState",
+    "HMCInfo",
+    "Key",
+    "stream_key",
+]

@@ -1,0 +1,52 @@
+"""Shared fixtures: small synthetic IDX data sets (the suite never touches the network) and tiny-run settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (magic 2049 for 1-d labels, 2051 for 3-d images)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    magic = 0x0800 | array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def make_idx_dir(directory: Path, n_train: int = 256, n_test: int = 128, seed: int = 0) -> Path:
+    """Four MNIST-named IDX files of 28x28 gray images: 10 blurred class prototypes plus noise."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((10, 28, 28)) ** 3
+    directory.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        imgs = np.clip(protos[labels] + 0.15 * rng.standard_normal((n, 28, 28)), 0, 1)
+        write_idx(directory / f"{prefix}-images-idx3-ubyte", (imgs * 255).round())
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels)
+    return directory
+
+
+@pytest.fixture
+def idx_dir(tmp_path: Path) -> Path:
+    return make_idx_dir(tmp_path / "idx")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """No test reads or writes the user's cache, or depends on the caller's environment or the global seed."""
+    monkeypatch.setenv("SMVI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SMVI_DATA_DIR", raising=False)
+    torch.manual_seed(0)
+
+
+def tiny_train_args(data_dir: Path) -> list[str]:
+    """CLI options for a small, fast run on a synthetic IDX directory."""
+    return [
+        "--dataset", "idx", "--data-dir", str(data_dir), "--z-dim", "4", "--batch-size", "64", "--no-progress",
+        "--set", "model.encoder_hidden=[32]", "--set", "model.decoder_hidden=[32]", "--set", "data.monitor_size=64",
+    ]
