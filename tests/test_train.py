@@ -162,3 +162,12 @@ def test_missing_config_file_and_bad_toml(tmp_path):
     bad.write_text("[train\nlam=")
     r = run("train", "--out", tmp_path / "r", "--config", bad)
     assert r.exit_code == 1 and "not valid TOML" in r.output
+
+
+def test_lambda_warmup_ramps_linearly():
+    from smvi.config import TrainConfig
+    from smvi.train import lam_at
+
+    assert lam_at(TrainConfig(lam=0.2), 0.0) == 0.2
+    tc = TrainConfig(lam=0.2, lam_warmup_epochs=4)
+    assert [lam_at(tc, e) for e in (0, 1, 2, 4, 10)] == [0.0, 0.05, 0.1, 0.2, 0.2]

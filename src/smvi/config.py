@@ -64,6 +64,9 @@ class TrainConfig(_Frozen):
     """Optimization. ``lam`` is the paper's λ: maximize ELBO - λ·D_SM."""
 
     lam: float = Field(0.0, description="weight λ of the score-matching divergence; 0 is the plain VAE")
+    lam_warmup_epochs: float = Field(
+        0.0, ge=0, description="ramp λ linearly from 0 over this many epochs (0: the paper's constant λ)"
+    )
     epochs: int = Field(300, gt=0, description="passes over the training set")
     batch_size: int = Field(512, gt=0, description="examples per step")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")

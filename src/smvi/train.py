@@ -165,7 +165,8 @@ def train(
             for epoch in range(start, tc.epochs):
                 t0 = time.perf_counter()
                 means, skipped = _run_epoch(model, optimizer, loader, tc, device, bar, epoch)
-                last = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3), **means,
+                last = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
+                        "lam": lam_at(tc, epoch + 1), **means,
                         "skipped_steps": skipped, **_monitor(model, monitor_x, config.data.eval_seed)}
                 save_checkpoint(
                     run_dir / CHECKPOINT, model=model, optimizer=optimizer, rng=_rng_state(device, loader),
@@ -176,14 +177,22 @@ def train(
         return TrainResult(run_dir, max(start, tc.epochs), last)
 
 
+def lam_at(tc, epoch: float) -> float:
+    """λ after ``epoch`` (fractional) epochs: ``tc.lam``, ramped linearly from 0 during ``tc.lam_warmup_epochs``."""
+    if tc.lam_warmup_epochs <= 0:
+        return tc.lam
+    return tc.lam * min(1.0, epoch / tc.lam_warmup_epochs)
+
+
 def _run_epoch(model, optimizer, loader, tc, device, bar, epoch) -> tuple[dict[str, float], int]:
     """One pass over the data; returns the example-weighted means of the terms and the number of skipped steps."""
     sums: dict[str, float] = {}
     seen = skipped = bad_in_a_row = 0
     params = list(model.parameters())
-    for x in loader.epoch():
+    steps = len(loader)
+    for i, x in enumerate(loader.epoch()):
         x = x.to(device, non_blocking=True)
-        terms = smvi_objective(model, x, lam=tc.lam, n_samples=tc.n_samples)
+        terms = smvi_objective(model, x, lam=lam_at(tc, epoch + i / steps), n_samples=tc.n_samples)
         loss = terms.loss.mean()
         optimizer.zero_grad(set_to_none=True)
         ok = bool(torch.isfinite(loss))
