@@ -12,11 +12,15 @@ from pathlib import Path
 import click
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, load_config
+from .config import ConfigError, build_config, load_config, read_toml
 from .data import DataError, fetch_mnist, locate_mnist
+from .evaluate import EVAL_FILE, EVAL_PRESETS, EvalConfig, evaluate_run
+from .presets import PRESETS
+from .ssl import SSL_FILE, SSLConfig, SSLError, ssl_run
+from .sweep import SweepConfig, run_sweep
 from .train import CONFIG, RunError, TrainingDiverged, train
 
-EXPECTED_ERRORS = (ConfigError, DataError, RunError, CheckpointError, TrainingDiverged)
+EXPECTED_ERRORS = (ConfigError, DataError, RunError, CheckpointError, TrainingDiverged, SSLError)
 
 
 class SmviGroup(click.Group):
@@ -121,3 +125,107 @@ def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], re
                    f"test D_SM {m['test_d_sm']:.4g}  ->  {run_dir}")
     else:
         click.echo(f"nothing to do: {run_dir} already finished {result.epochs_done} epochs")
+
+
+# ---- evaluate, ssl --------------------------------------------------------------------------------------------------
+_SETS_HELP = "Override any setting, e.g. --set ais_steps=300 (repeatable)."
+
+
+@main.command("evaluate")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", type=click.Choice(sorted(EVAL_PRESETS)), default="default", show_default=True,
+              help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
+@click.option("--n-test", type=int, default=None, help="Test points (fixed random subset).")
+@click.option("--n-train", type=int, default=None, help="Training points (fixed random subset); 0 skips.")
+@click.option("--ais-steps", type=int, default=None, help="AIS intermediate distributions.")
+@click.option("--ais-chains", type=int, default=None, help="AIS chains per point.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to evaluate.")
+@click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
+                 **options) -> None:
+    """ELBO, D_SM, IWAE, AIS log p(x) and the ELBO gap (AIS − ELBO) on fixed test and training subsets.
+
+    Writes RUN_DIR/eval.json: means with standard errors across points, the settings, seconds and AIS diagnostics.
+    """
+    cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
+    r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
+    for name, s in r["splits"].items():
+        click.echo(f"{name:5s} (n={s['n']}): ELBO {s['elbo']['mean']:.2f}  AIS {s['ais']['mean']:.2f}  "
+                   f"gap {s['gap']['mean']:.2f} ± {s['gap']['se']:.2f}  D_SM {s['d_sm']['mean']:.4g}")
+    click.echo(f"-> {run_dir / EVAL_FILE} ({r['seconds']:.0f} s)")
+
+
+@main.command("ssl")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any setting, e.g. --set sizes=[600,1000] --set seeds=[0,1] (repeatable).")
+@click.option("--test-size", type=int, default=None, help="Fixed random test subset [the full test set].")
+@click.option("--overwrite", is_flag=True, help="Recompute an existing ssl.json.")
+@click.option("--no-progress", is_flag=True, help="No progress output.")
+def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwrite: bool, no_progress: bool) -> None:
+    """Semi-supervised accuracy: an SVM on encoder means μ_φ(x) with s labeled examples (s/10 per class).
+
+    For each s (600, 1000, 3000 by default) and seed, hyper-parameters are chosen by cross-validation inside the
+    labeled examples; test accuracy mean ± std over seeds, also on raw pixels. Writes RUN_DIR/ssl.json.
+    """
+    cfg = build_config(SSLConfig, sets=sets, overrides={"test_size": test_size})
+    if (run_dir / SSL_FILE).exists() and not overwrite:
+        raise RunError(f"{run_dir / SSL_FILE} exists: pass --overwrite to recompute it")
+    ssl_run(run_dir, config=cfg, progress=not no_progress)
+    click.echo(f"-> {run_dir / SSL_FILE}")
+
+
+# ---- sweep, report --------------------------------------------------------------------------------------------------
+@main.command("sweep")
+@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
+              help="quick: ~10 min look; cpu: reduced reproduction (hours); paper: the paper's settings.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML sweep file (keys lams, seeds, stages, [run.*], [eval], [ssl]); replaces --preset.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any key, e.g. --set lams=[0,0.1] --set run.train.epochs=10 (repeatable).")
+@click.option("--executor", type=click.Choice(["inprocess", "process", "ray"]), default="inprocess",
+              show_default=True, help="Run jobs here one by one, in a local process pool, or on Ray.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Parallel jobs (process executor).")
+@click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
+@click.option("--overwrite", is_flag=True, help="Replace the sweep's saved settings (finished runs are reused).")
+@click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tuple[str, ...], executor: str,
+              workers: int, address: str | None, overwrite: bool, report: bool, no_progress: bool) -> None:
+    """Train, evaluate and ssl every (λ, seed) of a grid; idempotent and resumable.
+
+    Rerunning the same command skips finished work and resumes interrupted runs; a failing run is recorded in
+    SWEEP_DIR/sweep_status.json and the others go on.
+    """
+    if workers < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--workers")
+    base = read_toml(config_path) if config_path else PRESETS[preset].model_dump(mode="json")
+    cfg = build_config(SweepConfig, base, sets=sets)
+    results = run_sweep(cfg, sweep_dir, executor=executor, workers=workers, address=address, overwrite=overwrite,
+                        progress=not no_progress)
+    failed = [r for r in results if r["status"] != "ok"]
+    for r in failed:
+        click.echo(f"failed: {r['name']}: {r['error']}", err=True)
+    if report:
+        from .report import make_report
+
+        click.echo(f"report: {make_report(sweep_dir)}")
+    click.echo(f"{len(results) - len(failed)}/{len(results)} runs complete in {sweep_dir}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command("report")
+@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the report [SWEEP_DIR/report].")
+def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
+    """Figures (ELBO gap and log-likelihood vs λ; SSL accuracy vs λ), tables (Markdown, CSV) and one HTML page,
+    from the sweep's result files alone."""
+    from .report import make_report
+
+    click.echo(f"report: {make_report(sweep_dir, out_dir)}")

@@ -9,12 +9,16 @@ Sources, later wins: defaults < TOML file < ``--set section.key=value`` override
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -91,7 +95,7 @@ def _one_line(err: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; `smvi train --help` lists the keys)"
+            msg = "unknown key (check the spelling; the command's --help lists the keys)"
         parts.append(f"{loc}: {msg}")
     return f"invalid config{source}: " + "; ".join(parts)
 
@@ -115,28 +119,30 @@ def _set_path(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(
-    path: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    sets: list[str] | tuple[str, ...] = (),
-) -> RunConfig:
-    """Build a :class:`RunConfig` from an optional TOML file, ``section.key=value`` strings and a dict of overrides.
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; :class:`ConfigError` (one line) if it is missing, unreadable or not TOML."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: check the path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
 
-    Raises :class:`ConfigError` (one line) on an unreadable file, bad TOML, unknown keys or invalid values.
-    """
-    tree: dict[str, Any] = {}
-    source = ""
-    if path is not None:
-        path = Path(path)
-        source = f" in {path}"
-        try:
-            tree = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist: check the path") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read config file {path}: {e}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+def build_config(
+    cls: type[M],
+    base: dict[str, Any] | None = None,
+    *,
+    sets: list[str] | tuple[str, ...] = (),
+    overrides: dict[str, Any] | None = None,
+    source: str = "",
+) -> M:
+    """Validate ``base`` updated by ``section.key=value`` strings, then by ``overrides`` (dotted keys; ``None``
+    values ignored), as a ``cls``. Raises :class:`ConfigError` (one line) on unknown keys or invalid values."""
+    tree: dict[str, Any] = copy.deepcopy(base or {})
     for item in sets:
         if "=" not in item:
             raise ConfigError(f"invalid --set {item!r}: expected section.key=value, e.g. model.z_dim=20")
@@ -146,12 +152,24 @@ def load_config(
         if value is not None:
             _set_path(tree, key, value)
     try:
-        return RunConfig.model_validate(tree)
+        return cls.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_one_line(e, source)) from None
 
 
-def config_to_toml(cfg: RunConfig) -> str:
-    """The resolved config as TOML (unset optional values are omitted, as TOML has no null)."""
-    return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+) -> RunConfig:
+    """Build a :class:`RunConfig` from an optional TOML file, ``section.key=value`` strings and a dict of overrides.
 
+    Raises :class:`ConfigError` (one line) on an unreadable file, bad TOML, unknown keys or invalid values.
+    """
+    base = read_toml(path) if path is not None else {}
+    return build_config(RunConfig, base, sets=sets, overrides=overrides, source=f" in {path}" if path else "")
+
+
+def config_to_toml(cfg: BaseModel) -> str:
+    """A resolved config as TOML (unset optional values are omitted, as TOML has no null)."""
+    return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))

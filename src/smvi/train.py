@@ -257,7 +257,7 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
-    """Load a trained run's config and model (in eval mode) from its directory, without unpickling."""
+    """Load a trained run's config and model (eval mode, parameters frozen) from its directory, without unpickling."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run directory {run_dir} does not exist")
@@ -272,4 +272,5 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
         raise CheckpointError(f"{run_dir / CHECKPOINT}: no encoder weights; not a VAE checkpoint")
     model = VAE(first.shape[1], config.model)
     load_weights(model, ck.model, run_dir / CHECKPOINT)
-    return LoadedRun(run_dir, config, model.to(resolve_device(device)).eval(), int(ck.progress["epoch"]))
+    model = model.to(resolve_device(device)).eval().requires_grad_(False)
+    return LoadedRun(run_dir, config, model, int(ck.progress["epoch"]))

@@ -1,0 +1,180 @@
+"""``smvi sweep``: train, evaluate and ssl over a grid of λ values and seeds, idempotently and resumably.
+
+A sweep directory holds ``sweep.toml`` (the resolved :class:`SweepConfig`), one run directory per (λ, seed) under
+``runs/``, and ``sweep_status.json`` (every run's state and, for failures, its error). Each run is a job of stages —
+train (resumed from its checkpoint if interrupted), evaluate (skipped if ``eval.json`` exists), ssl (skipped if
+``ssl.json`` exists) — so running the same sweep again does only what is missing, and a failing run is recorded while
+the others go on. Executors: ``inprocess`` (default), ``process`` (a local pool) and ``ray`` (``pip install
+'smvi[ray]'``; optionally an existing cluster's ``address``).
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
+from .config import ConfigError, RunConfig, build_config, config_to_toml, read_toml
+from .evaluate import EVAL_FILE, EvalConfig, evaluate_run
+from .ssl import SSL_FILE, SSLConfig, ssl_run
+from .train import CHECKPOINT, train
+
+__all__ = ["SweepConfig", "RunSpec", "plan", "run_job", "run_sweep", "SWEEP_FILE"]
+
+SWEEP_FILE, STATUS_FILE = "sweep.toml", "sweep_status.json"
+Stage = Literal["train", "evaluate", "ssl"]
+
+
+class SweepConfig(BaseModel):
+    """A grid of λ × seed over one base run config, and what to do with each run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    lams: tuple[float, ...] = Field((0.0, 0.01, 0.1), min_length=1, description="λ values")
+    seeds: tuple[int, ...] = Field((0,), min_length=1, description="training seeds")
+    stages: tuple[Stage, ...] = Field(("train", "evaluate", "ssl"), min_length=1, description="what each run does")
+    run: RunConfig = RunConfig()
+    eval: EvalConfig = EvalConfig()
+    ssl: SSLConfig = SSLConfig()
+
+    @field_validator("lams", "seeds")
+    @classmethod
+    def _unique(cls, v: tuple) -> tuple:
+        if len(set(v)) != len(v):
+            raise ValueError(f"values must be distinct, got {list(v)}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _nonnegative(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(s < 0 for s in v):
+            raise ValueError(f"seeds must be >= 0, got {list(v)}")
+        return v
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    config: RunConfig
+    ssl: SSLConfig
+
+
+def run_name(lam: float, seed: int) -> str:
+    return f"lam{lam:g}_seed{seed}"
+
+
+def plan(sweep: SweepConfig) -> list[RunSpec]:
+    """One run per (λ, seed), named ``lam{λ}_seed{seed}``, each the base config with λ and seed set. The raw-pixel
+    SSL baseline does not depend on the run, so only the first run computes it."""
+    specs = []
+    for lam in sweep.lams:
+        for seed in sweep.seeds:
+            train_cfg = sweep.run.train.model_copy(update={"lam": lam, "seed": seed})
+            ssl_cfg = sweep.ssl if not specs else sweep.ssl.model_copy(update={"raw_pixels": False})
+            specs.append(RunSpec(run_name(lam, seed), sweep.run.model_copy(update={"train": train_cfg}), ssl_cfg))
+    return specs
+
+
+def _epochs_done(run_dir: Path) -> int:
+    if not (run_dir / CHECKPOINT).exists():
+        return 0
+    return int(load_checkpoint(run_dir / CHECKPOINT).progress["epoch"])
+
+
+def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = False,
+            threads: int | None = None) -> dict:
+    """Do whatever ``spec``'s run still needs; never raises: returns ``{"name", "status", "done", "error"?}``."""
+    run_dir = Path(run_dir)
+    if threads:
+        torch.set_num_threads(threads)
+    done: list[str] = []
+    try:
+        if "train" in sweep.stages:
+            epochs = _epochs_done(run_dir)
+            if epochs < spec.config.train.epochs:
+                train(spec.config, run_dir, resume=epochs > 0 or (run_dir / "config.toml").exists(),
+                      progress=progress)
+                done.append("train")
+        if "evaluate" in sweep.stages and not (run_dir / EVAL_FILE).exists():
+            evaluate_run(run_dir, sweep.eval, progress=progress)
+            done.append("evaluate")
+        if "ssl" in sweep.stages and not (run_dir / SSL_FILE).exists():
+            ssl_run(run_dir, config=spec.ssl, progress=progress)
+            done.append("ssl")
+    except Exception as e:  # noqa: BLE001 -- a failing run is recorded and the sweep goes on
+        last = traceback.extract_tb(e.__traceback__)[-1]
+        return {"name": spec.name, "status": "failed", "done": done,
+                "error": f"{type(e).__name__}: {e} (at {Path(last.filename).name}:{last.lineno})"}
+    return {"name": spec.name, "status": "ok", "done": done}
+
+
+def _prepare(sweep: SweepConfig, sweep_dir: Path, overwrite: bool) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / SWEEP_FILE
+    text = config_to_toml(sweep)
+    if path.exists() and not overwrite:
+        saved = build_config(SweepConfig, read_toml(path), source=f" in {path}")
+        if saved.model_dump() != sweep.model_dump():
+            raise ConfigError(
+                f"{path} holds a different sweep: rerun with the same settings to resume it, use another "
+                "directory, or pass --overwrite to replace its settings (finished runs are kept and reused)"
+            )
+    atomic_write_text(path, text)
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    sweep_dir: str | Path,
+    *,
+    executor: Literal["inprocess", "process", "ray"] = "inprocess",
+    workers: int = 1,
+    address: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Run every job of the sweep (see the module docstring); returns and saves each run's status."""
+    sweep_dir = Path(sweep_dir)
+    _prepare(sweep, sweep_dir, overwrite)
+    specs = plan(sweep)
+    dirs = {s.name: sweep_dir / "runs" / s.name for s in specs}
+    threads = max(1, (os.cpu_count() or 1) // workers) if executor != "inprocess" else None
+    if executor == "inprocess":
+        results = []
+        for i, s in enumerate(specs):
+            if progress:
+                print(f"[{i + 1}/{len(specs)}] {s.name}", flush=True)
+            results.append(run_job(s, sweep, dirs[s.name], progress=progress))
+    elif executor == "process":
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(run_job, s, sweep, dirs[s.name], threads=threads) for s in specs]
+            results = [f.result() for f in as_completed(futures)]
+    elif executor == "ray":
+        results = _run_ray(specs, sweep, dirs, address, threads)
+    else:
+        raise ConfigError(f"unknown executor {executor!r}: use inprocess, process or ray")
+    results.sort(key=lambda r: [s.name for s in specs].index(r["name"]))
+    atomic_write_json(sweep_dir / STATUS_FILE, {"runs": results})
+    return results
+
+
+def _run_ray(specs, sweep, dirs, address, threads) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the ray executor needs Ray: pip install 'smvi[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=threads or 1)(run_job)
+        return ray.get([remote.remote(s, sweep, str(dirs[s.name]), threads=threads) for s in specs])
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,139 @@
+"""Semi-supervised evaluation: exact class balance, no test label in model selection, reproducibility, clear errors,
+and an end-to-end run on a tiny trained model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import smvi.ssl as ssl
+from smvi.config import ConfigError, RunConfig
+from smvi.data import load_data
+from smvi.models import VAE
+from smvi.ssl import SSLConfig, SSLError, balanced_subset, encoder_features, make_ssl_config, ssl_eval, ssl_run
+from smvi.train import train
+
+FAST = dict(sizes=(20, 50), seeds=(0, 1, 2), C_grid=(1.0, 10.0), gamma_grid=(0.3, 1.0), folds=2)
+
+
+def clusters(n_per_class: int, seed: int, k: int = 10, d: int = 6, spread: float = 0.6):
+    """Gaussian clusters: class c has mean 2·e_c-ish (random, fixed) and unit noise scaled by ``spread``."""
+    centres = np.random.default_rng(99).normal(0, 2.0, (k, d))
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), n_per_class)
+    return centres[y] + spread * rng.standard_normal((len(y), d)), y
+
+
+@pytest.fixture(scope="module")
+def data():
+    xtr, ytr = clusters(40, seed=1)
+    xte, yte = clusters(30, seed=2)
+    return xtr, ytr, xte, yte
+
+
+def test_labeled_sets_are_exactly_balanced_and_nested():
+    y = np.random.default_rng(0).integers(0, 10, 2000)
+    for seed in (0, 1):
+        small, large = balanced_subset(y, 60, seed), balanced_subset(y, 300, seed)
+        assert np.bincount(y[small], minlength=10).tolist() == [6] * 10
+        assert np.bincount(y[large], minlength=10).tolist() == [30] * 10
+        assert len(np.unique(large)) == 300 and set(small) <= set(large)
+    assert not np.array_equal(balanced_subset(y, 60, 0), balanced_subset(y, 60, 1))
+
+
+@pytest.mark.parametrize("sizes, match", [((25,), "not divisible by the 10 classes"),
+                                          ((500,), "needs 50 examples per class but class"),
+                                          ((10,), "fewer than 2 CV folds")])
+def test_bad_sizes_raise_one_line_errors(data, sizes, match):
+    with pytest.raises(SSLError, match=match) as e:
+        ssl_eval(*data, **{**FAST, "sizes": sizes})
+    assert "\n" not in str(e.value)
+
+
+def test_separable_clusters_are_classified_and_results_serialize(data):
+    r = ssl_eval(*data, **FAST)
+    assert r.sizes == (20, 50) and r.n_train == 400 and r.n_test == 300 and r.n_features == 6
+    for s in r.sizes:
+        assert len(r.accuracy[s]) == 3 and r.mean[s] > 0.8
+        assert r.std[s] == pytest.approx(np.std(r.accuracy[s], ddof=1))
+        assert all(x.C in FAST["C_grid"] and x.gamma * 6 in pytest.approx(FAST["gamma_grid"]) for x in r.selection[s])
+    j = json.loads(json.dumps(r.to_json(), allow_nan=False))
+    assert j["sizes"]["50"]["accuracy"] == list(r.accuracy[50]) and j["seeds"] == [0, 1, 2]
+
+
+def test_seeds_reproduce_and_threads_do_not_matter(data):
+    a = ssl_eval(*data, **FAST, n_jobs=1)
+    b = ssl_eval(*data, **FAST, n_jobs=2)
+    assert a.accuracy == b.accuracy and a.selection == b.selection
+
+
+def test_model_selection_sees_only_the_labeled_training_examples(data, monkeypatch):
+    xtr, ytr, xte, yte = data
+    calls = []
+    real = ssl.select_hyperparameters
+
+    def spy(x, y, **kw):
+        calls.append((x.copy(), y.copy()))
+        return real(x, y, **kw)
+
+    monkeypatch.setattr(ssl, "select_hyperparameters", spy)
+    clean = ssl_eval(xtr, ytr, xte, yte, **FAST)
+    # rows as the scaled training set holds them: scaling uses training statistics only
+    scaled_train, scaled_test = ssl._scale(xtr, xte, "global")
+    train_rows = {r.tobytes() for r in scaled_train}
+    test_rows = {r.tobytes() for r in scaled_test}
+    assert len(calls) == len(FAST["sizes"]) * len(FAST["seeds"])
+    for x, y in calls:
+        assert len(x) in FAST["sizes"] and np.bincount(y).min() == np.bincount(y).max()
+        rows = {r.tobytes() for r in x}
+        assert rows <= train_rows and not rows & test_rows
+
+    # corrupting every test label changes the accuracies but not one chosen hyper-parameter
+    bad = ssl_eval(xtr, ytr, xte, (yte + 1) % 10, **FAST)
+    assert bad.selection == clean.selection
+    assert all(bad.mean[s] < 0.2 < clean.mean[s] for s in FAST["sizes"])
+
+
+def test_ssl_config_rejects_unknown_keys_and_bad_values():
+    assert SSLConfig().sizes == (600, 1000, 3000) and SSLConfig().seeds == (0, 1, 2, 3, 4)
+    with pytest.raises(ConfigError, match="sizez"):
+        make_ssl_config(sizez=(600,))
+    with pytest.raises(ConfigError, match="C_grid"):
+        make_ssl_config(C_grid=(0.0, 1.0))
+    with pytest.raises(ConfigError, match="seeds"):
+        make_ssl_config(seeds=(1, 1))
+    assert make_ssl_config(test_size=None, cv_folds=5).cv_folds == 5
+
+
+def test_encoder_features_are_the_encoder_means():
+    model = VAE(784, RunConfig().model.model_copy(update={"z_dim": 3, "encoder_hidden": (8,), "decoder_hidden": (8,)}))
+    images = torch.rand(50, 784)
+    gray = encoder_features(model, images, mode="gray", batch_size=16)
+    assert gray.shape == (50, 3) and gray.dtype == np.float64
+    assert np.allclose(gray, model.encode(images).mean.detach().double().numpy(), atol=1e-6)
+    b1 = encoder_features(model, images, mode="binarized", seed=3)
+    assert np.array_equal(b1, encoder_features(model, images, mode="binarized", seed=3))
+    assert not np.allclose(b1, encoder_features(model, images, mode="binarized", seed=4))
+
+
+def test_ssl_run_writes_ssl_json(idx_dir, tmp_path):
+    cfg = RunConfig.model_validate({
+        "model": {"z_dim": 4, "encoder_hidden": [32], "decoder_hidden": [32]},
+        "data": {"dataset": "idx", "data_dir": str(idx_dir), "monitor_size": 64},
+        "train": {"epochs": 1, "batch_size": 64, "lam": 0.1, "seed": 3},
+    })
+    data = load_data("idx", idx_dir)
+    train(cfg, tmp_path / "run", progress=False, data=data)
+    settings = SSLConfig(sizes=(20, 50), seeds=(0, 1), C_grid=(1.0, 10.0), gamma_grid=(1.0,), cv_folds=2,
+                         test_size=100, n_jobs=1)
+    out = ssl_run(tmp_path / "run", config=settings, data=data, progress=False)
+    saved = json.loads((tmp_path / "run" / "ssl.json").read_text())
+    assert saved == out
+    assert saved["run"] == {"lam": 0.1, "seed": 3, "epoch": 1}
+    assert saved["settings"]["sizes"] == [20, 50] and saved["settings"]["inputs"] == "binarized"
+    for kind in ("features", "raw_pixels"):
+        assert saved[kind]["n_test"] == 100 and len(saved[kind]["sizes"]["50"]["accuracy"]) == 2
+    assert saved["features"]["n_features"] == 4 and saved["raw_pixels"]["n_features"] == 784
