@@ -16,11 +16,12 @@ from .config import ConfigError, build_config, load_config, read_toml
 from .data import DataError, fetch_mnist, locate_mnist
 from .evaluate import EVAL_FILE, EVAL_PRESETS, EvalConfig, evaluate_run
 from .presets import PRESETS
+from .report import ReportError, make_report
 from .ssl import SSL_FILE, SSLConfig, SSLError, ssl_run
 from .sweep import SweepConfig, run_sweep
 from .train import CONFIG, RunError, TrainingDiverged, train
 
-EXPECTED_ERRORS = (ConfigError, DataError, RunError, CheckpointError, TrainingDiverged, SSLError)
+EXPECTED_ERRORS = (ConfigError, DataError, RunError, CheckpointError, TrainingDiverged, SSLError, ReportError)
 
 
 class SmviGroup(click.Group):
@@ -211,8 +212,6 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
     for r in failed:
         click.echo(f"failed: {r['name']}: {r['error']}", err=True)
     if report:
-        from .report import make_report
-
         click.echo(f"report: {make_report(sweep_dir)}")
     click.echo(f"{len(results) - len(failed)}/{len(results)} runs complete in {sweep_dir}")
     if failed:
@@ -226,6 +225,4 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
 def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
     """Figures (ELBO gap and log-likelihood vs λ; SSL accuracy vs λ), tables (Markdown, CSV) and one HTML page,
     from the sweep's result files alone."""
-    from .report import make_report
-
     click.echo(f"report: {make_report(sweep_dir, out_dir)}")

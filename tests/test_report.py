@@ -1,0 +1,162 @@
+"""The sweep report: from hand-written result files to figures, tables equal to the aggregated inputs, one HTML page;
+missing files become notes, no runs a one-line error."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import tomli_w
+from matplotlib.figure import Figure
+
+from smvi.config import RunConfig
+from smvi.report import ReportError, _lam_axis, make_report
+from smvi.ssl import Selection, SSLResult
+
+LAMS, SEEDS, SIZES = (0.0, 0.01, 1.0), (0, 1), (600, 1000)
+
+
+def eval_numbers(lam: float, seed: int) -> dict:
+    """Distinct, hand-checkable numbers per (λ, seed, split, metric)."""
+    out = {}
+    for j, split in enumerate(("test", "train")):
+        ais = -86.0 - 2 * lam - 0.3 * seed + 0.5 * j
+        gap = 3.0 / (1 + 10 * lam) + 0.1 * seed
+        out[split] = {"n": 100, "ais": {"mean": ais, "se": 0.2}, "elbo": {"mean": ais - gap, "se": 0.25},
+                      "gap": {"mean": gap, "se": 0.05}, "iwae": {"mean": ais - 0.5, "se": 0.2}}
+    return {"settings": {"ais_steps": 500}, "splits": out}
+
+
+def accuracies(lam: float, seed: int, s: int) -> tuple[float, ...]:
+    return tuple(0.9 + 0.01 * lam + 0.002 * seed + s / 1e5 + 0.001 * k for k in range(3))
+
+
+def ssl_json(lam: float, seed: int) -> dict:
+    def result(acc) -> dict:
+        sel = {s: tuple(Selection(10.0, 0.02, 0.9) for _ in range(3)) for s in SIZES}
+        return SSLResult(SIZES, (0, 1, 2), {s: acc(s) for s in SIZES}, sel, 60000, 10000, 50, 1.0).to_json()
+
+    return {"settings": {"sizes": list(SIZES)}, "run": {"lam": lam, "seed": seed, "epoch": 3},
+            "features": result(lambda s: accuracies(lam, seed, s)),
+            "raw_pixels": result(lambda s: (0.88, 0.885, 0.89 + s / 1e5)), "seconds": 2.0}
+
+
+def write_run(d, lam, seed, *, eval_json=True, ssl=True, epochs=3):
+    d.mkdir(parents=True)
+    cfg = RunConfig.model_validate({"train": {"lam": lam, "seed": seed, "epochs": 3}})
+    (d / "config.toml").write_text(tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True)))
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(1, epochs + 1)))
+    if eval_json:
+        (d / "eval.json").write_text(json.dumps(eval_numbers(lam, seed)))
+    if ssl:
+        (d / "ssl.json").write_text(json.dumps(ssl_json(lam, seed)))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "sweep"
+    for lam in LAMS:
+        for seed in SEEDS:
+            write_run(root / f"lam{lam}" / f"seed{seed}", lam, seed)
+    return root
+
+
+def read_csv(path):
+    return {(r["quantity"], r["split"], r["s"], r["lam"]): r for r in csv.DictReader(path.open())}
+
+
+def se(values):
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def test_report_tables_equal_the_aggregated_inputs(sweep, tmp_path):
+    page = make_report(sweep, tmp_path / "out")
+    out = page.parent
+    assert page == tmp_path / "out" / "report.html"
+    for name in ("fig1_gap.png", "fig2_ssl.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    rows = read_csv(out / "results.csv")
+    for lam in LAMS:
+        for split in ("test", "train"):
+            for q in ("gap", "ais", "elbo"):
+                vals = [eval_numbers(lam, s)["splits"][split][q]["mean"] for s in SEEDS]
+                r = rows[(q, split, "", repr(lam))]
+                assert float(r["mean"]) == pytest.approx(np.mean(vals), abs=1e-12)
+                assert float(r["se"]) == pytest.approx(se(vals), abs=1e-12)
+                assert (r["n_runs"], r["se_over"], r["unit"]) == ("2", "training seeds", "nats")
+        for s in SIZES:
+            vals = [100 * np.mean(accuracies(lam, seed, s)) for seed in SEEDS]
+            r = rows[("ssl_accuracy", "test", str(s), repr(lam))]
+            assert float(r["mean"]) == pytest.approx(np.mean(vals)) and float(r["se"]) == pytest.approx(se(vals))
+    raw = rows[("ssl_raw_accuracy", "test", "600", "")]  # identical in every run: counted once, SE over subsets
+    assert float(raw["mean"]) == pytest.approx(100 * np.mean([0.88, 0.885, 0.896]))
+    assert float(raw["se"]) == pytest.approx(100 * se([0.88, 0.885, 0.896])) and raw["n_runs"] == "1"
+    assert len(rows) == 3 * 2 * 3 + 3 * 2 + 2
+
+    md, html = (out / "results.md").read_text(), page.read_text()
+    gap0 = rows[("gap", "test", "", "0.0")]
+    cell = f"{float(gap0['mean']):.2f} ± {float(gap0['se']):.2f}"
+    assert cell in md and cell in html
+    assert html.count('src="data:image/png;base64,') == 2 and "<table>" in html and "raw pixels" in html
+    assert "](fig1_gap.png)" in md and "Notes" in md
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_runs_missing_files_are_skipped_with_a_note(sweep, tmp_path):
+    write_run(sweep / "lam1.0" / "seed2", 1.0, 2, eval_json=False, epochs=2)
+    write_run(sweep / "lam3.0" / "seed0", 3.0, 0, ssl=False)
+    (sweep / "lam0.01" / "seed1" / "ssl.json").unlink()
+    status = [{"name": "lam9_seed0", "status": "failed", "error": "TrainingDiverged: 20 steps"},
+              {"name": "x", "status": "ok"}]
+    (sweep / "sweep_status.json").write_text(json.dumps({"runs": status}))
+    page = make_report(sweep)
+    assert page == sweep / "report" / "report.html"
+    rows = read_csv(page.parent / "results.csv")
+    # the run without eval.json still counts for SSL; the one without ssl.json still counts for Figure 1
+    assert rows[("gap", "test", "", "1.0")]["n_runs"] == "2"
+    assert rows[("ssl_accuracy", "test", "600", "1.0")]["n_runs"] == "3"
+    assert rows[("ssl_accuracy", "test", "600", "0.01")]["n_runs"] == "1"
+    single = rows[("gap", "test", "", "3.0")]  # one run: its own SE over data points
+    assert (single["n_runs"], single["se_over"], float(single["se"])) == ("1", "data points", 0.05)
+    assert ("ssl_accuracy", "test", "600", "3.0") not in rows
+    html = page.read_text()
+    for note in ("lam1.0/seed2: no eval.json; left out of Figure 1", "lam1.0/seed2: unfinished, 2 of 3 epochs",
+                 "lam3.0/seed0: no ssl.json; left out of Figure 2", "lam0.01/seed1: no ssl.json",
+                 "lam9_seed0 failed (TrainingDiverged: 20 steps)"):
+        assert note in html and note in (page.parent / "results.md").read_text()
+
+
+def test_broken_and_partial_files_are_tolerated(sweep):
+    (sweep / "lam0.0" / "seed0" / "eval.json").write_text("{not json")
+    e = json.loads((sweep / "lam0.0" / "seed1" / "eval.json").read_text())
+    del e["splits"]["train"]["ais"]
+    (sweep / "lam0.0" / "seed1" / "eval.json").write_text(json.dumps(e))
+    rows = read_csv(make_report(sweep).parent / "results.csv")
+    assert rows[("gap", "test", "", "0.0")]["n_runs"] == "1"
+    assert ("ais", "train", "", "0.0") not in rows
+    md = (sweep / "report" / "results.md").read_text()
+    assert "lam0.0/seed0: unreadable eval.json" in md and "lam0.0/seed1: eval.json has no train ais" in md
+
+
+def test_nothing_to_report_is_a_one_line_error(tmp_path):
+    for target, match in ((tmp_path / "nope", "does not exist"), (tmp_path, "no runs under")):
+        with pytest.raises(ReportError, match=match) as e:
+            make_report(target)
+        assert "\n" not in str(e.value)
+    write_run(tmp_path / "r", 0.0, 0, eval_json=False, ssl=False)
+    with pytest.raises(ReportError, match="has eval.json or ssl.json"):
+        make_report(tmp_path)
+
+
+def test_lambda_axis_is_logarithmic_and_shows_zero():
+    ax = Figure().subplots()
+    _lam_axis(ax, [0.0, 0.001, 0.1, 10.0])
+    assert ax.get_xscale() == "symlog" and ax.xaxis.get_transform().linthresh == 0.001
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.001", "0.1", "10"]
+    ax = Figure().subplots()
+    _lam_axis(ax, [0.01, 1.0])
+    assert ax.get_xscale() == "log"
