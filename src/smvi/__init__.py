@@ -6,6 +6,7 @@ gap. The public API is re-exported here; see ARCHITECTURE.md for where each piec
 
 from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
 from .models import VAE, LatentVariableModel, LinearGaussian
+from .estimators import AISResult, BDMCResult, LadderResult, ais, ais_ladder, bdmc, iwae_bound, simulate
 from .objectives import SMVITerms, elbo, score_matching_divergence, smvi_objective
 
 __version__ = "0.1.0"
@@ -24,4 +25,12 @@ __all__ = [
     "elbo",
     "score_matching_divergence",
     "smvi_objective",
+    "iwae_bound",
+    "ais",
+    "AISResult",
+    "bdmc",
+    "BDMCResult",
+    "ais_ladder",
+    "LadderResult",
+    "simulate",
 ]

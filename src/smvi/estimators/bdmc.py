@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -116,7 +117,7 @@ class LadderResult:
     def table(self) -> str:
         """One line per rung: steps, mean ± standard error, change from the previous rung, seconds."""
         lines = []
-        for i, (s, m, e, r) in enumerate(zip(self.steps, self.means, self.sems, self.results)):
+        for i, (s, m, e, r) in enumerate(zip(self.steps, self.means, self.sems, self.results, strict=True)):
             change = f"{self.diffs[i - 1]:+.3f} ± {self.diff_sems[i - 1]:.3f}" if i else ""
             lines.append(f"{s:>7d}  {m:10.3f} ± {e:.3f}  {change:>18s}  {r.seconds:8.1f}s")
         return "\n".join(lines)

@@ -13,7 +13,8 @@ depend on which other chains or points share the batch, nor on chunking, and the
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -25,23 +26,19 @@ __all__ = [
 ]
 
 # ---- counter-based noise ------------------------------------------------------------------------------------------
-# 32-bit arithmetic in int64 tensors: values stay in [0, 2³²) and no product exceeds 2⁴⁹, so nothing overflows.
-_M32, _M16 = 0xFFFFFFFF, 0xFFFF
-_SALTS = (0x243F6A88, 0x85A308D3)  # digits of π: one per 32-bit word of a key
-
-
-def _mul32(x: Tensor, c: int) -> Tensor:
-    """(x · c) mod 2³² for x in [0, 2³²) without int64 overflow."""
-    return ((x & _M16) * c + ((((x >> 16) * c) & _M16) << 16)) & _M32
+# 32-bit arithmetic in int64 tensors: values stay in [0, 2³²) and multipliers below 2³¹, so no product overflows.
+_M32 = 0xFFFFFFFF
+_SALTS = (0x243F6A88, 0x05A308D3)  # digits of π: one per 32-bit word of a key
 
 
 def _mix(x: Tensor) -> Tensor:
-    """A bijective 32-bit integer hash with strong avalanche (Wellons' ``lowbias32``)."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
+    """A bijective 32-bit integer hash with good avalanche (Wellons' hash prospector, ``[15 2c1b3c6d 12 297a2d39 15]``).
+    """
     x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+    x = (x * 0x2C1B3C6D) & _M32
+    x = x ^ (x >> 12)
+    x = (x * 0x297A2D39) & _M32
+    return x ^ (x >> 15)
 
 
 def _const(value: int, like: Tensor) -> Tensor:
@@ -159,11 +156,15 @@ def init_state(potential: Potential, z: Tensor) -> HMCState:
 
 
 def _log_density(state: HMCState, beta: float) -> Tensor:
-    return state.log_f0 if beta == 0 else state.log_f1 if beta == 1 else torch.lerp(state.log_f0, state.log_f1, beta)
+    if beta in (0, 1):
+        return state.log_f1 if beta else state.log_f0
+    return torch.lerp(state.log_f0, state.log_f1, beta)
 
 
 def _score(state: HMCState, beta: float) -> Tensor:
-    return state.grad_f0 if beta == 0 else state.grad_f1 if beta == 1 else torch.lerp(state.grad_f0, state.grad_f1, beta)
+    if beta in (0, 1):
+        return state.grad_f1 if beta else state.grad_f0
+    return torch.lerp(state.grad_f0, state.grad_f1, beta)
 
 
 def _leapfrog(state: HMCState, p: Tensor, potential: Potential, beta: float, eps: Tensor, n: int):
@@ -200,10 +201,11 @@ def hmc_step(
 ) -> tuple[HMCState, HMCInfo]:
     """One HMC transition leaving π_β ∝ f₀^(1−β) f₁^β invariant, batched over ``[*batch]`` independent chains.
 
-    Momentum p ~ N(0, I); ``n_leapfrog`` leapfrog steps of per-chain size ``step_size`` ``[*batch]`` (reusing the
-    gradient carried in ``state``); accept with probability min(1, exp(−ΔH)), H(z, p) = −log π_β(z) + ½‖p‖²,
-    decided in log space (no exp overflow) against log u, u ~ U(0, 1). A proposal whose position, density or
-    momentum is NaN or ±inf is never accepted. No autograd graph outlives the call. ``key`` supplies the noise.
+    Momentum p ~ N(0, I); ``n_leapfrog`` leapfrog steps of per-chain size ``step_size`` (broadcastable to
+    ``[*batch]``), reusing the gradient carried in ``state``, so n_leapfrog potential evaluations; accept with
+    probability min(1, exp(−ΔH)), H(z, p) = −log π_β(z) + ½‖p‖², decided in log space (no exp overflow) against
+    log u, u ~ U(0, 1). A proposal whose position, density or momentum is NaN or ±inf is never accepted. No autograd
+    graph outlives the call. ``key`` supplies the noise. Reference: Neal (2011), "MCMC using Hamiltonian dynamics".
     """
     p0 = normal(fold_in(key, 0), state.z.shape[-1], state.z.dtype)
     new, p1 = _leapfrog(state, p0, potential, beta, step_size.unsqueeze(-1), n_leapfrog)

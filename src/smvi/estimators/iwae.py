@@ -20,14 +20,15 @@ _IWAE_STREAM = 0x1BAE  # separates IWAE's noise from AIS's at the same seed
 
 
 @torch.no_grad()
-def iwae_bound(model, x: Tensor, *, k: int, chunk_size: int = 128, seed: int | None = None) -> Tensor:
+def iwae_bound(model, x: Tensor, *, k: int, chunk_size: int = 64, seed: int | None = None) -> Tensor:
     """L_k(x) = log (1/k) Σᵢ p(x, zᵢ) / q(zᵢ|x), zᵢ ~ q(z|x) i.i.d.: x ``[N, x_dim]`` -> float64 ``[N]``.
 
-    E[L_k] ≤ E[L_k'] ≤ log p(x) for k ≤ k' (a stochastic lower bound, tight as k → ∞); L_1 is the single-sample ELBO.
-    Samples are drawn ``chunk_size`` at a time and combined by a running float64 log-sum-exp, so memory is
-    O(chunk_size · N) whatever k. Sample i of a point is a function of (``seed``, the point's values, i) only: the
-    result does not depend on ``chunk_size``, on the other points in ``x``, and L_k and L_k' share their first k
-    samples. ``seed=None`` draws a fresh seed. Needs a Gaussian q (diagonal or full covariance). No gradients.
+    E[L_k] ≤ E[L_k'] ≤ log p(x) for k ≤ k' (a stochastic lower bound, tight as k → ∞); L_1 is the single-sample ELBO
+    (Burda et al. 2016). Samples are drawn ``chunk_size`` at a time and combined by a running float64 log-sum-exp, so
+    memory is O(chunk_size · N · decoder width) whatever k. Sample i of a point is a function of (``seed``, the
+    point's values, i) only: the result does not depend on ``chunk_size`` or on the other points in ``x``, and L_k and
+    L_k' share their first k samples. ``seed=None`` draws a fresh seed. Needs a Gaussian q (diagonal or full
+    covariance). No gradients.
     """
     if x.dim() != 2 or k < 1 or chunk_size < 1:
         raise ValueError(f"need x [N, x_dim], k >= 1 and chunk_size >= 1; got {tuple(x.shape)}, {k}, {chunk_size}")
