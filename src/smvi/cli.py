@@ -13,6 +13,7 @@ import click
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, build_config, load_config, read_toml
+from .convergence import CONVERGENCE_FILE, check_convergence
 from .data import DataError, fetch_mnist, locate_mnist
 from .evaluate import EVAL_FILE, EVAL_PRESETS, EvalConfig, evaluate_run
 from .presets import PRESETS
@@ -157,6 +158,37 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
         click.echo(f"{name:5s} (n={s['n']}): ELBO {s['elbo']['mean']:.2f}  AIS {s['ais']['mean']:.2f}  "
                    f"gap {s['gap']['mean']:.2f} ± {s['gap']['se']:.2f}  D_SM {s['d_sm']['mean']:.4g}")
     click.echo(f"-> {run_dir / EVAL_FILE} ({r['seconds']:.0f} s)")
+
+
+@main.command("convergence")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--steps", default="100,300,1000", show_default=True, help="AIS lengths to compare, comma-separated.")
+@click.option("--n-points", type=int, default=100, show_default=True, help="Simulated points (BDMC) and test points.")
+@click.option("--tol", type=float, default=0.1, show_default=True, help="Agreement (nats) that counts as converged.")
+@click.option("--preset", type=click.Choice(sorted(EVAL_PRESETS)), default="default", show_default=True,
+              help="Chains, leapfrogs, start and schedule to check (as in smvi evaluate).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
+@click.option("--overwrite", is_flag=True, help="Recompute an existing convergence.json.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def convergence_cmd(run_dir: Path, steps: str, n_points: int, tol: float, preset: str, sets: tuple[str, ...],
+                    overwrite: bool, no_progress: bool) -> None:
+    """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
+
+    Writes RUN_DIR/convergence.json. A small BDMC gap (upper − lower) means AIS at those settings is accurate.
+    """
+    try:
+        ladder = tuple(int(s) for s in steps.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {steps!r}", param_hint="--steps") from None
+    if n_points < 1 or any(s < 1 for s in ladder):
+        raise click.BadParameter("--n-points and every step count must be positive")
+    cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets)
+    r = check_convergence(run_dir, steps=ladder, n_points=n_points, eval_config=cfg, tol=tol, overwrite=overwrite,
+                          progress=not no_progress)
+    for b, m in zip(r["bdmc"], r["ladder"]["means"]):
+        click.echo(f"steps {b['steps']:>6d}: BDMC [{b['lower']:.2f}, {b['upper']:.2f}] gap {b['gap']:.3f}"
+                   f" ± {b['gap_se']:.3f}   test AIS {m:.2f}")
+    click.echo(f"ladder converged (tol {tol}): {r['ladder']['converged']}  -> {run_dir / CONVERGENCE_FILE}")
 
 
 @main.command("ssl")

@@ -21,7 +21,7 @@ PRESETS: dict[str, SweepConfig] = {
     # A reduced but meaningful reproduction: the paper's model and data, fewer epochs, converged AIS.
     "cpu": SweepConfig(
         lams=(0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0),
-        run=RunConfig(train=TrainConfig(epochs=50)),
+        run=RunConfig(train=TrainConfig(epochs=30)),
         eval=EvalConfig(),
         ssl=SSLConfig(),
     ),
