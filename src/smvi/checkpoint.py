@@ -3,11 +3,14 @@
 Every artifact smvi writes goes to a temporary file in the same directory, is flushed and fsynced, and is renamed into
 place, so a crash never leaves a partial file that is later trusted. A checkpoint is one safetensors file — the model's
 weights (``model.*``), Adam's state (``optim.*``) and the RNG states (``rng.*``) as tensors, and the progress, optimizer
-hyper-parameters and config as JSON strings in its header — so loading it never unpickles anything.
+hyper-parameters and config as JSON strings in its header — so loading it never unpickles anything. The header also
+holds a SHA-256 of everything else, so a damaged or edited checkpoint is refused rather than trusted; and a checkpoint
+never holds a non-finite weight or optimizer moment (writing one is refused, and so is loading one).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -20,18 +23,34 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-FORMAT = "smvi-checkpoint-1"
+FORMAT = "smvi-checkpoint-2"  # 2: with a SHA-256 digest
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used (missing, damaged, foreign or of another architecture); one-line message."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp alone makes it private, 0o600)
+
+
+def temporary_files(path: str | Path) -> list[Path]:
+    """Temporary files a killed :func:`atomic_write_bytes` to ``path`` may have left behind."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename, fsync of the directory)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -40,6 +59,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -59,6 +88,22 @@ class Checkpoint:
     config: dict[str, Any]
 
 
+def _digest(tensors: dict[str, Tensor], meta: dict[str, str]) -> str:
+    """SHA-256 of the header fields and of every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for key in sorted(meta):
+        h.update(f"{key}={meta[key]}\n".encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{list(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _nonfinite(tensors: dict[str, Tensor]) -> list[str]:
+    return sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+
+
 def save_checkpoint(
     path: str | Path,
     *,
@@ -68,12 +113,19 @@ def save_checkpoint(
     progress: dict[str, Any],
     config: dict[str, Any],
 ) -> None:
-    """Write a checkpoint atomically (see the module docstring for the layout)."""
+    """Write a checkpoint atomically (see the module docstring for the layout).
+
+    Raises :class:`CheckpointError`, writing nothing, if a weight or optimizer moment is not finite.
+    """
     tensors: dict[str, Tensor] = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     for idx, state in opt["state"].items():
         for name, value in state.items():
             tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    bad = _nonfinite(tensors)
+    if bad:
+        raise CheckpointError(f"{path}: refusing to save non-finite values in {bad[:3]}; "
+                              "the previous checkpoint is kept")
     tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
     meta = {
         "format": FORMAT,
@@ -81,11 +133,16 @@ def save_checkpoint(
         "param_groups": json.dumps(opt["param_groups"]),
         "config": json.dumps(config),
     }
+    meta["sha256"] = _digest(tensors, meta)
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint without unpickling. Raises :class:`CheckpointError` on anything but an smvi checkpoint."""
+    """Read a checkpoint without unpickling (a pickle is never opened, let alone run).
+
+    Raises :class:`CheckpointError` on anything but an intact smvi checkpoint: a pickle or other foreign file, a
+    truncated, damaged or edited one (its SHA-256 no longer matches), or one holding non-finite weights.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint is missing")
@@ -97,24 +154,32 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(e).splitlines()[0]})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an smvi checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
+    digest = meta.pop("sha256", None)
+    if digest != _digest(tensors, meta):
+        raise CheckpointError(f"{path}: checksum mismatch: the checkpoint was damaged or edited; do not trust it")
     try:
         progress = json.loads(meta["progress"])
         groups = json.loads(meta["param_groups"])
         config = json.loads(meta["config"])
     except (KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint header ({e})") from None
+    if not (isinstance(progress, dict) and isinstance(groups, list) and isinstance(config, dict)):
+        raise CheckpointError(f"{path}: damaged checkpoint header (progress, param_groups or config of the wrong type)")
     model, rng, opt_state = {}, {}, {}
     for key, value in tensors.items():
         kind, _, rest = key.partition(".")
+        idx, _, name = rest.partition(".")
         if kind == "model":
             model[rest] = value
         elif kind == "rng":
             rng[rest] = value
-        elif kind == "optim":
-            idx, _, name = rest.partition(".")
+        elif kind == "optim" and idx.isdigit() and name:
             opt_state.setdefault(int(idx), {})[name] = value
         else:
             raise CheckpointError(f"{path}: unexpected tensor {key!r} in checkpoint")
+    bad = _nonfinite({**model, **{f"optim.{i}.{n}": v for i, s in opt_state.items() for n, v in s.items()}})
+    if bad:
+        raise CheckpointError(f"{path}: non-finite values in {bad[:3]}; this checkpoint cannot be used")
     return Checkpoint(model, {"state": opt_state, "param_groups": groups}, rng, progress, config)
 
 

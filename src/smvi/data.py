@@ -140,7 +140,8 @@ def locate_mnist(data_dir: str | Path | None = None, *, download: bool = True, p
     if named:
         named = Path(named)
         if not named.is_dir():
-            raise DataError(f"data directory {named} does not exist; fix --data-dir / SMVI_DATA_DIR")
+            what = "is not a directory" if named.exists() else "does not exist"
+            raise DataError(f"data directory {named} {what}; fix --data-dir / SMVI_DATA_DIR")
         verify_mnist_dir(named)
         return named
     cache = cache_dir()
@@ -226,12 +227,30 @@ def _fetch_mirrors(tmp: Path, progress: bool) -> None:
 # ---- loading --------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ImageData:
-    """Gray-level images in [0, 1] as float32 ``[n, 784]`` and labels as int64 ``[n]``."""
+    """Gray-level images in [0, 1] as float32 ``[n, d]`` (784 for MNIST) and integer labels ``[n]``; both splits
+    non-empty and of the same width. Anything else raises ``ValueError`` naming the field."""
 
     train_x: Tensor
     train_y: Tensor
     test_x: Tensor
     test_y: Tensor
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+                raise ValueError(f"ImageData.{split}_x and {split}_y must be torch tensors, got "
+                                 f"{type(x).__name__} and {type(y).__name__}")
+            if x.dtype != torch.float32 or x.ndim != 2 or len(x) == 0:
+                raise ValueError(f"ImageData.{split}_x must be float32 of shape [n > 0, d], got {x.dtype} "
+                                 f"{list(x.shape)}")
+            if x.shape[1] != self.train_x.shape[1]:
+                raise ValueError(f"ImageData.test_x has width {x.shape[1]} but train_x {self.train_x.shape[1]}")
+            if y.ndim != 1 or len(y) != len(x) or y.is_floating_point() or y.is_complex():
+                raise ValueError(f"ImageData.{split}_y must be integer labels of shape [{len(x)}], got {y.dtype} "
+                                 f"{list(y.shape)}")
+            if not bool(((x >= 0) & (x <= 1)).all()):  # also false for NaN
+                raise ValueError(f"ImageData.{split}_x must hold gray levels in [0, 1] (no NaN): scale it first")
 
 
 def load_idx_dir(directory: str | Path, *, counts: dict[str, int] | None = None) -> ImageData:
@@ -242,6 +261,8 @@ def load_idx_dir(directory: str | Path, *, counts: dict[str, int] | None = None)
 
     def images(name: str) -> Tensor:
         a = read_idx(d / name, magic=2051, count=counts.get(name))
+        if len(a) == 0:
+            raise DataError(f"{d / name}: holds no images; {_FIX}")
         return torch.from_numpy(a.reshape(a.shape[0], -1).astype(np.float32) / 255.0)
 
     def labels(name: str, n: int) -> Tensor:
@@ -269,7 +290,8 @@ def load_data(dataset: str, data_dir: str | Path | None = None, *, download: boo
         if not data_dir:
             raise DataError("dataset 'idx' needs a directory: pass --data-dir (or data.data_dir in the config)")
         if not Path(data_dir).is_dir():
-            raise DataError(f"data directory {data_dir} does not exist; fix --data-dir")
+            what = "is not a directory" if Path(data_dir).exists() else "does not exist"
+            raise DataError(f"data directory {data_dir} {what}; fix --data-dir")
         return load_idx_dir(data_dir)
     raise DataError(f"unknown dataset {dataset!r}: use 'mnist' or 'idx'")
 

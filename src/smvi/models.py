@@ -93,7 +93,8 @@ class VAE(nn.Module):
 
     def encode(self, x: Tensor) -> Distribution:
         mean, log_std = self.encoder(x).chunk(2, dim=-1)
-        return Independent(Normal(mean, log_std.exp()), 1)
+        # no argument validation: a non-finite σ must reach the trainer's NaN guard, not raise inside torch
+        return Independent(Normal(mean, log_std.exp(), validate_args=False), 1, validate_args=False)
 
     def decode(self, z: Tensor) -> Distribution:
         """p(x|z) as a Distribution with event shape [x_dim]."""

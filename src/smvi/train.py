@@ -6,8 +6,10 @@ A run directory holds::
     checkpoint.safetensors   weights, Adam state, RNG states and progress after the last finished epoch
     metrics.jsonl            one JSON line per finished epoch: every term, seconds, skipped steps, test monitor
 
-Resuming restores the model, Adam, the global torch RNG (z sampling) and the data generator (shuffling and
-binarization), so an interrupted run continues bit-identically on the same device and thread count.
+Every file is replaced atomically; after each epoch the metrics are written first, then the checkpoint, so a run
+killed at any point holds a checkpoint and at most one metrics line past it (dropped on resume). Resuming restores
+the model, Adam, the global torch RNG (z sampling) and the data generator (shuffling and binarization), so an
+interrupted run continues bit-identically on the same device and thread count.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    temporary_files,
+)
 from .config import ConfigError, RunConfig, config_to_toml, load_config
 from .data import DynamicBinarizer, ImageData, binarize_fixed, load_data
 from .models import VAE
@@ -43,7 +52,9 @@ class RunError(RuntimeError):
 
 
 class TrainingDiverged(RuntimeError):
-    """Too many consecutive non-finite steps; the last good checkpoint is kept."""
+    """Training cannot go on: ``train.max_bad_steps`` non-finite steps in a row, an epoch without one finite step, or
+    an update that made the parameters non-finite. The message names the likely cause; the last good checkpoint is
+    kept."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,7 +68,11 @@ def resolve_device(name: str) -> torch.device:
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``run_dir`` so two processes never write the same run (released on exit/death)."""
-    with open(run_dir / LOCK, "a+") as f:
+    try:
+        lock = open(run_dir / LOCK, "a+")
+    except OSError as e:
+        raise RunError(f"run directory {run_dir} is not writable ({e.strerror}); choose another --out") from None
+    with lock as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -82,28 +97,70 @@ def _set_rng_state(rng: dict[str, torch.Tensor], device: torch.device, data: Dyn
         torch.cuda.set_rng_state(rng["cuda"], device)
 
 
-def _prepare_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool) -> RunConfig:
-    """Create, reuse or clear ``run_dir`` as asked; returns the config to run (the saved one when resuming)."""
-    has_run = (run_dir / CHECKPOINT).exists() or (run_dir / CONFIG).exists()
+_MUTABLE = {("train", "epochs"), ("train", "device")}  # the settings a resumed run may change
+
+
+def _config_change(old: dict, new: dict) -> str | None:
+    """The first setting, other than train.epochs and train.device, on which two config dumps differ."""
+    for section, values in old.items():
+        for key, value in values.items():
+            now = new.get(section, {}).get(key) if isinstance(new.get(section), dict) else None
+            if (section, key) not in _MUTABLE and now != value:
+                return f"{section}.{key} is {now!r} but the run used {value!r}"
+    return None
+
+
+def _check_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse what ``resume`` / ``overwrite`` do not allow in ``run_dir`` (nothing is changed here)."""
+    has = {name: (run_dir / name).exists() for name in RUN_FILES}
     if resume:
-        if not (run_dir / CONFIG).exists():
+        if not has[CONFIG]:
+            if has[CHECKPOINT]:
+                raise RunError(f"{run_dir} has a {CHECKPOINT} but no {CONFIG}: the run directory is damaged; "
+                               f"restore {CONFIG} or start over with --overwrite")
             raise RunError(f"nothing to resume in {run_dir}: no {CONFIG}; drop --resume to start a new run")
-        saved = load_config(run_dir / CONFIG)
-        mutable = {"train": {"epochs", "device"}}
-        a, b = saved.model_dump(), config.model_dump()
-        for section, values in a.items():
-            for key, value in values.items():
-                if b[section][key] != value and key not in mutable.get(section, ()):
-                    raise ConfigError(
-                        f"--resume: {section}.{key} is {b[section][key]!r} but the run in {run_dir} used {value!r}; "
-                        "only train.epochs and train.device may change on resume"
-                    )
-        return config
-    if has_run and not overwrite:
+        change = _config_change(load_config(run_dir / CONFIG).model_dump(mode="json"), config.model_dump(mode="json"))
+        if change:
+            raise ConfigError(f"--resume: {change} in {run_dir}; "
+                              "only train.epochs and train.device may change on resume")
+    elif any(has.values()) and not overwrite:
         raise RunError(f"{run_dir} already holds a run: pass --resume to continue it or --overwrite to start over")
-    for name in RUN_FILES if overwrite else ():
-        (run_dir / name).unlink(missing_ok=True)
-    return config
+
+
+@contextmanager
+def _writing(run_dir: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, permissions) into one line; atomic writes leave the previous files intact."""
+    try:
+        yield
+    except OSError as e:
+        raise RunError(f"cannot write in {run_dir} ({e.strerror or e}); the files there are intact: "
+                       "free space or fix permissions, then --resume") from None
+
+
+def _clear(run_dir: Path, overwrite: bool) -> None:
+    """Remove temporary files left by a killed writer and, with ``overwrite``, the previous run's files."""
+    for name in RUN_FILES:
+        for tmp in temporary_files(run_dir / name):
+            tmp.unlink(missing_ok=True)
+        if overwrite:
+            (run_dir / name).unlink(missing_ok=True)
+
+
+def _restore(path: Path, config: RunConfig, model, optimizer, loader, device) -> tuple[int, int]:
+    """Load the checkpoint at ``path`` into the model, Adam and the RNGs; returns (epochs done, bad steps in a row)."""
+    ck = load_checkpoint(path)
+    change = _config_change(ck.config, config.model_dump(mode="json"))
+    if change:
+        raise CheckpointError(f"{path} belongs to another run ({change}); resume the run it came from")
+    load_weights(model, ck.model, path)
+    try:
+        optimizer.load_state_dict(ck.optimizer)
+        _set_rng_state(ck.rng, device, loader)
+        return int(ck.progress["epoch"]), int(ck.progress.get("bad_steps_in_a_row", 0))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{path}: damaged optimizer, RNG or progress state ({type(e).__name__} {detail})"
+                              ) from None
 
 
 @dataclass(frozen=True)
@@ -126,10 +183,13 @@ def train(
 
     ``resume`` continues the run in ``run_dir`` (its saved config must match ``config`` except for ``train.epochs``
     and ``train.device``); without it an existing run is an error unless ``overwrite``. ``data`` skips loading.
-    Non-finite steps are skipped and counted; ``train.max_bad_steps`` consecutive ones raise
-    :class:`TrainingDiverged`, leaving the last good checkpoint in place.
+    Non-finite steps (loss or gradient) are skipped and counted; ``train.max_bad_steps`` consecutive ones raise
+    :class:`TrainingDiverged`, leaving the last good checkpoint in place. Nothing in ``run_dir`` changes before the
+    data, the device and (when resuming) the checkpoint have been checked.
     """
     run_dir = Path(run_dir)
+    if resume and not run_dir.is_dir():
+        raise RunError(f"nothing to resume: run directory {run_dir} does not exist")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -137,7 +197,7 @@ def train(
     if not os.access(run_dir, os.W_OK):
         raise RunError(f"run directory {run_dir} is not writable; choose another --out")
     with run_lock(run_dir):
-        config = _prepare_dir(config, run_dir, resume, overwrite)
+        _check_dir(config, run_dir, resume, overwrite)
         tc = config.train
         device = resolve_device(tc.device)
         data = data if data is not None else load_data(config.data.dataset, config.data.data_dir)
@@ -148,15 +208,15 @@ def train(
         loader = DynamicBinarizer(data.train_x, tc.batch_size, seed=tc.seed + 1)
         monitor_x = binarize_fixed(data.test_x[: config.data.monitor_size], config.data.eval_seed).to(device)
 
-        start = 0
-        if resume and (run_dir / CHECKPOINT).exists():
-            ck = load_checkpoint(run_dir / CHECKPOINT)
-            load_weights(model, ck.model, run_dir / CHECKPOINT)
-            optimizer.load_state_dict(ck.optimizer)
-            _set_rng_state(ck.rng, device, loader)
-            start = int(ck.progress["epoch"])
-            _truncate_metrics(run_dir / METRICS, start)
-        atomic_write_text(run_dir / CONFIG, config_to_toml(config))
+        start, bad_in_a_row, history = 0, 0, []
+        if resume:
+            if (run_dir / CHECKPOINT).exists():
+                start, bad_in_a_row = _restore(run_dir / CHECKPOINT, config, model, optimizer, loader, device)
+            history = _metrics_history(run_dir / METRICS, start)
+        # Everything is checked: only now is anything in run_dir changed.
+        with _writing(run_dir):
+            _clear(run_dir, overwrite)
+            atomic_write_text(run_dir / CONFIG, config_to_toml(config))
 
         last: dict = {}
         steps = len(loader)
@@ -164,16 +224,19 @@ def train(
         with bar:
             for epoch in range(start, tc.epochs):
                 t0 = time.perf_counter()
-                means, skipped = _run_epoch(model, optimizer, loader, tc, device, bar, epoch)
+                means, skipped, bad_in_a_row = _run_epoch(model, optimizer, loader, tc, device, bar, epoch,
+                                                          bad_in_a_row)
                 last = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
                         "lam": lam_at(tc, epoch + 1), **means,
                         "skipped_steps": skipped, **_monitor(model, monitor_x, config.data.eval_seed)}
-                save_checkpoint(
-                    run_dir / CHECKPOINT, model=model, optimizer=optimizer, rng=_rng_state(device, loader),
-                    progress={"epoch": epoch + 1}, config=config.model_dump(mode="json"),
-                )
-                with open(run_dir / METRICS, "a") as f:
-                    f.write(json.dumps(last) + "\n")
+                history.append(json.dumps(last))
+                with _writing(run_dir):
+                    atomic_write_text(run_dir / METRICS, "".join(line + "\n" for line in history))
+                    save_checkpoint(
+                        run_dir / CHECKPOINT, model=model, optimizer=optimizer, rng=_rng_state(device, loader),
+                        progress={"epoch": epoch + 1, "bad_steps_in_a_row": bad_in_a_row},
+                        config=config.model_dump(mode="json"),
+                    )
         return TrainResult(run_dir, max(start, tc.epochs), last)
 
 
@@ -184,10 +247,11 @@ def lam_at(tc, epoch: float) -> float:
     return tc.lam * min(1.0, epoch / tc.lam_warmup_epochs)
 
 
-def _run_epoch(model, optimizer, loader, tc, device, bar, epoch) -> tuple[dict[str, float], int]:
-    """One pass over the data; returns the example-weighted means of the terms and the number of skipped steps."""
+def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row) -> tuple[dict[str, float], int, int]:
+    """One pass over the data; returns the example-weighted means of the terms, the number of skipped steps and the
+    number of non-finite steps in a row at its end (``bad_in_a_row`` is that count at its start)."""
     sums: dict[str, float] = {}
-    seen = skipped = bad_in_a_row = 0
+    seen = skipped = 0
     params = list(model.parameters())
     steps = len(loader)
     for i, x in enumerate(loader.epoch()):
@@ -204,15 +268,13 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch) -> tuple[dict[s
             skipped += 1
             bad_in_a_row += 1
             if bad_in_a_row >= tc.max_bad_steps:
-                raise TrainingDiverged(
-                    f"{bad_in_a_row} consecutive non-finite steps in epoch {epoch + 1} (λ={tc.lam}, lr={tc.lr}): "
-                    "λ is likely too large for this learning rate — lower train.lr or set train.grad_clip; "
-                    "the last good checkpoint is kept"
-                )
+                raise TrainingDiverged(_diverged(f"{bad_in_a_row} consecutive non-finite steps", epoch, tc))
             bar.update(1)
             continue
         bad_in_a_row = 0
         optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise TrainingDiverged(_diverged("an update made the parameters non-finite", epoch, tc))
         n = x.shape[0]
         seen += n
         for k, v in terms.means().items():
@@ -220,7 +282,19 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch) -> tuple[dict[s
         bar.update(1)
         bar.set_postfix({"epoch": epoch + 1, **{k: f"{v:.4g}" for k, v in terms.means().items() if k != "loss"}},
                         refresh=False)
-    return {k: v / max(seen, 1) for k, v in sums.items()}, skipped
+    if seen == 0:
+        raise TrainingDiverged(_diverged(f"all {steps} steps were non-finite", epoch, tc))
+    return {k: v / seen for k, v in sums.items()}, skipped, bad_in_a_row
+
+
+def _diverged(what: str, epoch: int, tc) -> str:
+    """A one-line message for :class:`TrainingDiverged` naming the likely cause and the fix."""
+    if tc.lam != 0:
+        cause = (f"λ={tc.lam} is likely too large for lr={tc.lr}: lower train.lr, set train.grad_clip "
+                 "or ramp λ up with train.lam_warmup_epochs")
+    else:
+        cause = f"lr={tc.lr} is likely too large: lower train.lr or set train.grad_clip"
+    return f"{what} in epoch {epoch + 1}: {cause}; the last good checkpoint is kept"
 
 
 @torch.no_grad()
@@ -233,19 +307,29 @@ def _monitor(model, x: torch.Tensor, seed: int) -> dict[str, float]:
     return {"test_elbo": m["elbo"], "test_d_sm": m["d_sm"]}
 
 
-def _truncate_metrics(path: Path, epochs: int) -> None:
-    """Keep only the metric lines of epochs ≤ ``epochs`` (a killed run may have written one past its checkpoint)."""
+def _metrics_history(path: Path, epochs: int) -> list[str]:
+    """The metrics lines of epochs ≤ ``epochs`` from the run being resumed.
+
+    A line for epoch ``epochs + 1`` (written just before a checkpoint that a kill prevented) is dropped; anything else
+    past the checkpoint, or a line that is not a metrics record, is refused rather than silently discarded.
+    """
     if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    keep = []
-    for ln in lines:
+        return []
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"cannot read {path} ({e}); repair or remove it to resume") from None
+    keep, beyond = [], []
+    for i, ln in enumerate(lines, 1):
         try:
-            if json.loads(ln)["epoch"] <= epochs:
-                keep.append(ln)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break  # a torn last line
-    atomic_write_text(path, "".join(k + "\n" for k in keep))
+            epoch = int(json.loads(ln)["epoch"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise RunError(f"{path}: line {i} is not a metrics record; repair or remove it to resume") from None
+        (keep if epoch <= epochs else beyond).append(ln)
+    if len(beyond) > 1 or (beyond and json.loads(beyond[0])["epoch"] != epochs + 1):
+        raise RunError(f"{path} records epochs past the checkpoint's {epochs}: the checkpoint is older than the "
+                       "metrics; start over with --overwrite")
+    return keep
 
 
 @dataclass(frozen=True)
