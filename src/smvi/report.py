@@ -22,11 +22,12 @@ import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from .checkpoint import atomic_write_bytes, atomic_write_text
 
@@ -223,6 +224,8 @@ def _lam_axis(ax, lams: list[float]) -> None:
         ax.axvspan(-t if min(lams) < 0 else 0, t, color="0.92", zorder=0, lw=0)  # the linear segment around 0
         label += " (shaded: linear scale around 0)"
     ax.set_xticks(lams, [_fmt_lam(x) for x in lams], rotation=45 if len(lams) > 6 else 0)
+    from matplotlib.ticker import NullLocator  # matplotlib is imported only when a report is drawn
+
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(label)
     ax.grid(alpha=0.3)
@@ -249,6 +252,8 @@ def _png(fig: Figure) -> bytes:
 
 
 def _figure_gap(rows: list[Row], lams: list[float]) -> bytes:
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(11, 4.2), layout="tight")
     a, b = fig.subplots(1, 2)
     for split in SPLITS:
@@ -265,6 +270,8 @@ def _figure_gap(rows: list[Row], lams: list[float]) -> bytes:
 
 
 def _figure_ssl(rows: list[Row], lams: list[float]) -> bytes:
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 4.5), layout="tight")
     ax = fig.subplots()
     sizes = sorted({r.s for r in rows if r.s is not None})

@@ -37,8 +37,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sklearn.model_selection import StratifiedKFold
-from sklearn.svm import SVC
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write_json
@@ -159,6 +157,9 @@ def select_hyperparameters(
     This is the only place hyper-parameters are chosen, and it sees only the labeled training examples.
     ``gamma_grid`` is in units of 1/d. Ties go to the smaller C, then the smaller γ.
     """
+    from sklearn.model_selection import StratifiedKFold  # imported here: keeps `smvi --help` fast
+    from sklearn.svm import SVC
+
     d2 = _sq_dists(x, x)
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
     best: Selection | None = None
@@ -179,6 +180,8 @@ def select_hyperparameters(
 
 def _fit_and_score(x, y, test_x, test_y, sel: Selection, chunk: int = 2000) -> float:
     """Test accuracy of the SVM with ``sel`` refit on all labeled examples (test kernel computed in chunks)."""
+    from sklearn.svm import SVC
+
     svm = SVC(C=sel.C, kernel="precomputed").fit(np.exp(-sel.gamma * _sq_dists(x, x)), y)
     hits = sum(int((svm.predict(np.exp(-sel.gamma * _sq_dists(test_x[i:i + chunk], x))) == test_y[i:i + chunk]).sum())
                for i in range(0, len(test_x), chunk))
