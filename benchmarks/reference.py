@@ -44,19 +44,21 @@ def _sigmoid_schedule(steps: int, delta: float = 4.0) -> list[float]:
 
 def reference_ais(
     model, x: Tensor, *, steps: int, chains: int, leapfrog_steps: int = 10, init_step_size: float = 0.05,
-    target_accept: float = 0.65, seed: int = 0,
+    target_accept: float = 0.65, pilot_chains: int = 2, seed: int = 0,
 ) -> Tensor:
     """AIS from the prior to p(z|x) with HMC, one data point at a time, chains batched: log p̂(x) ``[N]`` float64.
 
-    The same path (p(z)·p(x|z)^β), sigmoid schedule, HMC transition and per-chain step-size adaptation (×1.02 / ×0.98
-    toward ``target_accept`` on a 0.9-decayed average acceptance) as :func:`smvi.estimators.ais` with
-    ``start="prior"``; noise from a seeded ``torch.Generator``.
+    The same path (p(z)·p(x|z)^β), sigmoid schedule, HMC transition and step-size rule as
+    :func:`smvi.estimators.ais` with ``start="prior"``: one step size per point, ×1.02 / ×0.98 toward
+    ``target_accept`` on a 0.9-decayed average of the acceptance of ``pilot_chains`` extra chains whose weights are
+    discarded. Noise from a seeded ``torch.Generator``.
     """
     gen = torch.Generator().manual_seed(seed)
     betas = _sigmoid_schedule(steps)
+    rows = chains + pilot_chains
     out = []
     for xi in x:
-        xi = xi.unsqueeze(0).expand(chains, -1)
+        xi = xi.unsqueeze(0).expand(rows, -1)
 
         def log_lik(z):
             return -F.binary_cross_entropy_with_logits(model.decoder(z), xi, reduction="none").sum(-1)
@@ -67,13 +69,12 @@ def reference_ais(
             (g,) = torch.autograd.grad(u.sum(), z)
             return u.detach(), g
 
-        z = torch.randn(chains, model.z_dim, generator=gen)
+        z = torch.randn(rows, model.z_dim, generator=gen)
         log_w = torch.zeros(chains, dtype=torch.float64)
-        step = torch.full((chains, 1), init_step_size)
-        avg = torch.full((chains,), target_accept)
+        step, avg = init_step_size, target_accept
         for t in range(1, steps + 1):
             with torch.no_grad():
-                log_w += (betas[t] - betas[t - 1]) * log_lik(z).double()
+                log_w += (betas[t] - betas[t - 1]) * log_lik(z)[:chains].double()
             if t == steps:
                 break
             u0, g = energy_and_grad(z, betas[t])
@@ -86,9 +87,10 @@ def reference_ais(
                 p = p - (step if i < leapfrog_steps - 1 else 0.5 * step) * g
             log_acc = (u0 + 0.5 * p0.pow(2).sum(-1) - u1 - 0.5 * p.pow(2).sum(-1)).clamp(max=0.0)
             log_acc = torch.nan_to_num(log_acc, nan=-math.inf)
-            accept = torch.rand(chains, generator=gen).log() < log_acc
+            accept = torch.rand(rows, generator=gen).log() < log_acc
             z = torch.where(accept.unsqueeze(-1), zn, z)
-            avg = 0.9 * avg + 0.1 * log_acc.exp()
-            step = (step * torch.where(avg > target_accept, 1.02, 0.98).unsqueeze(-1)).clamp(1e-5, 1.0)
+            if pilot_chains:
+                avg = 0.9 * avg + 0.1 * float(log_acc[chains:].exp().mean())
+                step = min(max(step * (1.02 if avg > target_accept else 0.98), 1e-5), 1.0)
         out.append(torch.logsumexp(log_w, 0) - math.log(chains))
     return torch.stack(out)

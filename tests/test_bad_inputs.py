@@ -307,7 +307,6 @@ def test_image_data_refuses_bad_arrays(arrays, expected):
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
-PENDING_OBJECTIVES = pytest.mark.xfail(strict=True, reason="validation pending in objectives.py")
 X_CASES = {  # name -> (x for a 784-d float32 VAE, exception type, expected text)
     "numpy array": (lambda: gray().numpy(), TypeError, "x must be a torch.Tensor"),
     "1-d": (lambda: gray(1)[0], ValueError, "x must have shape [N, 784]"),
@@ -324,7 +323,6 @@ OBJECTIVES = {
 }
 
 
-@PENDING_OBJECTIVES
 @pytest.mark.parametrize("objective", list(OBJECTIVES.values()), ids=list(OBJECTIVES))
 @pytest.mark.parametrize("make_x, error, expected", list(X_CASES.values()), ids=list(X_CASES))
 def test_objectives_refuse_a_batch_of_the_wrong_shape_or_dtype(objective, make_x, error, expected):

@@ -7,20 +7,13 @@ Inference in Deep Latent Variable Models" (the paper in this repository's shared
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, Normal, kl_divergence
-
-from .models import VAE
+from torch import Tensor
+from torch.distributions import Distribution, kl_divergence
 
 __all__ = ["elbo", "score_matching_divergence", "smvi_objective", "SMVITerms"]
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -46,6 +39,22 @@ class SMVITerms:
         return {k: float(v.detach().mean()) for k, v in out.items()}
 
 
+def _check_batch(model, x) -> None:
+    """Refuse, with one clear line, a batch the model cannot score: not a tensor, not ``[N, x_dim]`` (when the model
+    states ``x_dim``), not floating-point, or of another dtype or device than the model's parameters."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    x_dim = getattr(model, "x_dim", None)
+    if x.dim() != 2 or (x_dim is not None and x.shape[1] != x_dim):
+        raise ValueError(f"x must have shape [N, {x_dim if x_dim is not None else 'x_dim'}], got {list(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be floating-point (binary images as 0./1.), got {x.dtype}")
+    param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    if param is not None and (x.dtype != param.dtype or x.device != param.device):
+        raise ValueError(f"x is {x.dtype} on {x.device} but the model is {param.dtype} on {param.device}: "
+                         f"use x.to(model's dtype and device)")
+
+
 def _kl(model, q: Distribution, z: Tensor) -> Tensor:
     """KL(q(z|x) ‖ p(z)): analytic when the model exposes ``prior`` and torch knows the pair, else a Monte Carlo
     average over the samples ``z`` ``[S, N, z_dim]``."""
@@ -61,24 +70,12 @@ def _kl(model, q: Distribution, z: Tensor) -> Tensor:
 def _log_lik_and_score_gap(model, q: Distribution, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
     """log p(x|z) ``[S, N]`` and ‖∇_z log q(z|x) − ∇_z log p(x, z)‖² ``[S, N]`` from one decoder pass.
 
-    With gradients enabled (and z requiring them) both are differentiable: the squared norm through the decoder's
-    input-gradient to θ (second order), and through z = μ + σ⊙ε and q's own score to φ. Under ``torch.no_grad`` (or
-    for a z that does not require gradients) they are computed but detached. The paper's VAE takes an explicit
-    forward/backward pass through its MLP decoder (:func:`_mlp_log_lik_and_score_gap`); any other model the generic
-    autograd one (:func:`_autograd_log_lik_and_score_gap`). Both compute the same function of (θ, φ, z).
+    Both scores come from one backward pass: the gradient with respect to z of ``log q(z|x) − log p(z) − log p(x|z)``
+    (z is held as the variable; q's parameters are not downstream of z). When gradients are enabled the backward pass
+    builds a graph (``create_graph``), so the squared norm can be differentiated again — through the decoder's
+    input-gradient to θ, and through z = μ + σ⊙ε and q's own score to φ. Under ``torch.no_grad`` the scores are still
+    computed (on a detached z) but nothing is differentiable.
     """
-    layers = _mlp_decoder(model, q)
-    if layers is None:
-        return _autograd_log_lik_and_score_gap(model, q, x, z)
-    train = torch.is_grad_enabled() and z.requires_grad
-    with torch.set_grad_enabled(train):
-        return _mlp_log_lik_and_score_gap(layers, model.config.likelihood, q.base_dist, x, z)
-
-
-def _autograd_log_lik_and_score_gap(model, q: Distribution, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-    """The generic path, for any model: both scores from one backward pass, the gradient with respect to z of
-    ``log q(z|x) − log p(z) − log p(x|z)`` (q's parameters are not downstream of z), with ``create_graph`` when
-    training so that the squared norm can be differentiated again."""
     train = torch.is_grad_enabled() and z.requires_grad
     with torch.enable_grad():
         if not train:
@@ -92,96 +89,13 @@ def _autograd_log_lik_and_score_gap(model, q: Distribution, x: Tensor, z: Tensor
     return log_lik, sq
 
 
-# ---- the fast path for the paper's VAE ----------------------------------------------------------------------------
-def _softplus(a: Tensor) -> tuple[Tensor, Tensor]:
-    return F.softplus(a), torch.sigmoid(a)
-
-
-def _tanh(a: Tensor) -> tuple[Tensor, Tensor]:
-    t = torch.tanh(a)
-    return t, 1 - t * t
-
-
-def _relu(a: Tensor) -> tuple[Tensor, Tensor]:
-    return F.relu(a), (a > 0).to(a.dtype)
-
-
-def _elu(a: Tensor) -> tuple[Tensor, Tensor]:
-    e = F.elu(a)
-    return e, torch.where(a > 0, 1.0, e + 1)
-
-
-# activation module type -> a ↦ (f(a), f'(a)), for modules in their default configuration (see _plain_activation)
-_ACTIVATIONS: dict[type, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
-    nn.Softplus: _softplus, nn.Tanh: _tanh, nn.ReLU: _relu, nn.ELU: _elu,
-}
-
-
-def _plain_activation(m: nn.Module) -> bool:
-    if type(m) not in _ACTIVATIONS:
-        return False
-    if type(m) is nn.Softplus:
-        return (m.beta, m.threshold) == (1.0, 20.0)
-    return type(m) is not nn.ELU or m.alpha == 1.0
-
-
-def _mlp_decoder(model, q: Distribution) -> list[nn.Module] | None:
-    """The decoder's modules when the explicit pass applies: a :class:`~smvi.models.VAE` whose scoring methods are
-    the library's own, a diagonal-Gaussian q, and a decoder of Linear layers with supported activations between them
-    (and no hooks). Otherwise ``None``."""
-    if not isinstance(model, VAE) or not isinstance(q, Independent) or not isinstance(q.base_dist, Normal):
-        return None
-    cls = type(model)
-    if (cls.log_likelihood, cls.log_prior) != (VAE.log_likelihood, VAE.log_prior):
-        return None
-    layers = list(model.decoder) if type(model.decoder) is nn.Sequential else []
-    if len(layers) % 2 == 0:
-        return None
-    for i, m in enumerate(layers):
-        ok = type(m) is nn.Linear if i % 2 == 0 else _plain_activation(m)
-        if not ok or m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
-            return None
-    return layers
-
-
-def _mlp_log_lik_and_score_gap(
-    layers: list[nn.Module], likelihood: str, q: Normal, x: Tensor, z: Tensor
-) -> tuple[Tensor, Tensor]:
-    """log p(x|z) and ‖∇_z log q − ∇_z log p(z) − ∇_z log p(x|z)‖² for an MLP decoder, without double backward.
-
-    The forward pass keeps each activation's derivative f'(a); the input-gradient is then written out as tensor ops,
-    δ_out = ∂log p(x|z)/∂(decoder output), δ ← (δ W) ⊙ f'(a) layer by layer, ∇_z log p(x|z) = δ W₁, and the two
-    Gaussian scores are closed form: ∇_z log q = −(z − μ)/σ², ∇_z log p(z) = −z. Differentiating the result is then
-    ordinary first-order autograd through these ops — the same function autograd's double backward differentiates,
-    with fewer and larger kernels.
-    """
-    h, derivs = z, []
-    for lin, act in zip(layers[0:-1:2], layers[1::2]):
-        h, d = _ACTIVATIONS[type(act)](F.linear(h, lin.weight, lin.bias))
-        derivs.append(d)
-    out = F.linear(h, layers[-1].weight, layers[-1].bias)
-    if likelihood == "bernoulli":
-        log_lik = -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").sum(-1)
-        delta = x - torch.sigmoid(out)
-    else:
-        mean, log_std = out.chunk(2, dim=-1)
-        inv_std = torch.exp(-log_std)
-        r = (x - mean) * inv_std
-        log_lik = -(0.5 * r.pow(2) + log_std + 0.5 * _LOG_2PI).sum(-1)
-        delta = torch.cat([r * inv_std, r.pow(2) - 1], dim=-1)
-    for lin, d in zip(reversed(layers[2::2]), reversed(derivs)):
-        delta = torch.matmul(delta, lin.weight) * d
-    score_lik = torch.matmul(delta, layers[0].weight)
-    gap = z - (z - q.loc) / q.scale.pow(2) - score_lik
-    return log_lik, gap.pow(2).sum(-1)
-
-
 def elbo(model, x: Tensor, *, n_samples: int = 1) -> Tensor:
     """ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z)), ``[N]``.
 
     Monte Carlo over ``n_samples`` reparameterized draws for the reconstruction term (unbiased); the KL is analytic
     when available (see :func:`_kl`), otherwise estimated from the same draws. Differentiable in θ and φ.
     """
+    _check_batch(model, x)
     q = model.encode(x)
     z = q.rsample((n_samples,))
     return model.log_likelihood(x, z).mean(0) - _kl(model, q, z)
@@ -194,6 +108,7 @@ def score_matching_divergence(model, x: Tensor, *, n_samples: int = 1) -> Tensor
     averaging over ``n_samples`` reparameterized draws z ~ q. Its gradient reaches both the decoder (θ, through the
     score ∇_z log p(x|z), by second-order autograd) and the encoder (φ, through z and q's score). No ½ factor.
     """
+    _check_batch(model, x)
     q = model.encode(x)
     z = q.rsample((n_samples,))
     return _log_lik_and_score_gap(model, q, x, z)[1].mean(0)
@@ -208,8 +123,11 @@ def smvi_objective(
     ``lam == 0`` and ``compute_d_sm`` not set, D_SM is skipped and ``loss == −elbo`` exactly: the plain VAE.
     ``compute_d_sm=True`` computes D_SM (and, with gradients enabled, keeps it differentiable) even at λ = 0.
     """
+    _check_batch(model, x)
     if compute_d_sm is None:
         compute_d_sm = lam != 0
+    elif lam != 0 and not compute_d_sm:
+        raise ValueError(f"compute_d_sm=False is only possible with lam == 0 (got lam={lam})")
     elif lam != 0 and not compute_d_sm:
         raise ValueError(f"compute_d_sm=False is only possible with lam == 0 (got lam={lam})")
     q = model.encode(x)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import time
 from contextlib import contextmanager
@@ -204,7 +203,7 @@ def train(
 
         torch.manual_seed(tc.seed)
         model = VAE(data.train_x.shape[1], config.model).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+        optimizer = _adam(model, tc.lr)
         loader = DynamicBinarizer(data.train_x, tc.batch_size, seed=tc.seed + 1)
         monitor_x = binarize_fixed(data.test_x[: config.data.monitor_size], config.data.eval_seed).to(device)
 
@@ -240,6 +239,21 @@ def train(
         return TrainResult(run_dir, max(start, tc.epochs), last)
 
 
+def _adam(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam; the fused kernel where this torch has it for the device (same updates up to rounding, 4–17 % faster
+    steps on CPU: benchmarks/README.md)."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The gradients' global 2-norm (non-finite if any entry is), without the clipping pass."""
+    get = getattr(torch.nn.utils, "get_total_norm", None)
+    return get(grads) if get is not None else torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+
+
 def lam_at(tc, epoch: float) -> float:
     """λ after ``epoch`` (fractional) epochs: ``tc.lam``, ramped linearly from 0 during ``tc.lam_warmup_epochs``."""
     if tc.lam_warmup_epochs <= 0:
@@ -262,7 +276,8 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row) -
         ok = bool(torch.isfinite(loss))
         if ok:
             loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip or math.inf)
+            norm = (torch.nn.utils.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip
+                    else _total_norm([p.grad for p in params if p.grad is not None]))
             ok = bool(torch.isfinite(norm))
         if not ok:
             skipped += 1
