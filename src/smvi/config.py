@@ -78,6 +78,9 @@ class TrainConfig(_Frozen):
     seed: int = Field(0, ge=0, description="seeds initialization, shuffling, binarization and z sampling")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient's global norm to this (off if unset)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16 autocasts the objective (about 2x faster on CPUs with bf16 units; opt-in)"
+    )
     max_bad_steps: int = Field(20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
 
 

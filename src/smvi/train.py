@@ -270,7 +270,8 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row) -
     steps = len(loader)
     for i, x in enumerate(loader.epoch()):
         x = x.to(device, non_blocking=True)
-        terms = smvi_objective(model, x, lam=lam_at(tc, epoch + i / steps), n_samples=tc.n_samples)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+            terms = smvi_objective(model, x, lam=lam_at(tc, epoch + i / steps), n_samples=tc.n_samples)
         loss = terms.loss.mean()
         optimizer.zero_grad(set_to_none=True)
         ok = bool(torch.isfinite(loss))
