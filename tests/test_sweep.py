@@ -4,6 +4,7 @@ interrupted sweep resumes; Ray gives the same results as in-process."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -105,6 +106,33 @@ def test_sweep_cli_and_bad_settings(idx_dir, tmp_path):
     r = CliRunner().invoke(main, ["sweep", str(tmp_path / "sw"), "--set", "lamz=[0]"])
     assert r.exit_code == 1 and "unknown key" in r.output
     assert not (tmp_path / "sw").exists()
+
+
+KILL_MARKER = {}  # set by the test below; read in the forked workers
+
+
+def dies_once(spec, sweep, run_dir, **kwargs):
+    """run_job, except that the worker running lam0.5 dies abruptly (os._exit) the first time it gets there."""
+    marker = KILL_MARKER["path"]
+    if spec.name == "lam0.5_seed0" and not marker.exists():
+        marker.write_text("died once")
+        os._exit(9)
+    return S.__dict__["_real_run_job"](spec, sweep, run_dir, **kwargs)
+
+
+def test_a_dying_worker_is_retried_and_every_run_completes_exactly_once(idx_dir, tmp_path, monkeypatch):
+    KILL_MARKER["path"] = tmp_path / "died"
+    monkeypatch.setitem(S.__dict__, "_real_run_job", S.run_job)
+    monkeypatch.setattr(S, "run_job", dies_once)
+    cfg = tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.0, 0.5, 1.0])
+    results = S.run_sweep(cfg, tmp_path / "sw", executor="process", workers=2, progress=False)
+    assert (tmp_path / "died").exists()  # the fault did happen
+    assert sorted(r["name"] for r in results) == ["lam0.5_seed0", "lam0_seed0", "lam1_seed0"]
+    assert all(r["status"] == "ok" for r in results), results
+    for r in results:  # each epoch trained once, each evaluation written once
+        run = tmp_path / "sw" / "runs" / r["name"]
+        assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+        assert (run / "eval.json").exists()
 
 
 def test_process_executor_matches_inprocess(idx_dir, tmp_path):

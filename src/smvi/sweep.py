@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -152,9 +153,7 @@ def run_sweep(
                 print(f"[{i + 1}/{len(specs)}] {s.name}", flush=True)
             results.append(run_job(s, sweep, dirs[s.name], progress=progress))
     elif executor == "process":
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run_job, s, sweep, dirs[s.name], threads=threads) for s in specs]
-            results = [f.result() for f in as_completed(futures)]
+        results = _run_pool(specs, sweep, dirs, workers, threads)
     elif executor == "ray":
         results = _run_ray(specs, sweep, dirs, address, threads)
     else:
@@ -162,6 +161,29 @@ def run_sweep(
     results.sort(key=lambda r: [s.name for s in specs].index(r["name"]))
     atomic_write_json(sweep_dir / STATUS_FILE, {"runs": results})
     return results
+
+
+def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, retries: int = 2) -> list[dict]:
+    """Run the jobs in a local process pool. A worker that dies (killed, out of memory) breaks the pool: the jobs it
+    took down are retried in a fresh pool (their training resumes from its checkpoint), up to ``retries`` times."""
+    results: dict[str, dict] = {}
+    todo = list(specs)
+    for _ in range(retries + 1):
+        lost = []
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(run_job, s, sweep, dirs[s.name], threads=threads): s for s in todo}
+            for f in as_completed(futures):
+                try:
+                    results[futures[f].name] = f.result()
+                except BrokenProcessPool:
+                    lost.append(futures[f])
+        todo = lost
+        if not todo:
+            break
+    for s in todo:
+        results[s.name] = {"name": s.name, "status": "failed", "done": [],
+                           "error": f"its worker process died {retries + 1} times"}
+    return list(results.values())
 
 
 def _run_ray(specs, sweep, dirs, address, threads) -> list[dict]:
