@@ -1,7 +1,7 @@
 """smvi's performance benchmark: one command, every number measured side by side in one run.
 
     .venv/bin/python benchmarks/run.py            # full run on MNIST (≈ 5–6 min), writes benchmarks/results.json
-    .venv/bin/python benchmarks/run.py --compile  # also a torch.compile'd SMVI step (the committed results)
+    .venv/bin/python benchmarks/run.py --compile  # also a torch.compile'd SMVI step
     .venv/bin/python benchmarks/run.py --quick    # seconds, tiny model on synthetic data (the smoke test)
 
 Sections (see benchmarks/README.md for how to read them):

@@ -240,8 +240,8 @@ def train(
 
 
 def _adam(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam; the fused kernel where this torch has it for the device (same updates up to rounding, 4–17 % faster
-    steps on CPU: benchmarks/README.md)."""
+    """Adam; the fused kernel where this torch has it for the device (same updates up to rounding; a few percent per
+    step on CPU: benchmarks/README.md)."""
     try:
         return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     except (RuntimeError, TypeError):
