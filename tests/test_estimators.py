@@ -41,14 +41,6 @@ def grouped_log_mean(log_means: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return total, rel.std(0) / math.sqrt(log_means.shape[0])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread wake-up overhead (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def lg() -> LinearGaussian:

@@ -23,14 +23,6 @@ def z_crit(n: int) -> float:
     return NormalDist().inv_cdf(1 - ALPHA / (2 * n))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread wake-up overhead (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def key_for(seed: int, rows: int, points: int = 1):
     return stream_key(seed, point_ids(torch.arange(points, dtype=torch.float64).unsqueeze(1)), torch.arange(rows))

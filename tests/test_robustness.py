@@ -25,14 +25,6 @@ STEPS = 4  # per epoch: 256 training images in batches of 64
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train fastest, and least disturbed by other processes, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     return make_idx_dir(tmp_path_factory.mktemp("robust") / "idx")

@@ -36,14 +36,6 @@ def tiny_config(data_dir: Path, *sets: str, **train_options):
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train fastest, and least disturbed by other processes, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """One finished one-epoch run (copied by the tests that damage it)."""
