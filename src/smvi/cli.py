@@ -243,7 +243,7 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
     failed = [r for r in results if r["status"] != "ok"]
     for r in failed:
         click.echo(f"failed: {r['name']}: {r['error']}", err=True)
-    if report:
+    if report and {"evaluate", "ssl"} & set(cfg.stages):  # a train-only sweep has nothing to report yet
         click.echo(f"report: {make_report(sweep_dir)}")
     click.echo(f"{len(results) - len(failed)}/{len(results)} runs complete in {sweep_dir}")
     if failed:
