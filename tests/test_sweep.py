@@ -47,7 +47,7 @@ def test_sweep_runs_every_stage_once_and_reruns_do_nothing(idx_dir, tmp_path):
     assert ssl[0]["raw_pixels"] is not None and ssl[1]["raw_pixels"] is None  # the baseline is computed once
     before = snapshot(tmp_path / "sw")
     again = S.run_sweep(cfg, tmp_path / "sw", progress=False)
-    assert all(r["status"] == "ok" and r["done"] == [] for r in again)
+    assert all(r["status"] == "ok" and r["done"] == [] for r in again), again
     assert snapshot(tmp_path / "sw") == before
     status = json.loads((tmp_path / "sw" / "sweep_status.json").read_text())
     assert [r["name"] for r in status["runs"]] == ["lam0_seed0", "lam0.5_seed0"]
@@ -160,3 +160,17 @@ def test_ray_executor_matches_inprocess(idx_dir, tmp_path):
         eb = json.loads((tmp_path / "b" / "runs" / name / "eval.json").read_text())
         assert ea["splits"]["test"]["ais"] == eb["splits"]["test"]["ais"]
         assert ea["splits"]["test"]["elbo"] == eb["splits"]["test"]["elbo"]
+
+
+def test_results_are_recomputed_when_settings_or_training_change(idx_dir, tmp_path):
+    cfg = tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.5])
+    S.run_sweep(cfg, tmp_path / "sw", progress=False)
+    changed = tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.5], eval={**TINY_EVAL, "ais_steps": 5})
+    results = S.run_sweep(changed, tmp_path / "sw", overwrite=True, progress=False)
+    assert results[0]["done"] == ["evaluate"]  # same training, new evaluation settings
+    longer = changed.model_copy(update={"run": changed.run.model_copy(
+        update={"train": changed.run.train.model_copy(update={"epochs": 3})})})
+    results = S.run_sweep(longer, tmp_path / "sw", overwrite=True, progress=False)
+    assert results[0]["done"] == ["train", "evaluate"]  # more epochs: the old evaluation is stale
+    e = json.loads((tmp_path / "sw" / "runs" / "lam0.5_seed0" / "eval.json").read_text())
+    assert e["epoch"] == 3 and e["settings"]["ais_steps"] == 5

@@ -10,6 +10,7 @@ the others go on. Executors: ``inprocess`` (default), ``process`` (a local pool)
 
 from __future__ import annotations
 
+import json
 import os
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -89,6 +90,18 @@ def _epochs_done(run_dir: Path) -> int:
     return int(load_checkpoint(run_dir / CHECKPOINT).progress["epoch"])
 
 
+def _up_to_date(path: Path, settings: BaseModel, epochs: int) -> bool:
+    """Whether the result file ``path`` exists and was computed with ``settings`` on the model after ``epochs``."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    run = saved.get("run")  # eval.json: {"epoch": ...}; ssl.json: {"run": {"epoch": ...}}
+    epoch = saved["epoch"] if "epoch" in saved else run.get("epoch") if isinstance(run, dict) else None
+    want = settings.model_dump(mode="json")
+    return epoch == epochs and {k: saved.get("settings", {}).get(k) for k in want} == want
+
+
 def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = False,
             threads: int | None = None) -> dict:
     """Do whatever ``spec``'s run still needs; never raises: returns ``{"name", "status", "done", "error"?}``."""
@@ -103,10 +116,11 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
                 train(spec.config, run_dir, resume=epochs > 0 or (run_dir / "config.toml").exists(),
                       progress=progress)
                 done.append("train")
-        if "evaluate" in sweep.stages and not (run_dir / EVAL_FILE).exists():
-            evaluate_run(run_dir, sweep.eval, progress=progress)
+        epochs = _epochs_done(run_dir)
+        if "evaluate" in sweep.stages and not _up_to_date(run_dir / EVAL_FILE, sweep.eval, epochs):
+            evaluate_run(run_dir, sweep.eval, overwrite=True, progress=progress)
             done.append("evaluate")
-        if "ssl" in sweep.stages and not (run_dir / SSL_FILE).exists():
+        if "ssl" in sweep.stages and not _up_to_date(run_dir / SSL_FILE, spec.ssl, epochs):
             ssl_run(run_dir, config=spec.ssl, progress=progress)
             done.append("ssl")
     except Exception as e:  # noqa: BLE001 -- a failing run is recorded and the sweep goes on
