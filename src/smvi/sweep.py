@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
 
 from .checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
 from .config import ConfigError, RunConfig, build_config, config_to_toml, read_toml
@@ -40,7 +40,7 @@ class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     lams: tuple[float, ...] = Field((0.0, 0.01, 0.1), min_length=1, description="λ values")
-    seeds: tuple[int, ...] = Field((0,), min_length=1, description="training seeds")
+    seeds: tuple[NonNegativeInt, ...] = Field((0,), min_length=1, description="training seeds")
     stages: tuple[Stage, ...] = Field(("train", "evaluate", "ssl"), min_length=1, description="what each run does")
     run: RunConfig = RunConfig()
     eval: EvalConfig = EvalConfig()
@@ -51,13 +51,6 @@ class SweepConfig(BaseModel):
     def _unique(cls, v: tuple) -> tuple:
         if len(set(v)) != len(v):
             raise ValueError(f"values must be distinct, got {list(v)}")
-        return v
-
-    @field_validator("seeds")
-    @classmethod
-    def _nonnegative(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if any(s < 0 for s in v):
-            raise ValueError(f"seeds must be >= 0, got {list(v)}")
         return v
 
 
