@@ -128,8 +128,6 @@ def smvi_objective(
         compute_d_sm = lam != 0
     elif lam != 0 and not compute_d_sm:
         raise ValueError(f"compute_d_sm=False is only possible with lam == 0 (got lam={lam})")
-    elif lam != 0 and not compute_d_sm:
-        raise ValueError(f"compute_d_sm=False is only possible with lam == 0 (got lam={lam})")
     q = model.encode(x)
     z = q.rsample((n_samples,))
     if compute_d_sm:
