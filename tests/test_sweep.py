@@ -71,7 +71,7 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(idx_dir, tmp_path, monke
     assert [r["done"] for r in results] == [["evaluate"], []]
 
 
-def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(idx_dir, tmp_path, monkeypatch):
+def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(idx_dir, tmp_path, monkeypatch, capsys):
     cfg = tiny_sweep(idx_dir, stages=["train"])
     real, calls = S.train, []
 
@@ -84,10 +84,18 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(idx_dir, tmp
     monkeypatch.setattr(S, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
         S.run_sweep(cfg, tmp_path / "sw", progress=False)
+    # the status file follows the sweep as it goes: what finished, and what had not when it stopped
+    status = json.loads((tmp_path / "sw" / "sweep_status.json").read_text())
+    assert [(r["name"], r["status"]) for r in status["runs"]] == [("lam0_seed0", "ok")]
+    assert status["pending"] == ["lam0.5_seed0"]
     finished = (tmp_path / "sw" / "runs" / "lam0_seed0" / "checkpoint.safetensors").read_bytes()
     monkeypatch.setattr(S, "train", real)
-    results = S.run_sweep(cfg, tmp_path / "sw", progress=False)
+    capsys.readouterr()
+    results = S.run_sweep(cfg, tmp_path / "sw", progress=True)
     assert [r["done"] for r in results] == [[], ["train"]]
+    out = capsys.readouterr().out  # one line per finished run, for following a long sweep
+    assert "[1/2] lam0_seed0: ok (nothing left to do)" in out and "[2/2] lam0.5_seed0: ok (train)" in out
+    assert json.loads((tmp_path / "sw" / "sweep_status.json").read_text())["pending"] == []
     assert (tmp_path / "sw" / "runs" / "lam0_seed0" / "checkpoint.safetensors").read_bytes() == finished
 
 

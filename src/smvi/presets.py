@@ -18,11 +18,12 @@ PRESETS: dict[str, SweepConfig] = {
         eval=EVAL_PRESETS["quick"],
         ssl=SSLConfig(seeds=(0, 1), test_size=2000),
     ),
-    # A reduced but meaningful reproduction: the paper's model and data, fewer epochs, converged AIS.
+    # A reduced but meaningful reproduction: the paper's model and data, fewer epochs, converged AIS (500 steps: BDMC
+    # gap 0.10 nats at 300 steps and 0.08 at 1000 on this model), 100 + 100 evaluation points. About 2 hours on 2 cores.
     "cpu": SweepConfig(
         lams=(0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0),
         run=RunConfig(train=TrainConfig(epochs=30)),
-        eval=EvalConfig(),
+        eval=EvalConfig(n_test=100, n_train=100, ais_steps=500),
         ssl=SSLConfig(),
     ),
     # The paper's settings exactly: 300 epochs, 2x1024 softplus, Adam 1e-3, batch 512, dynamic binarization.

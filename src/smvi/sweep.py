@@ -147,33 +147,45 @@ def run_sweep(
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[dict]:
-    """Run every job of the sweep (see the module docstring); returns and saves each run's status."""
+    """Run every job of the sweep (see the module docstring); returns and saves each run's status.
+
+    ``sweep_status.json`` is rewritten as each run finishes (runs not yet finished are listed under ``pending``), and
+    with ``progress`` each finished run prints one line, so a long sweep on any executor can be followed."""
     sweep_dir = Path(sweep_dir)
     _prepare(sweep, sweep_dir, overwrite)
     specs = plan(sweep)
+    names = [s.name for s in specs]
     dirs = {s.name: sweep_dir / "runs" / s.name for s in specs}
     threads = max(1, (os.cpu_count() or 1) // workers) if executor != "inprocess" else None
+    results: dict[str, dict] = {}
+
+    def record(r: dict) -> None:
+        results[r["name"]] = r
+        atomic_write_json(sweep_dir / STATUS_FILE, {"runs": [results[n] for n in names if n in results],
+                                                    "pending": [n for n in names if n not in results]})
+        if progress:
+            what = ", ".join(r["done"]) or "nothing left to do"
+            print(f"[{len(results)}/{len(specs)}] {r['name']}: {r['status']} ({what})"
+                  + (f": {r['error']}" if "error" in r else ""), flush=True)
+
     if executor == "inprocess":
-        results = []
-        for i, s in enumerate(specs):
-            if progress:
-                print(f"[{i + 1}/{len(specs)}] {s.name}", flush=True)
-            results.append(run_job(s, sweep, dirs[s.name], progress=progress))
+        for s in specs:
+            if progress:  # a header for the run's progress bars
+                print(f"{s.name} ...", flush=True)
+            record(run_job(s, sweep, dirs[s.name], progress=progress))
     elif executor == "process":
-        results = _run_pool(specs, sweep, dirs, workers, threads)
+        _run_pool(specs, sweep, dirs, workers, threads, record)
     elif executor == "ray":
-        results = _run_ray(specs, sweep, dirs, address, threads)
+        _run_ray(specs, sweep, dirs, address, threads, record)
     else:
         raise ConfigError(f"unknown executor {executor!r}: use inprocess, process or ray")
-    results.sort(key=lambda r: [s.name for s in specs].index(r["name"]))
-    atomic_write_json(sweep_dir / STATUS_FILE, {"runs": results})
-    return results
+    return [results[n] for n in names]
 
 
-def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, retries: int = 2) -> list[dict]:
-    """Run the jobs in a local process pool. A worker that dies (killed, out of memory) breaks the pool: the jobs it
-    took down are retried in a fresh pool (their training resumes from its checkpoint), up to ``retries`` times."""
-    results: dict[str, dict] = {}
+def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, retries: int = 2) -> None:
+    """Run the jobs in a local process pool, passing each result to ``record``. A worker that dies (killed, out of
+    memory) breaks the pool: the jobs it took down are retried in a fresh pool (their training resumes from its
+    checkpoint), up to ``retries`` times."""
     todo = list(specs)
     for _ in range(retries + 1):
         lost = []
@@ -181,19 +193,17 @@ def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, retries: in
             futures = {pool.submit(run_job, s, sweep, dirs[s.name], threads=threads): s for s in todo}
             for f in as_completed(futures):
                 try:
-                    results[futures[f].name] = f.result()
+                    record(f.result())
                 except BrokenProcessPool:
                     lost.append(futures[f])
         todo = lost
         if not todo:
             break
     for s in todo:
-        results[s.name] = {"name": s.name, "status": "failed", "done": [],
-                           "error": f"its worker process died {retries + 1} times"}
-    return list(results.values())
+        record({"name": s.name, "status": "failed", "done": [], "error": f"its worker process died {retries + 1} times"})
 
 
-def _run_ray(specs, sweep, dirs, address, threads) -> list[dict]:
+def _run_ray(specs, sweep, dirs, address, threads, record) -> None:
     try:
         import ray
     except ImportError:
@@ -203,7 +213,10 @@ def _run_ray(specs, sweep, dirs, address, threads) -> list[dict]:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
         remote = ray.remote(num_cpus=threads or 1)(run_job)
-        return ray.get([remote.remote(s, sweep, str(dirs[s.name]), threads=threads) for s in specs])
+        pending = [remote.remote(s, sweep, str(dirs[s.name]), threads=threads) for s in specs]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            record(ray.get(ready[0]))
     finally:
         if started:
             ray.shutdown()
