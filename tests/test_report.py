@@ -142,6 +142,57 @@ def test_broken_and_partial_files_are_tolerated(sweep):
     assert "lam0.0/seed0: unreadable eval.json" in md and "lam0.0/seed1: eval.json has no train ais" in md
 
 
+def convergence_json(run: str, bdmc: list[tuple[int, float, float]], ladder: list[tuple[int, float, float]],
+                     converged: bool) -> dict:
+    """The layout :func:`smvi.convergence.check_convergence` writes; (steps, gap, SE) and (steps, mean, SE)."""
+    return {"run": run, "epoch": 3, "n_points": 50, "tol": 0.1, "settings": {"chains": 4}, "seconds": 9.0,
+            "bdmc": [{"steps": k, "lower": -90.0, "upper": -90.0 + g, "gap": g, "gap_se": se, "seconds": 1.0}
+                     for k, g, se in bdmc],
+            "ladder": {"steps": [k for k, _, _ in ladder], "means": [m for _, m, _ in ladder],
+                       "sems": [se for _, _, se in ladder], "diffs": [0.5], "diff_sems": [0.1], "agree": [converged],
+                       "converged": converged}}
+
+
+def markdown_table(md: str, title: str) -> list[dict[str, str]]:
+    """The rows of the Markdown table under the heading starting with ``title``, as column → cell."""
+    section = md.split(f"## {title}", 1)[1].split("\n\n", 2)[1]
+    head, _, *body = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()]
+    return [dict(zip(head, row, strict=True)) for row in body]
+
+
+def test_convergence_table_lists_the_runs_that_have_one(sweep):
+    make_report(sweep)
+    for name in ("results.md", "report.html"):
+        assert "AIS convergence" not in (sweep / "report" / name).read_text()
+    csv_before = (sweep / "report" / "results.csv").read_text()
+    (sweep / "lam0.01" / "seed1" / "convergence.json").write_text(json.dumps(convergence_json(
+        "seed1", [(100, 1.234, 0.056), (300, 0.432, 0.021)], [(100, -87.651, 0.31), (300, -87.123, 0.29)], False)))
+    (sweep / "lam1.0" / "seed0" / "convergence.json").write_text(json.dumps(convergence_json(
+        "seed0", [(300, 0.118, 0.004)], [(300, -88.456, 0.27), (1000, -88.401, 0.26)], True)))
+    (sweep / "lam0.0" / "seed0" / "convergence.json").write_text("{not json")
+    (sweep / "lam0.0" / "seed1" / "convergence.json").write_text(json.dumps({"run": "seed1", "bdmc": "?"}))
+    page = make_report(sweep)
+    md, html = (sweep / "report" / "results.md").read_text(), page.read_text()
+    rows = markdown_table(md, "AIS convergence")
+    assert [(r["λ"], r["run"], r["epoch"], r["points"]) for r in rows] == [
+        ("0.01", "lam0.01/seed1", "3", "50"), ("1", "lam1.0/seed0", "3", "50")]
+    assert {k: v for k, v in rows[0].items() if "steps" in k or "converged" in k} == {
+        "BDMC gap, 100 steps": "1.23 ± 0.06", "AIS ladder, 100 steps": "-87.65 ± 0.31",
+        "BDMC gap, 300 steps": "0.43 ± 0.02", "AIS ladder, 300 steps": "-87.12 ± 0.29",
+        "BDMC gap, 1000 steps": "—", "AIS ladder, 1000 steps": "—", "ladder converged": "no"}
+    assert {k: v for k, v in rows[1].items() if "steps" in k or "converged" in k} == {
+        "BDMC gap, 100 steps": "—", "AIS ladder, 100 steps": "—",
+        "BDMC gap, 300 steps": "0.12 ± <0.01", "AIS ladder, 300 steps": "-88.46 ± 0.27",
+        "BDMC gap, 1000 steps": "—", "AIS ladder, 1000 steps": "-88.40 ± 0.26", "ladder converged": "yes"}
+    for text in ("<td>lam0.01/seed1</td>", "<td>1.23 ± 0.06</td>", "<td>-88.40 ± 0.26</td>",
+                 "<th>AIS ladder, 1000 steps</th>"):
+        assert text in html
+    for note in ("lam0.0/seed0: unreadable convergence.json",
+                 "lam0.0/seed1: convergence.json has no bdmc and no ladder; ignored"):
+        assert note in md and note in html
+    assert (sweep / "report" / "results.csv").read_text() == csv_before  # per-run rows: not in the per-λ CSV
+
+
 def test_nothing_to_report_is_a_one_line_error(tmp_path):
     for target, match in ((tmp_path / "nope", "does not exist"), (tmp_path, "no runs under")):
         with pytest.raises(ReportError, match=match) as e:

@@ -1,13 +1,10 @@
 """Figures and tables of a λ sweep from its result files alone (no model is loaded, nothing is recomputed).
 
-Every directory under ``sweep_dir`` with a ``config.toml`` is a run; the report reads its ``metrics.jsonl``,
-``eval.json`` (per split: ELBO, AIS, gap as ``{"mean", "se"}``) and ``ssl.json`` (:func:`smvi.ssl.ssl_run`). A run
-missing a file or key is left out of what needs it, with a note. Per λ: the mean over training seeds of each run's
-mean, with SE = std/√n over runs if n ≥ 2, else the run's own SE (``se_over`` says which). The raw-pixel baseline
-does not depend on the model, so identical results from several runs count once (SE over label subsets).
-
+The runs and the numbers per λ come from :mod:`smvi.aggregate` (which files are read, how means and SEs are formed).
 Writes atomically to ``out_dir`` (default ``sweep_dir/report``): ``fig1_gap.png``, ``fig2_ssl.png``, ``results.csv``
-(every plotted number with its SE), ``results.md`` and a self-contained ``report.html`` (PNGs inlined as base64).
+(every plotted number with its SE), ``results.md`` and a self-contained ``report.html`` (PNGs inlined as base64). When
+some runs have a ``convergence.json``, the tables add one on AIS convergence: per such run and number of AIS steps, the
+BDMC gap on simulated data and the AIS ladder's log p(x) on test points (mean ± SE), and whether the ladder converged.
 """
 
 from __future__ import annotations
@@ -16,196 +13,26 @@ import base64
 import csv
 import html
 import io
-import itertools
 import json
-import math
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+from .aggregate import EVAL_METRICS, SPLITS, ReportError, Row, Run, _get, _num, aggregate, collect_runs
 from .checkpoint import atomic_write_bytes, atomic_write_text
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
-SPLITS, EVAL_METRICS = ("test", "train"), ("gap", "ais", "elbo")
 LABELS = {"gap": "ELBO gap", "ais": "log p(x) (AIS)", "elbo": "ELBO"}
 COLORS = {"test": "C0", "train": "C1"}
-IGNORED_KEYS = {"train.lam", "train.seed", "train.device", "data.data_dir"}  # may differ between runs of one sweep
 REFERENCES = (
     "Kingma et al. 2014, M1 + transductive SVM: test accuracy 94.28 % (600 labels), 95.76 % (1000), 96.51 % (3000); "
     "an inductive SVM here, so close but not identical.",
     "Burda et al. 2016, VAE (50 latents, 2×200 tanh, dynamic binarization): test log p(x) ≈ −86.76 nats.",
     "Cremer et al. 2018, factorized Gaussian q, static binarization: inference gap ≈ 2.77 nats (order of magnitude).",
 )
-
-
-class ReportError(RuntimeError):
-    """Nothing to report (no sweep, no runs, no results); one-line message."""
-
-
-@dataclass(frozen=True)
-class Run:
-    name: str
-    lam: float
-    seed: int
-    epochs: int | None
-    planned: int | None
-    config: dict[str, Any]
-    eval: dict | None
-    ssl: dict | None
-
-
-@dataclass(frozen=True)
-class Row:
-    """One plotted number: ``quantity`` ∈ gap, ais, elbo, ssl_accuracy, ssl_raw_accuracy (``lam`` None)."""
-
-    quantity: str
-    split: str
-    s: int | None
-    lam: float | None
-    mean: float
-    se: float | None
-    n_runs: int
-    se_over: str
-    unit: str
-    values: tuple[float, ...] = ()  # per-run means, for the scatter
-
-
-# ---- reading --------------------------------------------------------------------------------------------------------
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-def _json(path: Path, notes: list[str], name: str) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        notes.append(f"{name}: unreadable {path.name} ({e}); ignored")
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _epochs(path: Path) -> int | None:
-    """The last epoch in ``metrics.jsonl``; None if there is none."""
-    epoch, lines = None, path.read_text().splitlines() if path.is_file() else []
-    for line in lines:
-        try:
-            epoch = int(json.loads(line)["epoch"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            break  # a torn last line
-    return epoch
-
-
-def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
-    """Every run under ``sweep_dir`` (sorted by λ, seed) and notes on what is missing or inconsistent."""
-    sweep = Path(sweep_dir)
-    if not sweep.is_dir():
-        raise ReportError(f"sweep directory {sweep} does not exist")
-    runs, notes = [], []
-    for cfg_path in sorted(sweep.rglob("config.toml")):
-        d, name = cfg_path.parent, str(cfg_path.parent.relative_to(sweep)) or "."
-        if any(p.startswith(".") for p in cfg_path.relative_to(sweep).parts):
-            continue
-        try:
-            cfg = tomllib.loads(cfg_path.read_text())
-            lam, seed = float(_get(cfg, "train", "lam") or 0.0), int(_get(cfg, "train", "seed") or 0)
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError, ValueError) as e:
-            notes.append(f"{name}: unreadable config.toml ({e}); run skipped")
-            continue
-        epochs, planned = _epochs(d / "metrics.jsonl"), _get(cfg, "train", "epochs")
-        if epochs is None:
-            notes.append(f"{name}: no metrics.jsonl (not trained yet?)")
-        elif planned and epochs < planned:
-            notes.append(f"{name}: unfinished, {epochs} of {planned} epochs")
-        run = Run(name, lam, seed, epochs, planned, _flat(cfg), _json(d / "eval.json", notes, name),
-                  _json(d / "ssl.json", notes, name))
-        for what, obj in (("eval.json", run.eval), ("ssl.json", run.ssl)):
-            if obj is None:
-                notes.append(f"{name}: no {what}; left out of Figure {1 if what == 'eval.json' else 2}")
-        runs.append(run)
-    if not runs:
-        raise ReportError(f"no runs under {sweep}: no config.toml found; train some runs into it first")
-    if not any(r.eval or r.ssl for r in runs):
-        raise ReportError(f"none of the {len(runs)} runs under {sweep} has eval.json or ssl.json: evaluate them first")
-    for job in _get(_json(sweep / "sweep_status.json", notes, "sweep"), "runs") or []:
-        if isinstance(job, dict) and job.get("status") not in (None, "ok"):
-            notes.append(f"sweep_status.json: {job.get('name')} {job.get('status')} ({job.get('error', '?')})")
-    keys = set().union(*(r.config for r in runs)) - IGNORED_KEYS
-    for key in sorted(keys):
-        vals = {json.dumps(r.config.get(key)) for r in runs}
-        if len(vals) > 1:
-            notes.append(f"runs differ in {key} ({', '.join(sorted(vals))}): aggregates mix them")
-    return sorted(runs, key=lambda r: (r.lam, r.seed, r.name)), notes
-
-
-# ---- aggregating ----------------------------------------------------------------------------------------------------
-def _get(tree: Any, *keys: str) -> Any:
-    for k in keys:
-        tree = tree.get(k) if isinstance(tree, dict) else None
-    return tree
-
-
-def _num(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
-def _row(quantity, split, s, lam, per_run: list[tuple[float, float | None]], within: str, unit: str) -> Row:
-    means = [m for m, _ in per_run]
-    if len(means) >= 2:
-        se, over = float(np.std(means, ddof=1) / math.sqrt(len(means))), "training seeds"
-    else:
-        se, over = per_run[0][1], within
-    return Row(quantity, split, s, lam, float(np.mean(means)), se, len(means), over, unit, tuple(means))
-
-
-def _se_pct(values) -> float | None:
-    """100 × the SE of the mean of ``values`` (fractions), over label subsets; None for one value."""
-    return float(100 * np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
-
-
-def _accuracies(ssl: dict | None, kind: str, s: int) -> tuple[float, ...]:
-    acc = _get(ssl, kind, "sizes", str(s), "accuracy")
-    return tuple(float(a) for a in acc if _num(a) is not None) if isinstance(acc, list) else ()
-
-
-def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
-    """The rows of ``results.csv`` (see the module docstring) and notes on missing keys."""
-    rows, notes, lams = [], [], sorted({r.lam for r in runs})
-    for split, q, lam in itertools.product(SPLITS, EVAL_METRICS, lams):
-        got = []
-        for r in (r for r in runs if r.lam == lam and r.eval):
-            m = _num(_get(r.eval, "splits", split, q, "mean"))
-            if m is None:
-                notes.append(f"{r.name}: eval.json has no {split} {q}")
-            else:
-                got.append((m, _num(_get(r.eval, "splits", split, q, "se"))))
-        if got:
-            rows.append(_row(q, split, None, lam, got, "data points", "nats"))
-    sizes = sorted({int(s) for r in runs for s in (_get(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
-    for s in sizes:
-        for lam in lams:
-            got = [(100 * float(np.mean(a)), _se_pct(a)) for r in runs if r.lam == lam
-                   if (a := _accuracies(r.ssl, "features", s))]
-            if got:
-                rows.append(_row("ssl_accuracy", "test", s, lam, got, "label subsets", "percent"))
-        raw = {_accuracies(r.ssl, "raw_pixels", s) for r in runs} - {()}
-        if len(raw) > 1:
-            notes.append(f"raw-pixel baselines for s={s} differ between runs (other ssl settings?); pooled")
-        if raw:
-            rows.append(_row("ssl_raw_accuracy", "test", s, None,
-                             [(100 * float(np.mean(a)), _se_pct(a)) for a in sorted(raw)], "label subsets", "percent"))
-    return rows, notes
 
 
 # ---- figures --------------------------------------------------------------------------------------------------------
@@ -291,14 +118,20 @@ def _figure_ssl(rows: list[Row], lams: list[float]) -> bytes:
 
 
 # ---- tables and pages -----------------------------------------------------------------------------------------------
+def _pm(mean: float | None, se: float | None) -> str:
+    """``mean ± SE`` to two decimals; — without a mean."""
+    if mean is None:
+        return "—"
+    if se is None:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± " + (f"{se:.2f}" if se >= 0.005 else "<0.01")
+
+
 def _cell(r: Row | None) -> str:
     """``mean ± SE``; † marks an SE from within one run (see SE_NOTE)."""
     if r is None:
         return "—"
-    if r.se is None:
-        return f"{r.mean:.2f}"
-    se = f"{r.se:.2f}" if r.se >= 0.005 else "<0.01"
-    return f"{r.mean:.2f} ± {se}" + ("" if r.se_over == "training seeds" else " †")
+    return _pm(r.mean, r.se) + ("" if r.se is None or r.se_over == "training seeds" else " †")
 
 
 def _table_rows(find: dict, keys: list[tuple], lams: list[float]) -> list[list[str]]:
@@ -326,6 +159,47 @@ def _tables(rows: list[Row], lams: list[float]) -> list[tuple[str, list[str], li
     return out
 
 
+def _list(tree: Any, *keys: str) -> list:
+    x = _get(tree, *keys)
+    return x if isinstance(x, list) else []
+
+
+def _convergence_cells(c: dict) -> tuple[dict[int, str], dict[int, str]]:
+    """Of one ``convergence.json``: steps → BDMC ``gap ± SE``, and steps → AIS ladder ``log p(x) ± SE``."""
+    bdmc = {e["steps"]: _pm(_num(e.get("gap")), _num(e.get("gap_se"))) for e in _list(c, "bdmc")
+            if isinstance(e, dict) and isinstance(e.get("steps"), int)}
+    ladder = zip(*(_list(c, "ladder", k) for k in ("steps", "means", "sems")))
+    return bdmc, {s: _pm(_num(m), _num(se)) for s, m, se in ladder if isinstance(s, int)}
+
+
+def _convergence_table(runs: list[Run]) -> tuple[list[tuple[str, list[str], list[list[str]]]], list[str]]:
+    """The AIS convergence table, one row per run with a usable ``convergence.json`` (no table when no run has one),
+    and notes on malformed files. Not in results.csv: its rows are per run and per number of AIS steps, for which the
+    CSV's per-λ aggregates (quantity, split, s, lam) have no column."""
+    found, notes = [], []
+    for r in (r for r in runs if r.convergence is not None):
+        bdmc, ladder = _convergence_cells(r.convergence)
+        missing = [what for what, got in (("bdmc", bdmc), ("ladder", ladder)) if not got]
+        if missing:
+            notes.append(f"{r.name}: convergence.json has no {' and no '.join(missing)}"
+                         + ("; ignored" if len(missing) == 2 else ""))
+        if len(missing) < 2:
+            found.append((r, bdmc, ladder))
+    if not found:
+        return [], notes
+    steps = sorted(set().union(*(set(bdmc) | set(ladder) for _, bdmc, ladder in found)))
+    head = (["λ", "run", "epoch", "points"]
+            + [f"{what}, {s} steps" for s in steps for what in ("BDMC gap", "AIS ladder")] + ["ladder converged"])
+    text = lambda x: "—" if x is None else str(x)  # noqa: E731
+    yes = lambda x: "yes" if x is True else "no" if x is False else "—"  # noqa: E731
+    body = [[_fmt_lam(r.lam), r.name, text(_get(r.convergence, "epoch")), text(_get(r.convergence, "n_points"))]
+            + [cell for s in steps for cell in (bdmc.get(s, "—"), ladder.get(s, "—"))]
+            + [yes(_get(r.convergence, "ladder", "converged"))] for r, bdmc, ladder in found]
+    title = ("AIS convergence (nats, mean ± SE over points): BDMC gap, upper − lower bound on data simulated from "
+             "the model; AIS ladder, log p(x) on test points")
+    return [(title, head, body)], notes
+
+
 def _csv(rows: list[Row]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -349,9 +223,12 @@ SE_NOTE = ("SE: over training seeds when a λ has ≥ 2 runs; † marks a λ wit
 def _settings(runs: list[Run]) -> dict[str, Any]:
     common = {k: v for k, v in runs[0].config.items() if all(r.config.get(k) == v for r in runs)}
     first = lambda f: next((f(r) for r in runs if f(r)), None)  # noqa: E731
-    return {"runs": len(runs), "lambdas": sorted({r.lam for r in runs}), "seeds": sorted({r.seed for r in runs}),
-            "common config": common, "eval settings (first run)": first(lambda r: _get(r.eval, "settings")),
-            "ssl settings (first run)": first(lambda r: _get(r.ssl, "settings"))}
+    out = {"runs": len(runs), "lambdas": sorted({r.lam for r in runs}), "seeds": sorted({r.seed for r in runs}),
+           "common config": common, "eval settings (first run)": first(lambda r: _get(r.eval, "settings")),
+           "ssl settings (first run)": first(lambda r: _get(r.ssl, "settings"))}
+    if conv := first(lambda r: r.convergence and {k: r.convergence.get(k) for k in ("settings", "tol")}):
+        out["convergence settings (first run)"] = conv
+    return out
 
 
 def _run_table(runs: list[Run]) -> tuple[str, list[str], list[list[str]]]:
@@ -405,7 +282,9 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
         pngs["fig1_gap.png"] = _figure_gap(rows, lams)
     if any(r.quantity == "ssl_accuracy" for r in rows):
         pngs["fig2_ssl.png"] = _figure_ssl(rows, lams)
-    tables = _tables(rows, lams) + [_run_table(runs)]
+    convergence, more = _convergence_table(runs)
+    notes += more
+    tables = _tables(rows, lams) + convergence + [_run_table(runs)]
     settings = _settings(runs)
     for name, data in pngs.items():
         atomic_write_bytes(out / name, data)
