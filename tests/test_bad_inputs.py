@@ -155,6 +155,7 @@ CASES: list[tuple[str, Setup, str, int]] = [
     ("width not a list", lambda e, m: e.train(e.new, "--set", "model.encoder_hidden=5"), "model.encoder_hidden", 1),
     ("NaN lambda", lambda e, m: e.train(e.new, "--lam", "nan"), "train.lam", 1),
     ("infinite lambda", lambda e, m: e.train(e.new, "--lam", "inf"), "train.lam", 1),
+    ("negative lambda", lambda e, m: e.train(e.new, "--lam", -0.1), "train.lam", 1),
     ("zero batch size", lambda e, m: e.train(e.new, "--batch-size", 0), "train.batch_size", 1),
     ("negative batch size", lambda e, m: e.train(e.new, "--batch-size", -64), "train.batch_size", 1),
     ("zero epochs", lambda e, m: e.train(e.new, "--epochs", 0), "train.epochs", 1),

@@ -12,10 +12,10 @@ from __future__ import annotations
 import copy
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -28,6 +28,15 @@ class ConfigError(ValueError):
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
 
+
+def _distinct(values: tuple) -> tuple:
+    if not values or len(set(values)) != len(values):
+        raise ValueError(f"must be a non-empty list of distinct values, got {list(values)}")
+    return values
+
+
+Distinct = AfterValidator(_distinct)
+"""Marks a tuple field as a non-empty list without repeats: ``Annotated[tuple[float, ...], Distinct]``."""
 
 Activation = Literal["softplus", "relu", "tanh", "elu"]
 
@@ -67,7 +76,7 @@ class DataConfig(_Frozen):
 class TrainConfig(_Frozen):
     """Optimization. ``lam`` is the paper's λ: maximize ELBO - λ·D_SM."""
 
-    lam: float = Field(0.0, description="weight λ of the score-matching divergence; 0 is the plain VAE")
+    lam: float = Field(0.0, ge=0, description="weight λ of the score-matching divergence; 0 is the plain VAE")
     lam_warmup_epochs: float = Field(
         0.0, ge=0, description="ramp λ linearly from 0 over this many epochs (0: the paper's constant λ)"
     )

@@ -32,14 +32,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write_json
+from .config import Distinct
 from .data import ImageData, binarize_fixed, fixed_subset, load_data
 from .train import load_run
 
@@ -55,32 +56,28 @@ class SSLError(ValueError):
     """Semi-supervised settings that do not fit the data (e.g. s not divisible by the classes); one-line message."""
 
 
+Positives = Annotated[tuple[PositiveFloat, ...], Distinct]
+
+
 class SSLConfig(BaseModel):
     """Settings of :func:`ssl_run` (from strings: :func:`smvi.config.build_config`). With the defaults a run takes
     about 2.5 min on 2 idle CPU cores, over half of it on the raw-pixel baseline (``raw_pixels=False`` skips it)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
 
-    sizes: tuple[int, ...] = Field((600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)")
-    seeds: tuple[int, ...] = Field((0, 1, 2, 3, 4), description="label-subset seeds; mean ± std over them")
+    sizes: Annotated[tuple[PositiveInt, ...], Distinct] = Field(
+        (600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)")
+    seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field(
+        (0, 1, 2, 3, 4), description="label-subset seeds; mean ± std over them")
     inputs: Inputs = Field("binarized", description="encoder input: fixed-seed binary images or gray levels")
     scaling: Scaling = Field("global", description="'global' (one common scale) or 'standard' (per-feature z-score)")
-    C_grid: tuple[float, ...] = Field((1.0, 10.0, 100.0), description="SVM C values tried")
-    gamma_grid: tuple[float, ...] = Field((0.3, 1.0, 3.0), description="RBF γ values tried, in units of 1/d")
+    C_grid: Positives = Field((1.0, 10.0, 100.0), description="SVM C values tried")
+    gamma_grid: Positives = Field((0.3, 1.0, 3.0), description="RBF γ values tried, in units of 1/d")
     cv_folds: int = Field(3, ge=2, description="stratified CV folds inside the labeled set")
     test_size: int | None = Field(None, gt=0, description="fixed random test subset; unset = the full test set")
     raw_pixels: bool = Field(True, description="also run the raw-pixel baseline")
     n_jobs: int = Field(2, ge=1, description="threads for the (seed, s) tasks")
     batch_size: int = Field(2000, gt=0, description="images per encoder forward pass")
-
-    @field_validator("sizes", "seeds", "C_grid", "gamma_grid")
-    @classmethod
-    def _nonempty_unique(cls, v: tuple, info) -> tuple:
-        if not v or len(set(v)) != len(v):
-            raise ValueError(f"{info.field_name} must be a non-empty list without repeats, got {list(v)}")
-        if any(x < 0 or (x == 0 and info.field_name != "seeds") for x in v):
-            raise ValueError(f"{info.field_name} must be positive, got {list(v)}")
-        return v
 
 
 # ---- the protocol on arrays -----------------------------------------------------------------------------------------

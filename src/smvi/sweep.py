@@ -17,13 +17,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
 
 from .checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
-from .config import ConfigError, RunConfig, build_config, config_to_toml, read_toml
+from .config import ConfigError, Distinct, RunConfig, build_config, config_to_toml, read_toml
 from .evaluate import EVAL_FILE, EvalConfig, evaluate_run
 from .ssl import SSL_FILE, SSLConfig, ssl_run
 from .train import CHECKPOINT, train
@@ -39,19 +39,12 @@ class SweepConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    lams: tuple[float, ...] = Field((0.0, 0.01, 0.1), min_length=1, description="λ values")
-    seeds: tuple[NonNegativeInt, ...] = Field((0,), min_length=1, description="training seeds")
-    stages: tuple[Stage, ...] = Field(("train", "evaluate", "ssl"), min_length=1, description="what each run does")
+    lams: Annotated[tuple[NonNegativeFloat, ...], Distinct] = Field((0.0, 0.01, 0.1), description="λ values")
+    seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field((0,), description="training seeds")
+    stages: Annotated[tuple[Stage, ...], Distinct] = Field(("train", "evaluate", "ssl"), description="what each run does")
     run: RunConfig = RunConfig()
     eval: EvalConfig = EvalConfig()
     ssl: SSLConfig = SSLConfig()
-
-    @field_validator("lams", "seeds")
-    @classmethod
-    def _unique(cls, v: tuple) -> tuple:
-        if len(set(v)) != len(v):
-            raise ValueError(f"values must be distinct, got {list(v)}")
-        return v
 
 
 @dataclass(frozen=True)
