@@ -2,7 +2,7 @@
 #   make quick   -- fetch and verify MNIST, then the quick study (3 λ values: train, evaluate, ssl, report)
 #   make test    -- run the test suite
 # and the reproduction committed in results/ (a few hours on 2 cores; rerun to resume):
-#   make reproduce -- the cpu preset, AIS convergence checks at λ = 0 and λ = 1, results/ and its report
+#   make reproduce -- the cpu preset, AIS convergence checks at λ = 0, 0.01 and 1, results/ and its report
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -29,7 +29,7 @@ quick: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/smvi data fetch
 	$(BIN)/smvi sweep $(CPU_RUNS) --preset cpu --executor process --workers 2 --no-report
-	for run in lam0_seed0 lam1_seed0; do \
+	for run in lam0_seed0 lam0.01_seed0 lam1_seed0; do \
 	  test -f $(CPU_RUNS)/runs/$$run/convergence.json || \
 	  $(BIN)/smvi convergence $(CPU_RUNS)/runs/$$run $(CONVERGENCE) || exit 1; \
 	done
