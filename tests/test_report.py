@@ -109,6 +109,7 @@ def test_report_tables_equal_the_aggregated_inputs(sweep, tmp_path):
 def test_runs_missing_files_are_skipped_with_a_note(sweep, tmp_path):
     write_run(sweep / "lam1.0" / "seed2", 1.0, 2, eval_json=False, epochs=2)
     write_run(sweep / "lam3.0" / "seed0", 3.0, 0, ssl=False)
+    write_run(sweep / "lam5.0" / "seed0", 5.0, 0, eval_json=False, ssl=False, epochs=0)  # not started yet
     (sweep / "lam0.01" / "seed1" / "ssl.json").unlink()
     status = [{"name": "lam9_seed0", "status": "failed", "error": "TrainingDiverged: 20 steps"},
               {"name": "x", "status": "ok"}]
@@ -128,6 +129,7 @@ def test_runs_missing_files_are_skipped_with_a_note(sweep, tmp_path):
                  "lam3.0/seed0: no ssl.json; left out of Figure 2", "lam0.01/seed1: no ssl.json",
                  "lam9_seed0 failed (TrainingDiverged: 20 steps)"):
         assert note in html and note in (page.parent / "results.md").read_text()
+    assert "| lam5.0/seed0 | 5 | 0 | 0/3 | missing | missing |" in (page.parent / "results.md").read_text()
 
 
 def test_broken_and_partial_files_are_tolerated(sweep):

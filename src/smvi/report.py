@@ -233,7 +233,8 @@ def _settings(runs: list[Run]) -> dict[str, Any]:
 
 def _run_table(runs: list[Run]) -> tuple[str, list[str], list[list[str]]]:
     yes = lambda x: "yes" if x else "missing"  # noqa: E731
-    body = [[r.name, _fmt_lam(r.lam), str(r.seed), f"{r.epochs}/{r.planned}", yes(r.eval), yes(r.ssl)] for r in runs]
+    body = [[r.name, _fmt_lam(r.lam), str(r.seed), f"{r.epochs or 0}/{r.planned or '?'}", yes(r.eval), yes(r.ssl)]
+            for r in runs]
     return "Runs", ["run", "λ", "seed", "epochs", "eval.json", "ssl.json"], body
 
 
