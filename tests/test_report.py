@@ -95,7 +95,9 @@ def test_report_tables_equal_the_aggregated_inputs(sweep, tmp_path):
     raw = rows[("ssl_raw_accuracy", "test", "600", "")]  # identical in every run: counted once, SE over subsets
     assert float(raw["mean"]) == pytest.approx(100 * np.mean([0.88, 0.885, 0.896]))
     assert float(raw["se"]) == pytest.approx(100 * se([0.88, 0.885, 0.896])) and raw["n_runs"] == "1"
-    assert len(rows) == 3 * 2 * 3 + 3 * 2 + 2
+    gain = rows[("ssl_gain", "test", "600", "1.0")]  # paired with λ = 0 over both training seeds' subsets
+    assert float(gain["mean"]) == pytest.approx(100 * 0.01 * 1.0) and gain["n_runs"] == "2"
+    assert len(rows) == 3 * 2 * 3 + 3 * 2 + 2 + 2 * 2
 
     md, html = (out / "results.md").read_text(), page.read_text()
     gap0 = rows[("gap", "test", "", "0.0")]
@@ -213,3 +215,22 @@ def test_lambda_axis_is_logarithmic_and_shows_zero():
     ax = Figure().subplots()
     _lam_axis(ax, [0.01, 1.0])
     assert ax.get_xscale() == "log"
+
+
+def test_ssl_gain_is_paired_by_label_subset(tmp_path):
+    """Each λ's accuracy minus λ = 0's on the same label subsets (matched by seed, whatever their order), mean ± SE
+    over the pairs; a subset only one side has is left out."""
+    sweep = tmp_path / "sweep"
+    base = {0: 0.90, 1: 0.95, 2: 0.92}  # label subsets differ by far more than λ does
+    for lam, acc in ((0.0, base), (0.5, {2: 0.925, 0: 0.902, 1: 0.951, 3: 0.99})):
+        write_run(sweep / f"lam{lam}", lam, 0, ssl=False)
+        seeds = list(acc)
+        (sweep / f"lam{lam}" / "ssl.json").write_text(json.dumps(
+            {"features": {"seeds": seeds, "sizes": {"600": {"accuracy": [acc[k] for k in seeds]}}}}))
+    page = make_report(sweep)
+    gain = read_csv(page.parent / "results.csv")[("ssl_gain", "test", "600", "0.5")]
+    diffs = [100 * (0.902 - 0.90), 100 * (0.951 - 0.95), 100 * (0.925 - 0.92)]
+    assert float(gain["mean"]) == pytest.approx(np.mean(diffs)) and float(gain["se"]) == pytest.approx(se(diffs))
+    assert ("ssl_gain", "test", "600", "0.0") not in read_csv(page.parent / "results.csv")
+    md = (page.parent / "results.md").read_text()
+    assert f"| 0.5 | 1 | {np.mean(diffs):.2f} ± {se(diffs):.2f} † |" in md

@@ -5,7 +5,10 @@ Every directory under ``sweep_dir`` with a ``config.toml`` is a run; :func:`coll
 ``convergence.json`` (:func:`smvi.convergence.check_convergence`). A run missing a file or key is left out of what
 needs it, with a note. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE = std/√n
 over runs if n ≥ 2, else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the
-model, so identical results from several runs count once (SE over label subsets).
+model, so identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL
+accuracy minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set), mean ± SE
+over those pairs: accuracies differ far more between label subsets than between nearby λ, so the pairing is what makes
+small differences readable.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Row:
-    """One plotted number: ``quantity`` ∈ gap, ais, elbo, ssl_accuracy, ssl_raw_accuracy (``lam`` None)."""
+    """One number of the report: ``quantity`` ∈ gap, ais, elbo, ssl_accuracy, ssl_raw_accuracy (``lam`` None),
+    ssl_gain (paired with λ = 0; ``n_runs`` counts run pairs and ``values`` holds the paired differences)."""
 
     quantity: str
     split: str
@@ -164,6 +168,30 @@ def _accuracies(ssl: dict | None, kind: str, s: int) -> tuple[float, ...]:
     return tuple(float(a) for a in acc if _num(a) is not None) if isinstance(acc, list) else ()
 
 
+def _by_seed(ssl: dict | None, s: int) -> dict[Any, float]:
+    """Label-subset seed → encoder-feature SSL accuracy at size ``s``, from one ``ssl.json``."""
+    seeds, acc = _get(ssl, "features", "seeds"), _get(ssl, "features", "sizes", str(s), "accuracy")
+    if not (isinstance(seeds, list) and isinstance(acc, list) and len(seeds) == len(acc)):
+        return {}
+    return {k: float(a) for k, a in zip(seeds, acc) if _num(a) is not None}
+
+
+def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
+    """SSL accuracy at ``lam`` minus at λ = 0, in percentage points, paired (see the module docstring)."""
+    diffs, pairs = [], 0
+    for r in (r for r in runs if r.lam == lam):
+        for r0 in (r0 for r0 in runs if r0.lam == 0 and r0.seed == r.seed):
+            a, a0 = _by_seed(r.ssl, s), _by_seed(r0.ssl, s)
+            common = sorted(set(a) & set(a0), key=str)
+            diffs += [100 * (a[k] - a0[k]) for k in common]
+            pairs += bool(common)
+    if not diffs:
+        return None
+    se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None
+    return Row("ssl_gain", "test", s, lam, float(np.mean(diffs)), se, pairs, "label subsets, paired with λ = 0",
+               "percentage points", tuple(diffs))
+
+
 def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
     """The rows of ``results.csv`` (see the module docstring) and notes on missing keys."""
     rows, notes, lams = [], [], sorted({r.lam for r in runs})
@@ -184,6 +212,8 @@ def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
                    if (a := _accuracies(r.ssl, "features", s))]
             if got:
                 rows.append(_row("ssl_accuracy", "test", s, lam, got, "label subsets", "percent"))
+            if lam != 0 and (gain := _gain(runs, s, lam)):
+                rows.append(gain)
         raw = {_accuracies(r.ssl, "raw_pixels", s) for r in runs} - {()}
         if len(raw) > 1:
             notes.append(f"raw-pixel baselines for s={s} differ between runs (other ssl settings?); pooled")

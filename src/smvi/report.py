@@ -156,6 +156,10 @@ def _tables(rows: list[Row], lams: list[float]) -> list[tuple[str, list[str], li
         body = _table_rows(find, [("ssl_accuracy", "test", s) for s in sizes], lams)
         body.append(["raw pixels", "—"] + [_cell(find.get(("ssl_raw_accuracy", "test", s, None))) for s in sizes])
         out.append(("Figure 2: SSL test accuracy (%, mean ± SE)", ["λ", "runs"] + [f"s = {s}" for s in sizes], body))
+        gains = _table_rows(find, [("ssl_gain", "test", s) for s in sizes], lams)
+        if gains:
+            out.append(("SSL accuracy minus λ = 0, paired over the same label subsets (percentage points, mean ± SE)",
+                        ["λ", "runs"] + [f"s = {s}" for s in sizes], gains))
     return out
 
 
