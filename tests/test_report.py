@@ -234,3 +234,9 @@ def test_ssl_gain_is_paired_by_label_subset(tmp_path):
     assert ("ssl_gain", "test", "600", "0.0") not in read_csv(page.parent / "results.csv")
     md = (page.parent / "results.md").read_text()
     assert f"| 0.5 | 1 | {np.mean(diffs):.2f} ± {se(diffs):.2f} † |" in md
+    width = lambda png: int.from_bytes(png.read_bytes()[16:20], "big")  # noqa: E731 -- the PNG header's IHDR width
+    assert width(page.parent / "fig2_ssl.png") > 1.5 * 7 * 130  # the gain panel beside the accuracies
+    (sweep / "lam0.0" / "ssl.json").unlink()  # no λ = 0 results: nothing to pair with, one panel
+    page = make_report(sweep)
+    assert ("ssl_gain", "test", "600", "0.5") not in read_csv(page.parent / "results.csv")
+    assert width(page.parent / "fig2_ssl.png") < 1.5 * 7 * 130

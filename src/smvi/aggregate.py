@@ -49,7 +49,7 @@ class Run:
 @dataclass(frozen=True)
 class Row:
     """One number of the report: ``quantity`` ∈ gap, ais, elbo, ssl_accuracy, ssl_raw_accuracy (``lam`` None),
-    ssl_gain (paired with λ = 0; ``n_runs`` counts run pairs and ``values`` holds the paired differences)."""
+    ssl_gain (paired with λ = 0; ``n_runs`` counts run pairs and ``values`` holds each pair's mean difference)."""
 
     quantity: str
     split: str
@@ -178,18 +178,18 @@ def _by_seed(ssl: dict | None, s: int) -> dict[Any, float]:
 
 def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
     """SSL accuracy at ``lam`` minus at λ = 0, in percentage points, paired (see the module docstring)."""
-    diffs, pairs = [], 0
+    diffs, per_pair = [], []
     for r in (r for r in runs if r.lam == lam):
         for r0 in (r0 for r0 in runs if r0.lam == 0 and r0.seed == r.seed):
             a, a0 = _by_seed(r.ssl, s), _by_seed(r0.ssl, s)
-            common = sorted(set(a) & set(a0), key=str)
-            diffs += [100 * (a[k] - a0[k]) for k in common]
-            pairs += bool(common)
+            if common := [100 * (a[k] - a0[k]) for k in set(a) & set(a0)]:
+                diffs += common
+                per_pair.append(float(np.mean(common)))
     if not diffs:
         return None
     se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None
-    return Row("ssl_gain", "test", s, lam, float(np.mean(diffs)), se, pairs, "label subsets, paired with λ = 0",
-               "percentage points", tuple(diffs))
+    return Row("ssl_gain", "test", s, lam, float(np.mean(diffs)), se, len(per_pair), "label subsets, paired with λ = 0",
+               "percentage points", tuple(per_pair))
 
 
 def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:

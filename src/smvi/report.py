@@ -98,10 +98,12 @@ def _figure_gap(rows: list[Row], lams: list[float]) -> bytes:
 
 def _figure_ssl(rows: list[Row], lams: list[float]) -> bytes:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
 
-    fig = Figure(figsize=(7, 4.5), layout="tight")
-    ax = fig.subplots()
     sizes = sorted({r.s for r in rows if r.s is not None})
+    gains = [r for r in rows if r.quantity == "ssl_gain"]
+    fig = Figure(figsize=(12.5, 4.5) if gains else (7, 4.5), layout="tight")
+    ax, *rest = fig.subplots(1, 2 if gains else 1, squeeze=False)[0]
     for i, s in enumerate(sizes):
         color = f"C{i}"
         _series(ax, [r for r in rows if r.quantity == "ssl_accuracy" and r.s == s], color, f"s = {s}: encoder μ")
@@ -109,11 +111,25 @@ def _figure_ssl(rows: list[Row], lams: list[float]) -> bytes:
             ax.axhline(r.mean, color=color, ls=":", lw=1.2, label=f"s = {s}: raw pixels")
             if r.se:
                 ax.axhspan(r.mean - r.se, r.mean + r.se, color=color, alpha=0.12, lw=0)
-    ax.set(title="Semi-supervised SVM test accuracy", ylabel="test accuracy (%)")
+    ax.set(title=f"{'(a) ' if gains else ''}Semi-supervised SVM test accuracy", ylabel="test accuracy (%)")
     _lam_axis(ax, lams)
     handles = dict(zip(*ax.get_legend_handles_labels()[::-1]))  # label -> handle; list each s's pair together
     order = [k for s in sizes for k in (f"s = {s}: encoder μ", f"s = {s}: raw pixels") if k in handles]
     ax.legend([handles[k] for k in order], order, fontsize=8, ncol=len(sizes), loc="best")
+    for b in rest:  # small differences and a collapse on one axis: linear within ±1 point, logarithmic beyond
+        for i, s in enumerate(sizes):
+            _series(b, [r for r in gains if r.s == s], f"C{i}", f"s = {s}")
+        b.axhline(0, color="0.3", lw=0.8)
+        b.set_yscale("symlog", linthresh=1)
+        low, high = b.get_ylim()
+        low, high = min(1.5 * low, -1.5), max(1.5 * high, 1.5)  # room around the extremes and the zero line
+        b.set_ylim(low, high)
+        ticks = [t for t in (-100, -30, -10, -3, -1, -0.5, 0, 0.5, 1, 3, 10, 30, 100) if low <= t <= high]
+        b.set_yticks(ticks, [f"{t:+g}" if t else "0" for t in ticks])
+        b.yaxis.set_minor_locator(NullLocator())
+        b.set(title="(b) accuracy minus λ = 0's, on the same label subsets", ylabel="percentage points")
+        _lam_axis(b, lams)
+        b.legend(fontsize=8)
     return _png(fig)
 
 
@@ -218,7 +234,9 @@ CAPTIONS = {
     "fig1_gap.png": "Figure 1: (a) ELBO gap, AIS log p(x) − ELBO, and (b) log p(x) by AIS (solid) with the ELBO "
                     "(dashed) against λ, on train and test images; mean ± SE over training seeds, dots are runs.",
     "fig2_ssl.png": "Figure 2: test accuracy of an RBF SVM on encoder means from s labeled examples against λ; "
-                    "dotted lines and bands: the same SVM protocol on raw pixels (mean ± SE over label subsets).",
+                    "dotted lines and bands: the same SVM protocol on raw pixels (mean ± SE over label subsets). "
+                    "(b), when the sweep has λ = 0: each λ's accuracy minus λ = 0's on the same label subsets "
+                    "(mean ± SE over the pairs; y linear within ±1 point, logarithmic beyond).",
 }
 SE_NOTE = ("SE: over training seeds when a λ has ≥ 2 runs; † marks a λ with one run, whose own SE is shown (over "
            "test points for eval, over label subsets for SSL and the raw-pixel baseline); see se_over in results.csv.")
