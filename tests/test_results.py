@@ -1,0 +1,31 @@
+"""The committed reproduction is consistent: its report's numbers are what ``smvi report`` computes from the committed
+result files, and every run finished the preset's epochs with its evaluation, SSL and settings in place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from smvi.presets import PRESETS
+from smvi.report import make_report
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def test_the_committed_report_is_what_the_committed_result_files_give(tmp_path):
+    page = make_report(RESULTS, tmp_path)
+    assert (tmp_path / "results.csv").read_text() == (RESULTS / "report" / "results.csv").read_text()
+    assert "## Notes\n\nnone" in (tmp_path / "results.md").read_text()  # nothing missing, nothing inconsistent
+    assert page.exists()
+
+
+def test_every_run_of_the_reproduction_is_complete():
+    cpu = PRESETS["cpu"]
+    runs = sorted((RESULTS / "runs").iterdir())
+    assert len(runs) == len(cpu.lams) * len(cpu.seeds)
+    for run in runs:
+        metrics = (run / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(metrics[-1])["epoch"] == cpu.run.train.epochs, run.name
+        evaluation = json.loads((run / "eval.json").read_text())
+        assert {k: evaluation["settings"][k] for k in cpu.eval.model_dump()} == cpu.eval.model_dump(mode="json")
+        assert json.loads((run / "ssl.json").read_text())["run"]["epoch"] == cpu.run.train.epochs
