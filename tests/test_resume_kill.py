@@ -205,7 +205,7 @@ def state(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def metrics(run_dir: Path) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in lines]
+    return [{k: v for k, v in json.loads(ln).items() if k not in ("seconds", "device", "threads")} for ln in lines]
 
 
 def differing(a: dict, b: dict) -> list[str]:

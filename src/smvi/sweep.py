@@ -59,11 +59,12 @@ def run_name(lam: float, seed: int) -> str:
 
 
 def plan(sweep: SweepConfig) -> list[RunSpec]:
-    """One run per (λ, seed), named ``lam{λ}_seed{seed}``, each the base config with λ and seed set. The raw-pixel
-    SSL baseline does not depend on the run, so only the first run computes it."""
+    """One run per (λ, seed), named ``lam{λ}_seed{seed}``, each the base config with λ and seed set, seed by seed (every
+    λ of the first seed comes first, so an interrupted sweep has whole λ curves). The raw-pixel SSL baseline does not
+    depend on the run, so only the first run computes it."""
     specs = []
-    for lam in sweep.lams:
-        for seed in sweep.seeds:
+    for seed in sweep.seeds:
+        for lam in sweep.lams:
             train_cfg = sweep.run.train.model_copy(update={"lam": lam, "seed": seed})
             ssl_cfg = sweep.ssl if not specs else sweep.ssl.model_copy(update={"raw_pixels": False})
             specs.append(RunSpec(run_name(lam, seed), sweep.run.model_copy(update={"train": train_cfg}), ssl_cfg))

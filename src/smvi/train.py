@@ -4,7 +4,8 @@ A run directory holds::
 
     config.toml              the resolved RunConfig (pass it back with --config to rerun)
     checkpoint.safetensors   weights, Adam state, RNG states and progress after the last finished epoch
-    metrics.jsonl            one JSON line per finished epoch: every term, seconds, skipped steps, test monitor
+    metrics.jsonl            one JSON line per finished epoch: every term, seconds, device and threads, skipped steps,
+                             test monitor
 
 Every file is replaced atomically; after each epoch the metrics are written first, then the checkpoint, so a run
 killed at any point holds a checkpoint and at most one metrics line past it (dropped on resume). Resuming restores
@@ -226,6 +227,7 @@ def train(
                 means, skipped, bad_in_a_row = _run_epoch(model, optimizer, loader, tc, device, bar, epoch,
                                                           bad_in_a_row)
                 last = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
+                        "device": device.type, "threads": torch.get_num_threads(),
                         "lam": lam_at(tc, epoch + 1), **means,
                         "skipped_steps": skipped, **_monitor(model, monitor_x, config.data.eval_seed)}
                 history.append(json.dumps(last))
