@@ -27,10 +27,14 @@ PRESETS: dict[str, SweepConfig] = {
         eval=EvalConfig(n_test=100, n_train=100, ais_steps=500),
         ssl=SSLConfig(),
     ),
-    # The paper's settings exactly: 300 epochs, 2x1024 softplus, Adam 1e-3, batch 512, dynamic binarization.
+    # The paper's settings: 300 epochs, 2x1024 softplus, Adam 1e-3, batch 512, dynamic binarization; 5 λ × 3 seeds
+    # (λ = 1, which collapses, is run with seed 0 only: `--set lams=[1] --set seeds=[0]`). Trained in bf16 autocast:
+    # at 30 epochs it matched fp32 on test ELBO, AIS, gap and SSL within noise (README, Results) at half the time.
+    # Evaluation: 200 + 200 points, AIS with 1000 steps.
     "paper": SweepConfig(
-        lams=(0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
-        run=RunConfig(train=TrainConfig(epochs=300)),
+        lams=(0.0, 0.003, 0.01, 0.03, 0.1),
+        seeds=(0, 1, 2),
+        run=RunConfig(train=TrainConfig(epochs=300, precision="bf16")),
         eval=EvalConfig(),
         ssl=SSLConfig(),
     ),
