@@ -10,6 +10,10 @@ Variants (all use fused Adam on fp32 parameters, as ``smvi.train`` does):
 - ``bf16_master``: a larger bf16 share. A bf16 copy of the model runs the whole step (products *and* elementwise
   work, activations stored in bf16, no per-op casts); its bf16 gradients are copied onto the fp32 master parameters,
   Adam updates those, and they are copied back to the bf16 copy. The loss is reduced in fp32.
+- ``fp32_mm_bf16``: fp32 throughout, with ``torch.set_float32_matmul_precision("medium")``: oneDNN runs the fp32
+  matrix products with bf16 inputs and fp32 accumulation (on CPUs with AVX512-BF16/AMX), like TF32 on GPUs. No
+  autocast, no casts in the graph; everything elementwise stays fp32.
+- ``bf16_mm_bf16``: ``bf16`` plus the same setting, for the products autocast leaves in fp32.
 - ``bf16_compiled`` (with ``--compile``): the ``bf16`` objective through ``torch.compile`` (inductor, CPU). Where
   compilation fails (torch 2.13's aot_autograd has no double backward, and D_SM differentiates a z-gradient), the
   variant is left out and the reason recorded under ``unsupported``.
@@ -91,7 +95,7 @@ def _compiles(make_model: Callable[[], torch.nn.Module], x: torch.Tensor, lam: f
 
 def bench_epochs(s: dict, data, make_model: Callable[[], torch.nn.Module], lam: float, compile_: bool,
                  notes: dict) -> dict:
-    variants = ["fp32", "bf16", "bf16_master"]
+    variants = ["fp32", "bf16", "bf16_master", "fp32_mm_bf16", "bf16_mm_bf16"]
     threads = sorted({1, s["epoch_threads"]})
     train_x = data.train_x[: s["epoch_n"]]
     if compile_:
@@ -109,11 +113,12 @@ def bench_epochs(s: dict, data, make_model: Callable[[], torch.nn.Module], lam: 
             model = make_model()
             opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
             step = (_master_step(model, opt, lam) if v == "bf16_master"
-                    else _autocast_step(model, opt, lam, v != "fp32", v == "bf16_compiled"))
+                    else _autocast_step(model, opt, lam, v.startswith("bf16"), v == "bf16_compiled"))
             loader = DynamicBinarizer(train_x, s["epoch_batch"], seed=1)
             cases[f"{v}_threads{t}"] = dict(model=model, step=step, loader=loader, threads=t, variant=v,
+                                            matmul="medium" if v.endswith("_mm_bf16") else "highest",
                                             rng=torch.get_rng_state(), wall=[], cpu=[])
-    before = torch.get_num_threads()
+    before, before_mm = torch.get_num_threads(), torch.get_float32_matmul_precision()
     order = list(cases)
     try:
         for epoch in range(s["epoch_epochs"]):
@@ -121,6 +126,7 @@ def bench_epochs(s: dict, data, make_model: Callable[[], torch.nn.Module], lam: 
             for name in order:
                 c = cases[name]
                 torch.set_num_threads(c["threads"])
+                torch.set_float32_matmul_precision(c["matmul"])
                 torch.set_rng_state(c["rng"])
                 t0, c0 = time.perf_counter(), time.process_time()
                 for x in c["loader"].epoch():
@@ -130,6 +136,7 @@ def bench_epochs(s: dict, data, make_model: Callable[[], torch.nn.Module], lam: 
                 c["rng"] = torch.get_rng_state()
     finally:
         torch.set_num_threads(before)
+        torch.set_float32_matmul_precision(before_mm)
     scale = 60000 / len(train_x)  # an epoch of the paper's 60 000 training images
     ref = {t: _test_elbo(cases[f"fp32_threads{t}"]["model"], eval_x) for t in threads}
     out: dict = {"epochs": s["epoch_epochs"], "train_examples": len(train_x), "batch": s["epoch_batch"], "lam": lam,

@@ -67,7 +67,7 @@ def test_benchmark_quick_run_writes_its_results(tmp_path):
     assert iw["bf16_minus_fp32_max_abs"] <= 2.0**-7 * abs(iw["fp32"]["mean"]), iw
     # epochs: every variant trains the same model to the same test ELBO (within the 0.3 nats)
     ep = res["epochs"]
-    assert {c["variant"] for c in ep["cases"].values()} == {"fp32", "bf16", "bf16_master"}
+    assert {c["variant"] for c in ep["cases"].values()} == {"fp32", "bf16", "bf16_master", "fp32_mm_bf16", "bf16_mm_bf16"}
     assert {c["threads"] for c in ep["cases"].values()} == {1, 2}
     for name, c in ep["cases"].items():
         assert abs(c["elbo_minus_fp32"]) <= 0.3 and c["paper_300_epochs_wall_min"] > 0, (name, c)

@@ -57,15 +57,28 @@ def test_bf16_ais_really_uses_bf16_and_is_reproducible(lg64, lg32):
     assert not torch.equal(a.log_weights, ais(lg32, x.float(), **kw).log_weights)  # the force did change
 
 
-def test_fp32_stays_fp32_inside_a_callers_autocast(lg64, lg32):
-    x, _ = simulate(lg64, 3, seed=6)
-    kw = dict(steps=20, seed=0, **AIS)
-    plain = ais(lg32, x.float(), **kw)
+def test_fp32_stays_fp32_inside_a_callers_autocast_or_matmul_setting():
+    torch.manual_seed(0)
+    cfg = smvi.ModelConfig(encoder_hidden=(64,), decoder_hidden=(64, 64), z_dim=4, decoder_last_scale=1.0)
+    model = smvi.VAE(x_dim=20, config=cfg).requires_grad_(False)
+    x, _ = simulate(model, 8, seed=1)
+    kw = dict(steps=10, seed=0, **AIS)
+    plain, plain_iw = ais(model, x, **kw), iwae_bound(model, x, k=32, seed=0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        inside = ais(lg32, x.float(), **kw)
-        iw = iwae_bound(lg32, x.float(), k=10, seed=0)
-    assert torch.equal(inside.log_weights, plain.log_weights)
-    assert torch.equal(iw, iwae_bound(lg32, x.float(), k=10, seed=0))
+        inside, inside_iw = ais(model, x, **kw), iwae_bound(model, x, k=32, seed=0)
+    assert torch.equal(inside.log_weights, plain.log_weights) and torch.equal(inside_iw, plain_iw)
+    z = torch.randn(8 * 18, 4)
+    exact_logits = model.decoder(z)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        if torch.equal(model.decoder(z), exact_logits):
+            pytest.skip("this CPU's fp32 products ignore set_float32_matmul_precision('medium')")
+        medium, medium_iw = ais(model, x, **kw), iwae_bound(model, x, k=32, seed=0)
+        assert torch.get_float32_matmul_precision() == "medium"  # the caller's setting is restored
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert torch.equal(medium.log_weights, plain.log_weights) and torch.equal(medium_iw, plain_iw)
 
 
 def test_bf16_bdmc_sandwiches_exact_log_px_and_ladder_passes_precision(lg64, lg32):

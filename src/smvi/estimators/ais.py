@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 from tqdm.auto import tqdm
 
-from .precision import Precision, check_precision, force_autocast
+from .precision import Precision, check_precision, exact_matmul, force_autocast
 from .hmc import (
     HMCState, Key, fold_in, hmc_step, init_state, normal, path_potential, point_ids, reparameterize, stream_key,
 )
@@ -224,7 +224,7 @@ def ais(
     dtype = model_dtype(model, x)
     check_precision(precision, x.device, dtype)
     x = x.to(dtype)
-    with force_autocast("fp32", x.device):  # fp32 means fp32 even inside a caller's autocast region
+    with force_autocast("fp32", x.device), exact_matmul():  # fp32 means fp32, whatever the caller's settings
         base, log_f0, log_f1 = _endpoints(model, x, start, dtype)
         potential = path_potential(log_f0, log_f1, precision=precision)
         key = _chain_key(seed, x, chains, pilot_chains, reverse_from is not None)

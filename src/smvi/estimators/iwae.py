@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .ais import model_dtype
 from .hmc import fold_in, normal, point_ids, reparameterize, stream_key
-from .precision import Precision, check_precision, force_autocast
+from .precision import Precision, check_precision, exact_matmul, force_autocast
 
 __all__ = ["iwae_bound"]
 
@@ -44,7 +44,7 @@ def iwae_bound(
     dtype = model_dtype(model, x)
     check_precision(precision, x.device, dtype)
     x = x.to(dtype)
-    with force_autocast("fp32", x.device):  # only the decoder's pass below follows `precision`
+    with force_autocast("fp32", x.device), exact_matmul():  # only the decoder's pass below follows `precision`
         q = model.encode(x)
         ids = point_ids(x)
         total = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)

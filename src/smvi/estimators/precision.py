@@ -15,15 +15,20 @@ Detection: CPU autocast to bfloat16 always works in torch (without native bf16 u
 correct, but not faster). CUDA needs ``torch.cuda.is_bf16_supported(including_emulation=False)``; other device types
 need ``torch.amp.is_autocast_available``. A model computing in float64 is refused too: autocast leaves float64 alone,
 so "bf16" would be silently ignored.
+
+Everything that is meant to be exact (fp32 energies, fp32 forces, IWAE's fp32 passes) runs under :func:`exact_matmul`,
+so a global ``torch.set_float32_matmul_precision("medium")`` (bf16-input fp32 products, much faster for training on
+CPUs with AMX) cannot leak into the estimators.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import torch
 
-__all__ = ["Precision", "PRECISIONS", "check_precision", "native_bf16", "force_autocast"]
+__all__ = ["Precision", "PRECISIONS", "check_precision", "native_bf16", "force_autocast", "exact_matmul"]
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -68,6 +73,21 @@ def check_precision(precision: str, device: torch.device, dtype: torch.dtype) ->
     if dtype != torch.float32:
         raise ValueError(f"precision='bf16' needs a float32 model (autocast leaves {dtype} alone), got {dtype}; "
                          "use precision='fp32' or model.float()")
+
+
+@contextlib.contextmanager
+def exact_matmul():
+    """Full-precision float32 matrix products inside, whatever ``torch.set_float32_matmul_precision`` says outside
+    ("medium" lets oneDNN/cuBLAS round fp32 products' inputs to bf16/TF32). Restores the caller's setting."""
+    before = torch.get_float32_matmul_precision()
+    if before == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def force_autocast(precision: str, device: torch.device | str):
