@@ -2,9 +2,10 @@
 
 The target is a point on a geometric path, log π_β(z) = (1 − β)·log f₀(z) + β·log f₁(z), so annealing can change β
 without re-evaluating the model: the state carries both log-densities and their z-gradients at the current position,
-and every leapfrog step costs one evaluation of them (one forward and one backward pass). A single target is the
-degenerate path f₀ = f₁ (:func:`path_potential` with one function). Reference: Neal, "MCMC using Hamiltonian
-dynamics" (2011); used inside AIS as in Wu et al. (2017).
+and every leapfrog step costs one evaluation of the force (one forward and one backward pass). A single target is the
+degenerate path f₀ = f₁ (:func:`path_potential` with one function). With ``precision="bf16"`` the force runs in bf16
+and the log-densities take one full-precision forward pass per trajectory; the accept/reject stays exact
+(:func:`hmc_step`). Reference: Neal, "MCMC using Hamiltonian dynamics" (2011); used inside AIS as in Wu et al. (2017).
 
 Noise is counter-based: every draw is a hash of (seed, stream, counter, coordinate), with one stream per element of a
 batch (e.g. per chain × data point, the point identified by a hash of its values). A chain's noise therefore does not
