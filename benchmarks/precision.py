@@ -24,6 +24,7 @@ from smvi.data import binarize_fixed
 from smvi.estimators import ais, bdmc, iwae_bound, native_bf16, simulate
 
 PRECISIONS = ("fp32", "bf16")
+IWAE_TOL = 0.05  # nats: the accuracy bf16 IWAE must show to be used (well below the ≈ 1 nat IWAE − AIS differences)
 
 
 def _timed(fn):
@@ -148,4 +149,7 @@ def precision_targets(p: dict) -> list[tuple[str, str, bool | None]]:
     wider = [k for k, row in p["bdmc"].items() if isinstance(row, dict)
              and row["gap_bf16_minus_fp32"] > 2 * row["gap_bf16_minus_fp32_se"]]
     rows.append(("BDMC gaps in bf16 no wider than fp32 (paired, 2 SE)", f"wider at {wider or 'none'}", not wider))
+    i = p["iwae"]
+    rows.append((f"IWAE bf16 within {IWAE_TOL} nats of fp32 (paired mean, same samples)",
+                  f"{i['bf16_minus_fp32']:+.4f} ± {i['bf16_minus_fp32_se']:.4f}", abs(i["bf16_minus_fp32"]) <= IWAE_TOL))
     return rows
