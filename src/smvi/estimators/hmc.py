@@ -258,7 +258,8 @@ def hmc_step(
 
     Exact with a reduced-precision force (``path_potential(..., precision="bf16")``): HMC leaves π_β invariant for
     *any* deterministic, volume-preserving and reversible proposal map, provided the accept/reject uses the true
-    Hamiltonian (Neal 2011, §3.2 and §5.3.1; the same argument covers approximate or surrogate gradients). Leapfrog
+    Hamiltonian (Neal 2011: the proof of detailed balance uses only the proposal map's reversibility and volume
+    preservation and the Metropolis test on H, never that the dynamics follow ∇ log π_β exactly). Leapfrog
     with a force F(z) that is merely *some* deterministic function of z, not the exact ∇ log π_β, is still a
     composition of shears (each of Jacobian determinant 1) and, with the momentum flip, its own inverse. Only the
     energies of the test must be exact: here log π_β comes from a full-precision forward pass and the kinetic energy,
