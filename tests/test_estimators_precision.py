@@ -142,3 +142,11 @@ def test_cuda_without_cuda_is_refused_and_cpu_always_runs():
     check_precision("bf16", torch.device("cpu"), torch.float32)  # CPU autocast always supports bf16
     assert precision_mod._bf16_unsupported(torch.device("cpu")) is None
     assert isinstance(native_bf16("cpu"), bool)
+
+
+def test_cpu_without_bf16_units_runs_and_warns(lg64, lg32, monkeypatch):
+    x, _ = simulate(lg64, 2, seed=9)
+    monkeypatch.setattr(precision_mod, "native_bf16", lambda device="cpu": False)
+    with pytest.warns(RuntimeWarning, match="without bf16 units.*emulated"):
+        res = ais(lg32, x.float(), steps=5, precision="bf16", **AIS)
+    assert torch.isfinite(res.log_px).all() and res.settings["precision"] == "bf16"

@@ -12,7 +12,7 @@ hardware supports it.
 
 Detection: CPU autocast to bfloat16 always works in torch (without native bf16 units, i.e. no ``avx512_bf16`` or AMX,
 ``torch.cpu._is_avx512_bf16_supported()`` / ``_is_amx_tile_supported()`` are False and the products are emulated:
-correct, but not faster). CUDA needs ``torch.cuda.is_bf16_supported(including_emulation=False)``; other device types
+correct, but not faster; :func:`check_precision` then warns once per call site). CUDA needs ``torch.cuda.is_bf16_supported(including_emulation=False)``; other device types
 need ``torch.amp.is_autocast_available``. A model computing in float64 is refused too: autocast leaves float64 alone,
 so "bf16" would be silently ignored.
 
@@ -24,6 +24,7 @@ CPUs with AMX) cannot leak into the estimators.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Literal
 
 import torch
@@ -73,6 +74,9 @@ def check_precision(precision: str, device: torch.device, dtype: torch.dtype) ->
     if dtype != torch.float32:
         raise ValueError(f"precision='bf16' needs a float32 model (autocast leaves {dtype} alone), got {dtype}; "
                          "use precision='fp32' or model.float()")
+    if torch.device(device).type == "cpu" and not native_bf16("cpu"):
+        warnings.warn("precision='bf16' on a CPU without bf16 units (no avx512_bf16 or AMX): the result is as exact, "
+                      "but bf16 is emulated and usually slower than fp32", RuntimeWarning, stacklevel=3)
 
 
 @contextlib.contextmanager
