@@ -20,7 +20,8 @@ Variants (all use fused Adam on fp32 parameters, as ``smvi.train`` does):
 
 Every (variant, threads) case trains its own copy of the same initial model on the same data stream; epochs are
 interleaved (one epoch of every case, in shuffled order, then the next). Per-epoch time is the median over epochs
-after the first (the first pays warm-up and compilation). Nothing asserts on time.
+after the first (the first pays warm-up and compilation). With 2 threads among the counts, two 1-thread runs of fp32
+and of bf16 are also timed side by side (benchmarks/concurrent_runs.py). Nothing asserts on time.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Callable
 
 import torch
 
+from concurrent_runs import bench_concurrent, concurrent_report
 from smvi.data import DynamicBinarizer, binarize_fixed
 from smvi.objectives import smvi_objective
 
@@ -154,6 +156,8 @@ def bench_epochs(s: dict, data, make_model: Callable[[], torch.nn.Module], lam: 
             "test_elbo": float(elbo.mean()), "elbo_minus_fp32": float(diff.mean()),
             "elbo_minus_fp32_se": float(diff.std() / math.sqrt(len(diff))),
         }
+    if 2 in threads:  # 2 runs × 1 thread side by side, against the 1 × 2 threads timed above
+        out["concurrent"] = bench_concurrent(s, data, lam)
     return out
 
 
@@ -164,7 +168,7 @@ def epochs_report(e: dict) -> list[str]:
         lines.append(f"  {name:<26} epoch wall {c['epoch_wall_s']:7.2f} s cpu {c['epoch_cpu_s']:7.2f} s | 300 epochs "
                      f"{c['paper_300_epochs_wall_min']:6.1f} min | ELBO {c['test_elbo']:.2f} "
                      f"({c['elbo_minus_fp32']:+.3f} ± {c['elbo_minus_fp32_se']:.3f} vs fp32)")
-    return lines
+    return lines + concurrent_report(e)
 
 
 def epochs_targets(e: dict) -> list[tuple[str, str, bool | None]]:

@@ -71,4 +71,6 @@ def test_benchmark_quick_run_writes_its_results(tmp_path):
     assert {c["threads"] for c in ep["cases"].values()} == {1, 2}
     for name, c in ep["cases"].items():
         assert abs(c["elbo_minus_fp32"]) <= 0.3 and c["paper_300_epochs_wall_min"] > 0, (name, c)
+    assert set(ep["concurrent"]) == {"fp32", "bf16"}
+    assert all(len(c["epoch_wall_s_per_run"]) == 2 and c["epoch_wall_s"] > 0 for c in ep["concurrent"].values())
     assert any(t["target"].startswith("AIS bf16 force") for t in res["targets"])
