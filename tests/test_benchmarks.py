@@ -48,9 +48,29 @@ def test_benchmark_quick_run_writes_its_results(tmp_path):
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
-    assert {"machine", "steps", "threads", "training", "ais", "ratios", "targets"} <= res.keys()
+    assert {"machine", "steps", "threads", "training", "ais", "precision", "epochs", "ratios", "targets"} <= res.keys()
     assert {"cpu", "torch", "torch_threads"} <= res["machine"].keys()
     for case in ("vae_b16", "smvi_b16", "reference_b16", "smvi_bf16_b16", "matmul_fp32"):
         assert res["steps"][case]["cpu_ms"] > 0, case
     assert "smvi_over_vae_b16" in res["ratios"]["cpu"] and "ais_smvi_over_reference_throughput" in res["ratios"]["cpu"]
     assert "ratios" in r.stdout
+    # precision: the same trained model, the same images and seeds; bf16 changes the force only, so the estimates agree
+    pr = res["precision"]
+    assert pr["fp32"]["evals_per_s_cpu"] > 0 and pr["bf16"]["evals_per_s_cpu"] > 0
+    assert abs(pr["bf16_minus_fp32"]) <= max(4 * pr["bf16_minus_fp32_se"], 0.05), pr
+    assert abs(pr["fp32"]["log_px_mean"] - pr["bf16"]["log_px_mean"]) <= 0.05
+    assert 0 < pr["bf16"]["acceptance"] <= 1 and 0 < pr["fp32"]["acceptance"] <= 1
+    for steps in map(str, (3, 6)):
+        row = pr["bdmc"][steps]
+        assert abs(row["gap_bf16_minus_fp32"]) <= max(4 * row["gap_bf16_minus_fp32_se"], 0.05), row
+    iw = pr["iwae"]
+    assert iw["bf16_minus_fp32_max_abs"] <= 2.0**-7 * abs(iw["fp32"]["mean"]), iw
+    # epochs: every variant trains the same model to the same test ELBO (within the 0.3 nats)
+    ep = res["epochs"]
+    assert {c["variant"] for c in ep["cases"].values()} == {"fp32", "bf16", "bf16_master", "fp32_mm_bf16", "bf16_mm_bf16"}
+    assert {c["threads"] for c in ep["cases"].values()} == {1, 2}
+    for name, c in ep["cases"].items():
+        assert abs(c["elbo_minus_fp32"]) <= 0.3 and c["paper_300_epochs_wall_min"] > 0, (name, c)
+    assert set(ep["concurrent"]) == {"fp32", "bf16"}
+    assert all(len(c["epoch_wall_s_per_run"]) == 2 and c["epoch_wall_s"] > 0 for c in ep["concurrent"].values())
+    assert any(t["target"].startswith("AIS bf16 force") for t in res["targets"])

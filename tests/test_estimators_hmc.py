@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from smvi.estimators.hmc import (
-    HMCState, fold_in, hmc_step, init_state, normal, path_potential, point_ids, stream_key, uniform,
+    HMCState, PathPotential, fold_in, hmc_step, init_state, normal, path_potential, point_ids, stream_key, uniform,
 )
 
 ALPHA = 1e-4
@@ -91,22 +91,52 @@ def run_chain(state: HMCState, potential, steps: int, step_size, seed: int = 0, 
     return state, infos
 
 
-def test_hmc_leaves_a_correlated_gaussian_invariant():
+def quadratic_log_density(mvn, dtype):
+    """log N(z; μ, LLᵀ) up to a constant as −½‖(z − μ) L⁻ᵀ‖²: a matrix product, so bf16 autocast touches the force."""
+    mean, inv_t = mvn.loc.to(dtype), torch.linalg.inv(mvn.scale_tril).T.to(dtype)
+    return lambda z: -0.5 * ((z - mean) @ inv_t).pow(2).sum(-1)
+
+
+class CrudeForce(PathPotential):
+    """A deliberately wrong but deterministic force, 0.6·∇log π + 0.5·tanh(z), with the exact log-density."""
+
+    def force(self, z):
+        g = super().force(z)[0]
+        f = 0.6 * g + 0.5 * torch.tanh(z)
+        return f, f
+
+    def __call__(self, z):
+        f, _ = self.force(z)
+        value = self.log_f0(z)
+        return HMCState(z.detach(), value, value, f, f)
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp32", torch.float64), ("bf16", torch.float32), ("crude", torch.float64)])
+def test_hmc_leaves_a_correlated_gaussian_invariant(precision, dtype):
+    """Exact for the true force, a bf16 force and a crude force alike: only the accept/reject energies must be exact
+    (Neal 2011). The bf16 and crude forces are checked to differ from the true gradient, so the test is informative."""
     mvn, g = gaussian_target()
     m = 4000
     z0 = mvn.loc + (mvn.scale_tril @ torch.randn(m, 3, 1, generator=g, dtype=torch.float64)).squeeze(-1)
-    potential = path_potential(mvn.log_prob)
-    step = 0.1 + 0.3 * torch.rand(m, 1, generator=g, dtype=torch.float64)  # per-chain step sizes
+    z0 = z0.to(dtype)
+    log_density = quadratic_log_density(mvn, dtype)
+    exact = path_potential(log_density)
+    potential = CrudeForce(log_density) if precision == "crude" else path_potential(log_density, precision=precision)
+    step = (0.1 + 0.3 * torch.rand(m, 1, generator=g, dtype=torch.float64)).to(dtype)  # per-chain step sizes
     state, infos = run_chain(init_state(potential, z0.unsqueeze(1)), potential, 40, step)
-    z = state.z.squeeze(1)
+    z = state.z.squeeze(1).double()
     acc = torch.stack([i.accept_prob for i in infos]).mean()
     assert 0.5 < acc < 1.0, "the test is only informative if the chains move"
-    assert (z != z0).any(-1).double().mean() > 0.9
+    assert (z != z0.double()).any(-1).double().mean() > 0.9
+    force_error = (potential.force(state.z)[1] - exact.force(state.z)[1]).abs().max()
+    assert force_error == 0 if precision == "fp32" else force_error > 1e-4
+    torch.testing.assert_close(state.log_f1, exact(state.z).log_f1)  # the state carries exact energies
     var = mvn.covariance_matrix.diagonal()
     z_ = z_crit(6)
     assert ((z.mean(0) - mvn.loc).abs() < z_ * (var / m).sqrt()).all()
     assert ((z.var(0) - var).abs() < z_ * var * (2 / (m - 1)) ** 0.5).all()
     assert state.z.grad_fn is None and not state.grad_f1.requires_grad and state.log_f1.grad_fn is None
+    assert state.z.dtype == state.grad_f1.dtype == state.log_f1.dtype == dtype
 
 
 def test_hmc_state_carries_exact_densities_and_gradients():

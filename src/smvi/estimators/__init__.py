@@ -2,13 +2,15 @@
 
 All work on any model with the small protocol of :mod:`smvi.models` (``z_dim``, ``log_prior``, ``log_likelihood``,
 ``encode``; ``prior`` and ``decode`` where used), return per-data-point float64 tensors, take a ``seed`` and never
-touch the global RNG.
+touch the global RNG. ``precision="bf16"`` puts the decoder's passes in bf16 where that keeps the estimate exact (AIS's
+leapfrog force) or measurably close (IWAE's log-likelihood): :mod:`smvi.estimators.precision`.
 """
 
 from .ais import AISResult, ais, linear_schedule, sigmoid_schedule
 from .bdmc import BDMCResult, LadderResult, ais_ladder, bdmc, simulate
 from .hmc import HMCInfo, HMCState, Key, hmc_step, init_state, path_potential, stream_key
 from .iwae import iwae_bound
+from .precision import PRECISIONS, Precision, check_precision, native_bf16
 
 __all__ = [
     "iwae_bound",
@@ -28,4 +30,8 @@ __all__ = [
     "HMCInfo",
     "Key",
     "stream_key",
+    "Precision",
+    "PRECISIONS",
+    "check_precision",
+    "native_bf16",
 ]

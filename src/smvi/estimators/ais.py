@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 from tqdm.auto import tqdm
 
+from .precision import Precision, check_precision, exact_matmul, force_autocast
 from .hmc import (
     HMCState, Key, fold_in, hmc_step, init_state, normal, path_potential, point_ids, reparameterize, stream_key,
 )
@@ -186,6 +187,7 @@ def ais(
     pilot_chains: int = 2,
     reverse_from: Tensor | None = None,
     progress: bool = False,
+    precision: Precision = "fp32",
 ) -> AISResult:
     """AIS estimate of log p(x) per data point: x ``[N, x_dim]`` -> :class:`AISResult` with ``log_px`` ``[N]``.
 
@@ -207,28 +209,39 @@ def ais(
     makes its kernel depend on its current state, which breaks AIS (measured: −0.05 nats at 1000 steps on a 3-d
     linear-Gaussian model, 5 standard errors). With pilots the weighted chains' kernels are independent of them and
     the estimator is exact. ``pilot_chains=0`` keeps ``init_step_size`` fixed.
+
+    ``precision="bf16"`` computes the leapfrog force (the z-gradient of log p(x, z): the decoder's forward and
+    input-gradient pass) under bf16 autocast, about 2× the throughput on CPUs with bf16 units, and keeps everything the
+    estimate rests on exact: positions, momenta and the energies of the accept/reject test in the model's dtype (fp32),
+    the log-weights in fp64. HMC with any deterministic, volume-preserving, reversible integrator stays exact when the
+    accept/reject uses the true Hamiltonian (Neal 2011, "MCMC using Hamiltonian dynamics"; see
+    :func:`~smvi.estimators.hmc.hmc_step`), so each transition still leaves its π_β invariant and E[w] = p(x) holds as
+    in fp32; only the acceptance rate (and with it the adapted step size) can change. Needs a float32 model and a
+    device with bf16 autocast (:func:`~smvi.estimators.precision.check_precision` says why not, in one line).
     """
     _validate(x, steps, chains, leapfrog_steps, schedule, pilot_chains)
     t0 = time.perf_counter()
     dtype = model_dtype(model, x)
+    check_precision(precision, x.device, dtype)
     x = x.to(dtype)
-    base, log_f0, log_f1 = _endpoints(model, x, start, dtype)
-    potential = path_potential(log_f0, log_f1)
-    key = _chain_key(seed, x, chains, pilot_chains, reverse_from is not None)
-    shape = (chains + pilot_chains, x.shape[0], model.z_dim)
-    z0 = _initial_z(model, base, start, fold_in(key, 0), reverse_from, chains, shape, dtype)
-    betas = _SCHEDULES[schedule](steps).tolist()
-    if reverse_from is not None:
-        betas = betas[::-1]
-    step = torch.full((x.shape[0],), init_step_size, dtype=dtype, device=x.device)
-    log_w, accept = _anneal(
-        init_state(potential, z0), key, betas, potential, chains=chains,
-        leapfrog_steps=leapfrog_steps, step=step, target=target_accept, progress=progress,
-    )
+    with force_autocast("fp32", x.device), exact_matmul():  # fp32 means fp32, whatever the caller's settings
+        base, log_f0, log_f1 = _endpoints(model, x, start, dtype)
+        potential = path_potential(log_f0, log_f1, precision=precision)
+        key = _chain_key(seed, x, chains, pilot_chains, reverse_from is not None)
+        shape = (chains + pilot_chains, x.shape[0], model.z_dim)
+        z0 = _initial_z(model, base, start, fold_in(key, 0), reverse_from, chains, shape, dtype)
+        betas = _SCHEDULES[schedule](steps).tolist()
+        if reverse_from is not None:
+            betas = betas[::-1]
+        step = torch.full((x.shape[0],), init_step_size, dtype=dtype, device=x.device)
+        log_w, accept = _anneal(
+            init_state(potential, z0), key, betas, potential, chains=chains,
+            leapfrog_steps=leapfrog_steps, step=step, target=target_accept, progress=progress,
+        )
     log_mean_w = torch.logsumexp(log_w, 0) - math.log(chains)
     settings = dict(steps=steps, chains=chains, leapfrog_steps=leapfrog_steps, schedule=schedule, start=start,
                     init_step_size=init_step_size, target_accept=target_accept, pilot_chains=pilot_chains, seed=seed,
-                    reverse=reverse_from is not None)
+                    reverse=reverse_from is not None, precision=precision)
     return AISResult(
         log_px=-log_mean_w if reverse_from is not None else log_mean_w,
         log_weights=log_w,

@@ -17,6 +17,7 @@ from torch.distributions import Bernoulli, Distribution, Independent
 
 from .ais import AISResult, ais, prior_of
 from .hmc import reparameterize
+from .precision import Precision
 
 __all__ = ["simulate", "bdmc", "BDMCResult", "ais_ladder", "LadderResult"]
 
@@ -81,16 +82,20 @@ class BDMCResult:
         return self.upper_mean - self.lower_mean
 
 
-def bdmc(model, x: Tensor, z_true: Tensor, *, steps: int, chains: int = 16, **ais_options: Any) -> BDMCResult:
+def bdmc(
+    model, x: Tensor, z_true: Tensor, *, steps: int, chains: int = 16, precision: Precision = "fp32", **ais_options: Any,
+) -> BDMCResult:
     """Bidirectional Monte Carlo (Grosse et al. 2015) on simulated pairs (x ``[N, x_dim]``, z_true ``[N, z_dim]``).
 
     Forward AIS from f₀ to p(x, z) gives log p̂ with E[log p̂] ≤ log p(x); reverse AIS from z_true ~ p(z|x) back to
     f₀ gives −log mean w_rev with E ≥ log p(x) (both stochastic bounds, Jensen). The gap upper − lower shrinks to 0
     as ``steps`` grows; on simulated data it bounds how far AIS of that length is from log p(x) (Wu et al. 2017).
     ``ais_options`` go to both :func:`~smvi.estimators.ais.ais` runs (same seed; their noise streams differ).
+    ``precision="bf16"`` runs both with the leapfrog force in bf16 and exact energies and weights, so both bounds stay
+    valid (:func:`~smvi.estimators.ais.ais`; Neal 2011).
     """
-    forward = ais(model, x, steps=steps, chains=chains, **ais_options)
-    reverse = ais(model, x, steps=steps, chains=chains, reverse_from=z_true, **ais_options)
+    forward = ais(model, x, steps=steps, chains=chains, precision=precision, **ais_options)
+    reverse = ais(model, x, steps=steps, chains=chains, reverse_from=z_true, precision=precision, **ais_options)
     return BDMCResult(forward=forward, reverse=reverse)
 
 
@@ -130,20 +135,21 @@ def _paired(a: AISResult, b: AISResult) -> tuple[float, float]:
 
 def ais_ladder(
     model, x: Tensor, *, steps: Sequence[int] = (100, 300, 1000, 3000, 10000), chains: int = 16, tol: float = 0.1,
-    stop_early: bool = False, **ais_options: Any,
+    stop_early: bool = False, precision: Precision = "fp32", **ais_options: Any,
 ) -> LadderResult:
     """Run AIS at each length in ``steps`` (increasing) on the same points and seed: the paper's convergence check.
 
     AIS is a stochastic lower bound rising toward log p(x) with more steps; when successive estimates of the mean
     log p(x) agree within ``tol`` nats, the longer one is taken as converged. ``stop_early`` stops at the first
-    agreement. Reference: Neal (2001); Wu et al. (2017).
+    agreement. ``precision`` goes to every rung (:func:`~smvi.estimators.ais.ais`: a bf16 force, exact energies).
+    Reference: Neal (2001); Wu et al. (2017).
     """
     if list(steps) != sorted(steps) or len(steps) < 1:
         raise ValueError(f"steps must be a non-empty increasing sequence, got {list(steps)}")
     results: list[AISResult] = []
     diffs: list[tuple[float, float]] = []
     for s in steps:
-        results.append(ais(model, x, steps=s, chains=chains, **ais_options))
+        results.append(ais(model, x, steps=s, chains=chains, precision=precision, **ais_options))
         if len(results) > 1:
             diffs.append(_paired(results[-2], results[-1]))
             if stop_early and abs(diffs[-1][0]) <= tol:

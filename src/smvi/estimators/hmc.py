@@ -2,9 +2,10 @@
 
 The target is a point on a geometric path, log π_β(z) = (1 − β)·log f₀(z) + β·log f₁(z), so annealing can change β
 without re-evaluating the model: the state carries both log-densities and their z-gradients at the current position,
-and every leapfrog step costs one evaluation of them (one forward and one backward pass). A single target is the
-degenerate path f₀ = f₁ (:func:`path_potential` with one function). Reference: Neal, "MCMC using Hamiltonian
-dynamics" (2011); used inside AIS as in Wu et al. (2017).
+and every leapfrog step costs one evaluation of the force (one forward and one backward pass). A single target is the
+degenerate path f₀ = f₁ (:func:`path_potential` with one function). With ``precision="bf16"`` the force runs in bf16
+and the log-densities take one full-precision forward pass per trajectory; the accept/reject stays exact
+(:func:`hmc_step`). Reference: Neal, "MCMC using Hamiltonian dynamics" (2011); used inside AIS as in Wu et al. (2017).
 
 Noise is counter-based: every draw is a hash of (seed, stream, counter, coordinate), with one stream per element of a
 batch (e.g. per chain × data point, the point identified by a hash of its values). A chain's noise therefore does not
@@ -20,9 +21,11 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
+from .precision import PRECISIONS, force_autocast
+
 __all__ = [
     "Key", "stream_key", "point_ids", "fold_in", "normal", "uniform", "reparameterize",
-    "HMCState", "HMCInfo", "Potential", "path_potential", "init_state", "hmc_step",
+    "HMCState", "HMCInfo", "Potential", "PathPotential", "path_potential", "init_state", "hmc_step",
 ]
 
 # ---- counter-based noise ------------------------------------------------------------------------------------------
@@ -128,26 +131,64 @@ class HMCInfo(NamedTuple):
 Potential = Callable[[Tensor], HMCState]
 
 
-def _value_and_grad(log_f: Callable[[Tensor], Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
-    """log f(z) and ∇_z log f(z) on a fresh leaf; nothing of the graph survives the call."""
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        value = log_f(z)
-        (grad,) = torch.autograd.grad(value.sum(), z)
-    return value.detach(), grad
+class PathPotential:
+    """Both ends of a geometric path at a position: exact log-densities and the leapfrog force.
 
+    Calling it at ``z`` ``[*batch, d]`` gives the :class:`HMCState`: log f₀, log f₁ in the model's dtype (never
+    autocast), and the force ∇_z log f₀, ∇_z log f₁ (one backward pass each). :meth:`force` gives the force alone,
+    which is all an interior leapfrog step needs. With ``precision="fp32"`` the values come free with the gradients.
+    With ``"bf16"`` the force runs under bf16 autocast (the decoder's matrix products in bfloat16, the gradient
+    returned in z's dtype) and the values take one more full-precision forward pass, made only where the HMC test
+    needs them (the trajectory's end): see :func:`hmc_step` for why this keeps HMC exact.
+    """
 
-def path_potential(log_f0: Callable[[Tensor], Tensor], log_f1: Callable[[Tensor], Tensor] | None = None) -> Potential:
-    """Evaluate both ends of the path (one backward pass each) at a position; ``log_f1=None`` means f₁ = f₀."""
+    def __init__(
+        self, log_f0: Callable[[Tensor], Tensor], log_f1: Callable[[Tensor], Tensor] | None = None,
+        precision: str = "fp32",
+    ):
+        self.log_f0, self.log_f1, self.precision = log_f0, log_f1, precision
 
-    def evaluate(z: Tensor) -> HMCState:
-        a, ga = _value_and_grad(log_f0, z)
-        if log_f1 is None:
+    def _grad(self, log_f: Callable[[Tensor], Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
+        """log f(z) (in the force's precision) and ∇_z log f(z) on a fresh leaf; no graph survives the call."""
+        with torch.enable_grad(), force_autocast(self.precision, z.device):
+            z = z.detach().requires_grad_(True)
+            value = log_f(z)
+            (grad,) = torch.autograd.grad(value.sum(), z)
+        return value.detach(), grad.to(z.dtype)
+
+    def _exact(self, log_f: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
+        with torch.no_grad(), force_autocast("fp32", z.device):
+            return log_f(z.detach())
+
+    def force(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(∇_z log f₀, ∇_z log f₁) at ``z``, each ``[*batch, d]`` in z's dtype."""
+        g0 = self._grad(self.log_f0, z)[1]
+        return (g0, g0) if self.log_f1 is None else (g0, self._grad(self.log_f1, z)[1])
+
+    def __call__(self, z: Tensor) -> HMCState:
+        if self.precision != "fp32":
+            g0, g1 = self.force(z)
+            a = self._exact(self.log_f0, z)
+            b = a if self.log_f1 is None else self._exact(self.log_f1, z)
+            return HMCState(z.detach(), a, b, g0, g1)
+        a, ga = self._grad(self.log_f0, z)
+        if self.log_f1 is None:
             return HMCState(z.detach(), a, a, ga, ga)
-        b, gb = _value_and_grad(log_f1, z)
+        b, gb = self._grad(self.log_f1, z)
         return HMCState(z.detach(), a, b, ga, gb)
 
-    return evaluate
+
+def path_potential(
+    log_f0: Callable[[Tensor], Tensor], log_f1: Callable[[Tensor], Tensor] | None = None, *, precision: str = "fp32"
+) -> PathPotential:
+    """Evaluate both ends of the path (one backward pass each) at a position; ``log_f1=None`` means f₁ = f₀.
+
+    ``precision="bf16"`` computes the force under bf16 autocast and the log-densities in full precision
+    (:class:`PathPotential`); validate it first with :func:`smvi.estimators.precision.check_precision`.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return PathPotential(log_f0, log_f1, precision)
 
 
 def init_state(potential: Potential, z: Tensor) -> HMCState:
@@ -161,18 +202,26 @@ def _log_density(state: HMCState, beta: float) -> Tensor:
     return torch.lerp(state.log_f0, state.log_f1, beta)
 
 
-def _score(state: HMCState, beta: float) -> Tensor:
+def _score(grad_f0: Tensor, grad_f1: Tensor, beta: float) -> Tensor:
     if beta in (0, 1):
-        return state.grad_f1 if beta else state.grad_f0
-    return torch.lerp(state.grad_f0, state.grad_f1, beta)
+        return grad_f1 if beta else grad_f0
+    return torch.lerp(grad_f0, grad_f1, beta)
 
 
 def _leapfrog(state: HMCState, p: Tensor, potential: Potential, beta: float, eps: Tensor, n: int):
-    """``n`` leapfrog steps of size ``eps`` ``[*batch, 1]``; n evaluations of the potential."""
-    p = torch.addcmul(p, eps, _score(state, beta), value=0.5)
+    """``n`` leapfrog steps of size ``eps`` ``[*batch, 1]``: n force evaluations, and the exact log-densities at the
+    end only (for a :class:`PathPotential`; a plain callable is evaluated in full at every step)."""
+    force = getattr(potential, "force", None)
+    p = torch.addcmul(p, eps, _score(state.grad_f0, state.grad_f1, beta), value=0.5)
+    z = state.z
     for i in range(n):
-        state = potential(torch.addcmul(state.z, eps, p))
-        p = torch.addcmul(p, eps, _score(state, beta), value=1.0 if i < n - 1 else 0.5)
+        z = torch.addcmul(z, eps, p)
+        if i < n - 1:
+            g0, g1 = force(z) if force is not None else potential(z)[3:]
+            p = torch.addcmul(p, eps, _score(g0, g1, beta), value=1.0)
+        else:
+            state = potential(z)
+            p = torch.addcmul(p, eps, _score(state.grad_f0, state.grad_f1, beta), value=0.5)
     return state, p
 
 
@@ -206,6 +255,15 @@ def hmc_step(
     probability min(1, exp(−ΔH)), H(z, p) = −log π_β(z) + ½‖p‖², decided in log space (no exp overflow) against
     log u, u ~ U(0, 1). A proposal whose position, density or momentum is NaN or ±inf is never accepted. No autograd
     graph outlives the call. ``key`` supplies the noise. Reference: Neal (2011), "MCMC using Hamiltonian dynamics".
+
+    Exact with a reduced-precision force (``path_potential(..., precision="bf16")``): HMC leaves π_β invariant for
+    *any* deterministic, volume-preserving and reversible proposal map, provided the accept/reject uses the true
+    Hamiltonian (Neal 2011: the proof of detailed balance uses only the proposal map's reversibility and volume
+    preservation and the Metropolis test on H, never that the dynamics follow ∇ log π_β exactly). Leapfrog
+    with a force F(z) that is merely *some* deterministic function of z, not the exact ∇ log π_β, is still a
+    composition of shears (each of Jacobian determinant 1) and, with the momentum flip, its own inverse. Only the
+    energies of the test must be exact: here log π_β comes from a full-precision forward pass and the kinetic energy,
+    positions and momenta stay in z's dtype. A worse force only lowers the acceptance rate; it never biases the chain.
     """
     p0 = normal(fold_in(key, 0), state.z.shape[-1], state.z.dtype)
     new, p1 = _leapfrog(state, p0, potential, beta, step_size.unsqueeze(-1), n_leapfrog)

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .ais import model_dtype
 from .hmc import fold_in, normal, point_ids, reparameterize, stream_key
+from .precision import Precision, check_precision, exact_matmul, force_autocast
 
 __all__ = ["iwae_bound"]
 
@@ -20,7 +21,9 @@ _IWAE_STREAM = 0x1BAE  # separates IWAE's noise from AIS's at the same seed
 
 
 @torch.no_grad()
-def iwae_bound(model, x: Tensor, *, k: int, chunk_size: int = 64, seed: int | None = None) -> Tensor:
+def iwae_bound(
+    model, x: Tensor, *, k: int, chunk_size: int = 64, seed: int | None = None, precision: Precision = "fp32",
+) -> Tensor:
     """L_k(x) = log (1/k) Σᵢ p(x, zᵢ) / q(zᵢ|x), zᵢ ~ q(z|x) i.i.d.: x ``[N, x_dim]`` -> float64 ``[N]``.
 
     E[L_k] ≤ E[L_k'] ≤ log p(x) for k ≤ k' (a stochastic lower bound, tight as k → ∞); L_1 is the single-sample ELBO
@@ -29,18 +32,28 @@ def iwae_bound(model, x: Tensor, *, k: int, chunk_size: int = 64, seed: int | No
     point's values, i) only: the result does not depend on ``chunk_size`` or on the other points in ``x``, and L_k and
     L_k' share their first k samples. ``seed=None`` draws a fresh seed. Needs a Gaussian q (diagonal or full
     covariance). No gradients.
+
+    ``precision="bf16"`` runs the decoder's pass (``log_likelihood``) under bf16 autocast; the encoder, the samples,
+    log p(z) and log q(z|x) stay in the model's dtype and every log-weight is summed and combined in fp64. Unlike AIS's
+    force this changes the value itself: each log p(x|z) is the bf16 network's. Its error is measured against fp32
+    on the same samples (tests/test_estimators_precision.py; benchmarks/run.py, section ``precision``).
     """
     if x.dim() != 2 or k < 1 or chunk_size < 1:
         raise ValueError(f"need x [N, x_dim], k >= 1 and chunk_size >= 1; got {tuple(x.shape)}, {k}, {chunk_size}")
     seed = secrets.randbits(63) if seed is None else seed
-    x = x.to(model_dtype(model, x))
-    q = model.encode(x)
-    ids = point_ids(x)
-    total = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
-    for first in range(0, k, chunk_size):
-        rows = torch.arange(first, min(first + chunk_size, k), device=x.device)
-        eps = normal(fold_in(stream_key(seed, ids, rows), _IWAE_STREAM), model.z_dim, x.dtype)
-        z = reparameterize(q, eps)  # [c, N, z_dim]
-        log_w = model.log_prior(z).double() + model.log_likelihood(x, z).double() - q.log_prob(z).double()
-        total = torch.logaddexp(total, torch.logsumexp(log_w, 0))
+    dtype = model_dtype(model, x)
+    check_precision(precision, x.device, dtype)
+    x = x.to(dtype)
+    with force_autocast("fp32", x.device), exact_matmul():  # only the decoder's pass below follows `precision`
+        q = model.encode(x)
+        ids = point_ids(x)
+        total = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+        for first in range(0, k, chunk_size):
+            rows = torch.arange(first, min(first + chunk_size, k), device=x.device)
+            eps = normal(fold_in(stream_key(seed, ids, rows), _IWAE_STREAM), model.z_dim, x.dtype)
+            z = reparameterize(q, eps)  # [c, N, z_dim]
+            with force_autocast(precision, x.device):
+                log_lik = model.log_likelihood(x, z)
+            log_w = model.log_prior(z).double() + log_lik.double() - q.log_prob(z).double()
+            total = torch.logaddexp(total, torch.logsumexp(log_w, 0))
     return total - math.log(k)
