@@ -19,9 +19,11 @@ from smvi.checkpoint import load_checkpoint
 from smvi.cli import main
 from smvi.config import load_config
 from smvi.data import ImageData, load_idx_dir
-from smvi.train import CHECKPOINT, METRICS, TrainingDiverged, train
+from smvi.train import TrainingDiverged, train
 
 STEPS = 4  # per epoch: 256 training images in batches of 64
+
+CHECKPOINT, METRICS = "checkpoint.safetensors", "metrics.jsonl"  # the run directory's files
 
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from .aggregate import EVAL_METRICS, SPLITS, ReportError, Row, Run, _get, _num, aggregate, collect_runs
-from .checkpoint import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
