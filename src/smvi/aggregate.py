@@ -95,8 +95,10 @@ def _record(rd: RunDir, kind: str, fp: str, epochs: int | None, notes: list[str]
     if why:
         notes.append(f"{name}: stale {RECORD_LABEL[kind]} ({why}); left out")
         return None
-    tree = rec.model_dump(mode="json", by_alias=True)
-    return {**tree, "settings": rec.header.settings, "epoch": rec.header.epoch}
+    tree = {**rec.model_dump(mode="json", by_alias=True), "settings": rec.header.settings, "epoch": rec.header.epoch}
+    if kind == "convergence":
+        tree.update(n_points=rec.header.settings.get("n_points"), tol=rec.header.settings.get("tol"))
+    return tree
 
 
 def _status_notes(sweep: Path, notes: list[str]) -> None:
@@ -141,11 +143,12 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
         elif epochs < planned:
             notes.append(f"{name}: unfinished, {epochs} of {planned} epochs")
         got = {kind: _record(rd, kind, fp, epochs, notes, name) for kind in RECORD_LABEL}
-        run = Run(name, cfg.train.lam, cfg.train.seed, epochs, planned, _flat(cfg.model_dump(mode="json")),
-                  got["eval"], got["ssl"], got["convergence"], fp)
+        flat = _flat(cfg.model_dump(mode="json", exclude_none=True))
+        run = Run(name, cfg.train.lam, cfg.train.seed, epochs, planned, flat, got["eval"], got["ssl"],
+                  got["convergence"], fp)
         for kind, fig in (("eval", 1), ("ssl", 2)):
-            if got[kind] is None:
-                notes.append(f"{name}: no current {RECORD_LABEL[kind]}; left out of Figure {fig}")
+            if got[kind] is None and not rd.record_path(kind).exists():  # damaged or stale ones have their note
+                notes.append(f"{name}: no {RECORD_LABEL[kind]}; left out of Figure {fig}")
         runs.append(run)
     if not runs:
         raise ReportError(f"no usable runs under {sweep}: no readable config.toml found; train some runs into it first")
