@@ -276,7 +276,7 @@ def md_escape(text: str) -> str:
     """``text`` as literal Markdown inline text: HTML characters as entities, Markdown syntax backslash-escaped, line
     breaks as spaces (a run name cannot break a table, start a link or inject HTML)."""
     text = str(text).replace("\r", " ").replace("\n", " ")
-    text = _MD_ENTITY.sub("&amp;", _MD_TAG.sub("&lt;", text))
+    text = _MD_TAG.sub("&lt;", _MD_ENTITY.sub("&amp;", text))
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
