@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from .records import RecordError
-from .rundir import RunDir, RunError, read_bounded
+from .rundir import RunDir, RunError, read_bounded, sweep_paths
 from .stats import mean_se
 
 __all__ = ["ReportError", "collect_runs", "aggregate", "Run", "Row", "SPLITS", "EVAL_METRICS"]
 
 SPLITS, EVAL_METRICS = ("test", "train"), ("gap", "ais", "elbo")
 IGNORED_KEYS = {"train.lam", "train.seed", "train.device", "data.data_dir"}  # may differ between runs of one sweep
-RECORD_LABEL = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json"}
+RECORD_LABEL = {kind: RunDir.record_file(kind) for kind in RunDir.record_kinds()}
 
 
 class ReportError(RuntimeError):
@@ -103,15 +103,15 @@ def _record(rd: RunDir, kind: str, fp: str, epochs: int | None, notes: list[str]
 
 def _status_notes(sweep: Path, notes: list[str]) -> None:
     try:
-        status = json.loads(read_bounded(sweep / "sweep_status.json").decode())
+        status = json.loads(read_bounded(sweep_paths(sweep)[1]).decode())
     except FileNotFoundError:
         return
     except (RunError, OSError, UnicodeDecodeError, ValueError) as e:
-        notes.append(f"sweep: unreadable sweep_status.json ({e}); ignored")
+        notes.append(f"sweep: unreadable {sweep_paths(sweep)[1].name} ({e}); ignored")
         return
     for job in _get(status, "runs") or []:
         if isinstance(job, dict) and job.get("status") not in (None, "ok"):
-            notes.append(f"sweep_status.json: {job.get('name')} {job.get('status')} ({job.get('error', '?')})")
+            notes.append(f"{sweep_paths(sweep)[1].name}: {job.get('name')} {job.get('status')} ({job.get('error', '?')})")
 
 
 def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from .aggregate import EVAL_METRICS, SPLITS, ReportError, Row, Run, _get, _num, aggregate, collect_runs
+from .aggregate import EVAL_METRICS, RECORD_LABEL, SPLITS, ReportError, Row, Run, _get, _num, aggregate, collect_runs
 from .atomic import fsync_dir
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
@@ -264,7 +264,7 @@ def _run_table(runs: list[Run]) -> tuple[str, list[str], list[list[str]]]:
     yes = lambda x: "yes" if x else "missing"  # noqa: E731
     body = [[r.name, _fmt_lam(r.lam), str(r.seed), f"{r.epochs or 0}/{r.planned or '?'}", yes(r.eval), yes(r.ssl)]
             for r in runs]
-    return "Runs", ["run", "λ", "seed", "epochs", "eval.json", "ssl.json"], body
+    return "Runs", ["run", "λ", "seed", "epochs", RECORD_LABEL["eval"], RECORD_LABEL["ssl"]], body
 
 
 _MD_SPECIAL = re.compile(r"([\\`*\[\]|])")

@@ -35,7 +35,7 @@ from .config import ConfigError, RunConfig, build_config, config_to_toml
 from .records import Record, RecordError, dump_record, parse_record, staleness
 
 __all__ = ["RunError", "RunDir", "fingerprint", "identity", "identity_change", "identity_diff", "config_from_dump", "read_bounded",
-           "MAX_READ"]
+           "sweep_paths", "MAX_READ"]
 
 _CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors", "metrics.jsonl", ".lock"
 _RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json"}
@@ -50,6 +50,7 @@ _LEGACY_KEYS = {
     "train": ("lam", "lam_warmup_epochs", "epochs", "batch_size", "lr", "n_samples", "seed", "device", "precision",
               "max_bad_steps"),
 }
+_SWEEP_CONFIG, _SWEEP_STATUS, _SWEEP_RUNS = "sweep.toml", "sweep_status.json", "runs"
 MAX_READ = 64 << 20  # bytes; no run file smvi reads is larger (checkpoint headers: see epochs_done)
 
 
@@ -131,6 +132,13 @@ def read_bounded(path: Path, limit: int = MAX_READ) -> bytes:
     return data
 
 
+# ---- a sweep directory: sweep.toml, runs/<name>/, sweep_status.json, report/ ---------------------------------------
+def sweep_paths(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
+    """``(sweep.toml, sweep_status.json, runs/)`` of a sweep directory."""
+    root = Path(sweep_dir)
+    return root / _SWEEP_CONFIG, root / _SWEEP_STATUS, root / _SWEEP_RUNS
+
+
 # ---- the directory --------------------------------------------------------------------------------------------------
 class RunDir:
     """One run directory. Every path, the lock, the config and ``epochs_done`` go through here."""
@@ -151,6 +159,11 @@ class RunDir:
     @staticmethod
     def record_kinds() -> tuple[str, ...]:
         return tuple(_RECORDS)
+
+    @staticmethod
+    def record_file(kind: str) -> str:
+        """The file name of the record ``kind`` (for messages and table headers)."""
+        return _RECORDS[kind]
 
     def has_run(self) -> bool:
         """Whether any training file is present."""

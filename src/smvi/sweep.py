@@ -28,14 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegative
 from .atomic import atomic_write_json, atomic_write_text
 from .config import ConfigError, Distinct, RunConfig, build_config, config_to_toml, read_toml
 from .evaluate import evaluate_run
-from .rundir import RunDir, identity_change
+from .rundir import RunDir, RunError, identity_change, sweep_paths
 from .settings import EvalConfig, upgrade_eval_settings
 from .ssl import SSLConfig, ssl_run
 from .train import train
 
-__all__ = ["SweepConfig", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "load_sweep_tree", "SWEEP_FILE"]
+__all__ = ["SweepConfig", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "load_sweep_tree"]
 
-SWEEP_FILE, STATUS_FILE = "sweep.toml", "sweep_status.json"
 Stage = Literal["train", "evaluate", "ssl"]
 
 
@@ -122,18 +121,27 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
     return {"name": spec.name, "status": "ok", "done": done}
 
 
+def _writing(sweep_dir: Path, fn, *args) -> None:
+    """Run a write in the sweep directory, a failure (disk full, permissions) becoming one-line RunError."""
+    try:
+        fn(*args)
+    except OSError as e:
+        raise RunError(f"cannot write in {sweep_dir} ({e.strerror or e}); finished work is kept: free space or fix "
+                       "permissions, then rerun the same command") from None
+
+
 def _prepare(sweep: SweepConfig, sweep_dir: Path, overwrite: bool) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    path = sweep_dir / SWEEP_FILE
+    path = sweep_paths(sweep_dir)[0]
     text = config_to_toml(sweep)
     if path.exists() and not overwrite:
         saved = build_config(SweepConfig, load_sweep_tree(read_toml(path)), source=f" in {path}")
         if saved.model_dump() != sweep.model_dump():
             raise ConfigError(
                 f"{path} holds a different sweep: rerun with the same settings to resume it, use another "
-                "directory, or pass --overwrite to replace its settings (finished runs are kept and reused)"
+                "directory, or pass --overwrite to replace its settings (finished runs of an unchanged identity "
+                "are reused, the others retrained)"
             )
-    atomic_write_text(path, text)
+    _writing(sweep_dir, lambda: (sweep_dir.mkdir(parents=True, exist_ok=True), atomic_write_text(path, text)))
 
 
 def run_sweep(
@@ -151,17 +159,18 @@ def run_sweep(
     ``sweep_status.json`` is rewritten as each run finishes (runs not yet finished are listed under ``pending``), and
     with ``progress`` each finished run prints one line, so a long sweep on any executor can be followed."""
     sweep_dir = Path(sweep_dir)
+    specs = plan(sweep)  # refuses colliding run names before anything is written
     _prepare(sweep, sweep_dir, overwrite)
-    specs = plan(sweep)
     names = [s.name for s in specs]
-    dirs = {s.name: sweep_dir / "runs" / s.name for s in specs}
+    _, status_path, runs_dir = sweep_paths(sweep_dir)
+    dirs = {s.name: runs_dir / s.name for s in specs}
     threads = max(1, (os.cpu_count() or 1) // workers) if executor != "inprocess" else None
     results: dict[str, dict] = {}
 
     def record(r: dict) -> None:
         results[r["name"]] = r
-        atomic_write_json(sweep_dir / STATUS_FILE, {"runs": [results[n] for n in names if n in results],
-                                                    "pending": [n for n in names if n not in results]})
+        _writing(sweep_dir, atomic_write_json, status_path, {"runs": [results[n] for n in names if n in results],
+                                                             "pending": [n for n in names if n not in results]})
         if progress:
             what = ", ".join(r["done"]) or "nothing left to do"
             print(f"[{len(results)}/{len(specs)}] {r['name']}: {r['status']} ({what})"
