@@ -262,3 +262,17 @@ def test_a_full_disk_during_evaluate_is_one_line(made, tmp_path):
         assert not list((disk / "a").glob(".eval.json.*"))
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_the_mnist_location_from_the_environment_is_saved_without_changing_identity(monkeypatch, tmp_path):
+    from smvi.train import with_data_dir
+
+    cfg = RunConfig()
+    monkeypatch.setenv("SMVI_DATA_DIR", str(tmp_path / "mnist"))
+    got = with_data_dir(cfg)
+    assert got.data.data_dir == str(tmp_path / "mnist") and fingerprint(got) == fingerprint(cfg)
+    monkeypatch.delenv("SMVI_DATA_DIR")
+    monkeypatch.setenv("SMVI_CACHE_DIR", str(tmp_path / "cache"))
+    assert with_data_dir(cfg).data.data_dir == str(tmp_path / "cache")
+    idx = RunConfig.model_validate({"data": {"dataset": "idx", "data_dir": "rel/dir"}})
+    assert with_data_dir(idx) == idx  # for idx the directory is the data set: never rewritten

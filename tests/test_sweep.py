@@ -221,3 +221,15 @@ def test_a_sweep_toml_of_the_old_eval_keys_still_loads(idx_dir, tmp_path):
     path.write_text(tomli_w.dumps(tree))
     with pytest.raises(ConfigError, match="both ais_steps and ais.steps"):
         S.run_sweep(cfg, tmp_path / "sw", progress=False)
+
+
+def test_a_sweep_that_cannot_write_is_one_line(idx_dir, tmp_path, monkeypatch):
+    from smvi.rundir import RunError
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(RunError, match="cannot write in .*No space left.*rerun the same command") as err:
+        S.run_sweep(tiny_sweep(idx_dir, stages=["train"]), tmp_path / "sw", progress=False)
+    assert "\n" not in str(err.value)

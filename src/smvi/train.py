@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write_text
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .config import ConfigError, RunConfig
-from .data import DynamicBinarizer, ImageData, binarize_fixed, load_data
+from .data import DynamicBinarizer, ImageData, binarize_fixed, cache_dir, load_data
 from .models import VAE
 from .objectives import smvi_objective
 from .rundir import RunDir, RunError, fingerprint, identity_change
@@ -86,6 +86,17 @@ def _restore(path: Path, config: RunConfig, model, optimizer, loader, device) ->
                               ) from None
 
 
+def with_data_dir(config: RunConfig) -> RunConfig:
+    """``config`` with MNIST's directory resolved from ``$SMVI_DATA_DIR`` / ``$SMVI_CACHE_DIR`` (where
+    :func:`~smvi.data.load_data` just found it), so the saved config says where the data came from and later stages
+    do not depend on the environment. MNIST's location is not part of the run's identity (its files are MD5-checked),
+    so this changes no fingerprint; an ``idx`` run names its directory itself."""
+    if config.data.dataset != "mnist" or config.data.data_dir:
+        return config
+    where = os.environ.get("SMVI_DATA_DIR") or str(cache_dir())
+    return config.model_copy(update={"data": config.data.model_copy(update={"data_dir": str(Path(where).resolve())})})
+
+
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
@@ -125,7 +136,9 @@ def train(
         _check_dir(config, rd, resume, overwrite)
         tc = config.train
         device = resolve_device(tc.device)
-        data = data if data is not None else load_data(config.data.dataset, config.data.data_dir)
+        if data is None:
+            data = load_data(config.data.dataset, config.data.data_dir)
+            config = with_data_dir(config)
 
         torch.manual_seed(tc.seed)
         model = VAE(data.train_x.shape[1], config.model).to(device)
