@@ -47,6 +47,15 @@ def test_each_damaged_record_is_one_note_and_the_rest_is_reported(sweep, damage,
     assert len(lines) == 1 and why in lines[0] and "eval.json" in lines[0], lines
 
 
+def test_a_fifo_in_place_of_a_checkpoint_or_metrics_does_not_hang(sweep):
+    os.mkfifo(sweep / "lam0.01_seed1" / "checkpoint.safetensors")
+    os.unlink(sweep / "lam0.0_seed1" / "metrics.jsonl")
+    os.mkfifo(sweep / "lam0.0_seed1" / "metrics.jsonl")
+    rows = read_csv(make_report(sweep).parent / "results.csv")
+    assert rows[("gap", "test", "", "0.01")]["n_runs"] == "1" and rows[("gap", "test", "", "0.0")]["n_runs"] == "1"
+    assert notes(sweep).count("not a regular file") == 2
+
+
 def test_an_accuracy_above_one_is_refused(sweep):
     path = sweep / "lam0.01_seed1" / "ssl.json"
     ssl = json.loads(path.read_text())

@@ -221,9 +221,9 @@ class RunDir:
     def checkpoint_header(self) -> dict[str, str]:
         """The checkpoint's safetensors metadata, read without torch and without verifying its digest ({} if none)."""
         try:
+            if not stat.S_ISREG(os.stat(self.checkpoint_path).st_mode):  # before open(): a FIFO would block
+                raise RunError(f"{self.checkpoint_path} is not a regular file; remove or replace it")
             with open(self.checkpoint_path, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise RunError(f"{self.checkpoint_path} is not a regular file")
                 (n,) = struct.unpack("<Q", f.read(8))
                 if n > MAX_READ:
                     raise RunError(f"{self.checkpoint_path}: damaged header (length {n})")
