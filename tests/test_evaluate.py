@@ -84,8 +84,9 @@ def test_evaluate_refuses_to_overwrite_and_bad_run_dirs(trained, tmp_path):
 
 
 def test_convergence_brackets_simulated_data(trained):
-    """BDMC: E[upper] ≥ log p(x) ≥ E[lower], so the mean gap over 40 points is ≥ 0 up to noise; 4 SE is a one-sided
-    false-alarm rate of 3e-5 per check for a normal mean. More steps must not widen it beyond the same budget."""
+    """BDMC: E[upper] ≥ log p(x) ≥ E[lower], so the mean gap over 40 points is ≥ 0 up to noise; 4 SE is a
+    one-sided false-alarm rate of 3e-5 per check for a normal mean. More steps must not widen it beyond the same
+    budget."""
     r = invoke("convergence", trained, "--steps", "5,20", "--n-points", 40, "--no-progress",
                "--set", "ais.chains=2", "--set", "ais.leapfrog_steps=2")
     assert r.exit_code == 0, r.output

@@ -113,7 +113,7 @@ def test_the_output_set_is_replaced_atomically(sweep, monkeypatch):
         if len(calls) == 3:
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(R.os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fsync", failing_fsync)
     with pytest.raises(R.ReportError, match="previous report is intact"):
         make_report(sweep)
     assert {p.name: p.read_bytes() for p in page.parent.iterdir()} == before

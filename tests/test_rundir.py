@@ -1,5 +1,6 @@
 """The run-directory layer: identity, config integrity, foreign checkpoints, freshness of records, and the failure
-cases of the stages (write failures, non-finite values) -- each refused in one line or recorded, never a wrong number."""
+cases of the stages (write failures, non-finite values) -- each refused in one line or recorded, never a wrong
+number."""
 
 from __future__ import annotations
 

@@ -111,7 +111,8 @@ def _status_notes(sweep: Path, notes: list[str]) -> None:
         return
     for job in _get(status, "runs") or []:
         if isinstance(job, dict) and job.get("status") not in (None, "ok"):
-            notes.append(f"{sweep_paths(sweep)[1].name}: {job.get('name')} {job.get('status')} ({job.get('error', '?')})")
+            notes.append(f"{sweep_paths(sweep)[1].name}: {job.get('name')} {job.get('status')} "
+                         f"({job.get('error', '?')})")
 
 
 def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:

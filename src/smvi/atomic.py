@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_files", "fsync_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_dir", "temporary_files",
+           "fsync_dir"]
 
 
 def _umask() -> int:
@@ -64,3 +66,35 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def atomic_write_dir(out: str | Path, files: dict[str, bytes]) -> None:
+    """Make ``files`` (name -> bytes) the whole content of directory ``out`` as one set: written into a temporary
+    sibling directory, fsynced, then swapped in by renames; the old set is removed only once the new one is in place,
+    and put back if the swap fails. Raises OSError (the previous directory intact) on failure."""
+    out = Path(out)
+    tmp = old = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
+        os.chmod(tmp, 0o777 & ~_umask())
+        for name, data in files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        fsync_dir(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        tmp = None
+        fsync_dir(out.parent)
+    except OSError:
+        if old is not None and not out.exists():
+            os.replace(old / out.name, out)  # put the previous set back
+        raise
+    finally:
+        for d in (tmp, old):
+            if d is not None:
+                shutil.rmtree(d, ignore_errors=True)

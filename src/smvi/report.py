@@ -17,10 +17,7 @@ import csv
 import html
 import io
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +25,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from .aggregate import EVAL_METRICS, RECORD_LABEL, SPLITS, ReportError, Row, Run, _get, _num, aggregate, collect_runs
-from .atomic import fsync_dir
+from .atomic import atomic_write_dir
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
@@ -338,45 +335,12 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     files = {**pngs, "results.csv": _csv(rows).encode(),
              "results.md": _markdown(tables, notes, settings, list(pngs)).encode(),
              "report.html": _html(tables, notes, settings, pngs).encode()}
-    _write_set(out, files)
+    try:
+        atomic_write_dir(out, files)
+    except OSError as e:
+        raise ReportError(f"cannot write the report in {out} ({e.strerror or e}); the previous report is intact: "
+                          "free space or fix permissions") from None
     return out / "report.html"
 
 
 REPORT_FILES = {"fig1_gap.png", "fig2_ssl.png", "results.csv", "results.md", "report.html"}
-
-
-def _write_set(out: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` as the whole content of ``out``: into a temporary sibling directory, fsynced, then swapped in
-    by renames (the old set is removed only after the new one is in place). Failures are one-line ReportErrors."""
-    tmp = old = None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
-        os.chmod(tmp, 0o777 & ~_umask())
-        for name, data in files.items():
-            with open(tmp / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        fsync_dir(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / "report")
-        os.replace(tmp, out)
-        tmp = None
-        fsync_dir(out.parent)
-    except OSError as e:
-        if old is not None and not out.exists():
-            os.replace(old / "report", out)  # put the previous report back
-        raise ReportError(f"cannot write the report in {out} ({e.strerror or e}); the previous report is intact: "
-                          "free space or fix permissions") from None
-    finally:
-        for d in (tmp, old):
-            if d is not None:
-                shutil.rmtree(d, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

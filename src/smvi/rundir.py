@@ -34,7 +34,8 @@ from .atomic import atomic_write_text, temporary_files
 from .config import ConfigError, RunConfig, build_config, config_to_toml
 from .records import Record, RecordError, dump_record, parse_record, staleness
 
-__all__ = ["RunError", "RunDir", "fingerprint", "identity", "identity_change", "identity_diff", "config_from_dump", "read_bounded",
+__all__ = ["RunError", "RunDir", "fingerprint", "identity", "identity_change", "identity_diff", "config_from_dump",
+           "read_bounded",
            "sweep_paths", "MAX_READ"]
 
 _CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors", "metrics.jsonl", ".lock"
