@@ -37,6 +37,16 @@ def _default(cls, dotted: str) -> str:
     return "[off]" if obj is None else f"[{obj}]"
 
 
+def _preset(key: str) -> str:
+    """The evaluation presets' values for ``key``, for option help: ``[default: 200, quick: 100]``."""
+    def get(cfg, dotted):
+        for part in dotted.split("."):
+            cfg = getattr(cfg, part)
+        return cfg
+
+    return "[" + ", ".join(f"{name}: {get(cfg, key)}" for name, cfg in EVAL_PRESETS.items()) + "]"
+
+
 def _h(text: str, key: str) -> str:
     """Option help ending with the run config's default for ``key``."""
     return f"{text} {_default(RunConfig, key)}."
@@ -167,10 +177,11 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable)."
 @click.option("--preset", type=click.Choice(sorted(EVAL_PRESETS)), default="default", show_default=True,
               help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
-@click.option("--n-test", type=int, default=None, help="Test points (fixed random subset).")
-@click.option("--n-train", type=int, default=None, help="Training points (fixed random subset); 0 skips.")
-@click.option("--ais-steps", "ais_steps", type=int, default=None, help="AIS intermediate distributions (ais.steps).")
-@click.option("--ais-chains", "ais_chains", type=int, default=None, help="AIS chains per point (ais.chains).")
+@click.option("--n-test", type=int, default=None, help=f"Test points (fixed random subset) {_preset('n_test')}.")
+@click.option("--n-train", type=int, default=None,
+              help=f"Training points (fixed random subset); 0 skips {_preset('n_train')}.")
+@click.option("--ais-steps", "ais_steps", type=int, default=None, help=f"AIS intermediate distributions (ais.steps) {_preset('ais.steps')}.")
+@click.option("--ais-chains", "ais_chains", type=int, default=None, help=f"AIS chains per point (ais.chains) {_preset('ais.chains')}.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to evaluate.")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")

@@ -307,6 +307,8 @@ def ssl_run(
         raise RunError(f"{rd.record_path('ssl')} exists: pass --overwrite to recompute it")
     rd.check_writable()
     data = data if data is not None else load_data(run.config.data.dataset, run.config.data.data_dir)
+    if config.test_size and config.test_size > len(data.test_x):
+        raise RunError(f"test_size = {config.test_size} but the test split has {len(data.test_x)} images; lower it")
     seed = run.config.data.eval_seed
     test_idx = fixed_subset(len(data.test_x), config.test_size or len(data.test_x), seed)
     train_y, test_y = data.train_y.numpy(), data.test_y[test_idx].numpy()
