@@ -203,6 +203,9 @@ class RunDir:
         if mark is None:
             missing = [f"{s}.{k}" for s, keys in _LEGACY_KEYS.items() for k in keys
                        if not isinstance(tree.get(s), dict) or k not in tree[s]]
+            if not missing and "fingerprint" in self.checkpoint_header():  # written by this version: it was cut
+                raise RunError(f"{path} lost its last line (its fingerprint) though the checkpoint is of this "
+                               "version: it was truncated; restore it or start over with --overwrite")
             if missing:
                 raise RunError(f"{path} is incomplete (no {missing[0]}; {len(missing)} keys missing): it was truncated "
                                "or damaged; restore it or start over with --overwrite")
