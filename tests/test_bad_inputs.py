@@ -224,10 +224,6 @@ def files(root: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != ".lock"}
 
 
-def test_the_catalogue_is_large_enough():
-    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
-
-
 @pytest.mark.parametrize("setup, expected, status", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_a_nonzero_exit_and_loses_nothing(env, monkeypatch, setup, expected, status):
     argv = [str(a) for a in setup(env, monkeypatch)]

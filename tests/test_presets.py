@@ -33,7 +33,7 @@ def test_cpu_preset_is_a_reduced_but_meaningful_reproduction():
     positive = [lam for lam in cpu.lams if lam > 0]
     assert min(positive) <= 1e-3 and max(positive) >= 1.0  # from no gap reduction to a near-zero gap
     # AIS from the encoder with enough steps to be converged on this model (BDMC gap 0.10 nats at 300 steps)
-    assert cpu.eval.ais_steps >= 300 and cpu.eval.ais_start == "encoder" and cpu.eval.ais_chains >= 4
+    assert cpu.eval.ais.steps >= 300 and cpu.eval.ais.start == "encoder" and cpu.eval.ais.chains >= 4
     assert cpu.ssl.sizes == (600, 1000, 3000) and len(cpu.ssl.seeds) >= 5 and cpu.ssl.raw_pixels
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from smvi.presets import PRESETS
 from smvi.report import make_report
+from smvi.rundir import RunDir
+from smvi.settings import EvalConfig
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -26,6 +28,8 @@ def test_every_run_of_the_reproduction_is_complete():
     for run in runs:
         metrics = (run / "metrics.jsonl").read_text().splitlines()
         assert json.loads(metrics[-1])["epoch"] == cpu.run.train.epochs, run.name
-        evaluation = json.loads((run / "eval.json").read_text())
-        assert {k: evaluation["settings"][k] for k in cpu.eval.model_dump()} == cpu.eval.model_dump(mode="json")
-        assert json.loads((run / "ssl.json").read_text())["run"]["epoch"] == cpu.run.train.epochs
+        rd = RunDir(run)  # the files predate record headers: read through the layer's documented upgrade
+        for kind in ("eval", "ssl"):
+            record, stale = rd.current_record(kind)
+            assert stale is None and record.header.epoch == cpu.run.train.epochs, (run.name, kind, stale)
+        assert EvalConfig.model_validate(rd.read_record("eval").header.settings) == cpu.eval

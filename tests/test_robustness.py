@@ -19,10 +19,11 @@ from smvi.checkpoint import load_checkpoint
 from smvi.cli import main
 from smvi.config import load_config
 from smvi.data import ImageData, load_idx_dir
-from smvi.train import CHECKPOINT, METRICS, TrainingDiverged, train
+from smvi.train import TrainingDiverged, train
 
 STEPS = 4  # per epoch: 256 training images in batches of 64
 
+CHECKPOINT, METRICS = "checkpoint.safetensors", "metrics.jsonl"  # the run directory's files
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +102,22 @@ def test_extreme_settings_never_put_a_nan_in_the_parameters(data_dir, data, tmp_
     if images != "gray":
         fill = torch.ones_like if images == "all ones" else torch.zeros_like
         data = ImageData(fill(data.train_x), data.train_y, fill(data.test_x), data.test_y)
+    run = tmp_path / "r"
+    diverged = None
     try:
-        train(config(data_dir, lam=lam, grad_clip=grad_clip, epochs=3), tmp_path / "r", progress=False, data=data)
+        train(config(data_dir, lam=lam, grad_clip=grad_clip, epochs=3), run, progress=False, data=data)
     except TrainingDiverged as e:  # allowed, with a one-line message; the checkpoint must still be good
+        diverged = e
         assert "\n" not in str(e) and "λ=" in str(e)
-    if (tmp_path / "r" / CHECKPOINT).exists():
-        assert all_finite(weights(tmp_path / "r").values())
-        assert all(isinstance(m["skipped_steps"], int) for m in metrics(tmp_path / "r"))
+    if diverged is None:  # finished: three epochs, each checkpointed and recorded
+        assert load_checkpoint(run / CHECKPOINT).progress["epoch"] == 3 and len(metrics(run)) == 3
+    if (run / CHECKPOINT).exists():  # whatever happened, what was kept is finite and consistent
+        assert all_finite(weights(run).values())
+        done = load_checkpoint(run / CHECKPOINT).progress["epoch"]
+        assert [m["epoch"] for m in metrics(run)] == list(range(1, done + 1))
+        assert all(isinstance(m["skipped_steps"], int) and math.isfinite(m["loss"]) for m in metrics(run))
+    else:  # diverged within the first epoch: nothing was recorded for it
+        assert diverged is not None and "epoch 1" in str(diverged) and not (run / METRICS).exists()
 
 
 # ---- injected NaNs --------------------------------------------------------------------------------------------------

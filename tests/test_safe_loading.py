@@ -13,6 +13,7 @@ import os
 import pickle
 import shutil
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,13 @@ from safetensors.torch import save_file
 
 import smvi
 import smvi.checkpoint as C
-from smvi.config import load_config
-from smvi.train import CHECKPOINT, CONFIG, METRICS, load_run, train
+from smvi.config import RunConfig, load_config
+from smvi.rundir import RunDir, RunError, fingerprint
+from smvi.train import load_run, train
 
 SRC = Path(smvi.__file__).parent
+
+CHECKPOINT, CONFIG, METRICS = "checkpoint.safetensors", "config.toml", "metrics.jsonl"  # the run directory's files
 
 
 def tiny_config(data_dir: Path, *sets: str, **train_options):
@@ -251,11 +255,20 @@ def test_weights_of_another_architecture_are_named(run):
 
 
 def test_a_run_whose_config_and_checkpoint_disagree_is_refused(run):
+    """An identity edited by hand breaks config.toml's fingerprint line; a consistent config.toml of another run
+    (model or λ: the whole identity, not only the model) is refused against the checkpoint."""
     text = (run / CONFIG).read_text()
     (run / CONFIG).write_text(text.replace('activation = "softplus"', 'activation = "tanh"'))
-    with pytest.raises(C.CheckpointError, match="another model config") as err:
+    with pytest.raises(RunError, match="fingerprint line") as err:
         load_run(run)
     one_line(err)
+    for change in ({"model": {"activation": "tanh"}}, {"train": {"lam": 0.5}}):
+        good = RunConfig.model_validate({**tomllib.loads(text), **{
+            s: {**tomllib.loads(text)[s], **d} for s, d in change.items()}})
+        RunDir(run).write_config(good)
+        with pytest.raises(C.CheckpointError, match="belongs to another run") as err:
+            load_run(run)
+        assert next(iter(change)) in one_line(err)
 
 
 @pytest.mark.parametrize("setting, message", [("model.encoder_hidden=[8]", "model.encoder_hidden"),
@@ -319,5 +332,6 @@ def test_checkpoint_round_trip_is_exact(run):
     assert all(torch.equal(ck.model[k[6:]], v) for k, v in tensors.items() if k.startswith("model."))
     assert torch.equal(ck.rng["torch"], tensors["rng.torch"]) and ck.progress["epoch"] == 1
     assert ck.config == load_config(run / CONFIG).model_dump(mode="json")
-    assert set(meta) == {"format", "progress", "param_groups", "config", "sha256"}
+    assert set(meta) == {"format", "progress", "param_groups", "config", "fingerprint", "sha256"}
+    assert ck.fingerprint == fingerprint(load_config(run / CONFIG))
     assert {k.split(".")[0] for k in tensors} == {"model", "optim", "rng"}

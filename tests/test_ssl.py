@@ -13,6 +13,7 @@ import smvi.ssl as ssl
 from smvi.config import ConfigError, RunConfig, build_config
 from smvi.data import load_data
 from smvi.models import VAE
+from smvi.rundir import RunDir, fingerprint
 from smvi.ssl import SSLConfig, SSLError, balanced_subset, encoder_features, ssl_eval, ssl_run
 from smvi.train import train
 
@@ -131,11 +132,12 @@ def test_ssl_run_writes_ssl_json(idx_dir, tmp_path):
     train(cfg, tmp_path / "run", progress=False, data=data)
     settings = SSLConfig(sizes=(20, 50), seeds=(0, 1), C_grid=(1.0, 10.0), gamma_grid=(1.0,), cv_folds=2,
                          test_size=100, n_jobs=1)
-    out = ssl_run(tmp_path / "run", config=settings, data=data, progress=False)
-    saved = json.loads((tmp_path / "run" / "ssl.json").read_text())
-    assert saved == out
-    assert saved["run"] == {"lam": 0.1, "seed": 3, "epoch": 1}
-    assert saved["settings"]["sizes"] == [20, 50] and saved["settings"]["inputs"] == "binarized"
+    out = ssl_run(tmp_path / "run", settings, data=data, progress=False)
+    rd = RunDir(tmp_path / "run")
+    assert rd.read_record("ssl") == out and out.header.fingerprint == fingerprint(cfg) and out.header.epoch == 1
+    saved = json.loads(rd.record_path("ssl").read_text())
+    assert saved["run"] == {"lam": 0.1, "seed": 3}
+    assert saved["header"]["settings"]["sizes"] == [20, 50] and saved["header"]["settings"]["inputs"] == "binarized"
     for kind in ("features", "raw_pixels"):
         assert saved[kind]["n_test"] == 100 and len(saved[kind]["sizes"]["50"]["accuracy"]) == 2
     assert saved["features"]["n_features"] == 4 and saved["raw_pixels"]["n_features"] == 784

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 
 import pytest
+import tomli_w
 from click.testing import CliRunner
 
 import smvi.sweep as S
 from smvi.cli import main
-from smvi.config import build_config
+from smvi.config import ConfigError, build_config
+from smvi.rundir import RunDir, fingerprint
 
-TINY_EVAL = {"n_test": 16, "n_train": 8, "elbo_samples": 10, "dsm_samples": 4, "iwae_k": 10, "ais_steps": 8,
-             "ais_chains": 2, "ais_leapfrog": 2, "batch_size": 8}
+TINY_EVAL = {"n_test": 16, "n_train": 8, "elbo_samples": 10, "dsm_samples": 4, "iwae_k": 10,
+             "ais": {"steps": 8, "chains": 2, "leapfrog_steps": 2}, "batch_size": 8}
 TINY_SSL = {"sizes": [20], "seeds": [0], "test_size": 64, "cv_folds": 2, "C_grid": [1.0], "gamma_grid": [1.0]}
 
 
@@ -177,12 +180,56 @@ def test_ray_executor_matches_inprocess(idx_dir, tmp_path):
 def test_results_are_recomputed_when_settings_or_training_change(idx_dir, tmp_path):
     cfg = tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.5])
     S.run_sweep(cfg, tmp_path / "sw", progress=False)
-    changed = tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.5], eval={**TINY_EVAL, "ais_steps": 5})
+    changed = tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.5],
+                         eval={**TINY_EVAL, "ais": {**TINY_EVAL["ais"], "steps": 5}})
     results = S.run_sweep(changed, tmp_path / "sw", overwrite=True, progress=False)
     assert results[0]["done"] == ["evaluate"]  # same training, new evaluation settings
     longer = changed.model_copy(update={"run": changed.run.model_copy(
         update={"train": changed.run.train.model_copy(update={"epochs": 3})})})
     results = S.run_sweep(longer, tmp_path / "sw", overwrite=True, progress=False)
     assert results[0]["done"] == ["train", "evaluate"]  # more epochs: the old evaluation is stale
-    e = json.loads((tmp_path / "sw" / "runs" / "lam0.5_seed0" / "eval.json").read_text())
-    assert e["epoch"] == 3 and e["settings"]["ais_steps"] == 5
+    e = RunDir(tmp_path / "sw" / "runs" / "lam0.5_seed0").read_record("eval")
+    assert e.header.epoch == 3 and e.header.settings["ais"]["steps"] == 5
+    other = longer.model_copy(update={"run": longer.run.model_copy(
+        update={"model": longer.run.model.model_copy(update={"z_dim": 2})})})
+    results = S.run_sweep(other, tmp_path / "sw", overwrite=True, progress=False)
+    assert results[0]["done"] == ["train (retrained: model.z_dim is 2 but the run used 3)", "evaluate"]
+    e = RunDir(tmp_path / "sw" / "runs" / "lam0.5_seed0").read_record("eval")
+    assert e.header.fingerprint == fingerprint(S.plan(other)[0].config)
+
+
+def test_run_names_are_unambiguous_and_keep_the_short_form():
+    assert S.run_name(0.01, 0) == "lam0.01_seed0" and S.run_name(1e-5, 2) == "lam1e-05_seed2"
+    assert S.run_name(0.1000001, 0) == "lam0.1000001_seed0" and S.run_name(0.1, 0) == "lam0.1_seed0"
+    assert S.run_name(1 / 3, 0) == f"lam{1 / 3!r}_seed0"  # {:g} would give 0.333333, another λ
+    names = [s.name for s in S.plan(S.SweepConfig(lams=(0.1, 0.1000001, 1 / 3)))]
+    assert len(set(names)) == 3
+
+
+def test_a_sweep_toml_of_the_old_eval_keys_still_loads(idx_dir, tmp_path):
+    cfg = tiny_sweep(idx_dir, stages=["train"], lams=[0.5])
+    S.run_sweep(cfg, tmp_path / "sw", progress=False)
+    path = tmp_path / "sw" / "sweep.toml"
+    tree = tomllib.loads(path.read_text())
+    ais = tree["eval"].pop("ais")
+    tree["eval"].update({"ais_steps": ais["steps"], "ais_chains": ais["chains"], "ais_leapfrog": ais["leapfrog_steps"],
+                         "ais_start": ais["start"], "ais_schedule": ais["schedule"]})
+    path.write_text(tomli_w.dumps(tree))
+    again = S.run_sweep(cfg, tmp_path / "sw", progress=False)  # the same sweep: no "different sweep" refusal
+    assert again[0]["status"] == "ok" and again[0]["done"] == []
+    tree["eval"]["ais"] = {"steps": 3}
+    path.write_text(tomli_w.dumps(tree))
+    with pytest.raises(ConfigError, match="both ais_steps and ais.steps"):
+        S.run_sweep(cfg, tmp_path / "sw", progress=False)
+
+
+def test_a_sweep_that_cannot_write_is_one_line(idx_dir, tmp_path, monkeypatch):
+    from smvi.rundir import RunError
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(RunError, match="cannot write in .*No space left.*rerun the same command") as err:
+        S.run_sweep(tiny_sweep(idx_dir, stages=["train"]), tmp_path / "sw", progress=False)
+    assert "\n" not in str(err.value)

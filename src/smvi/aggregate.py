@@ -1,14 +1,15 @@
-"""Reading the result files of a λ sweep and aggregating them per λ: the numbers behind :mod:`smvi.report`.
+"""Reading the result records of a λ sweep and aggregating them per λ: the numbers behind :mod:`smvi.report`.
 
-Every directory under ``sweep_dir`` with a ``config.toml`` is a run; :func:`collect_runs` reads its ``metrics.jsonl``,
-``eval.json`` (per split: ELBO, AIS, gap as ``{"mean", "se"}``), ``ssl.json`` (:func:`smvi.ssl.ssl_run`) and
-``convergence.json`` (:func:`smvi.convergence.check_convergence`). A run missing a file or key is left out of what
-needs it, with a note. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE = std/√n
-over runs if n ≥ 2, else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the
-model, so identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL
-accuracy minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set), mean ± SE
-over those pairs: accuracies differ far more between label subsets than between nearby λ, so the pairing is what makes
-small differences readable.
+Every directory under ``sweep_dir`` with a config is a run; :func:`collect_runs` reads it through the run-directory
+layer (:mod:`smvi.rundir`): its config (a damaged one skips the run, with a note), its epochs, and its eval, ssl and
+convergence records (:mod:`smvi.records`). A damaged record, or a stale one (another run's fingerprint, another
+epoch), is left out with a note saying which and why; a run whose identity repeats another's (a copied directory) is
+counted once. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE = std/√n over runs if
+n ≥ 2, else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
+identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy
+minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set), mean ± SE over those
+pairs: accuracies differ far more between label subsets than between nearby λ, so the pairing is what makes small
+differences readable.
 """
 
 from __future__ import annotations
@@ -16,17 +17,21 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .records import RecordError
+from .rundir import RunDir, RunError, read_bounded, sweep_paths
+from .stats import mean_se
+
 __all__ = ["ReportError", "collect_runs", "aggregate", "Run", "Row", "SPLITS", "EVAL_METRICS"]
 
 SPLITS, EVAL_METRICS = ("test", "train"), ("gap", "ais", "elbo")
 IGNORED_KEYS = {"train.lam", "train.seed", "train.device", "data.data_dir"}  # may differ between runs of one sweep
+RECORD_LABEL = {kind: RunDir.record_file(kind) for kind in RunDir.record_kinds()}
 
 
 class ReportError(RuntimeError):
@@ -35,6 +40,9 @@ class ReportError(RuntimeError):
 
 @dataclass(frozen=True)
 class Run:
+    """One run as the report sees it: its current records as JSON trees (``settings`` and ``epoch`` copied up from
+    the header), None where a record is missing, damaged or stale."""
+
     name: str
     lam: float
     seed: int
@@ -44,6 +52,7 @@ class Run:
     eval: dict | None
     ssl: dict | None
     convergence: dict | None = None
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,65 +80,83 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _json(path: Path, notes: list[str], name: str) -> dict | None:
-    if not path.exists():
-        return None
+def _record(rd: RunDir, kind: str, fp: str, epochs: int | None, notes: list[str], name: str) -> dict | None:
+    """The record ``kind`` as a JSON tree if it is current for the run, else None (with a note unless missing)."""
+    from .records import staleness
+
     try:
-        obj = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        notes.append(f"{name}: unreadable {path.name} ({e}); ignored")
+        rec = rd.read_record(kind)
+    except RecordError as e:
+        notes.append(f"{name}: unreadable {RECORD_LABEL[kind]} ({e}); ignored")
         return None
-    if not isinstance(obj, dict):
-        notes.append(f"{name}: unreadable {path.name} (not a JSON object); ignored")
+    if rec is None:
         return None
-    return obj
+    why = staleness(rec, fp, epochs if epochs is not None else -1)
+    if why:
+        notes.append(f"{name}: stale {RECORD_LABEL[kind]} ({why}); left out")
+        return None
+    tree = {**rec.model_dump(mode="json", by_alias=True), "settings": rec.header.settings, "epoch": rec.header.epoch}
+    if kind == "convergence":
+        tree.update(n_points=rec.header.settings.get("n_points"), tol=rec.header.settings.get("tol"))
+    return tree
 
 
-def _epochs(path: Path) -> int | None:
-    """The last epoch in ``metrics.jsonl``; None if there is none."""
-    epoch, lines = None, path.read_text().splitlines() if path.is_file() else []
-    for line in lines:
-        try:
-            epoch = int(json.loads(line)["epoch"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            break  # a torn last line
-    return epoch
+def _status_notes(sweep: Path, notes: list[str]) -> None:
+    try:
+        status = json.loads(read_bounded(sweep_paths(sweep)[1]).decode())
+    except FileNotFoundError:
+        return
+    except (RunError, OSError, UnicodeDecodeError, ValueError) as e:
+        notes.append(f"sweep: unreadable {sweep_paths(sweep)[1].name} ({e}); ignored")
+        return
+    for job in _get(status, "runs") or []:
+        if isinstance(job, dict) and job.get("status") not in (None, "ok"):
+            notes.append(f"{sweep_paths(sweep)[1].name}: {job.get('name')} {job.get('status')} "
+                         f"({job.get('error', '?')})")
 
 
 def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
-    """Every run under ``sweep_dir`` (sorted by λ, seed) and notes on what is missing or inconsistent."""
+    """Every run under ``sweep_dir`` (sorted by λ, seed) and notes on what is missing, stale or inconsistent."""
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
         raise ReportError(f"sweep directory {sweep} does not exist")
-    runs, notes = [], []
-    for cfg_path in sorted(sweep.rglob("config.toml")):
-        d, name = cfg_path.parent, str(cfg_path.parent.relative_to(sweep)) or "."
-        if any(p.startswith(".") for p in cfg_path.relative_to(sweep).parts):
+    runs, notes, seen = [], [], {}
+    probe = RunDir(sweep).config_path.name
+    for cfg_path in sorted(sweep.rglob(probe)):
+        rd = RunDir(cfg_path.parent)
+        name = str(rd.path.relative_to(sweep)) or "."
+        if any(p.startswith(".") for p in cfg_path.relative_to(sweep).parts) or name.split("/")[0] == "report":
             continue
         try:
-            cfg = tomllib.loads(cfg_path.read_text())
-            lam, seed = float(_get(cfg, "train", "lam") or 0.0), int(_get(cfg, "train", "seed") or 0)
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError, ValueError) as e:
-            notes.append(f"{name}: unreadable config.toml ({e}); run skipped")
+            cfg = rd.read_config()
+            fp = rd.fingerprint()
+            epochs = rd.epochs_done() or rd.metrics_epochs()
+        except RunError as e:
+            notes.append(f"{name}: run skipped ({e})")
             continue
-        epochs, planned = _epochs(d / "metrics.jsonl"), _get(cfg, "train", "epochs")
+        if fp in seen:
+            notes.append(f"{name}: the same run as {seen[fp]} (fingerprint {fp[:16]}), a copy: counted once")
+            continue
+        seen[fp] = name
+        planned = cfg.train.epochs
         if epochs is None:
             notes.append(f"{name}: no metrics.jsonl (not trained yet?)")
-        elif planned and epochs < planned:
+        elif epochs < planned:
             notes.append(f"{name}: unfinished, {epochs} of {planned} epochs")
-        run = Run(name, lam, seed, epochs, planned, _flat(cfg), _json(d / "eval.json", notes, name),
-                  _json(d / "ssl.json", notes, name), _json(d / "convergence.json", notes, name))
-        for what, obj in (("eval.json", run.eval), ("ssl.json", run.ssl)):
-            if obj is None:
-                notes.append(f"{name}: no {what}; left out of Figure {1 if what == 'eval.json' else 2}")
+        got = {kind: _record(rd, kind, fp, epochs, notes, name) for kind in RECORD_LABEL}
+        flat = _flat(cfg.model_dump(mode="json", exclude_none=True))
+        run = Run(name, cfg.train.lam, cfg.train.seed, epochs, planned, flat, got["eval"], got["ssl"],
+                  got["convergence"], fp)
+        for kind, fig in (("eval", 1), ("ssl", 2)):
+            if got[kind] is None and not rd.record_path(kind).exists():  # damaged or stale ones have their note
+                notes.append(f"{name}: no {RECORD_LABEL[kind]}; left out of Figure {fig}")
         runs.append(run)
     if not runs:
-        raise ReportError(f"no runs under {sweep}: no config.toml found; train some runs into it first")
+        raise ReportError(f"no usable runs under {sweep}: no readable config.toml found; train some runs into it first")
     if not any(r.eval or r.ssl for r in runs):
-        raise ReportError(f"none of the {len(runs)} runs under {sweep} has eval.json or ssl.json: evaluate them first")
-    for job in _get(_json(sweep / "sweep_status.json", notes, "sweep"), "runs") or []:
-        if isinstance(job, dict) and job.get("status") not in (None, "ok"):
-            notes.append(f"sweep_status.json: {job.get('name')} {job.get('status')} ({job.get('error', '?')})")
+        raise ReportError(f"none of the {len(runs)} runs under {sweep} has a current eval.json or ssl.json: "
+                          "evaluate them first")
+    _status_notes(sweep, notes)
     keys = set().union(*(r.config for r in runs)) - IGNORED_KEYS
     for key in sorted(keys):
         vals = {json.dumps(r.config.get(key)) for r in runs}
@@ -152,7 +179,7 @@ def _num(x: Any) -> float | None:
 def _row(quantity, split, s, lam, per_run: list[tuple[float, float | None]], within: str, unit: str) -> Row:
     means = [m for m, _ in per_run]
     if len(means) >= 2:
-        se, over = float(np.std(means, ddof=1) / math.sqrt(len(means))), "training seeds"
+        se, over = mean_se(means).se, "training seeds"
     else:
         se, over = per_run[0][1], within
     return Row(quantity, split, s, lam, float(np.mean(means)), se, len(means), over, unit, tuple(means))
@@ -160,7 +187,8 @@ def _row(quantity, split, s, lam, per_run: list[tuple[float, float | None]], wit
 
 def _se_pct(values) -> float | None:
     """100 × the SE of the mean of ``values`` (fractions), over label subsets; None for one value."""
-    return float(100 * np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
+    se = mean_se(values).se
+    return None if se is None else 100 * se
 
 
 def _accuracies(ssl: dict | None, kind: str, s: int) -> tuple[float, ...]:
@@ -187,7 +215,7 @@ def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
                 per_pair.append(float(np.mean(common)))
     if not diffs:
         return None
-    se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None
+    se = mean_se(diffs).se
     return Row("ssl_gain", "test", s, lam, float(np.mean(diffs)), se, len(per_pair), "label subsets, paired with λ = 0",
                "percentage points", tuple(per_pair))
 

@@ -1,19 +1,19 @@
-"""Atomic files and safe checkpoints.
+"""Safe checkpoints (atomic writes live in :mod:`smvi.atomic`, re-exported here).
 
-Every artifact smvi writes goes to a temporary file in the same directory, is flushed and fsynced, and is renamed into
-place, so a crash never leaves a partial file that is later trusted. A checkpoint is one safetensors file — the model's
+A checkpoint is one safetensors file — the model's
 weights (``model.*``), Adam's state (``optim.*``) and the RNG states (``rng.*``) as tensors, and the progress, optimizer
 hyper-parameters and config as JSON strings in its header — so loading it never unpickles anything. The header also
-holds a SHA-256 of everything else, so a damaged or edited checkpoint is refused rather than trusted; and a checkpoint
-never holds a non-finite weight or optimizer moment (writing one is refused, and so is loading one).
+holds a SHA-256 of everything else: an integrity check that refuses a damaged (truncated, bit-flipped, half-copied)
+checkpoint, not authentication -- anyone can edit a checkpoint and recompute the digest. A checkpoint never holds a
+non-finite weight or optimizer moment (writing one is refused, and so is loading one). Since the run-directory layer
+(:mod:`smvi.rundir`), the header may also hold the run's ``fingerprint``; older checkpoints without it stay valid (their
+fingerprint is computed from the config in their header).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,60 +23,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, temporary_files  # noqa: F401
+
 FORMAT = "smvi-checkpoint-2"  # 2: with a SHA-256 digest
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used (missing, damaged, foreign or of another architecture); one-line message."""
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp alone makes it private, 0o600)
-
-
-def temporary_files(path: str | Path) -> list[Path]:
-    """Temporary files a killed :func:`atomic_write_bytes` to ``path`` may have left behind."""
-    path = Path(path)
-    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename, fsync of the directory)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 @dataclass(frozen=True)
@@ -86,6 +39,7 @@ class Checkpoint:
     rng: dict[str, Tensor]
     progress: dict[str, Any]
     config: dict[str, Any]
+    fingerprint: str | None = None  # absent in checkpoints written before the run-directory layer
 
 
 def _digest(tensors: dict[str, Tensor], meta: dict[str, str]) -> str:
@@ -112,8 +66,10 @@ def save_checkpoint(
     rng: dict[str, Tensor],
     progress: dict[str, Any],
     config: dict[str, Any],
+    fingerprint: str | None = None,
 ) -> None:
-    """Write a checkpoint atomically (see the module docstring for the layout).
+    """Write a checkpoint atomically (see the module docstring for the layout); ``fingerprint`` is the run's identity
+    (:func:`smvi.rundir.fingerprint`), stored in the header when given.
 
     Raises :class:`CheckpointError`, writing nothing, if a weight or optimizer moment is not finite.
     """
@@ -133,6 +89,8 @@ def save_checkpoint(
         "param_groups": json.dumps(opt["param_groups"]),
         "config": json.dumps(config),
     }
+    if fingerprint is not None:
+        meta["fingerprint"] = fingerprint
     meta["sha256"] = _digest(tensors, meta)
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
@@ -180,7 +138,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     bad = _nonfinite({**model, **{f"optim.{i}.{n}": v for i, s in opt_state.items() for n, v in s.items()}})
     if bad:
         raise CheckpointError(f"{path}: non-finite values in {bad[:3]}; this checkpoint cannot be used")
-    return Checkpoint(model, {"state": opt_state, "param_groups": groups}, rng, progress, config)
+    return Checkpoint(model, {"state": opt_state, "param_groups": groups}, rng, progress, config, meta.get("fingerprint"))
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, Tensor], source: str | Path) -> None:

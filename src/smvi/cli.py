@@ -12,17 +12,48 @@ from pathlib import Path
 import click
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, build_config, load_config, read_toml
-from .convergence import CONVERGENCE_FILE, check_convergence
+from .config import ConfigError, RunConfig, build_config, load_config, read_toml
+from .convergence import check_convergence
 from .data import DataError, fetch_mnist, locate_mnist
-from .evaluate import EVAL_FILE, EVAL_PRESETS, EvalConfig, evaluate_run
-from .presets import PRESETS
+from .evaluate import evaluate_run
+from .presets import EVAL_PRESETS, PRESETS
+from .records import RecordError
 from .report import ReportError, make_report
-from .ssl import SSL_FILE, SSLConfig, SSLError, ssl_run
-from .sweep import SweepConfig, run_sweep
-from .train import CONFIG, RunError, TrainingDiverged, train
+from .rundir import RunDir, RunError
+from .settings import ConvergenceConfig, EvalConfig
+from .ssl import SSLConfig, SSLError, ssl_run
+from .sweep import SweepConfig, load_sweep_tree, run_sweep
+from .train import TrainingDiverged, train
 
-EXPECTED_ERRORS = (ConfigError, DataError, RunError, CheckpointError, TrainingDiverged, SSLError, ReportError)
+EXPECTED_ERRORS = (ConfigError, DataError, RunError, CheckpointError, TrainingDiverged, SSLError, ReportError,
+                   RecordError)
+
+
+def _default(cls, dotted: str) -> str:
+    """The default of ``cls``'s field at ``dotted`` (e.g. ``train.lam``), for option help: ``[0.0]``."""
+    obj = cls()
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return "[off]" if obj is None else f"[{obj}]"
+
+
+def _preset(key: str) -> str:
+    """The evaluation presets' values for ``key``, for option help: ``[default: 200, quick: 100]``."""
+    def get(cfg, dotted):
+        for part in dotted.split("."):
+            cfg = getattr(cfg, part)
+        return cfg
+
+    return "[" + ", ".join(f"{name}: {get(cfg, key)}" for name, cfg in EVAL_PRESETS.items()) + "]"
+
+
+def _h(text: str, key: str) -> str:
+    """Option help ending with the run config's default for ``key``."""
+    return f"{text} {_default(RunConfig, key)}."
+
+
+def _fmt(value) -> str:
+    return "nan" if value is None else f"{value:.2f}"
 
 
 class SmviGroup(click.Group):
@@ -92,20 +123,26 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
               help="TOML file with [model], [data] and [train] sections (defaults: the paper's settings).")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable).")
-@click.option("--lam", type=float, default=None, help="λ, the weight of the score-matching divergence [0].")
-@click.option("--epochs", type=int, default=None, help="Passes over the training set [300].")
-@click.option("--batch-size", type=int, default=None, help="Examples per step [512].")
-@click.option("--lr", type=float, default=None, help="Adam learning rate [1e-3].")
-@click.option("--seed", type=int, default=None, help="Seed of initialization, shuffling, binarization, sampling [0].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train [auto].")
-@click.option("--n-samples", type=int, default=None, help="z samples per example in the objective [1].")
-@click.option("--grad-clip", type=float, default=None, help="Clip the gradient's global norm [off].")
-@click.option("--z-dim", type=int, default=None, help="Latent dimension [50].")
+@click.option("--lam", type=float, default=None,
+              help=_h("λ, the weight of the score-matching divergence", "train.lam"))
+@click.option("--epochs", type=int, default=None, help=_h("Passes over the training set", "train.epochs"))
+@click.option("--batch-size", type=int, default=None, help=_h("Examples per step", "train.batch_size"))
+@click.option("--lr", type=float, default=None, help=_h("Adam learning rate", "train.lr"))
+@click.option("--seed", type=int, default=None,
+              help=_h("Seed of initialization, shuffling, binarization, sampling", "train.seed"))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help=_h("Where to train", "train.device"))
+@click.option("--n-samples", type=int, default=None,
+              help=_h("z samples per example in the objective", "train.n_samples"))
+@click.option("--grad-clip", type=float, default=None, help=_h("Clip the gradient's global norm", "train.grad_clip"))
+@click.option("--z-dim", type=int, default=None, help=_h("Latent dimension", "model.z_dim"))
 @click.option("--dataset", type=click.Choice(["mnist", "idx"]), default=None,
-              help="'mnist' (verified; fetched if missing) or 'idx' (MNIST-format files in --data-dir) [mnist].")
+              help=_h("'mnist' (verified; fetched if missing) or 'idx' (MNIST-format files in --data-dir)",
+                      "data.dataset"))
 @click.option("--data-dir", type=str, default=None, help="Directory holding the four IDX files.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (may raise --epochs).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out (its checkpoint and metrics).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing run in --out (its checkpoint, metrics and result records).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], resume: bool, overwrite: bool,
               no_progress: bool, **options) -> None:
@@ -116,8 +153,9 @@ def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], re
     """
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; pick one")
-    if resume and config_path is None and (run_dir / CONFIG).exists():
-        config_path = run_dir / CONFIG
+    if resume and config_path is None and RunDir(run_dir).config_path.exists():
+        config_path = RunDir(run_dir).config_path
+        RunDir(run_dir).read_config()  # a truncated or damaged config.toml is refused, never completed by defaults
     overrides = {_TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
     config = load_config(config_path, overrides=overrides, sets=sets)
     result = train(config, run_dir, resume=resume, overwrite=overwrite, progress=not no_progress)
@@ -130,7 +168,8 @@ def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], re
 
 
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
-_SETS_HELP = "Override any setting, e.g. --set ais_steps=300 (repeatable)."
+_EVAL_OPTIONS = {"ais_steps": "ais.steps", "ais_chains": "ais.chains"}  # CLI option -> config key
+_SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable)."
 
 
 @main.command("evaluate")
@@ -138,10 +177,11 @@ _SETS_HELP = "Override any setting, e.g. --set ais_steps=300 (repeatable)."
 @click.option("--preset", type=click.Choice(sorted(EVAL_PRESETS)), default="default", show_default=True,
               help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
-@click.option("--n-test", type=int, default=None, help="Test points (fixed random subset).")
-@click.option("--n-train", type=int, default=None, help="Training points (fixed random subset); 0 skips.")
-@click.option("--ais-steps", type=int, default=None, help="AIS intermediate distributions.")
-@click.option("--ais-chains", type=int, default=None, help="AIS chains per point.")
+@click.option("--n-test", type=int, default=None, help=f"Test points (fixed random subset) {_preset('n_test')}.")
+@click.option("--n-train", type=int, default=None,
+              help=f"Training points (fixed random subset); 0 skips {_preset('n_train')}.")
+@click.option("--ais-steps", "ais_steps", type=int, default=None, help=f"AIS intermediate distributions (ais.steps) {_preset('ais.steps')}.")
+@click.option("--ais-chains", "ais_chains", type=int, default=None, help=f"AIS chains per point (ais.chains) {_preset('ais.chains')}.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to evaluate.")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
@@ -150,45 +190,57 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
                  **options) -> None:
     """ELBO, D_SM, IWAE, AIS log p(x) and the ELBO gap (AIS − ELBO) on fixed test and training subsets.
 
-    Writes RUN_DIR/eval.json: means with standard errors across points, the settings, seconds and AIS diagnostics.
+    Writes the run's eval record (eval.json): per-image values and means with standard errors, the settings, seconds
+    and AIS diagnostics.
     """
+    options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
     r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
-    for name, s in r["splits"].items():
-        click.echo(f"{name:5s} (n={s['n']}): ELBO {s['elbo']['mean']:.2f}  AIS {s['ais']['mean']:.2f}  "
-                   f"gap {s['gap']['mean']:.2f} ± {s['gap']['se']:.2f}  D_SM {s['d_sm']['mean']:.4g}")
-    click.echo(f"-> {run_dir / EVAL_FILE} ({r['seconds']:.0f} s)")
+    for name, s in r.splits.items():
+        click.echo(f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)}  "
+                   f"gap {_fmt(s.gap.mean)} ± {_fmt(s.gap.se)}  D_SM {_fmt(s.d_sm.mean)}")
+    for note in r.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"-> {RunDir(run_dir).record_path('eval')} ({r.seconds or 0:.0f} s)")
+
+
+_CONV = ConvergenceConfig()
 
 
 @main.command("convergence")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--steps", default="100,300,1000", show_default=True, help="AIS lengths to compare, comma-separated.")
-@click.option("--n-points", type=int, default=100, show_default=True, help="Simulated points (BDMC) and test points.")
-@click.option("--tol", type=float, default=0.1, show_default=True, help="Agreement (nats) that counts as converged.")
-@click.option("--preset", type=click.Choice(sorted(EVAL_PRESETS)), default="default", show_default=True,
-              help="Chains, leapfrogs, start and schedule to check (as in smvi evaluate).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
-@click.option("--overwrite", is_flag=True, help="Recompute an existing convergence.json.")
+@click.option("--steps", default=None,
+              help=f"AIS lengths to compare, comma-separated [{','.join(map(str, _CONV.steps))}].")
+@click.option("--n-points", type=int, default=None, help=f"Simulated points (BDMC) and test points [{_CONV.n_points}].")
+@click.option("--tol", type=float, default=None, help=f"Agreement (nats) that counts as converged [{_CONV.tol}].")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any setting, e.g. --set ais.chains=8 --set seed=1 (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def convergence_cmd(run_dir: Path, steps: str, n_points: int, tol: float, preset: str, sets: tuple[str, ...],
+def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol: float | None, sets: tuple[str, ...],
                     overwrite: bool, no_progress: bool) -> None:
     """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
 
-    Writes RUN_DIR/convergence.json. A small BDMC gap (upper − lower) means AIS at those settings is accurate.
+    Writes the run's convergence record (convergence.json). A small BDMC gap (upper − lower) means AIS at those
+    settings is accurate.
     """
-    try:
-        ladder = tuple(int(s) for s in steps.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {steps!r}", param_hint="--steps") from None
-    if n_points < 1 or any(s < 1 for s in ladder):
-        raise click.BadParameter("--n-points and every step count must be positive")
-    cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets)
-    r = check_convergence(run_dir, steps=ladder, n_points=n_points, eval_config=cfg, tol=tol, overwrite=overwrite,
-                          progress=not no_progress)
-    for b, m in zip(r["bdmc"], r["ladder"]["means"]):
-        click.echo(f"steps {b['steps']:>6d}: BDMC [{b['lower']:.2f}, {b['upper']:.2f}] gap {b['gap']:.3f}"
-                   f" ± {b['gap_se']:.3f}   test AIS {m:.2f}")
-    click.echo(f"ladder converged (tol {tol}): {r['ladder']['converged']}  -> {run_dir / CONVERGENCE_FILE}")
+    ladder = None
+    if steps is not None:
+        try:
+            ladder = [int(s) for s in steps.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated integers, got {steps!r}",
+                                     param_hint="--steps") from None
+    cfg = build_config(ConvergenceConfig, sets=sets, overrides={"steps": ladder, "n_points": n_points, "tol": tol})
+    r = check_convergence(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
+    means = r.ladder.means if r.ladder else [None] * len(r.bdmc)
+    for b, m in zip(r.bdmc, means):
+        click.echo(f"steps {b.steps:>6d}: BDMC [{_fmt(b.lower)}, {_fmt(b.upper)}] gap {_fmt(b.gap)}"
+                   f" ± {_fmt(b.gap_se)}   test AIS {_fmt(m)}")
+    for note in r.notes:
+        click.echo(f"note: {note}")
+    converged = r.ladder.converged if r.ladder else None
+    click.echo(f"ladder converged (tol {cfg.tol}): {converged}  -> {RunDir(run_dir).record_path('convergence')}")
 
 
 @main.command("ssl")
@@ -205,10 +257,8 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
     labeled examples; test accuracy mean ± std over seeds, also on raw pixels. Writes RUN_DIR/ssl.json.
     """
     cfg = build_config(SSLConfig, sets=sets, overrides={"test_size": test_size})
-    if (run_dir / SSL_FILE).exists() and not overwrite:
-        raise RunError(f"{run_dir / SSL_FILE} exists: pass --overwrite to recompute it")
-    ssl_run(run_dir, config=cfg, progress=not no_progress)
-    click.echo(f"-> {run_dir / SSL_FILE}")
+    ssl_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
+    click.echo(f"-> {RunDir(run_dir).record_path('ssl')}")
 
 
 # ---- sweep, report --------------------------------------------------------------------------------------------------
@@ -236,7 +286,7 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
     """
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
-    base = read_toml(config_path) if config_path else PRESETS[preset].model_dump(mode="json")
+    base = load_sweep_tree(read_toml(config_path)) if config_path else PRESETS[preset].model_dump(mode="json")
     cfg = build_config(SweepConfig, base, sets=sets)
     results = run_sweep(cfg, sweep_dir, executor=executor, workers=workers, address=address, overwrite=overwrite,
                         progress=not no_progress)

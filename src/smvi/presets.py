@@ -1,14 +1,21 @@
-"""Named sweeps (``smvi sweep --preset NAME``). Each is a plain :class:`~smvi.sweep.SweepConfig`; ``--set`` overrides
-any key of it (``run.train.epochs=10``, ``eval.ais_steps=300``, ``lams=[0, 0.1]``)."""
+"""Every named preset, in one place: the sweeps (``smvi sweep --preset NAME``) and the evaluation settings
+(``smvi evaluate --preset NAME``). Each is a plain config; ``--set`` overrides any key of it (``run.train.epochs=10``,
+``eval.ais.steps=300``, ``lams=[0, 0.1]``)."""
 
 from __future__ import annotations
 
 from .config import RunConfig, TrainConfig
-from .evaluate import EVAL_PRESETS, EvalConfig
+from .settings import AISConfig, EvalConfig
 from .ssl import SSLConfig
 from .sweep import SweepConfig
 
-__all__ = ["PRESETS"]
+__all__ = ["PRESETS", "EVAL_PRESETS"]
+
+EVAL_PRESETS: dict[str, EvalConfig] = {
+    "default": EvalConfig(),
+    "quick": EvalConfig(n_test=100, n_train=100, elbo_samples=200, dsm_samples=20, iwae_k=200,
+                        ais=AISConfig(steps=100, chains=4, leapfrog_steps=5)),
+}
 
 PRESETS: dict[str, SweepConfig] = {
     # The whole pipeline on real MNIST in about 10 minutes on 2 CPU cores: a look, not a result.
@@ -24,7 +31,7 @@ PRESETS: dict[str, SweepConfig] = {
     "cpu": SweepConfig(
         lams=(0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0),
         run=RunConfig(train=TrainConfig(epochs=30)),
-        eval=EvalConfig(n_test=100, n_train=100, ais_steps=500),
+        eval=EvalConfig(n_test=100, n_train=100, ais=AISConfig(steps=500)),
         ssl=SSLConfig(),
     ),
     # The paper's settings: 300 epochs, 2x1024 softplus, Adam 1e-3, batch 512, dynamic binarization; 5 λ × 3 seeds

@@ -1,8 +1,11 @@
 """Figures and tables of a λ sweep from its result files alone (no model is loaded, nothing is recomputed).
 
 The runs and the numbers per λ come from :mod:`smvi.aggregate` (which files are read, how means and SEs are formed).
-Writes atomically to ``out_dir`` (default ``sweep_dir/report``): ``fig1_gap.png``, ``fig2_ssl.png``, ``results.csv``
-(every plotted number with its SE), ``results.md`` and a self-contained ``report.html`` (PNGs inlined as base64). When
+Writes ``out_dir`` (default ``sweep_dir/report``) as one atomic set -- built in a temporary directory that replaces
+the old one, so a killed report never leaves a mix of new and old files: ``fig1_gap.png``, ``fig2_ssl.png``,
+``results.csv`` (every plotted number with its SE), ``results.md`` and a self-contained ``report.html`` (PNGs inlined
+as base64). Run names and notes are escaped in Markdown as in HTML. Only current records are reported (stale and
+damaged ones are listed in the notes); nothing here imports torch. When
 some runs have a ``convergence.json``, the tables add one on AIS convergence: per such run and number of AIS steps, the
 BDMC gap on simulated data and the AIS ladder's log p(x) on test points (mean ± SE), and whether the ladder converged.
 """
@@ -14,14 +17,15 @@ import csv
 import html
 import io
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from .aggregate import EVAL_METRICS, SPLITS, ReportError, Row, Run, _get, _num, aggregate, collect_runs
-from .checkpoint import atomic_write_bytes, atomic_write_text
+from .aggregate import EVAL_METRICS, RECORD_LABEL, SPLITS, ReportError, Row, Run, _get, _num, aggregate, collect_runs
+from .atomic import atomic_write_dir
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
@@ -257,17 +261,38 @@ def _run_table(runs: list[Run]) -> tuple[str, list[str], list[list[str]]]:
     yes = lambda x: "yes" if x else "missing"  # noqa: E731
     body = [[r.name, _fmt_lam(r.lam), str(r.seed), f"{r.epochs or 0}/{r.planned or '?'}", yes(r.eval), yes(r.ssl)]
             for r in runs]
-    return "Runs", ["run", "λ", "seed", "epochs", "eval.json", "ssl.json"], body
+    return "Runs", ["run", "λ", "seed", "epochs", RECORD_LABEL["eval"], RECORD_LABEL["ssl"]], body
+
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|])")
+_MD_TAG = re.compile(r"<(?=[A-Za-z/!?])")  # what could open an HTML tag or comment ("<0.01" stays as it is)
+_MD_ENTITY = re.compile(r"&(?=#?\w+;)")  # what could read as an entity
+
+
+def md_escape(text: str) -> str:
+    """``text`` as literal Markdown inline text: HTML characters as entities, Markdown syntax backslash-escaped, line
+    breaks as spaces (a run name cannot break a table, start a link or inject HTML)."""
+    text = str(text).replace("\r", " ").replace("\n", " ")
+    text = _MD_TAG.sub("&lt;", _MD_ENTITY.sub("&amp;", text))
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in ``text``."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def _markdown(tables, notes: list[str], settings: dict, figures: list[str]) -> str:
+    e = md_escape
     parts = ["# SMVI sweep report\n"] + [f"![{f}]({f})\n\n{CAPTIONS[f]}\n" for f in figures]
     for title, head, body in tables:
-        parts.append(f"## {title}\n\n| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n"
-                     + "".join("| " + " | ".join(row) + " |\n" for row in body))
+        parts.append(f"## {title}\n\n| " + " | ".join(map(e, head)) + " |\n|" + "---|" * len(head) + "\n"
+                     + "".join("| " + " | ".join(map(e, row)) + " |\n" for row in body))
     parts.append(SE_NOTE + "\n\n## Reference points (other settings)\n\n" + "".join(f"- {x}\n" for x in REFERENCES))
-    parts.append("\n## Notes\n\n" + ("".join(f"- {n}\n" for n in notes) or "none\n"))
-    parts.append("\n## Settings\n\n```json\n" + json.dumps(settings, indent=2, ensure_ascii=False) + "\n```\n")
+    parts.append("\n## Notes\n\n" + ("".join(f"- {e(n)}\n" for n in notes) or "none\n"))
+    text = json.dumps(settings, indent=2, ensure_ascii=False)
+    parts.append(f"\n## Settings\n\n{_fence(text)}json\n{text}\n{_fence(text)}\n")
     return "\n".join(parts)
 
 
@@ -295,10 +320,8 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     rows, more = aggregate(runs)
     notes += more
     out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "report"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ReportError(f"cannot create the report directory {out} ({e.strerror}); choose another one") from None
+    if out.exists() and not (out.is_dir() and all(p.name in REPORT_FILES for p in out.iterdir())):
+        raise ReportError(f"{out} holds other files than a report; choose a new or empty --out")
     lams = sorted({r.lam for r in rows if r.lam is not None})
     pngs = {}
     if any(r.quantity in EVAL_METRICS for r in rows):
@@ -309,9 +332,15 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     notes += more
     tables = _tables(rows, lams) + convergence + [_run_table(runs)]
     settings = _settings(runs)
-    for name, data in pngs.items():
-        atomic_write_bytes(out / name, data)
-    atomic_write_text(out / "results.csv", _csv(rows))
-    atomic_write_text(out / "results.md", _markdown(tables, notes, settings, list(pngs)))
-    atomic_write_text(out / "report.html", _html(tables, notes, settings, pngs))
+    files = {**pngs, "results.csv": _csv(rows).encode(),
+             "results.md": _markdown(tables, notes, settings, list(pngs)).encode(),
+             "report.html": _html(tables, notes, settings, pngs).encode()}
+    try:
+        atomic_write_dir(out, files)
+    except OSError as e:
+        raise ReportError(f"cannot write the report in {out} ({e.strerror or e}); the previous report is intact: "
+                          "free space or fix permissions") from None
     return out / "report.html"
+
+
+REPORT_FILES = {"fig1_gap.png", "fig2_ssl.png", "results.csv", "results.md", "report.html"}

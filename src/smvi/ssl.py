@@ -39,15 +39,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write_json
 from .config import Distinct
 from .data import ImageData, binarize_fixed, fixed_subset, load_data
-from .train import load_run
+from .records import SSLRecord, SSLScores, make_header
+from .rundir import RunDir, RunError
+from .trained import load_run
 
 __all__ = ["SSLConfig", "SSLError", "SSLResult", "Selection", "balanced_subset", "feature_scaler",
-           "select_hyperparameters", "ssl_eval", "prepare_inputs", "encoder_features", "ssl_run", "SSL_FILE"]
+           "select_hyperparameters", "ssl_eval", "prepare_inputs", "encoder_features", "ssl_run"]
 
-SSL_FILE = "ssl.json"
 Inputs = Literal["binarized", "gray"]
 Scaling = Literal["global", "standard"]
 
@@ -289,18 +289,26 @@ def encoder_features(
 
 
 def ssl_run(
-    run_dir: str | Path, *, config: SSLConfig = SSLConfig(), data: ImageData | None = None, progress: bool = True,
-) -> dict[str, Any]:
-    """Semi-supervised evaluation of a trained run; writes ``ssl.json`` into ``run_dir`` atomically and returns it.
+    run_dir: str | Path, config: SSLConfig = SSLConfig(), *, data: ImageData | None = None, overwrite: bool = False,
+    progress: bool = True,
+) -> SSLRecord:
+    """Semi-supervised evaluation of a trained run; writes its :class:`~smvi.records.SSLRecord` atomically and
+    returns it as written. The run, an existing record (an error unless ``overwrite``) and the directory's
+    writability are checked before any work.
 
     Binarization seeds (``inputs="binarized"``): the test images use the run's ``data.eval_seed``, like the other
     evaluations, and the training images use ``eval_seed + 1``. ``test_size`` takes a fixed random subset (seeded by
-    ``eval_seed``). Layout: ``{"settings", "run": {"lam", "seed", "epoch"}, "features", "raw_pixels", "seconds"}``.
-    ``features`` and ``raw_pixels`` are :meth:`SSLResult.to_json`; ``raw_pixels`` is ``null`` when disabled.
+    ``eval_seed``). ``features`` and ``raw_pixels`` are :meth:`SSLResult.to_json`; ``raw_pixels`` is None when disabled.
     """
     t0 = time.perf_counter()
-    run = load_run(run_dir)
+    rd = RunDir(run_dir)
+    run = load_run(rd.path)
+    if rd.record_path("ssl").exists() and not overwrite:
+        raise RunError(f"{rd.record_path('ssl')} exists: pass --overwrite to recompute it")
+    rd.check_writable()
     data = data if data is not None else load_data(run.config.data.dataset, run.config.data.data_dir)
+    if config.test_size and config.test_size > len(data.test_x):
+        raise RunError(f"test_size = {config.test_size} but the test split has {len(data.test_x)} images; lower it")
     seed = run.config.data.eval_seed
     test_idx = fixed_subset(len(data.test_x), config.test_size or len(data.test_x), seed)
     train_y, test_y = data.train_y.numpy(), data.test_y[test_idx].numpy()
@@ -323,13 +331,13 @@ def ssl_run(
         p_train = prepare_inputs(data.train_x, config.inputs, seed + 1).double().numpy()
         p_test = prepare_inputs(data.test_x, config.inputs, seed)[test_idx].double().numpy()
         raw = ssl_eval(p_train, train_y, p_test, test_y, **kw)
-    result = {
-        "settings": {**config.model_dump(mode="json"), "eval_seed": seed, "train_binarization_seed": seed + 1},
-        "run": {"lam": run.config.train.lam, "seed": run.config.train.seed, "epoch": run.epoch},
-        "features": feats.to_json(),
-        "raw_pixels": raw.to_json() if raw is not None else None,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    atomic_write_json(Path(run_dir) / SSL_FILE, result)
+    record = SSLRecord(
+        header=make_header("ssl", run.fingerprint, run.epoch, config),
+        run={"lam": run.config.train.lam, "seed": run.config.train.seed},
+        features=SSLScores.model_validate(feats.to_json()),
+        raw_pixels=SSLScores.model_validate(raw.to_json()) if raw is not None else None,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    record = rd.write_record("ssl", record)
     say("  ".join(f"s={s}: {100 * feats.mean[s]:.2f}±{100 * feats.std[s]:.2f}%" for s in config.sizes))
-    return result
+    return record

@@ -2,15 +2,18 @@
 
 A sweep directory holds ``sweep.toml`` (the resolved :class:`SweepConfig`), one run directory per (λ, seed) under
 ``runs/``, and ``sweep_status.json`` (every run's state and, for failures, its error). Each run is a job of stages —
-train (resumed from its checkpoint if interrupted), evaluate (skipped if ``eval.json`` exists), ssl (skipped if
-``ssl.json`` exists) — so running the same sweep again does only what is missing, and a failing run is recorded while
-the others go on. Executors: ``inprocess`` (default), ``process`` (a local pool) and ``ray`` (``pip install
-'smvi[ray]'``; optionally an existing cluster's ``address``).
+train (resumed from its checkpoint if interrupted; retrained from scratch if the directory holds a run of another
+identity, which only ``--overwrite`` of the sweep's settings allows), evaluate and ssl (skipped when the run's record
+is current: :func:`smvi.records.staleness`, the one freshness rule) — so running the same sweep again does only what
+is missing, and a failing run is recorded while the others go on. A ``sweep.toml`` written before the AIS settings
+took ais()'s names (``eval.ais_steps``, ...) is read with the keys renamed
+(:func:`smvi.settings.upgrade_eval_settings`). Executors: ``inprocess`` (default), ``process`` (a local pool) and
+``ray`` (``pip install 'smvi[ray]'``; optionally an existing cluster's ``address``).
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,15 +25,16 @@ from typing import Annotated, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
 
-from .checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
+from .atomic import atomic_write_json, atomic_write_text
 from .config import ConfigError, Distinct, RunConfig, build_config, config_to_toml, read_toml
-from .evaluate import EVAL_FILE, EvalConfig, evaluate_run
-from .ssl import SSL_FILE, SSLConfig, ssl_run
-from .train import CHECKPOINT, train
+from .evaluate import evaluate_run
+from .rundir import RunDir, RunError, identity_change, sweep_paths
+from .settings import EvalConfig, upgrade_eval_settings
+from .ssl import SSLConfig, ssl_run
+from .train import train
 
-__all__ = ["SweepConfig", "RunSpec", "plan", "run_job", "run_sweep", "SWEEP_FILE"]
+__all__ = ["SweepConfig", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "load_sweep_tree"]
 
-SWEEP_FILE, STATUS_FILE = "sweep.toml", "sweep_status.json"
 Stage = Literal["train", "evaluate", "ssl"]
 
 
@@ -55,13 +59,32 @@ class RunSpec:
 
 
 def run_name(lam: float, seed: int) -> str:
-    return f"lam{lam:g}_seed{seed}"
+    """``lam{λ:g}_seed{seed}`` when ``{λ:g}`` reads back as exactly λ (0.01, 1e-05), else with ``repr(λ)``
+    (0.1000001): distinct λ never share a directory, and the names of existing sweeps are unchanged."""
+    short = f"{lam:g}"
+    text = short if math.isfinite(lam) and float(short) == lam else repr(lam)
+    return f"lam{text}_seed{seed}"
+
+
+def load_sweep_tree(tree: dict) -> dict:
+    """A sweep config tree with old eval keys renamed (see the module docstring); one-line ConfigError if both the
+    old and the new spelling of a key are set."""
+    if isinstance(tree.get("eval"), dict):
+        try:
+            tree = {**tree, "eval": upgrade_eval_settings(tree["eval"])}
+        except ValueError as e:
+            raise ConfigError(f"invalid sweep config: eval: {e}") from None
+    return tree
 
 
 def plan(sweep: SweepConfig) -> list[RunSpec]:
-    """One run per (λ, seed), named ``lam{λ}_seed{seed}``, each the base config with λ and seed set, seed by seed (every
+    """One run per (λ, seed), named by :func:`run_name`, each the base config with λ and seed set, seed by seed (every
     λ of the first seed comes first, so an interrupted sweep has whole λ curves). The raw-pixel SSL baseline does not
-    depend on the run, so only the first run computes it."""
+    depend on the run, so only the first run computes it. Two runs with one name are refused (ConfigError)."""
+    names = [run_name(lam, seed) for seed in sweep.seeds for lam in sweep.lams]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"λ values {dup[0]} collide in one run name: list each λ once")
     specs = []
     for seed in sweep.seeds:
         for lam in sweep.lams:
@@ -71,24 +94,6 @@ def plan(sweep: SweepConfig) -> list[RunSpec]:
     return specs
 
 
-def _epochs_done(run_dir: Path) -> int:
-    if not (run_dir / CHECKPOINT).exists():
-        return 0
-    return int(load_checkpoint(run_dir / CHECKPOINT).progress["epoch"])
-
-
-def _up_to_date(path: Path, settings: BaseModel, epochs: int) -> bool:
-    """Whether the result file ``path`` exists and was computed with ``settings`` on the model after ``epochs``."""
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    run = saved.get("run")  # eval.json: {"epoch": ...}; ssl.json: {"run": {"epoch": ...}}
-    epoch = saved["epoch"] if "epoch" in saved else run.get("epoch") if isinstance(run, dict) else None
-    want = settings.model_dump(mode="json")
-    return epoch == epochs and {k: saved.get("settings", {}).get(k) for k in want} == want
-
-
 def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = False,
             threads: int | None = None) -> dict:
     """Do whatever ``spec``'s run still needs; never raises: returns ``{"name", "status", "done", "error"?}``."""
@@ -96,20 +101,19 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
     if threads:
         torch.set_num_threads(threads)
     done: list[str] = []
+    rd = RunDir(run_dir)
     try:
         if "train" in sweep.stages:
-            epochs = _epochs_done(run_dir)
-            if epochs < spec.config.train.epochs:
-                train(spec.config, run_dir, resume=epochs > 0 or (run_dir / "config.toml").exists(),
+            other = rd.config_path.exists() and identity_change(rd.read_config(), spec.config)
+            if other or rd.epochs_done() < spec.config.train.epochs:
+                train(spec.config, run_dir, resume=rd.has_run() and not other, overwrite=bool(other),
                       progress=progress)
-                done.append("train")
-        epochs = _epochs_done(run_dir)
-        if "evaluate" in sweep.stages and not _up_to_date(run_dir / EVAL_FILE, sweep.eval, epochs):
-            evaluate_run(run_dir, sweep.eval, overwrite=True, progress=progress)
-            done.append("evaluate")
-        if "ssl" in sweep.stages and not _up_to_date(run_dir / SSL_FILE, spec.ssl, epochs):
-            ssl_run(run_dir, config=spec.ssl, progress=progress)
-            done.append("ssl")
+                done.append("train" + (f" (retrained: {other})" if other else ""))
+        for stage, fn, cfg in (("evaluate", evaluate_run, sweep.eval), ("ssl", ssl_run, spec.ssl)):
+            kind = "eval" if stage == "evaluate" else stage
+            if stage in sweep.stages and rd.current_record(kind, cfg)[1] is not None:
+                fn(run_dir, cfg, overwrite=True, progress=progress)
+                done.append(stage)
     except Exception as e:  # noqa: BLE001 -- a failing run is recorded and the sweep goes on
         last = traceback.extract_tb(e.__traceback__)[-1]
         return {"name": spec.name, "status": "failed", "done": done,
@@ -117,18 +121,27 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
     return {"name": spec.name, "status": "ok", "done": done}
 
 
+def _writing(sweep_dir: Path, fn, *args) -> None:
+    """Run a write in the sweep directory, a failure (disk full, permissions) becoming one-line RunError."""
+    try:
+        fn(*args)
+    except OSError as e:
+        raise RunError(f"cannot write in {sweep_dir} ({e.strerror or e}); finished work is kept: free space or fix "
+                       "permissions, then rerun the same command") from None
+
+
 def _prepare(sweep: SweepConfig, sweep_dir: Path, overwrite: bool) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    path = sweep_dir / SWEEP_FILE
+    path = sweep_paths(sweep_dir)[0]
     text = config_to_toml(sweep)
     if path.exists() and not overwrite:
-        saved = build_config(SweepConfig, read_toml(path), source=f" in {path}")
+        saved = build_config(SweepConfig, load_sweep_tree(read_toml(path)), source=f" in {path}")
         if saved.model_dump() != sweep.model_dump():
             raise ConfigError(
                 f"{path} holds a different sweep: rerun with the same settings to resume it, use another "
-                "directory, or pass --overwrite to replace its settings (finished runs are kept and reused)"
+                "directory, or pass --overwrite to replace its settings (finished runs of an unchanged identity "
+                "are reused, the others retrained)"
             )
-    atomic_write_text(path, text)
+    _writing(sweep_dir, lambda: (sweep_dir.mkdir(parents=True, exist_ok=True), atomic_write_text(path, text)))
 
 
 def run_sweep(
@@ -146,17 +159,18 @@ def run_sweep(
     ``sweep_status.json`` is rewritten as each run finishes (runs not yet finished are listed under ``pending``), and
     with ``progress`` each finished run prints one line, so a long sweep on any executor can be followed."""
     sweep_dir = Path(sweep_dir)
+    specs = plan(sweep)  # refuses colliding run names before anything is written
     _prepare(sweep, sweep_dir, overwrite)
-    specs = plan(sweep)
     names = [s.name for s in specs]
-    dirs = {s.name: sweep_dir / "runs" / s.name for s in specs}
+    _, status_path, runs_dir = sweep_paths(sweep_dir)
+    dirs = {s.name: runs_dir / s.name for s in specs}
     threads = max(1, (os.cpu_count() or 1) // workers) if executor != "inprocess" else None
     results: dict[str, dict] = {}
 
     def record(r: dict) -> None:
         results[r["name"]] = r
-        atomic_write_json(sweep_dir / STATUS_FILE, {"runs": [results[n] for n in names if n in results],
-                                                    "pending": [n for n in names if n not in results]})
+        _writing(sweep_dir, atomic_write_json, status_path, {"runs": [results[n] for n in names if n in results],
+                                                             "pending": [n for n in names if n not in results]})
         if progress:
             what = ", ".join(r["done"]) or "nothing left to do"
             print(f"[{len(results)}/{len(specs)}] {r['name']}: {r['status']} ({what})"

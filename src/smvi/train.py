@@ -1,11 +1,9 @@
-"""Training: a resumable loop over the SMVI objective, and loading of trained runs.
+"""Training: a resumable loop over the SMVI objective.
 
-A run directory holds::
-
-    config.toml              the resolved RunConfig (pass it back with --config to rerun)
-    checkpoint.safetensors   weights, Adam state, RNG states and progress after the last finished epoch
-    metrics.jsonl            one JSON line per finished epoch: every term, seconds, device and threads, skipped steps,
-                             test monitor
+The run directory's layout, lock and identity belong to :mod:`smvi.rundir`; training writes its config (pass it back
+with --config to rerun), the checkpoint (weights, Adam state, RNG states and progress after the last finished epoch)
+and the metrics (one JSON line per finished epoch: every term, seconds, device and threads, skipped steps, test
+monitor).
 
 Every file is replaced atomically; after each epoch the metrics are written first, then the checkpoint, so a run
 killed at any point holds a checkpoint and at most one metrics line past it (dropped on resume). Resuming restores
@@ -15,72 +13,31 @@ interrupted run continues bit-identically on the same device and thread count.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import (
-    CheckpointError,
-    atomic_write_text,
-    load_checkpoint,
-    load_weights,
-    save_checkpoint,
-    temporary_files,
-)
-from .config import ConfigError, RunConfig, config_to_toml, load_config
-from .data import DynamicBinarizer, ImageData, binarize_fixed, load_data
+from .atomic import atomic_write_text
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .config import ConfigError, RunConfig
+from .data import DynamicBinarizer, ImageData, binarize_fixed, cache_dir, load_data
 from .models import VAE
 from .objectives import smvi_objective
+from .rundir import RunDir, RunError, fingerprint, identity_change
+from .trained import LoadedRun, check_checkpoint, load_run, resolve_device
 
 __all__ = ["train", "load_run", "LoadedRun", "RunError", "TrainingDiverged", "resolve_device"]
-
-CONFIG, CHECKPOINT, METRICS, LOCK = "config.toml", "checkpoint.safetensors", "metrics.jsonl", ".lock"
-# Files a training run owns; --overwrite removes these and nothing else.
-RUN_FILES = (CONFIG, CHECKPOINT, METRICS)
-
-
-class RunError(RuntimeError):
-    """A run directory that cannot be used as asked (exists, missing, locked, mismatched); one-line message."""
 
 
 class TrainingDiverged(RuntimeError):
     """Training cannot go on: ``train.max_bad_steps`` non-finite steps in a row, an epoch without one finite step, or
     an update that made the parameters non-finite. The message names the likely cause; the last good checkpoint is
     kept."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA device is available: use --device cpu or auto")
-    return torch.device(name)
-
-
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``run_dir`` so two processes never write the same run (released on exit/death)."""
-    try:
-        lock = open(run_dir / LOCK, "a+")
-    except OSError as e:
-        raise RunError(f"run directory {run_dir} is not writable ({e.strerror}); choose another --out") from None
-    with lock as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunError(f"{run_dir} is in use by another smvi process; wait for it or use another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _rng_state(device: torch.device, data: DynamicBinarizer) -> dict[str, torch.Tensor]:
@@ -97,61 +54,26 @@ def _set_rng_state(rng: dict[str, torch.Tensor], device: torch.device, data: Dyn
         torch.cuda.set_rng_state(rng["cuda"], device)
 
 
-_MUTABLE = {("train", "epochs"), ("train", "device")}  # the settings a resumed run may change
-
-
-def _config_change(old: dict, new: dict) -> str | None:
-    """The first setting, other than train.epochs and train.device, on which two config dumps differ."""
-    for section, values in old.items():
-        for key, value in values.items():
-            now = new.get(section, {}).get(key) if isinstance(new.get(section), dict) else None
-            if (section, key) not in _MUTABLE and now != value:
-                return f"{section}.{key} is {now!r} but the run used {value!r}"
-    return None
-
-
-def _check_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse what ``resume`` / ``overwrite`` do not allow in ``run_dir`` (nothing is changed here)."""
-    has = {name: (run_dir / name).exists() for name in RUN_FILES}
+def _check_dir(config: RunConfig, rd: RunDir, resume: bool, overwrite: bool) -> None:
+    """Refuse what ``resume`` / ``overwrite`` do not allow in the run directory (nothing is changed here)."""
     if resume:
-        if not has[CONFIG]:
-            if has[CHECKPOINT]:
-                raise RunError(f"{run_dir} has a {CHECKPOINT} but no {CONFIG}: the run directory is damaged; "
-                               f"restore {CONFIG} or start over with --overwrite")
-            raise RunError(f"nothing to resume in {run_dir}: no {CONFIG}; drop --resume to start a new run")
-        change = _config_change(load_config(run_dir / CONFIG).model_dump(mode="json"), config.model_dump(mode="json"))
+        if not rd.config_path.exists():
+            if rd.checkpoint_path.exists():
+                raise RunError(f"{rd.path} has a checkpoint but no config.toml: the run directory is damaged; "
+                               "restore config.toml or start over with --overwrite")
+            raise RunError(f"nothing to resume in {rd.path}: no config.toml; drop --resume to start a new run")
+        change = identity_change(rd.read_config(), config)
         if change:
-            raise ConfigError(f"--resume: {change} in {run_dir}; "
+            raise ConfigError(f"--resume: {change} in {rd.path}; "
                               "only train.epochs and train.device may change on resume")
-    elif any(has.values()) and not overwrite:
-        raise RunError(f"{run_dir} already holds a run: pass --resume to continue it or --overwrite to start over")
-
-
-@contextmanager
-def _writing(run_dir: Path) -> Iterator[None]:
-    """Turn a failed write (disk full, permissions) into one line; atomic writes leave the previous files intact."""
-    try:
-        yield
-    except OSError as e:
-        raise RunError(f"cannot write in {run_dir} ({e.strerror or e}); the files there are intact: "
-                       "free space or fix permissions, then --resume") from None
-
-
-def _clear(run_dir: Path, overwrite: bool) -> None:
-    """Remove temporary files left by a killed writer and, with ``overwrite``, the previous run's files."""
-    for name in RUN_FILES:
-        for tmp in temporary_files(run_dir / name):
-            tmp.unlink(missing_ok=True)
-        if overwrite:
-            (run_dir / name).unlink(missing_ok=True)
+    elif rd.has_run() and not overwrite:
+        raise RunError(f"{rd.path} already holds a run: pass --resume to continue it or --overwrite to start over")
 
 
 def _restore(path: Path, config: RunConfig, model, optimizer, loader, device) -> tuple[int, int]:
     """Load the checkpoint at ``path`` into the model, Adam and the RNGs; returns (epochs done, bad steps in a row)."""
     ck = load_checkpoint(path)
-    change = _config_change(ck.config, config.model_dump(mode="json"))
-    if change:
-        raise CheckpointError(f"{path} belongs to another run ({change}); resume the run it came from")
+    check_checkpoint(ck, config, path)
     load_weights(model, ck.model, path)
     try:
         optimizer.load_state_dict(ck.optimizer)
@@ -161,6 +83,17 @@ def _restore(path: Path, config: RunConfig, model, optimizer, loader, device) ->
         detail = str(e).splitlines()[0] if str(e) else ""
         raise CheckpointError(f"{path}: damaged optimizer, RNG or progress state ({type(e).__name__} {detail})"
                               ) from None
+
+
+def with_data_dir(config: RunConfig) -> RunConfig:
+    """``config`` with MNIST's directory resolved from ``$SMVI_DATA_DIR`` / ``$SMVI_CACHE_DIR`` (where
+    :func:`~smvi.data.load_data` just found it), so the saved config says where the data came from and later stages
+    do not depend on the environment. MNIST's location is not part of the run's identity (its files are MD5-checked),
+    so this changes no fingerprint; an ``idx`` run names its directory itself."""
+    if config.data.dataset != "mnist" or config.data.data_dir:
+        return config
+    where = os.environ.get("SMVI_DATA_DIR") or str(cache_dir())
+    return config.model_copy(update={"data": config.data.model_copy(update={"data_dir": str(Path(where).resolve())})})
 
 
 @dataclass(frozen=True)
@@ -181,13 +114,15 @@ def train(
 ) -> TrainResult:
     """Train a :class:`~smvi.models.VAE` with the SMVI objective, checkpointing after every epoch.
 
-    ``resume`` continues the run in ``run_dir`` (its saved config must match ``config`` except for ``train.epochs``
-    and ``train.device``); without it an existing run is an error unless ``overwrite``. ``data`` skips loading.
+    ``resume`` continues the run in ``run_dir`` (its saved config must have ``config``'s identity: only
+    ``train.epochs`` and ``train.device`` may change, see :func:`smvi.rundir.fingerprint`); without it an existing run
+    is an error unless ``overwrite``, which also removes the run's result records. ``data`` skips loading.
     Non-finite steps (loss or gradient) are skipped and counted; ``train.max_bad_steps`` consecutive ones raise
     :class:`TrainingDiverged`, leaving the last good checkpoint in place. Nothing in ``run_dir`` changes before the
     data, the device and (when resuming) the checkpoint have been checked.
     """
     run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
     if resume and not run_dir.is_dir():
         raise RunError(f"nothing to resume: run directory {run_dir} does not exist")
     try:
@@ -196,11 +131,13 @@ def train(
         raise RunError(f"cannot create run directory {run_dir} ({e.strerror}); choose another --out") from None
     if not os.access(run_dir, os.W_OK):
         raise RunError(f"run directory {run_dir} is not writable; choose another --out")
-    with run_lock(run_dir):
-        _check_dir(config, run_dir, resume, overwrite)
+    with rd.lock():
+        _check_dir(config, rd, resume, overwrite)
         tc = config.train
         device = resolve_device(tc.device)
-        data = data if data is not None else load_data(config.data.dataset, config.data.data_dir)
+        if data is None:
+            data = load_data(config.data.dataset, config.data.data_dir)
+            config = with_data_dir(config)
 
         torch.manual_seed(tc.seed)
         model = VAE(data.train_x.shape[1], config.model).to(device)
@@ -210,13 +147,14 @@ def train(
 
         start, bad_in_a_row, history = 0, 0, []
         if resume:
-            if (run_dir / CHECKPOINT).exists():
-                start, bad_in_a_row = _restore(run_dir / CHECKPOINT, config, model, optimizer, loader, device)
-            history = _metrics_history(run_dir / METRICS, start)
+            if rd.checkpoint_path.exists():
+                start, bad_in_a_row = _restore(rd.checkpoint_path, config, model, optimizer, loader, device)
+            history = _metrics_history(rd.metrics_path, start)
         # Everything is checked: only now is anything in run_dir changed.
-        with _writing(run_dir):
-            _clear(run_dir, overwrite)
-            atomic_write_text(run_dir / CONFIG, config_to_toml(config))
+        with rd.writing("the files there are intact, --resume continues"):
+            rd.clear(overwrite=overwrite)
+            if start < tc.epochs:  # a finished run keeps its config (--resume --epochs 1 must not record epochs = 1)
+                rd.write_config(config)
 
         last: dict = {}
         steps = len(loader)
@@ -231,12 +169,12 @@ def train(
                         "lam": lam_at(tc, epoch + 1), **means,
                         "skipped_steps": skipped, **_monitor(model, monitor_x, config.data.eval_seed)}
                 history.append(json.dumps(last))
-                with _writing(run_dir):
-                    atomic_write_text(run_dir / METRICS, "".join(line + "\n" for line in history))
+                with rd.writing("the files there are intact, --resume continues"):
+                    atomic_write_text(rd.metrics_path, "".join(line + "\n" for line in history))
                     save_checkpoint(
-                        run_dir / CHECKPOINT, model=model, optimizer=optimizer, rng=_rng_state(device, loader),
+                        rd.checkpoint_path, model=model, optimizer=optimizer, rng=_rng_state(device, loader),
                         progress={"epoch": epoch + 1, "bad_steps_in_a_row": bad_in_a_row},
-                        config=config.model_dump(mode="json"),
+                        config=config.model_dump(mode="json"), fingerprint=fingerprint(config),
                     )
         return TrainResult(run_dir, max(start, tc.epochs), last)
 
@@ -348,31 +286,3 @@ def _metrics_history(path: Path, epochs: int) -> list[str]:
         raise RunError(f"{path} records epochs past the checkpoint's {epochs}: the checkpoint is older than the "
                        "metrics; start over with --overwrite")
     return keep
-
-
-@dataclass(frozen=True)
-class LoadedRun:
-    run_dir: Path
-    config: RunConfig
-    model: VAE
-    epoch: int
-
-
-def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
-    """Load a trained run's config and model (eval mode, parameters frozen) from its directory, without unpickling."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run directory {run_dir} does not exist")
-    if not (run_dir / CONFIG).exists() or not (run_dir / CHECKPOINT).exists():
-        raise RunError(f"{run_dir} is not a trained run (needs {CONFIG} and {CHECKPOINT}); train it with smvi train")
-    config = load_config(run_dir / CONFIG)
-    ck = load_checkpoint(run_dir / CHECKPOINT)
-    if ck.config.get("model") != config.model.model_dump(mode="json"):
-        raise CheckpointError(f"{run_dir}: {CHECKPOINT} was written with another model config than {CONFIG}")
-    first = ck.model.get("encoder.0.weight")
-    if first is None:
-        raise CheckpointError(f"{run_dir / CHECKPOINT}: no encoder weights; not a VAE checkpoint")
-    model = VAE(first.shape[1], config.model)
-    load_weights(model, ck.model, run_dir / CHECKPOINT)
-    model = model.to(resolve_device(device)).eval().requires_grad_(False)
-    return LoadedRun(run_dir, config, model, int(ck.progress["epoch"]))

@@ -1,0 +1,281 @@
+"""Typed result records (torch-free): what ``evaluate``, ``ssl`` and ``convergence`` write, and the one rule that
+says whether a record is current.
+
+Every record starts with the same :class:`Header` -- ``{schema, fingerprint, epoch, settings, smvi_version,
+created}``: the run it describes (:func:`smvi.rundir.fingerprint`), the epoch of the model, the stage's settings, who
+wrote it and when. :func:`staleness` is the only freshness rule: a record is current iff its fingerprint, epoch and
+settings match the run and the settings asked for. Non-finite numbers are written as JSON ``null`` and listed in the
+record's ``notes`` (:func:`dump_record`), never crash the writer.
+
+Files written before the header existed (``eval.json`` with a top-level ``epoch``, ``ssl.json`` with ``run.epoch``,
+``convergence.json``) are upgraded on read by :func:`parse_record`: the fingerprint is the run's (from its
+``config.toml``), ``smvi_version`` is ``"legacy"``, ``created`` is null, old eval keys are renamed
+(:func:`smvi.settings.upgrade_eval_settings`) and per-image values are absent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any, Callable, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .settings import upgrade_eval_settings
+from .stats import MeanSE
+
+__all__ = ["RecordError", "Header", "PerImage", "EvalSplit", "EvalRecord", "SSLSize", "SSLScores", "SSLRecord",
+           "BDMCRow", "LadderRecord", "ConvergenceRecord", "Record", "SCHEMAS", "make_header", "dump_record",
+           "parse_record", "staleness", "smvi_version"]
+
+SCHEMAS = {"eval": "smvi-eval-2", "ssl": "smvi-ssl-2", "convergence": "smvi-convergence-2"}  # 1: legacy dicts
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Num = float | None  # a measured number; None where it was not finite (see the record's notes)
+
+
+class RecordError(ValueError):
+    """A result file that is not a valid record (damaged, foreign, out of range); one-line message."""
+
+
+class _Rec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def smvi_version() -> str:
+    try:
+        return version("smvi")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Header(_Rec):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: str = Field(alias="schema", description="record kind and version, e.g. smvi-eval-2")
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$", description="the run's identity (smvi.rundir.fingerprint)")
+    epoch: int = Field(ge=0, description="epochs the evaluated model was trained")
+    settings: dict[str, Any] = Field(description="the stage's config, as dumped")
+    smvi_version: str = Field(description="version that wrote the record ('legacy': upgraded from an old file)")
+    created: str | None = Field(description="ISO-8601 UTC time of writing; null for upgraded old files")
+
+
+def make_header(kind: str, fingerprint: str, epoch: int, settings: BaseModel) -> Header:
+    return Header(schema=SCHEMAS[kind], fingerprint=fingerprint, epoch=epoch,
+                  settings=settings.model_dump(mode="json"), smvi_version=smvi_version(),
+                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+# ---- eval -----------------------------------------------------------------------------------------------------------
+class PerImage(_Rec):
+    """Per-image estimates, aligned with :attr:`EvalSplit.indices`."""
+
+    elbo: list[Num]
+    d_sm: list[Num]
+    iwae: list[Num] | None = None
+    ais: list[Num]
+    gap: list[Num]
+
+
+class EvalSplit(_Rec):
+    n: int = Field(gt=0)
+    indices: list[int] | None = Field(None, description="the images' indices into the dataset split")
+    elbo: MeanSE
+    d_sm: MeanSE
+    iwae: MeanSE | None = None
+    ais: MeanSE
+    gap: MeanSE
+    gap_iwae: MeanSE | None = None
+    ais_acceptance: Num = None
+    ais_ess: MeanSE | None = None
+    seconds: Num = None
+    per_image: PerImage | None = None
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "EvalSplit":
+        lists = [] if self.per_image is None else [v for v in self.per_image.model_dump().values() if v is not None]
+        if self.indices is not None:
+            lists.append(self.indices)
+        if any(len(v) != self.n for v in lists):
+            raise ValueError(f"per-image lists must hold n = {self.n} values")
+        return self
+
+
+class EvalRecord(_Rec):
+    header: Header
+    run: str
+    lam: float = Field(ge=0)
+    splits: dict[Literal["test", "train"], EvalSplit]
+    seconds: Num = None
+    work: dict[str, int] = {}
+    notes: list[str] = []
+
+
+# ---- ssl ------------------------------------------------------------------------------------------------------------
+class SSLSize(_Rec):
+    mean: Num
+    std: Num
+    accuracy: list[Fraction | None]
+    C: list[float]
+    gamma: list[float]
+    cv_accuracy: list[Fraction | None]
+
+
+class SSLScores(_Rec):
+    seeds: list[int]
+    n_train: int
+    n_test: int
+    n_features: int
+    seconds: Num = None
+    sizes: dict[str, SSLSize]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "SSLScores":
+        for s, v in self.sizes.items():
+            if not s.isdigit() or len(v.accuracy) != len(self.seeds):
+                raise ValueError(f"sizes.{s}: one accuracy per seed expected")
+        return self
+
+
+class SSLRecord(_Rec):
+    header: Header
+    run: dict[str, float | int]  # {"lam", "seed"}
+    features: SSLScores
+    raw_pixels: SSLScores | None = None
+    seconds: Num = None
+    notes: list[str] = []
+
+
+# ---- convergence ----------------------------------------------------------------------------------------------------
+class BDMCRow(_Rec):
+    steps: int
+    lower: Num
+    upper: Num
+    gap: Num
+    gap_se: Num
+    seconds: Num = None
+
+
+class LadderRecord(_Rec):
+    steps: list[int]
+    means: list[Num]
+    sems: list[Num]
+    diffs: list[Num]
+    diff_sems: list[Num]
+    agree: list[bool]
+    converged: bool
+
+
+class ConvergenceRecord(_Rec):
+    header: Header
+    run: str
+    bdmc: list[BDMCRow]
+    ladder: LadderRecord | None
+    seconds: Num = None
+    notes: list[str] = []
+
+
+Record = Union[EvalRecord, SSLRecord, ConvergenceRecord]
+_CLASSES: dict[str, type] = {"eval": EvalRecord, "ssl": SSLRecord, "convergence": ConvergenceRecord}
+
+
+# ---- writing --------------------------------------------------------------------------------------------------------
+def _finite(tree: Any, path: str, notes: list[str]) -> Any:
+    if isinstance(tree, dict):
+        return {k: _finite(v, f"{path}.{k}" if path else str(k), notes) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        out = [_finite(v, f"{path}[{i}]", notes) for i, v in enumerate(tree)]
+        bad = [i for i, v in enumerate(tree) if isinstance(v, float) and not math.isfinite(v)]
+        if bad:  # one note per list, not per value
+            notes[:] = [n for n in notes if not n.startswith(f"{path}[")]
+            notes.append(f"{path}: {len(bad)} non-finite value(s) stored as null (first at index {bad[0]})")
+        return out
+    if isinstance(tree, float) and not math.isfinite(tree):
+        notes.append(f"{path}: non-finite value ({tree}) stored as null")
+        return None
+    return tree
+
+
+def dump_record(record: Record) -> tuple[str, Record]:
+    """The record as JSON text with every non-finite number replaced by null and noted in ``notes``; also returns the
+    record as it will read back."""
+    notes: list[str] = []
+    tree = _finite(record.model_dump(mode="python", by_alias=True), "", notes)
+    tree["notes"] = list(tree.get("notes") or []) + notes
+    text = json.dumps(tree, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    return text, type(record).model_validate(tree)
+
+
+# ---- reading --------------------------------------------------------------------------------------------------------
+def _legacy(kind: str, obj: dict, fingerprint: Callable[[], str]) -> dict:
+    """An old dict-shaped result (see the module docstring) as a record tree."""
+    obj = dict(obj)
+    settings = obj.pop("settings", None)
+    if not isinstance(settings, dict):
+        raise ValueError("no settings")
+    if kind == "eval":
+        epoch = obj.pop("epoch", None)
+        settings = upgrade_eval_settings(settings)
+    elif kind == "ssl":
+        run = dict(obj.get("run") or {})
+        epoch = run.pop("epoch", None)
+        obj["run"] = run
+        settings = {k: v for k, v in settings.items() if k not in ("eval_seed", "train_binarization_seed")}
+    else:
+        epoch = obj.pop("epoch", None)
+        ais = {k: settings[k] for k in ("chains", "leapfrog_steps", "start", "schedule") if k in settings}
+        settings = {"steps": [b.get("steps") for b in obj.get("bdmc") or [] if isinstance(b, dict)],
+                    "n_points": obj.pop("n_points", None), "tol": obj.pop("tol", None),
+                    "seed": settings.get("seed", 0), "ais": ais}
+    obj["header"] = {"schema": SCHEMAS[kind].rsplit("-", 1)[0] + "-1", "fingerprint": fingerprint(), "epoch": epoch,
+                     "settings": settings, "smvi_version": "legacy", "created": None}
+    return obj
+
+
+def parse_record(kind: str, raw: bytes, source: str, legacy_fingerprint: Callable[[], str]) -> Record:
+    """The record ``kind`` from a file's bytes (old shapes upgraded, see the module docstring); one-line
+    :class:`RecordError` for anything else: not UTF-8, not JSON, NaN/Infinity literals, wrong shape or values out of
+    range (an accuracy above 1, a negative λ)."""
+    def bad_constant(name: str) -> None:
+        raise ValueError(f"non-JSON constant {name}")
+
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_constant=bad_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RecordError(f"{source}: not a JSON record ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(obj, dict):
+        raise RecordError(f"{source}: not a JSON object")
+    try:
+        if "header" not in obj:
+            obj = _legacy(kind, obj, legacy_fingerprint)
+        elif not isinstance(obj["header"], dict) or obj["header"].get("schema") != SCHEMAS[kind]:
+            raise ValueError(f"schema is not {SCHEMAS[kind]!r}")
+        return _CLASSES[kind].model_validate(obj)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise RecordError(f"{source}: invalid {kind} record ({where}: {first['msg']}; {e.error_count()} problem(s))"
+                          ) from None
+    except (ValueError, TypeError, AttributeError) as e:
+        raise RecordError(f"{source}: invalid {kind} record ({e})") from None
+
+
+# ---- freshness ------------------------------------------------------------------------------------------------------
+def staleness(record: Record, fingerprint: str, epoch: int, settings: BaseModel | None = None) -> str | None:
+    """Why ``record`` is not current for the run with ``fingerprint`` trained ``epoch`` epochs and the asked
+    ``settings`` (compared after validation, so a setting added later with its default still matches); None if it
+    is current. ``settings=None`` checks the run only (the report, which recomputes nothing)."""
+    h = record.header
+    if h.fingerprint != fingerprint:
+        return f"computed for another run (fingerprint {h.fingerprint[:16]}, this run {fingerprint[:16]})"
+    if h.epoch != epoch:
+        return f"computed at epoch {h.epoch}, the run is at epoch {epoch}"
+    if settings is not None:
+        try:
+            same = type(settings).model_validate(h.settings) == settings
+        except ValidationError:
+            same = False
+        if not same:
+            return "computed with other settings"
+    return None
