@@ -93,6 +93,11 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable).")
 @click.option("--lam", type=float, default=None, help="λ, the weight of the score-matching divergence [0].")
+@click.option("--target-dsm", type=float, default=None, metavar="EPS",
+              help="Learn λ (a Lagrange multiplier) so that the training D_SM stays at or below EPS; instead of --lam.")
+@click.option("--target-gap", type=float, default=None, metavar="NATS",
+              help="Learn λ so that the ELBO gap estimate IWAE_k − ELBO (k = train.constraint.gap_k; a lower bound on "
+                   "the gap, so the AIS gap reached is larger) stays at or below NATS; instead of --lam.")
 @click.option("--epochs", type=int, default=None, help="Passes over the training set [300].")
 @click.option("--batch-size", type=int, default=None, help="Examples per step [512].")
 @click.option("--lr", type=float, default=None, help="Adam learning rate [1e-3].")
@@ -118,15 +123,32 @@ def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], re
         raise click.UsageError("--resume and --overwrite contradict each other; pick one")
     if resume and config_path is None and (run_dir / CONFIG).exists():
         config_path = run_dir / CONFIG
-    overrides = {_TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
+    overrides = _target_overrides(options.pop("target_dsm"), options.pop("target_gap"), options["lam"])
+    overrides |= {_TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
     config = load_config(config_path, overrides=overrides, sets=sets)
     result = train(config, run_dir, resume=resume, overwrite=overwrite, progress=not no_progress)
     m = result.last_metrics
+    if m and "constraint_status" in m:
+        click.echo(f"epoch {m['epoch']}: λ {m['lam']:.4g}, {m['constraint_measure']} moving average "
+                   f"{m['constraint_avg']:.4g} (target {m['constraint_target']:g}, {m['constraint_status']})")
     if m:
         click.echo(f"epoch {m['epoch']}: train ELBO {m['elbo']:.2f}, test ELBO {m['test_elbo']:.2f}, "
                    f"test D_SM {m['test_d_sm']:.4g}  ->  {run_dir}")
     else:
         click.echo(f"nothing to do: {run_dir} already finished {result.epochs_done} epochs")
+
+
+def _target_overrides(dsm: float | None, gap: float | None, lam: float | None) -> dict:
+    """The config keys of --target-dsm / --target-gap; a fixed --lam with a target, or two targets, is an error."""
+    given = [f"--target-{name} {v:g}" for name, v in (("dsm", dsm), ("gap", gap)) if v is not None]
+    if len(given) == 2:
+        raise ConfigError(f"{given[0]} and {given[1]} both given: a run has one target; pass one of them")
+    if given and lam is not None:
+        raise ConfigError(f"--lam {lam:g} fixes λ and {given[0]} learns it: pass one of them")
+    if not given:
+        return {}
+    return {"train.constraint.target": dsm if dsm is not None else gap,
+            "train.constraint.measure": "dsm" if dsm is not None else "gap"}
 
 
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
