@@ -49,6 +49,7 @@ def main() -> None:
       smvi data fetch                              download and verify MNIST
       smvi train --out runs/vae --epochs 5         the paper's model, plain VAE (λ = 0)
       smvi train --out runs/l01 --lam 0.1          with the score-matching penalty
+      smvi train --out runs/c30 --target-dsm 30    λ learned so that D_SM stays at or below 30
       smvi train --out runs/l01 --resume           continue an interrupted run
     """
 

@@ -40,6 +40,7 @@ from .checkpoint import (
 from .config import ConfigError, RunConfig, config_to_toml, load_config
 from .constraint import DualState, EpochDual, batch_measure, dual_update, initial_state
 from .data import DynamicBinarizer, ImageData, binarize_fixed, load_data
+from .diagnostics import active_units
 from .models import VAE
 from .objectives import smvi_objective
 
@@ -355,12 +356,14 @@ def _diverged(what: str, epoch: int, tc) -> str:
 
 @torch.no_grad()
 def _monitor(model, x: torch.Tensor, seed: int) -> dict[str, float]:
-    """ELBO and D_SM on a fixed binarized test subset, with a fixed seed and without touching the training RNG."""
+    """ELBO, D_SM, KL(q ‖ prior) and active units on a fixed binarized test subset, with a fixed seed and without
+    touching the training RNG."""
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed)
         terms = smvi_objective(model, x, lam=0.0, compute_d_sm=True)
     m = terms.means()
-    return {"test_elbo": m["elbo"], "test_d_sm": m["d_sm"]}
+    return {"test_elbo": m["elbo"], "test_d_sm": m["d_sm"], "test_kl": m["kl"],
+            "test_active_units": active_units(model, x)}
 
 
 def _metrics_history(path: Path, epochs: int) -> list[str]:
