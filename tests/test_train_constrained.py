@@ -139,3 +139,13 @@ def test_resume_refuses_a_changed_target(idx_dir, tmp_path):
     assert r.exit_code == 1 and "train.constraint" in r.output and len(r.output.strip().splitlines()) == 1
     r = run("train", "--out", out, "--resume", "--epochs", 2, "--lam", 0.1, "--no-progress")
     assert r.exit_code == 1 and r.output.startswith("error:")
+
+
+def test_evaluate_shows_the_target_next_to_what_the_run_reached(idx_dir, tmp_path):
+    out = tmp_path / "r"
+    assert run("train", "--out", out, "--epochs", 1, "--target-gap", 2, *tiny_train_args(idx_dir)).exit_code == 0
+    tiny = ["n_test=16", "n_train=0", "elbo_samples=10", "dsm_samples=4", "iwae_k=10", "ais_steps=8", "ais_chains=2",
+            "ais_leapfrog=2", "batch_size=8"]
+    r = run("evaluate", out, "--no-progress", *[a for t in tiny for a in ("--set", t)])
+    assert r.exit_code == 0, r.output
+    assert "target: gap <= 2 during training (IWAE_k - ELBO, a lower bound: AIS gap above)" in r.output

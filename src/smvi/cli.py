@@ -180,6 +180,10 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     for name, s in r["splits"].items():
         click.echo(f"{name:5s} (n={s['n']}): ELBO {s['elbo']['mean']:.2f}  AIS {s['ais']['mean']:.2f}  "
                    f"gap {s['gap']['mean']:.2f} ± {s['gap']['se']:.2f}  D_SM {s['d_sm']['mean']:.4g}")
+    target = load_config(run_dir / CONFIG).train.constraint
+    if target.target is not None:  # a constrained run: what it asked for, next to what it reached
+        click.echo(f"target: {target.measure} <= {target.target:g} during training "
+                   + ("(D_SM above)" if target.measure == "dsm" else "(IWAE_k - ELBO, a lower bound: AIS gap above)"))
     click.echo(f"-> {run_dir / EVAL_FILE} ({r['seconds']:.0f} s)")
 
 
