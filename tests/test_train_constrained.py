@@ -32,19 +32,20 @@ def state(run_dir):
     return load_file(run_dir / "checkpoint.safetensors")
 
 
-def test_learned_lambda_is_logged_every_epoch_and_resumes_bit_identically(idx_dir, tmp_path):
+@pytest.mark.parametrize("measure, target", [("dsm", 3.0), ("gap", 0.5)])
+def test_learned_lambda_is_logged_every_epoch_and_resumes_bit_identically(idx_dir, tmp_path, measure, target):
     a, b = tmp_path / "a", tmp_path / "b"
-    args = ["--target-dsm", 3.0, *FAST, *tiny_train_args(idx_dir)]
+    args = [f"--target-{measure}", target, *FAST, *tiny_train_args(idx_dir)]
     r = run("train", "--out", a, "--epochs", 4, *args)
     assert r.exit_code == 0, r.output
-    assert "λ" in r.output and "target 3" in r.output
+    assert "λ" in r.output and f"target {target:g}" in r.output
     assert run("train", "--out", b, "--epochs", 2, *args).exit_code == 0
     assert load_checkpoint(b / "checkpoint.safetensors").progress["dual"]["steps"] == 8
     r = run("train", "--out", b, "--epochs", 4, "--resume", "--no-progress")
     assert r.exit_code == 0, r.output
     m = metrics(a)
     for e in m:
-        assert e["constraint_measure"] == "dsm" and e["constraint_target"] == 3.0
+        assert e["constraint_measure"] == measure and e["constraint_target"] == target
         assert e["constraint_status"] in ("active", "slack", "unreachable")
         assert all(math.isfinite(e[k]) and e[k] > 0 for k in ("lam", "lam_mean", "constraint_avg"))
     assert len({e["lam"] for e in m}) == 4  # λ moves
@@ -55,7 +56,7 @@ def test_learned_lambda_is_logged_every_epoch_and_resumes_bit_identically(idx_di
     drop = ("seconds", "device", "threads")
     assert [{k: v for k, v in e.items() if k not in drop} for e in metrics(b)] == \
            [{k: v for k, v in e.items() if k not in drop} for e in m]
-    assert load_run(b).config.train.constraint.target == 3.0
+    assert load_run(b).config.train.constraint.target == target
 
 
 def test_a_fixed_lambda_run_has_no_constraint_state(idx_dir, tmp_path):
