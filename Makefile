@@ -3,6 +3,7 @@
 #   make test    -- run the test suite
 # and the reproduction committed in results/ (a few hours on 2 cores; rerun to resume):
 #   make reproduce -- the cpu preset, AIS convergence checks at λ = 0, 0.01 and 1, results/ and its report
+#   make -j2 constrained -- the constrained-SMVI study: λ learned toward D_SM targets (about 2.5 core-hours)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -11,7 +12,23 @@ STAMP   = $(VENV)/.installed
 CPU_RUNS ?= runs/cpu
 CONVERGENCE = --steps 125,250,500,1000 --n-points 50
 
-.PHONY: install quick reproduce test test-fast clean-venv
+# The constrained-SMVI study: for each target ε, a one-run sweep (the cpu preset: 30 epochs, its evaluation and SSL)
+# whose λ is learned so that the training D_SM stays at or below ε, in $(CONSTRAINED_RUNS)/dsm<ε>/ (gap<ε>/ for
+# GAP_TARGETS, nats of IWAE_k - ELBO); its small files are copied to $(CONSTRAINED_RESULTS). ε = 1 is below the
+# D_SM of every uncollapsed fixed-λ run. Rerun to resume; -j2 runs two targets at a time, one thread each.
+CONSTRAINED_RUNS    ?= runs/constrained
+CONSTRAINED_RESULTS ?= results/constrained
+DSM_TARGETS         ?= 300 100 30 10 1
+GAP_TARGETS         ?=
+CONSTRAINED_BASE    ?= --preset cpu
+CONSTRAINED_SETS    ?=
+SMVI                ?= $(BIN)/smvi
+FETCH               ?= $(SMVI) data fetch
+DSM_JOBS = $(addprefix constrained-dsm,$(DSM_TARGETS))
+GAP_JOBS = $(addprefix constrained-gap,$(GAP_TARGETS))
+CONSTRAINED_SWEEP = OMP_NUM_THREADS=1 $(SMVI) sweep $(CONSTRAINED_BASE) --set lams=[0] --no-report --no-progress
+
+.PHONY: install quick reproduce test test-fast clean-venv constrained constrained-data $(DSM_JOBS) $(GAP_JOBS)
 
 install: $(STAMP)
 
@@ -36,6 +53,21 @@ reproduce: $(STAMP)
 	mkdir -p results
 	tar -C $(CPU_RUNS) --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . | tar -C results -xf -
 	$(BIN)/smvi report results
+
+constrained: $(DSM_JOBS) $(GAP_JOBS)
+	mkdir -p $(CONSTRAINED_RESULTS)
+	tar -C $(CONSTRAINED_RUNS) --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . \
+	  | tar -C $(CONSTRAINED_RESULTS) -xf -
+
+constrained-data: $(STAMP)
+	$(FETCH)
+
+$(DSM_JOBS): constrained-dsm%: constrained-data
+	$(CONSTRAINED_SWEEP) $(CONSTRAINED_RUNS)/dsm$* --set run.train.constraint.target=$* $(CONSTRAINED_SETS)
+
+$(GAP_JOBS): constrained-gap%: constrained-data
+	$(CONSTRAINED_SWEEP) $(CONSTRAINED_RUNS)/gap$* --set run.train.constraint.target=$* \
+	  --set run.train.constraint.measure=gap $(CONSTRAINED_SETS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -80,6 +80,7 @@ def main() -> None:
       smvi data fetch                              download and verify MNIST
       smvi train --out runs/vae --epochs 5         the paper's model, plain VAE (λ = 0)
       smvi train --out runs/l01 --lam 0.1          with the score-matching penalty
+      smvi train --out runs/c30 --target-dsm 30    λ learned so that D_SM stays at or below 30
       smvi train --out runs/l01 --resume           continue an interrupted run
     """
 
@@ -125,6 +126,11 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
               help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable).")
 @click.option("--lam", type=float, default=None,
               help=_h("λ, the weight of the score-matching divergence", "train.lam"))
+@click.option("--target-dsm", type=float, default=None, metavar="EPS",
+              help="Learn λ (a Lagrange multiplier) so that the training D_SM stays at or below EPS; instead of --lam.")
+@click.option("--target-gap", type=float, default=None, metavar="NATS",
+              help="Learn λ so that the ELBO gap estimate IWAE_k − ELBO (k = train.constraint.gap_k; a lower bound on "
+                   "the gap, so the AIS gap reached is larger) stays at or below NATS; instead of --lam.")
 @click.option("--epochs", type=int, default=None, help=_h("Passes over the training set", "train.epochs"))
 @click.option("--batch-size", type=int, default=None, help=_h("Examples per step", "train.batch_size"))
 @click.option("--lr", type=float, default=None, help=_h("Adam learning rate", "train.lr"))
@@ -156,15 +162,32 @@ def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], re
     if resume and config_path is None and RunDir(run_dir).config_path.exists():
         config_path = RunDir(run_dir).config_path
         RunDir(run_dir).read_config()  # a truncated or damaged config.toml is refused, never completed by defaults
-    overrides = {_TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
+    overrides = _target_overrides(options.pop("target_dsm"), options.pop("target_gap"), options["lam"])
+    overrides |= {_TRAIN_OPTIONS[k]: v for k, v in options.items() if v is not None}
     config = load_config(config_path, overrides=overrides, sets=sets)
     result = train(config, run_dir, resume=resume, overwrite=overwrite, progress=not no_progress)
     m = result.last_metrics
+    if m and "constraint_status" in m:
+        click.echo(f"epoch {m['epoch']}: λ {m['lam']:.4g}, {m['constraint_measure']} moving average "
+                   f"{m['constraint_avg']:.4g} (target {m['constraint_target']:g}, {m['constraint_status']})")
     if m:
         click.echo(f"epoch {m['epoch']}: train ELBO {m['elbo']:.2f}, test ELBO {m['test_elbo']:.2f}, "
                    f"test D_SM {m['test_d_sm']:.4g}  ->  {run_dir}")
     else:
         click.echo(f"nothing to do: {run_dir} already finished {result.epochs_done} epochs")
+
+
+def _target_overrides(dsm: float | None, gap: float | None, lam: float | None) -> dict:
+    """The config keys of --target-dsm / --target-gap; a fixed --lam with a target, or two targets, is an error."""
+    given = [f"--target-{name} {v:g}" for name, v in (("dsm", dsm), ("gap", gap)) if v is not None]
+    if len(given) == 2:
+        raise ConfigError(f"{given[0]} and {given[1]} both given: a run has one target; pass one of them")
+    if given and lam is not None:
+        raise ConfigError(f"--lam {lam:g} fixes λ and {given[0]} learns it: pass one of them")
+    if not given:
+        return {}
+    return {"train.constraint.target": dsm if dsm is not None else gap,
+            "train.constraint.measure": "dsm" if dsm is not None else "gap"}
 
 
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
@@ -199,6 +222,10 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     for name, s in r.splits.items():
         click.echo(f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)}  "
                    f"gap {_fmt(s.gap.mean)} ± {_fmt(s.gap.se)}  D_SM {_fmt(s.d_sm.mean)}")
+    target = RunDir(run_dir).read_config().train.constraint
+    if target.target is not None:  # a constrained run: what it asked for, next to what it reached
+        click.echo(f"target: {target.measure} <= {target.target:g} during training "
+                   + ("(D_SM above)" if target.measure == "dsm" else "(IWAE_k - ELBO, a lower bound: AIS gap above)"))
     for note in r.notes:
         click.echo(f"note: {note}")
     click.echo(f"-> {RunDir(run_dir).record_path('eval')} ({r.seconds or 0:.0f} s)")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import tomli_w
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -73,8 +73,41 @@ class DataConfig(_Frozen):
     eval_seed: int = Field(1234, ge=0, description="seed of the fixed binarization of evaluation sets")
 
 
+class ConstraintConfig(_Frozen):
+    """Constrained SMVI: maximize E ELBO subject to E[measure] ≤ ``target``, λ learned as a Lagrange multiplier.
+
+    Unset ``target`` (the default): λ is fixed (``train.lam``) and every other key here must keep its default. The
+    update (``smvi.constraint.dual_update``): avg ← β·avg + (1 − β)·C, λ ← clip(λ·(avg/ε)^η, λ_min, λ_max).
+    """
+
+    target: float | None = Field(
+        None, gt=0, description="ε: the bound on the measure (D_SM, or nats of gap); unset: λ is fixed (train.lam)"
+    )
+    measure: Literal["dsm", "gap"] = Field(
+        "dsm", description="'dsm': the batch's D_SM; 'gap': IWAE_k − ELBO per batch, a lower bound on the ELBO gap"
+    )
+    gap_k: int = Field(10, ge=2, description="importance samples of the 'gap' estimate (larger: tighter, slower)")
+    step_size: float = Field(0.01, gt=0, le=1, description="η: ln λ moves by η·ln(avg/ε) per step")
+    ema_decay: float = Field(0.9, ge=0, lt=1, description="β of the moving average of the batch's measure")
+    lam_init: float = Field(1e-3, gt=0, description="λ at the first step")
+    lam_min: float = Field(1e-5, gt=0, description="λ's floor (λ → λ_min when the constraint is slack)")
+    lam_max: float = Field(10.0, gt=0, description="λ's cap (a target still violated at the cap is unreachable)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ConstraintConfig":
+        if self.target is None:
+            changed = [k for k, f in type(self).model_fields.items() if getattr(self, k) != f.default]
+            if changed:
+                raise ValueError(f"{changed[0]} is set but target is not: set train.constraint.target "
+                                 "(--target-dsm / --target-gap) or drop it")
+        elif not self.lam_min <= self.lam_init <= self.lam_max:
+            raise ValueError(f"need lam_min <= lam_init <= lam_max, got {self.lam_min}, {self.lam_init}, "
+                             f"{self.lam_max}")
+        return self
+
+
 class TrainConfig(_Frozen):
-    """Optimization. ``lam`` is the paper's λ: maximize ELBO - λ·D_SM."""
+    """Optimization. ``lam`` is the paper's λ: maximize ELBO - λ·D_SM (fixed, or learned: ``constraint``)."""
 
     lam: float = Field(0.0, ge=0, description="weight λ of the score-matching divergence; 0 is the plain VAE")
     lam_warmup_epochs: float = Field(
@@ -91,6 +124,15 @@ class TrainConfig(_Frozen):
         "fp32", description="bf16 autocasts the objective (about 2x faster on CPUs with bf16 units; opt-in)"
     )
     max_bad_steps: int = Field(20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
+    constraint: ConstraintConfig = ConstraintConfig()
+
+    @model_validator(mode="after")
+    def _fixed_or_learned(self) -> "TrainConfig":
+        if self.constraint.target is not None and (self.lam != 0 or self.lam_warmup_epochs != 0):
+            key = "lam" if self.lam != 0 else "lam_warmup_epochs"
+            raise ValueError(f"train.{key} and train.constraint.target are both set: λ is either fixed (train.lam) "
+                             "or learned toward the target (starting at train.constraint.lam_init); drop one")
+        return self
 
 
 class RunConfig(_Frozen):

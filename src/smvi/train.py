@@ -14,7 +14,9 @@ interrupted run continues bit-identically on the same device and thread count.
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,8 @@ from .atomic import atomic_write_text
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .config import ConfigError, RunConfig
 from .data import DynamicBinarizer, ImageData, binarize_fixed, cache_dir, load_data
+from .constraint import DualState, EpochDual, batch_measure, dual_update, initial_state
+from .diagnostics import active_units
 from .models import VAE
 from .objectives import smvi_objective
 from .rundir import RunDir, RunError, fingerprint, identity_change
@@ -70,15 +74,18 @@ def _check_dir(config: RunConfig, rd: RunDir, resume: bool, overwrite: bool) -> 
         raise RunError(f"{rd.path} already holds a run: pass --resume to continue it or --overwrite to start over")
 
 
-def _restore(path: Path, config: RunConfig, model, optimizer, loader, device) -> tuple[int, int]:
-    """Load the checkpoint at ``path`` into the model, Adam and the RNGs; returns (epochs done, bad steps in a row)."""
+def _restore(path: Path, config: RunConfig, model, optimizer, loader, device, dual: DualState | None
+             ) -> tuple[int, int, DualState | None]:
+    """Load the checkpoint at ``path`` into the model, Adam and the RNGs; returns (epochs done, bad steps in a row,
+    the learned λ's state when ``dual`` says the run has one)."""
     ck = load_checkpoint(path)
     check_checkpoint(ck, config, path)
     load_weights(model, ck.model, path)
     try:
         optimizer.load_state_dict(ck.optimizer)
         _set_rng_state(ck.rng, device, loader)
-        return int(ck.progress["epoch"]), int(ck.progress.get("bad_steps_in_a_row", 0))
+        dual = DualState.from_json(ck.progress["dual"]) if dual is not None else None
+        return int(ck.progress["epoch"]), int(ck.progress.get("bad_steps_in_a_row", 0)), dual
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         detail = str(e).splitlines()[0] if str(e) else ""
         raise CheckpointError(f"{path}: damaged optimizer, RNG or progress state ({type(e).__name__} {detail})"
@@ -146,9 +153,11 @@ def train(
         monitor_x = binarize_fixed(data.test_x[: config.data.monitor_size], config.data.eval_seed).to(device)
 
         start, bad_in_a_row, history = 0, 0, []
+        dual = initial_state(tc)  # the learned λ's state; None for a fixed λ
         if resume:
             if rd.checkpoint_path.exists():
-                start, bad_in_a_row = _restore(rd.checkpoint_path, config, model, optimizer, loader, device)
+                start, bad_in_a_row, dual = _restore(rd.checkpoint_path, config, model, optimizer, loader, device,
+                                                     dual)
             history = _metrics_history(rd.metrics_path, start)
         # Everything is checked: only now is anything in run_dir changed.
         with rd.writing("the files there are intact, --resume continues"):
@@ -162,18 +171,21 @@ def train(
         with bar:
             for epoch in range(start, tc.epochs):
                 t0 = time.perf_counter()
-                means, skipped, bad_in_a_row = _run_epoch(model, optimizer, loader, tc, device, bar, epoch,
-                                                          bad_in_a_row)
+                means, skipped, bad_in_a_row, dual = _run_epoch(model, optimizer, loader, tc, device, bar, epoch,
+                                                                bad_in_a_row, dual)
                 last = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
                         "device": device.type, "threads": torch.get_num_threads(),
-                        "lam": lam_at(tc, epoch + 1), **means,
+                        "lam": dual.lam if dual else lam_at(tc, epoch + 1), **means,
                         "skipped_steps": skipped, **_monitor(model, monitor_x, config.data.eval_seed)}
+                if last.get("constraint_status") == "unreachable":
+                    tqdm.write(_unreachable(last, tc), file=sys.stderr)
                 history.append(json.dumps(last))
                 with rd.writing("the files there are intact, --resume continues"):
                     atomic_write_text(rd.metrics_path, "".join(line + "\n" for line in history))
                     save_checkpoint(
                         rd.checkpoint_path, model=model, optimizer=optimizer, rng=_rng_state(device, loader),
-                        progress={"epoch": epoch + 1, "bad_steps_in_a_row": bad_in_a_row},
+                        progress={"epoch": epoch + 1, "bad_steps_in_a_row": bad_in_a_row,
+                                  **({"dual": dual.to_json()} if dual else {})},
                         config=config.model_dump(mode="json"), fingerprint=fingerprint(config),
                     )
         return TrainResult(run_dir, max(start, tc.epochs), last)
@@ -201,20 +213,27 @@ def lam_at(tc, epoch: float) -> float:
     return tc.lam * min(1.0, epoch / tc.lam_warmup_epochs)
 
 
-def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row) -> tuple[dict[str, float], int, int]:
-    """One pass over the data; returns the example-weighted means of the terms, the number of skipped steps and the
-    number of non-finite steps in a row at its end (``bad_in_a_row`` is that count at its start)."""
+def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, dual: DualState | None = None
+               ) -> tuple[dict, int, int, DualState | None]:
+    """One pass over the data; returns the example-weighted means of the terms (with the constraint's fields when λ
+    is learned), the number of skipped steps, the number of non-finite steps in a row at its end (``bad_in_a_row`` is
+    that count at its start) and the learned λ's state (``dual``, updated after every finite step; None: fixed λ)."""
     sums: dict[str, float] = {}
     seen = skipped = 0
     params = list(model.parameters())
     steps = len(loader)
+    log = EpochDual(tc.constraint) if dual else None
     for i, x in enumerate(loader.epoch()):
         x = x.to(device, non_blocking=True)
+        lam = dual.lam if dual else lam_at(tc, epoch + i / steps)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-            terms = smvi_objective(model, x, lam=lam_at(tc, epoch + i / steps), n_samples=tc.n_samples)
+            terms = smvi_objective(model, x, lam=lam, n_samples=tc.n_samples)
         loss = terms.loss.mean()
         optimizer.zero_grad(set_to_none=True)
         ok = bool(torch.isfinite(loss))
+        if ok and dual:  # the constraint's value on this batch, at the parameters the loss was evaluated at
+            measure = batch_measure(tc.constraint, terms, model, x)
+            ok = math.isfinite(measure)
         if ok:
             loss.backward()
             norm = (torch.nn.utils.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip
@@ -233,19 +252,39 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row) -
             raise TrainingDiverged(_diverged("an update made the parameters non-finite", epoch, tc))
         n = x.shape[0]
         seen += n
-        for k, v in terms.means().items():
+        batch = terms.means()
+        if dual:
+            dual = dual_update(dual, measure, tc.constraint)
+            log.record(lam, dual)
+            if tc.constraint.measure == "gap":
+                batch["gap_est"] = measure
+        for k, v in batch.items():
             sums[k] = sums.get(k, 0.0) + v * n
         bar.update(1)
-        bar.set_postfix({"epoch": epoch + 1, **{k: f"{v:.4g}" for k, v in terms.means().items() if k != "loss"}},
-                        refresh=False)
+        shown = {k: f"{v:.4g}" for k, v in batch.items() if k != "loss"}
+        if dual:
+            shown |= {"λ": f"{dual.lam:.3g}", "avg": f"{dual.avg:.4g}"}
+        bar.set_postfix({"epoch": epoch + 1, **shown}, refresh=False)
     if seen == 0:
         raise TrainingDiverged(_diverged(f"all {steps} steps were non-finite", epoch, tc))
-    return {k: v / seen for k, v in sums.items()}, skipped, bad_in_a_row
+    means = {k: v / seen for k, v in sums.items()}
+    return (means | log.metrics(dual) if log else means), skipped, bad_in_a_row, dual
+
+
+def _unreachable(m: dict, tc) -> str:
+    """The warning for an epoch spent with λ at its cap and the constraint still violated."""
+    c = tc.constraint
+    return (f"warning: epoch {m['epoch']}: the {c.measure} target {c.target:g} is not reached with λ at its cap "
+            f"{c.lam_max:g} (moving average {m['constraint_avg']:.4g}): it may be unreachable for this model; "
+            "relax the target or raise train.constraint.lam_max")
 
 
 def _diverged(what: str, epoch: int, tc) -> str:
     """A one-line message for :class:`TrainingDiverged` naming the likely cause and the fix."""
-    if tc.lam != 0:
+    if tc.constraint.target is not None:
+        cause = (f"the learned λ (up to train.constraint.lam_max={tc.constraint.lam_max}) is likely too large for "
+                 f"lr={tc.lr}: lower train.lr or lam_max, or set train.grad_clip")
+    elif tc.lam != 0:
         cause = (f"λ={tc.lam} is likely too large for lr={tc.lr}: lower train.lr, set train.grad_clip "
                  "or ramp λ up with train.lam_warmup_epochs")
     else:
@@ -255,12 +294,14 @@ def _diverged(what: str, epoch: int, tc) -> str:
 
 @torch.no_grad()
 def _monitor(model, x: torch.Tensor, seed: int) -> dict[str, float]:
-    """ELBO and D_SM on a fixed binarized test subset, with a fixed seed and without touching the training RNG."""
+    """ELBO, D_SM, KL(q ‖ prior) and active units on a fixed binarized test subset, with a fixed seed and without
+    touching the training RNG."""
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed)
         terms = smvi_objective(model, x, lam=0.0, compute_d_sm=True)
     m = terms.means()
-    return {"test_elbo": m["elbo"], "test_d_sm": m["d_sm"]}
+    return {"test_elbo": m["elbo"], "test_d_sm": m["d_sm"], "test_kl": m["kl"],
+            "test_active_units": active_units(model, x)}
 
 
 def _metrics_history(path: Path, epochs: int) -> list[str]:
