@@ -1,36 +1,94 @@
 """smvi: Score-Matching Variational Inference for deep latent variable models.
 
 Train by maximizing ELBO(x) − λ·D_SM(q(z|x), p(z|x)) and measure what it buys: log-likelihood against the inference
-gap. The public API is re-exported here; see ARCHITECTURE.md for where each piece lives.
+gap. The public API is re-exported here (see ARCHITECTURE.md for where each piece lives)::
+
+    import smvi
+    data = smvi.load_data("idx", "path/to/idx-files")              # or "mnist"; ImageData (gray levels in [0, 1])
+    run = smvi.train_run(smvi.load_config(sets=["train.epochs=2"]), "runs/x", data=data)
+    model = smvi.load_run("runs/x").model                           # a VAE in eval mode
+    r = smvi.evaluate_run("runs/x", smvi.EvalConfig(n_test=50, n_train=0))
+
+Names are imported on first use, so ``import smvi`` (and the ``smvi`` command's ``--help``) does not import torch.
 """
 
-from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
-from .models import VAE, LatentVariableModel, LinearGaussian
-from .estimators import AISResult, BDMCResult, LadderResult, ais, ais_ladder, bdmc, iwae_bound, simulate
-from .objectives import SMVITerms, elbo, score_matching_divergence, smvi_objective
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConfigError",
-    "DataConfig",
-    "ModelConfig",
-    "RunConfig",
-    "TrainConfig",
-    "load_config",
-    "VAE",
-    "LatentVariableModel",
-    "LinearGaussian",
-    "SMVITerms",
-    "elbo",
-    "score_matching_divergence",
-    "smvi_objective",
-    "iwae_bound",
-    "ais",
-    "AISResult",
-    "bdmc",
-    "BDMCResult",
-    "ais_ladder",
-    "LadderResult",
-    "simulate",
-]
+# public name -> (submodule, attribute). Training is ``train_run`` (not ``train``: that is the submodule smvi.train).
+_EXPORTS: dict[str, tuple[str, str]] = {
+    # configuration
+    "ConfigError": ("config", "ConfigError"),
+    "DataConfig": ("config", "DataConfig"),
+    "ModelConfig": ("config", "ModelConfig"),
+    "RunConfig": ("config", "RunConfig"),
+    "TrainConfig": ("config", "TrainConfig"),
+    "load_config": ("config", "load_config"),
+    # data
+    "DataError": ("data", "DataError"),
+    "ImageData": ("data", "ImageData"),
+    "load_data": ("data", "load_data"),
+    "load_mnist": ("data", "load_mnist"),
+    "load_idx_dir": ("data", "load_idx_dir"),
+    "binarize_fixed": ("data", "binarize_fixed"),
+    # models
+    "VAE": ("models", "VAE"),
+    "LatentVariableModel": ("models", "LatentVariableModel"),
+    "LinearGaussian": ("models", "LinearGaussian"),
+    # objectives and estimators
+    "SMVITerms": ("objectives", "SMVITerms"),
+    "elbo": ("objectives", "elbo"),
+    "score_matching_divergence": ("objectives", "score_matching_divergence"),
+    "smvi_objective": ("objectives", "smvi_objective"),
+    "iwae_bound": ("estimators", "iwae_bound"),
+    "ais": ("estimators", "ais"),
+    "AISResult": ("estimators", "AISResult"),
+    "bdmc": ("estimators", "bdmc"),
+    "BDMCResult": ("estimators", "BDMCResult"),
+    "ais_ladder": ("estimators", "ais_ladder"),
+    "LadderResult": ("estimators", "LadderResult"),
+    "simulate": ("estimators", "simulate"),
+    # runs: train, load, evaluate
+    "train_run": ("train", "train"),
+    "TrainResult": ("train", "TrainResult"),
+    "load_run": ("train", "load_run"),
+    "LoadedRun": ("train", "LoadedRun"),
+    "RunError": ("train", "RunError"),
+    "EvalConfig": ("evaluate", "EvalConfig"),
+    "evaluate_run": ("evaluate", "evaluate_run"),
+    "SSLConfig": ("ssl", "SSLConfig"),
+    "ssl_run": ("ssl", "ssl_run"),
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first use (PEP 562) and cache the name here."""
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'smvi' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
+    from .data import DataError, ImageData, binarize_fixed, load_data, load_idx_dir, load_mnist
+    from .estimators import AISResult, BDMCResult, LadderResult, ais, ais_ladder, bdmc, iwae_bound, simulate
+    from .evaluate import EvalConfig, evaluate_run
+    from .models import VAE, LatentVariableModel, LinearGaussian
+    from .objectives import SMVITerms, elbo, score_matching_divergence, smvi_objective
+    from .ssl import SSLConfig, ssl_run
+    from .train import LoadedRun, RunError, TrainResult, load_run
+    from .train import train as train_run

