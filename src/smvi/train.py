@@ -36,7 +36,7 @@ from .checkpoint import (
     temporary_files,
 )
 from .config import ConfigError, RunConfig, config_to_toml, load_config
-from .data import DynamicBinarizer, ImageData, binarize_fixed, load_data
+from .data import DynamicBinarizer, ImageData, fixed_inputs, load_data
 from .models import VAE
 from .objectives import smvi_objective
 
@@ -190,6 +190,8 @@ def train(
     run_dir = Path(run_dir)
     if resume and not run_dir.is_dir():
         raise RunError(f"nothing to resume: run directory {run_dir} does not exist")
+    if data is None and not run_dir.exists():  # a data error must not leave a new, empty run directory behind
+        data = load_data(config.data.dataset, config.data.data_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -205,8 +207,9 @@ def train(
         torch.manual_seed(tc.seed)
         model = VAE(data.train_x.shape[1], config.model).to(device)
         optimizer = _adam(model, tc.lr)
-        loader = DynamicBinarizer(data.train_x, tc.batch_size, seed=tc.seed + 1)
-        monitor_x = binarize_fixed(data.test_x[: config.data.monitor_size], config.data.eval_seed).to(device)
+        loader = DynamicBinarizer(data.train_x, tc.batch_size, seed=tc.seed + 1, transform=config.data.transform)
+        monitor_x = fixed_inputs(data.test_x[: config.data.monitor_size], config.data.transform,
+                                 config.data.eval_seed).to(device)
 
         start, bad_in_a_row, history = 0, 0, []
         if resume:
