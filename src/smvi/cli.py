@@ -101,6 +101,40 @@ def data_verify(data_dir: Path | None) -> None:
     click.echo(f"MNIST verified in {path}")
 
 
+# ---- config ---------------------------------------------------------------------------------------------------------
+_CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
+    "run": ("smvi.config", "RunConfig", "smvi train: --config FILE.toml ([model], [data], [train]) and --set section.key=value"),
+    "eval": ("smvi.evaluate", "EvalConfig", "smvi evaluate / smvi convergence: --set key=value (on top of --preset)"),
+    "ssl": ("smvi.ssl", "SSLConfig", "smvi ssl: --set key=value"),
+    "sweep": ("smvi.sweep", "SweepConfig", "smvi sweep: --config FILE.toml and --set key=value ([run.*], [eval], [ssl])"),
+}
+
+
+@main.command("config")
+@click.argument("what", type=click.Choice(list(_CONFIG_KINDS)), default="run")
+@click.option("--preset", default=None, help="Show a preset's values as the defaults (eval: default, quick; sweep: "
+              "cpu, paper, quick).")
+def config_cmd(what: str, preset: str | None) -> None:
+    """Print every settings key of WHAT (run [default], eval, ssl, sweep) with its default, type and description,
+    as a TOML file you can copy, edit and pass back with --config (or use key by key with --set)."""
+    import importlib
+
+    from .config_keys import format_keys
+
+    module, name, usage = _CONFIG_KINDS[what]
+    cls = getattr(importlib.import_module(module), name)
+    base = None
+    if preset is not None:
+        presets = {"eval": ("smvi.evaluate", "EVAL_PRESETS"), "sweep": ("smvi.presets", "PRESETS")}.get(what)
+        table = getattr(importlib.import_module(presets[0]), presets[1]) if presets else {}
+        if preset not in table:
+            choices = ", ".join(sorted(table)) or f"none for {what}"
+            raise click.BadParameter(f"unknown preset {preset!r} (choices: {choices})", param_hint="--preset")
+        base = table[preset]
+    title = f"{name} keys{f' (preset {preset!r})' if preset else ''}; set them with {usage}"
+    click.echo(format_keys(cls, title, defaults=base), nl=False)
+
+
 # ---- train ----------------------------------------------------------------------------------------------------------
 _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
     "lam": "train.lam", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
@@ -115,7 +149,7 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML file with [model], [data] and [train] sections (defaults: the paper's settings).")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable).")
+              help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable; `smvi config` lists them).")
 @click.option("--lam", type=float, default=None, help="λ, the weight of the score-matching divergence [0].")
 @click.option("--epochs", type=int, default=None, help="Passes over the training set [300].")
 @click.option("--batch-size", type=int, default=None, help="Examples per step [512].")
@@ -158,7 +192,7 @@ def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], re
 
 
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
-_SETS_HELP = "Override any setting, e.g. --set ais_steps=300 (repeatable)."
+_SETS_HELP = "Override any setting, e.g. --set ais_steps=300 (repeatable; `smvi config eval` lists them)."
 
 
 @main.command("evaluate")
