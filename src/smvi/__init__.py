@@ -1,13 +1,14 @@
 """smvi: Score-Matching Variational Inference for deep latent variable models.
 
 Train by maximizing ELBO(x) − λ·D_SM(q(z|x), p(z|x)) and measure what it buys: log-likelihood against the inference
-gap. The public API is re-exported here (see ARCHITECTURE.md for where each piece lives)::
+gap. The public API is re-exported here (see ARCHITECTURE.md for where each piece lives; the README's "From
+Python" section runs as written)::
 
     import smvi
-    data = smvi.load_data("idx", "path/to/idx-files")              # or "mnist"; ImageData (gray levels in [0, 1])
-    run = smvi.train_run(smvi.load_config(sets=["train.epochs=2"]), "runs/x", data=data)
-    model = smvi.load_run("runs/x").model                           # a VAE in eval mode
-    r = smvi.evaluate_run("runs/x", smvi.EvalConfig(n_test=50, n_train=0))
+    data = smvi.load_data("mnist")                 # or load_data("idx", DIR), or synthetic_images() for a smoke test
+    result = smvi.train_run(smvi.load_config(sets=["train.epochs=2"]), "runs/x", data=data)
+    run = smvi.load_run("runs/x")                  # run.model: a VAE in eval mode
+    report = smvi.evaluate_run("runs/x", smvi.EvalConfig(n_test=50, n_train=0), data=data)
 
 Names are imported on first use, so ``import smvi`` (and the ``smvi`` command's ``--help``) does not import torch.
 """
@@ -35,6 +36,11 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "load_mnist": ("data", "load_mnist"),
     "load_idx_dir": ("data", "load_idx_dir"),
     "binarize_fixed": ("data", "binarize_fixed"),
+    "dequantize_fixed": ("data", "dequantize_fixed"),
+    "fixed_inputs": ("data", "fixed_inputs"),
+    "fixed_subset": ("data", "fixed_subset"),
+    "discrete_log_likelihood_bound": ("data", "discrete_log_likelihood_bound"),
+    "synthetic_images": ("synthetic", "synthetic_images"),
     # models
     "VAE": ("models", "VAE"),
     "LatentVariableModel": ("models", "LatentVariableModel"),
@@ -84,11 +90,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
-    from .data import DataError, ImageData, binarize_fixed, load_data, load_idx_dir, load_mnist
+    from .data import (DataError, ImageData, binarize_fixed, dequantize_fixed, discrete_log_likelihood_bound,
+                       fixed_inputs, fixed_subset, load_data, load_idx_dir, load_mnist)
     from .estimators import AISResult, BDMCResult, LadderResult, ais, ais_ladder, bdmc, iwae_bound, simulate
     from .evaluate import EvalConfig, evaluate_run
     from .models import VAE, LatentVariableModel, LinearGaussian
     from .objectives import SMVITerms, elbo, score_matching_divergence, smvi_objective
     from .ssl import SSLConfig, ssl_run
+    from .synthetic import synthetic_images
     from .train import LoadedRun, RunError, TrainResult, load_run
     from .train import train as train_run
