@@ -128,3 +128,13 @@ def test_wheel_installs_and_runs_outside_the_tree(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert (work / "run" / "checkpoint.safetensors").is_file() and "epoch 1:" in r.stdout
     print(f"wheel build + install + help + tiny train: {time.perf_counter() - t0:.1f} s")
+
+
+def test_every_public_name_resolves():
+    import smvi
+
+    for name in smvi.__all__:
+        assert getattr(smvi, name) is not None, name
+    assert callable(smvi.train_run) and smvi.train_run.__module__ == "smvi.train"
+    with pytest.raises(AttributeError, match="no attribute 'trian'"):
+        smvi.trian  # noqa: B018

@@ -139,7 +139,7 @@ def config_cmd(what: str, preset: str | None) -> None:
 _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
     "lam": "train.lam", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
     "seed": "train.seed", "device": "train.device", "n_samples": "train.n_samples", "grad_clip": "train.grad_clip",
-    "z_dim": "model.z_dim", "dataset": "data.dataset", "data_dir": "data.data_dir",
+    "z_dim": "model.z_dim", "dataset": "data.dataset", "data_dir": "data.data_dir", "tensorboard": "train.tensorboard",
 }
 
 
@@ -162,6 +162,8 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
 @click.option("--dataset", type=click.Choice(["mnist", "idx"]), default=None,
               help="'mnist' (verified; fetched if missing) or 'idx' (MNIST-format files in --data-dir) [mnist].")
 @click.option("--data-dir", type=str, default=None, help="Directory holding the four IDX files.")
+@click.option("--tensorboard", metavar="DIR", default=None,
+              help="Also log to TensorBoard in DIR/<run name> (pip install -e '.[tensorboard]'); view: tensorboard --logdir DIR.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (may raise --epochs).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out (its checkpoint and metrics).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")

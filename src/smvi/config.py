@@ -95,6 +95,10 @@ class TrainConfig(_Frozen):
         "fp32", description="bf16 autocasts the objective (about 2x faster on CPUs with bf16 units; opt-in)"
     )
     max_bad_steps: int = Field(20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
+    tensorboard: str | None = Field(
+        None, description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
+        "metrics.jsonl stays the record"
+    )
 
 
 class RunConfig(_Frozen):

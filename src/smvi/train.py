@@ -39,6 +39,7 @@ from .config import ConfigError, RunConfig, config_to_toml, load_config
 from .data import DynamicBinarizer, ImageData, fixed_inputs, load_data
 from .models import VAE
 from .objectives import smvi_objective
+from .tracking import NullTracker, open_tracker
 
 __all__ = ["train", "load_run", "LoadedRun", "RunError", "TrainingDiverged", "resolve_device"]
 
@@ -97,7 +98,7 @@ def _set_rng_state(rng: dict[str, torch.Tensor], device: torch.device, data: Dyn
         torch.cuda.set_rng_state(rng["cuda"], device)
 
 
-_MUTABLE = {("train", "epochs"), ("train", "device")}  # the settings a resumed run may change
+_MUTABLE = {("train", "epochs"), ("train", "device"), ("train", "tensorboard")}  # what a resumed run may change
 
 
 def _config_change(old: dict, new: dict) -> str | None:
@@ -122,7 +123,7 @@ def _check_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool) 
         change = _config_change(load_config(run_dir / CONFIG).model_dump(mode="json"), config.model_dump(mode="json"))
         if change:
             raise ConfigError(f"--resume: {change} in {run_dir}; "
-                              "only train.epochs and train.device may change on resume")
+                              "only train.epochs, train.device and train.tensorboard may change on resume")
     elif any(has.values()) and not overwrite:
         raise RunError(f"{run_dir} already holds a run: pass --resume to continue it or --overwrite to start over")
 
@@ -188,6 +189,7 @@ def train(
     data, the device and (when resuming) the checkpoint have been checked.
     """
     run_dir = Path(run_dir)
+    tracker = open_tracker(config.train.tensorboard, run_dir.resolve().name)  # TensorBoard, if asked and installed
     if resume and not run_dir.is_dir():
         raise RunError(f"nothing to resume: run directory {run_dir} does not exist")
     if data is None and not run_dir.exists():  # a data error must not leave a new, empty run directory behind
@@ -224,11 +226,11 @@ def train(
         last: dict = {}
         steps = len(loader)
         bar = tqdm(total=tc.epochs * steps, initial=start * steps, disable=not progress, unit="step", dynamic_ncols=True)
-        with bar:
+        with bar, tracker:
             for epoch in range(start, tc.epochs):
                 t0 = time.perf_counter()
                 means, skipped, bad_in_a_row = _run_epoch(model, optimizer, loader, tc, device, bar, epoch,
-                                                          bad_in_a_row)
+                                                          bad_in_a_row, tracker)
                 last = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
                         "device": device.type, "threads": torch.get_num_threads(),
                         "lam": lam_at(tc, epoch + 1), **means,
@@ -241,6 +243,7 @@ def train(
                         progress={"epoch": epoch + 1, "bad_steps_in_a_row": bad_in_a_row},
                         config=config.model_dump(mode="json"),
                     )
+                tracker.epoch(epoch + 1, last, model, monitor_x)
         return TrainResult(run_dir, max(start, tc.epochs), last)
 
 
@@ -266,7 +269,8 @@ def lam_at(tc, epoch: float) -> float:
     return tc.lam * min(1.0, epoch / tc.lam_warmup_epochs)
 
 
-def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row) -> tuple[dict[str, float], int, int]:
+def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row,
+               tracker=NullTracker()) -> tuple[dict[str, float], int, int]:
     """One pass over the data; returns the example-weighted means of the terms, the number of skipped steps and the
     number of non-finite steps in a row at its end (``bad_in_a_row`` is that count at its start)."""
     sums: dict[str, float] = {}
@@ -296,6 +300,8 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row) -
         optimizer.step()
         if not all(bool(torch.isfinite(p).all()) for p in params):
             raise TrainingDiverged(_diverged("an update made the parameters non-finite", epoch, tc))
+        tracker.step(epoch * steps + i + 1, terms.means(), lam=lam_at(tc, epoch + i / steps), grad_norm=float(norm),
+                     lr=optimizer.param_groups[0]["lr"])
         n = x.shape[0]
         seen += n
         for k, v in terms.means().items():
