@@ -26,7 +26,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lams", default="0,0.1", help="comma-separated λ values [0,0.1]")
     ap.add_argument("--epochs", type=int, default=5, help="training epochs per λ [5]")
     ap.add_argument("--z-dim", type=int, default=16, help="latent dimension [16]")
-    ap.add_argument("--hidden", type=int, default=256, help="width of the one hidden layer of encoder and decoder [256]")
+    ap.add_argument("--hidden", type=int, default=256, help="width of the hidden layer of encoder and decoder [256]")
     ap.add_argument("--n-eval", type=int, default=64, help="test images scored [64]")
     ap.add_argument("--ais-steps", type=int, default=200, help="AIS steps (4 chains, 5 leapfrogs, from q) [200]")
     return ap.parse_args(argv)

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from smvi.cli import main
 from smvi.config import ConfigError, RunConfig, build_config, load_config
 from smvi.config_keys import describe, format_keys
-from smvi.evaluate import EVAL_PRESETS, EvalConfig
-from smvi.presets import PRESETS
+from smvi.evaluate import EvalConfig
+from smvi.presets import EVAL_PRESETS, PRESETS
 from smvi.ssl import SSLConfig
 from smvi.sweep import SweepConfig
 

@@ -52,8 +52,7 @@ def test_help_does_not_import_torch():
 
 def test_preset_choices_match_the_presets():
     """The CLI spells the preset names without importing torch; they must be the library's."""
-    from smvi.evaluate import EVAL_PRESETS
-    from smvi.presets import PRESETS
+    from smvi.presets import EVAL_PRESETS, PRESETS
 
     assert set(EVAL_PRESET_NAMES) == set(EVAL_PRESETS)
     assert set(SWEEP_PRESET_NAMES) == set(PRESETS)

@@ -15,19 +15,21 @@ import click
 # when it runs, so `smvi --help` (and every subcommand's --help) starts without importing torch.
 from .config import build_config, load_config, read_toml
 
-EVAL_PRESET_NAMES = ("default", "quick")  # smvi.evaluate.EVAL_PRESETS (tests/test_cli.py checks they agree)
+EVAL_PRESET_NAMES = ("default", "quick")  # smvi.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
 SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.presets.PRESETS (same check)
 # The library's expected errors, by module; a module not imported yet cannot have raised one.
 _EXPECTED_ERRORS = {
     "smvi.config": ("ConfigError",), "smvi.data": ("DataError",), "smvi.train": ("RunError", "TrainingDiverged"),
-    "smvi.checkpoint": ("CheckpointError",), "smvi.ssl": ("SSLError",), "smvi.aggregate": ("ReportError",),
+    "smvi.rundir": ("RunError",), "smvi.records": ("RecordError",), "smvi.checkpoint": ("CheckpointError",),
+    "smvi.ssl": ("SSLError",), "smvi.aggregate": ("ReportError",),
 }
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The exception classes that end in one ``error:`` line (from the modules imported so far)."""
-    return tuple(getattr(sys.modules[m], name) for m, names in _EXPECTED_ERRORS.items() if m in sys.modules
-                 for name in names)
+    found = (getattr(sys.modules[m], name, None) for m, names in _EXPECTED_ERRORS.items() if m in sys.modules
+             for name in names)
+    return tuple(c for c in found if isinstance(c, type) and issubclass(c, BaseException))
 
 
 def _threads(n: int | None) -> None:
@@ -103,10 +105,12 @@ def data_verify(data_dir: Path | None) -> None:
 
 # ---- config ---------------------------------------------------------------------------------------------------------
 _CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
-    "run": ("smvi.config", "RunConfig", "smvi train: --config FILE.toml ([model], [data], [train]) and --set section.key=value"),
+    "run": ("smvi.config", "RunConfig",
+            "smvi train: --config FILE.toml ([model], [data], [train]) and --set section.key=value"),
     "eval": ("smvi.evaluate", "EvalConfig", "smvi evaluate / smvi convergence: --set key=value (on top of --preset)"),
     "ssl": ("smvi.ssl", "SSLConfig", "smvi ssl: --set key=value"),
-    "sweep": ("smvi.sweep", "SweepConfig", "smvi sweep: --config FILE.toml and --set key=value ([run.*], [eval], [ssl])"),
+    "sweep": ("smvi.sweep", "SweepConfig",
+              "smvi sweep: --config FILE.toml and --set key=value ([run.*], [eval], [ssl])"),
 }
 
 
@@ -125,7 +129,7 @@ def config_cmd(what: str, preset: str | None) -> None:
     cls = getattr(importlib.import_module(module), name)
     base = None
     if preset is not None:
-        presets = {"eval": ("smvi.evaluate", "EVAL_PRESETS"), "sweep": ("smvi.presets", "PRESETS")}.get(what)
+        presets = {"eval": ("smvi.presets", "EVAL_PRESETS"), "sweep": ("smvi.presets", "PRESETS")}.get(what)
         table = getattr(importlib.import_module(presets[0]), presets[1]) if presets else {}
         if preset not in table:
             choices = ", ".join(sorted(table)) or f"none for {what}"
@@ -149,7 +153,8 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML file with [model], [data] and [train] sections (defaults: the paper's settings).")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable; `smvi config` lists them).")
+              help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable; `smvi config` lists "
+                   "them).")
 @click.option("--lam", type=float, default=None, help="λ, the weight of the score-matching divergence [0].")
 @click.option("--epochs", type=int, default=None, help="Passes over the training set [300].")
 @click.option("--batch-size", type=int, default=None, help="Examples per step [512].")
@@ -163,7 +168,8 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
               help="'mnist' (verified; fetched if missing) or 'idx' (MNIST-format files in --data-dir) [mnist].")
 @click.option("--data-dir", type=str, default=None, help="Directory holding the four IDX files.")
 @click.option("--tensorboard", metavar="DIR", default=None,
-              help="Also log to TensorBoard in DIR/<run name> (pip install -e '.[tensorboard]'); view: tensorboard --logdir DIR.")
+              help="Also log to TensorBoard in DIR/<run name> (pip install -e '.[tensorboard]'); view: "
+                   "tensorboard --logdir DIR.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (may raise --epochs).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out (its checkpoint and metrics).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
@@ -217,7 +223,8 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
 
     Writes RUN_DIR/eval.json: means with standard errors across points, the settings, seconds and AIS diagnostics.
     """
-    from .evaluate import EVAL_FILE, EVAL_PRESETS, EvalConfig, evaluate_run
+    from .evaluate import EVAL_FILE, EvalConfig, evaluate_run
+    from .presets import EVAL_PRESETS
 
     _threads(threads)
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
@@ -246,7 +253,8 @@ def convergence_cmd(run_dir: Path, steps: str, n_points: int, tol: float, preset
     Writes RUN_DIR/convergence.json. A small BDMC gap (upper − lower) means AIS at those settings is accurate.
     """
     from .convergence import CONVERGENCE_FILE, check_convergence
-    from .evaluate import EVAL_PRESETS, EvalConfig
+    from .evaluate import EvalConfig
+    from .presets import EVAL_PRESETS
 
     try:
         ladder = tuple(int(s) for s in steps.split(","))

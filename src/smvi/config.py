@@ -70,7 +70,9 @@ class DataConfig(_Frozen):
     )
     data_dir: str | None = Field(None, description="directory holding the four IDX files (else cache, else download)")
     monitor_size: int = Field(1000, gt=0, description="test points scored at the end of every epoch")
-    eval_seed: int = Field(1234, ge=0, description="seed of the fixed binarization (or dequantization) of evaluation sets")
+    eval_seed: int = Field(
+        1234, ge=0, description="seed of the fixed binarization (or dequantization) of evaluation sets"
+    )
     transform: Literal["binarize", "dequantize"] = Field(
         "binarize", description="gray levels -> model inputs: 'binarize' x ~ Bernoulli(gray) for a Bernoulli decoder; "
         "'dequantize' x = (pixel + u)/256, u ~ U[0,1), for a Gaussian one (default: the one model.likelihood needs)"
@@ -123,7 +125,8 @@ class RunConfig(_Frozen):
     def _transform_fits_likelihood(self) -> "RunConfig":
         need = {"bernoulli": "binarize", "gaussian": "dequantize"}[self.model.likelihood]
         if self.data.transform != need:
-            why = "binary data" if need == "binarize" else "continuous data (a Gaussian density on binary data is unbounded)"
+            why = ("binary data" if need == "binarize"
+                   else "continuous data (a Gaussian density on binary data is unbounded)")
             raise ValueError(f"data.transform = {self.data.transform!r} does not fit model.likelihood = "
                              f"{self.model.likelihood!r}, which needs {why}: set data.transform = {need!r}")
         return self
