@@ -141,3 +141,8 @@ def test_gaussian_vae_trains_and_every_estimator_runs_on_it(idx_dir, tmp_path):
     assert (discrete_log_likelihood_bound(a.log_px, 784) < 0).all()  # a lower bound on a log-probability
     xs, zs = simulate(model, 8, seed=0)
     assert xs.shape == (8, 784) and torch.isfinite(xs).all() and len(set(xs.flatten().tolist())) > 2
+
+    for command in ("evaluate", "ssl"):  # they score binarized sets: refused rather than silently wrong
+        r = CliRunner().invoke(main, [command, str(run), "--no-progress"])
+        assert r.exit_code == 1 and r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
+        assert "dequantized" in r.output and "smvi.fixed_inputs" in r.output

@@ -13,7 +13,7 @@ import click
 
 # Only click and the config layer (pydantic) are imported here: every command imports the torch-heavy modules it needs
 # when it runs, so `smvi --help` (and every subcommand's --help) starts without importing torch.
-from .config import build_config, load_config, read_toml
+from .config import ConfigError, build_config, load_config, read_toml
 
 EVAL_PRESET_NAMES = ("default", "quick")  # smvi.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
 SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.presets.PRESETS (same check)
@@ -40,6 +40,16 @@ def _threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def _binary_runs_only(run_dir: Path, command: str) -> None:
+    """Refuse a Gaussian-decoder run (``data.transform = "dequantize"``): ``command`` scores fixed *binarized* sets,
+    which would silently be the wrong data for it."""
+    config_file = run_dir / "config.toml"
+    if config_file.is_file() and load_config(config_file).data.transform != "binarize":
+        raise ConfigError(f"{run_dir} was trained on dequantized gray levels (model.likelihood = 'gaussian'), "
+                               f"but smvi {command} scores binarized images: score it from Python on "
+                               "smvi.fixed_inputs(..., 'dequantize', ...) (README, Other data)")
 
 
 _THREADS_HELP = "torch threads for this process [torch's default: every core]; 1 is often faster on a shared machine."
@@ -227,6 +237,7 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     from .presets import EVAL_PRESETS
 
     _threads(threads)
+    _binary_runs_only(run_dir, "evaluate")
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
     r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
     for name, s in r["splits"].items():
@@ -288,6 +299,7 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
     from .ssl import SSL_FILE, SSLConfig, ssl_run
     from .train import RunError
 
+    _binary_runs_only(run_dir, "ssl")
     cfg = build_config(SSLConfig, sets=sets, overrides={"test_size": test_size})
     if (run_dir / SSL_FILE).exists() and not overwrite:
         raise RunError(f"{run_dir / SSL_FILE} exists: pass --overwrite to recompute it")
