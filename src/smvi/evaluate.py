@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .data import ImageData, binarize_fixed, fixed_subset, load_data
+from .data import ImageData, fixed_inputs, fixed_subset, load_data
 from .estimators import ais, iwae_bound
 from .pointwise import d_sm_per_point, elbo_per_point
 from .records import EvalRecord, EvalSplit, PerImage, make_header
@@ -32,9 +32,11 @@ def evaluation_indices(n_images: int, n: int, subset_seed: int) -> torch.Tensor:
     return fixed_subset(n_images, n, subset_seed)
 
 
-def evaluation_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed: int) -> torch.Tensor:
-    """A fixed subset of ``n`` images, binarized once: the same binary images for every estimator and every run."""
-    return binarize_fixed(images[evaluation_indices(len(images), n, subset_seed)], binarize_seed)
+def evaluation_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed: int,
+                   transform: str = "binarize") -> torch.Tensor:
+    """A fixed subset of ``n`` images, binarized (or dequantized: ``transform``, the run's ``data.transform``) once
+    with ``binarize_seed``: the same inputs for every estimator and every run."""
+    return fixed_inputs(images[evaluation_indices(len(images), n, subset_seed)], transform, binarize_seed)
 
 
 def _values(t: torch.Tensor) -> list[float]:
@@ -96,7 +98,7 @@ def evaluate_run(
             if n > len(images):
                 raise RunError(f"n_{name} = {n} but the {name} split has {len(images)} images; lower it")
             idx = evaluation_indices(len(images), n, cfg.subset_seed)
-            splits[name] = (idx, binarize_fixed(images[idx], bseed))
+            splits[name] = (idx, fixed_inputs(images[idx], run.config.data.transform, bseed))
     t0 = time.perf_counter()
     total = sum(len(i) for i, _ in splits.values())
     dev = next(run.model.parameters()).device

@@ -10,7 +10,7 @@ A run directory holds::
 
 **Identity.** :func:`fingerprint` is the SHA-256 of the canonical JSON (sorted keys, compact) of the run's config
 dumped without its default values, minus the settings that may change without changing the run: ``train.epochs``,
-``train.device`` and, for ``data.dataset = "mnist"`` (MD5-verified wherever it lies), ``data.data_dir``. Leaving out
+``train.device``, ``train.tensorboard`` (where curves are logged) and, for ``data.dataset = "mnist"`` (MD5-verified wherever it lies), ``data.data_dir``. Leaving out
 defaults keeps the fingerprint of existing runs when a new setting with a default is added. Checkpoints and result
 records carry it; a checkpoint written before it existed gets it from the config in its header.
 """
@@ -42,7 +42,7 @@ _CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors",
 _RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json"}
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)
 _MARK = re.compile(r"^# smvi fingerprint ([0-9a-f]{64})\s*$")
-_NOT_IDENTITY = {"train.epochs", "train.device"}
+_NOT_IDENTITY = {"train.epochs", "train.device", "train.tensorboard"}
 # The keys every config.toml written before the fingerprint line had: such a file missing one was truncated.
 _LEGACY_KEYS = {
     "model": ("z_dim", "encoder_hidden", "decoder_hidden", "activation", "likelihood", "decoder_last_scale",

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 from tqdm.auto import tqdm
 
 from .config import Distinct
-from .data import ImageData, binarize_fixed, fixed_subset, load_data
+from .data import ImageData, fixed_inputs, fixed_subset, load_data
 from .records import SSLRecord, SSLScores, make_header
 from .rundir import RunDir, RunError
 from .trained import load_run
@@ -258,12 +258,13 @@ def ssl_eval(
 
 
 # ---- features from a trained run ------------------------------------------------------------------------------------
-def prepare_inputs(images: torch.Tensor, mode: Inputs, seed: int) -> torch.Tensor:
-    """What the encoder sees: ``"binarized"`` — one fixed binarization x ~ Bernoulli(gray) drawn with ``seed``, the
-    kind of input the encoder was trained on and what ELBO/AIS are evaluated on; ``"gray"`` — the gray levels
-    E[x], outside the training distribution of inputs but without binarization noise. ``[n, 784]`` in, same out."""
+def prepare_inputs(images: torch.Tensor, mode: Inputs, seed: int, transform: str = "binarize") -> torch.Tensor:
+    """What the encoder sees: ``"binarized"`` — one fixed draw of the run's training transform with ``seed`` (a
+    binarization x ~ Bernoulli(gray), or for ``transform = "dequantize"`` a dequantization), the kind of input the
+    encoder was trained on and what ELBO/AIS are evaluated on; ``"gray"`` — the gray levels E[x], outside the
+    training distribution of inputs but without binarization noise. ``[n, 784]`` in, same out."""
     if mode == "binarized":
-        return binarize_fixed(images, seed)
+        return fixed_inputs(images, transform, seed)
     if mode == "gray":
         return images
     raise SSLError(f"unknown input mode {mode!r}: use 'binarized' or 'gray'")
@@ -271,13 +272,14 @@ def prepare_inputs(images: torch.Tensor, mode: Inputs, seed: int) -> torch.Tenso
 
 @torch.no_grad()
 def encoder_features(
-    model, images: torch.Tensor, *, batch_size: int = 2000, mode: Inputs = "binarized", seed: int = 0
+    model, images: torch.Tensor, *, batch_size: int = 2000, mode: Inputs = "binarized", seed: int = 0,
+    transform: str = "binarize",
 ) -> np.ndarray:
     """Encoder means μ_φ(x) ``[n, z_dim]`` (float64) of the images ``[n, x_dim]`` prepared by :func:`prepare_inputs`.
 
     Works for any model whose ``encode(x)`` returns a distribution with a ``mean``; runs on the model's device.
     """
-    x = prepare_inputs(images, mode, seed)
+    x = prepare_inputs(images, mode, seed, transform)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -320,7 +322,8 @@ def ssl_run(
             print(f"ssl {run_dir}: {msg}", flush=True)
 
     say(f"encoding {len(data.train_x)} + {len(test_idx)} images ({config.inputs})")
-    enc = dict(batch_size=config.batch_size, mode=config.inputs)
+    transform = run.config.data.transform
+    enc = dict(batch_size=config.batch_size, mode=config.inputs, transform=transform)
     f_train = encoder_features(run.model, data.train_x, seed=seed + 1, **enc)
     f_test = encoder_features(run.model, data.test_x, seed=seed, **enc)[test_idx.numpy()]
     say("SVMs on encoder means")
@@ -328,8 +331,8 @@ def ssl_run(
     raw = None
     if config.raw_pixels:
         say("SVMs on raw pixels")
-        p_train = prepare_inputs(data.train_x, config.inputs, seed + 1).double().numpy()
-        p_test = prepare_inputs(data.test_x, config.inputs, seed)[test_idx].double().numpy()
+        p_train = prepare_inputs(data.train_x, config.inputs, seed + 1, transform).double().numpy()
+        p_test = prepare_inputs(data.test_x, config.inputs, seed, transform)[test_idx].double().numpy()
         raw = ssl_eval(p_train, train_y, p_test, test_y, **kw)
     record = SSLRecord(
         header=make_header("ssl", run.fingerprint, run.epoch, config),

@@ -27,12 +27,13 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write_text
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .config import ConfigError, RunConfig
-from .data import DynamicBinarizer, ImageData, binarize_fixed, cache_dir, load_data
 from .constraint import DualState, EpochDual, batch_measure, dual_update, initial_state
+from .data import DynamicBinarizer, ImageData, cache_dir, fixed_inputs, load_data
 from .diagnostics import active_units
 from .models import VAE
 from .objectives import smvi_objective
 from .rundir import RunDir, RunError, fingerprint, identity_change
+from .tracking import NullTracker, open_tracker
 from .trained import LoadedRun, check_checkpoint, load_run, resolve_device
 
 __all__ = ["train", "load_run", "LoadedRun", "RunError", "TrainingDiverged", "resolve_device"]
@@ -69,7 +70,7 @@ def _check_dir(config: RunConfig, rd: RunDir, resume: bool, overwrite: bool) -> 
         change = identity_change(rd.read_config(), config)
         if change:
             raise ConfigError(f"--resume: {change} in {rd.path}; "
-                              "only train.epochs and train.device may change on resume")
+                              "only train.epochs, train.device and train.tensorboard may change on resume")
     elif rd.has_run() and not overwrite:
         raise RunError(f"{rd.path} already holds a run: pass --resume to continue it or --overwrite to start over")
 
@@ -130,8 +131,11 @@ def train(
     """
     run_dir = Path(run_dir)
     rd = RunDir(run_dir)
+    tracker = open_tracker(config.train.tensorboard, run_dir.resolve().name)  # TensorBoard, if asked and installed
     if resume and not run_dir.is_dir():
         raise RunError(f"nothing to resume: run directory {run_dir} does not exist")
+    if data is None and not run_dir.exists():  # a data error must not leave a new, empty run directory behind
+        data = load_data(config.data.dataset, config.data.data_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -149,8 +153,9 @@ def train(
         torch.manual_seed(tc.seed)
         model = VAE(data.train_x.shape[1], config.model).to(device)
         optimizer = _adam(model, tc.lr)
-        loader = DynamicBinarizer(data.train_x, tc.batch_size, seed=tc.seed + 1)
-        monitor_x = binarize_fixed(data.test_x[: config.data.monitor_size], config.data.eval_seed).to(device)
+        loader = DynamicBinarizer(data.train_x, tc.batch_size, seed=tc.seed + 1, transform=config.data.transform)
+        monitor_x = fixed_inputs(data.test_x[: config.data.monitor_size], config.data.transform,
+                                 config.data.eval_seed).to(device)
 
         start, bad_in_a_row, history = 0, 0, []
         dual = initial_state(tc)  # the learned λ's state; None for a fixed λ
@@ -168,11 +173,11 @@ def train(
         last: dict = {}
         steps = len(loader)
         bar = tqdm(total=tc.epochs * steps, initial=start * steps, disable=not progress, unit="step", dynamic_ncols=True)
-        with bar:
+        with bar, tracker:
             for epoch in range(start, tc.epochs):
                 t0 = time.perf_counter()
                 means, skipped, bad_in_a_row, dual = _run_epoch(model, optimizer, loader, tc, device, bar, epoch,
-                                                                bad_in_a_row, dual)
+                                                                bad_in_a_row, dual, tracker)
                 last = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
                         "device": device.type, "threads": torch.get_num_threads(),
                         "lam": dual.lam if dual else lam_at(tc, epoch + 1), **means,
@@ -188,6 +193,7 @@ def train(
                                   **({"dual": dual.to_json()} if dual else {})},
                         config=config.model_dump(mode="json"), fingerprint=fingerprint(config),
                     )
+                tracker.epoch(epoch + 1, last, model, monitor_x)
         return TrainResult(run_dir, max(start, tc.epochs), last)
 
 
@@ -213,11 +219,12 @@ def lam_at(tc, epoch: float) -> float:
     return tc.lam * min(1.0, epoch / tc.lam_warmup_epochs)
 
 
-def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, dual: DualState | None = None
-               ) -> tuple[dict, int, int, DualState | None]:
+def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, dual: DualState | None = None,
+               tracker=NullTracker()) -> tuple[dict, int, int, DualState | None]:
     """One pass over the data; returns the example-weighted means of the terms (with the constraint's fields when λ
     is learned), the number of skipped steps, the number of non-finite steps in a row at its end (``bad_in_a_row`` is
-    that count at its start) and the learned λ's state (``dual``, updated after every finite step; None: fixed λ)."""
+    that count at its start) and the learned λ's state (``dual``, updated after every finite step; None: fixed λ).
+    ``tracker`` receives every finished step (TensorBoard, :mod:`smvi.tracking`)."""
     sums: dict[str, float] = {}
     seen = skipped = 0
     params = list(model.parameters())
@@ -250,9 +257,10 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
         optimizer.step()
         if not all(bool(torch.isfinite(p).all()) for p in params):
             raise TrainingDiverged(_diverged("an update made the parameters non-finite", epoch, tc))
+        batch = terms.means()
+        tracker.step(epoch * steps + i + 1, batch, lam=lam, grad_norm=float(norm), lr=optimizer.param_groups[0]["lr"])
         n = x.shape[0]
         seen += n
-        batch = terms.means()
         if dual:
             dual = dual_update(dual, measure, tc.constraint)
             log.record(lam, dual)
