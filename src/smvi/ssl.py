@@ -269,20 +269,26 @@ def prepare_inputs(images: torch.Tensor, mode: Inputs, seed: int) -> torch.Tenso
     raise SSLError(f"unknown input mode {mode!r}: use 'binarized' or 'gray'")
 
 
+def _feature(q) -> torch.Tensor:
+    return q.location if hasattr(q, "location") else q.mean
+
+
 @torch.no_grad()
 def encoder_features(
     model, images: torch.Tensor, *, batch_size: int = 2000, mode: Inputs = "binarized", seed: int = 0
 ) -> np.ndarray:
     """Encoder means μ_φ(x) ``[n, z_dim]`` (float64) of the images ``[n, x_dim]`` prepared by :func:`prepare_inputs`.
 
-    Works for any model whose ``encode(x)`` returns a distribution with a ``mean``; runs on the model's device.
+    Works for any model whose ``encode(x)`` returns a distribution with a ``mean`` (a flow q, whose mean has no
+    closed form, gives its ``location``: the base mean pushed through the flow); runs on the model's device.
     """
     x = prepare_inputs(images, mode, seed)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        out = [model.encode(x[i:i + batch_size].to(device)).mean.double().cpu() for i in range(0, len(x), batch_size)]
+        out = [_feature(model.encode(x[i:i + batch_size].to(device))).double().cpu()
+               for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(out).numpy()

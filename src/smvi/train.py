@@ -35,10 +35,10 @@ from .checkpoint import (
     save_checkpoint,
     temporary_files,
 )
-from .config import ConfigError, RunConfig, config_to_toml, load_config
+from .config import ConfigError, ModelConfig, RunConfig, config_to_toml, load_config
 from .data import DynamicBinarizer, ImageData, binarize_fixed, load_data
 from .models import VAE
-from .objectives import smvi_objective
+from .objectives import smvi_objective, training_objective
 
 __all__ = ["train", "load_run", "LoadedRun", "RunError", "TrainingDiverged", "resolve_device"]
 
@@ -179,7 +179,7 @@ def train(
     progress: bool = True,
     data: ImageData | None = None,
 ) -> TrainResult:
-    """Train a :class:`~smvi.models.VAE` with the SMVI objective, checkpointing after every epoch.
+    """Train a :class:`~smvi.models.VAE` with ``train.objective`` (SMVI by default), checkpointing after every epoch.
 
     ``resume`` continues the run in ``run_dir`` (its saved config must match ``config`` except for ``train.epochs``
     and ``train.device``); without it an existing run is an error unless ``overwrite``. ``data`` skips loading.
@@ -273,7 +273,8 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row) -
     for i, x in enumerate(loader.epoch()):
         x = x.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-            terms = smvi_objective(model, x, lam=lam_at(tc, epoch + i / steps), n_samples=tc.n_samples)
+            terms = training_objective(model, x, objective=tc.objective, lam=lam_at(tc, epoch + i / steps),
+                                       beta=tc.beta, iwae_k=tc.iwae_k, n_samples=tc.n_samples)
         loss = terms.loss.mean()
         optimizer.zero_grad(set_to_none=True)
         ok = bool(torch.isfinite(loss))
@@ -350,6 +351,15 @@ def _metrics_history(path: Path, epochs: int) -> list[str]:
     return keep
 
 
+def _saved_model_config(saved) -> ModelConfig | None:
+    """A checkpoint's model config with today's defaults filled in (checkpoints written before a setting existed lack
+    its key), or None if it is not a valid one."""
+    try:
+        return ModelConfig.model_validate(saved)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class LoadedRun:
     run_dir: Path
@@ -367,7 +377,7 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
         raise RunError(f"{run_dir} is not a trained run (needs {CONFIG} and {CHECKPOINT}); train it with smvi train")
     config = load_config(run_dir / CONFIG)
     ck = load_checkpoint(run_dir / CHECKPOINT)
-    if ck.config.get("model") != config.model.model_dump(mode="json"):
+    if _saved_model_config(ck.config.get("model")) != config.model:
         raise CheckpointError(f"{run_dir}: {CHECKPOINT} was written with another model config than {CONFIG}")
     first = ck.model.get("encoder.0.weight")
     if first is None:

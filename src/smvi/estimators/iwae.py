@@ -28,7 +28,7 @@ def iwae_bound(model, x: Tensor, *, k: int, chunk_size: int = 64, seed: int | No
     memory is O(chunk_size · N · decoder width) whatever k. Sample i of a point is a function of (``seed``, the
     point's values, i) only: the result does not depend on ``chunk_size`` or on the other points in ``x``, and L_k and
     L_k' share their first k samples. ``seed=None`` draws a fresh seed. Needs a Gaussian q (diagonal or full
-    covariance). No gradients.
+    covariance, or a flow over a Gaussian). No gradients.
     """
     if x.dim() != 2 or k < 1 or chunk_size < 1:
         raise ValueError(f"need x [N, x_dim], k >= 1 and chunk_size >= 1; got {tuple(x.shape)}, {k}, {chunk_size}")
