@@ -16,6 +16,7 @@ from .config import ConfigError, build_config, load_config, read_toml
 from .convergence import CONVERGENCE_FILE, check_convergence
 from .data import DataError, fetch_mnist, locate_mnist
 from .evaluate import EVAL_FILE, EVAL_PRESETS, EvalConfig, evaluate_run
+from .gaps import GAPS_FILE, GapConfig, gaps_run
 from .presets import PRESETS
 from .report import ReportError, make_report
 from .ssl import SSL_FILE, SSLConfig, SSLError, ssl_run
@@ -209,6 +210,27 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
         raise RunError(f"{run_dir / SSL_FILE} exists: pass --overwrite to recompute it")
     ssl_run(run_dir, config=cfg, progress=not no_progress)
     click.echo(f"-> {run_dir / SSL_FILE}")
+
+
+@main.command("gaps")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any setting, e.g. --set max_steps=5000 --set ais_steps=1000 (repeatable).")
+@click.option("--n-points", type=int, default=None, help="Test images (fixed random subset) [100].")
+@click.option("--ais-steps", type=int, default=None, help="AIS intermediate distributions for log p(x) [500].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to compute.")
+@click.option("--overwrite", is_flag=True, help="Recompute an existing gaps.json.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool, **options) -> None:
+    """Split the ELBO gap into approximation gap (log p(x) − ELBO of the best q of the family for each image) and
+    amortization gap (that ELBO − the encoder's), log p(x) from AIS. Writes RUN_DIR/gaps.json."""
+    cfg = build_config(GapConfig, sets=sets, overrides=options)
+    r = gaps_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress)
+    ms = lambda k: f"{r[k]['mean']:.2f} ± {r[k]['se'] if r[k]['se'] is not None else float('nan'):.2f}"  # noqa: E731
+    click.echo(f"n={r['n']}: gap {ms('gap')} = approximation {ms('approximation')} + amortization "
+               f"{ms('amortization')}  (local fit converged: {r['fit']['converged']})")
+    click.echo(f"-> {run_dir / GAPS_FILE} ({r['seconds']:.0f} s)")
 
 
 # ---- sweep, report --------------------------------------------------------------------------------------------------
