@@ -3,15 +3,17 @@
 #   make test    -- run the test suite
 # and the reproduction committed in results/ (a few hours on 2 cores; rerun to resume):
 #   make reproduce -- the cpu preset, AIS convergence checks at λ = 0, 0.01 and 1, results/ and its report
+#   make frontier  -- SMVI vs β-VAE, IWAE and richer q at the cpu preset's settings, with the gap split (hours)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
 CPU_RUNS ?= runs/cpu
+FRONTIER_RUNS ?= runs/frontier
 CONVERGENCE = --steps 125,250,500,1000 --n-points 50
 
-.PHONY: install quick reproduce test test-fast clean-venv
+.PHONY: install quick reproduce frontier test test-fast clean-venv
 
 install: $(STAMP)
 
@@ -36,6 +38,11 @@ reproduce: $(STAMP)
 	mkdir -p results
 	tar -C $(CPU_RUNS) --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . | tar -C results -xf -
 	$(BIN)/smvi report results
+
+frontier: $(STAMP)
+	$(BIN)/smvi data fetch
+	$(BIN)/python scripts/frontier_study.py $(FRONTIER_RUNS) --executor process --workers 2 \
+	  $(if $(wildcard $(CPU_RUNS)/runs),--smvi-sweep $(CPU_RUNS))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -7,7 +7,12 @@ gap. The public API is re-exported here; see ARCHITECTURE.md for where each piec
 from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
 from .models import VAE, LatentVariableModel, LinearGaussian
 from .estimators import AISResult, BDMCResult, LadderResult, ais, ais_ladder, bdmc, iwae_bound, simulate
-from .objectives import SMVITerms, elbo, score_matching_divergence, smvi_objective
+from .objectives import (
+    BetaTerms, IWAETerms, SMVITerms, beta_vae_objective, elbo, iwae_objective, score_matching_divergence,
+    smvi_objective, training_objective,
+)
+from .posteriors import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
+from .gaps import GapResult, fit_local, gap_split
 
 __version__ = "0.1.0"
 
@@ -25,6 +30,18 @@ __all__ = [
     "elbo",
     "score_matching_divergence",
     "smvi_objective",
+    "beta_vae_objective",
+    "BetaTerms",
+    "iwae_objective",
+    "IWAETerms",
+    "training_objective",
+    "make_family",
+    "DiagonalGaussian",
+    "FullGaussian",
+    "CouplingFlow",
+    "gap_split",
+    "fit_local",
+    "GapResult",
     "iwae_bound",
     "ais",
     "AISResult",
