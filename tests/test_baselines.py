@@ -183,3 +183,23 @@ def test_the_nan_guard_skips_bad_steps_for_each_objective(idx_dir, tmp_path, mon
     assert r.exit_code == 0, r.output
     assert [e["skipped_steps"] for e in metrics(out)] == [1, 2]
     assert all(bool(torch.isfinite(p).all()) for p in load_run(out).model.parameters())
+
+
+def test_a_config_built_without_validation_is_still_checked_before_training(idx_dir, tmp_path):
+    """model_copy(update=...) (as a sweep grid does) skips pydantic's checks; train() re-checks and writes nothing."""
+    cfg = load_config(sets=["train.objective='beta'", "train.beta=2", "data.dataset='idx'",
+                            f"data.data_dir='{idx_dir}'"])
+    bad = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lam": 0.1})})
+    with pytest.raises(ConfigError, match="train.lam and train.lam_warmup_epochs are only used"):
+        T.train(bad, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "config.toml").exists()
+
+
+@pytest.mark.parametrize("posterior", ["full", "flow"])
+def test_each_family_trains_under_bf16_autocast(posterior):
+    """train.precision = "bf16" autocasts the objective; the full family's triangular solves run in fp32."""
+    model, x = tiny_vae(posterior), batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = smvi_objective(model, x, lam=0.1)
+    terms.loss.mean().backward()
+    assert torch.isfinite(terms.loss).all() and all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -91,6 +91,8 @@ class FullGaussian(PosteriorFamily):
         return flat.view(*off.shape[:-1], d, d) + torch.diag_embed(params[..., d:2 * d].exp())
 
     def distribution(self, params: Tensor) -> Distribution:
+        if params.dtype in (torch.bfloat16, torch.float16):  # under autocast: triangular solves need fp32 on CPU
+            params = params.float()
         return MultivariateNormal(params[..., :self.z_dim], scale_tril=self.scale_tril(params), validate_args=False)
 
 

@@ -35,7 +35,7 @@ from .checkpoint import (
     save_checkpoint,
     temporary_files,
 )
-from .config import ConfigError, ModelConfig, RunConfig, config_to_toml, load_config
+from .config import ConfigError, ModelConfig, RunConfig, build_config, config_to_toml, load_config
 from .data import DynamicBinarizer, ImageData, binarize_fixed, load_data
 from .models import VAE
 from .objectives import smvi_objective, training_objective
@@ -188,6 +188,7 @@ def train(
     data, the device and (when resuming) the checkpoint have been checked.
     """
     run_dir = Path(run_dir)
+    config = build_config(RunConfig, config.model_dump(mode="json"))  # re-checked: model_copy(update=) skips validation
     if resume and not run_dir.is_dir():
         raise RunError(f"nothing to resume: run directory {run_dir} does not exist")
     try:
