@@ -4,12 +4,14 @@
 # and the reproduction committed in results/ (a few hours on 2 cores; rerun to resume):
 #   make reproduce -- the cpu preset, AIS convergence checks at λ = 0, 0.01 and 1, results/ and its report
 #   make -j2 constrained -- the constrained-SMVI study: λ learned toward D_SM targets (about 2.5 core-hours)
+#   make frontier  -- SMVI vs β-VAE, IWAE and richer q at the cpu preset's settings, with the gap split (hours)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
 CPU_RUNS ?= runs/cpu
+FRONTIER_RUNS ?= runs/frontier
 CONVERGENCE = --steps 125,250,500,1000 --n-points 50
 
 # The constrained-SMVI study: for each target ε, a one-run sweep (the cpu preset: 30 epochs, its evaluation and SSL)
@@ -28,7 +30,7 @@ DSM_JOBS = $(addprefix constrained-dsm,$(DSM_TARGETS))
 GAP_JOBS = $(addprefix constrained-gap,$(GAP_TARGETS))
 CONSTRAINED_SWEEP = OMP_NUM_THREADS=1 $(SMVI) sweep $(CONSTRAINED_BASE) --set lams=[0] --no-report --no-progress
 
-.PHONY: install quick reproduce test test-fast clean-venv constrained constrained-data $(DSM_JOBS) $(GAP_JOBS)
+.PHONY: install quick reproduce frontier test test-fast clean-venv constrained constrained-data $(DSM_JOBS) $(GAP_JOBS)
 
 install: $(STAMP)
 
@@ -68,6 +70,11 @@ $(DSM_JOBS): constrained-dsm%: constrained-data
 $(GAP_JOBS): constrained-gap%: constrained-data
 	$(CONSTRAINED_SWEEP) $(CONSTRAINED_RUNS)/gap$* --set run.train.constraint.target=$* \
 	  --set run.train.constraint.measure=gap $(CONSTRAINED_SETS)
+
+frontier: $(STAMP)
+	$(BIN)/smvi data fetch
+	$(BIN)/python scripts/frontier_study.py $(FRONTIER_RUNS) --executor process --workers 2 \
+	  $(if $(wildcard $(CPU_RUNS)/runs),--smvi-sweep $(CPU_RUNS))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -74,3 +74,15 @@ def test_benchmark_quick_run_writes_its_results(tmp_path):
     assert set(ep["concurrent"]) == {"fp32", "bf16"}
     assert all(len(c["epoch_wall_s_per_run"]) == 2 and c["epoch_wall_s"] > 0 for c in ep["concurrent"].values())
     assert any(t["target"].startswith("AIS bf16 force") for t in res["targets"])
+
+
+def test_family_cost_benchmark_quick_run_writes_its_ratios(tmp_path):
+    """benchmarks/families.py (the extra cost per step of each posterior family and baseline) runs end to end."""
+    out = tmp_path / "families.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "families.py"), "--quick", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    cases = {"diagonal", "full", "flow", "diagonal_smvi", "full_smvi", "flow_smvi", "beta", "iwae5", "iwae50"}
+    assert set(res["ratios_to_diagonal"]["cpu"]) == cases and res["ratios_to_diagonal"]["cpu"]["diagonal"] == 1.0
+    assert all(res["times"][k]["cpu_ms"] > 0 for k in cases)

@@ -58,14 +58,14 @@ def _die() -> None:
 
 
 def _trap_step(target: int) -> None:
-    real, count = T.smvi_objective, iter(range(10**9))
+    real, count = T.training_objective, iter(range(10**9))
 
     def objective(*args, **kwargs):
         if torch.is_grad_enabled() and next(count) == target:  # training steps only, not the no-grad monitor
             _die()
         return real(*args, **kwargs)
 
-    T.smvi_objective = objective
+    T.training_objective = objective
 
 
 def _trap_write(kind: str, name: str, k: int) -> None:

@@ -80,7 +80,7 @@ def inject(monkeypatch, where: str, steps: set[int]) -> None:
 
         monkeypatch.setattr(T.DynamicBinarizer, "epoch", epoch)
         return
-    real = T.smvi_objective
+    real = T.training_objective  # the trainer's one dispatch point, whatever the objective
 
     def objective(model, x, **kwargs):
         terms = real(model, x, **kwargs)
@@ -90,7 +90,7 @@ def inject(monkeypatch, where: str, steps: set[int]) -> None:
             return dataclasses.replace(terms, loss=terms.loss * math.nan)
         return dataclasses.replace(terms, loss=terms.loss + _NaNGradient.apply(next(model.parameters()).sum()))
 
-    monkeypatch.setattr(T, "smvi_objective", objective)
+    monkeypatch.setattr(T, "training_objective", objective)
 
 
 # ---- a huge λ and saturated images ----------------------------------------------------------------------------------

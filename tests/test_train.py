@@ -90,7 +90,7 @@ def inject_nonfinite(monkeypatch, bad_steps):
     """Make the objective's loss NaN at the given (0-based, global) step numbers."""
     import smvi.train as T
 
-    real, step = T.smvi_objective, iter(range(10**9))
+    real, step = T.training_objective, iter(range(10**9))
 
     def faulty(*args, **kwargs):
         terms = real(*args, **kwargs)
@@ -98,7 +98,7 @@ def inject_nonfinite(monkeypatch, bad_steps):
             return dataclasses.replace(terms, loss=terms.loss * float("nan"))
         return terms
 
-    monkeypatch.setattr(T, "smvi_objective", faulty)
+    monkeypatch.setattr(T, "training_objective", faulty)
 
 
 def tiny_config(idx_dir, **train):

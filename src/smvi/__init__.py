@@ -51,6 +51,19 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "elbo": ("objectives", "elbo"),
     "score_matching_divergence": ("objectives", "score_matching_divergence"),
     "smvi_objective": ("objectives", "smvi_objective"),
+    "beta_vae_objective": ("objectives", "beta_vae_objective"),
+    "BetaTerms": ("objectives", "BetaTerms"),
+    "iwae_objective": ("objectives", "iwae_objective"),
+    "IWAETerms": ("objectives", "IWAETerms"),
+    "training_objective": ("objectives", "training_objective"),
+    # posterior families and the gap split
+    "make_family": ("posteriors", "make_family"),
+    "DiagonalGaussian": ("posteriors", "DiagonalGaussian"),
+    "FullGaussian": ("posteriors", "FullGaussian"),
+    "CouplingFlow": ("posteriors", "CouplingFlow"),
+    "gap_split": ("gaps", "gap_split"),
+    "fit_local": ("gaps", "fit_local"),
+    "GapResult": ("gaps", "GapResult"),
     "iwae_bound": ("estimators", "iwae_bound"),
     "ais": ("estimators", "ais"),
     "AISResult": ("estimators", "AISResult"),
@@ -102,7 +115,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .convergence import check_convergence
     from .evaluate import evaluate_run
     from .models import VAE, LatentVariableModel, LinearGaussian
-    from .objectives import SMVITerms, elbo, score_matching_divergence, smvi_objective
+    from .gaps import GapResult, fit_local, gap_split
+    from .objectives import (BetaTerms, IWAETerms, SMVITerms, beta_vae_objective, elbo, iwae_objective,
+                             score_matching_divergence, smvi_objective, training_objective)
+    from .posteriors import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
     from .ssl import SSLConfig, ssl_run
     from .synthetic import synthetic_images
     from .rundir import RunDir, RunError, fingerprint

@@ -363,6 +363,33 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
     click.echo(f"-> {RunDir(run_dir).record_path('ssl')}")
 
 
+@main.command("gaps")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any setting, e.g. --set steps=5000 --set ais_steps=1000 (repeatable).")
+@click.option("--n-points", type=int, default=None, help="Test images (fixed random subset) [100].")
+@click.option("--ais-steps", type=int, default=None, help="AIS intermediate distributions for log p(x) [500].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to compute.")
+@click.option("--overwrite", is_flag=True, help="Recompute an existing gaps.json.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
+             threads: int | None, **options) -> None:
+    """Split the ELBO gap into approximation gap (log p(x) − ELBO of the best q of the family for each image) and
+    amortization gap (that ELBO − the encoder's), log p(x) from AIS. Writes RUN_DIR/gaps.json."""
+    from .gaps import GAPS_FILE, GapConfig, gaps_run
+
+    _threads(threads)
+    cfg = build_config(GapConfig, sets=sets, overrides=options)
+    r = gaps_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress)
+    ms = lambda k: f"{r[k]['mean']:.2f} ± {r[k]['se'] if r[k]['se'] is not None else float('nan'):.2f}"  # noqa: E731
+    click.echo(f"n={r['n']}: gap {ms('gap')} = approximation {ms('approximation')} + amortization "
+               f"{ms('amortization')}  (local fit converged: {r['fit']['converged']}, last-window gain ≤ "
+               f"{r['fit']['last_gain_max']:.3f} nats)")
+    click.echo(f"-> {run_dir / GAPS_FILE} ({r['seconds']:.0f} s)")
+
+
 # ---- sweep, report --------------------------------------------------------------------------------------------------
 @main.command("sweep")
 @click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))

@@ -39,6 +39,8 @@ Distinct = AfterValidator(_distinct)
 """Marks a tuple field as a non-empty list without repeats: ``Annotated[tuple[float, ...], Distinct]``."""
 
 Activation = Literal["softplus", "relu", "tanh", "elu"]
+FLOW_DEFAULTS: dict[str, Any] = {"flow_layers": 4, "flow_hidden": (256,), "flow_context": 32}
+"""The flow settings a ``posterior = "flow"`` model gets when it does not set them."""
 
 
 class ModelConfig(_Frozen):
@@ -53,13 +55,37 @@ class ModelConfig(_Frozen):
     encoder_last_scale: float = Field(
         0.01, gt=0, description="factor on the encoder's last-layer He init (q starts near N(0, I); 1 lets D_SM blow up)"
     )
+    posterior: Literal["diagonal", "full", "flow"] = Field(
+        "diagonal", description="q(z|x): the paper's diagonal Gaussian, full-covariance Gaussian, or a coupling flow"
+    )
+    flow_layers: int | None = Field(None, gt=0, description="affine coupling layers (posterior='flow' only) [4]")
+    flow_hidden: tuple[int, ...] | None = Field(None, description="each coupling network's hidden widths (flow) [256]")
+    flow_context: int | None = Field(None, ge=0, description="size of the context h(x) the encoder gives the flow [32]")
 
-    @field_validator("encoder_hidden", "decoder_hidden")
+    @field_validator("encoder_hidden", "decoder_hidden", "flow_hidden")
     @classmethod
-    def _positive_widths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if any(w <= 0 for w in v):
+    def _positive_widths(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and any(w <= 0 for w in v):
             raise ValueError(f"every hidden width must be a positive integer, got {list(v)}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flow_defaults(cls, data: Any) -> Any:
+        """A flow posterior gets the flow settings it was not given (saved resolved in config.toml)."""
+        if isinstance(data, dict) and data.get("posterior") == "flow":
+            data = {**data, **{k: v for k, v in FLOW_DEFAULTS.items() if data.get(k) is None}}
+        return data
+
+    @model_validator(mode="after")
+    def _flow_settings_need_a_flow(self) -> "ModelConfig":
+        given = [k for k in ("flow_layers", "flow_hidden", "flow_context") if getattr(self, k) is not None]
+        if self.posterior != "flow" and given:
+            raise ValueError(f"model.{given[0]} is only used by posterior='flow' (posterior is {self.posterior!r}): "
+                             f"remove it or set model.posterior='flow'")
+        if self.posterior == "flow" and self.z_dim < 2:
+            raise ValueError(f"posterior='flow' needs model.z_dim >= 2 (got {self.z_dim}): use 'diagonal' or 'full'")
+        return self
 
 
 class DataConfig(_Frozen):
@@ -134,14 +160,42 @@ class TrainConfig(_Frozen):
         None, description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
         "metrics.jsonl stays the record"
     )
+    objective: Literal["smvi", "beta", "iwae"] = Field(
+        "smvi", description="what training maximizes: ELBO − λ·D_SM, the β-VAE's E log p(x|z) − β·KL, or IWAE's L_k"
+    )
+    beta: float | None = Field(None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)")
+    iwae_k: int | None = Field(None, gt=0, description="importance samples of IWAE training (objective='iwae' only)")
     constraint: ConstraintConfig = ConstraintConfig()
 
     @model_validator(mode="after")
     def _fixed_or_learned(self) -> "TrainConfig":
+        if self.constraint.target is not None and self.objective != "smvi":
+            raise ValueError(f"train.constraint.target learns SMVI's λ but train.objective is {self.objective!r}: "
+                             "drop the target or use train.objective='smvi'")
         if self.constraint.target is not None and (self.lam != 0 or self.lam_warmup_epochs != 0):
             key = "lam" if self.lam != 0 else "lam_warmup_epochs"
             raise ValueError(f"train.{key} and train.constraint.target are both set: λ is either fixed (train.lam) "
                              "or learned toward the target (starting at train.constraint.lam_init); drop one")
+        return self
+
+    @model_validator(mode="after")
+    def _settings_match_the_objective(self) -> "TrainConfig":
+        """Every setting is used by the chosen objective: a β without the β-VAE, a k without IWAE or a λ without
+        SMVI is refused rather than ignored."""
+        o = self.objective
+        for key, owner in (("beta", "beta"), ("iwae_k", "iwae")):
+            value = getattr(self, key)
+            if o == owner and value is None:
+                raise ValueError(f"objective='{owner}' needs train.{key} (e.g. train.{key}={4 if owner == 'beta' else 5})")
+            if o != owner and value is not None:
+                raise ValueError(f"train.{key} is only used by objective='{owner}' (objective is {o!r}): "
+                                 f"remove it or set train.objective='{owner}'")
+        if o != "smvi" and (self.lam != 0 or self.lam_warmup_epochs != 0):
+            raise ValueError(f"train.lam and train.lam_warmup_epochs are only used by objective='smvi' "
+                             f"(objective is {o!r}): set them to 0 or use train.objective='smvi'")
+        if o == "iwae" and self.n_samples != 1:
+            raise ValueError("train.n_samples is not used by objective='iwae', which draws train.iwae_k samples: "
+                             "remove it")
         return self
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .posteriors import location
+
 __all__ = ["active_units"]
 
 
@@ -15,5 +17,5 @@ def active_units(model, x: Tensor, *, threshold: float = 0.01) -> int:
     posterior (q(z|x) = p(z) for every x) has none; the measure needs N ≥ 2 points."""
     if x.shape[0] < 2:
         raise ValueError(f"active_units needs at least 2 points, got {x.shape[0]}")
-    mean = model.encode(x).mean
+    mean = location(model.encode(x))  # E_q[z|x]; a flow's location
     return int((mean.var(0) > threshold).sum())

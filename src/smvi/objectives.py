@@ -1,4 +1,5 @@
-"""Training objectives: the ELBO, the score-matching divergence D_SM, and the SMVI objective ELBO − λ·D_SM.
+"""Training objectives: the ELBO, the score-matching divergence D_SM, the SMVI objective ELBO − λ·D_SM, and the two
+baselines trained in the same loop — the β-VAE and IWAE — with :func:`training_objective`, the trainer's one dispatch.
 
 All functions take any :class:`~smvi.models.LatentVariableModel` and a batch ``x`` of shape ``[N, x_dim]`` and return
 per-example values of shape ``[N]``: reduce them yourself. Reference: Levy & Ermon, "Trading-off Learning and
@@ -7,13 +8,15 @@ Inference in Deep Latent Variable Models" (the paper in this repository's shared
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 
-__all__ = ["elbo", "score_matching_divergence", "smvi_objective", "SMVITerms"]
+__all__ = ["elbo", "score_matching_divergence", "smvi_objective", "SMVITerms", "beta_vae_objective", "BetaTerms",
+           "iwae_objective", "IWAETerms", "training_objective", "OBJECTIVES"]
 
 
 @dataclass(frozen=True)
@@ -140,3 +143,98 @@ def smvi_objective(
     elbo_ = rec - kl
     loss = -elbo_ if lam == 0 else -(elbo_ - lam * d_sm)
     return SMVITerms(loss=loss, elbo=elbo_, log_likelihood=rec, kl=kl, d_sm=d_sm)
+
+
+@dataclass(frozen=True)
+class BetaTerms:
+    """Per-example terms of the β-VAE objective, each ``[N]``: ``loss = −(log_likelihood − β·kl)``; ``elbo`` is the
+    unweighted ``log_likelihood − kl`` (the bound it no longer maximizes when β ≠ 1)."""
+
+    loss: Tensor
+    elbo: Tensor
+    log_likelihood: Tensor
+    kl: Tensor
+
+    def means(self) -> dict[str, float]:
+        """Batch means as Python floats, for logging."""
+        return {k: float(getattr(self, k).detach().mean()) for k in ("loss", "elbo", "log_likelihood", "kl")}
+
+
+def beta_vae_objective(model, x: Tensor, *, beta: float, n_samples: int = 1) -> BetaTerms:
+    """The β-VAE objective E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z)) (Higgins et al. 2017), as named per-example terms.
+
+    The same draws and KL as :func:`smvi_objective` (Monte Carlo reconstruction over ``n_samples``; analytic KL where
+    available): β = 1 gives the VAE's loss bit for bit. Differentiable in θ and φ.
+    """
+    _check_batch(model, x)
+    q = model.encode(x)
+    z = q.rsample((n_samples,))
+    rec = model.log_likelihood(x, z).mean(0)
+    kl = _kl(model, q, z)
+    return BetaTerms(loss=-(rec - beta * kl), elbo=rec - kl, log_likelihood=rec, kl=kl)
+
+
+@dataclass(frozen=True)
+class IWAETerms:
+    """Per-example terms of IWAE training, each ``[N]``: ``loss = −iwae``; ``iwae`` = L_k; ``elbo``,
+    ``log_likelihood`` and ``kl`` are the single-sample ELBO and its parts averaged over the same k draws (an unbiased
+    ELBO estimate, KL by Monte Carlo; k = 1: exactly the VAE's terms, analytic KL)."""
+
+    loss: Tensor
+    iwae: Tensor
+    elbo: Tensor
+    log_likelihood: Tensor
+    kl: Tensor
+
+    def means(self) -> dict[str, float]:
+        """Batch means as Python floats, for logging."""
+        return {k: float(getattr(self, k).detach().mean()) for k in ("loss", "iwae", "elbo", "log_likelihood", "kl")}
+
+
+def iwae_objective(model, x: Tensor, *, k: int) -> IWAETerms:
+    """Importance-weighted bound L_k(x) = log (1/k) Σᵢ p(x, zᵢ)/q(zᵢ|x), zᵢ ~ q(z|x) reparameterized (Burda et al.
+    2016), as named per-example terms; training maximizes it (``loss = −L_k``).
+
+    L_k is what :func:`~smvi.estimators.iwae_bound` computes (same log-weights; here in the model's dtype and
+    differentiable in θ and φ through the reparameterized draws). E[L_1] ≤ E[L_k] ≤ log p(x). k = 1 is the VAE: the
+    single-sample ELBO, computed exactly as :func:`smvi_objective` at λ = 0 (analytic KL where available, so the loss
+    is bit-identical to the VAE's); for k ≥ 2 every term is a Monte Carlo average over the k draws.
+    """
+    _check_batch(model, x)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    q = model.encode(x)
+    z = q.rsample((k,))
+    log_lik = model.log_likelihood(x, z)
+    if k == 1:
+        rec, kl = log_lik.mean(0), _kl(model, q, z)
+        return IWAETerms(loss=-(rec - kl), iwae=rec - kl, elbo=rec - kl, log_likelihood=rec, kl=kl)
+    log_ratio = q.log_prob(z) - model.log_prior(z)  # [k, N]
+    log_w = log_lik - log_ratio
+    bound = torch.logsumexp(log_w, 0) - math.log(k)
+    return IWAETerms(loss=-bound, iwae=bound, elbo=log_w.mean(0), log_likelihood=log_lik.mean(0),
+                     kl=log_ratio.mean(0))
+
+
+OBJECTIVES = ("smvi", "beta", "iwae")
+
+
+def training_objective(model, x: Tensor, *, objective: str = "smvi", lam: float = 0.0, beta: float | None = None,
+                       iwae_k: int | None = None, n_samples: int = 1) -> SMVITerms | BetaTerms | IWAETerms:
+    """The trainer's one dispatch: the terms of ``objective`` ("smvi": ELBO − λ·D_SM, "beta": the β-VAE, "iwae": L_k)
+    with its own settings; every result has a per-example ``loss`` and ``means()``. A setting the chosen objective
+    does not use (λ ≠ 0 outside SMVI, β or k unset or set for another objective, n_samples with IWAE) is refused."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}: use one of {list(OBJECTIVES)}")
+    if objective != "smvi" and lam != 0:
+        raise ValueError(f"lam={lam} is only used by the 'smvi' objective, not {objective!r}")
+    if (beta is not None) != (objective == "beta") or (iwae_k is not None) != (objective == "iwae"):
+        raise ValueError(f"objective {objective!r} got beta={beta}, iwae_k={iwae_k}: β belongs to 'beta' and k to "
+                         "'iwae', each required there")
+    if objective == "smvi":
+        return smvi_objective(model, x, lam=lam, n_samples=n_samples)
+    if objective == "beta":
+        return beta_vae_objective(model, x, beta=beta, n_samples=n_samples)
+    if n_samples != 1:
+        raise ValueError(f"n_samples={n_samples} is not used by IWAE, which draws iwae_k samples")
+    return iwae_objective(model, x, k=iwae_k)

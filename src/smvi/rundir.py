@@ -215,7 +215,7 @@ class RunDir:
             raise RunError(f"{e}; restore {path} or start over with --overwrite") from None
         if mark is not None and mark.group(1) != fingerprint(cfg):
             raise RunError(f"{path} does not match its fingerprint line: it was damaged or its identity edited by hand "
-                           "(only train.epochs and train.device may change); restore it or start over with --overwrite")
+                           "(only train.epochs, train.device and train.tensorboard may change); restore it or start over with --overwrite")
         return cfg
 
     def fingerprint(self) -> str:

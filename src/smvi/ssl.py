@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from .config import Distinct
 from .data import ImageData, fixed_inputs, fixed_subset, load_data
+from .posteriors import location
 from .records import SSLRecord, SSLScores, make_header
 from .rundir import RunDir, RunError
 from .trained import load_run
@@ -277,14 +278,16 @@ def encoder_features(
 ) -> np.ndarray:
     """Encoder means μ_φ(x) ``[n, z_dim]`` (float64) of the images ``[n, x_dim]`` prepared by :func:`prepare_inputs`.
 
-    Works for any model whose ``encode(x)`` returns a distribution with a ``mean``; runs on the model's device.
+    Works for any model whose ``encode(x)`` returns a distribution with a ``mean`` (a flow q, whose mean has no
+    closed form, gives its ``location``: the base mean pushed through the flow); runs on the model's device.
     """
     x = prepare_inputs(images, mode, seed, transform)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        out = [model.encode(x[i:i + batch_size].to(device)).mean.double().cpu() for i in range(0, len(x), batch_size)]
+        out = [location(model.encode(x[i:i + batch_size].to(device))).double().cpu()
+               for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(out).numpy()

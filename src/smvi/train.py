@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write_text
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, build_config
 from .constraint import DualState, EpochDual, batch_measure, dual_update, initial_state
 from .data import DynamicBinarizer, ImageData, cache_dir, fixed_inputs, load_data
 from .diagnostics import active_units
 from .models import VAE
-from .objectives import smvi_objective
+from .objectives import smvi_objective, training_objective
 from .rundir import RunDir, RunError, fingerprint, identity_change
 from .tracking import NullTracker, open_tracker
 from .trained import LoadedRun, check_checkpoint, load_run, resolve_device
@@ -120,7 +120,7 @@ def train(
     progress: bool = True,
     data: ImageData | None = None,
 ) -> TrainResult:
-    """Train a :class:`~smvi.models.VAE` with the SMVI objective, checkpointing after every epoch.
+    """Train a :class:`~smvi.models.VAE` with ``train.objective`` (SMVI by default), checkpointing after every epoch.
 
     ``resume`` continues the run in ``run_dir`` (its saved config must have ``config``'s identity: only
     ``train.epochs`` and ``train.device`` may change, see :func:`smvi.rundir.fingerprint`); without it an existing run
@@ -130,6 +130,7 @@ def train(
     data, the device and (when resuming) the checkpoint have been checked.
     """
     run_dir = Path(run_dir)
+    config = build_config(RunConfig, config.model_dump(mode="json"))  # re-checked: model_copy(update=) skips validation
     rd = RunDir(run_dir)
     tracker = open_tracker(config.train.tensorboard, run_dir.resolve().name)  # TensorBoard, if asked and installed
     if resume and not run_dir.is_dir():
@@ -234,7 +235,8 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
         x = x.to(device, non_blocking=True)
         lam = dual.lam if dual else lam_at(tc, epoch + i / steps)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-            terms = smvi_objective(model, x, lam=lam, n_samples=tc.n_samples)
+            terms = training_objective(model, x, objective=tc.objective, lam=lam, beta=tc.beta, iwae_k=tc.iwae_k,
+                                       n_samples=tc.n_samples)
         loss = terms.loss.mean()
         optimizer.zero_grad(set_to_none=True)
         ok = bool(torch.isfinite(loss))

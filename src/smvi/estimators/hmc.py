@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, TransformedDistribution
 
 from .precision import PRECISIONS, force_autocast
 
@@ -101,7 +101,13 @@ def normal(key: Key, n: int, dtype: torch.dtype = torch.float64) -> Tensor:
 
 
 def reparameterize(dist: Distribution, eps: Tensor) -> Tensor:
-    """Map standard normal noise ``[..., d]`` to a sample of a Gaussian ``dist`` (diagonal or full covariance)."""
+    """Map standard normal noise ``[..., d]`` to a sample of a Gaussian ``dist`` (diagonal or full covariance), or of
+    a Gaussian pushed through transforms (a normalizing flow such as :class:`~smvi.posteriors.FlowPosterior`)."""
+    if isinstance(dist, TransformedDistribution):
+        z = reparameterize(dist.base_dist, eps)
+        for t in dist.transforms:
+            z = t(z)
+        return z
     base = dist.base_dist if isinstance(dist, Independent) else dist
     if isinstance(base, Normal):
         return base.loc + base.scale * eps

@@ -31,7 +31,7 @@ def iwae_bound(
     memory is O(chunk_size · N · decoder width) whatever k. Sample i of a point is a function of (``seed``, the
     point's values, i) only: the result does not depend on ``chunk_size`` or on the other points in ``x``, and L_k and
     L_k' share their first k samples. ``seed=None`` draws a fresh seed. Needs a Gaussian q (diagonal or full
-    covariance). No gradients.
+    covariance, or a flow over a Gaussian). No gradients.
 
     ``precision="bf16"`` runs the decoder's pass (``log_likelihood``) under bf16 autocast; the encoder, the samples,
     log p(z) and log q(z|x) stay in the model's dtype and every log-weight is summed and combined in fp64. Unlike AIS's

@@ -1,0 +1,78 @@
+"""Extra cost per training step of each posterior family and baseline objective, as ratios to the diagonal VAE step
+measured side by side (benchmarks/harness.py's interleaved rounds; CPU time is the robust clock on a shared machine).
+
+    .venv/bin/python benchmarks/families.py            # the paper's model (784-2x1024-50), batch 512 (a few minutes)
+    .venv/bin/python benchmarks/families.py --quick    # tiny model: the smoke test (tests/test_benchmarks.py)
+
+A step = the objective, its backward pass and one Adam update, on one batch of binary images; flow q with the
+default settings (4 coupling layers, 256 hidden, context 32). Prints and (with --out) writes the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import smvi
+from harness import interleaved, machine
+from smvi.objectives import training_objective
+
+CASES = {  # name -> (posterior, objective settings)
+    "diagonal": ("diagonal", dict(objective="smvi", lam=0.0)),
+    "full": ("full", dict(objective="smvi", lam=0.0)),
+    "flow": ("flow", dict(objective="smvi", lam=0.0)),
+    "diagonal_smvi": ("diagonal", dict(objective="smvi", lam=0.01)),
+    "full_smvi": ("full", dict(objective="smvi", lam=0.01)),
+    "flow_smvi": ("flow", dict(objective="smvi", lam=0.01)),
+    "beta": ("diagonal", dict(objective="beta", beta=2.0)),
+    "iwae5": ("diagonal", dict(objective="iwae", iwae_k=5)),
+    "iwae50": ("diagonal", dict(objective="iwae", iwae_k=50)),
+}
+FULL = dict(x_dim=784, hidden=(1024, 1024), z_dim=50, batch=512, rounds=5, per_round=3)
+QUICK = dict(x_dim=784, hidden=(32,), z_dim=4, batch=32, rounds=2, per_round=1)
+
+
+def step_fn(posterior: str, settings: dict, s: dict):
+    torch.manual_seed(0)
+    cfg = smvi.ModelConfig(z_dim=s["z_dim"], encoder_hidden=s["hidden"], decoder_hidden=s["hidden"],
+                           posterior=posterior)
+    model = smvi.VAE(s["x_dim"], cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.bernoulli(torch.rand(s["batch"], s["x_dim"], generator=torch.Generator().manual_seed(1)))
+
+    def step():
+        loss = training_objective(model, x, **settings).loss.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny model: a smoke test in seconds")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads [1]")
+    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    s = QUICK if args.quick else FULL
+    times = interleaved({k: step_fn(p, o, s) for k, (p, o) in CASES.items()}, s["rounds"], s["per_round"])
+    base = {"smvi": "diagonal_smvi"}
+    ratios = {clock: {k: times[k][f"{clock}_ms"] / times[base.get(k.split("_")[-1], "diagonal")][f"{clock}_ms"]
+                      for k in times} for clock in ("cpu", "wall")}
+    res = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}, "machine": machine(),
+           "times": times, "ratios_to_diagonal": ratios}
+    print(f"{'case':<16}{'cpu ms':>10}{'wall ms':>10}{'cpu ratio':>11}   (ratio to the diagonal step at the same λ)")
+    for k in times:
+        print(f"{k:<16}{times[k]['cpu_ms']:>10.1f}{times[k]['wall_ms']:>10.1f}{ratios['cpu'][k]:>10.2f}x")
+    if args.out:
+        args.out.write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()

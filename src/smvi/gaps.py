@@ -1,0 +1,256 @@
+"""The anatomy of the inference gap: approximation gap and amortization gap (Cremer, Li & Duvenaud, "Inference
+suboptimality in variational autoencoders", ICML 2018).
+
+For an image x, with q_φ(z|x) the encoder's (amortized) member of the variational family Q and q*_x the best member
+of Q for this x alone (the "local" q):
+
+    log p(x) − ELBO(q_φ)  =  [log p(x) − ELBO(q*_x)]  +  [ELBO(q*_x) − ELBO(q_φ)]
+         the gap               approximation gap          amortization gap
+                               (Q cannot represent        (the encoder does not find
+                                the posterior)             the best member for x)
+
+:func:`fit_local` finds q*_x by stochastic gradient ascent on the ELBO over the per-image free parameters of the
+model's own family (:meth:`~smvi.posteriors.PosteriorFamily.local_init`: the Gaussian's mean and Cholesky factor;
+for the flow, its base, context *and* a private copy of every coupling weight), starting from the encoder's output.
+:func:`gap_split` evaluates both ELBOs with the same draws (common random numbers) and splits the gap given log p(x)
+(from AIS, or exact). :func:`gaps_run` does this for a trained run and writes ``gaps.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .checkpoint import atomic_write_json
+from .data import ImageData, binarize_fixed, fixed_subset, load_data
+from .estimators import ais
+from .estimators.hmc import reparameterize
+from .objectives import _check_batch, _kl
+from .train import RunError, load_run
+
+__all__ = ["LocalFit", "GapResult", "GapConfig", "fit_local", "elbo_estimate", "gap_split", "gaps_run", "mean_se",
+           "GAPS_FILE"]
+
+GAPS_FILE = "gaps.json"
+
+
+@dataclass(frozen=True)
+class LocalFit:
+    """The per-image members q*_x found by :func:`fit_local`: ``q`` (batch ``[N]``), its free parameters ``local``,
+    the optimizer ``steps`` taken, whether the convergence check passed at the end (``converged``), the
+    ELBO's mean over images at each check (``trace``), ``skipped`` non-finite steps and each image's gain over the
+    last window (``last_gain``, nats: what the fit was still improving when it stopped)."""
+
+    q: Distribution
+    local: list[Tensor]
+    steps: int
+    converged: bool
+    trace: list[float]
+    skipped: int
+    last_gain: Tensor  # [N]: each image's ELBO gain (fixed draws) over the last window
+
+
+def _elbo_draws(model, q: Distribution, x: Tensor, n: int) -> Tensor:
+    """ELBO ``[N]`` from ``n`` reparameterized draws: MC reconstruction, analytic KL where available."""
+    z = q.rsample((n,))
+    return model.log_likelihood(x, z).mean(0) - _kl(model, q, z)
+
+
+@torch.no_grad()
+def _elbo_at(model, q: Distribution, x: Tensor, eps: Tensor) -> Tensor:
+    """ELBO ``[N]`` at the fixed base draws ``eps`` ``[M, N, z_dim]`` (reconstruction at z = q's map of eps)."""
+    z = reparameterize(q, eps)
+    return model.log_likelihood(x, z).mean(0) - _kl(model, q, z)
+
+
+def fit_local(model, x: Tensor, *, steps: int = 3000, lr: float = 1e-2, n_samples: int = 16, window: int = 100,
+              tol: float = 0.05, seed: int = 0) -> LocalFit:
+    """Optimize, for each image of x ``[N, x_dim]`` separately, the member of the model's family that maximizes the
+    ELBO, starting from the encoder's output. The model's own parameters are not changed.
+
+    Optimizer: Adam on Σₙ ELBO_n, estimated each step from ``n_samples`` fresh reparameterized draws per image
+    (analytic KL where the family has one), for ``steps`` steps with the learning rate decayed from ``lr`` to 1 % of it
+    (cosine), so the iterate settles instead of jittering at the noise level. Images share nothing but the schedule
+    (Adam is element-wise, and each image's parameters enter only its own ELBO). Convergence check: every ``window``
+    steps each image's ELBO is evaluated on one fixed set of 64 base draws (common random numbers: the change between
+    two evaluations is nearly free of Monte Carlo noise); the fit is ``converged`` if in the last window no image
+    gained ``tol`` nats or more. ``trace`` holds the mean of these evaluations. A step with a non-finite ELBO or
+    gradient is skipped. Noise comes from ``seed`` (the global RNG is left as it was).
+    """
+    _check_batch(model, x)
+    family = model.family
+    with torch.no_grad():
+        local = [t.requires_grad_(True) for t in family.local_init(model.encoder_params(x))]
+    opt = torch.optim.Adam(local, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps)))
+    trace: list[float] = []
+    skipped, converged, gain = 0, False, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        eps = torch.randn(64, *x.shape[:-1], model.z_dim, dtype=x.dtype, device=x.device)
+        last = _elbo_at(model, family.local_distribution(local), x, eps)
+        for step in range(1, steps + 1):
+            with torch.enable_grad():
+                elbo = _elbo_draws(model, family.local_distribution(local), x, n_samples)
+                grads = torch.autograd.grad(-elbo.sum(), local)
+            if torch.isfinite(elbo).all() and all(bool(torch.isfinite(g).all()) for g in grads):
+                for t, g in zip(local, grads):
+                    t.grad = g
+                opt.step()
+            else:
+                skipped += 1
+            sched.step()
+            if step % window == 0 or step == steps:
+                now = _elbo_at(model, family.local_distribution(local), x, eps)
+                trace.append(float(now.mean()))
+                gain, last = now - last, now
+                converged = bool((gain < tol).all())
+    local = [t.detach() for t in local]
+    return LocalFit(family.local_distribution(local), local, steps, converged, trace, skipped, gain)
+
+
+@torch.no_grad()
+def elbo_estimate(model, q: Distribution, x: Tensor, *, n_samples: int = 1000, seed: int = 0,
+                  chunk: int = 100) -> Tensor:
+    """ELBO(q) per image, float64 ``[N]``: E_q[log p(x|z)] by ``n_samples`` draws (in chunks), minus KL(q ‖ p(z))
+    (analytic where available, else from the same draws). Unbiased; ``seed`` fixes the draws, so two q's of the same
+    Gaussian family evaluated with one seed share their noise (common random numbers)."""
+    total, done = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device), 0
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        while done < n_samples:
+            n = min(chunk, n_samples - done)
+            total += _elbo_draws(model, q, x, n).double() * n
+            done += n
+    return total / n_samples
+
+
+def mean_se(values: Tensor) -> dict[str, float | None]:
+    """Mean and standard error across images (SE is None for one image)."""
+    v = values.double()
+    return {"mean": float(v.mean()), "se": float(v.std() / math.sqrt(len(v))) if len(v) > 1 else None}
+
+
+@dataclass(frozen=True)
+class GapResult:
+    """Per-image values, float64 ``[N]``: ``log_px`` (given), ``elbo_amortized`` (the encoder's q), ``elbo_local``
+    (q*_x), ``approximation = log_px − elbo_local``, ``amortization = elbo_local − elbo_amortized``; their sum is the
+    ELBO gap log_px − elbo_amortized. ``fit`` describes the local optimization."""
+
+    log_px: Tensor
+    elbo_amortized: Tensor
+    elbo_local: Tensor
+    approximation: Tensor
+    amortization: Tensor
+    fit: dict[str, Any]
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Mean ± SE of every per-image value, the total gap, and the fit's diagnostics (JSON-ready)."""
+        names = ("log_px", "elbo_amortized", "elbo_local", "approximation", "amortization")
+        out: dict[str, Any] = {"n": len(self.log_px), **{k: mean_se(getattr(self, k)) for k in names}}
+        out["gap"] = mean_se(self.log_px - self.elbo_amortized)
+        return {**out, "fit": self.fit, "seconds": round(self.seconds, 2), "settings": self.settings}
+
+    def per_image(self) -> dict[str, list[float]]:
+        names = ("log_px", "elbo_amortized", "elbo_local", "approximation", "amortization")
+        return {k: [round(float(v), 5) for v in getattr(self, k)] for k in names}
+
+
+def gap_split(model, x: Tensor, log_px: Tensor, *, eval_samples: int = 1000, seed: int = 0, **fit) -> GapResult:
+    """Split each image's ELBO gap into approximation and amortization gaps (module docstring).
+
+    x ``[N, x_dim]``; ``log_px`` ``[N]`` (AIS, or exact for a closed-form model); ``fit`` goes to :func:`fit_local`.
+    Both ELBOs are :func:`elbo_estimate` with ``eval_samples`` draws and the same ``seed``. Bias: an unconverged fit
+    under-states the amortization gap and over-states the approximation gap by the same amount; AIS's downward bias
+    under-states the approximation gap. The amortization gap is ≥ 0 up to this Monte Carlo noise (the fit starts at
+    the amortized q and only keeps improving it in expectation).
+    """
+    t0 = time.perf_counter()
+    log_px = log_px.to(device=x.device, dtype=torch.float64)
+    if log_px.shape != (x.shape[0],):
+        raise ValueError(f"log_px must be [N] = [{x.shape[0]}], got {list(log_px.shape)}")
+    with torch.no_grad():
+        amortized = model.encode(x)
+    elbo_amortized = elbo_estimate(model, amortized, x, n_samples=eval_samples, seed=seed)
+    local = fit_local(model, x, seed=seed + 1, **fit)
+    elbo_local = elbo_estimate(model, local.q, x, n_samples=eval_samples, seed=seed)
+    settings = {"eval_samples": eval_samples, "seed": seed, **fit}
+    diag = {"steps": local.steps, "converged": local.converged, "skipped": local.skipped,
+            "last_gain_max": float(local.last_gain.max()), "last_gain_mean": float(local.last_gain.mean()),
+            "trace": [round(v, 4) for v in local.trace]}
+    return GapResult(log_px, elbo_amortized, elbo_local, log_px - elbo_local, elbo_local - elbo_amortized, diag,
+                     time.perf_counter() - t0, settings)
+
+
+class GapConfig(BaseModel):
+    """Settings of ``smvi gaps``: which images, the AIS that gives log p(x), and the local fit (see :func:`fit_local`).
+    The AIS defaults are the cpu preset's converged ones (500 steps, 4 chains, 5 leapfrogs, from the encoder)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    n_points: int = Field(100, gt=0, description="test images (the fixed subset smvi evaluate scores first)")
+    subset_seed: int = Field(0, ge=0, description="seed of the subset (binarization uses the run's data.eval_seed)")
+    ais_steps: int = Field(500, gt=0, description="AIS intermediate distributions")
+    ais_chains: int = Field(4, gt=0, description="AIS chains per image")
+    ais_leapfrog: int = Field(5, gt=0, description="leapfrog steps per HMC transition")
+    steps: int = Field(3000, gt=0, description="Adam steps of the local fit")
+    lr: float = Field(1e-2, gt=0, description="initial learning rate of the local fit (cosine decay to 1 %)")
+    n_samples: int = Field(16, gt=0, description="draws per image and step in the local fit")
+    window: int = Field(100, gt=0, description="steps between the convergence check's evaluations")
+    tol: float = Field(0.05, gt=0, description="converged: no image gained this much (nats) in the last window")
+    eval_samples: int = Field(1000, gt=0, description="draws per image for each ELBO")
+    batch_size: int = Field(100, gt=0, description="images processed together")
+    seed: int = Field(0, ge=0, description="seed of AIS, the fit and the ELBO draws")
+
+
+def gaps_run(run_dir, config: GapConfig = GapConfig(), *, data: ImageData | None = None, overwrite: bool = False,
+             device: str = "cpu", progress: bool = False) -> dict[str, Any]:
+    """The gap split of a trained run on a fixed test subset; writes ``RUN/gaps.json`` (atomically) and returns it.
+    ``seconds`` there covers everything (AIS included).
+
+    log p(x) is AIS from the encoder at ``config``'s settings, on the same binarized images. The file holds the run's
+    identity (name, epoch, family, objective and its knob), the settings, mean ± SE of every quantity and the
+    per-image values. An existing ``gaps.json`` is an error unless ``overwrite``.
+    """
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    out = run_dir / GAPS_FILE
+    run = load_run(run_dir, device=device)
+    if out.exists() and not overwrite:
+        raise RunError(f"{out} exists: pass --overwrite to recompute it")
+    data = data if data is not None else load_data(run.config.data.dataset, run.config.data.data_dir)
+    idx = fixed_subset(len(data.test_x), config.n_points, config.subset_seed)
+    x_all = binarize_fixed(data.test_x[idx], run.config.data.eval_seed).to(next(run.model.parameters()).device)
+    fit = {k: getattr(config, k) for k in ("steps", "lr", "n_samples", "window", "tol")}
+    parts, acceptance = [], []
+    for start in range(0, len(x_all), config.batch_size):
+        x = x_all[start:start + config.batch_size]
+        r = ais(run.model, x, steps=config.ais_steps, chains=config.ais_chains, leapfrog_steps=config.ais_leapfrog,
+                start="encoder", seed=config.seed, progress=progress)
+        acceptance.append(r.acceptance_per_point)
+        parts.append(gap_split(run.model, x, r.log_px, eval_samples=config.eval_samples, seed=config.seed, **fit))
+    res = GapResult(*(torch.cat([getattr(p, k) for p in parts]) for k in
+                      ("log_px", "elbo_amortized", "elbo_local", "approximation", "amortization")),
+                    fit={"steps": [p.fit["steps"] for p in parts], "converged": all(p.fit["converged"] for p in parts),
+                         "skipped": sum(p.fit["skipped"] for p in parts),
+                         "last_gain_max": max(p.fit["last_gain_max"] for p in parts),
+                         "traces": [p.fit["trace"] for p in parts]},
+                    seconds=time.perf_counter() - t0, settings=config.model_dump())
+    tc, mc = run.config.train, run.config.model
+    knob = {"smvi": {"lam": tc.lam}, "beta": {"beta": tc.beta}, "iwae": {"iwae_k": tc.iwae_k}}[tc.objective]
+    result = {"run": run_dir.name, "epoch": run.epoch, "posterior": mc.posterior, "objective": tc.objective, **knob,
+              **res.summary(), "ais_acceptance": float(torch.cat(acceptance).mean()), "per_image": res.per_image()}
+    atomic_write_json(out, result)
+    return result

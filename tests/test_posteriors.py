@@ -1,0 +1,222 @@
+"""Posterior families: each log q(z|x) is a normalized density with the right z-gradient; the full-covariance family
+matches the closed-form KL and D_SM on the linear-Gaussian model and reaches 0 at the exact posterior; the diagonal
+default is the VAE exactly as it was (parameters, outputs, old runs and checkpoints); every estimator accepts every
+family."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import smvi
+from smvi.checkpoint import load_checkpoint, save_checkpoint
+from smvi.config import ConfigError, ModelConfig, load_config
+from smvi.models import VAE, LinearGaussian, _mlp
+from smvi.posteriors import CouplingFlow, FullGaussian, make_family
+from smvi.ssl import encoder_features
+from smvi.rundir import RunDir
+from smvi.train import load_run, train
+
+FLOW = dict(flow_layers=3, flow_hidden=(16,), flow_context=3)
+
+
+def random_family(kind: str, z_dim: int = 2, seed: int = 0):
+    """A family in float64 with random (non-trivial) weights, and random parameters for 3 images."""
+    g = torch.Generator().manual_seed(seed)
+    family = make_family(kind, z_dim, **(FLOW if kind == "flow" else {})).double()
+    with torch.no_grad():
+        for p in family.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    params = 0.5 * torch.randn(3, family.n_params, generator=g, dtype=torch.float64)
+    return family, params
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "full", "flow"])
+def test_each_family_is_a_normalized_density_in_2d(kind):
+    torch.manual_seed(0)
+    family, params = random_family(kind)
+    q = family.distribution(params)
+    grid = torch.linspace(-14, 14, 701, dtype=torch.float64)
+    zz = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 1, 2)  # [G², 1, 2] vs batch [3]
+    dens = q.log_prob(zz).exp().reshape(len(grid), len(grid), 3)
+    mass = torch.trapezoid(torch.trapezoid(dens, grid, dim=0), grid, dim=0)
+    # ∫_B q = P_q(z ∈ B) for the box B = the grid: compared with the fraction of exact samples inside it (the flow's
+    # tails reach past any grid that fits in memory, so its mass inside is a few percent short of 1)
+    n = 200_000
+    inside = (q.sample((n,)).abs().max(-1).values < 14).double().mean(0)
+    assert torch.allclose(mass, inside, atol=3e-3), (mass, inside)
+    assert (inside > 0.95).all()
+    if kind != "flow":
+        assert torch.allclose(mass, torch.ones(3, dtype=torch.float64), atol=1e-4)
+    if kind != "diagonal":  # the family is not secretly the diagonal Gaussian (else the test above proves little)
+        base = make_family("diagonal", 2).distribution(params[:, :4])
+        assert (q.log_prob(zz) - base.log_prob(zz)).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "full", "flow"])
+def test_log_q_is_differentiated_in_z_at_the_sampled_z(kind):
+    """D_SM differentiates log q(z|x) at z = rsample(): the score must be that of log q as a function of z (a flow
+    that cached its inverse would return the score of the base density instead)."""
+    family, params = random_family(kind, z_dim=4)
+    q = family.distribution(params.requires_grad_(True))
+    z = q.rsample((5,))
+    (g_sampled,) = torch.autograd.grad(q.log_prob(z).sum(), z)
+    leaf = z.detach().requires_grad_(True)
+    (g_leaf,) = torch.autograd.grad(q.log_prob(leaf).sum(), leaf)
+    assert torch.allclose(g_sampled, g_leaf, atol=1e-10)
+    # and it is the true score: central finite differences of log q
+    h, e = 1e-5, torch.zeros_like(leaf)
+    e[..., 1] = h
+    fd = (q.log_prob(leaf + e) - q.log_prob(leaf - e)) / (2 * h)
+    assert torch.allclose(g_leaf[..., 1], fd.detach(), atol=1e-6)
+
+
+def test_the_flow_sample_and_its_density_agree():
+    """log q(f(u)) = log N(u) − Σ log-scales, through the inverse, for samples drawn forward."""
+    family, params = random_family("flow", z_dim=5)
+    q = family.distribution(params)
+    u = q.base_dist.sample((4,))
+    z, log_det = u, torch.zeros(u.shape[:-1], dtype=u.dtype)
+    for t in q.transforms:
+        y = t(z)
+        log_det = log_det + t.log_abs_det_jacobian(z, y)
+        z = y
+    assert torch.allclose(q.log_prob(z), q.base_dist.log_prob(u) - log_det, atol=1e-10)
+
+
+def posterior_as_full_q(m: LinearGaussian, x: torch.Tensor) -> LinearGaussian:
+    """The linear-Gaussian model whose full-covariance encoder outputs the exact posterior for every x."""
+    s2 = torch.exp(2 * m.log_s).detach()
+    cov = torch.linalg.inv(torch.eye(m.z_dim, dtype=torch.float64) + m.W.T @ m.W / s2).detach()
+    L = torch.linalg.cholesky(cov)
+    rows, cols = torch.tril_indices(m.z_dim, m.z_dim, -1)
+    A = cov @ m.W.detach().T / s2
+    return LinearGaussian(m.W.detach(), m.b.detach(), float(s2.sqrt()), A, -A @ m.b.detach(), L.diagonal().log(),
+                          family=FullGaussian(m.z_dim).double(), E=torch.zeros(len(rows), m.x_dim,
+                                                                               dtype=torch.float64),
+                          e=L[rows, cols])
+
+
+def test_full_covariance_kl_and_d_sm_match_their_closed_forms_and_vanish_at_the_posterior():
+    m = LinearGaussian.random(5, 3, seed=2, posterior="full")
+    x = m.decode(torch.randn(4, 3, dtype=torch.float64)).sample().detach()
+    torch.manual_seed(0)
+    n = 20000
+    with torch.no_grad():
+        q, post = m.encode(x), m.posterior(x)
+        z = q.sample((n,))
+        log_ratio = q.log_prob(z) - post.log_prob(z)
+    kl_mc, kl_se = log_ratio.mean(0), log_ratio.std(0) / math.sqrt(n)
+    assert ((kl_mc - m.exact_kl(x).detach()).abs() < 4 * kl_se).all()
+    sq = torch.stack([smvi.score_matching_divergence(m, x, n_samples=1).detach() for _ in range(4000)])
+    assert ((sq.mean(0) - m.exact_score_matching(x).detach()).abs() < 4 * sq.std(0) / math.sqrt(len(sq))).all()
+    assert (m.exact_kl(x) > 0.1).all() and (m.exact_score_matching(x) > 0.1).all()  # not trivially 0 here
+
+    exact = posterior_as_full_q(m, x)
+    assert torch.allclose(exact.encode(x).covariance_matrix, exact.posterior(x).covariance_matrix, atol=1e-12)
+    assert exact.exact_kl(x).abs().max() < 1e-10 and exact.exact_score_matching(x).abs().max() < 1e-10
+    # the Monte Carlo D_SM and the SMVI objective see it too: every draw has q's score = the posterior's
+    assert smvi.score_matching_divergence(exact, x, n_samples=50).abs().max() < 1e-10
+    assert smvi.smvi_objective(exact, x, lam=1.0).d_sm.abs().max() < 1e-10
+
+
+def test_full_covariance_kl_to_the_prior_is_analytic():
+    family, params = random_family("full", z_dim=3)
+    q = family.distribution(params)
+    prior = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(3, dtype=torch.float64),
+                                                                       torch.ones(3, dtype=torch.float64)), 1)
+    z = q.sample((200000,))
+    mc = (q.log_prob(z) - prior.log_prob(z)).mean(0)
+    assert torch.allclose(torch.distributions.kl_divergence(q, prior), mc, atol=0.02)
+
+
+# ---- the diagonal default is the VAE as it was ----------------------------------------------------------------------
+def test_the_diagonal_default_is_bit_identical_to_the_original_vae():
+    cfg = ModelConfig(z_dim=5, encoder_hidden=(16,), decoder_hidden=(16,))
+    torch.manual_seed(0)
+    model = VAE(784, cfg)
+    torch.manual_seed(0)  # the original construction: two He-init MLPs, the encoder emitting [μ, log σ]
+    enc = _mlp([784, 16, 10], cfg.activation, cfg.encoder_last_scale)
+    dec = _mlp([5, 16, 784], cfg.activation, cfg.decoder_last_scale)
+    legacy = {**{f"encoder.{k}": v for k, v in enc.state_dict().items()},
+              **{f"decoder.{k}": v for k, v in dec.state_dict().items()}}
+    state = model.state_dict()
+    assert list(state) == list(legacy) and all(torch.equal(state[k], legacy[k]) for k in legacy)
+    x = torch.bernoulli(torch.rand(4, 784, generator=torch.Generator().manual_seed(1)))
+    mean, log_std = enc(x).chunk(2, -1)
+    q = model.encode(x)
+    assert torch.equal(q.mean, mean) and torch.equal(q.stddev, log_std.exp())
+    assert isinstance(q, torch.distributions.Independent) and isinstance(q.base_dist, torch.distributions.Normal)
+
+
+def _strip_new_keys(tree: dict) -> dict:
+    new = {"posterior", "flow_layers", "flow_hidden", "flow_context", "objective", "beta", "iwae_k"}
+    return {s: {k: v for k, v in vals.items() if k not in new} for s, vals in tree.items()}
+
+
+def test_a_run_written_before_families_existed_still_loads_and_resumes(idx_dir, tmp_path):
+    """Old config.toml and checkpoint headers lack the new keys; they must load (defaults filled) and resume."""
+    import tomli_w
+
+    cfg = load_config(sets=["model.z_dim=3", "model.encoder_hidden=[8]", "model.decoder_hidden=[8]",
+                            "data.dataset='idx'", f"data.data_dir='{idx_dir}'", "data.monitor_size=32",
+                            "train.batch_size=64", "train.epochs=1"])
+    out = tmp_path / "old"
+    train(cfg, out, progress=False)
+    ck = load_checkpoint(RunDir(out).checkpoint_path)
+    run = load_run(out)
+    opt = torch.optim.Adam(run.model.parameters())
+    opt.load_state_dict(ck.optimizer)
+    # as the old code wrote them: no fingerprint in the checkpoint, no fingerprint line in config.toml
+    save_checkpoint(RunDir(out).checkpoint_path, model=run.model, optimizer=opt, rng=ck.rng, progress=ck.progress,
+                    config=_strip_new_keys(ck.config))
+    old = _strip_new_keys(cfg.model_dump(mode="json", exclude_none=True))
+    RunDir(out).config_path.write_text(tomli_w.dumps(old))
+    assert "posterior" not in load_checkpoint(RunDir(out).checkpoint_path).config["model"]
+    loaded = load_run(out)
+    assert loaded.config.model.posterior == "diagonal" and loaded.epoch == 1
+    train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})}), out, resume=True,
+          progress=False)
+    assert load_run(out).epoch == 2
+
+
+# ---- configuration --------------------------------------------------------------------------------------------------
+def test_flow_settings_are_filled_for_a_flow_and_refused_otherwise():
+    cfg = load_config(sets=["model.posterior='flow'"])
+    assert (cfg.model.flow_layers, cfg.model.flow_hidden, cfg.model.flow_context) == (4, (256,), 32)
+    assert load_config(sets=["model.posterior='flow'", "model.flow_layers=2"]).model.flow_layers == 2
+    for sets, text in [(["model.flow_layers=2"], "model.flow_layers is only used by posterior='flow'"),
+                       (["model.posterior='full'", "model.flow_hidden=[8]"], "model.flow_hidden is only used"),
+                       (["model.posterior='flow'", "model.z_dim=1"], "needs model.z_dim >= 2"),
+                       (["model.posterior='mixture'"], "model.posterior")]:
+        with pytest.raises(ConfigError) as err:
+            load_config(sets=sets)
+        assert text in str(err.value) and "\n" not in str(err.value)
+
+
+# ---- every estimator takes every family -----------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["full", "flow"])
+def test_iwae_and_ais_from_the_encoder_work_with_each_family(kind):
+    m = LinearGaussian.random(4, 2, s=1.5, seed=3, posterior=kind, **(FLOW if kind == "flow" else {}))
+    x = m.decode(torch.randn(6, 2, dtype=torch.float64)).sample().detach()
+    exact = m.log_marginal(x).detach()
+    torch.manual_seed(0)
+    elbo = smvi.elbo(m, x, n_samples=4000).detach()
+    iwae = smvi.iwae_bound(m, x, k=4000, seed=0)
+    # this q is far from the posterior (ELBO several nats below log p(x)), so IWAE is noisy: orderings on average
+    assert (elbo < iwae).all() and (iwae - exact).mean() < 0.1
+    assert (exact - iwae).mean() < 0.25 * (exact - elbo).mean()
+    r = smvi.ais(m, x, steps=500, chains=16, leapfrog_steps=5, start="encoder", seed=0)
+    err = r.log_px - exact
+    assert err.mean().abs() < 0.1 and err.abs().max() < 0.3, err
+
+
+def test_ssl_features_of_a_flow_are_its_location():
+    torch.manual_seed(0)
+    model = VAE(784, ModelConfig(z_dim=4, encoder_hidden=(8,), decoder_hidden=(8,), posterior="flow", **FLOW))
+    images = torch.rand(5, 784)
+    feats = encoder_features(model, images, seed=0)
+    assert feats.shape == (5, 4) and bool(torch.isfinite(torch.from_numpy(feats)).all())
+    assert isinstance(model.family, CouplingFlow)
