@@ -233,3 +233,14 @@ def test_a_sweep_that_cannot_write_is_one_line(idx_dir, tmp_path, monkeypatch):
     with pytest.raises(RunError, match="cannot write in .*No space left.*rerun the same command") as err:
         S.run_sweep(tiny_sweep(idx_dir, stages=["train"]), tmp_path / "sw", progress=False)
     assert "\n" not in str(err.value)
+
+
+def test_process_workers_share_out_the_usable_cores(monkeypatch):
+    """Threads per worker come from the cores this process may use (its affinity), not from the machine's count."""
+    import smvi.sweep as S
+
+    monkeypatch.setattr(S.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(S.os, "cpu_count", lambda: 64)
+    assert [S.worker_threads(w) for w in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]
+    monkeypatch.delattr(S.os, "sched_getaffinity")
+    assert S.usable_cores() == 64

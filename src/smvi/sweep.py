@@ -164,7 +164,7 @@ def run_sweep(
     names = [s.name for s in specs]
     _, status_path, runs_dir = sweep_paths(sweep_dir)
     dirs = {s.name: runs_dir / s.name for s in specs}
-    threads = max(1, (os.cpu_count() or 1) // workers) if executor != "inprocess" else None
+    threads = worker_threads(workers) if executor != "inprocess" else None
     results: dict[str, dict] = {}
 
     def record(r: dict) -> None:
@@ -188,6 +188,20 @@ def run_sweep(
     else:
         raise ConfigError(f"unknown executor {executor!r}: use inprocess, process or ray")
     return [results[n] for n in names]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or ``taskset``'s limit), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
+def worker_threads(workers: int) -> int:
+    """Torch threads per worker of a ``workers``-process pool: the usable cores shared out, at least one. On 2 cores
+    two 1-thread runs side by side beat one 2-thread run at a time (benchmarks/README.md, "concurrent runs")."""
+    return max(1, usable_cores() // workers)
 
 
 def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, retries: int = 2) -> None:
