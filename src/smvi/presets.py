@@ -26,7 +26,7 @@ PRESETS: dict[str, SweepConfig] = {
         ssl=SSLConfig(seeds=(0, 1), test_size=2000),
     ),
     # A reduced but meaningful reproduction: the paper's model and data, fewer epochs, converged AIS (500 steps: BDMC
-    # gap 0.10 ± 0.05 nats at λ = 0, see results/), 100 + 100 evaluation points. Its stages summed to 4.1 h of
+    # gap 0.10 ± 0.05 nats at λ = 0, see results/cpu/), 100 + 100 evaluation points. Its stages summed to 4.1 h of
     # one-thread processes, run two at a time on 2 cores (README, Results).
     "cpu": SweepConfig(
         lams=(0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0),
