@@ -93,3 +93,82 @@ def paired_rows(runs: list[Run]) -> list[PairedRow]:
             if d := clustered_paired_t(clusters, level=1 - ALPHA, value_unit="label subsets"):
                 family.append(("ssl_gain", "test", s, lam, d))
     return out + _family(family)
+
+
+# ---- tables and figure ----------------------------------------------------------------------------------------------
+def _p(p: float | None) -> str:
+    return "—" if p is None else f"{p:.2g}" if p >= 0.001 else "<0.001"
+
+
+def _cell(r: PairedRow | None) -> str:
+    """``Δ ± SE (per-value SE) [CI] p, p_Holm``; — without a comparison."""
+    if r is None:
+        return "—"
+    d = r.diff
+    text = f"{d.mean:+.2f}" + ("" if d.se is None else f" ± {d.se:.2f}")
+    if d.se_pooled is not None and d.n_values != d.n:
+        text += f" ({d.se_pooled:.2f})"
+    if d.low is not None:
+        text += f" [{d.low:+.2f}, {d.high:+.2f}]"
+    return text + f" p={_p(d.p)} p_Holm={_p(r.p_holm)} n={d.n}"
+
+
+NO_PER_IMAGE = ("— : no paired value; the eval records of these runs keep no per-image values (written before "
+                "eval.json kept them): re-evaluate to pair them")
+
+
+def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool
+                  ) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The report's paired tables: log p(x) and gap (when any run has an eval record), SSL (when any pair exists)."""
+    find = {(r.quantity, r.split, r.s, r.lam): r for r in paired}
+    others = [lam for lam in lams if lam != 0]
+    out = []
+    level = f"{100 * (1 - ALPHA):g} %"
+    if have_eval and others and 0 in lams:
+        keys = [(q, sp, None) for q, sp in LOGPX]
+        body = [[f"{lam:g}"] + [_cell(find.get(k + (lam,))) for k in keys] for lam in others]
+        missing = not any(r.quantity in LABEL and r.quantity != "ssl_gain" for r in paired)
+        out.append((f"λ minus λ = 0, paired on the same images and training seeds (nats): mean ± SE over seeds "
+                    f"(per-image SE) [{level} t interval], p and Holm-adjusted p over λ, n = seeds (or images with "
+                    f"one seed)" + (f". {NO_PER_IMAGE}" if missing else ""),
+                    ["λ"] + [f"{LABEL[q]}, {sp}" for q, sp in LOGPX], body))
+    sizes = sorted({r.s for r in paired if r.quantity == "ssl_gain"})
+    if sizes:
+        body = [[f"{lam:g}"] + [_cell(find.get(("ssl_gain", "test", s, lam))) for s in sizes] for lam in others]
+        out.append((f"SSL accuracy, λ minus λ = 0, paired on the same label subsets and training seeds (percentage "
+                    f"points): mean ± SE (per-subset SE) [{level} t interval], paired t-test p and Holm-adjusted p "
+                    f"over all λ and s, n = seeds (or label subsets with one seed)",
+                    ["λ"] + [f"s = {s}" for s in sizes], body))
+    return out
+
+
+def figure_paired(paired: list[PairedRow], lams: list[float]) -> bytes | None:
+    """Δ to λ = 0 with its t interval against λ: (a) log p(x) and gap on test images, (b) SSL; None if nothing."""
+    from matplotlib.figure import Figure
+
+    from .report import _lam_axis, _png  # the report's axis and PNG conventions
+
+    logpx = [r for r in paired if r.split == "test" and r.quantity != "ssl_gain"]
+    ssl = [r for r in paired if r.quantity == "ssl_gain"]
+    if not (logpx or ssl):
+        return None
+    fig = Figure(figsize=(11, 4.2), layout="tight")
+    panels = fig.subplots(1, 2)
+    series = [(panels[0], q, None, f"C{i}", LABEL[q]) for i, q in enumerate(("iwae_full", "ais", "gap"))]
+    series += [(panels[1], "ssl_gain", s, f"C{i}", f"s = {s}") for i, s in enumerate(sorted({r.s for r in ssl}))]
+    for ax, q, s, color, label in series:
+        pts = sorted((r for r in (logpx if q != "ssl_gain" else ssl) if r.quantity == q and r.s == s),
+                     key=lambda r: r.lam)
+        pts = [r for r in pts if r.diff.low is not None]
+        if pts:
+            x, y = [r.lam for r in pts], [r.diff.mean for r in pts]
+            err = [[r.diff.mean - r.diff.low for r in pts], [r.diff.high - r.diff.mean for r in pts]]
+            ax.errorbar(x, y, yerr=err, color=color, label=label, capsize=3, marker="o", ms=4)
+    titles = ("(a) test images: λ minus λ = 0 (nats)", "(b) SSL accuracy: λ minus λ = 0 (points)")
+    for ax, title in zip(panels, titles):
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set(title=title, ylabel="paired difference")
+        _lam_axis(ax, [lam for lam in lams if lam != 0])
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _png(fig)
