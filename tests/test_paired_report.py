@@ -53,7 +53,7 @@ def write_run(d, lam: float, seed: int) -> None:
           "full_test": {"k": 10, "n": 40, "indices": full, "per_image": iwae,
                         "iwae": {"mean": float(np.mean(iwae)), "se": 0.1}}}
     (d / "eval.json").write_text(json.dumps(ev))
-    gain = {0.0: 0.0, 0.01: 0.02, 0.1: -0.01}[lam]
+    gain = {0.01: 0.02, 0.1: -0.01}.get(lam, 0.0)
     acc = {600: tuple(accuracy(gain, lam, seed, k) for k in range(4))}
     sel = {600: tuple(Selection(1.0, 0.1, 0.9) for _ in range(4))}
     ssl = {"settings": {"sizes": [600]}, "run": {"lam": lam, "seed": seed, "epoch": 3},
@@ -108,3 +108,13 @@ def test_runs_without_per_image_values_report_a_dash_and_say_why(sweep, tmp_path
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| 0.1 | — | — | — | — | — |" in md and "keep no per-image values" in md
     assert "Claim 1: the ELBO gap shrinks as λ grows, at a cost in log-likelihood — cannot be decided" in md
+
+
+def test_a_nested_sweep_is_left_to_its_own_report(sweep, tmp_path):
+    """results/paper inside results: the outer report does not mix the inner sweep's runs into its own."""
+    inner = sweep / "paper"
+    write_run(inner / "runs" / "lam0.5_seed0", 0.5, 0)
+    (inner / "sweep.toml").write_text("lams = [0.5]\n")
+    runs, notes = collect_runs(sweep)
+    assert 0.5 not in {r.lam for r in runs} and len(runs) == 9
+    assert [r.lam for r in collect_runs(inner)[0]] == [0.5]

@@ -4,7 +4,8 @@ Every directory under ``sweep_dir`` with a config is a run; :func:`collect_runs`
 layer (:mod:`smvi.rundir`): its config (a damaged one skips the run, with a note), its epochs, and its eval, ssl and
 convergence records (:mod:`smvi.records`). A damaged record, or a stale one (another run's fingerprint, another
 epoch), is left out with a note saying which and why; a run whose identity repeats another's (a copied directory) is
-counted once. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE = std/√n over runs if
+counted once. A subdirectory holding its own ``sweep.toml`` is another sweep (``results/paper`` inside ``results``)
+and is left to its own report. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE = std/√n over runs if
 n ≥ 2, else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
 identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy
 minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set), mean ± SE over those
@@ -127,6 +128,8 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
         name = str(rd.path.relative_to(sweep)) or "."
         if any(p.startswith(".") for p in cfg_path.relative_to(sweep).parts) or name.split("/")[0] == "report":
             continue
+        if any(sweep_paths(d)[0].is_file() for d in cfg_path.parents if sweep in d.parents):
+            continue  # a nested sweep: reported on its own
         try:
             cfg = rd.read_config()
             fp = rd.fingerprint()
