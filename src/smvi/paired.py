@@ -145,6 +145,7 @@ def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool
 def figure_paired(paired: list[PairedRow], lams: list[float]) -> bytes | None:
     """Δ to λ = 0 with its t interval against λ: (a) log p(x) and gap on test images, (b) SSL; None if nothing."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     from .report import _lam_axis, _png  # the report's axis and PNG conventions
 
@@ -167,8 +168,13 @@ def figure_paired(paired: list[PairedRow], lams: list[float]) -> bytes | None:
     titles = ("(a) test images: λ minus λ = 0 (nats)", "(b) SSL accuracy: λ minus λ = 0 (points)")
     for ax, title in zip(panels, titles):
         ax.axhline(0, color="0.3", lw=0.8)
-        ax.set(title=title, ylabel="paired difference")
+        ax.set(title=title, ylabel="paired difference (linear within ±1, logarithmic beyond)")
+        ax.set_yscale("symlog", linthresh=1)  # small differences and a collapse (λ = 1) on one axis
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:+g}" if v else "0"))
         _lam_axis(ax, [lam for lam in lams if lam != 0])
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no paired values\n(no per-image values in the records)", ha="center", va="center",
+                    transform=ax.transAxes, color="0.4")
     return _png(fig)
