@@ -92,6 +92,8 @@ def test_the_report_states_both_claims_and_shows_the_paired_tables(sweep, tmp_pa
     assert "Claim 2: semi-supervised accuracy improves at a moderate λ — holds" in md and "λ = 0.01, s = 600" in md
     assert "paired on the same images and training seeds" in md and "p_Holm=" in md
     assert "no per-image values" not in md  # these records have them
+    # Figure 1's table: SE over the 3 seeds, and beside it the runs' own SEs (0.1 each) combined: √(3·0.1²)/3
+    assert "| 0 | 3 | 3.00 ± <0.01 (0.06) |" in md
     assert (tmp_path / "out" / "fig3_paired.png").stat().st_size > 1000
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<h2>Claims</h2>" in html and "fig3_paired.png" in html

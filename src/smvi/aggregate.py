@@ -6,7 +6,8 @@ convergence records (:mod:`smvi.records`). A damaged record, or a stale one (ano
 epoch), is left out with a note saying which and why; a run whose identity repeats another's (a copied directory) is
 counted once. A subdirectory holding its own ``sweep.toml`` is another sweep (``results/paper`` inside ``results``)
 and is left to its own report. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE = std/√n over runs if
-n ≥ 2, else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
+n ≥ 2 (beside it ``se_within``, the SE the runs' own per-image or per-subset SEs give that mean), else the run's own
+SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
 identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy
 minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set), mean ± SE over those
 pairs: accuracies differ far more between label subsets than between nearby λ, so the pairing is what makes small
@@ -71,6 +72,7 @@ class Row:
     se_over: str
     unit: str
     values: tuple[float, ...] = ()  # per-run means, for the scatter
+    se_within: float | None = None  # with ≥ 2 runs: the SE the runs' own SEs give the mean, √Σ se_r² / n
 
 
 # ---- reading --------------------------------------------------------------------------------------------------------
@@ -181,11 +183,14 @@ def _num(x: Any) -> float | None:
 
 def _row(quantity, split, s, lam, per_run: list[tuple[float, float | None]], within: str, unit: str) -> Row:
     means = [m for m, _ in per_run]
+    within_se = None
     if len(means) >= 2:
         se, over = mean_se(means).se, "training seeds"
+        if all(e is not None for _, e in per_run):
+            within_se = math.sqrt(math.fsum(e * e for _, e in per_run)) / len(per_run)
     else:
         se, over = per_run[0][1], within
-    return Row(quantity, split, s, lam, float(np.mean(means)), se, len(means), over, unit, tuple(means))
+    return Row(quantity, split, s, lam, float(np.mean(means)), se, len(means), over, unit, tuple(means), within_se)
 
 
 def _se_pct(values) -> float | None:

@@ -151,10 +151,11 @@ def _pm(mean: float | None, se: float | None) -> str:
 
 
 def _cell(r: Row | None) -> str:
-    """``mean ± SE``; † marks an SE from within one run (see SE_NOTE)."""
+    """``mean ± SE``, with several runs ``(SE within runs)`` beside it; † marks an SE from within one run (SE_NOTE)."""
     if r is None:
         return "—"
-    return _pm(r.mean, r.se) + ("" if r.se is None or r.se_over == "training seeds" else " †")
+    within = "" if r.se_within is None else f" ({r.se_within:.2f})"
+    return _pm(r.mean, r.se) + within + ("" if r.se is None or r.se_over == "training seeds" else " †")
 
 
 def _table_rows(find: dict, keys: list[tuple], lams: list[float]) -> list[list[str]]:
@@ -248,7 +249,8 @@ CAPTIONS = {
                        "with 95 % t intervals: (a) log p(x) (IWAE on the whole test set, AIS on the test subset) "
                        "and the test gap, (b) SSL accuracy.",
 }
-SE_NOTE = ("SE: over training seeds when a λ has ≥ 2 runs; † marks a λ with one run, whose own SE is shown (over "
+SE_NOTE = ("SE: over training seeds when a λ has ≥ 2 runs, with in parentheses the SE from within the runs (over "
+           "images or label subsets); † marks a λ with one run, whose own SE is shown (over "
            "test points for eval, over label subsets for SSL and the raw-pixel baseline); see se_over in results.csv.")
 
 
