@@ -106,3 +106,15 @@ def test_ais_precision_reaches_the_records_from_the_cli(trained):
     assert ConvergenceConfig().ais.kwargs()["precision"] == "fp32"  # reaches ais/bdmc/ais_ladder by name
     r = invoke("evaluate", trained, "--ais-precision", "fp16")
     assert r.exit_code == 2 and "fp16" in r.output
+
+
+def test_the_paper_preset_asks_for_the_whole_test_set_and_a_sweep_can_set_the_precision():
+    from smvi.config import build_config
+    from smvi.presets import PRESETS
+    from smvi.sweep import SweepConfig
+
+    assert PRESETS["paper"].eval.iwae_full_test_k == 1000 and PRESETS["cpu"].eval.iwae_full_test_k == 0
+    cfg = build_config(SweepConfig, PRESETS["paper"].model_dump(), sets=["eval.ais.precision=bf16"])
+    assert cfg.eval.ais.precision == "bf16" and cfg.eval.ais.kwargs()["precision"] == "bf16"
+    with pytest.raises(Exception, match="precision"):
+        build_config(SweepConfig, PRESETS["paper"].model_dump(), sets=["eval.ais.precision=fp16"])

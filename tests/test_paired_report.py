@@ -120,3 +120,15 @@ def test_a_nested_sweep_is_left_to_its_own_report(sweep, tmp_path):
     runs, notes = collect_runs(sweep)
     assert 0.5 not in {r.lam for r in runs} and len(runs) == 9
     assert [r.lam for r in collect_runs(inner)[0]] == [0.5]
+
+
+def test_the_whole_test_set_iwae_is_a_column_of_figure_1s_table(sweep, tmp_path):
+    from smvi.aggregate import aggregate
+
+    rows, _ = aggregate(collect_runs(sweep)[0])
+    got = {r.lam: r for r in rows if r.quantity == "iwae_full"}
+    want = [np.mean([values(0.1, s, i)["iwae"] for i in range(40)]) for s in SEEDS]
+    assert got[0.1].mean == pytest.approx(np.mean(want)) and got[0.1].n_runs == 3
+    assert got[0.1].se == pytest.approx(np.std(want, ddof=1) / math.sqrt(3))
+    make_report(sweep, tmp_path / "out")
+    assert "log p(x) (IWAE, whole set), test" in (tmp_path / "out" / "results.md").read_text()

@@ -5,9 +5,9 @@ layer (:mod:`smvi.rundir`): its config (a damaged one skips the run, with a note
 convergence records (:mod:`smvi.records`). A damaged record, or a stale one (another run's fingerprint, another
 epoch), is left out with a note saying which and why; a run whose identity repeats another's (a copied directory) is
 counted once. A subdirectory holding its own ``sweep.toml`` is another sweep (``results/paper`` inside ``results``)
-and is left to its own report. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE = std/√n over runs if
-n ≥ 2 (beside it ``se_within``, the SE the runs' own per-image or per-subset SEs give that mean), else the run's own
-SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
+and is left to its own report. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE =
+std/√n over runs if n ≥ 2 (beside it ``se_within``, the SE the runs' own per-image or per-subset SEs give that
+mean), else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
 identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy
 minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set), mean ± SE over those
 pairs: accuracies differ far more between label subsets than between nearby λ, so the pairing is what makes small
@@ -59,7 +59,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Row:
-    """One number of the report: ``quantity`` ∈ gap, ais, elbo, ssl_accuracy, ssl_raw_accuracy (``lam`` None),
+    """One number of the report: ``quantity`` ∈ gap, ais, elbo, iwae_full (the whole test set), ssl_accuracy,
+    ssl_raw_accuracy (``lam`` None),
     ssl_gain (paired with λ = 0; ``n_runs`` counts run pairs and ``values`` holds each pair's mean difference)."""
 
     quantity: str
@@ -241,6 +242,11 @@ def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
                 got.append((m, _num(_get(r.eval, "splits", split, q, "se"))))
         if got:
             rows.append(_row(q, split, None, lam, got, "data points", "nats"))
+    for lam in lams:  # IWAE on the whole test set, where the eval records have it
+        got = [(m, _num(_get(r.eval, "full_test", "iwae", "se"))) for r in runs if r.lam == lam and r.eval
+               if (m := _num(_get(r.eval, "full_test", "iwae", "mean"))) is not None]
+        if got:
+            rows.append(_row("iwae_full", "test", None, lam, got, "data points", "nats"))
     sizes = sorted({int(s) for r in runs for s in (_get(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
     for s in sizes:
         for lam in lams:

@@ -69,7 +69,8 @@ def claim_gap(paired: list[PairedRow], rows: list[Row]) -> Claim:
     both = sorted(set(gap) & set(logp))
     if not both:
         return Claim(name, "cannot be decided at this power",
-                     f"{name} — cannot be decided: no paired per-image comparison with λ = 0 (the eval records keep no "
+                     f"{name} — cannot be decided: no paired per-image comparison with λ = 0 (the eval records "
+                     "keep no "
                      "per-image values, or the sweep has no λ = 0 run).")
     lam = both[-1]
     g, lp = gap[lam], logp[lam]

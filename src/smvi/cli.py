@@ -168,7 +168,8 @@ def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], re
 
 
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
-_EVAL_OPTIONS = {"ais_steps": "ais.steps", "ais_chains": "ais.chains", "ais_precision": "ais.precision"}  # CLI option -> config key
+# CLI option -> config key
+_EVAL_OPTIONS = {"ais_steps": "ais.steps", "ais_chains": "ais.chains", "ais_precision": "ais.precision"}
 _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable)."
 
 

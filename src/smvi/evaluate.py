@@ -53,7 +53,8 @@ def full_test_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed:
     keep = torch.ones(len(images), dtype=torch.bool)
     keep[idx] = False
     rest = torch.nonzero(keep).flatten()
-    x = torch.cat([binarize_fixed(images[idx], binarize_seed), binarize_fixed(images[rest], binarize_seed + _REST_SEED)])
+    x = torch.cat([binarize_fixed(images[idx], binarize_seed),
+                   binarize_fixed(images[rest], binarize_seed + _REST_SEED)])
     return torch.cat([idx, rest]), x
 
 

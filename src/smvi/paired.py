@@ -1,4 +1,5 @@
-"""Each λ against λ = 0, paired: the comparisons that settle the paper's claims (torch-free; read by :mod:`smvi.report`).
+"""Each λ against λ = 0, paired: the comparisons that settle the paper's claims (torch-free; read by
+:mod:`smvi.report`).
 
 **log p(x) and the gap.** For a run at λ and the run at λ = 0 with the same training seed, the per-image differences
 on the images both evaluated (matched by image index, from ``eval.json``'s ``indices`` and ``per_image``): AIS log

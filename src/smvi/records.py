@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .settings import upgrade_eval_settings
 from .stats import MeanSE
 
-__all__ = ["RecordError", "Header", "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores", "SSLRecord",
+__all__ = ["RecordError", "Header", "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
+           "SSLRecord",
            "BDMCRow", "LadderRecord", "ConvergenceRecord", "Record", "SCHEMAS", "make_header", "dump_record",
            "parse_record", "staleness", "smvi_version"]
 

@@ -32,7 +32,7 @@ from .paired import figure_paired, paired_rows, paired_tables
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
-LABELS = {"gap": "ELBO gap", "ais": "log p(x) (AIS)", "elbo": "ELBO"}
+LABELS = {"gap": "ELBO gap", "ais": "log p(x) (AIS)", "elbo": "ELBO", "iwae_full": "log p(x) (IWAE, whole set)"}
 COLORS = {"test": "C0", "train": "C1"}
 REFERENCES = (
     "Kingma et al. 2014, M1 + transductive SVM: test accuracy 94.28 % (600 labels), 95.76 % (1000), 96.51 % (3000); "
@@ -95,6 +95,7 @@ def _figure_gap(rows: list[Row], lams: list[float]) -> bytes:
         _series(a, pick("gap"), COLORS[split], split)
         _series(b, pick("ais"), COLORS[split], f"{split}: log p(x) (AIS)")
         _series(b, pick("elbo"), COLORS[split], f"{split}: ELBO", ls="--", alpha=0.6)
+    _series(b, [r for r in rows if r.quantity == "iwae_full"], "C2", "whole test set: log p(x) (IWAE)", ls=":")
     a.set(title="(a) ELBO gap = log p(x) − ELBO", ylabel="nats per image")
     b.set(title="(b) log-likelihood", ylabel="nats per image")
     for ax in (a, b):
@@ -151,7 +152,8 @@ def _pm(mean: float | None, se: float | None) -> str:
 
 
 def _cell(r: Row | None) -> str:
-    """``mean ± SE``, with several runs ``(SE within runs)`` beside it; † marks an SE from within one run (SE_NOTE)."""
+    """``mean ± SE``, with several runs ``(SE within runs)`` beside it; † marks an SE from within one run
+    (see SE_NOTE)."""
     if r is None:
         return "—"
     within = "" if r.se_within is None else f" ({r.se_within:.2f})"
@@ -172,6 +174,7 @@ def _tables(rows: list[Row], lams: list[float]) -> list[tuple[str, list[str], li
     find = {(r.quantity, r.split, r.s, r.lam): r for r in rows}
     out = []
     keys = [(q, sp, None) for q in EVAL_METRICS for sp in SPLITS]
+    keys += [("iwae_full", "test", None)] if any(r.quantity == "iwae_full" for r in rows) else []
     if any(r.quantity in EVAL_METRICS for r in rows):
         out.append(("Figure 1: ELBO gap and log-likelihood (nats, mean ± SE)",
                     ["λ", "runs"] + [f"{LABELS[q]}, {sp}" for q, sp, _ in keys], _table_rows(find, keys, lams)))
@@ -240,7 +243,8 @@ def _csv(rows: list[Row]) -> str:
 
 CAPTIONS = {
     "fig1_gap.png": "Figure 1: (a) ELBO gap, AIS log p(x) − ELBO, and (b) log p(x) by AIS (solid) with the ELBO "
-                    "(dashed) against λ, on train and test images; mean ± SE over training seeds, dots are runs.",
+                    "(dashed) against λ, on train and test images (and, where computed, IWAE log p(x) on the whole "
+                    "test set, dotted); mean ± SE over training seeds, dots are runs.",
     "fig2_ssl.png": "Figure 2: test accuracy of an RBF SVM on encoder means from s labeled examples against λ; "
                     "dotted lines and bands: the same SVM protocol on raw pixels (mean ± SE over label subsets). "
                     "(b), when the sweep has λ = 0: each λ's accuracy minus λ = 0's on the same label subsets "
@@ -293,7 +297,8 @@ def _fence(text: str) -> str:
 
 def _markdown(tables, notes: list[str], settings: dict, figures: list[str], claims: list[str]) -> str:
     e = md_escape
-    parts = ["# SMVI sweep report\n", "## Claims\n\n" + "".join(f"- {e(c)}\n" for c in claims)] + [f"![{f}]({f})\n\n{CAPTIONS[f]}\n" for f in figures]
+    parts = ["# SMVI sweep report\n", "## Claims\n\n" + "".join(f"- {e(c)}\n" for c in claims)]
+    parts += [f"![{f}]({f})\n\n{CAPTIONS[f]}\n" for f in figures]
     for title, head, body in tables:
         parts.append(f"## {title}\n\n| " + " | ".join(map(e, head)) + " |\n|" + "---|" * len(head) + "\n"
                      + "".join("| " + " | ".join(map(e, row)) + " |\n" for row in body))

@@ -76,8 +76,9 @@ class PairedDiff(BaseModel):
 
 def paired_t(diffs: Iterable[float | None], *, level: float = 0.95, unit: str = "pairs") -> PairedDiff | None:
     """Mean ± SE of the finite paired differences ``diffs`` (d_i = a_i − b_i), the ``level`` interval
-    mean ± t_{n−1, (1+level)/2}·SE and the two-sided p-value of t = mean/SE with n − 1 degrees of freedom (the paired
-    t-test; valid for roughly normal means, i.e. not too few or too skewed differences). None without a finite value."""
+    mean ± t_{n−1, (1+level)/2}·SE and the two-sided p-value of t = mean/SE with n − 1 degrees of freedom (the
+    paired t-test; valid for roughly normal means, i.e. not too few or too skewed differences). None without a
+    finite value."""
     from scipy import stats  # imported here: keeps `smvi --help` fast
 
     m = mean_se(diffs)
@@ -116,8 +117,8 @@ def clustered_paired_t(clusters: dict, *, level: float = 0.95, cluster_unit: str
 
 def holm(pvalues: list[float | None]) -> list[float | None]:
     """Holm–Bonferroni adjusted p-values, in the input order (None stays None and is not counted): the i-th smallest
-    of m p-values becomes max_{j ≤ i} min(1, (m − j + 1)·p_(j)). Rejecting adjusted p ≤ α keeps the probability of
-    any false rejection among the m at most α."""
+    of m p-values becomes max_{j ≤ i} min(1, (m − j + 1)·p_(j)). Rejecting adjusted p ≤ α keeps the probability
+    of any false rejection among the m at most α."""
     order = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
     m, out, running = len(order), list(pvalues), 0.0
     for rank, (p, i) in enumerate(order):
