@@ -78,6 +78,7 @@ def _p_value(rng, gain: float) -> float:
     return clustered_paired_t(clusters).p
 
 
+@pytest.mark.slow  # 220 synthetic sweeps of SVM fits: about 35 s
 def test_the_ssl_comparison_keeps_its_false_alarm_rate_on_null_features():
     """200 null sweeps at α = 0.05: under the null the number of rejections is at most Binomial(200, 0.05) (mean 10,
     SD 3.1); the check allows 10 + 3·3.1 ≈ 19, which a valid test exceeds with probability ≈ 0.002. Pooling the
