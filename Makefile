@@ -5,6 +5,8 @@
 #   make reproduce -- the cpu preset, AIS convergence checks at λ = 0, 0.01 and 1, results/cpu/ and its report
 #   make -j2 constrained -- the constrained-SMVI study: λ learned toward D_SM targets (about 2.5 core-hours)
 #   make frontier  -- SMVI vs β-VAE, IWAE and richer q at the cpu preset's settings, with the gap split (hours)
+#   make paper     -- the paper preset (300 epochs, 3 seeds; λ = 1 with seed 0 in its own sweep), BDMC at λ = 0 and
+#                     0.1, results/paper/ and its report (many hours on CPU; rerun to resume)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -13,6 +15,11 @@ STAMP   = $(VENV)/.installed
 CPU_RUNS ?= runs/cpu
 FRONTIER_RUNS ?= runs/frontier
 CONVERGENCE = --steps 125,250,500,1000 --n-points 50
+PAPER_RUNS ?= runs/paper
+PAPER_LAM1 ?= runs/paper-lam1
+PAPER_CONVERGENCE = --steps 250,500,1000,2000 --n-points 50
+# --overwrite replaces only the sweep's saved settings (e.g. a train-only start); runs of unchanged identity are kept
+PAPER_SWEEP = sweep --preset paper --overwrite --executor process --workers 2 --no-report
 
 # The constrained-SMVI study: for each target ε, a one-run sweep (the cpu preset: 30 epochs, its evaluation and SSL)
 # whose λ is learned so that the training D_SM stays at or below ε, in $(CONSTRAINED_RUNS)/dsm<ε>/ (gap<ε>/ for
@@ -30,7 +37,7 @@ DSM_JOBS = $(addprefix constrained-dsm,$(DSM_TARGETS))
 GAP_JOBS = $(addprefix constrained-gap,$(GAP_TARGETS))
 CONSTRAINED_SWEEP = OMP_NUM_THREADS=1 $(SMVI) sweep $(CONSTRAINED_BASE) --set lams=[0] --no-report --no-progress
 
-.PHONY: install quick reproduce bf16-check frontier test test-fast clean-venv constrained constrained-data $(DSM_JOBS) $(GAP_JOBS)
+.PHONY: install quick reproduce paper bf16-check frontier test test-fast clean-venv constrained constrained-data $(DSM_JOBS) $(GAP_JOBS)
 
 install: $(STAMP)
 
@@ -86,6 +93,20 @@ bf16-check: $(STAMP)
 	tar -C runs/bf16check --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . \
 	  | tar -C results/bf16check -xf -
 	$(BIN)/python scripts/compare_runs.py results/cpu results/bf16check --names fp32 bf16 > results/bf16check/comparison.md
+
+paper: $(STAMP)
+	$(BIN)/smvi data fetch
+	$(BIN)/smvi $(PAPER_SWEEP) $(PAPER_RUNS)
+	$(BIN)/smvi $(PAPER_SWEEP) $(PAPER_LAM1) --set 'lams=[1]' --set 'seeds=[0]'
+	for run in lam0_seed0 lam0.1_seed0; do \
+	  test -f $(PAPER_RUNS)/runs/$$run/convergence.json || \
+	  $(BIN)/smvi convergence $(PAPER_RUNS)/runs/$$run $(PAPER_CONVERGENCE) || exit 1; \
+	done
+	mkdir -p results/paper/runs
+	tar -C $(PAPER_RUNS) --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . | tar -C results/paper -xf -
+	tar -C $(PAPER_LAM1)/runs --exclude=checkpoint.safetensors --exclude=.lock -cf - . | tar -C results/paper/runs -xf -
+	cp $(PAPER_LAM1)/sweep.toml results/paper/sweep_lam1.toml
+	$(BIN)/smvi report results/paper
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

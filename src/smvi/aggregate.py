@@ -4,8 +4,10 @@ Every directory under ``sweep_dir`` with a config is a run; :func:`collect_runs`
 layer (:mod:`smvi.rundir`): its config (a damaged one skips the run, with a note), its epochs, and its eval, ssl and
 convergence records (:mod:`smvi.records`). A damaged record, or a stale one (another run's fingerprint, another
 epoch), is left out with a note saying which and why; a run whose identity repeats another's (a copied directory) is
-counted once. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE = std/√n over runs if
-n ≥ 2, else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
+counted once. A subdirectory holding its own ``sweep.toml`` is another sweep (``results/paper`` inside ``results``)
+and is left to its own report. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE =
+std/√n over runs if n ≥ 2 (beside it ``se_within``, the SE the runs' own per-image or per-subset SEs give that
+mean), else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
 identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy
 minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set), mean ± SE over those
 pairs: accuracies differ far more between label subsets than between nearby λ, so the pairing is what makes small
@@ -57,7 +59,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Row:
-    """One number of the report: ``quantity`` ∈ gap, ais, elbo, ssl_accuracy, ssl_raw_accuracy (``lam`` None),
+    """One number of the report: ``quantity`` ∈ gap, ais, elbo, iwae_full (the whole test set), ssl_accuracy,
+    ssl_raw_accuracy (``lam`` None),
     ssl_gain (paired with λ = 0; ``n_runs`` counts run pairs and ``values`` holds each pair's mean difference)."""
 
     quantity: str
@@ -70,6 +73,7 @@ class Row:
     se_over: str
     unit: str
     values: tuple[float, ...] = ()  # per-run means, for the scatter
+    se_within: float | None = None  # with ≥ 2 runs: the SE the runs' own SEs give the mean, √Σ se_r² / n
 
 
 # ---- reading --------------------------------------------------------------------------------------------------------
@@ -127,6 +131,8 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
         name = str(rd.path.relative_to(sweep)) or "."
         if any(p.startswith(".") for p in cfg_path.relative_to(sweep).parts) or name.split("/")[0] == "report":
             continue
+        if any(sweep_paths(d)[0].is_file() for d in cfg_path.parents if sweep in d.parents):
+            continue  # a nested sweep: reported on its own
         try:
             cfg = rd.read_config()
             fp = rd.fingerprint()
@@ -178,11 +184,14 @@ def _num(x: Any) -> float | None:
 
 def _row(quantity, split, s, lam, per_run: list[tuple[float, float | None]], within: str, unit: str) -> Row:
     means = [m for m, _ in per_run]
+    within_se = None
     if len(means) >= 2:
         se, over = mean_se(means).se, "training seeds"
+        if all(e is not None for _, e in per_run):
+            within_se = math.sqrt(math.fsum(e * e for _, e in per_run)) / len(per_run)
     else:
         se, over = per_run[0][1], within
-    return Row(quantity, split, s, lam, float(np.mean(means)), se, len(means), over, unit, tuple(means))
+    return Row(quantity, split, s, lam, float(np.mean(means)), se, len(means), over, unit, tuple(means), within_se)
 
 
 def _se_pct(values) -> float | None:
@@ -233,6 +242,11 @@ def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
                 got.append((m, _num(_get(r.eval, "splits", split, q, "se"))))
         if got:
             rows.append(_row(q, split, None, lam, got, "data points", "nats"))
+    for lam in lams:  # IWAE on the whole test set, where the eval records have it
+        got = [(m, _num(_get(r.eval, "full_test", "iwae", "se"))) for r in runs if r.lam == lam and r.eval
+               if (m := _num(_get(r.eval, "full_test", "iwae", "mean"))) is not None]
+        if got:
+            rows.append(_row("iwae_full", "test", None, lam, got, "data points", "nats"))
     sizes = sorted({int(s) for r in runs for s in (_get(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
     for s in sizes:
         for lam in lams:

@@ -253,7 +253,8 @@ def _target_overrides(dsm: float | None, gap: float | None, lam: float | None) -
 
 
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
-_EVAL_OPTIONS = {"ais_steps": "ais.steps", "ais_chains": "ais.chains"}  # CLI option -> config key
+# CLI option -> config key
+_EVAL_OPTIONS = {"ais_steps": "ais.steps", "ais_chains": "ais.chains", "ais_precision": "ais.precision"}
 _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi config eval` lists them)."
 
 
@@ -269,6 +270,8 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi 
               help=f"AIS intermediate distributions (ais.steps) {_preset('ais.steps')}.")
 @click.option("--ais-chains", "ais_chains", type=int, default=None,
               help=f"AIS chains per point (ais.chains) {_preset('ais.chains')}.")
+@click.option("--ais-precision", "ais_precision", type=click.Choice(["fp32", "bf16"]), default=None,
+              help="bf16: AIS's leapfrog force and IWAE's decoder pass in bf16 (ais.precision) [fp32].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to evaluate.")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
@@ -291,6 +294,8 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     for name, s in r.splits.items():
         click.echo(f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)}  "
                    f"gap {_fmt(s.gap.mean)} ± {_fmt(s.gap.se)}  D_SM {_fmt(s.d_sm.mean)}")
+    if f := r.full_test:
+        click.echo(f"whole test set (n={f.n}): IWAE k={f.k} {_fmt(f.iwae.mean)} ± {_fmt(f.iwae.se)}")
     target = RunDir(run_dir).read_config().train.constraint
     if target.target is not None:  # a constrained run: what it asked for, next to what it reached
         click.echo(f"target: {target.measure} <= {target.target:g} during training "
@@ -311,11 +316,13 @@ _CONV = ConvergenceConfig()
 @click.option("--tol", type=float, default=None, help=f"Agreement (nats) that counts as converged [{_CONV.tol}].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, e.g. --set ais.chains=8 --set seed=1 (repeatable).")
+@click.option("--ais-precision", type=click.Choice(["fp32", "bf16"]), default=None,
+              help="bf16: AIS's leapfrog force in bf16, energies exact (ais.precision) [fp32].")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol: float | None, sets: tuple[str, ...],
-                    overwrite: bool, no_progress: bool, threads: int | None) -> None:
+                    ais_precision: str | None, overwrite: bool, no_progress: bool, threads: int | None) -> None:
     """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
 
     Writes the run's convergence record (convergence.json). A small BDMC gap (upper − lower) means AIS at those
@@ -331,7 +338,8 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
         except ValueError:
             raise click.BadParameter(f"expected comma-separated integers, got {steps!r}",
                                      param_hint="--steps") from None
-    cfg = build_config(ConvergenceConfig, sets=sets, overrides={"steps": ladder, "n_points": n_points, "tol": tol})
+    cfg = build_config(ConvergenceConfig, sets=sets, overrides={"steps": ladder, "n_points": n_points, "tol": tol,
+                                                                     "ais.precision": ais_precision})
     r = check_convergence(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
     means = r.ladder.means if r.ladder else [None] * len(r.bdmc)
     for b, m in zip(r.bdmc, means):

@@ -5,6 +5,10 @@ samples), D_SM, the IWAE bound and AIS log p(x), and the ELBO gap AIS − ELBO =
 downward bias, so the gap is slightly underestimated). Every estimator draws its noise per point (counter-based), so a
 point's values do not depend on its batch-mates. The run's :class:`~smvi.records.EvalRecord` keeps, per split, the
 images' indices and every per-image value, and their means ± SE (:func:`smvi.stats.mean_se`).
+
+With ``cfg.iwae_full_test_k > 0`` it also computes the IWAE bound on every test image (:func:`full_test_set` says how
+they are binarized: the subset's images exactly as above, so their values equal the subset's IWAE at the same k), in
+batches of ``cfg.batch_size`` images and chunks of 64 samples, so memory does not grow with k or the test set.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from tqdm.auto import tqdm
 from .data import ImageData, fixed_inputs, fixed_subset, load_data
 from .estimators import ais, iwae_bound
 from .pointwise import d_sm_per_point, elbo_per_point
-from .records import EvalRecord, EvalSplit, PerImage, make_header
+from .records import EvalRecord, EvalSplit, FullTestIWAE, PerImage, make_header
 from .rundir import RunDir, RunError
 from .settings import EvalConfig
 from .stats import mean_se
 from .trained import load_run
 
-__all__ = ["EvalConfig", "evaluate_run", "evaluation_set", "evaluation_indices"]
+__all__ = ["EvalConfig", "evaluate_run", "evaluation_set", "evaluation_indices", "full_test_set"]
+
+_REST_SEED = 0x5E7  # offsets the binarization seed of the test images outside the subset
 
 
 def evaluation_indices(n_images: int, n: int, subset_seed: int) -> torch.Tensor:
@@ -37,6 +43,37 @@ def evaluation_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed
     """A fixed subset of ``n`` images, binarized (or dequantized: ``transform``, the run's ``data.transform``) once
     with ``binarize_seed``: the same inputs for every estimator and every run."""
     return fixed_inputs(images[evaluation_indices(len(images), n, subset_seed)], transform, binarize_seed)
+
+
+def full_test_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed: int, transform: str = "binarize"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of ``images``, binarized (or dequantized: ``transform``) once, as (indices, inputs): first the evaluation subset of ``n``
+    exactly as :func:`evaluation_set` binarizes it, then the other images (sorted) binarized with the seed
+    ``binarize_seed + 0x5E7``. So a subset image is the same binary image in both, and every estimator, whose noise
+    is a function of the point's values, gives it the same value."""
+    idx = evaluation_indices(len(images), n, subset_seed)
+    keep = torch.ones(len(images), dtype=torch.bool)
+    keep[idx] = False
+    rest = torch.nonzero(keep).flatten()
+    x = torch.cat([fixed_inputs(images[idx], transform, binarize_seed),
+                   fixed_inputs(images[rest], transform, binarize_seed + _REST_SEED)])
+    return torch.cat([idx, rest]), x
+
+
+def _full_test(model, images: torch.Tensor, cfg: EvalConfig, bseed: int, bar, transform: str = "binarize"
+               ) -> FullTestIWAE:
+    """IWAE with ``cfg.iwae_full_test_k`` samples on every image of the test split (see :func:`full_test_set`)."""
+    t = time.perf_counter()
+    idx, x = full_test_set(images, cfg.n_test, cfg.subset_seed, bseed, transform)
+    dev = next(model.parameters()).device
+    values = []
+    for start in range(0, len(x), cfg.batch_size):
+        xb = x[start : start + cfg.batch_size].to(dev)
+        values.append(iwae_bound(model, xb, k=cfg.iwae_full_test_k, seed=cfg.seed, precision=cfg.ais.precision))
+        bar.update(len(xb))
+    v = _values(torch.cat(values))
+    return FullTestIWAE(k=cfg.iwae_full_test_k, n=len(v), precision=cfg.ais.precision, indices=idx.tolist(),
+                        iwae=mean_se(v), per_image=v, seconds=round(time.perf_counter() - t, 2))
 
 
 def _values(t: torch.Tensor) -> list[float]:
@@ -52,7 +89,7 @@ def _score_split(model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar
         cols["elbo"].append(elbo_per_point(model, xb, n_samples=cfg.elbo_samples, seed=cfg.seed))
         cols["d_sm"].append(d_sm_per_point(model, xb, n_samples=cfg.dsm_samples, seed=cfg.seed))
         if cfg.iwae_k:
-            cols["iwae"].append(iwae_bound(model, xb, k=cfg.iwae_k, seed=cfg.seed))
+            cols["iwae"].append(iwae_bound(model, xb, k=cfg.iwae_k, seed=cfg.seed, precision=cfg.ais.precision))
         r = ais(model, xb, **cfg.ais.kwargs(), seed=cfg.seed)
         cols["ais"].append(r.log_px)
         acc.append(r.acceptance_per_point)
@@ -101,17 +138,19 @@ def evaluate_run(
             splits[name] = (idx, fixed_inputs(images[idx], run.config.data.transform, bseed))
     t0 = time.perf_counter()
     total = sum(len(i) for i, _ in splits.values())
+    n_full = len(data.test_x) if cfg.iwae_full_test_k else 0
     dev = next(run.model.parameters()).device
     scored = {}
-    with tqdm(total=total, disable=not progress, unit="pt", desc="evaluate", dynamic_ncols=True) as bar:
+    with tqdm(total=total + n_full, disable=not progress, unit="pt", desc="evaluate", dynamic_ncols=True) as bar:
         for name, (idx, x) in splits.items():
             t = time.perf_counter()
             split = _score_split(run.model, x.to(dev), idx, cfg, bar)
             scored[name] = split.model_copy(update={"seconds": round(time.perf_counter() - t, 2)})
+        full = _full_test(run.model, data.test_x, cfg, bseed, bar, run.config.data.transform) if n_full else None
     a = cfg.ais
     record = EvalRecord(
         header=make_header("eval", run.fingerprint, run.epoch, cfg), run=rd.path.name, lam=run.config.train.lam,
-        splits=scored, seconds=round(time.perf_counter() - t0, 2),
+        splits=scored, full_test=full, seconds=round(time.perf_counter() - t0, 2),
         work={"points": total, "chains": a.chains, "steps": a.steps, "leapfrog_steps": a.leapfrog_steps,
               "gradient_evaluations": total * a.chains * a.steps * a.leapfrog_steps},
     )

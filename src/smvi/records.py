@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .settings import upgrade_eval_settings
 from .stats import MeanSE
 
-__all__ = ["RecordError", "Header", "PerImage", "EvalSplit", "EvalRecord", "SSLSize", "SSLScores", "SSLRecord",
+__all__ = ["RecordError", "Header", "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
+           "SSLRecord",
            "BDMCRow", "LadderRecord", "ConvergenceRecord", "Record", "SCHEMAS", "make_header", "dump_record",
            "parse_record", "staleness", "smvi_version"]
 
@@ -102,11 +103,32 @@ class EvalSplit(_Rec):
         return self
 
 
+class FullTestIWAE(_Rec):
+    """The IWAE bound with ``k`` samples on every test image (``eval.iwae_full_test_k``): log p(x) comparable with
+    published full-test-set numbers. ``per_image`` is aligned with ``indices`` (the images' indices into the test
+    split); on the images of the test subset its values are the subset's IWAE values at the same k and seed."""
+
+    k: int = Field(gt=0)
+    n: int = Field(gt=0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    indices: list[int]
+    iwae: MeanSE
+    per_image: list[Num]
+    seconds: Num = None
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "FullTestIWAE":
+        if len(self.indices) != self.n or len(self.per_image) != self.n:
+            raise ValueError(f"indices and per_image must hold n = {self.n} values")
+        return self
+
+
 class EvalRecord(_Rec):
     header: Header
     run: str
     lam: float = Field(ge=0)
     splits: dict[Literal["test", "train"], EvalSplit]
+    full_test: FullTestIWAE | None = Field(None, description="IWAE on the whole test set; None when not computed")
     seconds: Num = None
     work: dict[str, int] = {}
     notes: list[str] = []

@@ -5,7 +5,8 @@ Writes ``out_dir`` (default ``sweep_dir/report``) as one atomic set -- built in 
 the old one, so a killed report never leaves a mix of new and old files: ``fig1_gap.png``, ``fig2_ssl.png``,
 ``results.csv`` (every plotted number with its SE), ``results.md`` and a self-contained ``report.html`` (PNGs inlined
 as base64). Run names and notes are escaped in Markdown as in HTML. Only current records are reported (stale and
-damaged ones are listed in the notes); nothing here imports torch. When
+damaged ones are listed in the notes); nothing here imports torch. The page opens with one sentence per claim of the
+paper (:mod:`smvi.claims`) and adds the paired comparisons with λ = 0 (:mod:`smvi.paired`, ``fig3_paired.png``). When
 some runs have a ``convergence.json``, the tables add one on AIS convergence: per such run and number of AIS steps, the
 BDMC gap on simulated data and the AIS ladder's log p(x) on test points (mean ± SE), and whether the ladder converged.
 """
@@ -26,10 +27,12 @@ if TYPE_CHECKING:
 
 from .aggregate import EVAL_METRICS, RECORD_LABEL, SPLITS, ReportError, Row, Run, _get, _num, aggregate, collect_runs
 from .atomic import atomic_write_dir
+from .claims import decide_claims
+from .paired import figure_paired, paired_rows, paired_tables
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
-LABELS = {"gap": "ELBO gap", "ais": "log p(x) (AIS)", "elbo": "ELBO"}
+LABELS = {"gap": "ELBO gap", "ais": "log p(x) (AIS)", "elbo": "ELBO", "iwae_full": "log p(x) (IWAE, whole set)"}
 COLORS = {"test": "C0", "train": "C1"}
 REFERENCES = (
     "Kingma et al. 2014, M1 + transductive SVM: test accuracy 94.28 % (600 labels), 95.76 % (1000), 96.51 % (3000); "
@@ -92,6 +95,7 @@ def _figure_gap(rows: list[Row], lams: list[float]) -> bytes:
         _series(a, pick("gap"), COLORS[split], split)
         _series(b, pick("ais"), COLORS[split], f"{split}: log p(x) (AIS)")
         _series(b, pick("elbo"), COLORS[split], f"{split}: ELBO", ls="--", alpha=0.6)
+    _series(b, [r for r in rows if r.quantity == "iwae_full"], "C2", "whole test set: log p(x) (IWAE)", ls=":")
     a.set(title="(a) ELBO gap = log p(x) − ELBO", ylabel="nats per image")
     b.set(title="(b) log-likelihood", ylabel="nats per image")
     for ax in (a, b):
@@ -148,10 +152,12 @@ def _pm(mean: float | None, se: float | None) -> str:
 
 
 def _cell(r: Row | None) -> str:
-    """``mean ± SE``; † marks an SE from within one run (see SE_NOTE)."""
+    """``mean ± SE``, with several runs ``(SE within runs)`` beside it; † marks an SE from within one run
+    (see SE_NOTE)."""
     if r is None:
         return "—"
-    return _pm(r.mean, r.se) + ("" if r.se is None or r.se_over == "training seeds" else " †")
+    within = "" if r.se_within is None else f" ({r.se_within:.2f})"
+    return _pm(r.mean, r.se) + within + ("" if r.se is None or r.se_over == "training seeds" else " †")
 
 
 def _table_rows(find: dict, keys: list[tuple], lams: list[float]) -> list[list[str]]:
@@ -168,6 +174,7 @@ def _tables(rows: list[Row], lams: list[float]) -> list[tuple[str, list[str], li
     find = {(r.quantity, r.split, r.s, r.lam): r for r in rows}
     out = []
     keys = [(q, sp, None) for q in EVAL_METRICS for sp in SPLITS]
+    keys += [("iwae_full", "test", None)] if any(r.quantity == "iwae_full" for r in rows) else []
     if any(r.quantity in EVAL_METRICS for r in rows):
         out.append(("Figure 1: ELBO gap and log-likelihood (nats, mean ± SE)",
                     ["λ", "runs"] + [f"{LABELS[q]}, {sp}" for q, sp, _ in keys], _table_rows(find, keys, lams)))
@@ -236,13 +243,18 @@ def _csv(rows: list[Row]) -> str:
 
 CAPTIONS = {
     "fig1_gap.png": "Figure 1: (a) ELBO gap, AIS log p(x) − ELBO, and (b) log p(x) by AIS (solid) with the ELBO "
-                    "(dashed) against λ, on train and test images; mean ± SE over training seeds, dots are runs.",
+                    "(dashed) against λ, on train and test images (and, where computed, IWAE log p(x) on the whole "
+                    "test set, dotted); mean ± SE over training seeds, dots are runs.",
     "fig2_ssl.png": "Figure 2: test accuracy of an RBF SVM on encoder means from s labeled examples against λ; "
                     "dotted lines and bands: the same SVM protocol on raw pixels (mean ± SE over label subsets). "
                     "(b), when the sweep has λ = 0: each λ's accuracy minus λ = 0's on the same label subsets "
                     "(mean ± SE over the pairs; y linear within ±1 point, logarithmic beyond).",
+    "fig3_paired.png": "Figure 3: each λ minus λ = 0, paired on the same images, label subsets and training seeds, "
+                       "with 95 % t intervals: (a) log p(x) (IWAE on the whole test set, AIS on the test subset) "
+                       "and the test gap, (b) SSL accuracy.",
 }
-SE_NOTE = ("SE: over training seeds when a λ has ≥ 2 runs; † marks a λ with one run, whose own SE is shown (over "
+SE_NOTE = ("SE: over training seeds when a λ has ≥ 2 runs, with in parentheses the SE from within the runs (over "
+           "images or label subsets); † marks a λ with one run, whose own SE is shown (over "
            "test points for eval, over label subsets for SSL and the raw-pixel baseline); see se_over in results.csv.")
 
 
@@ -283,9 +295,10 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def _markdown(tables, notes: list[str], settings: dict, figures: list[str]) -> str:
+def _markdown(tables, notes: list[str], settings: dict, figures: list[str], claims: list[str]) -> str:
     e = md_escape
-    parts = ["# SMVI sweep report\n"] + [f"![{f}]({f})\n\n{CAPTIONS[f]}\n" for f in figures]
+    parts = ["# SMVI sweep report\n", "## Claims\n\n" + "".join(f"- {e(c)}\n" for c in claims)]
+    parts += [f"![{f}]({f})\n\n{CAPTIONS[f]}\n" for f in figures]
     for title, head, body in tables:
         parts.append(f"## {title}\n\n| " + " | ".join(map(e, head)) + " |\n|" + "---|" * len(head) + "\n"
                      + "".join("| " + " | ".join(map(e, row)) + " |\n" for row in body))
@@ -296,7 +309,7 @@ def _markdown(tables, notes: list[str], settings: dict, figures: list[str]) -> s
     return "\n".join(parts)
 
 
-def _html(tables, notes: list[str], settings: dict, pngs: dict[str, bytes]) -> str:
+def _html(tables, notes: list[str], settings: dict, pngs: dict[str, bytes], claims: list[str]) -> str:
     e = html.escape
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
                    f"<figcaption>{e(CAPTIONS[n])}</figcaption></figure>" for n, b in pngs.items())
@@ -308,7 +321,7 @@ def _html(tables, notes: list[str], settings: dict, pngs: dict[str, bytes]) -> s
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
              "text-align:right}th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SMVI sweep report</title><style>{style}</style>"
-            f"</head><body><h1>SMVI sweep report</h1>{imgs}{tabs}<p>{e(SE_NOTE)}</p>"
+            f"</head><body><h1>SMVI sweep report</h1><h2>Claims</h2>{lis(claims)}{imgs}{tabs}<p>{e(SE_NOTE)}</p>"
             f"<h2>Reference points (other settings)</h2>{lis(REFERENCES)}<h2>Notes</h2>{lis(notes or ['none'])}"
             f"<h2>Settings</h2><pre>{e(json.dumps(settings, indent=2, ensure_ascii=False))}</pre></body></html>\n")
 
@@ -328,13 +341,18 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
         pngs["fig1_gap.png"] = _figure_gap(rows, lams)
     if any(r.quantity == "ssl_accuracy" for r in rows):
         pngs["fig2_ssl.png"] = _figure_ssl(rows, lams)
+    paired = paired_rows(runs)
+    if png := figure_paired(paired, lams):
+        pngs["fig3_paired.png"] = png
+    claims = [c.sentence for c in decide_claims(paired, rows)]
     convergence, more = _convergence_table(runs)
     notes += more
-    tables = _tables(rows, lams) + convergence + [_run_table(runs)]
+    tables = (_tables(rows, lams) + paired_tables(paired, lams, any(r.eval for r in runs)) + convergence
+              + [_run_table(runs)])
     settings = _settings(runs)
     files = {**pngs, "results.csv": _csv(rows).encode(),
-             "results.md": _markdown(tables, notes, settings, list(pngs)).encode(),
-             "report.html": _html(tables, notes, settings, pngs).encode()}
+             "results.md": _markdown(tables, notes, settings, list(pngs), claims).encode(),
+             "report.html": _html(tables, notes, settings, pngs, claims).encode()}
     try:
         atomic_write_dir(out, files)
     except OSError as e:
@@ -343,4 +361,4 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     return out / "report.html"
 
 
-REPORT_FILES = {"fig1_gap.png", "fig2_ssl.png", "results.csv", "results.md", "report.html"}
+REPORT_FILES = {"fig1_gap.png", "fig2_ssl.png", "fig3_paired.png", "results.csv", "results.md", "report.html"}

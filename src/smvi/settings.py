@@ -29,6 +29,9 @@ class AISSampler(_Frozen):
     leapfrog_steps: int = Field(5, gt=0, description="leapfrog steps per HMC transition")
     schedule: Literal["sigmoid", "linear"] = Field("sigmoid", description="β schedule")
     start: Literal["prior", "encoder"] = Field("encoder", description="AIS initial distribution")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: the leapfrog force (AIS) and IWAE's decoder pass in bf16 autocast, see "
+                            "smvi.estimators.precision")
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ais / bdmc / ais_ladder these settings stand for."""
@@ -51,6 +54,8 @@ class EvalConfig(_Frozen):
     elbo_samples: int = Field(1000, gt=0, description="z samples per point for the ELBO")
     dsm_samples: int = Field(100, gt=0, description="z samples per point for D_SM")
     iwae_k: int = Field(1000, ge=0, description="importance samples of the IWAE bound; 0 skips it")
+    iwae_full_test_k: int = Field(0, ge=0, description="IWAE samples on the whole test set (log p(x) comparable with "
+                                                       "published numbers); 0 skips it")
     ais: AISConfig = AISConfig()
     batch_size: int = Field(100, gt=0, description="points evaluated together (results do not depend on it)")
     seed: int = Field(0, ge=0, description="seed of every estimator")
