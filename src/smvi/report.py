@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 from .aggregate import EVAL_METRICS, RECORD_LABEL, SPLITS, ReportError, Row, Run, _get, _num, aggregate, collect_runs
 from .atomic import atomic_write_dir
+from .constrained_report import CAPTIONS as CONSTRAINED_CAPTIONS, FILES as CONSTRAINED_FILES
+from .constrained_report import constrained_section, lam_cell
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
@@ -241,6 +243,7 @@ CAPTIONS = {
                     "dotted lines and bands: the same SVM protocol on raw pixels (mean ± SE over label subsets). "
                     "(b), when the sweep has λ = 0: each λ's accuracy minus λ = 0's on the same label subsets "
                     "(mean ± SE over the pairs; y linear within ±1 point, logarithmic beyond).",
+    **CONSTRAINED_CAPTIONS,
 }
 SE_NOTE = ("SE: over training seeds when a λ has ≥ 2 runs; † marks a λ with one run, whose own SE is shown (over "
            "test points for eval, over label subsets for SSL and the raw-pixel baseline); see se_over in results.csv.")
@@ -259,7 +262,7 @@ def _settings(runs: list[Run]) -> dict[str, Any]:
 
 def _run_table(runs: list[Run]) -> tuple[str, list[str], list[list[str]]]:
     yes = lambda x: "yes" if x else "missing"  # noqa: E731
-    body = [[r.name, _fmt_lam(r.lam), str(r.seed), f"{r.epochs or 0}/{r.planned or '?'}", yes(r.eval), yes(r.ssl)]
+    body = [[r.name, lam_cell(r), str(r.seed), f"{r.epochs or 0}/{r.planned or '?'}", yes(r.eval), yes(r.ssl)]
             for r in runs]
     return "Runs", ["run", "λ", "seed", "epochs", RECORD_LABEL["eval"], RECORD_LABEL["ssl"]], body
 
@@ -329,10 +332,12 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     if any(r.quantity == "ssl_accuracy" for r in rows):
         pngs["fig2_ssl.png"] = _figure_ssl(rows, lams)
     convergence, more = _convergence_table(runs)
-    notes += more
-    tables = _tables(rows, lams) + convergence + [_run_table(runs)]
+    constrained = constrained_section(runs, rows, sweep_dir)
+    pngs.update(constrained.figures)
+    notes += more + constrained.notes
+    tables = _tables(rows, lams) + convergence + constrained.tables + [_run_table(runs)]
     settings = _settings(runs)
-    files = {**pngs, "results.csv": _csv(rows).encode(),
+    files = {**pngs, **constrained.files, "results.csv": _csv(rows).encode(),
              "results.md": _markdown(tables, notes, settings, list(pngs)).encode(),
              "report.html": _html(tables, notes, settings, pngs).encode()}
     try:
@@ -343,4 +348,4 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     return out / "report.html"
 
 
-REPORT_FILES = {"fig1_gap.png", "fig2_ssl.png", "results.csv", "results.md", "report.html"}
+REPORT_FILES = {"fig1_gap.png", "fig2_ssl.png", "results.csv", "results.md", "report.html"} | CONSTRAINED_FILES
