@@ -167,6 +167,7 @@ def _label(c: ConstrainedRun) -> str:
 
 def _figure_targets(cruns: list[ConstrainedRun]) -> bytes | None:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     panels = []
     for measure, test_q, test_label in (("dsm", "d_sm", "test D_SM (eval)"), ("gap", "gap", "AIS gap, test")):
@@ -187,6 +188,8 @@ def _figure_targets(cruns: list[ConstrainedRun]) -> bytes | None:
         ax.plot([lo, hi], [lo, hi], ":", color="0.4", label="y = x")
         ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel=f"target ε ({MEASURE[measure]})",
                ylabel="achieved", title=f"{MEASURE[measure]} targets")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     return _png(fig)
