@@ -100,3 +100,15 @@ def test_a_sweep_trains_fixed_and_target_runs_side_by_side(idx_dir, tmp_path):
     assert "constraint_target" not in last["lam0_seed0"] and last["lam0_seed0"]["lam"] == 0
     assert (last["dsm50_seed0"]["constraint_measure"], last["dsm50_seed0"]["constraint_target"]) == ("dsm", 50.0)
     assert (last["gap2_seed0"]["constraint_measure"], last["gap2_seed0"]["constraint_target"]) == ("gap", 2.0)
+
+
+def test_an_ssl_record_with_the_raw_baseline_serves_a_run_that_does_not_ask_for_it(idx_dir, tmp_path):
+    """Runs moved between sweeps (the study's one-run sweeps into one) keep their SSL records: only the first run
+    of a sweep asks for the raw-pixel baseline, and a record that has it holds everything a later run asks."""
+    from test_sweep import tiny_sweep
+
+    first = S.run_sweep(tiny_sweep(idx_dir, stages=["train", "ssl"]), tmp_path / "sw", progress=False)
+    assert [r["done"] for r in first] == [["train", "ssl"], ["train", "ssl"]]
+    swapped = tiny_sweep(idx_dir, lams=[0.5, 0.0], stages=["train", "ssl"])
+    again = S.run_sweep(swapped, tmp_path / "sw", overwrite=True, progress=False)
+    assert [(r["name"], r["done"]) for r in again] == [("lam0.5_seed0", ["ssl"]), ("lam0_seed0", [])]

@@ -166,6 +166,12 @@ def plan(sweep: SweepConfig) -> list[RunSpec]:
     return specs
 
 
+def _ssl_served(cfg: SSLConfig) -> tuple[SSLConfig, ...]:
+    """The SSL settings whose record serves ``cfg``: itself and, when it skips the raw-pixel baseline, the same with
+    the baseline (a record that has it holds everything asked; e.g. a run that was first in another sweep)."""
+    return (cfg,) if cfg.raw_pixels else (cfg, cfg.model_copy(update={"raw_pixels": True}))
+
+
 def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = False,
             threads: int | None = None) -> dict:
     """Do whatever ``spec``'s run still needs; never raises: returns ``{"name", "status", "done", "error"?}``."""
@@ -181,10 +187,10 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
                 train(spec.config, run_dir, resume=rd.has_run() and not other, overwrite=bool(other),
                       progress=progress)
                 done.append("train" + (f" (retrained: {other})" if other else ""))
-        for stage, fn, cfg in (("evaluate", evaluate_run, sweep.eval), ("ssl", ssl_run, spec.ssl)):
+        for stage, fn, cfgs in (("evaluate", evaluate_run, (sweep.eval,)), ("ssl", ssl_run, _ssl_served(spec.ssl))):
             kind = "eval" if stage == "evaluate" else stage
-            if stage in sweep.stages and rd.current_record(kind, cfg)[1] is not None:
-                fn(run_dir, cfg, overwrite=True, progress=progress)
+            if stage in sweep.stages and all(rd.current_record(kind, c)[1] is not None for c in cfgs):
+                fn(run_dir, cfgs[0], overwrite=True, progress=progress)
                 done.append(stage)
     except Exception as e:  # noqa: BLE001 -- a failing run is recorded and the sweep goes on
         last = traceback.extract_tb(e.__traceback__)[-1]
