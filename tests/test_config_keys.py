@@ -41,7 +41,9 @@ def test_types_and_bounds_are_readable():
     assert docs["train.grad_clip"].type == "float, > 0, or unset" and docs["train.grad_clip"].default is None
     assert docs["train.precision"].type == "'fp32' | 'bf16'"
     assert docs["data.transform"].default == "binarize"
-    assert {d.key: d for d in describe(SweepConfig)}["lams"].type == "list of float ≥ 0, distinct, non-empty"
+    sweep = {d.key: d for d in describe(SweepConfig)}
+    assert sweep["lams"].type == "list of float ≥ 0, distinct"  # may be empty when targets are given
+    assert sweep["seeds"].type == "list of int ≥ 0, distinct, non-empty"
 
 
 @pytest.mark.parametrize("what, key", [("run", "lam_warmup_epochs = 0.0"), ("eval", "chains = 4"),

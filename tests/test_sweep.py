@@ -116,7 +116,7 @@ def test_sweep_cli_and_bad_settings(idx_dir, tmp_path):
     assert r.exit_code == 1 and "distinct" in r.output
     r = CliRunner().invoke(main, ["sweep", str(tmp_path / "sw"), "--set", "lamz=[0]"])
     assert r.exit_code == 1 and "unknown key" in r.output
-    for bad, message in (("lams=[-0.1]", "lams.0"), ("lams=[]", "non-empty"), ("seeds=[-1]", "seeds.0"),
+    for bad, message in (("lams=[-0.1]", "lams.0"), ("lams=[]", "all empty"), ("seeds=[-1]", "seeds.0"),
                          ("stages=['train', 'train']", "distinct"), ("ssl.sizes=[600, 600]", "ssl.sizes")):
         r = CliRunner().invoke(main, ["sweep", str(tmp_path / "sw"), "--set", bad])
         assert r.exit_code == 1 and message in r.output and len(r.output.strip().splitlines()) == 1, (bad, r.output)

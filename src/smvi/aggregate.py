@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import ConstraintConfig
 from .records import RecordError
 from .rundir import RunDir, RunError, read_bounded, sweep_paths
 from .stats import mean_se
@@ -33,6 +34,7 @@ __all__ = ["ReportError", "collect_runs", "aggregate", "Run", "Row", "SPLITS", "
 
 SPLITS, EVAL_METRICS = ("test", "train"), ("gap", "ais", "elbo")
 IGNORED_KEYS = {"train.lam", "train.seed", "train.device", "data.data_dir"}  # may differ between runs of one sweep
+IGNORED_KEYS |= {f"train.constraint.{k}" for k in ConstraintConfig.model_fields}  # constrained_report checks these
 RECORD_LABEL = {kind: RunDir.record_file(kind) for kind in RunDir.record_kinds()}
 
 
@@ -230,7 +232,9 @@ def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
 
 
 def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
-    """The rows of ``results.csv`` (see the module docstring) and notes on missing keys."""
+    """The rows of ``results.csv`` (see the module docstring) and notes on missing keys; runs with a learned λ are
+    left out (:mod:`smvi.constrained_report` reports them)."""
+    runs = [r for r in runs if r.config.get("train.constraint.target") is None]
     rows, notes, lams = [], [], sorted({r.lam for r in runs})
     for split, q, lam in itertools.product(SPLITS, EVAL_METRICS, lams):
         got = []

@@ -404,7 +404,8 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
 @click.option("--preset", type=click.Choice(SWEEP_PRESET_NAMES), default="quick", show_default=True,
               help="quick: ~10 min look; cpu: reduced reproduction (hours); paper: the paper's settings.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="TOML sweep file (keys lams, seeds, stages, [run.*], [eval], [ssl]); replaces --preset.")
+              help="TOML sweep file (keys lams, dsm_targets, gap_targets, seeds, stages, [constraint], [run.*], [eval], "
+                   "[ssl]); replaces --preset.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any key, e.g. --set lams=[0,0.1] --set run.train.epochs=10 (repeatable).")
 @click.option("--executor", type=click.Choice(["inprocess", "process", "ray"]), default="inprocess",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import tomli_w
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,6 +37,16 @@ def _distinct(values: tuple) -> tuple:
 
 Distinct = AfterValidator(_distinct)
 """Marks a tuple field as a non-empty list without repeats: ``Annotated[tuple[float, ...], Distinct]``."""
+
+
+def _no_repeats(values: tuple) -> tuple:
+    if len(set(values)) != len(values):
+        raise ValueError(f"must list distinct values, got {list(values)}")
+    return values
+
+
+NoRepeats = AfterValidator(_no_repeats)
+"""Marks a tuple field as a list without repeats that may be empty (``Distinct`` less the non-empty rule)."""
 
 Activation = Literal["softplus", "relu", "tanh", "elu"]
 FLOW_DEFAULTS: dict[str, Any] = {"flow_layers": 4, "flow_hidden": (256,), "flow_context": 32}

@@ -37,6 +37,8 @@ def _bounds(metadata: list) -> list[str]:
             out.append(f"{_BOUNDS[name]} {getattr(m, name.lower())}")
         elif name == "AfterValidator" and getattr(m.func, "__name__", "") == "_distinct":
             out.append("distinct, non-empty")
+        elif name == "AfterValidator" and getattr(m.func, "__name__", "") == "_no_repeats":
+            out.append("distinct")
     return out
 
 

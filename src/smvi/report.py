@@ -29,6 +29,8 @@ from .aggregate import EVAL_METRICS, RECORD_LABEL, SPLITS, ReportError, Row, Run
 from .atomic import atomic_write_dir
 from .claims import decide_claims
 from .paired import figure_paired, paired_rows, paired_tables
+from .constrained_report import CAPTIONS as CONSTRAINED_CAPTIONS, FILES as CONSTRAINED_FILES
+from .constrained_report import constrained_section, lam_cell
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
@@ -252,6 +254,7 @@ CAPTIONS = {
     "fig3_paired.png": "Figure 3: each λ minus λ = 0, paired on the same images, label subsets and training seeds, "
                        "with 95 % t intervals: (a) log p(x) (IWAE on the whole test set, AIS on the test subset) "
                        "and the test gap, (b) SSL accuracy.",
+    **CONSTRAINED_CAPTIONS,
 }
 SE_NOTE = ("SE: over training seeds when a λ has ≥ 2 runs, with in parentheses the SE from within the runs (over "
            "images or label subsets); † marks a λ with one run, whose own SE is shown (over "
@@ -271,7 +274,7 @@ def _settings(runs: list[Run]) -> dict[str, Any]:
 
 def _run_table(runs: list[Run]) -> tuple[str, list[str], list[list[str]]]:
     yes = lambda x: "yes" if x else "missing"  # noqa: E731
-    body = [[r.name, _fmt_lam(r.lam), str(r.seed), f"{r.epochs or 0}/{r.planned or '?'}", yes(r.eval), yes(r.ssl)]
+    body = [[r.name, lam_cell(r), str(r.seed), f"{r.epochs or 0}/{r.planned or '?'}", yes(r.eval), yes(r.ssl)]
             for r in runs]
     return "Runs", ["run", "λ", "seed", "epochs", RECORD_LABEL["eval"], RECORD_LABEL["ssl"]], body
 
@@ -346,11 +349,13 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
         pngs["fig3_paired.png"] = png
     claims = [c.sentence for c in decide_claims(paired, rows)]
     convergence, more = _convergence_table(runs)
-    notes += more
+    constrained = constrained_section(runs, rows, sweep_dir)
+    pngs.update(constrained.figures)
+    notes += more + constrained.notes
     tables = (_tables(rows, lams) + paired_tables(paired, lams, any(r.eval for r in runs)) + convergence
-              + [_run_table(runs)])
+              + constrained.tables + [_run_table(runs)])
     settings = _settings(runs)
-    files = {**pngs, "results.csv": _csv(rows).encode(),
+    files = {**pngs, **constrained.files, "results.csv": _csv(rows).encode(),
              "results.md": _markdown(tables, notes, settings, list(pngs), claims).encode(),
              "report.html": _html(tables, notes, settings, pngs, claims).encode()}
     try:
@@ -361,4 +366,5 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     return out / "report.html"
 
 
-REPORT_FILES = {"fig1_gap.png", "fig2_ssl.png", "fig3_paired.png", "results.csv", "results.md", "report.html"}
+REPORT_FILES = ({"fig1_gap.png", "fig2_ssl.png", "fig3_paired.png", "results.csv", "results.md", "report.html"}
+                | CONSTRAINED_FILES)

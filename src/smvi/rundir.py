@@ -264,6 +264,26 @@ class RunDir:
                 break
         return epoch
 
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The per-epoch records of ``metrics.jsonl`` in order ([] without one); reading stops at the first line that
+        is not a JSON object with an ``epoch`` (a torn last line), and a damaged file is a one-line :class:`RunError`."""
+        try:
+            text = read_bounded(self.metrics_path).decode(errors="replace")
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise RunError(f"cannot read {self.metrics_path} ({e.strerror or e})") from None
+        out = []
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int):
+                break
+            out.append(rec)
+        return out
+
     # -- records
     def read_record(self, kind: str) -> Record | None:
         """The record ``kind`` (None if absent); a damaged one raises one-line :class:`~smvi.records.RecordError`.

@@ -1,7 +1,7 @@
 """``smvi sweep``: train, evaluate and ssl over a grid of λ values and seeds, idempotently and resumably.
 
-A sweep directory holds ``sweep.toml`` (the resolved :class:`SweepConfig`), one run directory per (λ, seed) under
-``runs/``, and ``sweep_status.json`` (every run's state and, for failures, its error). Each run is a job of stages —
+A sweep directory holds ``sweep.toml`` (the resolved :class:`SweepConfig`), one run directory per (λ, seed) and per
+(target, seed) under ``runs/``, and ``sweep_status.json`` (every run's state and, for failures, its error). Each run is a job of stages —
 train (resumed from its checkpoint if interrupted; retrained from scratch if the directory holds a run of another
 identity, which only ``--overwrite`` of the sweep's settings allows), evaluate and ssl (skipped when the run's record
 is current: :func:`smvi.records.staleness`, the one freshness rule) — so running the same sweep again does only what
@@ -23,32 +23,75 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                      ValidationError, create_model, model_validator)
 
 from .atomic import atomic_write_json, atomic_write_text
-from .config import ConfigError, Distinct, RunConfig, build_config, config_to_toml, read_toml
+from .config import ConfigError, ConstraintConfig, Distinct, NoRepeats, RunConfig, build_config, config_to_toml, read_toml
 from .evaluate import evaluate_run
 from .rundir import RunDir, RunError, identity_change, sweep_paths
 from .settings import EvalConfig, upgrade_eval_settings
 from .ssl import SSLConfig, ssl_run
 from .train import train
 
-__all__ = ["SweepConfig", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "load_sweep_tree"]
+__all__ = ["SweepConfig", "DualSettings", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "target_run_name",
+           "load_sweep_tree"]
 
 Stage = Literal["train", "evaluate", "ssl"]
 
 
+_SHARED = [k for k in ConstraintConfig.model_fields if k not in ("target", "measure")]
+DualSettings = create_model(  # the learned λ's settings (ConstraintConfig's, less target and measure), one owner
+    "DualSettings", __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False),
+    __doc__="The learned λ's settings shared by a sweep's target runs: ConstraintConfig's keys but target and measure.",
+    **{k: (ConstraintConfig.model_fields[k].annotation, ConstraintConfig.model_fields[k]) for k in _SHARED},
+)
+
+
 class SweepConfig(BaseModel):
-    """A grid of λ × seed over one base run config, and what to do with each run."""
+    """A grid of (λ and targets) × seed over one base run config, and what to do with each run.
+
+    ``lams`` are fixed-λ runs; ``dsm_targets`` and ``gap_targets`` are constrained runs (λ learned so that the
+    training D_SM, or the IWAE_k − ELBO gap estimate, meets the target: ``train.constraint``), with the learned λ's
+    settings from ``constraint``. Any of the three may be empty, not all."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    lams: Annotated[tuple[NonNegativeFloat, ...], Distinct] = Field((0.0, 0.01, 0.1), description="λ values")
+    lams: Annotated[tuple[NonNegativeFloat, ...], NoRepeats] = Field((0.0, 0.01, 0.1), description="λ values")
+    dsm_targets: Annotated[tuple[PositiveFloat, ...], NoRepeats] = Field(
+        (), description="D_SM targets ε: one constrained run each (train.constraint.measure = 'dsm')")
+    gap_targets: Annotated[tuple[PositiveFloat, ...], NoRepeats] = Field(
+        (), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each")
+    constraint: DualSettings = Field(DualSettings(), description="the learned λ's settings of the target runs")
     seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field((0,), description="training seeds")
     stages: Annotated[tuple[Stage, ...], Distinct] = Field(("train", "evaluate", "ssl"), description="what each run does")
     run: RunConfig = RunConfig()
     eval: EvalConfig = EvalConfig()
     ssl: SSLConfig = SSLConfig()
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "SweepConfig":
+        targets, base = self.dsm_targets + self.gap_targets, self.run.train
+        if not (self.lams or targets):
+            raise ValueError("lams, dsm_targets and gap_targets are all empty: give at least one λ or target")
+        if base.constraint.target is not None and (targets or any(self.lams)):
+            raise ValueError("run.train.constraint.target is set, which would make every run learn λ: drop it and "
+                             "list the targets in dsm_targets / gap_targets (their λ settings go in [constraint])")
+        if targets and base.lam_warmup_epochs:
+            raise ValueError("run.train.lam_warmup_epochs is set and the sweep has targets: a learned λ has no "
+                             "warm-up; drop the warm-up or run the targets in another sweep")
+        changed = [k for k in _SHARED if getattr(self.constraint, k) != ConstraintConfig.model_fields[k].default]
+        if changed and not targets:
+            raise ValueError(f"constraint.{changed[0]} is set but dsm_targets and gap_targets are empty: "
+                             "add targets or drop it")
+        if "gap_k" in changed and not self.gap_targets:
+            raise ValueError("constraint.gap_k is set but gap_targets is empty: it only serves gap targets")
+        if targets:  # lam_min <= lam_init <= lam_max
+            try:
+                ConstraintConfig(target=1.0, **self.constraint.model_dump())
+            except ValidationError as e:
+                raise ValueError(f"constraint: {e.errors()[0]['msg']}") from None
+        return self
 
 
 @dataclass(frozen=True)
@@ -58,12 +101,22 @@ class RunSpec:
     ssl: SSLConfig
 
 
+def _exact(x: float) -> str:
+    """``{x:g}`` when it reads back as exactly x (0.01, 1e-05), else ``repr(x)`` (0.1000001)."""
+    short = f"{x:g}"
+    return short if math.isfinite(x) and float(short) == x else repr(x)
+
+
 def run_name(lam: float, seed: int) -> str:
-    """``lam{λ:g}_seed{seed}`` when ``{λ:g}`` reads back as exactly λ (0.01, 1e-05), else with ``repr(λ)``
-    (0.1000001): distinct λ never share a directory, and the names of existing sweeps are unchanged."""
-    short = f"{lam:g}"
-    text = short if math.isfinite(lam) and float(short) == lam else repr(lam)
-    return f"lam{text}_seed{seed}"
+    """``lam{λ}_seed{seed}``, λ written by the shortest form that reads back exactly (``lam0.01_seed0``,
+    ``lam0.1000001_seed0``): distinct λ never share a directory, and the names of existing sweeps are unchanged."""
+    return f"lam{_exact(lam)}_seed{seed}"
+
+
+def target_run_name(measure: str, target: float, seed: int) -> str:
+    """A constrained run's name, ``{measure}{ε}_seed{seed}`` (``dsm300_seed0``, ``gap1_seed0``), ε written as λ is
+    in :func:`run_name`: never the name of a fixed-λ run, nor of another target."""
+    return f"{measure}{_exact(target)}_seed{seed}"
 
 
 def load_sweep_tree(tree: dict) -> dict:
@@ -77,21 +130,39 @@ def load_sweep_tree(tree: dict) -> dict:
     return tree
 
 
+def _grid(sweep: SweepConfig, seed: int) -> list[tuple[str, dict]]:
+    """The runs of one seed as (name, updates of the base ``train`` section): every λ, then every D_SM target, then
+    every gap target; a target run has λ = 0 and ``train.constraint`` = the target, its measure and ``constraint``."""
+    out = [(run_name(lam, seed), {"lam": lam, "seed": seed}) for lam in sweep.lams]
+    for measure, targets in (("dsm", sweep.dsm_targets), ("gap", sweep.gap_targets)):
+        for t in targets:
+            c = ConstraintConfig(target=t, measure=measure, **sweep.constraint.model_dump())
+            out.append((target_run_name(measure, t, seed), {"lam": 0.0, "seed": seed, "constraint": c}))
+    return out
+
+
 def plan(sweep: SweepConfig) -> list[RunSpec]:
-    """One run per (λ, seed), named by :func:`run_name`, each the base config with λ and seed set, seed by seed (every
-    λ of the first seed comes first, so an interrupted sweep has whole λ curves). The raw-pixel SSL baseline does not
-    depend on the run, so only the first run computes it. Two runs with one name are refused (ConfigError)."""
-    names = [run_name(lam, seed) for seed in sweep.seeds for lam in sweep.lams]
+    """One run per (λ, seed) and per (target, seed), named by :func:`run_name` / :func:`target_run_name`, each the
+    base config with λ (or the target) and seed set, seed by seed (every run of the first seed comes first, so an
+    interrupted sweep has whole λ curves). The raw-pixel SSL baseline does not depend on the run, so only the first
+    run computes it. Two runs with one name are refused (ConfigError)."""
+    grid = [g for seed in sweep.seeds for g in _grid(sweep, seed)]
+    names = [name for name, _ in grid]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
-        raise ConfigError(f"λ values {dup[0]} collide in one run name: list each λ once")
+        raise ConfigError(f"values {dup[0]} collide in one run name: list each λ and target once")
     specs = []
-    for seed in sweep.seeds:
-        for lam in sweep.lams:
-            train_cfg = sweep.run.train.model_copy(update={"lam": lam, "seed": seed})
-            ssl_cfg = sweep.ssl if not specs else sweep.ssl.model_copy(update={"raw_pixels": False})
-            specs.append(RunSpec(run_name(lam, seed), sweep.run.model_copy(update={"train": train_cfg}), ssl_cfg))
+    for name, update in grid:
+        train_cfg = sweep.run.train.model_copy(update=update)
+        ssl_cfg = sweep.ssl if not specs else sweep.ssl.model_copy(update={"raw_pixels": False})
+        specs.append(RunSpec(name, sweep.run.model_copy(update={"train": train_cfg}), ssl_cfg))
     return specs
+
+
+def _ssl_served(cfg: SSLConfig) -> tuple[SSLConfig, ...]:
+    """The SSL settings whose record serves ``cfg``: itself and, when it skips the raw-pixel baseline, the same with
+    the baseline (a record that has it holds everything asked; e.g. a run that was first in another sweep)."""
+    return (cfg,) if cfg.raw_pixels else (cfg, cfg.model_copy(update={"raw_pixels": True}))
 
 
 def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = False,
@@ -109,10 +180,10 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
                 train(spec.config, run_dir, resume=rd.has_run() and not other, overwrite=bool(other),
                       progress=progress)
                 done.append("train" + (f" (retrained: {other})" if other else ""))
-        for stage, fn, cfg in (("evaluate", evaluate_run, sweep.eval), ("ssl", ssl_run, spec.ssl)):
+        for stage, fn, cfgs in (("evaluate", evaluate_run, (sweep.eval,)), ("ssl", ssl_run, _ssl_served(spec.ssl))):
             kind = "eval" if stage == "evaluate" else stage
-            if stage in sweep.stages and rd.current_record(kind, cfg)[1] is not None:
-                fn(run_dir, cfg, overwrite=True, progress=progress)
+            if stage in sweep.stages and all(rd.current_record(kind, c)[1] is not None for c in cfgs):
+                fn(run_dir, cfgs[0], overwrite=True, progress=progress)
                 done.append(stage)
     except Exception as e:  # noqa: BLE001 -- a failing run is recorded and the sweep goes on
         last = traceback.extract_tb(e.__traceback__)[-1]
