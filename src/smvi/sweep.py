@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                       ValidationError, create_model, model_validator)
 
 from .atomic import atomic_write_json, atomic_write_text
