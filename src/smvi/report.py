@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 from .aggregate import EVAL_METRICS, RECORD_LABEL, SPLITS, ReportError, Row, Run, _get, _num, aggregate, collect_runs
 from .atomic import atomic_write_dir
+from .frontier_report import FRONTIER_CAPTIONS, frontier_section
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
@@ -242,6 +243,7 @@ CAPTIONS = {
                     "(b), when the sweep has λ = 0: each λ's accuracy minus λ = 0's on the same label subsets "
                     "(mean ± SE over the pairs; y linear within ±1 point, logarithmic beyond).",
 }
+CAPTIONS.update(FRONTIER_CAPTIONS)  # fig3_frontier.png: smvi.frontier_report
 SE_NOTE = ("SE: over training seeds when a λ has ≥ 2 runs; † marks a λ with one run, whose own SE is shown (over "
            "test points for eval, over label subsets for SSL and the raw-pixel baseline); see se_over in results.csv.")
 
@@ -330,7 +332,9 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
         pngs["fig2_ssl.png"] = _figure_ssl(rows, lams)
     convergence, more = _convergence_table(runs)
     notes += more
-    tables = _tables(rows, lams) + convergence + [_run_table(runs)]
+    frontier_pngs, frontier_tables = frontier_section(runs)
+    pngs.update(frontier_pngs)
+    tables = _tables(rows, lams) + convergence + frontier_tables + [_run_table(runs)]
     settings = _settings(runs)
     files = {**pngs, "results.csv": _csv(rows).encode(),
              "results.md": _markdown(tables, notes, settings, list(pngs)).encode(),
@@ -343,4 +347,4 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     return out / "report.html"
 
 
-REPORT_FILES = {"fig1_gap.png", "fig2_ssl.png", "results.csv", "results.md", "report.html"}
+REPORT_FILES = {"fig1_gap.png", "fig2_ssl.png", "results.csv", "results.md", "report.html"} | set(FRONTIER_CAPTIONS)
