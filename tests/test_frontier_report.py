@@ -1,6 +1,6 @@
 """The frontier figure and table of the report, on hand-written run directories: runs are grouped by method from their
 config (objective, family, knob), constrained runs are left out, only current gaps records are drawn, and an
-SMVI-only sweep's results.csv does not change."""
+SMVI-only sweep's report does not change until a run has a gaps record, and then only by the new figure and table."""
 
 from __future__ import annotations
 
@@ -112,16 +112,19 @@ def test_the_report_draws_the_frontier_and_tabulates_it(study, tmp_path):
     assert "fig3_frontier.png" in md and "Figure 3" in page.read_text()
 
 
-def test_gaps_records_leave_an_smvi_sweep_s_results_csv_unchanged(tmp_path):
+def test_an_smvi_sweep_s_report_is_as_before_until_a_run_has_a_gaps_record(tmp_path):
     root = tmp_path / "sweep"
     for lam in (0.0, 0.1):
         write_run(root / "runs" / f"lam{lam:g}_seed0", {"lam": lam}, ais=-86.0 - lam, gap=5.0 - 10 * lam)
     write_run(root / "runs" / "lam0.01_seed0", {"lam": 0.01}, ais=-87.0, gap=4.0)
     make_report(root, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "fig3_frontier.png").exists()  # one method, no gaps: nothing new
+    assert "Figure 3" not in (tmp_path / "plain" / "results.md").read_text()
     (root / "runs" / "lam0.01_seed0").rename(tmp_path / "moved")  # the same run again, now with a gaps record
     write_run(root / "runs" / "lam0.01_seed0", {"lam": 0.01}, ais=-87.0, gap=4.0, gaps=(1.0, 3.0))
     gaps = tmp_path / "withgaps"
     make_report(root, gaps)
+    assert (gaps / "fig3_frontier.png").exists()
     assert (gaps / "results.csv").read_text() == (tmp_path / "plain" / "results.csv").read_text()
     md = (gaps / "results.md").read_text()
     notes = lambda text: text.split("## Notes")[1].split("## Settings")[0]  # noqa: E731

@@ -12,7 +12,7 @@ the run-directory layer (:mod:`smvi.rundir`); nothing is recomputed.
   (:class:`~smvi.records.GapsRecord`, same convention).
 - :func:`gap_bars`: per run with a current gaps record, its approximation and amortization gaps (mean ± SE over
   images).
-- :func:`frontier_section`: the figure ``fig3_frontier.png`` -- (a) the plane log p(x) against the ELBO gap, one line
+- :func:`frontier_section`: for runs of several methods or with a gaps record, the figure ``fig3_frontier.png`` -- (a) the plane log p(x) against the ELBO gap, one line
   per method, points labelled with their knob, SE error bars; (b) when some run has a gaps record, a stacked bar of
   approximation vs amortization gap per run -- and the frontier table of ``results.md``.
 """
@@ -202,9 +202,12 @@ def _pm(e: Estimate | None) -> str:
 
 
 def frontier_section(runs: list[Run]) -> tuple[dict[str, bytes], list[tuple[str, list[str], list[list[str]]]]]:
-    """The frontier figure (``{file name: PNG}``, empty when no method has a test log p(x) and gap) and the frontier
-    table ``(title, header, rows)`` (empty when no point has a value)."""
+    """The frontier figure (``{file name: PNG}``) and the frontier table ``[(title, header, rows)]``. Both are empty
+    when the runs are of one method and none has a gaps record (an SMVI λ sweep: Figure 1 already shows it, and its
+    report stays as it was); the figure also when no method has a test log p(x) and gap."""
     points, bars = frontier_points(runs), gap_bars(runs)
+    if len({p.method for p in points}) < 2 and not bars:
+        return {}, []
     drawable = [p for p in points if p.log_px and p.gap]
     pngs = {FIGURE: _figure(drawable, bars)} if drawable else {}
     if not points:
