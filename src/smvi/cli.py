@@ -133,6 +133,7 @@ _CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
     "eval": ("smvi.settings", "EvalConfig", "smvi evaluate / smvi convergence: --set key=value (on top of --preset)"),
     "convergence": ("smvi.settings", "ConvergenceConfig", "smvi convergence: --set key=value"),
     "ssl": ("smvi.ssl", "SSLConfig", "smvi ssl: --set key=value"),
+    "gaps": ("smvi.settings", "GapConfig", "smvi gaps: --set key=value"),
     "sweep": ("smvi.sweep", "SweepConfig",
               "smvi sweep: --config FILE.toml and --set key=value ([run.*], [eval], [ssl])"),
 }
