@@ -97,3 +97,10 @@ def test_non_finite_values_are_null_with_a_note_and_old_files_are_refused(made, 
     rd.record_path("gaps").write_text(json.dumps({"run": "a", "n": 6, "settings": {}}))  # the old dict shape
     with pytest.raises(RecordError, match="recompute it with smvi gaps --overwrite"):
         rd.read_record("gaps")
+
+
+def test_a_learned_lambda_is_recorded_as_its_target_not_as_lam_0(made, tmp_path):
+    _, data_dir, data = made
+    train(tiny(data_dir, **{"constraint.target": 5.0}), tmp_path / "c", progress=False, data=data)
+    rec = G.gaps_run(tmp_path / "c", TINY_GAPS, data=data, progress=False)
+    assert rec.objective == "smvi" and rec.knob == {"target": 5.0}

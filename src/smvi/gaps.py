@@ -188,7 +188,10 @@ def _values(t: Tensor) -> list[float]:
 
 
 def _knob(train) -> dict[str, float]:
-    """The run's knob along its objective: ``{"lam": λ}``, ``{"beta": β}`` or ``{"iwae_k": k}``."""
+    """The run's knob along its objective: ``{"lam": λ}``, ``{"beta": β}`` or ``{"iwae_k": k}``; for a learned λ,
+    ``{"target": ε}`` (train.constraint.target)."""
+    if train.constraint.target is not None:
+        return {"target": train.constraint.target}
     return {"smvi": {"lam": train.lam}, "beta": {"beta": train.beta}, "iwae": {"iwae_k": train.iwae_k}}[train.objective]
 
 

@@ -201,7 +201,8 @@ class GapsFit(_Rec):
 
 class GapsRecord(_Rec):
     """The gap split of one run (:func:`smvi.gaps.gaps_run`): gap = approximation + amortization, mean ± SE over
-    images, with the run's family, objective and knob (``{"lam": λ}``, ``{"beta": β}`` or ``{"iwae_k": k}``)."""
+    images, with the run's family, objective and knob (``{"lam": λ}``, ``{"beta": β}`` or ``{"iwae_k": k}``;
+    ``{"target": ε}`` for a learned λ)."""
 
     header: Header
     run: str
