@@ -10,11 +10,11 @@ One `smvi sweep` per arm (train → evaluate → ssl, the cpu preset: 30 epochs,
     iwae5, iwae50           IWAE training with k = 5, 50
     full, flow              full-covariance / flow q at λ = 0, 0.01, 0.1   gaps at λ = 0
 
-Rerunning the same command resumes: sweeps skip finished work and a run with a gaps.json is not redone.
+Rerunning the same command resumes: sweeps skip finished work and a run with a current gaps record (its run, epoch and
+the ``--gaps-set`` settings) is not redone; a stale one is recomputed.
 ``--smvi-sweep PATH`` reuses an existing sweep of the SMVI grid (e.g. runs/cpu from `make reproduce`, checkpoints
 needed) instead of training it again. ``--set`` goes to every sweep (after the arm's own settings), ``--gaps-set`` to
-every `smvi gaps`; ``--only ARM`` runs some arms. The coordinator's report collects DIR/*/runs/*/ (eval.json,
-ssl.json, gaps.json).
+every `smvi gaps`; ``--only ARM`` runs some arms. `smvi report DIR` collects DIR/*/runs/*/ and draws the frontier.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+
+from smvi.config import ConfigError, build_config
+from smvi.rundir import RunDir, RunError
+from smvi.settings import GapConfig
+from smvi.sweep import run_name
 
 ARMS: dict[str, tuple[list[float] | None, list[str]]] = {  # name -> (λ grid, None: the preset's; sweep --set options)
     "smvi": (None, []),
@@ -55,6 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=1, help="sweep workers [1]")
     ap.add_argument("--no-gaps", action="store_true", help="only the sweeps")
     args = ap.parse_args(argv)
+    try:
+        gaps_cfg = build_config(GapConfig, sets=tuple(args.gaps_set))
+    except ConfigError as e:
+        sys.exit(f"error: --gaps-set: {e}")
     arms = args.only or list(ARMS)
     dirs = {arm: args.out / arm for arm in arms}
     if args.smvi_sweep is not None and "smvi" in dirs:
@@ -73,9 +82,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     for arm in arms:
         for lam in GAPS.get(arm, []):
-            run = dirs[arm] / "runs" / f"lam{lam:g}_seed0"
-            if not (run / "gaps.json").exists():
-                _smvi("gaps", str(run), *[a for s in args.gaps_set for a in ("--set", s)], "--no-progress")
+            rd = RunDir(dirs[arm] / "runs" / run_name(lam, 0))
+            try:
+                record, stale = rd.current_record("gaps", gaps_cfg)
+            except RunError:  # not a usable run: `smvi gaps` says why in one line
+                record, stale = None, "no run"
+            if record is None or stale is not None:
+                _smvi("gaps", str(rd.path), *[a for s in args.gaps_set for a in ("--set", s)], "--no-progress",
+                      *(["--overwrite"] if rd.record_path("gaps").exists() else []))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ posterior, so its approximation gap is 0. The amortization gap is then KL(q_φ �
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -17,7 +16,8 @@ from conftest import tiny_train_args
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from smvi.cli import main
-from smvi.gaps import GAPS_FILE, fit_local, gap_split
+from smvi.gaps import fit_local, gap_split
+from smvi.rundir import RunDir
 from smvi.models import LinearGaussian
 
 
@@ -63,19 +63,19 @@ def test_the_gap_split_matches_the_closed_form(posterior):
     # per image: the two gaps add up to the whole gap (log p(x) − ELBO of the encoder's q), exactly by construction
     assert torch.allclose(r.approximation + r.amortization, r.log_px - r.elbo_amortized)
     # Monte Carlo (1000 draws per ELBO) against the closed form, within 4 standard errors (+ 0.01 for the fit)
-    assert abs(s["approximation"]["mean"] - best) < 4 * s["approximation"]["se"] + 0.01
+    assert abs(s["approximation"].mean - best) < 4 * s["approximation"].se + 0.01
     amort_exact = float((exact_kl - best).mean())
-    assert abs(s["amortization"]["mean"] - amort_exact) < 4 * s["amortization"]["se"] + 0.01
-    assert abs(s["gap"]["mean"] - float(exact_kl.mean())) < 4 * s["gap"]["se"]
+    assert abs(s["amortization"].mean - amort_exact) < 4 * s["amortization"].se + 0.01
+    assert abs(s["gap"].mean - float(exact_kl.mean())) < 4 * s["gap"].se
 
 
 def test_the_amortization_gap_is_nonnegative_up_to_noise_for_the_flow():
     m, x = lg("flow")
     r = gap_split(m, x, m.log_marginal(x), steps=600)
     s = r.summary()
-    assert s["amortization"]["mean"] > -3 * s["amortization"]["se"]
-    assert s["approximation"]["mean"] > -3 * s["approximation"]["se"]  # no q beats log p(x)
-    assert s["amortization"]["mean"] > 0.2  # the encoder is not each image's best flow
+    assert s["amortization"].mean > -3 * s["amortization"].se
+    assert s["approximation"].mean > -3 * s["approximation"].se  # no q beats log p(x)
+    assert s["amortization"].mean > 0.2  # the encoder is not each image's best flow
 
 
 def test_gap_split_refuses_a_log_px_of_the_wrong_shape():
@@ -90,26 +90,31 @@ def test_smvi_gaps_on_a_tiny_run_writes_per_image_values(idx_dir, tmp_path):
                                   "--set", "model.posterior='full'"])
     assert r.exit_code == 0, r.output
     args = ["gaps", str(out), "--n-points", "12", "--ais-steps", "20", "--no-progress", "--set", "steps=200",
-            "--set", "eval_samples=100", "--set", "batch_size=8"]
+            "--set", "eval_samples=100", "--set", "batch_size=8", "--set", "ais.chains=2"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
-    g = json.loads((out / GAPS_FILE).read_text())
-    assert g["posterior"] == "full" and g["objective"] == "smvi" and g["lam"] == 0 and g["epoch"] == 2
-    assert g["n"] == 12 and all(len(v) == 12 for v in g["per_image"].values())
-    per = g["per_image"]
+    rd = RunDir(out)
+    g, stale = rd.current_record("gaps")
+    assert stale is None and g.header.schema_ == "smvi-gaps-2" and g.header.epoch == 2
+    assert g.posterior == "full" and g.objective == "smvi" and g.knob == {"lam": 0.0}
+    assert g.header.settings["ais"]["steps"] == 20 and g.header.settings["ais"]["chains"] == 2
+    assert g.n == 12 and len(g.indices) == 12 and all(len(v) == 12 for v in g.per_image.model_dump().values())
+    per = g.per_image
     for i in range(12):
-        assert math.isclose(per["approximation"][i] + per["amortization"][i],
-                            per["log_px"][i] - per["elbo_amortized"][i], abs_tol=1e-3)
-    assert len(g["fit"]["steps"]) == 2  # two batches of images
-    before = (out / GAPS_FILE).read_bytes()
+        assert math.isclose(per.approximation[i] + per.amortization[i], per.log_px[i] - per.elbo_amortized[i],
+                            abs_tol=1e-6)
+    assert len(g.fit.steps) == 2 and g.gap.n == 12  # two batches of images
+    assert str(rd.record_path("gaps")) in r.output
+    before = rd.record_path("gaps").read_bytes()
     r = CliRunner().invoke(main, args)
-    assert r.exit_code == 1 and "--overwrite" in r.output and (out / GAPS_FILE).read_bytes() == before
+    assert r.exit_code == 1 and "--overwrite" in r.output and rd.record_path("gaps").read_bytes() == before
 
 
 @pytest.mark.parametrize("args, text", [
     (["gaps", "{missing}"], "does not exist"),
     (["gaps", "{run}", "--set", "step=5"], "unknown key"),
     (["gaps", "{run}", "--n-points", "0"], "n_points"),
+    (["gaps", "{run}", "--set", "ais_steps=5"], "ais_steps"),  # the old flat name: now ais.steps
 ])
 def test_smvi_gaps_bad_input_is_one_line(tmp_path, args, text):
     run = tmp_path / "empty"

@@ -64,6 +64,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "gap_split": ("gaps", "gap_split"),
     "fit_local": ("gaps", "fit_local"),
     "GapResult": ("gaps", "GapResult"),
+    "gaps_run": ("gaps", "gaps_run"),
+    "GapConfig": ("settings", "GapConfig"),
     "iwae_bound": ("estimators", "iwae_bound"),
     "ais": ("estimators", "ais"),
     "AISResult": ("estimators", "AISResult"),
@@ -115,14 +117,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .convergence import check_convergence
     from .evaluate import evaluate_run
     from .models import VAE, LatentVariableModel, LinearGaussian
-    from .gaps import GapResult, fit_local, gap_split
+    from .gaps import GapResult, fit_local, gap_split, gaps_run
     from .objectives import (BetaTerms, IWAETerms, SMVITerms, beta_vae_objective, elbo, iwae_objective,
                              score_matching_divergence, smvi_objective, training_objective)
     from .posteriors import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
     from .ssl import SSLConfig, ssl_run
     from .synthetic import synthetic_images
     from .rundir import RunDir, RunError, fingerprint
-    from .settings import AISConfig, ConvergenceConfig, EvalConfig
+    from .settings import AISConfig, ConvergenceConfig, EvalConfig, GapConfig
     from .train import TrainResult
     from .train import train as train_run
     from .trained import LoadedRun, load_run

@@ -57,6 +57,7 @@ class Run:
     ssl: dict | None
     convergence: dict | None = None
     fingerprint: str = ""
+    gaps: dict | None = None  # the gaps record (smvi gaps), drawn by smvi.frontier_report
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
         got = {kind: _record(rd, kind, fp, epochs, notes, name) for kind in RECORD_LABEL}
         flat = _flat(cfg.model_dump(mode="json", exclude_none=True))
         run = Run(name, cfg.train.lam, cfg.train.seed, epochs, planned, flat, got["eval"], got["ssl"],
-                  got["convergence"], fp)
+                  got["convergence"], fp, gaps=got["gaps"])
         for kind, fig in (("eval", 1), ("ssl", 2)):
             if got[kind] is None and not rd.record_path(kind).exists():  # damaged or stale ones have their note
                 notes.append(f"{name}: no {RECORD_LABEL[kind]}; left out of Figure {fig}")

@@ -15,7 +15,7 @@ import click
 # torch-heavy modules it needs when it runs, so `smvi --help` (and every subcommand's --help) starts without torch.
 from .config import ConfigError, RunConfig, build_config, load_config, read_toml
 from .rundir import RunDir
-from .settings import ConvergenceConfig, EvalConfig
+from .settings import ConvergenceConfig, EvalConfig, GapConfig
 
 EVAL_PRESET_NAMES = ("default", "quick")  # smvi.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
 SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.presets.PRESETS (same check)
@@ -133,6 +133,7 @@ _CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
     "eval": ("smvi.settings", "EvalConfig", "smvi evaluate / smvi convergence: --set key=value (on top of --preset)"),
     "convergence": ("smvi.settings", "ConvergenceConfig", "smvi convergence: --set key=value"),
     "ssl": ("smvi.ssl", "SSLConfig", "smvi ssl: --set key=value"),
+    "gaps": ("smvi.settings", "GapConfig", "smvi gaps: --set key=value"),
     "sweep": ("smvi.sweep", "SweepConfig",
               "smvi sweep: --config FILE.toml and --set key=value ([run.*], [eval], [ssl])"),
 }
@@ -374,9 +375,11 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
 @main.command("gaps")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any setting, e.g. --set steps=5000 --set ais_steps=1000 (repeatable).")
-@click.option("--n-points", type=int, default=None, help="Test images (fixed random subset) [100].")
-@click.option("--ais-steps", type=int, default=None, help="AIS intermediate distributions for log p(x) [500].")
+              help="Override any setting, e.g. --set steps=5000 --set ais.steps=1000 (repeatable).")
+@click.option("--n-points", type=int, default=None,
+              help=f"Test images (fixed random subset) [{GapConfig().n_points}].")
+@click.option("--ais-steps", "ais_steps", type=int, default=None,
+              help=f"AIS intermediate distributions for log p(x) (ais.steps) [{GapConfig().ais.steps}].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to compute.")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing gaps.json.")
@@ -385,17 +388,20 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
 def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
              threads: int | None, **options) -> None:
     """Split the ELBO gap into approximation gap (log p(x) − ELBO of the best q of the family for each image) and
-    amortization gap (that ELBO − the encoder's), log p(x) from AIS. Writes RUN_DIR/gaps.json."""
-    from .gaps import GAPS_FILE, GapConfig, gaps_run
+    amortization gap (that ELBO − the encoder's), log p(x) from AIS. Writes the run's gaps record (gaps.json)."""
+    from .gaps import gaps_run
 
     _threads(threads)
+    options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(GapConfig, sets=sets, overrides=options)
     r = gaps_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress)
-    ms = lambda k: f"{r[k]['mean']:.2f} ± {r[k]['se'] if r[k]['se'] is not None else float('nan'):.2f}"  # noqa: E731
-    click.echo(f"n={r['n']}: gap {ms('gap')} = approximation {ms('approximation')} + amortization "
-               f"{ms('amortization')}  (local fit converged: {r['fit']['converged']}, last-window gain ≤ "
-               f"{r['fit']['last_gain_max']:.3f} nats)")
-    click.echo(f"-> {run_dir / GAPS_FILE} ({r['seconds']:.0f} s)")
+    ms = lambda m: f"{_fmt(m.mean)} ± {_fmt(m.se)}"  # noqa: E731
+    click.echo(f"n={r.n}: gap {ms(r.gap)} = approximation {ms(r.approximation)} + amortization "
+               f"{ms(r.amortization)}  (local fit converged: {r.fit.converged}, last-window gain ≤ "
+               f"{_fmt(r.fit.last_gain_max)} nats)")
+    for note in r.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"-> {RunDir(run_dir).record_path('gaps')} ({r.seconds or 0:.0f} s)")
 
 
 # ---- sweep, report --------------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ of Q for this x alone (the "local" q):
 model's own family (:meth:`~smvi.posteriors.PosteriorFamily.local_init`: the Gaussian's mean and Cholesky factor;
 for the flow, its base, context *and* a private copy of every coupling weight), starting from the encoder's output.
 :func:`gap_split` evaluates both ELBOs with the same draws (common random numbers) and splits the gap given log p(x)
-(from AIS, or exact). :func:`gaps_run` does this for a trained run and writes ``gaps.json``.
+(from AIS, or exact). :func:`gaps_run` does this for a trained run and writes its gaps record
+(:class:`~smvi.records.GapsRecord`, through :class:`~smvi.rundir.RunDir`).
 """
 
 from __future__ import annotations
@@ -28,19 +29,19 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from .checkpoint import atomic_write_json
-from .data import ImageData, binarize_fixed, fixed_subset, load_data
+from .data import ImageData, fixed_inputs, fixed_subset, load_data
 from .estimators import ais
 from .estimators.hmc import reparameterize
 from .objectives import _check_batch, _kl
-from .train import RunError, load_run
+from .records import GapsFit, GapsPerImage, GapsRecord, make_header
+from .rundir import RunDir, RunError
+from .settings import GapConfig
+from .stats import MeanSE, mean_se
+from .trained import load_run
 
-__all__ = ["LocalFit", "GapResult", "GapConfig", "fit_local", "elbo_estimate", "gap_split", "gaps_run", "mean_se",
-           "GAPS_FILE"]
+__all__ = ["LocalFit", "GapResult", "GapConfig", "fit_local", "elbo_estimate", "gap_split", "gaps_run"]
 
-GAPS_FILE = "gaps.json"
+_PER_IMAGE = ("log_px", "elbo_amortized", "elbo_local", "approximation", "amortization")
 
 
 @dataclass(frozen=True)
@@ -135,12 +136,6 @@ def elbo_estimate(model, q: Distribution, x: Tensor, *, n_samples: int = 1000, s
     return total / n_samples
 
 
-def mean_se(values: Tensor) -> dict[str, float | None]:
-    """Mean and standard error across images (SE is None for one image)."""
-    v = values.double()
-    return {"mean": float(v.mean()), "se": float(v.std() / math.sqrt(len(v))) if len(v) > 1 else None}
-
-
 @dataclass(frozen=True)
 class GapResult:
     """Per-image values, float64 ``[N]``: ``log_px`` (given), ``elbo_amortized`` (the encoder's q), ``elbo_local``
@@ -156,16 +151,10 @@ class GapResult:
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, Any]:
-        """Mean ± SE of every per-image value, the total gap, and the fit's diagnostics (JSON-ready)."""
-        names = ("log_px", "elbo_amortized", "elbo_local", "approximation", "amortization")
-        out: dict[str, Any] = {"n": len(self.log_px), **{k: mean_se(getattr(self, k)) for k in names}}
-        out["gap"] = mean_se(self.log_px - self.elbo_amortized)
-        return {**out, "fit": self.fit, "seconds": round(self.seconds, 2), "settings": self.settings}
-
-    def per_image(self) -> dict[str, list[float]]:
-        names = ("log_px", "elbo_amortized", "elbo_local", "approximation", "amortization")
-        return {k: [round(float(v), 5) for v in getattr(self, k)] for k in names}
+    def summary(self) -> dict[str, MeanSE]:
+        """Mean ± SE over images (:func:`smvi.stats.mean_se`) of every per-image value and of the total ``gap``."""
+        out = {k: mean_se(_values(getattr(self, k))) for k in _PER_IMAGE}
+        return {**out, "gap": mean_se(_values(self.log_px - self.elbo_amortized))}
 
 
 def gap_split(model, x: Tensor, log_px: Tensor, *, eval_samples: int = 1000, seed: int = 0, **fit) -> GapResult:
@@ -194,63 +183,58 @@ def gap_split(model, x: Tensor, log_px: Tensor, *, eval_samples: int = 1000, see
                      time.perf_counter() - t0, settings)
 
 
-class GapConfig(BaseModel):
-    """Settings of ``smvi gaps``: which images, the AIS that gives log p(x), and the local fit (see :func:`fit_local`).
-    The AIS defaults are the cpu preset's converged ones (500 steps, 4 chains, 5 leapfrogs, from the encoder)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    n_points: int = Field(100, gt=0, description="test images (the fixed subset smvi evaluate scores first)")
-    subset_seed: int = Field(0, ge=0, description="seed of the subset (binarization uses the run's data.eval_seed)")
-    ais_steps: int = Field(500, gt=0, description="AIS intermediate distributions")
-    ais_chains: int = Field(4, gt=0, description="AIS chains per image")
-    ais_leapfrog: int = Field(5, gt=0, description="leapfrog steps per HMC transition")
-    steps: int = Field(3000, gt=0, description="Adam steps of the local fit")
-    lr: float = Field(1e-2, gt=0, description="initial learning rate of the local fit (cosine decay to 1 %)")
-    n_samples: int = Field(16, gt=0, description="draws per image and step in the local fit")
-    window: int = Field(100, gt=0, description="steps between the convergence check's evaluations")
-    tol: float = Field(0.05, gt=0, description="converged: no image gained this much (nats) in the last window")
-    eval_samples: int = Field(1000, gt=0, description="draws per image for each ELBO")
-    batch_size: int = Field(100, gt=0, description="images processed together")
-    seed: int = Field(0, ge=0, description="seed of AIS, the fit and the ELBO draws")
+def _values(t: Tensor) -> list[float]:
+    return [float(v) for v in t.double().cpu()]
 
 
-def gaps_run(run_dir, config: GapConfig = GapConfig(), *, data: ImageData | None = None, overwrite: bool = False,
-             device: str = "cpu", progress: bool = False) -> dict[str, Any]:
-    """The gap split of a trained run on a fixed test subset; writes ``RUN/gaps.json`` (atomically) and returns it.
-    ``seconds`` there covers everything (AIS included).
+def _knob(train) -> dict[str, float]:
+    """The run's knob along its objective: ``{"lam": λ}``, ``{"beta": β}`` or ``{"iwae_k": k}``; for a learned λ,
+    ``{"target": ε}`` (train.constraint.target)."""
+    if train.constraint.target is not None:
+        return {"target": train.constraint.target}
+    return {"smvi": {"lam": train.lam}, "beta": {"beta": train.beta}, "iwae": {"iwae_k": train.iwae_k}}[train.objective]
 
-    log p(x) is AIS from the encoder at ``config``'s settings, on the same binarized images. The file holds the run's
-    identity (name, epoch, family, objective and its knob), the settings, mean ± SE of every quantity and the
-    per-image values. An existing ``gaps.json`` is an error unless ``overwrite``.
+
+def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageData | None = None,
+             overwrite: bool = False, progress: bool = True, device: str = "cpu") -> GapsRecord:
+    """The gap split of a trained run on a fixed test subset; writes the run's gaps record (atomically) and returns
+    it as written. ``seconds`` covers everything (AIS included).
+
+    log p(x) is AIS (``cfg.ais``, from the encoder by default) on the same fixed inputs (the run's ``data.transform``
+    with its ``data.eval_seed``); the record holds the run's family, objective and knob, mean ± SE of every quantity
+    (:func:`smvi.stats.mean_se`), the per-image values and the fit's diagnostics. Checked before any work: the run
+    (config, checkpoint and their identity), an existing record (an error unless ``overwrite``) and that the directory
+    is writable. A failed write is one-line :class:`~smvi.rundir.RunError`.
     """
     t0 = time.perf_counter()
-    run_dir = Path(run_dir)
-    out = run_dir / GAPS_FILE
-    run = load_run(run_dir, device=device)
-    if out.exists() and not overwrite:
-        raise RunError(f"{out} exists: pass --overwrite to recompute it")
+    rd = RunDir(run_dir)
+    run = load_run(rd.path, device=device)
+    if rd.record_path("gaps").exists() and not overwrite:
+        raise RunError(f"{rd.record_path('gaps')} exists: pass --overwrite to recompute it")
+    rd.check_writable()
     data = data if data is not None else load_data(run.config.data.dataset, run.config.data.data_dir)
-    idx = fixed_subset(len(data.test_x), config.n_points, config.subset_seed)
-    x_all = binarize_fixed(data.test_x[idx], run.config.data.eval_seed).to(next(run.model.parameters()).device)
-    fit = {k: getattr(config, k) for k in ("steps", "lr", "n_samples", "window", "tol")}
+    if cfg.n_points > len(data.test_x):
+        raise RunError(f"n_points = {cfg.n_points} but the test split has {len(data.test_x)} images; lower it")
+    idx = fixed_subset(len(data.test_x), cfg.n_points, cfg.subset_seed)
+    x_all = fixed_inputs(data.test_x[idx], run.config.data.transform, run.config.data.eval_seed)
+    x_all = x_all.to(next(run.model.parameters()).device)
     parts, acceptance = [], []
-    for start in range(0, len(x_all), config.batch_size):
-        x = x_all[start:start + config.batch_size]
-        r = ais(run.model, x, steps=config.ais_steps, chains=config.ais_chains, leapfrog_steps=config.ais_leapfrog,
-                start="encoder", seed=config.seed, progress=progress)
+    for start in range(0, len(x_all), cfg.batch_size):
+        x = x_all[start:start + cfg.batch_size]
+        r = ais(run.model, x, **cfg.ais.kwargs(), seed=cfg.seed, progress=progress)
         acceptance.append(r.acceptance_per_point)
-        parts.append(gap_split(run.model, x, r.log_px, eval_samples=config.eval_samples, seed=config.seed, **fit))
-    res = GapResult(*(torch.cat([getattr(p, k) for p in parts]) for k in
-                      ("log_px", "elbo_amortized", "elbo_local", "approximation", "amortization")),
-                    fit={"steps": [p.fit["steps"] for p in parts], "converged": all(p.fit["converged"] for p in parts),
-                         "skipped": sum(p.fit["skipped"] for p in parts),
-                         "last_gain_max": max(p.fit["last_gain_max"] for p in parts),
-                         "traces": [p.fit["trace"] for p in parts]},
-                    seconds=time.perf_counter() - t0, settings=config.model_dump())
-    tc, mc = run.config.train, run.config.model
-    knob = {"smvi": {"lam": tc.lam}, "beta": {"beta": tc.beta}, "iwae": {"iwae_k": tc.iwae_k}}[tc.objective]
-    result = {"run": run_dir.name, "epoch": run.epoch, "posterior": mc.posterior, "objective": tc.objective, **knob,
-              **res.summary(), "ais_acceptance": float(torch.cat(acceptance).mean()), "per_image": res.per_image()}
-    atomic_write_json(out, result)
-    return result
+        parts.append(gap_split(run.model, x, r.log_px, eval_samples=cfg.eval_samples, seed=cfg.seed,
+                               **cfg.fit_kwargs()))
+    per = {k: _values(torch.cat([getattr(p, k) for p in parts])) for k in _PER_IMAGE}
+    fit = GapsFit(steps=[p.fit["steps"] for p in parts], converged=all(p.fit["converged"] for p in parts),
+                  skipped=sum(p.fit["skipped"] for p in parts),
+                  last_gain_max=max(p.fit["last_gain_max"] for p in parts), traces=[p.fit["trace"] for p in parts])
+    tc = run.config.train
+    record = GapsRecord(
+        header=make_header("gaps", run.fingerprint, run.epoch, cfg), run=rd.path.name,
+        posterior=run.config.model.posterior, objective=tc.objective, knob=_knob(tc), n=len(idx),
+        indices=[int(i) for i in idx], **{k: mean_se(v) for k, v in per.items()},
+        gap=mean_se([a - e for a, e in zip(per["log_px"], per["elbo_amortized"])]), fit=fit,
+        ais_acceptance=float(torch.cat(acceptance).double().mean()), seconds=round(time.perf_counter() - t0, 2),
+        per_image=GapsPerImage(**per))
+    return rd.write_record("gaps", record)

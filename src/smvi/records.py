@@ -1,4 +1,4 @@
-"""Typed result records (torch-free): what ``evaluate``, ``ssl`` and ``convergence`` write, and the one rule that
+"""Typed result records (torch-free): what ``evaluate``, ``ssl``, ``convergence`` and ``gaps`` write, and the one rule that
 says whether a record is current.
 
 Every record starts with the same :class:`Header` -- ``{schema, fingerprint, epoch, settings, smvi_version,
@@ -27,11 +27,12 @@ from .settings import upgrade_eval_settings
 from .stats import MeanSE
 
 __all__ = ["RecordError", "Header", "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
-           "SSLRecord",
-           "BDMCRow", "LadderRecord", "ConvergenceRecord", "Record", "SCHEMAS", "make_header", "dump_record",
+           "SSLRecord", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage", "GapsFit", "GapsRecord",
+           "Record", "SCHEMAS", "make_header", "dump_record",
            "parse_record", "staleness", "smvi_version"]
 
-SCHEMAS = {"eval": "smvi-eval-2", "ssl": "smvi-ssl-2", "convergence": "smvi-convergence-2"}  # 1: legacy dicts
+SCHEMAS = {"eval": "smvi-eval-2", "ssl": "smvi-ssl-2", "convergence": "smvi-convergence-2",  # 1: legacy dicts
+           "gaps": "smvi-gaps-2"}  # gaps: no legacy reader (its old dicts were never committed); recompute them
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Num = float | None  # a measured number; None where it was not finite (see the record's notes)
 
@@ -198,8 +199,62 @@ class ConvergenceRecord(_Rec):
     notes: list[str] = []
 
 
-Record = Union[EvalRecord, SSLRecord, ConvergenceRecord]
-_CLASSES: dict[str, type] = {"eval": EvalRecord, "ssl": SSLRecord, "convergence": ConvergenceRecord}
+# ---- gaps -----------------------------------------------------------------------------------------------------------
+class GapsPerImage(_Rec):
+    """Per-image values (nats), aligned with :attr:`GapsRecord.indices`; approximation + amortization = log_px −
+    elbo_amortized for each image."""
+
+    log_px: list[Num]
+    elbo_amortized: list[Num]
+    elbo_local: list[Num]
+    approximation: list[Num]
+    amortization: list[Num]
+
+
+class GapsFit(_Rec):
+    """How the per-image local fit went (:func:`smvi.gaps.fit_local`), over the batches of images."""
+
+    steps: list[int] = Field(description="optimizer steps, per batch")
+    converged: bool = Field(description="every batch passed the convergence check")
+    skipped: int = Field(ge=0, description="steps skipped for a non-finite ELBO or gradient")
+    last_gain_max: Num = Field(description="largest per-image ELBO gain over the last window (nats)")
+    traces: list[list[Num]] = Field(description="mean ELBO at each check, per batch")
+
+
+class GapsRecord(_Rec):
+    """The gap split of one run (:func:`smvi.gaps.gaps_run`): gap = approximation + amortization, mean ± SE over
+    images, with the run's family, objective and knob (``{"lam": λ}``, ``{"beta": β}`` or ``{"iwae_k": k}``;
+    ``{"target": ε}`` for a learned λ)."""
+
+    header: Header
+    run: str
+    posterior: str
+    objective: Literal["smvi", "beta", "iwae"]
+    knob: dict[str, float]
+    n: int = Field(gt=0)
+    indices: list[int] = Field(description="the test images' indices")
+    log_px: MeanSE
+    elbo_amortized: MeanSE
+    elbo_local: MeanSE
+    approximation: MeanSE
+    amortization: MeanSE
+    gap: MeanSE
+    fit: GapsFit
+    ais_acceptance: Num = None
+    seconds: Num = None
+    per_image: GapsPerImage
+    notes: list[str] = []
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "GapsRecord":
+        if any(len(v) != self.n for v in [self.indices, *self.per_image.model_dump().values()]):
+            raise ValueError(f"per-image lists must hold n = {self.n} values")
+        return self
+
+
+Record = Union[EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord]
+_CLASSES: dict[str, type] = {"eval": EvalRecord, "ssl": SSLRecord, "convergence": ConvergenceRecord,
+                             "gaps": GapsRecord}
 
 
 # ---- writing --------------------------------------------------------------------------------------------------------
@@ -269,6 +324,8 @@ def parse_record(kind: str, raw: bytes, source: str, legacy_fingerprint: Callabl
     if not isinstance(obj, dict):
         raise RecordError(f"{source}: not a JSON object")
     try:
+        if "header" not in obj and kind == "gaps":
+            raise ValueError("a gaps.json from before records had headers; recompute it with smvi gaps --overwrite")
         if "header" not in obj:
             obj = _legacy(kind, obj, legacy_fingerprint)
         elif not isinstance(obj["header"], dict) or obj["header"].get("schema") != SCHEMAS[kind]:

@@ -31,6 +31,7 @@ from .claims import decide_claims
 from .paired import figure_paired, paired_rows, paired_tables
 from .constrained_report import CAPTIONS as CONSTRAINED_CAPTIONS, FILES as CONSTRAINED_FILES
 from .constrained_report import constrained_section, lam_cell
+from .frontier_report import FRONTIER_CAPTIONS, frontier_section
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
@@ -256,6 +257,7 @@ CAPTIONS = {
                        "and the test gap, (b) SSL accuracy.",
     **CONSTRAINED_CAPTIONS,
 }
+CAPTIONS.update(FRONTIER_CAPTIONS)  # fig4_frontier.png: smvi.frontier_report
 SE_NOTE = ("SE: over training seeds when a λ has ≥ 2 runs, with in parentheses the SE from within the runs (over "
            "images or label subsets); † marks a λ with one run, whose own SE is shown (over "
            "test points for eval, over label subsets for SSL and the raw-pixel baseline); see se_over in results.csv.")
@@ -352,8 +354,10 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     constrained = constrained_section(runs, rows, sweep_dir)
     pngs.update(constrained.figures)
     notes += more + constrained.notes
+    frontier_pngs, frontier_tables = frontier_section(runs)
+    pngs.update(frontier_pngs)
     tables = (_tables(rows, lams) + paired_tables(paired, lams, any(r.eval for r in runs)) + convergence
-              + constrained.tables + [_run_table(runs)])
+              + frontier_tables + constrained.tables + [_run_table(runs)])
     settings = _settings(runs)
     files = {**pngs, **constrained.files, "results.csv": _csv(rows).encode(),
              "results.md": _markdown(tables, notes, settings, list(pngs), claims).encode(),
@@ -367,4 +371,4 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
 
 
 REPORT_FILES = ({"fig1_gap.png", "fig2_ssl.png", "fig3_paired.png", "results.csv", "results.md", "report.html"}
-                | CONSTRAINED_FILES)
+                | CONSTRAINED_FILES | set(FRONTIER_CAPTIONS))

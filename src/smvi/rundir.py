@@ -5,7 +5,7 @@ A run directory holds::
     config.toml              the resolved RunConfig, ending with a ``# smvi fingerprint ...`` line (marks it complete)
     checkpoint.safetensors   after the last finished epoch (:mod:`smvi.checkpoint`)
     metrics.jsonl            one JSON line per finished epoch
-    eval.json, ssl.json, convergence.json    result records (:mod:`smvi.records`)
+    eval.json, ssl.json, convergence.json, gaps.json    result records (:mod:`smvi.records`)
     .lock                    held (flock) by the one process writing the run
 
 **Identity.** :func:`fingerprint` is the SHA-256 of the canonical JSON (sorted keys, compact) of the run's config
@@ -39,7 +39,7 @@ __all__ = ["RunError", "RunDir", "fingerprint", "identity", "identity_change", "
            "sweep_paths", "MAX_READ"]
 
 _CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors", "metrics.jsonl", ".lock"
-_RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json"}
+_RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json", "gaps": "gaps.json"}
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)
 _MARK = re.compile(r"^# smvi fingerprint ([0-9a-f]{64})\s*$")
 _NOT_IDENTITY = {"train.epochs", "train.device", "train.tensorboard"}
@@ -154,7 +154,7 @@ class RunDir:
         return f"RunDir({str(self.path)!r})"
 
     def record_path(self, kind: str) -> Path:
-        """Where the record ``kind`` ∈ {eval, ssl, convergence} lives."""
+        """Where the record ``kind`` ∈ {eval, ssl, convergence, gaps} lives."""
         return self.path / _RECORDS[kind]
 
     @staticmethod

@@ -1,8 +1,9 @@
-"""Settings of the evaluation stages (torch-free): :class:`AISConfig`, :class:`EvalConfig`, :class:`ConvergenceConfig`.
+"""Settings of the evaluation stages (torch-free): :class:`AISConfig`, :class:`EvalConfig`, :class:`ConvergenceConfig`,
+:class:`GapConfig`.
 
 The AIS settings carry the names of :func:`smvi.estimators.ais`'s keyword arguments and reach it through one mapping,
 ``**cfg.ais.kwargs()``: adding a field here (with its default) is all it takes to pass a new keyword through evaluate,
-convergence and the sweep. Files written before this naming (``eval.ais_steps = 500`` in a ``sweep.toml``, the settings
+convergence, gaps and the sweep. Files written before this naming (``eval.ais_steps = 500`` in a ``sweep.toml``, the settings
 in an old ``eval.json``) are read through :func:`upgrade_eval_settings`, which renames the old keys.
 """
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from .config import Distinct
 
-__all__ = ["AISSampler", "AISConfig", "EvalConfig", "ConvergenceConfig", "upgrade_eval_settings", "LEGACY_AIS_KEYS"]
+__all__ = ["AISSampler", "AISConfig", "EvalConfig", "ConvergenceConfig", "GapConfig", "upgrade_eval_settings", "LEGACY_AIS_KEYS"]
 
 
 class _Frozen(BaseModel):
@@ -71,6 +72,28 @@ class ConvergenceConfig(_Frozen):
     subset_seed: int = Field(0, ge=0, description="seed of the test subset (binarization uses data.eval_seed)")
     seed: int = Field(0, ge=0, description="seed of the simulation and of AIS")
     ais: AISSampler = AISSampler()
+
+
+class GapConfig(_Frozen):
+    """Settings of ``smvi gaps`` (:func:`smvi.gaps.gaps_run`): which test images, the AIS that gives log p(x) and the
+    local fit (:func:`smvi.gaps.fit_local`). The AIS defaults are the cpu preset's converged ones (500 steps, 4 chains,
+    5 leapfrogs, from the encoder)."""
+
+    n_points: int = Field(100, gt=0, description="test images (the fixed subset smvi evaluate scores first)")
+    subset_seed: int = Field(0, ge=0, description="seed of the subset (binarization uses the run's data.eval_seed)")
+    ais: AISConfig = AISConfig(steps=500)
+    steps: int = Field(3000, gt=0, description="Adam steps of the local fit")
+    lr: float = Field(1e-2, gt=0, description="initial learning rate of the local fit (cosine decay to 1 %)")
+    n_samples: int = Field(16, gt=0, description="draws per image and step in the local fit")
+    window: int = Field(100, gt=0, description="steps between the convergence check's evaluations")
+    tol: float = Field(0.05, gt=0, description="converged: no image gained this much (nats) in the last window")
+    eval_samples: int = Field(1000, gt=0, description="draws per image for each ELBO")
+    batch_size: int = Field(100, gt=0, description="images processed together")
+    seed: int = Field(0, ge=0, description="seed of AIS, the fit and the ELBO draws")
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`smvi.gaps.fit_local` these settings stand for."""
+        return {k: getattr(self, k) for k in ("steps", "lr", "n_samples", "window", "tol")}
 
 
 LEGACY_AIS_KEYS = {"ais_steps": "steps", "ais_chains": "chains", "ais_leapfrog": "leapfrog_steps",

@@ -1,0 +1,132 @@
+"""The frontier figure and table of the report, on hand-written run directories: runs are grouped by method from their
+config (objective, family, knob), constrained runs are left out, only current gaps records are drawn, and an
+SMVI-only sweep's report does not change until a run has a gaps record, and then only by the new figure and table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from smvi.aggregate import collect_runs
+from smvi.config import RunConfig
+from smvi.frontier_report import frontier_points, gap_bars, method_of
+from smvi.records import EvalRecord, EvalSplit, GapsFit, GapsPerImage, GapsRecord, make_header
+from smvi.report import make_report
+from smvi.rundir import RunDir
+from smvi.settings import EvalConfig, GapConfig
+from smvi.stats import MeanSE, mean_se
+
+EPOCHS = 3
+
+
+def ms(mean: float, se: float = 0.1, n: int = 100) -> MeanSE:
+    return MeanSE(mean=mean, se=se, n=n)
+
+
+def write_run(d, train: dict, model: dict | None = None, *, ais: float, gap: float, gaps: tuple | None = None,
+              gaps_epoch: int = EPOCHS) -> RunDir:
+    """A finished run with an eval record (test AIS and gap as given) and, if ``gaps`` = (approximation,
+    amortization), a gaps record at ``gaps_epoch``."""
+    d.mkdir(parents=True)
+    rd = RunDir(d)
+    cfg = RunConfig.model_validate({"train": {"epochs": EPOCHS, **train}, "model": model or {}})
+    rd.write_config(cfg)
+    rd.metrics_path.write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(1, EPOCHS + 1)))
+    split = EvalSplit(n=100, elbo=ms(ais - gap), d_sm=ms(50.0), ais=ms(ais, 2.0), gap=ms(gap, 0.2))
+    rd.write_record("eval", EvalRecord(header=make_header("eval", rd.fingerprint(), EPOCHS, EvalConfig()),
+                                       run=d.name, lam=cfg.train.lam, splits={"test": split}))
+    if gaps is not None:
+        a, b = gaps
+        per = GapsPerImage(log_px=[ais, ais], elbo_amortized=[ais - a - b] * 2, elbo_local=[ais - a] * 2,
+                           approximation=[a - 0.1, a + 0.1], amortization=[b - 0.2, b + 0.2])
+        knob = {"smvi": {"lam": cfg.train.lam}, "beta": {"beta": cfg.train.beta},
+                "iwae": {"iwae_k": cfg.train.iwae_k}}[cfg.train.objective]
+        rd.write_record("gaps", GapsRecord(
+            header=make_header("gaps", rd.fingerprint(), gaps_epoch, GapConfig()), run=d.name,
+            posterior=cfg.model.posterior, objective=cfg.train.objective, knob=knob, n=2, indices=[0, 1],
+            **{k: mean_se(getattr(per, k)) for k in GapsPerImage.model_fields},
+            gap=mean_se([a + b] * 2), fit=GapsFit(steps=[10], converged=True, skipped=0, last_gain_max=0.0,
+                                                 traces=[[1.0]]), per_image=per))
+    return rd
+
+
+@pytest.fixture
+def study(tmp_path):
+    root = tmp_path / "study"
+    for seed in (0, 1):
+        write_run(root / "smvi" / f"lam0_seed{seed}", {"lam": 0.0, "seed": seed}, ais=-86.0 - seed, gap=5.0 + seed,
+                  gaps=(1.0, 4.0) if seed == 0 else None)
+    write_run(root / "smvi" / "lam0.1_seed0", {"lam": 0.1}, ais=-97.0, gap=2.0, gaps=(0.5, 1.5), gaps_epoch=1)
+    write_run(root / "beta2" / "lam0_seed0", {"objective": "beta", "beta": 2.0}, ais=-95.0, gap=3.0)
+    write_run(root / "iwae5" / "lam0_seed0", {"objective": "iwae", "iwae_k": 5}, ais=-85.0, gap=6.0)
+    write_run(root / "flow" / "lam0_seed0", {"lam": 0.0}, {"posterior": "flow"}, ais=-85.5, gap=3.5,
+              gaps=(0.2, 3.3))
+    write_run(root / "constrained" / "lam0_seed0", {"constraint": {"target": 5.0}}, ais=-90.0, gap=2.5)
+    return root
+
+
+def test_a_run_s_method_comes_from_its_config():
+    flat = lambda tree: {f"{s}.{k}": v for s, sec in tree.items() for k, v in sec.items()}  # noqa: E731
+    assert method_of(flat({"train": {"objective": "smvi", "lam": 0.01}, "model": {"posterior": "diagonal"}})) == (
+        "SMVI", "λ", 0.01)
+    assert method_of(flat({"train": {"objective": "beta", "beta": 4.0, "lam": 0.0}})) == ("β-VAE", "β", 4.0)
+    assert method_of(flat({"train": {"objective": "iwae", "iwae_k": 50}, "model": {"posterior": "full"}})) == (
+        "IWAE, full q", "k", 50.0)
+    assert method_of({"train.objective": "smvi", "train.lam": 0.0, "train.constraint.target": 5.0}) is None
+
+
+def test_runs_are_grouped_by_method_and_knob(study):
+    runs, _ = collect_runs(study)
+    points = {(p.method, p.label): p for p in frontier_points(runs)}
+    assert set(points) == {("SMVI", "λ=0"), ("SMVI", "λ=0.1"), ("β-VAE", "β=2"), ("IWAE", "k=5"),
+                           ("SMVI, flow q", "λ=0")}
+    assert not any("constrained" in r for p in points.values() for r in p.runs)  # not mistaken for SMVI at λ = 0
+    two = points["SMVI", "λ=0"]  # two training seeds: mean over runs, SE over runs
+    assert two.runs == ("smvi/lam0_seed0", "smvi/lam0_seed1") and two.log_px.mean == pytest.approx(-86.5)
+    assert two.log_px.se == pytest.approx(0.5) and two.log_px.se_over == "training seeds"
+    assert two.gap.mean == pytest.approx(5.5) and two.approximation.mean == pytest.approx(1.0)
+    beta = points["β-VAE", "β=2"]  # one run: its own SE over test points
+    assert beta.log_px.mean == -95.0 and beta.log_px.se == 2.0 and beta.log_px.se_over == "test points"
+    assert beta.approximation is None and points["SMVI", "λ=0.1"].approximation is None  # stale gaps: left out
+
+
+def test_only_current_gaps_records_make_bars(study):
+    runs, notes = collect_runs(study)
+    bars = gap_bars(runs)
+    assert [b.run for b in bars] == ["smvi/lam0_seed0", "flow/lam0_seed0"]
+    flow = bars[1]
+    assert flow.approximation == pytest.approx((0.2, 0.1)) and flow.amortization == pytest.approx((3.3, 0.2))
+    assert any("smvi/lam0.1_seed0: stale gaps.json (computed at epoch 1, the run is at epoch 3)" in n for n in notes)
+
+
+def test_the_report_draws_the_frontier_and_tabulates_it(study, tmp_path):
+    page = make_report(study, tmp_path / "out")
+    png = (page.parent / "fig4_frontier.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    md = (page.parent / "results.md").read_text()
+    table = md.split("## Figure 4: the trade-off frontier")[1].split("\n## ")[0]
+    assert "| SMVI | λ=0 | 2 | -86.50 ± 0.50 | 5.50 ± 0.50 | 1.00 ± 0.10 † | 4.00 ± 0.20 † |" in table
+    assert "| β-VAE | β=2 | 1 | -95.00 ± 2.00 † | 3.00 ± 0.20 † | — | — |" in table
+    assert "| IWAE | k=5 |" in table and "| SMVI, flow q | λ=0 |" in table and "constrained" not in table
+    assert "fig4_frontier.png" in md and "Figure 4" in page.read_text()
+
+
+def test_an_smvi_sweep_s_report_is_as_before_until_a_run_has_a_gaps_record(tmp_path):
+    root = tmp_path / "sweep"
+    for lam in (0.0, 0.1):
+        write_run(root / "runs" / f"lam{lam:g}_seed0", {"lam": lam}, ais=-86.0 - lam, gap=5.0 - 10 * lam)
+    write_run(root / "runs" / "lam0.01_seed0", {"lam": 0.01}, ais=-87.0, gap=4.0)
+    make_report(root, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "fig4_frontier.png").exists()  # one method, no gaps: nothing new
+    assert "Figure 4" not in (tmp_path / "plain" / "results.md").read_text()
+    (root / "runs" / "lam0.01_seed0").rename(tmp_path / "moved")  # the same run again, now with a gaps record
+    write_run(root / "runs" / "lam0.01_seed0", {"lam": 0.01}, ais=-87.0, gap=4.0, gaps=(1.0, 3.0))
+    gaps = tmp_path / "withgaps"
+    make_report(root, gaps)
+    assert (gaps / "fig4_frontier.png").exists()
+    assert (gaps / "results.csv").read_text() == (tmp_path / "plain" / "results.csv").read_text()
+    md = (gaps / "results.md").read_text()
+    notes = lambda text: text.split("## Notes")[1].split("## Settings")[0]  # noqa: E731
+    assert notes(md) == notes((tmp_path / "plain" / "results.md").read_text())
+    assert "| SMVI | λ=0.01 | 1 | -87.00 ± 2.00 † | 4.00 ± 0.20 † | 1.00 ± 0.10 †" in md
