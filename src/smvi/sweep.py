@@ -8,7 +8,7 @@ is current: :func:`smvi.records.staleness`, the one freshness rule) — so runni
 is missing, and a failing run is recorded while the others go on. A ``sweep.toml`` written before the AIS settings
 took ais()'s names (``eval.ais_steps``, ...) is read with the keys renamed
 (:func:`smvi.settings.upgrade_eval_settings`). Executors: ``inprocess`` (default), ``process`` (a local pool) and
-``ray`` (``pip install 'smvi[ray]'``; optionally an existing cluster's ``address``).
+``ray`` (``pip install -e '.[ray]'`` from the source tree; optionally an existing cluster's ``address``).
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ def _run_ray(specs, sweep, dirs, address, threads, record) -> None:
     try:
         import ray
     except ImportError:
-        raise ConfigError("the ray executor needs Ray: pip install 'smvi[ray]'") from None
+        raise ConfigError("the ray executor needs Ray: pip install -e '.[ray]' from the smvi source tree") from None
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
