@@ -33,3 +33,24 @@ def test_every_run_of_the_reproduction_is_complete():
             record, stale = rd.current_record(kind)
             assert stale is None and record.header.epoch == cpu.run.train.epochs, (run.name, kind, stale)
         assert EvalConfig.model_validate(rd.read_record("eval").header.settings) == cpu.eval
+
+
+CONSTRAINED = RESULTS.parent / "constrained"
+
+
+def test_the_committed_constrained_study_is_what_its_result_files_give(tmp_path):
+    """results/constrained: its report's tables are recomputed from the committed files, every target run finished
+    the cpu preset's epochs with current records, and each met its target in training (the README's first finding)."""
+    make_report(CONSTRAINED, tmp_path)
+    for name in ("results.csv", "constrained.csv"):
+        assert (tmp_path / name).read_text() == (CONSTRAINED / "report" / name).read_text(), name
+    rows = (CONSTRAINED / "report" / "constrained.csv").read_text().splitlines()[1:]
+    assert len(rows) == 6
+    for run in sorted((CONSTRAINED / "runs").iterdir()):
+        rd = RunDir(run)
+        target = rd.read_config().train.constraint.target
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert metrics[-1]["epoch"] == PRESETS["cpu"].run.train.epochs and target is not None, run.name
+        assert metrics[-1]["constraint_avg"] <= 1.05 * target, run.name  # met in training, within 5 %
+        for kind in ("eval", "ssl"):
+            assert rd.current_record(kind)[1] is None, (run.name, kind)
