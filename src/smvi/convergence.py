@@ -16,14 +16,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .data import ImageData, load_data
+from .data import ImageData
 from .estimators import ais_ladder, bdmc, simulate
 from .evaluate import evaluation_set
 from .records import BDMCRow, ConvergenceRecord, LadderRecord, make_header
-from .rundir import RunDir, RunError
+from .rundir import RunError
 from .settings import ConvergenceConfig
 from .stats import mean_se
-from .trained import load_run
+from .trained import open_stage
 
 __all__ = ["ConvergenceConfig", "check_convergence"]
 
@@ -39,12 +39,7 @@ def check_convergence(
     """BDMC on ``cfg.n_points`` simulated points and an AIS ladder on as many test points, at each of ``cfg.steps``,
     with the sampler ``cfg.ais``. Checks the run, an existing record (an error unless ``overwrite``) and writability
     before any work; writes and returns the run's convergence record."""
-    rd = RunDir(run_dir)
-    run = load_run(rd.path)
-    if rd.record_path("convergence").exists() and not overwrite:
-        raise RunError(f"{rd.record_path('convergence')} exists: pass --overwrite to recompute it")
-    rd.check_writable()
-    data = data if data is not None else load_data(run.config.data.dataset, run.config.data.data_dir)
+    rd, run, data = open_stage(run_dir, "convergence", data=data, overwrite=overwrite)
     if cfg.n_points > len(data.test_x):
         raise RunError(f"n_points = {cfg.n_points} but the test split has {len(data.test_x)} images; lower it")
     opts = dict(**cfg.ais.kwargs(), seed=cfg.seed)

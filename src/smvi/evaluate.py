@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .data import ImageData, fixed_inputs, fixed_subset, load_data
+from .data import ImageData, fixed_inputs, fixed_subset
 from .estimators import ais, iwae_bound
 from .pointwise import d_sm_per_point, elbo_per_point
 from .records import EvalRecord, EvalSplit, FullTestIWAE, PerImage, make_header
-from .rundir import RunDir, RunError
+from .rundir import RunError
 from .settings import EvalConfig
 from .stats import mean_se
-from .trained import load_run
+from .trained import open_stage
 
 __all__ = ["EvalConfig", "evaluate_run", "evaluation_set", "evaluation_indices", "full_test_set"]
 
@@ -121,12 +121,7 @@ def evaluate_run(
     Checked before any work: the run (config, checkpoint and their identity), an existing record (an error unless
     ``overwrite``) and that the directory is writable. A failed write is one-line :class:`~smvi.rundir.RunError`.
     """
-    rd = RunDir(run_dir)
-    run = load_run(rd.path, device=device)
-    if rd.record_path("eval").exists() and not overwrite:
-        raise RunError(f"{rd.record_path('eval')} exists: pass --overwrite to recompute it")
-    rd.check_writable()
-    data = data if data is not None else load_data(run.config.data.dataset, run.config.data.data_dir)
+    rd, run, data = open_stage(run_dir, "eval", data=data, overwrite=overwrite, device=device)
     bseed = run.config.data.eval_seed
     wanted = {"test": (data.test_x, cfg.n_test), "train": (data.train_x, cfg.n_train)}
     splits = {}

@@ -29,15 +29,15 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from .data import ImageData, fixed_inputs, fixed_subset, load_data
+from .data import ImageData, fixed_inputs, fixed_subset
 from .estimators import ais
 from .estimators.hmc import reparameterize
 from .objectives import _check_batch, _kl
 from .records import GapsFit, GapsPerImage, GapsRecord, make_header
-from .rundir import RunDir, RunError
+from .rundir import RunError
 from .settings import GapConfig
 from .stats import MeanSE, mean_se
-from .trained import load_run
+from .trained import open_stage
 
 __all__ = ["LocalFit", "GapResult", "GapConfig", "fit_local", "elbo_estimate", "gap_split", "gaps_run"]
 
@@ -207,12 +207,7 @@ def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageDa
     is writable. A failed write is one-line :class:`~smvi.rundir.RunError`.
     """
     t0 = time.perf_counter()
-    rd = RunDir(run_dir)
-    run = load_run(rd.path, device=device)
-    if rd.record_path("gaps").exists() and not overwrite:
-        raise RunError(f"{rd.record_path('gaps')} exists: pass --overwrite to recompute it")
-    rd.check_writable()
-    data = data if data is not None else load_data(run.config.data.dataset, run.config.data.data_dir)
+    rd, run, data = open_stage(run_dir, "gaps", data=data, overwrite=overwrite, device=device)
     if cfg.n_points > len(data.test_x):
         raise RunError(f"n_points = {cfg.n_points} but the test split has {len(data.test_x)} images; lower it")
     idx = fixed_subset(len(data.test_x), cfg.n_points, cfg.subset_seed)

@@ -40,11 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 from tqdm.auto import tqdm
 
 from .config import Distinct
-from .data import ImageData, fixed_inputs, fixed_subset, load_data
+from .data import ImageData, fixed_inputs, fixed_subset
 from .posteriors import location
 from .records import SSLRecord, SSLScores, make_header
-from .rundir import RunDir, RunError
-from .trained import load_run
+from .rundir import RunError
+from .trained import open_stage
 
 __all__ = ["SSLConfig", "SSLError", "SSLResult", "Selection", "balanced_subset", "feature_scaler",
            "select_hyperparameters", "ssl_eval", "prepare_inputs", "encoder_features", "ssl_run"]
@@ -306,12 +306,7 @@ def ssl_run(
     ``eval_seed``). ``features`` and ``raw_pixels`` are :meth:`SSLResult.to_json`; ``raw_pixels`` is None when disabled.
     """
     t0 = time.perf_counter()
-    rd = RunDir(run_dir)
-    run = load_run(rd.path)
-    if rd.record_path("ssl").exists() and not overwrite:
-        raise RunError(f"{rd.record_path('ssl')} exists: pass --overwrite to recompute it")
-    rd.check_writable()
-    data = data if data is not None else load_data(run.config.data.dataset, run.config.data.data_dir)
+    rd, run, data = open_stage(run_dir, "ssl", data=data, overwrite=overwrite)
     if config.test_size and config.test_size > len(data.test_x):
         raise RunError(f"test_size = {config.test_size} but the test split has {len(data.test_x)} images; lower it")
     seed = run.config.data.eval_seed

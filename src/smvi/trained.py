@@ -9,10 +9,11 @@ import torch
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
 from .config import ConfigError, RunConfig
+from .data import ImageData, load_data
 from .models import VAE
-from .rundir import RunDir, config_from_dump, fingerprint, identity_diff
+from .rundir import RunDir, RunError, config_from_dump, fingerprint, identity_diff
 
-__all__ = ["LoadedRun", "load_run", "checkpoint_config", "check_checkpoint", "resolve_device"]
+__all__ = ["LoadedRun", "load_run", "open_stage", "checkpoint_config", "check_checkpoint", "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,3 +66,17 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
     load_weights(model, ck.model, rd.checkpoint_path)
     model = model.to(resolve_device(device)).eval().requires_grad_(False)
     return LoadedRun(rd.path, config, model, int(ck.progress["epoch"]), fingerprint(config))
+
+
+def open_stage(run_dir: str | Path, kind: str, *, data: ImageData | None = None, overwrite: bool = False,
+               device: str = "cpu") -> tuple[RunDir, LoadedRun, ImageData]:
+    """What every stage (evaluate, ssl, convergence, gaps) checks before any work, in this order: the run (config,
+    checkpoint and their identity), an existing record ``kind`` (an error unless ``overwrite``) and that the
+    directory is writable; then the run's data (``data`` if given). Returns the run directory, the loaded run and the
+    data; every refusal is one-line :class:`~smvi.rundir.RunError` or :class:`~smvi.checkpoint.CheckpointError`."""
+    rd = RunDir(run_dir)
+    run = load_run(rd.path, device=device)
+    if rd.record_path(kind).exists() and not overwrite:
+        raise RunError(f"{rd.record_path(kind)} exists: pass --overwrite to recompute it")
+    rd.check_writable()
+    return rd, run, data if data is not None else load_data(run.config.data.dataset, run.config.data.data_dir)
