@@ -55,3 +55,21 @@ def tiny_train_args(data_dir: Path) -> list[str]:
         "--dataset", "idx", "--data-dir", str(data_dir), "--z-dim", "4", "--batch-size", "64", "--no-progress",
         "--set", "model.encoder_hidden=[32]", "--set", "model.decoder_hidden=[32]", "--set", "data.monitor_size=64",
     ]
+
+
+def invoke(*args):
+    """Run the ``smvi`` command in-process (click's runner), every argument as a string."""
+    from click.testing import CliRunner
+
+    from smvi.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def trained(idx_dir, tmp_path):
+    """A small run trained for 3 epochs through the CLI on the synthetic IDX data (a module may override it)."""
+    out = tmp_path / "run"
+    r = invoke("train", "--out", out, "--epochs", 3, *tiny_train_args(idx_dir))
+    assert r.exit_code == 0, r.output
+    return out

@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from click.testing import CliRunner
-from conftest import tiny_train_args
+from conftest import invoke
 
-from smvi.cli import main
 from smvi.data import fixed_subset, load_data
 from smvi.evaluate import evaluate_run
 from smvi.rundir import RunDir
@@ -18,16 +16,6 @@ TINY = ["--set", "elbo_samples=20", "--set", "dsm_samples=4", "--set", "iwae_k=2
         "--set", "ais.leapfrog_steps=2", "--set", "batch_size=16"]
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-@pytest.fixture
-def trained(idx_dir, tmp_path):
-    out = tmp_path / "run"
-    r = invoke("train", "--out", out, "--epochs", 3, *tiny_train_args(idx_dir))
-    assert r.exit_code == 0, r.output
-    return out
 
 
 def test_evaluate_writes_every_estimate_per_image_with_standard_errors(trained, idx_dir):

@@ -7,10 +7,8 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import tiny_train_args
+from conftest import invoke
 
-from smvi.cli import main
 from smvi.data import binarize_fixed, load_data
 from smvi.evaluate import evaluate_run, evaluation_indices, full_test_set
 from smvi.records import staleness
@@ -22,16 +20,6 @@ CFG = EvalConfig(n_test=24, n_train=0, elbo_samples=50, dsm_samples=2, iwae_k=40
                  batch_size=16)
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-@pytest.fixture
-def trained(idx_dir, tmp_path):
-    out = tmp_path / "run"
-    r = invoke("train", "--out", out, "--epochs", 3, *tiny_train_args(idx_dir))
-    assert r.exit_code == 0, r.output
-    return out
 
 
 def test_full_test_set_holds_every_image_once_and_the_subset_binarized_as_the_subset():
