@@ -214,7 +214,10 @@ def _figure_plane(cruns: list[ConstrainedRun], rows: list[Row], collapsed: froze
     fig = Figure(figsize=(7.5, 5), layout="tight")
     ax = fig.subplots()
     if line:
-        ax.plot([a for _, a, _ in line], [g for _, _, g in line], "-o", color="0.35", ms=4, label="fixed λ")
+        ok = [p for p in line if p[0] not in collapsed]
+        ax.plot([a for _, a, _ in ok], [g for _, _, g in ok], "-o", color="0.35", ms=4, label="fixed λ")
+        ax.plot([a for _, a, _ in line], [g for _, _, g in line], ":", color="0.35", lw=1, zorder=0,
+                label="to a collapsed fixed λ" if len(ok) < len(line) else None)
         for lam, a, g in line:
             ax.annotate(f"λ={lam:g}" + (" ⚠C collapsed" if lam in collapsed else ""), (a, g),
                         textcoords="offset points", xytext=(4, 4), fontsize=7,
