@@ -73,7 +73,7 @@ def fmt_seconds(s: float | None) -> str:
     """``s`` seconds as ``42 s``, ``12.5 min`` or ``3.4 h``; "unknown" for None."""
     if s is None:
         return "unknown"
-    if s < 120:
+    if round(s) < 120:
         return f"{s:.0f} s"
     if s < 7200:
         return f"{s / 60:.1f} min"
@@ -132,6 +132,15 @@ def provenance_rows(runs: list) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def _total(v: list[float | None]) -> str:
+    """A stage's summed wall time over runs, saying how many runs recorded it."""
+    known = [x for x in v if x is not None]
+    if not known:
+        return f"unknown ({len(v)} runs)"
+    return fmt_seconds(sum(known)) + (f" ({len(v)} runs)" if len(known) == len(v) else
+                                      f" (the {len(known)} of {len(v)} runs that recorded it)")
+
+
 def provenance_summary(runs: list) -> list[str]:
     """Lines for the top of the report: the versions, Python and machines the records name, the dates they were
     written, and the total wall time per stage."""
@@ -140,18 +149,12 @@ def provenance_summary(runs: list) -> list[str]:
     created = sorted(str(h["created"]).replace("+00:00", "") for h in heads if h.get("created"))
     totals = {"train": [train_seconds(r.metrics) for r in runs if r.metrics]}
     totals |= {k: [_num(_records(r)[k].get("seconds")) for r in runs if _records(r)[k]] for k in STAGES}
-    def total(v: list[float | None]) -> str:
-        known = [x for x in v if x is not None]
-        if not known:
-            return f"unknown ({len(v)} runs)"
-        return fmt_seconds(sum(known)) + (f" ({len(v)} runs)" if len(known) == len(v) else
-                                          f" (the {len(known)} of {len(v)} runs that recorded it)")
-
-    time = ", ".join(f"{k} {total(v)}" for k, v in totals.items() if v)
+    time = ", ".join(f"{k} {_total(v)}" for k, v in totals.items() if v)
+    machines = "; ".join(sorted({_machine(h.get("host")) for h in heads})) or "unknown"
+    systems = ", ".join(sorted({str((h.get("host") or {}).get("os") or "unknown") for h in heads})) or "unknown"
     return [f"smvi {', '.join(values('smvi_version'))}; torch {', '.join(values('torch_version'))}; "
             f"Python {', '.join(values('python_version'))} (as the records name them; 'legacy' and 'unknown': "
             "written before records carried them)",
-            "machines: " + "; ".join(sorted({_machine(h.get("host")) for h in heads})) + "; "
-            + ("OS " + ", ".join(sorted({str((h.get('host') or {}).get('os') or 'unknown') for h in heads}))),
+            f"machines: {machines}; OS {systems}",
             "records written: " + (f"{created[0]} to {created[-1]} (UTC)" if created else "unknown"),
             f"wall time summed over runs: {time}" if time else "wall time: unknown"]
