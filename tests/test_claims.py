@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from smvi.aggregate import Row
-from smvi.claims import MIN_GAIN, claim_gap, claim_ssl
+from smvi.claims import MIN_GAIN, claim_gap, claim_ssl, decide_claims
 from smvi.paired import PairedRow
 from smvi.stats import PairedDiff
 
@@ -63,3 +63,44 @@ def test_claim_2_does_not_hold_when_every_interval_excludes_a_useful_gain():
     rows.append(paired("ssl_gain", 0.03, +0.2, 0.5, s=1000, p=0.4, p_holm=0.8))  # 0.7 points not excluded
     assert claim_ssl(rows).verdict == "cannot be decided at this power"
     assert claim_ssl([]).verdict == "cannot be decided at this power"
+
+
+# ---- flagged runs are not evidence (smvi.flags) ---------------------------------------------------------------------
+def flag(kind, lam, run="r"):
+    from smvi.flags import Flag
+
+    return Flag(kind, run, lam, (), f"{run}: {kind}")
+
+
+def test_claim_1_is_not_decided_by_a_collapsed_largest_lambda():
+    """The quick preset's case: λ = 0.1 collapsed (gap ≈ 0 for want of information) decided "holds" on its own."""
+    rows = [paired("gap", 0.1, -2.0, 0.3), paired("ais", 0.1, -9.0, 1.0),  # the collapsed λ: a clear "holds"
+            paired("gap", 0.01, -0.1, 0.3), paired("ais", 0.01, -0.2, 0.5)]  # the others: within the noise
+    assert claim_gap(rows, MONOTONE).verdict == "holds"
+    c = claim_gap(rows, MONOTONE, [flag("collapse", 0.1)])
+    assert c.verdict == "cannot be decided at this power" and "at λ = 0.01" in c.sentence
+    assert "left out as flagged: λ = 0.1 (collapsed)" in c.sentence
+    c = claim_gap(rows, MONOTONE, [flag("collapse", 0.1), flag("unfinished", 0.01)])
+    assert c.verdict == "cannot be decided at this power" and "every λ compared with λ = 0 is flagged" in c.sentence
+    assert "λ = 0.01 (unfinished)" in c.sentence and "λ = 0.1 (collapsed)" in c.sentence
+
+
+def test_a_flagged_lambda_zero_decides_nothing_and_ais_flags_are_named():
+    rows = [paired("gap", 0.1, -2.0, 0.3), paired("ais", 0.1, -9.0, 1.0),
+            paired("ssl_gain", 0.1, +1.2, 0.5, s=600, p=0.001, p_holm=0.01)]
+    for c in decide_claims(rows, MONOTONE, [flag("unfinished", 0.0)]):
+        assert c.verdict == "cannot be decided at this power" and "λ = 0 runs" in c.sentence
+    c = claim_gap(rows, MONOTONE, [flag("acceptance", 0.1), flag("collapse", None, "a-learned-run")])
+    assert c.verdict == "holds" and "(AIS flagged at λ = 0.1: acceptance; see Flags)" in c.sentence
+    assert "left out" not in c.sentence  # a learned-λ run's flag concerns no λ of the grid
+
+
+def test_claim_2_does_not_hold_on_a_gain_at_a_flagged_lambda_only():
+    rows = [paired("ssl_gain", 0.01, +1.2, 0.5, s=600, p=0.001, p_holm=0.01),
+            paired("ssl_gain", 0.1, -0.3, 0.5, s=600, p=0.2, p_holm=0.8)]
+    assert claim_ssl(rows).verdict == "holds"
+    c = claim_ssl(rows, [flag("unfinished", 0.01)])
+    assert c.verdict == "does not hold" and "λ = 0.1" in c.sentence
+    assert "over 2 comparisons; left out as flagged: λ = 0.01 (unfinished)" in c.sentence  # Holm still over both
+    c = claim_ssl(rows, [flag("unfinished", 0.01), flag("collapse", 0.1)])
+    assert c.verdict == "cannot be decided at this power" and "no paired SSL comparison" in c.sentence

@@ -127,6 +127,6 @@ def test_an_smvi_sweep_s_report_is_as_before_until_a_run_has_a_gaps_record(tmp_p
     assert (gaps / "fig4_frontier.png").exists()
     assert (gaps / "results.csv").read_text() == (tmp_path / "plain" / "results.csv").read_text()
     md = (gaps / "results.md").read_text()
-    notes = lambda text: text.split("## Notes")[1].split("## Settings")[0]  # noqa: E731
+    notes = lambda text: text.split("## Notes")[1].split("\n## ")[0]  # noqa: E731
     assert notes(md) == notes((tmp_path / "plain" / "results.md").read_text())
     assert "| SMVI | λ=0.01 | 1 | -87.00 ± 2.00 † | 4.00 ± 0.20 † | 1.00 ± 0.10 †" in md

@@ -132,3 +132,24 @@ def test_the_whole_test_set_iwae_is_a_column_of_figure_1s_table(sweep, tmp_path)
     assert got[0.1].se == pytest.approx(np.std(want, ddof=1) / math.sqrt(3))
     make_report(sweep, tmp_path / "out")
     assert "log p(x) (IWAE, whole set), test" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_claims_on_the_page_leave_out_collapsed_and_unfinished_runs(sweep, tmp_path):
+    """The runs' own metrics flag them: a collapsed λ = 0.1 no longer decides claim 1, an unfinished λ = 0.01 no
+    longer carries claim 2, and the page lists both flags."""
+    for seed in SEEDS:
+        (sweep / f"lam0.1_seed{seed}" / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": e, "test_kl": 0.002, "test_active_units": 0}) + "\n" for e in (1, 2, 3)))
+    make_report(sweep, tmp_path / "a")
+    md = (tmp_path / "a" / "results.md").read_text()
+    assert "Claim 1: the ELBO gap shrinks as λ grows, at a cost in log-likelihood — holds: at λ = 0.01" in md
+    assert "left out as flagged: λ = 0.1 (collapsed)" in md
+    path = sweep / "lam0.01_seed1" / "config.toml"
+    path.write_text(path.read_text().replace("epochs = 3", "epochs = 30"))  # asked for 30, trained 3
+    make_report(sweep, tmp_path / "b")
+    md = (tmp_path / "b" / "results.md").read_text()
+    claims = md.split("## Claims", 1)[1].split("## Flags", 1)[0]
+    assert "holds" not in claims.replace("does not hold", "").replace("cannot be decided", "")
+    flags = md.split("## Flags", 1)[1].split("![", 1)[0]
+    assert "lam0.01_seed1 (λ = 0.01): unfinished, 3 of 30 epochs" in flags
+    assert flags.count("posterior collapse at epoch 3: 0 active units and KL 0.002 nats (monitor set)") == 3

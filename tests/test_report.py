@@ -13,7 +13,8 @@ import tomli_w
 from matplotlib.figure import Figure
 
 from smvi.config import RunConfig
-from smvi.report import ReportError, _lam_axis, make_report
+from smvi.figures import lam_axis
+from smvi.report import ReportError, make_report
 from smvi.ssl import Selection, SSLResult
 
 LAMS, SEEDS, SIZES = (0.0, 0.01, 1.0), (0, 1), (600, 1000)
@@ -103,12 +104,12 @@ def test_report_tables_equal_the_aggregated_inputs(sweep, tmp_path):
     assert float(gain["mean"]) == pytest.approx(100 * 0.01 * 1.0) and gain["n_runs"] == "2"
     assert len(rows) == 3 * 2 * 3 + 3 * 2 + 2 + 2 * 2
 
-    md, html = (out / "results.md").read_text(), page.read_text()
+    md, html = (out / "results.md").read_text(), page.read_text().replace("\u00a0", " ")  # ± keeps its numbers together
     gap0 = rows[("gap", "test", "", "0.0")]
     cell = f"{float(gap0['mean']):.2f} ± {float(gap0['se']):.2f}"
     assert cell in md and cell in html
     # Figures 1, 2 and 3 (the paired SSL differences: these legacy eval files keep no per-image values)
-    assert html.count('src="data:image/png;base64,') == 3 and "<table>" in html and "raw pixels" in html
+    assert html.count('src="data:image/png;base64,') == 3 and "<table class=''>" in html and "raw pixels" in html
     assert "](fig1_gap.png)" in md and "Notes" in md
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
@@ -132,11 +133,17 @@ def test_runs_missing_files_are_skipped_with_a_note(sweep, tmp_path):
     assert (single["n_runs"], single["se_over"], float(single["se"])) == ("1", "data points", 0.05)
     assert ("ssl_accuracy", "test", "600", "3.0") not in rows
     html = page.read_text()
-    for note in ("lam1.0/seed2: no eval.json; left out of Figure 1", "lam1.0/seed2: unfinished, 2 of 3 epochs",
-                 "lam3.0/seed0: no ssl.json; left out of Figure 2", "lam0.01/seed1: no ssl.json",
-                 "lam9_seed0 failed (TrainingDiverged: 20 steps)"):
-        assert note in html and note in (page.parent / "results.md").read_text()
-    assert "| lam5.0/seed0 | 5 | 0 | 0/3 | missing | missing |" in (page.parent / "results.md").read_text()
+    md = (page.parent / "results.md").read_text()
+    for note in ("lam1.0/seed2: no eval.json; left out of Figure 1", "lam3.0/seed0: no ssl.json; left out of Figure 2",
+                 "lam0.01/seed1: no ssl.json", "lam9_seed0 failed (TrainingDiverged: 20 steps)",
+                 "lam1.0/seed2 (λ = 1): unfinished, 2 of 3 epochs"):  # the last one a flag
+        assert note in html and note in md
+    flags = md.split("## Flags", 1)[1].split("![", 1)[0]
+    assert "lam1.0/seed2 (λ = 1): unfinished, 2 of 3 epochs" in flags and "⚠U unfinished" in flags
+    assert "| lam5.0/seed0 | 5 | 0 | 0/3 ⚠U | — | — | — / — | missing | missing |" in md
+    assert "| lam1.0/seed2 | 1 | 2 | 2/3 ⚠U |" in md
+    gap_table = markdown_table(md, "Figure 1")
+    assert [r["runs"] for r in gap_table if r["λ"] == "1"] == ["2 ⚠U"]  # the per-λ row is marked where it counts
 
 
 def test_broken_and_partial_files_are_refused_with_a_note_each(sweep):
@@ -181,17 +188,17 @@ def test_convergence_table_lists_the_runs_that_have_one(sweep):
     (sweep / "lam0.0" / "seed0" / "convergence.json").write_text("{not json")
     (sweep / "lam0.0" / "seed1" / "convergence.json").write_text(json.dumps({"run": "seed1", "bdmc": "?"}))
     page = make_report(sweep)
-    md, html = (sweep / "report" / "results.md").read_text(), page.read_text()
+    md, html = (sweep / "report" / "results.md").read_text(), page.read_text().replace("\u00a0", " ")
     rows = markdown_table(md, "AIS convergence")
     assert [(r["λ"], r["run"], r["epoch"], r["points"]) for r in rows] == [
         ("0.01", "lam0.01/seed1", "3", "50"), ("1", "lam1.0/seed0", "3", "50")]
     assert {k: v for k, v in rows[0].items() if "steps" in k or "converged" in k} == {
         "BDMC gap, 100 steps": "1.23 ± 0.06", "AIS ladder, 100 steps": "-87.65 ± 0.31",
-        "BDMC gap, 300 steps": "0.43 ± 0.02", "AIS ladder, 300 steps": "-87.12 ± 0.29",
-        "BDMC gap, 1000 steps": "—", "AIS ladder, 1000 steps": "—", "ladder converged": "no"}
+        "BDMC gap, 300 steps": "0.43 ± 0.02 ⚠B", "AIS ladder, 300 steps": "-87.12 ± 0.29",  # above tol = 0.1
+        "BDMC gap, 1000 steps": "—", "AIS ladder, 1000 steps": "—", "ladder converged": "no ⚠L"}
     assert {k: v for k, v in rows[1].items() if "steps" in k or "converged" in k} == {
         "BDMC gap, 100 steps": "—", "AIS ladder, 100 steps": "—",
-        "BDMC gap, 300 steps": "0.12 ± <0.01", "AIS ladder, 300 steps": "-88.46 ± 0.27",
+        "BDMC gap, 300 steps": "0.12 ± <0.01 ⚠B", "AIS ladder, 300 steps": "-88.46 ± 0.27",
         "BDMC gap, 1000 steps": "—", "AIS ladder, 1000 steps": "-88.40 ± 0.26", "ladder converged": "yes"}
     for text in ("<td>lam0.01/seed1</td>", "<td>1.23 ± 0.06</td>", "<td>-88.40 ± 0.26</td>",
                  "<th>AIS ladder, 1000 steps</th>"):
@@ -212,14 +219,16 @@ def test_nothing_to_report_is_a_one_line_error(tmp_path):
         make_report(tmp_path)
 
 
-def test_lambda_axis_is_logarithmic_and_shows_zero():
+def test_lambda_axis_is_logarithmic_and_sets_zero_apart_without_symlog():
     ax = Figure().subplots()
-    _lam_axis(ax, [0.0, 0.001, 0.1, 10.0])
-    assert ax.get_xscale() == "symlog" and ax.xaxis.get_transform().linthresh == 0.001
+    pos = lam_axis(ax, [0.0, 0.001, 0.1, 10.0])
+    assert ax.get_xscale() == "log" and pos(0.0) == pytest.approx(1e-4) and pos(0.1) == 0.1  # a decade below 0.001
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.001", "0.1", "10"]
+    assert [t.get_text() for t in ax.texts] == ["//"]  # the break mark between 0 and 0.001, no shaded band
+    assert not ax.patches and "shaded" not in ax.get_xlabel()
     ax = Figure().subplots()
-    _lam_axis(ax, [0.01, 1.0])
-    assert ax.get_xscale() == "log"
+    lam_axis(ax, [0.01, 1.0])
+    assert ax.get_xscale() == "log" and not ax.texts  # no λ = 0, no break
 
 
 def test_ssl_gain_is_paired_by_label_subset(tmp_path):

@@ -92,7 +92,7 @@ def test_a_torn_metrics_line_and_epochs_past_the_checkpoint_are_not_read(sweep):
     path.write_text(path.read_text() + '{"epoch": 4, "lam"')
     runs, _ = collect_runs(sweep)
     notes: list[str] = []
-    c = next(c for c in constrained_runs(runs, sweep, notes) if c.run.name.endswith("dsm300_seed0"))
+    c = next(c for c in constrained_runs(runs, notes) if c.run.name.endswith("dsm300_seed0"))
     assert c.lam_end == 9e-3 and [e for e, _ in c.trajectory] == [1, 2, 3]
 
 

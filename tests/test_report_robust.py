@@ -27,7 +27,7 @@ def sweep(tmp_path):
 
 
 def notes(sweep) -> str:
-    return (sweep / "report" / "results.md").read_text().split("## Notes", 1)[1].split("## Settings")[0]
+    return (sweep / "report" / "results.md").read_text().split("## Notes", 1)[1].split("\n## ")[0]
 
 
 @pytest.mark.parametrize("damage, why", [
@@ -99,7 +99,8 @@ def test_names_are_escaped_in_markdown_and_html(sweep):
     assert "<img" not in md and "<img src=x" not in html
     assert "x\\|&lt;img src=x onerror=alert(1)>\\*\\[link\\](y)" in md
     table_rows = [ln for ln in md.splitlines() if ln.startswith("| x")]
-    assert len(table_rows) == 1 and table_rows[0].count(" | ") == 5  # the name did not add a column
+    assert len(table_rows) == 2  # the runs table and the provenance table; the name did not add a column to either
+    assert table_rows[0].count(" | ") == 8 and table_rows[1].count(" | ") == 10
 
 
 def test_the_output_set_is_replaced_atomically(sweep, monkeypatch):

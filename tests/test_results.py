@@ -17,8 +17,12 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "cpu"
 def test_the_committed_report_is_what_the_committed_result_files_give(tmp_path):
     page = make_report(RESULTS, tmp_path)
     assert (tmp_path / "results.csv").read_text() == (RESULTS / "report" / "results.csv").read_text()
-    assert "## Notes\n\nnone" in (tmp_path / "results.md").read_text()  # nothing missing, nothing inconsistent
-    assert page.exists()
+    md = (tmp_path / "results.md").read_text()
+    assert "## Notes\n\nnone" in md  # nothing missing, nothing inconsistent
+    flags = md.split("## Flags", 1)[1].split("![", 1)[0]  # the one thing wrong: λ = 1 collapsed, and it is said
+    assert "runs/lam1_seed0 (λ = 1): posterior collapse" in flags and flags.count("\n- ") == 1
+    assert "left out as flagged: λ = 1 (collapsed)" in md.split("## Flags")[0]
+    assert page.exists() and (RESULTS / "report" / "fig_training.png").is_file()
 
 
 def test_every_run_of_the_reproduction_is_complete():

@@ -1,8 +1,9 @@
 """Reading the result records of a λ sweep and aggregating them per λ: the numbers behind :mod:`smvi.report`.
 
 Every directory under ``sweep_dir`` with a config is a run; :func:`collect_runs` reads it through the run-directory
-layer (:mod:`smvi.rundir`): its config (a damaged one skips the run, with a note), its epochs, and its eval, ssl and
-convergence records (:mod:`smvi.records`). A damaged record, or a stale one (another run's fingerprint, another
+layer (:mod:`smvi.rundir`): its config (a damaged one skips the run, with a note), its epochs, its ``metrics.jsonl``
+lines up to them (an unreadable file is a note: no curves, KL or active units for that run), and its eval, ssl,
+convergence and gaps records (:mod:`smvi.records`). A damaged record, or a stale one (another run's fingerprint, another
 epoch), is left out with a note saying which and why; a run whose identity repeats another's (a copied directory) is
 counted once. A subdirectory holding its own ``sweep.toml`` is another sweep (``results/paper`` inside ``results``)
 and is left to its own report. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE =
@@ -11,7 +12,9 @@ mean), else the run's own SE (``se_over`` says which). The raw-pixel baseline do
 identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy
 minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set), mean ± SE over those
 pairs: accuracies differ far more between label subsets than between nearby λ, so the pairing is what makes small
-differences readable.
+differences readable. ``kl`` and ``active_units`` rows: the last epoch's KL(q ‖ prior) and active units of
+``metrics.jsonl`` (split ``test``: on the monitor set; ``train``: the training mean, for metrics written before the
+monitor logged KL), mean over runs with SE over training seeds when there are ≥ 2.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from .records import RecordError
 from .rundir import RunDir, RunError, read_bounded, sweep_paths
 from .stats import mean_se
 
-__all__ = ["ReportError", "collect_runs", "aggregate", "Run", "Row", "SPLITS", "EVAL_METRICS"]
+__all__ = ["ReportError", "collect_runs", "aggregate", "is_constrained", "last_kl",
+           "last_diagnostics", "Run", "Row", "SPLITS", "EVAL_METRICS"]
 
 SPLITS, EVAL_METRICS = ("test", "train"), ("gap", "ais", "elbo")
 IGNORED_KEYS = {"train.lam", "train.seed", "train.device", "data.data_dir"}  # may differ between runs of one sweep
@@ -58,6 +62,12 @@ class Run:
     convergence: dict | None = None
     fingerprint: str = ""
     gaps: dict | None = None  # the gaps record (smvi gaps), drawn by smvi.frontier_report
+    metrics: tuple[dict[str, Any], ...] = ()  # metrics.jsonl's lines up to ``epochs``
+
+
+def is_constrained(run: Run) -> bool:
+    """Whether ``run`` learned λ toward a target (its config sets ``train.constraint.target``)."""
+    return run.config.get("train.constraint.target") is not None
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,17 @@ def _record(rd: RunDir, kind: str, fp: str, epochs: int | None, notes: list[str]
     return tree
 
 
+def _metrics(rd: RunDir, epochs: int | None, notes: list[str], name: str) -> tuple[dict[str, Any], ...]:
+    """``metrics.jsonl``'s lines of the epochs up to ``epochs`` (a line past the checkpoint is not the model's);
+    an unreadable file is a note and no lines."""
+    try:
+        lines = rd.read_metrics()
+    except RunError as e:
+        notes.append(f"{name}: metrics unreadable ({e}); no curves, KL or active units")
+        return ()
+    return tuple(m for m in lines if epochs is None or m["epoch"] <= epochs)
+
+
 def _status_notes(sweep: Path, notes: list[str]) -> None:
     try:
         status = json.loads(read_bounded(sweep_paths(sweep)[1]).decode())
@@ -150,12 +171,10 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
         planned = cfg.train.epochs
         if epochs is None:
             notes.append(f"{name}: no metrics.jsonl (not trained yet?)")
-        elif epochs < planned:
-            notes.append(f"{name}: unfinished, {epochs} of {planned} epochs")
         got = {kind: _record(rd, kind, fp, epochs, notes, name) for kind in RECORD_LABEL}
         flat = _flat(cfg.model_dump(mode="json", exclude_none=True))
         run = Run(name, cfg.train.lam, cfg.train.seed, epochs, planned, flat, got["eval"], got["ssl"],
-                  got["convergence"], fp, gaps=got["gaps"])
+                  got["convergence"], fp, gaps=got["gaps"], metrics=_metrics(rd, epochs, notes, name))
         for kind, fig in (("eval", 1), ("ssl", 2)):
             if got[kind] is None and not rd.record_path(kind).exists():  # damaged or stale ones have their note
                 notes.append(f"{name}: no {RECORD_LABEL[kind]}; left out of Figure {fig}")
@@ -232,10 +251,39 @@ def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
                "percentage points", tuple(per_pair))
 
 
+def last_kl(last: dict) -> tuple[float | None, str]:
+    """KL(q ‖ prior) of a metrics line and where it comes from: ``test`` (the monitor set) if logged, else ``train``
+    (the training mean of the epoch)."""
+    if (kl := _num(last.get("test_kl"))) is not None:
+        return kl, "test"
+    return _num(last.get("kl")), "train"
+
+
+def last_diagnostics(run: Run) -> dict[tuple[str, str], float]:
+    """(quantity, split) → value of the run's last metrics line: ``kl`` (``test`` on the monitor set, else ``train``,
+    the training mean) and ``active_units`` (``test``); absent where not logged."""
+    last = run.metrics[-1] if run.metrics else {}
+    kl, where = last_kl(last)
+    out = {} if kl is None else {("kl", where): kl}
+    if (units := _num(last.get("test_active_units"))) is not None:
+        out[("active_units", "test")] = units
+    return out
+
+
+def _diagnostics(runs: list[Run], lams: list[float]) -> list[Row]:
+    """The ``kl`` and ``active_units`` rows per λ (module docstring)."""
+    rows = []
+    for (q, split), lam in itertools.product((("kl", "test"), ("kl", "train"), ("active_units", "test")), lams):
+        got = [(v, None) for r in runs if r.lam == lam if (v := last_diagnostics(r).get((q, split))) is not None]
+        if got:
+            rows.append(_row(q, split, None, lam, got, "one value per run", "nats" if q == "kl" else "units"))
+    return rows
+
+
 def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
     """The rows of ``results.csv`` (see the module docstring) and notes on missing keys; runs with a learned λ are
     left out (:mod:`smvi.constrained_report` reports them)."""
-    runs = [r for r in runs if r.config.get("train.constraint.target") is None]
+    runs = [r for r in runs if not is_constrained(r)]
     rows, notes, lams = [], [], sorted({r.lam for r in runs})
     for split, q, lam in itertools.product(SPLITS, EVAL_METRICS, lams):
         got = []
@@ -252,6 +300,7 @@ def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
                if (m := _num(_get(r.eval, "full_test", "iwae", "mean"))) is not None]
         if got:
             rows.append(_row("iwae_full", "test", None, lam, got, "data points", "nats"))
+    rows += _diagnostics(runs, lams)
     sizes = sorted({int(s) for r in runs for s in (_get(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
     for s in sizes:
         for lam in lams:

@@ -17,15 +17,23 @@ available, else AIS on the test subset:
 - *does not hold*: none does, and every interval's upper end is below ``MIN_GAIN`` (0.5 percentage points): any
   improvement that could matter is excluded at every λ and s;
 - otherwise *cannot be decided at this power*.
+
+**Flagged runs are not evidence** (:mod:`smvi.flags`): a λ with a run in posterior collapse or unfinished is left out
+of both claims (claim 1 is judged at the largest λ *not* so flagged, and its monotonicity check skips flagged λ;
+claim 2 counts no gain at a flagged λ, and its Holm adjustment still covers every comparison, which only makes it
+more conservative), and each sentence names what it left out. If λ = 0 itself is so flagged, neither claim can be
+decided. AIS-quality flags (acceptance off target, BDMC or ladder unconverged) on the runs a claim-1 sentence compares
+are named in it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 from .aggregate import Row
+from .flags import Flag, excluded_lams
 from .paired import ALPHA, PairedRow
 
 __all__ = ["Claim", "decide_claims", "MIN_GAIN"]
@@ -61,21 +69,48 @@ def _rises(gaps: list[Row]) -> list[tuple[float, float]]:
     return out
 
 
-def claim_gap(paired: list[PairedRow], rows: list[Row]) -> Claim:
+def _left_out(excluded: dict[float, str], lams: set[float] | None = None) -> str:
+    """"; left out as flagged: λ = 1 (collapsed)" for the flagged λ among ``lams`` (all when None); "" if none."""
+    hit = [f"λ = {_lam(lam)} ({why})" for lam, why in excluded.items() if lams is None or lam in lams]
+    return f"; left out as flagged: {', '.join(hit)}" if hit else ""
+
+
+def _zero_flagged(name: str, excluded: dict[float, str]) -> Claim | None:
+    """The undecided claim when the λ = 0 runs, the baseline of every comparison, are flagged."""
+    if 0.0 not in excluded:
+        return None
+    return Claim(name, "cannot be decided at this power",
+                 f"{name} — cannot be decided: the λ = 0 runs every comparison is made against are flagged "
+                 f"({excluded[0.0]}); see Flags.")
+
+
+def _ais_caveat(flags: Sequence[Flag], lams: tuple[float, ...]) -> str:
+    """" (AIS flagged at λ = 0: acceptance; see Flags)" for AIS-quality flags of the compared runs; "" if none."""
+    hit = sorted({(f.lam, f.kind) for f in flags if f.kind in ("acceptance", "bdmc", "ladder") and f.lam in lams})
+    if not hit:
+        return ""
+    return " (AIS flagged at " + ", ".join(f"λ = {_lam(lam)}: {kind}" for lam, kind in hit) + "; see Flags)"
+
+
+def claim_gap(paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = ()) -> Claim:
     name = "Claim 1: the ELBO gap shrinks as λ grows, at a cost in log-likelihood"
+    excluded = excluded_lams(flags)
+    if zero := _zero_flagged(name, excluded):
+        return zero
     gap = {r.lam: r for r in paired if r.quantity == "gap" and r.split == "test"}
     logp = ({r.lam: r for r in paired if r.quantity == "iwae_full"}
             or {r.lam: r for r in paired if r.quantity == "ais" and r.split == "test"})
-    both = sorted(set(gap) & set(logp))
+    paired_lams = set(gap) & set(logp)
+    both = sorted(paired_lams - set(excluded))
     if not both:
-        return Claim(name, "cannot be decided at this power",
-                     f"{name} — cannot be decided: no paired per-image comparison with λ = 0 (the eval records "
-                     "keep no "
-                     "per-image values, or the sweep has no λ = 0 run).")
+        why = ("every λ compared with λ = 0 is flagged" + _left_out(excluded, paired_lams) if paired_lams else
+               "no paired per-image comparison with λ = 0 (the eval records keep no per-image values, or the sweep "
+               "has no λ = 0 run)")
+        return Claim(name, "cannot be decided at this power", f"{name} — cannot be decided: {why}.")
     lam = both[-1]
     g, lp = gap[lam], logp[lam]
-    rises = _rises(sorted((r for r in rows if r.quantity == "gap" and r.split == "test" and r.lam is not None),
-                          key=lambda r: r.lam))
+    rises = _rises(sorted((r for r in rows if r.quantity == "gap" and r.split == "test" and r.lam is not None
+                           and r.lam not in excluded), key=lambda r: r.lam))
     below = lambda r: r.diff.high is not None and r.diff.high < 0  # noqa: E731
     above = lambda r: r.diff.low is not None and r.diff.low > 0  # noqa: E731
     if above(g) or above(lp) or rises:
@@ -88,20 +123,26 @@ def claim_gap(paired: list[PairedRow], rows: list[Row]) -> Claim:
     mono = ("the mean test gap never rises significantly between successive λ" if not rises else
             "the mean test gap rises significantly from λ = " + ", ".join(f"{_lam(a)} to {_lam(b)}" for a, b in rises))
     return Claim(name, verdict, f"{name} — {verdict}: at λ = {_lam(lam)} against λ = 0 the test gap changes by "
-                                f"{_ci(g, 'nats')} and log p(x) ({what}) by {_ci(lp, 'nats')}; {mono}.")
+                                f"{_ci(g, 'nats')} and log p(x) ({what}) by {_ci(lp, 'nats')}; {mono}"
+                                f"{_left_out(excluded)}{_ais_caveat(flags, (0.0, lam))}.")
 
 
-def claim_ssl(paired: list[PairedRow]) -> Claim:
+def claim_ssl(paired: list[PairedRow], flags: Sequence[Flag] = ()) -> Claim:
     name = "Claim 2: semi-supervised accuracy improves at a moderate λ"
-    ssl = [r for r in paired if r.quantity == "ssl_gain"]
+    excluded = excluded_lams(flags)
+    if zero := _zero_flagged(name, excluded):
+        return zero
+    every = [r for r in paired if r.quantity == "ssl_gain"]
+    ssl = [r for r in every if r.lam not in excluded]
+    left = _left_out(excluded, {r.lam for r in every})
     if not ssl:
         return Claim(name, "cannot be decided at this power",
-                     f"{name} — cannot be decided: no paired SSL comparison with λ = 0.")
+                     f"{name} — cannot be decided: no paired SSL comparison with λ = 0{left}.")
     wins = [r for r in ssl if r.diff.mean > 0 and r.p_holm is not None and r.p_holm < ALPHA]
     best = max(wins or ssl, key=lambda r: r.diff.mean)
     at = (f"at λ = {_lam(best.lam)}, s = {best.s}: {_ci(best, 'percentage points')}, "
-          f"Holm-adjusted p = {best.p_holm if best.p_holm is None else f'{best.p_holm:.3g}'} over {len(ssl)} "
-          "comparisons")
+          f"Holm-adjusted p = {best.p_holm if best.p_holm is None else f'{best.p_holm:.3g}'} over {len(every)} "
+          f"comparisons{left}")
     if wins:
         return Claim(name, "holds", f"{name} — holds: largest significant gain {at}.")
     if all(r.diff.high is not None and r.diff.high < MIN_GAIN for r in ssl):
@@ -112,6 +153,6 @@ def claim_ssl(paired: list[PairedRow]) -> Claim:
                  f"not excluded; largest mean gain {at}.")
 
 
-def decide_claims(paired: list[PairedRow], rows: list[Row]) -> list[Claim]:
-    """The two claims' verdicts and sentences (rules in the module docstring)."""
-    return [claim_gap(paired, rows), claim_ssl(paired)]
+def decide_claims(paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = ()) -> list[Claim]:
+    """The two claims' verdicts and sentences (rules in the module docstring), flagged runs left out."""
+    return [claim_gap(paired, rows, flags), claim_ssl(paired, flags)]

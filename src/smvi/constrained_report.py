@@ -1,13 +1,13 @@
 """The report's section on constrained runs (λ learned toward a target: :mod:`smvi.constraint`), from result files alone.
 
-A run is constrained when its config sets ``train.constraint.target`` (:func:`is_constrained`); :mod:`smvi.aggregate`
-leaves such runs out of its per-λ aggregates (their ``train.lam`` is 0 but λ is not). Per constrained run, read
-through the run-directory layer: the eval and ssl records the report already holds (current ones only), and from
-``metrics.jsonl`` (:meth:`smvi.rundir.RunDir.read_metrics`, the epochs up to the checkpoint's) λ per epoch, and at
-the last epoch the measure's moving average (``constraint_avg``, what the target bounds), the constraint's status,
-and the active units and KL(q ‖ prior) on the monitor set. A run is flagged **collapsed** when it has at most
-:data:`COLLAPSE_UNITS` active units or a KL below :data:`COLLAPSE_KL` nats (a posterior that carries no
-information meets any inference target trivially).
+A run is constrained when its config sets ``train.constraint.target`` (:func:`smvi.aggregate.is_constrained`);
+:mod:`smvi.aggregate` leaves such runs out of its per-λ aggregates (their ``train.lam`` is 0 but λ is not). Per
+constrained run, as :func:`smvi.aggregate.collect_runs` read it through the run-directory layer: the eval and ssl
+records (current ones only), and from ``metrics.jsonl`` (the epochs up to the checkpoint's) λ per epoch, and at the
+last epoch the measure's moving average (``constraint_avg``, what the target bounds), the constraint's status, and
+the active units and KL(q ‖ prior) on the monitor set. A run is flagged **collapsed** by the rule of
+:mod:`smvi.flags` (at most :data:`~smvi.flags.COLLAPSE_UNITS` active units or a KL below
+:data:`~smvi.flags.COLLAPSE_KL` nats: a posterior that carries no information meets any inference target trivially).
 
 Writes ``constrained.csv`` (one row per run), one table, and three figures: achieved against target (log–log, with
 y = x), λ's trajectory per run, and the (AIS log p(x), AIS gap) plane with the fixed-λ runs as a line.
@@ -18,16 +18,14 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .aggregate import Row, Run, _get, _num
-from .rundir import RunDir, RunError
+from .aggregate import Row, Run, _get, _num, is_constrained, last_kl
+from .flags import COLLAPSE_KL, COLLAPSE_UNITS, is_collapsed
 
 __all__ = ["COLLAPSE_UNITS", "COLLAPSE_KL", "ConstrainedRun", "is_constrained", "constrained_runs",
            "constrained_section", "Section", "CAPTIONS", "FILES"]
 
-COLLAPSE_UNITS, COLLAPSE_KL = 2, 0.1
 MEASURE = {"dsm": "D_SM", "gap": "gap (IWAE_k − ELBO)"}
 CAPTIONS = {
     "figc1_targets.png": "Constrained runs, achieved against target (log–log; dotted: y = x, the target met "
@@ -36,14 +34,10 @@ CAPTIONS = {
                          "gap (the estimate is a lower bound of the gap).",
     "figc2_lambda.png": "Constrained runs: λ at the end of each epoch (log scale); grey lines: the sweep's fixed λ.",
     "figc3_plane.png": "Test AIS log p(x) against the test AIS gap: fixed-λ runs (line, labelled by λ; mean over "
-                       "seeds) and constrained runs (points, labelled by target; × marks a collapsed run).",
+                       "seeds; a red × marks a collapsed λ) and constrained runs (points, labelled by target; × marks a "
+                       "collapsed run).",
 }
 FILES = {*CAPTIONS, "constrained.csv"}
-
-
-def is_constrained(run: Run) -> bool:
-    """Whether ``run`` learned λ toward a target (its config sets ``train.constraint.target``)."""
-    return run.config.get("train.constraint.target") is not None
 
 
 @dataclass(frozen=True)
@@ -62,33 +56,25 @@ class ConstrainedRun:
 
     @property
     def collapsed(self) -> bool | None:
-        if self.active_units is None and self.kl is None:
-            return None
-        return (self.active_units is not None and self.active_units <= COLLAPSE_UNITS) or (
-            self.kl is not None and self.kl < COLLAPSE_KL)
+        return is_collapsed(self.active_units, self.kl)
 
     def eval(self, split: str, q: str, key: str = "mean") -> float | None:
         return _num(_get(self.run.eval, "splits", split, q, key))
 
 
-def constrained_runs(runs: list[Run], sweep_dir: str | Path, notes: list[str]) -> list[ConstrainedRun]:
+def constrained_runs(runs: list[Run], notes: list[str]) -> list[ConstrainedRun]:
     """The constrained ``runs`` with their metrics (sorted by measure, target descending, seed); a run whose
-    ``metrics.jsonl`` cannot be read keeps its records, with a note."""
+    ``metrics.jsonl`` could not be read (noted by :func:`smvi.aggregate.collect_runs`) keeps its records."""
     out = []
     for r in (r for r in runs if is_constrained(r)):
-        try:
-            lines = [m for m in RunDir(Path(sweep_dir) / r.name).read_metrics()
-                     if r.epochs is None or m["epoch"] <= r.epochs]
-        except RunError as e:
-            notes.append(f"{r.name}: metrics unreadable ({e}); λ and collapse left out")
-            lines = []
+        lines = r.metrics
         last = lines[-1] if lines else {}
         traj = tuple((m["epoch"], float(m["lam"])) for m in lines if _num(m.get("lam")) is not None)
         status = last.get("constraint_status")
         out.append(ConstrainedRun(r, str(r.config.get("train.constraint.measure", "dsm")),
                                   float(r.config["train.constraint.target"]), _num(last.get("constraint_avg")),
                                   status if isinstance(status, str) else None, _num(last.get("lam")), traj,
-                                  _num(last.get("test_active_units")), _num(last.get("test_kl"))))
+                                  _num(last.get("test_active_units")), last_kl(last)[0]))
         if status == "unreachable":
             notes.append(f"{r.name}: the target was not reached with λ at its cap (constraint status unreachable)")
     keys = sorted({k for c in out for k in c.run.config if k.startswith("train.constraint.")}
@@ -214,7 +200,8 @@ def _figure_lambda(cruns: list[ConstrainedRun], fixed_lams: list[float]) -> byte
     return _png(fig)
 
 
-def _figure_plane(cruns: list[ConstrainedRun], rows: list[Row]) -> bytes | None:
+def _figure_plane(cruns: list[ConstrainedRun], rows: list[Row], collapsed: frozenset[float] = frozenset()
+                  ) -> bytes | None:
     from matplotlib.figure import Figure
 
     find = {(r.quantity, r.lam): r.mean for r in rows if r.split == "test" and r.s is None}
@@ -227,9 +214,16 @@ def _figure_plane(cruns: list[ConstrainedRun], rows: list[Row]) -> bytes | None:
     fig = Figure(figsize=(7.5, 5), layout="tight")
     ax = fig.subplots()
     if line:
-        ax.plot([a for _, a, _ in line], [g for _, _, g in line], "-o", color="0.35", ms=4, label="fixed λ")
+        ok = [p for p in line if p[0] not in collapsed]
+        ax.plot([a for _, a, _ in ok], [g for _, _, g in ok], "-o", color="0.35", ms=4, label="fixed λ")
+        ax.plot([a for _, a, _ in line], [g for _, _, g in line], ":", color="0.35", lw=1, zorder=0,
+                label="to a collapsed fixed λ" if len(ok) < len(line) else None)
         for lam, a, g in line:
-            ax.annotate(f"λ={lam:g}", (a, g), textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.3")
+            ax.annotate(f"λ={lam:g}" + (" ⚠C collapsed" if lam in collapsed else ""), (a, g),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7,
+                        color="crimson" if lam in collapsed else "0.3")
+            if lam in collapsed:
+                ax.scatter([a], [g], marker="x", s=60, color="crimson", zorder=4)
     for i, (c, a, g) in enumerate(pts):
         ax.scatter([a], [g], marker="X" if c.collapsed else "o", s=45, color=f"C{i % 10}", zorder=3, label=_label(c))
         ax.annotate(_label(c), (a, g), textcoords="offset points", xytext=(4, -10), fontsize=7, color=f"C{i % 10}")
@@ -256,16 +250,16 @@ class Section:
     notes: list[str]
 
 
-def constrained_section(runs: list[Run], rows: list[Row], sweep_dir: str | Path) -> Section:
+def constrained_section(runs: list[Run], rows: list[Row], collapsed: frozenset[float] = frozenset()) -> Section:
     """The constrained section of the report on ``runs`` (all of the sweep's), with the fixed-λ aggregates ``rows``
-    for the plane; empty when no run is constrained."""
+    for the plane (a fixed λ in ``collapsed`` marked there); empty when no run is constrained."""
     notes: list[str] = []
-    cruns = constrained_runs(runs, sweep_dir, notes)
+    cruns = constrained_runs(runs, notes)
     if not cruns:
         return Section({}, [], {}, notes)
     fixed = sorted({r.lam for r in runs if not is_constrained(r)})
     drawn = {"figc1_targets.png": _figure_targets(cruns), "figc2_lambda.png": _figure_lambda(cruns, fixed),
-             "figc3_plane.png": _figure_plane(cruns, rows)}
+             "figc3_plane.png": _figure_plane(cruns, rows, collapsed)}
     return Section({k: v for k, v in drawn.items() if v is not None}, [_table(cruns)],
                    {"constrained.csv": _csv(cruns).encode()}, notes)
 

@@ -58,6 +58,8 @@ def check_convergence(
                           sems=[float(s) for s in lad.sems], diffs=[float(d) for d in lad.diffs],
                           diff_sems=[float(d) for d in lad.diff_sems], agree=[bool(a) for a in lad.agree],
                           converged=bool(lad.converged))
-    record = ConvergenceRecord(header=make_header("convergence", run.fingerprint, run.epoch, cfg), run=rd.path.name,
+    device = str(next(run.model.parameters()).device)
+    header = make_header("convergence", run.fingerprint, run.epoch, cfg, device=device)
+    record = ConvergenceRecord(header=header, run=rd.path.name,
                                bdmc=rows, ladder=ladder, seconds=round(time.perf_counter() - t0, 2))
     return rd.write_record("convergence", record)

@@ -144,7 +144,8 @@ def evaluate_run(
         full = _full_test(run.model, data.test_x, cfg, bseed, bar, run.config.data.transform) if n_full else None
     a = cfg.ais
     record = EvalRecord(
-        header=make_header("eval", run.fingerprint, run.epoch, cfg), run=rd.path.name, lam=run.config.train.lam,
+        header=make_header("eval", run.fingerprint, run.epoch, cfg, device=str(dev)), run=rd.path.name,
+        lam=run.config.train.lam,
         splits=scored, full_test=full, seconds=round(time.perf_counter() - t0, 2),
         work={"points": total, "chains": a.chains, "steps": a.steps, "leapfrog_steps": a.leapfrog_steps,
               "gradient_evaluations": total * a.chains * a.steps * a.leapfrog_steps},

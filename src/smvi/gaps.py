@@ -226,7 +226,7 @@ def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageDa
                   last_gain_max=max(p.fit["last_gain_max"] for p in parts), traces=[p.fit["trace"] for p in parts])
     tc = run.config.train
     record = GapsRecord(
-        header=make_header("gaps", run.fingerprint, run.epoch, cfg), run=rd.path.name,
+        header=make_header("gaps", run.fingerprint, run.epoch, cfg, device=str(x_all.device)), run=rd.path.name,
         posterior=run.config.model.posterior, objective=tc.objective, knob=_knob(tc), n=len(idx),
         indices=[int(i) for i in idx], **{k: mean_se(v) for k, v in per.items()},
         gap=mean_se([a - e for a, e in zip(per["log_px"], per["elbo_amortized"])]), fit=fit,

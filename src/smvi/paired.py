@@ -19,9 +19,10 @@ and the gap, over all (λ, s) for SSL, the family of claim 2. Records without pe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from .aggregate import Run, _by_seed, _get
+from .flags import CLAIM_BLOCKING, Flag, mark
 from .stats import PairedDiff, clustered_paired_t, holm
 
 __all__ = ["PairedRow", "paired_rows", "LOGPX", "ALPHA"]
@@ -118,16 +119,18 @@ NO_PER_IMAGE = ("— : no paired value; the eval records of these runs keep no p
                 "eval.json kept them): re-evaluate to pair them")
 
 
-def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool
+def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool, flags: Sequence[Flag] = ()
                   ) -> list[tuple[str, list[str], list[list[str]]]]:
-    """The report's paired tables: log p(x) and gap (when any run has an eval record), SSL (when any pair exists)."""
+    """The report's paired tables: log p(x) and gap (when any run has an eval record), SSL (when any pair exists);
+    a λ cell carries the markers of the flags that keep it out of the claims (:data:`smvi.flags.CLAIM_BLOCKING`)."""
     find = {(r.quantity, r.split, r.s, r.lam): r for r in paired}
+    lam_cell = lambda lam: f"{lam:g}" + mark(flags, lam=lam, kinds=CLAIM_BLOCKING)  # noqa: E731
     others = [lam for lam in lams if lam != 0]
     out = []
     level = f"{100 * (1 - ALPHA):g} %"
     if have_eval and others and 0 in lams:
         keys = [(q, sp, None) for q, sp in LOGPX]
-        body = [[f"{lam:g}"] + [_cell(find.get(k + (lam,))) for k in keys] for lam in others]
+        body = [[lam_cell(lam)] + [_cell(find.get(k + (lam,))) for k in keys] for lam in others]
         missing = not any(r.quantity in LABEL and r.quantity != "ssl_gain" for r in paired)
         out.append((f"λ minus λ = 0, paired on the same images and training seeds (nats): mean ± SE over seeds "
                     f"(per-image SE) [{level} t interval], p and Holm-adjusted p over λ, n = seeds (or images with "
@@ -135,7 +138,7 @@ def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool
                     ["λ"] + [f"{LABEL[q]}, {sp}" for q, sp in LOGPX], body))
     sizes = sorted({r.s for r in paired if r.quantity == "ssl_gain"})
     if sizes:
-        body = [[f"{lam:g}"] + [_cell(find.get(("ssl_gain", "test", s, lam))) for s in sizes] for lam in others]
+        body = [[lam_cell(lam)] + [_cell(find.get(("ssl_gain", "test", s, lam))) for s in sizes] for lam in others]
         out.append((f"SSL accuracy, λ minus λ = 0, paired on the same label subsets and training seeds (percentage "
                     f"points): mean ± SE (per-subset SE) [{level} t interval], paired t-test p and Holm-adjusted p "
                     f"over all λ and s, n = seeds (or label subsets with one seed)",
@@ -143,39 +146,49 @@ def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool
     return out
 
 
-def figure_paired(paired: list[PairedRow], lams: list[float]) -> bytes | None:
-    """Δ to λ = 0 with its t interval against λ: (a) log p(x) and gap on test images, (b) SSL; None if nothing."""
+def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozenset[float] = frozenset()
+                  ) -> bytes | None:
+    """Δ to λ = 0 with its t interval against λ: (a) log p(x) and gap on test images, (b) SSL; None if nothing.
+    Linear y axes; a λ in ``collapsed`` is marked and does not set the y-range (:mod:`smvi.figures`)."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
 
-    from .report import _lam_axis, _png  # the report's axis and PNG conventions
+    from .figures import COLLAPSED_STYLE, collapsed_legend, fmt_lam, focus, lam_axis, plain_y, png
 
     logpx = [r for r in paired if r.split == "test" and r.quantity != "ssl_gain"]
     ssl = [r for r in paired if r.quantity == "ssl_gain"]
     if not (logpx or ssl):
         return None
-    fig = Figure(figsize=(11, 4.2), layout="tight")
+    fig = Figure(figsize=(11, 4.4), layout="tight")
     panels = fig.subplots(1, 2)
+    pos = {ax: lam_axis(ax, [lam for lam in lams if lam != 0]) for ax in panels}
+    scale = {ax: ([], []) for ax in panels}  # the values that set each panel's y-range, and the collapsed points
     series = [(panels[0], q, None, f"C{i}", LABEL[q]) for i, q in enumerate(("iwae_full", "ais", "gap"))]
     series += [(panels[1], "ssl_gain", s, f"C{i}", f"s = {s}") for i, s in enumerate(sorted({r.s for r in ssl}))]
     for ax, q, s, color, label in series:
         pts = sorted((r for r in (logpx if q != "ssl_gain" else ssl) if r.quantity == q and r.s == s),
                      key=lambda r: r.lam)
         pts = [r for r in pts if r.diff.low is not None]
-        if pts:
-            x, y = [r.lam for r in pts], [r.diff.mean for r in pts]
-            err = [[r.diff.mean - r.diff.low for r in pts], [r.diff.high - r.diff.mean for r in pts]]
+        off = collapsed if any(r.lam not in collapsed for r in pts) else frozenset()  # all collapsed: drawn as usual
+        if on := [r for r in pts if r.lam not in off]:  # a collapsed λ: a red × apart from the line
+            x, y = [pos[ax](r.lam) for r in on], [r.diff.mean for r in on]
+            err = [[r.diff.mean - r.diff.low for r in on], [r.diff.high - r.diff.mean for r in on]]
             ax.errorbar(x, y, yerr=err, color=color, label=label, capsize=3, marker="o", ms=4)
+        for r in pts:
+            if r.lam in collapsed:
+                ax.scatter([pos[ax](r.lam)], [r.diff.mean], **COLLAPSED_STYLE)
+            if r.lam in off:
+                scale[ax][1].append((pos[ax](r.lam), r.diff.mean, f"λ={fmt_lam(r.lam)}"))
+            else:
+                scale[ax][0].extend([r.diff.low, r.diff.high])
     titles = ("(a) test images: λ minus λ = 0 (nats)", "(b) SSL accuracy: λ minus λ = 0 (points)")
     for ax, title in zip(panels, titles):
         ax.axhline(0, color="0.3", lw=0.8)
-        ax.set(title=title, ylabel="paired difference (linear within ±1, logarithmic beyond)")
-        ax.set_yscale("symlog", linthresh=1)  # small differences and a collapse (λ = 1) on one axis
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:+g}" if v else "0"))
-        _lam_axis(ax, [lam for lam in lams if lam != 0])
+        ax.set(title=title, ylabel="paired difference")
+        focus(ax, *scale[ax], include=(0.0,), unit=" nats" if ax is panels[0] else " points")
+        plain_y(ax, signed=True)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+            collapsed_legend(ax, bool(scale[ax][1]))
         else:
             ax.text(0.5, 0.5, "no paired values\n(no per-image values in the records)", ha="center", va="center",
                     transform=ax.transAxes, color="0.4")
-    return _png(fig)
+    return png(fig)

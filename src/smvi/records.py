@@ -2,9 +2,11 @@
 says whether a record is current.
 
 Every record starts with the same :class:`Header` -- ``{schema, fingerprint, epoch, settings, smvi_version,
-created}``: the run it describes (:func:`smvi.rundir.fingerprint`), the epoch of the model, the stage's settings, who
-wrote it and when. :func:`staleness` is the only freshness rule: a record is current iff its fingerprint, epoch and
-settings match the run and the settings asked for. Non-finite numbers are written as JSON ``null`` and listed in the
+created}`` and, since the report's provenance section, ``{torch_version, python_version, host}``: the run it describes
+(:func:`smvi.rundir.fingerprint`), the epoch of the model, the stage's settings, who wrote it, when, with what and on
+which machine (:func:`smvi.provenance.host_info`; null in records written before, which still parse).
+:func:`staleness` is the only freshness rule: a record is current iff its fingerprint, epoch and settings match the
+run and the settings asked for. Non-finite numbers are written as JSON ``null`` and listed in the
 record's ``notes`` (:func:`dump_record`), never crash the writer.
 
 Files written before the header existed (``eval.json`` with a top-level ``epoch``, ``ssl.json`` with ``run.epoch``,
@@ -17,16 +19,18 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .provenance import host_info, package_version
 from .settings import upgrade_eval_settings
 from .stats import MeanSE
 
-__all__ = ["RecordError", "Header", "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
+__all__ = ["RecordError", "Host", "Header",
+           "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
            "SSLRecord", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage", "GapsFit", "GapsRecord",
            "Record", "SCHEMAS", "make_header", "dump_record",
            "parse_record", "staleness", "smvi_version"]
@@ -46,10 +50,17 @@ class _Rec(BaseModel):
 
 
 def smvi_version() -> str:
-    try:
-        return version("smvi")
-    except PackageNotFoundError:
-        return "unknown"
+    return package_version("smvi") or "unknown"
+
+
+class Host(_Rec):
+    """The machine a stage ran on (:func:`smvi.provenance.host_info`); any field may be unknown."""
+
+    os: str | None = None
+    machine: str | None = None
+    cpu: str | None = None
+    cpus: int | None = None
+    device: str | None = Field(None, description="the torch device, with the GPU's name for CUDA")
 
 
 class Header(_Rec):
@@ -61,12 +72,18 @@ class Header(_Rec):
     settings: dict[str, Any] = Field(description="the stage's config, as dumped")
     smvi_version: str = Field(description="version that wrote the record ('legacy': upgraded from an old file)")
     created: str | None = Field(description="ISO-8601 UTC time of writing; null for upgraded old files")
+    torch_version: str | None = Field(None, description="torch that computed it; null in older records")
+    python_version: str | None = Field(None, description="Python that computed it; null in older records")
+    host: Host | None = Field(None, description="the machine; null in older records")
 
 
-def make_header(kind: str, fingerprint: str, epoch: int, settings: BaseModel) -> Header:
+def make_header(kind: str, fingerprint: str, epoch: int, settings: BaseModel, *, device: str | None = None) -> Header:
+    """The header of a record of ``kind`` written now, here (versions and machine: :mod:`smvi.provenance`)."""
     return Header(schema=SCHEMAS[kind], fingerprint=fingerprint, epoch=epoch,
                   settings=settings.model_dump(mode="json"), smvi_version=smvi_version(),
-                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  torch_version=package_version("torch"), python_version=platform.python_version(),
+                  host=Host(**host_info(device)))
 
 
 # ---- eval -----------------------------------------------------------------------------------------------------------

@@ -333,7 +333,8 @@ def ssl_run(
         p_test = prepare_inputs(data.test_x, config.inputs, seed, transform)[test_idx].double().numpy()
         raw = ssl_eval(p_train, train_y, p_test, test_y, **kw)
     record = SSLRecord(
-        header=make_header("ssl", run.fingerprint, run.epoch, config),
+        header=make_header("ssl", run.fingerprint, run.epoch, config,
+                           device=str(next(run.model.parameters()).device)),
         run={"lam": run.config.train.lam, "seed": run.config.train.seed},
         features=SSLScores.model_validate(feats.to_json()),
         raw_pixels=SSLScores.model_validate(raw.to_json()) if raw is not None else None,
