@@ -63,9 +63,9 @@ def test_plain_lines_tell_training_in_epochs_after_the_first_epoch_then_every_in
             bar.update(1)
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue() and "█" not in out.getvalue()  # no bar redraws in a log
-    assert lines[0] == "train lam0.01_seed0: epoch 1/300, 4.9 s/epoch, ETA 24 min"  # 299 × 4.9 s
-    assert lines[1].startswith("train lam0.01_seed0: epoch 7/300, 4.9 s/epoch, ETA 2")  # 30 s later
-    assert len(lines) == 3 and lines[-1].startswith("train lam0.01_seed0: epoch 12/300, 4.9 s/epoch, ETA ")
+    assert lines[0] == "train lam0.01_seed0: epoch 1/300 done, 4.9 s/epoch, ETA 24 min"  # 299 × 4.9 s
+    assert lines[1].startswith("train lam0.01_seed0: epoch 8/300, 4.9 s/epoch, ETA 2")  # 30 s later, in epoch 8
+    assert len(lines) == 3 and lines[-1].startswith("train lam0.01_seed0: epoch 12/300 done, 4.9 s/epoch, ETA ")
     # stopped early by Ctrl-C (or an error): the last line says where and after how long
     out = io.StringIO()
     with pytest.raises(KeyboardInterrupt), Progress("evaluate r", 100, unit="image", tty=False, stream=out,
@@ -83,7 +83,7 @@ def test_a_finished_stage_ends_with_one_done_line_and_a_resumed_run_counts_only_
             clock.t += 0.5
             bar.update(1)
     assert out.getvalue().splitlines() == [
-        "train r: epoch 2/3, 5 s/epoch, ETA 5 s",  # the first epoch of this process (resumed after epoch 1)
+        "train r: epoch 2/3 done, 5 s/epoch, ETA 5 s",  # the first epoch of this process (resumed after epoch 1)
         "train r: epoch 3/3 done, 2 epochs in 10 s (5 s/epoch)"]
 
 
@@ -149,7 +149,7 @@ def test_a_sweep_says_what_it_will_do_and_prints_an_eta_per_finished_run(idx_dir
     done = [ln for ln in err if ln.startswith("[")]
     assert done[0].startswith("[1/2 runs] lam0_seed0: ok (train, evaluate, ssl) in ")
     assert done[0].endswith("(measured in this sweep)") and done[1].endswith("; nothing left")
-    assert any(ln.startswith("train lam0_seed0: epoch 1/2, ") for ln in err)  # the runs' own plain lines
+    assert any(ln.startswith("train lam0_seed0: epoch 1/2 done, ") for ln in err)  # the runs' own plain lines
     assert any(ln.startswith("evaluate lam0_seed0: done, 24 images in ") for ln in err)  # the stage, not its last part
     status = json.loads((tmp_path / "sw" / "sweep_status.json").read_text())
     assert all(set(r["seconds"]) == {"train", "evaluate", "ssl"} for r in status["runs"])  # wall time per stage
@@ -164,7 +164,7 @@ def test_smvi_train_states_its_length_and_logs_plain_lines_not_bars(idx_dir, tmp
     err = r.stderr.splitlines()
     assert err[0].startswith("train vae: 2 epochs to go, duration measured from the first epoch on. Ctrl-C stops it")
     assert "--resume" in err[0]
-    assert err[1].startswith("train vae: epoch 1/2, ") and " s/epoch, ETA " in err[1]
+    assert err[1].startswith("train vae: epoch 1/2 done, ") and " s/epoch, ETA " in err[1]
     assert err[-1].startswith("train vae: epoch 2/2 done, 2 epochs in ")
     assert "\r" not in r.stderr and "it/s" not in r.stderr
     assert r.stdout.startswith("epoch 2: train ELBO")  # the result, on stdout

@@ -6,7 +6,7 @@
 - ``"bar"``: a tqdm bar, when stderr is a terminal (or a Jupyter kernel);
 - ``"lines"``: plain lines when it is not (a log file, a pipe, CI) — one after the first epoch of a training run, then
   at most one every :data:`EVERY_S` seconds, and one at the end, e.g.
-  ``train lam0.01_seed0: epoch 12/300, 4.9 s/epoch, ETA 23 min``;
+  ``train lam0.01_seed0: epoch 12/300 done, 4.9 s/epoch, ETA 23 min``;
 - ``"off"``: nothing (``progress=False`` in the library, ``--no-progress`` on the command line).
 
 ``$SMVI_PROGRESS`` = ``bar``, ``lines`` or ``off`` overrides the terminal test (``progress=False`` always wins), and
@@ -114,9 +114,10 @@ class Progress:
 
     ``label`` names the stage and its run (``"evaluate lam0_seed0"``); :meth:`relabel` moves it to the next part of
     the stage (``"evaluate lam0_seed0: train split"``). With ``epoch_steps`` (training) the units are optimizer steps
-    and progress is told in epochs: the bar reads ``train vae epoch 12/300`` and each line ``epoch 12/300,
-    4.9 s/epoch, ETA 23 min``. ``initial`` units were done before this process (a resumed run); rates and ETAs count
-    only what this process did. A context manager: leaving it prints the last line (``done`` or ``stopped``).
+    and progress is told in epochs: the bar reads ``train vae epoch 12/300`` (the epoch in progress) and each line
+    ``epoch 12/300, 4.9 s/epoch, ETA 23 min`` (in progress) or ``epoch 12/300 done, …`` (at the epoch's end).
+    ``initial`` units were done before this process (a resumed run); rates and ETAs count only what this process
+    did. A context manager: leaving it prints the last line (``done`` or ``stopped``).
     """
 
     def __init__(self, label: str, total: int, *, unit: str = "it", initial: int = 0, epoch_steps: int | None = None,
@@ -200,8 +201,9 @@ class Progress:
         done, elapsed = self.n - self.initial, now - self.t0
         per = elapsed / done if done > 0 and elapsed > 0 else None
         left = None if per is None else per * (self.total - self.n)
-        if self.epoch_steps:
-            where = f"epoch {self.n // self.epoch_steps}/{self.total // self.epoch_steps}"
+        if self.epoch_steps:  # at an epoch's end the epoch just done, else the one in progress
+            (k, part), epochs = divmod(self.n, self.epoch_steps), self.total // self.epoch_steps
+            where = f"epoch {k + 1}/{epochs}" if part else f"epoch {k}/{epochs} done"
             rate = _rate(per * self.epoch_steps, "epoch") if per else None
         else:
             where = f"{self.n}/{self.total} {_plural(self.unit, self.total)}"
@@ -215,7 +217,8 @@ class Progress:
         if self.epoch_steps:
             epochs = done / self.epoch_steps
             return (f"{self.stage}: epoch {self.n // self.epoch_steps}/{self.total // self.epoch_steps} done, "
-                    f"{epochs:.3g} epochs in {duration(elapsed)} ({_rate(elapsed / epochs, 'epoch')})")
+                    f"{epochs:.3g} {_plural('epoch', epochs)} in {duration(elapsed)} "
+                    f"({_rate(elapsed / epochs, 'epoch')})")
         return f"{self.stage}: done, {done} {_plural(self.unit, done)} in {duration(elapsed)}"
 
     def _desc(self) -> str:
@@ -260,8 +263,8 @@ def training_note(name: str, config, start: int, n_train: int = 60_000) -> str:
             "the ETA is measured from the first epoch on)" if per is not None
             else "duration measured from the first epoch on")
     done = f" ({start} done)" if start else ""
-    return (f"train {name}: {left} epochs to go{done}, {when}. Ctrl-C stops it; it resumes from the last finished "
-            "epoch (smvi train --resume, or the same smvi sweep command)")
+    return (f"train {name}: {left} {_plural('epoch', left)} to go{done}, {when}. Ctrl-C stops it; it resumes from "
+            "the last finished epoch (smvi train --resume, or the same smvi sweep command)")
 
 
 def sweep_note(sweep_dir, work: dict[str, dict[str, int]], eta: "SweepETA") -> str:
@@ -271,8 +274,9 @@ def sweep_note(sweep_dir, work: dict[str, dict[str, int]], eta: "SweepETA") -> s
     if not runs:
         return f"sweep {sweep_dir}: {len(work)} runs, nothing left to do"
     total = {k: sum(w.get(k, 0) for w in work.values()) for k in ("epochs", "evaluate", "ssl")}
-    units = (("epochs to train", total["epochs"]), ("evaluations", total["evaluate"]), ("ssl stages", total["ssl"]))
-    what = ", ".join(f"{n} {unit}" for unit, n in units if n)
+    units = (("epoch", total["epochs"], " to train"), ("evaluation", total["evaluate"], ""),
+             ("ssl stage", total["ssl"], ""))
+    what = ", ".join(f"{n} {_plural(unit, n)}{rest}" for unit, n, rest in units if n)
     per = eta.per_unit("epochs")[0]
     basis = f", ~{per:.3g} s/epoch per run for the paper's model on 2 CPU cores" if per and total["epochs"] else ""
     return (f"sweep {sweep_dir}: {runs} of {len(work)} runs to do ({what}); {eta.eta()}{basis}. Ctrl-C stops it; "
