@@ -227,3 +227,14 @@ def test_each_preset_has_one_time_quoted_alike_everywhere():
     work = {s.name: {"epochs": s.config.train.epochs, "evaluate": 1, "ssl": 1} for s in plan(paper)}
     hours = SweepETA(work, stage_priors(paper.run, paper.eval)).left()[0] / 3600
     assert f"about {round(hours)} h" in PRESET_TIMES["paper"]
+
+
+def test_ctrl_c_says_how_to_continue(monkeypatch, tmp_path):
+    import smvi.sweep
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(smvi.sweep, "run_sweep", interrupted)
+    r = CliRunner().invoke(main, ["sweep", str(tmp_path / "sw")])
+    assert r.exit_code == 130 and "rerun the same command to continue" in r.stderr

@@ -86,7 +86,9 @@ class SmviGroup(click.Group):
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("interrupted: finished epochs are checkpointed; rerun with --resume to continue", err=True)
+            how = ("rerun the same command to continue" if ctx.invoked_subcommand == "sweep"
+                   else "rerun with --resume to continue")
+            click.echo(f"interrupted: finished epochs are checkpointed; {how}", err=True)
             sys.exit(130)
 
 
