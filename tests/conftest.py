@@ -42,6 +42,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     tensors run fastest, and least disturbed by other processes, on one intra-op thread (restored afterwards)."""
     monkeypatch.setenv("SMVI_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("SMVI_DATA_DIR", raising=False)
+    monkeypatch.delenv("SMVI_PROGRESS", raising=False)  # progress mode from the stream (plain lines under pytest)
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

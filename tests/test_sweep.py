@@ -96,8 +96,9 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(idx_dir, tmp
     capsys.readouterr()
     results = S.run_sweep(cfg, tmp_path / "sw", progress=True)
     assert [r["done"] for r in results] == [[], ["train"]]
-    out = capsys.readouterr().out  # one line per finished run, for following a long sweep
-    assert "[1/2] lam0_seed0: ok (nothing left to do)" in out and "[2/2] lam0.5_seed0: ok (train)" in out
+    err = capsys.readouterr().err  # one progress line per finished run, for following a long sweep
+    assert "[1/2 runs] lam0_seed0: ok (nothing left to do); ETA ? (known once a run has finished)" in err
+    assert "[2/2 runs] lam0.5_seed0: ok (train) in " in err
     assert json.loads((tmp_path / "sw" / "sweep_status.json").read_text())["pending"] == []
     assert (tmp_path / "sw" / "runs" / "lam0_seed0" / "checkpoint.safetensors").read_bytes() == finished
 

@@ -19,6 +19,11 @@ from .settings import ConvergenceConfig, EvalConfig, GapConfig
 
 EVAL_PRESET_NAMES = ("default", "quick")  # smvi.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
 SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.presets.PRESETS (same check)
+SWEEP_PRESET_TIMES = {  # smvi.presets.PRESET_TIMES, the one owner of these numbers (tests/test_progress.py checks)
+    "quick": "4–5 min on 2 idle CPU cores",
+    "cpu": "about 2 h on 2 CPU cores (4.1 h of one-thread processes, two at a time)",
+    "paper": "about 13 h on 2 CPU cores (estimated from smvi.progress's per-stage figures; not yet measured)",
+}
 # The library's expected errors, by module; a module not imported yet cannot have raised one.
 _EXPECTED_ERRORS = {
     "smvi.config": ("ConfigError",), "smvi.data": ("DataError",), "smvi.train": ("TrainingDiverged",),
@@ -45,6 +50,8 @@ def _threads(n: int | None) -> None:
 
 
 _THREADS_HELP = "torch threads for this process [torch's default: every core]; 1 is often faster on a shared machine."
+_NO_PROGRESS_HELP = ("No progress output on stderr (a bar on a terminal, else a plain line every 30 s: "
+                     "smvi.progress); results are still printed.")
 
 
 def _default(cls, dotted: str) -> str:
@@ -79,7 +86,9 @@ class SmviGroup(click.Group):
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("interrupted: finished epochs are checkpointed; rerun with --resume to continue", err=True)
+            how = ("rerun the same command to continue" if ctx.invoked_subcommand == "sweep"
+                   else "rerun with --resume to continue")
+            click.echo(f"interrupted: finished epochs are checkpointed; {how}", err=True)
             sys.exit(130)
 
 
@@ -208,7 +217,7 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (may raise --epochs).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing run in --out (its checkpoint, metrics and result records).")
-@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], resume: bool, overwrite: bool,
               no_progress: bool, threads: int | None, **options) -> None:
@@ -276,7 +285,7 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi 
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to evaluate.")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
                  threads: int | None, **options) -> None:
@@ -320,7 +329,7 @@ _CONV = ConvergenceConfig()
 @click.option("--ais-precision", type=click.Choice(["fp32", "bf16"]), default=None,
               help="bf16: AIS's leapfrog force in bf16, energies exact (ais.precision) [fp32].")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol: float | None, sets: tuple[str, ...],
                     ais_precision: str | None, overwrite: bool, no_progress: bool, threads: int | None) -> None:
@@ -358,18 +367,46 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
               help="Override any setting, e.g. --set sizes=[600,1000] --set seeds=[0,1] (repeatable).")
 @click.option("--test-size", type=int, default=None, help="Fixed random test subset [the full test set].")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing ssl.json.")
-@click.option("--no-progress", is_flag=True, help="No progress output.")
+@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwrite: bool, no_progress: bool) -> None:
     """Semi-supervised accuracy: an SVM on encoder means μ_φ(x) with s labeled examples (s/10 per class).
 
-    For each s (600, 1000, 3000 by default) and seed, hyper-parameters are chosen by cross-validation inside the
-    labeled examples; test accuracy mean ± std over seeds, also on raw pixels. Writes RUN_DIR/ssl.json.
+    For each s (600, 1000, 3000 by default) and label-subset seed, hyper-parameters are chosen by cross-validation
+    inside the labeled examples. Prints test accuracy, mean ± SE over the seeds (as in the report), for the encoder
+    means and the raw-pixel baseline; writes RUN_DIR/ssl.json.
     """
     from .ssl import SSLConfig, ssl_run
 
     cfg = build_config(SSLConfig, sets=sets, overrides={"test_size": test_size})
-    ssl_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
-    click.echo(f"-> {RunDir(run_dir).record_path('ssl')}")
+    record = ssl_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
+    click.echo(ssl_table(record))
+    click.echo(f"-> {RunDir(run_dir).record_path('ssl')} ({record.seconds or 0:.0f} s)")
+
+
+def ssl_table(record) -> str:
+    """An ssl record as a table: test accuracy (%), mean ± SE over the label subsets (:func:`smvi.stats.mean_se`, the
+    report's convention), one column per labeled-set size s, one row per feature set (encoder means, raw pixels)."""
+    from .stats import mean_se
+
+    f, raw = record.features, record.raw_pixels
+    sizes = sorted(f.sizes, key=int)
+
+    def cell(scores, s: str) -> str:
+        m = mean_se(scores.sizes[s].accuracy) if s in scores.sizes else None
+        if m is None or m.mean is None:
+            return "—"
+        return f"{100 * m.mean:.2f}" + ("" if m.se is None else f" ± {100 * m.se:.2f}")
+
+    rows = [(f"encoder means μ(x), d={f.n_features}", f)] + (
+        [(f"raw pixels, d={raw.n_features}", raw)] if raw is not None else [])
+    table = [["", *(f"s = {s}" for s in sizes)]] + [[name, *(cell(sc, s) for s in sizes)] for name, sc in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = [f"test accuracy (%), mean ± SE over {len(f.seeds)} label subsets, {f.n_test} test images:"]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+              for r in table]
+    if raw is None:
+        lines.append("raw pixels: not computed (--set raw_pixels=true)")
+    return "\n".join(lines)
 
 
 @main.command("gaps")
@@ -383,7 +420,7 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to compute.")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing gaps.json.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
              threads: int | None, **options) -> None:
@@ -408,7 +445,8 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
 @main.command("sweep")
 @click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--preset", type=click.Choice(SWEEP_PRESET_NAMES), default="quick", show_default=True,
-              help="quick: ~10 min look; cpu: reduced reproduction (hours); paper: the paper's settings.")
+              help=f"quick: a first look, {SWEEP_PRESET_TIMES['quick']}; cpu: a reduced reproduction, "
+                   f"{SWEEP_PRESET_TIMES['cpu']}; paper: the paper's settings, {SWEEP_PRESET_TIMES['paper']}.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML sweep file (keys lams, dsm_targets, gap_targets, seeds, stages, [constraint], [run.*], [eval], "
                    "[ssl]); replaces --preset.")
@@ -420,13 +458,14 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
 @click.option("--overwrite", is_flag=True, help="Replace the sweep's saved settings (finished runs are reused).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end.")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tuple[str, ...], executor: str,
               workers: int, address: str | None, overwrite: bool, report: bool, no_progress: bool) -> None:
     """Train, evaluate and ssl every (λ, seed) of a grid; idempotent and resumable.
 
     Rerunning the same command skips finished work and resumes interrupted runs; a failing run is recorded in
-    SWEEP_DIR/sweep_status.json and the others go on.
+    SWEEP_DIR/sweep_status.json and the others go on. It starts with one line on what it will do and a rough expected
+    duration, and after each run prints [k/N runs] with an ETA from the stage times measured so far.
     """
     from .presets import PRESETS
     from .report import make_report

@@ -14,11 +14,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from .data import ImageData
 from .estimators import ais_ladder, bdmc, simulate
 from .evaluate import evaluation_set
+from .progress import Progress
 from .records import BDMCRow, ConvergenceRecord, LadderRecord, make_header
 from .rundir import RunError
 from .settings import ConvergenceConfig
@@ -46,14 +45,20 @@ def check_convergence(
     t0 = time.perf_counter()
     x_sim, z_sim = simulate(run.model, cfg.n_points, seed=cfg.seed)
     rows = []
-    for s in tqdm(cfg.steps, desc="BDMC", disable=not progress):
-        r = bdmc(run.model, x_sim, z_sim, steps=s, **opts)
-        gap = mean_se(float(g) for g in r.gap.double())
-        rows.append(BDMCRow(steps=s, lower=r.lower_mean, upper=r.upper_mean, gap=r.gap_mean, gap_se=gap.se,
-                            seconds=round(r.forward.seconds + r.reverse.seconds, 2)))
-    x = evaluation_set(data.test_x, cfg.n_points, cfg.subset_seed, run.config.data.eval_seed,
-                       run.config.data.transform)
-    lad = ais_ladder(run.model, x, steps=tuple(cfg.steps), tol=cfg.tol, **opts)
+    label = f"convergence {rd.path.name}"
+    # BDMC at s steps anneals twice (forward, reverse), the ladder once: the units are AIS steps, so the ETA is fair
+    with Progress(f"{label}: BDMC on simulated data", 3 * sum(cfg.steps), unit="AIS step", enabled=progress) as bar:
+        for s in cfg.steps:
+            r = bdmc(run.model, x_sim, z_sim, steps=s, **opts)
+            gap = mean_se(float(g) for g in r.gap.double())
+            rows.append(BDMCRow(steps=s, lower=r.lower_mean, upper=r.upper_mean, gap=r.gap_mean, gap_se=gap.se,
+                                seconds=round(r.forward.seconds + r.reverse.seconds, 2)))
+            bar.update(2 * s)
+        bar.relabel(f"{label}: AIS ladder on test data")
+        x = evaluation_set(data.test_x, cfg.n_points, cfg.subset_seed, run.config.data.eval_seed,
+                           run.config.data.transform)
+        lad = ais_ladder(run.model, x, steps=tuple(cfg.steps), tol=cfg.tol, **opts)
+        bar.update(sum(cfg.steps))
     ladder = LadderRecord(steps=list(cfg.steps), means=[float(m) for m in lad.means],
                           sems=[float(s) for s in lad.sems], diffs=[float(d) for d in lad.diffs],
                           diff_sems=[float(d) for d in lad.diff_sems], agree=[bool(a) for a in lad.agree],

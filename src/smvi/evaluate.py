@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .data import ImageData, fixed_inputs, fixed_subset
 from .estimators import ais, iwae_bound
 from .pointwise import d_sm_per_point, elbo_per_point
+from .progress import Progress
 from .records import EvalRecord, EvalSplit, FullTestIWAE, PerImage, make_header
 from .rundir import RunError
 from .settings import EvalConfig
@@ -136,11 +136,15 @@ def evaluate_run(
     n_full = len(data.test_x) if cfg.iwae_full_test_k else 0
     dev = next(run.model.parameters()).device
     scored = {}
-    with tqdm(total=total + n_full, disable=not progress, unit="pt", desc="evaluate", dynamic_ncols=True) as bar:
+    label = f"evaluate {rd.path.name}"
+    with Progress(label, total + n_full, unit="image", enabled=progress) as bar:
         for name, (idx, x) in splits.items():
+            bar.relabel(f"{label}: {name} split (ELBO, D_SM, IWAE, AIS)")
             t = time.perf_counter()
             split = _score_split(run.model, x.to(dev), idx, cfg, bar)
             scored[name] = split.model_copy(update={"seconds": round(time.perf_counter() - t, 2)})
+        if n_full:
+            bar.relabel(f"{label}: whole test set (IWAE k={cfg.iwae_full_test_k})")
         full = _full_test(run.model, data.test_x, cfg, bseed, bar, run.config.data.transform) if n_full else None
     a = cfg.ais
     record = EvalRecord(

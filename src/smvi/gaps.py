@@ -33,6 +33,7 @@ from .data import ImageData, fixed_inputs, fixed_subset
 from .estimators import ais
 from .estimators.hmc import reparameterize
 from .objectives import _check_batch, _kl
+from .progress import note
 from .records import GapsFit, GapsPerImage, GapsRecord, make_header
 from .rundir import RunError
 from .settings import GapConfig
@@ -214,10 +215,13 @@ def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageDa
     x_all = fixed_inputs(data.test_x[idx], run.config.data.transform, run.config.data.eval_seed)
     x_all = x_all.to(next(run.model.parameters()).device)
     parts, acceptance = [], []
-    for start in range(0, len(x_all), cfg.batch_size):
+    batches = range(0, len(x_all), cfg.batch_size)
+    for b, start in enumerate(batches, 1):
         x = x_all[start:start + cfg.batch_size]
-        r = ais(run.model, x, **cfg.ais.kwargs(), seed=cfg.seed, progress=progress)
+        label = f"gaps {rd.path.name}, batch {b}/{len(batches)}"
+        r = ais(run.model, x, **cfg.ais.kwargs(), seed=cfg.seed, progress=f"{label}: AIS" if progress else False)
         acceptance.append(r.acceptance_per_point)
+        note(f"{label}: local fit ({cfg.steps} Adam steps at most)", progress)
         parts.append(gap_split(run.model, x, r.log_px, eval_samples=cfg.eval_samples, seed=cfg.seed,
                                **cfg.fit_kwargs()))
     per = {k: _values(torch.cat([getattr(p, k) for p in parts])) for k in _PER_IMAGE}

@@ -1,6 +1,6 @@
 """Every named preset, in one place: the sweeps (``smvi sweep --preset NAME``) and the evaluation settings
-(``smvi evaluate --preset NAME``). Each is a plain config; ``--set`` overrides any key of it (``run.train.epochs=10``,
-``eval.ais.steps=300``, ``lams=[0, 0.1]``)."""
+(``smvi evaluate --preset NAME``), and how long each sweep takes (:data:`PRESET_TIMES`). Each is a plain config;
+``--set`` overrides any key of it (``run.train.epochs=10``, ``eval.ais.steps=300``, ``lams=[0, 0.1]``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .settings import AISConfig, EvalConfig
 from .ssl import SSLConfig
 from .sweep import SweepConfig
 
-__all__ = ["PRESETS", "EVAL_PRESETS"]
+__all__ = ["PRESETS", "EVAL_PRESETS", "PRESET_TIMES"]
 
 EVAL_PRESETS: dict[str, EvalConfig] = {
     "default": EvalConfig(),
@@ -18,7 +18,7 @@ EVAL_PRESETS: dict[str, EvalConfig] = {
 }
 
 PRESETS: dict[str, SweepConfig] = {
-    # The whole pipeline on real MNIST in about 10 minutes on 2 CPU cores: a look, not a result.
+    # The whole pipeline on real MNIST in minutes (PRESET_TIMES): a look, not a result.
     "quick": SweepConfig(
         lams=(0.0, 0.01, 0.1),
         run=RunConfig(train=TrainConfig(epochs=3)),
@@ -46,3 +46,18 @@ PRESETS: dict[str, SweepConfig] = {
         ssl=SSLConfig(),
     ),
 }
+
+PRESET_TIMES: dict[str, str] = {
+    # `smvi sweep DIR --preset quick` end to end (inprocess, torch's default 2 threads, report included): 4 min 13 s
+    # and 4 min 30 s on an idle 2-core machine (README; issue 15); 24.5 min at load ≈ 5 and 30 min 54 s at load ≈ 7
+    # (beside a paper sweep's two nice-10 workers and other jobs).
+    "quick": "4–5 min on 2 idle CPU cores",
+    # The stages of results/cpu/ summed to 4.1 h of one-thread processes, run two at a time (`--executor process
+    # --workers 2`) on 2 cores (README, Results).
+    "cpu": "about 2 h on 2 CPU cores (4.1 h of one-thread processes, two at a time)",
+    # Not run end to end yet: smvi.progress's per-stage figures (bf16 epochs, AIS and IWAE work, ssl) add up to this
+    # (tests/test_progress.py checks that they still do).
+    "paper": "about 13 h on 2 CPU cores (estimated from smvi.progress's per-stage figures; not yet measured)",
+}
+"""How long each sweep preset takes, in one place: `smvi sweep --help` and the README quote these strings (the CLI
+keeps a torch-free copy; tests check that all three agree)."""

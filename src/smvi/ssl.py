@@ -37,11 +37,11 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
-from tqdm.auto import tqdm
 
 from .config import Distinct
 from .data import ImageData, fixed_inputs, fixed_subset
 from .posteriors import location
+from .progress import Progress, label_of, note
 from .records import SSLRecord, SSLScores, make_header
 from .rundir import RunError
 from .trained import open_stage
@@ -223,13 +223,14 @@ def ssl_eval(
     folds: int = 3,
     scaling: Scaling = "global",
     n_jobs: int = 1,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> SSLResult:
     """Run the protocol of the module docstring for every (s, seed).
 
     ``train_feats`` ``[n, d]`` with labels ``[n]`` (all of it is treated as unlabeled except the drawn subsets);
     ``test_feats`` ``[m, d]`` with labels ``[m]``, used only for the final accuracies. Results do not depend on
     ``n_jobs``. Raises :class:`SSLError` on a size not divisible by the classes or too large for a class.
+    ``progress`` counts the (s, seed) tasks as they finish (:class:`smvi.progress.Progress`; a string is its label).
     """
     t0 = time.perf_counter()
     train_feats, test_feats = np.asarray(train_feats, np.float64), np.asarray(test_feats, np.float64)
@@ -246,9 +247,13 @@ def ssl_eval(
         return sel, _fit_and_score(x, y, test_feats, test_labels, sel)
 
     tasks = [(s, seed) for s in sizes for seed in seeds]
-    with ThreadPoolExecutor(n_jobs) as pool:  # libsvm and BLAS release the GIL
+    with (ThreadPoolExecutor(n_jobs) as pool,  # libsvm and BLAS release the GIL
+          Progress(label_of(progress, "ssl"), len(tasks), unit="labeled set", enabled=bool(progress)) as bar):
         futures = [pool.submit(task, *t) for t in tasks]
-        by = {t: f.result() for t, f in zip(tasks, tqdm(futures, disable=not progress, desc="ssl", leave=False))}
+        by = {}
+        for t, f in zip(tasks, futures):
+            by[t] = f.result()
+            bar.update(1)
     return SSLResult(
         sizes=tuple(sizes), seeds=tuple(seeds),
         accuracy={s: tuple(by[s, seed][1] for seed in seeds) for s in sizes},
@@ -313,25 +318,19 @@ def ssl_run(
     test_idx = fixed_subset(len(data.test_x), config.test_size or len(data.test_x), seed)
     train_y, test_y = data.train_y.numpy(), data.test_y[test_idx].numpy()
     kw = dict(sizes=config.sizes, seeds=config.seeds, C_grid=config.C_grid, gamma_grid=config.gamma_grid,
-              folds=config.cv_folds, scaling=config.scaling, n_jobs=config.n_jobs, progress=progress)
-
-    def say(msg: str) -> None:
-        if progress:
-            print(f"ssl {run_dir}: {msg}", flush=True)
-
-    say(f"encoding {len(data.train_x)} + {len(test_idx)} images ({config.inputs})")
+              folds=config.cv_folds, scaling=config.scaling, n_jobs=config.n_jobs)
+    label = f"ssl {rd.path.name}"
+    note(f"{label}: encoding {len(data.train_x)} + {len(test_idx)} images ({config.inputs})", progress)
     transform = run.config.data.transform
     enc = dict(batch_size=config.batch_size, mode=config.inputs, transform=transform)
     f_train = encoder_features(run.model, data.train_x, seed=seed + 1, **enc)
     f_test = encoder_features(run.model, data.test_x, seed=seed, **enc)[test_idx.numpy()]
-    say("SVMs on encoder means")
-    feats = ssl_eval(f_train, train_y, f_test, test_y, **kw)
+    feats = ssl_eval(f_train, train_y, f_test, test_y, **kw, progress=progress and f"{label}: SVMs on encoder means")
     raw = None
     if config.raw_pixels:
-        say("SVMs on raw pixels")
         p_train = prepare_inputs(data.train_x, config.inputs, seed + 1, transform).double().numpy()
         p_test = prepare_inputs(data.test_x, config.inputs, seed, transform)[test_idx].double().numpy()
-        raw = ssl_eval(p_train, train_y, p_test, test_y, **kw)
+        raw = ssl_eval(p_train, train_y, p_test, test_y, **kw, progress=progress and f"{label}: SVMs on raw pixels")
     record = SSLRecord(
         header=make_header("ssl", run.fingerprint, run.epoch, config,
                            device=str(next(run.model.parameters()).device)),
@@ -340,6 +339,4 @@ def ssl_run(
         raw_pixels=SSLScores.model_validate(raw.to_json()) if raw is not None else None,
         seconds=round(time.perf_counter() - t0, 3),
     )
-    record = rd.write_record("ssl", record)
-    say("  ".join(f"s={s}: {100 * feats.mean[s]:.2f}±{100 * feats.std[s]:.2f}%" for s in config.sizes))
-    return record
+    return rd.write_record("ssl", record)

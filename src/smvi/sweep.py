@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -29,6 +30,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
 from .atomic import atomic_write_json, atomic_write_text
 from .config import ConfigError, ConstraintConfig, Distinct, NoRepeats, RunConfig, build_config, config_to_toml, read_toml
 from .evaluate import evaluate_run
+from .progress import SweepETA, duration, note, stage_priors, sweep_note
 from .rundir import RunDir, RunError, identity_change, sweep_paths
 from .settings import EvalConfig, upgrade_eval_settings
 from .ssl import SSLConfig, ssl_run
@@ -165,31 +167,62 @@ def _ssl_served(cfg: SSLConfig) -> tuple[SSLConfig, ...]:
     return (cfg,) if cfg.raw_pixels else (cfg, cfg.model_copy(update={"raw_pixels": True}))
 
 
+def _stale(rd: RunDir, stage: str, cfgs) -> bool:
+    """Whether ``stage`` must run: no current record serves any of ``cfgs`` (:func:`smvi.records.staleness`)."""
+    return all(rd.current_record("eval" if stage == "evaluate" else stage, c)[1] is not None for c in cfgs)
+
+
+def _epochs_left(spec: RunSpec, rd: RunDir) -> tuple[int, str | None]:
+    """(epochs to train, why the run is retrained from scratch or None): a run of another identity starts over."""
+    other = rd.config_path.exists() and identity_change(rd.read_config(), spec.config)
+    return max(0, spec.config.train.epochs - (0 if other else rd.epochs_done())), other or None
+
+
 def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = False,
             threads: int | None = None) -> dict:
-    """Do whatever ``spec``'s run still needs; never raises: returns ``{"name", "status", "done", "error"?}``."""
+    """Do whatever ``spec``'s run still needs; never raises: returns ``{"name", "status", "done", "seconds",
+    "epochs", "error"?}`` (``seconds``: the wall time of each stage it ran; ``epochs``: how many it trained)."""
     run_dir = Path(run_dir)
     if threads:
         torch.set_num_threads(threads)
     done: list[str] = []
+    seconds: dict[str, float] = {}
+    epochs = 0
     rd = RunDir(run_dir)
     try:
         if "train" in sweep.stages:
-            other = rd.config_path.exists() and identity_change(rd.read_config(), spec.config)
-            if other or rd.epochs_done() < spec.config.train.epochs:
+            epochs, other = _epochs_left(spec, rd)
+            if epochs:
+                t = time.perf_counter()
                 train(spec.config, run_dir, resume=rd.has_run() and not other, overwrite=bool(other),
                       progress=progress)
+                seconds["train"] = round(time.perf_counter() - t, 2)
                 done.append("train" + (f" (retrained: {other})" if other else ""))
         for stage, fn, cfgs in (("evaluate", evaluate_run, (sweep.eval,)), ("ssl", ssl_run, _ssl_served(spec.ssl))):
-            kind = "eval" if stage == "evaluate" else stage
-            if stage in sweep.stages and all(rd.current_record(kind, c)[1] is not None for c in cfgs):
+            if stage in sweep.stages and _stale(rd, stage, cfgs):
+                t = time.perf_counter()
                 fn(run_dir, cfgs[0], overwrite=True, progress=progress)
+                seconds[stage] = round(time.perf_counter() - t, 2)
                 done.append(stage)
     except Exception as e:  # noqa: BLE001 -- a failing run is recorded and the sweep goes on
         last = traceback.extract_tb(e.__traceback__)[-1]
-        return {"name": spec.name, "status": "failed", "done": done,
+        return {"name": spec.name, "status": "failed", "done": done, "seconds": seconds, "epochs": epochs,
                 "error": f"{type(e).__name__}: {e} (at {Path(last.filename).name}:{last.lineno})"}
-    return {"name": spec.name, "status": "ok", "done": done}
+    return {"name": spec.name, "status": "ok", "done": done, "seconds": seconds, "epochs": epochs}
+
+
+def pending_work(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path) -> dict[str, int]:
+    """What ``spec``'s run still needs, as :class:`~smvi.progress.SweepETA` counts it: ``{"epochs": e,
+    "evaluate": 0 or 1, "ssl": 0 or 1}`` (the decisions of :func:`run_job`, made up front). An unreadable run
+    counts as all of its work: this is an estimate, never an error."""
+    rd = RunDir(run_dir)
+    try:
+        epochs = _epochs_left(spec, rd)[0] if "train" in sweep.stages else 0
+        stale = {"evaluate": epochs > 0 or _stale(rd, "evaluate", (sweep.eval,)),
+                 "ssl": epochs > 0 or _stale(rd, "ssl", _ssl_served(spec.ssl))}
+    except Exception:  # noqa: BLE001 -- run_job will say what is wrong with it
+        epochs, stale = spec.config.train.epochs if "train" in sweep.stages else 0, {"evaluate": True, "ssl": True}
+    return {"epochs": epochs, **{s: int(s in sweep.stages and stale[s]) for s in ("evaluate", "ssl")}}
 
 
 def _writing(sweep_dir: Path, fn, *args) -> None:
@@ -237,20 +270,27 @@ def run_sweep(
     dirs = {s.name: runs_dir / s.name for s in specs}
     threads = worker_threads(workers) if executor != "inprocess" else None
     results: dict[str, dict] = {}
+    eta = None
+    if progress:
+        work = {s.name: pending_work(s, sweep, dirs[s.name]) for s in specs}
+        eta = SweepETA(work, stage_priors(sweep.run, sweep.eval), workers if executor != "inprocess" else 1)
+        note(sweep_note(sweep_dir, work, eta))
 
     def record(r: dict) -> None:
         results[r["name"]] = r
         _writing(sweep_dir, atomic_write_json, status_path, {"runs": [results[n] for n in names if n in results],
                                                              "pending": [n for n in names if n not in results]})
-        if progress:
+        if eta is not None:
+            sec = r.get("seconds", {})  # the stages it ran, and the epochs its training stage trained
+            eta.finished(r["name"], sec, r.get("epochs", 0))
             what = ", ".join(r["done"]) or "nothing left to do"
-            print(f"[{len(results)}/{len(specs)}] {r['name']}: {r['status']} ({what})"
-                  + (f": {r['error']}" if "error" in r else ""), flush=True)
+            took = f" in {duration(sum(sec.values()))}" if sec else ""
+            note(f"[{len(results)}/{len(specs)} runs] {r['name']}: {r['status']} ({what}){took}"
+                 + (f": {r['error']}" if "error" in r else "") + f"; {eta.eta()}")
 
     if executor == "inprocess":
         for s in specs:
-            if progress:  # a header for the run's progress bars
-                print(f"{s.name} ...", flush=True)
+            note(f"{s.name} ...", progress)  # a header for the run's progress
             record(run_job(s, sweep, dirs[s.name], progress=progress))
     elif executor == "process":
         _run_pool(specs, sweep, dirs, workers, threads, record)

@@ -16,13 +16,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .atomic import atomic_write_text
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
@@ -32,6 +30,7 @@ from .data import DynamicBinarizer, ImageData, cache_dir, fixed_inputs, load_dat
 from .diagnostics import active_units
 from .models import VAE
 from .objectives import smvi_objective, training_objective
+from .progress import Progress, note, training_note
 from .rundir import RunDir, RunError, fingerprint, identity_change
 from .tracking import NullTracker, open_tracker
 from .trained import LoadedRun, check_checkpoint, load_run, resolve_device
@@ -173,7 +172,10 @@ def train(
 
         last: dict = {}
         steps = len(loader)
-        bar = tqdm(total=tc.epochs * steps, initial=start * steps, disable=not progress, unit="step", dynamic_ncols=True)
+        if start < tc.epochs:
+            note(training_note(run_dir.resolve().name, config, start, len(data.train_x)), progress)
+        bar = Progress(f"train {run_dir.resolve().name}", tc.epochs * steps, unit="step", initial=start * steps,
+                       epoch_steps=steps, enabled=progress)
         with bar, tracker:
             for epoch in range(start, tc.epochs):
                 t0 = time.perf_counter()
@@ -184,7 +186,7 @@ def train(
                         "lam": dual.lam if dual else lam_at(tc, epoch + 1), **means,
                         "skipped_steps": skipped, **_monitor(model, monitor_x, config.data.eval_seed)}
                 if last.get("constraint_status") == "unreachable":
-                    tqdm.write(_unreachable(last, tc), file=sys.stderr)
+                    bar.write(_unreachable(last, tc), always=True)
                 history.append(json.dumps(last))
                 with rd.writing("the files there are intact, --resume continues"):
                     atomic_write_text(rd.metrics_path, "".join(line + "\n" for line in history))
@@ -274,7 +276,7 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
         shown = {k: f"{v:.4g}" for k, v in batch.items() if k != "loss"}
         if dual:
             shown |= {"λ": f"{dual.lam:.3g}", "avg": f"{dual.avg:.4g}"}
-        bar.set_postfix({"epoch": epoch + 1, **shown}, refresh=False)
+        bar.postfix(shown)
     if seen == 0:
         raise TrainingDiverged(_diverged(f"all {steps} steps were non-finite", epoch, tc))
     means = {k: v / seen for k, v in sums.items()}

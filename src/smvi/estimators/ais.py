@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
-from tqdm.auto import tqdm
 
+from ..progress import Progress, label_of
 from .precision import Precision, check_precision, exact_matmul, force_autocast
 from .hmc import (
     HMCState, Key, fold_in, hmc_step, init_state, normal, path_potential, point_ids, reparameterize, stream_key,
@@ -157,16 +157,16 @@ def _anneal(state: HMCState, key: Key, betas: list[float], potential, *, chains,
     log_w = torch.zeros(state.log_f0[:chains].shape, dtype=torch.float64, device=state.z.device)
     avg = torch.full_like(step, target)
     accept_sum = torch.zeros_like(log_w)
-    for t in tqdm(range(1, len(betas)), desc="AIS", disable=not progress, leave=False):
-        log_w += (betas[t] - betas[t - 1]) * (state.log_f1[:chains].double() - state.log_f0[:chains].double())
-        if t == len(betas) - 1:
-            break
-        state, info = hmc_step(
-            state, fold_in(key, t), potential=potential, beta=betas[t], step_size=step, n_leapfrog=leapfrog_steps
-        )
-        if state.z.shape[0] > chains:
-            _adapt(step, avg, info.accept_prob[chains:].mean(0), target)
-        accept_sum += info.accept_prob[:chains]
+    with Progress(label_of(progress, "AIS"), len(betas) - 1, unit="step", enabled=bool(progress), leave=False) as bar:
+        for t in range(1, len(betas)):
+            log_w += (betas[t] - betas[t - 1]) * (state.log_f1[:chains].double() - state.log_f0[:chains].double())
+            if t < len(betas) - 1:  # no move after the last weight update
+                state, info = hmc_step(state, fold_in(key, t), potential=potential, beta=betas[t], step_size=step,
+                                       n_leapfrog=leapfrog_steps)
+                if state.z.shape[0] > chains:
+                    _adapt(step, avg, info.accept_prob[chains:].mean(0), target)
+                accept_sum += info.accept_prob[:chains]
+            bar.update(1)
     moves = len(betas) - 2
     return log_w, accept_sum / moves if moves else torch.full_like(accept_sum, float("nan"))
 
@@ -186,7 +186,7 @@ def ais(
     seed: int = 0,
     pilot_chains: int = 2,
     reverse_from: Tensor | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     precision: Precision = "fp32",
 ) -> AISResult:
     """AIS estimate of log p(x) per data point: x ``[N, x_dim]`` -> :class:`AISResult` with ``log_px`` ``[N]``.
@@ -218,6 +218,8 @@ def ais(
     :func:`~smvi.estimators.hmc.hmc_step`), so each transition still leaves its π_β invariant and E[w] = p(x) holds as
     in fp32; only the acceptance rate (and with it the adapted step size) can change. Needs a float32 model and a
     device with bf16 autocast (:func:`~smvi.estimators.precision.check_precision` says why not, in one line).
+
+    ``progress`` shows the annealing steps (:class:`smvi.progress.Progress`; a string is its label).
     """
     _validate(x, steps, chains, leapfrog_steps, schedule, pilot_chains)
     t0 = time.perf_counter()
