@@ -1,10 +1,10 @@
-"""``smvi sweep``: train, evaluate and ssl over a grid of λ values and seeds, idempotently and resumably.
+"""``smvi sweep``: train, evaluate, ssl and pictures over a grid of λ values and seeds, idempotently and resumably.
 
 A sweep directory holds ``sweep.toml`` (the resolved :class:`SweepConfig`), one run directory per (λ, seed) and per
 (target, seed) under ``runs/``, and ``sweep_status.json`` (every run's state and, for failures, its error). Each run is a job of stages —
 train (resumed from its checkpoint if interrupted; retrained from scratch if the directory holds a run of another
-identity, which only ``--overwrite`` of the sweep's settings allows), evaluate and ssl (skipped when the run's record
-is current: :func:`smvi.records.staleness`, the one freshness rule) — so running the same sweep again does only what
+identity, which only ``--overwrite`` of the sweep's settings allows), evaluate, ssl and pictures (skipped when the
+run's record is current: :func:`smvi.records.staleness`, the one freshness rule) — so running the same sweep again does only what
 is missing, and a failing run is recorded while the others go on. A ``sweep.toml`` written before the AIS settings
 took ais()'s names (``eval.ais_steps``, ...) is read with the keys renamed
 (:func:`smvi.settings.upgrade_eval_settings`). Executors: ``inprocess`` (default), ``process`` (a local pool) and
@@ -30,14 +30,15 @@ from .atomic import atomic_write_json, atomic_write_text
 from .config import ConfigError, ConstraintConfig, Distinct, NoRepeats, RunConfig, build_config, config_to_toml, read_toml
 from .evaluate import evaluate_run
 from .rundir import RunDir, RunError, identity_change, sweep_paths
-from .settings import EvalConfig, upgrade_eval_settings
+from .pictures import pictures_run
+from .settings import EvalConfig, PicturesConfig, upgrade_eval_settings
 from .ssl import SSLConfig, ssl_run
 from .train import train
 
 __all__ = ["SweepConfig", "DualSettings", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "target_run_name",
            "load_sweep_tree"]
 
-Stage = Literal["train", "evaluate", "ssl"]
+Stage = Literal["train", "evaluate", "ssl", "pictures"]
 
 
 _SHARED = [k for k in ConstraintConfig.model_fields if k not in ("target", "measure")]
@@ -64,10 +65,12 @@ class SweepConfig(BaseModel):
         (), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each")
     constraint: DualSettings = Field(DualSettings(), description="the learned λ's settings of the target runs")
     seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field((0,), description="training seeds")
-    stages: Annotated[tuple[Stage, ...], Distinct] = Field(("train", "evaluate", "ssl"), description="what each run does")
+    stages: Annotated[tuple[Stage, ...], Distinct] = Field(
+        ("train", "evaluate", "ssl"), description="what each run does: train, evaluate, ssl, pictures")
     run: RunConfig = RunConfig()
     eval: EvalConfig = EvalConfig()
     ssl: SSLConfig = SSLConfig()
+    pictures: PicturesConfig = PicturesConfig()
 
     @model_validator(mode="after")
     def _coherent(self) -> "SweepConfig":
@@ -180,7 +183,9 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
                 train(spec.config, run_dir, resume=rd.has_run() and not other, overwrite=bool(other),
                       progress=progress)
                 done.append("train" + (f" (retrained: {other})" if other else ""))
-        for stage, fn, cfgs in (("evaluate", evaluate_run, (sweep.eval,)), ("ssl", ssl_run, _ssl_served(spec.ssl))):
+        stages = (("evaluate", evaluate_run, (sweep.eval,)), ("ssl", ssl_run, _ssl_served(spec.ssl)),
+                  ("pictures", pictures_run, (sweep.pictures,)))
+        for stage, fn, cfgs in stages:
             kind = "eval" if stage == "evaluate" else stage
             if stage in sweep.stages and all(rd.current_record(kind, c)[1] is not None for c in cfgs):
                 fn(run_dir, cfgs[0], overwrite=True, progress=progress)
