@@ -32,6 +32,7 @@ from .paired import figure_paired, paired_rows, paired_tables
 from .constrained_report import CAPTIONS as CONSTRAINED_CAPTIONS, FILES as CONSTRAINED_FILES
 from .constrained_report import constrained_section, lam_cell
 from .frontier_report import FRONTIER_CAPTIONS, frontier_section
+from .pictures_report import pictures_section
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
@@ -314,7 +315,8 @@ def _markdown(tables, notes: list[str], settings: dict, figures: list[str], clai
     return "\n".join(parts)
 
 
-def _html(tables, notes: list[str], settings: dict, pngs: dict[str, bytes], claims: list[str]) -> str:
+def _html(tables, notes: list[str], settings: dict, pngs: dict[str, bytes], claims: list[str],
+          pictures: str = "") -> str:
     e = html.escape
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
                    f"<figcaption>{e(CAPTIONS[n])}</figcaption></figure>" for n, b in pngs.items())
@@ -327,6 +329,7 @@ def _html(tables, notes: list[str], settings: dict, pngs: dict[str, bytes], clai
              "text-align:right}th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SMVI sweep report</title><style>{style}</style>"
             f"</head><body><h1>SMVI sweep report</h1><h2>Claims</h2>{lis(claims)}{imgs}{tabs}<p>{e(SE_NOTE)}</p>"
+            f"{pictures}"  # smvi.pictures_report: each run's samples, reconstructions and latent picture
             f"<h2>Reference points (other settings)</h2>{lis(REFERENCES)}<h2>Notes</h2>{lis(notes or ['none'])}"
             f"<h2>Settings</h2><pre>{e(json.dumps(settings, indent=2, ensure_ascii=False))}</pre></body></html>\n")
 
@@ -359,9 +362,10 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     tables = (_tables(rows, lams) + paired_tables(paired, lams, any(r.eval for r in runs)) + convergence
               + frontier_tables + constrained.tables + [_run_table(runs)])
     settings = _settings(runs)
+    pictures = pictures_section(sweep_dir, runs)  # "" when no run has current pictures
     files = {**pngs, **constrained.files, "results.csv": _csv(rows).encode(),
              "results.md": _markdown(tables, notes, settings, list(pngs), claims).encode(),
-             "report.html": _html(tables, notes, settings, pngs, claims).encode()}
+             "report.html": _html(tables, notes, settings, pngs, claims, pictures).encode()}
     try:
         atomic_write_dir(out, files)
     except OSError as e:
