@@ -7,10 +7,11 @@ Three PNGs beside the run's pictures record (file names owned by :mod:`smvi.rund
 - ``reconstructions``: ``n_reconstructions`` fixed test images as the model sees them (the run's ``data.transform``
   with its ``data.eval_seed``, as every evaluation: binarized, or dequantized), each row of them above a row of their
   reconstructions, the decoder mean at the encoder's mean (:func:`smvi.posteriors.location` for a flow q);
-- ``latents``: the encoder means of ``n_latent`` fixed test images in 2-d, coloured by label, each label written at
-  its points' median: by default on their first two principal components (:func:`pca_2d`: an SVD of the centred
-  means, each axis's sign fixed so that its largest loading is positive), or by t-SNE (``projection = "tsne"``,
-  scikit-learn's, seeded; it keeps neighbourhoods, not distances or variances).
+- ``latents``: the encoder means of ``n_latent`` fixed test images (the features of ``smvi ssl``,
+  :func:`smvi.ssl.encoder_features`) in 2-d, coloured by label, each label written at its points' median: by default
+  on their first two principal components (:func:`pca_2d`: an SVD of the centred means, each axis's sign fixed so
+  that its largest loading is positive), or by t-SNE (``projection = "tsne"``, scikit-learn's, seeded; it keeps
+  neighbourhoods, not distances or variances).
 
 Draws and subsets are seeded (:class:`~smvi.settings.PicturesConfig`): the same run and settings give the same
 pixels. Decoder means are probabilities (Bernoulli decoder) or gray levels on the dequantized [0, 1] scale (Gaussian
@@ -36,10 +37,11 @@ from .posteriors import location
 from .records import PicturesRecord, make_header
 from .rundir import RunError
 from .settings import PicturesConfig
+from .ssl import encoder_features
 from .trained import open_stage
 
 __all__ = ["PicturesConfig", "Pictures", "pictures_run", "draw_pictures", "image_grid", "pairs_grid", "sample_means",
-           "reconstructions", "encoder_means", "pca_2d", "project_2d", "grid_png", "latents_png", "FRAME", "PAD", "GAP",
+           "reconstructions", "pca_2d", "project_2d", "grid_png", "latents_png", "FRAME", "PAD", "GAP",
            "LATENT_SIZE"]
 
 FRAME = 0.5  # gray level of the frame around each image of a grid
@@ -98,14 +100,6 @@ def pairs_grid(top: Tensor, bottom: Tensor, columns: int = 8, side: int = 28, pa
     return torch.cat(pairs, dim=1)
 
 
-@torch.no_grad()
-def encoder_means(model, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """The encoder's location (mean) of each input, ``[n, z_dim]`` float64 on the CPU."""
-    dev = next(model.parameters()).device
-    return torch.cat([location(model.encode(x[i:i + batch_size].to(dev))).double().cpu()
-                      for i in range(0, len(x), batch_size)])
-
-
 def pca_2d(points: Tensor) -> tuple[Tensor, list[float | None]]:
     """``[n, d]`` points -> their coordinates ``[n, 2]`` on the first two principal components, and the fraction of
     the total variance along each (None when the points do not vary). Each component's sign is fixed so that its
@@ -129,7 +123,7 @@ def grid_png(grid: Tensor) -> bytes:
 
     pixels = (grid[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     buf = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buf, format="png")
+    Image.fromarray(pixels).save(buf, format="png")  # uint8 [H, W]: 8-bit gray ("L")
     return buf.getvalue()
 
 
@@ -212,7 +206,7 @@ def draw_pictures(model, data: ImageData, cfg: PicturesConfig = PicturesConfig()
         x = fixed_inputs(data.test_x[shown], transform, eval_seed)
         png["reconstructions"] = grid_png(pairs_grid(x, reconstructions(model, x), cfg.columns, side, PAD, GAP))
         bar.update()
-        mu = encoder_means(model, fixed_inputs(data.test_x[latent], transform, eval_seed))
+        mu = torch.from_numpy(encoder_features(model, data.test_x[latent], seed=eval_seed, transform=transform))
         if float(mu.var(0).sum()) == 0:
             notes.append("the encoder means do not vary over the test images (posterior collapse?)")
         coords, explained = project_2d(mu, cfg.projection, cfg.seed)
