@@ -113,6 +113,10 @@ def disk_full(e: Env, monkeypatch) -> None:
     monkeypatch.setattr(os, "fsync", fsync)
 
 
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def skip_if_root() -> None:
     if os.geteuid() == 0:
         pytest.skip("permissions do not bind root")
@@ -216,6 +220,11 @@ CASES: list[tuple[str, Setup, str, int]] = [
     ("evaluate a missing run", lambda e, m: ["evaluate", e.new], "does not exist", 1),
     ("evaluate a pickled checkpoint", lambda e, m: write(e.run / "checkpoint.safetensors", pickle.dumps(1))
      or ["evaluate", e.run], "not a readable safetensors checkpoint", 1),
+    ("pictures of a missing run", lambda e, m: ["pictures", e.new], "does not exist", 1),
+    ("pictures of a run in an unwritable dir", lambda e, m: skip_if_root() or os.chmod(e.run, 0o555)
+     or ["pictures", e.run, "--no-progress"], "cannot write in", 1),
+    ("pictures on a full disk", lambda e, m: m.setattr("tempfile.mkstemp", no_space)
+     or ["pictures", e.run, "--no-progress"], "No space left on device", 1),
 ]
 
 

@@ -12,6 +12,7 @@ from smvi.config import ConfigError, RunConfig, build_config, load_config
 from smvi.config_keys import describe, format_keys
 from smvi.evaluate import EvalConfig
 from smvi.presets import EVAL_PRESETS, PRESETS
+from smvi.settings import PicturesConfig
 from smvi.ssl import SSLConfig
 from smvi.sweep import SweepConfig
 
@@ -25,6 +26,7 @@ def leaves(tree: dict, prefix: str = "") -> set[str]:
 
 @pytest.mark.parametrize("cls, instance", [
     (RunConfig, RunConfig()), (EvalConfig, EvalConfig()), (SSLConfig, SSLConfig()), (SweepConfig, SweepConfig()),
+    (PicturesConfig, PicturesConfig()),
     *[(EvalConfig, p) for p in EVAL_PRESETS.values()], *[(SweepConfig, p) for p in PRESETS.values()],
 ])
 def test_the_listing_is_complete_and_validates_back_to_the_defaults(cls, instance):
@@ -47,7 +49,8 @@ def test_types_and_bounds_are_readable():
 
 
 @pytest.mark.parametrize("what, key", [("run", "lam_warmup_epochs = 0.0"), ("eval", "chains = 4"),
-                                       ("ssl", "raw_pixels = true"), ("sweep", "[run.train]")])
+                                       ("ssl", "raw_pixels = true"), ("sweep", "[run.train]"),
+                                       ("pictures", 'projection = "pca"'), ("sweep", "[pictures]")])
 def test_smvi_config_prints_each_kind(what, key):
     r = CliRunner().invoke(main, ["config", what])
     assert r.exit_code == 0 and key in r.output and r.output.startswith("# ")

@@ -18,7 +18,7 @@ PAPER_MODEL = RunConfig().model  # 2x1024 softplus, z = 50, Bernoulli
 def test_each_preset_round_trips_through_sweep_toml(name):
     preset = PRESETS[name]
     assert build_config(SweepConfig, tomllib.loads(config_to_toml(preset))) == preset
-    assert preset.stages == ("train", "evaluate", "ssl") and 0.0 in preset.lams  # λ = 0 is the plain-VAE reference
+    assert preset.stages == ("train", "evaluate", "ssl", "pictures") and 0.0 in preset.lams  # λ = 0: the plain VAE
     assert preset.run.data.dataset == "mnist"
 
 

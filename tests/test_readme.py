@@ -30,4 +30,5 @@ def test_readme_python_blocks_run_as_written(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "log p(x) ≈" in r.stdout and "BDMC:" in r.stdout
     assert (tmp_path / "runs" / "example" / "eval.json").is_file()
+    assert (tmp_path / "runs" / "example" / "latents.png").is_file()
     print(f"README Python blocks: {time.perf_counter() - t0:.1f} s")

@@ -89,6 +89,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "evaluate_run": ("evaluate", "evaluate_run"),
     "SSLConfig": ("ssl", "SSLConfig"),
     "ssl_run": ("ssl", "ssl_run"),
+    "PicturesConfig": ("settings", "PicturesConfig"),
+    "pictures_run": ("pictures", "pictures_run"),
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -124,7 +126,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .ssl import SSLConfig, ssl_run
     from .synthetic import synthetic_images
     from .rundir import RunDir, RunError, fingerprint
-    from .settings import AISConfig, ConvergenceConfig, EvalConfig, GapConfig
+    from .pictures import pictures_run
+    from .settings import AISConfig, ConvergenceConfig, EvalConfig, GapConfig, PicturesConfig
     from .train import TrainResult
     from .train import train as train_run
     from .trained import LoadedRun, load_run

@@ -143,6 +143,7 @@ _CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
     "convergence": ("smvi.settings", "ConvergenceConfig", "smvi convergence: --set key=value"),
     "ssl": ("smvi.ssl", "SSLConfig", "smvi ssl: --set key=value"),
     "gaps": ("smvi.settings", "GapConfig", "smvi gaps: --set key=value"),
+    "pictures": ("smvi.settings", "PicturesConfig", "smvi pictures: --set key=value (a sweep: [pictures])"),
     "sweep": ("smvi.sweep", "SweepConfig",
               "smvi sweep: --config FILE.toml and --set key=value ([run.*], [eval], [ssl])"),
 }
@@ -153,7 +154,8 @@ _CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
 @click.option("--preset", default=None, help="Show a preset's values as the defaults (eval: default, quick; sweep: "
               "cpu, paper, quick).")
 def config_cmd(what: str, preset: str | None) -> None:
-    """Print every settings key of WHAT (run [default], eval, ssl, sweep) with its default, type and description,
+    """Print every settings key of WHAT (run [default], eval, convergence, ssl, gaps, pictures, sweep) with its
+    default, type and description,
     as a TOML file you can copy, edit and pass back with --config (or use key by key with --set)."""
     import importlib
 
@@ -441,6 +443,35 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
     click.echo(f"-> {RunDir(run_dir).record_path('gaps')} ({r.seconds or 0:.0f} s)")
 
 
+@main.command("pictures")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any setting, e.g. --set projection=tsne --set n_latent=5000 (repeatable; `smvi config "
+                   "pictures` lists them).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to compute.")
+@click.option("--overwrite", is_flag=True, help="Redraw existing pictures (pictures.json and its PNGs).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
+                 threads: int | None) -> None:
+    """Draw what the model learned, as three PNGs in RUN_DIR: samples.png (decoder means of 64 prior samples),
+    reconstructions.png (32 fixed test images, each row above its reconstructions) and latents.png (the encoder
+    means of 2000 test images in 2-d, PCA or t-SNE, coloured by label). Writes the run's pictures record
+    (pictures.json); the sweep report shows the pictures of every run side by side. About 2 s with PCA."""
+    from .pictures import pictures_run
+    from .settings import PicturesConfig
+
+    _threads(threads)
+    cfg = build_config(PicturesConfig, sets=sets)
+    r = pictures_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress)
+    for note in r.notes:
+        click.echo(f"note: {note}")
+    rd = RunDir(run_dir)
+    names = ", ".join(rd.picture_path(k).name for k in rd.picture_kinds())
+    click.echo(f"-> {names} and {rd.record_path('pictures').name} in {rd.path} ({r.seconds or 0:.0f} s)")
+
+
 # ---- sweep, report --------------------------------------------------------------------------------------------------
 @main.command("sweep")
 @click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -449,7 +480,7 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
                    f"{SWEEP_PRESET_TIMES['cpu']}; paper: the paper's settings, {SWEEP_PRESET_TIMES['paper']}.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML sweep file (keys lams, dsm_targets, gap_targets, seeds, stages, [constraint], [run.*], [eval], "
-                   "[ssl]); replaces --preset.")
+                   "[ssl], [pictures]); replaces --preset.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any key, e.g. --set lams=[0,0.1] --set run.train.epochs=10 (repeatable).")
 @click.option("--executor", type=click.Choice(["inprocess", "process", "ray"]), default="inprocess",
@@ -461,7 +492,7 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
 @click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tuple[str, ...], executor: str,
               workers: int, address: str | None, overwrite: bool, report: bool, no_progress: bool) -> None:
-    """Train, evaluate and ssl every (λ, seed) of a grid; idempotent and resumable.
+    """Train, evaluate, ssl and draw pictures for every (λ, seed) of a grid; idempotent and resumable.
 
     Rerunning the same command skips finished work and resumes interrupted runs; a failing run is recorded in
     SWEEP_DIR/sweep_status.json and the others go on. It starts with one line on what it will do and a rough expected

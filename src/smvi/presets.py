@@ -5,11 +5,15 @@
 from __future__ import annotations
 
 from .config import RunConfig, TrainConfig
-from .settings import AISConfig, EvalConfig
+from .settings import AISConfig, EvalConfig, PicturesConfig
 from .ssl import SSLConfig
 from .sweep import SweepConfig
 
 __all__ = ["PRESETS", "EVAL_PRESETS", "PRESET_TIMES"]
+
+# Every preset draws its runs' pictures (smvi pictures: about 2 s a run with PCA, 15 s with t-SNE on one core).
+_STAGES = ("train", "evaluate", "ssl", "pictures")
+_TSNE = PicturesConfig(projection="tsne")  # the latent picture of the longer presets: classes as neighbourhoods
 
 EVAL_PRESETS: dict[str, EvalConfig] = {
     "default": EvalConfig(),
@@ -21,6 +25,7 @@ PRESETS: dict[str, SweepConfig] = {
     # The whole pipeline on real MNIST in minutes (PRESET_TIMES): a look, not a result.
     "quick": SweepConfig(
         lams=(0.0, 0.01, 0.1),
+        stages=_STAGES,
         run=RunConfig(train=TrainConfig(epochs=3)),
         eval=EVAL_PRESETS["quick"],
         ssl=SSLConfig(seeds=(0, 1), test_size=2000),
@@ -30,9 +35,11 @@ PRESETS: dict[str, SweepConfig] = {
     # one-thread processes, run two at a time on 2 cores (README, Results).
     "cpu": SweepConfig(
         lams=(0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0),
+        stages=_STAGES,
         run=RunConfig(train=TrainConfig(epochs=30)),
         eval=EvalConfig(n_test=100, n_train=100, ais=AISConfig(steps=500)),
         ssl=SSLConfig(),
+        pictures=_TSNE,
     ),
     # The paper's settings: 300 epochs, 2x1024 softplus, Adam 1e-3, batch 512, dynamic binarization; 5 λ × 3 seeds
     # (λ = 1, which collapses, is run with seed 0 only: `--set lams=[1] --set seeds=[0]`). Trained in bf16 autocast:
@@ -41,9 +48,11 @@ PRESETS: dict[str, SweepConfig] = {
     "paper": SweepConfig(
         lams=(0.0, 0.003, 0.01, 0.03, 0.1),
         seeds=(0, 1, 2),
+        stages=_STAGES,
         run=RunConfig(train=TrainConfig(epochs=300, precision="bf16")),
         eval=EvalConfig(iwae_full_test_k=1000),
         ssl=SSLConfig(),
+        pictures=_TSNE,
     ),
 }
 

@@ -31,7 +31,7 @@ from .config import ConfigError, ModelConfig
 
 __all__ = ["Progress", "SweepETA", "display_mode", "duration", "note", "label_of", "expected_epoch_seconds",
            "stage_priors", "training_note", "sweep_note", "EVERY_S", "EPOCH_SECONDS", "AIS_GRADIENTS_PER_S",
-           "IWAE_SAMPLES_PER_S", "SSL_SECONDS"]
+           "IWAE_SAMPLES_PER_S", "SSL_SECONDS", "PICTURES_SECONDS"]
 
 EVERY_S = 30.0
 """Seconds between two plain progress lines."""
@@ -55,6 +55,9 @@ IWAE_SAMPLES_PER_S = 1e4
 SSL_SECONDS = 60.0
 """One ``ssl`` stage, a rough middle: 2.5 min at the defaults with the raw-pixel baseline (SSLConfig), well under a
 minute without it or on a test subset."""
+
+PICTURES_SECONDS = 10.0
+"""One ``pictures`` stage, a rough middle: 1–4 s with PCA, 15–24 s with t-SNE for a 300-epoch paper model."""
 
 _MODES = ("bar", "lines", "off")
 
@@ -235,7 +238,7 @@ def stage_priors(run, eval_settings, n_train: int = 60_000) -> dict[str, float]:
     """Rough seconds per unit of a sweep's work before it has measured any, for :class:`SweepETA`: per epoch and per
     evaluation (from its AIS and whole-test-set IWAE work) for the paper's model only, and per ssl stage. ``run`` is
     the base :class:`~smvi.config.RunConfig`, ``eval_settings`` the :class:`~smvi.settings.EvalConfig`."""
-    priors = {"ssl": SSL_SECONDS}
+    priors = {"ssl": SSL_SECONDS, "pictures": PICTURES_SECONDS}
     epoch = expected_epoch_seconds(run, n_train)
     if epoch is not None:
         a, e = eval_settings.ais, eval_settings
@@ -273,9 +276,9 @@ def sweep_note(sweep_dir, work: dict[str, dict[str, int]], eta: "SweepETA") -> s
     runs = sum(1 for w in work.values() if any(w.values()))
     if not runs:
         return f"sweep {sweep_dir}: {len(work)} runs, nothing left to do"
-    total = {k: sum(w.get(k, 0) for w in work.values()) for k in ("epochs", "evaluate", "ssl")}
+    total = {k: sum(w.get(k, 0) for w in work.values()) for k in ("epochs", "evaluate", "ssl", "pictures")}
     units = (("epoch", total["epochs"], " to train"), ("evaluation", total["evaluate"], ""),
-             ("ssl stage", total["ssl"], ""))
+             ("ssl stage", total["ssl"], ""), ("pictures stage", total["pictures"], ""))
     what = ", ".join(f"{n} {_plural(unit, n)}{rest}" for unit, n, rest in units if n)
     per = eta.per_unit("epochs")[0]
     basis = f", ~{per:.3g} s/epoch per run for the paper's model on 2 CPU cores" if per and total["epochs"] else ""

@@ -1,5 +1,5 @@
-"""Typed result records (torch-free): what ``evaluate``, ``ssl``, ``convergence`` and ``gaps`` write, and the one rule that
-says whether a record is current.
+"""Typed result records (torch-free): what ``evaluate``, ``ssl``, ``convergence``, ``gaps`` and ``pictures`` write,
+and the one rule that says whether a record is current.
 
 Every record starts with the same :class:`Header` -- ``{schema, fingerprint, epoch, settings, smvi_version,
 created}`` and, since the report's provenance section, ``{torch_version, python_version, host}``: the run it describes
@@ -32,11 +32,13 @@ from .stats import MeanSE
 __all__ = ["RecordError", "Host", "Header",
            "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
            "SSLRecord", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage", "GapsFit", "GapsRecord",
+           "PicturesRecord",
            "Record", "SCHEMAS", "make_header", "dump_record",
            "parse_record", "staleness", "smvi_version"]
 
 SCHEMAS = {"eval": "smvi-eval-2", "ssl": "smvi-ssl-2", "convergence": "smvi-convergence-2",  # 1: legacy dicts
-           "gaps": "smvi-gaps-2"}  # gaps: no legacy reader (its old dicts were never committed); recompute them
+           "gaps": "smvi-gaps-2",  # gaps: no legacy reader (its old dicts were never committed); recompute them
+           "pictures": "smvi-pictures-1"}  # no legacy reader: pictures came after the header
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Num = float | None  # a measured number; None where it was not finite (see the record's notes)
 
@@ -269,9 +271,32 @@ class GapsRecord(_Rec):
         return self
 
 
-Record = Union[EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord]
+# ---- pictures -------------------------------------------------------------------------------------------------------
+class PicturesRecord(_Rec):
+    """What :func:`smvi.pictures.pictures_run` drew for one run: the three PNGs beside it in the run directory
+    (:meth:`smvi.rundir.RunDir.picture_path`), each named here with its SHA-256, so a reader can tell that a PNG is
+    the one this record describes (not one left by another run or an interrupted write)."""
+
+    header: Header
+    run: str
+    sha256: dict[Literal["samples", "reconstructions", "latents"], Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+                 ] = Field(description="each PNG's SHA-256 (hex), by picture")
+    reconstruction_indices: list[int] = Field(description="the test images shown above their reconstructions")
+    n_latent: int = Field(gt=0, description="test images in the latent picture")
+    explained: list[Num] = Field(description="fraction of the encoder means' variance along PC1 and PC2")
+    seconds: Num = None
+    notes: list[str] = []
+
+    @model_validator(mode="after")
+    def _complete(self) -> "PicturesRecord":
+        if set(self.sha256) != {"samples", "reconstructions", "latents"}:
+            raise ValueError("sha256 must name samples, reconstructions and latents")
+        return self
+
+
+Record = Union[EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord, PicturesRecord]
 _CLASSES: dict[str, type] = {"eval": EvalRecord, "ssl": SSLRecord, "convergence": ConvergenceRecord,
-                             "gaps": GapsRecord}
+                             "gaps": GapsRecord, "pictures": PicturesRecord}
 
 
 # ---- writing --------------------------------------------------------------------------------------------------------
@@ -343,6 +368,8 @@ def parse_record(kind: str, raw: bytes, source: str, legacy_fingerprint: Callabl
     try:
         if "header" not in obj and kind == "gaps":
             raise ValueError("a gaps.json from before records had headers; recompute it with smvi gaps --overwrite")
+        if "header" not in obj and kind == "pictures":
+            raise ValueError("no header; recompute it with smvi pictures --overwrite")
         if "header" not in obj:
             obj = _legacy(kind, obj, legacy_fingerprint)
         elif not isinstance(obj["header"], dict) or obj["header"].get("schema") != SCHEMAS[kind]:

@@ -38,6 +38,7 @@ from .provenance import provenance_summary
 from .records import smvi_version
 from .report_tables import (SE_NOTE, Table, convergence_table, provenance_table, result_tables, results_csv,
                             run_table, settings_tables)
+from .pictures_report import pictures_section
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row", "md_escape"]
 
@@ -138,7 +139,7 @@ def _html(page: dict, pngs: dict[str, bytes]) -> str:
             f"<body><h1>{TITLE}</h1><p class='prov'>{'<br>'.join(_h(x) for x in page['provenance'])}</p>"
             f"<h2>Claims</h2>{lis(page['claims'])}<h2>Flags</h2>{flags}{imgs}"
             + "".join(_html_table(*t) for t in page["tables"])
-            + f"<p>{_h(SE_NOTE)}</p><h2>Reference points (other settings)</h2>{lis(REFERENCES)}"
+            + f"<p>{_h(SE_NOTE)}</p>{page['pictures']}<h2>Reference points (other settings)</h2>{lis(REFERENCES)}"
             f"<h2>Notes</h2>{lis(page['notes'] or ['none'])}{_html_table(*page['provenance_table'])}"
             f"<details><summary>Settings</summary>{settings}</details></body></html>\n")
 
@@ -185,8 +186,6 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     notes += more + constrained.notes
     frontier_pngs, frontier_tables = frontier_section(runs)
     pngs.update(frontier_pngs)
-    # The pictures section (samples, reconstructions, latent space from the checkpoints) joins here: one call adding
-    # its PNGs to ``pngs`` and their captions to CAPTIONS (and its file names to REPORT_FILES).
     tables: list[Table] = (result_tables(rows, lams, flags)
                            + paired_tables(paired, lams, any(r.eval for r in runs), flags) + convergence
                            + frontier_tables + constrained.tables + [run_table(runs, flags)])
@@ -195,7 +194,8 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
                            *provenance_summary(runs)],
             "claims": claims, "flags": [f.message for f in flags], "legend": legend(flags), "figures": list(pngs),
             "tables": tables, "notes": notes, "provenance_table": provenance_table(runs),
-            "settings": settings_tables(runs)}
+            "settings": settings_tables(runs),
+            "pictures": pictures_section(sweep_dir, runs)}  # "" when no run has current pictures
     files = {**pngs, **constrained.files, "results.csv": results_csv(rows).encode(),
              "results.md": _markdown(page).encode(), "report.html": _html(page, pngs).encode()}
     try:

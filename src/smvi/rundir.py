@@ -5,7 +5,8 @@ A run directory holds::
     config.toml              the resolved RunConfig, ending with a ``# smvi fingerprint ...`` line (marks it complete)
     checkpoint.safetensors   after the last finished epoch (:mod:`smvi.checkpoint`)
     metrics.jsonl            one JSON line per finished epoch
-    eval.json, ssl.json, convergence.json, gaps.json    result records (:mod:`smvi.records`)
+    eval.json, ssl.json, convergence.json, gaps.json, pictures.json    result records (:mod:`smvi.records`)
+    samples.png, reconstructions.png, latents.png    the pictures that pictures.json describes (``smvi pictures``)
     .lock                    held (flock) by the one process writing the run
 
 **Identity.** :func:`fingerprint` is the SHA-256 of the canonical JSON (sorted keys, compact) of the run's config
@@ -30,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .atomic import atomic_write_text, temporary_files
+from .atomic import atomic_write_bytes, atomic_write_text, temporary_files
 from .config import ConfigError, RunConfig, build_config, config_to_toml
 from .records import Record, RecordError, dump_record, parse_record, staleness
 
@@ -39,7 +40,9 @@ __all__ = ["RunError", "RunDir", "fingerprint", "identity", "identity_change", "
            "sweep_paths", "MAX_READ"]
 
 _CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors", "metrics.jsonl", ".lock"
-_RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json", "gaps": "gaps.json"}
+_RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json", "gaps": "gaps.json",
+            "pictures": "pictures.json"}
+_PICTURES = {"samples": "samples.png", "reconstructions": "reconstructions.png", "latents": "latents.png"}
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)
 _MARK = re.compile(r"^# smvi fingerprint ([0-9a-f]{64})\s*$")
 _NOT_IDENTITY = {"train.epochs", "train.device", "train.tensorboard"}
@@ -154,7 +157,7 @@ class RunDir:
         return f"RunDir({str(self.path)!r})"
 
     def record_path(self, kind: str) -> Path:
-        """Where the record ``kind`` ∈ {eval, ssl, convergence, gaps} lives."""
+        """Where the record ``kind`` ∈ {eval, ssl, convergence, gaps, pictures} lives."""
         return self.path / _RECORDS[kind]
 
     @staticmethod
@@ -165,6 +168,28 @@ class RunDir:
     def record_file(kind: str) -> str:
         """The file name of the record ``kind`` (for messages and table headers)."""
         return _RECORDS[kind]
+
+    def picture_path(self, which: str) -> Path:
+        """Where the picture ``which`` ∈ {samples, reconstructions, latents} lives (a PNG; see ``pictures.json``)."""
+        return self.path / _PICTURES[which]
+
+    @staticmethod
+    def picture_kinds() -> tuple[str, ...]:
+        return tuple(_PICTURES)
+
+    def read_picture(self, which: str) -> bytes | None:
+        """The bytes of the picture ``which`` (None if absent); an unreadable one is a one-line :class:`RunError`."""
+        try:
+            return read_bounded(self.picture_path(which))
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise RunError(f"cannot read {self.picture_path(which)} ({e.strerror or e})") from None
+
+    def write_picture(self, which: str, data: bytes) -> None:
+        """Write the picture ``which`` atomically; a failed write is a one-line :class:`RunError`."""
+        with self.writing(f"{self.picture_path(which).name} was not written, the previous one is intact"):
+            atomic_write_bytes(self.picture_path(which), data)
 
     def has_run(self) -> bool:
         """Whether any training file is present."""
@@ -358,8 +383,8 @@ class RunDir:
 
     def clear(self, *, overwrite: bool) -> None:
         """Remove temporary files left by a killed writer and, with ``overwrite``, the previous run's training files
-        and every result record (they describe the model being replaced)."""
-        names = _TRAINING + tuple(_RECORDS.values())
+        and every result record and picture (they describe the model being replaced)."""
+        names = _TRAINING + tuple(_RECORDS.values()) + tuple(_PICTURES.values())
         for name in names:
             for tmp in temporary_files(self.path / name):
                 tmp.unlink(missing_ok=True)

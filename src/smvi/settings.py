@@ -1,5 +1,5 @@
 """Settings of the evaluation stages (torch-free): :class:`AISConfig`, :class:`EvalConfig`, :class:`ConvergenceConfig`,
-:class:`GapConfig`.
+:class:`GapConfig`, :class:`PicturesConfig`.
 
 The AIS settings carry the names of :func:`smvi.estimators.ais`'s keyword arguments and reach it through one mapping,
 ``**cfg.ais.kwargs()``: adding a field here (with its default) is all it takes to pass a new keyword through evaluate,
@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from .config import Distinct
 
-__all__ = ["AISSampler", "AISConfig", "EvalConfig", "ConvergenceConfig", "GapConfig", "upgrade_eval_settings", "LEGACY_AIS_KEYS"]
+__all__ = ["AISSampler", "AISConfig", "EvalConfig", "ConvergenceConfig", "GapConfig", "PicturesConfig",
+           "upgrade_eval_settings", "LEGACY_AIS_KEYS"]
 
 
 class _Frozen(BaseModel):
@@ -94,6 +95,22 @@ class GapConfig(_Frozen):
     def fit_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`smvi.gaps.fit_local` these settings stand for."""
         return {k: getattr(self, k) for k in ("steps", "lr", "n_samples", "window", "tol")}
+
+
+class PicturesConfig(_Frozen):
+    """What ``smvi pictures`` (:func:`smvi.pictures.pictures_run`) draws: decoder means of prior samples, test images
+    above their reconstructions, and the encoder means of test images in 2-d (PCA or t-SNE), coloured by label. The
+    test images are fixed subsets drawn with ``seed``, given to the model as the run's ``data.transform`` makes them
+    (with its ``data.eval_seed``, like every evaluation); a subset larger than the test split is the whole split."""
+
+    n_samples: int = Field(64, gt=0, description="prior samples z ~ N(0, I) whose decoder means are drawn")
+    n_reconstructions: int = Field(32, gt=0, description="test images shown above their reconstructions")
+    n_latent: int = Field(2000, ge=2, description="test images in the 2-d picture of the encoder means")
+    projection: Literal["pca", "tsne"] = Field(
+        "pca", description="how the encoder means are put in 2-d: pca (linear, about 1 s) or tsne (scikit-learn's "
+                           "t-SNE: local neighbourhoods, about 15 s for 2000 images on one core)")
+    columns: int = Field(8, gt=0, description="images per row of the sample and reconstruction grids")
+    seed: int = Field(0, ge=0, description="seed of the prior samples and of the two test subsets")
 
 
 LEGACY_AIS_KEYS = {"ais_steps": "steps", "ais_chains": "chains", "ais_leapfrog": "leapfrog_steps",

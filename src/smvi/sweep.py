@@ -1,10 +1,10 @@
-"""``smvi sweep``: train, evaluate and ssl over a grid of λ values and seeds, idempotently and resumably.
+"""``smvi sweep``: train, evaluate, ssl and pictures over a grid of λ values and seeds, idempotently and resumably.
 
 A sweep directory holds ``sweep.toml`` (the resolved :class:`SweepConfig`), one run directory per (λ, seed) and per
 (target, seed) under ``runs/``, and ``sweep_status.json`` (every run's state and, for failures, its error). Each run is a job of stages —
 train (resumed from its checkpoint if interrupted; retrained from scratch if the directory holds a run of another
-identity, which only ``--overwrite`` of the sweep's settings allows), evaluate and ssl (skipped when the run's record
-is current: :func:`smvi.records.staleness`, the one freshness rule) — so running the same sweep again does only what
+identity, which only ``--overwrite`` of the sweep's settings allows), evaluate, ssl and pictures (skipped when the
+run's record is current: :func:`smvi.records.staleness`, the one freshness rule) — so running the same sweep again does only what
 is missing, and a failing run is recorded while the others go on. A ``sweep.toml`` written before the AIS settings
 took ais()'s names (``eval.ais_steps``, ...) is read with the keys renamed
 (:func:`smvi.settings.upgrade_eval_settings`). Executors: ``inprocess`` (default), ``process`` (a local pool) and
@@ -32,14 +32,15 @@ from .config import ConfigError, ConstraintConfig, Distinct, NoRepeats, RunConfi
 from .evaluate import evaluate_run
 from .progress import SweepETA, duration, note, stage_priors, sweep_note
 from .rundir import RunDir, RunError, identity_change, sweep_paths
-from .settings import EvalConfig, upgrade_eval_settings
+from .pictures import pictures_run
+from .settings import EvalConfig, PicturesConfig, upgrade_eval_settings
 from .ssl import SSLConfig, ssl_run
 from .train import train
 
 __all__ = ["SweepConfig", "DualSettings", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "target_run_name",
            "load_sweep_tree"]
 
-Stage = Literal["train", "evaluate", "ssl"]
+Stage = Literal["train", "evaluate", "ssl", "pictures"]
 
 
 _SHARED = [k for k in ConstraintConfig.model_fields if k not in ("target", "measure")]
@@ -66,10 +67,12 @@ class SweepConfig(BaseModel):
         (), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each")
     constraint: DualSettings = Field(DualSettings(), description="the learned λ's settings of the target runs")
     seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field((0,), description="training seeds")
-    stages: Annotated[tuple[Stage, ...], Distinct] = Field(("train", "evaluate", "ssl"), description="what each run does")
+    stages: Annotated[tuple[Stage, ...], Distinct] = Field(
+        ("train", "evaluate", "ssl"), description="what each run does: train, evaluate, ssl, pictures")
     run: RunConfig = RunConfig()
     eval: EvalConfig = EvalConfig()
     ssl: SSLConfig = SSLConfig()
+    pictures: PicturesConfig = PicturesConfig()
 
     @model_validator(mode="after")
     def _coherent(self) -> "SweepConfig":
@@ -198,7 +201,9 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
                       progress=progress)
                 seconds["train"] = round(time.perf_counter() - t, 2)
                 done.append("train" + (f" (retrained: {other})" if other else ""))
-        for stage, fn, cfgs in (("evaluate", evaluate_run, (sweep.eval,)), ("ssl", ssl_run, _ssl_served(spec.ssl))):
+        stages = (("evaluate", evaluate_run, (sweep.eval,)), ("ssl", ssl_run, _ssl_served(spec.ssl)),
+                  ("pictures", pictures_run, (sweep.pictures,)))
+        for stage, fn, cfgs in stages:
             if stage in sweep.stages and _stale(rd, stage, cfgs):
                 t = time.perf_counter()
                 fn(run_dir, cfgs[0], overwrite=True, progress=progress)
@@ -213,16 +218,18 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
 
 def pending_work(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path) -> dict[str, int]:
     """What ``spec``'s run still needs, as :class:`~smvi.progress.SweepETA` counts it: ``{"epochs": e,
-    "evaluate": 0 or 1, "ssl": 0 or 1}`` (the decisions of :func:`run_job`, made up front). An unreadable run
+    "evaluate": 0 or 1, "ssl": 0 or 1, "pictures": 0 or 1}`` (the decisions of :func:`run_job`, made up front). An unreadable run
     counts as all of its work: this is an estimate, never an error."""
     rd = RunDir(run_dir)
     try:
         epochs = _epochs_left(spec, rd)[0] if "train" in sweep.stages else 0
         stale = {"evaluate": epochs > 0 or _stale(rd, "evaluate", (sweep.eval,)),
-                 "ssl": epochs > 0 or _stale(rd, "ssl", _ssl_served(spec.ssl))}
+                 "ssl": epochs > 0 or _stale(rd, "ssl", _ssl_served(spec.ssl)),
+                 "pictures": epochs > 0 or _stale(rd, "pictures", (sweep.pictures,))}
     except Exception:  # noqa: BLE001 -- run_job will say what is wrong with it
-        epochs, stale = spec.config.train.epochs if "train" in sweep.stages else 0, {"evaluate": True, "ssl": True}
-    return {"epochs": epochs, **{s: int(s in sweep.stages and stale[s]) for s in ("evaluate", "ssl")}}
+        epochs = spec.config.train.epochs if "train" in sweep.stages else 0
+        stale = dict.fromkeys(("evaluate", "ssl", "pictures"), True)
+    return {"epochs": epochs, **{s: int(s in sweep.stages and stale[s]) for s in stale}}
 
 
 def _writing(sweep_dir: Path, fn, *args) -> None:

@@ -7,7 +7,8 @@ side in ``tensorboard --logdir DIR``):
   d_sm, ``step/lam`` (λ after warm-up), ``step/grad_norm`` (before clipping) and ``step/lr``;
 - every epoch (x = epoch): ``epoch/<key>`` for every number of that epoch's ``metrics.jsonl`` line (train means, the
   test monitor, seconds, skipped steps), and two image grids: ``samples`` (decoder means at 64 fixed prior draws)
-  and ``reconstructions`` (test images in odd rows, the decoder mean at their encoder mean below each).
+  and ``reconstructions`` (test images in odd rows, the decoder mean at their encoder mean below each), drawn by
+  :mod:`smvi.pictures` as ``smvi pictures`` draws them (without its frames).
 
 ``metrics.jsonl`` stays the record: this is a view of the same numbers. Logging never touches torch's global RNG or
 the model's parameters, so a run trains bit-identically with or without it. Without the ``tensorboard`` package,
@@ -23,8 +24,9 @@ import torch
 from torch import Tensor
 
 from .config import ConfigError
+from .pictures import image_grid, pairs_grid, reconstructions, sample_means
 
-__all__ = ["NullTracker", "TensorBoardTracker", "open_tracker", "image_grid"]
+__all__ = ["NullTracker", "TensorBoardTracker", "open_tracker"]
 
 INSTALL = "pip install -e '.[tensorboard]' in the smvi source tree (or pip install tensorboard)"
 
@@ -46,16 +48,6 @@ class NullTracker:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def image_grid(images: Tensor, columns: int = 8, side: int = 28) -> Tensor:
-    """``[n, side²]`` images in [0, 1] -> one ``[1, rows·side, columns·side]`` grid (row-major, blank-padded)."""
-    n = images.shape[0]
-    rows = math.ceil(n / columns)
-    padded = torch.zeros(rows * columns, side * side, dtype=images.dtype)
-    padded[:n] = images.detach().cpu().clamp(0, 1)
-    grid = padded.view(rows, columns, side, side).permute(0, 2, 1, 3).reshape(rows * side, columns * side)
-    return grid.unsqueeze(0)
 
 
 class TensorBoardTracker(NullTracker):
@@ -90,15 +82,10 @@ class TensorBoardTracker(NullTracker):
         if side * side != monitor_x.shape[1]:
             self.writer.flush()
             return  # not square images: scalars only
-        g = torch.Generator().manual_seed(self.seed)  # fixed draws, and torch's global RNG untouched
-        p = next(model.parameters())
-        z = torch.randn(self.n_images, model.z_dim, generator=g).to(device=p.device, dtype=p.dtype)
-        self.writer.add_image("samples", image_grid(model.decode(z).mean, side=side), epoch)
+        samples = sample_means(model, self.n_images, self.seed)  # fixed draws, torch's global RNG untouched
+        self.writer.add_image("samples", image_grid(samples, side=side), epoch)
         x = monitor_x[: self.n_images // 2]
-        recon = model.decode(model.encode(x).mean).mean
-        pairs = torch.stack([x.to(recon.dtype), recon]).view(2, -1, 8, x.shape[1]) if len(x) % 8 == 0 else None
-        shown = pairs.permute(1, 0, 2, 3).reshape(-1, x.shape[1]) if pairs is not None else torch.cat([x, recon])
-        self.writer.add_image("reconstructions", image_grid(shown, side=side), epoch)
+        self.writer.add_image("reconstructions", pairs_grid(x, reconstructions(model, x), side=side), epoch)
         self.writer.flush()
 
     def close(self) -> None:
