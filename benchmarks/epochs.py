@@ -22,6 +22,12 @@ Every (variant, threads) case trains its own copy of the same initial model on t
 interleaved (one epoch of every case, in shuffled order, then the next). Per-epoch time is the median over epochs
 after the first (the first pays warm-up and compilation). With 2 threads among the counts, two 1-thread runs of fp32
 and of bf16 are also timed side by side (benchmarks/concurrent_runs.py). Nothing asserts on time.
+
+Accuracy: each variant's test ELBO after these few epochs is compared with fp32's and reported, but it is not the
+criterion: two precisions leave the initial plateau at different times, so after 3 epochs they differ by nats of
+either sign. The criterion (test ELBO within 0.3 nats of fp32 after the same epochs) is measured on the committed
+30-epoch fp32/bf16 pairs (benchmarks/training_check.py, stored under ``precision_check``); only a variant that passed
+it counts toward the 300-epoch target.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from typing import Callable
 import torch
 
 from concurrent_runs import bench_concurrent, concurrent_report
+from training_check import TOL, training_check
+from training_check import report as check_report
 from smvi.data import DynamicBinarizer, binarize_fixed
 from smvi.objectives import smvi_objective
 
@@ -158,6 +166,7 @@ def bench_epochs(s: dict, data, make_model: Callable[[], torch.nn.Module], lam: 
         }
     if 2 in threads:  # 2 runs × 1 thread side by side, against the 1 × 2 threads timed above
         out["concurrent"] = bench_concurrent(s, data, lam)
+    out["precision_check"] = training_check()
     return out
 
 
@@ -168,17 +177,25 @@ def epochs_report(e: dict) -> list[str]:
         lines.append(f"  {name:<26} epoch wall {c['epoch_wall_s']:7.2f} s cpu {c['epoch_cpu_s']:7.2f} s | 300 epochs "
                      f"{c['paper_300_epochs_wall_min']:6.1f} min | ELBO {c['test_elbo']:.2f} "
                      f"({c['elbo_minus_fp32']:+.3f} ± {c['elbo_minus_fp32_se']:.3f} vs fp32)")
-    return lines + concurrent_report(e)
+    return lines + concurrent_report(e) + check_report(e["precision_check"])
 
 
 def epochs_targets(e: dict) -> list[tuple[str, str, bool | None]]:
-    fastest = min(e["cases"].values(), key=lambda c: c["paper_300_epochs_wall_min"]
-                  if abs(c["elbo_minus_fp32"]) <= 0.3 else math.inf)
-    rows = [(f"300 paper epochs < 30 min (fastest with ELBO within 0.3 nats: {fastest['variant']}, "
+    """The 300-epoch target for the fastest variant whose accuracy is established (fp32, and bf16 when the committed
+    30-epoch check passed); the check itself; the few-epoch differences as information (met: None)."""
+    check = e["precision_check"]
+    checked = {"fp32": True, "bf16": check["met"]}
+    fastest = min((c for c in e["cases"].values() if checked.get(c["variant"])),
+                  key=lambda c: c["paper_300_epochs_wall_min"])
+    rows = [(f"300 paper epochs < 30 min (fastest variant with a passed accuracy check: {fastest['variant']}, "
              f"{fastest['threads']} thread(s))", f"{fastest['paper_300_epochs_wall_min']:.1f} min",
              fastest["paper_300_epochs_wall_min"] < 30)]
+    for name, r in check["runs"].items():
+        rows.append((f"bf16 training, {name}: test ELBO within {TOL} nats of fp32 after {r['epochs']} epochs (mean of "
+                     f"the last {check['last_epochs']}, committed runs)",
+                     f"{r['diff_last_mean']:+.3f} ± {r['diff_last_se']:.3f}", r["met"]))
     for name, c in e["cases"].items():
         if c["variant"] != "fp32":
-            rows.append((f"  {name}: test ELBO within 0.3 nats of fp32",
-                         f"{c['elbo_minus_fp32']:+.3f} ± {c['elbo_minus_fp32_se']:.3f}", abs(c["elbo_minus_fp32"]) <= 0.3))
+            rows.append((f"  {name}: test ELBO − fp32 after {e['epochs']} epochs (information, not the criterion)",
+                         f"{c['elbo_minus_fp32']:+.3f} ± {c['elbo_minus_fp32_se']:.3f}", None))
     return rows

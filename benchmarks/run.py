@@ -59,12 +59,12 @@ LAM = 0.01
 FULL = dict(data="mnist", hidden=(1024, 1024), z_dim=50, batches=(100, 512), rounds=5, per_round=3, mm_n=2048,
             train_n=20000, epochs=3, eval_n=2000, ais_points=64, ais_chains=16, ais_steps=30, ais_leapfrog=5,
             ais_rounds=1, prec_points=64, prec_chains=16, prec_steps=100, prec_leapfrog=5, prec_rounds=2,
-            bdmc_points=16, bdmc_chains=8, bdmc_steps=(10, 50, 200), iwae_k=1000,
+            bdmc_points=16, bdmc_steps=(100, 300, 1000), iwae_k=1000,
             epoch_n=60000, epoch_batch=512, epoch_epochs=3, epoch_threads=2)
 QUICK = dict(data="synthetic", hidden=(32, 32), z_dim=4, batches=(16,), rounds=2, per_round=1, mm_n=128,
              train_n=64, epochs=1, eval_n=32, ais_points=2, ais_chains=3, ais_steps=4, ais_leapfrog=2, ais_rounds=1,
              prec_points=8, prec_chains=4, prec_steps=6, prec_leapfrog=3, prec_rounds=2,
-             bdmc_points=4, bdmc_chains=2, bdmc_steps=(3, 6), iwae_k=16,
+             bdmc_points=4, bdmc_steps=(3, 6), iwae_k=16,
              epoch_n=64, epoch_batch=16, epoch_epochs=2, epoch_threads=2)
 
 
