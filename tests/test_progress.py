@@ -112,7 +112,7 @@ def test_the_prior_is_for_the_papers_model_and_scales_with_the_data():
     bf16 = paper.model_copy(update={"train": paper.train.model_copy(update={"precision": "bf16"})})
     assert expected_epoch_seconds(bf16, n_train=30_000) == EPOCH_SECONDS["bf16"] / 2
     small = paper.model_copy(update={"model": paper.model.model_copy(update={"z_dim": 4})})
-    assert expected_epoch_seconds(small) is None and set(stage_priors(small, EvalConfig())) == {"ssl"}
+    assert expected_epoch_seconds(small) is None and set(stage_priors(small, EvalConfig())) == {"ssl", "pictures"}
     priors = stage_priors(paper, EvalConfig(n_test=100, n_train=100))
     assert priors["evaluate"] < stage_priors(paper, EvalConfig(n_test=200, n_train=200))["evaluate"]
 
