@@ -250,3 +250,12 @@ def test_the_report_shows_current_pictures_only(idx_dir, tmp_path):
     page = make_report(sw).read_text()
     assert "Samples, reconstructions" not in page and "base64,iVBOR" in page  # the section is gone, the figures stay
     assert pictures_section(sw, []) == ""
+
+
+def test_the_stage_tells_its_progress_in_plain_lines_off_a_terminal(made, run, capsys, monkeypatch):
+    monkeypatch.delenv("SMVI_PROGRESS", raising=False)
+    _, _, data = made
+    P.pictures_run(run, SMALL, data=data, progress=True)
+    err = capsys.readouterr().err
+    assert f"pictures {run.name}" in err and "done" in err, err
+    assert "\r" not in err and "%|" not in err, "a bar was written where no terminal reads it"

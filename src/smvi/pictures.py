@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .data import ImageData, fixed_inputs, fixed_subset
 from .posteriors import location
+from .progress import Progress, label_of
 from .records import PicturesRecord, make_header
 from .rundir import RunError
 from .settings import PicturesConfig
@@ -190,9 +190,10 @@ class Pictures:
 
 
 def draw_pictures(model, data: ImageData, cfg: PicturesConfig = PicturesConfig(), *, transform: str = "binarize",
-                  eval_seed: int = 0, progress: bool = False) -> Pictures:
+                  eval_seed: int = 0, progress: bool | str = False) -> Pictures:
     """The samples, reconstructions and latent picture of ``model`` (module docstring) on ``data``'s test split, its
-    inputs made by ``transform`` with ``eval_seed`` (a run's ``data.transform`` and ``data.eval_seed``)."""
+    inputs made by ``transform`` with ``eval_seed`` (a run's ``data.transform`` and ``data.eval_seed``). ``progress``
+    counts the three pictures (:class:`smvi.progress.Progress`; a string is its label)."""
     d = data.test_x.shape[1]
     side = math.isqrt(d)
     if side * side != d:
@@ -200,7 +201,7 @@ def draw_pictures(model, data: ImageData, cfg: PicturesConfig = PicturesConfig()
     shown = fixed_subset(len(data.test_x), cfg.n_reconstructions, cfg.seed)
     latent = fixed_subset(len(data.test_x), cfg.n_latent, cfg.seed + 1)
     png, notes = {}, []
-    with tqdm(total=3, disable=not progress, unit="picture", desc="pictures", dynamic_ncols=True) as bar:
+    with Progress(label_of(progress, "pictures"), 3, unit="picture", enabled=bool(progress)) as bar:
         png["samples"] = grid_png(image_grid(sample_means(model, cfg.n_samples, cfg.seed), cfg.columns, side, PAD))
         bar.update()
         x = fixed_inputs(data.test_x[shown], transform, eval_seed)
@@ -229,7 +230,7 @@ def pictures_run(run_dir: str | Path, cfg: PicturesConfig = PicturesConfig(), *,
     t0 = time.perf_counter()
     rd, run, data = open_stage(run_dir, "pictures", data=data, overwrite=overwrite, device=device)
     p = draw_pictures(run.model, data, cfg, transform=run.config.data.transform, eval_seed=run.config.data.eval_seed,
-                      progress=progress)
+                      progress=progress and f"pictures {rd.path.name}")
     for which, png in p.png.items():
         rd.write_picture(which, png)
     record = PicturesRecord(
