@@ -58,9 +58,10 @@ PRESETS: dict[str, SweepConfig] = {
 
 PRESET_TIMES: dict[str, str] = {
     # `smvi sweep DIR --preset quick` end to end (inprocess, torch's default 2 threads, report included): 4 min 13 s
-    # and 4 min 30 s on an idle 2-core machine (README; issue 15); 24.5 min at load ≈ 5 and 30 min 54 s at load ≈ 7
+    # and 4 min 30 s on an idle 2-core machine before the pictures stage, 3 min 13 s with it on another idle 2-core
+    # machine (an Intel Xeon, 2026-12-01) (README; issue 15); 24.5 min at load ≈ 5 and 30 min 54 s at load ≈ 7
     # (beside a paper sweep's two nice-10 workers and other jobs).
-    "quick": "4–5 min on 2 idle CPU cores",
+    "quick": "3–5 min on 2 idle CPU cores",
     # The stages of results/cpu/ summed to 4.1 h of one-thread processes, run two at a time (`--executor process
     # --workers 2`) on 2 cores (README, Results).
     "cpu": "about 2 h on 2 CPU cores (4.1 h of one-thread processes, two at a time)",
