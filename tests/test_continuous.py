@@ -151,3 +151,27 @@ def test_gaussian_vae_trains_and_every_estimator_runs_on_it(idx_dir, tmp_path):
                        loaded.config.data.eval_seed).double()
     same = elbo(model, x16, n_samples=500)  # the record's ELBO is of the dequantized images (a binarized set differs)
     assert abs(record["splits"]["test"]["elbo"]["mean"] - float(same.mean())) < 1.0
+
+
+def test_a_sweep_preset_takes_the_gaussian_likelihood_with_its_transform_implied(tmp_path, monkeypatch):
+    import smvi.sweep
+    from smvi.presets import PRESETS
+
+    seen = {}
+    monkeypatch.setattr(smvi.sweep, "run_sweep", lambda cfg, *a, **k: seen.setdefault("cfg", cfg) and [])
+    r = CliRunner().invoke(main, ["sweep", str(tmp_path / "sw"), "--preset", "quick", "--no-report",
+                                  "--set", "run.model.likelihood=gaussian"])
+    assert r.exit_code == 0, r.output
+    cfg = seen["cfg"]
+    assert (cfg.run.model.likelihood, cfg.run.data.transform) == ("gaussian", "dequantize")
+    assert cfg.model_copy(update={"run": PRESETS["quick"].run}) == PRESETS["quick"]  # the rest is the preset's
+
+
+@pytest.mark.parametrize("name", ["quick", "cpu", "paper"])
+def test_every_sweep_preset_is_itself_from_only_the_keys_it_sets(name):
+    from smvi.config import build_config
+    from smvi.presets import PRESETS
+    from smvi.sweep import SweepConfig
+
+    preset = PRESETS[name]
+    assert build_config(SweepConfig, preset.model_dump(mode="json", exclude_unset=True)) == preset

@@ -504,7 +504,9 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
 
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
-    base = load_sweep_tree(read_toml(config_path)) if config_path else PRESETS[preset].model_dump(mode="json")
+    # only what the preset sets: a key left at its default stays implied (likelihood = gaussian implies dequantize)
+    base = (load_sweep_tree(read_toml(config_path)) if config_path
+            else PRESETS[preset].model_dump(mode="json", exclude_unset=True))
     cfg = build_config(SweepConfig, base, sets=sets)
     results = run_sweep(cfg, sweep_dir, executor=executor, workers=workers, address=address, overwrite=overwrite,
                         progress=not no_progress)
