@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import smvi.sweep as S
 from smvi.cli import main
-from smvi.config import ConfigError, build_config
+from smvi.config import ConfigError, build_config, config_to_toml
 from smvi.rundir import RunDir, fingerprint
 
 TINY_EVAL = {"n_test": 16, "n_train": 8, "elbo_samples": 10, "dsm_samples": 4, "iwae_k": 10,
@@ -245,3 +245,41 @@ def test_process_workers_share_out_the_usable_cores(monkeypatch):
     assert [S.worker_threads(w) for w in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]
     monkeypatch.delattr(S.os, "sched_getaffinity")
     assert S.usable_cores() == 64
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_process_pool_sweep_at_once_and_the_same_command_resumes(idx_dir, tmp_path):
+    """SIGINT to the whole process group (what Ctrl-C in a terminal sends) stops `smvi sweep --executor process`
+    within seconds, with exit status 130 and the rerun hint; rerunning the same command finishes the sweep."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tiny_sweep(idx_dir, lams=[0.0, 0.1, 0.2, 0.5, 1.0, 2.0], stages=["train"])  # minutes of work queued
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
+        update={"epochs": 5000})})})
+    (tmp_path / "sweep.toml").write_text(config_to_toml(cfg))
+    cmd = [sys.executable, "-m", "smvi", "sweep", str(tmp_path / "sw"), "--config", str(tmp_path / "sweep.toml"),
+           "--executor", "process", "--workers", "2", "--no-progress", "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "sw").glob("runs/*/checkpoint.safetensors")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        assert time.monotonic() - t0 < 20, "Ctrl-C did not stop the sweep promptly"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130 and "rerun the same command" in err.decode(), err.decode()
+    short = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
+        update={"epochs": 2})})})
+    results = S.run_sweep(short, tmp_path / "sw", overwrite=True, progress=False)  # resumes the interrupted runs
+    assert all(r["status"] == "ok" for r in results), results

@@ -325,17 +325,26 @@ def worker_threads(workers: int) -> int:
 def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, retries: int = 2) -> None:
     """Run the jobs in a local process pool, passing each result to ``record``. A worker that dies (killed, out of
     memory) breaks the pool: the jobs it took down are retried in a fresh pool (their training resumes from its
-    checkpoint), up to ``retries`` times."""
+    checkpoint), up to ``retries`` times. Ctrl-C (or any exception here) stops the workers at once and cancels the
+    queued jobs: a worker's job would otherwise swallow the interrupt and the pool wait for every queued job. What a
+    stopped job leaves is safe to resume (checkpoints and records are written atomically)."""
     todo = list(specs)
     for _ in range(retries + 1):
         lost = []
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        try:
             futures = {pool.submit(run_job, s, sweep, dirs[s.name], threads=threads): s for s in todo}
             for f in as_completed(futures):
                 try:
                     record(f.result())
                 except BrokenProcessPool:
                     lost.append(futures[f])
+        except BaseException:
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):  # no public way to stop workers
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         todo = lost
         if not todo:
             break
