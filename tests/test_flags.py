@@ -13,8 +13,8 @@ from smvi.flags import (ACCEPT_TARGET, ACCEPT_TOL, BDMC_TOL, COLLAPSE_KL, COLLAP
 
 
 def run(name="r", lam=0.1, *, last=None, epochs=30, planned=30, eval_acc=None, gaps_acc=None, convergence=None,
-        learned=False) -> Run:
-    config = {"train.constraint.target": 10.0} if learned else {}
+        learned=False, config=None) -> Run:
+    config = {"train.lam": lam, **({"train.constraint.target": 10.0} if learned else {}), **(config or {})}
     ev = None if eval_acc is None else {"splits": {sp: {"ais_acceptance": a} for sp, a in eval_acc.items()}}
     metrics = () if last is None else ({"epoch": 1}, {"epoch": epochs, **last})
     return Run(name, lam, 0, epochs, planned, config, ev, None, convergence,
@@ -102,3 +102,14 @@ def test_learned_runs_carry_no_lambda_and_do_not_exclude_lambda_zero():
     assert legend(flags) == "; ".join(f"{m} {t}" for k, (m, t) in RULES.items()
                                       if k in ("collapse", "unfinished", "acceptance"))
     assert legend([]) == ""
+
+
+def test_runs_of_other_methods_carry_no_lambda_and_say_their_method():
+    collapsed = {"test_kl": 0.01}
+    runs = [run("vae", 0.0, last={"test_kl": 20.0}), run("smvi", 0.1, last={"test_kl": 18.0}),
+            run("beta4", 0.0, last=collapsed, config={"train.objective": "beta", "train.beta": 4.0}),
+            run("flow", 0.0, epochs=2, config={"model.posterior": "flow"})]
+    flags = sweep_flags(runs)
+    assert [(f.run, f.lam, f.kind) for f in flags] == [("beta4", None, "collapse"), ("flow", None, "unfinished")]
+    assert "(β-VAE, β = 4)" in flags[0].message and "(SMVI, flow q, λ = 0)" in flags[1].message
+    assert excluded_lams(flags) == {} and mark(flags, lam=0.0) == ""  # a collapsed β-VAE is not a collapsed λ = 0

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from smvi.aggregate import collect_runs
+from smvi.aggregate import aggregate, collect_runs, lam_series
 from smvi.config import RunConfig
 from smvi.frontier_report import frontier_points, gap_bars, method_of
 from smvi.records import EvalRecord, EvalSplit, GapsFit, GapsPerImage, GapsRecord, make_header
@@ -130,3 +130,25 @@ def test_an_smvi_sweep_s_report_is_as_before_until_a_run_has_a_gaps_record(tmp_p
     notes = lambda text: text.split("## Notes")[1].split("\n## ")[0]  # noqa: E731
     assert notes(md) == notes((tmp_path / "plain" / "results.md").read_text())
     assert "| SMVI | λ=0.01 | 1 | -87.00 ± 2.00 † | 4.00 ± 0.20 † | 1.00 ± 0.10 †" in md
+
+
+def test_the_lambda_axis_is_smvi_alone_other_methods_are_not_lambda_zero(study, tmp_path):
+    runs, _ = collect_runs(study)
+    on, off = lam_series(runs)
+    assert [r.name for r in on] == ["smvi/lam0_seed0", "smvi/lam0_seed1", "smvi/lam0.1_seed0"]
+    assert {r.name for r in off} == {"beta2/lam0_seed0", "iwae5/lam0_seed0", "flow/lam0_seed0",
+                                     "constrained/lam0_seed0"}
+    rows, notes = aggregate(runs)
+    (gap0,) = [r for r in rows if (r.quantity, r.split, r.lam) == ("gap", "test", 0.0)]
+    assert gap0.n_runs == 2 and gap0.mean == pytest.approx(5.5)  # the β-VAE, IWAE and flow runs are not pooled in
+    assert any("3 runs of other methods" in n and "beta2/lam0_seed0" in n for n in notes)
+    page = make_report(study, tmp_path / "out")
+    assert "3 runs of other methods" in page.read_text(encoding="utf-8")
+
+
+def test_a_sweep_of_another_family_alone_keeps_its_lambda_axis(tmp_path):
+    root = tmp_path / "flow"
+    for lam in (0.0, 0.1):
+        write_run(root / "runs" / f"lam{lam:g}_seed0", {"lam": lam}, {"posterior": "flow"}, ais=-86.0, gap=4.0)
+    runs, _ = collect_runs(root)
+    assert [r.name for r in lam_series(runs)[0]] == ["runs/lam0_seed0", "runs/lam0.1_seed0"]

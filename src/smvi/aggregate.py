@@ -15,6 +15,10 @@ pairs: accuracies differ far more between label subsets than between nearby λ, 
 differences readable. ``kl`` and ``active_units`` rows: the last epoch's KL(q ‖ prior) and active units of
 ``metrics.jsonl`` (split ``test``: on the monitor set; ``train``: the training mean, for metrics written before the
 monitor logged KL), mean over runs with SE over training seeds when there are ≥ 2.
+
+The λ axis is one method's (:func:`lam_series`): a sweep may also hold β-VAE or IWAE runs, or another variational
+family (the frontier study), whose ``train.lam`` is 0 too; they are not λ = 0 and stay out of the per-λ rows, the
+paired comparisons and the claims (the frontier section shows them), and so do runs with a learned λ.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from .records import RecordError
 from .rundir import RunDir, RunError, read_bounded, sweep_paths
 from .stats import mean_se
 
-__all__ = ["ReportError", "collect_runs", "aggregate", "is_constrained", "last_kl",
+__all__ = ["ReportError", "collect_runs", "aggregate", "is_constrained", "method_of", "lam_series", "last_kl",
            "last_diagnostics", "Run", "Row", "SPLITS", "EVAL_METRICS"]
 
 SPLITS, EVAL_METRICS = ("test", "train"), ("gap", "ais", "elbo")
@@ -68,6 +72,37 @@ class Run:
 def is_constrained(run: Run) -> bool:
     """Whether ``run`` learned λ toward a target (its config sets ``train.constraint.target``)."""
     return run.config.get("train.constraint.target") is not None
+
+
+_OBJECTIVE = {"smvi": ("SMVI", "λ", "train.lam"), "beta": ("β-VAE", "β", "train.beta"),
+              "iwae": ("IWAE", "k", "train.iwae_k")}
+
+
+def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
+    """``(method, knob name, knob value)`` of a run from its flat config (``train.objective`` …); None for a run with
+    a learned λ (``train.constraint.target`` set) or without its knob. The method names the objective and, when it is
+    not the diagonal Gaussian, the variational family: ``"SMVI"``, ``"β-VAE"``, ``"SMVI, flow q"``."""
+    if config.get("train.constraint.target") is not None:
+        return None
+    name, knob, key = _OBJECTIVE.get(config.get("train.objective", "smvi"), (None, None, None))
+    value = _num(config.get(key)) if key else None
+    if name is None or value is None:
+        return None
+    family = config.get("model.posterior", "diagonal")
+    return (name if family == "diagonal" else f"{name}, {family} q"), knob, value
+
+
+def lam_series(runs: list[Run]) -> tuple[list[Run], list[Run]]:
+    """``(on the λ axis, the others)``: the λ axis is the fixed-λ SMVI runs of one variational family -- the diagonal
+    Gaussian when the sweep has such runs, else the family with the most runs (then the first by name). β-VAE and IWAE
+    runs, SMVI runs of other families and runs with a learned λ are the others, in their order."""
+    methods = {r.name: m[0] for r in runs if (m := method_of(r.config)) is not None and m[1] == "λ"}
+    counts: dict[str, int] = {}
+    for m in methods.values():
+        counts[m] = counts.get(m, 0) + 1
+    axis = "SMVI" if "SMVI" in counts else min(counts, key=lambda m: (-counts[m], m), default=None)
+    on = [r for r in runs if axis is not None and methods.get(r.name) == axis]
+    return on, [r for r in runs if r not in on]
 
 
 @dataclass(frozen=True)
@@ -281,10 +316,14 @@ def _diagnostics(runs: list[Run], lams: list[float]) -> list[Row]:
 
 
 def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
-    """The rows of ``results.csv`` (see the module docstring) and notes on missing keys; runs with a learned λ are
-    left out (:mod:`smvi.constrained_report` reports them)."""
-    runs = [r for r in runs if not is_constrained(r)]
+    """The rows of ``results.csv`` (see the module docstring) and notes on missing keys, for the runs on the λ axis
+    (:func:`lam_series`; learned λ: :mod:`smvi.constrained_report`, other methods: :mod:`smvi.frontier_report`)."""
+    runs, other = lam_series(runs)
     rows, notes, lams = [], [], sorted({r.lam for r in runs})
+    if others := [r.name for r in other if not is_constrained(r)]:
+        notes.append(f"{len(others)} runs of other methods (β-VAE, IWAE or another variational family) are not on "
+                     "the λ axis and are left out of the per-λ tables, Figures 1–3 and the claims (the frontier "
+                     f"section shows them): {', '.join(others)}")
     for split, q, lam in itertools.product(SPLITS, EVAL_METRICS, lams):
         got = []
         for r in (r for r in runs if r.lam == lam and r.eval):

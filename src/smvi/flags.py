@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from .aggregate import Run, _get, _num, is_constrained, last_kl
+from .aggregate import Run, _get, _num, is_constrained, lam_series, last_kl, method_of
 
 __all__ = ["Flag", "RULES", "COLLAPSE_UNITS", "COLLAPSE_KL", "ACCEPT_TARGET", "ACCEPT_TOL", "BDMC_TOL", "is_collapsed",
            "run_flags", "sweep_flags", "excluded_lams", "mark", "legend", "CLAIM_BLOCKING"]
@@ -71,8 +71,12 @@ def is_collapsed(active_units: float | None, kl: float | None) -> bool | None:
     return (active_units is not None and active_units <= COLLAPSE_UNITS) or (kl is not None and kl < COLLAPSE_KL)
 
 
-def _fmt(lam: float | None) -> str:
-    return "learned λ" if lam is None else f"λ = {lam:g}"
+def _where(run: Run, lam: float | None) -> str:
+    """``"λ = 0.1"`` on the λ axis; off it the run's method and knob (``"β-VAE, β = 2"``) or ``"learned λ"``."""
+    if lam is not None:
+        return f"λ = {lam:g}"
+    m = method_of(run.config)
+    return "learned λ" if m is None else f"{m[0]}, {m[1]} = {m[2]:g}"
 
 
 def _collapse(run: Run, lam: float | None) -> list[Flag]:
@@ -84,7 +88,7 @@ def _collapse(run: Run, lam: float | None) -> list[Flag]:
     what = ([f"{units:g} active units"] if few_units else []) + (
         [f"KL {kl:.2g} nats ({'monitor set' if where == 'test' else 'training mean'})"] if low_kl else [])
     fields = tuple(f for f, hit in (("kl", low_kl), ("active_units", few_units)) if hit)
-    return [Flag("collapse", run.name, lam, fields, f"{run.name} ({_fmt(lam)}): posterior collapse at epoch "
+    return [Flag("collapse", run.name, lam, fields, f"{run.name} ({_where(run, lam)}): posterior collapse at epoch "
                                                      f"{last.get('epoch', '?')}: " + " and ".join(what))]
 
 
@@ -92,8 +96,8 @@ def _acceptance(run: Run, lam: float | None) -> list[Flag]:
     found = [(f"ais_acceptance.{split}", f"eval {split}", _num(_get(run.eval, "splits", split, "ais_acceptance")))
              for split in ("test", "train")]
     found.append(("gaps.ais_acceptance", "gaps", _num(_get(run.gaps, "ais_acceptance"))))
-    return [Flag("acceptance", run.name, lam, (field,), f"{run.name} ({_fmt(lam)}): AIS acceptance {a:.2f} ({where}), "
-                                                     f"target {ACCEPT_TARGET}")
+    return [Flag("acceptance", run.name, lam, (field,),
+                 f"{run.name} ({_where(run, lam)}): AIS acceptance {a:.2f} ({where}), target {ACCEPT_TARGET}")
             for field, where, a in found if a is not None and abs(a - ACCEPT_TARGET) > ACCEPT_TOL]
 
 
@@ -109,27 +113,32 @@ def _convergence(run: Run, lam: float | None) -> list[Flag]:
         top = max(rows, key=lambda b: b["steps"])
         if top["gap"] > tol:
             out.append(Flag("bdmc", run.name, lam, ("bdmc",),
-                            f"{run.name} ({_fmt(lam)}): BDMC gap {top['gap']:.2f} nats at {top['steps']} AIS steps, "
-                            f"above the tolerance {tol:g}"))
+                            f"{run.name} ({_where(run, lam)}): BDMC gap {top['gap']:.2f} nats at {top['steps']} AIS "
+                            f"steps, above the tolerance {tol:g}"))
     if _get(conv, "ladder", "converged") is False:
-        out.append(Flag("ladder", run.name, lam, ("ladder",), f"{run.name} ({_fmt(lam)}): the AIS ladder on test data "
-                                                           f"did not converge within {tol:g} nats"))
+        out.append(Flag("ladder", run.name, lam, ("ladder",),
+                        f"{run.name} ({_where(run, lam)}): the AIS ladder on test data did not converge within "
+                        f"{tol:g} nats"))
     return out
 
 
-def run_flags(run: Run, *, learned: bool = False) -> list[Flag]:
-    """Every flag of one :class:`smvi.aggregate.Run` (``learned``: its λ is learned, so its flags carry no λ)."""
-    lam = None if learned else run.lam
+def run_flags(run: Run, *, on_axis: bool = True) -> list[Flag]:
+    """Every flag of one :class:`smvi.aggregate.Run`. Only a run on the report's λ axis (``on_axis``, see
+    :func:`smvi.aggregate.lam_series`) with a fixed λ gives its flags a λ; the others (a learned λ, β-VAE, IWAE,
+    another family) carry none, so they never mark or exclude a λ."""
+    lam = run.lam if on_axis and not is_constrained(run) else None
     out = _collapse(run, lam)
     if run.epochs is None or (run.planned is not None and run.epochs < run.planned):
         out.append(Flag("unfinished", run.name, lam, ("epochs",),
-                        f"{run.name} ({_fmt(lam)}): unfinished, {run.epochs or 0} of {run.planned} epochs"))
+                        f"{run.name} ({_where(run, lam)}): unfinished, {run.epochs or 0} of {run.planned} epochs"))
     return out + _acceptance(run, lam) + _convergence(run, lam)
 
 
 def sweep_flags(runs: Iterable[Run]) -> list[Flag]:
     """The flags of every run of a sweep, in the runs' order."""
-    return [f for r in runs for f in run_flags(r, learned=is_constrained(r))]
+    runs = list(runs)
+    axis = {r.name for r in lam_series(runs)[0]}
+    return [f for r in runs for f in run_flags(r, on_axis=r.name in axis)]
 
 
 def excluded_lams(flags: Iterable[Flag], kinds: Iterable[str] = CLAIM_BLOCKING) -> dict[float, str]:

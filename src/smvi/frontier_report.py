@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .aggregate import Run, _get, _num
+from .aggregate import Run, _get, _num, method_of
 from .stats import mean_se
 
 __all__ = ["Estimate", "FrontierPoint", "GapBar", "method_of", "frontier_points", "gap_bars", "frontier_section",
@@ -39,8 +39,6 @@ FRONTIER_CAPTIONS = {
             "represent the posterior) and the amortization gap (the encoder misses each image's best member), mean "
             "± SE over the gaps record's test images. Runs with a learned λ (train.constraint.target) are not shown.",
 }
-_OBJECTIVE = {"smvi": ("SMVI", "λ", "train.lam"), "beta": ("β-VAE", "β", "train.beta"),
-              "iwae": ("IWAE", "k", "train.iwae_k")}
 
 
 @dataclass(frozen=True)
@@ -85,19 +83,6 @@ class GapBar:
 
 def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() and abs(v) >= 1 else f"{v:g}"
-
-
-def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
-    """``(method, knob name, knob value)`` of a run from its flat config (``train.objective`` …); None for a run with
-    a learned λ (``train.constraint.target`` set) or without its knob."""
-    if config.get("train.constraint.target") is not None:
-        return None
-    name, knob, key = _OBJECTIVE.get(config.get("train.objective", "smvi"), (None, None, None))
-    value = _num(config.get(key)) if key else None
-    if name is None or value is None:
-        return None
-    family = config.get("model.posterior", "diagonal")
-    return (name if family == "diagonal" else f"{name}, {family} q"), knob, value
 
 
 def _estimate(per_run: list[tuple[float, float | None]], within: str) -> Estimate | None:

@@ -24,7 +24,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .aggregate import EVAL_METRICS, ReportError, Row, Run, aggregate, collect_runs, is_constrained
+from .aggregate import EVAL_METRICS, ReportError, Row, Run, aggregate, collect_runs, is_constrained, lam_series
 from .atomic import atomic_write_dir
 from .claims import decide_claims
 from .constrained_report import CAPTIONS as CONSTRAINED_CAPTIONS, FILES as CONSTRAINED_FILES
@@ -151,7 +151,8 @@ def _collapsed(flags: list[Flag]) -> frozenset[float]:
 
 
 def _figures(runs: list[Run], rows: list[Row], lams: list[float], flags: list[Flag], paired) -> dict[str, bytes]:
-    """The sweep's figures (name → PNG): Figures 1–3 and the training curves."""
+    """The sweep's figures (name → PNG): Figures 1–3 and the training curves of ``runs`` (those on the λ axis and
+    those with a learned λ)."""
     collapsed = _collapsed(flags)
     pngs = {}
     if any(r.quantity in EVAL_METRICS for r in rows):
@@ -176,9 +177,9 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
         raise ReportError(f"{out} holds other files than a report; choose a new or empty --out")
     lams = sorted({r.lam for r in rows if r.lam is not None})
     flags = sweep_flags(runs)
-    fixed = [r for r in runs if not is_constrained(r)]
-    paired = paired_rows(fixed)
-    pngs = _figures(runs, rows, lams, flags, paired)
+    axis = lam_series(runs)[0]  # the fixed-λ SMVI runs: other methods are in the frontier section
+    paired = paired_rows(axis)
+    pngs = _figures([r for r in runs if r in axis or is_constrained(r)], rows, lams, flags, paired)
     claims = [c.sentence for c in decide_claims(paired, rows, flags)]
     convergence, more = convergence_table(runs, flags)
     constrained = constrained_section(runs, rows, _collapsed(flags))
