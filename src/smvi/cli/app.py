@@ -1,0 +1,104 @@
+"""The ``smvi`` command group and what its commands share: presets' names, the expected errors (one line, exit 1),
+``--threads``, help texts. The commands live beside it, one module per concern (:mod:`smvi.cli`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+# Only click and the torch-free layers (config, settings, run directory) are imported by the cli package: every command
+# imports the torch-heavy modules it needs when it runs, so `smvi --help` (and every subcommand's --help) starts
+# without torch.
+from ..config import RunConfig
+from ..settings import EvalConfig
+
+EVAL_PRESET_NAMES = ("default", "quick")  # smvi.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
+SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.presets.PRESETS (same check)
+SWEEP_PRESET_TIMES = {  # smvi.presets.PRESET_TIMES, the one owner of these numbers (tests/test_progress.py checks)
+    "quick": "3–5 min on 2 idle CPU cores",
+    "cpu": "about 2 h on 2 CPU cores (4.1 h of one-thread processes, two at a time)",
+    "paper": "about 13 h on 2 CPU cores (estimated from smvi.progress's per-stage figures; not yet measured)",
+}
+# The library's expected errors, by module; a module not imported yet cannot have raised one.
+_EXPECTED_ERRORS = {
+    "smvi.config": ("ConfigError",), "smvi.data": ("DataError",), "smvi.train": ("TrainingDiverged",),
+    "smvi.rundir": ("RunError",), "smvi.records": ("RecordError",), "smvi.checkpoint": ("CheckpointError",),
+    "smvi.ssl": ("SSLError",), "smvi.aggregate": ("ReportError",), "smvi.estimators.precision": (),
+}
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes that end in one ``error:`` line (from the modules imported so far)."""
+    found = (getattr(sys.modules[m], name, None) for m, names in _EXPECTED_ERRORS.items() if m in sys.modules
+             for name in names)
+    return tuple(c for c in found if isinstance(c, type) and issubclass(c, BaseException))
+
+
+def _threads(n: int | None) -> None:
+    """``--threads N``: torch's intra-op thread count (default: torch's own choice, usually every core)."""
+    if n is not None:
+        if n < 1:
+            raise click.BadParameter(f"must be at least 1, got {n}", param_hint="--threads")
+        import torch
+
+        torch.set_num_threads(n)
+
+
+_THREADS_HELP = "torch threads for this process [torch's default: every core]; 1 is often faster on a shared machine."
+_NO_PROGRESS_HELP = ("No progress output on stderr (a bar on a terminal, else a plain line every 30 s: "
+                     "smvi.progress); results are still printed.")
+
+
+def _default(cls, dotted: str) -> str:
+    """The default of ``cls``'s field at ``dotted`` (e.g. ``train.lam``), for option help: ``[0.0]``."""
+    obj = cls()
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return "[off]" if obj is None else f"[{obj}]"
+
+
+def _preset(key: str) -> str:
+    """The evaluation default for ``key`` (the 'default' preset), for option help: ``[200]``."""
+    return _default(EvalConfig, key)
+
+
+def _h(text: str, key: str) -> str:
+    """Option help ending with the run config's default for ``key``."""
+    return f"{text} {_default(RunConfig, key)}."
+
+
+def _fmt(value) -> str:
+    return "nan" if value is None else f"{value:.2f}"
+
+
+class SmviGroup(click.Group):
+    """Turns the library's expected errors into one line and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except expected_errors() as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            how = ("rerun the same command to continue" if ctx.invoked_subcommand == "sweep"
+                   else "rerun with --resume to continue")
+            click.echo(f"interrupted: finished epochs are checkpointed; {how}", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=SmviGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="smvi")
+def main() -> None:
+    """Score-Matching Variational Inference: train VAEs that trade likelihood for posterior quality.
+
+    \b
+    Typical use:
+      smvi data fetch                              download and verify MNIST
+      smvi train --out runs/vae --epochs 5         the paper's model, plain VAE (λ = 0)
+      smvi train --out runs/l01 --lam 0.1          with the score-matching penalty
+      smvi train --out runs/c30 --target-dsm 30    λ learned so that D_SM stays at or below 30
+      smvi train --out runs/l01 --resume           continue an interrupted run
+    """

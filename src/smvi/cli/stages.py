@@ -1,0 +1,219 @@
+"""The stages on a trained run: ``smvi evaluate``, ``convergence``, ``ssl``, ``gaps``, ``pictures``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..config import build_config
+from ..rundir import RunDir
+from ..settings import ConvergenceConfig, EvalConfig, GapConfig
+from .app import EVAL_PRESET_NAMES, _NO_PROGRESS_HELP, _THREADS_HELP, _fmt, _preset, _threads, main
+
+# ---- evaluate, ssl --------------------------------------------------------------------------------------------------
+# CLI option -> config key
+_EVAL_OPTIONS = {"ais_steps": "ais.steps", "ais_chains": "ais.chains", "ais_precision": "ais.precision"}
+_SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi config eval` lists them)."
+
+
+@main.command("evaluate")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", type=click.Choice(EVAL_PRESET_NAMES), default="default", show_default=True,
+              help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
+@click.option("--n-test", type=int, default=None, help=f"Test points (fixed random subset) {_preset('n_test')}.")
+@click.option("--n-train", type=int, default=None,
+              help=f"Training points (fixed random subset); 0 skips {_preset('n_train')}.")
+@click.option("--ais-steps", "ais_steps", type=int, default=None,
+              help=f"AIS intermediate distributions (ais.steps) {_preset('ais.steps')}.")
+@click.option("--ais-chains", "ais_chains", type=int, default=None,
+              help=f"AIS chains per point (ais.chains) {_preset('ais.chains')}.")
+@click.option("--ais-precision", "ais_precision", type=click.Choice(["fp32", "bf16"]), default=None,
+              help="bf16: AIS's leapfrog force and IWAE's decoder pass in bf16 (ais.precision) [fp32].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to evaluate.")
+@click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
+@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
+                 threads: int | None, **options) -> None:
+    """ELBO, D_SM, IWAE, AIS log p(x) and the ELBO gap (AIS − ELBO) on fixed test and training subsets.
+
+    Writes the run's eval record (eval.json): per-image values and means with standard errors, the settings, seconds
+    and AIS diagnostics.
+    """
+    from ..evaluate import evaluate_run
+    from ..presets import EVAL_PRESETS
+
+    _threads(threads)
+    options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
+    cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
+    r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
+    for name, s in r.splits.items():
+        click.echo(f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)}  "
+                   f"gap {_fmt(s.gap.mean)} ± {_fmt(s.gap.se)}  D_SM {_fmt(s.d_sm.mean)}")
+    if f := r.full_test:
+        click.echo(f"whole test set (n={f.n}): IWAE k={f.k} {_fmt(f.iwae.mean)} ± {_fmt(f.iwae.se)}")
+    target = RunDir(run_dir).read_config().train.constraint
+    if target.target is not None:  # a constrained run: what it asked for, next to what it reached
+        click.echo(f"target: {target.measure} <= {target.target:g} during training "
+                   + ("(D_SM above)" if target.measure == "dsm" else "(IWAE_k - ELBO, a lower bound: AIS gap above)"))
+    for note in r.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"-> {RunDir(run_dir).record_path('eval')} ({r.seconds or 0:.0f} s)")
+
+
+_CONV = ConvergenceConfig()
+
+
+@main.command("convergence")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--steps", default=None,
+              help=f"AIS lengths to compare, comma-separated [{','.join(map(str, _CONV.steps))}].")
+@click.option("--n-points", type=int, default=None, help=f"Simulated points (BDMC) and test points [{_CONV.n_points}].")
+@click.option("--tol", type=float, default=None, help=f"Agreement (nats) that counts as converged [{_CONV.tol}].")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any setting, e.g. --set ais.chains=8 --set seed=1 (repeatable).")
+@click.option("--ais-precision", type=click.Choice(["fp32", "bf16"]), default=None,
+              help="bf16: AIS's leapfrog force in bf16, energies exact (ais.precision) [fp32].")
+@click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
+@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol: float | None, sets: tuple[str, ...],
+                    ais_precision: str | None, overwrite: bool, no_progress: bool, threads: int | None) -> None:
+    """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
+
+    Writes the run's convergence record (convergence.json). A small BDMC gap (upper − lower) means AIS at those
+    settings is accurate.
+    """
+    from ..convergence import check_convergence
+
+    _threads(threads)
+    ladder = None
+    if steps is not None:
+        try:
+            ladder = [int(s) for s in steps.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated integers, got {steps!r}",
+                                     param_hint="--steps") from None
+    cfg = build_config(ConvergenceConfig, sets=sets, overrides={"steps": ladder, "n_points": n_points, "tol": tol,
+                                                                     "ais.precision": ais_precision})
+    r = check_convergence(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
+    means = r.ladder.means if r.ladder else [None] * len(r.bdmc)
+    for b, m in zip(r.bdmc, means):
+        click.echo(f"steps {b.steps:>6d}: BDMC [{_fmt(b.lower)}, {_fmt(b.upper)}] gap {_fmt(b.gap)}"
+                   f" ± {_fmt(b.gap_se)}   test AIS {_fmt(m)}")
+    for note in r.notes:
+        click.echo(f"note: {note}")
+    converged = r.ladder.converged if r.ladder else None
+    click.echo(f"ladder converged (tol {cfg.tol}): {converged}  -> {RunDir(run_dir).record_path('convergence')}")
+
+
+@main.command("ssl")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any setting, e.g. --set sizes=[600,1000] --set seeds=[0,1] (repeatable).")
+@click.option("--test-size", type=int, default=None, help="Fixed random test subset [the full test set].")
+@click.option("--overwrite", is_flag=True, help="Recompute an existing ssl.json.")
+@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
+def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwrite: bool, no_progress: bool) -> None:
+    """Semi-supervised accuracy: an SVM on encoder means μ_φ(x) with s labeled examples (s/10 per class).
+
+    For each s (600, 1000, 3000 by default) and label-subset seed, hyper-parameters are chosen by cross-validation
+    inside the labeled examples. Prints test accuracy, mean ± SE over the seeds (as in the report), for the encoder
+    means and the raw-pixel baseline; writes RUN_DIR/ssl.json.
+    """
+    from ..ssl import SSLConfig, ssl_run
+
+    cfg = build_config(SSLConfig, sets=sets, overrides={"test_size": test_size})
+    record = ssl_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
+    click.echo(ssl_table(record))
+    click.echo(f"-> {RunDir(run_dir).record_path('ssl')} ({record.seconds or 0:.0f} s)")
+
+
+def ssl_table(record) -> str:
+    """An ssl record as a table: test accuracy (%), mean ± SE over the label subsets (:func:`smvi.stats.mean_se`, the
+    report's convention), one column per labeled-set size s, one row per feature set (encoder means, raw pixels)."""
+    from ..stats import mean_se
+
+    f, raw = record.features, record.raw_pixels
+    sizes = sorted(f.sizes, key=int)
+
+    def cell(scores, s: str) -> str:
+        m = mean_se(scores.sizes[s].accuracy) if s in scores.sizes else None
+        if m is None or m.mean is None:
+            return "—"
+        return f"{100 * m.mean:.2f}" + ("" if m.se is None else f" ± {100 * m.se:.2f}")
+
+    rows = [(f"encoder means μ(x), d={f.n_features}", f)] + (
+        [(f"raw pixels, d={raw.n_features}", raw)] if raw is not None else [])
+    table = [["", *(f"s = {s}" for s in sizes)]] + [[name, *(cell(sc, s) for s in sizes)] for name, sc in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = [f"test accuracy (%), mean ± SE over {len(f.seeds)} label subsets, {f.n_test} test images:"]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+              for r in table]
+    if raw is None:
+        lines.append("raw pixels: not computed (--set raw_pixels=true)")
+    return "\n".join(lines)
+
+
+@main.command("gaps")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any setting, e.g. --set steps=5000 --set ais.steps=1000 (repeatable).")
+@click.option("--n-points", type=int, default=None,
+              help=f"Test images (fixed random subset) [{GapConfig().n_points}].")
+@click.option("--ais-steps", "ais_steps", type=int, default=None,
+              help=f"AIS intermediate distributions for log p(x) (ais.steps) [{GapConfig().ais.steps}].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to compute.")
+@click.option("--overwrite", is_flag=True, help="Recompute an existing gaps.json.")
+@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
+             threads: int | None, **options) -> None:
+    """Split the ELBO gap into approximation gap (log p(x) − ELBO of the best q of the family for each image) and
+    amortization gap (that ELBO − the encoder's), log p(x) from AIS. Writes the run's gaps record (gaps.json)."""
+    from ..gaps import gaps_run
+
+    _threads(threads)
+    options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
+    cfg = build_config(GapConfig, sets=sets, overrides=options)
+    r = gaps_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress)
+    ms = lambda m: f"{_fmt(m.mean)} ± {_fmt(m.se)}"  # noqa: E731
+    click.echo(f"n={r.n}: gap {ms(r.gap)} = approximation {ms(r.approximation)} + amortization "
+               f"{ms(r.amortization)}  (local fit converged: {r.fit.converged}, last-window gain ≤ "
+               f"{_fmt(r.fit.last_gain_max)} nats)")
+    for note in r.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"-> {RunDir(run_dir).record_path('gaps')} ({r.seconds or 0:.0f} s)")
+
+
+@main.command("pictures")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any setting, e.g. --set projection=tsne --set n_latent=5000 (repeatable; `smvi config "
+                   "pictures` lists them).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to compute.")
+@click.option("--overwrite", is_flag=True, help="Redraw existing pictures (pictures.json and its PNGs).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
+                 threads: int | None) -> None:
+    """Draw what the model learned, as three PNGs in RUN_DIR: samples.png (decoder means of 64 prior samples),
+    reconstructions.png (32 fixed test images, each row above its reconstructions) and latents.png (the encoder
+    means of 2000 test images in 2-d, PCA or t-SNE, coloured by label). Writes the run's pictures record
+    (pictures.json); the sweep report shows the pictures of every run side by side. About 2 s with PCA."""
+    from ..pictures import pictures_run
+    from ..settings import PicturesConfig
+
+    _threads(threads)
+    cfg = build_config(PicturesConfig, sets=sets)
+    r = pictures_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress)
+    for note in r.notes:
+        click.echo(f"note: {note}")
+    rd = RunDir(run_dir)
+    names = ", ".join(rd.picture_path(k).name for k in rd.picture_kinds())
+    click.echo(f"-> {names} and {rd.record_path('pictures').name} in {rd.path} ({r.seconds or 0:.0f} s)")
