@@ -32,9 +32,11 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             mean, log_std = run.model.decoder(run.model.encode(x).mean).chunk(2, -1)
         bg = gray == 0
-        print(f"{path}: log σ median background {log_std[bg].median():.2f}, foreground {log_std[~bg].median():.2f}; "
-              f"decoder mean background {mean[bg].mean():.3f}, foreground {mean[~bg].mean():.3f} "
-              f"(input {x[~bg].mean():.3f})")
+        med = lambda t: float(t.median()) if t.numel() else float("nan")  # noqa: E731  (nan: no such pixel)
+        avg = lambda t: float(t.mean()) if t.numel() else float("nan")  # noqa: E731
+        print(f"{path}: log σ median background {med(log_std[bg]):.2f}, foreground {med(log_std[~bg]):.2f}; "
+              f"decoder mean background {avg(mean[bg]):.3f}, foreground {avg(mean[~bg]):.3f} "
+              f"(input {avg(x[~bg]):.3f})")
 
 
 if __name__ == "__main__":

@@ -175,3 +175,22 @@ def test_every_sweep_preset_is_itself_from_only_the_keys_it_sets(name):
 
     preset = PRESETS[name]
     assert build_config(SweepConfig, preset.model_dump(mode="json", exclude_unset=True)) == preset
+
+
+def test_decoder_sigma_script_reports_a_gaussian_run_and_refuses_a_bernoulli_one(idx_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "decoder_sigma.py"
+    for name, extra in (("gauss", ["--set", "model.likelihood=gaussian"]), ("bern", [])):
+        r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / name), "--epochs", "1", *extra,
+                                      *tiny_train_args(idx_dir)])
+        assert r.exit_code == 0, r.output
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "gauss"), "--n", "16"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip()
+    assert line.startswith(f"{tmp_path / 'gauss'}: log σ median background ") and "foreground" in line, line
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "bern")], capture_output=True, text=True)
+    assert r.returncode == 1 and "not gaussian" in r.stderr, r.stderr
