@@ -58,3 +58,24 @@ def test_the_committed_constrained_study_is_what_its_result_files_give(tmp_path)
         assert metrics[-1]["constraint_avg"] <= 1.05 * target, run.name  # met in training, within 5 %
         for kind in ("eval", "ssl"):
             assert rd.current_record(kind)[1] is None, (run.name, kind)
+
+
+def test_the_committed_gaussian_decoder_results_are_what_their_files_give(tmp_path):
+    """results/gaussian and results/fashion-gaussian (`make gaussian`): each report is what its files give, every
+    run is a Gaussian-decoder run on dequantized images that finished its 10 epochs with current records, and the
+    pictures the report inlines match their records."""
+    for name, dataset in (("gaussian", "mnist"), ("fashion-gaussian", "idx")):
+        root = RESULTS.parent / name
+        make_report(root, tmp_path / name)
+        assert (tmp_path / name / "results.csv").read_text() == (root / "report" / "results.csv").read_text()
+        assert "## Notes\n\nnone" in (tmp_path / name / "results.md").read_text()
+        assert "Samples, reconstructions and latent space" in (tmp_path / name / "report.html").read_text()
+        runs = sorted((root / "runs").iterdir())
+        assert [r.name for r in runs] == ["lam0.01_seed0", "lam0.1_seed0", "lam0_seed0"]
+        for run in runs:
+            rd = RunDir(run)
+            cfg = rd.read_config()
+            assert (cfg.model.likelihood, cfg.data.transform, cfg.data.dataset) == ("gaussian", "dequantize", dataset)
+            for kind in ("eval", "ssl", "pictures"):
+                record, stale = rd.current_record(kind)
+                assert stale is None and record.header.epoch == 10, (name, run.name, kind, stale)
