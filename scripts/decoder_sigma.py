@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         if run.config.model.likelihood != "gaussian":
             raise SystemExit(f"error: {path} has model.likelihood = {run.config.model.likelihood!r}, not gaussian")
         d = run.config.data
-        data = smvi.load_data(d.dataset, d.data_dir) if d.dataset == "idx" else smvi.load_data(d.dataset)
+        data = smvi.load_data(d.dataset, d.data_dir)  # as every stage loads a run's data (trained.open_stage)
         gray = data.test_x[: args.n]
         x = smvi.fixed_inputs(gray, d.transform, d.eval_seed)
         with torch.no_grad():
