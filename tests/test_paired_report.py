@@ -3,8 +3,13 @@ seeds: pairing by image index and seed, the numbers against a direct computation
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +104,28 @@ def test_the_report_states_both_claims_and_shows_the_paired_tables(sweep, tmp_pa
     assert "<h2>Claims</h2>" in html and "fig3_paired.png" in html
 
 
+def test_paired_csv_holds_every_paired_row_exactly(sweep, tmp_path):
+    make_report(sweep, tmp_path / "out")
+    with open(tmp_path / "out" / "paired.csv", newline="") as f:
+        lines = list(csv.DictReader(f))
+    rows = paired_rows(collect_runs(sweep)[0])
+    assert len(lines) == len(rows) == 5 * 2 + 2  # five log p(x)/gap quantities and SSL at s = 600, for λ = 0.01, 0.1
+    for line, r in zip(lines, rows):
+        assert (line["quantity"], line["split"], float(line["lam"])) == (r.quantity, r.split, r.lam)
+        assert line["s"] == ("" if r.s is None else str(r.s))
+        for key in ("mean", "se", "low", "high", "p", "level", "se_pooled"):  # repr: the numbers round-trip exactly
+            assert float(line[key]) == getattr(r.diff, key)
+        assert float(line["p_holm"]) == r.p_holm and int(line["n"]) == r.diff.n == 3 and line["unit"] == "seeds"
+        assert int(line["n_values"]) == r.diff.n_values
+
+
+def test_a_sweep_without_lambda_zero_writes_no_paired_csv(sweep, tmp_path):
+    for d in sweep.glob("lam0.0_seed*"):
+        shutil.rmtree(d)
+    make_report(sweep, tmp_path / "out")
+    assert (tmp_path / "out" / "results.csv").is_file() and not (tmp_path / "out" / "paired.csv").exists()
+
+
 def test_runs_without_per_image_values_report_a_dash_and_say_why(sweep, tmp_path):
     for ev in sweep.glob("*/eval.json"):
         tree = json.loads(ev.read_text())
@@ -153,3 +180,26 @@ def test_claims_on_the_page_leave_out_collapsed_and_unfinished_runs(sweep, tmp_p
     flags = md.split("## Flags", 1)[1].split("![", 1)[0]
     assert "lam0.01_seed1 (λ = 0.01): unfinished, 3 of 30 epochs" in flags
     assert flags.count("posterior collapse at epoch 3: 0 active units and KL 0.002 nats (monitor set)") == 3
+
+
+def test_summary_table_quotes_the_report_row_by_row(sweep, tmp_path):
+    make_report(sweep, tmp_path / "out")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "summary_table.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                         check=True).stdout
+    lines = [line for line in out.splitlines() if line.startswith("| 0")]
+    assert [line.split(" | ")[0] for line in lines] == ["| 0", "| 0.01", "| 0.1"]
+    assert lines[0].count("(reference)") == 3  # Δ IWAE, Δ gap, Δ SSL at s = 600
+    rows = {(r.quantity, r.s, r.lam): r for r in paired_rows(collect_runs(sweep)[0])}
+    d = rows[("iwae_full", None, 0.1)].diff
+    assert f"| {d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] p_Holm=" in lines[2] and "n=3 seeds" in lines[2]
+    r = rows[("ssl_gain", 600, 0.01)]
+    assert r.p_holm < 0.001  # the synthetic gain of 2 points at λ = 0.01
+    assert lines[1].endswith(f"| {r.diff.mean:+.2f} [{r.diff.low:+.2f}, {r.diff.high:+.2f}] p_Holm=<0.001, n=3 seeds |")
+    assert lines[0].startswith("| 0 | 3.00 ± 0.00 (3 runs) |")  # the test gap at λ = 0, as results.csv has it
+
+
+def test_summary_table_without_a_report_says_what_to_run(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "summary_table.py"
+    r = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode != 0 and "run `smvi report` on the sweep first" in r.stderr

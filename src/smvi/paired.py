@@ -18,6 +18,8 @@ and the gap, over all (λ, s) for SSL, the family of claim 2. Records without pe
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -25,7 +27,7 @@ from .aggregate import Run, _by_seed, _get
 from .flags import CLAIM_BLOCKING, Flag, mark
 from .stats import PairedDiff, clustered_paired_t, holm
 
-__all__ = ["PairedRow", "paired_rows", "LOGPX", "ALPHA"]
+__all__ = ["PairedRow", "paired_rows", "paired_csv", "LOGPX", "ALPHA", "PAIRED_CSV"]
 
 ALPHA = 0.05  # the level of every test in the report; intervals are 1 − ALPHA
 LOGPX = (("iwae_full", "test"), ("ais", "test"), ("gap", "test"), ("ais", "train"), ("gap", "train"))
@@ -95,6 +97,28 @@ def paired_rows(runs: list[Run]) -> list[PairedRow]:
             if d := clustered_paired_t(clusters, level=1 - ALPHA, value_unit="label subsets"):
                 family.append(("ssl_gain", "test", s, lam, d))
     return out + _family(family)
+
+
+PAIRED_CSV = "paired.csv"
+"""The report's file of paired comparisons (:func:`paired_csv`)."""
+
+PAIRED_COLUMNS = ("quantity", "split", "s", "lam", "mean", "se", "low", "high", "level", "p", "p_holm", "n", "unit",
+                  "se_pooled", "n_values")
+
+
+def paired_csv(paired: list[PairedRow]) -> str:
+    """``paired.csv``: one line per :class:`PairedRow` -- λ minus λ = 0 (``mean`` ± ``se`` over ``n`` ``unit``s, the
+    ``level`` t interval [``low``, ``high``], ``p`` and its Holm adjustment ``p_holm``; ``se_pooled`` over all
+    ``n_values`` differences); ``s`` is set for ``ssl_gain`` only; empty fields: no value."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PAIRED_COLUMNS)
+    text = lambda v: "" if v is None else repr(v)  # noqa: E731
+    for r in paired:
+        d = r.diff
+        w.writerow([r.quantity, r.split, text(r.s), repr(r.lam), repr(d.mean), text(d.se), text(d.low), text(d.high),
+                    repr(d.level), text(d.p), text(r.p_holm), d.n, d.unit, text(d.se_pooled), d.n_values])
+    return buf.getvalue()
 
 
 # ---- tables and figure ----------------------------------------------------------------------------------------------

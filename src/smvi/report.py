@@ -4,7 +4,7 @@ The runs and the numbers per λ come from :mod:`smvi.aggregate` (which files are
 Writes ``out_dir`` (default ``sweep_dir/report``) as one atomic set -- built in a temporary directory that replaces
 the old one, so a killed report never leaves a mix of new and old files: ``fig1_gap.png``, ``fig2_ssl.png``,
 ``fig_training.png`` (training curves, :mod:`smvi.curves`), ``results.csv`` (every tabulated per-λ number with its
-SE), ``results.md`` and a self-contained ``report.html`` (PNGs inlined as base64; ``scripts/check_report.py`` checks it
+SE), ``paired.csv`` (each λ minus λ = 0 with its interval and p-values, when the sweep has λ = 0), ``results.md`` and a self-contained ``report.html`` (PNGs inlined as base64; ``scripts/check_report.py`` checks it
 in a headless browser). Run names and notes are escaped in Markdown as in HTML. Only current records are reported
 (stale and damaged ones are listed in the notes); nothing here imports torch.
 
@@ -33,7 +33,7 @@ from .curves import CAPTION as CURVES_CAPTION, FIGURE as CURVES, figure_curves
 from .figures import figure_gap, figure_ssl
 from .flags import Flag, legend, sweep_flags
 from .frontier_report import FRONTIER_CAPTIONS, frontier_section
-from .paired import figure_paired, paired_rows, paired_tables
+from .paired import PAIRED_CSV, figure_paired, paired_csv, paired_rows, paired_tables
 from .provenance import provenance_summary
 from .records import smvi_version
 from .report_tables import (SE_NOTE, Table, convergence_table, provenance_table, result_tables, results_csv,
@@ -199,6 +199,8 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
             "pictures": pictures_section(sweep_dir, runs)}  # "" when no run has current pictures
     files = {**pngs, **constrained.files, "results.csv": results_csv(rows).encode(),
              "results.md": _markdown(page).encode(), "report.html": _html(page, pngs).encode()}
+    if paired:
+        files[PAIRED_CSV] = paired_csv(paired).encode()
     try:
         atomic_write_dir(out, files)
     except OSError as e:
@@ -207,5 +209,5 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     return out / "report.html"
 
 
-REPORT_FILES = ({"fig1_gap.png", "fig2_ssl.png", "fig3_paired.png", CURVES, "results.csv", "results.md",
-                 "report.html"} | CONSTRAINED_FILES | set(FRONTIER_CAPTIONS))
+REPORT_FILES = ({"fig1_gap.png", "fig2_ssl.png", "fig3_paired.png", CURVES, "results.csv", PAIRED_CSV,
+                 "results.md", "report.html"} | CONSTRAINED_FILES | set(FRONTIER_CAPTIONS))
