@@ -15,6 +15,8 @@ STAMP   = $(VENV)/.installed
 
 CPU_RUNS ?= runs/cpu
 FRONTIER_RUNS ?= runs/frontier
+# arms run at once by make frontier, each on its own core with one worker (scripts/frontier_study.py --lanes)
+FRONTIER_LANES ?= 2
 CONVERGENCE = --steps 125,250,500,1000 --n-points 50
 PAPER_RUNS ?= runs/paper
 PAPER_LAM1 ?= runs/paper-lam1
@@ -98,7 +100,7 @@ constrained: $(STAMP)
 
 frontier: $(STAMP)
 	$(BIN)/smvi data fetch
-	$(BIN)/python scripts/frontier_study.py $(FRONTIER_RUNS) --executor process --workers 2 \
+	$(BIN)/python scripts/frontier_study.py $(FRONTIER_RUNS) --lanes $(FRONTIER_LANES) --executor process --workers 1 \
 	  $(if $(wildcard $(CPU_RUNS)/runs),--smvi-sweep $(CPU_RUNS))
 
 # The precision check behind the paper preset's bf16 (issue 11): λ = 0 and 0.03 of the cpu preset trained with

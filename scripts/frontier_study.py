@@ -1,6 +1,6 @@
 """The trade-off frontier study: every way of moving between learning and inference, at the cpu preset's settings.
 
-    python scripts/frontier_study.py runs/frontier [--executor process --workers 2]    # or: make frontier
+    python scripts/frontier_study.py runs/frontier [--lanes 2 --executor process --workers 1]    # or: make frontier
 
 One `smvi sweep` per arm (train → evaluate → ssl, the cpu preset: 30 epochs, the paper's model, AIS with 500 steps on
 100 + 100 images), each in DIR/<arm>/, then `smvi gaps` on the runs whose gap is split:
@@ -10,8 +10,14 @@ One `smvi sweep` per arm (train → evaluate → ssl, the cpu preset: 30 epochs,
     iwae5, iwae50           IWAE training with k = 5, 50
     full, flow              full-covariance / flow q at λ = 0, 0.01, 0.1   gaps at λ = 0
 
+``--lanes N`` runs N arms at once, the costliest first (:data:`COST`), each lane on its own share of the usable cores
+(its sweeps see only those: ``--workers`` and the torch threads are per lane); the gap splits follow, N at a time.
+Most arms are one run, and IWAE with k = 50 alone costs about as much as all the others, so on 2 cores
+``--lanes 2 --workers 1`` keeps both busy where one arm at a time with two workers would leave one idle for hours.
+
 Rerunning the same command resumes: sweeps skip finished work and a run with a current gaps record (its run, epoch and
-the ``--gaps-set`` settings) is not redone; a stale one is recomputed.
+the ``--gaps-set`` settings) is not redone; a stale one is recomputed. An arm that fails does not stop the others; the
+command then exits non-zero naming it.
 ``--smvi-sweep PATH`` reuses an existing sweep of the SMVI grid (e.g. runs/cpu from `make reproduce`, checkpoints
 needed) instead of training it again. ``--set`` goes to every sweep (after the arm's own settings), ``--gaps-set`` to
 every `smvi gaps`; ``--only ARM`` runs some arms. `smvi report DIR` collects DIR/*/runs/*/ and draws the frontier.
@@ -20,8 +26,12 @@ every `smvi gaps`; ``--only ARM`` runs some arms. `smvi report DIR` collects DIR
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from smvi.config import ConfigError, build_config
@@ -40,13 +50,80 @@ ARMS: dict[str, tuple[list[float] | None, list[str]]] = {  # name -> (λ grid, N
     "flow": ([0.0, 0.01, 0.1], ["run.model.posterior='flow'"]),
 }
 GAPS: dict[str, list[float]] = {"smvi": [0.0, 0.01, 0.1], "full": [0.0], "flow": [0.0]}
+COST: dict[str, float] = {"smvi": 18, "beta0.5": 2, "beta2": 2, "beta4": 2, "iwae5": 4, "iwae50": 30, "full": 9,
+                          "flow": 8}
+"""Rough one-core cost of each arm in 30-epoch VAE runs: its runs' training steps relative to the diagonal VAE's
+(benchmarks/families_results.json: D_SM 1.6x, full q 1.8x, flow 1.3x, IWAE k = 5 2.8x, k = 50 29x) plus about one
+per evaluation. Only the order matters: the costliest arms start first."""
+
+_print_lock = threading.RLock()  # re-entrant: the signal handler prints, in whichever state the main thread is
+_running: set[subprocess.Popen] = set()
+_stop = threading.Event()
 
 
-def _smvi(*args: str) -> None:
-    cmd = [sys.executable, "-m", "smvi", *args]
-    print("+ smvi " + " ".join(args), flush=True)
-    if subprocess.run(cmd).returncode != 0:
-        sys.exit(f"error: `smvi {args[0]}` failed (see above); rerun this command to resume")
+def _say(line: str) -> None:
+    with _print_lock:
+        print(line, flush=True)
+
+
+def _lane_cores(lanes: int) -> list[set[int] | None]:
+    """The cores of each lane: the usable ones dealt out round-robin; None (no pinning) with fewer cores than lanes."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS): lanes share every core
+        return [None] * lanes
+    if lanes == 1 or len(cores) < lanes:
+        return [None] * lanes
+    return [set(cores[k::lanes]) for k in range(lanes)]
+
+
+def _smvi(label: str, cores: set[int] | None, *args: str) -> bool:
+    """Run `smvi ARGS` on ``cores``, its output prefixed with ``[label]``; True when it succeeded. The child has its
+    own session: a signal reaches it once, from :func:`_interrupt`."""
+    _say(f"[{label}] + smvi " + " ".join(args))
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    with subprocess.Popen([sys.executable, "-m", "smvi", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1, preexec_fn=pin, start_new_session=True) as proc:
+        with _print_lock:
+            _running.add(proc)
+            if _stop.is_set():  # started as the signal came
+                proc.send_signal(signal.SIGINT)
+        for line in proc.stdout:
+            _say(f"[{label}] {line.rstrip()}")
+    with _print_lock:
+        _running.discard(proc)
+    return proc.returncode == 0
+
+
+def _interrupt(signum, frame) -> None:
+    """Ctrl-C or SIGTERM: no new job starts, and each running one gets SIGINT (a sweep stops its workers and keeps
+    what is finished); the command exits once they have."""
+    _stop.set()
+    _say("interrupted: stopping the running jobs; rerun this command to resume")
+    with _print_lock:
+        for proc in _running:
+            proc.send_signal(signal.SIGINT)
+
+
+def _in_lanes(jobs: list[tuple[str, list[str]]], lanes: int) -> list[str]:
+    """Run ``jobs`` (label, smvi arguments), in order, ``lanes`` at a time, each lane on its own cores; the labels of
+    those that failed."""
+    free = list(_lane_cores(lanes))
+    lock = threading.Lock()
+
+    def run(label: str, args: list[str]) -> str | None:
+        if _stop.is_set():
+            return label
+        with lock:
+            cores = free.pop()
+        try:
+            return None if _smvi(label, cores, *args) else label
+        finally:
+            with lock:
+                free.append(cores)
+
+    with ThreadPoolExecutor(lanes) as pool:
+        return [f for f in pool.map(lambda job: run(*job), jobs) if f]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,10 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--smvi-sweep", type=Path, default=None, help="an existing sweep of the SMVI λ grid to reuse")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="sweep override for every arm")
     ap.add_argument("--gaps-set", action="append", default=[], help="`smvi gaps` override, e.g. steps=5000")
+    ap.add_argument("--lanes", type=int, default=1, help="arms (and gap splits) run at once, each on its share "
+                    "of the cores [1]")
     ap.add_argument("--executor", default="inprocess", help="sweep executor [inprocess]")
-    ap.add_argument("--workers", type=int, default=1, help="sweep workers [1]")
+    ap.add_argument("--workers", type=int, default=1, help="sweep workers per lane [1]")
     ap.add_argument("--no-gaps", action="store_true", help="only the sweeps")
     args = ap.parse_args(argv)
+    if args.lanes < 1 or args.workers < 1:
+        sys.exit("error: --lanes and --workers take a whole number of at least 1")
     try:
         gaps_cfg = build_config(GapConfig, sets=tuple(args.gaps_set))
     except ConfigError as e:
@@ -70,26 +151,35 @@ def main(argv: list[str] | None = None) -> None:
         if not (args.smvi_sweep / "runs").is_dir():
             sys.exit(f"error: {args.smvi_sweep} is not a sweep directory (no runs/): check --smvi-sweep")
         dirs["smvi"] = args.smvi_sweep
-    for arm in arms:
+    jobs = []
+    for arm in sorted(arms, key=lambda a: -COST[a]):
         if arm == "smvi" and args.smvi_sweep is not None:
             continue
         lams, sets = ARMS[arm]
         grid = [] if lams is None else [f"lams=[{', '.join(f'{v:g}' for v in lams)}]"]
         opts = [a for s in grid + sets + args.sets for a in ("--set", s)]
-        _smvi("sweep", str(dirs[arm]), "--preset", "cpu", *opts, "--executor", args.executor,
-              "--workers", str(args.workers), "--no-report", "--no-progress")
-    if args.no_gaps:
-        return
-    for arm in arms:
-        for lam in GAPS.get(arm, []):
-            rd = RunDir(dirs[arm] / "runs" / run_name(lam, 0))
-            try:
-                record, stale = rd.current_record("gaps", gaps_cfg)
-            except RunError:  # not a usable run: `smvi gaps` says why in one line
-                record, stale = None, "no run"
-            if record is None or stale is not None:
-                _smvi("gaps", str(rd.path), *[a for s in args.gaps_set for a in ("--set", s)], "--no-progress",
-                      *(["--overwrite"] if rd.record_path("gaps").exists() else []))
+        jobs.append((arm, ["sweep", str(dirs[arm]), "--preset", "cpu", *opts, "--executor", args.executor,
+                           "--workers", str(args.workers), "--no-report", "--no-progress"]))
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    failed = _in_lanes(jobs, args.lanes)
+    if not (args.no_gaps or _stop.is_set()):
+        gaps = []
+        for arm in (a for a in arms if a not in failed):
+            for lam in GAPS.get(arm, []):
+                rd = RunDir(dirs[arm] / "runs" / run_name(lam, 0))
+                try:
+                    record, stale = rd.current_record("gaps", gaps_cfg)
+                except RunError:  # not a usable run: `smvi gaps` says why in one line
+                    record, stale = None, "no run"
+                if record is None or stale is not None:
+                    gaps.append((f"{arm} gaps {rd.path.name}",
+                                 ["gaps", str(rd.path), *[a for s in args.gaps_set for a in ("--set", s)],
+                                  "--no-progress", *(["--overwrite"] if rd.record_path("gaps").exists() else [])]))
+        failed += _in_lanes(gaps, args.lanes)
+    if failed:
+        what = "interrupted" if _stop.is_set() else f"{', '.join(failed)} failed (see above)"
+        sys.exit(f"error: {what}; rerun this command to resume")
 
 
 if __name__ == "__main__":

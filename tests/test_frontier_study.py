@@ -4,8 +4,12 @@ redoing."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,8 +38,11 @@ def study(out: Path, idx_dir: Path, *extra: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_the_frontier_study_runs_on_tiny_data_and_resumes(idx_dir, tmp_path):
     out = tmp_path / "frontier"
-    r = study(out, idx_dir)
+    r = study(out, idx_dir, "--lanes", "2")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    starts = [line.split("]")[0] for line in r.stdout.splitlines() if "] + smvi sweep" in line]
+    assert starts == ["[flow", "[beta2"]  # the costlier arm first; every line names its arm
+    assert all(line.startswith("[") for line in r.stdout.splitlines())
     beta, flow = out / "beta2" / "runs" / "lam0_seed0", out / "flow" / "runs" / "lam0_seed0"
     assert 'objective = "beta"' in (beta / "config.toml").read_text() and "beta = 2.0" in (beta / "config.toml").read_text()
     assert 'posterior = "flow"' in (flow / "config.toml").read_text()
@@ -64,3 +71,48 @@ def test_a_missing_smvi_sweep_is_one_line(idx_dir, tmp_path):
            "--smvi-sweep", str(tmp_path / "nowhere")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def load_study_module():
+    spec = importlib.util.spec_from_file_location("frontier_study", ROOT / "scripts" / "frontier_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lanes_deal_out_the_usable_cores():
+    lanes = load_study_module()._lane_cores
+    cores = os.sched_getaffinity(0)
+    assert lanes(1) == [None]  # one lane: every core, unpinned
+    if len(cores) >= 2:
+        two = lanes(2)
+        assert two[0] and two[1] and not two[0] & two[1] and two[0] | two[1] == cores
+    assert lanes(len(cores) + 1) == [None] * (len(cores) + 1)  # more lanes than cores: they share, unpinned
+
+
+def test_bad_lanes_are_one_line(tmp_path):
+    cmd = [sys.executable, str(ROOT / "scripts" / "frontier_study.py"), str(tmp_path / "f"), "--lanes", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.strip() == "error: --lanes and --workers take a whole number of at least 1"
+    assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_lane_keeping_their_finished_epochs(idx_dir, tmp_path):
+    out = tmp_path / "frontier"
+    cmd = [sys.executable, str(ROOT / "scripts" / "frontier_study.py"), str(out), "--only", "beta2", "--only", "flow",
+           "--lanes", "2", *tiny(idx_dir), "--set", "run.train.epochs=500", "--no-gaps"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = [out / arm / "runs" / "lam0_seed0" for arm in ("beta2", "flow")]
+    deadline = time.monotonic() + 120
+    while not all(RunDir(r).epochs_done() for r in runs if r.exists()) or not all(r.exists() for r in runs):
+        assert time.monotonic() < deadline and proc.poll() is None, "both lanes should be training"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and stderr.strip().endswith("error: interrupted; rerun this command to resume")
+    assert "interrupted: stopping the running jobs" in stdout
+    done = [RunDir(r).epochs_done() for r in runs]
+    assert all(0 < d < 500 for d in done)  # both stopped part-way, with their finished epochs checkpointed
+    time.sleep(1)
+    assert not subprocess.run(["pgrep", "-f", str(out)], capture_output=True).stdout  # no sweep left running
