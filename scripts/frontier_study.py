@@ -79,11 +79,12 @@ def _lane_cores(lanes: int) -> list[set[int] | None]:
 
 def _smvi(label: str, cores: set[int] | None, *args: str) -> bool:
     """Run `smvi ARGS` on ``cores``, its output prefixed with ``[label]``; True when it succeeded. The child has its
-    own session: a signal reaches it once, from :func:`_interrupt`."""
+    own process group, so a terminal's Ctrl-C reaches it once, from :func:`_interrupt` (a group, not a session: a
+    new session would get its own scheduler autogroup, outside the niceness the study was started with)."""
     _say(f"[{label}] + smvi " + " ".join(args))
     pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
     with subprocess.Popen([sys.executable, "-m", "smvi", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, bufsize=1, preexec_fn=pin, start_new_session=True) as proc:
+                          text=True, bufsize=1, preexec_fn=pin, process_group=0) as proc:
         with _print_lock:
             _running.add(proc)
             if _stop.is_set():  # started as the signal came
