@@ -1,6 +1,6 @@
 """The trade-off frontier study: every way of moving between learning and inference, at the cpu preset's settings.
 
-    python scripts/frontier_study.py runs/frontier [--lanes 2 --executor process --workers 1]    # or: make frontier
+    python scripts/frontier_study.py runs/frontier --lanes 2 --executor process --workers 1    # or: make frontier
 
 One `smvi sweep` per arm (train → evaluate → ssl, the cpu preset: 30 epochs, the paper's model, AIS with 500 steps on
 100 + 100 images), each in DIR/<arm>/, then `smvi gaps` on the runs whose gap is split:

@@ -229,10 +229,14 @@ def test_a_failed_record_write_is_one_line_and_keeps_the_old_record(made, run, m
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(RunError, match="eval.partial.json was not written, the previous one is intact") as err:
+        E.evaluate_run(run, TINY_EVAL.model_copy(update={"seed": 3}), data=data, overwrite=True, progress=False)
+    assert "\n" not in str(err.value) and (run / "eval.json").read_bytes() == before  # stopped at the first batch
+    monkeypatch.setattr(RunDir, "write_partial", lambda *a: None)  # the progress saved: the record's write fails
     with pytest.raises(RunError, match="eval.json was not written, the previous one is intact") as err:
         E.evaluate_run(run, TINY_EVAL.model_copy(update={"seed": 3}), data=data, overwrite=True, progress=False)
     assert "\n" not in str(err.value) and (run / "eval.json").read_bytes() == before
-    assert not list(run.glob(".eval.json.*"))
+    assert not list(run.glob(".eval.json.*")) and not list(run.glob(".eval.partial.json.*"))
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a tmpfs needs root")

@@ -9,10 +9,17 @@ images' indices and every per-image value, and their means ± SE (:func:`smvi.st
 With ``cfg.iwae_full_test_k > 0`` it also computes the IWAE bound on every test image (:func:`full_test_set` says how
 they are binarized: the subset's images exactly as above, so their values equal the subset's IWAE at the same k), in
 batches of ``cfg.batch_size`` images and chunks of 64 samples, so memory does not grow with k or the test set.
+
+**Resumable.** After every batch the points scored so far are saved (``eval.partial.json``, an
+:class:`~smvi.records.EvalPartial` through the run-directory layer). A killed evaluation rerun with the same run, epoch
+and settings continues from there -- the values are those a single pass gives, since each point's noise is its own --
+and the file goes once ``eval.json`` is written. Progress for other settings or another epoch is not used. It is used
+with ``overwrite`` too (which replaces a record; a sweep passes it): its values are the ones a fresh pass would give.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -21,8 +28,9 @@ import torch
 from .data import ImageData, fixed_inputs, fixed_subset
 from .estimators import ais, iwae_bound
 from .pointwise import d_sm_per_point, elbo_per_point
-from .progress import Progress
-from .records import EvalRecord, EvalSplit, FullTestIWAE, PerImage, make_header
+from .progress import Progress, note
+from .records import (EvalPartial, EvalRecord, EvalSplit, FullTestIWAE, PartialSplit, PerImage,
+                      make_header)
 from .rundir import RunError
 from .settings import EvalConfig
 from .stats import mean_se
@@ -60,50 +68,68 @@ def full_test_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed:
     return torch.cat([idx, rest]), x
 
 
-def _full_test(model, images: torch.Tensor, cfg: EvalConfig, bseed: int, bar, transform: str = "binarize"
-               ) -> FullTestIWAE:
-    """IWAE with ``cfg.iwae_full_test_k`` samples on every image of the test split (see :func:`full_test_set`)."""
+def _full_test(model, images: torch.Tensor, cfg: EvalConfig, bseed: int, bar, saved: EvalPartial | None, save,
+               transform: str = "binarize") -> FullTestIWAE:
+    """IWAE with ``cfg.iwae_full_test_k`` samples on every image of the test split (see :func:`full_test_set`); the
+    values in ``saved`` (a resumed evaluation) are kept, and ``save(values, seconds)`` follows every batch."""
     t = time.perf_counter()
     idx, x = full_test_set(images, cfg.n_test, cfg.subset_seed, bseed, transform)
     dev = next(model.parameters()).device
-    values = []
-    for start in range(0, len(x), cfg.batch_size):
+    values = [_nan(v) for v in saved.full_test] if saved else []
+    before = saved.full_test_seconds if saved else 0.0
+    bar.update(len(values))
+    for start in range(len(values), len(x), cfg.batch_size):
         xb = x[start : start + cfg.batch_size].to(dev)
-        values.append(iwae_bound(model, xb, k=cfg.iwae_full_test_k, seed=cfg.seed, precision=cfg.ais.precision))
+        values += _values(iwae_bound(model, xb, k=cfg.iwae_full_test_k, seed=cfg.seed, precision=cfg.ais.precision))
+        save(values, before + time.perf_counter() - t)
         bar.update(len(xb))
-    v = _values(torch.cat(values))
-    return FullTestIWAE(k=cfg.iwae_full_test_k, n=len(v), precision=cfg.ais.precision, indices=idx.tolist(),
-                        iwae=mean_se(v), per_image=v, seconds=round(time.perf_counter() - t, 2))
+    return FullTestIWAE(k=cfg.iwae_full_test_k, n=len(values), precision=cfg.ais.precision, indices=idx.tolist(),
+                        iwae=mean_se(values), per_image=values, seconds=round(before + time.perf_counter() - t, 2))
 
 
 def _values(t: torch.Tensor) -> list[float]:
     return [float(v) for v in t.double().cpu()]
 
 
-def _score_split(model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar) -> EvalSplit:
-    """Per-point estimates on one split, with their means and standard errors across points."""
-    cols: dict[str, list[torch.Tensor]] = {"elbo": [], "d_sm": [], "iwae": [], "ais": []}
-    acc, ess = [], []
-    for start in range(0, len(x), cfg.batch_size):
+def _nan(v: float | None) -> float:
+    """A saved value back as a float: non-finite ones were stored as null (they count the same in every mean)."""
+    return math.nan if v is None else v
+
+
+_COLUMNS = ("elbo", "d_sm", "iwae", "ais", "acceptance", "ess")
+
+
+def _score_split(model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar, saved: PartialSplit | None,
+                 save) -> EvalSplit:
+    """Per-point estimates on one split, with their means and standard errors across points. The points in
+    ``saved`` (a resumed evaluation: the first ones, in order) are not scored again; ``save(progress)`` follows every
+    batch with the split's :class:`~smvi.records.PartialSplit` so far."""
+    t = time.perf_counter()
+    saved = saved or PartialSplit(iwae=[] if cfg.iwae_k else None)
+    cols = {k: [_nan(v) for v in getattr(saved, k)] for k in _COLUMNS if getattr(saved, k) is not None}
+    bar.update(len(cols["ais"]))
+    for start in range(len(cols["ais"]), len(x), cfg.batch_size):
         xb = x[start : start + cfg.batch_size]
-        cols["elbo"].append(elbo_per_point(model, xb, n_samples=cfg.elbo_samples, seed=cfg.seed))
-        cols["d_sm"].append(d_sm_per_point(model, xb, n_samples=cfg.dsm_samples, seed=cfg.seed))
+        cols["elbo"] += _values(elbo_per_point(model, xb, n_samples=cfg.elbo_samples, seed=cfg.seed))
+        cols["d_sm"] += _values(d_sm_per_point(model, xb, n_samples=cfg.dsm_samples, seed=cfg.seed))
         if cfg.iwae_k:
-            cols["iwae"].append(iwae_bound(model, xb, k=cfg.iwae_k, seed=cfg.seed, precision=cfg.ais.precision))
+            cols["iwae"] += _values(iwae_bound(model, xb, k=cfg.iwae_k, seed=cfg.seed, precision=cfg.ais.precision))
         r = ais(model, xb, **cfg.ais.kwargs(), seed=cfg.seed)
-        cols["ais"].append(r.log_px)
-        acc.append(r.acceptance_per_point)
-        ess.append(r.ess)
+        cols["ais"] += _values(r.log_px)
+        cols["acceptance"] += _values(r.acceptance_per_point)
+        cols["ess"] += _values(r.ess)
+        save(PartialSplit(**cols, seconds=saved.seconds + time.perf_counter() - t))
         bar.update(len(xb))
-    v = {k: _values(torch.cat(c)) for k, c in cols.items() if c}
+    v = cols
     gap = [a - e for a, e in zip(v["ais"], v["elbo"])]
     gap_iwae = [i - e for i, e in zip(v["iwae"], v["elbo"])] if "iwae" in v else None
     return EvalSplit(
         n=len(x), indices=[int(i) for i in idx], elbo=mean_se(v["elbo"]), d_sm=mean_se(v["d_sm"]),
         iwae=mean_se(v["iwae"]) if "iwae" in v else None, ais=mean_se(v["ais"]), gap=mean_se(gap),
         gap_iwae=mean_se(gap_iwae) if gap_iwae is not None else None,
-        ais_acceptance=float(torch.cat(acc).double().mean()), ais_ess=mean_se(_values(torch.cat(ess))),
+        ais_acceptance=float(torch.tensor(v["acceptance"], dtype=torch.float64).mean()), ais_ess=mean_se(v["ess"]),
         per_image=PerImage(elbo=v["elbo"], d_sm=v["d_sm"], iwae=v.get("iwae"), ais=v["ais"], gap=gap),
+        seconds=round(saved.seconds + time.perf_counter() - t, 2),
     )
 
 
@@ -135,23 +161,48 @@ def evaluate_run(
     total = sum(len(i) for i, _ in splits.values())
     n_full = len(data.test_x) if cfg.iwae_full_test_k else 0
     dev = next(run.model.parameters()).device
-    scored = {}
     label = f"evaluate {rd.path.name}"
+    saved = _resume(rd, cfg, label, progress)
+    progress_now = {"splits": dict(saved.splits) if saved else {}, "full_test": saved.full_test if saved else [],
+                    "full_test_seconds": saved.full_test_seconds if saved else 0.0}
+
+    def save(**update) -> None:
+        progress_now.update(update)
+        rd.write_partial("eval", EvalPartial(header=make_header("eval_partial", run.fingerprint, run.epoch, cfg,
+                                                                device=str(dev)), **progress_now))
+
+    scored = {}
     with Progress(label, total + n_full, unit="image", enabled=progress) as bar:
         for name, (idx, x) in splits.items():
             bar.relabel(f"{label}: {name} split (ELBO, D_SM, IWAE, AIS)")
-            t = time.perf_counter()
-            split = _score_split(run.model, x.to(dev), idx, cfg, bar)
-            scored[name] = split.model_copy(update={"seconds": round(time.perf_counter() - t, 2)})
+            scored[name] = _score_split(run.model, x.to(dev), idx, cfg, bar, progress_now["splits"].get(name),
+                                        lambda part, name=name: save(splits={**progress_now["splits"], name: part}))
         if n_full:
             bar.relabel(f"{label}: whole test set (IWAE k={cfg.iwae_full_test_k})")
-        full = _full_test(run.model, data.test_x, cfg, bseed, bar, run.config.data.transform) if n_full else None
+        full = _full_test(run.model, data.test_x, cfg, bseed, bar, saved,
+                          lambda values, seconds: save(full_test=values, full_test_seconds=seconds),
+                          run.config.data.transform) if n_full else None
     a = cfg.ais
+    before = sum(p.seconds for p in saved.splits.values()) + saved.full_test_seconds if saved else 0.0
     record = EvalRecord(
         header=make_header("eval", run.fingerprint, run.epoch, cfg, device=str(dev)), run=rd.path.name,
         lam=run.config.train.lam,
-        splits=scored, full_test=full, seconds=round(time.perf_counter() - t0, 2),
+        splits=scored, full_test=full, seconds=round(before + time.perf_counter() - t0, 2),
         work={"points": total, "chains": a.chains, "steps": a.steps, "leapfrog_steps": a.leapfrog_steps,
               "gradient_evaluations": total * a.chains * a.steps * a.leapfrog_steps},
     )
-    return rd.write_record("eval", record)
+    written = rd.write_record("eval", record)
+    rd.drop_partial("eval")
+    return written
+
+
+def _resume(rd, cfg: EvalConfig, label: str, progress: bool) -> EvalPartial | None:
+    """The evaluation's saved progress when it can be continued (same run, epoch and settings), else None; says
+    which it is in one line."""
+    saved, why = rd.read_partial("eval", cfg)
+    if saved is not None:
+        done = sum(len(p.ais) for p in saved.splits.values()) + len(saved.full_test)
+        note(f"{label}: resuming, {done} images already scored ({rd.partial_path('eval').name})", progress)
+    elif why != "missing":
+        note(f"{label}: {rd.partial_path('eval').name} not used ({why}); starting over", progress)
+    return saved

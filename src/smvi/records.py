@@ -32,13 +32,14 @@ from .stats import MeanSE
 __all__ = ["RecordError", "Host", "Header",
            "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
            "SSLRecord", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage", "GapsFit", "GapsRecord",
-           "PicturesRecord",
+           "PicturesRecord", "PartialSplit", "EvalPartial",
            "Record", "SCHEMAS", "make_header", "dump_record",
            "parse_record", "staleness", "smvi_version"]
 
 SCHEMAS = {"eval": "smvi-eval-2", "ssl": "smvi-ssl-2", "convergence": "smvi-convergence-2",  # 1: legacy dicts
            "gaps": "smvi-gaps-2",  # gaps: no legacy reader (its old dicts were never committed); recompute them
-           "pictures": "smvi-pictures-1"}  # no legacy reader: pictures came after the header
+           "pictures": "smvi-pictures-1",  # no legacy reader: pictures came after the header
+           "eval_partial": "smvi-eval-partial-1"}  # an evaluation's progress (EvalPartial), not a result
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Num = float | None  # a measured number; None where it was not finite (see the record's notes)
 
@@ -151,6 +152,37 @@ class EvalRecord(_Rec):
     full_test: FullTestIWAE | None = Field(None, description="IWAE on the whole test set; None when not computed")
     seconds: Num = None
     work: dict[str, int] = {}
+    notes: list[str] = []
+
+
+class PartialSplit(_Rec):
+    """The points of one split scored so far, in evaluation order (per point; ``iwae`` None when not computed)."""
+
+    elbo: list[Num] = []
+    d_sm: list[Num] = []
+    iwae: list[Num] | None = None
+    ais: list[Num] = []
+    acceptance: list[Num] = []
+    ess: list[Num] = []
+    seconds: float = 0.0
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "PartialSplit":
+        lists = [v for v in (self.elbo, self.d_sm, self.iwae, self.ais, self.acceptance, self.ess) if v is not None]
+        if len({len(v) for v in lists}) > 1:
+            raise ValueError("per-point lists of different lengths")
+        return self
+
+
+class EvalPartial(_Rec):
+    """``smvi evaluate``'s progress (``eval.partial.json``), saved after every batch so that a killed evaluation
+    resumes where it stopped, and removed when the eval record is written. Its header is a record's: it is used only
+    for the same run, epoch and settings. ``full_test``: the whole-test-set IWAE values so far, in order."""
+
+    header: Header
+    splits: dict[Literal["test", "train"], PartialSplit] = {}
+    full_test: list[Num] = []
+    full_test_seconds: float = 0.0
     notes: list[str] = []
 
 
@@ -294,9 +326,9 @@ class PicturesRecord(_Rec):
         return self
 
 
-Record = Union[EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord, PicturesRecord]
+Record = Union[EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord, PicturesRecord, EvalPartial]
 _CLASSES: dict[str, type] = {"eval": EvalRecord, "ssl": SSLRecord, "convergence": ConvergenceRecord,
-                             "gaps": GapsRecord, "pictures": PicturesRecord}
+                             "gaps": GapsRecord, "pictures": PicturesRecord, "eval_partial": EvalPartial}
 
 
 # ---- writing --------------------------------------------------------------------------------------------------------
@@ -368,6 +400,8 @@ def parse_record(kind: str, raw: bytes, source: str, legacy_fingerprint: Callabl
     try:
         if "header" not in obj and kind == "gaps":
             raise ValueError("a gaps.json from before records had headers; recompute it with smvi gaps --overwrite")
+        if "header" not in obj and kind == "eval_partial":
+            raise ValueError("no header")
         if "header" not in obj and kind == "pictures":
             raise ValueError("no header; recompute it with smvi pictures --overwrite")
         if "header" not in obj:

@@ -6,6 +6,7 @@ A run directory holds::
     checkpoint.safetensors   after the last finished epoch (:mod:`smvi.checkpoint`)
     metrics.jsonl            one JSON line per finished epoch
     eval.json, ssl.json, convergence.json, gaps.json, pictures.json    result records (:mod:`smvi.records`)
+    eval.partial.json        an unfinished ``smvi evaluate``'s scored points (resumed, then removed with eval.json)
     samples.png, reconstructions.png, latents.png    the pictures that pictures.json describes (``smvi pictures``)
     .lock                    held (flock) by the one process writing the run
 
@@ -42,6 +43,7 @@ __all__ = ["RunError", "RunDir", "fingerprint", "identity", "identity_change", "
 _CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors", "metrics.jsonl", ".lock"
 _RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json", "gaps": "gaps.json",
             "pictures": "pictures.json"}
+_PARTIALS = {"eval": "eval.partial.json"}  # a stage's progress so far (records.EvalPartial), gone with its record
 _PICTURES = {"samples": "samples.png", "reconstructions": "reconstructions.png", "latents": "latents.png"}
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)
 _MARK = re.compile(r"^# smvi fingerprint ([0-9a-f]{64})\s*$")
@@ -335,6 +337,33 @@ class RunDir:
             return None, "missing"
         return rec, staleness(rec, self.fingerprint(), self.epochs_done() or self.metrics_epochs() or 0, settings)
 
+    # -- a stage's progress
+    def partial_path(self, kind: str) -> Path:
+        """Where the stage ``kind`` (eval) keeps its progress until it writes its record."""
+        return self.path / _PARTIALS[kind]
+
+    def read_partial(self, kind: str, settings) -> tuple[Record | None, str | None]:
+        """``(progress, why_not)``: the stage's saved progress and None when it is for this run, its epochs done and
+        ``settings``; else None and why it cannot be used (missing, damaged, stale)."""
+        path = self.partial_path(kind)
+        try:
+            rec = parse_record(f"{kind}_partial", read_bounded(path), str(path), self.fingerprint)
+        except FileNotFoundError:
+            return None, "missing"
+        except (RunError, RecordError, OSError) as e:
+            return None, str(e)
+        why = staleness(rec, self.fingerprint(), self.epochs_done() or self.metrics_epochs() or 0, settings)
+        return (rec, None) if why is None else (None, why)
+
+    def write_partial(self, kind: str, progress: Record) -> None:
+        """Save the stage's progress atomically (a failed write is a one-line :class:`RunError`)."""
+        text, _ = dump_record(progress)
+        with self.writing(f"{self.partial_path(kind).name} was not written, the previous one is intact"):
+            atomic_write_text(self.partial_path(kind), text)
+
+    def drop_partial(self, kind: str) -> None:
+        self.partial_path(kind).unlink(missing_ok=True)
+
     def write_record(self, kind: str, record: Record) -> Record:
         """Write ``record`` atomically as the run's ``kind`` record (non-finite numbers as null, noted); returns it as
         it reads back. A failed write is a one-line :class:`RunError` (the previous file is intact)."""
@@ -383,8 +412,8 @@ class RunDir:
 
     def clear(self, *, overwrite: bool) -> None:
         """Remove temporary files left by a killed writer and, with ``overwrite``, the previous run's training files
-        and every result record and picture (they describe the model being replaced)."""
-        names = _TRAINING + tuple(_RECORDS.values()) + tuple(_PICTURES.values())
+        and every result record, stage progress and picture (they describe the model being replaced)."""
+        names = _TRAINING + tuple(_RECORDS.values()) + tuple(_PARTIALS.values()) + tuple(_PICTURES.values())
         for name in names:
             for tmp in temporary_files(self.path / name):
                 tmp.unlink(missing_ok=True)
