@@ -41,7 +41,8 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     """ELBO, D_SM, IWAE, AIS log p(x) and the ELBO gap (AIS − ELBO) on fixed test and training subsets.
 
     Writes the run's eval record (eval.json): per-image values and means with standard errors, the settings, seconds
-    and AIS diagnostics.
+    and AIS diagnostics. Interrupted (Ctrl-C), it resumes from its last scored batch when rerun with the same settings
+    (eval.partial.json), with the values an uninterrupted pass gives.
     """
     from ..evaluate import evaluate_run
     from ..presets import EVAL_PRESETS
