@@ -238,3 +238,16 @@ def test_ctrl_c_says_how_to_continue(monkeypatch, tmp_path):
     monkeypatch.setattr(smvi.sweep, "run_sweep", interrupted)
     r = CliRunner().invoke(main, ["sweep", str(tmp_path / "sw")])
     assert r.exit_code == 130 and "rerun the same command to continue" in r.stderr
+
+
+def test_ctrl_c_in_evaluate_says_its_scored_batches_are_kept(monkeypatch, trained):
+    import smvi.evaluate
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(smvi.evaluate, "evaluate_run", interrupted)
+    r = CliRunner().invoke(main, ["evaluate", str(trained), "--preset", "quick"])
+    assert r.exit_code == 130
+    assert r.stderr.strip() == ("interrupted: scored batches are saved (eval.partial.json); rerun the same command to "
+                                "continue from them")

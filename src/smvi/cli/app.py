@@ -83,10 +83,17 @@ class SmviGroup(click.Group):
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            how = ("rerun the same command to continue" if ctx.invoked_subcommand == "sweep"
-                   else "rerun with --resume to continue")
-            click.echo(f"interrupted: finished epochs are checkpointed; {how}", err=True)
+            click.echo(f"interrupted: {INTERRUPTED.get(ctx.invoked_subcommand, INTERRUPTED[None])}", err=True)
             sys.exit(130)
+
+
+INTERRUPTED = {
+    "train": "finished epochs are checkpointed; rerun with --resume to continue",
+    "sweep": "finished epochs, records and scored evaluation batches are kept; rerun the same command to continue",
+    "evaluate": "scored batches are saved (eval.partial.json); rerun the same command to continue from them",
+    None: "nothing was written (the record is written at the end); rerun the same command",
+}
+"""What Ctrl-C leaves, per command, in the line it prints."""
 
 
 @click.group(cls=SmviGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
