@@ -27,8 +27,8 @@ PAPER_SWEEP = sweep --preset paper --overwrite --executor process --workers 2 --
 # The constrained-SMVI study: ONE sweep (the cpu preset: 30 epochs, its evaluation and SSL; bf16 training) with no
 # fixed λ and one run per target: λ learned so that the training D_SM stays at or below ε (runs/dsm<ε>_seed0), or,
 # for GAP_TARGETS, the IWAE_k - ELBO gap estimate in nats (runs/gap<ε>_seed0). ε = 1 is below the D_SM of every
-# uncollapsed fixed-λ run. Its small files are copied to $(CONSTRAINED_RESULTS), with the fixed-λ runs of
-# $(CONSTRAINED_FIXED) (the committed cpu sweep) under fixed-lambda/ for the report's (log p(x), gap) plane, and
+# uncollapsed fixed-λ run. Its small files are copied to $(CONSTRAINED_RESULTS), with a link fixed-lambda/ to the
+# fixed-λ runs of $(CONSTRAINED_FIXED) (the committed cpu sweep) for the report's (log p(x), gap) plane, and
 # reported there. Rerun to resume: finished runs are recognised by their config, whatever their directory.
 CONSTRAINED_RUNS    ?= runs/constrained
 CONSTRAINED_RESULTS ?= results/constrained
@@ -93,9 +93,8 @@ constrained: $(STAMP)
 	mkdir -p $(CONSTRAINED_RESULTS)
 	tar -C $(CONSTRAINED_RUNS) --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . \
 	  | tar -C $(CONSTRAINED_RESULTS) -xf -
-	test ! -d $(CONSTRAINED_FIXED) || { mkdir -p $(CONSTRAINED_RESULTS)/fixed-lambda && \
-	  tar -C $(CONSTRAINED_FIXED) --exclude=checkpoint.safetensors --exclude=.lock -cf - . \
-	  | tar -C $(CONSTRAINED_RESULTS)/fixed-lambda -xf -; }
+	test ! -d $(CONSTRAINED_FIXED) || test -e $(CONSTRAINED_RESULTS)/fixed-lambda || test -L $(CONSTRAINED_RESULTS)/fixed-lambda || \
+	  ln -s "$$(realpath --relative-to=$(CONSTRAINED_RESULTS) $(CONSTRAINED_FIXED))" $(CONSTRAINED_RESULTS)/fixed-lambda
 	$(SMVI) report $(CONSTRAINED_RESULTS)
 
 frontier: $(STAMP)

@@ -83,6 +83,16 @@ def test_a_copied_run_is_counted_once(sweep):
     assert "a copy: counted once" in notes(sweep)
 
 
+def test_runs_behind_a_directory_link_are_reported_and_a_link_loop_ends(sweep, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    write_run(elsewhere / "runs" / "lam0.1_seed0", 0.1, 0)
+    os.symlink(os.path.relpath(elsewhere / "runs", sweep), sweep / "linked")  # as results/constrained/fixed-lambda
+    os.symlink("..", sweep / "lam0.0_seed0" / "loop")  # a loop back to the sweep
+    rows = read_csv(make_report(sweep).parent / "results.csv")
+    assert rows[("gap", "test", "", "0.1")]["n_runs"] == "1"  # the linked run
+    assert rows[("gap", "test", "", "0.0")]["n_runs"] == "2" and "a copy" not in notes(sweep)  # none seen twice
+
+
 def test_a_stale_record_is_left_out_and_named(sweep):
     metrics = sweep / "lam0.01_seed1" / "metrics.jsonl"
     metrics.write_text(metrics.read_text() + json.dumps({"epoch": 4}) + "\n")  # trained on after the evaluation

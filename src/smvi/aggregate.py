@@ -34,7 +34,7 @@ import numpy as np
 
 from .config import ConstraintConfig
 from .records import RecordError
-from .rundir import RunDir, RunError, read_bounded, sweep_paths
+from .rundir import RunDir, RunError, config_files, read_bounded, sweep_paths
 from .stats import mean_se
 
 __all__ = ["ReportError", "collect_runs", "aggregate", "is_constrained", "method_of", "lam_series", "last_kl",
@@ -184,8 +184,7 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
     if not sweep.is_dir():
         raise ReportError(f"sweep directory {sweep} does not exist")
     runs, notes, seen = [], [], {}
-    probe = RunDir(sweep).config_path.name
-    for cfg_path in sorted(sweep.rglob(probe)):
+    for cfg_path in config_files(sweep):
         rd = RunDir(cfg_path.parent)
         name = str(rd.path.relative_to(sweep)) or "."
         if any(p.startswith(".") for p in cfg_path.relative_to(sweep).parts) or name.split("/")[0] == "report":

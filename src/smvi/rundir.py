@@ -37,7 +37,7 @@ from .config import ConfigError, RunConfig, build_config, config_to_toml
 from .records import Record, RecordError, dump_record, parse_record, staleness
 
 __all__ = ["RunError", "RunDir", "fingerprint", "identity", "identity_change", "identity_diff", "config_from_dump",
-           "read_bounded",
+           "read_bounded", "config_files",
            "sweep_paths", "MAX_READ"]
 
 _CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors", "metrics.jsonl", ".lock"
@@ -143,6 +143,21 @@ def sweep_paths(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
     """``(sweep.toml, sweep_status.json, runs/)`` of a sweep directory."""
     root = Path(sweep_dir)
     return root / _SWEEP_CONFIG, root / _SWEEP_STATUS, root / _SWEEP_RUNS
+
+
+def config_files(root: str | Path) -> list[Path]:
+    """Every run's ``config.toml`` below ``root``, sorted, following links to directories (a results folder may link
+    to another's runs instead of copying them) but entering each real directory once, so a link loop ends."""
+    found, seen = [], set()
+    for top, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        if _CONFIG in files:
+            found.append(Path(top) / _CONFIG)
+    return sorted(found)
 
 
 # ---- the directory --------------------------------------------------------------------------------------------------
