@@ -85,6 +85,9 @@ def test_a_sweep_of_targets_alone_is_reported(tmp_path):
     out = make_report(root).parent
     names = {p.name for p in out.iterdir()}
     assert {"figc1_targets.png", "figc2_lambda.png", "figc3_plane.png"} <= names and "fig1_gap.png" not in names
+    settings = (out / "results.md").read_text().split("## Settings", 1)[1]
+    assert "| learned-λ runs | 1 |" in settings and "| train.constraint.target | 10 |" in settings
+    assert "| λ |" not in settings and "train.lam " not in settings  # no fixed λ, and λ = 0 is not its setting
 
 
 def test_a_torn_metrics_line_and_epochs_past_the_checkpoint_are_not_read(sweep):

@@ -198,11 +198,15 @@ def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 def settings_tables(runs: list[Run]) -> list[Table]:
     """The sweep's settings as key/value tables: the grid, the config every run shares, and the evaluation, SSL and
-    convergence settings of the first run that has each record."""
-    common = {k: v for k, v in runs[0].config.items() if all(r.config.get(k) == v for r in runs)}
+    convergence settings of the first run that has each record. With learned-λ runs, ``train.lam`` (unused by them)
+    is not listed as shared, and the λ row lists only fixed λ (none: no row)."""
+    learned = sum(is_constrained(r) for r in runs)
+    common = {k: v for k, v in runs[0].config.items() if all(r.config.get(k) == v for r in runs)
+              and not (learned and k == "train.lam")}  # a learned λ starts at train.constraint.lam_init instead
     first = lambda f: next((f(r) for r in runs if f(r)), None)  # noqa: E731
-    grid = {"runs": len(runs), "λ": sorted({r.lam for r in runs if not is_constrained(r)}),
-            "learned-λ runs": sum(is_constrained(r) for r in runs), "training seeds": sorted({r.seed for r in runs})}
+    fixed = sorted({r.lam for r in runs if not is_constrained(r)})
+    grid = {"runs": len(runs), **({"λ": fixed} if fixed else {}), "learned-λ runs": learned,
+            "training seeds": sorted({r.seed for r in runs})}
     groups = [("Sweep", grid), ("Run config shared by every run", common),
               ("Evaluation (first run with an eval.json)", first(lambda r: _get(r.eval, "settings"))),
               ("SSL (first run with an ssl.json)", first(lambda r: _get(r.ssl, "settings"))),
