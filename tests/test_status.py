@@ -1,0 +1,72 @@
+"""`smvi status`: each run's epochs and stages as the sweep would decide them on resuming, an evaluation under way
+with the points it has scored, the work left with its time, and one-line errors; it writes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from test_sweep import snapshot, tiny_sweep
+
+import smvi.evaluate as E
+import smvi.sweep as S
+from smvi.cli import main
+from smvi.data import load_data
+from smvi.rundir import RunDir, sweep_paths
+from smvi.status import sweep_progress
+
+
+@pytest.fixture
+def sweep_dir(idx_dir, tmp_path):
+    """A finished two-run sweep (train, evaluate, ssl; λ = 0, 0.5)."""
+    S.run_sweep(tiny_sweep(idx_dir), tmp_path / "sw", progress=False)
+    return tmp_path / "sw"
+
+
+def status(*args) -> str:
+    r = CliRunner().invoke(main, ["status", *map(str, args)])
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+def test_a_finished_sweep_is_complete(sweep_dir):
+    out = status(sweep_dir)
+    lines = out.splitlines()
+    assert lines[0] == f"sweep {sweep_dir}" and lines[1].split() == ["run", "epochs", "evaluate", "ssl", "pictures"]
+    assert lines[2].split() == ["lam0_seed0", "2/2", "done", "done", "—"]  # pictures: not a stage of this sweep
+    assert lines[-1] == "2 of 2 runs complete"
+
+
+def test_more_epochs_and_an_evaluation_under_way_are_shown_as_the_sweep_would_resume(sweep_dir, idx_dir, monkeypatch):
+    toml = sweep_paths(sweep_dir)[0]
+    toml.write_text(toml.read_text().replace("epochs = 2", "epochs = 3"))  # as `sweep --overwrite` with 3 epochs
+    run = sweep_dir / "runs" / "lam0.5_seed0"
+    before = snapshot(sweep_dir)
+    sweep, rows = sweep_progress(sweep_dir)
+    assert [(r.epochs, r.planned, r.work["epochs"], r.stages["evaluate"]) for r in rows] == [(2, 3, 1, "to do")] * 2
+    out = status(sweep_dir, "--workers", 2)
+    assert "2/3 (last " in out and "0 of 2 runs complete; left: 2 epochs, 2 evaluate, 2 ssl; ETA " in out
+    assert "measured in this sweep) with 2 workers" in out  # from the runs' own epoch and record times
+    assert snapshot(sweep_dir) == before  # it wrote nothing
+    # back to 2 epochs, with lam0.5's evaluation killed after its first batch: the points it has scored
+    toml.write_text(toml.read_text().replace("epochs = 3", "epochs = 2"))
+    RunDir(run).record_path("eval").unlink()
+    real, calls = E.ais, []
+
+    def dying(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(E, "ais", dying)
+    with pytest.raises(KeyboardInterrupt):
+        E.evaluate_run(run, sweep.eval, data=load_data("idx", idx_dir), progress=False)
+    line = next(line for line in status(sweep_dir).splitlines() if line.startswith("lam0.5_seed0"))
+    assert "scoring: 8/24 points (" in line and " ago)" in line  # one batch of 8 of 16 + 8
+    assert status(sweep_dir).splitlines()[-1].startswith("1 of 2 runs complete; left: 0 epochs, 1 evaluate; ETA ")
+
+
+def test_not_a_sweep_is_one_line(tmp_path):
+    r = CliRunner().invoke(main, ["status", str(tmp_path)])
+    assert r.exit_code == 1 and r.stderr.strip().startswith("error: ") and "no sweep.toml" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
