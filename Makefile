@@ -14,6 +14,9 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
 CPU_RUNS ?= runs/cpu
+# What a results/ folder keeps of a sweep: its small files, without checkpoints, locks, unfinished evaluations'
+# progress and the sweep's own report (the results folder gets its own).
+KEEP_RESULTS = --exclude=checkpoint.safetensors --exclude=.lock --exclude='*.partial.json' --exclude=report
 FRONTIER_RUNS ?= runs/frontier
 # arms run at once by make frontier, each on its own core with one worker (scripts/frontier_study.py --lanes)
 FRONTIER_LANES ?= 2
@@ -68,7 +71,7 @@ reproduce: $(STAMP)
 	  $(BIN)/smvi convergence $(CPU_RUNS)/runs/$$run $(CONVERGENCE) || exit 1; \
 	done
 	mkdir -p results/cpu
-	tar -C $(CPU_RUNS) --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . | tar -C results/cpu -xf -
+	tar -C $(CPU_RUNS) $(KEEP_RESULTS) -cf - . | tar -C results/cpu -xf -
 	$(BIN)/smvi report results/cpu
 
 # Continuous data (issue 15): the quick preset with a Gaussian decoder on dequantized gray levels, 10 epochs, on MNIST
@@ -81,7 +84,7 @@ gaussian: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/smvi $(GAUSSIAN_SWEEP) runs/fashion-gaussian $(FASHION)
 	for s in gaussian fashion-gaussian; do \
 	  mkdir -p results/$$s; \
-	  tar -C runs/$$s --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . | tar -C results/$$s -xf -; \
+	  tar -C runs/$$s $(KEEP_RESULTS) -cf - . | tar -C results/$$s -xf -; \
 	  $(BIN)/smvi report results/$$s || exit 1; \
 	done
 
@@ -91,7 +94,7 @@ constrained: $(STAMP)
 	  --set 'dsm_targets=$(call toml_list,$(DSM_TARGETS))' --set 'gap_targets=$(call toml_list,$(GAP_TARGETS))' \
 	  $(CONSTRAINED_SETS) $(CONSTRAINED_EXEC) --no-report --no-progress
 	mkdir -p $(CONSTRAINED_RESULTS)
-	tar -C $(CONSTRAINED_RUNS) --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . \
+	tar -C $(CONSTRAINED_RUNS) $(KEEP_RESULTS) -cf - . \
 	  | tar -C $(CONSTRAINED_RESULTS) -xf -
 	test ! -d $(CONSTRAINED_FIXED) || test -e $(CONSTRAINED_RESULTS)/fixed-lambda || test -L $(CONSTRAINED_RESULTS)/fixed-lambda || \
 	  ln -s "$$(realpath --relative-to=$(CONSTRAINED_RESULTS) $(CONSTRAINED_FIXED))" $(CONSTRAINED_RESULTS)/fixed-lambda
@@ -109,7 +112,7 @@ bf16-check: $(STAMP)
 	$(BIN)/smvi sweep runs/bf16check --preset cpu --set 'lams=[0,0.03]' --set 'run.train.precision="bf16"' \
 	  --executor process --workers 2 --no-report --no-progress
 	mkdir -p results/bf16check
-	tar -C runs/bf16check --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . \
+	tar -C runs/bf16check $(KEEP_RESULTS) -cf - . \
 	  | tar -C results/bf16check -xf -
 	$(BIN)/python scripts/compare_runs.py results/cpu results/bf16check --names fp32 bf16 > results/bf16check/comparison.md
 
@@ -122,10 +125,11 @@ paper: $(STAMP)
 	  $(BIN)/smvi convergence $(PAPER_RUNS)/runs/$$run $(PAPER_CONVERGENCE) || exit 1; \
 	done
 	mkdir -p results/paper/runs
-	tar -C $(PAPER_RUNS) --exclude=checkpoint.safetensors --exclude=.lock --exclude=report -cf - . | tar -C results/paper -xf -
-	tar -C $(PAPER_LAM1)/runs --exclude=checkpoint.safetensors --exclude=.lock -cf - . | tar -C results/paper/runs -xf -
+	tar -C $(PAPER_RUNS) $(KEEP_RESULTS) -cf - . | tar -C results/paper -xf -
+	tar -C $(PAPER_LAM1)/runs $(KEEP_RESULTS) -cf - . | tar -C results/paper/runs -xf -
 	cp $(PAPER_LAM1)/sweep.toml results/paper/sweep_lam1.toml
 	$(BIN)/smvi report results/paper
+	$(BIN)/python scripts/summary_table.py results/paper/report > results/paper/summary.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
