@@ -113,6 +113,9 @@ def test_the_prior_is_for_the_papers_model_and_scales_with_the_data():
     assert expected_epoch_seconds(bf16, n_train=30_000) == EPOCH_SECONDS["bf16"] / 2
     small = paper.model_copy(update={"model": paper.model.model_copy(update={"z_dim": 4})})
     assert expected_epoch_seconds(small) is None and set(stage_priors(small, EvalConfig())) == {"ssl", "pictures"}
+    iwae = RunConfig.model_validate({"train": {"objective": "iwae", "iwae_k": 50}})
+    beta = RunConfig.model_validate({"train": {"objective": "beta", "beta": 4.0}})
+    assert expected_epoch_seconds(iwae) is None and expected_epoch_seconds(beta) == EPOCH_SECONDS["fp32"]
     priors = stage_priors(paper, EvalConfig(n_test=100, n_train=100))
     assert priors["evaluate"] < stage_priors(paper, EvalConfig(n_test=200, n_train=200))["evaluate"]
 

@@ -250,8 +250,9 @@ def stage_priors(run, eval_settings, n_train: int = 60_000) -> dict[str, float]:
 
 def expected_epoch_seconds(config, n_train: int = 60_000) -> float | None:
     """The prior seconds per epoch of a run ``config`` (a :class:`~smvi.config.RunConfig`) on ``n_train`` images:
-    :data:`EPOCH_SECONDS` scaled by the data's size, for the paper's model only (another model: None, measure it)."""
-    if config.model != ModelConfig() or config.train.device == "cuda":
+    :data:`EPOCH_SECONDS` scaled by the data's size, for the paper's model trained by SMVI or the β-VAE (whose step
+    costs the same) only; another model, or IWAE (k decoder passes per example): None, measure it."""
+    if config.model != ModelConfig() or config.train.device == "cuda" or config.train.objective == "iwae":
         return None
     return EPOCH_SECONDS[config.train.precision] * n_train / 60_000
 
