@@ -33,6 +33,21 @@ def killed_at(monkeypatch, name: str, calls: int):
     monkeypatch.setattr(E, name, dying)
 
 
+def kill_evaluation(monkeypatch, run, data, name: str = "ais", calls: int = 2, **kw) -> None:
+    """Start evaluating ``run`` and kill it at the ``calls``-th call of ``E.<name>``."""
+    with monkeypatch.context() as m:
+        killed_at(m, name, calls)
+        with pytest.raises(KeyboardInterrupt):
+            E.evaluate_run(run, CFG, data=data, progress=False, **kw)
+
+
+def count_ais(monkeypatch) -> list:
+    """From now on, one item per AIS call (a batch scored)."""
+    calls, real = [], E.ais
+    monkeypatch.setattr(E, "ais", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
 def values(record) -> dict:
     tree = record.model_dump(mode="json")
     for split in tree["splits"].values():
@@ -55,18 +70,13 @@ def test_a_killed_evaluation_resumes_to_the_same_record(pair, monkeypatch, capsy
     # iwae_bound's calls: 3 test batches, 2 train batches, then the whole test set (its 4th batch)
     run, copy, data = pair
     whole = E.evaluate_run(copy, CFG, data=data, progress=False)
-    with monkeypatch.context() as m:
-        killed_at(m, name, calls)
-        with pytest.raises(KeyboardInterrupt):
-            E.evaluate_run(run, CFG, data=data, progress=False)
+    kill_evaluation(monkeypatch, run, data, name, calls)
     rd = RunDir(run)
     assert not rd.record_path("eval").exists() and rd.partial_path("eval").exists()
     saved, why = rd.read_partial("eval", CFG)
     assert why is None and len(saved.splits["test"].ais) == (16 if name == "ais" else 24)
     assert len(saved.full_test) == (0 if name == "ais" else 24)  # 3 batches of 8 of the whole test set
-    calls_after = []
-    real_ais = E.ais
-    monkeypatch.setattr(E, "ais", lambda *a, **k: calls_after.append(1) or real_ais(*a, **k))
+    calls_after = count_ais(monkeypatch)
     resumed = E.evaluate_run(run, CFG, data=data, progress=True)
     assert values(resumed) == values(whole)  # exactly: each point's noise is its own, the batches are the same
     assert len(calls_after) == (3 - 2 + 2 if name == "ais" else 0)  # only the batches not saved are scored
@@ -76,24 +86,16 @@ def test_a_killed_evaluation_resumes_to_the_same_record(pair, monkeypatch, capsy
 
 def test_progress_for_other_settings_is_not_used_and_overwrite_resumes_too(pair, monkeypatch, capsys):
     run, _, data = pair
-    with monkeypatch.context() as m:
-        killed_at(m, "ais", 2)
-        with pytest.raises(KeyboardInterrupt):
-            E.evaluate_run(run, CFG, data=data, progress=False)
+    kill_evaluation(monkeypatch, run, data)
     rd = RunDir(run)
     other = CFG.model_copy(update={"seed": 1})
     assert rd.read_partial("eval", other) == (None, "computed with other settings")
-    calls = []
-    real_ais = E.ais
-    monkeypatch.setattr(E, "ais", lambda *a, **k: calls.append(1) or real_ais(*a, **k))
+    calls = count_ais(monkeypatch)
     E.evaluate_run(run, other, data=data, progress=True)
     assert len(calls) == 5 and "not used (computed with other settings); starting over" in capsys.readouterr().err
     assert not rd.partial_path("eval").exists()
-    with monkeypatch.context() as m:  # killed again while replacing the record (as a sweep does): it resumes
-        killed_at(m, "ais", 2)
-        with pytest.raises(KeyboardInterrupt):
-            E.evaluate_run(run, CFG, data=data, overwrite=True, progress=False)
-    calls.clear()
+    kill_evaluation(monkeypatch, run, data, overwrite=True)  # killed while replacing the record, as in a sweep
+    calls = count_ais(monkeypatch)
     E.evaluate_run(run, CFG, data=data, overwrite=True, progress=False)
     assert len(calls) == 4 and not rd.partial_path("eval").exists()  # the first batch was saved
 
@@ -112,10 +114,7 @@ def test_retraining_removes_the_progress(pair, monkeypatch, idx_dir):
     from conftest import tiny_train_args
 
     run, _, data = pair
-    with monkeypatch.context() as m:
-        killed_at(m, "ais", 2)
-        with pytest.raises(KeyboardInterrupt):
-            E.evaluate_run(run, CFG, data=data, progress=False)
+    kill_evaluation(monkeypatch, run, data)
     assert RunDir(run).partial_path("eval").exists()
     r = invoke("train", "--out", run, "--epochs", 1, "--overwrite", *tiny_train_args(idx_dir))
     assert r.exit_code == 0, r.output
@@ -126,10 +125,7 @@ def test_progress_from_an_earlier_epoch_is_not_used(pair, monkeypatch, idx_dir):
     from conftest import tiny_train_args
 
     run, _, data = pair
-    with monkeypatch.context() as m:
-        killed_at(m, "ais", 2)
-        with pytest.raises(KeyboardInterrupt):
-            E.evaluate_run(run, CFG, data=data, progress=False)
+    kill_evaluation(monkeypatch, run, data)
     r = invoke("train", "--out", run, "--epochs", 4, "--resume", *tiny_train_args(idx_dir))
     assert r.exit_code == 0, r.output
     saved, why = RunDir(run).read_partial("eval", CFG)
