@@ -97,7 +97,9 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(idx_dir, tmp
     results = S.run_sweep(cfg, tmp_path / "sw", progress=True)
     assert [r["done"] for r in results] == [[], ["train"]]
     err = capsys.readouterr().err  # one progress line per finished run, for following a long sweep
-    assert "[1/2 runs] lam0_seed0: ok (nothing left to do); ETA ? (known once a run has finished)" in err
+    # the tiny model has no prior, but the finished run's own epoch times measure one for the run left to train
+    assert "1 of 2 runs to do (2 epochs to train); ETA " in err and "(measured in this sweep)" in err.splitlines()[0]
+    assert "[1/2 runs] lam0_seed0: ok (nothing left to do); ETA " in err and "ETA ?" not in err
     assert "[2/2 runs] lam0.5_seed0: ok (train) in " in err
     assert json.loads((tmp_path / "sw" / "sweep_status.json").read_text())["pending"] == []
     assert (tmp_path / "sw" / "runs" / "lam0_seed0" / "checkpoint.safetensors").read_bytes() == finished

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from .config import build_config, read_toml
 from .progress import SweepETA, duration, stage_priors
-from .records import RecordError
 from .rundir import RunDir, RunError, sweep_paths
-from .sweep import SweepConfig, load_sweep_tree, pending_work, plan
+from .sweep import SweepConfig, load_sweep_tree, measured_times, pending_work, plan
 
 __all__ = ["RunProgress", "sweep_progress", "format_status", "status_text"]
 
@@ -95,27 +94,6 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
     return sweep, rows
 
 
-def _measured(sweep_dir: Path, names: list[str], eta: SweepETA, last: int = 20) -> None:
-    """Feed ``eta`` the times the runs' own files record: the last ``last`` epochs of each run (``metrics.jsonl``)
-    and each record's ``seconds``. Unreadable files add nothing: this is an estimate, never an error."""
-    for name in names:
-        rd = RunDir(sweep_paths(sweep_dir)[2] / name)
-        seconds, epochs = {}, 0
-        try:
-            times = [m["seconds"] for m in rd.read_metrics()[-last:] if isinstance(m.get("seconds"), (int, float))]
-            seconds["train"], epochs = float(sum(times)), len(times)
-        except (RunError, OSError):
-            pass
-        for stage, kind in (("evaluate", "eval"), ("ssl", "ssl"), ("pictures", "pictures")):
-            try:
-                rec = rd.read_record(kind)
-            except (RecordError, RunError, OSError):
-                rec = None
-            if rec is not None and getattr(rec, "seconds", None):
-                seconds[stage] = float(rec.seconds)
-        eta.finished(f"measured: {name}", seconds, epochs=epochs)
-
-
 def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgress], workers: int = 1) -> str:
     """The status as text: a line per run, then what is left and the time it should take with ``workers`` jobs side
     by side."""
@@ -131,7 +109,7 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
     left = {k: sum(r.work.get(k, 0) for r in rows) for k in ("epochs", *STAGES)}
     todo = [r for r in rows if not r.complete]
     eta = SweepETA({r.name: r.work for r in todo}, stage_priors(sweep.run, sweep.eval), workers)
-    _measured(Path(sweep_dir), [r.name for r in rows], eta)
+    measured_times(eta, [sweep_paths(sweep_dir)[2] / r.name for r in rows])
     done = len(rows) - len(todo)
     summary = f"{done} of {len(rows)} runs complete"
     if todo:

@@ -31,6 +31,7 @@ from .atomic import atomic_write_json, atomic_write_text
 from .config import ConfigError, ConstraintConfig, Distinct, NoRepeats, RunConfig, build_config, config_to_toml, read_toml
 from .evaluate import evaluate_run
 from .progress import SweepETA, duration, note, stage_priors, sweep_note
+from .records import RecordError
 from .rundir import RunDir, RunError, identity_change, sweep_paths
 from .pictures import pictures_run
 from .settings import EvalConfig, PicturesConfig, upgrade_eval_settings
@@ -232,6 +233,28 @@ def pending_work(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path) -> dict
     return {"epochs": epochs, **{s: int(s in sweep.stages and stale[s]) for s in stale}}
 
 
+def measured_times(eta: SweepETA, run_dirs, last: int = 20) -> None:
+    """Give ``eta`` the times the runs' own files record, so that a resumed sweep (or ``smvi status``) starts from
+    measurements rather than priors: the last ``last`` epochs of each run (``metrics.jsonl``'s ``seconds``) and each
+    record's ``seconds``. Unreadable files add nothing: this is an estimate, never an error."""
+    for run_dir in run_dirs:
+        rd = RunDir(run_dir)
+        seconds, epochs = {}, 0
+        try:
+            times = [m["seconds"] for m in rd.read_metrics()[-last:] if isinstance(m.get("seconds"), (int, float))]
+            seconds["train"], epochs = float(sum(times)), len(times)
+        except (RunError, OSError):
+            pass
+        for stage, kind in (("evaluate", "eval"), ("ssl", "ssl"), ("pictures", "pictures")):
+            try:
+                rec = rd.read_record(kind)
+            except (RecordError, RunError, OSError):
+                rec = None
+            if rec is not None and getattr(rec, "seconds", None):
+                seconds[stage] = float(rec.seconds)
+        eta.finished(f"measured: {rd.path}", seconds, epochs=epochs)
+
+
 def _writing(sweep_dir: Path, fn, *args) -> None:
     """Run a write in the sweep directory, a failure (disk full, permissions) becoming one-line RunError."""
     try:
@@ -281,6 +304,7 @@ def run_sweep(
     if progress:
         work = {s.name: pending_work(s, sweep, dirs[s.name]) for s in specs}
         eta = SweepETA(work, stage_priors(sweep.run, sweep.eval), workers if executor != "inprocess" else 1)
+        measured_times(eta, dirs.values())
         note(sweep_note(sweep_dir, work, eta))
 
     def record(r: dict) -> None:
