@@ -6,8 +6,9 @@
 #   make constrained -- the constrained-SMVI study: λ learned toward D_SM and gap targets (about 3 core-hours)
 #   make frontier  -- SMVI vs β-VAE, IWAE and richer q at the cpu preset's settings, with the gap split (hours)
 #   make gaussian  -- continuous data: a Gaussian decoder on dequantized MNIST and Fashion-MNIST, 10 epochs (~50 min)
-#   make paper     -- the paper preset (300 epochs, 3 seeds; λ = 1 with seed 0 in its own sweep), BDMC at λ = 0 and
-#                     0.1, results/paper/ and its report (many hours on CPU; rerun to resume)
+#   make paper     -- the paper preset (300 epochs, 3 seeds; λ = 1 with seed 0 in its own sweep, run beside the main
+#                     one so no core idles at the end), BDMC at λ = 0 and 0.1, results/paper/ and its report (many
+#                     hours on CPU; rerun to resume)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -118,8 +119,8 @@ bf16-check: $(STAMP)
 
 paper: $(STAMP)
 	$(BIN)/smvi data fetch
-	$(BIN)/smvi $(PAPER_SWEEP) $(PAPER_RUNS)
-	$(BIN)/smvi $(PAPER_SWEEP) $(PAPER_LAM1) --set 'lams=[1]' --set 'seeds=[0]'
+	$(BIN)/smvi $(PAPER_SWEEP) $(PAPER_LAM1) --set 'lams=[1]' --set 'seeds=[0]' --workers 1 & lam1=$$!; \
+	  $(BIN)/smvi $(PAPER_SWEEP) $(PAPER_RUNS); main=$$?; wait $$lam1 && test $$main = 0
 	for run in lam0_seed0 lam0.1_seed0; do \
 	  test -f $(PAPER_RUNS)/runs/$$run/convergence.json || \
 	  $(BIN)/smvi convergence $(PAPER_RUNS)/runs/$$run $(PAPER_CONVERGENCE) || exit 1; \
