@@ -119,7 +119,7 @@ bf16-check: $(STAMP)
 
 paper: $(STAMP)
 	$(BIN)/smvi data fetch
-	$(BIN)/smvi $(PAPER_SWEEP) $(PAPER_LAM1) --set 'lams=[1]' --set 'seeds=[0]' --workers 1 & lam1=$$!; \
+	$(BIN)/smvi $(PAPER_SWEEP) $(PAPER_LAM1) --set 'lams=[1]' --set 'seeds=[0]' & lam1=$$!; \
 	  $(BIN)/smvi $(PAPER_SWEEP) $(PAPER_RUNS); main=$$?; wait $$lam1 && test $$main = 0
 	for run in lam0_seed0 lam0.1_seed0; do \
 	  test -f $(PAPER_RUNS)/runs/$$run/convergence.json || \
