@@ -19,7 +19,7 @@ Rerunning the same command resumes: sweeps skip finished work and a run with a c
 the ``--gaps-set`` settings) is not redone; a stale one is recomputed. An arm that fails does not stop the others; the
 command then exits non-zero naming it.
 ``--smvi-sweep PATH`` reuses an existing sweep of the SMVI grid (e.g. runs/cpu from `make reproduce`, checkpoints
-needed) instead of training it again. ``--set`` goes to every sweep (after the arm's own settings), ``--gaps-set`` to
+needed) instead of training it again, linked as DIR/smvi. ``--set`` goes to every sweep (after the arm's own settings), ``--gaps-set`` to
 every `smvi gaps`; ``--only ARM`` runs some arms. `smvi report DIR` collects DIR/*/runs/*/ and draws the frontier.
 """
 
@@ -151,6 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.smvi_sweep is not None and "smvi" in dirs:
         if not (args.smvi_sweep / "runs").is_dir():
             sys.exit(f"error: {args.smvi_sweep} is not a sweep directory (no runs/): check --smvi-sweep")
+        link = args.out / "smvi"  # so that `smvi report DIR` finds the SMVI arm with the others
+        if not (link.exists() or link.is_symlink()):
+            args.out.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(args.smvi_sweep.resolve(), args.out.resolve()), target_is_directory=True)
+        elif link.resolve() != args.smvi_sweep.resolve():
+            sys.exit(f"error: {link} exists and is not --smvi-sweep {args.smvi_sweep}: remove it or drop --smvi-sweep")
         dirs["smvi"] = args.smvi_sweep
     jobs = []
     for arm in sorted(arms, key=lambda a: -COST[a]):

@@ -116,3 +116,18 @@ def test_sigterm_stops_every_lane_keeping_their_finished_epochs(idx_dir, tmp_pat
     assert all(0 < d < 500 for d in done)  # both stopped part-way, with their finished epochs checkpointed
     time.sleep(1)
     assert not subprocess.run(["pgrep", "-f", str(out)], capture_output=True).stdout  # no sweep left running
+
+
+def test_a_reused_smvi_sweep_is_linked_into_the_study(tmp_path):
+    (tmp_path / "cpu" / "runs").mkdir(parents=True)
+    cmd = [sys.executable, str(ROOT / "scripts" / "frontier_study.py"), str(tmp_path / "f"), "--only", "smvi",
+           "--smvi-sweep", str(tmp_path / "cpu"), "--no-gaps"]
+    for _ in range(2):  # the second run finds the link in place
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        link = tmp_path / "f" / "smvi"
+        assert link.is_symlink() and os.readlink(link) == "../cpu" and link.resolve() == (tmp_path / "cpu").resolve()
+    (tmp_path / "other" / "runs").mkdir(parents=True)
+    r = subprocess.run(cmd[:-3] + ["--smvi-sweep", str(tmp_path / "other"), "--no-gaps"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and "exists and is not --smvi-sweep" in r.stderr and os.readlink(link) == "../cpu"

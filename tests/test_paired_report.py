@@ -149,6 +149,16 @@ def test_a_nested_sweep_is_left_to_its_own_report(sweep, tmp_path):
     assert [r.lam for r in collect_runs(inner)[0]] == [0.5]
 
 
+def test_a_folder_of_sweeps_alone_is_reported_as_one(tmp_path):
+    """The frontier study's layout: DIR/<arm>/sweep.toml and DIR/<arm>/runs/..., no run of DIR's own."""
+    for arm, lam, seed in (("smvi", 0.0, 0), ("smvi", 0.1, 0), ("other", 0.0, 1)):  # distinct runs (fingerprints)
+        write_run(tmp_path / "study" / arm / "runs" / f"lam{lam}_seed{seed}", lam, seed)
+        (tmp_path / "study" / arm / "sweep.toml").write_text("lams = [0.0]\n")
+    runs, _ = collect_runs(tmp_path / "study")
+    assert sorted(r.name for r in runs) == ["other/runs/lam0.0_seed1", "smvi/runs/lam0.0_seed0",
+                                            "smvi/runs/lam0.1_seed0"]
+
+
 def test_the_whole_test_set_iwae_is_a_column_of_figure_1s_table(sweep, tmp_path):
     from smvi.aggregate import aggregate
 

@@ -179,18 +179,21 @@ def _status_notes(sweep: Path, notes: list[str]) -> None:
 
 
 def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
-    """Every run under ``sweep_dir`` (sorted by λ, seed) and notes on what is missing, stale or inconsistent."""
+    """Every run under ``sweep_dir`` (sorted by λ, seed) and notes on what is missing, stale or inconsistent. A sweep
+    nested inside (a folder below with its own ``sweep.toml``) is left to its own report when ``sweep_dir`` has runs
+    of its own; a folder of sweeps alone (the frontier study's arms) is reported as one."""
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
         raise ReportError(f"sweep directory {sweep} does not exist")
     runs, notes, seen = [], [], {}
-    for cfg_path in config_files(sweep):
+    found = [p for p in config_files(sweep) if not (any(part.startswith(".") for part in p.relative_to(sweep).parts)
+                                                    or p.relative_to(sweep).parts[0] == "report")]
+    nested = {p for p in found if any(sweep_paths(d)[0].is_file() for d in p.parents if sweep in d.parents)}
+    if len(nested) < len(found):  # the folder has runs of its own: a sweep inside it has its own report
+        found = [p for p in found if p not in nested]
+    for cfg_path in found:
         rd = RunDir(cfg_path.parent)
         name = str(rd.path.relative_to(sweep)) or "."
-        if any(p.startswith(".") for p in cfg_path.relative_to(sweep).parts) or name.split("/")[0] == "report":
-            continue
-        if any(sweep_paths(d)[0].is_file() for d in cfg_path.parents if sweep in d.parents):
-            continue  # a nested sweep: reported on its own
         try:
             cfg = rd.read_config()
             fp = rd.fingerprint()
