@@ -56,6 +56,11 @@ def test_the_frontier_study_runs_on_tiny_data_and_resumes(idx_dir, tmp_path):
     r = study(out, idx_dir, "--gaps-set", "eval_samples=21")  # other settings: the stale record is recomputed
     assert r.returncode == 0 and "+ smvi gaps" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     assert RunDir(flow).read_record("gaps").header.settings["eval_samples"] == 21
+    r = subprocess.run([sys.executable, "-m", "smvi", "report", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr  # the study's folder of arm sweeps is reported as one, with its frontier
+    md = (out / "report" / "results.md").read_text()
+    assert (out / "report" / "fig4_frontier.png").stat().st_size > 1000 and "Figure 4: the trade-off frontier" in md
+    assert "beta2/runs/lam0_seed0" in md and "flow/runs/lam0_seed0" in md
 
 
 def test_bad_gaps_settings_are_one_line_before_any_sweep(tmp_path):
