@@ -120,15 +120,15 @@ def _score_split(model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar
         cols["ess"] += _values(r.ess)
         save(PartialSplit(**cols, seconds=saved.seconds + time.perf_counter() - t))
         bar.update(len(xb))
-    v = cols
-    gap = [a - e for a, e in zip(v["ais"], v["elbo"])]
-    gap_iwae = [i - e for i, e in zip(v["iwae"], v["elbo"])] if "iwae" in v else None
+    gap = [a - e for a, e in zip(cols["ais"], cols["elbo"])]
+    gap_iwae = [i - e for i, e in zip(cols["iwae"], cols["elbo"])] if "iwae" in cols else None
     return EvalSplit(
-        n=len(x), indices=[int(i) for i in idx], elbo=mean_se(v["elbo"]), d_sm=mean_se(v["d_sm"]),
-        iwae=mean_se(v["iwae"]) if "iwae" in v else None, ais=mean_se(v["ais"]), gap=mean_se(gap),
+        n=len(x), indices=[int(i) for i in idx], elbo=mean_se(cols["elbo"]), d_sm=mean_se(cols["d_sm"]),
+        iwae=mean_se(cols["iwae"]) if "iwae" in cols else None, ais=mean_se(cols["ais"]), gap=mean_se(gap),
         gap_iwae=mean_se(gap_iwae) if gap_iwae is not None else None,
-        ais_acceptance=float(torch.tensor(v["acceptance"], dtype=torch.float64).mean()), ais_ess=mean_se(v["ess"]),
-        per_image=PerImage(elbo=v["elbo"], d_sm=v["d_sm"], iwae=v.get("iwae"), ais=v["ais"], gap=gap),
+        ais_acceptance=float(torch.tensor(cols["acceptance"], dtype=torch.float64).mean()),
+        ais_ess=mean_se(cols["ess"]),
+        per_image=PerImage(elbo=cols["elbo"], d_sm=cols["d_sm"], iwae=cols.get("iwae"), ais=cols["ais"], gap=gap),
         seconds=round(saved.seconds + time.perf_counter() - t, 2),
     )
 
