@@ -66,6 +66,14 @@ def test_more_epochs_and_an_evaluation_under_way_are_shown_as_the_sweep_would_re
     assert status(sweep_dir).splitlines()[-1].startswith("1 of 2 runs complete; left: 0 epochs, 1 evaluate; ETA ")
 
 
+def test_several_sweeps_are_shown_one_after_the_other(sweep_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(sweep_dir, tmp_path / "other")
+    out = status(sweep_dir, tmp_path / "other")
+    assert out.count("2 of 2 runs complete") == 2 and f"sweep {tmp_path / 'other'}" in out
+
+
 def test_not_a_sweep_is_one_line(tmp_path):
     r = CliRunner().invoke(main, ["status", str(tmp_path)])
     assert r.exit_code == 1 and r.stderr.strip().startswith("error: ") and "no sweep.toml" in r.stderr
