@@ -3,6 +3,8 @@ with the points it has scored, the work left with its time, and one-line errors;
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 from test_sweep import snapshot, tiny_sweep
@@ -34,6 +36,16 @@ def test_a_finished_sweep_is_complete(sweep_dir):
     assert lines[0] == f"sweep {sweep_dir}" and lines[1].split() == ["run", "epochs", "evaluate", "ssl", "pictures"]
     assert lines[2].split() == ["lam0_seed0", "2/2", "done", "done", "—"]  # pictures: not a stage of this sweep
     assert lines[-1] == "2 of 2 runs complete"
+    assert json.loads(sweep_paths(sweep_dir)[1].read_text())["workers"] == 1  # the sweep ran in-process
+
+
+def test_the_time_left_assumes_the_workers_the_sweep_last_ran(sweep_dir):
+    toml = sweep_paths(sweep_dir)[0]
+    toml.write_text(toml.read_text().replace("epochs = 2", "epochs = 3"))
+    path = sweep_paths(sweep_dir)[1]
+    path.write_text(json.dumps({**json.loads(path.read_text()), "workers": 2}))
+    assert status(sweep_dir).rstrip().endswith("with 2 workers")
+    assert status(sweep_dir, "--workers", 1).rstrip().endswith("with 1 worker")
 
 
 def test_more_epochs_and_an_evaluation_under_way_are_shown_as_the_sweep_would_resume(sweep_dir, idx_dir, monkeypatch):

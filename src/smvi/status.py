@@ -11,6 +11,7 @@ decisions are :func:`smvi.sweep.pending_work`'s, the ones the sweep makes when i
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from .progress import SweepETA, duration, stage_priors
 from .rundir import RunDir, RunError, sweep_paths
 from .sweep import SweepConfig, load_sweep_tree, measured_times, pending_work, plan
 
-__all__ = ["RunProgress", "sweep_progress", "format_status", "status_text"]
+__all__ = ["RunProgress", "sweep_progress", "format_status", "status_text", "recorded_workers"]
 
 STAGES = ("evaluate", "ssl", "pictures")
 
@@ -118,9 +119,20 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
     return "\n".join([f"sweep {sweep_dir}", *lines, summary]) + "\n"
 
 
-def status_text(sweep_dir: str | Path, workers: int = 1) -> str:
-    """:func:`format_status` of :func:`sweep_progress` (what ``smvi status`` prints); a directory that is not a
+def recorded_workers(sweep_dir: str | Path) -> int:
+    """The runs the sweep ran side by side when it last recorded a finished run (``sweep_status.json``); 1 if
+    unknown."""
+    try:
+        n = json.loads(sweep_paths(sweep_dir)[1].read_text()).get("workers")
+    except (OSError, ValueError, AttributeError):
+        return 1
+    return n if isinstance(n, int) and n >= 1 else 1
+
+
+def status_text(sweep_dir: str | Path, workers: int | None = None) -> str:
+    """:func:`format_status` of :func:`sweep_progress` (what ``smvi status`` prints) with ``workers`` jobs side by side
+    (None: as many as the sweep last ran, :func:`recorded_workers`); a directory that is not a
     sweep, or a damaged ``sweep.toml``, is a one-line error (:class:`~smvi.rundir.RunError`,
     :class:`~smvi.config.ConfigError`)."""
     sweep, rows = sweep_progress(sweep_dir)
-    return format_status(sweep_dir, sweep, rows, workers)
+    return format_status(sweep_dir, sweep, rows, workers or recorded_workers(sweep_dir))

@@ -301,16 +301,18 @@ def run_sweep(
     threads = worker_threads(workers) if executor != "inprocess" else None
     results: dict[str, dict] = {}
     eta = None
+    jobs = workers if executor != "inprocess" else 1  # runs side by side
     if progress:
         work = {s.name: pending_work(s, sweep, dirs[s.name]) for s in specs}
-        eta = SweepETA(work, stage_priors(sweep.run, sweep.eval), workers if executor != "inprocess" else 1)
+        eta = SweepETA(work, stage_priors(sweep.run, sweep.eval), jobs)
         measured_times(eta, dirs.values())
         note(sweep_note(sweep_dir, work, eta))
 
     def record(r: dict) -> None:
         results[r["name"]] = r
         _writing(sweep_dir, atomic_write_json, status_path, {"runs": [results[n] for n in names if n in results],
-                                                             "pending": [n for n in names if n not in results]})
+                                                             "pending": [n for n in names if n not in results],
+                                                             "workers": jobs})
         if eta is not None:
             sec = r.get("seconds", {})  # the stages it ran, and the epochs its training stage trained
             eta.finished(r["name"], sec, r.get("epochs", 0))

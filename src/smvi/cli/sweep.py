@@ -72,9 +72,9 @@ def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
 
 @main.command("status")
 @click.argument("sweep_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Jobs each sweep runs side by side, for the time left.")
-def status_cmd(sweep_dirs: tuple[Path, ...], workers: int) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Jobs each sweep runs side by side, for the time left [as many as it last ran].")
+def status_cmd(sweep_dirs: tuple[Path, ...], workers: int | None) -> None:
     """What each sweep (SWEEP_DIR ...) has done and has left, from its files alone (safe while it runs): per run,
     epochs done (and how long ago the last one finished) and each stage -- done, to do, or the points an evaluation
     under way has scored; then the work left and its expected time (measured in this sweep where it can be, else a
