@@ -78,6 +78,12 @@ def test_more_epochs_and_an_evaluation_under_way_are_shown_as_the_sweep_would_re
     assert status(sweep_dir).splitlines()[-1].startswith("1 of 2 runs complete; left: 0 epochs, 1 evaluate; ETA ")
 
 
+def test_a_run_without_a_finished_epoch_shows_zero(sweep_dir):
+    (sweep_dir / "runs" / "lam0.5_seed0" / "checkpoint.safetensors").unlink()  # as before its first epoch ends
+    line = next(line for line in status(sweep_dir).splitlines() if line.startswith("lam0.5_seed0"))
+    assert line.split()[:3] == ["lam0.5_seed0", "0/2", "to"]
+
+
 def test_several_sweeps_are_shown_one_after_the_other(sweep_dir, tmp_path):
     import shutil
 
