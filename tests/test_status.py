@@ -39,6 +39,17 @@ def test_a_finished_sweep_is_complete(sweep_dir):
     assert json.loads(sweep_paths(sweep_dir)[1].read_text())["workers"] == 1  # the sweep ran in-process
 
 
+def test_the_sweep_records_its_workers_before_any_run_finishes(idx_dir, tmp_path, monkeypatch):
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(S, "run_job", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        S.run_sweep(tiny_sweep(idx_dir), tmp_path / "sw", progress=False)
+    status_file = json.loads(sweep_paths(tmp_path / "sw")[1].read_text())
+    assert status_file == {"runs": [], "pending": ["lam0_seed0", "lam0.5_seed0"], "workers": 1}
+
+
 def test_the_time_left_assumes_the_workers_the_sweep_last_ran(sweep_dir):
     toml = sweep_paths(sweep_dir)[0]
     toml.write_text(toml.read_text().replace("epochs = 2", "epochs = 3"))

@@ -290,8 +290,9 @@ def run_sweep(
 ) -> list[dict]:
     """Run every job of the sweep (see the module docstring); returns and saves each run's status.
 
-    ``sweep_status.json`` is rewritten as each run finishes (runs not yet finished are listed under ``pending``), and
-    with ``progress`` each finished run prints one line, so a long sweep on any executor can be followed."""
+    ``sweep_status.json`` is written at the start (every run ``pending``, and ``workers``: the runs side by side) and
+    rewritten as each run finishes, and with ``progress`` each finished run prints one line, so a long sweep on any
+    executor can be followed."""
     sweep_dir = Path(sweep_dir)
     specs = plan(sweep)  # refuses colliding run names before anything is written
     _prepare(sweep, sweep_dir, overwrite)
@@ -308,11 +309,14 @@ def run_sweep(
         measured_times(eta, dirs.values())
         note(sweep_note(sweep_dir, work, eta))
 
-    def record(r: dict) -> None:
-        results[r["name"]] = r
+    def write_status() -> None:
         _writing(sweep_dir, atomic_write_json, status_path, {"runs": [results[n] for n in names if n in results],
                                                              "pending": [n for n in names if n not in results],
                                                              "workers": jobs})
+
+    def record(r: dict) -> None:
+        results[r["name"]] = r
+        write_status()
         if eta is not None:
             sec = r.get("seconds", {})  # the stages it ran, and the epochs its training stage trained
             eta.finished(r["name"], sec, r.get("epochs", 0))
@@ -321,6 +325,7 @@ def run_sweep(
             note(f"[{len(results)}/{len(specs)} runs] {r['name']}: {r['status']} ({what}){took}"
                  + (f": {r['error']}" if "error" in r else "") + f"; {eta.eta()}")
 
+    write_status()  # from the start: every run pending, and how many run side by side (smvi status reads it)
     if executor == "inprocess":
         for s in specs:
             note(f"{s.name} ...", progress)  # a header for the run's progress
