@@ -19,8 +19,9 @@ Rerunning the same command resumes: sweeps skip finished work and a run with a c
 the ``--gaps-set`` settings) is not redone; a stale one is recomputed. An arm that fails does not stop the others; the
 command then exits non-zero naming it.
 ``--smvi-sweep PATH`` reuses an existing sweep of the SMVI grid (e.g. runs/cpu from `make reproduce`, checkpoints
-needed) instead of training it again, linked as DIR/smvi. ``--set`` goes to every sweep (after the arm's own settings), ``--gaps-set`` to
-every `smvi gaps`; ``--only ARM`` runs some arms. `smvi report DIR` collects DIR/*/runs/*/ and draws the frontier.
+needed) instead of training it again, linked as DIR/smvi. ``--set`` goes to every sweep (after the arm's own settings),
+``--gaps-set`` to every `smvi gaps`; ``--only ARM`` runs some arms. `smvi report DIR` collects DIR/*/runs/*/ and draws
+the frontier.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
     python scripts/summary_table.py results/paper/report
 
-Columns: the test and train ELBO gap and the whole-test-set IWAE log p(x) (mean ± SE as the report forms them),
-then each λ minus λ = 0, paired (mean [t interval], Holm-adjusted p, n and its unit): whole-test-set IWAE log p(x), the test gap,
-and SSL accuracy at each labeled-set size s. This is the table the README and the closing notes quote; every number
+Columns: the test and train ELBO gap and the whole-test-set IWAE log p(x) (mean ± SE as the report forms them), then
+each λ minus λ = 0, paired (mean [t interval], Holm-adjusted p, n and its unit): whole-test-set IWAE log p(x), the test
+gap, and SSL accuracy at each labeled-set size s. This is the table the README and the closing notes quote; every number
 is read from the report, none is recomputed.
 """
 

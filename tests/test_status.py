@@ -103,6 +103,19 @@ def test_several_sweeps_are_shown_one_after_the_other(sweep_dir, tmp_path):
     assert out.count("2 of 2 runs complete") == 2 and f"sweep {tmp_path / 'other'}" in out
 
 
+def test_a_folder_of_sweeps_shows_each(sweep_dir, tmp_path):
+    import shutil
+
+    study = tmp_path / "study"
+    study.mkdir()
+    shutil.copytree(sweep_dir, study / "beta2")
+    shutil.copytree(sweep_dir, study / "smvi")
+    (study / "notes").mkdir()  # not a sweep: passed over
+    out = status(study)
+    assert [line for line in out.splitlines() if line.startswith("sweep ")] == [f"sweep {study / 'beta2'}",
+                                                                                f"sweep {study / 'smvi'}"]
+
+
 def test_not_a_sweep_is_one_line(tmp_path):
     r = CliRunner().invoke(main, ["status", str(tmp_path)])
     assert r.exit_code == 1 and r.stderr.strip().startswith("error: ") and "no sweep.toml" in r.stderr

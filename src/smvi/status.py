@@ -21,7 +21,7 @@ from .progress import SweepETA, duration, stage_priors
 from .rundir import RunDir, RunError, sweep_paths
 from .sweep import SweepConfig, load_sweep_tree, measured_times, pending_work, plan
 
-__all__ = ["RunProgress", "sweep_progress", "format_status", "status_text", "recorded_workers"]
+__all__ = ["RunProgress", "sweep_progress", "format_status", "status_text", "recorded_workers", "sweeps_in"]
 
 STAGES = ("evaluate", "ssl", "pictures")
 
@@ -127,6 +127,19 @@ def recorded_workers(sweep_dir: str | Path) -> int:
     except (OSError, ValueError, AttributeError):
         return 1
     return n if isinstance(n, int) and n >= 1 else 1
+
+
+def sweeps_in(folder: str | Path) -> list[Path]:
+    """``folder`` if it is a sweep, else the sweeps directly inside it (the frontier study's arms), sorted; a folder
+    with neither is a one-line :class:`~smvi.rundir.RunError`."""
+    folder = Path(folder)
+    if sweep_paths(folder)[0].is_file():
+        return [folder]
+    inner = sorted(d for d in folder.iterdir() if sweep_paths(d)[0].is_file()) if folder.is_dir() else []
+    if not inner:
+        raise RunError(f"{folder} is not a sweep directory (no {sweep_paths(folder)[0].name}, nor a folder of sweeps): "
+                       "start it with smvi sweep")
+    return inner
 
 
 def status_text(sweep_dir: str | Path, workers: int | None = None) -> str:

@@ -75,11 +75,12 @@ def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Jobs each sweep runs side by side, for the time left [as many as it last ran].")
 def status_cmd(sweep_dirs: tuple[Path, ...], workers: int | None) -> None:
-    """What each sweep (SWEEP_DIR ...) has done and has left, from its files alone (safe while it runs): per run,
+    """What each sweep (SWEEP_DIR ..., or each sweep in a folder of sweeps such as the frontier study's) has done and
+    has left, from its files alone (safe while it runs): per run,
     epochs done (and how long ago the last one finished) and each stage -- done, to do, or the points an evaluation
     under way has scored; then the work left and its expected time (measured in this sweep where it can be, else a
     rough prior)."""
-    from ..status import status_text
+    from ..status import status_text, sweeps_in
 
-    for i, d in enumerate(sweep_dirs):
+    for i, d in enumerate(d for folder in sweep_dirs for d in sweeps_in(folder)):
         click.echo(("\n" if i else "") + status_text(d, workers), nl=False)
