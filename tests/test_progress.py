@@ -147,7 +147,7 @@ def test_a_sweep_says_what_it_will_do_and_prints_an_eta_per_finished_run(idx_dir
     err = captured.err.splitlines()
     assert not captured.out  # progress goes to stderr; results are returned
     assert err[0].startswith(f"sweep {tmp_path / 'sw'}: 2 of 2 runs to do (4 epochs to train, 2 evaluations, "
-                             "2 ssl stages); ETA ? (known once a run has finished)")  # a tiny model has no prior
+                             "2 ssl stages); ETA ? (no time measured yet for: epochs, evaluate)")  # tiny: no prior
     assert "Ctrl-C stops it; rerunning the same command resumes" in err[0]
     done = [ln for ln in err if ln.startswith("[")]
     assert done[0].startswith("[1/2 runs] lam0_seed0: ok (train, evaluate, ssl) in ")

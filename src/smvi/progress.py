@@ -348,7 +348,8 @@ class SweepETA:
             return "nothing left"
         seconds, kind = self.left()
         if seconds is None:
-            return "ETA ? (known once a run has finished)"
+            missing = sorted({u for w in self.work.values() for u in w if self.per_unit(u)[0] is None})
+            return f"ETA ? (no time measured yet for: {', '.join(missing)})"
         return f"ETA {duration(seconds)} ({_BASIS[kind]})"
 
 
