@@ -10,7 +10,8 @@ import pytest
 
 from smvi.aggregate import aggregate, collect_runs, lam_series
 from smvi.config import RunConfig
-from smvi.frontier_report import frontier_points, gap_bars, method_of
+from smvi.frontier_report import (DOMINANCE_Z, Estimate, FrontierPoint, dominated_by, frontier_points, gap_bars,
+                                  method_of)
 from smvi.records import EvalRecord, EvalSplit, GapsFit, GapsPerImage, GapsRecord, make_header
 from smvi.report import make_report
 from smvi.rundir import RunDir
@@ -106,8 +107,8 @@ def test_the_report_draws_the_frontier_and_tabulates_it(study, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     md = (page.parent / "results.md").read_text()
     table = md.split("## Figure 4: the trade-off frontier")[1].split("\n## ")[0]
-    assert "| SMVI | λ=0 | 2 | -86.50 ± 0.50 | 5.50 ± 0.50 | 1.00 ± 0.10 † | 4.00 ± 0.20 † |" in table
-    assert "| β-VAE | β=2 | 1 | -95.00 ± 2.00 † | 3.00 ± 0.20 † | — | — |" in table
+    assert "| SMVI | λ=0 | 2 | -86.50 ± 0.50 | 5.50 ± 0.50 | 1.00 ± 0.10 † | 4.00 ± 0.20 † | none |" in table
+    assert "| β-VAE | β=2 | 1 | -95.00 ± 2.00 † | 3.00 ± 0.20 † | — | — | none |" in table  # within noise
     assert "| IWAE | k=5 |" in table and "| SMVI, flow q | λ=0 |" in table and "constrained" not in table
     assert "fig4_frontier.png" in md and "Figure 4" in page.read_text()
 
@@ -152,3 +153,22 @@ def test_a_sweep_of_another_family_alone_keeps_its_lambda_axis(tmp_path):
         write_run(root / "runs" / f"lam{lam:g}_seed0", {"lam": lam}, {"posterior": "flow"}, ais=-86.0, gap=4.0)
     runs, _ = collect_runs(root)
     assert [r.name for r in lam_series(runs)[0]] == ["runs/lam0_seed0", "runs/lam0.1_seed0"]
+
+
+def point(name: str, log_px: float, gap: float, se: float | None = 0.5) -> FrontierPoint:
+    return FrontierPoint(name, "λ", 0.0, (name,), Estimate(log_px, se, 1, "test points"), Estimate(gap, se, 1,
+                                                                                                     "test points"))
+
+
+def test_a_point_is_dominated_only_when_beaten_on_both_axes_beyond_noise():
+    margin = DOMINANCE_Z * 2 ** 0.5 * 0.5  # two points with SE 0.5 each: the combined SE is 0.5·√2
+    base = point("base", -90.0, 5.0)
+    better = point("better", -90.0 + margin + 0.01, 5.0 - margin - 0.01)  # just beyond noise on both
+    close = point("close", -90.0 + margin - 0.01, 5.0 - margin - 0.01)  # within noise on log p(x)
+    one_axis = point("one axis", -80.0, 6.0)  # far better log p(x), worse gap
+    empty = FrontierPoint("empty", "λ", 1.0, ("e",), None, None)  # no eval record: not a point of the plane
+    got = dominated_by([base, better, close, one_axis, empty])
+    assert got[base] == [better] and got[better] == [] and got[close] == [] and got[one_axis] == []
+    assert empty not in got
+    exact = point("exact", -90.0 + DOMINANCE_Z * 0.5 + 0.01, 5.0 - DOMINANCE_Z * 0.5 - 0.01, se=None)
+    assert dominated_by([base, exact])[base] == [exact]  # a missing SE counts as 0: only base's own SE remains

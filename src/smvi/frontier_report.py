@@ -12,6 +12,7 @@ the run-directory layer (:mod:`smvi.rundir`); nothing is recomputed.
   (:class:`~smvi.records.GapsRecord`, same convention).
 - :func:`gap_bars`: per run with a current gaps record, its approximation and amortization gaps (mean ± SE over
   images).
+- :func:`dominated_by`: which points beat a point on both axes beyond noise (the frontier table's last column).
 - :func:`frontier_section`: for runs of several methods or with a gaps record, the figure ``fig4_frontier.png`` -- (a) the plane log p(x) against the ELBO gap, one line
   per method, points labelled with their knob, SE error bars; (b) when some run has a gaps record, a stacked bar of
   approximation vs amortization gap per run -- and the frontier table of ``results.md``.
@@ -27,8 +28,8 @@ from typing import Any
 from .aggregate import Run, _get, _num, method_of
 from .stats import mean_se
 
-__all__ = ["Estimate", "FrontierPoint", "GapBar", "method_of", "frontier_points", "gap_bars", "frontier_section",
-           "FRONTIER_CAPTIONS"]
+__all__ = ["Estimate", "FrontierPoint", "GapBar", "method_of", "frontier_points", "gap_bars", "dominated_by",
+           "frontier_section", "FRONTIER_CAPTIONS", "DOMINANCE_Z"]
 
 FIGURE = "fig4_frontier.png"
 FRONTIER_CAPTIONS = {
@@ -130,6 +131,26 @@ def gap_bars(runs: list[Run]) -> list[GapBar]:
     return [bar for *_, bar in sorted(bars, key=lambda t: (not t[0][0].startswith("SMVI"), t[0], t[1]))]
 
 
+DOMINANCE_Z = 2.0
+"""How many combined standard errors a point must be beaten by on *both* axes to count as dominated."""
+
+
+def dominated_by(points: list[FrontierPoint]) -> dict[FrontierPoint, list[FrontierPoint]]:
+    """For each point with a test log p(x) and gap, the points that beat it on both: log p(x) higher and the ELBO gap
+    lower, each by more than :data:`DOMINANCE_Z` combined SEs (√(SE₁² + SE₂²); a missing SE counts as 0). Points
+    with none form the frontier, up to noise: a point beaten within noise stays on it. The SEs are unpaired (over
+    seeds, or over the test points of one run), so this is conservative for runs scored on the same test images."""
+    usable = [p for p in points if p.log_px and p.gap]
+    se = lambda e: e.se or 0.0  # noqa: E731
+
+    def beats(q: FrontierPoint, p: FrontierPoint) -> bool:
+        up = q.log_px.mean - p.log_px.mean > DOMINANCE_Z * math.hypot(se(q.log_px), se(p.log_px))
+        down = p.gap.mean - q.gap.mean > DOMINANCE_Z * math.hypot(se(q.gap), se(p.gap))
+        return up and down
+
+    return {p: [q for q in usable if q is not p and beats(q, p)] for p in usable}
+
+
 # ---- figure and table -----------------------------------------------------------------------------------------------
 def _plane(ax, points: list[FrontierPoint]) -> None:
     methods = list(dict.fromkeys(p.method for p in points))
@@ -186,6 +207,12 @@ def _pm(e: Estimate | None) -> str:
     return f"{e.mean:.2f}{se}" + ("" if e.se is None or e.se_over == "training seeds" else " †")
 
 
+def _beaten(by: list[FrontierPoint] | None) -> str:
+    if by is None:
+        return "—"
+    return "none" if not by else "; ".join(f"{q.method} {q.label}" for q in by)
+
+
 def frontier_section(runs: list[Run]) -> tuple[dict[str, bytes], list[tuple[str, list[str], list[list[str]]]]]:
     """The frontier figure (``{file name: PNG}``) and the frontier table ``[(title, header, rows)]``. Both are empty
     when the runs are of one method and none has a gaps record (an SMVI λ sweep: Figure 1 already shows it, and its
@@ -197,10 +224,12 @@ def frontier_section(runs: list[Run]) -> tuple[dict[str, bytes], list[tuple[str,
     pngs = {FIGURE: _figure(drawable, bars)} if drawable else {}
     if not points:
         return pngs, []
+    beaten = dominated_by(points)
     head = ["method", "knob", "runs", "log p(x) (AIS), test", "ELBO gap, test", "approximation gap",
-            "amortization gap"]
+            "amortization gap", "dominated by"]
     body = [[p.method, p.label, str(len(p.runs)), _pm(p.log_px), _pm(p.gap), _pm(p.approximation),
-             _pm(p.amortization)] for p in points]
+             _pm(p.amortization), _beaten(beaten.get(p))] for p in points]
     title = ("Figure 4: the trade-off frontier (nats, mean ± SE; the approximation and amortization gaps are the gaps "
-             "records', on their own test images)")
+             f"records', on their own test images). Dominated by: the points with a higher log p(x) and a smaller gap, "
+             f"each by more than {DOMINANCE_Z:g} combined SEs; none: on the frontier, up to noise")
     return pngs, [(title, head, body)]
