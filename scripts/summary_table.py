@@ -15,6 +15,8 @@ import csv
 import sys
 from pathlib import Path
 
+from smvi.flags import CLAIM_BLOCKING, RULES
+
 PER_LAM = (("gap", "test", "gap, test"), ("gap", "train", "gap, train"), ("iwae_full", "test", "IWAE log p(x), test"))
 PAIRED = (("iwae_full", "test", "Δ IWAE log p(x)"), ("gap", "test", "Δ gap, test"))
 
@@ -60,8 +62,10 @@ def summary_table(report_dir: Path) -> str:
     head = (["λ"] + [label for *_, label in PER_LAM] + [label for *_, label in PAIRED]
             + [f"Δ SSL, s = {s} (points)" for s in sizes])
     body = []
+    marks = {float(r["lam"]): r.get("flags", "") for r in results if r["lam"] and r.get("flags")}
     for lam in lams:
-        cells = [f"{lam:g}"] + [_mean_se(per_lam.get((q, sp, "", lam))) for q, sp, _ in PER_LAM]
+        cells = [f"{lam:g}" + (f" {marks[lam]}" if lam in marks else "")]
+        cells += [_mean_se(per_lam.get((q, sp, "", lam))) for q, sp, _ in PER_LAM]
         if lam == 0:
             cells += ["(reference)"] * (len(PAIRED) + len(sizes))
         else:
@@ -71,6 +75,9 @@ def summary_table(report_dir: Path) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in body]
     note = ("Nats unless stated; mean ± SE (over training seeds when n ≥ 2); Δ: λ minus λ = 0, paired, with its 95 % t "
             "interval, Holm-adjusted p and its unit n (training seeds; images or label subsets with one seed).")
+    present = {m for v in marks.values() for m in (v[i:i + 2] for i in range(0, len(v), 2))}
+    note += "".join(f" {m}: {text}, so not evidence for a claim." for m, text in
+                    (RULES[k] for k in CLAIM_BLOCKING) if m in present)
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 

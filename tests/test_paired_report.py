@@ -209,6 +209,18 @@ def test_summary_table_quotes_the_report_row_by_row(sweep, tmp_path):
     assert lines[0].startswith("| 0 | 3.00 ± 0.00 (3 runs) |")  # the test gap at λ = 0, as results.csv has it
 
 
+def test_summary_table_marks_a_lambda_kept_out_of_the_claims(sweep, tmp_path):
+    cfg = sweep / "lam0.1_seed2" / "config.toml"
+    cfg.write_text(cfg.read_text().replace("epochs = 3", "epochs = 5"))  # asks for more epochs than it has: ⚠U
+    make_report(sweep, tmp_path / "out")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "summary_table.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                         check=True).stdout
+    assert "\n| 0.1 ⚠U | " in out and "\n| 0.01 | " in out and "\n| 0 | " in out
+    assert "⚠U: unfinished: fewer epochs than the config asks for, so not evidence for a claim." in out
+    assert "⚠C" not in out
+
+
 def test_summary_table_without_a_report_says_what_to_run(tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "summary_table.py"
     r = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)

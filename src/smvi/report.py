@@ -198,7 +198,7 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
             "tables": tables, "notes": notes, "provenance_table": provenance_table(runs),
             "settings": settings_tables(runs),
             "pictures": pictures_section(sweep_dir, runs)}  # "" when no run has current pictures
-    files = {**pngs, **constrained.files, "results.csv": results_csv(rows).encode(),
+    files = {**pngs, **constrained.files, "results.csv": results_csv(rows, flags).encode(),
              "results.md": _markdown(page).encode(), "report.html": _html(page, pngs).encode()}
     if paired:
         files[PAIRED_CSV] = paired_csv(paired).encode()

@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from .aggregate import EVAL_METRICS, RECORD_LABEL, SPLITS, Row, Run, _get, _num, is_constrained, last_diagnostics
-from .flags import Flag, mark
+from .flags import CLAIM_BLOCKING, Flag, mark
 from .figures import fmt_lam
 from .provenance import provenance_rows
 
@@ -215,12 +215,14 @@ def settings_tables(runs: list[Run]) -> list[Table]:
             for title, tree in groups if tree]
 
 
-def results_csv(rows: list[Row]) -> str:
-    """``results.csv``: one line per :class:`~smvi.aggregate.Row`."""
+def results_csv(rows: list[Row], flags: list[Flag] = ()) -> str:
+    """``results.csv``: one line per :class:`~smvi.aggregate.Row`; ``flags``: the markers of the flags that keep the
+    row's λ out of the claims (:data:`smvi.flags.CLAIM_BLOCKING`: ⚠C collapse, ⚠U unfinished), "" when none."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["quantity", "split", "s", "lam", "mean", "se", "n_runs", "se_over", "unit"])
+    w.writerow(["quantity", "split", "s", "lam", "mean", "se", "n_runs", "se_over", "unit", "flags"])
     for r in rows:
+        marks = "" if r.lam is None else mark(flags, lam=r.lam, kinds=CLAIM_BLOCKING).strip()
         w.writerow([r.quantity, r.split, "" if r.s is None else r.s, "" if r.lam is None else repr(r.lam),
-                    repr(r.mean), "" if r.se is None else repr(r.se), r.n_runs, r.se_over, r.unit])
+                    repr(r.mean), "" if r.se is None else repr(r.se), r.n_runs, r.se_over, r.unit, marks])
     return buf.getvalue()
