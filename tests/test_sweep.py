@@ -74,6 +74,23 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(idx_dir, tmp_path, monke
     assert [r["done"] for r in results] == [["evaluate"], []]
 
 
+def test_stages_run_on_the_device_the_run_trained_on(idx_dir, tmp_path, monkeypatch):
+    seen = []
+    for name in ("evaluate_run", "ssl_run"):
+        real = getattr(S, name)
+        monkeypatch.setattr(S, name, lambda run_dir, *a, _real=real, _name=name, **k:
+                            seen.append((_name, k.get("device"))) or _real(run_dir, *a, **k))
+    S.run_sweep(tiny_sweep(idx_dir, lams=[0.0]), tmp_path / "auto", progress=False)
+    # train.device = "auto" (the default): evaluated where auto points, a GPU when there is one; ssl takes no device
+    assert seen == [("evaluate_run", "auto"), ("ssl_run", None)]
+    seen.clear()
+    cfg = tiny_sweep(idx_dir, lams=[0.0])
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
+        update={"device": "cpu"})})})
+    S.run_sweep(cfg, tmp_path / "cpu", progress=False)
+    assert seen == [("evaluate_run", "cpu"), ("ssl_run", None)]
+
+
 def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(idx_dir, tmp_path, monkeypatch, capsys):
     cfg = tiny_sweep(idx_dir, stages=["train"])
     real, calls = S.train, []

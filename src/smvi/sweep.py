@@ -207,7 +207,8 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
         for stage, fn, cfgs in stages:
             if stage in sweep.stages and _stale(rd, stage, cfgs):
                 t = time.perf_counter()
-                fn(run_dir, cfgs[0], overwrite=True, progress=progress)
+                where = {} if stage == "ssl" else {"device": spec.config.train.device}  # where it trained (auto: GPU)
+                fn(run_dir, cfgs[0], overwrite=True, progress=progress, **where)
                 seconds[stage] = round(time.perf_counter() - t, 2)
                 done.append(stage)
     except Exception as e:  # noqa: BLE001 -- a failing run is recorded and the sweep goes on
