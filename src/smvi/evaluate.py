@@ -166,10 +166,11 @@ def evaluate_run(
     progress_now = {"splits": dict(saved.splits) if saved else {}, "full_test": saved.full_test if saved else [],
                     "full_test_seconds": saved.full_test_seconds if saved else 0.0}
 
+    header = make_header("eval_partial", run.fingerprint, run.epoch, cfg, device=str(dev))  # once: host info is read
+
     def save(**update) -> None:
         progress_now.update(update)
-        rd.write_partial("eval", EvalPartial(header=make_header("eval_partial", run.fingerprint, run.epoch, cfg,
-                                                                device=str(dev)), **progress_now))
+        rd.write_partial("eval", EvalPartial(header=header, **progress_now))
 
     scored = {}
     with Progress(label, total + n_full, unit="image", enabled=progress) as bar:

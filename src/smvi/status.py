@@ -16,14 +16,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import build_config, read_toml
 from .progress import SweepETA, duration, stage_priors
 from .rundir import RunDir, RunError, sweep_paths
-from .sweep import SweepConfig, load_sweep_tree, measured_times, pending_work, plan
+from .sweep import STAGE_RECORDS, SweepConfig, measured_times, pending_work, plan, read_sweep
 
 __all__ = ["RunProgress", "sweep_progress", "format_status", "status_text", "recorded_workers", "sweeps_in"]
 
-STAGES = ("evaluate", "ssl", "pictures")
+STAGES = tuple(STAGE_RECORDS)
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def _load(sweep_dir: Path) -> SweepConfig:
     path = sweep_paths(sweep_dir)[0]
     if not path.is_file():
         raise RunError(f"{sweep_dir} is not a sweep directory (no {path.name}): start it with smvi sweep")
-    return build_config(SweepConfig, load_sweep_tree(read_toml(path)), source=f" in {path}")
+    return read_sweep(sweep_dir)
 
 
 def _age(path: Path, now: float) -> float | None:

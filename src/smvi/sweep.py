@@ -171,9 +171,20 @@ def _ssl_served(cfg: SSLConfig) -> tuple[SSLConfig, ...]:
     return (cfg,) if cfg.raw_pixels else (cfg, cfg.model_copy(update={"raw_pixels": True}))
 
 
+STAGE_RECORDS = {"evaluate": "eval", "ssl": "ssl", "pictures": "pictures"}
+"""The stages after training, in order, and the record each writes (:meth:`smvi.rundir.RunDir.record_path`)."""
+
+
+def read_sweep(sweep_dir: str | Path) -> SweepConfig:
+    """The settings a sweep directory saved (``sweep.toml``, old eval keys upgraded); a one-line ConfigError if they
+    are invalid."""
+    path = sweep_paths(sweep_dir)[0]
+    return build_config(SweepConfig, load_sweep_tree(read_toml(path)), source=f" in {path}")
+
+
 def _stale(rd: RunDir, stage: str, cfgs) -> bool:
     """Whether ``stage`` must run: no current record serves any of ``cfgs`` (:func:`smvi.records.staleness`)."""
-    return all(rd.current_record("eval" if stage == "evaluate" else stage, c)[1] is not None for c in cfgs)
+    return all(rd.current_record(STAGE_RECORDS[stage], c)[1] is not None for c in cfgs)
 
 
 def _epochs_left(spec: RunSpec, rd: RunDir) -> tuple[int, str | None]:
@@ -246,7 +257,7 @@ def measured_times(eta: SweepETA, run_dirs, last: int = 20) -> None:
             seconds["train"], epochs = float(sum(times)), len(times)
         except (RunError, OSError):
             pass
-        for stage, kind in (("evaluate", "eval"), ("ssl", "ssl"), ("pictures", "pictures")):
+        for stage, kind in STAGE_RECORDS.items():
             try:
                 rec = rd.read_record(kind)
             except (RecordError, RunError, OSError):
@@ -269,7 +280,7 @@ def _prepare(sweep: SweepConfig, sweep_dir: Path, overwrite: bool) -> None:
     path = sweep_paths(sweep_dir)[0]
     text = config_to_toml(sweep)
     if path.exists() and not overwrite:
-        saved = build_config(SweepConfig, load_sweep_tree(read_toml(path)), source=f" in {path}")
+        saved = read_sweep(sweep_dir)
         if saved.model_dump() != sweep.model_dump():
             raise ConfigError(
                 f"{path} holds a different sweep: rerun with the same settings to resume it, use another "
