@@ -4,8 +4,8 @@
 # and the reproduction committed in results/cpu/ (a few hours on 2 cores; rerun to resume):
 #   make reproduce -- the cpu preset, AIS convergence checks at λ = 0, 0.01 and 1, results/cpu/ and its report
 #   make constrained -- the constrained-SMVI study: λ learned toward D_SM and gap targets (about 3 core-hours)
-#   make frontier  -- SMVI vs β-VAE, IWAE and richer q at the cpu preset's settings, with the gap split, copied to
-#                     results/frontier/ and reported there (hours; rerun to resume)
+#   make frontier  -- SMVI vs β-VAE, IWAE and richer q at the cpu preset's settings trained in bf16, with the gap
+#                     split, copied to results/frontier/ and reported there (hours; rerun to resume)
 #   make gaussian  -- continuous data: a Gaussian decoder on dequantized MNIST and Fashion-MNIST, 10 epochs (~50 min)
 #   make paper     -- the paper preset (300 epochs, 3 seeds; λ = 1 with seed 0 in its own sweep, run beside the main
 #                     one so no core idles at the end), BDMC at λ = 0 and 0.1, results/paper/ and its report (many
@@ -104,8 +104,7 @@ constrained: $(STAMP)
 
 frontier: $(STAMP)
 	$(BIN)/smvi data fetch
-	$(BIN)/python scripts/frontier_study.py $(FRONTIER_RUNS) --lanes $(FRONTIER_LANES) --executor process --workers 1 \
-	  $(if $(wildcard $(CPU_RUNS)/runs),--smvi-sweep $(CPU_RUNS))
+	$(BIN)/python scripts/frontier_study.py $(FRONTIER_RUNS) --lanes $(FRONTIER_LANES) --executor process --workers 1
 	mkdir -p results/frontier
 	tar -C $(FRONTIER_RUNS) --dereference $(KEEP_RESULTS) -cf - . | tar -C results/frontier -xf -
 	$(BIN)/smvi report results/frontier

@@ -89,6 +89,21 @@ def test_family_cost_benchmark_quick_run_writes_its_ratios(tmp_path):
     assert all(res["times"][k]["cpu_ms"] > 0 for k in cases)
 
 
+def test_family_cost_benchmark_times_both_precisions_side_by_side(tmp_path):
+    """--precision both: every case in fp32 and bf16 autocast in the same rounds, each ratio to its own precision's
+    diagonal step, and the fp32 ÷ bf16 speed-up per case."""
+    out = tmp_path / "families.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "families.py"), "--quick", "--precision", "both",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    cpu, times = res["ratios_to_diagonal"]["cpu"], res["times"]
+    assert res["settings"]["precision"] == ["fp32", "bf16"] and cpu["diagonal"] == cpu["diagonal@bf16"] == 1.0
+    assert cpu["full_smvi@bf16"] == times["full_smvi@bf16"]["cpu_ms"] / times["diagonal_smvi@bf16"]["cpu_ms"]
+    assert set(res["bf16_speedup"]) == set(res["ratios_to_diagonal"]["cpu"]) - {k for k in cpu if "@" in k}
+    assert res["bf16_speedup"]["iwae50"] == times["iwae50"]["cpu_ms"] / times["iwae50@bf16"]["cpu_ms"]
+
+
 def test_bdmc_precision_quick_run_pairs_the_precisions(tmp_path):
     """benchmarks/bdmc_precision.py: BDMC in fp32 and bf16 on the same simulated points and seed, paired."""
     out = tmp_path / "bdmc.json"

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from smvi.config import build_config, config_to_toml
+from smvi.presets import PRESETS
 from smvi.rundir import RunDir
+from smvi.sweep import SweepConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,8 +126,16 @@ def test_sigterm_stops_every_lane_keeping_their_finished_epochs(idx_dir, tmp_pat
     assert not subprocess.run(["pgrep", "-f", str(out)], capture_output=True).stdout  # no sweep left running
 
 
+def saved_sweep(path: Path, *sets: str) -> Path:
+    """A sweep directory whose sweep.toml holds the cpu preset with ``sets`` (no runs trained)."""
+    (path / "runs").mkdir(parents=True)
+    cfg = build_config(SweepConfig, PRESETS["cpu"].model_dump(mode="json", exclude_unset=True), sets=list(sets))
+    (path / "sweep.toml").write_text(config_to_toml(cfg))
+    return path
+
+
 def test_a_reused_smvi_sweep_is_linked_into_the_study(tmp_path):
-    (tmp_path / "cpu" / "runs").mkdir(parents=True)
+    saved_sweep(tmp_path / "cpu", *load_study_module().STUDY_SETS)
     cmd = [sys.executable, str(ROOT / "scripts" / "frontier_study.py"), str(tmp_path / "f"), "--only", "smvi",
            "--smvi-sweep", str(tmp_path / "cpu"), "--no-gaps"]
     for _ in range(2):  # the second run finds the link in place
@@ -132,7 +143,33 @@ def test_a_reused_smvi_sweep_is_linked_into_the_study(tmp_path):
         assert r.returncode == 0, r.stderr
         link = tmp_path / "f" / "smvi"
         assert link.is_symlink() and os.readlink(link) == "../cpu" and link.resolve() == (tmp_path / "cpu").resolve()
-    (tmp_path / "other" / "runs").mkdir(parents=True)
+    saved_sweep(tmp_path / "other", *load_study_module().STUDY_SETS)
     r = subprocess.run(cmd[:-3] + ["--smvi-sweep", str(tmp_path / "other"), "--no-gaps"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 1 and "exists and is not --smvi-sweep" in r.stderr and os.readlink(link) == "../cpu"
+
+
+def test_a_reused_smvi_sweep_must_have_the_study_s_settings(tmp_path):
+    """The study trains in bf16; an fp32 sweep (what `make reproduce` writes) is refused unless the study is fp32."""
+    saved_sweep(tmp_path / "cpu")  # the cpu preset as it is: fp32
+    cmd = [sys.executable, str(ROOT / "scripts" / "frontier_study.py"), str(tmp_path / "f"), "--only", "smvi",
+           "--smvi-sweep", str(tmp_path / "cpu"), "--no-gaps"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "does not have the study's settings" in r.stderr and "precision" in r.stderr
+    assert not (tmp_path / "f").exists()  # nothing linked
+    r = subprocess.run(cmd + ["--set", "run.train.precision='fp32'"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "f" / "smvi").resolve() == (tmp_path / "cpu").resolve()
+    saved_sweep(tmp_path / "short", "run.train.epochs=3")
+    r = subprocess.run(cmd[:-3] + ["--smvi-sweep", str(tmp_path / "short"), "--no-gaps", "--set",
+                                   "run.train.precision='fp32'"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "epochs" in r.stderr
+
+
+def test_a_bad_study_setting_is_one_line_before_anything_starts(tmp_path):
+    cmd = [sys.executable, str(ROOT / "scripts" / "frontier_study.py"), str(tmp_path / "f"), "--set",
+           "run.train.precision='fp16'"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: --set") and "precision" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "f").exists()
