@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConstraintConfig
+from .config import ConstraintConfig, dotted_items
 from .records import RecordError
 from .rundir import RunDir, RunError, config_files, read_bounded, sweep_paths
 from .stats import mean_se
@@ -125,13 +125,6 @@ class Row:
 
 
 # ---- reading --------------------------------------------------------------------------------------------------------
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def _record(rd: RunDir, kind: str, fp: str, epochs: int | None, notes: list[str], name: str) -> dict | None:
     """The record ``kind`` as a JSON tree if it is current for the run, else None (with a note unless missing)."""
     from .records import staleness
@@ -209,7 +202,7 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
         if epochs is None:
             notes.append(f"{name}: no metrics.jsonl (not trained yet?)")
         got = {kind: _record(rd, kind, fp, epochs, notes, name) for kind in RECORD_LABEL}
-        flat = _flat(cfg.model_dump(mode="json", exclude_none=True))
+        flat = dotted_items(cfg.model_dump(mode="json", exclude_none=True))
         run = Run(name, cfg.train.lam, cfg.train.seed, epochs, planned, flat, got["eval"], got["ssl"],
                   got["convergence"], fp, gaps=got["gaps"], metrics=_metrics(rd, epochs, notes, name))
         for kind, fig in (("eval", 1), ("ssl", 2)):

@@ -257,6 +257,15 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def dotted_items(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict's leaves under dotted keys (``{"train": {"lam": 0}}`` → ``{"train.lam": 0}``), the inverse of
+    ``--set``'s paths; an empty section has no leaf."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(dotted_items(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .atomic import atomic_write_bytes, atomic_write_text, temporary_files
-from .config import ConfigError, RunConfig, build_config, config_to_toml
+from .config import ConfigError, RunConfig, build_config, config_to_toml, dotted_items
 from .records import Record, RecordError, dump_record, parse_record, staleness
 
 __all__ = ["RunError", "RunDir", "fingerprint", "identity", "identity_change", "identity_diff", "config_from_dump",
@@ -66,13 +66,6 @@ class RunError(RuntimeError):
 
 
 # ---- identity -------------------------------------------------------------------------------------------------------
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def _non_identity(cfg: RunConfig) -> set[str]:
     return set(_NOT_IDENTITY) | ({"data.data_dir"} if cfg.data.dataset == "mnist" else set())
 
@@ -98,7 +91,7 @@ def fingerprint(cfg: RunConfig) -> str:
 def identity_diff(a: RunConfig, b: RunConfig) -> tuple[str, Any, Any] | None:
     """The first identity setting on which two configs differ, as ``(key, value in a, value in b)``; None when both
     are the same run (exactly when their fingerprints agree)."""
-    fa, fb = _flat(a.model_dump(mode="json")), _flat(b.model_dump(mode="json"))
+    fa, fb = dotted_items(a.model_dump(mode="json")), dotted_items(b.model_dump(mode="json"))
     drop = _non_identity(a) & _non_identity(b)
     for key in sorted(fa.keys() | fb.keys()):
         if key not in drop and fa.get(key) != fb.get(key):
