@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from smvi.flags import CLAIM_BLOCKING, RULES
+from smvi.paired import format_p
 
 PER_LAM = (("gap", "test", "gap, test"), ("gap", "train", "gap, train"), ("iwae_full", "test", "IWAE log p(x), test"))
 PAIRED = (("iwae_full", "test", "Δ IWAE log p(x)"), ("gap", "test", "Δ gap, test"))
@@ -27,10 +28,6 @@ def _read(path: Path) -> list[dict[str, str]]:
             return list(csv.DictReader(f))
     except FileNotFoundError:
         return []
-
-
-def _p(p: str) -> str:
-    return "—" if not p else f"{float(p):.2g}" if float(p) >= 0.001 else "<0.001"
 
 
 def _mean_se(row: dict[str, str] | None) -> str:
@@ -46,7 +43,7 @@ def _paired(row: dict[str, str] | None) -> str:
     text = f"{float(row['mean']):+.2f}"
     if row["low"]:
         text += f" [{float(row['low']):+.2f}, {float(row['high']):+.2f}]"
-    return text + f" p_Holm={_p(row['p_holm'])}, n={row['n']} {row['unit']}"
+    return text + f" p_Holm={format_p(float(row['p_holm']) if row['p_holm'] else None)}, n={row['n']} {row['unit']}"
 
 
 def summary_table(report_dir: Path) -> str:

@@ -122,7 +122,8 @@ def paired_csv(paired: list[PairedRow]) -> str:
 
 
 # ---- tables and figure ----------------------------------------------------------------------------------------------
-def _p(p: float | None) -> str:
+def format_p(p: float | None) -> str:
+    """A p-value as the report writes it: two significant digits, "<0.001" below that, "—" for none."""
     return "—" if p is None else f"{p:.2g}" if p >= 0.001 else "<0.001"
 
 
@@ -136,7 +137,7 @@ def _cell(r: PairedRow | None) -> str:
         text += f" ({d.se_pooled:.2f})"
     if d.low is not None:
         text += f" [{d.low:+.2f}, {d.high:+.2f}]"
-    return text + f" p={_p(d.p)} p_Holm={_p(r.p_holm)} n={d.n}"
+    return text + f" p={format_p(d.p)} p_Holm={format_p(r.p_holm)} n={d.n}"
 
 
 NO_PER_IMAGE = ("— : no paired value; the eval records of these runs keep no per-image values (written before "
