@@ -71,7 +71,11 @@ def test_every_flag_is_listed_and_marked_where_its_number_is(sweep):
     assert not fig1["0.1"]["log p(x) (AIS), train"].endswith("⚠A")
     assert fig1["1 ⚠C"]["KL(q ‖ p(z)), monitor set, last epoch"] == "0.001 ⚠C"
     assert fig1["1 ⚠C"]["active units, last epoch"] == "0 ⚠C" and fig1["0"]["active units, last epoch"] == "12"
-    assert fig1["0.1"]["KL(q ‖ p(z)), training mean, last epoch"] == "18"  # the unfinished run's old metrics
+    # one run logged the monitor-set KL, the other (old metrics) only the training mean: each cell says how many
+    assert fig1["0.1"]["KL(q ‖ p(z)), training mean, last epoch"] == "18 (1 of 2 runs)"
+    assert fig1["0.1"]["KL(q ‖ p(z)), monitor set, last epoch"] == "20 (1 of 2 runs)"
+    assert fig1["0.1"]["active units, last epoch"] == "12 (1 of 2 runs)"
+    assert "of" not in fig1["0.1"]["ELBO gap, test"]  # both runs evaluated
     conv = markdown_table(md, "AIS convergence")[0]
     assert conv["BDMC gap, 300 steps"] == "0.60 ± 0.10 ⚠B" and conv["BDMC gap, 100 steps"] == "0.90 ± 0.10"
     assert conv["ladder converged"] == "no ⚠L"

@@ -54,17 +54,19 @@ def _cell(r: Row | None, flags: str = "") -> str:
 
 def _table_rows(find: dict, keys: list[tuple], lams: list[float], flags: list[Flag]) -> list[list[str]]:
     """One row per λ with a value: λ, the most runs behind a cell, the cells of ``keys`` (quantity, split, s), each
-    with its flags (module docstring)."""
+    with its flags (module docstring); a cell from fewer runs than that says how many."""
     body = []
     for lam in lams:
         cells = [find.get(k + (lam,)) for k in keys]
         if not any(cells):
             continue
+        n = max(c.n_runs for c in cells if c)
         row = [fmt_lam(lam) + mark(flags, lam=lam, kinds=["collapse"]),
-               str(max(c.n_runs for c in cells if c)) + mark(flags, lam=lam, kinds=["unfinished"])]
+               str(n) + mark(flags, lam=lam, kinds=["unfinished"])]
         for (q, split, _), c in zip(keys, cells):
             fields = [f"ais_acceptance.{split}"] if q in EVAL_METRICS else [q] if q in ("kl", "active_units") else []
-            row.append(_cell(c, mark(flags, lam=lam, fields=fields) if fields and c else ""))
+            fewer = f" ({c.n_runs} of {n} runs)" if c and c.n_runs < n else ""  # e.g. KL not logged by older runs
+            row.append(_cell(c, fewer + (mark(flags, lam=lam, fields=fields) if fields and c else "")))
         body.append(row)
     return body
 
