@@ -5,8 +5,8 @@
 One `smvi sweep` per arm (train → evaluate → ssl, the cpu preset: 30 epochs, the paper's model, AIS with 500 steps on
 100 + 100 images), each in DIR/<arm>/, then `smvi gaps` on the runs whose gap is split. Every arm trains in bf16
 autocast (:data:`STUDY_SETS`; ``--set run.train.precision='fp32'`` for fp32): on these settings bf16 matched fp32 on
-test ELBO, AIS log p(x) and the gap within noise (results/bf16check) at 1.5–2.3x less CPU per step, and every point of
-the frontier is then trained alike. Evaluation and the gap split stay in fp32.
+test ELBO, AIS log p(x) and the gap within noise (results/bf16check) at 1.7–2.9x less CPU per step
+(benchmarks/families.py --precision both), and every point of the frontier is then trained alike. Evaluation and the gap split stay in fp32.
 
     smvi      the cpu preset's λ grid (diagonal q)          gaps at λ = 0, 0.01, 0.1
     beta0.5, beta2, beta4   β-VAE (λ = 0)
@@ -23,8 +23,8 @@ the ``--gaps-set`` settings) is not redone; a stale one is recomputed. An arm th
 command then exits non-zero naming it.
 ``--smvi-sweep PATH`` reuses an existing sweep of the SMVI grid (e.g. runs/cpu from `make reproduce`, checkpoints
 needed) instead of training it again, linked as DIR/smvi; its run and evaluation settings must be the study's (a
-`make reproduce` sweep is fp32: add ``--set run.train.precision='fp32'``), else one line names the first difference. ``--set`` goes to every sweep (after the arm's own settings),
-``--gaps-set`` to every `smvi gaps`; ``--only ARM`` runs some arms. `smvi report DIR` collects DIR/*/runs/*/ and draws
+`make reproduce` sweep is fp32: add ``--set run.train.precision='fp32'``), else one line names the first difference.
+``--set`` goes to every sweep (after the arm's own settings), ``--gaps-set`` to every `smvi gaps`; ``--only ARM`` runs some arms. `smvi report DIR` collects DIR/*/runs/*/ and draws
 the frontier.
 """
 
@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from smvi.config import ConfigError, build_config
-from smvi.presets import PRESETS
+from smvi.presets import preset_base
 from smvi.rundir import RunDir, RunError, identity_change
 from smvi.settings import GapConfig
 from smvi.sweep import SweepConfig, read_sweep, run_name
@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         sys.exit(f"error: --gaps-set: {e}")
     try:  # the study's settings, as its SMVI arm would run them: a bad --set is refused before anything starts
-        study = build_config(SweepConfig, PRESETS[PRESET].model_dump(mode="json", exclude_unset=True),
-                             sets=STUDY_SETS + args.sets)
+        study = build_config(SweepConfig, preset_base(PRESET), sets=STUDY_SETS + args.sets)
     except ConfigError as e:
         sys.exit(f"error: --set: {e}")
     arms = args.only or list(ARMS)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from smvi.config import build_config, config_to_toml
-from smvi.presets import PRESETS
+from smvi.presets import preset_base
 from smvi.rundir import RunDir
 from smvi.sweep import SweepConfig
 
@@ -129,7 +129,7 @@ def test_sigterm_stops_every_lane_keeping_their_finished_epochs(idx_dir, tmp_pat
 def saved_sweep(path: Path, *sets: str) -> Path:
     """A sweep directory whose sweep.toml holds the cpu preset with ``sets`` (no runs trained)."""
     (path / "runs").mkdir(parents=True)
-    cfg = build_config(SweepConfig, PRESETS["cpu"].model_dump(mode="json", exclude_unset=True), sets=list(sets))
+    cfg = build_config(SweepConfig, preset_base("cpu"), sets=list(sets))
     (path / "sweep.toml").write_text(config_to_toml(cfg))
     return path
 

@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .config import RunConfig, TrainConfig
 from .settings import AISConfig, EvalConfig, PicturesConfig
 from .ssl import SSLConfig
 from .sweep import SweepConfig
 
-__all__ = ["PRESETS", "EVAL_PRESETS", "PRESET_TIMES"]
+__all__ = ["PRESETS", "EVAL_PRESETS", "PRESET_TIMES", "preset_base"]
 
 # Every preset draws its runs' pictures (smvi pictures: about 2 s a run with PCA, 15 s with t-SNE on one core).
 _STAGES = ("train", "evaluate", "ssl", "pictures")
@@ -71,3 +73,9 @@ PRESET_TIMES: dict[str, str] = {
 }
 """How long each sweep preset takes, in one place: `smvi sweep --help` and the README quote these strings (the CLI
 keeps a torch-free copy; tests check that all three agree)."""
+
+
+def preset_base(name: str) -> dict[str, Any]:
+    """The sweep preset ``name`` as the tree ``--set`` overrides: only the keys it sets, so that a key left at its
+    default stays implied (``likelihood = "gaussian"`` implies ``dequantize``)."""
+    return PRESETS[name].model_dump(mode="json", exclude_unset=True)

@@ -36,15 +36,13 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
     SWEEP_DIR/sweep_status.json and the others go on. It starts with one line on what it will do and a rough expected
     duration, and after each run prints [k/N runs] with an ETA from the stage times measured so far.
     """
-    from ..presets import PRESETS
+    from ..presets import preset_base
     from ..report import make_report
     from ..sweep import SweepConfig, load_sweep_tree, run_sweep
 
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
-    # only what the preset sets: a key left at its default stays implied (likelihood = gaussian implies dequantize)
-    base = (load_sweep_tree(read_toml(config_path)) if config_path
-            else PRESETS[preset].model_dump(mode="json", exclude_unset=True))
+    base = load_sweep_tree(read_toml(config_path)) if config_path else preset_base(preset)
     cfg = build_config(SweepConfig, base, sets=sets)
     results = run_sweep(cfg, sweep_dir, executor=executor, workers=workers, address=address, overwrite=overwrite,
                         progress=not no_progress)
