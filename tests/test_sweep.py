@@ -269,7 +269,8 @@ def test_process_workers_share_out_the_usable_cores(monkeypatch):
 @pytest.mark.slow
 def test_ctrl_c_stops_a_process_pool_sweep_at_once_and_the_same_command_resumes(idx_dir, tmp_path):
     """SIGINT to the whole process group (what Ctrl-C in a terminal sends) stops `smvi sweep --executor process`
-    within seconds, with exit status 130 and the rerun hint; rerunning the same command finishes the sweep."""
+    within seconds, with exit status 130 and the rerun hint; rerunning the same command finishes the sweep. The
+    workers ignore SIGINT (the parent alone stops them): one sent to them only leaves the sweep running."""
     import os
     import signal
     import subprocess
@@ -289,6 +290,13 @@ def test_ctrl_c_stops_a_process_pool_sweep_at_once_and_the_same_command_resumes(
         while not list((tmp_path / "sw").glob("runs/*/checkpoint.safetensors")):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.2)
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:  # the pool's workers (Linux)
+            workers = [int(pid) for pid in f.read().split()]
+        assert workers
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
+        time.sleep(2)
+        assert proc.poll() is None, proc.communicate()
         os.killpg(proc.pid, signal.SIGINT)
         t0 = time.monotonic()
         _, err = proc.communicate(timeout=120)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -365,16 +366,25 @@ def worker_threads(workers: int) -> int:
     return max(1, usable_cores() // workers)
 
 
+def _ignore_sigint() -> None:
+    """A pool worker's initializer: Ctrl-C, which a terminal sends to the whole process group, is the parent's alone
+    to act on (:func:`_run_pool` terminates the workers). A worker that caught it would send its KeyboardInterrupt
+    back through the result pipe just as the parent kills it; a message cut there blocks the pool's manager thread
+    for good, and with it the parent's exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, retries: int = 2) -> None:
     """Run the jobs in a local process pool, passing each result to ``record``. A worker that dies (killed, out of
     memory) breaks the pool: the jobs it took down are retried in a fresh pool (their training resumes from its
     checkpoint), up to ``retries`` times. Ctrl-C (or any exception here) stops the workers at once and cancels the
-    queued jobs: a worker's job would otherwise swallow the interrupt and the pool wait for every queued job. What a
-    stopped job leaves is safe to resume (checkpoints and records are written atomically)."""
+    queued jobs: a worker's job would otherwise swallow the interrupt and the pool wait for every queued job. The
+    workers ignore SIGINT themselves (:func:`_ignore_sigint`). What a stopped job leaves is safe to resume
+    (checkpoints and records are written atomically)."""
     todo = list(specs)
     for _ in range(retries + 1):
         lost = []
-        pool = ProcessPoolExecutor(max_workers=workers)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
         try:
             futures = {pool.submit(run_job, s, sweep, dirs[s.name], threads=threads): s for s in todo}
             for f in as_completed(futures):
