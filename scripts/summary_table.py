@@ -1,11 +1,12 @@
-"""One Markdown table per sweep, one row per λ, from its report's CSV files (results.csv, paired.csv):
+"""Two Markdown tables per sweep, one row per λ, from its report's CSV files (results.csv, paired.csv):
 
     python scripts/summary_table.py results/paper/report
 
-Columns: the test and train ELBO gap and the whole-test-set IWAE log p(x) (mean ± SE as the report forms them), then
-each λ minus λ = 0, paired (mean [t interval], Holm-adjusted p, n and its unit): whole-test-set IWAE log p(x), the test
-gap, and SSL accuracy at each labeled-set size s. This is the table the README and the closing notes quote; every number
-is read from the report, none is recomputed.
+The values: the test and train ELBO gap, AIS log p(x) on the test subset, IWAE log p(x) on the whole test set and SSL
+accuracy at each labeled-set size s (mean ± SE as the report forms them; a last row for SSL on raw pixels). The paired
+differences: each λ minus λ = 0 (mean [t interval], Holm-adjusted p, n and its unit) of the whole-test-set IWAE
+log p(x), the test gap and SSL accuracy at each s. These are the tables the README and the closing notes quote; every
+number is read from the report, none is recomputed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 
 from smvi.flags import CLAIM_BLOCKING, RULES
 from smvi.paired import format_p
+from smvi.report_tables import pm
 
-PER_LAM = (("gap", "test", "gap, test"), ("gap", "train", "gap, train"), ("iwae_full", "test", "IWAE log p(x), test"))
+VALUES = (("gap", "test", "gap, test"), ("gap", "train", "gap, train"), ("ais", "test", "AIS log p(x), test"),
+          ("iwae_full", "test", "IWAE log p(x), whole test set"))
 PAIRED = (("iwae_full", "test", "Δ IWAE log p(x)"), ("gap", "test", "Δ gap, test"))
 
 
@@ -30,11 +33,12 @@ def _read(path: Path) -> list[dict[str, str]]:
         return []
 
 
-def _mean_se(row: dict[str, str] | None) -> str:
+def _mean_se(row: dict[str, str] | None, runs: int = 1) -> str:
+    """The report's mean ± SE, and how many runs it is from where a λ has more than that."""
     if row is None:
         return "—"
-    text = f"{float(row['mean']):.2f}" + (f" ± {float(row['se']):.2f}" if row["se"] else "")
-    return text + (f" ({row['n_runs']} runs)" if row["n_runs"] != "1" else " (1 run)")
+    text = pm(float(row["mean"]), float(row["se"]) if row["se"] else None)
+    return text + (f" ({row['n_runs']} of {runs} runs)" if int(row["n_runs"]) < runs else "")
 
 
 def _paired(row: dict[str, str] | None) -> str:
@@ -46,32 +50,42 @@ def _paired(row: dict[str, str] | None) -> str:
     return text + f" p_Holm={format_p(float(row['p_holm']) if row['p_holm'] else None)}, n={row['n']} {row['unit']}"
 
 
+def _table(head: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in body]
+
+
 def summary_table(report_dir: Path) -> str:
-    """The Markdown table (module docstring) of the report in ``report_dir``."""
+    """The two Markdown tables (module docstring) of the report in ``report_dir``."""
     results = _read(report_dir / "results.csv")
     if not results:
         raise SystemExit(f"error: {report_dir} has no results.csv: run `smvi report` on the sweep first")
     paired = _read(report_dir / "paired.csv")
     per_lam = {(r["quantity"], r["split"], r["s"], float(r["lam"])): r for r in results if r["lam"]}
+    raw = {r["s"]: r for r in results if r["quantity"] == "ssl_raw_accuracy"}
     diffs = {(r["quantity"], r["split"], r["s"], float(r["lam"])): r for r in paired}
     lams = sorted({k[3] for k in per_lam})
-    sizes = sorted({int(r["s"]) for r in paired if r["quantity"] == "ssl_gain"})
-    head = (["λ"] + [label for *_, label in PER_LAM] + [label for *_, label in PAIRED]
-            + [f"Δ SSL, s = {s} (points)" for s in sizes])
-    body = []
+    sizes = sorted({int(k[2]) for k in per_lam if k[0] == "ssl_accuracy"})
     marks = {float(r["lam"]): r.get("flags", "") for r in results if r["lam"] and r.get("flags")}
-    for lam in lams:
-        cells = [f"{lam:g}" + (f" {marks[lam]}" if lam in marks else "")]
-        cells += [_mean_se(per_lam.get((q, sp, "", lam))) for q, sp, _ in PER_LAM]
-        if lam == 0:
-            cells += ["(reference)"] * (len(PAIRED) + len(sizes))
-        else:
-            cells += [_paired(diffs.get((q, sp, "", lam))) for q, sp, _ in PAIRED]
-            cells += [_paired(diffs.get(("ssl_gain", "test", str(s), lam))) for s in sizes]
-        body.append(cells)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in body]
-    note = ("Nats unless stated; mean ± SE (over training seeds when n ≥ 2); Δ: λ minus λ = 0, paired, with its 95 % t "
-            "interval, Holm-adjusted p and its unit n (training seeds; images or label subsets with one seed).")
+    label = {lam: f"{lam:g}" + (f" {marks[lam]}" if lam in marks else "") for lam in lams}
+    runs = {lam: max(int(r["n_runs"]) for k, r in per_lam.items() if k[3] == lam) for lam in lams}
+
+    values = [[label[lam], str(runs[lam])] + [_mean_se(per_lam.get((q, sp, "", lam)), runs[lam]) for q, sp, _ in VALUES]
+              + [_mean_se(per_lam.get(("ssl_accuracy", "test", str(s), lam)), runs[lam]) for s in sizes]
+              for lam in lams]
+    if raw:
+        values.append(["raw pixels", "—"] + [""] * len(VALUES) + [_mean_se(raw.get(str(s))) for s in sizes])
+    head = ["λ", "runs"] + [text for *_, text in VALUES] + [f"SSL %, s = {s}" for s in sizes]
+    lines = _table(head, values)
+    lines += ["", "Nats, or % of test images classified right; mean ± SE, over training seeds when a λ has several "
+                  "runs (else over images or label subsets; raw pixels: over label subsets).", ""]
+
+    body = [[label[lam]] + [_paired(diffs.get((q, sp, "", lam))) for q, sp, _ in PAIRED]
+            + [_paired(diffs.get(("ssl_gain", "test", str(s), lam))) for s in sizes] for lam in lams if lam != 0]
+    head = ["λ"] + [text for *_, text in PAIRED] + [f"Δ SSL, s = {s} (points)" for s in sizes]
+    lines += _table(head, body)
+    note = ("Δ: λ minus λ = 0, paired (same images, label subsets and training seeds), nats or percentage points, "
+            "with its 95 % t interval, Holm-adjusted p and its unit n (training seeds; images or label subsets with "
+            "one seed).")
     present = {m for v in marks.values() for m in (v[i:i + 2] for i in range(0, len(v), 2))}
     note += "".join(f" {m}: {text}, so not evidence for a claim." for m, text in
                     (RULES[k] for k in CLAIM_BLOCKING) if m in present)

@@ -197,16 +197,19 @@ def test_summary_table_quotes_the_report_row_by_row(sweep, tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "summary_table.py"
     out = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True,
                          check=True).stdout
-    lines = [line for line in out.splitlines() if line.startswith("| 0")]
-    assert [line.split(" | ")[0] for line in lines] == ["| 0", "| 0.01", "| 0.1"]
-    assert lines[0].count("(reference)") == 3  # Δ IWAE, Δ gap, Δ SSL at s = 600
+    tables = [[line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| λ")]
+              for block in out.split("\n\n") if block.startswith("| λ")]
+    values, paired = tables
+    assert [line.split(" | ")[0] for line in values] == ["| 0", "| 0.01", "| 0.1"]  # no raw-pixel SSL here
+    assert values[0].startswith("| 0 | 3 | 3.00 ± <0.01 |")  # the test gap at λ = 0, as results.csv has it
+    assert [line.split(" | ")[0] for line in paired] == ["| 0.01", "| 0.1"]  # λ = 0 is the reference
     rows = {(r.quantity, r.s, r.lam): r for r in paired_rows(collect_runs(sweep)[0])}
     d = rows[("iwae_full", None, 0.1)].diff
-    assert f"| {d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] p_Holm=" in lines[2] and "n=3 seeds" in lines[2]
+    assert paired[1].startswith(f"| 0.1 | {d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] p_Holm=")
+    assert "n=3 seeds" in paired[1]
     r = rows[("ssl_gain", 600, 0.01)]
     assert r.p_holm < 0.001  # the synthetic gain of 2 points at λ = 0.01
-    assert lines[1].endswith(f"| {r.diff.mean:+.2f} [{r.diff.low:+.2f}, {r.diff.high:+.2f}] p_Holm=<0.001, n=3 seeds |")
-    assert lines[0].startswith("| 0 | 3.00 ± 0.00 (3 runs) |")  # the test gap at λ = 0, as results.csv has it
+    assert paired[0].endswith(f"| {r.diff.mean:+.2f} [{r.diff.low:+.2f}, {r.diff.high:+.2f}] p_Holm=<0.001, n=3 seeds |")
 
 
 def test_summary_table_marks_a_lambda_kept_out_of_the_claims(sweep, tmp_path):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .aggregate import Run, _get, _num, method_of
+from .report_tables import pm
 from .stats import mean_se
 
 __all__ = ["Estimate", "FrontierPoint", "GapBar", "method_of", "frontier_points", "gap_bars", "dominated_by",
@@ -203,8 +204,7 @@ def _pm(e: Estimate | None) -> str:
     """``mean ± SE`` (two decimals); † marks an SE from within one run; — without a value."""
     if e is None or not math.isfinite(e.mean):
         return "—"
-    se = "" if e.se is None else " ± " + (f"{e.se:.2f}" if e.se >= 0.005 else "<0.01")
-    return f"{e.mean:.2f}{se}" + ("" if e.se is None or e.se_over == "training seeds" else " †")
+    return pm(e.mean, e.se) + ("" if e.se is None or e.se_over == "training seeds" else " †")
 
 
 def _beaten(by: list[FrontierPoint] | None) -> str:
