@@ -3,7 +3,7 @@
     python scripts/frontier_study.py runs/frontier --lanes 2 --executor process --workers 1    # or: make frontier
 
 One `smvi sweep` per arm (train → evaluate → ssl, the cpu preset: 30 epochs, the paper's model, AIS with 500 steps on
-100 + 100 images), each in DIR/<arm>/, then `smvi gaps` on the runs whose gap is split. Every arm trains in bf16
+100 + 100 images), each in DIR/<arm>/, and `smvi gaps` on the runs whose gap is split once their arm is done. Every arm trains in bf16
 autocast (:data:`STUDY_SETS`; ``--set run.train.precision='fp32'`` for fp32): on these settings bf16 matched fp32 on
 test ELBO, AIS log p(x) and the gap within noise (results/bf16check) at 1.7–2.9x less CPU per step
 (benchmarks/families.py --precision both), and every point of the frontier is then trained alike. Evaluation and the gap split stay in fp32.
@@ -14,7 +14,8 @@ test ELBO, AIS log p(x) and the gap within noise (results/bf16check) at 1.7–2.
     full, flow              full-covariance / flow q at λ = 0, 0.01, 0.1   gaps at λ = 0
 
 ``--lanes N`` runs N arms at once, the costliest first (:data:`COST`), each lane on its own share of the usable cores
-(its sweeps see only those: ``--workers`` and the torch threads are per lane); the gap splits follow, N at a time.
+(its sweeps see only those: ``--workers`` and the torch threads are per lane); a lane that has no arm left
+takes the gap splits of the arms done, so no core idles while IWAE k = 50 trains.
 Most arms are one run, and IWAE with k = 50 alone costs about as much as all the others, so on 2 cores
 ``--lanes 2 --workers 1`` keeps both busy where one arm at a time with two workers would leave one idle for hours.
 
@@ -36,7 +37,8 @@ import signal
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from smvi.config import ConfigError, build_config
@@ -115,25 +117,68 @@ def _interrupt(signum, frame) -> None:
             proc.send_signal(signal.SIGINT)
 
 
-def _in_lanes(jobs: list[tuple[str, list[str]]], lanes: int) -> list[str]:
-    """Run ``jobs`` (label, smvi arguments), in order, ``lanes`` at a time, each lane on its own cores; the labels of
-    those that failed."""
-    free = list(_lane_cores(lanes))
-    lock = threading.Lock()
+@dataclass(frozen=True)
+class Job:
+    """One `smvi` command of the study. ``label`` names it in the output; ``args()``, called when a lane reaches it,
+    gives its arguments, or None when nothing is left to do (a current gaps record). It starts once the job labelled
+    ``after`` has succeeded, and is dropped if that one failed (its failure is reported already)."""
+    label: str
+    args: Callable[[], list[str] | None]
+    after: str | None = None
 
-    def run(label: str, args: list[str]) -> str | None:
-        if _stop.is_set():
-            return label
-        with lock:
-            cores = free.pop()
-        try:
-            return None if _smvi(label, cores, *args) else label
-        finally:
-            with lock:
-                free.append(cores)
 
-    with ThreadPoolExecutor(lanes) as pool:
-        return [f for f in pool.map(lambda job: run(*job), jobs) if f]
+def _in_lanes(jobs: list[Job], lanes: int, run: Callable[..., bool] | None = None) -> list[str]:
+    """Run ``jobs`` ``lanes`` at a time, each lane on its own cores (:func:`_lane_cores`) and taking the first job
+    whose predecessor is done, so no lane idles while there is work it may start; the labels of those that failed
+    (or, once stopped, were not started). ``run(label, cores, *args)`` runs one (default :func:`_smvi`)."""
+    run = run or _smvi
+    pending = list(jobs)
+    known = {job.label for job in jobs}
+    outcome: dict[str, bool] = {}
+    failed: list[str] = []
+    cond = threading.Condition()
+
+    def next_job() -> Job | None:
+        with cond:
+            while pending and not _stop.is_set():
+                for job in list(pending):
+                    if job.after in known and outcome.get(job.after) is False:
+                        pending.remove(job)
+                        outcome[job.label] = False
+                    elif job.after not in known or outcome.get(job.after):
+                        pending.remove(job)
+                        return job
+                if pending:  # what is left waits for a job running in another lane
+                    cond.wait()
+            return None
+
+    def lane(cores: set[int] | None) -> None:
+        while (job := next_job()) is not None:
+            args = job.args()
+            ok = args is None or run(job.label, cores, *args)
+            with cond:
+                outcome[job.label] = ok
+                if not ok:
+                    failed.append(job.label)
+                cond.notify_all()
+
+    threads = [threading.Thread(target=lane, args=(cores,)) for cores in _lane_cores(lanes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return failed + [job.label for job in pending]  # jobs left in pending were never started: stopped
+
+
+def _gaps_args(rd: RunDir, cfg: GapConfig, sets: list[str]) -> list[str] | None:
+    """`smvi gaps` arguments for the run ``rd``; None when its gaps record is current (its run, epoch and ``cfg``)."""
+    try:
+        record, stale = rd.current_record("gaps", cfg)
+    except RunError:  # not a usable run: `smvi gaps` says why in one line
+        record, stale = None, "no run"
+    if record is not None and stale is None:
+        return None
+    return ["gaps", str(rd.path), *sets, "--no-progress", *(["--overwrite"] if rd.record_path("gaps").exists() else [])]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -189,25 +234,19 @@ def main(argv: list[str] | None = None) -> None:
         lams, own = ARMS[arm]
         grid = [] if lams is None else [f"lams=[{', '.join(f'{v:g}' for v in lams)}]"]
         opts = [a for s in STUDY_SETS + grid + own + args.sets for a in ("--set", s)]
-        jobs.append((arm, ["sweep", str(dirs[arm]), "--preset", PRESET, *opts, "--executor", args.executor,
-                           "--workers", str(args.workers), "--no-report", "--no-progress"]))
+        sweep = ["sweep", str(dirs[arm]), "--preset", PRESET, *opts, "--executor", args.executor, "--workers",
+                 str(args.workers), "--no-report", "--no-progress"]
+        jobs.append(Job(arm, lambda sweep=sweep: sweep))
+    if not args.no_gaps:  # each after its arm, in whichever lane is free first
+        gaps_sets = [a for s in args.gaps_set for a in ("--set", s)]
+        for arm in arms:
+            for lam in GAPS.get(arm, []):
+                rd = RunDir(dirs[arm] / "runs" / run_name(lam, 0))
+                jobs.append(Job(f"{arm} gaps {rd.path.name}", lambda rd=rd: _gaps_args(rd, gaps_cfg, gaps_sets),
+                                after=arm))
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     failed = _in_lanes(jobs, args.lanes)
-    if not (args.no_gaps or _stop.is_set()):
-        gaps = []
-        for arm in (a for a in arms if a not in failed):
-            for lam in GAPS.get(arm, []):
-                rd = RunDir(dirs[arm] / "runs" / run_name(lam, 0))
-                try:
-                    record, stale = rd.current_record("gaps", gaps_cfg)
-                except RunError:  # not a usable run: `smvi gaps` says why in one line
-                    record, stale = None, "no run"
-                if record is None or stale is not None:
-                    gaps.append((f"{arm} gaps {rd.path.name}",
-                                 ["gaps", str(rd.path), *[a for s in args.gaps_set for a in ("--set", s)],
-                                  "--no-progress", *(["--overwrite"] if rd.record_path("gaps").exists() else [])]))
-        failed += _in_lanes(gaps, args.lanes)
     if failed:
         what = "interrupted" if _stop.is_set() else f"{', '.join(failed)} failed (see above)"
         sys.exit(f"error: {what}; rerun this command to resume")

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def test_a_missing_smvi_sweep_is_one_line(idx_dir, tmp_path):
 def load_study_module():
     spec = importlib.util.spec_from_file_location("frontier_study", ROOT / "scripts" / "frontier_study.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["frontier_study"] = module  # a dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 
@@ -96,6 +98,49 @@ def test_lanes_deal_out_the_usable_cores():
         two = lanes(2)
         assert two[0] and two[1] and not two[0] & two[1] and two[0] | two[1] == cores
     assert lanes(len(cores) + 1) == [None] * (len(cores) + 1)  # more lanes than cores: they share, unpinned
+
+
+def test_a_free_lane_takes_the_gap_split_of_a_finished_arm_while_another_arm_trains():
+    """The lanes' scheduler, with a stand-in for `smvi`: a job starts once its arm has succeeded, in whichever lane is
+    free (not after every arm), a job after a failed arm is dropped, and a job with nothing to do runs nothing."""
+    m = load_study_module()
+    log, lock = [], threading.Lock()
+    release_slow = threading.Event()
+
+    def run(label, cores, *args):
+        with lock:
+            log.append(("start", label))
+        if label == "slow":
+            assert release_slow.wait(10), "the fast arm's gap split never ran beside the slow arm"
+        with lock:
+            log.append(("end", label))
+        if label == "fast gaps":
+            release_slow.set()
+        return label != "broken"
+
+    jobs = [m.Job("slow", lambda: ["sweep"]), m.Job("fast", lambda: ["sweep"]), m.Job("broken", lambda: ["sweep"]),
+            m.Job("slow gaps", lambda: ["gaps"], after="slow"), m.Job("fast gaps", lambda: ["gaps"], after="fast"),
+            m.Job("broken gaps", lambda: ["gaps"], after="broken"), m.Job("current", lambda: None, after="fast")]
+    failed = m._in_lanes(jobs, 2, run=run)
+    assert failed == ["broken"]
+    started = [label for what, label in log if what == "start"]
+    assert "broken gaps" not in started and "current" not in started
+    assert started.index("fast gaps") < log.index(("end", "slow"))  # beside the slow arm, not after it
+    assert log.index(("start", "slow gaps")) > log.index(("end", "slow"))
+
+
+def test_a_stopped_study_starts_nothing_more_and_names_what_it_left():
+    m = load_study_module()
+    started = []
+
+    def run(label, cores, *args):
+        started.append(label)
+        m._stop.set()  # the signal handler's flag, set while the first job runs
+        return True
+
+    failed = m._in_lanes([m.Job("a", lambda: ["sweep"]), m.Job("b", lambda: ["sweep"]),
+                          m.Job("a gaps", lambda: ["gaps"], after="a")], 1, run=run)
+    assert started == ["a"] and failed == ["b", "a gaps"]
 
 
 def test_bad_lanes_are_one_line(tmp_path):
