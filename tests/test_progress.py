@@ -212,7 +212,8 @@ def test_the_docstring_examples_hold():
 
 def test_each_preset_has_one_time_quoted_alike_everywhere():
     """presets.PRESET_TIMES owns the numbers; the CLI's torch-free copy, `smvi sweep --help` and the README quote
-    them, and the paper preset's estimate is what smvi.progress's per-stage figures give."""
+    them. The ETA a paper sweep shows before it has measured anything (smvi.progress's per-stage figures) lies between
+    the measured pace of results/paper and that of its uncontended runs."""
     from pathlib import Path
 
     from smvi.cli import SWEEP_PRESET_TIMES
@@ -229,7 +230,7 @@ def test_each_preset_has_one_time_quoted_alike_everywhere():
     paper = PRESETS["paper"]
     work = {s.name: {"epochs": s.config.train.epochs, "evaluate": 1, "ssl": 1} for s in plan(paper)}
     hours = SweepETA(work, stage_priors(paper.run, paper.eval)).left()[0] / 3600
-    assert f"about {round(hours)} h" in PRESET_TIMES["paper"]
+    assert "about 17 h" in PRESET_TIMES["paper"] and "about 9 h" in PRESET_TIMES["paper"] and 9 <= hours <= 17
 
 
 def test_ctrl_c_says_how_to_continue(monkeypatch, tmp_path):

@@ -79,3 +79,40 @@ def test_the_committed_gaussian_decoder_results_are_what_their_files_give(tmp_pa
             for kind in ("eval", "ssl", "pictures"):
                 record, stale = rd.current_record(kind)
                 assert stale is None and record.header.epoch == 10, (name, run.name, kind, stale)
+
+
+PAPER = RESULTS.parent / "paper"
+
+
+def test_the_committed_paper_results_are_what_their_files_give(tmp_path):
+    """results/paper: the report's tables (values and paired differences) are recomputed from the committed files,
+    summary.md is what scripts/summary_table.py prints from them, and the README quotes its tables verbatim."""
+    import subprocess
+    import sys
+
+    make_report(PAPER, tmp_path)
+    for name in ("results.csv", "paired.csv"):
+        assert (tmp_path / name).read_text() == (PAPER / "report" / name).read_text(), name
+    md = (tmp_path / "results.md").read_text()
+    assert "## Flags\n\nnone" in md and "## Notes\n\nnone" in md
+    script = Path(__file__).resolve().parents[1] / "scripts" / "summary_table.py"
+    summary = subprocess.run([sys.executable, str(script), str(PAPER / "report")], capture_output=True, text=True,
+                             check=True).stdout
+    assert summary == (PAPER / "summary.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    tables = [block for block in summary.split("\n\n") if block.startswith("| λ")]
+    assert len(tables) == 2 and all(t.strip() in readme for t in tables)
+
+
+def test_every_paper_run_finished_with_the_paper_preset_s_settings():
+    paper = PRESETS["paper"]
+    runs = sorted((PAPER / "runs").iterdir())
+    assert len(runs) == len(paper.lams) * len(paper.seeds) + 1  # and λ = 1 with seed 0
+    for run in runs:
+        rd = RunDir(run)
+        cfg = rd.read_config()
+        assert cfg.train.epochs == 300 and cfg.train.precision == "bf16", run.name
+        for kind in ("eval", "ssl"):
+            record, stale = rd.current_record(kind)
+            assert stale is None and record.header.epoch == 300, (run.name, kind, stale)
+        assert EvalConfig.model_validate(rd.read_record("eval").header.settings) == paper.eval, run.name

@@ -67,9 +67,10 @@ PRESET_TIMES: dict[str, str] = {
     # The stages of results/cpu/ summed to 4.1 h of one-thread processes, run two at a time (`--executor process
     # --workers 2`) on 2 cores (README, Results).
     "cpu": "about 2 h on 2 CPU cores (4.1 h of one-thread processes, two at a time)",
-    # Not run end to end yet: smvi.progress's per-stage figures (bf16 epochs, AIS and IWAE work, ssl) add up to this
-    # (tests/test_progress.py checks that they still do).
-    "paper": "about 13 h on 2 CPU cores (estimated from smvi.progress's per-stage figures; not yet measured)",
+    # results/paper/ (README, Results): its stages summed to 20.8 h of training, 11.2 h of evaluation, 12 min of SSL and
+    # 72 min of BDMC in one-thread processes, two at a time, over 6 sessions beside other jobs. Its uncontended runs
+    # took 32 min of training and 27 min of evaluation each: 16 runs two at a time, and BDMC, in about 9 h.
+    "paper": "about 17 h on 2 shared CPU cores (measured: 33 h of one-thread processes, two at a time; about 9 h at the pace of its uncontended runs)",
 }
 """How long each sweep preset takes, in one place: `smvi sweep --help` and the README quote these strings (the CLI
 keeps a torch-free copy; tests check that all three agree)."""
