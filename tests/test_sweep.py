@@ -283,8 +283,11 @@ def test_ctrl_c_stops_a_process_pool_sweep_at_once_and_the_same_command_resumes(
     (tmp_path / "sweep.toml").write_text(config_to_toml(cfg))
     cmd = [sys.executable, "-m", "smvi", "sweep", str(tmp_path / "sw"), "--config", str(tmp_path / "sweep.toml"),
            "--executor", "process", "--workers", "2", "--no-progress", "--no-report"]
+    # SIGINT as a terminal's shell leaves it for a foreground job: a shell's background job (`cmd &`, which CI or a
+    # nohup may be) starts with SIGINT ignored, and a Python started so never raises KeyboardInterrupt.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while not list((tmp_path / "sw").glob("runs/*/checkpoint.safetensors")):

@@ -368,9 +368,8 @@ def worker_threads(workers: int) -> int:
 
 def _ignore_sigint() -> None:
     """A pool worker's initializer: Ctrl-C, which a terminal sends to the whole process group, is the parent's alone
-    to act on (:func:`_run_pool` terminates the workers). A worker that caught it would send its KeyboardInterrupt
-    back through the result pipe just as the parent kills it; a message cut there blocks the pool's manager thread
-    for good, and with it the parent's exit."""
+    to act on (:func:`_run_pool` terminates the workers). Otherwise each worker would also raise KeyboardInterrupt in
+    its job and send it back as the job's result while the parent tears the pool down."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
