@@ -266,50 +266,93 @@ def test_process_workers_share_out_the_usable_cores(monkeypatch):
     assert S.usable_cores() == 64
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_a_process_pool_sweep_at_once_and_the_same_command_resumes(idx_dir, tmp_path):
-    """SIGINT to the whole process group (what Ctrl-C in a terminal sends) stops `smvi sweep --executor process`
-    within seconds, with exit status 130 and the rerun hint; rerunning the same command finishes the sweep. The
-    workers ignore SIGINT (the parent alone stops them): one sent to them only leaves the sweep running."""
-    import os
+def long_process_sweep(idx_dir, tmp_path):
+    """`smvi sweep --executor process --workers 2` on minutes of queued work, started in its own process group with
+    SIGINT at its default, as a terminal's shell starts a foreground job (a shell's background job, which CI or a
+    nohup may be, starts with SIGINT ignored, and a Python started so never raises KeyboardInterrupt); returned once
+    a run has a checkpoint, with its config and the pids of its pool's workers (Linux)."""
     import signal
     import subprocess
     import sys
     import time
 
-    cfg = tiny_sweep(idx_dir, lams=[0.0, 0.1, 0.2, 0.5, 1.0, 2.0], stages=["train"])  # minutes of work queued
+    cfg = tiny_sweep(idx_dir, lams=[0.0, 0.1, 0.2, 0.5, 1.0, 2.0], stages=["train"])
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
         update={"epochs": 5000})})})
     (tmp_path / "sweep.toml").write_text(config_to_toml(cfg))
     cmd = [sys.executable, "-m", "smvi", "sweep", str(tmp_path / "sw"), "--config", str(tmp_path / "sweep.toml"),
            "--executor", "process", "--workers", "2", "--no-progress", "--no-report"]
-    # SIGINT as a terminal's shell leaves it for a foreground job: a shell's background job (`cmd &`, which CI or a
-    # nohup may be) starts with SIGINT ignored, and a Python started so never raises KeyboardInterrupt.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "sw").glob("runs/*/checkpoint.safetensors")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(proc.communicate())
+        time.sleep(0.2)
+    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+        workers = [int(pid) for pid in f.read().split()]
+    assert workers
+    return proc, cfg, workers
+
+
+def stopped_by(proc, send) -> str:
+    """``send()`` a signal, then the sweep's stderr once it has exited; it must within 20 s. Whatever is left of its
+    process group is killed."""
+    import signal
+    import time
+
     try:
-        deadline = time.monotonic() + 240
-        while not list((tmp_path / "sw").glob("runs/*/checkpoint.safetensors")):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
-        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:  # the pool's workers (Linux)
-            workers = [int(pid) for pid in f.read().split()]
-        assert workers
-        for pid in workers:
-            os.kill(pid, signal.SIGINT)
-        time.sleep(2)
-        assert proc.poll() is None, proc.communicate()
-        os.killpg(proc.pid, signal.SIGINT)
+        send()
         t0 = time.monotonic()
         _, err = proc.communicate(timeout=120)
-        assert time.monotonic() - t0 < 20, "Ctrl-C did not stop the sweep promptly"
-    finally:
-        if proc.poll() is None:
+        assert time.monotonic() - t0 < 20, "the sweep did not stop promptly"
+        return err.decode()
+    finally:  # the whole group, so that no worker outlives a failed check
+        try:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 130 and "rerun the same command" in err.decode(), err.decode()
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_process_pool_sweep_at_once_and_the_same_command_resumes(idx_dir, tmp_path):
+    """SIGINT to the whole process group (what Ctrl-C in a terminal sends) stops `smvi sweep --executor process`
+    within seconds, with exit status 130 and the rerun hint; rerunning the same command finishes the sweep. The
+    workers ignore SIGINT (the parent alone stops them): one sent to them only leaves the sweep running."""
+    import signal
+    import time
+
+    proc, cfg, workers = long_process_sweep(idx_dir, tmp_path)
+    for pid in workers:
+        os.kill(pid, signal.SIGINT)
+    time.sleep(2)
+    alive = proc.poll() is None
+    err = stopped_by(proc, lambda: os.killpg(proc.pid, signal.SIGINT))
+    assert alive, err
+    assert proc.returncode == 130 and "rerun the same command" in err, err
     short = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
         update={"epochs": 2})})})
     results = S.run_sweep(short, tmp_path / "sw", overwrite=True, progress=False)  # resumes the interrupted runs
     assert all(r["status"] == "ok" for r in results), results
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_process_pool_sweep_stops_its_workers_too(idx_dir, tmp_path):
+    """`kill PID` of the sweep (SIGTERM to it alone) stops it as Ctrl-C does, exit status 143: its pool's workers
+    are terminated with it, not left training as orphans."""
+    import signal
+    import time
+
+    proc, _, workers = long_process_sweep(idx_dir, tmp_path)
+    err = stopped_by(proc, proc.terminate)
+    assert proc.returncode == 143 and "rerun the same command" in err, err
+    time.sleep(1)
+    for pid in workers:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                assert f.read().split()[2] == "Z", f"worker {pid} still runs after its sweep ended"
+        except FileNotFoundError:
+            pass  # gone

@@ -366,24 +366,26 @@ def worker_threads(workers: int) -> int:
     return max(1, usable_cores() // workers)
 
 
-def _ignore_sigint() -> None:
-    """A pool worker's initializer: Ctrl-C, which a terminal sends to the whole process group, is the parent's alone
-    to act on (:func:`_run_pool` terminates the workers). Otherwise each worker would also raise KeyboardInterrupt in
-    its job and send it back as the job's result while the parent tears the pool down."""
+def _worker_signals() -> None:
+    """A pool worker's initializer. Ctrl-C, which a terminal sends to the whole process group, is the parent's alone
+    to act on (:func:`_run_pool` terminates the workers); otherwise each worker would also raise KeyboardInterrupt in
+    its job and send it back as the job's result while the parent tears the pool down. SIGTERM, the parent's way of
+    stopping a worker, ends it at once (the default), whatever handler the worker inherited from the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, retries: int = 2) -> None:
     """Run the jobs in a local process pool, passing each result to ``record``. A worker that dies (killed, out of
     memory) breaks the pool: the jobs it took down are retried in a fresh pool (their training resumes from its
-    checkpoint), up to ``retries`` times. Ctrl-C (or any exception here) stops the workers at once and cancels the
+    checkpoint), up to ``retries`` times. Ctrl-C (or any exception here: the CLI raises SIGTERM as one) stops the workers at once and cancels the
     queued jobs: a worker's job would otherwise swallow the interrupt and the pool wait for every queued job. The
-    workers ignore SIGINT themselves (:func:`_ignore_sigint`). What a stopped job leaves is safe to resume
+    workers ignore SIGINT themselves (:func:`_worker_signals`). What a stopped job leaves is safe to resume
     (checkpoints and records are written atomically)."""
     todo = list(specs)
     for _ in range(retries + 1):
         lost = []
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_signals)
         try:
             futures = {pool.submit(run_job, s, sweep, dirs[s.name], threads=threads): s for s in todo}
             for f in as_completed(futures):

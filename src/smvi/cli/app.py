@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -73,18 +75,35 @@ def _fmt(value) -> str:
     return "nan" if value is None else f"{value:.2f}"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``), raised in the main thread so that a command stops as on Ctrl-C: a process-pool sweep
+    terminates its workers instead of leaving them training as orphans, and what is finished is kept."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
 class SmviGroup(click.Group):
-    """Turns the library's expected errors into one line and exit status 1."""
+    """Turns the library's expected errors into one line and exit status 1, and Ctrl-C or SIGTERM into one line and
+    exit status 130 or 143 (a SIGTERM that was ignored or handled by the caller is left so)."""
 
     def invoke(self, ctx: click.Context):
+        catch = (threading.current_thread() is threading.main_thread()
+                 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+        if catch:
+            signal.signal(signal.SIGTERM, _terminated)
         try:
             return super().invoke(ctx)
         except expected_errors() as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             click.echo(f"interrupted: {INTERRUPTED.get(ctx.invoked_subcommand, INTERRUPTED[None])}", err=True)
-            sys.exit(130)
+            sys.exit(143 if isinstance(e, Terminated) else 130)
+        finally:
+            if catch:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 INTERRUPTED = {
