@@ -3,8 +3,8 @@
     python scripts/frontier_study.py runs/frontier --lanes 2 --executor process --workers 1    # or: make frontier
 
 One `smvi sweep` per arm (train → evaluate → ssl, the cpu preset: 30 epochs, the paper's model, AIS with 500 steps on
-100 + 100 images), each in DIR/<arm>/, and `smvi gaps` on the runs whose gap is split once their arm is done. Every arm trains in bf16
-autocast (:data:`STUDY_SETS`; ``--set run.train.precision='fp32'`` for fp32): on these settings bf16 matched fp32 on
+100 + 100 images), each in DIR/<arm>/, and `smvi gaps` on the runs whose gap is split once their arm is done. Every
+arm trains in bf16 autocast (:data:`STUDY_SETS`; ``--set run.train.precision='fp32'`` for fp32): on these settings bf16 matched fp32 on
 test ELBO, AIS log p(x) and the gap within noise (results/bf16check) at 1.7–2.9x less CPU per step
 (benchmarks/families.py --precision both), and every point of the frontier is then trained alike. Evaluation and the gap split stay in fp32.
 

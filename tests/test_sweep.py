@@ -343,7 +343,6 @@ def test_ctrl_c_stops_a_process_pool_sweep_at_once_and_the_same_command_resumes(
 def test_sigterm_to_a_process_pool_sweep_stops_its_workers_too(idx_dir, tmp_path):
     """`kill PID` of the sweep (SIGTERM to it alone) stops it as Ctrl-C does, exit status 143: its pool's workers
     are terminated with it, not left training as orphans."""
-    import signal
     import time
 
     proc, _, workers = long_process_sweep(idx_dir, tmp_path)

@@ -378,10 +378,10 @@ def _worker_signals() -> None:
 def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, retries: int = 2) -> None:
     """Run the jobs in a local process pool, passing each result to ``record``. A worker that dies (killed, out of
     memory) breaks the pool: the jobs it took down are retried in a fresh pool (their training resumes from its
-    checkpoint), up to ``retries`` times. Ctrl-C (or any exception here: the CLI raises SIGTERM as one) stops the workers at once and cancels the
-    queued jobs: a worker's job would otherwise swallow the interrupt and the pool wait for every queued job. The
-    workers ignore SIGINT themselves (:func:`_worker_signals`). What a stopped job leaves is safe to resume
-    (checkpoints and records are written atomically)."""
+    checkpoint), up to ``retries`` times. Ctrl-C (or any exception here: the CLI raises SIGTERM as one) stops the
+    workers at once and cancels the queued jobs: a worker's job would otherwise swallow the interrupt and the pool
+    wait for every queued job. The workers ignore SIGINT themselves (:func:`_worker_signals`). What a stopped job
+    leaves is safe to resume (checkpoints and records are written atomically)."""
     todo = list(specs)
     for _ in range(retries + 1):
         lost = []

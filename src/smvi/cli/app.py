@@ -21,7 +21,8 @@ SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.presets.PRESETS (same che
 SWEEP_PRESET_TIMES = {  # smvi.presets.PRESET_TIMES, the one owner of these numbers (tests/test_progress.py checks)
     "quick": "3–5 min on 2 idle CPU cores",
     "cpu": "about 2 h on 2 CPU cores (4.1 h of one-thread processes, two at a time)",
-    "paper": "about 17 h on 2 shared CPU cores (measured: 33 h of one-thread processes, two at a time; about 9 h at the pace of its uncontended runs)",
+    "paper": ("about 17 h on 2 shared CPU cores (measured: 33 h of one-thread processes, two at a time; about 9 h at "
+              "the pace of its uncontended runs)"),
 }
 # The library's expected errors, by module; a module not imported yet cannot have raised one.
 _EXPECTED_ERRORS = {
