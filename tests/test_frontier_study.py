@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(idx_dir: Path) -> list[str]:
-    sets = [f"run.data.dataset='idx'", f"run.data.data_dir='{idx_dir}'", "run.data.monitor_size=32",
+    sets = ["run.data.dataset='idx'", f"run.data.data_dir='{idx_dir}'", "run.data.monitor_size=32",
             "run.model.z_dim=2", "run.model.encoder_hidden=[16]", "run.model.decoder_hidden=[16]",
             "run.train.epochs=1", "run.train.batch_size=64", "stages=['train', 'evaluate']", "eval.n_test=6",
             "eval.n_train=0", "eval.ais.steps=5", "eval.elbo_samples=10", "eval.dsm_samples=5", "eval.iwae_k=10",
