@@ -8,8 +8,8 @@ import inspect
 import pytest
 
 from smvi.aggregate import Run
-from smvi.flags import (ACCEPT_TARGET, ACCEPT_TOL, BDMC_TOL, COLLAPSE_KL, COLLAPSE_UNITS, RULES, excluded_lams,
-                        is_collapsed, legend, mark, run_flags, sweep_flags)
+from smvi.flags import (ACCEPT_TARGET, ACCEPT_TOL, BDMC_TOL, COLLAPSE_KL, COLLAPSE_UNITS, RECOVERED_FRACTION, RULES,
+                        excluded_lams, is_collapsed, legend, mark, run_flags, sweep_flags)
 
 
 def run(name="r", lam=0.1, *, last=None, epochs=30, planned=30, eval_acc=None, gaps_acc=None, convergence=None,
@@ -51,6 +51,21 @@ def test_a_collapse_flag_names_its_numbers_and_the_cells_it_marks():
     assert (f.kind, f.run, f.lam, f.fields) == ("collapse", "lam1_seed0", 1.0, ("kl", "active_units"))
     assert "0 active units" in f.message and "KL 0.0008 nats (monitor set)" in f.message and "epoch 30" in f.message
     assert is_collapsed(None, None) is None and is_collapsed(3, None) is False
+
+
+def test_a_long_collapse_that_ended_before_the_last_epoch_is_flagged_recovered_and_blocks_no_claim():
+    def trained(collapsed_epochs, epochs=20):
+        lines = [{"epoch": e, "test_kl": 0.0 if e in collapsed_epochs else 20.0, "test_active_units": 10}
+                 for e in range(1, epochs + 1)]
+        return Run("lam1_seed0", 1.0, 0, epochs, epochs, {"train.lam": 1.0}, None, None, None, metrics=tuple(lines))
+
+    long = range(1, 2 + int(RECOVERED_FRACTION * 20))  # 3 of 20 epochs: more than the fraction
+    (f,) = run_flags(trained(long))
+    assert (f.kind, f.lam, f.fields) == ("recovered", 1.0, ("kl",))
+    assert "for 3 of its 20 epochs (1 to 3), not at the last" in f.message
+    assert excluded_lams([f]) == {} and mark([f], lam=1.0, kinds=["collapse"]) == ""
+    assert run_flags(trained(range(1, 1 + int(RECOVERED_FRACTION * 20)))) == []  # 2 of 20: the first epochs, common
+    assert [g.kind for g in run_flags(trained(range(15, 21)))] == ["collapse"]  # still at the last epoch: ⚠C only
 
 
 def test_an_unfinished_run_is_flagged_with_its_epochs():

@@ -94,7 +94,9 @@ def test_the_committed_paper_results_are_what_their_files_give(tmp_path):
     for name in ("results.csv", "paired.csv"):
         assert (tmp_path / name).read_text() == (PAPER / "report" / name).read_text(), name
     md = (tmp_path / "results.md").read_text()
-    assert "## Flags\n\nnone" in md and "## Notes\n\nnone" in md
+    flags = md.split("## Flags", 1)[1].split("![", 1)[0]  # only λ = 1's collapse in its first 39 epochs
+    assert flags.count("\n- ") == 1 and "runs/lam1_seed0 (λ = 1): in posterior collapse for 39 of its 300" in flags
+    assert "## Notes\n\nnone" in md
     script = Path(__file__).resolve().parents[1] / "scripts" / "summary_table.py"
     summary = subprocess.run([sys.executable, str(script), str(PAPER / "report")], capture_output=True, text=True,
                              check=True).stdout

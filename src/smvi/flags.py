@@ -9,6 +9,11 @@ every flag, and :mod:`smvi.claims` does not decide a claim on a collapsed or unf
   or KL(q(z|x) ‖ p(z)) below :data:`COLLAPSE_KL` nats per image (``test_kl`` on the monitor set; for metrics written
   before it was logged, the training mean ``kl`` of the last epoch). A collapsed model meets any inference target
   trivially (gap ≈ 0) and its features are useless, so it says nothing about the trade-off being measured.
+- **recovered** (⚠R): not collapsed at the last epoch, but at more than :data:`RECOVERED_FRACTION` of its epochs
+  by the same rule, applied to each ``metrics.jsonl`` line (λ = 1 of results/paper: epochs 1–39 of 300). Its final
+  model is evidence like any other, so it keeps no λ out of a claim; the flag says that it trained for fewer useful
+  epochs than it shows. A collapse in the first epoch or two of a longer run, common as the KL term starts near
+  zero, stays below the fraction.
 - **unfinished** (⚠U): fewer epochs done than the config asks for (``train.epochs``).
 - **acceptance** (⚠A): the mean HMC acceptance of AIS (``ais_acceptance`` of an eval split or of the gaps record) is
   more than :data:`ACCEPT_TOL` from :data:`ACCEPT_TARGET`, the rate :func:`smvi.estimators.ais` adapts its step
@@ -27,11 +32,13 @@ from typing import Iterable
 
 from .aggregate import Run, _get, _num, is_constrained, lam_series, last_kl, method_of
 
-__all__ = ["Flag", "RULES", "COLLAPSE_UNITS", "COLLAPSE_KL", "ACCEPT_TARGET", "ACCEPT_TOL", "BDMC_TOL", "is_collapsed",
+__all__ = ["Flag", "RULES", "COLLAPSE_UNITS", "COLLAPSE_KL", "ACCEPT_TARGET", "ACCEPT_TOL", "BDMC_TOL", "RECOVERED_FRACTION",
+           "is_collapsed",
            "run_flags", "sweep_flags", "excluded_lams", "mark", "legend", "CLAIM_BLOCKING"]
 
 COLLAPSE_UNITS = 2  # active units: at most this many is a collapse
 COLLAPSE_KL = 0.1  # nats per image: a KL(q ‖ prior) below this is a collapse
+RECOVERED_FRACTION = 0.1  # of the epochs done: a run collapsed at more of them, but not at the last, is flagged ⚠R
 ACCEPT_TARGET = 0.65  # smvi.estimators.ais's target_accept (tests/test_flags.py checks they agree)
 ACCEPT_TOL = 0.15  # |acceptance − target| above this is flagged
 BDMC_TOL = 0.1  # nats: ConvergenceConfig.tol's default, used when a convergence record names none
@@ -39,6 +46,8 @@ BDMC_TOL = 0.1  # nats: ConvergenceConfig.tol's default, used when a convergence
 RULES = {  # kind → (marker, legend)
     "collapse": ("⚠C", f"posterior collapse: ≤ {COLLAPSE_UNITS} active units or KL(q ‖ p(z)) < {COLLAPSE_KL} nats "
                        "at the last epoch"),
+    "recovered": ("⚠R", f"recovered from a posterior collapse (same rule) that lasted more than "
+                        f"{RECOVERED_FRACTION:.0%} of its epochs"),
     "unfinished": ("⚠U", "unfinished: fewer epochs than the config asks for"),
     "acceptance": ("⚠A", f"AIS acceptance outside {ACCEPT_TARGET} ± {ACCEPT_TOL} (its adaptation target)"),
     "bdmc": ("⚠B", "BDMC gap above the convergence record's tolerance at the largest number of AIS steps"),
@@ -92,6 +101,16 @@ def _collapse(run: Run, lam: float | None) -> list[Flag]:
                                                      f"{last.get('epoch', '?')}: " + " and ".join(what))]
 
 
+def _recovered(run: Run, lam: float | None) -> list[Flag]:
+    spell = [line.get("epoch") for line in run.metrics
+             if is_collapsed(_num(line.get("test_active_units")), last_kl(line)[0])]
+    if len(spell) <= RECOVERED_FRACTION * len(run.metrics) or spell[-1] == run.metrics[-1].get("epoch"):
+        return []  # a short spell, or still collapsed at the last epoch (⚠C)
+    return [Flag("recovered", run.name, lam, ("kl",),
+                 f"{run.name} ({_where(run, lam)}): in posterior collapse for {len(spell)} of its {len(run.metrics)} "
+                 f"epochs ({spell[0]} to {spell[-1]}), not at the last")]
+
+
 def _acceptance(run: Run, lam: float | None) -> list[Flag]:
     found = [(f"ais_acceptance.{split}", f"eval {split}", _num(_get(run.eval, "splits", split, "ais_acceptance")))
              for split in ("test", "train")]
@@ -127,7 +146,7 @@ def run_flags(run: Run, *, on_axis: bool = True) -> list[Flag]:
     :func:`smvi.aggregate.lam_series`) with a fixed λ gives its flags a λ; the others (a learned λ, β-VAE, IWAE,
     another family) carry none, so they never mark or exclude a λ."""
     lam = run.lam if on_axis and not is_constrained(run) else None
-    out = _collapse(run, lam)
+    out = _collapse(run, lam) + _recovered(run, lam)
     if run.epochs is None or (run.planned is not None and run.epochs < run.planned):
         out.append(Flag("unfinished", run.name, lam, ("epochs",),
                         f"{run.name} ({_where(run, lam)}): unfinished, {run.epochs or 0} of {run.planned} epochs"))
