@@ -32,9 +32,8 @@ from typing import Iterable
 
 from .aggregate import Run, _get, _num, is_constrained, lam_series, last_kl, method_of
 
-__all__ = ["Flag", "RULES", "COLLAPSE_UNITS", "COLLAPSE_KL", "ACCEPT_TARGET", "ACCEPT_TOL", "BDMC_TOL", "RECOVERED_FRACTION",
-           "is_collapsed",
-           "run_flags", "sweep_flags", "excluded_lams", "mark", "legend", "CLAIM_BLOCKING"]
+__all__ = ["Flag", "RULES", "COLLAPSE_UNITS", "COLLAPSE_KL", "ACCEPT_TARGET", "ACCEPT_TOL", "BDMC_TOL",
+           "RECOVERED_FRACTION", "is_collapsed", "run_flags", "sweep_flags", "excluded_lams", "mark", "legend", "CLAIM_BLOCKING"]
 
 COLLAPSE_UNITS = 2  # active units: at most this many is a collapse
 COLLAPSE_KL = 0.1  # nats per image: a KL(q ‖ prior) below this is a collapse
@@ -88,9 +87,14 @@ def _where(run: Run, lam: float | None) -> str:
     return "learned λ" if m is None else f"{m[0]}, {m[1]} = {m[2]:g}"
 
 
+def _units_kl(line: dict) -> tuple[float | None, float | None, str]:
+    """The collapse rule's numbers in one ``metrics.jsonl`` line: active units, KL and where the KL is from."""
+    return _num(line.get("test_active_units")), *last_kl(line)
+
+
 def _collapse(run: Run, lam: float | None) -> list[Flag]:
     last = run.metrics[-1] if run.metrics else {}
-    units, (kl, where) = _num(last.get("test_active_units")), last_kl(last)
+    units, kl, where = _units_kl(last)
     if not is_collapsed(units, kl):
         return []
     few_units, low_kl = units is not None and units <= COLLAPSE_UNITS, kl is not None and kl < COLLAPSE_KL
@@ -102,8 +106,7 @@ def _collapse(run: Run, lam: float | None) -> list[Flag]:
 
 
 def _recovered(run: Run, lam: float | None) -> list[Flag]:
-    spell = [line.get("epoch") for line in run.metrics
-             if is_collapsed(_num(line.get("test_active_units")), last_kl(line)[0])]
+    spell = [line.get("epoch") for line in run.metrics if is_collapsed(*_units_kl(line)[:2])]
     if len(spell) <= RECOVERED_FRACTION * len(run.metrics) or spell[-1] == run.metrics[-1].get("epoch"):
         return []  # a short spell, or still collapsed at the last epoch (⚠C)
     return [Flag("recovered", run.name, lam, ("kl",),
