@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import smvi
-from smvi.checkpoint import load_checkpoint, save_checkpoint
+from smvi.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from smvi.config import ConfigError, ModelConfig, load_config
 from smvi.models import VAE, LinearGaussian, _mlp
 from smvi.posteriors import CouplingFlow, FullGaussian, make_family
@@ -92,11 +92,11 @@ def posterior_as_full_q(m: LinearGaussian, x: torch.Tensor) -> LinearGaussian:
     cov = torch.linalg.inv(torch.eye(m.z_dim, dtype=torch.float64) + m.W.T @ m.W / s2).detach()
     L = torch.linalg.cholesky(cov)
     rows, cols = torch.tril_indices(m.z_dim, m.z_dim, -1)
+    family = FullGaussian(m.z_dim).double()
     A = cov @ m.W.detach().T / s2
     return LinearGaussian(m.W.detach(), m.b.detach(), float(s2.sqrt()), A, -A @ m.b.detach(), L.diagonal().log(),
-                          family=FullGaussian(m.z_dim).double(), E=torch.zeros(len(rows), m.x_dim,
-                                                                               dtype=torch.float64),
-                          e=L[rows, cols])
+                          family=family, E=torch.zeros(len(rows), m.x_dim, dtype=torch.float64),
+                          e=L[rows, cols] / family.off_scale)
 
 
 def test_full_covariance_kl_and_d_sm_match_their_closed_forms_and_vanish_at_the_posterior():
@@ -130,6 +130,36 @@ def test_full_covariance_kl_to_the_prior_is_analytic():
     z = q.sample((200000,))
     mc = (q.log_prob(z) - prior.log_prob(z)).mean(0)
     assert torch.allclose(torch.distributions.kl_divergence(q, prior), mc, atol=0.02)
+
+
+def _variance_after_one_adam_step(posterior: str, off_scale: float | None = None) -> float:
+    """Mean variance of q(z|x) over coordinates and images after one Adam step (lr 1e-3) from the paper's init."""
+    torch.manual_seed(0)
+    x = (torch.rand(128, 784) < 0.3).float()
+    m = VAE(784, ModelConfig(posterior=posterior))
+    if off_scale is not None:
+        m.family.off_scale.fill_(off_scale)
+    optimizer = torch.optim.Adam(m.parameters(), lr=1e-3)
+    smvi.smvi_objective(m, x, lam=0.0).loss.mean().backward()
+    optimizer.step()
+    with torch.no_grad():
+        return float(m.encode(x).variance.mean())
+
+
+def test_the_full_family_s_first_adam_step_moves_q_s_variance_like_the_diagonal_family_s():
+    """Adam's first step moves every encoder output by about the same amount; unscaled, the d − 1 off-diagonal
+    entries of a row add up in that coordinate's variance (the collapse FullGaussian's docstring describes). With
+    off_scale = 1/√d, q's variance moves about as the diagonal family's does."""
+    diagonal = _variance_after_one_adam_step("diagonal")
+    assert _variance_after_one_adam_step("full") < 1.25 * diagonal
+    assert _variance_after_one_adam_step("full", off_scale=1.0) > 3 * diagonal  # the test sees the difference
+
+
+def test_a_full_checkpoint_without_the_off_diagonal_scale_is_refused(tmp_path):
+    m = VAE(784, ModelConfig(posterior="full", z_dim=4, encoder_hidden=(8,), decoder_hidden=(8,)))
+    state = {k: v for k, v in m.state_dict().items() if k != "family.off_scale"}
+    with pytest.raises(CheckpointError, match=r"missing: \['family.off_scale'\]"):
+        load_weights(VAE(784, m.config), state, tmp_path / "old.safetensors")
 
 
 # ---- the diagonal default is the VAE as it was ----------------------------------------------------------------------
