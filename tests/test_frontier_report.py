@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from smvi.aggregate import aggregate, collect_runs, lam_series
 from smvi.config import RunConfig
 from smvi.frontier_report import (DOMINANCE_Z, Estimate, FrontierPoint, dominated_by, frontier_points, gap_bars,
                                   method_of)
-from smvi.records import EvalRecord, EvalSplit, GapsFit, GapsPerImage, GapsRecord, make_header
+from smvi.records import EvalRecord, EvalSplit, GapsFit, PerImage, GapsPerImage, GapsRecord, make_header
 from smvi.report import make_report
 from smvi.rundir import RunDir
 from smvi.settings import EvalConfig, GapConfig
@@ -25,16 +26,23 @@ def ms(mean: float, se: float = 0.1, n: int = 100) -> MeanSE:
     return MeanSE(mean=mean, se=se, n=n)
 
 
-def write_run(d, train: dict, model: dict | None = None, *, ais: float, gap: float, gaps: tuple | None = None,
-              gaps_epoch: int = EPOCHS) -> RunDir:
-    """A finished run with an eval record (test AIS and gap as given) and, if ``gaps`` = (approximation,
-    amortization), a gaps record at ``gaps_epoch``."""
+def write_run(d, train: dict, model: dict | None = None, *, ais: float = 0.0, gap: float = 0.0,
+              gaps: tuple | None = None, gaps_epoch: int = EPOCHS, per_image: tuple | None = None) -> RunDir:
+    """A finished run with an eval record (test AIS and gap as given, or from ``per_image`` = (AIS values, gap
+    values) of test images 0, 1, …) and, if ``gaps`` = (approximation, amortization), a gaps record at
+    ``gaps_epoch``."""
     d.mkdir(parents=True)
     rd = RunDir(d)
     cfg = RunConfig.model_validate({"train": {"epochs": EPOCHS, **train}, "model": model or {}})
     rd.write_config(cfg)
     rd.metrics_path.write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(1, EPOCHS + 1)))
-    split = EvalSplit(n=100, elbo=ms(ais - gap), d_sm=ms(50.0), ais=ms(ais, 2.0), gap=ms(gap, 0.2))
+    if per_image is None:
+        split = EvalSplit(n=100, elbo=ms(ais - gap), d_sm=ms(50.0), ais=ms(ais, 2.0), gap=ms(gap, 0.2))
+    else:
+        a, g = (torch.as_tensor(v, dtype=torch.float64) for v in per_image)
+        values = {"ais": a.tolist(), "gap": g.tolist(), "elbo": (a - g).tolist(), "d_sm": [50.0] * len(a)}
+        split = EvalSplit(n=len(a), indices=list(range(len(a))), per_image=PerImage(**values),
+                          **{k: mean_se(v) for k, v in values.items()})
     rd.write_record("eval", EvalRecord(header=make_header("eval", rd.fingerprint(), EPOCHS, EvalConfig()),
                                        run=d.name, lam=cfg.train.lam, splits={"test": split}))
     if gaps is not None:
@@ -172,3 +180,23 @@ def test_a_point_is_dominated_only_when_beaten_on_both_axes_beyond_noise():
     assert empty not in got
     exact = point("exact", -90.0 + DOMINANCE_Z * 0.5 + 0.01, 5.0 - DOMINANCE_Z * 0.5 - 0.01, se=None)
     assert dominated_by([base, exact])[base] == [exact]  # a missing SE counts as 0: only base's own SE remains
+
+
+def test_points_scored_on_the_same_images_are_compared_pair_by_pair(tmp_path):
+    """log p(x) varies across images far more than between two models on the same image: paired over the images, a
+    1-nat gain and a 0.5-nat smaller gap are far beyond noise, while the unpaired SEs (about 2 nats) hide them; runs
+    of different training seeds are not paired."""
+    g = torch.Generator().manual_seed(0)
+    logpx, gap = -90 + 20 * torch.randn(100, generator=g), 5 + torch.rand(100, generator=g)
+    noise = lambda: 0.1 * torch.randn(100, generator=g)  # noqa: E731
+    write_run(tmp_path / "smvi" / "lam0_seed0", {"lam": 0.0}, per_image=(logpx, gap))
+    write_run(tmp_path / "flow" / "lam0_seed0", {"lam": 0.0}, {"posterior": "flow"},
+              per_image=(logpx + 1 + noise(), gap - 0.5 + noise()))
+    write_run(tmp_path / "full" / "lam0_seed1", {"lam": 0.0, "seed": 1}, {"posterior": "full"},
+              per_image=(logpx + 1 + noise(), gap - 0.5 + noise()))
+    runs, _ = collect_runs(tmp_path)
+    points = {p.method: p for p in frontier_points(runs)}
+    base, flow, full = points["SMVI"], points["SMVI, flow q"], points["SMVI, full q"]
+    assert base.log_px.se > 1.5  # the spread across images
+    assert dominated_by(list(points.values()), runs)[base] == [flow]  # paired; full: another seed, unpaired
+    assert dominated_by(list(points.values()))[base] == []  # without the runs: unpaired, within noise

@@ -12,7 +12,8 @@ the run-directory layer (:mod:`smvi.rundir`); nothing is recomputed.
   (:class:`~smvi.records.GapsRecord`, same convention).
 - :func:`gap_bars`: per run with a current gaps record, its approximation and amortization gaps (mean ± SE over
   images).
-- :func:`dominated_by`: which points beat a point on both axes beyond noise (the frontier table's last column).
+- :func:`dominated_by`: which points beat a point on both axes beyond noise, paired over the same test images where
+  the runs share them (the frontier table's last column).
 - :func:`frontier_section`: for runs of several methods or with a gaps record, the figure ``fig4_frontier.png`` -- (a) the plane log p(x) against the ELBO gap, one line
   per method, points labelled with their knob, SE error bars; (b) when some run has a gaps record, a stacked bar of
   approximation vs amortization gap per run -- and the frontier table of ``results.md``.
@@ -23,11 +24,13 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from .aggregate import Run, _get, _num, method_of
+from .paired import per_image
 from .report_tables import pm
-from .stats import mean_se
+from .stats import PairedDiff, clustered_paired_t, mean_se
 
 __all__ = ["Estimate", "FrontierPoint", "GapBar", "method_of", "frontier_points", "gap_bars", "dominated_by",
            "frontier_section", "FRONTIER_CAPTIONS", "DOMINANCE_Z"]
@@ -136,18 +139,39 @@ DOMINANCE_Z = 2.0
 """How many combined standard errors a point must be beaten by on *both* axes to count as dominated."""
 
 
-def dominated_by(points: list[FrontierPoint]) -> dict[FrontierPoint, list[FrontierPoint]]:
+def dominated_by(points: list[FrontierPoint], runs: Sequence[Run] = ()) -> dict[FrontierPoint, list[FrontierPoint]]:
     """For each point with a test log p(x) and gap, the points that beat it on both: log p(x) higher and the ELBO gap
-    lower, each by more than :data:`DOMINANCE_Z` combined SEs (√(SE₁² + SE₂²); a missing SE counts as 0). Points
-    with none form the frontier, up to noise: a point beaten within noise stays on it. The SEs are unpaired (over
-    seeds, or over the test points of one run), so this is conservative for runs scored on the same test images."""
+    lower, each by more than :data:`DOMINANCE_Z` standard errors of the difference. Points with none form the
+    frontier, up to noise: a point beaten within noise stays on it.
+
+    The difference is paired where it can be: when ``runs`` hold both points' runs and runs of the same training seed
+    scored the same test images (per-image values in their eval records, matched by image index -- every run of a
+    study scores the same fixed images), it is the mean per-image difference with the SE of
+    :func:`smvi.stats.clustered_paired_t` (unit: the image with one seed, the seed with several; as in
+    :mod:`smvi.paired`), which removes the spread of log p(x) across images that both runs share. Otherwise it is
+    the difference of the means with the combined SE √(SE₁² + SE₂²) (a missing SE counts as 0)."""
     usable = [p for p in points if p.log_px and p.gap]
-    se = lambda e: e.se or 0.0  # noqa: E731
+    by_name = {r.name: r for r in runs}
+
+    def paired(q: FrontierPoint, p: FrontierPoint, quantity: str) -> PairedDiff | None:
+        clusters: dict[int, list[float]] = {}
+        for a, b in ((by_name.get(x), by_name.get(y)) for x in q.runs for y in p.runs):
+            if a is not None and b is not None and a.seed == b.seed:
+                va, vb = per_image(a, quantity, "test"), per_image(b, quantity, "test")
+                clusters.setdefault(a.seed, []).extend(va[i] - vb[i] for i in sorted(va.keys() & vb.keys()))
+        d = clustered_paired_t(clusters)
+        return d if d is not None and d.se is not None else None
+
+    def margin(q: FrontierPoint, p: FrontierPoint, quantity: str) -> tuple[float, float]:
+        """(q − p, its SE) for ``quantity`` ("ais" or "gap")."""
+        if d := paired(q, p, quantity):
+            return d.mean, d.se
+        eq, ep = (q.log_px, p.log_px) if quantity == "ais" else (q.gap, p.gap)
+        return eq.mean - ep.mean, math.hypot(eq.se or 0.0, ep.se or 0.0)
 
     def beats(q: FrontierPoint, p: FrontierPoint) -> bool:
-        up = q.log_px.mean - p.log_px.mean > DOMINANCE_Z * math.hypot(se(q.log_px), se(p.log_px))
-        down = p.gap.mean - q.gap.mean > DOMINANCE_Z * math.hypot(se(q.gap), se(p.gap))
-        return up and down
+        (up, se_up), (down, se_down) = margin(q, p, "ais"), margin(q, p, "gap")
+        return up > DOMINANCE_Z * se_up and -down > DOMINANCE_Z * se_down
 
     return {p: [q for q in usable if q is not p and beats(q, p)] for p in usable}
 
@@ -224,12 +248,13 @@ def frontier_section(runs: list[Run]) -> tuple[dict[str, bytes], list[tuple[str,
     pngs = {FIGURE: _figure(drawable, bars)} if drawable else {}
     if not points:
         return pngs, []
-    beaten = dominated_by(points)
+    beaten = dominated_by(points, runs)
     head = ["method", "knob", "runs", "log p(x) (AIS), test", "ELBO gap, test", "approximation gap",
             "amortization gap", "dominated by"]
     body = [[p.method, p.label, str(len(p.runs)), _pm(p.log_px), _pm(p.gap), _pm(p.approximation),
              _pm(p.amortization), _beaten(beaten.get(p))] for p in points]
     title = ("Figure 4: the trade-off frontier (nats, mean ± SE; the approximation and amortization gaps are the gaps "
              f"records', on their own test images). Dominated by: the points with a higher log p(x) and a smaller gap, "
-             f"each by more than {DOMINANCE_Z:g} combined SEs; none: on the frontier, up to noise")
+             f"each by more than {DOMINANCE_Z:g} SEs of the difference (paired over the same test images and training "
+             "seeds where the runs share them, else combined); none: on the frontier, up to noise")
     return pngs, [(title, head, body)]

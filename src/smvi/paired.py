@@ -27,7 +27,7 @@ from .aggregate import Run, _by_seed, _get
 from .flags import CLAIM_BLOCKING, Flag, mark
 from .stats import PairedDiff, clustered_paired_t, holm
 
-__all__ = ["PairedRow", "paired_rows", "paired_csv", "LOGPX", "ALPHA", "PAIRED_CSV"]
+__all__ = ["PairedRow", "paired_rows", "per_image", "paired_csv", "LOGPX", "ALPHA", "PAIRED_CSV"]
 
 ALPHA = 0.05  # the level of every test in the report; intervals are 1 − ALPHA
 LOGPX = (("iwae_full", "test"), ("ais", "test"), ("gap", "test"), ("ais", "train"), ("gap", "train"))
@@ -48,7 +48,7 @@ class PairedRow:
     p_holm: float | None
 
 
-def _per_image(run: Run, quantity: str, split: str) -> dict[int, float]:
+def per_image(run: Run, quantity: str, split: str) -> dict[int, float]:
     """Image index → value of ``quantity`` in ``run``'s eval record; empty without per-image values."""
     if quantity == "iwae_full":
         idx, vals = _get(run.eval, "full_test", "indices"), _get(run.eval, "full_test", "per_image")
@@ -84,7 +84,7 @@ def paired_rows(runs: list[Run]) -> list[PairedRow]:
     for q, split in LOGPX:
         family = []
         for lam in lams:
-            clusters = _pairs([r for r in runs if r.eval], lam, lambda r: _per_image(r, q, split))
+            clusters = _pairs([r for r in runs if r.eval], lam, lambda r: per_image(r, q, split))
             if d := clustered_paired_t(clusters, level=1 - ALPHA):
                 family.append((q, split, None, lam, d))
         out += _family(family)
