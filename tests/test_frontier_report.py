@@ -200,3 +200,26 @@ def test_points_scored_on_the_same_images_are_compared_pair_by_pair(tmp_path):
     assert base.log_px.se > 1.5  # the spread across images
     assert dominated_by(list(points.values()), runs)[base] == [flow]  # paired; full: another seed, unpaired
     assert dominated_by(list(points.values()))[base] == []  # without the runs: unpaired, within noise
+
+
+def test_a_collapsed_point_is_marked_and_does_not_set_the_y_range(tmp_path):
+    """The convention of the λ figures (smvi.figures): a point with a run flagged as a posterior collapse is marked
+    ⚠C in the table and drawn as a red × that leaves the y-range to the other points (λ = 1 at −200 nats would
+    otherwise squeeze them into a sliver)."""
+    from matplotlib.figure import Figure
+
+    from smvi.frontier_report import _plane, frontier_section
+
+    for lam, ais, gap in ((0.0, -86.0, 5.0), (0.1, -98.0, 2.0), (1.0, -200.0, 0.01)):
+        write_run(tmp_path / "smvi" / f"lam{lam:g}_seed0", {"lam": lam}, ais=ais, gap=gap)
+    write_run(tmp_path / "iwae5" / "lam0_seed0", {"objective": "iwae", "iwae_k": 5}, ais=-85.0, gap=8.0)
+    runs, _ = collect_runs(tmp_path)
+    collapsed = frozenset({"smvi/lam1_seed0"})
+    _, [(_, _, rows)] = frontier_section(runs, collapsed)
+    assert [r[1] for r in rows] == ["λ=0", "λ=0.1", "λ=1 ⚠C", "k=5"]
+    ax = Figure().subplots()
+    _plane(ax, [p for p in frontier_points(runs) if p.log_px], collapsed)
+    low, high = ax.get_ylim()
+    assert -110 < low < -98 - 2 and -85 + 2 < high < -75  # the others, their SEs and a margin; not λ = 1
+    _plane(ax := Figure().subplots(), [p for p in frontier_points(runs) if p.log_px], frozenset())
+    assert ax.get_ylim()[0] < -200  # unflagged, it sets the range like any point

@@ -21,13 +21,13 @@ the run-directory layer (:mod:`smvi.rundir`); nothing is recomputed.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
 
 from .aggregate import Run, _get, _num, method_of
+from .figures import COLLAPSED_STYLE, collapsed_legend, focus, png
 from .paired import per_image
 from .report_tables import pm
 from .stats import PairedDiff, clustered_paired_t, mean_se
@@ -39,7 +39,9 @@ FIGURE = "fig4_frontier.png"
 FRONTIER_CAPTIONS = {
     FIGURE: "Figure 4: the trade-off frontier. (a) Test log p(x) by AIS against the test ELBO gap (AIS − ELBO), one "
             "line per method (objective and variational family), points labelled with their knob (λ, β or k); mean "
-            "± SE (over training seeds, or over test points for a single run). Up and to the left is better on both. "
+            "± SE (over training seeds, or over test points for a single run). Up and to the left is better on both; a red × marks a "
+            "point in posterior collapse (⚠C), which does not set the y-range (off scale: a red triangle on the edge "
+            "with its value). "
             "(b), for runs with a gaps record: the ELBO gap split into the approximation gap (the family cannot "
             "represent the posterior) and the amortization gap (the encoder misses each image's best member), mean "
             "± SE over the gaps record's test images. Runs with a learned λ (train.constraint.target) are not shown.",
@@ -177,22 +179,32 @@ def dominated_by(points: list[FrontierPoint], runs: Sequence[Run] = ()) -> dict[
 
 
 # ---- figure and table -----------------------------------------------------------------------------------------------
-def _plane(ax, points: list[FrontierPoint]) -> None:
-    methods = list(dict.fromkeys(p.method for p in points))
-    for i, method in enumerate(methods):
+def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
+    """One line per method; a point with a run in ``collapsed`` is a red × off its line that does not set the y-range
+    (the convention of :mod:`smvi.figures`). Knob labels alternate above and below their points."""
+
+    se = lambda e: e.se if e.se is not None else 0.0  # noqa: E731
+    kept: list[float] = []
+    away: list[tuple[float, float, str]] = []
+    for i, method in enumerate(dict.fromkeys(p.method for p in points)):
         ps = [p for p in points if p.method == method and p.log_px and p.gap]
-        if not ps:
-            continue
-        se = lambda e: e.se if e.se is not None else 0.0  # noqa: E731
-        ax.errorbar([p.gap.mean for p in ps], [p.log_px.mean for p in ps], xerr=[se(p.gap) for p in ps],
-                    yerr=[se(p.log_px) for p in ps], color=f"C{i}", marker="o", ms=4, capsize=3, label=method)
-        for p in ps:
-            ax.annotate(p.label, (p.gap.mean, p.log_px.mean), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                        color=f"C{i}")
+        on = [p for p in ps if not collapsed.intersection(p.runs)]
+        if on:
+            ax.errorbar([p.gap.mean for p in on], [p.log_px.mean for p in on], xerr=[se(p.gap) for p in on],
+                        yerr=[se(p.log_px) for p in on], color=f"C{i}", marker="o", ms=4, capsize=3, label=method)
+        for j, p in enumerate(ps):
+            if p in on:
+                kept += [p.log_px.mean - se(p.log_px), p.log_px.mean + se(p.log_px)]
+            else:
+                ax.scatter([p.gap.mean], [p.log_px.mean], **COLLAPSED_STYLE)
+                away.append((p.gap.mean, p.log_px.mean, f"{method} {p.label}"))
+            ax.annotate(p.label, (p.gap.mean, p.log_px.mean), textcoords="offset points",
+                        xytext=(4, 4 if j % 2 == 0 else -10), fontsize=7, color=f"C{i}")
+    focus(ax, kept or [p.log_px.mean for p in points if p.log_px], away, unit=" nats")
     ax.set(title="(a) log-likelihood against inference gap (test)", xlabel="ELBO gap = log p(x) − ELBO (nats)",
            ylabel="log p(x) by AIS (nats)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    collapsed_legend(ax, bool(away), ncol=3)
 
 
 def _bars(ax, bars: list[GapBar]) -> None:
@@ -211,17 +223,15 @@ def _bars(ax, bars: list[GapBar]) -> None:
     ax.legend(fontsize=8)
 
 
-def _figure(points: list[FrontierPoint], bars: list[GapBar]) -> bytes:
+def _figure(points: list[FrontierPoint], bars: list[GapBar], collapsed: frozenset[str]) -> bytes:
     from matplotlib.figure import Figure  # matplotlib is imported only when a report is drawn
 
     fig = Figure(figsize=(12.5, 4.8) if bars else (7, 4.8), layout="tight")
     axes = fig.subplots(1, 2 if bars else 1, squeeze=False)[0]
-    _plane(axes[0], points)
+    _plane(axes[0], points, collapsed)
     if bars:
         _bars(axes[1], bars)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    return buf.getvalue()
+    return png(fig)
 
 
 def _pm(e: Estimate | None) -> str:
@@ -237,21 +247,24 @@ def _beaten(by: list[FrontierPoint] | None) -> str:
     return "none" if not by else "; ".join(f"{q.method} {q.label}" for q in by)
 
 
-def frontier_section(runs: list[Run]) -> tuple[dict[str, bytes], list[tuple[str, list[str], list[list[str]]]]]:
+def frontier_section(runs: list[Run], collapsed: frozenset[str] = frozenset()
+                     ) -> tuple[dict[str, bytes], list[tuple[str, list[str], list[list[str]]]]]:
     """The frontier figure (``{file name: PNG}``) and the frontier table ``[(title, header, rows)]``. Both are empty
     when the runs are of one method and none has a gaps record (an SMVI λ sweep: Figure 1 already shows it, and its
-    report stays as it was); the figure also when no method has a test log p(x) and gap."""
+    report stays as it was); the figure also when no method has a test log p(x) and gap. A point with a run named in
+    ``collapsed`` (flagged as a posterior collapse, :mod:`smvi.flags`) is marked ⚠C in the table and drawn as a red
+    × that does not set the figure's y-range."""
     points, bars = frontier_points(runs), gap_bars(runs)
     if len({p.method for p in points}) < 2 and not bars:
         return {}, []
     drawable = [p for p in points if p.log_px and p.gap]
-    pngs = {FIGURE: _figure(drawable, bars)} if drawable else {}
+    pngs = {FIGURE: _figure(drawable, bars, collapsed)} if drawable else {}
     if not points:
         return pngs, []
     beaten = dominated_by(points, runs)
     head = ["method", "knob", "runs", "log p(x) (AIS), test", "ELBO gap, test", "approximation gap",
             "amortization gap", "dominated by"]
-    body = [[p.method, p.label, str(len(p.runs)), _pm(p.log_px), _pm(p.gap), _pm(p.approximation),
+    body = [[p.method, p.label + (" ⚠C" if collapsed.intersection(p.runs) else ""), str(len(p.runs)), _pm(p.log_px), _pm(p.gap), _pm(p.approximation),
              _pm(p.amortization), _beaten(beaten.get(p))] for p in points]
     title = ("Figure 4: the trade-off frontier (nats, mean ± SE; the approximation and amortization gaps are the gaps "
              f"records', on their own test images). Dominated by: the points with a higher log p(x) and a smaller gap, "

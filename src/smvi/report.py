@@ -186,7 +186,7 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     constrained = constrained_section(runs, rows, _collapsed(flags))
     pngs.update(constrained.figures)
     notes += more + constrained.notes
-    frontier_pngs, frontier_tables = frontier_section(runs)
+    frontier_pngs, frontier_tables = frontier_section(runs, frozenset(f.run for f in flags if f.kind == "collapse"))
     pngs.update(frontier_pngs)
     tables: list[Table] = (result_tables(rows, lams, flags)
                            + paired_tables(paired, lams, any(r.eval for r in runs), flags) + convergence
