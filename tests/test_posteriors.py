@@ -250,3 +250,26 @@ def test_ssl_features_of_a_flow_are_its_location():
     feats = encoder_features(model, images, seed=0)
     assert feats.shape == (5, 4) and bool(torch.isfinite(torch.from_numpy(feats)).all())
     assert isinstance(model.family, CouplingFlow)
+
+
+def test_the_full_covariance_probe_script_trains_each_variant_and_refuses_bad_scales(idx_dir):
+    """scripts/full_cov_probe.py (the README's note on the full family's training): the diagonal run and one full
+    run per scale, each printing its test terms and the full runs the off-diagonal share of q's variance."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "full_cov_probe.py"
+    small = ["--dataset", "idx", "--data-dir", str(idx_dir), "--batch-size", "32", "--set", "z_dim=4",
+             "--set", "encoder_hidden=[16]", "--set", "decoder_hidden=[16]"]
+    r = subprocess.run([sys.executable, str(script), "--steps", "3", "--every", "2", "--scales", "0,1", *small],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split(" step ")[0].strip() for line in lines if " step " in line] == (
+        ["diagonal"] * 3 + ["full, off_scale 0"] * 3 + ["full, off_scale 1"] * 3)
+    elbos = [float(line.split("test ELBO")[1].split()[0]) for line in lines if " step " in line]
+    assert all(-1000 < e < 0 for e in elbos)
+    assert sum("off-diagonal share" in line for line in lines) == 2
+    r = subprocess.run([sys.executable, str(script), "--scales", "a,b", *small], capture_output=True, text=True)
+    assert r.returncode == 1 and "--scales 'a,b' is not a comma-separated list" in r.stderr
