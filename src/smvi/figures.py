@@ -119,7 +119,8 @@ def focus(ax: Axes, kept: list[float], away: list[Off], *, pad: float = 0.12, in
           reach: float = 0.5, unit: str = "") -> None:
     """y limits from ``kept`` (and ``include``, e.g. a zero line) with a margin. An ``away`` point within ``reach``
     times that range of it widens the limits to show it (it does not distort the scale); one further out is drawn on
-    the edge as a red triangle, with the values (in ``unit``) of every point off scale at that x written beside it.
+    the edge as a red triangle, with the values (in ``unit``) of every point off scale at that x written beside it,
+    on the side toward the middle of the axes.
     Nothing changes when nothing is kept (all points are away) or nothing is away."""
     values = [v for v in [*kept, *include] if math.isfinite(v)]
     if not values or not away:
@@ -139,8 +140,10 @@ def focus(ax: Axes, kept: list[float], away: list[Off], *, pad: float = 0.12, in
         edge, marker, va, dy = (lo, "v", "bottom", 7) if below else (hi, "^", "top", -7)
         ax.plot([x], [edge], marker=marker, color="crimson", ms=9, clip_on=False, zorder=6, ls="none")
         values = ", ".join(dict.fromkeys(f"{y:.1f}" for y in sorted(ys)))
-        ax.annotate(f"{name} off scale: {values}{unit}", (x, edge), xytext=(-6, dy), textcoords="offset points",
-                    ha="right", va=va, fontsize=7, color="crimson", zorder=7,
+        frac = ax.transAxes.inverted().transform(ax.transData.transform((x, edge)))[0]  # of the width, any x scale
+        inward = 1 if frac < 0.5 else -1  # the label reads toward the middle of the axes
+        ax.annotate(f"{name} off scale: {values}{unit}", (x, edge), xytext=(6 * inward, dy), textcoords="offset points",
+                    ha="left" if inward > 0 else "right", va=va, fontsize=7, color="crimson", zorder=7,
                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1})
 
 

@@ -200,6 +200,9 @@ def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
                 away.append((p.gap.mean, p.log_px.mean, f"{method} {p.label}"))
             ax.annotate(p.label, (p.gap.mean, p.log_px.mean), textcoords="offset points",
                         xytext=(4, 4 if j % 2 == 0 else -10), fontsize=7, color=f"C{i}")
+    if len(away) > 1:  # collapsed points crowd near a zero gap: one marker and one label for them all
+        names = "; ".join(dict.fromkeys(name for *_, name in away))
+        away = [(min(x for x, *_ in away), y, names) for _, y, _ in away]
     focus(ax, kept or [p.log_px.mean for p in points if p.log_px], away, unit=" nats")
     ax.set(title="(a) log-likelihood against inference gap (test)", xlabel="ELBO gap = log p(x) − ELBO (nats)",
            ylabel="log p(x) by AIS (nats)")
