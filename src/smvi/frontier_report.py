@@ -14,16 +14,17 @@ the run-directory layer (:mod:`smvi.rundir`); nothing is recomputed.
   images).
 - :func:`dominated_by`: which points beat a point on both axes beyond noise, paired over the same test images where
   the runs share them (the frontier table's last column).
-- :func:`frontier_section`: for runs of several methods or with a gaps record, the figure ``fig4_frontier.png`` -- (a) the plane log p(x) against the ELBO gap, one line
-  per method, points labelled with their knob, SE error bars; (b) when some run has a gaps record, a stacked bar of
-  approximation vs amortization gap per run -- and the frontier table of ``results.md``.
+- :func:`frontier_section`: for runs of several methods or with a gaps record, the figure ``fig4_frontier.png`` --
+  (a) the plane log p(x) against the ELBO gap, one line per method, points labelled with their knob, SE error bars,
+  a point in posterior collapse a red × that does not set the y-range; (b) when some run has a gaps record, a
+  stacked bar of approximation vs amortization gap per run -- and the frontier table of ``results.md``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .aggregate import Run, _get, _num, method_of
@@ -39,12 +40,11 @@ FIGURE = "fig4_frontier.png"
 FRONTIER_CAPTIONS = {
     FIGURE: "Figure 4: the trade-off frontier. (a) Test log p(x) by AIS against the test ELBO gap (AIS − ELBO), one "
             "line per method (objective and variational family), points labelled with their knob (λ, β or k); mean "
-            "± SE (over training seeds, or over test points for a single run). Up and to the left is better on both; a red × marks a "
-            "point in posterior collapse (⚠C), which does not set the y-range (off scale: a red triangle on the edge "
-            "with its value). "
-            "(b), for runs with a gaps record: the ELBO gap split into the approximation gap (the family cannot "
-            "represent the posterior) and the amortization gap (the encoder misses each image's best member), mean "
-            "± SE over the gaps record's test images. Runs with a learned λ (train.constraint.target) are not shown.",
+            "± SE (over training seeds, or over test points for a single run). Up and to the left is better on both; a "
+            "red × marks a point in posterior collapse (⚠C), which does not set the y-range (off scale: a red "
+            "triangle on the edge with its value). (b), for runs with a gaps record: the ELBO gap split into the "
+            "approximation gap (the family cannot represent the posterior) and the amortization gap (the encoder "
+            "misses each image's best member), mean ± SE over the gaps record's test images. Runs with a learned λ (train.constraint.target) are not shown.",
 }
 
 
@@ -138,7 +138,7 @@ def gap_bars(runs: list[Run]) -> list[GapBar]:
 
 
 DOMINANCE_Z = 2.0
-"""How many combined standard errors a point must be beaten by on *both* axes to count as dominated."""
+"""How many standard errors of the difference a point must be beaten by on *both* axes to count as dominated."""
 
 
 def dominated_by(points: list[FrontierPoint], runs: Sequence[Run] = ()) -> dict[FrontierPoint, list[FrontierPoint]]:
@@ -182,7 +182,6 @@ def dominated_by(points: list[FrontierPoint], runs: Sequence[Run] = ()) -> dict[
 def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
     """One line per method; a point with a run in ``collapsed`` is a red × off its line that does not set the y-range
     (the convention of :mod:`smvi.figures`). Knob labels alternate above and below their points."""
-
     se = lambda e: e.se if e.se is not None else 0.0  # noqa: E731
     kept: list[float] = []
     away: list[tuple[float, float, str]] = []
@@ -267,8 +266,8 @@ def frontier_section(runs: list[Run], collapsed: frozenset[str] = frozenset()
     beaten = dominated_by(points, runs)
     head = ["method", "knob", "runs", "log p(x) (AIS), test", "ELBO gap, test", "approximation gap",
             "amortization gap", "dominated by"]
-    body = [[p.method, p.label + (" ⚠C" if collapsed.intersection(p.runs) else ""), str(len(p.runs)), _pm(p.log_px), _pm(p.gap), _pm(p.approximation),
-             _pm(p.amortization), _beaten(beaten.get(p))] for p in points]
+    body = [[p.method, p.label + (" ⚠C" if collapsed.intersection(p.runs) else ""), str(len(p.runs)), _pm(p.log_px),
+             _pm(p.gap), _pm(p.approximation), _pm(p.amortization), _beaten(beaten.get(p))] for p in points]
     title = ("Figure 4: the trade-off frontier (nats, mean ± SE; the approximation and amortization gaps are the gaps "
              f"records', on their own test images). Dominated by: the points with a higher log p(x) and a smaller gap, "
              f"each by more than {DOMINANCE_Z:g} SEs of the difference (paired over the same test images and training "

@@ -81,10 +81,11 @@ class FullGaussian(PosteriorFamily):
     ``off_scale = 1/√d``, as in a fan-in init: Adam moves each encoder output by about the same amount per step
     whatever its role, and with unscaled entries the first steps add up to d − 1 such moves to each coordinate's
     variance (49 at d = 50), which drowns z in noise and collapses q onto the prior for many epochs (measured: 12 of
-    30 epochs at λ = 0 on MNIST, against none for the diagonal family; tests/test_posteriors.py). Scaled, a row's
-    off-diagonal entries together move its variance about as much as its diagonal entry does. The family is the same
-    set of distributions either way; a checkpoint keeps its scale (a buffer), and one saved before it was introduced
-    is refused as not fitting the model.
+    30 epochs at λ = 0 on MNIST, against none for the diagonal family; the first step is tested in
+    tests/test_posteriors.py). Scaled, a row's off-diagonal entries together move its variance about as much as its
+    diagonal entry does. Learning them still slows training at Adam's lr 1e-3, whatever their scale
+    (scripts/full_cov_probe.py; README). The family is the same set of distributions either way; a checkpoint keeps
+    its scale (a buffer), and one saved before it was introduced is refused as not fitting the model.
     """
 
     kind = "full"
