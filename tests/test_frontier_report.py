@@ -223,3 +223,20 @@ def test_a_collapsed_point_is_marked_and_does_not_set_the_y_range(tmp_path):
     assert -110 < low < -98 - 2 and -85 + 2 < high < -75  # the others, their SEs and a margin; not λ = 1
     _plane(ax := Figure().subplots(), [p for p in frontier_points(runs) if p.log_px], frozenset())
     assert ax.get_ylim()[0] < -200  # unflagged, it sets the range like any point
+
+
+def test_methods_differ_by_design_but_a_difference_within_the_lambda_axis_is_noted(study, tmp_path):
+    """The objective, knob and family tell a study's methods apart: not a "mix" to warn about. Any other setting that
+    differs (here the SMVI runs' latent size) is, and so is a family setting that differs within the λ axis."""
+    _, notes = collect_runs(study)
+    assert not any("aggregates mix them" in n for n in notes), notes
+    write_run(study / "smvi" / "lam0.01_seed0", {"lam": 0.01}, {"z_dim": 8}, ais=-88.0, gap=4.0)
+    _, notes = collect_runs(study)
+    assert [n for n in notes if "aggregates mix them" in n] == ["runs differ in model.z_dim (50, 8): aggregates mix "
+                                                                  "them"]
+    root = tmp_path / "flows"
+    for lam, layers in ((0.0, 2), (0.1, 4)):
+        write_run(root / f"lam{lam:g}_seed0", {"lam": lam}, {"posterior": "flow", "flow_layers": layers}, ais=-86.0,
+                  gap=4.0)
+    _, notes = collect_runs(root)
+    assert any(n.startswith("runs differ in model.flow_layers (2, 4)") for n in notes), notes

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConstraintConfig, dotted_items
+from .config import ConstraintConfig, ModelConfig, dotted_items
 from .records import RecordError
 from .rundir import RunDir, RunError, config_files, read_bounded, sweep_paths
 from .stats import mean_se
@@ -76,6 +76,11 @@ def is_constrained(run: Run) -> bool:
 
 _OBJECTIVE = {"smvi": ("SMVI", "λ", "train.lam"), "beta": ("β-VAE", "β", "train.beta"),
               "iwae": ("IWAE", "k", "train.iwae_k")}
+
+
+METHOD_KEYS = ({"train.objective", "model.posterior"} | {key for *_, key in _OBJECTIVE.values()} - {"train.lam"}
+               | {f"model.{k}" for k in ModelConfig.model_fields if k.startswith("flow_")})
+"""The settings that tell methods apart (:func:`method_of`): runs of a study differ in them by design."""
 
 
 def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
@@ -216,10 +221,12 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
                           "evaluate them first")
     _status_notes(sweep, notes)
     keys = set().union(*(r.config for r in runs)) - IGNORED_KEYS
-    for key in sorted(keys):
-        vals = {json.dumps(r.config.get(key)) for r in runs}
-        if len(vals) > 1:
-            notes.append(f"runs differ in {key} ({', '.join(sorted(vals))}): aggregates mix them")
+    axis = lam_series(runs)[0]  # the runs pooled per λ; other methods differ from them by design (their keys)
+    for group, group_keys in ((runs, keys - METHOD_KEYS), (axis, keys & METHOD_KEYS)):
+        for key in sorted(group_keys):
+            vals = {json.dumps(r.config.get(key)) for r in group}
+            if len(vals) > 1:
+                notes.append(f"runs differ in {key} ({', '.join(sorted(vals))}): aggregates mix them")
     return sorted(runs, key=lambda r: (r.lam, r.seed, r.name)), notes
 
 
