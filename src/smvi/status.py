@@ -6,7 +6,8 @@ current record), ``to do``, or for an evaluation under way the points it has sco
 decisions are :func:`smvi.sweep.pending_work`'s, the ones the sweep makes when it resumes, and the time left is
 :class:`smvi.progress.SweepETA`'s: per-unit times measured in this sweep's files (the last epochs' ``seconds`` in
 ``metrics.jsonl``, each record's ``seconds``) where there are any, the rough priors of
-:func:`smvi.progress.stage_priors` otherwise.
+:func:`smvi.progress.stage_priors` otherwise. When some run has a gap split (``gaps.json``, :mod:`smvi.gaps`; not a
+sweep stage, so not in the work left), a ``gaps`` column says ``done`` or ``stale`` per run.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class RunProgress:
     since_epoch: float | None
     stages: dict[str, str]
     work: dict[str, int]
+    gaps: str | None = None  # the gap split (`smvi gaps`, not a sweep stage): done, stale, or None without a record
 
     @property
     def complete(self) -> bool:
@@ -69,6 +71,16 @@ def _scoring(rd: RunDir, sweep: SweepConfig) -> str | None:
     return text + f" ({duration(_age(rd.partial_path('eval'), time.time()))} ago)"
 
 
+def _gaps(rd: RunDir) -> str | None:
+    """``done`` (a gaps record current for the run and its epochs, whatever its settings), ``stale``, or None."""
+    if not rd.record_path("gaps").exists():
+        return None
+    try:
+        return "done" if rd.current_record("gaps")[1] is None else "stale"
+    except RunError:
+        return "stale"
+
+
 def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress]]:
     """The sweep's saved settings and one :class:`RunProgress` per planned run, in the sweep's order."""
     sweep_dir = Path(sweep_dir)
@@ -90,20 +102,21 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
             else:
                 stages[stage] = (stage == "evaluate" and not work["epochs"] and _scoring(rd, sweep)) or "to do"
         rows.append(RunProgress(spec.name, done, spec.config.train.epochs,
-                                _age(rd.metrics_path, now) if done else None, stages, work))
+                                _age(rd.metrics_path, now) if done else None, stages, work, _gaps(rd)))
     return sweep, rows
 
 
 def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgress], workers: int = 1) -> str:
     """The status as text: a line per run, then what is left and the time it should take with ``workers`` jobs side
     by side."""
-    head = ["run", "epochs", *STAGES]
+    gaps = any(r.gaps for r in rows)  # a column only where some run has a gap split (the frontier study's)
+    head = ["run", "epochs", *STAGES, *(["gaps"] if gaps else [])]
     table = [head]
     for r in rows:
         epochs = f"{r.epochs}/{r.planned}"
         if r.epochs < r.planned and r.since_epoch is not None:
             epochs += f" (last {duration(r.since_epoch)} ago)"
-        table.append([r.name, epochs, *(r.stages[s] for s in STAGES)])
+        table.append([r.name, epochs, *(r.stages[s] for s in STAGES), *([r.gaps or "—"] if gaps else [])])
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
     left = {k: sum(r.work.get(k, 0) for r in rows) for k in ("epochs", *STAGES)}
