@@ -118,3 +118,46 @@ def test_every_paper_run_finished_with_the_paper_preset_s_settings():
             record, stale = rd.current_record(kind)
             assert stale is None and record.header.epoch == 300, (run.name, kind, stale)
         assert EvalConfig.model_validate(rd.read_record("eval").header.settings) == paper.eval, run.name
+
+
+FRONTIER = RESULTS.parent / "frontier"
+
+
+def _frontier_table(md: str) -> str:
+    return md.split("## Figure 4: the trade-off frontier", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_committed_frontier_study_is_what_its_result_files_give(tmp_path):
+    """results/frontier (`make frontier`): the report's per-λ table and frontier table (with its paired "dominated
+    by" column) are recomputed from the committed files, and the README quotes the frontier table verbatim."""
+    make_report(FRONTIER, tmp_path)
+    assert (tmp_path / "results.csv").read_text() == (FRONTIER / "report" / "results.csv").read_text()
+    md = (tmp_path / "results.md").read_text()
+    assert "aggregates mix them" not in md  # the methods differ by design; nothing else differs
+    flags = md.split("## Flags", 1)[1].split("![", 1)[0]
+    assert flags.count("\n- ") == 4 and "full/runs/lam0.1_seed0 (SMVI, full q, λ = 0.1): posterior collapse" in flags
+    table = _frontier_table(md)
+    assert table == _frontier_table((FRONTIER / "report" / "results.md").read_text())
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert all(row in readme for row in rows)
+
+
+def test_every_arm_of_the_frontier_study_finished_with_its_settings():
+    """Every arm's runs (scripts/frontier_study.py ARMS) trained the cpu preset's epochs in bf16 with current eval
+    and ssl records, and each run the study splits (GAPS) has a current gaps record."""
+    from test_frontier_study import load_study_module
+
+    study = load_study_module()
+    cpu = PRESETS["cpu"]
+    for arm, (lams, _) in study.ARMS.items():
+        runs = sorted((FRONTIER / arm / "runs").iterdir())
+        assert len(runs) == len(lams or cpu.lams), arm
+        for run in runs:
+            rd = RunDir(run)
+            cfg = rd.read_config()
+            assert cfg.train.epochs == cpu.run.train.epochs and cfg.train.precision == "bf16", (arm, run.name)
+            kinds = ("eval", "ssl", "gaps") if cfg.train.lam in study.GAPS.get(arm, []) else ("eval", "ssl")
+            for kind in kinds:
+                record, stale = rd.current_record(kind)
+                assert stale is None and record.header.epoch == cpu.run.train.epochs, (arm, run.name, kind, stale)
