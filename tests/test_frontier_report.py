@@ -46,18 +46,24 @@ def write_run(d, train: dict, model: dict | None = None, *, ais: float = 0.0, ga
     rd.write_record("eval", EvalRecord(header=make_header("eval", rd.fingerprint(), EPOCHS, EvalConfig()),
                                        run=d.name, lam=cfg.train.lam, splits={"test": split}))
     if gaps is not None:
-        a, b = gaps
-        per = GapsPerImage(log_px=[ais, ais], elbo_amortized=[ais - a - b] * 2, elbo_local=[ais - a] * 2,
-                           approximation=[a - 0.1, a + 0.1], amortization=[b - 0.2, b + 0.2])
-        knob = {"smvi": {"lam": cfg.train.lam}, "beta": {"beta": cfg.train.beta},
-                "iwae": {"iwae_k": cfg.train.iwae_k}}[cfg.train.objective]
-        rd.write_record("gaps", GapsRecord(
-            header=make_header("gaps", rd.fingerprint(), gaps_epoch, GapConfig()), run=d.name,
-            posterior=cfg.model.posterior, objective=cfg.train.objective, knob=knob, n=2, indices=[0, 1],
-            **{k: mean_se(getattr(per, k)) for k in GapsPerImage.model_fields},
-            gap=mean_se([a + b] * 2), fit=GapsFit(steps=[10], converged=True, skipped=0, last_gain_max=0.0,
-                                                 traces=[[1.0]]), per_image=per))
+        write_gaps(rd, gaps_epoch, ais, *gaps)
     return rd
+
+
+def write_gaps(rd: RunDir, epoch: int, ais: float, a: float, b: float) -> None:
+    """A gaps record of ``rd`` at ``epoch``: two images with log p(x) ``ais``, approximation gap ``a`` ± 0.1 and
+    amortization gap ``b`` ± 0.2."""
+    cfg = rd.read_config()
+    per = GapsPerImage(log_px=[ais, ais], elbo_amortized=[ais - a - b] * 2, elbo_local=[ais - a] * 2,
+                       approximation=[a - 0.1, a + 0.1], amortization=[b - 0.2, b + 0.2])
+    knob = {"smvi": {"lam": cfg.train.lam}, "beta": {"beta": cfg.train.beta},
+            "iwae": {"iwae_k": cfg.train.iwae_k}}[cfg.train.objective]
+    rd.write_record("gaps", GapsRecord(
+        header=make_header("gaps", rd.fingerprint(), epoch, GapConfig()), run=rd.path.name,
+        posterior=cfg.model.posterior, objective=cfg.train.objective, knob=knob, n=2, indices=[0, 1],
+        **{k: mean_se(getattr(per, k)) for k in GapsPerImage.model_fields},
+        gap=mean_se([a + b] * 2), fit=GapsFit(steps=[10], converged=True, skipped=0, last_gain_max=0.0,
+                                             traces=[[1.0]]), per_image=per))
 
 
 @pytest.fixture

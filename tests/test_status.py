@@ -7,6 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from test_frontier_report import write_gaps
 from test_sweep import snapshot, tiny_sweep
 
 import smvi.evaluate as E
@@ -122,32 +123,16 @@ def test_not_a_sweep_is_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def _write_gaps(rd: RunDir, epoch: int) -> None:
-    """A gaps record of ``rd`` at ``epoch`` (values are not read by status)."""
-    from smvi.records import GapsFit, GapsPerImage, GapsRecord, make_header
-    from smvi.settings import GapConfig
-    from smvi.stats import mean_se
-
-    per = GapsPerImage(log_px=[-90.0], elbo_amortized=[-95.0], elbo_local=[-92.0], approximation=[2.0],
-                       amortization=[3.0])
-    rd.write_record("gaps", GapsRecord(
-        header=make_header("gaps", rd.fingerprint(), epoch, GapConfig()), run=rd.path.name, posterior="diagonal",
-        objective="smvi", knob={"lam": 0.0}, n=1, indices=[0], **{k: mean_se(getattr(per, k)) for k in
-                                                                    GapsPerImage.model_fields},
-        gap=mean_se([5.0]), fit=GapsFit(steps=[10], converged=True, skipped=0, last_gain_max=0.0, traces=[[1.0]]),
-        per_image=per))
-
-
 def test_a_gaps_column_appears_once_a_run_has_a_gap_split(sweep_dir):
     """`smvi gaps` is not a sweep stage: no column until some run has a gaps record; then done, stale (computed at
     another epoch) or — per run, and the work left is unchanged."""
     before = status(sweep_dir)
     assert "gaps" not in before.splitlines()[1]
     runs = sweep_paths(sweep_dir)[2]
-    _write_gaps(RunDir(runs / "lam0_seed0"), epoch=2)
+    write_gaps(RunDir(runs / "lam0_seed0"), 2, -90.0, 2.0, 3.0)
     lines = status(sweep_dir).splitlines()
     assert lines[1].split() == ["run", "epochs", "evaluate", "ssl", "pictures", "gaps"]
     assert lines[2].split()[-1] == "done" and lines[3].split()[-1] == "—"
     assert lines[-1] == before.splitlines()[-1]
-    _write_gaps(RunDir(runs / "lam0.5_seed0"), epoch=1)  # the run has 2 epochs: stale
+    write_gaps(RunDir(runs / "lam0.5_seed0"), 1, -90.0, 2.0, 3.0)  # the run has 2 epochs: stale
     assert status(sweep_dir).splitlines()[3].split()[-1] == "stale"

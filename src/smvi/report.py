@@ -151,6 +151,11 @@ def _collapsed(flags: list[Flag]) -> frozenset[float]:
     return frozenset(f.lam for f in flags if f.kind == "collapse" and f.lam is not None)
 
 
+def _collapsed_runs(flags: list[Flag]) -> frozenset[str]:
+    """The runs in posterior collapse: a red × in the training curves and the frontier."""
+    return frozenset(f.run for f in flags if f.kind == "collapse")
+
+
 def _figures(runs: list[Run], rows: list[Row], lams: list[float], flags: list[Flag], paired) -> dict[str, bytes]:
     """The sweep's figures (name → PNG): Figures 1–3 and the training curves of ``runs`` (those on the λ axis and
     those with a learned λ)."""
@@ -162,7 +167,7 @@ def _figures(runs: list[Run], rows: list[Row], lams: list[float], flags: list[Fl
         pngs["fig2_ssl.png"] = figure_ssl(rows, lams, collapsed)
     if png := figure_paired(paired, lams, collapsed):
         pngs["fig3_paired.png"] = png
-    if png := figure_curves(runs, {f.run for f in flags if f.kind == "collapse"}):
+    if png := figure_curves(runs, _collapsed_runs(flags)):
         pngs[CURVES] = png
     return pngs
 
@@ -186,7 +191,7 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     constrained = constrained_section(runs, rows, _collapsed(flags))
     pngs.update(constrained.figures)
     notes += more + constrained.notes
-    frontier_pngs, frontier_tables = frontier_section(runs, frozenset(f.run for f in flags if f.kind == "collapse"))
+    frontier_pngs, frontier_tables = frontier_section(runs, _collapsed_runs(flags))
     pngs.update(frontier_pngs)
     tables: list[Table] = (result_tables(rows, lams, flags)
                            + paired_tables(paired, lams, any(r.eval for r in runs), flags) + convergence
