@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/bdmc_precision.py --quick      # tiny untrained model, seconds: the smoke test
 
 On ``--points`` points simulated from the model (z ~ p(z), x ~ p(x|z): the true log p(x) is sandwiched), BDMC
-(forward AIS lower bound, reverse AIS upper bound from the true z; :func:`smvi.estimators.bdmc`) runs at each of
-``--steps`` with the sampler ``smvi evaluate`` and ``smvi convergence`` use (:class:`smvi.settings.AISSampler`'s
+(forward AIS lower bound, reverse AIS upper bound from the true z; :func:`smvi.core.estimators.bdmc`) runs at each of
+``--steps`` with the sampler ``smvi evaluate`` and ``smvi convergence`` use (:class:`smvi.settings.stages.AISSampler`'s
 defaults: 4 chains, 5 leapfrog steps, sigmoid schedule, from the encoder), once per precision, on the same points
 and seed, all points in one batch. Per step count and precision: the gap upper − lower (mean ± SE over points), both
 bounds, the weighted chains' acceptance and the pilot-adapted step sizes (forward and reverse), CPU and wall time;
@@ -36,9 +36,9 @@ from statistics import median
 
 import torch
 
-from smvi.estimators import bdmc, simulate
-from smvi.estimators.hmc import hmc_step, init_state, path_potential, point_ids, stream_key
-from smvi.settings import AISSampler
+from smvi.core.estimators import bdmc, simulate
+from smvi.core.estimators.hmc import hmc_step, init_state, path_potential, point_ids, stream_key
+from smvi.settings.stages import AISSampler
 
 PRECISIONS = ("fp32", "bf16")
 SECTIONS = ("force", "bdmc", "throughput")
@@ -138,7 +138,7 @@ def ais_throughput(model, x: torch.Tensor, *, sampler: dict, steps: int, rounds:
     """Forward AIS alone on ``x`` (one batch) with ``sampler``, in each precision, ``rounds`` times, the precision
     that runs first alternating: median CPU and wall seconds, leapfrog gradient evaluations per CPU second
     (rows × ((steps − 1) × leapfrog steps + 1), rows = points × (chains + 2 pilots)) and the ratios fp32 / bf16."""
-    from smvi.estimators import ais
+    from smvi.core.estimators import ais
 
     rows = x.shape[0] * (sampler["chains"] + 2)
     evals = rows * ((steps - 1) * sampler["leapfrog_steps"] + 1)
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         model, source = _quick_model(), "untrained tiny VAE"
     else:
-        from smvi.trained import load_run
+        from smvi.stages.trained import load_run
 
         model, source = load_run(args.run_dir).model.eval().requires_grad_(False), str(args.run_dir)
     res: dict = {"command": " ".join(["benchmarks/bdmc_precision.py", *(argv if argv is not None else sys.argv[1:])]),

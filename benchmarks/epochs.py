@@ -2,7 +2,7 @@
 batch 512, λ > 0) at 1 and at 2 threads, for several ways of running the same step, the extrapolated 300-epoch time,
 and each variant's test ELBO after the same epochs against fp32 (target: within 0.3 nats).
 
-Variants (all use fused Adam on fp32 parameters, as ``smvi.train`` does):
+Variants (all use fused Adam on fp32 parameters, as ``smvi.stages.train`` does):
 
 - ``fp32``: the objective in fp32 (``train.precision = "fp32"``).
 - ``bf16``: the objective under bf16 autocast (``train.precision = "bf16"``): matrix products in bf16, everything else
@@ -44,8 +44,8 @@ import torch
 from concurrent_runs import bench_concurrent, concurrent_report
 from training_check import TOL, training_check
 from training_check import report as check_report
-from smvi.data import DynamicBinarizer, binarize_fixed
-from smvi.objectives import smvi_objective
+from smvi.data.loading import DynamicBinarizer, binarize_fixed
+from smvi.core.objectives import smvi_objective
 
 PAPER_EPOCHS = 300
 

@@ -23,7 +23,7 @@ import torch
 
 import smvi
 from harness import interleaved, machine
-from smvi.objectives import training_objective
+from smvi.core.objectives import training_objective
 
 CASES = {  # name -> (posterior, objective settings)
     "diagonal": ("diagonal", dict(objective="smvi", lam=0.0)),

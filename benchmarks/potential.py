@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from harness import interleaved
-from smvi.data import ImageData, binarize_fixed
+from smvi.data.loading import ImageData, binarize_fixed
 
 
 def _explicit_value_and_grad(model, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,7 +49,7 @@ def reference_ais(
     """AIS from the prior to p(z|x) with HMC, one data point at a time, chains batched: log p̂(x) ``[N]`` float64.
 
     The same path (p(z)·p(x|z)^β), sigmoid schedule, HMC transition and step-size rule as
-    :func:`smvi.estimators.ais` with ``start="prior"``: one step size per point, ×1.02 / ×0.98 toward
+    :func:`smvi.core.estimators.ais` with ``start="prior"``: one step size per point, ×1.02 / ×0.98 toward
     ``target_accept`` on a 0.9-decayed average of the acceptance of ``pilot_chains`` extra chains whose weights are
     discarded. Noise from a seeded ``torch.Generator``.
     """

@@ -10,9 +10,9 @@ Sections (see benchmarks/README.md for how to read them):
   and the machine's 2048² matrix-product rate, all interleaved in shuffled rounds; medians of wall and CPU time.
   FLOPs are counted (torch.utils.flop_counter), so achieved FLOP/s ÷ matrix-multiply rate is reported.
 - ``threads``: the SMVI step and the matrix product at 1 thread and at every core.
-- ``training``: the same epochs of the reference loop, of ``smvi.train.train`` and of a prototype loop with the
+- ``training``: the same epochs of the reference loop, of ``smvi.stages.train.train`` and of a prototype loop with the
   changes suggested for train.py (bf16 autocast, fused Adam), interleaved epoch by epoch; time and final test ELBO.
-- ``ais``: ``smvi.estimators.ais`` against the reference loop on the model trained above: throughput
+- ``ais``: ``smvi.core.estimators.ais`` against the reference loop on the model trained above: throughput
   (points × chains × steps per second) and the two estimates; ``ais_potential``: one HMC potential evaluation
   (decoder value and z-gradient) per row at 16…4096 rows, by autograd, by a graph-free explicit pass, and in bf16
   (benchmarks/potential.py).
@@ -50,10 +50,10 @@ from precision import bench_precision, precision_report, precision_targets  # no
 from reference import reference_ais, reference_loss  # noqa: E402
 
 import smvi  # noqa: E402
-from smvi.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from smvi.data import DynamicBinarizer, ImageData, binarize_fixed  # noqa: E402
-from smvi.objectives import smvi_objective  # noqa: E402
-from smvi.train import load_run, train  # noqa: E402
+from smvi.settings.run import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from smvi.data.loading import DynamicBinarizer, ImageData, binarize_fixed  # noqa: E402
+from smvi.core.objectives import smvi_objective  # noqa: E402
+from smvi.stages.train import load_run, train  # noqa: E402
 
 LAM = 0.01
 FULL = dict(data="mnist", hidden=(1024, 1024), z_dim=50, batches=(100, 512), rounds=5, per_round=3, mm_n=2048,
@@ -96,7 +96,7 @@ def matmul_fn(n: int, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
 
 def make_data(s: dict) -> ImageData:
     if s["data"] == "mnist":
-        return smvi.data.load_mnist(progress=False)
+        return smvi.data.loading.load_mnist(progress=False)
     g = torch.Generator().manual_seed(0)
     protos = torch.rand(10, 784, generator=g) ** 3
     make = lambda n: (protos[torch.arange(n) % 10] + 0.1 * torch.rand(n, 784, generator=g)).clamp(0, 1)  # noqa: E731
@@ -241,7 +241,7 @@ def bench_training(s: dict, data: ImageData, workdir: Path) -> tuple[dict, smvi.
 
 
 def bench_ais(s: dict, model, data: ImageData) -> dict:
-    from smvi.estimators import ais
+    from smvi.core.estimators import ais
 
     x = binarize_fixed(data.test_x[: s["ais_points"]], seed=1234)
     kw = dict(steps=s["ais_steps"], chains=s["ais_chains"], leapfrog_steps=s["ais_leapfrog"])

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smvi.rundir import RunDir, identity_diff
-from smvi.stats import mean_se
+from smvi.store.rundir import RunDir, identity_diff
+from smvi.store.stats import mean_se
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
 For each run present in both: test/train ELBO, AIS log p(x) and the gap from the eval records (paired over images when
 both records keep per-image values on the same indices, else the two means with their combined SE, which is
 conservative since the images are the same), and SSL accuracy paired over label subsets (the same labeled examples).
-Prints Markdown; torch-free (reads the records through smvi.rundir).
+Prints Markdown; torch-free (reads the records through smvi.store.rundir).
 
     python scripts/compare_runs.py results runs/bf16check --names A=fp32 B=bf16
 """
@@ -14,8 +14,8 @@ import argparse
 import math
 from pathlib import Path
 
-from smvi.rundir import RunDir
-from smvi.stats import mean_se
+from smvi.store.rundir import RunDir
+from smvi.store.stats import mean_se
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:

@@ -41,11 +41,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from smvi.config import ConfigError, build_config
-from smvi.presets import preset_base
-from smvi.rundir import RunDir, RunError, identity_change
-from smvi.settings import GapConfig
-from smvi.sweep import SweepConfig, read_sweep, run_name
+from smvi.settings.run import ConfigError, build_config
+from smvi.studies.presets import preset_base
+from smvi.store.rundir import RunDir, RunError, identity_change
+from smvi.settings.stages import GapConfig
+from smvi.studies.sweep import SweepConfig, read_sweep, run_name
 
 ARMS: dict[str, tuple[list[float] | None, list[str]]] = {  # name -> (λ grid, None: the preset's; sweep --set options)
     "smvi": (None, []),

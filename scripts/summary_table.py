@@ -16,9 +16,9 @@ import csv
 import sys
 from pathlib import Path
 
-from smvi.flags import CLAIM_BLOCKING, RULES
-from smvi.paired import format_p
-from smvi.report_tables import pm
+from smvi.report.flags import CLAIM_BLOCKING, RULES
+from smvi.report.paired import format_p
+from smvi.report.tables import pm
 
 VALUES = (("gap", "test", "gap, test"), ("gap", "train", "gap, train"), ("ais", "test", "AIS log p(x), test"),
           ("iwae_full", "test", "IWAE log p(x), whole test set"))

@@ -32,7 +32,7 @@ from conftest import make_idx_dir, tiny_train_args, write_idx
 
 import smvi
 from smvi.cli import main
-from smvi.data import ImageData
+from smvi.data.loading import ImageData
 
 IMAGES, LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 

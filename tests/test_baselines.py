@@ -15,12 +15,12 @@ from conftest import tiny_train_args
 from test_posteriors import posterior_as_full_q
 
 import smvi
-import smvi.train as T
+import smvi.stages.train as T
 from smvi.cli import main
-from smvi.config import ConfigError, load_config
-from smvi.models import VAE, LinearGaussian
-from smvi.objectives import beta_vae_objective, iwae_objective, smvi_objective, training_objective
-from smvi.train import load_run
+from smvi.settings.run import ConfigError, load_config
+from smvi.core.models import VAE, LinearGaussian
+from smvi.core.objectives import beta_vae_objective, iwae_objective, smvi_objective, training_objective
+from smvi.stages.train import load_run
 
 
 def tiny_vae(posterior: str = "diagonal") -> VAE:
@@ -84,8 +84,8 @@ def test_iwae_objective_is_iwae_bound_exactly_at_the_posterior_and_on_average_el
 
 def test_training_objective_dispatches_and_refuses_foreign_settings():
     model, x = tiny_vae(), batch()
-    assert isinstance(training_objective(model, x, objective="beta", beta=2.0), smvi.objectives.BetaTerms)
-    assert isinstance(training_objective(model, x, objective="iwae", iwae_k=3), smvi.objectives.IWAETerms)
+    assert isinstance(training_objective(model, x, objective="beta", beta=2.0), smvi.core.objectives.BetaTerms)
+    assert isinstance(training_objective(model, x, objective="iwae", iwae_k=3), smvi.core.objectives.IWAETerms)
     for kwargs in [dict(objective="beta"), dict(objective="beta", beta=2.0, lam=0.1),
                    dict(objective="smvi", iwae_k=3), dict(objective="iwae", iwae_k=3, n_samples=2),
                    dict(objective="vae")]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_report import LAMS, SEEDS, write_run
 
-from smvi.report import make_report
+from smvi.report.page import make_report
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_report.py"
 spec = importlib.util.spec_from_file_location("check_report", SCRIPT)

@@ -1,11 +1,11 @@
-"""The claims' decision rules (smvi.claims) on hand-made paired comparisons: holds, does not hold, undecided."""
+"""The claims' decision rules (smvi.report.claims) on hand-made paired comparisons: holds, does not hold, undecided."""
 
 from __future__ import annotations
 
-from smvi.aggregate import Row
-from smvi.claims import MIN_GAIN, claim_gap, claim_ssl, decide_claims
-from smvi.paired import PairedRow
-from smvi.stats import PairedDiff
+from smvi.report.aggregate import Row
+from smvi.report.claims import MIN_GAIN, claim_gap, claim_ssl, decide_claims
+from smvi.report.paired import PairedRow
+from smvi.store.stats import PairedDiff
 
 
 def paired(q, lam, mean, half, *, split="test", s=None, p=0.5, p_holm=0.5):
@@ -65,9 +65,9 @@ def test_claim_2_does_not_hold_when_every_interval_excludes_a_useful_gain():
     assert claim_ssl([]).verdict == "cannot be decided at this power"
 
 
-# ---- flagged runs are not evidence (smvi.flags) ---------------------------------------------------------------------
+# ---- flagged runs are not evidence (smvi.report.flags) ---------------------------------------------------------------------
 def flag(kind, lam, run="r"):
-    from smvi.flags import Flag
+    from smvi.report.flags import Flag
 
     return Flag(kind, run, lam, (), f"{run}: {kind}")
 

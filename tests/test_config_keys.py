@@ -8,13 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 from smvi.cli import main
-from smvi.config import ConfigError, RunConfig, build_config, load_config
-from smvi.config_keys import describe, format_keys
-from smvi.evaluate import EvalConfig
-from smvi.presets import EVAL_PRESETS, PRESETS
-from smvi.settings import PicturesConfig
-from smvi.ssl import SSLConfig
-from smvi.sweep import SweepConfig
+from smvi.settings.run import ConfigError, RunConfig, build_config, load_config
+from smvi.settings.keys import describe, format_keys
+from smvi.stages.evaluate import EvalConfig
+from smvi.studies.presets import EVAL_PRESETS, PRESETS
+from smvi.settings.stages import PicturesConfig
+from smvi.stages.ssl import SSLConfig
+from smvi.studies.sweep import SweepConfig
 
 
 def leaves(tree: dict, prefix: str = "") -> set[str]:

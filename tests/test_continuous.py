@@ -17,12 +17,12 @@ from torch.distributions import Normal
 import smvi
 from conftest import tiny_train_args
 from smvi.cli import main
-from smvi.config import ConfigError, load_config
-from smvi.data import (DynamicBinarizer, discrete_log_likelihood_bound, dequantize_fixed, fixed_inputs,
+from smvi.settings.run import ConfigError, load_config
+from smvi.data.loading import (DynamicBinarizer, discrete_log_likelihood_bound, dequantize_fixed, fixed_inputs,
                        load_idx_dir)
-from smvi.estimators import ais, iwae_bound, simulate
-from smvi.models import LinearGaussian
-from smvi.objectives import elbo, score_matching_divergence
+from smvi.core.estimators import ais, iwae_bound, simulate
+from smvi.core.models import LinearGaussian
+from smvi.core.objectives import elbo, score_matching_divergence
 
 C = 5.0
 
@@ -154,11 +154,11 @@ def test_gaussian_vae_trains_and_every_estimator_runs_on_it(idx_dir, tmp_path):
 
 
 def test_a_sweep_preset_takes_the_gaussian_likelihood_with_its_transform_implied(tmp_path, monkeypatch):
-    import smvi.sweep
-    from smvi.presets import PRESETS
+    import smvi.studies.sweep
+    from smvi.studies.presets import PRESETS
 
     seen = {}
-    monkeypatch.setattr(smvi.sweep, "run_sweep", lambda cfg, *a, **k: seen.setdefault("cfg", cfg) and [])
+    monkeypatch.setattr(smvi.studies.sweep, "run_sweep", lambda cfg, *a, **k: seen.setdefault("cfg", cfg) and [])
     r = CliRunner().invoke(main, ["sweep", str(tmp_path / "sw"), "--preset", "quick", "--no-report",
                                   "--set", "run.model.likelihood=gaussian"])
     assert r.exit_code == 0, r.output
@@ -169,9 +169,9 @@ def test_a_sweep_preset_takes_the_gaussian_likelihood_with_its_transform_implied
 
 @pytest.mark.parametrize("name", ["quick", "cpu", "paper"])
 def test_every_sweep_preset_is_itself_from_only_the_keys_it_sets(name):
-    from smvi.config import build_config
-    from smvi.presets import PRESETS
-    from smvi.sweep import SweepConfig
+    from smvi.settings.run import build_config
+    from smvi.studies.presets import PRESETS
+    from smvi.studies.sweep import SweepConfig
 
     preset = PRESETS[name]
     assert build_config(SweepConfig, preset.model_dump(mode="json", exclude_unset=True)) == preset

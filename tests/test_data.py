@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from smvi import data as D
+from smvi.data import loading as D
 from smvi.cli import main
 
 

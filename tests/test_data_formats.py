@@ -11,9 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from conftest import tiny_train_args
-from smvi import data as D
+from smvi.data import loading as D
 from smvi.cli import main
-from smvi.config import load_config
+from smvi.settings.run import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist

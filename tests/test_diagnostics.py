@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smvi.diagnostics import active_units
-from smvi.models import LinearGaussian
+from smvi.core.diagnostics import active_units
+from smvi.core.models import LinearGaussian
 
 
 def test_active_units_counts_dimensions_whose_mean_varies_with_x():

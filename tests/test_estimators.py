@@ -16,8 +16,8 @@ import torch
 from scipy.stats import t as student_t
 
 import smvi
-from smvi.estimators import ais, ais_ladder, bdmc, iwae_bound, linear_schedule, sigmoid_schedule, simulate
-from smvi.models import LinearGaussian
+from smvi.core.estimators import ais, ais_ladder, bdmc, iwae_bound, linear_schedule, sigmoid_schedule, simulate
+from smvi.core.models import LinearGaussian
 
 ALPHA = 1e-4
 AIS = dict(chains=16, leapfrog_steps=5)

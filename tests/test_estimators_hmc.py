@@ -12,7 +12,7 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from smvi.estimators.hmc import (
+from smvi.core.estimators.hmc import (
     HMCState, PathPotential, fold_in, hmc_step, init_state, normal, path_potential, point_ids, stream_key, uniform,
 )
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import smvi
-from smvi.estimators import ais, ais_ladder, bdmc, check_precision, iwae_bound, native_bf16, simulate
-from smvi.estimators import precision as precision_mod
-from smvi.models import LinearGaussian
+from smvi.core.estimators import ais, ais_ladder, bdmc, check_precision, iwae_bound, native_bf16, simulate
+from smvi.core.estimators import precision as precision_mod
+from smvi.core.models import LinearGaussian
 from test_estimators import crit, grouped_log_mean, mean_se, near_posterior_encoder
 
 AIS = dict(chains=16, leapfrog_steps=5)

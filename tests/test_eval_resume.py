@@ -11,10 +11,10 @@ import shutil
 import pytest
 from conftest import invoke
 
-import smvi.evaluate as E
-from smvi.data import load_data
-from smvi.rundir import RunDir
-from smvi.settings import AISConfig, EvalConfig
+import smvi.stages.evaluate as E
+from smvi.data.loading import load_data
+from smvi.store.rundir import RunDir
+from smvi.settings.stages import AISConfig, EvalConfig
 
 CFG = EvalConfig(n_test=24, n_train=16, elbo_samples=20, dsm_samples=2, iwae_k=10, iwae_full_test_k=10,
                  ais=AISConfig(steps=3, chains=2, leapfrog_steps=2), batch_size=8)

@@ -1,4 +1,4 @@
-"""The flag rules (smvi.flags) on hand-made runs: each rule fires on the side of its documented threshold it should,
+"""The flag rules (smvi.report.flags) on hand-made runs: each rule fires on the side of its documented threshold it should,
 carries its run and λ, and its constants agree with the code they describe."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import inspect
 
 import pytest
 
-from smvi.aggregate import Run
-from smvi.flags import (ACCEPT_TARGET, ACCEPT_TOL, BDMC_TOL, COLLAPSE_KL, COLLAPSE_UNITS, RECOVERED_FRACTION, RULES,
+from smvi.report.aggregate import Run
+from smvi.report.flags import (ACCEPT_TARGET, ACCEPT_TOL, BDMC_TOL, COLLAPSE_KL, COLLAPSE_UNITS, RECOVERED_FRACTION, RULES,
                         excluded_lams, is_collapsed, legend, mark, run_flags, sweep_flags)
 
 
@@ -26,8 +26,8 @@ def kinds(r: Run) -> list[str]:
 
 
 def test_the_thresholds_agree_with_the_code_they_describe():
-    from smvi.estimators import ais
-    from smvi.settings import ConvergenceConfig
+    from smvi.core.estimators import ais
+    from smvi.settings.stages import ConvergenceConfig
 
     assert inspect.signature(ais).parameters["target_accept"].default == ACCEPT_TARGET
     assert ConvergenceConfig().tol == BDMC_TOL

@@ -9,15 +9,15 @@ import json
 import pytest
 import torch
 
-from smvi.aggregate import aggregate, collect_runs, lam_series
-from smvi.config import RunConfig
-from smvi.frontier_report import (DOMINANCE_Z, Estimate, FrontierPoint, dominated_by, frontier_points, gap_bars,
+from smvi.report.aggregate import aggregate, collect_runs, lam_series
+from smvi.settings.run import RunConfig
+from smvi.report.frontier import (DOMINANCE_Z, Estimate, FrontierPoint, dominated_by, frontier_points, gap_bars,
                                   method_of)
-from smvi.records import EvalRecord, EvalSplit, GapsFit, PerImage, GapsPerImage, GapsRecord, make_header
-from smvi.report import make_report
-from smvi.rundir import RunDir
-from smvi.settings import EvalConfig, GapConfig
-from smvi.stats import MeanSE, mean_se
+from smvi.store.records import EvalRecord, EvalSplit, GapsFit, PerImage, GapsPerImage, GapsRecord, make_header
+from smvi.report.page import make_report
+from smvi.store.rundir import RunDir
+from smvi.settings.stages import EvalConfig, GapConfig
+from smvi.store.stats import MeanSE, mean_se
 
 EPOCHS = 3
 
@@ -209,12 +209,12 @@ def test_points_scored_on_the_same_images_are_compared_pair_by_pair(tmp_path):
 
 
 def test_a_collapsed_point_is_marked_and_does_not_set_the_y_range(tmp_path):
-    """The convention of the λ figures (smvi.figures): a point with a run flagged as a posterior collapse is marked
+    """The convention of the λ figures (smvi.report.figures): a point with a run flagged as a posterior collapse is marked
     ⚠C in the table and drawn as a red × that leaves the y-range to the other points (λ = 1 at −200 nats would
     otherwise squeeze them into a sliver)."""
     from matplotlib.figure import Figure
 
-    from smvi.frontier_report import _plane, frontier_section
+    from smvi.report.frontier import _plane, frontier_section
 
     for lam, ais, gap in ((0.0, -86.0, 5.0), (0.1, -98.0, 2.0), (1.0, -200.0, 0.01)):
         write_run(tmp_path / "smvi" / f"lam{lam:g}_seed0", {"lam": lam}, ais=ais, gap=gap)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import invoke
 
-from smvi.data import binarize_fixed, load_data
-from smvi.evaluate import evaluate_run, evaluation_indices, full_test_set
-from smvi.records import staleness
-from smvi.rundir import RunDir
-from smvi.settings import AISConfig, ConvergenceConfig, EvalConfig
+from smvi.data.loading import binarize_fixed, load_data
+from smvi.stages.evaluate import evaluate_run, evaluation_indices, full_test_set
+from smvi.store.records import staleness
+from smvi.store.rundir import RunDir
+from smvi.settings.stages import AISConfig, ConvergenceConfig, EvalConfig
 
 AIS = AISConfig(steps=3, chains=2, leapfrog_steps=2)
 CFG = EvalConfig(n_test=24, n_train=0, elbo_samples=50, dsm_samples=2, iwae_k=40, iwae_full_test_k=40, ais=AIS,
@@ -97,9 +97,9 @@ def test_ais_precision_reaches_the_records_from_the_cli(trained):
 
 
 def test_the_paper_preset_asks_for_the_whole_test_set_and_a_sweep_can_set_the_precision():
-    from smvi.config import build_config
-    from smvi.presets import PRESETS
-    from smvi.sweep import SweepConfig
+    from smvi.settings.run import build_config
+    from smvi.studies.presets import PRESETS
+    from smvi.studies.sweep import SweepConfig
 
     assert PRESETS["paper"].eval.iwae_full_test_k == 1000 and PRESETS["cpu"].eval.iwae_full_test_k == 0
     cfg = build_config(SweepConfig, PRESETS["paper"].model_dump(), sets=["eval.ais.precision=bf16"])

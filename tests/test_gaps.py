@@ -16,9 +16,9 @@ from conftest import tiny_train_args
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from smvi.cli import main
-from smvi.gaps import fit_local, gap_split
-from smvi.rundir import RunDir
-from smvi.models import LinearGaussian
+from smvi.stages.gaps import fit_local, gap_split
+from smvi.store.rundir import RunDir
+from smvi.core.models import LinearGaussian
 
 
 def lg(posterior: str, seed: int = 1) -> tuple[LinearGaussian, torch.Tensor]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import smvi
-from smvi.models import LinearGaussian
+from smvi.core.models import LinearGaussian
 
 Z = 5.0
 

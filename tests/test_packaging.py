@@ -52,7 +52,7 @@ def test_help_does_not_import_torch():
 
 def test_preset_choices_match_the_presets():
     """The CLI spells the preset names without importing torch; they must be the library's."""
-    from smvi.presets import EVAL_PRESETS, PRESETS
+    from smvi.studies.presets import EVAL_PRESETS, PRESETS
 
     assert set(EVAL_PRESET_NAMES) == set(EVAL_PRESETS)
     assert set(SWEEP_PRESET_NAMES) == set(PRESETS)
@@ -135,6 +135,6 @@ def test_every_public_name_resolves():
 
     for name in smvi.__all__:
         assert getattr(smvi, name) is not None, name
-    assert callable(smvi.train_run) and smvi.train_run.__module__ == "smvi.train"
+    assert callable(smvi.train_run) and smvi.train_run.__module__ == "smvi.stages.train"
     with pytest.raises(AttributeError, match="no attribute 'trian'"):
         smvi.trian  # noqa: B018

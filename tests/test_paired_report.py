@@ -1,4 +1,4 @@
-"""The report's paired comparisons with λ = 0 (smvi.paired) on a synthetic sweep with per-image values and three
+"""The report's paired comparisons with λ = 0 (smvi.report.paired) on a synthetic sweep with per-image values and three
 seeds: pairing by image index and seed, the numbers against a direct computation, and the claims on the page."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import tomli_w
 
-from smvi.aggregate import collect_runs
-from smvi.config import RunConfig
-from smvi.paired import paired_rows
-from smvi.report import make_report
-from smvi.ssl import Selection, SSLResult
+from smvi.report.aggregate import collect_runs
+from smvi.settings.run import RunConfig
+from smvi.report.paired import paired_rows
+from smvi.report.page import make_report
+from smvi.stages.ssl import Selection, SSLResult
 
 LAMS, SEEDS, N = (0.0, 0.01, 0.1), (0, 1, 2), 20
 IDX = [3 * i for i in range(N)]
@@ -160,7 +160,7 @@ def test_a_folder_of_sweeps_alone_is_reported_as_one(tmp_path):
 
 
 def test_the_whole_test_set_iwae_is_a_column_of_figure_1s_table(sweep, tmp_path):
-    from smvi.aggregate import aggregate
+    from smvi.report.aggregate import aggregate
 
     rows, _ = aggregate(collect_runs(sweep)[0])
     got = {r.lam: r for r in rows if r.quantity == "iwae_full"}

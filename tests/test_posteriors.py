@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import smvi
-from smvi.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from smvi.config import ConfigError, ModelConfig, load_config
-from smvi.models import VAE, LinearGaussian, _mlp
-from smvi.posteriors import CouplingFlow, FullGaussian, make_family
-from smvi.ssl import encoder_features
-from smvi.rundir import RunDir
-from smvi.train import load_run, train
+from smvi.store.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from smvi.settings.run import ConfigError, ModelConfig, load_config
+from smvi.core.models import VAE, LinearGaussian, _mlp
+from smvi.core.posteriors import CouplingFlow, FullGaussian, make_family
+from smvi.stages.ssl import encoder_features
+from smvi.store.rundir import RunDir
+from smvi.stages.train import load_run, train
 
 FLOW = dict(flow_layers=3, flow_hidden=(16,), flow_context=3)
 

@@ -7,9 +7,9 @@ import tomllib
 
 import pytest
 
-from smvi.config import RunConfig, build_config, config_to_toml
-from smvi.presets import PRESETS
-from smvi.sweep import SweepConfig
+from smvi.settings.run import RunConfig, build_config, config_to_toml
+from smvi.studies.presets import PRESETS
+from smvi.studies.sweep import SweepConfig
 
 PAPER_MODEL = RunConfig().model  # 2x1024 softplus, z = 50, Bernoulli
 

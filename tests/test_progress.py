@@ -10,12 +10,12 @@ import json
 import pytest
 from click.testing import CliRunner
 
-import smvi.sweep as S
+import smvi.studies.sweep as S
 from smvi.cli import main
-from smvi.config import ConfigError, RunConfig
+from smvi.settings.run import ConfigError, RunConfig
 from smvi.progress import (EPOCH_SECONDS, Progress, SweepETA, display_mode, duration, expected_epoch_seconds,
                            stage_priors)
-from smvi.settings import EvalConfig
+from smvi.settings.stages import EvalConfig
 
 from conftest import tiny_train_args
 from test_sweep import tiny_sweep
@@ -177,8 +177,8 @@ def test_smvi_train_states_its_length_and_logs_plain_lines_not_bars(idx_dir, tmp
 
 
 def test_smvi_ssl_prints_its_table_with_standard_errors_and_the_raw_pixel_row(trained):
-    from smvi.rundir import RunDir
-    from smvi.stats import mean_se
+    from smvi.store.rundir import RunDir
+    from smvi.store.stats import mean_se
 
     sets = ["--set", "sizes=[20,50]", "--set", "seeds=[0,1,2]", "--set", "C_grid=[1.0]", "--set", "gamma_grid=[1.0]",
             "--set", "cv_folds=2", "--set", "n_jobs=1"]
@@ -217,8 +217,8 @@ def test_each_preset_has_one_time_quoted_alike_everywhere():
     from pathlib import Path
 
     from smvi.cli import SWEEP_PRESET_TIMES
-    from smvi.presets import PRESET_TIMES, PRESETS
-    from smvi.sweep import plan
+    from smvi.studies.presets import PRESET_TIMES, PRESETS
+    from smvi.studies.sweep import plan
 
     flat = lambda text: " ".join(text.split())  # noqa: E731 -- click and Markdown wrap lines
     assert SWEEP_PRESET_TIMES == PRESET_TIMES and set(PRESET_TIMES) == set(PRESETS)
@@ -234,23 +234,23 @@ def test_each_preset_has_one_time_quoted_alike_everywhere():
 
 
 def test_ctrl_c_says_how_to_continue(monkeypatch, tmp_path):
-    import smvi.sweep
+    import smvi.studies.sweep
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(smvi.sweep, "run_sweep", interrupted)
+    monkeypatch.setattr(smvi.studies.sweep, "run_sweep", interrupted)
     r = CliRunner().invoke(main, ["sweep", str(tmp_path / "sw")])
     assert r.exit_code == 130 and "rerun the same command to continue" in r.stderr
 
 
 def test_ctrl_c_in_evaluate_says_its_scored_batches_are_kept(monkeypatch, trained):
-    import smvi.evaluate
+    import smvi.stages.evaluate
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(smvi.evaluate, "evaluate_run", interrupted)
+    monkeypatch.setattr(smvi.stages.evaluate, "evaluate_run", interrupted)
     r = CliRunner().invoke(main, ["evaluate", str(trained), "--preset", "quick"])
     assert r.exit_code == 130
     assert r.stderr.strip() == ("interrupted: scored batches are saved (eval.partial.json); rerun the same command to "

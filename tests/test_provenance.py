@@ -1,8 +1,8 @@
-"""smvi.provenance: the machine a record names and the wall times the report sums, on hand-made inputs."""
+"""smvi.store.provenance: the machine a record names and the wall times the report sums, on hand-made inputs."""
 
 from __future__ import annotations
 
-from smvi.provenance import cpu_model, fmt_seconds, host_info, train_seconds
+from smvi.store.provenance import cpu_model, fmt_seconds, host_info, train_seconds
 
 
 def test_cpu_model_reads_cpuinfo_and_host_info_names_the_device(tmp_path):

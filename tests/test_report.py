@@ -12,10 +12,10 @@ import pytest
 import tomli_w
 from matplotlib.figure import Figure
 
-from smvi.config import RunConfig
-from smvi.figures import lam_axis
-from smvi.report import ReportError, make_report
-from smvi.ssl import Selection, SSLResult
+from smvi.settings.run import RunConfig
+from smvi.report.figures import lam_axis
+from smvi.report.page import ReportError, make_report
+from smvi.stages.ssl import Selection, SSLResult
 
 LAMS, SEEDS, SIZES = (0.0, 0.01, 1.0), (0, 1), (600, 1000)
 
@@ -160,7 +160,7 @@ def test_broken_and_partial_files_are_refused_with_a_note_each(sweep):
 
 def convergence_json(run: str, bdmc: list[tuple[int, float, float]], ladder: list[tuple[int, float, float]],
                      converged: bool) -> dict:
-    """The layout :func:`smvi.convergence.check_convergence` writes; (steps, gap, SE) and (steps, mean, SE)."""
+    """The layout :func:`smvi.stages.convergence.check_convergence` writes; (steps, gap, SE) and (steps, mean, SE)."""
     return {"run": run, "epoch": 3, "n_points": 50, "tol": 0.1, "settings": {"chains": 4}, "seconds": 9.0,
             "bdmc": [{"steps": k, "lower": -90.0, "upper": -90.0 + g, "gap": g, "gap_se": se, "seconds": 1.0}
                      for k, g, se in bdmc],

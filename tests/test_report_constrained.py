@@ -9,11 +9,11 @@ import json
 
 import pytest
 
-from smvi.aggregate import Run, aggregate, collect_runs
-from smvi.config import RunConfig
-from smvi.constrained_report import ConstrainedRun, constrained_runs, is_constrained
-from smvi.report import make_report
-from smvi.rundir import RunDir
+from smvi.report.aggregate import Run, aggregate, collect_runs
+from smvi.settings.run import RunConfig
+from smvi.report.constrained import ConstrainedRun, constrained_runs, is_constrained
+from smvi.report.page import make_report
+from smvi.store.rundir import RunDir
 from test_report import eval_numbers, read_csv, ssl_json, write_run
 
 # name, measure, target, λ per epoch, training measure per epoch, active units, KL, test D_SM, test gap

@@ -10,12 +10,12 @@ import pytest
 from matplotlib.figure import Figure
 from test_report import convergence_json, markdown_table, write_run
 
-import smvi.figures as F
-from smvi.aggregate import Row
-from smvi.records import make_header
-from smvi.report import make_report
-from smvi.rundir import RunDir
-from smvi.settings import EvalConfig
+import smvi.report.figures as F
+from smvi.report.aggregate import Row
+from smvi.store.records import make_header
+from smvi.report.page import make_report
+from smvi.store.rundir import RunDir
+from smvi.settings.stages import EvalConfig
 
 LAMS = (0.0, 0.1, 1.0)
 
@@ -117,7 +117,7 @@ def test_old_headers_still_parse_and_new_fields_are_optional(sweep):
     rd = RunDir(sweep / "lam0_seed0")
     h = make_header("eval", rd.fingerprint(), 3, EvalConfig(), device="cpu").model_dump(by_alias=True)
     assert h["torch_version"] and h["python_version"] and h["host"]["cpus"] >= 1 and h["host"]["device"] == "cpu"
-    from smvi.records import Header
+    from smvi.store.records import Header
 
     old = {k: v for k, v in h.items() if k not in ("torch_version", "python_version", "host")}
     assert Header.model_validate(old).host is None  # written by an older smvi
@@ -136,8 +136,8 @@ def test_settings_are_a_collapsible_table_not_a_json_dump(sweep):
 
 
 def test_training_curves_are_drawn_from_the_metrics(sweep):
-    from smvi.aggregate import collect_runs
-    from smvi.curves import curve
+    from smvi.report.aggregate import collect_runs
+    from smvi.report.curves import curve
 
     out = make_report(sweep).parent
     assert (out / "fig_training.png").read_bytes()[:4] == b"\x89PNG"

@@ -11,8 +11,8 @@ import sys
 import pytest
 from test_report import read_csv, write_run
 
-import smvi.report as R
-from smvi.report import make_report
+import smvi.report.page as R
+from smvi.report.page import make_report
 
 LAM = (0.0, 0.01)
 
@@ -143,6 +143,6 @@ def test_a_report_directory_with_other_files_is_refused(sweep, tmp_path):
 
 
 def test_the_report_does_not_import_torch():
-    code = "import sys, smvi.report, smvi.rundir, smvi.records, smvi.aggregate; print('torch' in sys.modules)"
+    code = "import sys, smvi.report.page, smvi.store.rundir, smvi.store.records, smvi.report.aggregate; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from smvi.presets import PRESETS
-from smvi.report import make_report
-from smvi.rundir import RunDir
-from smvi.settings import EvalConfig
+from smvi.studies.presets import PRESETS
+from smvi.report.page import make_report
+from smvi.store.rundir import RunDir
+from smvi.settings.stages import EvalConfig
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "cpu"
 

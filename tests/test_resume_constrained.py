@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import make_idx_dir, tiny_train_args
 
-import smvi.train as T
+import smvi.stages.train as T
 import test_resume_kill as K
-from smvi.checkpoint import load_checkpoint
-from smvi.constraint import DualState
+from smvi.store.checkpoint import load_checkpoint
+from smvi.core.constraint import DualState
 
 pytestmark = pytest.mark.slow
 

@@ -32,9 +32,9 @@ import torch
 from conftest import make_idx_dir, tiny_train_args
 from safetensors.torch import load_file
 
-import smvi.atomic as A
-import smvi.checkpoint as C
-import smvi.train as T
+import smvi.store.atomic as A
+import smvi.store.checkpoint as C
+import smvi.stages.train as T
 from smvi.cli import main
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ def _trap_write(kind: str, name: str, k: int) -> None:
             _die()
         return real_replace(src, dst)
 
-    C.atomic_write_bytes = A.atomic_write_bytes = atomic_write_bytes  # checkpoints; metrics and config (smvi.atomic)
+    C.atomic_write_bytes = A.atomic_write_bytes = atomic_write_bytes  # checkpoints; metrics and config (smvi.store.atomic)
     os.fdopen, os.replace = fdopen, replace
 
 

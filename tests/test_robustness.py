@@ -14,12 +14,12 @@ import torch
 from click.testing import CliRunner
 from conftest import make_idx_dir, tiny_train_args
 
-import smvi.train as T
-from smvi.checkpoint import load_checkpoint
+import smvi.stages.train as T
+from smvi.store.checkpoint import load_checkpoint
 from smvi.cli import main
-from smvi.config import load_config
-from smvi.data import ImageData, load_idx_dir
-from smvi.train import TrainingDiverged, train
+from smvi.settings.run import load_config
+from smvi.data.loading import ImageData, load_idx_dir
+from smvi.stages.train import TrainingDiverged, train
 
 STEPS = 4  # per epoch: 256 training images in batches of 64
 

@@ -17,16 +17,16 @@ import torch
 from click.testing import CliRunner
 from conftest import make_idx_dir
 
-import smvi.checkpoint as C
-import smvi.evaluate as E
+import smvi.store.checkpoint as C
+import smvi.stages.evaluate as E
 from smvi.cli import main
-from smvi.config import RunConfig, load_config
-from smvi.data import load_data
-from smvi.records import EvalRecord, make_header
-from smvi.rundir import RunDir, RunError, fingerprint, identity
-from smvi.settings import AISConfig, EvalConfig
-from smvi.stats import mean_se
-from smvi.train import train
+from smvi.settings.run import RunConfig, load_config
+from smvi.data.loading import load_data
+from smvi.store.records import EvalRecord, make_header
+from smvi.store.rundir import RunDir, RunError, fingerprint, identity
+from smvi.settings.stages import AISConfig, EvalConfig
+from smvi.store.stats import mean_se
+from smvi.stages.train import train
 
 TINY_EVAL = EvalConfig(n_test=8, n_train=0, elbo_samples=5, dsm_samples=2, iwae_k=0,
                        ais=AISConfig(steps=3, chains=2, leapfrog_steps=1), batch_size=8)
@@ -273,7 +273,7 @@ def test_a_full_disk_during_evaluate_is_one_line(made, tmp_path):
 
 
 def test_the_mnist_location_from_the_environment_is_saved_without_changing_identity(monkeypatch, tmp_path):
-    from smvi.train import with_data_dir
+    from smvi.stages.train import with_data_dir
 
     cfg = RunConfig()
     monkeypatch.setenv("SMVI_DATA_DIR", str(tmp_path / "mnist"))

@@ -1,7 +1,7 @@
 """Opening a file never runs code, damaged or foreign checkpoints are refused with one clear line, and every artifact
 is written atomically.
 
-A checkpoint is safetensors plus a SHA-256 in its header (see smvi.checkpoint): pickles are refused unopened, any
+A checkpoint is safetensors plus a SHA-256 in its header (see smvi.store.checkpoint): pickles are refused unopened, any
 edited byte is caught by the digest, and a checkpoint of another architecture or run is named as such.
 """
 
@@ -22,10 +22,10 @@ from conftest import make_idx_dir
 from safetensors.torch import save_file
 
 import smvi
-import smvi.checkpoint as C
-from smvi.config import RunConfig, load_config
-from smvi.rundir import RunDir, RunError, fingerprint
-from smvi.train import load_run, train
+import smvi.store.checkpoint as C
+from smvi.settings.run import RunConfig, load_config
+from smvi.store.rundir import RunDir, RunError, fingerprint
+from smvi.stages.train import load_run, train
 
 SRC = Path(smvi.__file__).parent
 
@@ -216,7 +216,7 @@ def directory(path: Path) -> None:
 )
 def test_a_damaged_checkpoint_is_refused_with_one_line(run, damage, message):
     damage(run / CHECKPOINT)
-    with pytest.raises((C.CheckpointError, smvi.train.RunError)) as err:
+    with pytest.raises((C.CheckpointError, smvi.stages.train.RunError)) as err:
         load_run(run)
     assert message in one_line(err) or "not a trained run" in str(err.value)
     with pytest.raises(C.CheckpointError) as err:

@@ -1,4 +1,4 @@
-"""Paired statistics (smvi.stats): hand-computed fixtures, Holm's adjustment, and the SSL comparison's false-alarm
+"""Paired statistics (smvi.store.stats): hand-computed fixtures, Holm's adjustment, and the SSL comparison's false-alarm
 rate on synthetic features with no real difference between λ values."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from smvi.ssl import ssl_eval
-from smvi.stats import clustered_paired_t, holm, paired_t
+from smvi.stages.ssl import ssl_eval
+from smvi.store.stats import clustered_paired_t, holm, paired_t
 
 
 def test_paired_t_matches_a_hand_computation():
@@ -64,7 +64,7 @@ def _features(rng, labels, centres, spread):
 def _p_value(rng, gain: float) -> float:
     """One synthetic sweep: three training seeds of a λ = 0 model and a λ model whose class centres are ``gain``
     times further apart (``gain`` = 1: no real difference), scored by the SSL protocol on four shared label subsets,
-    compared by the report's test (smvi.paired: clustered paired t over training seeds)."""
+    compared by the report's test (smvi.report.paired: clustered paired t over training seeds)."""
     ytr, yte = np.arange(N_TRAIN) % CLASSES, np.arange(N_TEST) % CLASSES
     centres = 1.2 * rng.standard_normal((CLASSES, 2))
     clusters = {}

@@ -10,12 +10,12 @@ from click.testing import CliRunner
 from test_frontier_report import write_gaps
 from test_sweep import snapshot, tiny_sweep
 
-import smvi.evaluate as E
-import smvi.sweep as S
+import smvi.stages.evaluate as E
+import smvi.studies.sweep as S
 from smvi.cli import main
-from smvi.data import load_data
-from smvi.rundir import RunDir, sweep_paths
-from smvi.status import sweep_progress
+from smvi.data.loading import load_data
+from smvi.store.rundir import RunDir, sweep_paths
+from smvi.studies.status import sweep_progress
 
 
 @pytest.fixture

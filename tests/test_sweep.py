@@ -11,10 +11,10 @@ import pytest
 import tomli_w
 from click.testing import CliRunner
 
-import smvi.sweep as S
+import smvi.studies.sweep as S
 from smvi.cli import main
-from smvi.config import ConfigError, build_config, config_to_toml
-from smvi.rundir import RunDir, fingerprint
+from smvi.settings.run import ConfigError, build_config, config_to_toml
+from smvi.store.rundir import RunDir, fingerprint
 
 TINY_EVAL = {"n_test": 16, "n_train": 8, "elbo_samples": 10, "dsm_samples": 4, "iwae_k": 10,
              "ais": {"steps": 8, "chains": 2, "leapfrog_steps": 2}, "batch_size": 8}
@@ -244,7 +244,7 @@ def test_a_sweep_toml_of_the_old_eval_keys_still_loads(idx_dir, tmp_path):
 
 
 def test_a_sweep_that_cannot_write_is_one_line(idx_dir, tmp_path, monkeypatch):
-    from smvi.rundir import RunError
+    from smvi.store.rundir import RunError
 
     def no_space(fd):
         raise OSError(28, "No space left on device")
@@ -257,7 +257,7 @@ def test_a_sweep_that_cannot_write_is_one_line(idx_dir, tmp_path, monkeypatch):
 
 def test_process_workers_share_out_the_usable_cores(monkeypatch):
     """Threads per worker come from the cores this process may use (its affinity), not from the machine's count."""
-    import smvi.sweep as S
+    import smvi.studies.sweep as S
 
     monkeypatch.setattr(S.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(S.os, "cpu_count", lambda: 64)

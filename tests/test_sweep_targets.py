@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-import smvi.sweep as S
-from smvi.config import ConfigError, build_config, config_to_toml
-from smvi.presets import PRESETS
-from smvi.rundir import fingerprint
+import smvi.studies.sweep as S
+from smvi.settings.run import ConfigError, build_config, config_to_toml
+from smvi.studies.presets import PRESETS
+from smvi.store.rundir import fingerprint
 
 CPU = PRESETS["cpu"].model_dump(mode="json")
 

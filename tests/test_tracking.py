@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from conftest import tiny_train_args
 from smvi.cli import main
-from smvi.pictures import image_grid
-from smvi.train import load_run
+from smvi.stages.pictures import image_grid
+from smvi.stages.train import load_run
 
 STEP_TAGS = {"step/loss", "step/elbo", "step/log_likelihood", "step/kl", "step/d_sm", "step/lam", "step/grad_norm",
              "step/lr"}

@@ -14,8 +14,8 @@ from conftest import tiny_train_args
 from safetensors.torch import load_file
 
 from smvi.cli import main
-from smvi.config import load_config
-from smvi.train import TrainingDiverged, load_run, train
+from smvi.settings.run import load_config
+from smvi.stages.train import TrainingDiverged, load_run, train
 
 
 def run(*args):
@@ -88,7 +88,7 @@ def test_resume_refuses_a_changed_config(idx_dir, tmp_path):
 
 def inject_nonfinite(monkeypatch, bad_steps):
     """Make the objective's loss NaN at the given (0-based, global) step numbers."""
-    import smvi.train as T
+    import smvi.stages.train as T
 
     real, step = T.training_objective, iter(range(10**9))
 
@@ -166,8 +166,8 @@ def test_missing_config_file_and_bad_toml(tmp_path):
 
 
 def test_lambda_warmup_ramps_linearly():
-    from smvi.config import TrainConfig
-    from smvi.train import lam_at
+    from smvi.settings.run import TrainConfig
+    from smvi.stages.train import lam_at
 
     assert lam_at(TrainConfig(lam=0.2), 0.0) == 0.2
     tc = TrainConfig(lam=0.2, lam_warmup_epochs=4)

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from conftest import tiny_train_args
 from safetensors.torch import load_file
 
-from smvi.checkpoint import load_checkpoint
+from smvi.store.checkpoint import load_checkpoint
 from smvi.cli import main
-from smvi.train import load_run
+from smvi.stages.train import load_run
 
 FAST = ["--set", "train.constraint.step_size=0.3"]  # the fixture has 4 steps per epoch: let λ move quickly
 

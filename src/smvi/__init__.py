@@ -11,7 +11,7 @@ Python" section runs as written)::
     report = smvi.evaluate_run("runs/x", smvi.EvalConfig(n_test=50, n_train=0), data=data)
 
 Names are imported on first use, so ``import smvi`` (and the ``smvi`` command's ``--help``) does not import torch, and
-the torch-free modules (``smvi.report``, ``smvi.rundir``, ``smvi.records``) import without it.
+the torch-free modules (``smvi.report.page``, ``smvi.store.rundir``, ``smvi.store.records``) import without it.
 """
 
 from __future__ import annotations
@@ -21,76 +21,76 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> (submodule, attribute). Training is ``train_run`` (not ``train``: that is the submodule smvi.train).
+# public name -> (submodule, attribute). Training is ``train_run`` (not ``train``: that is the submodule smvi.stages.train).
 _EXPORTS: dict[str, tuple[str, str]] = {
     # configuration
-    "ConfigError": ("config", "ConfigError"),
-    "DataConfig": ("config", "DataConfig"),
-    "ModelConfig": ("config", "ModelConfig"),
-    "RunConfig": ("config", "RunConfig"),
-    "TrainConfig": ("config", "TrainConfig"),
-    "load_config": ("config", "load_config"),
+    "ConfigError": ("settings.run", "ConfigError"),
+    "DataConfig": ("settings.run", "DataConfig"),
+    "ModelConfig": ("settings.run", "ModelConfig"),
+    "RunConfig": ("settings.run", "RunConfig"),
+    "TrainConfig": ("settings.run", "TrainConfig"),
+    "load_config": ("settings.run", "load_config"),
     # data
-    "DataError": ("data", "DataError"),
-    "ImageData": ("data", "ImageData"),
-    "load_data": ("data", "load_data"),
-    "load_mnist": ("data", "load_mnist"),
-    "load_idx_dir": ("data", "load_idx_dir"),
-    "binarize_fixed": ("data", "binarize_fixed"),
-    "dequantize_fixed": ("data", "dequantize_fixed"),
-    "fixed_inputs": ("data", "fixed_inputs"),
-    "fixed_subset": ("data", "fixed_subset"),
-    "discrete_log_likelihood_bound": ("data", "discrete_log_likelihood_bound"),
-    "synthetic_images": ("synthetic", "synthetic_images"),
+    "DataError": ("data.loading", "DataError"),
+    "ImageData": ("data.loading", "ImageData"),
+    "load_data": ("data.loading", "load_data"),
+    "load_mnist": ("data.loading", "load_mnist"),
+    "load_idx_dir": ("data.loading", "load_idx_dir"),
+    "binarize_fixed": ("data.loading", "binarize_fixed"),
+    "dequantize_fixed": ("data.loading", "dequantize_fixed"),
+    "fixed_inputs": ("data.loading", "fixed_inputs"),
+    "fixed_subset": ("data.loading", "fixed_subset"),
+    "discrete_log_likelihood_bound": ("data.loading", "discrete_log_likelihood_bound"),
+    "synthetic_images": ("data.synthetic", "synthetic_images"),
     # models
-    "VAE": ("models", "VAE"),
-    "LatentVariableModel": ("models", "LatentVariableModel"),
-    "LinearGaussian": ("models", "LinearGaussian"),
+    "VAE": ("core.models", "VAE"),
+    "LatentVariableModel": ("core.models", "LatentVariableModel"),
+    "LinearGaussian": ("core.models", "LinearGaussian"),
     # objectives and estimators
-    "SMVITerms": ("objectives", "SMVITerms"),
-    "elbo": ("objectives", "elbo"),
-    "score_matching_divergence": ("objectives", "score_matching_divergence"),
-    "smvi_objective": ("objectives", "smvi_objective"),
-    "beta_vae_objective": ("objectives", "beta_vae_objective"),
-    "BetaTerms": ("objectives", "BetaTerms"),
-    "iwae_objective": ("objectives", "iwae_objective"),
-    "IWAETerms": ("objectives", "IWAETerms"),
-    "training_objective": ("objectives", "training_objective"),
+    "SMVITerms": ("core.objectives", "SMVITerms"),
+    "elbo": ("core.objectives", "elbo"),
+    "score_matching_divergence": ("core.objectives", "score_matching_divergence"),
+    "smvi_objective": ("core.objectives", "smvi_objective"),
+    "beta_vae_objective": ("core.objectives", "beta_vae_objective"),
+    "BetaTerms": ("core.objectives", "BetaTerms"),
+    "iwae_objective": ("core.objectives", "iwae_objective"),
+    "IWAETerms": ("core.objectives", "IWAETerms"),
+    "training_objective": ("core.objectives", "training_objective"),
     # posterior families and the gap split
-    "make_family": ("posteriors", "make_family"),
-    "DiagonalGaussian": ("posteriors", "DiagonalGaussian"),
-    "FullGaussian": ("posteriors", "FullGaussian"),
-    "CouplingFlow": ("posteriors", "CouplingFlow"),
-    "gap_split": ("gaps", "gap_split"),
-    "fit_local": ("gaps", "fit_local"),
-    "GapResult": ("gaps", "GapResult"),
-    "gaps_run": ("gaps", "gaps_run"),
-    "GapConfig": ("settings", "GapConfig"),
-    "iwae_bound": ("estimators", "iwae_bound"),
-    "ais": ("estimators", "ais"),
-    "AISResult": ("estimators", "AISResult"),
-    "bdmc": ("estimators", "bdmc"),
-    "BDMCResult": ("estimators", "BDMCResult"),
-    "ais_ladder": ("estimators", "ais_ladder"),
-    "LadderResult": ("estimators", "LadderResult"),
-    "simulate": ("estimators", "simulate"),
+    "make_family": ("core.posteriors", "make_family"),
+    "DiagonalGaussian": ("core.posteriors", "DiagonalGaussian"),
+    "FullGaussian": ("core.posteriors", "FullGaussian"),
+    "CouplingFlow": ("core.posteriors", "CouplingFlow"),
+    "gap_split": ("stages.gaps", "gap_split"),
+    "fit_local": ("stages.gaps", "fit_local"),
+    "GapResult": ("stages.gaps", "GapResult"),
+    "gaps_run": ("stages.gaps", "gaps_run"),
+    "GapConfig": ("settings.stages", "GapConfig"),
+    "iwae_bound": ("core.estimators", "iwae_bound"),
+    "ais": ("core.estimators", "ais"),
+    "AISResult": ("core.estimators", "AISResult"),
+    "bdmc": ("core.estimators", "bdmc"),
+    "BDMCResult": ("core.estimators", "BDMCResult"),
+    "ais_ladder": ("core.estimators", "ais_ladder"),
+    "LadderResult": ("core.estimators", "LadderResult"),
+    "simulate": ("core.estimators", "simulate"),
     # runs: train, load, evaluate
-    "train_run": ("train", "train"),
-    "TrainResult": ("train", "TrainResult"),
-    "load_run": ("trained", "load_run"),
-    "LoadedRun": ("trained", "LoadedRun"),
-    "RunError": ("rundir", "RunError"),
-    "RunDir": ("rundir", "RunDir"),
-    "fingerprint": ("rundir", "fingerprint"),
-    "EvalConfig": ("settings", "EvalConfig"),
-    "AISConfig": ("settings", "AISConfig"),
-    "ConvergenceConfig": ("settings", "ConvergenceConfig"),
-    "check_convergence": ("convergence", "check_convergence"),
-    "evaluate_run": ("evaluate", "evaluate_run"),
-    "SSLConfig": ("ssl", "SSLConfig"),
-    "ssl_run": ("ssl", "ssl_run"),
-    "PicturesConfig": ("settings", "PicturesConfig"),
-    "pictures_run": ("pictures", "pictures_run"),
+    "train_run": ("stages.train", "train"),
+    "TrainResult": ("stages.train", "TrainResult"),
+    "load_run": ("stages.trained", "load_run"),
+    "LoadedRun": ("stages.trained", "LoadedRun"),
+    "RunError": ("store.rundir", "RunError"),
+    "RunDir": ("store.rundir", "RunDir"),
+    "fingerprint": ("store.rundir", "fingerprint"),
+    "EvalConfig": ("settings.stages", "EvalConfig"),
+    "AISConfig": ("settings.stages", "AISConfig"),
+    "ConvergenceConfig": ("settings.stages", "ConvergenceConfig"),
+    "check_convergence": ("stages.convergence", "check_convergence"),
+    "evaluate_run": ("stages.evaluate", "evaluate_run"),
+    "SSLConfig": ("stages.ssl", "SSLConfig"),
+    "ssl_run": ("stages.ssl", "ssl_run"),
+    "PicturesConfig": ("settings.stages", "PicturesConfig"),
+    "pictures_run": ("stages.pictures", "pictures_run"),
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -112,22 +112,22 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
-    from .data import (DataError, ImageData, binarize_fixed, dequantize_fixed, discrete_log_likelihood_bound,
+    from smvi.settings.run import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
+    from smvi.data.loading import (DataError, ImageData, binarize_fixed, dequantize_fixed, discrete_log_likelihood_bound,
                        fixed_inputs, fixed_subset, load_data, load_idx_dir, load_mnist)
-    from .estimators import AISResult, BDMCResult, LadderResult, ais, ais_ladder, bdmc, iwae_bound, simulate
-    from .convergence import check_convergence
-    from .evaluate import evaluate_run
-    from .models import VAE, LatentVariableModel, LinearGaussian
-    from .gaps import GapResult, fit_local, gap_split, gaps_run
-    from .objectives import (BetaTerms, IWAETerms, SMVITerms, beta_vae_objective, elbo, iwae_objective,
+    from smvi.core.estimators import AISResult, BDMCResult, LadderResult, ais, ais_ladder, bdmc, iwae_bound, simulate
+    from smvi.stages.convergence import check_convergence
+    from smvi.stages.evaluate import evaluate_run
+    from smvi.core.models import VAE, LatentVariableModel, LinearGaussian
+    from smvi.stages.gaps import GapResult, fit_local, gap_split, gaps_run
+    from smvi.core.objectives import (BetaTerms, IWAETerms, SMVITerms, beta_vae_objective, elbo, iwae_objective,
                              score_matching_divergence, smvi_objective, training_objective)
-    from .posteriors import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
-    from .ssl import SSLConfig, ssl_run
-    from .synthetic import synthetic_images
-    from .rundir import RunDir, RunError, fingerprint
-    from .pictures import pictures_run
-    from .settings import AISConfig, ConvergenceConfig, EvalConfig, GapConfig, PicturesConfig
-    from .train import TrainResult
-    from .train import train as train_run
-    from .trained import LoadedRun, load_run
+    from smvi.core.posteriors import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
+    from smvi.stages.ssl import SSLConfig, ssl_run
+    from smvi.data.synthetic import synthetic_images
+    from smvi.store.rundir import RunDir, RunError, fingerprint
+    from smvi.stages.pictures import pictures_run
+    from smvi.settings.stages import AISConfig, ConvergenceConfig, EvalConfig, GapConfig, PicturesConfig
+    from smvi.stages.train import TrainResult
+    from smvi.stages.train import train as train_run
+    from smvi.stages.trained import LoadedRun, load_run

@@ -1,3 +1,3 @@
-from .cli import main
+from smvi.cli import main
 
 main(prog_name="smvi")

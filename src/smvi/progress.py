@@ -15,7 +15,7 @@ stderr and results to stdout: ``smvi ssl RUN > table.txt`` keeps the table alone
 
 **Time figures.** The rough costs below are the priors a job quotes before it has measured itself
 (:func:`expected_epoch_seconds`); once a training run has finished an epoch, or a sweep a stage, its own measurements
-replace them (:class:`SweepETA`). The named presets' measured end-to-end times are in :mod:`smvi.presets`.
+replace them (:class:`SweepETA`). The named presets' measured end-to-end times are in :mod:`smvi.studies.presets`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from .config import ConfigError, ModelConfig
+from smvi.settings.run import ConfigError, ModelConfig
 
 __all__ = ["Progress", "SweepETA", "display_mode", "duration", "note", "label_of", "expected_epoch_seconds",
            "stage_priors", "training_note", "sweep_note", "EVERY_S", "EPOCH_SECONDS", "AIS_GRADIENTS_PER_S",
@@ -237,7 +237,7 @@ class Progress:
 def stage_priors(run, eval_settings, n_train: int = 60_000) -> dict[str, float]:
     """Rough seconds per unit of a sweep's work before it has measured any, for :class:`SweepETA`: per epoch and per
     evaluation (from its AIS and whole-test-set IWAE work) for the paper's model only, and per ssl stage. ``run`` is
-    the base :class:`~smvi.config.RunConfig`, ``eval_settings`` the :class:`~smvi.settings.EvalConfig`."""
+    the base :class:`~smvi.settings.run.RunConfig`, ``eval_settings`` the :class:`~smvi.settings.stages.EvalConfig`."""
     priors = {"ssl": SSL_SECONDS, "pictures": PICTURES_SECONDS}
     epoch = expected_epoch_seconds(run, n_train)
     if epoch is not None:
@@ -249,7 +249,7 @@ def stage_priors(run, eval_settings, n_train: int = 60_000) -> dict[str, float]:
 
 
 def expected_epoch_seconds(config, n_train: int = 60_000) -> float | None:
-    """The prior seconds per epoch of a run ``config`` (a :class:`~smvi.config.RunConfig`) on ``n_train`` images:
+    """The prior seconds per epoch of a run ``config`` (a :class:`~smvi.settings.run.RunConfig`) on ``n_train`` images:
     :data:`EPOCH_SECONDS` scaled by the data's size, for the paper's model trained by SMVI or the β-VAE (whose step
     costs the same) only; another model, or IWAE (k decoder passes per example): None, measure it."""
     if config.model != ModelConfig() or config.train.device == "cuda" or config.train.objective == "iwae":
@@ -260,7 +260,7 @@ def expected_epoch_seconds(config, n_train: int = 60_000) -> float | None:
 def training_note(name: str, config, start: int, n_train: int = 60_000) -> str:
     """The line a training run prints when it starts: the epochs to go, a rough expected duration
     (:func:`expected_epoch_seconds`; for another model, none until the first epoch is measured) and how to stop and
-    resume. ``config`` is the run's :class:`~smvi.config.RunConfig`, ``start`` the epochs already done."""
+    resume. ``config`` is the run's :class:`~smvi.settings.run.RunConfig`, ``start`` the epochs already done."""
     left = config.train.epochs - start
     per = expected_epoch_seconds(config, n_train)
     when = (f"roughly {duration(per * left)} at ~{per:g} s/epoch (a rough prior for the paper's model on 2 CPU cores; "
@@ -313,7 +313,7 @@ class SweepETA:
 
     def finished(self, name: str, seconds: dict[str, float], epochs: int = 0) -> None:
         """Run ``name`` is done; ``seconds`` holds the wall time of each stage it ran (``"train"``, which trained
-        ``epochs`` epochs, ``"evaluate"``, ``"ssl"``), as :func:`smvi.sweep.run_job` reports it."""
+        ``epochs`` epochs, ``"evaluate"``, ``"ssl"``), as :func:`smvi.studies.sweep.run_job` reports it."""
         self.work.pop(name, None)
         for stage, s in seconds.items():
             unit, count = ("epochs", epochs) if stage == "train" else (stage, 1)

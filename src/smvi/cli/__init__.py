@@ -9,7 +9,7 @@ layers are imported at start-up: each command imports the torch-heavy modules it
 ``stages.py`` (evaluate, convergence, ssl, gaps, pictures) and ``sweep.py`` (sweep, report) add the commands.
 """
 
-from . import data_config, stages, sweep, train  # noqa: F401  (registering the commands)
-from .app import EVAL_PRESET_NAMES, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, expected_errors, main
+from smvi.cli import data_config, stages, sweep, train  # noqa: F401  (registering the commands)
+from smvi.cli.app import EVAL_PRESET_NAMES, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, expected_errors, main
 
 __all__ = ["main", "expected_errors", "EVAL_PRESET_NAMES", "SWEEP_PRESET_NAMES", "SWEEP_PRESET_TIMES"]

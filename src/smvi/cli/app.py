@@ -13,12 +13,12 @@ import click
 # Only click and the torch-free layers (config, settings, run directory) are imported by the cli package: every command
 # imports the torch-heavy modules it needs when it runs, so `smvi --help` (and every subcommand's --help) starts
 # without torch.
-from ..config import RunConfig
-from ..settings import EvalConfig
+from smvi.settings.run import RunConfig
+from smvi.settings.stages import EvalConfig
 
-EVAL_PRESET_NAMES = ("default", "quick")  # smvi.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
-SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.presets.PRESETS (same check)
-SWEEP_PRESET_TIMES = {  # smvi.presets.PRESET_TIMES, the one owner of these numbers (tests/test_progress.py checks)
+EVAL_PRESET_NAMES = ("default", "quick")  # smvi.studies.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
+SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.studies.presets.PRESETS (same check)
+SWEEP_PRESET_TIMES = {  # smvi.studies.presets.PRESET_TIMES, the one owner of these numbers (tests/test_progress.py checks)
     "quick": "3–5 min on 2 idle CPU cores",
     "cpu": "about 2 h on 2 CPU cores (4.1 h of one-thread processes, two at a time)",
     "paper": ("about 17 h on 2 shared CPU cores (measured: 33 h of one-thread processes, two at a time; about 9 h at "
@@ -26,9 +26,9 @@ SWEEP_PRESET_TIMES = {  # smvi.presets.PRESET_TIMES, the one owner of these numb
 }
 # The library's expected errors, by module; a module not imported yet cannot have raised one.
 _EXPECTED_ERRORS = {
-    "smvi.config": ("ConfigError",), "smvi.data": ("DataError",), "smvi.train": ("TrainingDiverged",),
-    "smvi.rundir": ("RunError",), "smvi.records": ("RecordError",), "smvi.checkpoint": ("CheckpointError",),
-    "smvi.ssl": ("SSLError",), "smvi.aggregate": ("ReportError",), "smvi.estimators.precision": (),
+    "smvi.settings.run": ("ConfigError",), "smvi.data.loading": ("DataError",), "smvi.stages.train": ("TrainingDiverged",),
+    "smvi.store.rundir": ("RunError",), "smvi.store.records": ("RecordError",), "smvi.store.checkpoint": ("CheckpointError",),
+    "smvi.stages.ssl": ("SSLError",), "smvi.report.aggregate": ("ReportError",), "smvi.core.estimators.precision": (),
 }
 
 

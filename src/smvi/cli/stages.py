@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..config import build_config
-from ..rundir import RunDir
-from ..settings import ConvergenceConfig, EvalConfig, GapConfig
-from .app import EVAL_PRESET_NAMES, _NO_PROGRESS_HELP, _THREADS_HELP, _fmt, _preset, _threads, main
+from smvi.settings.run import build_config
+from smvi.store.rundir import RunDir
+from smvi.settings.stages import ConvergenceConfig, EvalConfig, GapConfig
+from smvi.cli.app import EVAL_PRESET_NAMES, _NO_PROGRESS_HELP, _THREADS_HELP, _fmt, _preset, _threads, main
 
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
 # CLI option -> config key
@@ -44,8 +44,8 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     and AIS diagnostics. Interrupted (Ctrl-C), it resumes from its last scored batch when rerun with the same settings
     (eval.partial.json), with the values an uninterrupted pass gives.
     """
-    from ..evaluate import evaluate_run
-    from ..presets import EVAL_PRESETS
+    from smvi.stages.evaluate import evaluate_run
+    from smvi.studies.presets import EVAL_PRESETS
 
     _threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
@@ -88,7 +88,7 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
     Writes the run's convergence record (convergence.json). A small BDMC gap (upper − lower) means AIS at those
     settings is accurate.
     """
-    from ..convergence import check_convergence
+    from smvi.stages.convergence import check_convergence
 
     _threads(threads)
     ladder = None
@@ -125,7 +125,7 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
     inside the labeled examples. Prints test accuracy, mean ± SE over the seeds (as in the report), for the encoder
     means and the raw-pixel baseline; writes RUN_DIR/ssl.json.
     """
-    from ..ssl import SSLConfig, ssl_run
+    from smvi.stages.ssl import SSLConfig, ssl_run
 
     cfg = build_config(SSLConfig, sets=sets, overrides={"test_size": test_size})
     record = ssl_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
@@ -134,9 +134,9 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
 
 
 def ssl_table(record) -> str:
-    """An ssl record as a table: test accuracy (%), mean ± SE over the label subsets (:func:`smvi.stats.mean_se`, the
+    """An ssl record as a table: test accuracy (%), mean ± SE over the label subsets (:func:`smvi.store.stats.mean_se`, the
     report's convention), one column per labeled-set size s, one row per feature set (encoder means, raw pixels)."""
-    from ..stats import mean_se
+    from smvi.store.stats import mean_se
 
     f, raw = record.features, record.raw_pixels
     sizes = sorted(f.sizes, key=int)
@@ -176,7 +176,7 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
              threads: int | None, **options) -> None:
     """Split the ELBO gap into approximation gap (log p(x) − ELBO of the best q of the family for each image) and
     amortization gap (that ELBO − the encoder's), log p(x) from AIS. Writes the run's gaps record (gaps.json)."""
-    from ..gaps import gaps_run
+    from smvi.stages.gaps import gaps_run
 
     _threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
@@ -207,8 +207,8 @@ def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: b
     reconstructions.png (32 fixed test images, each row above its reconstructions) and latents.png (the encoder
     means of 2000 test images in 2-d, PCA or t-SNE, coloured by label). Writes the run's pictures record
     (pictures.json); the sweep report shows the pictures of every run side by side. About 2 s with PCA."""
-    from ..pictures import pictures_run
-    from ..settings import PicturesConfig
+    from smvi.stages.pictures import pictures_run
+    from smvi.settings.stages import PicturesConfig
 
     _threads(threads)
     cfg = build_config(PicturesConfig, sets=sets)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..config import build_config, read_toml
-from .app import _NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
+from smvi.settings.run import build_config, read_toml
+from smvi.cli.app import _NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
 
 # ---- sweep, report --------------------------------------------------------------------------------------------------
 @main.command("sweep")
@@ -36,9 +36,9 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
     SWEEP_DIR/sweep_status.json and the others go on. It starts with one line on what it will do and a rough expected
     duration, and after each run prints [k/N runs] with an ETA from the stage times measured so far.
     """
-    from ..presets import preset_base
-    from ..report import make_report
-    from ..sweep import SweepConfig, load_sweep_tree, run_sweep
+    from smvi.studies.presets import preset_base
+    from smvi.report.page import make_report
+    from smvi.studies.sweep import SweepConfig, load_sweep_tree, run_sweep
 
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
@@ -63,7 +63,7 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
 def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
     """Figures (ELBO gap and log-likelihood vs λ; SSL accuracy vs λ), tables (Markdown, CSV) and one HTML page,
     from the sweep's result files alone."""
-    from ..report import make_report
+    from smvi.report.page import make_report
 
     click.echo(f"report: {make_report(sweep_dir, out_dir)}")
 
@@ -78,7 +78,7 @@ def status_cmd(sweep_dirs: tuple[Path, ...], workers: int | None) -> None:
     epochs done (and how long ago the last one finished) and each stage -- done, to do, or the points an evaluation
     under way has scored; then the work left and its expected time (measured in this sweep where it can be, else a
     rough prior)."""
-    from ..status import status_text, sweeps_in
+    from smvi.studies.status import status_text, sweeps_in
 
     for i, d in enumerate(d for folder in sweep_dirs for d in sweeps_in(folder)):
         click.echo(("\n" if i else "") + status_text(d, workers), nl=False)

@@ -1,4 +1,4 @@
-"""``smvi train``: options and config files to a :class:`~smvi.config.RunConfig`, then :func:`smvi.train.train`."""
+"""``smvi train``: options and config files to a :class:`~smvi.settings.run.RunConfig`, then :func:`smvi.stages.train.train`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..config import ConfigError, load_config
-from ..rundir import RunDir
-from .app import _NO_PROGRESS_HELP, _THREADS_HELP, _h, _threads, main
+from smvi.settings.run import ConfigError, load_config
+from smvi.store.rundir import RunDir
+from smvi.cli.app import _NO_PROGRESS_HELP, _THREADS_HELP, _h, _threads, main
 
 # ---- train ----------------------------------------------------------------------------------------------------------
 _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
@@ -63,7 +63,7 @@ def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], re
     Settings come from the defaults, then --config, then --set, then the options below. With --resume and no
     --config, the run's own config.toml is the base.
     """
-    from ..train import train
+    from smvi.stages.train import train
 
     _threads(threads)
     if resume and overwrite:

@@ -1,0 +1,59 @@
+"""The importance-weighted bound (IWAE) on log p(x), streamed over chunks of samples so that k can be large.
+
+Reference: Burda, Grosse & Salakhutdinov, "Importance weighted autoencoders" (ICLR 2016).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+
+import torch
+from torch import Tensor
+
+from smvi.core.estimators.ais import model_dtype
+from smvi.core.estimators.hmc import fold_in, normal, point_ids, reparameterize, stream_key
+from smvi.core.estimators.precision import Precision, check_precision, exact_matmul, force_autocast
+
+__all__ = ["iwae_bound"]
+
+_IWAE_STREAM = 0x1BAE  # separates IWAE's noise from AIS's at the same seed
+
+
+@torch.no_grad()
+def iwae_bound(
+    model, x: Tensor, *, k: int, chunk_size: int = 64, seed: int | None = None, precision: Precision = "fp32",
+) -> Tensor:
+    """L_k(x) = log (1/k) Σᵢ p(x, zᵢ) / q(zᵢ|x), zᵢ ~ q(z|x) i.i.d.: x ``[N, x_dim]`` -> float64 ``[N]``.
+
+    E[L_k] ≤ E[L_k'] ≤ log p(x) for k ≤ k' (a stochastic lower bound, tight as k → ∞); L_1 is the single-sample ELBO
+    (Burda et al. 2016). Samples are drawn ``chunk_size`` at a time and combined by a running float64 log-sum-exp, so
+    memory is O(chunk_size · N · decoder width) whatever k. Sample i of a point is a function of (``seed``, the
+    point's values, i) only: the result does not depend on ``chunk_size`` or on the other points in ``x``, and L_k and
+    L_k' share their first k samples. ``seed=None`` draws a fresh seed. Needs a Gaussian q (diagonal or full
+    covariance, or a flow over a Gaussian). No gradients.
+
+    ``precision="bf16"`` runs the decoder's pass (``log_likelihood``) under bf16 autocast; the encoder, the samples,
+    log p(z) and log q(z|x) stay in the model's dtype and every log-weight is summed and combined in fp64. Unlike AIS's
+    force this changes the value itself: each log p(x|z) is the bf16 network's. Its error is measured against fp32
+    on the same samples (tests/test_estimators_precision.py; benchmarks/run.py, section ``precision``).
+    """
+    if x.dim() != 2 or k < 1 or chunk_size < 1:
+        raise ValueError(f"need x [N, x_dim], k >= 1 and chunk_size >= 1; got {tuple(x.shape)}, {k}, {chunk_size}")
+    seed = secrets.randbits(63) if seed is None else seed
+    dtype = model_dtype(model, x)
+    check_precision(precision, x.device, dtype)
+    x = x.to(dtype)
+    with force_autocast("fp32", x.device), exact_matmul():  # only the decoder's pass below follows `precision`
+        q = model.encode(x)
+        ids = point_ids(x)
+        total = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+        for first in range(0, k, chunk_size):
+            rows = torch.arange(first, min(first + chunk_size, k), device=x.device)
+            eps = normal(fold_in(stream_key(seed, ids, rows), _IWAE_STREAM), model.z_dim, x.dtype)
+            z = reparameterize(q, eps)  # [c, N, z_dim]
+            with force_autocast(precision, x.device):
+                log_lik = model.log_likelihood(x, z)
+            log_w = model.log_prior(z).double() + log_lik.double() - q.log_prob(z).double()
+            total = torch.logaddexp(total, torch.logsumexp(log_w, 0))
+    return total - math.log(k)

@@ -1,0 +1,360 @@
+"""Reading the result records of a λ sweep and aggregating them per λ: the numbers behind :mod:`smvi.report.page`.
+
+Every directory under ``sweep_dir`` with a config is a run; :func:`collect_runs` reads it through the run-directory
+layer (:mod:`smvi.store.rundir`): its config (a damaged one skips the run, with a note), its epochs, its ``metrics.jsonl``
+lines up to them (an unreadable file is a note: no curves, KL or active units for that run), and its eval, ssl,
+convergence and gaps records (:mod:`smvi.store.records`). A damaged record, or a stale one (another run's fingerprint, another
+epoch), is left out with a note saying which and why; a run whose identity repeats another's (a copied directory) is
+counted once. A subdirectory holding its own ``sweep.toml`` is another sweep (``results/paper`` inside ``results``)
+and is left to its own report. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE =
+std/√n over runs if n ≥ 2 (beside it ``se_within``, the SE the runs' own per-image or per-subset SEs give that
+mean), else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
+identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy
+minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set), mean ± SE over those
+pairs: accuracies differ far more between label subsets than between nearby λ, so the pairing is what makes small
+differences readable. ``kl`` and ``active_units`` rows: the last epoch's KL(q ‖ prior) and active units of
+``metrics.jsonl`` (split ``test``: on the monitor set; ``train``: the training mean, for metrics written before the
+monitor logged KL), mean over runs with SE over training seeds when there are ≥ 2.
+
+The λ axis is one method's (:func:`lam_series`): a sweep may also hold β-VAE or IWAE runs, or another variational
+family (the frontier study), whose ``train.lam`` is 0 too; they are not λ = 0 and stay out of the per-λ rows, the
+paired comparisons and the claims (the frontier section shows them), and so do runs with a learned λ.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smvi.settings.run import ConstraintConfig, ModelConfig, dotted_items
+from smvi.store.records import RecordError
+from smvi.store.rundir import RunDir, RunError, config_files, read_bounded, sweep_paths
+from smvi.store.stats import mean_se
+
+__all__ = ["ReportError", "collect_runs", "aggregate", "is_constrained", "method_of", "lam_series", "last_kl",
+           "last_diagnostics", "Run", "Row", "SPLITS", "EVAL_METRICS"]
+
+SPLITS, EVAL_METRICS = ("test", "train"), ("gap", "ais", "elbo")
+IGNORED_KEYS = {"train.lam", "train.seed", "train.device", "data.data_dir"}  # may differ between runs of one sweep
+IGNORED_KEYS |= {f"train.constraint.{k}" for k in ConstraintConfig.model_fields}  # constrained_report checks these
+RECORD_LABEL = {kind: RunDir.record_file(kind) for kind in RunDir.record_kinds()}
+
+
+class ReportError(RuntimeError):
+    """Nothing to report (no sweep, no runs, no results); one-line message."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run as the report sees it: its current records as JSON trees (``settings`` and ``epoch`` copied up from
+    the header), None where a record is missing, damaged or stale."""
+
+    name: str
+    lam: float
+    seed: int
+    epochs: int | None
+    planned: int | None
+    config: dict[str, Any]
+    eval: dict | None
+    ssl: dict | None
+    convergence: dict | None = None
+    fingerprint: str = ""
+    gaps: dict | None = None  # the gaps record (smvi gaps), drawn by smvi.report.frontier
+    metrics: tuple[dict[str, Any], ...] = ()  # metrics.jsonl's lines up to ``epochs``
+
+
+def is_constrained(run: Run) -> bool:
+    """Whether ``run`` learned λ toward a target (its config sets ``train.constraint.target``)."""
+    return run.config.get("train.constraint.target") is not None
+
+
+_OBJECTIVE = {"smvi": ("SMVI", "λ", "train.lam"), "beta": ("β-VAE", "β", "train.beta"),
+              "iwae": ("IWAE", "k", "train.iwae_k")}
+
+
+METHOD_KEYS = ({"train.objective", "model.posterior"} | {key for *_, key in _OBJECTIVE.values()} - {"train.lam"}
+               | {f"model.{k}" for k in ModelConfig.model_fields if k.startswith("flow_")})
+"""The settings that tell methods apart (:func:`method_of`): runs of a study differ in them by design."""
+
+
+def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
+    """``(method, knob name, knob value)`` of a run from its flat config (``train.objective`` …); None for a run with
+    a learned λ (``train.constraint.target`` set) or without its knob. The method names the objective and, when it is
+    not the diagonal Gaussian, the variational family: ``"SMVI"``, ``"β-VAE"``, ``"SMVI, flow q"``."""
+    if config.get("train.constraint.target") is not None:
+        return None
+    name, knob, key = _OBJECTIVE.get(config.get("train.objective", "smvi"), (None, None, None))
+    value = _num(config.get(key)) if key else None
+    if name is None or value is None:
+        return None
+    family = config.get("model.posterior", "diagonal")
+    return (name if family == "diagonal" else f"{name}, {family} q"), knob, value
+
+
+def lam_series(runs: list[Run]) -> tuple[list[Run], list[Run]]:
+    """``(on the λ axis, the others)``: the λ axis is the fixed-λ SMVI runs of one variational family -- the diagonal
+    Gaussian when the sweep has such runs, else the family with the most runs (then the first by name). β-VAE and IWAE
+    runs, SMVI runs of other families and runs with a learned λ are the others, in their order."""
+    methods = {r.name: m[0] for r in runs if (m := method_of(r.config)) is not None and m[1] == "λ"}
+    counts: dict[str, int] = {}
+    for m in methods.values():
+        counts[m] = counts.get(m, 0) + 1
+    axis = "SMVI" if "SMVI" in counts else min(counts, key=lambda m: (-counts[m], m), default=None)
+    on = [r for r in runs if axis is not None and methods.get(r.name) == axis]
+    return on, [r for r in runs if r not in on]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One number of the report: ``quantity`` ∈ gap, ais, elbo, iwae_full (the whole test set), ssl_accuracy,
+    ssl_raw_accuracy (``lam`` None),
+    ssl_gain (paired with λ = 0; ``n_runs`` counts run pairs and ``values`` holds each pair's mean difference)."""
+
+    quantity: str
+    split: str
+    s: int | None
+    lam: float | None
+    mean: float
+    se: float | None
+    n_runs: int
+    se_over: str
+    unit: str
+    values: tuple[float, ...] = ()  # per-run means, for the scatter
+    se_within: float | None = None  # with ≥ 2 runs: the SE the runs' own SEs give the mean, √Σ se_r² / n
+
+
+# ---- reading --------------------------------------------------------------------------------------------------------
+def _record(rd: RunDir, kind: str, fp: str, epochs: int | None, notes: list[str], name: str) -> dict | None:
+    """The record ``kind`` as a JSON tree if it is current for the run, else None (with a note unless missing)."""
+    from smvi.store.records import staleness
+
+    try:
+        rec = rd.read_record(kind)
+    except RecordError as e:
+        notes.append(f"{name}: unreadable {RECORD_LABEL[kind]} ({e}); ignored")
+        return None
+    if rec is None:
+        return None
+    why = staleness(rec, fp, epochs if epochs is not None else -1)
+    if why:
+        notes.append(f"{name}: stale {RECORD_LABEL[kind]} ({why}); left out")
+        return None
+    tree = {**rec.model_dump(mode="json", by_alias=True), "settings": rec.header.settings, "epoch": rec.header.epoch}
+    if kind == "convergence":
+        tree.update(n_points=rec.header.settings.get("n_points"), tol=rec.header.settings.get("tol"))
+    return tree
+
+
+def _metrics(rd: RunDir, epochs: int | None, notes: list[str], name: str) -> tuple[dict[str, Any], ...]:
+    """``metrics.jsonl``'s lines of the epochs up to ``epochs`` (a line past the checkpoint is not the model's);
+    an unreadable file is a note and no lines."""
+    try:
+        lines = rd.read_metrics()
+    except RunError as e:
+        notes.append(f"{name}: metrics unreadable ({e}); no curves, KL or active units")
+        return ()
+    return tuple(m for m in lines if epochs is None or m["epoch"] <= epochs)
+
+
+def _status_notes(sweep: Path, notes: list[str]) -> None:
+    try:
+        status = json.loads(read_bounded(sweep_paths(sweep)[1]).decode())
+    except FileNotFoundError:
+        return
+    except (RunError, OSError, UnicodeDecodeError, ValueError) as e:
+        notes.append(f"sweep: unreadable {sweep_paths(sweep)[1].name} ({e}); ignored")
+        return
+    for job in _get(status, "runs") or []:
+        if isinstance(job, dict) and job.get("status") not in (None, "ok"):
+            notes.append(f"{sweep_paths(sweep)[1].name}: {job.get('name')} {job.get('status')} "
+                         f"({job.get('error', '?')})")
+
+
+def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
+    """Every run under ``sweep_dir`` (sorted by λ, seed) and notes on what is missing, stale or inconsistent. A sweep
+    nested inside (a folder below with its own ``sweep.toml``) is left to its own report when ``sweep_dir`` has runs
+    of its own; a folder of sweeps alone (the frontier study's arms) is reported as one."""
+    sweep = Path(sweep_dir)
+    if not sweep.is_dir():
+        raise ReportError(f"sweep directory {sweep} does not exist")
+    runs, notes, seen = [], [], {}
+    found = [p for p in config_files(sweep) if not (any(part.startswith(".") for part in p.relative_to(sweep).parts)
+                                                    or p.relative_to(sweep).parts[0] == "report")]
+    nested = {p for p in found if any(sweep_paths(d)[0].is_file() for d in p.parents if sweep in d.parents)}
+    if len(nested) < len(found):  # the folder has runs of its own: a sweep inside it has its own report
+        found = [p for p in found if p not in nested]
+    for cfg_path in found:
+        rd = RunDir(cfg_path.parent)
+        name = str(rd.path.relative_to(sweep)) or "."
+        try:
+            cfg = rd.read_config()
+            fp = rd.fingerprint()
+            epochs = rd.epochs_done() or rd.metrics_epochs()
+        except RunError as e:
+            notes.append(f"{name}: run skipped ({e})")
+            continue
+        if fp in seen:
+            notes.append(f"{name}: the same run as {seen[fp]} (fingerprint {fp[:16]}), a copy: counted once")
+            continue
+        seen[fp] = name
+        planned = cfg.train.epochs
+        if epochs is None:
+            notes.append(f"{name}: no metrics.jsonl (not trained yet?)")
+        got = {kind: _record(rd, kind, fp, epochs, notes, name) for kind in RECORD_LABEL}
+        flat = dotted_items(cfg.model_dump(mode="json", exclude_none=True))
+        run = Run(name, cfg.train.lam, cfg.train.seed, epochs, planned, flat, got["eval"], got["ssl"],
+                  got["convergence"], fp, gaps=got["gaps"], metrics=_metrics(rd, epochs, notes, name))
+        for kind, fig in (("eval", 1), ("ssl", 2)):
+            if got[kind] is None and not rd.record_path(kind).exists():  # damaged or stale ones have their note
+                notes.append(f"{name}: no {RECORD_LABEL[kind]}; left out of Figure {fig}")
+        runs.append(run)
+    if not runs:
+        raise ReportError(f"no usable runs under {sweep}: no readable config.toml found; train some runs into it first")
+    if not any(r.eval or r.ssl for r in runs):
+        raise ReportError(f"none of the {len(runs)} runs under {sweep} has a current eval.json or ssl.json: "
+                          "evaluate them first")
+    _status_notes(sweep, notes)
+    keys = set().union(*(r.config for r in runs)) - IGNORED_KEYS
+    axis = lam_series(runs)[0]  # the runs pooled per λ; other methods differ from them by design (their keys)
+    for group, group_keys in ((runs, keys - METHOD_KEYS), (axis, keys & METHOD_KEYS)):
+        for key in sorted(group_keys):
+            vals = {json.dumps(r.config.get(key)) for r in group}
+            if len(vals) > 1:
+                notes.append(f"runs differ in {key} ({', '.join(sorted(vals))}): aggregates mix them")
+    return sorted(runs, key=lambda r: (r.lam, r.seed, r.name)), notes
+
+
+# ---- aggregating ----------------------------------------------------------------------------------------------------
+def _get(tree: Any, *keys: str) -> Any:
+    for k in keys:
+        tree = tree.get(k) if isinstance(tree, dict) else None
+    return tree
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _row(quantity, split, s, lam, per_run: list[tuple[float, float | None]], within: str, unit: str) -> Row:
+    means = [m for m, _ in per_run]
+    within_se = None
+    if len(means) >= 2:
+        se, over = mean_se(means).se, "training seeds"
+        if all(e is not None for _, e in per_run):
+            within_se = math.sqrt(math.fsum(e * e for _, e in per_run)) / len(per_run)
+    else:
+        se, over = per_run[0][1], within
+    return Row(quantity, split, s, lam, float(np.mean(means)), se, len(means), over, unit, tuple(means), within_se)
+
+
+def _se_pct(values) -> float | None:
+    """100 × the SE of the mean of ``values`` (fractions), over label subsets; None for one value."""
+    se = mean_se(values).se
+    return None if se is None else 100 * se
+
+
+def _accuracies(ssl: dict | None, kind: str, s: int) -> tuple[float, ...]:
+    acc = _get(ssl, kind, "sizes", str(s), "accuracy")
+    return tuple(float(a) for a in acc if _num(a) is not None) if isinstance(acc, list) else ()
+
+
+def _by_seed(ssl: dict | None, s: int) -> dict[Any, float]:
+    """Label-subset seed → encoder-feature SSL accuracy at size ``s``, from one ``ssl.json``."""
+    seeds, acc = _get(ssl, "features", "seeds"), _get(ssl, "features", "sizes", str(s), "accuracy")
+    if not (isinstance(seeds, list) and isinstance(acc, list) and len(seeds) == len(acc)):
+        return {}
+    return {k: float(a) for k, a in zip(seeds, acc) if _num(a) is not None}
+
+
+def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
+    """SSL accuracy at ``lam`` minus at λ = 0, in percentage points, paired (see the module docstring)."""
+    diffs, per_pair = [], []
+    for r in (r for r in runs if r.lam == lam):
+        for r0 in (r0 for r0 in runs if r0.lam == 0 and r0.seed == r.seed):
+            a, a0 = _by_seed(r.ssl, s), _by_seed(r0.ssl, s)
+            if common := [100 * (a[k] - a0[k]) for k in set(a) & set(a0)]:
+                diffs += common
+                per_pair.append(float(np.mean(common)))
+    if not diffs:
+        return None
+    se = mean_se(diffs).se
+    return Row("ssl_gain", "test", s, lam, float(np.mean(diffs)), se, len(per_pair), "label subsets, paired with λ = 0",
+               "percentage points", tuple(per_pair))
+
+
+def last_kl(last: dict) -> tuple[float | None, str]:
+    """KL(q ‖ prior) of a metrics line and where it comes from: ``test`` (the monitor set) if logged, else ``train``
+    (the training mean of the epoch)."""
+    if (kl := _num(last.get("test_kl"))) is not None:
+        return kl, "test"
+    return _num(last.get("kl")), "train"
+
+
+def last_diagnostics(run: Run) -> dict[tuple[str, str], float]:
+    """(quantity, split) → value of the run's last metrics line: ``kl`` (``test`` on the monitor set, else ``train``,
+    the training mean) and ``active_units`` (``test``); absent where not logged."""
+    last = run.metrics[-1] if run.metrics else {}
+    kl, where = last_kl(last)
+    out = {} if kl is None else {("kl", where): kl}
+    if (units := _num(last.get("test_active_units"))) is not None:
+        out[("active_units", "test")] = units
+    return out
+
+
+def _diagnostics(runs: list[Run], lams: list[float]) -> list[Row]:
+    """The ``kl`` and ``active_units`` rows per λ (module docstring)."""
+    rows = []
+    for (q, split), lam in itertools.product((("kl", "test"), ("kl", "train"), ("active_units", "test")), lams):
+        got = [(v, None) for r in runs if r.lam == lam if (v := last_diagnostics(r).get((q, split))) is not None]
+        if got:
+            rows.append(_row(q, split, None, lam, got, "one value per run", "nats" if q == "kl" else "units"))
+    return rows
+
+
+def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
+    """The rows of ``results.csv`` (see the module docstring) and notes on missing keys, for the runs on the λ axis
+    (:func:`lam_series`; learned λ: :mod:`smvi.report.constrained`, other methods: :mod:`smvi.report.frontier`)."""
+    runs, other = lam_series(runs)
+    rows, notes, lams = [], [], sorted({r.lam for r in runs})
+    if others := [r.name for r in other if not is_constrained(r)]:
+        notes.append(f"{len(others)} runs of other methods (β-VAE, IWAE or another variational family) are not on "
+                     "the λ axis and are left out of the per-λ tables, Figures 1–3 and the claims (the frontier "
+                     f"section shows them): {', '.join(others)}")
+    for split, q, lam in itertools.product(SPLITS, EVAL_METRICS, lams):
+        got = []
+        for r in (r for r in runs if r.lam == lam and r.eval):
+            m = _num(_get(r.eval, "splits", split, q, "mean"))
+            if m is None:
+                notes.append(f"{r.name}: eval.json has no {split} {q}")
+            else:
+                got.append((m, _num(_get(r.eval, "splits", split, q, "se"))))
+        if got:
+            rows.append(_row(q, split, None, lam, got, "data points", "nats"))
+    for lam in lams:  # IWAE on the whole test set, where the eval records have it
+        got = [(m, _num(_get(r.eval, "full_test", "iwae", "se"))) for r in runs if r.lam == lam and r.eval
+               if (m := _num(_get(r.eval, "full_test", "iwae", "mean"))) is not None]
+        if got:
+            rows.append(_row("iwae_full", "test", None, lam, got, "data points", "nats"))
+    rows += _diagnostics(runs, lams)
+    sizes = sorted({int(s) for r in runs for s in (_get(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
+    for s in sizes:
+        for lam in lams:
+            got = [(100 * float(np.mean(a)), _se_pct(a)) for r in runs if r.lam == lam
+                   if (a := _accuracies(r.ssl, "features", s))]
+            if got:
+                rows.append(_row("ssl_accuracy", "test", s, lam, got, "label subsets", "percent"))
+            if lam != 0 and (gain := _gain(runs, s, lam)):
+                rows.append(gain)
+        raw = {_accuracies(r.ssl, "raw_pixels", s) for r in runs} - {()}
+        if len(raw) > 1:
+            notes.append(f"raw-pixel baselines for s={s} differ between runs (other ssl settings?); pooled")
+        if raw:
+            rows.append(_row("ssl_raw_accuracy", "test", s, None,
+                             [(100 * float(np.mean(a)), _se_pct(a)) for a in sorted(raw)], "label subsets", "percent"))
+    return rows, notes

@@ -1,0 +1,100 @@
+"""Training curves of a sweep's runs from their ``metrics.jsonl`` (torch-free): ``fig_training.png``.
+
+Small multiples, one panel per term against the epoch, one line per run coloured by λ (viridis over the sweep's λ
+grid; runs with a learned λ dashed, in their own colours): (a) the ELBO (training mean per epoch; dotted: on the
+fixed monitor set, ``test_elbo``), (b) D_SM on the monitor set (``test_d_sm``, else the training mean ``d_sm``),
+(c) KL(q ‖ prior) (``test_kl`` on the monitor set, else the training mean ``kl``: :func:`smvi.report.aggregate.last_kl`'s
+rule, epoch by epoch). A panel is logarithmic when its values are positive and span more than :data:`LOG_RANGE`;
+a run flagged as a posterior collapse (:mod:`smvi.report.flags`) ends in a red × and says so in the legend.
+"""
+
+from __future__ import annotations
+
+from smvi.report.aggregate import Run, _num, is_constrained, last_kl
+from smvi.report.figures import COLLAPSED_STYLE, fmt_lam, png
+
+__all__ = ["FIGURE", "CAPTION", "LOG_RANGE", "curve", "figure_curves"]
+
+FIGURE = "fig_training.png"
+CAPTION = ("Training curves per run from metrics.jsonl: (a) ELBO per epoch (solid: training mean; dotted: on the fixed "
+           "monitor test set), (b) D_SM on the monitor set, (c) KL(q ‖ p(z)) on the monitor set (the training mean "
+           "for runs that did not log it); colour: λ; dashed: a learned λ; red ×: posterior collapse (⚠C). "
+           "Logarithmic y where the values span more than two orders of magnitude.")
+LOG_RANGE = 100.0
+
+
+def curve(run: Run, key: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of one term of ``run``'s metrics: ``elbo``, ``test_elbo``, ``d_sm`` (the monitor set's, else
+    the training mean) or ``kl`` (:func:`smvi.report.aggregate.last_kl` per line); epochs without a finite value are
+    skipped."""
+    xs, ys = [], []
+    for m in run.metrics:
+        if key == "kl":
+            v = last_kl(m)[0]
+        elif key == "d_sm":
+            v = _num(m.get("test_d_sm")) if _num(m.get("test_d_sm")) is not None else _num(m.get("d_sm"))
+        else:
+            v = _num(m.get(key))
+        if v is not None:
+            xs.append(m["epoch"])
+            ys.append(v)
+    return xs, ys
+
+
+def _styles(runs: list[Run], collapsed: set[str]) -> dict[str, tuple[str, str, str]]:
+    """run name → (colour, line style, legend label); the label is shared by the runs of one λ."""
+    from matplotlib import colormaps
+
+    lams = sorted({r.lam for r in runs if not is_constrained(r)})
+    cmap = colormaps["viridis"]
+    color = {lam: cmap(0.9 * i / max(len(lams) - 1, 1)) for i, lam in enumerate(lams)}
+    out, k = {}, 0
+    for r in runs:
+        mark = " ⚠C" if r.name in collapsed else ""
+        if is_constrained(r):
+            measure = "D_SM" if r.config.get("train.constraint.measure", "dsm") == "dsm" else "gap"
+            seed = f", seed {r.seed}" if r.seed else ""
+            out[r.name] = (f"C{k % 10}", "--", f"{measure} ≤ {r.config['train.constraint.target']:g}{seed}{mark}")
+            k += 1
+        else:
+            out[r.name] = (color[r.lam], "-", f"λ = {fmt_lam(r.lam)}{mark}")
+    return out
+
+
+def figure_curves(runs: list[Run], collapsed: set[str] = frozenset()) -> bytes | None:
+    """The training-curve figure of ``runs`` (module docstring); None when no run has metrics with an ELBO."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    runs = [r for r in runs if curve(r, "elbo")[0] or curve(r, "test_elbo")[0]]
+    if not runs:
+        return None
+    styles = _styles(runs, collapsed)
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    panels = fig.subplots(1, 3)
+    titles = ("(a) ELBO (nats)", "(b) D_SM, monitor set", "(c) KL(q ‖ p(z)) (nats)")
+    for ax, key, title in zip(panels, ("elbo", "d_sm", "kl"), titles):
+        values = []
+        for r in runs:
+            color, ls, _ = styles[r.name]
+            x, y = curve(r, key)
+            if x:
+                ax.plot(x, y, color=color, ls=ls, lw=1.3)
+                values += y
+                if r.name in collapsed:
+                    ax.scatter([x[-1]], [y[-1]], **COLLAPSED_STYLE)
+            if key == "elbo" and (t := curve(r, "test_elbo"))[0]:
+                ax.plot(*t, color=color, ls=":", lw=1)
+        if values and min(values) > 0 and max(values) / min(values) > LOG_RANGE:
+            ax.set_yscale("log")
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3, which="both")
+    from matplotlib.lines import Line2D
+
+    seen = {}
+    for r in runs:
+        color, ls, label = styles[r.name]
+        seen.setdefault(label, Line2D([], [], color=color, ls=ls, lw=1.5))
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 8), fontsize=8)
+    return png(fig)

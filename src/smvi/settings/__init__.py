@@ -1,0 +1,1 @@
+"""Settings: every settings model (frozen pydantic, unknown keys rejected). Torch-free; imports nothing else of smvi."""

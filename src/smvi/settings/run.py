@@ -1,0 +1,333 @@
+"""Typed, frozen, validated configuration.
+
+One pydantic model per component; unknown keys, wrong types, non-finite floats and out-of-range values are rejected
+with :class:`ConfigError`, a one-line message naming the key. A run's resolved config is written to its directory as
+``config.toml`` and can be passed back with ``--config``.
+
+Sources, later wins: defaults < TOML file < ``--set section.key=value`` overrides < dedicated CLI options.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import tomli_w
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message is one line and names the offending key."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
+
+
+def _distinct(values: tuple) -> tuple:
+    if not values or len(set(values)) != len(values):
+        raise ValueError(f"must be a non-empty list of distinct values, got {list(values)}")
+    return values
+
+
+Distinct = AfterValidator(_distinct)
+"""Marks a tuple field as a non-empty list without repeats: ``Annotated[tuple[float, ...], Distinct]``."""
+
+
+def _no_repeats(values: tuple) -> tuple:
+    if len(set(values)) != len(values):
+        raise ValueError(f"must list distinct values, got {list(values)}")
+    return values
+
+
+NoRepeats = AfterValidator(_no_repeats)
+"""Marks a tuple field as a list without repeats that may be empty (``Distinct`` less the non-empty rule)."""
+
+Activation = Literal["softplus", "relu", "tanh", "elu"]
+FLOW_DEFAULTS: dict[str, Any] = {"flow_layers": 4, "flow_hidden": (256,), "flow_context": 32}
+"""The flow settings a ``posterior = "flow"`` model gets when it does not set them."""
+
+
+class ModelConfig(_Frozen):
+    """The VAE. Defaults follow the paper (2x1024 softplus) and its first author's code (latent 50)."""
+
+    z_dim: int = Field(50, gt=0, description="latent dimension")
+    encoder_hidden: tuple[int, ...] = Field((1024, 1024), description="encoder hidden widths; () for linear")
+    decoder_hidden: tuple[int, ...] = Field((1024, 1024), description="decoder hidden widths; () for linear")
+    activation: Activation = Field("softplus", description="hidden-layer nonlinearity")
+    likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="decoder p(x|z)")
+    decoder_last_scale: float = Field(0.01, gt=0, description="factor on the decoder's last-layer He init")
+    encoder_last_scale: float = Field(
+        0.01, gt=0, description="factor on the encoder's last-layer He init (q starts near N(0, I); 1 lets D_SM blow up)"
+    )
+    posterior: Literal["diagonal", "full", "flow"] = Field(
+        "diagonal", description="q(z|x): the paper's diagonal Gaussian, full-covariance Gaussian, or a coupling flow"
+    )
+    flow_layers: int | None = Field(None, gt=0, description="affine coupling layers (posterior='flow' only) [4]")
+    flow_hidden: tuple[int, ...] | None = Field(None, description="each coupling network's hidden widths (flow) [256]")
+    flow_context: int | None = Field(None, ge=0, description="size of the context h(x) the encoder gives the flow [32]")
+
+    @field_validator("encoder_hidden", "decoder_hidden", "flow_hidden")
+    @classmethod
+    def _positive_widths(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and any(w <= 0 for w in v):
+            raise ValueError(f"every hidden width must be a positive integer, got {list(v)}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flow_defaults(cls, data: Any) -> Any:
+        """A flow posterior gets the flow settings it was not given (saved resolved in config.toml)."""
+        if isinstance(data, dict) and data.get("posterior") == "flow":
+            data = {**data, **{k: v for k, v in FLOW_DEFAULTS.items() if data.get(k) is None}}
+        return data
+
+    @model_validator(mode="after")
+    def _flow_settings_need_a_flow(self) -> "ModelConfig":
+        given = [k for k in ("flow_layers", "flow_hidden", "flow_context") if getattr(self, k) is not None]
+        if self.posterior != "flow" and given:
+            raise ValueError(f"model.{given[0]} is only used by posterior='flow' (posterior is {self.posterior!r}): "
+                             f"remove it or set model.posterior='flow'")
+        if self.posterior == "flow" and self.z_dim < 2:
+            raise ValueError(f"posterior='flow' needs model.z_dim >= 2 (got {self.z_dim}): use 'diagonal' or 'full'")
+        return self
+
+
+class DataConfig(_Frozen):
+    """Where the data comes from and how evaluation subsets are drawn."""
+
+    dataset: Literal["mnist", "idx"] = Field(
+        "mnist", description="'mnist' (verified, fetched if missing) or 'idx' (MNIST-format files in data_dir)"
+    )
+    data_dir: str | None = Field(None, description="directory holding the four IDX files (else cache, else download)")
+    monitor_size: int = Field(1000, gt=0, description="test points scored at the end of every epoch")
+    eval_seed: int = Field(
+        1234, ge=0, description="seed of the fixed binarization (or dequantization) of evaluation sets"
+    )
+    transform: Literal["binarize", "dequantize"] = Field(
+        "binarize", description="gray levels -> model inputs: 'binarize' x ~ Bernoulli(gray) for a Bernoulli decoder; "
+        "'dequantize' x = (pixel + u)/256, u ~ U[0,1), for a Gaussian one (default: the one model.likelihood needs)"
+    )
+
+
+class ConstraintConfig(_Frozen):
+    """Constrained SMVI: maximize E ELBO subject to E[measure] ≤ ``target``, λ learned as a Lagrange multiplier.
+
+    Unset ``target`` (the default): λ is fixed (``train.lam``) and every other key here must keep its default. The
+    update (``smvi.core.constraint.dual_update``): avg ← β·avg + (1 − β)·C, λ ← clip(λ·(avg/ε)^η, λ_min, λ_max).
+    """
+
+    target: float | None = Field(
+        None, gt=0, description="ε: the bound on the measure (D_SM, or nats of gap); unset: λ is fixed (train.lam)"
+    )
+    measure: Literal["dsm", "gap"] = Field(
+        "dsm", description="'dsm': the batch's D_SM; 'gap': IWAE_k − ELBO per batch, a lower bound on the ELBO gap"
+    )
+    gap_k: int = Field(10, ge=2, description="importance samples of the 'gap' estimate (larger: tighter, slower)")
+    step_size: float = Field(0.01, gt=0, le=1, description="η: ln λ moves by η·ln(avg/ε) per step")
+    ema_decay: float = Field(0.9, ge=0, lt=1, description="β of the moving average of the batch's measure")
+    lam_init: float = Field(1e-3, gt=0, description="λ at the first step")
+    lam_min: float = Field(1e-5, gt=0, description="λ's floor (λ → λ_min when the constraint is slack)")
+    lam_max: float = Field(10.0, gt=0, description="λ's cap (a target still violated at the cap is unreachable)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ConstraintConfig":
+        if self.target is None:
+            changed = [k for k, f in type(self).model_fields.items() if getattr(self, k) != f.default]
+            if changed:
+                raise ValueError(f"{changed[0]} is set but target is not: set train.constraint.target "
+                                 "(--target-dsm / --target-gap) or drop it")
+        elif not self.lam_min <= self.lam_init <= self.lam_max:
+            raise ValueError(f"need lam_min <= lam_init <= lam_max, got {self.lam_min}, {self.lam_init}, "
+                             f"{self.lam_max}")
+        return self
+
+
+class TrainConfig(_Frozen):
+    """Optimization. ``lam`` is the paper's λ: maximize ELBO - λ·D_SM (fixed, or learned: ``constraint``)."""
+
+    lam: float = Field(0.0, ge=0, description="weight λ of the score-matching divergence; 0 is the plain VAE")
+    lam_warmup_epochs: float = Field(
+        0.0, ge=0, description="ramp λ linearly from 0 over this many epochs (0: the paper's constant λ)"
+    )
+    epochs: int = Field(300, gt=0, description="passes over the training set")
+    batch_size: int = Field(512, gt=0, description="examples per step")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    n_samples: int = Field(1, gt=0, description="z samples per example in the objective")
+    seed: int = Field(0, ge=0, description="seeds initialization, shuffling, binarization and z sampling")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient's global norm to this (off if unset)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16 autocasts the objective (about 2x faster on CPUs with bf16 units; opt-in)"
+    )
+    max_bad_steps: int = Field(20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
+    tensorboard: str | None = Field(
+        None, description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
+        "metrics.jsonl stays the record"
+    )
+    objective: Literal["smvi", "beta", "iwae"] = Field(
+        "smvi", description="what training maximizes: ELBO − λ·D_SM, the β-VAE's E log p(x|z) − β·KL, or IWAE's L_k"
+    )
+    beta: float | None = Field(None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)")
+    iwae_k: int | None = Field(None, gt=0, description="importance samples of IWAE training (objective='iwae' only)")
+    constraint: ConstraintConfig = ConstraintConfig()
+
+    @model_validator(mode="after")
+    def _fixed_or_learned(self) -> "TrainConfig":
+        if self.constraint.target is not None and self.objective != "smvi":
+            raise ValueError(f"train.constraint.target learns SMVI's λ but train.objective is {self.objective!r}: "
+                             "drop the target or use train.objective='smvi'")
+        if self.constraint.target is not None and (self.lam != 0 or self.lam_warmup_epochs != 0):
+            key = "lam" if self.lam != 0 else "lam_warmup_epochs"
+            raise ValueError(f"train.{key} and train.constraint.target are both set: λ is either fixed (train.lam) "
+                             "or learned toward the target (starting at train.constraint.lam_init); drop one")
+        return self
+
+    @model_validator(mode="after")
+    def _settings_match_the_objective(self) -> "TrainConfig":
+        """Every setting is used by the chosen objective: a β without the β-VAE, a k without IWAE or a λ without
+        SMVI is refused rather than ignored."""
+        o = self.objective
+        for key, owner in (("beta", "beta"), ("iwae_k", "iwae")):
+            value = getattr(self, key)
+            if o == owner and value is None:
+                raise ValueError(f"objective='{owner}' needs train.{key} (e.g. train.{key}={4 if owner == 'beta' else 5})")
+            if o != owner and value is not None:
+                raise ValueError(f"train.{key} is only used by objective='{owner}' (objective is {o!r}): "
+                                 f"remove it or set train.objective='{owner}'")
+        if o != "smvi" and (self.lam != 0 or self.lam_warmup_epochs != 0):
+            raise ValueError(f"train.lam and train.lam_warmup_epochs are only used by objective='smvi' "
+                             f"(objective is {o!r}): set them to 0 or use train.objective='smvi'")
+        if o == "iwae" and self.n_samples != 1:
+            raise ValueError("train.n_samples is not used by objective='iwae', which draws train.iwae_k samples: "
+                             "remove it")
+        return self
+
+
+class RunConfig(_Frozen):
+    """Everything a training run needs; saved as ``config.toml`` in the run directory."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_transform(cls, values: Any) -> Any:
+        """An unset data.transform is the one model.likelihood needs (configs written before it existed included)."""
+        if isinstance(values, dict):
+            model, data = values.get("model"), values.get("data")
+            likelihood = model.get("likelihood") if isinstance(model, dict) else getattr(model, "likelihood", None)
+            if likelihood == "gaussian" and (data is None or isinstance(data, dict) and "transform" not in data):
+                values = {**values, "data": {**(data or {}), "transform": "dequantize"}}
+        return values
+
+    @model_validator(mode="after")
+    def _transform_fits_likelihood(self) -> "RunConfig":
+        need = {"bernoulli": "binarize", "gaussian": "dequantize"}[self.model.likelihood]
+        if self.data.transform != need:
+            why = ("binary data" if need == "binarize"
+                   else "continuous data (a Gaussian density on binary data is unbounded)")
+            raise ValueError(f"data.transform = {self.data.transform!r} does not fit model.likelihood = "
+                             f"{self.model.likelihood!r}, which needs {why}: set data.transform = {need!r}")
+        return self
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `smvi config` lists every key with its default and description)"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"invalid config{source}: " + "; ".join(parts)
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override value as a TOML value (numbers, booleans, arrays, quoted strings); bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def dotted_items(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict's leaves under dotted keys (``{"train": {"lam": 0}}`` → ``{"train.lam": 0}``), the inverse of
+    ``--set``'s paths; an empty section has no leaf."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(dotted_items(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"invalid override {dotted!r}: {k!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; :class:`ConfigError` (one line) if it is missing, unreadable or not TOML."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: check the path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def build_config(
+    cls: type[M],
+    base: dict[str, Any] | None = None,
+    *,
+    sets: list[str] | tuple[str, ...] = (),
+    overrides: dict[str, Any] | None = None,
+    source: str = "",
+) -> M:
+    """Validate ``base`` updated by ``section.key=value`` strings, then by ``overrides`` (dotted keys; ``None``
+    values ignored), as a ``cls``. Raises :class:`ConfigError` (one line) on unknown keys or invalid values."""
+    tree: dict[str, Any] = copy.deepcopy(base or {})
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"invalid --set {item!r}: expected section.key=value, e.g. model.z_dim=20")
+        key, value = item.split("=", 1)
+        _set_path(tree, key.strip(), _parse_value(value.strip()))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(tree, key, value)
+    try:
+        return cls.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, source)) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+) -> RunConfig:
+    """Build a :class:`RunConfig` from an optional TOML file, ``section.key=value`` strings and a dict of overrides.
+
+    Raises :class:`ConfigError` (one line) on an unreadable file, bad TOML, unknown keys or invalid values.
+    """
+    base = read_toml(path) if path is not None else {}
+    return build_config(RunConfig, base, sets=sets, overrides=overrides, source=f" in {path}" if path else "")
+
+
+def config_to_toml(cfg: BaseModel) -> str:
+    """A resolved config as TOML (unset optional values are omitted, as TOML has no null)."""
+    return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))

@@ -1,0 +1,135 @@
+"""Settings of the evaluation stages (torch-free): :class:`AISConfig`, :class:`EvalConfig`, :class:`ConvergenceConfig`,
+:class:`GapConfig`, :class:`PicturesConfig`.
+
+The AIS settings carry the names of :func:`smvi.core.estimators.ais`'s keyword arguments and reach it through one mapping,
+``**cfg.ais.kwargs()``: adding a field here (with its default) is all it takes to pass a new keyword through evaluate,
+convergence, gaps and the sweep. Files written before this naming (``eval.ais_steps = 500`` in a ``sweep.toml``, the settings
+in an old ``eval.json``) are read through :func:`upgrade_eval_settings`, which renames the old keys.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from smvi.settings.run import Distinct
+
+__all__ = ["AISSampler", "AISConfig", "EvalConfig", "ConvergenceConfig", "GapConfig", "PicturesConfig",
+           "upgrade_eval_settings", "LEGACY_AIS_KEYS"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
+
+
+class AISSampler(_Frozen):
+    """How each AIS chain moves: :func:`smvi.core.estimators.ais` keywords except ``steps`` (which a convergence check
+    varies). Field names are the keyword names."""
+
+    chains: int = Field(4, gt=0, description="AIS chains per point")
+    leapfrog_steps: int = Field(5, gt=0, description="leapfrog steps per HMC transition")
+    schedule: Literal["sigmoid", "linear"] = Field("sigmoid", description="β schedule")
+    start: Literal["prior", "encoder"] = Field("encoder", description="AIS initial distribution")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: the leapfrog force (AIS) and IWAE's decoder pass in bf16 autocast, see "
+                            "smvi.core.estimators.precision")
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ais / bdmc / ais_ladder these settings stand for."""
+        return self.model_dump()
+
+
+class AISConfig(AISSampler):
+    """AIS as ``smvi evaluate`` runs it: the sampler plus the number of intermediate distributions."""
+
+    steps: int = Field(1000, gt=0, description="AIS intermediate distributions")
+
+
+class EvalConfig(_Frozen):
+    """How much work ``smvi evaluate`` does. The defaults are the converged setting (see the README's evaluation
+    section for the BDMC evidence); ``smvi.studies.presets.EVAL_PRESETS['quick']`` is for quick looks."""
+
+    n_test: int = Field(200, gt=0, description="test points (a fixed random subset)")
+    n_train: int = Field(200, ge=0, description="training points (a fixed random subset); 0 skips the split")
+    subset_seed: int = Field(0, ge=0, description="seed of the subsets (binarization uses data.eval_seed)")
+    elbo_samples: int = Field(1000, gt=0, description="z samples per point for the ELBO")
+    dsm_samples: int = Field(100, gt=0, description="z samples per point for D_SM")
+    iwae_k: int = Field(1000, ge=0, description="importance samples of the IWAE bound; 0 skips it")
+    iwae_full_test_k: int = Field(0, ge=0, description="IWAE samples on the whole test set (log p(x) comparable with "
+                                                       "published numbers); 0 skips it")
+    ais: AISConfig = AISConfig()
+    batch_size: int = Field(100, gt=0, description="points evaluated together (results do not depend on it)")
+    seed: int = Field(0, ge=0, description="seed of every estimator")
+
+
+class ConvergenceConfig(_Frozen):
+    """What ``smvi convergence`` checks: BDMC on ``n_points`` simulated points and an AIS ladder on ``n_points`` test
+    points, at each number of ``steps``, with the sampler ``ais``."""
+
+    steps: Annotated[tuple[PositiveInt, ...], Distinct] = Field((100, 300, 1000), description="AIS lengths compared")
+    n_points: int = Field(100, gt=0, description="simulated points (BDMC) and test points (ladder)")
+    tol: float = Field(0.1, gt=0, description="agreement (nats) between successive lengths that counts as converged")
+    subset_seed: int = Field(0, ge=0, description="seed of the test subset (binarization uses data.eval_seed)")
+    seed: int = Field(0, ge=0, description="seed of the simulation and of AIS")
+    ais: AISSampler = AISSampler()
+
+
+class GapConfig(_Frozen):
+    """Settings of ``smvi gaps`` (:func:`smvi.stages.gaps.gaps_run`): which test images, the AIS that gives log p(x) and the
+    local fit (:func:`smvi.stages.gaps.fit_local`). The AIS defaults are the cpu preset's converged ones (500 steps, 4 chains,
+    5 leapfrogs, from the encoder)."""
+
+    n_points: int = Field(100, gt=0, description="test images (the fixed subset smvi evaluate scores first)")
+    subset_seed: int = Field(0, ge=0, description="seed of the subset (binarization uses the run's data.eval_seed)")
+    ais: AISConfig = AISConfig(steps=500)
+    steps: int = Field(3000, gt=0, description="Adam steps of the local fit")
+    lr: float = Field(1e-2, gt=0, description="initial learning rate of the local fit (cosine decay to 1 %)")
+    n_samples: int = Field(16, gt=0, description="draws per image and step in the local fit")
+    window: int = Field(100, gt=0, description="steps between the convergence check's evaluations")
+    tol: float = Field(0.05, gt=0, description="converged: no image gained this much (nats) in the last window")
+    eval_samples: int = Field(1000, gt=0, description="draws per image for each ELBO")
+    batch_size: int = Field(100, gt=0, description="images processed together")
+    seed: int = Field(0, ge=0, description="seed of AIS, the fit and the ELBO draws")
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`smvi.stages.gaps.fit_local` these settings stand for."""
+        return {k: getattr(self, k) for k in ("steps", "lr", "n_samples", "window", "tol")}
+
+
+class PicturesConfig(_Frozen):
+    """What ``smvi pictures`` (:func:`smvi.stages.pictures.pictures_run`) draws: decoder means of prior samples, test images
+    above their reconstructions, and the encoder means of test images in 2-d (PCA or t-SNE), coloured by label. The
+    test images are fixed subsets drawn with ``seed``, given to the model as the run's ``data.transform`` makes them
+    (with its ``data.eval_seed``, like every evaluation); a subset larger than the test split is the whole split."""
+
+    n_samples: int = Field(64, gt=0, description="prior samples z ~ N(0, I) whose decoder means are drawn")
+    n_reconstructions: int = Field(32, gt=0, description="test images shown above their reconstructions")
+    n_latent: int = Field(2000, ge=2, description="test images in the 2-d picture of the encoder means")
+    projection: Literal["pca", "tsne"] = Field(
+        "pca", description="how the encoder means are put in 2-d: pca (linear, about 1 s) or tsne (scikit-learn's "
+                           "t-SNE: local neighbourhoods, about 15 s for 2000 images on one core)")
+    columns: int = Field(8, gt=0, description="images per row of the sample and reconstruction grids")
+    seed: int = Field(0, ge=0, description="seed of the prior samples and of the two test subsets")
+
+
+LEGACY_AIS_KEYS = {"ais_steps": "steps", "ais_chains": "chains", "ais_leapfrog": "leapfrog_steps",
+                   "ais_start": "start", "ais_schedule": "schedule"}
+"""Old flat eval keys (before the AIS settings took ais()'s names) and their names under ``ais``."""
+
+
+def upgrade_eval_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """An eval settings dict with the old flat AIS keys (``ais_steps``, ...) moved under ``ais`` with ais()'s names;
+    a dict without them is returned unchanged. Refuses (ValueError) a dict holding both spellings of one key."""
+    old = [k for k in settings if k in LEGACY_AIS_KEYS]
+    if not old:
+        return settings
+    out = {k: v for k, v in settings.items() if k not in LEGACY_AIS_KEYS}
+    ais = dict(out.get("ais") or {})
+    for k in old:
+        new = LEGACY_AIS_KEYS[k]
+        if new in ais:
+            raise ValueError(f"both {k} and ais.{new} are set; keep ais.{new}")
+        ais[new] = settings[k]
+    out["ais"] = ais
+    return out

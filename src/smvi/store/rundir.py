@@ -1,0 +1,429 @@
+"""The run directory: the only code that knows its layout, its lock and the run's identity (torch-free).
+
+A run directory holds::
+
+    config.toml              the resolved RunConfig, ending with a ``# smvi fingerprint ...`` line (marks it complete)
+    checkpoint.safetensors   after the last finished epoch (:mod:`smvi.store.checkpoint`)
+    metrics.jsonl            one JSON line per finished epoch
+    eval.json, ssl.json, convergence.json, gaps.json, pictures.json    result records (:mod:`smvi.store.records`)
+    eval.partial.json        an unfinished ``smvi evaluate``'s scored points (resumed, then removed with eval.json)
+    samples.png, reconstructions.png, latents.png    the pictures that pictures.json describes (``smvi pictures``)
+    .lock                    held (flock) by the one process writing the run
+
+**Identity.** :func:`fingerprint` is the SHA-256 of the canonical JSON (sorted keys, compact) of the run's config
+dumped without its default values, minus the settings that may change without changing the run: ``train.epochs``,
+``train.device``, ``train.tensorboard`` (where curves are logged) and, for ``data.dataset = "mnist"`` (MD5-verified wherever it lies), ``data.data_dir``. Leaving out
+defaults keeps the fingerprint of existing runs when a new setting with a default is added. Checkpoints and result
+records carry it; a checkpoint written before it existed gets it from the config in its header.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import stat
+import struct
+import tempfile
+import tomllib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from smvi.store.atomic import atomic_write_bytes, atomic_write_text, temporary_files
+from smvi.settings.run import ConfigError, RunConfig, build_config, config_to_toml, dotted_items
+from smvi.store.records import Record, RecordError, dump_record, parse_record, staleness
+
+__all__ = ["RunError", "RunDir", "fingerprint", "identity", "identity_change", "identity_diff", "config_from_dump",
+           "read_bounded", "config_files",
+           "sweep_paths", "MAX_READ"]
+
+_CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors", "metrics.jsonl", ".lock"
+_RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json", "gaps": "gaps.json",
+            "pictures": "pictures.json"}
+_PARTIALS = {"eval": "eval.partial.json"}  # a stage's progress so far (records.EvalPartial), gone with its record
+_PICTURES = {"samples": "samples.png", "reconstructions": "reconstructions.png", "latents": "latents.png"}
+_TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)
+_MARK = re.compile(r"^# smvi fingerprint ([0-9a-f]{64})\s*$")
+_NOT_IDENTITY = {"train.epochs", "train.device", "train.tensorboard"}
+# The keys every config.toml written before the fingerprint line had: such a file missing one was truncated.
+_LEGACY_KEYS = {
+    "model": ("z_dim", "encoder_hidden", "decoder_hidden", "activation", "likelihood", "decoder_last_scale",
+              "encoder_last_scale"),
+    "data": ("dataset", "monitor_size", "eval_seed"),
+    "train": ("lam", "lam_warmup_epochs", "epochs", "batch_size", "lr", "n_samples", "seed", "device", "precision",
+              "max_bad_steps"),
+}
+_SWEEP_CONFIG, _SWEEP_STATUS, _SWEEP_RUNS = "sweep.toml", "sweep_status.json", "runs"
+MAX_READ = 64 << 20  # bytes; no run file smvi reads is larger (checkpoint headers: see epochs_done)
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be used as asked (exists, missing, locked, damaged, mismatched, unwritable);
+    one-line message naming the problem and the fix."""
+
+
+# ---- identity -------------------------------------------------------------------------------------------------------
+def _non_identity(cfg: RunConfig) -> set[str]:
+    return set(_NOT_IDENTITY) | ({"data.data_dir"} if cfg.data.dataset == "mnist" else set())
+
+
+def identity(cfg: RunConfig) -> dict[str, Any]:
+    """What identifies a run: ``cfg`` dumped without defaults, minus the non-identity settings (module docstring)."""
+    drop = _non_identity(cfg)
+    tree = cfg.model_dump(mode="json", exclude_defaults=True)
+    out = {}
+    for section, values in tree.items():
+        kept = {k: v for k, v in values.items() if f"{section}.{k}" not in drop}
+        if kept:
+            out[section] = kept
+    return out
+
+
+def fingerprint(cfg: RunConfig) -> str:
+    """The run's identity as 64 hex digits (SHA-256 of :func:`identity` as canonical JSON); show ``[:16]``."""
+    text = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def identity_diff(a: RunConfig, b: RunConfig) -> tuple[str, Any, Any] | None:
+    """The first identity setting on which two configs differ, as ``(key, value in a, value in b)``; None when both
+    are the same run (exactly when their fingerprints agree)."""
+    fa, fb = dotted_items(a.model_dump(mode="json")), dotted_items(b.model_dump(mode="json"))
+    drop = _non_identity(a) & _non_identity(b)
+    for key in sorted(fa.keys() | fb.keys()):
+        if key not in drop and fa.get(key) != fb.get(key):
+            return key, fa.get(key), fb.get(key)
+    return None
+
+
+def identity_change(saved: RunConfig, new: RunConfig) -> str | None:
+    """The first identity setting on which ``new`` differs from the run's ``saved`` config, as one phrase; None when
+    both are the same run."""
+    d = identity_diff(saved, new)
+    return None if d is None else f"{d[0]} is {d[2]!r} but the run used {d[1]!r}"
+
+
+def config_from_dump(tree: dict, source: str) -> RunConfig:
+    """A RunConfig from a stored dump (a checkpoint header); one-line :class:`RunError` if it is not one."""
+    try:
+        return build_config(RunConfig, {s: {k: v for k, v in sec.items() if v is not None}
+                                        for s, sec in tree.items() if isinstance(sec, dict)}, source=f" in {source}")
+    except ConfigError as e:
+        raise RunError(str(e)) from None
+
+
+# ---- bounded reads --------------------------------------------------------------------------------------------------
+def read_bounded(path: Path, limit: int = MAX_READ) -> bytes:
+    """The bytes of the regular file ``path`` (FIFOs, devices and files over ``limit`` bytes are refused with a
+    one-line :class:`RunError`; a missing file raises FileNotFoundError)."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise RunError(f"{path} is not a regular file; remove or replace it")
+    if st.st_size > limit:
+        raise RunError(f"{path} is {st.st_size} bytes, more than smvi ever writes there ({limit}); it is not ours")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise RunError(f"{path} grew past {limit} bytes while being read")
+    return data
+
+
+# ---- a sweep directory: sweep.toml, runs/<name>/, sweep_status.json, report/ ---------------------------------------
+def sweep_paths(sweep_dir: str | Path) -> tuple[Path, Path, Path]:
+    """``(sweep.toml, sweep_status.json, runs/)`` of a sweep directory."""
+    root = Path(sweep_dir)
+    return root / _SWEEP_CONFIG, root / _SWEEP_STATUS, root / _SWEEP_RUNS
+
+
+def config_files(root: str | Path) -> list[Path]:
+    """Every run's ``config.toml`` below ``root``, sorted, following links to directories (a results folder may link
+    to another's runs instead of copying them) but entering each real directory once, so a link loop ends."""
+    found, seen = [], set()
+    for top, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        if _CONFIG in files:
+            found.append(Path(top) / _CONFIG)
+    return sorted(found)
+
+
+# ---- the directory --------------------------------------------------------------------------------------------------
+class RunDir:
+    """One run directory. Every path, the lock, the config and ``epochs_done`` go through here."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_path = self.path / _CONFIG
+        self.checkpoint_path = self.path / _CHECKPOINT
+        self.metrics_path = self.path / _METRICS
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def record_path(self, kind: str) -> Path:
+        """Where the record ``kind`` ∈ {eval, ssl, convergence, gaps, pictures} lives."""
+        return self.path / _RECORDS[kind]
+
+    @staticmethod
+    def record_kinds() -> tuple[str, ...]:
+        return tuple(_RECORDS)
+
+    @staticmethod
+    def record_file(kind: str) -> str:
+        """The file name of the record ``kind`` (for messages and table headers)."""
+        return _RECORDS[kind]
+
+    def picture_path(self, which: str) -> Path:
+        """Where the picture ``which`` ∈ {samples, reconstructions, latents} lives (a PNG; see ``pictures.json``)."""
+        return self.path / _PICTURES[which]
+
+    @staticmethod
+    def picture_kinds() -> tuple[str, ...]:
+        return tuple(_PICTURES)
+
+    def read_picture(self, which: str) -> bytes | None:
+        """The bytes of the picture ``which`` (None if absent); an unreadable one is a one-line :class:`RunError`."""
+        try:
+            return read_bounded(self.picture_path(which))
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise RunError(f"cannot read {self.picture_path(which)} ({e.strerror or e})") from None
+
+    def write_picture(self, which: str, data: bytes) -> None:
+        """Write the picture ``which`` atomically; a failed write is a one-line :class:`RunError`."""
+        with self.writing(f"{self.picture_path(which).name} was not written, the previous one is intact"):
+            atomic_write_bytes(self.picture_path(which), data)
+
+    def has_run(self) -> bool:
+        """Whether any training file is present."""
+        return any((self.path / n).exists() for n in _TRAINING)
+
+    def require_trained(self) -> None:
+        """Refuse (one line) a directory that is not a trained run."""
+        if not self.path.is_dir():
+            raise RunError(f"run directory {self.path} does not exist")
+        if not self.config_path.exists() or not self.checkpoint_path.exists():
+            raise RunError(f"{self.path} is not a trained run (needs {_CONFIG} and {_CHECKPOINT}); "
+                           "train it with smvi train")
+
+    # -- config
+    def write_config(self, cfg: RunConfig) -> None:
+        """Write ``config.toml`` atomically, ending with the fingerprint line that marks it complete."""
+        atomic_write_text(self.config_path, config_to_toml(cfg) + f"\n# smvi fingerprint {fingerprint(cfg)}\n")
+
+    def read_config(self) -> RunConfig:
+        """The run's config. A missing, unreadable, truncated, damaged or hand-edited identity is refused in one line,
+        never defaulted: the last line's fingerprint must match (files written before it must have every key)."""
+        path = self.config_path
+        try:
+            text = read_bounded(path, 1 << 20).decode()
+        except FileNotFoundError:
+            raise RunError(f"{path} is missing: the run directory is damaged or not a run") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise RunError(f"cannot read {path} ({e}); restore it or start over with --overwrite") from None
+        try:
+            tree = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise RunError(f"{path} is damaged (not valid TOML: {e}); restore it or start over with --overwrite"
+                           ) from None
+        lines = text.rstrip("\n").splitlines()
+        mark = _MARK.match(lines[-1]) if lines else None
+        if mark is None:
+            missing = [f"{s}.{k}" for s, keys in _LEGACY_KEYS.items() for k in keys
+                       if not isinstance(tree.get(s), dict) or k not in tree[s]]
+            if not missing and "fingerprint" in self.checkpoint_header():  # written by this version: it was cut
+                raise RunError(f"{path} lost its last line (its fingerprint) though the checkpoint is of this "
+                               "version: it was truncated; restore it or start over with --overwrite")
+            if missing:
+                raise RunError(f"{path} is incomplete (no {missing[0]}; {len(missing)} keys missing): it was truncated "
+                               "or damaged; restore it or start over with --overwrite")
+        try:
+            cfg = build_config(RunConfig, tree, source=f" in {path}")
+        except ConfigError as e:
+            raise RunError(f"{e}; restore {path} or start over with --overwrite") from None
+        if mark is not None and mark.group(1) != fingerprint(cfg):
+            raise RunError(f"{path} does not match its fingerprint line: it was damaged or its identity edited by hand "
+                           "(only train.epochs, train.device and train.tensorboard may change); restore it or start over with --overwrite")
+        return cfg
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.read_config())
+
+    # -- progress
+    def checkpoint_header(self) -> dict[str, str]:
+        """The checkpoint's safetensors metadata, read without torch and without verifying its digest ({} if none)."""
+        try:
+            if not stat.S_ISREG(os.stat(self.checkpoint_path).st_mode):  # before open(): a FIFO would block
+                raise RunError(f"{self.checkpoint_path} is not a regular file; remove or replace it")
+            with open(self.checkpoint_path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                if n > MAX_READ:
+                    raise RunError(f"{self.checkpoint_path}: damaged header (length {n})")
+                header = json.loads(f.read(n))
+        except FileNotFoundError:
+            return {}
+        except (OSError, struct.error, ValueError) as e:
+            raise RunError(f"{self.checkpoint_path}: damaged checkpoint header ({e}); start over with --overwrite"
+                           ) from None
+        meta = header.get("__metadata__") if isinstance(header, dict) else None
+        return meta if isinstance(meta, dict) else {}
+
+    def epochs_done(self) -> int:
+        """Epochs in the checkpoint (0 without one), from its header alone (loading it verifies the digest)."""
+        meta = self.checkpoint_header()
+        if not meta:
+            return 0
+        try:
+            return int(json.loads(meta["progress"])["epoch"])
+        except (KeyError, TypeError, ValueError):
+            raise RunError(f"{self.checkpoint_path}: damaged checkpoint header (no progress.epoch)") from None
+
+    def metrics_epochs(self) -> int | None:
+        """The last epoch in ``metrics.jsonl`` (None without one; a torn last line is ignored)."""
+        try:
+            text = read_bounded(self.metrics_path).decode(errors="replace")
+        except FileNotFoundError:
+            return None
+        epoch = None
+        for line in text.splitlines():
+            try:
+                epoch = int(json.loads(line)["epoch"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                break
+        return epoch
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The per-epoch records of ``metrics.jsonl`` in order ([] without one); reading stops at the first line that
+        is not a JSON object with an ``epoch`` (a torn last line), and a damaged file is a one-line :class:`RunError`."""
+        try:
+            text = read_bounded(self.metrics_path).decode(errors="replace")
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise RunError(f"cannot read {self.metrics_path} ({e.strerror or e})") from None
+        out = []
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int):
+                break
+            out.append(rec)
+        return out
+
+    # -- records
+    def read_record(self, kind: str) -> Record | None:
+        """The record ``kind`` (None if absent); a damaged one raises one-line :class:`~smvi.store.records.RecordError`.
+        Old dict-shaped files are upgraded (fingerprint from this run's config.toml)."""
+        path = self.record_path(kind)
+        try:
+            raw = read_bounded(path)
+        except FileNotFoundError:
+            return None
+        except RunError as e:
+            raise RecordError(str(e)) from None
+        except OSError as e:
+            raise RecordError(f"cannot read {path} ({e.strerror or e})") from None
+        return parse_record(kind, raw, str(path), self.fingerprint)
+
+    def current_record(self, kind: str, settings=None) -> tuple[Record | None, str | None]:
+        """``(record, why_stale)``: the record ``kind`` and None if it is current for this run (its fingerprint and
+        epochs done, and ``settings`` when given), else the reason. A missing or damaged record is ``(None, why)``."""
+        try:
+            rec = self.read_record(kind)
+        except RecordError as e:
+            return None, str(e)
+        if rec is None:
+            return None, "missing"
+        return rec, staleness(rec, self.fingerprint(), self.epochs_done() or self.metrics_epochs() or 0, settings)
+
+    # -- a stage's progress
+    def partial_path(self, kind: str) -> Path:
+        """Where the stage ``kind`` (eval) keeps its progress until it writes its record."""
+        return self.path / _PARTIALS[kind]
+
+    def read_partial(self, kind: str, settings) -> tuple[Record | None, str | None]:
+        """``(progress, why_not)``: the stage's saved progress and None when it is for this run, its epochs done and
+        ``settings``; else None and why it cannot be used (missing, damaged, stale)."""
+        path = self.partial_path(kind)
+        try:
+            rec = parse_record(f"{kind}_partial", read_bounded(path), str(path), self.fingerprint)
+        except FileNotFoundError:
+            return None, "missing"
+        except (RunError, RecordError, OSError) as e:
+            return None, str(e)
+        why = staleness(rec, self.fingerprint(), self.epochs_done() or self.metrics_epochs() or 0, settings)
+        return (rec, None) if why is None else (None, why)
+
+    def write_partial(self, kind: str, progress: Record) -> None:
+        """Save the stage's progress atomically (a failed write is a one-line :class:`RunError`)."""
+        text, _ = dump_record(progress)
+        with self.writing(f"{self.partial_path(kind).name} was not written, the previous one is intact"):
+            atomic_write_text(self.partial_path(kind), text)
+
+    def drop_partial(self, kind: str) -> None:
+        self.partial_path(kind).unlink(missing_ok=True)
+
+    def write_record(self, kind: str, record: Record) -> Record:
+        """Write ``record`` atomically as the run's ``kind`` record (non-finite numbers as null, noted); returns it as
+        it reads back. A failed write is a one-line :class:`RunError` (the previous file is intact)."""
+        text, written = dump_record(record)
+        with self.writing(f"{self.record_path(kind).name} was not written, the previous one is intact"):
+            atomic_write_text(self.record_path(kind), text)
+        return written
+
+    # -- writing
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive lock on the run so two processes never write it (released on exit or death)."""
+        try:
+            f = open(self.path / _LOCK, "a+")
+        except OSError as e:
+            raise RunError(f"run directory {self.path} is not writable ({e.strerror}); choose another --out") from None
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunError(f"{self.path} is in use by another smvi process; wait for it or use another --out"
+                               ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def check_writable(self) -> None:
+        """Refuse (one line) a directory where a file cannot be created, before any expensive work."""
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".write-test.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as e:
+            raise RunError(f"cannot write in {self.path} ({e.strerror or e}); fix permissions or free space first"
+                           ) from None
+
+    @contextmanager
+    def writing(self, what: str = "the files there are intact") -> Iterator[None]:
+        """Turn a failed write (disk full, permissions) into one-line :class:`RunError`."""
+        try:
+            yield
+        except OSError as e:
+            raise RunError(f"cannot write in {self.path} ({e.strerror or e}); {what}: free space or fix permissions, "
+                           "then rerun") from None
+
+    def clear(self, *, overwrite: bool) -> None:
+        """Remove temporary files left by a killed writer and, with ``overwrite``, the previous run's training files
+        and every result record, stage progress and picture (they describe the model being replaced)."""
+        names = _TRAINING + tuple(_RECORDS.values()) + tuple(_PARTIALS.values()) + tuple(_PICTURES.values())
+        for name in names:
+            for tmp in temporary_files(self.path / name):
+                tmp.unlink(missing_ok=True)
+            if overwrite:
+                (self.path / name).unlink(missing_ok=True)

@@ -1,0 +1,425 @@
+"""``smvi sweep``: train, evaluate, ssl and pictures over a grid of λ values and seeds, idempotently and resumably.
+
+A sweep directory holds ``sweep.toml`` (the resolved :class:`SweepConfig`), one run directory per (λ, seed) and per
+(target, seed) under ``runs/``, and ``sweep_status.json`` (every run's state and, for failures, its error). Each run is a job of stages —
+train (resumed from its checkpoint if interrupted; retrained from scratch if the directory holds a run of another
+identity, which only ``--overwrite`` of the sweep's settings allows), evaluate, ssl and pictures (skipped when the
+run's record is current: :func:`smvi.store.records.staleness`, the one freshness rule) — so running the same sweep again does only what
+is missing, and a failing run is recorded while the others go on. A ``sweep.toml`` written before the AIS settings
+took ais()'s names (``eval.ais_steps``, ...) is read with the keys renamed
+(:func:`smvi.settings.stages.upgrade_eval_settings`). Executors: ``inprocess`` (default), ``process`` (a local pool) and
+``ray`` (``pip install -e '.[ray]'`` from the source tree; optionally an existing cluster's ``address``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import torch
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                      ValidationError, create_model, model_validator)
+
+from smvi.store.atomic import atomic_write_json, atomic_write_text
+from smvi.settings.run import ConfigError, ConstraintConfig, Distinct, NoRepeats, RunConfig, build_config, config_to_toml, read_toml
+from smvi.stages.evaluate import evaluate_run
+from smvi.progress import SweepETA, duration, note, stage_priors, sweep_note
+from smvi.store.records import RecordError
+from smvi.store.rundir import RunDir, RunError, identity_change, sweep_paths
+from smvi.stages.pictures import pictures_run
+from smvi.settings.stages import EvalConfig, PicturesConfig, upgrade_eval_settings
+from smvi.stages.ssl import SSLConfig, ssl_run
+from smvi.stages.train import train
+
+__all__ = ["SweepConfig", "DualSettings", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "target_run_name",
+           "load_sweep_tree"]
+
+Stage = Literal["train", "evaluate", "ssl", "pictures"]
+
+
+_SHARED = [k for k in ConstraintConfig.model_fields if k not in ("target", "measure")]
+DualSettings = create_model(  # the learned λ's settings (ConstraintConfig's, less target and measure), one owner
+    "DualSettings", __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False),
+    __doc__="The learned λ's settings shared by a sweep's target runs: ConstraintConfig's keys but target and measure.",
+    **{k: (ConstraintConfig.model_fields[k].annotation, ConstraintConfig.model_fields[k]) for k in _SHARED},
+)
+
+
+class SweepConfig(BaseModel):
+    """A grid of (λ and targets) × seed over one base run config, and what to do with each run.
+
+    ``lams`` are fixed-λ runs; ``dsm_targets`` and ``gap_targets`` are constrained runs (λ learned so that the
+    training D_SM, or the IWAE_k − ELBO gap estimate, meets the target: ``train.constraint``), with the learned λ's
+    settings from ``constraint``. Any of the three may be empty, not all."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    lams: Annotated[tuple[NonNegativeFloat, ...], NoRepeats] = Field((0.0, 0.01, 0.1), description="λ values")
+    dsm_targets: Annotated[tuple[PositiveFloat, ...], NoRepeats] = Field(
+        (), description="D_SM targets ε: one constrained run each (train.constraint.measure = 'dsm')")
+    gap_targets: Annotated[tuple[PositiveFloat, ...], NoRepeats] = Field(
+        (), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each")
+    constraint: DualSettings = Field(DualSettings(), description="the learned λ's settings of the target runs")
+    seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field((0,), description="training seeds")
+    stages: Annotated[tuple[Stage, ...], Distinct] = Field(
+        ("train", "evaluate", "ssl"), description="what each run does: train, evaluate, ssl, pictures")
+    run: RunConfig = RunConfig()
+    eval: EvalConfig = EvalConfig()
+    ssl: SSLConfig = SSLConfig()
+    pictures: PicturesConfig = PicturesConfig()
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "SweepConfig":
+        targets, base = self.dsm_targets + self.gap_targets, self.run.train
+        if not (self.lams or targets):
+            raise ValueError("lams, dsm_targets and gap_targets are all empty: give at least one λ or target")
+        if base.constraint.target is not None and (targets or any(self.lams)):
+            raise ValueError("run.train.constraint.target is set, which would make every run learn λ: drop it and "
+                             "list the targets in dsm_targets / gap_targets (their λ settings go in [constraint])")
+        if targets and base.lam_warmup_epochs:
+            raise ValueError("run.train.lam_warmup_epochs is set and the sweep has targets: a learned λ has no "
+                             "warm-up; drop the warm-up or run the targets in another sweep")
+        changed = [k for k in _SHARED if getattr(self.constraint, k) != ConstraintConfig.model_fields[k].default]
+        if changed and not targets:
+            raise ValueError(f"constraint.{changed[0]} is set but dsm_targets and gap_targets are empty: "
+                             "add targets or drop it")
+        if "gap_k" in changed and not self.gap_targets:
+            raise ValueError("constraint.gap_k is set but gap_targets is empty: it only serves gap targets")
+        if targets:  # lam_min <= lam_init <= lam_max
+            try:
+                ConstraintConfig(target=1.0, **self.constraint.model_dump())
+            except ValidationError as e:
+                raise ValueError(f"constraint: {e.errors()[0]['msg']}") from None
+        return self
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    config: RunConfig
+    ssl: SSLConfig
+
+
+def _exact(x: float) -> str:
+    """``{x:g}`` when it reads back as exactly x (0.01, 1e-05), else ``repr(x)`` (0.1000001)."""
+    short = f"{x:g}"
+    return short if math.isfinite(x) and float(short) == x else repr(x)
+
+
+def run_name(lam: float, seed: int) -> str:
+    """``lam{λ}_seed{seed}``, λ written by the shortest form that reads back exactly (``lam0.01_seed0``,
+    ``lam0.1000001_seed0``): distinct λ never share a directory, and the names of existing sweeps are unchanged."""
+    return f"lam{_exact(lam)}_seed{seed}"
+
+
+def target_run_name(measure: str, target: float, seed: int) -> str:
+    """A constrained run's name, ``{measure}{ε}_seed{seed}`` (``dsm300_seed0``, ``gap1_seed0``), ε written as λ is
+    in :func:`run_name`: never the name of a fixed-λ run, nor of another target."""
+    return f"{measure}{_exact(target)}_seed{seed}"
+
+
+def load_sweep_tree(tree: dict) -> dict:
+    """A sweep config tree with old eval keys renamed (see the module docstring); one-line ConfigError if both the
+    old and the new spelling of a key are set."""
+    if isinstance(tree.get("eval"), dict):
+        try:
+            tree = {**tree, "eval": upgrade_eval_settings(tree["eval"])}
+        except ValueError as e:
+            raise ConfigError(f"invalid sweep config: eval: {e}") from None
+    return tree
+
+
+def _grid(sweep: SweepConfig, seed: int) -> list[tuple[str, dict]]:
+    """The runs of one seed as (name, updates of the base ``train`` section): every λ, then every D_SM target, then
+    every gap target; a target run has λ = 0 and ``train.constraint`` = the target, its measure and ``constraint``."""
+    out = [(run_name(lam, seed), {"lam": lam, "seed": seed}) for lam in sweep.lams]
+    for measure, targets in (("dsm", sweep.dsm_targets), ("gap", sweep.gap_targets)):
+        for t in targets:
+            c = ConstraintConfig(target=t, measure=measure, **sweep.constraint.model_dump())
+            out.append((target_run_name(measure, t, seed), {"lam": 0.0, "seed": seed, "constraint": c}))
+    return out
+
+
+def plan(sweep: SweepConfig) -> list[RunSpec]:
+    """One run per (λ, seed) and per (target, seed), named by :func:`run_name` / :func:`target_run_name`, each the
+    base config with λ (or the target) and seed set, seed by seed (every run of the first seed comes first, so an
+    interrupted sweep has whole λ curves). The raw-pixel SSL baseline does not depend on the run, so only the first
+    run computes it. Two runs with one name are refused (ConfigError)."""
+    grid = [g for seed in sweep.seeds for g in _grid(sweep, seed)]
+    names = [name for name, _ in grid]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"values {dup[0]} collide in one run name: list each λ and target once")
+    specs = []
+    for name, update in grid:
+        train_cfg = sweep.run.train.model_copy(update=update)
+        ssl_cfg = sweep.ssl if not specs else sweep.ssl.model_copy(update={"raw_pixels": False})
+        specs.append(RunSpec(name, sweep.run.model_copy(update={"train": train_cfg}), ssl_cfg))
+    return specs
+
+
+def _ssl_served(cfg: SSLConfig) -> tuple[SSLConfig, ...]:
+    """The SSL settings whose record serves ``cfg``: itself and, when it skips the raw-pixel baseline, the same with
+    the baseline (a record that has it holds everything asked; e.g. a run that was first in another sweep)."""
+    return (cfg,) if cfg.raw_pixels else (cfg, cfg.model_copy(update={"raw_pixels": True}))
+
+
+STAGE_RECORDS = {"evaluate": "eval", "ssl": "ssl", "pictures": "pictures"}
+"""The stages after training, in order, and the record each writes (:meth:`smvi.store.rundir.RunDir.record_path`)."""
+
+
+def read_sweep(sweep_dir: str | Path) -> SweepConfig:
+    """The settings a sweep directory saved (``sweep.toml``, old eval keys upgraded); a one-line ConfigError if they
+    are invalid."""
+    path = sweep_paths(sweep_dir)[0]
+    return build_config(SweepConfig, load_sweep_tree(read_toml(path)), source=f" in {path}")
+
+
+def _stale(rd: RunDir, stage: str, cfgs) -> bool:
+    """Whether ``stage`` must run: no current record serves any of ``cfgs`` (:func:`smvi.store.records.staleness`)."""
+    return all(rd.current_record(STAGE_RECORDS[stage], c)[1] is not None for c in cfgs)
+
+
+def _epochs_left(spec: RunSpec, rd: RunDir) -> tuple[int, str | None]:
+    """(epochs to train, why the run is retrained from scratch or None): a run of another identity starts over."""
+    other = rd.config_path.exists() and identity_change(rd.read_config(), spec.config)
+    return max(0, spec.config.train.epochs - (0 if other else rd.epochs_done())), other or None
+
+
+def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = False,
+            threads: int | None = None) -> dict:
+    """Do whatever ``spec``'s run still needs; never raises: returns ``{"name", "status", "done", "seconds",
+    "epochs", "error"?}`` (``seconds``: the wall time of each stage it ran; ``epochs``: how many it trained)."""
+    run_dir = Path(run_dir)
+    if threads:
+        torch.set_num_threads(threads)
+    done: list[str] = []
+    seconds: dict[str, float] = {}
+    epochs = 0
+    rd = RunDir(run_dir)
+    try:
+        if "train" in sweep.stages:
+            epochs, other = _epochs_left(spec, rd)
+            if epochs:
+                t = time.perf_counter()
+                train(spec.config, run_dir, resume=rd.has_run() and not other, overwrite=bool(other),
+                      progress=progress)
+                seconds["train"] = round(time.perf_counter() - t, 2)
+                done.append("train" + (f" (retrained: {other})" if other else ""))
+        stages = (("evaluate", evaluate_run, (sweep.eval,)), ("ssl", ssl_run, _ssl_served(spec.ssl)),
+                  ("pictures", pictures_run, (sweep.pictures,)))
+        for stage, fn, cfgs in stages:
+            if stage in sweep.stages and _stale(rd, stage, cfgs):
+                t = time.perf_counter()
+                where = {} if stage == "ssl" else {"device": spec.config.train.device}  # where it trained (auto: GPU)
+                fn(run_dir, cfgs[0], overwrite=True, progress=progress, **where)
+                seconds[stage] = round(time.perf_counter() - t, 2)
+                done.append(stage)
+    except Exception as e:  # noqa: BLE001 -- a failing run is recorded and the sweep goes on
+        last = traceback.extract_tb(e.__traceback__)[-1]
+        return {"name": spec.name, "status": "failed", "done": done, "seconds": seconds, "epochs": epochs,
+                "error": f"{type(e).__name__}: {e} (at {Path(last.filename).name}:{last.lineno})"}
+    return {"name": spec.name, "status": "ok", "done": done, "seconds": seconds, "epochs": epochs}
+
+
+def pending_work(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path) -> dict[str, int]:
+    """What ``spec``'s run still needs, as :class:`~smvi.progress.SweepETA` counts it: ``{"epochs": e,
+    "evaluate": 0 or 1, "ssl": 0 or 1, "pictures": 0 or 1}`` (the decisions of :func:`run_job`, made up front). An unreadable run
+    counts as all of its work: this is an estimate, never an error."""
+    rd = RunDir(run_dir)
+    try:
+        epochs = _epochs_left(spec, rd)[0] if "train" in sweep.stages else 0
+        stale = {"evaluate": epochs > 0 or _stale(rd, "evaluate", (sweep.eval,)),
+                 "ssl": epochs > 0 or _stale(rd, "ssl", _ssl_served(spec.ssl)),
+                 "pictures": epochs > 0 or _stale(rd, "pictures", (sweep.pictures,))}
+    except Exception:  # noqa: BLE001 -- run_job will say what is wrong with it
+        epochs = spec.config.train.epochs if "train" in sweep.stages else 0
+        stale = dict.fromkeys(("evaluate", "ssl", "pictures"), True)
+    return {"epochs": epochs, **{s: int(s in sweep.stages and stale[s]) for s in stale}}
+
+
+def measured_times(eta: SweepETA, run_dirs, last: int = 20) -> None:
+    """Give ``eta`` the times the runs' own files record, so that a resumed sweep (or ``smvi status``) starts from
+    measurements rather than priors: the last ``last`` epochs of each run (``metrics.jsonl``'s ``seconds``) and each
+    record's ``seconds``. Unreadable files add nothing: this is an estimate, never an error."""
+    for run_dir in run_dirs:
+        rd = RunDir(run_dir)
+        seconds, epochs = {}, 0
+        try:
+            times = [m["seconds"] for m in rd.read_metrics()[-last:] if isinstance(m.get("seconds"), (int, float))]
+            seconds["train"], epochs = float(sum(times)), len(times)
+        except (RunError, OSError):
+            pass
+        for stage, kind in STAGE_RECORDS.items():
+            try:
+                rec = rd.read_record(kind)
+            except (RecordError, RunError, OSError):
+                rec = None
+            if rec is not None and getattr(rec, "seconds", None):
+                seconds[stage] = float(rec.seconds)
+        eta.finished(f"measured: {rd.path}", seconds, epochs=epochs)
+
+
+def _writing(sweep_dir: Path, fn, *args) -> None:
+    """Run a write in the sweep directory, a failure (disk full, permissions) becoming one-line RunError."""
+    try:
+        fn(*args)
+    except OSError as e:
+        raise RunError(f"cannot write in {sweep_dir} ({e.strerror or e}); finished work is kept: free space or fix "
+                       "permissions, then rerun the same command") from None
+
+
+def _prepare(sweep: SweepConfig, sweep_dir: Path, overwrite: bool) -> None:
+    path = sweep_paths(sweep_dir)[0]
+    text = config_to_toml(sweep)
+    if path.exists() and not overwrite:
+        saved = read_sweep(sweep_dir)
+        if saved.model_dump() != sweep.model_dump():
+            raise ConfigError(
+                f"{path} holds a different sweep: rerun with the same settings to resume it, use another "
+                "directory, or pass --overwrite to replace its settings (finished runs of an unchanged identity "
+                "are reused, the others retrained)"
+            )
+    _writing(sweep_dir, lambda: (sweep_dir.mkdir(parents=True, exist_ok=True), atomic_write_text(path, text)))
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    sweep_dir: str | Path,
+    *,
+    executor: Literal["inprocess", "process", "ray"] = "inprocess",
+    workers: int = 1,
+    address: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Run every job of the sweep (see the module docstring); returns and saves each run's status.
+
+    ``sweep_status.json`` is written at the start (every run ``pending``, and ``workers``: the runs side by side) and
+    rewritten as each run finishes, and with ``progress`` each finished run prints one line, so a long sweep on any
+    executor can be followed."""
+    sweep_dir = Path(sweep_dir)
+    specs = plan(sweep)  # refuses colliding run names before anything is written
+    _prepare(sweep, sweep_dir, overwrite)
+    names = [s.name for s in specs]
+    _, status_path, runs_dir = sweep_paths(sweep_dir)
+    dirs = {s.name: runs_dir / s.name for s in specs}
+    threads = worker_threads(workers) if executor != "inprocess" else None
+    results: dict[str, dict] = {}
+    eta = None
+    jobs = workers if executor != "inprocess" else 1  # runs side by side
+    if progress:
+        work = {s.name: pending_work(s, sweep, dirs[s.name]) for s in specs}
+        eta = SweepETA(work, stage_priors(sweep.run, sweep.eval), jobs)
+        measured_times(eta, dirs.values())
+        note(sweep_note(sweep_dir, work, eta))
+
+    def write_status() -> None:
+        _writing(sweep_dir, atomic_write_json, status_path, {"runs": [results[n] for n in names if n in results],
+                                                             "pending": [n for n in names if n not in results],
+                                                             "workers": jobs})
+
+    def record(r: dict) -> None:
+        results[r["name"]] = r
+        write_status()
+        if eta is not None:
+            sec = r.get("seconds", {})  # the stages it ran, and the epochs its training stage trained
+            eta.finished(r["name"], sec, r.get("epochs", 0))
+            what = ", ".join(r["done"]) or "nothing left to do"
+            took = f" in {duration(sum(sec.values()))}" if sec else ""
+            note(f"[{len(results)}/{len(specs)} runs] {r['name']}: {r['status']} ({what}){took}"
+                 + (f": {r['error']}" if "error" in r else "") + f"; {eta.eta()}")
+
+    write_status()  # from the start: every run pending, and how many run side by side (smvi status reads it)
+    if executor == "inprocess":
+        for s in specs:
+            note(f"{s.name} ...", progress)  # a header for the run's progress
+            record(run_job(s, sweep, dirs[s.name], progress=progress))
+    elif executor == "process":
+        _run_pool(specs, sweep, dirs, workers, threads, record)
+    elif executor == "ray":
+        _run_ray(specs, sweep, dirs, address, threads, record)
+    else:
+        raise ConfigError(f"unknown executor {executor!r}: use inprocess, process or ray")
+    return [results[n] for n in names]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or ``taskset``'s limit), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
+def worker_threads(workers: int) -> int:
+    """Torch threads per worker of a ``workers``-process pool: the usable cores shared out, at least one. On 2 cores
+    two 1-thread runs side by side beat one 2-thread run at a time (benchmarks/README.md, "concurrent runs")."""
+    return max(1, usable_cores() // workers)
+
+
+def _worker_signals() -> None:
+    """A pool worker's initializer. Ctrl-C, which a terminal sends to the whole process group, is the parent's alone
+    to act on (:func:`_run_pool` terminates the workers); otherwise each worker would also raise KeyboardInterrupt in
+    its job and send it back as the job's result while the parent tears the pool down. SIGTERM, the parent's way of
+    stopping a worker, ends it at once (the default), whatever handler the worker inherited from the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, retries: int = 2) -> None:
+    """Run the jobs in a local process pool, passing each result to ``record``. A worker that dies (killed, out of
+    memory) breaks the pool: the jobs it took down are retried in a fresh pool (their training resumes from its
+    checkpoint), up to ``retries`` times. Ctrl-C (or any exception here: the CLI raises SIGTERM as one) stops the
+    workers at once and cancels the queued jobs: a worker's job would otherwise swallow the interrupt and the pool
+    wait for every queued job. The workers ignore SIGINT themselves (:func:`_worker_signals`). What a stopped job
+    leaves is safe to resume (checkpoints and records are written atomically)."""
+    todo = list(specs)
+    for _ in range(retries + 1):
+        lost = []
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_signals)
+        try:
+            futures = {pool.submit(run_job, s, sweep, dirs[s.name], threads=threads): s for s in todo}
+            for f in as_completed(futures):
+                try:
+                    record(f.result())
+                except BrokenProcessPool:
+                    lost.append(futures[f])
+        except BaseException:
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):  # no public way to stop workers
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        todo = lost
+        if not todo:
+            break
+    for s in todo:
+        record({"name": s.name, "status": "failed", "done": [], "error": f"its worker process died {retries + 1} times"})
+
+
+def _run_ray(specs, sweep, dirs, address, threads, record) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the ray executor needs Ray: pip install -e '.[ray]' from the smvi source tree") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=threads or 1)(run_job)
+        pending = [remote.remote(s, sweep, str(dirs[s.name]), threads=threads) for s in specs]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            record(ray.get(ready[0]))
+    finally:
+        if started:
+            ray.shutdown()
