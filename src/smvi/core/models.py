@@ -9,9 +9,10 @@ The protocol (:class:`LatentVariableModel`) is four members:
   shape ``[z_dim]``
 
 Optional members that estimators use when present: ``prior`` (a Distribution, for analytic KL) and ``decode(z)``
-(a Distribution over x, for simulating data in BDMC). The gap split (:mod:`smvi.stages.gaps`) also needs ``family`` (a
-:class:`~smvi.core.posteriors.PosteriorFamily`) and ``encoder_params(x)`` (``[N, family.n_params]``), with
-``encode(x) == family.distribution(encoder_params(x))``.
+(a Distribution over x, for simulating data in BDMC). Training with ``train.dsm_grad`` other than "both" needs
+``decoder_parameters()``: the generative model's parameters θ (every other parameter is the encoder's φ). The gap
+split (:mod:`smvi.stages.gaps`) also needs ``family`` (a :class:`~smvi.core.posteriors.PosteriorFamily`) and
+``encoder_params(x)`` (``[N, family.n_params]``), with ``encode(x) == family.distribution(encoder_params(x))``.
 
 Two models implement it: :class:`VAE` (the paper's) and :class:`LinearGaussian` (closed-form posterior, for tests and
 for checking estimators).
@@ -105,6 +106,10 @@ class VAE(nn.Module):
         """The family's parameters for each example, ``[N, family.n_params]``."""
         return self.encoder(x)
 
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """θ, the parameters of p(x|z) (the prior has none); the encoder's and the flow's are φ."""
+        return list(self.decoder.parameters())
+
     def encode(self, x: Tensor) -> Distribution:
         return self.family.distribution(self.encoder(x))
 
@@ -163,6 +168,10 @@ class LinearGaussian(nn.Module):
                 p.copy_(0.3 * r(*p.shape))
         return cls(*args, family=family, E=0.1 * r(extra, x_dim) if posterior == "flow" else None,
                    e=0.3 * r(extra) if extra else None)
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """θ = (W, b, log s), the parameters of p(x|z); the rest (A, c, log σ, E, e, the family's) are φ."""
+        return [self.W, self.b, self.log_s]
 
     def encoder_params(self, x: Tensor) -> Tensor:
         """``[N, family.n_params]``: [Ax + c, log σ, Ex + e]."""

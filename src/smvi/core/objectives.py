@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 
 __all__ = ["elbo", "score_matching_divergence", "smvi_objective", "SMVITerms", "beta_vae_objective", "BetaTerms",
-           "iwae_objective", "IWAETerms", "training_objective", "OBJECTIVES"]
+           "iwae_objective", "IWAETerms", "training_objective", "OBJECTIVES", "backward", "DSM_GRADS"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,41 @@ def smvi_objective(
     elbo_ = rec - kl
     loss = -elbo_ if lam == 0 else -(elbo_ - lam * d_sm)
     return SMVITerms(loss=loss, elbo=elbo_, log_likelihood=rec, kl=kl, d_sm=d_sm)
+
+
+DSM_GRADS = ("both", "encoder", "decoder")
+
+
+def backward(model, terms: SMVITerms | BetaTerms | IWAETerms, *, lam: float = 0.0, dsm_grad: str = "both") -> None:
+    """Accumulate the training gradient of the batch-mean loss into the parameters' ``.grad``, the D_SM penalty's
+    part reaching only the side ``dsm_grad`` names. With θ the decoder's parameters (``model.decoder_parameters()``)
+    and φ all the others (the encoder's, a flow's), L̄ = mean(−ELBO) and D̄ = mean(D_SM) over the batch:
+
+    - "both" (the paper's SMVI): θ and φ get ∇(L̄ + λ·D̄) — exactly ``terms.loss.mean().backward()``;
+    - "encoder": θ gets ∇_θ L̄ (the VAE's decoder gradient at the same draws), φ gets ∇_φ(L̄ + λ·D̄);
+    - "decoder": θ gets ∇_θ(L̄ + λ·D̄), φ gets ∇_φ L̄ (the VAE's encoder gradient).
+
+    Split, this is no longer the gradient of one objective: each side follows its own (θ the ELBO and φ the SMVI
+    objective, or the reverse). Each part is a partial derivative at the current (θ, φ): ∇_φ D̄ runs through
+    z = μ_φ + σ_φ⊙ε and q's score, ∇_θ D̄ through the decoder's input-gradient (second-order autograd, see
+    :func:`_log_lik_and_score_gap`). Two backward passes over one forward graph: L̄'s (the graph retained), then
+    λ·D̄'s, accumulated only into the chosen side's parameters (``inputs=``). When ``terms`` has no D_SM (λ = 0, or
+    another objective) there is no penalty and ``dsm_grad`` changes nothing.
+    """
+    if dsm_grad not in DSM_GRADS:
+        raise ValueError(f"unknown dsm_grad {dsm_grad!r}: use one of {list(DSM_GRADS)}")
+    d_sm = getattr(terms, "d_sm", None)
+    if dsm_grad == "both" or d_sm is None or lam == 0:
+        terms.loss.mean().backward()
+        return
+    theta = model.decoder_parameters()
+    if dsm_grad == "encoder":
+        decoder = {id(p) for p in theta}
+        side = [p for p in model.parameters() if id(p) not in decoder and p.requires_grad]
+    else:
+        side = [p for p in theta if p.requires_grad]
+    (-terms.elbo.mean()).backward(retain_graph=True)
+    (lam * d_sm.mean()).backward(inputs=side)
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,10 @@ class TrainConfig(_Frozen):
     )
     beta: float | None = Field(None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)")
     iwae_k: int | None = Field(None, gt=0, description="importance samples of IWAE training (objective='iwae' only)")
+    dsm_grad: Literal["both", "encoder", "decoder"] = Field(
+        "both", description="which parameters the λ·D_SM penalty's gradient reaches: 'both' (SMVI), 'encoder' (the "
+        "decoder trained by the ELBO alone) or 'decoder' (the encoder by the ELBO alone); SMVI with λ > 0 only"
+    )
     constraint: ConstraintConfig = ConstraintConfig()
 
     @model_validator(mode="after")
@@ -203,6 +207,10 @@ class TrainConfig(_Frozen):
         if o != "smvi" and (self.lam != 0 or self.lam_warmup_epochs != 0):
             raise ValueError(f"train.lam and train.lam_warmup_epochs are only used by objective='smvi' "
                              f"(objective is {o!r}): set them to 0 or use train.objective='smvi'")
+        if self.dsm_grad != "both" and (o != "smvi" or (self.lam == 0 and self.constraint.target is None)):
+            raise ValueError(f"train.dsm_grad={self.dsm_grad!r} steers the D_SM penalty's gradient, which needs "
+                             "objective='smvi' with train.lam > 0 or train.constraint.target: set one or drop "
+                             "train.dsm_grad")
         if o == "iwae" and self.n_samples != 1:
             raise ValueError("train.n_samples is not used by objective='iwae', which draws train.iwae_k samples: "
                              "remove it")

@@ -29,7 +29,7 @@ from smvi.core.constraint import DualState, EpochDual, batch_measure, dual_updat
 from smvi.data.loading import DynamicBinarizer, ImageData, cache_dir, fixed_inputs, load_data
 from smvi.core.diagnostics import active_units
 from smvi.core.models import VAE
-from smvi.core.objectives import smvi_objective, training_objective
+from smvi.core.objectives import backward, smvi_objective, training_objective
 from smvi.progress import Progress, note, training_note
 from smvi.store.rundir import RunDir, RunError, fingerprint, identity_change
 from smvi.stages.tracking import NullTracker, open_tracker
@@ -246,7 +246,7 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
             measure = batch_measure(tc.constraint, terms, model, x)
             ok = math.isfinite(measure)
         if ok:
-            loss.backward()
+            backward(model, terms, lam=lam, dsm_grad=tc.dsm_grad)
             norm = (torch.nn.utils.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip
                     else _total_norm([p.grad for p in params if p.grad is not None]))
             ok = bool(torch.isfinite(norm))
