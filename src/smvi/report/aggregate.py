@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from smvi.settings.run import ConstraintConfig, ModelConfig, dotted_items
+from smvi.settings.families import DEFAULT_FAMILY, FAMILIES
+from smvi.settings.run import ConstraintConfig, dotted_items
 from smvi.store.records import RecordError
 from smvi.store.rundir import RunDir, RunError, config_files, read_bounded, sweep_paths
 from smvi.store.stats import mean_se
@@ -79,7 +80,7 @@ _OBJECTIVE = {"smvi": ("SMVI", "λ", "train.lam"), "beta": ("β-VAE", "β", "tra
 
 
 METHOD_KEYS = ({"train.objective", "model.posterior"} | {key for *_, key in _OBJECTIVE.values()} - {"train.lam"}
-               | {f"model.{k}" for k in ModelConfig.model_fields if k.startswith("flow_")})
+               | {f"model.{k}" for spec in FAMILIES.values() for k in spec.settings})
 """The settings that tell methods apart (:func:`method_of`): runs of a study differ in them by design."""
 
 
@@ -93,8 +94,8 @@ def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
     value = _num(config.get(key)) if key else None
     if name is None or value is None:
         return None
-    family = config.get("model.posterior", "diagonal")
-    return (name if family == "diagonal" else f"{name}, {family} q"), knob, value
+    family = config.get("model.posterior", DEFAULT_FAMILY)
+    return (name if family == DEFAULT_FAMILY else f"{name}, {family} q"), knob, value
 
 
 def lam_series(runs: list[Run]) -> tuple[list[Run], list[Run]]:

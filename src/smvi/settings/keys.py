@@ -71,6 +71,9 @@ def describe(cls: type[BaseModel], prefix: str = "", defaults: dict | None = Non
             docs.extend(describe(ann, f"{prefix}{name}.", defaults.get(name)))
             continue
         kind, bounds = type_name(ann), _bounds(field.metadata)
+        choices = [m.func.choices for m in field.metadata if hasattr(getattr(m, "func", None), "choices")]
+        if choices:  # a name from a registry (settings.run.one_of): its names, as a Literal's
+            kind = " | ".join(repr(c) for c in choices[0])
         if bounds:
             unset = kind.endswith(" or unset")
             kind = ", ".join([kind.removesuffix(" or unset"), *bounds]) + (", or unset" if unset else "")

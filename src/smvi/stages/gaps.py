@@ -10,7 +10,7 @@ of Q for this x alone (the "local" q):
                                 the posterior)             the best member for x)
 
 :func:`fit_local` finds q*_x by stochastic gradient ascent on the ELBO over the per-image free parameters of the
-model's own family (:meth:`~smvi.core.posteriors.PosteriorFamily.local_init`: the Gaussian's mean and Cholesky factor;
+model's own family (:meth:`~smvi.core.families.PosteriorFamily.local_init`: the Gaussian's mean and Cholesky factor;
 for the flow, its base, context *and* a private copy of every coupling weight), starting from the encoder's output.
 :func:`gap_split` evaluates both ELBOs with the same draws (common random numbers) and splits the gap given log p(x)
 (from AIS, or exact). :func:`gaps_run` does this for a trained run and writes its gaps record

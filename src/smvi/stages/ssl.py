@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 
 from smvi.settings.run import Distinct
 from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
-from smvi.core.posteriors import location
+from smvi.core.families import location
 from smvi.progress import Progress, label_of, note
 from smvi.store.records import SSLRecord, SSLScores, make_header
 from smvi.store.rundir import RunError
