@@ -13,14 +13,14 @@ import torch
 import smvi
 from smvi.core.families import FAMILIES, PosteriorFamily, make_family, register_family
 from smvi.core.models import VAE, LinearGaussian
-from smvi.core.objectives import OBJECTIVES, training_objective
+from smvi.core.objectives import training_objective
 from smvi.settings import families as specs
+from smvi.settings.objectives import OBJECTIVES
 from smvi.settings.run import ConfigError, ModelConfig, load_config
 
 SMALL = {"flow": dict(flow_layers=3, flow_hidden=(16,), flow_context=3)}
 """Small settings for the families whose defaults are too large for a 2-d grid (the others use their defaults)."""
 
-KNOBS = {"smvi": dict(lam=0.5), "beta": dict(beta=2.0), "iwae": dict(iwae_k=4)}
 KINDS = list(specs.FAMILIES)
 
 
@@ -150,7 +150,8 @@ def test_every_objective_trains_every_family(kind, objective):
     m = linear_model(kind)
     x = m.decode(torch.randn(6, 2, dtype=torch.float64)).sample().detach()
     torch.manual_seed(0)
-    terms = training_objective(m, x, objective=objective, **KNOBS[objective])
+    spec = OBJECTIVES[objective]
+    terms = training_objective(m, x, objective=objective, **{spec.knob: spec.example})
     for name, value in vars(terms).items():
         if isinstance(value, torch.Tensor):
             assert value.shape == (6,) and bool(torch.isfinite(value).all()), name

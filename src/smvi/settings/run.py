@@ -18,6 +18,7 @@ import tomli_w
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smvi.settings.families import DEFAULT_FAMILY, FAMILIES
+from smvi.settings.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -66,6 +67,8 @@ def one_of(names: Mapping[str, Any], what: str) -> AfterValidator:
 Activation = Literal["softplus", "relu", "tanh", "elu"]
 FamilyName = Annotated[str, one_of(FAMILIES, "posterior family")]
 """A ``model.posterior`` value: a name of :data:`smvi.settings.families.FAMILIES`."""
+ObjectiveName = Annotated[str, one_of(OBJECTIVES, "objective")]
+"""A ``train.objective`` value: a name of :data:`smvi.settings.objectives.OBJECTIVES`."""
 FLOW_DEFAULTS: dict[str, Any] = dict(FAMILIES["flow"].settings)
 """The flow settings a ``posterior = "flow"`` model gets when it does not set them (kept for old imports; the owner is
 :data:`smvi.settings.families.FAMILIES`)."""
@@ -195,8 +198,9 @@ class TrainConfig(_Frozen):
         None, description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
         "metrics.jsonl stays the record"
     )
-    objective: Literal["smvi", "beta", "iwae"] = Field(
-        "smvi", description="what training maximizes: ELBO − λ·D_SM, the β-VAE's E log p(x|z) − β·KL, or IWAE's L_k"
+    objective: ObjectiveName = Field(
+        DEFAULT_OBJECTIVE, description="what training maximizes — "
+        + "; ".join(f"{n}: {o.description}" for n, o in OBJECTIVES.items())
     )
     beta: float | None = Field(None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)")
     iwae_k: int | None = Field(None, gt=0, description="importance samples of IWAE training (objective='iwae' only)")
@@ -204,9 +208,10 @@ class TrainConfig(_Frozen):
 
     @model_validator(mode="after")
     def _fixed_or_learned(self) -> "TrainConfig":
-        if self.constraint.target is not None and self.objective != "smvi":
+        if self.constraint.target is not None and not OBJECTIVES[self.objective].constrained:
+            which = " or ".join(f"train.objective={n!r}" for n, o in OBJECTIVES.items() if o.constrained)
             raise ValueError(f"train.constraint.target learns SMVI's λ but train.objective is {self.objective!r}: "
-                             "drop the target or use train.objective='smvi'")
+                             f"drop the target or use {which}")
         if self.constraint.target is not None and (self.lam != 0 or self.lam_warmup_epochs != 0):
             key = "lam" if self.lam != 0 else "lam_warmup_epochs"
             raise ValueError(f"train.{key} and train.constraint.target are both set: λ is either fixed (train.lam) "
@@ -215,21 +220,20 @@ class TrainConfig(_Frozen):
 
     @model_validator(mode="after")
     def _settings_match_the_objective(self) -> "TrainConfig":
-        """Every setting is used by the chosen objective: a β without the β-VAE, a k without IWAE or a λ without
-        SMVI is refused rather than ignored."""
-        o = self.objective
-        for key, owner in (("beta", "beta"), ("iwae_k", "iwae")):
-            value = getattr(self, key)
-            if o == owner and value is None:
-                raise ValueError(f"objective='{owner}' needs train.{key} (e.g. train.{key}={4 if owner == 'beta' else 5})")
-            if o != owner and value is not None:
-                raise ValueError(f"train.{key} is only used by objective='{owner}' (objective is {o!r}): "
-                                 f"remove it or set train.objective='{owner}'")
-        if o != "smvi" and (self.lam != 0 or self.lam_warmup_epochs != 0):
-            raise ValueError(f"train.lam and train.lam_warmup_epochs are only used by objective='smvi' "
-                             f"(objective is {o!r}): set them to 0 or use train.objective='smvi'")
-        if o == "iwae" and self.n_samples != 1:
-            raise ValueError("train.n_samples is not used by objective='iwae', which draws train.iwae_k samples: "
+        """Every setting is used by the chosen objective (:data:`smvi.settings.objectives.OBJECTIVES`): a β without
+        the β-VAE, a k without IWAE or a λ without SMVI is refused rather than ignored."""
+        o, spec = self.objective, OBJECTIVES[self.objective]
+        if spec.settings[spec.knob] is None and getattr(self, spec.knob) is None:
+            raise ValueError(f"objective={o!r} needs train.{spec.knob} (e.g. train.{spec.knob}={spec.example})")
+        for other in OBJECTIVES.values():
+            foreign = [k for k in other.settings if k not in spec.settings]
+            if any(getattr(self, k) != other.settings[k] for k in foreign):
+                keys = " and ".join(f"train.{k}" for k in foreign)
+                them = "them" if len(foreign) > 1 else "it"
+                raise ValueError(f"{keys} {'are' if len(foreign) > 1 else 'is'} only used by objective={other.name!r} "
+                                 f"(objective is {o!r}): remove {them} or set train.objective={other.name!r}")
+        if not spec.n_samples and self.n_samples != 1:
+            raise ValueError(f"train.n_samples is not used by objective={o!r}, which draws train.{spec.knob} samples: "
                              "remove it")
         return self
 

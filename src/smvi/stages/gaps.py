@@ -36,6 +36,7 @@ from smvi.core.objectives import _check_batch, _kl
 from smvi.progress import note
 from smvi.store.records import GapsFit, GapsPerImage, GapsRecord, make_header
 from smvi.store.rundir import RunError
+from smvi.settings.objectives import knob_of
 from smvi.settings.stages import GapConfig
 from smvi.store.stats import MeanSE, mean_se
 from smvi.stages.trained import open_stage
@@ -193,7 +194,7 @@ def _knob(train) -> dict[str, float]:
     ``{"target": ε}`` (train.constraint.target)."""
     if train.constraint.target is not None:
         return {"target": train.constraint.target}
-    return {"smvi": {"lam": train.lam}, "beta": {"beta": train.beta}, "iwae": {"iwae_k": train.iwae_k}}[train.objective]
+    return knob_of(train)
 
 
 def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageData | None = None,
