@@ -3,6 +3,7 @@ interrupted sweep resumes; Ray gives the same results as in-process."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tomllib
@@ -56,30 +57,39 @@ def test_sweep_runs_every_stage_once_and_reruns_do_nothing(idx_dir, tmp_path):
     assert [r["name"] for r in status["runs"]] == ["lam0_seed0", "lam0.5_seed0"]
 
 
+def with_run(stage: str, run):
+    """The sweep's stage list with ``stage`` run by ``run``."""
+    return {**S.STAGES, stage: dataclasses.replace(S.STAGES[stage], run=run)}
+
+
 def test_a_failing_run_is_recorded_and_the_others_go_on(idx_dir, tmp_path, monkeypatch):
-    real = S.evaluate_run
+    real, stages = S.STAGES["evaluate"].run, S.AFTER_TRAINING
 
     def flaky(run_dir, *a, **k):
         if "lam0_" in str(run_dir):
             raise RuntimeError("injected failure")
         return real(run_dir, *a, **k)
 
-    monkeypatch.setattr(S, "evaluate_run", flaky)
+    monkeypatch.setattr(S, "AFTER_TRAINING", tuple(with_run("evaluate", flaky)[s.name] for s in S.AFTER_TRAINING))
     results = S.run_sweep(tiny_sweep(idx_dir, stages=["train", "evaluate"]), tmp_path / "sw", progress=False)
     bad, good = results
     assert bad["status"] == "failed" and "injected failure" in bad["error"] and bad["done"] == ["train"]
     assert good["status"] == "ok" and good["done"] == ["train", "evaluate"]
-    monkeypatch.setattr(S, "evaluate_run", real)  # the fault is gone: only the missing stage is redone
+    monkeypatch.setattr(S, "AFTER_TRAINING", stages)  # the fault is gone: only the missing stage is redone
     results = S.run_sweep(tiny_sweep(idx_dir, stages=["train", "evaluate"]), tmp_path / "sw", progress=False)
     assert [r["done"] for r in results] == [["evaluate"], []]
 
 
 def test_stages_run_on_the_device_the_run_trained_on(idx_dir, tmp_path, monkeypatch):
+    import smvi.stages.registry as R
+
     seen = []
-    for name in ("evaluate_run", "ssl_run"):
-        real = getattr(S, name)
-        monkeypatch.setattr(S, name, lambda run_dir, *a, _real=real, _name=name, **k:
-                            seen.append((_name, k.get("device"))) or _real(run_dir, *a, **k))
+    real_evaluate, real_ssl = R.STAGES["evaluate"].run, R.ssl_run
+    evaluate = with_run("evaluate", lambda run_dir, *a, **k: seen.append(("evaluate_run", k.get("device")))
+                        or real_evaluate(run_dir, *a, **k))["evaluate"]
+    monkeypatch.setattr(S, "AFTER_TRAINING", tuple(evaluate if s.name == "evaluate" else s for s in S.AFTER_TRAINING))
+    monkeypatch.setattr(R, "ssl_run", lambda run_dir, *a, **k: seen.append(("ssl_run", k.get("device")))
+                        or real_ssl(run_dir, *a, **k))
     S.run_sweep(tiny_sweep(idx_dir, lams=[0.0]), tmp_path / "auto", progress=False)
     # train.device = "auto" (the default): evaluated where auto points, a GPU when there is one; ssl takes no device
     assert seen == [("evaluate_run", "auto"), ("ssl_run", None)]

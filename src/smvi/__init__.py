@@ -57,10 +57,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "IWAETerms": ("core.objectives", "IWAETerms"),
     "training_objective": ("core.objectives", "training_objective"),
     # posterior families and the gap split
-    "make_family": ("core.posteriors", "make_family"),
-    "DiagonalGaussian": ("core.posteriors", "DiagonalGaussian"),
-    "FullGaussian": ("core.posteriors", "FullGaussian"),
-    "CouplingFlow": ("core.posteriors", "CouplingFlow"),
+    "make_family": ("core.families", "make_family"),
+    "DiagonalGaussian": ("core.families", "DiagonalGaussian"),
+    "FullGaussian": ("core.families", "FullGaussian"),
+    "CouplingFlow": ("core.families", "CouplingFlow"),
     "gap_split": ("stages.gaps", "gap_split"),
     "fit_local": ("stages.gaps", "fit_local"),
     "GapResult": ("stages.gaps", "GapResult"),
@@ -122,7 +122,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from smvi.stages.gaps import GapResult, fit_local, gap_split, gaps_run
     from smvi.core.objectives import (BetaTerms, IWAETerms, SMVITerms, beta_vae_objective, elbo, iwae_objective,
                              score_matching_divergence, smvi_objective, training_objective)
-    from smvi.core.posteriors import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
+    from smvi.core.families import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
     from smvi.stages.ssl import SSLConfig, ssl_run
     from smvi.data.synthetic import synthetic_images
     from smvi.store.rundir import RunDir, RunError, fingerprint

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from smvi.settings.objectives import OBJECTIVES
+from smvi.settings.stages import STAGES
 from smvi.settings.run import ConfigError, ModelConfig
 
 __all__ = ["Progress", "SweepETA", "display_mode", "duration", "note", "label_of", "expected_epoch_seconds",
@@ -234,17 +236,47 @@ class Progress:
         print(line, file=self.stream, flush=True)
 
 
-def stage_priors(run, eval_settings, n_train: int = 60_000) -> dict[str, float]:
+def _evaluate_seconds(e) -> float:
+    """One evaluation: its AIS gradients (test and train subsets) and its whole-test-set IWAE samples."""
+    gradients = (e.n_test + e.n_train) * e.ais.chains * e.ais.steps * e.ais.leapfrog_steps
+    return gradients / AIS_GRADIENTS_PER_S + 10_000 * e.iwae_full_test_k / IWAE_SAMPLES_PER_S
+
+
+def _convergence_seconds(c) -> float:
+    """One convergence check: BDMC (forward and reverse) and the AIS ladder, each over every length, as AIS gradients
+    (the paper's model: 2689 s for 4 lengths up to 2000 on 50 points, two jobs side by side, is 1.2× this)."""
+    return 3 * c.n_points * c.ais.chains * c.ais.leapfrog_steps * sum(c.steps) / AIS_GRADIENTS_PER_S
+
+
+def _gaps_seconds(g) -> float:
+    """One gap split: AIS for log p(x), then the local fit's steps × draws, counted as AIS gradients (the frontier
+    study's paper-sized runs: 500–1500 s with two jobs side by side, against 580 s here)."""
+    gradients = g.n_points * (g.ais.chains * g.ais.steps * g.ais.leapfrog_steps + g.steps * g.n_samples)
+    return gradients / AIS_GRADIENTS_PER_S
+
+
+_PRIORS = {"evaluate": _evaluate_seconds, "convergence": _convergence_seconds, "gaps": _gaps_seconds}
+"""Seconds of one run of a stage of :data:`smvi.settings.stages.STAGES` from its settings, for the paper's model."""
+_FIXED = {"ssl": SSL_SECONDS, "pictures": PICTURES_SECONDS}
+"""Seconds of one run of a stage, whatever the model and settings."""
+
+
+def stage_priors(run, eval_settings, n_train: int = 60_000, *, settings: dict | None = None) -> dict[str, float]:
     """Rough seconds per unit of a sweep's work before it has measured any, for :class:`SweepETA`: per epoch and per
-    evaluation (from its AIS and whole-test-set IWAE work) for the paper's model only, and per ssl stage. ``run`` is
-    the base :class:`~smvi.settings.run.RunConfig`, ``eval_settings`` the :class:`~smvi.settings.stages.EvalConfig`."""
-    priors = {"ssl": SSL_SECONDS, "pictures": PICTURES_SECONDS}
+    run of each stage of :data:`smvi.settings.stages.STAGES` that has a prior here (evaluate from its AIS and
+    whole-test-set IWAE work, convergence and gaps from their AIS and fit work: the paper's model only; ssl and
+    pictures always). ``run`` is the base :class:`~smvi.settings.run.RunConfig`, ``eval_settings`` the
+    :class:`~smvi.settings.stages.EvalConfig`, ``settings`` the other stages' settings by their key
+    (``{"gaps": GapConfig(...)}``, as a sweep holds them; a stage without its settings has no prior)."""
+    sections = {**(settings or {}), "eval": eval_settings}
     epoch = expected_epoch_seconds(run, n_train)
-    if epoch is not None:
-        a, e = eval_settings.ais, eval_settings
-        gradients = (e.n_test + e.n_train) * a.chains * a.steps * a.leapfrog_steps
-        priors |= {"epochs": epoch,
-                   "evaluate": gradients / AIS_GRADIENTS_PER_S + 10_000 * e.iwae_full_test_k / IWAE_SAMPLES_PER_S}
+    priors = {} if epoch is None else {"epochs": epoch}
+    for stage in STAGES.values():
+        prior, cfg = _PRIORS.get(stage.name), sections.get(stage.key)
+        if stage.name in _FIXED:
+            priors[stage.name] = _FIXED[stage.name]
+        elif prior is not None and cfg is not None and epoch is not None:
+            priors[stage.name] = prior(cfg)
     return priors
 
 
@@ -252,7 +284,7 @@ def expected_epoch_seconds(config, n_train: int = 60_000) -> float | None:
     """The prior seconds per epoch of a run ``config`` (a :class:`~smvi.settings.run.RunConfig`) on ``n_train`` images:
     :data:`EPOCH_SECONDS` scaled by the data's size, for the paper's model trained by SMVI or the β-VAE (whose step
     costs the same) only; another model, or IWAE (k decoder passes per example): None, measure it."""
-    if config.model != ModelConfig() or config.train.device == "cuda" or config.train.objective == "iwae":
+    if config.model != ModelConfig() or config.train.device == "cuda" or not OBJECTIVES[config.train.objective].smvi_step_cost:
         return None
     return EPOCH_SECONDS[config.train.precision] * n_train / 60_000
 

@@ -42,7 +42,7 @@ _CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
             "smvi train: --config FILE.toml ([model], [data], [train]) and --set section.key=value"),
     "eval": ("smvi.settings.stages", "EvalConfig", "smvi evaluate / smvi convergence: --set key=value (on top of --preset)"),
     "convergence": ("smvi.settings.stages", "ConvergenceConfig", "smvi convergence: --set key=value"),
-    "ssl": ("smvi.stages.ssl", "SSLConfig", "smvi ssl: --set key=value"),
+    "ssl": ("smvi.settings.stages", "SSLConfig", "smvi ssl: --set key=value"),
     "gaps": ("smvi.settings.stages", "GapConfig", "smvi gaps: --set key=value"),
     "pictures": ("smvi.settings.stages", "PicturesConfig", "smvi pictures: --set key=value (a sweep: [pictures])"),
     "sweep": ("smvi.studies.sweep", "SweepConfig",

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from smvi.settings.run import build_config, read_toml
+from smvi.settings.stages import STAGES
 from smvi.cli.app import _NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
 
 # ---- sweep, report --------------------------------------------------------------------------------------------------
@@ -17,8 +18,8 @@ from smvi.cli.app import _NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIM
               help=f"quick: a first look, {SWEEP_PRESET_TIMES['quick']}; cpu: a reduced reproduction, "
                    f"{SWEEP_PRESET_TIMES['cpu']}; paper: the paper's settings, {SWEEP_PRESET_TIMES['paper']}.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="TOML sweep file (keys lams, dsm_targets, gap_targets, seeds, stages, [constraint], [run.*], [eval], "
-                   "[ssl], [pictures]); replaces --preset.")
+              help="TOML sweep file (keys lams, dsm_targets, gap_targets, seeds, stages, [constraint], [run.*], "
+                   + ", ".join(f"[{s.key}]" for s in STAGES.values() if s.record) + "); replaces --preset.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any key, e.g. --set lams=[0,0.1] --set run.train.epochs=10 (repeatable).")
 @click.option("--executor", type=click.Choice(["inprocess", "process", "ray"]), default="inprocess",
@@ -31,6 +32,9 @@ from smvi.cli.app import _NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIM
 def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tuple[str, ...], executor: str,
               workers: int, address: str | None, overwrite: bool, report: bool, no_progress: bool) -> None:
     """Train, evaluate, ssl and draw pictures for every (λ, seed) of a grid; idempotent and resumable.
+
+    Each run does the sweep's `stages` (default train, evaluate, ssl; `smvi config sweep` lists them all), each
+    with the sweep's settings section of its name.
 
     Rerunning the same command skips finished work and resumes interrupted runs; a failing run is recorded in
     SWEEP_DIR/sweep_status.json and the others go on. It starts with one line on what it will do and a rough expected

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from smvi.core.posteriors import location
+from smvi.core.families import location
 
 __all__ = ["active_units"]
 

@@ -11,7 +11,7 @@ The protocol (:class:`LatentVariableModel`) is four members:
 Optional members that estimators use when present: ``prior`` (a Distribution, for analytic KL) and ``decode(z)``
 (a Distribution over x, for simulating data in BDMC). Training with ``train.dsm_grad`` other than "both" needs
 ``decoder_parameters()``: the generative model's parameters θ (every other parameter is the encoder's φ). The gap
-split (:mod:`smvi.stages.gaps`) also needs ``family`` (a :class:`~smvi.core.posteriors.PosteriorFamily`) and
+split (:mod:`smvi.stages.gaps`) also needs ``family`` (a :class:`~smvi.core.families.PosteriorFamily`) and
 ``encoder_params(x)`` (``[N, family.n_params]``), with ``encode(x) == family.distribution(encoder_params(x))``.
 
 Two models implement it: :class:`VAE` (the paper's) and :class:`LinearGaussian` (closed-form posterior, for tests and
@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
+from smvi.settings.families import family_settings
 from smvi.settings.run import ModelConfig
-from smvi.core.posteriors import DiagonalGaussian, PosteriorFamily, make_family
+from smvi.core.families import DiagonalGaussian, PosteriorFamily, make_family
 
 __all__ = ["LatentVariableModel", "VAE", "LinearGaussian", "standard_normal_log_prob"]
 
@@ -73,7 +74,7 @@ def _mlp(sizes: list[int], activation: str, last_scale: float = 1.0) -> nn.Seque
 
 class VAE(nn.Module):
     """Encoder q(z|x) from the family ``config.posterior`` (the paper's mean-field N(μ_φ(x), diag σ_φ(x)²) by
-    default; see :mod:`smvi.core.posteriors`), prior N(0, I), and a Bernoulli (logits) or diagonal-Gaussian decoder
+    default; see :mod:`smvi.core.families`), prior N(0, I), and a Bernoulli (logits) or diagonal-Gaussian decoder
     p_θ(x|z). The encoder outputs the family's parameters (mean and log σ for the diagonal family).
     """
 
@@ -84,13 +85,12 @@ class VAE(nn.Module):
         self.x_dim = x_dim
         self.z_dim = cfg.z_dim
         out = x_dim if cfg.likelihood == "bernoulli" else 2 * x_dim
-        family = make_family(cfg.posterior, cfg.z_dim, flow_layers=cfg.flow_layers, flow_hidden=cfg.flow_hidden,
-                             flow_context=cfg.flow_context)
+        family = make_family(cfg.posterior, cfg.z_dim, **family_settings(cfg))
         self.encoder = _mlp([x_dim, *cfg.encoder_hidden, family.n_params], cfg.activation, cfg.encoder_last_scale)
         self.decoder = _mlp([cfg.z_dim, *cfg.decoder_hidden, out], cfg.activation, cfg.decoder_last_scale)
-        if cfg.posterior == "flow":  # the flow's context h(x) keeps the full He init (only q's moments start small)
+        if family.n_context:  # a context h(x) (the flow's) keeps the full He init: only q's own parameters start small
             with torch.no_grad():
-                self.encoder[-1].weight[2 * cfg.z_dim:].div_(cfg.encoder_last_scale)
+                self.encoder[-1].weight[family.n_params - family.n_context:].div_(cfg.encoder_last_scale)
         self.family = family  # registered last: the diagonal family has no parameters, so state and order are as before
 
     @property
@@ -155,18 +155,19 @@ class LinearGaussian(nn.Module):
 
     @classmethod
     def random(cls, x_dim: int, z_dim: int, *, s: float = 0.7, seed: int = 0, dtype=torch.float64,
-               posterior: str = "diagonal", **flow) -> "LinearGaussian":
-        """Random parameters from ``seed``; ``posterior`` "full" adds random shared off-diagonal Cholesky entries,
-        "flow" a coupling flow (``flow``: flow_layers, flow_hidden, flow_context) with random weights."""
+               posterior: str = "diagonal", **settings) -> "LinearGaussian":
+        """Random parameters from ``seed`` for the family ``posterior`` with its ``settings`` (e.g. flow_layers):
+        random weights for the family's own parameters, random shared values for its extra encoder outputs, and
+        random x-dependence for a context (a flow's): "full" gets random shared off-diagonal Cholesky entries."""
         g = torch.Generator().manual_seed(seed)
         r = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
         args = (r(x_dim, z_dim), 0.3 * r(x_dim), s, 0.3 * r(z_dim, x_dim), 0.1 * r(z_dim), -0.5 + 0.1 * r(z_dim))
-        family = make_family(posterior, z_dim, **flow).to(dtype)
+        family = make_family(posterior, z_dim, **settings).to(dtype)
         extra = family.n_params - 2 * z_dim
         for p in family.parameters():
             with torch.no_grad():
                 p.copy_(0.3 * r(*p.shape))
-        return cls(*args, family=family, E=0.1 * r(extra, x_dim) if posterior == "flow" else None,
+        return cls(*args, family=family, E=0.1 * r(extra, x_dim) if family.n_context else None,
                    e=0.3 * r(extra) if extra else None)
 
     def decoder_parameters(self) -> list[nn.Parameter]:

@@ -1,5 +1,7 @@
 """Training objectives: the ELBO, the score-matching divergence D_SM, the SMVI objective ELBO − λ·D_SM, and the two
-baselines trained in the same loop — the β-VAE and IWAE — with :func:`training_objective`, the trainer's one dispatch.
+baselines trained in the same loop — the β-VAE and IWAE — each registered by name (:func:`register_objective`;
+its knob and settings live in :data:`smvi.settings.objectives.OBJECTIVES`) and called through
+:func:`training_objective`, the trainer's one dispatch.
 
 All functions take any :class:`~smvi.core.models.LatentVariableModel` and a batch ``x`` of shape ``[N, x_dim]`` and return
 per-example values of shape ``[N]``: reduce them yourself. Reference: Levy & Ermon, "Trading-off Learning and
@@ -10,13 +12,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 
+from smvi.settings.objectives import OBJECTIVES as SPECS
+
 __all__ = ["elbo", "score_matching_divergence", "smvi_objective", "SMVITerms", "beta_vae_objective", "BetaTerms",
-           "iwae_objective", "IWAETerms", "training_objective", "OBJECTIVES", "backward", "DSM_GRADS"]
+           "iwae_objective", "IWAETerms", "training_objective", "OBJECTIVES", "register_objective",
+           "backward", "DSM_GRADS"]
 
 
 @dataclass(frozen=True)
@@ -251,25 +257,59 @@ def iwae_objective(model, x: Tensor, *, k: int) -> IWAETerms:
                      kl=log_ratio.mean(0))
 
 
-OBJECTIVES = ("smvi", "beta", "iwae")
+# ---- the objective registry -----------------------------------------------------------------------------------------
+Terms = SMVITerms | BetaTerms | IWAETerms
+
+OBJECTIVES: dict[str, Callable[..., Any]] = {}
+"""Every training objective's function by ``train.objective`` name (the names of
+:data:`smvi.settings.objectives.OBJECTIVES`, where its knob, settings and display name live)."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def training_objective(model, x: Tensor, *, objective: str = "smvi", lam: float = 0.0, beta: float | None = None,
-                       iwae_k: int | None = None, n_samples: int = 1) -> SMVITerms | BetaTerms | IWAETerms:
-    """The trainer's one dispatch: the terms of ``objective`` ("smvi": ELBO − λ·D_SM, "beta": the β-VAE, "iwae": L_k)
-    with its own settings; every result has a per-example ``loss`` and ``means()``. A setting the chosen objective
-    does not use (λ ≠ 0 outside SMVI, β or k unset or set for another objective, n_samples with IWAE) is refused."""
+def register_objective(name: str) -> Callable[[_F], _F]:
+    """Decorator: register ``fn(model, x, *, <its arguments by their train.* names>, n_samples)`` as the training
+    objective ``name`` (an entry of :data:`smvi.settings.objectives.OBJECTIVES`; ``n_samples`` only if that entry
+    reads it). ``fn`` returns named per-example terms with a ``loss`` ``[N]`` to minimize and ``means()``."""
+    if name not in SPECS:
+        raise ValueError(f"objective {name!r} has no entry in smvi.settings.objectives.OBJECTIVES: add one there")
+
+    def register(fn: _F) -> _F:
+        if OBJECTIVES.get(name, fn) is not fn:
+            raise ValueError(f"objective {name!r} is registered twice")
+        OBJECTIVES[name] = fn
+        return fn
+    return register
+
+
+register_objective("smvi")(smvi_objective)
+register_objective("beta")(beta_vae_objective)
+
+
+@register_objective("iwae")
+def _iwae_training(model, x: Tensor, *, iwae_k: int) -> IWAETerms:
+    """:func:`iwae_objective` with k = ``train.iwae_k``."""
+    return iwae_objective(model, x, k=iwae_k)
+
+
+def training_objective(model, x: Tensor, *, objective: str = "smvi", n_samples: int = 1, **settings: Any) -> Terms:
+    """The trainer's one dispatch: the terms of the registered ``objective`` ("smvi": ELBO − λ·D_SM, "beta": the
+    β-VAE, "iwae": L_k) with its own settings, by their ``train.*`` names (``lam``, ``beta``, ``iwae_k``); every
+    result has a per-example ``loss`` and ``means()``. A setting of another objective away from its unused value
+    (λ ≠ 0 outside SMVI, β or k for another objective), the objective's required knob unset, or ``n_samples`` for an
+    objective that draws its own samples, is refused."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}: use one of {list(OBJECTIVES)}")
-    if objective != "smvi" and lam != 0:
-        raise ValueError(f"lam={lam} is only used by the 'smvi' objective, not {objective!r}")
-    if (beta is not None) != (objective == "beta") or (iwae_k is not None) != (objective == "iwae"):
-        raise ValueError(f"objective {objective!r} got beta={beta}, iwae_k={iwae_k}: β belongs to 'beta' and k to "
-                         "'iwae', each required there")
-    if objective == "smvi":
-        return smvi_objective(model, x, lam=lam, n_samples=n_samples)
-    if objective == "beta":
-        return beta_vae_objective(model, x, beta=beta, n_samples=n_samples)
-    if n_samples != 1:
-        raise ValueError(f"n_samples={n_samples} is not used by IWAE, which draws iwae_k samples")
-    return iwae_objective(model, x, k=iwae_k)
+    spec = SPECS[objective]
+    owners = {key: other for other in SPECS.values() for key in other.settings}
+    for key, value in settings.items():
+        if key not in owners:
+            raise ValueError(f"{key} is not a setting of any objective (objective settings: {', '.join(owners)})")
+        if owners[key] is not spec and value != owners[key].settings[key]:
+            raise ValueError(f"{key}={value} is only used by the {owners[key].name!r} objective, not {objective!r}")
+    if spec.settings[spec.knob] is None and settings.get(spec.knob) is None:
+        raise ValueError(f"objective {objective!r} needs {spec.knob} (e.g. {spec.knob}={spec.example})")
+    if not spec.n_samples and n_samples != 1:
+        raise ValueError(f"n_samples={n_samples} is not used by {objective!r}, which draws {spec.knob} samples")
+    args = {key: settings.get(key, spec.settings[key]) for key in spec.arguments}
+    return OBJECTIVES[objective](model, x, **args, **({"n_samples": n_samples} if spec.n_samples else {}))

@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from smvi.settings.run import ConstraintConfig, ModelConfig, dotted_items
+from smvi.settings.families import DEFAULT_FAMILY, FAMILIES
+from smvi.settings.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
+from smvi.settings.run import ConstraintConfig, dotted_items
 from smvi.store.records import RecordError
 from smvi.store.rundir import RunDir, RunError, config_files, read_bounded, sweep_paths
 from smvi.store.stats import mean_se
@@ -74,12 +76,9 @@ def is_constrained(run: Run) -> bool:
     return run.config.get("train.constraint.target") is not None
 
 
-_OBJECTIVE = {"smvi": ("SMVI", "λ", "train.lam"), "beta": ("β-VAE", "β", "train.beta"),
-              "iwae": ("IWAE", "k", "train.iwae_k")}
-
-
-METHOD_KEYS = ({"train.objective", "model.posterior"} | {key for *_, key in _OBJECTIVE.values()} - {"train.lam"}
-               | {f"model.{k}" for k in ModelConfig.model_fields if k.startswith("flow_")})
+METHOD_KEYS = ({"train.objective", "model.posterior"}
+               | {f"train.{o.knob}" for o in OBJECTIVES.values() if o.knob != "lam"}
+               | {f"model.{k}" for spec in FAMILIES.values() for k in spec.settings})
 """The settings that tell methods apart (:func:`method_of`): runs of a study differ in them by design."""
 
 
@@ -89,12 +88,13 @@ def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
     not the diagonal Gaussian, the variational family: ``"SMVI"``, ``"β-VAE"``, ``"SMVI, flow q"``."""
     if config.get("train.constraint.target") is not None:
         return None
-    name, knob, key = _OBJECTIVE.get(config.get("train.objective", "smvi"), (None, None, None))
-    value = _num(config.get(key)) if key else None
-    if name is None or value is None:
+    spec = OBJECTIVES.get(config.get("train.objective", DEFAULT_OBJECTIVE))
+    value = _num(config.get(f"train.{spec.knob}")) if spec else None
+    if spec is None or value is None:
         return None
-    family = config.get("model.posterior", "diagonal")
-    return (name if family == "diagonal" else f"{name}, {family} q"), knob, value
+    family = config.get("model.posterior", DEFAULT_FAMILY)
+    name = spec.display if family == DEFAULT_FAMILY else f"{spec.display}, {family} q"
+    return name, spec.knob_label, value
 
 
 def lam_series(runs: list[Run]) -> tuple[list[Run], list[Run]]:

@@ -42,12 +42,22 @@ def _bounds(metadata: list) -> list[str]:
     return out
 
 
+def _choices(metadata: list) -> str | None:
+    """A registry's names (a field marked with :func:`smvi.settings.run.one_of`), as a Literal's are shown."""
+    for m in metadata:
+        names = getattr(getattr(m, "func", None), "choices", None)
+        if names is not None:
+            return " | ".join(repr(n) for n in names)
+    return None
+
+
 def type_name(annotation: Any) -> str:
     """A short readable type: ``int > 0``, ``list of float ≥ 0``, ``'a' | 'b'``, ``float or unset``."""
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Annotated:
         inner, *meta = args
-        return " ".join([type_name(inner), *_bounds(meta)])
+        choices = _choices(meta)
+        return choices or " ".join([type_name(inner), *_bounds(meta)])
     if origin is Literal:
         return " | ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
@@ -70,7 +80,7 @@ def describe(cls: type[BaseModel], prefix: str = "", defaults: dict | None = Non
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             docs.extend(describe(ann, f"{prefix}{name}.", defaults.get(name)))
             continue
-        kind, bounds = type_name(ann), _bounds(field.metadata)
+        kind, bounds = _choices(field.metadata) or type_name(ann), _bounds(field.metadata)
         if bounds:
             unset = kind.endswith(" or unset")
             kind = ", ".join([kind.removesuffix(" or unset"), *bounds]) + (", or unset" if unset else "")

@@ -12,10 +12,13 @@ from __future__ import annotations
 import copy
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Mapping, TypeVar
 
 import tomli_w
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from smvi.settings.families import DEFAULT_FAMILY, FAMILIES
+from smvi.settings.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -48,9 +51,27 @@ def _no_repeats(values: tuple) -> tuple:
 NoRepeats = AfterValidator(_no_repeats)
 """Marks a tuple field as a list without repeats that may be empty (``Distinct`` less the non-empty rule)."""
 
+
+
+def one_of(names: Mapping[str, Any], what: str) -> AfterValidator:
+    """Marks a ``str`` field whose value must be a key of the registry ``names`` (read when validating, so entries
+    added later count); ``smvi config`` lists the choices (``choices`` on the validator)."""
+    def _one_of(value: str) -> str:
+        if value not in names:
+            raise ValueError(f"unknown {what} {value!r}: use one of {', '.join(repr(n) for n in names)}")
+        return value
+    _one_of.choices = names  # type: ignore[attr-defined]
+    return AfterValidator(_one_of)
+
+
 Activation = Literal["softplus", "relu", "tanh", "elu"]
-FLOW_DEFAULTS: dict[str, Any] = {"flow_layers": 4, "flow_hidden": (256,), "flow_context": 32}
-"""The flow settings a ``posterior = "flow"`` model gets when it does not set them."""
+FamilyName = Annotated[str, one_of(FAMILIES, "posterior family")]
+"""A ``model.posterior`` value: a name of :data:`smvi.settings.families.FAMILIES`."""
+ObjectiveName = Annotated[str, one_of(OBJECTIVES, "objective")]
+"""A ``train.objective`` value: a name of :data:`smvi.settings.objectives.OBJECTIVES`."""
+FLOW_DEFAULTS: dict[str, Any] = dict(FAMILIES["flow"].settings)
+"""The flow settings a ``posterior = "flow"`` model gets when it does not set them (kept for old imports; the owner is
+:data:`smvi.settings.families.FAMILIES`)."""
 
 
 class ModelConfig(_Frozen):
@@ -65,8 +86,8 @@ class ModelConfig(_Frozen):
     encoder_last_scale: float = Field(
         0.01, gt=0, description="factor on the encoder's last-layer He init (q starts near N(0, I); 1 lets D_SM blow up)"
     )
-    posterior: Literal["diagonal", "full", "flow"] = Field(
-        "diagonal", description="q(z|x): the paper's diagonal Gaussian, full-covariance Gaussian, or a coupling flow"
+    posterior: FamilyName = Field(
+        DEFAULT_FAMILY, description="the variational family q(z|x) — " + "; ".join(f"{n}: {f.description}" for n, f in FAMILIES.items())
     )
     flow_layers: int | None = Field(None, gt=0, description="affine coupling layers (posterior='flow' only) [4]")
     flow_hidden: tuple[int, ...] | None = Field(None, description="each coupling network's hidden widths (flow) [256]")
@@ -81,20 +102,27 @@ class ModelConfig(_Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _flow_defaults(cls, data: Any) -> Any:
-        """A flow posterior gets the flow settings it was not given (saved resolved in config.toml)."""
-        if isinstance(data, dict) and data.get("posterior") == "flow":
-            data = {**data, **{k: v for k, v in FLOW_DEFAULTS.items() if data.get(k) is None}}
+    def _family_defaults(cls, data: Any) -> Any:
+        """The family's own settings that were not given get their defaults (saved resolved in config.toml)."""
+        name = data.get("posterior", DEFAULT_FAMILY) if isinstance(data, dict) else None
+        spec = FAMILIES.get(name) if isinstance(name, str) else None
+        if spec is not None and spec.settings:
+            data = {**data, **{k: v for k, v in spec.settings.items() if data.get(k) is None}}
         return data
 
     @model_validator(mode="after")
-    def _flow_settings_need_a_flow(self) -> "ModelConfig":
-        given = [k for k in ("flow_layers", "flow_hidden", "flow_context") if getattr(self, k) is not None]
-        if self.posterior != "flow" and given:
-            raise ValueError(f"model.{given[0]} is only used by posterior='flow' (posterior is {self.posterior!r}): "
-                             f"remove it or set model.posterior='flow'")
-        if self.posterior == "flow" and self.z_dim < 2:
-            raise ValueError(f"posterior='flow' needs model.z_dim >= 2 (got {self.z_dim}): use 'diagonal' or 'full'")
+    def _settings_fit_the_family(self) -> "ModelConfig":
+        """A setting of another family is refused rather than ignored; so is a z_dim the family cannot take."""
+        spec = FAMILIES[self.posterior]
+        for other in FAMILIES.values():
+            given = [k for k in other.settings if k not in spec.settings and getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"model.{given[0]} is only used by posterior={other.name!r} (posterior is "
+                                 f"{self.posterior!r}): remove it or set model.posterior={other.name!r}")
+        if self.z_dim < spec.min_z_dim:
+            fits = " or ".join(repr(n) for n, f in FAMILIES.items() if f.min_z_dim <= self.z_dim)
+            raise ValueError(f"posterior={spec.name!r} needs model.z_dim >= {spec.min_z_dim} (got {self.z_dim}): "
+                             f"use {fits}")
         return self
 
 
@@ -170,8 +198,9 @@ class TrainConfig(_Frozen):
         None, description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
         "metrics.jsonl stays the record"
     )
-    objective: Literal["smvi", "beta", "iwae"] = Field(
-        "smvi", description="what training maximizes: ELBO − λ·D_SM, the β-VAE's E log p(x|z) − β·KL, or IWAE's L_k"
+    objective: ObjectiveName = Field(
+        DEFAULT_OBJECTIVE, description="what training maximizes — "
+        + "; ".join(f"{n}: {o.description}" for n, o in OBJECTIVES.items())
     )
     beta: float | None = Field(None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)")
     iwae_k: int | None = Field(None, gt=0, description="importance samples of IWAE training (objective='iwae' only)")
@@ -183,9 +212,10 @@ class TrainConfig(_Frozen):
 
     @model_validator(mode="after")
     def _fixed_or_learned(self) -> "TrainConfig":
-        if self.constraint.target is not None and self.objective != "smvi":
+        if self.constraint.target is not None and not OBJECTIVES[self.objective].constrained:
+            which = " or ".join(f"train.objective={n!r}" for n, o in OBJECTIVES.items() if o.constrained)
             raise ValueError(f"train.constraint.target learns SMVI's λ but train.objective is {self.objective!r}: "
-                             "drop the target or use train.objective='smvi'")
+                             f"drop the target or use {which}")
         if self.constraint.target is not None and (self.lam != 0 or self.lam_warmup_epochs != 0):
             key = "lam" if self.lam != 0 else "lam_warmup_epochs"
             raise ValueError(f"train.{key} and train.constraint.target are both set: λ is either fixed (train.lam) "
@@ -194,25 +224,24 @@ class TrainConfig(_Frozen):
 
     @model_validator(mode="after")
     def _settings_match_the_objective(self) -> "TrainConfig":
-        """Every setting is used by the chosen objective: a β without the β-VAE, a k without IWAE or a λ without
-        SMVI is refused rather than ignored."""
-        o = self.objective
-        for key, owner in (("beta", "beta"), ("iwae_k", "iwae")):
-            value = getattr(self, key)
-            if o == owner and value is None:
-                raise ValueError(f"objective='{owner}' needs train.{key} (e.g. train.{key}={4 if owner == 'beta' else 5})")
-            if o != owner and value is not None:
-                raise ValueError(f"train.{key} is only used by objective='{owner}' (objective is {o!r}): "
-                                 f"remove it or set train.objective='{owner}'")
-        if o != "smvi" and (self.lam != 0 or self.lam_warmup_epochs != 0):
-            raise ValueError(f"train.lam and train.lam_warmup_epochs are only used by objective='smvi' "
-                             f"(objective is {o!r}): set them to 0 or use train.objective='smvi'")
+        """Every setting is used by the chosen objective (:data:`smvi.settings.objectives.OBJECTIVES`): a β without
+        the β-VAE, a k without IWAE or a λ without SMVI is refused rather than ignored."""
+        o, spec = self.objective, OBJECTIVES[self.objective]
+        if spec.settings[spec.knob] is None and getattr(self, spec.knob) is None:
+            raise ValueError(f"objective={o!r} needs train.{spec.knob} (e.g. train.{spec.knob}={spec.example})")
+        for other in OBJECTIVES.values():
+            foreign = [k for k in other.settings if k not in spec.settings]
+            if any(getattr(self, k) != other.settings[k] for k in foreign):
+                keys = " and ".join(f"train.{k}" for k in foreign)
+                them = "them" if len(foreign) > 1 else "it"
+                raise ValueError(f"{keys} {'are' if len(foreign) > 1 else 'is'} only used by objective={other.name!r} "
+                                 f"(objective is {o!r}): remove {them} or set train.objective={other.name!r}")
         if self.dsm_grad != "both" and (o != "smvi" or (self.lam == 0 and self.constraint.target is None)):
             raise ValueError(f"train.dsm_grad={self.dsm_grad!r} steers the D_SM penalty's gradient, which needs "
                              "objective='smvi' with train.lam > 0 or train.constraint.target: set one or drop "
                              "train.dsm_grad")
-        if o == "iwae" and self.n_samples != 1:
-            raise ValueError("train.n_samples is not used by objective='iwae', which draws train.iwae_k samples: "
+        if not spec.n_samples and self.n_samples != 1:
+            raise ValueError(f"train.n_samples is not used by objective={o!r}, which draws train.{spec.knob} samples: "
                              "remove it")
         return self
 

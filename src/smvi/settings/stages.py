@@ -1,5 +1,5 @@
-"""Settings of the evaluation stages (torch-free): :class:`AISConfig`, :class:`EvalConfig`, :class:`ConvergenceConfig`,
-:class:`GapConfig`, :class:`PicturesConfig`.
+"""Settings of the stages (torch-free): :class:`AISConfig`, :class:`EvalConfig`, :class:`ConvergenceConfig`,
+:class:`GapConfig`, :class:`PicturesConfig`, :class:`SSLConfig`; and :data:`STAGES`, the list of stages by name.
 
 The AIS settings carry the names of :func:`smvi.core.estimators.ais`'s keyword arguments and reach it through one mapping,
 ``**cfg.ais.kwargs()``: adding a field here (with its default) is all it takes to pass a new keyword through evaluate,
@@ -9,14 +9,16 @@ in an old ``eval.json``) are read through :func:`upgrade_eval_settings`, which r
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from smvi.settings.run import Distinct
+from smvi.settings.run import Distinct, RunConfig
 
-__all__ = ["AISSampler", "AISConfig", "EvalConfig", "ConvergenceConfig", "GapConfig", "PicturesConfig",
-           "upgrade_eval_settings", "LEGACY_AIS_KEYS"]
+__all__ = ["AISSampler", "AISConfig", "EvalConfig", "ConvergenceConfig", "GapConfig", "PicturesConfig", "SSLConfig",
+           "upgrade_eval_settings", "LEGACY_AIS_KEYS", "StageSpec", "STAGES"]
 
 
 class _Frozen(BaseModel):
@@ -112,6 +114,66 @@ class PicturesConfig(_Frozen):
     columns: int = Field(8, gt=0, description="images per row of the sample and reconstruction grids")
     seed: int = Field(0, ge=0, description="seed of the prior samples and of the two test subsets")
 
+
+Inputs = Literal["binarized", "gray"]
+Scaling = Literal["global", "standard"]
+
+
+Positives = Annotated[tuple[PositiveFloat, ...], Distinct]
+
+
+class SSLConfig(BaseModel):
+    """Settings of :func:`smvi.stages.ssl.ssl_run` (from strings: :func:`smvi.settings.run.build_config`). With the defaults a run takes
+    about 2.5 min on 2 idle CPU cores, over half of it on the raw-pixel baseline (``raw_pixels=False`` skips it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
+
+    sizes: Annotated[tuple[PositiveInt, ...], Distinct] = Field(
+        (600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)")
+    seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field(
+        (0, 1, 2, 3, 4), description="label-subset seeds; mean ± std over them")
+    inputs: Inputs = Field("binarized", description="encoder input: fixed-seed binary images or gray levels")
+    scaling: Scaling = Field("global", description="'global' (one common scale) or 'standard' (per-feature z-score)")
+    C_grid: Positives = Field((1.0, 10.0, 100.0), description="SVM C values tried")
+    gamma_grid: Positives = Field((0.3, 1.0, 3.0), description="RBF γ values tried, in units of 1/d")
+    cv_folds: int = Field(3, ge=2, description="stratified CV folds inside the labeled set")
+    test_size: int | None = Field(None, gt=0, description="fixed random test subset; unset = the full test set")
+    raw_pixels: bool = Field(True, description="also run the raw-pixel baseline")
+    n_jobs: int = Field(2, ge=1, description="threads for the (seed, s) tasks")
+    batch_size: int = Field(2000, gt=0, description="images per encoder forward pass")
+
+
+# ---- the stages ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage as the settings see it: ``name`` (the CLI verb and the sweep's ``stages`` entry), its ``settings``
+    class and ``key`` (the sweep config's section holding them), the ``record`` it writes in the run directory
+    (:meth:`smvi.store.rundir.RunDir.record_path`; None: train, whose result is the checkpoint), ``listed``: a column
+    of ``smvi status`` even in a sweep that does not run it (else only once some run has its record), and a few words
+    of ``description``."""
+
+    name: str
+    settings: type[BaseModel]
+    key: str
+    record: str | None
+    description: str
+    listed: bool = False
+
+
+STAGES: Mapping[str, StageSpec] = MappingProxyType({spec.name: spec for spec in (
+    StageSpec("train", RunConfig, "run", None, "train the run (resumed from its checkpoint)", listed=True),
+    StageSpec("evaluate", EvalConfig, "eval", "eval", "ELBO, D_SM, IWAE and AIS log p(x) on test and train subsets",
+              listed=True),
+    StageSpec("ssl", SSLConfig, "ssl", "ssl", "semi-supervised accuracy of an SVM on the encoder means", listed=True),
+    StageSpec("pictures", PicturesConfig, "pictures", "pictures", "samples, reconstructions and latents as PNGs",
+              listed=True),
+    StageSpec("convergence", ConvergenceConfig, "convergence", "convergence",
+              "BDMC and an AIS ladder: is the evaluation's AIS long enough"),
+    StageSpec("gaps", GapConfig, "gaps", "gaps", "the ELBO gap split into approximation and amortization gaps"),
+)})
+"""Every stage, in the order a sweep runs them (the run functions: :data:`smvi.stages.registry.STAGES`). Adding a
+stage: its settings class and an entry here, its module in ``smvi/stages/`` and its run function's entry there; the
+sweep (``stages = [...]`` and a settings section of the same key), ``smvi status`` and the ETA then handle it."""
 
 LEGACY_AIS_KEYS = {"ais_steps": "steps", "ais_chains": "chains", "ais_leapfrog": "leapfrog_steps",
                    "ais_start": "start", "ais_schedule": "schedule"}

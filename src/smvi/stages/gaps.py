@@ -10,7 +10,7 @@ of Q for this x alone (the "local" q):
                                 the posterior)             the best member for x)
 
 :func:`fit_local` finds q*_x by stochastic gradient ascent on the ELBO over the per-image free parameters of the
-model's own family (:meth:`~smvi.core.posteriors.PosteriorFamily.local_init`: the Gaussian's mean and Cholesky factor;
+model's own family (:meth:`~smvi.core.families.PosteriorFamily.local_init`: the Gaussian's mean and Cholesky factor;
 for the flow, its base, context *and* a private copy of every coupling weight), starting from the encoder's output.
 :func:`gap_split` evaluates both ELBOs with the same draws (common random numbers) and splits the gap given log p(x)
 (from AIS, or exact). :func:`gaps_run` does this for a trained run and writes its gaps record
@@ -36,6 +36,7 @@ from smvi.core.objectives import _check_batch, _kl
 from smvi.progress import note
 from smvi.store.records import GapsFit, GapsPerImage, GapsRecord, make_header
 from smvi.store.rundir import RunError
+from smvi.settings.objectives import knob_of
 from smvi.settings.stages import GapConfig
 from smvi.store.stats import MeanSE, mean_se
 from smvi.stages.trained import open_stage
@@ -193,7 +194,7 @@ def _knob(train) -> dict[str, float]:
     ``{"target": ε}`` (train.constraint.target)."""
     if train.constraint.target is not None:
         return {"target": train.constraint.target}
-    return {"smvi": {"lam": train.lam}, "beta": {"beta": train.beta}, "iwae": {"iwae_k": train.iwae_k}}[train.objective]
+    return knob_of(train)
 
 
 def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageData | None = None,

@@ -6,7 +6,7 @@ Three PNGs beside the run's pictures record (file names owned by :mod:`smvi.stor
 - ``samples``: the decoder means E[x | z] at ``n_samples`` prior draws z ~ N(0, I), ``columns`` per row;
 - ``reconstructions``: ``n_reconstructions`` fixed test images as the model sees them (the run's ``data.transform``
   with its ``data.eval_seed``, as every evaluation: binarized, or dequantized), each row of them above a row of their
-  reconstructions, the decoder mean at the encoder's mean (:func:`smvi.core.posteriors.location` for a flow q);
+  reconstructions, the decoder mean at the encoder's mean (:func:`smvi.core.families.location` for a flow q);
 - ``latents``: the encoder means of ``n_latent`` fixed test images (the features of ``smvi ssl``,
   :func:`smvi.stages.ssl.encoder_features`) in 2-d, coloured by label, each label written at its points' median: by default
   on their first two principal components (:func:`pca_2d`: an SVD of the centred means, each axis's sign fixed so
@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
-from smvi.core.posteriors import location
+from smvi.core.families import location
 from smvi.progress import Progress, label_of
 from smvi.store.records import PicturesRecord, make_header
 from smvi.store.rundir import RunError

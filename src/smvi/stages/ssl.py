@@ -32,15 +32,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from smvi.settings.run import Distinct
+from smvi.settings.stages import Inputs, Scaling, SSLConfig
 from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
-from smvi.core.posteriors import location
+from smvi.core.families import location
 from smvi.progress import Progress, label_of, note
 from smvi.store.records import SSLRecord, SSLScores, make_header
 from smvi.store.rundir import RunError
@@ -49,36 +48,8 @@ from smvi.stages.trained import open_stage
 __all__ = ["SSLConfig", "SSLError", "SSLResult", "Selection", "balanced_subset", "feature_scaler",
            "select_hyperparameters", "ssl_eval", "prepare_inputs", "encoder_features", "ssl_run"]
 
-Inputs = Literal["binarized", "gray"]
-Scaling = Literal["global", "standard"]
-
-
 class SSLError(ValueError):
     """Semi-supervised settings that do not fit the data (e.g. s not divisible by the classes); one-line message."""
-
-
-Positives = Annotated[tuple[PositiveFloat, ...], Distinct]
-
-
-class SSLConfig(BaseModel):
-    """Settings of :func:`ssl_run` (from strings: :func:`smvi.settings.run.build_config`). With the defaults a run takes
-    about 2.5 min on 2 idle CPU cores, over half of it on the raw-pixel baseline (``raw_pixels=False`` skips it)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
-
-    sizes: Annotated[tuple[PositiveInt, ...], Distinct] = Field(
-        (600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)")
-    seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field(
-        (0, 1, 2, 3, 4), description="label-subset seeds; mean ± std over them")
-    inputs: Inputs = Field("binarized", description="encoder input: fixed-seed binary images or gray levels")
-    scaling: Scaling = Field("global", description="'global' (one common scale) or 'standard' (per-feature z-score)")
-    C_grid: Positives = Field((1.0, 10.0, 100.0), description="SVM C values tried")
-    gamma_grid: Positives = Field((0.3, 1.0, 3.0), description="RBF γ values tried, in units of 1/d")
-    cv_folds: int = Field(3, ge=2, description="stratified CV folds inside the labeled set")
-    test_size: int | None = Field(None, gt=0, description="fixed random test subset; unset = the full test set")
-    raw_pixels: bool = Field(True, description="also run the raw-pixel baseline")
-    n_jobs: int = Field(2, ge=1, description="threads for the (seed, s) tasks")
-    batch_size: int = Field(2000, gt=0, description="images per encoder forward pass")
 
 
 # ---- the protocol on arrays -----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import torch
 
 from smvi.store.atomic import atomic_write_text
 from smvi.store.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from smvi.settings.objectives import objective_arguments
 from smvi.settings.run import ConfigError, RunConfig, build_config
 from smvi.core.constraint import DualState, EpochDual, batch_measure, dual_update, initial_state
 from smvi.data.loading import DynamicBinarizer, ImageData, cache_dir, fixed_inputs, load_data
@@ -237,8 +238,8 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
         x = x.to(device, non_blocking=True)
         lam = dual.lam if dual else lam_at(tc, epoch + i / steps)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-            terms = training_objective(model, x, objective=tc.objective, lam=lam, beta=tc.beta, iwae_k=tc.iwae_k,
-                                       n_samples=tc.n_samples)
+            terms = training_objective(model, x, objective=tc.objective, n_samples=tc.n_samples,
+                                       **{**objective_arguments(tc), "lam": lam})
         loss = terms.loss.mean()
         optimizer.zero_grad(set_to_none=True)
         ok = bool(torch.isfinite(loss))

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from smvi.store.provenance import host_info, package_version
+from smvi.settings.run import ObjectiveName
 from smvi.settings.stages import upgrade_eval_settings
 from smvi.store.stats import MeanSE
 
@@ -280,7 +281,7 @@ class GapsRecord(_Rec):
     header: Header
     run: str
     posterior: str
-    objective: Literal["smvi", "beta", "iwae"]
+    objective: ObjectiveName
     knob: dict[str, float]
     n: int = Field(gt=0)
     indices: list[int] = Field(description="the test images' indices")

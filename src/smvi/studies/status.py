@@ -6,8 +6,9 @@ current record), ``to do``, or for an evaluation under way the points it has sco
 decisions are :func:`smvi.studies.sweep.pending_work`'s, the ones the sweep makes when it resumes, and the time left is
 :class:`smvi.progress.SweepETA`'s: per-unit times measured in this sweep's files (the last epochs' ``seconds`` in
 ``metrics.jsonl``, each record's ``seconds``) where there are any, the rough priors of
-:func:`smvi.progress.stage_priors` otherwise. When some run has a gap split (``gaps.json``, :mod:`smvi.stages.gaps`; not a
-sweep stage, so not in the work left), a ``gaps`` column says ``done`` or ``stale`` per run.
+:func:`smvi.progress.stage_priors` otherwise. The columns are the stages of :data:`smvi.stages.registry.STAGES` after
+training: the listed ones always, the others (convergence, gaps) when the sweep runs them or, run by hand (not in the
+work left), once some run has their record: then ``done`` or ``stale`` per run.
 """
 
 from __future__ import annotations
@@ -17,28 +18,35 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from smvi.progress import SweepETA, duration, stage_priors
+from smvi.progress import SweepETA, duration
 from smvi.store.rundir import RunDir, RunError, sweep_paths
-from smvi.studies.sweep import STAGE_RECORDS, SweepConfig, measured_times, pending_work, plan, read_sweep
+from smvi.studies.sweep import (AFTER_TRAINING, SweepConfig, measured_times, pending_work, plan, read_sweep,
+                                sweep_priors)
 
 __all__ = ["RunProgress", "sweep_progress", "format_status", "status_text", "recorded_workers", "sweeps_in"]
 
-STAGES = tuple(STAGE_RECORDS)
+STAGES = tuple(s.name for s in AFTER_TRAINING)
 
 
 @dataclass(frozen=True)
 class RunProgress:
     """One run of the sweep: ``epochs`` done of ``planned``, seconds since its last epoch (None before one), each
-    stage's state (``done``, ``to do``, ``scoring: …`` or ``—`` when the sweep does not run it) and ``work``, what it
-    still needs as :func:`smvi.studies.sweep.pending_work` counts it."""
+    stage's state (``done``, ``to do``, ``scoring: …``; for a stage the sweep does not run, ``—``, or for one not
+    ``listed`` (:class:`~smvi.settings.stages.StageSpec`) the state of a record written outside the sweep: ``done``,
+    ``stale`` or None without one) and ``work``, what it still needs as :func:`smvi.studies.sweep.pending_work` counts
+    it."""
 
     name: str
     epochs: int
     planned: int
     since_epoch: float | None
-    stages: dict[str, str]
+    stages: dict[str, str | None]
     work: dict[str, int]
-    gaps: str | None = None  # the gap split (`smvi gaps`, not a sweep stage): done, stale, or None without a record
+
+    @property
+    def gaps(self) -> str | None:
+        """The gaps column's state (kept for old callers)."""
+        return self.stages.get("gaps")
 
     @property
     def complete(self) -> bool:
@@ -71,12 +79,12 @@ def _scoring(rd: RunDir, sweep: SweepConfig) -> str | None:
     return text + f" ({duration(_age(rd.partial_path('eval'), time.time()))} ago)"
 
 
-def _gaps(rd: RunDir) -> str | None:
-    """``done`` (a gaps record current for the run and its epochs, whatever its settings), ``stale``, or None."""
-    if not rd.record_path("gaps").exists():
+def _recorded(rd: RunDir, record: str) -> str | None:
+    """``done`` (a ``record`` current for the run and its epochs, whatever its settings), ``stale``, or None."""
+    if not rd.record_path(record).exists():
         return None
     try:
-        return "done" if rd.current_record("gaps")[1] is None else "stale"
+        return "done" if rd.current_record(record)[1] is None else "stale"
     except RunError:
         return "stale"
 
@@ -93,35 +101,37 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
             done = rd.epochs_done() if rd.path.is_dir() else 0
         except RunError:
             done = 0
-        stages = {}
-        for stage in STAGES:
-            if stage not in sweep.stages:
-                stages[stage] = "—"
-            elif not work[stage]:
-                stages[stage] = "done"
-            else:
-                stages[stage] = (stage == "evaluate" and not work["epochs"] and _scoring(rd, sweep)) or "to do"
+        stages: dict[str, str | None] = {}
+        for stage in AFTER_TRAINING:
+            name = stage.name
+            if name not in sweep.stages:  # a stage run by hand: its record's state, shown once some run has one
+                stages[name] = "—" if stage.listed else _recorded(rd, stage.record)
+            elif not work[name]:
+                stages[name] = "done"
+            else:  # only evaluate keeps a partial record of the points it has scored
+                stages[name] = (name == "evaluate" and not work["epochs"] and _scoring(rd, sweep)) or "to do"
         rows.append(RunProgress(spec.name, done, spec.config.train.epochs,
-                                _age(rd.metrics_path, now) if done else None, stages, work, _gaps(rd)))
+                                _age(rd.metrics_path, now) if done else None, stages, work))
     return sweep, rows
 
 
 def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgress], workers: int = 1) -> str:
     """The status as text: a line per run, then what is left and the time it should take with ``workers`` jobs side
     by side."""
-    gaps = any(r.gaps for r in rows)  # a column only where some run has a gap split (the frontier study's)
-    head = ["run", "epochs", *STAGES, *(["gaps"] if gaps else [])]
+    # a column per listed stage, and per other stage the sweep runs or some run has a record of (e.g. a gap split)
+    shown = [s.name for s in AFTER_TRAINING if s.listed or s.name in sweep.stages or any(r.stages[s.name] for r in rows)]
+    head = ["run", "epochs", *shown]
     table = [head]
     for r in rows:
         epochs = f"{r.epochs}/{r.planned}"
         if r.epochs < r.planned and r.since_epoch is not None:
             epochs += f" (last {duration(r.since_epoch)} ago)"
-        table.append([r.name, epochs, *(r.stages[s] for s in STAGES), *([r.gaps or "—"] if gaps else [])])
+        table.append([r.name, epochs, *(r.stages[s] or "—" for s in shown)])
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
     left = {k: sum(r.work.get(k, 0) for r in rows) for k in ("epochs", *STAGES)}
     todo = [r for r in rows if not r.complete]
-    eta = SweepETA({r.name: r.work for r in todo}, stage_priors(sweep.run, sweep.eval), workers)
+    eta = SweepETA({r.name: r.work for r in todo}, sweep_priors(sweep), workers)
     measured_times(eta, [sweep_paths(sweep_dir)[2] / r.name for r in rows])
     done = len(rows) - len(todo)
     summary = f"{done} of {len(rows)} runs complete"

@@ -1,10 +1,11 @@
-"""``smvi sweep``: train, evaluate, ssl and pictures over a grid of λ values and seeds, idempotently and resumably.
+"""``smvi sweep``: train and the other stages (:data:`smvi.stages.registry.STAGES`: evaluate, ssl, pictures,
+convergence, gaps) over a grid of λ values and seeds, idempotently and resumably.
 
 A sweep directory holds ``sweep.toml`` (the resolved :class:`SweepConfig`), one run directory per (λ, seed) and per
 (target, seed) under ``runs/``, and ``sweep_status.json`` (every run's state and, for failures, its error). Each run is a job of stages —
 train (resumed from its checkpoint if interrupted; retrained from scratch if the directory holds a run of another
-identity, which only ``--overwrite`` of the sweep's settings allows), evaluate, ssl and pictures (skipped when the
-run's record is current: :func:`smvi.store.records.staleness`, the one freshness rule) — so running the same sweep again does only what
+identity, which only ``--overwrite`` of the sweep's settings allows), then those of ``stages`` after it, each with the
+sweep's section of its name (skipped when the run's record is current: :func:`smvi.store.records.staleness`, the one freshness rule) — so running the same sweep again does only what
 is missing, and a failing run is recorded while the others go on. A ``sweep.toml`` written before the AIS settings
 took ais()'s names (``eval.ais_steps``, ...) is read with the keys renamed
 (:func:`smvi.settings.stages.upgrade_eval_settings`). Executors: ``inprocess`` (default), ``process`` (a local pool) and
@@ -29,20 +30,23 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
                       ValidationError, create_model, model_validator)
 
 from smvi.store.atomic import atomic_write_json, atomic_write_text
-from smvi.settings.run import ConfigError, ConstraintConfig, Distinct, NoRepeats, RunConfig, build_config, config_to_toml, read_toml
-from smvi.stages.evaluate import evaluate_run
+from smvi.settings.run import (ConfigError, ConstraintConfig, Distinct, NoRepeats, RunConfig, build_config,
+                               config_to_toml, one_of, read_toml)
 from smvi.progress import SweepETA, duration, note, stage_priors, sweep_note
 from smvi.store.records import RecordError
 from smvi.store.rundir import RunDir, RunError, identity_change, sweep_paths
-from smvi.stages.pictures import pictures_run
-from smvi.settings.stages import EvalConfig, PicturesConfig, upgrade_eval_settings
-from smvi.stages.ssl import SSLConfig, ssl_run
+from smvi.settings.stages import (ConvergenceConfig, EvalConfig, GapConfig, PicturesConfig, SSLConfig,
+                                  upgrade_eval_settings)
+from smvi.stages.registry import STAGES
 from smvi.stages.train import train
 
 __all__ = ["SweepConfig", "DualSettings", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "target_run_name",
            "load_sweep_tree"]
 
-Stage = Literal["train", "evaluate", "ssl", "pictures"]
+StageName = Annotated[str, one_of(STAGES, "stage")]
+"""A stage a sweep can run: a name of :data:`smvi.stages.registry.STAGES`."""
+AFTER_TRAINING = tuple(s for s in STAGES.values() if s.record is not None)
+"""The stages after training, in the order a run does them."""
 
 
 _SHARED = [k for k in ConstraintConfig.model_fields if k not in ("target", "measure")]
@@ -69,12 +73,14 @@ class SweepConfig(BaseModel):
         (), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each")
     constraint: DualSettings = Field(DualSettings(), description="the learned λ's settings of the target runs")
     seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field((0,), description="training seeds")
-    stages: Annotated[tuple[Stage, ...], Distinct] = Field(
-        ("train", "evaluate", "ssl"), description="what each run does: train, evaluate, ssl, pictures")
+    stages: Annotated[tuple[StageName, ...], Distinct] = Field(
+        ("train", "evaluate", "ssl"), description="what each run does, each stage with the section of its name")
     run: RunConfig = RunConfig()
     eval: EvalConfig = EvalConfig()
     ssl: SSLConfig = SSLConfig()
     pictures: PicturesConfig = PicturesConfig()
+    convergence: ConvergenceConfig = Field(ConvergenceConfig(), description="settings of the convergence stage")
+    gaps: GapConfig = Field(GapConfig(), description="settings of the gaps stage")
 
     @model_validator(mode="after")
     def _coherent(self) -> "SweepConfig":
@@ -166,14 +172,14 @@ def plan(sweep: SweepConfig) -> list[RunSpec]:
     return specs
 
 
-def _ssl_served(cfg: SSLConfig) -> tuple[SSLConfig, ...]:
-    """The SSL settings whose record serves ``cfg``: itself and, when it skips the raw-pixel baseline, the same with
-    the baseline (a record that has it holds everything asked; e.g. a run that was first in another sweep)."""
-    return (cfg,) if cfg.raw_pixels else (cfg, cfg.model_copy(update={"raw_pixels": True}))
-
-
-STAGE_RECORDS = {"evaluate": "eval", "ssl": "ssl", "pictures": "pictures"}
+STAGE_RECORDS = {s.name: s.record for s in AFTER_TRAINING}
 """The stages after training, in order, and the record each writes (:meth:`smvi.store.rundir.RunDir.record_path`)."""
+
+
+def stage_settings(stage, spec: RunSpec, sweep: SweepConfig) -> tuple:
+    """The settings whose record serves ``stage`` for ``spec``'s run, the one to run with first: the run's own (a
+    :class:`RunSpec` field of the stage's key, e.g. ``ssl``) or else the sweep's section of that key."""
+    return STAGES[stage].served(getattr(spec, STAGES[stage].key, None) or getattr(sweep, STAGES[stage].key))
 
 
 def read_sweep(sweep_dir: str | Path) -> SweepConfig:
@@ -214,15 +220,13 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
                       progress=progress)
                 seconds["train"] = round(time.perf_counter() - t, 2)
                 done.append("train" + (f" (retrained: {other})" if other else ""))
-        stages = (("evaluate", evaluate_run, (sweep.eval,)), ("ssl", ssl_run, _ssl_served(spec.ssl)),
-                  ("pictures", pictures_run, (sweep.pictures,)))
-        for stage, fn, cfgs in stages:
-            if stage in sweep.stages and _stale(rd, stage, cfgs):
-                t = time.perf_counter()
-                where = {} if stage == "ssl" else {"device": spec.config.train.device}  # where it trained (auto: GPU)
-                fn(run_dir, cfgs[0], overwrite=True, progress=progress, **where)
-                seconds[stage] = round(time.perf_counter() - t, 2)
-                done.append(stage)
+        for stage in AFTER_TRAINING:
+            cfgs = stage_settings(stage.name, spec, sweep)
+            if stage.name in sweep.stages and _stale(rd, stage.name, cfgs):
+                t = time.perf_counter()  # on the device the run trained on (train.device; auto: a GPU if any)
+                stage.run(run_dir, cfgs[0], overwrite=True, progress=progress, device=spec.config.train.device)
+                seconds[stage.name] = round(time.perf_counter() - t, 2)
+                done.append(stage.name)
     except Exception as e:  # noqa: BLE001 -- a failing run is recorded and the sweep goes on
         last = traceback.extract_tb(e.__traceback__)[-1]
         return {"name": spec.name, "status": "failed", "done": done, "seconds": seconds, "epochs": epochs,
@@ -231,19 +235,23 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
 
 
 def pending_work(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path) -> dict[str, int]:
-    """What ``spec``'s run still needs, as :class:`~smvi.progress.SweepETA` counts it: ``{"epochs": e,
-    "evaluate": 0 or 1, "ssl": 0 or 1, "pictures": 0 or 1}`` (the decisions of :func:`run_job`, made up front). An unreadable run
-    counts as all of its work: this is an estimate, never an error."""
+    """What ``spec``'s run still needs, as :class:`~smvi.progress.SweepETA` counts it: ``{"epochs": e, "evaluate": 0
+    or 1, "ssl": 0 or 1, …}``, one entry per stage after training (the decisions of :func:`run_job`, made up front).
+    An unreadable run counts as all of its work: this is an estimate, never an error."""
     rd = RunDir(run_dir)
+    names = [s.name for s in AFTER_TRAINING]
     try:
         epochs = _epochs_left(spec, rd)[0] if "train" in sweep.stages else 0
-        stale = {"evaluate": epochs > 0 or _stale(rd, "evaluate", (sweep.eval,)),
-                 "ssl": epochs > 0 or _stale(rd, "ssl", _ssl_served(spec.ssl)),
-                 "pictures": epochs > 0 or _stale(rd, "pictures", (sweep.pictures,))}
+        stale = {s: epochs > 0 or _stale(rd, s, stage_settings(s, spec, sweep)) for s in names if s in sweep.stages}
     except Exception:  # noqa: BLE001 -- run_job will say what is wrong with it
         epochs = spec.config.train.epochs if "train" in sweep.stages else 0
-        stale = dict.fromkeys(("evaluate", "ssl", "pictures"), True)
-    return {"epochs": epochs, **{s: int(s in sweep.stages and stale[s]) for s in stale}}
+        stale = dict.fromkeys(names, True)
+    return {"epochs": epochs, **{s: int(s in sweep.stages and stale[s]) for s in names}}
+
+
+def sweep_priors(sweep: SweepConfig) -> dict[str, float]:
+    """:func:`smvi.progress.stage_priors` for the sweep's model and the settings of each of its stages."""
+    return stage_priors(sweep.run, sweep.eval, settings={s.key: getattr(sweep, s.key) for s in AFTER_TRAINING})
 
 
 def measured_times(eta: SweepETA, run_dirs, last: int = 20) -> None:
@@ -318,7 +326,7 @@ def run_sweep(
     jobs = workers if executor != "inprocess" else 1  # runs side by side
     if progress:
         work = {s.name: pending_work(s, sweep, dirs[s.name]) for s in specs}
-        eta = SweepETA(work, stage_priors(sweep.run, sweep.eval), jobs)
+        eta = SweepETA(work, sweep_priors(sweep), jobs)
         measured_times(eta, dirs.values())
         note(sweep_note(sweep_dir, work, eta))
 

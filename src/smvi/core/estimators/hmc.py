@@ -102,7 +102,7 @@ def normal(key: Key, n: int, dtype: torch.dtype = torch.float64) -> Tensor:
 
 def reparameterize(dist: Distribution, eps: Tensor) -> Tensor:
     """Map standard normal noise ``[..., d]`` to a sample of a Gaussian ``dist`` (diagonal or full covariance), or of
-    a Gaussian pushed through transforms (a normalizing flow such as :class:`~smvi.core.posteriors.FlowPosterior`)."""
+    a Gaussian pushed through transforms (a normalizing flow such as :class:`~smvi.core.families.FlowPosterior`)."""
     if isinstance(dist, TransformedDistribution):
         z = reparameterize(dist.base_dist, eps)
         for t in dist.transforms:
