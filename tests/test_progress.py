@@ -211,8 +211,8 @@ def test_the_docstring_examples_hold():
 
 
 def test_each_preset_has_one_time_quoted_alike_everywhere():
-    """presets.PRESET_TIMES owns the numbers; the CLI's torch-free copy, `smvi sweep --help` and the README quote
-    them. The ETA a paper sweep shows before it has measured anything (smvi.progress's per-stage figures) lies between
+    """presets.PRESET_TIMES owns the numbers; the CLI's torch-free copy, `smvi sweep --help` and the docs' sweeps
+    page quote them. The ETA a paper sweep shows before it has measured anything (smvi.progress's per-stage figures) lies between
     the measured pace of results/paper and that of its uncontended runs."""
     from pathlib import Path
 
@@ -222,7 +222,7 @@ def test_each_preset_has_one_time_quoted_alike_everywhere():
 
     flat = lambda text: " ".join(text.split())  # noqa: E731 -- click and Markdown wrap lines
     assert SWEEP_PRESET_TIMES == PRESET_TIMES and set(PRESET_TIMES) == set(PRESETS)
-    readme = flat((Path(__file__).resolve().parents[1] / "README.md").read_text())
+    readme = flat((Path(__file__).resolve().parents[1] / "docs" / "guide" / "sweeps.md").read_text())
     helptext = flat(CliRunner().invoke(main, ["sweep", "--help"]).output)
     for name, time in PRESET_TIMES.items():
         assert flat(time) in readme and flat(time) in helptext, name

@@ -86,7 +86,8 @@ PAPER = RESULTS.parent / "paper"
 
 def test_the_committed_paper_results_are_what_their_files_give(tmp_path):
     """results/paper: the report's tables (values and paired differences) are recomputed from the committed files,
-    summary.md is what scripts/summary_table.py prints from them, and the README quotes its tables verbatim."""
+    summary.md is what scripts/summary_table.py prints from them, the docs' results page quotes its tables verbatim
+    and the README the first."""
     import subprocess
     import sys
 
@@ -101,9 +102,10 @@ def test_the_committed_paper_results_are_what_their_files_give(tmp_path):
     summary = subprocess.run([sys.executable, str(script), str(PAPER / "report")], capture_output=True, text=True,
                              check=True).stdout
     assert summary == (PAPER / "summary.md").read_text()
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[1]
+    page, readme = ((root / name).read_text() for name in ("docs/results/paper.md", "README.md"))
     tables = [block for block in summary.split("\n\n") if block.startswith("| λ")]
-    assert len(tables) == 2 and all(t.strip() in readme for t in tables)
+    assert len(tables) == 2 and all(t.strip() in page for t in tables) and tables[0].strip() in readme
 
 
 def test_every_paper_run_finished_with_the_paper_preset_s_settings():
@@ -129,7 +131,8 @@ def _frontier_table(md: str) -> str:
 
 def test_the_committed_frontier_study_is_what_its_result_files_give(tmp_path):
     """results/frontier (`make frontier`): the report's per-λ table and frontier table (with its paired "dominated
-    by" column) are recomputed from the committed files, and the README quotes the frontier table verbatim."""
+    by" column) are recomputed from the committed files, and the docs' results page quotes the frontier table
+    verbatim."""
     make_report(FRONTIER, tmp_path)
     assert (tmp_path / "results.csv").read_text() == (FRONTIER / "report" / "results.csv").read_text()
     md = (tmp_path / "results.md").read_text()
@@ -139,8 +142,8 @@ def test_the_committed_frontier_study_is_what_its_result_files_give(tmp_path):
     table = _frontier_table(md)
     assert table == _frontier_table((FRONTIER / "report" / "results.md").read_text())
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert all(row in readme for row in rows)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "results" / "frontier.md").read_text()
+    assert rows and all(row in page for row in rows)
 
 
 def test_every_arm_of_the_frontier_study_finished_with_its_settings():
