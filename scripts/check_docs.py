@@ -49,6 +49,7 @@ PROBE = """<script>(function () {
     var meta = document.querySelector('.md-search-result__meta');
     var out = document.createElement('pre');
     out.id = 'smvi-check';
+    out.style.display = 'none';  // read from the DOM, not shown in screenshots
     out.textContent = JSON.stringify({images: imgs.length, broken: broken, errors: errors,
       nav: document.querySelectorAll('nav.md-nav--primary a.md-nav__link').length,
       title: document.title, search: results.length, search_meta: meta ? meta.textContent : null,
