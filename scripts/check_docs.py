@@ -186,7 +186,7 @@ class Server:
 def probe(binary: str, url: str, width: int = 1280) -> dict:
     """What the probe saw at ``url``."""
     r = _chromium(binary, "--dump-dom", f"--window-size={width},1000", url)
-    found = re.search(r'<pre id="smvi-check">(.*?)</pre>', r.stdout, flags=re.S)
+    found = re.search(r'<pre id="smvi-check"[^>]*>(.*?)</pre>', r.stdout, flags=re.S)
     if not found:
         raise RuntimeError(f"chromium gave no probe result for {url} (exit {r.returncode}): {r.stderr.strip()[-300:]}")
     return json.loads(html.unescape(found.group(1)))
