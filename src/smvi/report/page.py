@@ -25,21 +25,15 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from smvi.report.aggregate import EVAL_METRICS, ReportError, Row, Run, aggregate, collect_runs, is_constrained, lam_series
-from smvi.store.atomic import atomic_write_dir
+from smvi.report.aggregate import ReportError, Row, Run, aggregate, collect_runs, lam_series
 from smvi.report.claims import decide_claims
-from smvi.report.constrained import CAPTIONS as CONSTRAINED_CAPTIONS, FILES as CONSTRAINED_FILES
-from smvi.report.constrained import constrained_section
-from smvi.report.curves import CAPTION as CURVES_CAPTION, FIGURE as CURVES, figure_curves
-from smvi.report.figures import figure_gap, figure_ssl
-from smvi.report.flags import Flag, legend, sweep_flags
-from smvi.report.frontier import FRONTIER_CAPTIONS, frontier_section
-from smvi.report.paired import PAIRED_CSV, figure_paired, paired_csv, paired_rows, paired_tables
+from smvi.report.flags import legend, sweep_flags
+from smvi.report.paired import paired_rows
+from smvi.report.sections import SECTIONS, Inputs
+from smvi.report.tables import SE_NOTE, provenance_table, settings_tables
+from smvi.store.atomic import atomic_write_dir
 from smvi.store.provenance import provenance_summary
 from smvi.store.records import smvi_version
-from smvi.report.tables import (SE_NOTE, Table, convergence_table, provenance_table, result_tables, results_csv,
-                            run_table, settings_tables)
-from smvi.report.pictures import pictures_section
 
 __all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row", "md_escape"]
 
@@ -49,24 +43,8 @@ REFERENCES = (
     "Burda et al. 2016, VAE (50 latents, 2×200 tanh, dynamic binarization): test log p(x) ≈ −86.76 nats.",
     "Cremer et al. 2018, factorized Gaussian q, static binarization: inference gap ≈ 2.77 nats (order of magnitude).",
 )
-COLLAPSED_NOTE = "A red × marks a λ in posterior collapse (⚠C); it does not set the y-range, and off scale it is a " \
-                 "red triangle on the edge with its value."
-CAPTIONS = {
-    "fig1_gap.png": "Figure 1: (a) ELBO gap, AIS log p(x) − ELBO, and (b) log p(x) by AIS (solid) with the ELBO "
-                    "(dashed) against λ, on train and test images (and, where computed, IWAE log p(x) on the whole "
-                    "test set, dotted); mean ± SE over training seeds, dots are runs. λ = 0 sits left of the axis "
-                    "break (//). " + COLLAPSED_NOTE,
-    "fig2_ssl.png": "Figure 2: test accuracy of an RBF SVM on encoder means from s labeled examples against λ; "
-                    "dotted lines and bands: the same SVM protocol on raw pixels (mean ± SE over label subsets). "
-                    "(b), when the sweep has λ = 0: each λ's accuracy minus λ = 0's on the same label subsets "
-                    "(mean ± SE over the pairs). " + COLLAPSED_NOTE,
-    "fig3_paired.png": "Figure 3: each λ minus λ = 0, paired on the same images, label subsets and training seeds, "
-                       "with 95 % t intervals: (a) log p(x) (IWAE on the whole test set, AIS on the test subset) "
-                       "and the test gap, (b) SSL accuracy. " + COLLAPSED_NOTE,
-    CURVES: CURVES_CAPTION,
-    **CONSTRAINED_CAPTIONS,
-}
-CAPTIONS.update(FRONTIER_CAPTIONS)  # fig4_frontier.png: smvi.report.frontier
+CAPTIONS = {name: caption for section in SECTIONS for name, caption in section.captions.items()}
+"""Every figure's caption, from the sections that draw them (:data:`smvi.report.sections.SECTIONS`)."""
 TITLE = "SMVI sweep report"
 
 
@@ -140,38 +118,12 @@ def _html(page: dict, pngs: dict[str, bytes]) -> str:
             f"<body><h1>{TITLE}</h1><p class='prov'>{'<br>'.join(_h(x) for x in page['provenance'])}</p>"
             f"<h2>Claims</h2>{lis(page['claims'])}<h2>Flags</h2>{flags}{imgs}"
             + "".join(_html_table(*t) for t in page["tables"])
-            + f"<p>{_h(SE_NOTE)}</p>{page['pictures']}<h2>Reference points (other settings)</h2>{lis(REFERENCES)}"
+            + f"<p>{_h(SE_NOTE)}</p>{page['html']}<h2>Reference points (other settings)</h2>{lis(REFERENCES)}"
             f"<h2>Notes</h2>{lis(page['notes'] or ['none'])}{_html_table(*page['provenance_table'])}"
             f"<details><summary>Settings</summary>{settings}</details></body></html>\n")
 
 
 # ---- the report -----------------------------------------------------------------------------------------------------
-def _collapsed(flags: list[Flag]) -> frozenset[float]:
-    """The fixed λ with a run in posterior collapse: marked in the figures, never setting their scale."""
-    return frozenset(f.lam for f in flags if f.kind == "collapse" and f.lam is not None)
-
-
-def _collapsed_runs(flags: list[Flag]) -> frozenset[str]:
-    """The runs in posterior collapse: a red × in the training curves and the frontier."""
-    return frozenset(f.run for f in flags if f.kind == "collapse")
-
-
-def _figures(runs: list[Run], rows: list[Row], lams: list[float], flags: list[Flag], paired) -> dict[str, bytes]:
-    """The sweep's figures (name → PNG): Figures 1–3 and the training curves of ``runs`` (those on the λ axis and
-    those with a learned λ)."""
-    collapsed = _collapsed(flags)
-    pngs = {}
-    if any(r.quantity in EVAL_METRICS for r in rows):
-        pngs["fig1_gap.png"] = figure_gap(rows, lams, collapsed)
-    if any(r.quantity == "ssl_accuracy" for r in rows):
-        pngs["fig2_ssl.png"] = figure_ssl(rows, lams, collapsed)
-    if png := figure_paired(paired, lams, collapsed):
-        pngs["fig3_paired.png"] = png
-    if png := figure_curves(runs, _collapsed_runs(flags)):
-        pngs[CURVES] = png
-    return pngs
-
-
 def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write the figures, tables and page of the sweep in ``sweep_dir`` (see the module docstring); returns the path
     of ``report.html``. Raises :class:`ReportError` when there is no run or no result to report."""
@@ -185,28 +137,20 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     flags = sweep_flags(runs)
     axis = lam_series(runs)[0]  # the fixed-λ SMVI runs: other methods are in the frontier section
     paired = paired_rows(axis)
-    pngs = _figures([r for r in runs if r in axis or is_constrained(r)], rows, lams, flags, paired)
     claims = [c.sentence for c in decide_claims(paired, rows, flags)]
-    convergence, more = convergence_table(runs, flags)
-    constrained = constrained_section(runs, rows, _collapsed(flags))
-    pngs.update(constrained.figures)
-    notes += more + constrained.notes
-    frontier_pngs, frontier_tables = frontier_section(runs, _collapsed_runs(flags))
-    pngs.update(frontier_pngs)
-    tables: list[Table] = (result_tables(rows, lams, flags)
-                           + paired_tables(paired, lams, any(r.eval for r in runs), flags) + convergence
-                           + frontier_tables + constrained.tables + [run_table(runs, flags)])
+    inputs = Inputs(Path(sweep_dir), runs, rows, lams, flags, axis, paired)
+    sections = [section.build(inputs) for section in SECTIONS]
+    pngs = {name: png for s in sections for name, png in s.figures.items()}
+    notes += [n for s in sections for n in s.notes]
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = {"provenance": [f"report written {made} by smvi {smvi_version()} from {len(runs)} runs",
                            *provenance_summary(runs)],
             "claims": claims, "flags": [f.message for f in flags], "legend": legend(flags), "figures": list(pngs),
-            "tables": tables, "notes": notes, "provenance_table": provenance_table(runs),
-            "settings": settings_tables(runs),
-            "pictures": pictures_section(sweep_dir, runs)}  # "" when no run has current pictures
-    files = {**pngs, **constrained.files, "results.csv": results_csv(rows, flags).encode(),
+            "tables": [t for s in sections for t in s.tables], "notes": notes,
+            "provenance_table": provenance_table(runs), "settings": settings_tables(runs),
+            "html": "".join(s.html for s in sections)}
+    files = {**pngs, **{name: data for s in sections for name, data in s.files.items()},
              "results.md": _markdown(page).encode(), "report.html": _html(page, pngs).encode()}
-    if paired:
-        files[PAIRED_CSV] = paired_csv(paired).encode()
     try:
         atomic_write_dir(out, files)
     except OSError as e:
@@ -215,5 +159,5 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     return out / "report.html"
 
 
-REPORT_FILES = ({"fig1_gap.png", "fig2_ssl.png", "fig3_paired.png", CURVES, "results.csv", PAIRED_CSV,
-                 "results.md", "report.html"} | CONSTRAINED_FILES | set(FRONTIER_CAPTIONS))
+REPORT_FILES = {"results.md", "report.html", *CAPTIONS, *(f for section in SECTIONS for f in section.files)}
+"""Every file a report may hold (an ``--out`` with others is refused)."""

@@ -8,6 +8,8 @@ other half of the coordinates and a context vector h(x) output by the encoder (c
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -115,9 +117,9 @@ class CouplingFlow(PosteriorFamily):
             self.nets.append(nn.ModuleList(lins))
 
     @classmethod
-    def from_settings(cls, z_dim: int, *, flow_layers: int, flow_hidden: tuple[int, ...],
-                      flow_context: int) -> "CouplingFlow":
-        return cls(z_dim, flow_layers, tuple(flow_hidden), flow_context)
+    def from_settings(cls, z_dim: int, **settings: Any) -> "CouplingFlow":
+        """From ``model.flow_layers``, ``model.flow_hidden`` and ``model.flow_context``."""
+        return cls(z_dim, settings["flow_layers"], tuple(settings["flow_hidden"]), settings["flow_context"])
 
     def _weights(self) -> list[list[tuple[Tensor, Tensor]]]:
         return [[(lin.weight, lin.bias) for lin in net] for net in self.nets]
