@@ -52,7 +52,8 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
     r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
     for name, s in r.splits.items():
-        click.echo(f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)}  "
+        click.echo(f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)} "
+                   f"(acceptance {_fmt(s.ais_acceptance)})  "
                    f"gap {_fmt(s.gap.mean)} ± {_fmt(s.gap.se)}  D_SM {_fmt(s.d_sm.mean)}")
     if f := r.full_test:
         click.echo(f"whole test set (n={f.n}): IWAE k={f.k} {_fmt(f.iwae.mean)} ± {_fmt(f.iwae.se)}")

@@ -36,6 +36,10 @@ class AISSampler(_Frozen):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: the leapfrog force (AIS) and IWAE's decoder pass in bf16 autocast, see "
                             "smvi.core.estimators.precision")
+    adapt: Literal["ratio", "dual_averaging"] = Field(
+        "ratio", description="step-size rule (smvi.core.estimators.adapt): ratio (x1.02 per step at most, too slow "
+                             "for short chains; records without this key used it) or dual_averaging (Hoffman & Gelman "
+                             "2014: reaches the target acceptance within tens of steps)")
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ais / bdmc / ais_ladder these settings stand for."""

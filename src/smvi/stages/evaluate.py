@@ -27,6 +27,7 @@ import torch
 
 from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.core.estimators import ais, iwae_bound
+from smvi.core.estimators.adapt import off_target
 from smvi.core.pointwise import d_sm_per_point, elbo_per_point
 from smvi.progress import Progress, note
 from smvi.store.records import (EvalPartial, EvalRecord, EvalSplit, FullTestIWAE, PartialSplit, PerImage,
@@ -189,6 +190,8 @@ def evaluate_run(
         header=make_header("eval", run.fingerprint, run.epoch, cfg, device=str(dev)), run=rd.path.name,
         lam=run.config.train.lam,
         splits=scored, full_test=full, seconds=round(before + time.perf_counter() - t0, 2),
+        notes=[f"{name} split: {why}" for name, s in scored.items()
+               if (why := off_target(s.ais_acceptance, adapt=a.adapt, steps=a.steps)) is not None],
         work={"points": total, "chains": a.chains, "steps": a.steps, "leapfrog_steps": a.leapfrog_steps,
               "gradient_evaluations": total * a.chains * a.steps * a.leapfrog_steps},
     )
