@@ -92,6 +92,24 @@ def prior_of(model, dtype: torch.dtype, device: torch.device) -> Distribution:
     return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
 
 
+def _joint_value_and_grad(model, x: Tensor):
+    """log p(x, z) and ∇_z log p(x, z) from the model's explicit ``log_likelihood_and_grad`` (the prior's gradient,
+    a few elementwise operations, by autograd), or None when the model has none (autograd does it all)."""
+    explicit = getattr(model, "log_likelihood_and_grad", None)
+    if explicit is None:
+        return None
+
+    def value_and_grad(z: Tensor, precision: str) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            leaf = z.detach().requires_grad_(True)
+            log_prior = model.log_prior(leaf)
+            (grad_prior,) = torch.autograd.grad(log_prior.sum(), leaf)
+        log_lik, grad_lik = explicit(x, z, precision=precision)
+        return log_prior.detach() + log_lik, grad_prior + grad_lik
+
+    return value_and_grad
+
+
 def _endpoints(model, x: Tensor, start: str, dtype: torch.dtype):
     """(f₀ sampler-distribution, log f₀, log f₁ = log p(x, z)) for the path from ``start``."""
     if start == "prior":
@@ -208,8 +226,11 @@ def ais(
     linear-Gaussian model, 5 standard errors). With pilots the weighted chains' kernels are independent of them and
     the estimator is exact. ``pilot_chains=0`` keeps ``init_step_size`` fixed.
 
+    The force ∇_z log p(x, z) comes from the model's explicit ``log_likelihood_and_grad`` when it has one (the VAE's
+    decoder pass in :mod:`smvi.core.explicit`, no autograd), else from autograd through ``log_likelihood``.
+
     ``precision="bf16"`` computes the leapfrog force (the z-gradient of log p(x, z): the decoder's forward and
-    input-gradient pass) under bf16 autocast, about 2× the throughput on CPUs with bf16 units, and keeps everything the
+    input-gradient pass) with bf16 products (the explicit pass, or autograd under bf16 autocast), about 2× the throughput on CPUs with bf16 units, and keeps everything the
     estimate rests on exact: positions, momenta and the energies of the accept/reject test in the model's dtype (fp32),
     the log-weights in fp64. HMC with any deterministic, volume-preserving, reversible integrator stays exact when the
     accept/reject uses the true Hamiltonian (Neal 2011, "MCMC using Hamiltonian dynamics"; see
@@ -226,7 +247,7 @@ def ais(
     x = x.to(dtype)
     with force_autocast("fp32", x.device), exact_matmul():  # fp32 means fp32, whatever the caller's settings
         base, log_f0, log_f1 = _endpoints(model, x, start, dtype)
-        potential = path_potential(log_f0, log_f1, precision=precision)
+        potential = path_potential(log_f0, log_f1, precision=precision, grad_f1=_joint_value_and_grad(model, x))
         key = _chain_key(seed, x, chains, pilot_chains, reverse_from is not None)
         shape = (chains + pilot_chains, x.shape[0], model.z_dim)
         z0 = _initial_z(model, base, start, fold_in(key, 0), reverse_from, chains, shape, dtype)

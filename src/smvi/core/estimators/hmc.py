@@ -25,7 +25,7 @@ from smvi.core.estimators.precision import PRECISIONS, force_autocast
 
 __all__ = [
     "Key", "stream_key", "point_ids", "fold_in", "normal", "uniform", "reparameterize",
-    "HMCState", "HMCInfo", "Potential", "PathPotential", "path_potential", "init_state", "hmc_step",
+    "HMCState", "HMCInfo", "Potential", "ValueAndGrad", "PathPotential", "path_potential", "init_state", "hmc_step",
 ]
 
 # ---- counter-based noise ------------------------------------------------------------------------------------------
@@ -135,6 +135,8 @@ class HMCInfo(NamedTuple):
 
 
 Potential = Callable[[Tensor], HMCState]
+ValueAndGrad = Callable[[Tensor, str], tuple[Tensor, Tensor]]
+"""(z, precision) -> (log f(z) ``[*batch]``, ∇_z log f(z) ``[*batch, d]``) computed without autograd's tape."""
 
 
 class PathPotential:
@@ -146,16 +148,24 @@ class PathPotential:
     With ``"bf16"`` the force runs under bf16 autocast (the decoder's matrix products in bfloat16, the gradient
     returned in z's dtype) and the values take one more full-precision forward pass, made only where the HMC test
     needs them (the trajectory's end): see :func:`hmc_step` for why this keeps HMC exact.
+
+    ``grad_f1`` (a :data:`ValueAndGrad`, e.g. a model's explicit decoder pass) replaces autograd for log f₁'s value and
+    force; it is given the precision and must return the value in full precision when asked for ``"fp32"``.
     """
 
     def __init__(
         self, log_f0: Callable[[Tensor], Tensor], log_f1: Callable[[Tensor], Tensor] | None = None,
-        precision: str = "fp32",
+        precision: str = "fp32", grad_f1: ValueAndGrad | None = None,
     ):
-        self.log_f0, self.log_f1, self.precision = log_f0, log_f1, precision
+        self.log_f0, self.log_f1, self.precision, self.grad_f1 = log_f0, log_f1, precision, grad_f1
 
-    def _grad(self, log_f: Callable[[Tensor], Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
-        """log f(z) (in the force's precision) and ∇_z log f(z) on a fresh leaf; no graph survives the call."""
+    def _grad(self, log_f: Callable[[Tensor], Tensor], z: Tensor, explicit: ValueAndGrad | None = None
+              ) -> tuple[Tensor, Tensor]:
+        """log f(z) (in the force's precision) and ∇_z log f(z): by ``explicit`` when given, else by autograd on a
+        fresh leaf; no graph survives the call."""
+        if explicit is not None:
+            value, grad = explicit(z.detach(), self.precision)
+            return value, grad.to(z.dtype)
         with torch.enable_grad(), force_autocast(self.precision, z.device):
             z = z.detach().requires_grad_(True)
             value = log_f(z)
@@ -169,7 +179,7 @@ class PathPotential:
     def force(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(∇_z log f₀, ∇_z log f₁) at ``z``, each ``[*batch, d]`` in z's dtype."""
         g0 = self._grad(self.log_f0, z)[1]
-        return (g0, g0) if self.log_f1 is None else (g0, self._grad(self.log_f1, z)[1])
+        return (g0, g0) if self.log_f1 is None else (g0, self._grad(self.log_f1, z, self.grad_f1)[1])
 
     def __call__(self, z: Tensor) -> HMCState:
         if self.precision != "fp32":
@@ -180,21 +190,23 @@ class PathPotential:
         a, ga = self._grad(self.log_f0, z)
         if self.log_f1 is None:
             return HMCState(z.detach(), a, a, ga, ga)
-        b, gb = self._grad(self.log_f1, z)
+        b, gb = self._grad(self.log_f1, z, self.grad_f1)
         return HMCState(z.detach(), a, b, ga, gb)
 
 
 def path_potential(
-    log_f0: Callable[[Tensor], Tensor], log_f1: Callable[[Tensor], Tensor] | None = None, *, precision: str = "fp32"
+    log_f0: Callable[[Tensor], Tensor], log_f1: Callable[[Tensor], Tensor] | None = None, *, precision: str = "fp32",
+    grad_f1: ValueAndGrad | None = None,
 ) -> PathPotential:
-    """Evaluate both ends of the path (one backward pass each) at a position; ``log_f1=None`` means f₁ = f₀.
+    """Evaluate both ends of the path (one backward pass each) at a position; ``log_f1=None`` means f₁ = f₀;
+    ``grad_f1`` computes log f₁ and its gradient without autograd (:class:`PathPotential`).
 
     ``precision="bf16"`` computes the force under bf16 autocast and the log-densities in full precision
     (:class:`PathPotential`); validate it first with :func:`smvi.core.estimators.precision.check_precision`.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    return PathPotential(log_f0, log_f1, precision)
+    return PathPotential(log_f0, log_f1, precision, grad_f1)
 
 
 def init_state(potential: Potential, z: Tensor) -> HMCState:
