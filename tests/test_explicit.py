@@ -67,6 +67,8 @@ def test_explicit_pass_matches_autograd_to_rounding(likelihood, activation):
     assert _err(bg, true_g) > 1e-5  # bf16 products do round: the check above is not comparing fp32 with fp32
     nv, ng = model.log_likelihood_and_grad(x, z, precision="bf16", grad=False)
     assert ng is None and torch.equal(nv, bv)
+    ev, eg = model.log_likelihood_and_grad(x, z, precision="bf16", exact_value=True)  # HMC's trajectory ends
+    assert torch.equal(ev, v) and _err(eg, true_g) <= 2 * _err(cg, true_g) + 1e-3 and not torch.equal(eg, g)
 
 
 def test_a_decoder_the_pass_does_not_cover_keeps_autograd():

@@ -95,20 +95,25 @@ def _likelihood(likelihood: str, x: Tensor, o: Tensor, grad: bool) -> tuple[Tens
 
 
 def mlp_log_likelihood(decoder: nn.Sequential, likelihood: str, x: Tensor, z: Tensor, *, precision: str = "fp32",
-                       grad: bool = True) -> tuple[Tensor, Tensor | None]:
+                       grad: bool = True, exact_value: bool = False) -> tuple[Tensor, Tensor | None]:
     """log p(x|z) ``[..., N]`` and ∇_z log p(x|z) ``[..., N, z_dim]`` (None unless ``grad``) for x ``[N, x_dim]``,
     z ``[..., N, z_dim]``; ``likelihood`` "bernoulli" or "gaussian" as in :class:`~smvi.core.models.VAE`. Needs
-    :func:`supports`; no autograd is involved (call it under ``torch.no_grad()`` or not, the result has no graph)."""
+    :func:`supports`; no autograd is involved (call it under ``torch.no_grad()`` or not, the result has no graph).
+
+    ``exact_value=True`` with ``precision="bf16"``: the forward in full precision (the value is ``log_likelihood``'s)
+    and only the backward's products in bf16: a different rounding of the gradient than the all-bf16 pass, for the
+    trajectory ends of HMC (see :func:`smvi.core.estimators.hmc.hmc_step`)."""
     bf16 = precision == "bf16"
+    forward_bf16 = bf16 and not exact_value
     with torch.no_grad():
         layers = list(decoder)
         h, derivs = z, []
         for lin, act in zip(layers[0:-1:2], layers[1::2]):
-            a = _linear(lin, h, bf16)
+            a = _linear(lin, h, forward_bf16)
             h = act(a)
             if grad:
                 derivs.append(DERIVATIVES[type(act)](a, h))
-        value, g = _likelihood(likelihood, x, _linear(layers[-1], h, bf16).to(z.dtype), grad)
+        value, g = _likelihood(likelihood, x, _linear(layers[-1], h, forward_bf16).to(z.dtype), grad)
         if not grad:
             return value, None
         for lin, d in zip(reversed(layers[2::2]), reversed(derivs)):

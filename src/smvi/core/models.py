@@ -133,13 +133,18 @@ class VAE(nn.Module):
         sq = ((x - mean) * torch.exp(-log_std)).pow(2)
         return -(0.5 * sq + log_std + 0.5 * _LOG_2PI).sum(-1)
 
-    def log_likelihood_and_grad(self, x: Tensor, z: Tensor, *, precision: str = "fp32", grad: bool = True
-                                ) -> tuple[Tensor, Tensor | None]:
+    def log_likelihood_and_grad(self, x: Tensor, z: Tensor, *, precision: str = "fp32", grad: bool = True,
+                                exact_value: bool = False) -> tuple[Tensor, Tensor | None]:
         """log p(x|z) ``[..., N]`` and ∇_z log p(x|z) ``[..., N, z_dim]`` (None unless ``grad``) in one explicit pass
-        through the decoder (:func:`smvi.core.explicit.mlp_log_likelihood`: fp32, or bf16 products with everything
-        else in fp32); by autograd for a decoder that pass does not cover. No graph survives the call."""
+        through the decoder (:func:`smvi.core.explicit.mlp_log_likelihood`: fp32, or bf16 products; with
+        ``exact_value`` the forward in full precision and the backward's products in ``precision``); by autograd for
+        a decoder that pass does not cover. No graph survives the call."""
         if supports(self.decoder):
-            return mlp_log_likelihood(self.decoder, self.config.likelihood, x, z, precision=precision, grad=grad)
+            return mlp_log_likelihood(self.decoder, self.config.likelihood, x, z, precision=precision, grad=grad,
+                                      exact_value=exact_value)
+        if exact_value and precision != "fp32":
+            value = self.log_likelihood_and_grad(x, z, grad=False)[0]
+            return value, self.log_likelihood_and_grad(x, z, precision=precision)[1] if grad else None
         with torch.enable_grad(), torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             z = z.detach().requires_grad_(grad)
             value = self.log_likelihood(x, z)
@@ -211,12 +216,14 @@ class LinearGaussian(nn.Module):
     def encode(self, x: Tensor) -> Distribution:
         return self.family.distribution(self.encoder_params(x))
 
-    def log_likelihood_and_grad(self, x: Tensor, z: Tensor, *, precision: str = "fp32", grad: bool = True
-                                ) -> tuple[Tensor, Tensor | None]:
+    def log_likelihood_and_grad(self, x: Tensor, z: Tensor, *, precision: str = "fp32", grad: bool = True,
+                                exact_value: bool = False) -> tuple[Tensor, Tensor | None]:
         """log p(x|z) and its closed-form z-gradient Wᵀ(x − Wz − b)/s²; ``precision="bf16"`` takes both products'
-        inputs in bfloat16 (as the VAE's explicit pass does), the rest in the model's dtype."""
+        inputs in bfloat16 (as the VAE's explicit pass does; ``exact_value``: the first product in full precision),
+        the rest in the model's dtype."""
         lowp = (lambda t: t.to(torch.bfloat16)) if precision == "bf16" else (lambda t: t)  # noqa: E731
-        mean = (lowp(z) @ lowp(self.W).T).to(z.dtype) + self.b
+        first = (lambda t: t) if exact_value else lowp  # noqa: E731
+        mean = (first(z) @ first(self.W).T).to(z.dtype) + self.b
         s2 = torch.exp(2 * self.log_s)
         value = -0.5 * (((x - mean) ** 2).sum(-1) / s2 + self.x_dim * (_LOG_2PI + 2 * self.log_s))
         return value, (lowp(x - mean) @ lowp(self.W)).to(z.dtype) / s2 if grad else None

@@ -99,12 +99,12 @@ def _joint_value_and_grad(model, x: Tensor):
     if explicit is None:
         return None
 
-    def value_and_grad(z: Tensor, precision: str) -> tuple[Tensor, Tensor]:
+    def value_and_grad(z: Tensor, precision: str, exact: bool) -> tuple[Tensor, Tensor]:
         with torch.enable_grad():
             leaf = z.detach().requires_grad_(True)
             log_prior = model.log_prior(leaf)
             (grad_prior,) = torch.autograd.grad(log_prior.sum(), leaf)
-        log_lik, grad_lik = explicit(x, z, precision=precision)
+        log_lik, grad_lik = explicit(x, z, precision=precision, exact_value=exact)
         return log_prior.detach() + log_lik, grad_prior + grad_lik
 
     return value_and_grad

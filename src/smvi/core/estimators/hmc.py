@@ -135,8 +135,9 @@ class HMCInfo(NamedTuple):
 
 
 Potential = Callable[[Tensor], HMCState]
-ValueAndGrad = Callable[[Tensor, str], tuple[Tensor, Tensor]]
-"""(z, precision) -> (log f(z) ``[*batch]``, ∇_z log f(z) ``[*batch, d]``) computed without autograd's tape."""
+ValueAndGrad = Callable[[Tensor, str, bool], tuple[Tensor, Tensor]]
+"""(z, precision, exact) -> (log f(z) ``[*batch]``, ∇_z log f(z) ``[*batch, d]``) computed without autograd's tape;
+``exact=True`` asks for the value in full precision (the gradient may then come from that full-precision forward)."""
 
 
 class PathPotential:
@@ -164,7 +165,7 @@ class PathPotential:
         """log f(z) (in the force's precision) and ∇_z log f(z): by ``explicit`` when given, else by autograd on a
         fresh leaf; no graph survives the call."""
         if explicit is not None:
-            value, grad = explicit(z.detach(), self.precision)
+            value, grad = explicit(z.detach(), self.precision, False)
             return value, grad.to(z.dtype)
         with torch.enable_grad(), force_autocast(self.precision, z.device):
             z = z.detach().requires_grad_(True)
@@ -183,6 +184,10 @@ class PathPotential:
 
     def __call__(self, z: Tensor) -> HMCState:
         if self.precision != "fp32":
+            if self.log_f1 is not None and self.grad_f1 is not None:  # one exact forward gives value and force
+                b, g1 = self.grad_f1(z.detach(), self.precision, True)
+                return HMCState(z.detach(), self._exact(self.log_f0, z), b, self._grad(self.log_f0, z)[1],
+                                g1.to(z.dtype))
             g0, g1 = self.force(z)
             a = self._exact(self.log_f0, z)
             b = a if self.log_f1 is None else self._exact(self.log_f1, z)
@@ -282,6 +287,12 @@ def hmc_step(
     composition of shears (each of Jacobian determinant 1) and, with the momentum flip, its own inverse. Only the
     energies of the test must be exact: here log π_β comes from a full-precision forward pass and the kinetic energy,
     positions and momenta stay in z's dtype. A worse force only lowers the acceptance rate; it never biases the chain.
+
+    The force at a trajectory's two ends may even be another function than at its interior points (a model's explicit
+    pass gives the ends' force from the full-precision forward that the exact energy needs anyway, the interior's from
+    an all-bf16 pass): the half-kicks at both ends use F_end and every interior kick F_int, so the reversed
+    trajectory applies the same functions at the same points; each kick is still a shear and the map stays
+    reversible and volume-preserving.
     """
     p0 = normal(fold_in(key, 0), state.z.shape[-1], state.z.dtype)
     new, p1 = _leapfrog(state, p0, potential, beta, step_size.unsqueeze(-1), n_leapfrog)
