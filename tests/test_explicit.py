@@ -115,3 +115,29 @@ def test_ais_takes_the_force_from_the_explicit_pass():
     auto = ais(model, x, steps=20, chains=4, start="encoder", seed=0)
     # the same estimator; the two forces differ by rounding only, so the chains stay close over 20 steps
     assert torch.allclose(fp32.log_px, auto.log_px, atol=0.05) and torch.isfinite(bf16.log_px).all()
+
+
+class _Hidden:
+    """A model without the optional explicit pass (everything else delegated)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        if name == "log_likelihood_and_grad":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_bf16_iwae_through_the_explicit_pass_is_as_accurate_as_autocast(likelihood):
+    from smvi.core.estimators import iwae_bound
+
+    model = _vae(likelihood, "softplus")
+    x, _ = _inputs(model, likelihood, n=16)
+    fp32 = iwae_bound(model, x, k=64, seed=0)
+    assert torch.allclose(iwae_bound(model, x, k=64, seed=0, chunk_size=5), fp32, rtol=0, atol=1e-9)  # chunks
+    explicit = iwae_bound(model, x, k=64, seed=0, precision="bf16")
+    autocast = iwae_bound(_Hidden(model), x, k=64, seed=0, precision="bf16")
+    assert not torch.equal(explicit, fp32)
+    assert (explicit - fp32).abs().mean() <= 2 * (autocast - fp32).abs().mean() + 1e-6

@@ -8,7 +8,8 @@ images' indices and every per-image value, and their means ± SE (:func:`smvi.st
 
 With ``cfg.iwae_full_test_k > 0`` it also computes the IWAE bound on every test image (:func:`full_test_set` says how
 they are binarized: the subset's images exactly as above, so their values equal the subset's IWAE at the same k), in
-batches of ``cfg.batch_size`` images and chunks of 64 samples, so memory does not grow with k or the test set.
+batches of ``cfg.batch_size`` images and chunks of about 1024 decoder rows, so memory does not grow with k or the
+test set.
 
 **Resumable.** After every batch the points scored so far are saved (``eval.partial.json``, an
 :class:`~smvi.store.records.EvalPartial` through the run-directory layer). A killed evaluation rerun with the same run, epoch
