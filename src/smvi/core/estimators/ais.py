@@ -19,7 +19,9 @@ from torch.distributions import Distribution, Independent, Normal
 
 from smvi.progress import Progress, label_of
 from smvi.core.estimators.adapt import INIT_STEP_SIZE, STEP_SIZE_RULES, TARGET_ACCEPT, StepSizeRule
-from smvi.core.estimators.precision import Precision, check_precision, exact_matmul, force_autocast
+from smvi.core.estimators.precision import (
+    Precision, check_precision, exact_matmul, force_autocast, resolve_precision,
+)
 from smvi.core.estimators.hmc import (
     HMCState, Key, fold_in, hmc_step, init_state, normal, path_potential, point_ids, reparameterize, stream_key,
 )
@@ -237,12 +239,15 @@ def ais(
     :func:`~smvi.core.estimators.hmc.hmc_step`), so each transition still leaves its π_β invariant and E[w] = p(x) holds as
     in fp32; only the acceptance rate (and with it the adapted step size) can change. Needs a float32 model and a
     device with bf16 autocast (:func:`~smvi.core.estimators.precision.check_precision` says why not, in one line).
+    ``precision="auto"`` is bf16 where the hardware has bf16 units, else fp32
+    (:func:`~smvi.core.estimators.precision.resolve_precision`); ``settings["precision"]`` holds what ran.
 
     ``progress`` shows the annealing steps (:class:`smvi.progress.Progress`; a string is its label).
     """
     _validate(x, steps, chains, leapfrog_steps, schedule, pilot_chains, adapt)
     t0 = time.perf_counter()
     dtype = model_dtype(model, x)
+    precision = resolve_precision(precision, x.device)
     check_precision(precision, x.device, dtype)
     x = x.to(dtype)
     with force_autocast("fp32", x.device), exact_matmul():  # fp32 means fp32, whatever the caller's settings

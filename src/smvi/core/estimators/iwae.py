@@ -13,7 +13,9 @@ from torch import Tensor
 
 from smvi.core.estimators.ais import model_dtype
 from smvi.core.estimators.hmc import fold_in, normal, point_ids, reparameterize, stream_key
-from smvi.core.estimators.precision import Precision, check_precision, exact_matmul, force_autocast
+from smvi.core.estimators.precision import (
+    Precision, check_precision, exact_matmul, force_autocast, resolve_precision,
+)
 
 __all__ = ["iwae_bound"]
 
@@ -62,6 +64,7 @@ def iwae_bound(
         raise ValueError(f"need x [N, x_dim], k >= 1 and chunk_size >= 1; got {tuple(x.shape)}, {k}, {chunk_size}")
     seed = secrets.randbits(63) if seed is None else seed
     dtype = model_dtype(model, x)
+    precision = resolve_precision(precision, x.device)
     check_precision(precision, x.device, dtype)
     x = x.to(dtype)
     with force_autocast("fp32", x.device), exact_matmul():  # only the decoder's pass below follows `precision`
