@@ -1,7 +1,9 @@
 """Reduced precision for the estimators: where bf16 may be used without changing what they estimate, and whether the
 hardware supports it.
 
-``precision="bf16"`` autocasts the model's matrix products to bfloat16 in exactly the places that are safe:
+``precision="bf16"`` puts the model's matrix products in bfloat16 in exactly the places that are safe (through the
+model's explicit decoder pass, :mod:`smvi.core.explicit`, when it has one; else by bf16 autocast); ``"auto"`` is bf16
+where the hardware has bf16 units (:func:`native_bf16`), else fp32 (:func:`resolve_precision`):
 
 - AIS/BDMC (:mod:`.hmc`): the leapfrog *force*, i.e. the z-gradient of the log joint (the decoder's forward and
   input-gradient pass). Positions, momenta, the energies of the Metropolis–Hastings test and the importance weights
