@@ -10,19 +10,9 @@ from smvi.data.loading import ImageData, binarize_fixed
 
 
 def _explicit_value_and_grad(model, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(z) + log p(x|z) and its z-gradient by an explicit pass through the softplus MLP decoder, no graph."""
-    layers = list(model.decoder)
-    h, derivs = z, []
-    for lin in layers[0:-1:2]:
-        a = torch.nn.functional.linear(h, lin.weight, lin.bias)
-        h = torch.nn.functional.softplus(a)
-        derivs.append(torch.sigmoid(a))
-    out = torch.nn.functional.linear(h, layers[-1].weight, layers[-1].bias)
-    log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").sum(-1)
-    delta = x - torch.sigmoid(out)
-    for lin, d in zip(reversed(layers[2::2]), reversed(derivs)):
-        delta = (delta @ lin.weight) * d
-    return model.log_prior(z) + log_lik, delta @ layers[0].weight - z
+    """log p(z) + log p(x|z) and its z-gradient by smvi's explicit decoder pass (smvi.core.explicit), no graph."""
+    value, grad = model.log_likelihood_and_grad(x, z)
+    return model.log_prior(z) + value, grad - z
 
 
 def bench_ais_potential(s: dict, model, data: ImageData) -> dict:

@@ -157,3 +157,20 @@ def test_training_check_refuses_pairs_that_differ_beyond_the_precision(tmp_path)
                     tmp_path / "bf16check" / "runs" / "lam0_seed0")
     with pytest.raises(ValueError, match="lam"):
         training_check(tmp_path, runs=("lam0_seed0",))
+
+
+def test_evaluation_benchmark_quick_run_writes_its_results(tmp_path):
+    """benchmarks/evaluation.py (issue 26: the explicit force, bf16, the step-size rules) end to end, tiny; the
+    reference (autograd force) and smvi's fp32 run give the same estimate up to the forces' rounding."""
+    out = tmp_path / "evaluation.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "evaluation.py"), "--quick", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert {"transition", "potential", "iwae", "step_size", "machine", "printed"} <= res.keys()
+    t = res["transition"]
+    for case in ("reference_fp32_autograd", "smvi_fp32", "smvi_bf16"):
+        assert t[case]["evals_per_s_cpu"] > 0 and t[case]["fraction_of_matmul_rate"] > 0, case
+    assert abs(t["equal"]["smvi_fp32_minus_reference"]) < 1e-3
+    assert set(res["step_size"]["ladder"]) == {"ratio", "dual_averaging"}
+    assert "throughput / reference" in r.stdout

@@ -29,8 +29,9 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi 
               help=f"AIS intermediate distributions (ais.steps) {_preset('ais.steps')}.")
 @click.option("--ais-chains", "ais_chains", type=int, default=None,
               help=f"AIS chains per point (ais.chains) {_preset('ais.chains')}.")
-@click.option("--ais-precision", "ais_precision", type=click.Choice(["fp32", "bf16"]), default=None,
-              help="bf16: AIS's leapfrog force and IWAE's decoder pass in bf16 (ais.precision) [fp32].")
+@click.option("--ais-precision", "ais_precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
+              help="bf16: AIS's leapfrog force and IWAE's decoder pass in bf16; auto: bf16 where the hardware has "
+                   "bf16 units (ais.precision) [fp32].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to evaluate.")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
@@ -52,7 +53,8 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
     r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
     for name, s in r.splits.items():
-        click.echo(f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)}  "
+        click.echo(f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)} "
+                   f"(acceptance {_fmt(s.ais_acceptance)})  "
                    f"gap {_fmt(s.gap.mean)} ± {_fmt(s.gap.se)}  D_SM {_fmt(s.d_sm.mean)}")
     if f := r.full_test:
         click.echo(f"whole test set (n={f.n}): IWAE k={f.k} {_fmt(f.iwae.mean)} ± {_fmt(f.iwae.se)}")
@@ -76,8 +78,9 @@ _CONV = ConvergenceConfig()
 @click.option("--tol", type=float, default=None, help=f"Agreement (nats) that counts as converged [{_CONV.tol}].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, e.g. --set ais.chains=8 --set seed=1 (repeatable).")
-@click.option("--ais-precision", type=click.Choice(["fp32", "bf16"]), default=None,
-              help="bf16: AIS's leapfrog force in bf16, energies exact (ais.precision) [fp32].")
+@click.option("--ais-precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
+              help="bf16: AIS's leapfrog force in bf16, energies exact; auto: bf16 where the hardware has bf16 units "
+                   "(ais.precision) [fp32].")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
 @click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)

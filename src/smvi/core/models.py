@@ -8,9 +8,11 @@ The protocol (:class:`LatentVariableModel`) is four members:
 - ``encode(x)``: q(z|x), a reparameterizable ``torch.distributions.Distribution`` with batch shape ``[N]`` and event
   shape ``[z_dim]``
 
-Optional members that estimators use when present: ``prior`` (a Distribution, for analytic KL) and ``decode(z)``
-(a Distribution over x, for simulating data in BDMC). Training with ``train.dsm_grad`` other than "both" needs
-``decoder_parameters()``: the generative model's parameters θ (every other parameter is the encoder's φ). The gap
+Optional members that estimators use when present: ``prior`` (a Distribution, for analytic KL), ``decode(z)``
+(a Distribution over x, for simulating data in BDMC) and ``log_likelihood_and_grad(x, z, *, precision, grad)``
+(log p(x|z) ``[..., N]`` and ∇_z log p(x|z) ``[..., N, z_dim]`` without autograd, for AIS's leapfrog force and IWAE's
+bf16 pass; ``precision`` "fp32" gives ``log_likelihood``'s value). Training with ``train.dsm_grad`` other than "both"
+needs ``decoder_parameters()``: the generative model's parameters θ (every other parameter is the encoder's φ). The gap
 split (:mod:`smvi.stages.gaps`) also needs ``family`` (a :class:`~smvi.core.families.PosteriorFamily`) and
 ``encoder_params(x)`` (``[N, family.n_params]``), with ``encode(x) == family.distribution(encoder_params(x))``.
 
@@ -30,6 +32,7 @@ from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
 from smvi.settings.families import family_settings
 from smvi.settings.run import ModelConfig
+from smvi.core.explicit import mlp_log_likelihood, supports
 from smvi.core.families import DiagonalGaussian, PosteriorFamily, make_family
 
 __all__ = ["LatentVariableModel", "VAE", "LinearGaussian", "standard_normal_log_prob"]
@@ -130,6 +133,24 @@ class VAE(nn.Module):
         sq = ((x - mean) * torch.exp(-log_std)).pow(2)
         return -(0.5 * sq + log_std + 0.5 * _LOG_2PI).sum(-1)
 
+    def log_likelihood_and_grad(self, x: Tensor, z: Tensor, *, precision: str = "fp32", grad: bool = True,
+                                exact_value: bool = False) -> tuple[Tensor, Tensor | None]:
+        """log p(x|z) ``[..., N]`` and ∇_z log p(x|z) ``[..., N, z_dim]`` (None unless ``grad``) in one explicit pass
+        through the decoder (:func:`smvi.core.explicit.mlp_log_likelihood`: fp32, or bf16 products; with
+        ``exact_value`` the forward in full precision and the backward's products in ``precision``); by autograd for
+        a decoder that pass does not cover. No graph survives the call."""
+        if supports(self.decoder):
+            return mlp_log_likelihood(self.decoder, self.config.likelihood, x, z, precision=precision, grad=grad,
+                                      exact_value=exact_value)
+        if exact_value and precision != "fp32":
+            value = self.log_likelihood_and_grad(x, z, grad=False)[0]
+            return value, self.log_likelihood_and_grad(x, z, precision=precision)[1] if grad else None
+        with torch.enable_grad(), torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            z = z.detach().requires_grad_(grad)
+            value = self.log_likelihood(x, z)
+            g = torch.autograd.grad(value.sum(), z)[0].to(z.dtype) if grad else None
+        return value.detach().to(z.dtype), g
+
 
 class LinearGaussian(nn.Module):
     """p(z) = N(0, I), p(x|z) = N(Wz + b, s²I), with an amortized encoder q(z|x) from ``family`` (diagonal by
@@ -194,6 +215,18 @@ class LinearGaussian(nn.Module):
 
     def encode(self, x: Tensor) -> Distribution:
         return self.family.distribution(self.encoder_params(x))
+
+    def log_likelihood_and_grad(self, x: Tensor, z: Tensor, *, precision: str = "fp32", grad: bool = True,
+                                exact_value: bool = False) -> tuple[Tensor, Tensor | None]:
+        """log p(x|z) and its closed-form z-gradient Wᵀ(x − Wz − b)/s²; ``precision="bf16"`` takes both products'
+        inputs in bfloat16 (as the VAE's explicit pass does; ``exact_value``: the first product in full precision),
+        the rest in the model's dtype."""
+        lowp = (lambda t: t.to(torch.bfloat16)) if precision == "bf16" else (lambda t: t)  # noqa: E731
+        first = (lambda t: t) if exact_value else lowp  # noqa: E731
+        mean = (first(z) @ first(self.W).T).to(z.dtype) + self.b
+        s2 = torch.exp(2 * self.log_s)
+        value = -0.5 * (((x - mean) ** 2).sum(-1) / s2 + self.x_dim * (_LOG_2PI + 2 * self.log_s))
+        return value, (lowp(x - mean) @ lowp(self.W)).to(z.dtype) / s2 if grad else None
 
     def decode(self, z: Tensor) -> Distribution:
         mean = z @ self.W.T + self.b

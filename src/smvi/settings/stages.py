@@ -33,9 +33,14 @@ class AISSampler(_Frozen):
     leapfrog_steps: int = Field(5, gt=0, description="leapfrog steps per HMC transition")
     schedule: Literal["sigmoid", "linear"] = Field("sigmoid", description="β schedule")
     start: Literal["prior", "encoder"] = Field("encoder", description="AIS initial distribution")
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: the leapfrog force (AIS) and IWAE's decoder pass in bf16 autocast, see "
-                            "smvi.core.estimators.precision")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="bf16: the leapfrog force (AIS) and IWAE's decoder pass with bf16 products, see "
+                            "smvi.core.estimators.precision; auto: bf16 where the hardware has bf16 units, else fp32 "
+                            "(the eval record says which ran)")
+    adapt: Literal["ratio", "dual_averaging"] = Field(
+        "ratio", description="step-size rule (smvi.core.estimators.adapt): ratio (x1.02 per step at most, too slow "
+                             "for short chains; records without this key used it) or dual_averaging (Hoffman & Gelman "
+                             "2014: reaches the target acceptance within tens of steps)")
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ais / bdmc / ais_ladder these settings stand for."""

@@ -8,7 +8,8 @@ images' indices and every per-image value, and their means ± SE (:func:`smvi.st
 
 With ``cfg.iwae_full_test_k > 0`` it also computes the IWAE bound on every test image (:func:`full_test_set` says how
 they are binarized: the subset's images exactly as above, so their values equal the subset's IWAE at the same k), in
-batches of ``cfg.batch_size`` images and chunks of 64 samples, so memory does not grow with k or the test set.
+batches of ``cfg.batch_size`` images and chunks of about 1024 decoder rows, so memory does not grow with k or the
+test set.
 
 **Resumable.** After every batch the points scored so far are saved (``eval.partial.json``, an
 :class:`~smvi.store.records.EvalPartial` through the run-directory layer). A killed evaluation rerun with the same run, epoch
@@ -27,6 +28,8 @@ import torch
 
 from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.core.estimators import ais, iwae_bound
+from smvi.core.estimators.adapt import off_target
+from smvi.core.estimators.precision import resolve_precision
 from smvi.core.pointwise import d_sm_per_point, elbo_per_point
 from smvi.progress import Progress, note
 from smvi.store.records import (EvalPartial, EvalRecord, EvalSplit, FullTestIWAE, PartialSplit, PerImage,
@@ -78,12 +81,13 @@ def _full_test(model, images: torch.Tensor, cfg: EvalConfig, bseed: int, bar, sa
     values = [_nan(v) for v in saved.full_test] if saved else []
     before = saved.full_test_seconds if saved else 0.0
     bar.update(len(values))
+    precision = resolve_precision(cfg.ais.precision, dev)
     for start in range(len(values), len(x), cfg.batch_size):
         xb = x[start : start + cfg.batch_size].to(dev)
-        values += _values(iwae_bound(model, xb, k=cfg.iwae_full_test_k, seed=cfg.seed, precision=cfg.ais.precision))
+        values += _values(iwae_bound(model, xb, k=cfg.iwae_full_test_k, seed=cfg.seed, precision=precision))
         save(values, before + time.perf_counter() - t)
         bar.update(len(xb))
-    return FullTestIWAE(k=cfg.iwae_full_test_k, n=len(values), precision=cfg.ais.precision, indices=idx.tolist(),
+    return FullTestIWAE(k=cfg.iwae_full_test_k, n=len(values), precision=precision, indices=idx.tolist(),
                         iwae=mean_se(values), per_image=values, seconds=round(before + time.perf_counter() - t, 2))
 
 
@@ -189,6 +193,9 @@ def evaluate_run(
         header=make_header("eval", run.fingerprint, run.epoch, cfg, device=str(dev)), run=rd.path.name,
         lam=run.config.train.lam,
         splits=scored, full_test=full, seconds=round(before + time.perf_counter() - t0, 2),
+        precision=resolve_precision(a.precision, dev) if a.precision == "auto" else None,
+        notes=[f"{name} split: {why}" for name, s in scored.items()
+               if (why := off_target(s.ais_acceptance, adapt=a.adapt, steps=a.steps)) is not None],
         work={"points": total, "chains": a.chains, "steps": a.steps, "leapfrog_steps": a.leapfrog_steps,
               "gradient_evaluations": total * a.chains * a.steps * a.leapfrog_steps},
     )

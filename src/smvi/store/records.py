@@ -154,6 +154,14 @@ class EvalRecord(_Rec):
     seconds: Num = None
     work: dict[str, int] = {}
     notes: list[str] = []
+    precision: Literal["fp32", "bf16"] | None = Field(
+        None, description="the precision AIS and IWAE ran in (settings' ais.precision, 'auto' resolved on the machine)"
+                          "; None in older records: read it with computed_precision")
+
+    @property
+    def computed_precision(self) -> str:
+        """The precision the estimates were computed in: ``precision``, else the settings' (fp32 when absent)."""
+        return self.precision or (self.header.settings.get("ais") or {}).get("precision", "fp32")
 
 
 class PartialSplit(_Rec):

@@ -20,7 +20,7 @@ _TSNE = PicturesConfig(projection="tsne")  # the latent picture of the longer pr
 EVAL_PRESETS: dict[str, EvalConfig] = {
     "default": EvalConfig(),
     "quick": EvalConfig(n_test=100, n_train=100, elbo_samples=200, dsm_samples=20, iwae_k=200,
-                        ais=AISConfig(steps=100, chains=4, leapfrog_steps=5)),
+                        ais=AISConfig(steps=100, chains=4, leapfrog_steps=5, adapt="dual_averaging")),
 }
 
 PRESETS: dict[str, SweepConfig] = {

@@ -18,15 +18,16 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
 from smvi.progress import Progress, label_of
-from smvi.core.estimators.precision import Precision, check_precision, exact_matmul, force_autocast
+from smvi.core.estimators.adapt import INIT_STEP_SIZE, STEP_SIZE_RULES, TARGET_ACCEPT, StepSizeRule
+from smvi.core.estimators.precision import (
+    Precision, check_precision, exact_matmul, force_autocast, resolve_precision,
+)
 from smvi.core.estimators.hmc import (
     HMCState, Key, fold_in, hmc_step, init_state, normal, path_potential, point_ids, reparameterize, stream_key,
 )
 
 __all__ = ["AISResult", "ais", "sigmoid_schedule", "linear_schedule", "prior_of", "model_dtype"]
 
-_ADAPT_UP, _ADAPT_DOWN, _ADAPT_SLOWNESS = 1.02, 0.98, 0.9  # step-size factors; decay of the acceptance average
-_MIN_STEP, _MAX_STEP = 1e-5, 1.0
 _PILOT_STREAM = 0x9170  # separates the pilot chains' noise from the weighted chains'
 
 
@@ -93,6 +94,24 @@ def prior_of(model, dtype: torch.dtype, device: torch.device) -> Distribution:
     return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
 
 
+def _joint_value_and_grad(model, x: Tensor):
+    """log p(x, z) and ∇_z log p(x, z) from the model's explicit ``log_likelihood_and_grad`` (the prior's gradient,
+    a few elementwise operations, by autograd), or None when the model has none (autograd does it all)."""
+    explicit = getattr(model, "log_likelihood_and_grad", None)
+    if explicit is None:
+        return None
+
+    def value_and_grad(z: Tensor, precision: str, exact: bool) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            leaf = z.detach().requires_grad_(True)
+            log_prior = model.log_prior(leaf)
+            (grad_prior,) = torch.autograd.grad(log_prior.sum(), leaf)
+        log_lik, grad_lik = explicit(x, z, precision=precision, exact_value=exact)
+        return log_prior.detach() + log_lik, grad_prior + grad_lik
+
+    return value_and_grad
+
+
 def _endpoints(model, x: Tensor, start: str, dtype: torch.dtype):
     """(f₀ sampler-distribution, log f₀, log f₁ = log p(x, z)) for the path from ``start``."""
     if start == "prior":
@@ -122,7 +141,8 @@ def _initial_z(model, base: Distribution, start: str, key: Key, reverse_from: Te
     return z.expand(shape).contiguous()
 
 
-def _validate(x: Tensor, steps: int, chains: int, leapfrog_steps: int, schedule: str, pilot_chains: int) -> None:
+def _validate(x: Tensor, steps: int, chains: int, leapfrog_steps: int, schedule: str, pilot_chains: int,
+              adapt: str) -> None:
     if x.dim() != 2:
         raise ValueError(f"x must be [N, x_dim], got shape {tuple(x.shape)}")
     if min(steps, chains, leapfrog_steps) < 1:
@@ -131,12 +151,8 @@ def _validate(x: Tensor, steps: int, chains: int, leapfrog_steps: int, schedule:
         raise ValueError(f"schedule must be one of {sorted(_SCHEDULES)}, got {schedule!r}")
     if pilot_chains < 0:
         raise ValueError(f"pilot_chains must be >= 0, got {pilot_chains}")
-
-
-def _adapt(step: Tensor, avg: Tensor, accept_prob: Tensor, target: float) -> None:
-    """In place: average acceptance ← 0.9·avg + 0.1·a; step ×1.02 if the average is above target, else ×0.98."""
-    avg.mul_(_ADAPT_SLOWNESS).add_(accept_prob, alpha=1 - _ADAPT_SLOWNESS)
-    step.mul_(torch.where(avg > target, _ADAPT_UP, _ADAPT_DOWN)).clamp_(_MIN_STEP, _MAX_STEP)
+    if adapt not in STEP_SIZE_RULES:
+        raise ValueError(f"adapt must be one of {sorted(STEP_SIZE_RULES)}, got {adapt!r}")
 
 
 def _chain_key(seed: int, x: Tensor, chains: int, pilots: int, reverse: bool) -> Key:
@@ -147,24 +163,23 @@ def _chain_key(seed: int, x: Tensor, chains: int, pilots: int, reverse: bool) ->
     return fold_in(Key(torch.cat([weighted.words, pilot.words], 1)), int(reverse))
 
 
-def _anneal(state: HMCState, key: Key, betas: list[float], potential, *, chains, leapfrog_steps, step, target,
-            progress):
+def _anneal(state: HMCState, key: Key, betas: list[float], potential, *, chains, leapfrog_steps,
+            rule: StepSizeRule, progress):
     """The AIS loop: log w += (β_t − β_{t−1})(log f₁ − log f₀)(z_{t−1}), then an HMC move at β_t (none at the end).
 
-    Rows ``[:chains]`` of the state are weighted; the rest are pilots whose acceptance adapts the per-point ``step``.
-    Returns log w ``[chains, N]`` and the weighted chains' mean acceptance probability ``[chains, N]``.
+    Rows ``[:chains]`` of the state are weighted; the rest are pilots whose acceptance adapts the per-point step size
+    (``rule``). Returns log w ``[chains, N]`` and the weighted chains' mean acceptance probability ``[chains, N]``.
     """
     log_w = torch.zeros(state.log_f0[:chains].shape, dtype=torch.float64, device=state.z.device)
-    avg = torch.full_like(step, target)
     accept_sum = torch.zeros_like(log_w)
     with Progress(label_of(progress, "AIS"), len(betas) - 1, unit="step", enabled=bool(progress), leave=False) as bar:
         for t in range(1, len(betas)):
             log_w += (betas[t] - betas[t - 1]) * (state.log_f1[:chains].double() - state.log_f0[:chains].double())
             if t < len(betas) - 1:  # no move after the last weight update
-                state, info = hmc_step(state, fold_in(key, t), potential=potential, beta=betas[t], step_size=step,
-                                       n_leapfrog=leapfrog_steps)
+                state, info = hmc_step(state, fold_in(key, t), potential=potential, beta=betas[t],
+                                       step_size=rule.step, n_leapfrog=leapfrog_steps)
                 if state.z.shape[0] > chains:
-                    _adapt(step, avg, info.accept_prob[chains:].mean(0), target)
+                    rule.update(info.accept_prob[chains:].mean(0))
                 accept_sum += info.accept_prob[:chains]
             bar.update(1)
     moves = len(betas) - 2
@@ -180,14 +195,15 @@ def ais(
     chains: int = 16,
     leapfrog_steps: int = 10,
     schedule: str = "sigmoid",
-    init_step_size: float = 0.05,
-    target_accept: float = 0.65,
+    init_step_size: float = INIT_STEP_SIZE,
+    target_accept: float = TARGET_ACCEPT,
     start: str = "prior",
     seed: int = 0,
     pilot_chains: int = 2,
     reverse_from: Tensor | None = None,
     progress: bool | str = False,
     precision: Precision = "fp32",
+    adapt: str = "ratio",
 ) -> AISResult:
     """AIS estimate of log p(x) per data point: x ``[N, x_dim]`` -> :class:`AISResult` with ``log_px`` ``[N]``.
 
@@ -204,53 +220,60 @@ def ais(
     Each chain's noise is a function of (``seed``, the point's values, the chain index, the step) only, so a point's
     result does not depend on its batch-mates beyond floating-point reduction order.
 
-    The step size is adapted (×1.02 / ×0.98 per step, on a running average of the acceptance probability) from
+    The step size is adapted by the rule ``adapt`` (:data:`~smvi.core.estimators.adapt.STEP_SIZE_RULES`: ``"ratio"``,
+    ×1.02 / ×0.98 per step on a running average of the acceptance probability, too slow for short chains; or
+    ``"dual_averaging"``, Hoffman & Gelman 2014, which reaches the target within tens of steps) from
     ``pilot_chains`` extra chains per point whose weights are discarded: adapting a chain from its own acceptance
     makes its kernel depend on its current state, which breaks AIS (measured: −0.05 nats at 1000 steps on a 3-d
     linear-Gaussian model, 5 standard errors). With pilots the weighted chains' kernels are independent of them and
     the estimator is exact. ``pilot_chains=0`` keeps ``init_step_size`` fixed.
 
+    The force ∇_z log p(x, z) comes from the model's explicit ``log_likelihood_and_grad`` when it has one (the VAE's
+    decoder pass in :mod:`smvi.core.explicit`, no autograd), else from autograd through ``log_likelihood``.
+
     ``precision="bf16"`` computes the leapfrog force (the z-gradient of log p(x, z): the decoder's forward and
-    input-gradient pass) under bf16 autocast, about 2× the throughput on CPUs with bf16 units, and keeps everything the
+    input-gradient pass) with bf16 products (the explicit pass, or autograd under bf16 autocast), about 2× the throughput on CPUs with bf16 units, and keeps everything the
     estimate rests on exact: positions, momenta and the energies of the accept/reject test in the model's dtype (fp32),
     the log-weights in fp64. HMC with any deterministic, volume-preserving, reversible integrator stays exact when the
     accept/reject uses the true Hamiltonian (Neal 2011, "MCMC using Hamiltonian dynamics"; see
     :func:`~smvi.core.estimators.hmc.hmc_step`), so each transition still leaves its π_β invariant and E[w] = p(x) holds as
     in fp32; only the acceptance rate (and with it the adapted step size) can change. Needs a float32 model and a
     device with bf16 autocast (:func:`~smvi.core.estimators.precision.check_precision` says why not, in one line).
+    ``precision="auto"`` is bf16 where the hardware has bf16 units, else fp32
+    (:func:`~smvi.core.estimators.precision.resolve_precision`); ``settings["precision"]`` holds what ran.
 
     ``progress`` shows the annealing steps (:class:`smvi.progress.Progress`; a string is its label).
     """
-    _validate(x, steps, chains, leapfrog_steps, schedule, pilot_chains)
+    _validate(x, steps, chains, leapfrog_steps, schedule, pilot_chains, adapt)
     t0 = time.perf_counter()
     dtype = model_dtype(model, x)
+    precision = resolve_precision(precision, x.device)
     check_precision(precision, x.device, dtype)
     x = x.to(dtype)
     with force_autocast("fp32", x.device), exact_matmul():  # fp32 means fp32, whatever the caller's settings
         base, log_f0, log_f1 = _endpoints(model, x, start, dtype)
-        potential = path_potential(log_f0, log_f1, precision=precision)
+        potential = path_potential(log_f0, log_f1, precision=precision, grad_f1=_joint_value_and_grad(model, x))
         key = _chain_key(seed, x, chains, pilot_chains, reverse_from is not None)
         shape = (chains + pilot_chains, x.shape[0], model.z_dim)
         z0 = _initial_z(model, base, start, fold_in(key, 0), reverse_from, chains, shape, dtype)
         betas = _SCHEDULES[schedule](steps).tolist()
         if reverse_from is not None:
             betas = betas[::-1]
-        step = torch.full((x.shape[0],), init_step_size, dtype=dtype, device=x.device)
-        log_w, accept = _anneal(
-            init_state(potential, z0), key, betas, potential, chains=chains,
-            leapfrog_steps=leapfrog_steps, step=step, target=target_accept, progress=progress,
-        )
+        rule = STEP_SIZE_RULES[adapt](torch.full((x.shape[0],), init_step_size, dtype=dtype, device=x.device),
+                                      target_accept)
+        log_w, accept = _anneal(init_state(potential, z0), key, betas, potential, chains=chains,
+                                leapfrog_steps=leapfrog_steps, rule=rule, progress=progress)
     log_mean_w = torch.logsumexp(log_w, 0) - math.log(chains)
     settings = dict(steps=steps, chains=chains, leapfrog_steps=leapfrog_steps, schedule=schedule, start=start,
                     init_step_size=init_step_size, target_accept=target_accept, pilot_chains=pilot_chains, seed=seed,
-                    reverse=reverse_from is not None, precision=precision)
+                    reverse=reverse_from is not None, precision=precision, adapt=adapt)
     return AISResult(
         log_px=-log_mean_w if reverse_from is not None else log_mean_w,
         log_weights=log_w,
         ess=torch.softmax(log_w, 0).pow(2).sum(0).reciprocal(),
         acceptance=float(accept.mean()),
         acceptance_per_point=accept.mean(0),
-        step_sizes=step,
+        step_sizes=rule.step,
         seconds=time.perf_counter() - t0,
         settings=settings,
     )

@@ -25,7 +25,7 @@ from smvi.core.estimators.precision import PRECISIONS, force_autocast
 
 __all__ = [
     "Key", "stream_key", "point_ids", "fold_in", "normal", "uniform", "reparameterize",
-    "HMCState", "HMCInfo", "Potential", "PathPotential", "path_potential", "init_state", "hmc_step",
+    "HMCState", "HMCInfo", "Potential", "ValueAndGrad", "PathPotential", "path_potential", "init_state", "hmc_step",
 ]
 
 # ---- counter-based noise ------------------------------------------------------------------------------------------
@@ -135,6 +135,9 @@ class HMCInfo(NamedTuple):
 
 
 Potential = Callable[[Tensor], HMCState]
+ValueAndGrad = Callable[[Tensor, str, bool], tuple[Tensor, Tensor]]
+"""(z, precision, exact) -> (log f(z) ``[*batch]``, ∇_z log f(z) ``[*batch, d]``) computed without autograd's tape;
+``exact=True`` asks for the value in full precision (the gradient may then come from that full-precision forward)."""
 
 
 class PathPotential:
@@ -146,16 +149,24 @@ class PathPotential:
     With ``"bf16"`` the force runs under bf16 autocast (the decoder's matrix products in bfloat16, the gradient
     returned in z's dtype) and the values take one more full-precision forward pass, made only where the HMC test
     needs them (the trajectory's end): see :func:`hmc_step` for why this keeps HMC exact.
+
+    ``grad_f1`` (a :data:`ValueAndGrad`, e.g. a model's explicit decoder pass) replaces autograd for log f₁'s value and
+    force; it is given the precision and must return the value in full precision when asked for ``"fp32"``.
     """
 
     def __init__(
         self, log_f0: Callable[[Tensor], Tensor], log_f1: Callable[[Tensor], Tensor] | None = None,
-        precision: str = "fp32",
+        precision: str = "fp32", grad_f1: ValueAndGrad | None = None,
     ):
-        self.log_f0, self.log_f1, self.precision = log_f0, log_f1, precision
+        self.log_f0, self.log_f1, self.precision, self.grad_f1 = log_f0, log_f1, precision, grad_f1
 
-    def _grad(self, log_f: Callable[[Tensor], Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
-        """log f(z) (in the force's precision) and ∇_z log f(z) on a fresh leaf; no graph survives the call."""
+    def _grad(self, log_f: Callable[[Tensor], Tensor], z: Tensor, explicit: ValueAndGrad | None = None
+              ) -> tuple[Tensor, Tensor]:
+        """log f(z) (in the force's precision) and ∇_z log f(z): by ``explicit`` when given, else by autograd on a
+        fresh leaf; no graph survives the call."""
+        if explicit is not None:
+            value, grad = explicit(z.detach(), self.precision, False)
+            return value, grad.to(z.dtype)
         with torch.enable_grad(), force_autocast(self.precision, z.device):
             z = z.detach().requires_grad_(True)
             value = log_f(z)
@@ -169,10 +180,14 @@ class PathPotential:
     def force(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(∇_z log f₀, ∇_z log f₁) at ``z``, each ``[*batch, d]`` in z's dtype."""
         g0 = self._grad(self.log_f0, z)[1]
-        return (g0, g0) if self.log_f1 is None else (g0, self._grad(self.log_f1, z)[1])
+        return (g0, g0) if self.log_f1 is None else (g0, self._grad(self.log_f1, z, self.grad_f1)[1])
 
     def __call__(self, z: Tensor) -> HMCState:
         if self.precision != "fp32":
+            if self.log_f1 is not None and self.grad_f1 is not None:  # one exact forward gives value and force
+                b, g1 = self.grad_f1(z.detach(), self.precision, True)
+                return HMCState(z.detach(), self._exact(self.log_f0, z), b, self._grad(self.log_f0, z)[1],
+                                g1.to(z.dtype))
             g0, g1 = self.force(z)
             a = self._exact(self.log_f0, z)
             b = a if self.log_f1 is None else self._exact(self.log_f1, z)
@@ -180,21 +195,23 @@ class PathPotential:
         a, ga = self._grad(self.log_f0, z)
         if self.log_f1 is None:
             return HMCState(z.detach(), a, a, ga, ga)
-        b, gb = self._grad(self.log_f1, z)
+        b, gb = self._grad(self.log_f1, z, self.grad_f1)
         return HMCState(z.detach(), a, b, ga, gb)
 
 
 def path_potential(
-    log_f0: Callable[[Tensor], Tensor], log_f1: Callable[[Tensor], Tensor] | None = None, *, precision: str = "fp32"
+    log_f0: Callable[[Tensor], Tensor], log_f1: Callable[[Tensor], Tensor] | None = None, *, precision: str = "fp32",
+    grad_f1: ValueAndGrad | None = None,
 ) -> PathPotential:
-    """Evaluate both ends of the path (one backward pass each) at a position; ``log_f1=None`` means f₁ = f₀.
+    """Evaluate both ends of the path (one backward pass each) at a position; ``log_f1=None`` means f₁ = f₀;
+    ``grad_f1`` computes log f₁ and its gradient without autograd (:class:`PathPotential`).
 
     ``precision="bf16"`` computes the force under bf16 autocast and the log-densities in full precision
     (:class:`PathPotential`); validate it first with :func:`smvi.core.estimators.precision.check_precision`.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    return PathPotential(log_f0, log_f1, precision)
+    return PathPotential(log_f0, log_f1, precision, grad_f1)
 
 
 def init_state(potential: Potential, z: Tensor) -> HMCState:
@@ -270,6 +287,12 @@ def hmc_step(
     composition of shears (each of Jacobian determinant 1) and, with the momentum flip, its own inverse. Only the
     energies of the test must be exact: here log π_β comes from a full-precision forward pass and the kinetic energy,
     positions and momenta stay in z's dtype. A worse force only lowers the acceptance rate; it never biases the chain.
+
+    The force at a trajectory's two ends may even be another function than at its interior points (a model's explicit
+    pass gives the ends' force from the full-precision forward that the exact energy needs anyway, the interior's from
+    an all-bf16 pass): the half-kicks at both ends use F_end and every interior kick F_int, so the reversed
+    trajectory applies the same functions at the same points; each kick is still a shear and the map stays
+    reversible and volume-preserving.
     """
     p0 = normal(fold_in(key, 0), state.z.shape[-1], state.z.dtype)
     new, p1 = _leapfrog(state, p0, potential, beta, step_size.unsqueeze(-1), n_leapfrog)

@@ -1,7 +1,9 @@
 """Reduced precision for the estimators: where bf16 may be used without changing what they estimate, and whether the
 hardware supports it.
 
-``precision="bf16"`` autocasts the model's matrix products to bfloat16 in exactly the places that are safe:
+``precision="bf16"`` puts the model's matrix products in bfloat16 in exactly the places that are safe (through the
+model's explicit decoder pass, :mod:`smvi.core.explicit`, when it has one; else by bf16 autocast); ``"auto"`` is bf16
+where the hardware has bf16 units (:func:`native_bf16`), else fp32 (:func:`resolve_precision`):
 
 - AIS/BDMC (:mod:`.hmc`): the leapfrog *force*, i.e. the z-gradient of the log joint (the decoder's forward and
   input-gradient pass). Positions, momenta, the energies of the Metropolis–Hastings test and the importance weights
@@ -29,10 +31,20 @@ from typing import Literal
 
 import torch
 
-__all__ = ["Precision", "PRECISIONS", "check_precision", "native_bf16", "force_autocast", "exact_matmul"]
+__all__ = ["Precision", "PRECISIONS", "check_precision", "native_bf16", "resolve_precision", "force_autocast",
+           "exact_matmul"]
 
-Precision = Literal["fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16", "auto"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")  # what the estimators compute in; "auto" resolves to one of them
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``"auto"`` as the precision it stands for on ``device``: ``"bf16"`` where the hardware has bf16 units
+    (:func:`native_bf16`), else ``"fp32"``; any other value unchanged. Where bf16 is allowed at all, and why it keeps
+    AIS exact and IWAE within its measured error, is this module's docstring."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
