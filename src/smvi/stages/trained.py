@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from smvi.data.loading import ImageData, load_data
 from smvi.core.models import VAE
 from smvi.store.rundir import RunDir, RunError, config_from_dump, fingerprint, identity_diff
 
-__all__ = ["LoadedRun", "load_run", "open_stage", "checkpoint_config", "check_checkpoint", "resolve_device"]
+__all__ = ["LoadedRun", "load_run", "open_stage", "holds_run_lock", "checkpoint_config", "check_checkpoint", "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,3 +81,20 @@ def open_stage(run_dir: str | Path, kind: str, *, data: ImageData | None = None,
         raise RunError(f"{rd.record_path(kind)} exists: pass --overwrite to recompute it")
     rd.check_writable()
     return rd, run, data if data is not None else load_data(run.config.data.dataset, run.config.data.data_dir)
+
+
+def holds_run_lock(stage):
+    """Decorate a stage ``stage(run_dir, ...)`` to run holding the run's lock (:meth:`RunDir.lock`), as training
+    does: a stage never reads a checkpoint that training is replacing, nor writes a record beside another writer; a
+    run in use is one-line :class:`~smvi.store.rundir.RunBusy`. A directory without ``config.toml`` is left to the
+    stage to refuse (no lock file is made there)."""
+
+    @functools.wraps(stage)
+    def locked(run_dir, *args, **kwargs):
+        rd = RunDir(run_dir)
+        if not rd.config_path.is_file():
+            return stage(run_dir, *args, **kwargs)
+        with rd.lock():
+            return stage(run_dir, *args, **kwargs)
+
+    return locked

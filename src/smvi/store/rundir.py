@@ -36,9 +36,9 @@ from smvi.store.atomic import atomic_write_bytes, atomic_write_text, temporary_f
 from smvi.settings.run import ConfigError, RunConfig, build_config, config_to_toml, dotted_items
 from smvi.store.records import Record, RecordError, dump_record, parse_record, staleness
 
-__all__ = ["RunError", "RunDir", "fingerprint", "identity", "identity_change", "identity_diff", "config_from_dump",
-           "read_bounded", "config_files",
-           "sweep_paths", "MAX_READ"]
+__all__ = ["RunError", "RunDamaged", "RunBusy", "RunDir", "hold_lock", "path_text", "fingerprint", "identity",
+           "identity_change", "identity_diff", "config_from_dump", "read_bounded", "config_files", "sweep_paths",
+           "MAX_READ"]
 
 _CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors", "metrics.jsonl", ".lock"
 _RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json", "gaps": "gaps.json",
@@ -63,6 +63,89 @@ MAX_READ = 64 << 20  # bytes; no run file smvi reads is larger (checkpoint heade
 class RunError(RuntimeError):
     """A run directory that cannot be used as asked (exists, missing, locked, damaged, mismatched, unwritable);
     one-line message naming the problem and the fix."""
+
+
+class RunDamaged(RunError):
+    """A run file that is damaged (truncated, unreadable, edited): ``problem`` says what, the message adds the fix
+    for ``smvi train`` (a sweep, which never deletes a run, names its own)."""
+
+    def __init__(self, problem: str, fix: str = "restore it or start over with --overwrite"):
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+
+
+class RunBusy(RunError):
+    """A run or sweep directory whose lock another live process holds."""
+
+
+def path_text(path: str | Path, what: str = "run directory") -> Path:
+    """``path`` as a Path, refusing (one line) an empty one (which would mean the current folder) and one whose name
+    is not valid UTF-8 (records, checkpoints and reports store it as text)."""
+    if str(path) == "":
+        raise RunError(f"the {what} is empty: give a folder name")
+    try:
+        os.fsdecode(os.fsencode(path)).encode("utf-8")
+    except UnicodeError:
+        raise RunError(f"the {what} {os.fsencode(path)!r} is not valid UTF-8: choose a UTF-8 name") from None
+    return Path(path)
+
+
+_HELD: set[int] = set()  # the file descriptors of the locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child: let go of the parent's locks (the fd now points at /dev/null), so that they end with the
+    parent even while the child (a pool worker) lives on."""
+    for fd in list(_HELD):
+        try:
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, fd)
+            os.close(null)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+@contextmanager
+def hold_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created if needed, never followed through a symbolic link)
+    for the ``with`` block. The kernel drops it when its holder dies, however it dies, so a lock of a dead process is
+    never in the way; a forked child does not keep it (:func:`_drop_inherited_locks`); the holder's pid is written in
+    the file for the message. One-line :class:`RunBusy` while a live process holds it, :class:`RunError` if it
+    cannot be created."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if os.path.islink(path):
+            raise RunError(f"{path} is a symbolic link, not smvi's lock file: remove it and rerun") from None
+        raise RunError(f"cannot create {path} ({e.strerror or e}): {what} is not writable; choose another folder"
+                       ) from None
+    with os.fdopen(fd, "r+") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RunError(f"{path} is not a regular file, not smvi's lock file: remove it and rerun")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise RunBusy(f"{what} is in use by another smvi process{pid}; wait for it to finish or use another "
+                          "folder") from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+        except OSError:
+            pass  # the pid is for messages only
+        _HELD.add(fd)
+        try:
+            yield
+        finally:
+            _HELD.discard(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 # ---- identity -------------------------------------------------------------------------------------------------------
@@ -227,30 +310,29 @@ class RunDir:
         except FileNotFoundError:
             raise RunError(f"{path} is missing: the run directory is damaged or not a run") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise RunError(f"cannot read {path} ({e}); restore it or start over with --overwrite") from None
+            raise RunDamaged(f"cannot read {path} ({e})") from None
         try:
             tree = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise RunError(f"{path} is damaged (not valid TOML: {e}); restore it or start over with --overwrite"
-                           ) from None
+            raise RunDamaged(f"{path} is damaged (not valid TOML: {e})") from None
         lines = text.rstrip("\n").splitlines()
         mark = _MARK.match(lines[-1]) if lines else None
         if mark is None:
             missing = [f"{s}.{k}" for s, keys in _LEGACY_KEYS.items() for k in keys
                        if not isinstance(tree.get(s), dict) or k not in tree[s]]
             if not missing and "fingerprint" in self.checkpoint_header():  # written by this version: it was cut
-                raise RunError(f"{path} lost its last line (its fingerprint) though the checkpoint is of this "
-                               "version: it was truncated; restore it or start over with --overwrite")
+                raise RunDamaged(f"{path} lost its last line (its fingerprint) though the checkpoint is of this "
+                                 "version: it was truncated")
             if missing:
-                raise RunError(f"{path} is incomplete (no {missing[0]}; {len(missing)} keys missing): it was truncated "
-                               "or damaged; restore it or start over with --overwrite")
+                raise RunDamaged(f"{path} is incomplete (no {missing[0]}; {len(missing)} keys missing): it was "
+                                 "truncated or damaged")
         try:
             cfg = build_config(RunConfig, tree, source=f" in {path}")
         except ConfigError as e:
-            raise RunError(f"{e}; restore {path} or start over with --overwrite") from None
+            raise RunDamaged(str(e), f"restore {path} or start over with --overwrite") from None
         if mark is not None and mark.group(1) != fingerprint(cfg):
-            raise RunError(f"{path} does not match its fingerprint line: it was damaged or its identity edited by hand "
-                           "(only train.epochs, train.device and train.tensorboard may change); restore it or start over with --overwrite")
+            raise RunDamaged(f"{path} does not match its fingerprint line: it was damaged or its identity edited by "
+                             "hand (only train.epochs, train.device and train.tensorboard may change)")
         return cfg
 
     def fingerprint(self) -> str:
@@ -258,21 +340,27 @@ class RunDir:
 
     # -- progress
     def checkpoint_header(self) -> dict[str, str]:
-        """The checkpoint's safetensors metadata, read without torch and without verifying its digest ({} if none)."""
+        """The checkpoint's safetensors metadata, read without torch and without verifying its digest ({} if none).
+        A header that cannot be read, or a file shorter than its header says (truncated), is :class:`RunDamaged`."""
+        path = self.checkpoint_path
         try:
-            if not stat.S_ISREG(os.stat(self.checkpoint_path).st_mode):  # before open(): a FIFO would block
-                raise RunError(f"{self.checkpoint_path} is not a regular file; remove or replace it")
-            with open(self.checkpoint_path, "rb") as f:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # before open(): a FIFO would block
+                raise RunError(f"{path} is not a regular file; remove or replace it")
+            with open(path, "rb") as f:
                 (n,) = struct.unpack("<Q", f.read(8))
                 if n > MAX_READ:
-                    raise RunError(f"{self.checkpoint_path}: damaged header (length {n})")
+                    raise ValueError(f"length {n}")
                 header = json.loads(f.read(n))
+                size = os.fstat(f.fileno()).st_size
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
         except FileNotFoundError:
             return {}
-        except (OSError, struct.error, ValueError) as e:
-            raise RunError(f"{self.checkpoint_path}: damaged checkpoint header ({e}); start over with --overwrite"
-                           ) from None
-        meta = header.get("__metadata__") if isinstance(header, dict) else None
+        except (OSError, struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise RunDamaged(f"{path}: damaged checkpoint header ({e})", "start over with --overwrite") from None
+        if size < 8 + n + max(ends, default=0):
+            raise RunDamaged(f"{path} is truncated ({size} of {8 + n + max(ends)} bytes)",
+                             "start over with --overwrite")
+        meta = header.get("__metadata__")
         return meta if isinstance(meta, dict) else {}
 
     def epochs_done(self) -> int:
@@ -282,8 +370,9 @@ class RunDir:
             return 0
         try:
             return int(json.loads(meta["progress"])["epoch"])
-        except (KeyError, TypeError, ValueError):
-            raise RunError(f"{self.checkpoint_path}: damaged checkpoint header (no progress.epoch)") from None
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise RunDamaged(f"{self.checkpoint_path}: damaged checkpoint header (no progress.epoch)",
+                             "start over with --overwrite") from None
 
     def metrics_epochs(self) -> int | None:
         """The last epoch in ``metrics.jsonl`` (None without one; a torn last line is ignored)."""
@@ -295,7 +384,7 @@ class RunDir:
         for line in text.splitlines():
             try:
                 epoch = int(json.loads(line)["epoch"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
                 break
         return epoch
 
@@ -383,21 +472,10 @@ class RunDir:
     # -- writing
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold an exclusive lock on the run so two processes never write it (released on exit or death)."""
-        try:
-            f = open(self.path / _LOCK, "a+")
-        except OSError as e:
-            raise RunError(f"run directory {self.path} is not writable ({e.strerror}); choose another --out") from None
-        with f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RunError(f"{self.path} is in use by another smvi process; wait for it or use another --out"
-                               ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        """Hold the run's exclusive lock so two processes never write it (:func:`hold_lock`: released on exit or
+        death, never followed through a symbolic link)."""
+        with hold_lock(self.path / _LOCK, f"run directory {self.path}"):
+            yield
 
     def check_writable(self) -> None:
         """Refuse (one line) a directory where a file cannot be created, before any expensive work."""

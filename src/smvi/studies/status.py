@@ -8,7 +8,9 @@ decisions are :func:`smvi.studies.sweep.pending_work`'s, the ones the sweep make
 ``metrics.jsonl``, each record's ``seconds``) where there are any, the rough priors of
 :func:`smvi.progress.stage_priors` otherwise. The columns are the stages of :data:`smvi.stages.registry.STAGES` after
 training: the listed ones always, the others (convergence, gaps) when the sweep runs them or, run by hand (not in the
-work left), once some run has their record: then ``done`` or ``stale`` per run.
+work left), once some run has their record: then ``done`` or ``stale`` per run. A run the sweep will leave as it is
+(:func:`smvi.studies.sweep.slot_problem`: ``damaged``, or ``refused``, a run it did not make) says so in its row, and
+a line below the table names the problem and the fix; it is outside the work left.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from smvi.progress import SweepETA, duration
 from smvi.store.rundir import RunDir, RunError, sweep_paths
 from smvi.studies.sweep import (AFTER_TRAINING, SweepConfig, measured_times, pending_work, plan, read_sweep,
-                                sweep_priors)
+                                slot_problem, sweep_priors)
 
 __all__ = ["RunProgress", "sweep_progress", "format_status", "status_text", "recorded_workers", "sweeps_in"]
 
@@ -42,6 +44,7 @@ class RunProgress:
     since_epoch: float | None
     stages: dict[str, str | None]
     work: dict[str, int]
+    problem: tuple[str, str] | None = None  # (damaged or refused, the line naming it and the fix): left as it is
 
     @property
     def gaps(self) -> str | None:
@@ -50,7 +53,7 @@ class RunProgress:
 
     @property
     def complete(self) -> bool:
-        return not any(self.work.values())
+        return self.problem is None and not any(self.work.values())
 
 
 def _load(sweep_dir: Path) -> SweepConfig:
@@ -110,8 +113,11 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
                 stages[name] = "done"
             else:  # only evaluate keeps a partial record of the points it has scored
                 stages[name] = (name == "evaluate" and not work["epochs"] and _scoring(rd, sweep)) or "to do"
+        problem = slot_problem(spec, sweep, rd.path)
+        if problem:
+            stages = dict.fromkeys(stages, "—")
         rows.append(RunProgress(spec.name, done, spec.config.train.epochs,
-                                _age(rd.metrics_path, now) if done else None, stages, work))
+                                _age(rd.metrics_path, now) if done else None, stages, work, problem))
     return sweep, rows
 
 
@@ -126,19 +132,25 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
         epochs = f"{r.epochs}/{r.planned}"
         if r.epochs < r.planned and r.since_epoch is not None:
             epochs += f" (last {duration(r.since_epoch)} ago)"
+        if r.problem:
+            epochs = r.problem[0]
         table.append([r.name, epochs, *(r.stages[s] or "—" for s in shown)])
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
     left = {k: sum(r.work.get(k, 0) for r in rows) for k in ("epochs", *STAGES)}
-    todo = [r for r in rows if not r.complete]
+    todo = [r for r in rows if not r.complete and not r.problem]
+    left_alone = [r for r in rows if r.problem]
     eta = SweepETA({r.name: r.work for r in todo}, sweep_priors(sweep), workers)
     measured_times(eta, [sweep_paths(sweep_dir)[2] / r.name for r in rows])
-    done = len(rows) - len(todo)
+    done = len(rows) - len(todo) - len(left_alone)
     summary = f"{done} of {len(rows)} runs complete"
     if todo:
         parts = [f"{left['epochs']} epochs"] + [f"{left[s]} {s}" for s in STAGES if left[s]]
         summary += f"; left: {', '.join(parts)}; {eta.eta()} with {workers} worker{'s' * (workers > 1)}"
-    return "\n".join([f"sweep {sweep_dir}", *lines, summary]) + "\n"
+    if left_alone:
+        summary += f"; {len(left_alone)} left as they are (fix them first)"
+    problems = [f"{r.name}: {r.problem[0]}: {r.problem[1]}" for r in left_alone]
+    return "\n".join([f"sweep {sweep_dir}", *lines, *problems, summary]) + "\n"
 
 
 def recorded_workers(sweep_dir: str | Path) -> int:

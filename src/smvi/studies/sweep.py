@@ -2,26 +2,39 @@
 convergence, gaps) over a grid of λ values and seeds, idempotently and resumably.
 
 A sweep directory holds ``sweep.toml`` (the resolved :class:`SweepConfig`), one run directory per (λ, seed) and per
-(target, seed) under ``runs/``, and ``sweep_status.json`` (every run's state and, for failures, its error). Each run is a job of stages —
-train (resumed from its checkpoint if interrupted; retrained from scratch if the directory holds a run of another
-identity, which only ``--overwrite`` of the sweep's settings allows), then those of ``stages`` after it, each with the
-sweep's section of its name (skipped when the run's record is current: :func:`smvi.store.records.staleness`, the one freshness rule) — so running the same sweep again does only what
-is missing, and a failing run is recorded while the others go on. A ``sweep.toml`` written before the AIS settings
-took ais()'s names (``eval.ais_steps``, ...) is read with the keys renamed
-(:func:`smvi.settings.stages.upgrade_eval_settings`). Executors: ``inprocess`` (default), ``process`` (a local pool) and
-``ray`` (``pip install -e '.[ray]'`` from the source tree; optionally an existing cluster's ``address``).
+(target, seed) under ``runs/``, and ``sweep_status.json`` (every run's state and, for failures, its error). Each run
+is a job of stages — train (resumed from its checkpoint if interrupted), then those of ``stages`` after it, each with
+the sweep's section of its name (skipped when the run's record is current: :func:`smvi.store.records.staleness`, the
+one freshness rule) — so running the same sweep again does only what is missing, and a failing run is recorded while
+the others go on. Executors: ``inprocess`` (default), ``process`` (a local pool whose workers end with it) and ``ray``
+(``pip install -e '.[ray]'`` from the source tree; optionally an existing cluster's ``address``, which must answer
+within :data:`RAY_CONNECT_TIMEOUT`).
+
+**A sweep never deletes what it did not make.** A run directory holding a run of another identity is retrained from
+scratch only when ``--overwrite`` was given *and* the sweep's saved settings (its ``sweep.toml`` as found, before
+``--overwrite`` replaces it) plan exactly that run in that slot; any other run there (a sweep without ``sweep.toml``,
+a run copied or trained by hand into the slot) is left byte for byte as it is, and the job is recorded as
+``refused`` with one line naming the folder and the fix. A damaged run (truncated checkpoint, damaged config) is left
+as it is too, recorded as ``damaged``; a run another process holds is ``busy``. The sweep itself holds the lock of
+its directory (``SWEEP_DIR/.lock``), so a second sweep on it is refused in one line before anything is written.
+
+A ``sweep.toml`` written before the AIS settings took ais()'s names (``eval.ais_steps``, ...) is read with the keys
+renamed (:func:`smvi.settings.stages.upgrade_eval_settings`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import signal
+import socket
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -34,7 +47,8 @@ from smvi.settings.run import (ConfigError, ConstraintConfig, Distinct, NoRepeat
                                config_to_toml, one_of, read_toml)
 from smvi.progress import SweepETA, duration, note, stage_priors, sweep_note
 from smvi.store.records import RecordError
-from smvi.store.rundir import RunDir, RunError, identity_change, sweep_paths
+from smvi.store.rundir import (RunBusy, RunDamaged, RunDir, RunError, fingerprint, hold_lock, identity_change,
+                               path_text, sweep_paths)
 from smvi.settings.stages import (ConvergenceConfig, EvalConfig, GapConfig, PicturesConfig, SSLConfig,
                                   upgrade_eval_settings)
 from smvi.stages.registry import STAGES
@@ -109,9 +123,13 @@ class SweepConfig(BaseModel):
 
 @dataclass(frozen=True)
 class RunSpec:
+    """One run of a sweep: its directory name, config and SSL settings, and ``made``: the fingerprint of the run the
+    sweep's saved settings planned in this slot when ``--overwrite`` lets it replace that run (else None)."""
+
     name: str
     config: RunConfig
     ssl: SSLConfig
+    made: str | None = None
 
 
 def _exact(x: float) -> str:
@@ -194,10 +212,57 @@ def _stale(rd: RunDir, stage: str, cfgs) -> bool:
     return all(rd.current_record(STAGE_RECORDS[stage], c)[1] is not None for c in cfgs)
 
 
-def _epochs_left(spec: RunSpec, rd: RunDir) -> tuple[int, str | None]:
-    """(epochs to train, why the run is retrained from scratch or None): a run of another identity starts over."""
-    other = rd.config_path.exists() and identity_change(rd.read_config(), spec.config)
-    return max(0, spec.config.train.epochs - (0 if other else rd.epochs_done())), other or None
+class Refused(RunError):
+    """A run slot the sweep leaves as it is (a run it did not make, a damaged or a busy run); ``status`` is what
+    ``sweep_status.json`` records for it: ``refused``, ``damaged`` or ``busy``."""
+
+    def __init__(self, message: str, status: str = "refused"):
+        super().__init__(message)
+        self.status = status
+
+
+_LEAVE = "the sweep leaves it as it is"
+
+
+def _slot(spec: RunSpec, sweep: SweepConfig, rd: RunDir) -> str | None:
+    """Why the run in ``spec``'s slot is retrained from scratch (it is of another identity and the sweep made it:
+    ``spec.made``), or None when it is new, resumed or reused; :class:`Refused` for any other run there, or a damaged
+    one (module docstring). Reads only."""
+    try:
+        if rd.has_run() and not rd.config_path.exists():
+            raise RunDamaged(f"{rd.config_path} is missing though training files are there")
+        saved = rd.read_config() if rd.config_path.exists() else None
+        rd.epochs_done()  # a damaged checkpoint header is named here, before any work
+    except RunDamaged as e:
+        raise Refused(f"{e.problem}; {_LEAVE}: restore the file, or remove {rd.path} and rerun the same command",
+                      "damaged") from None
+    change = saved and identity_change(saved, spec.config)
+    if not change:
+        return None
+    if spec.made != fingerprint(saved):
+        raise Refused(f"{rd.path} holds a run this sweep did not make ({change}); {_LEAVE}: move it out of "
+                      "runs/ (or use another sweep directory) and rerun the same command")
+    if "train" not in sweep.stages:
+        raise Refused(f"{rd.path} holds the sweep's earlier run ({change}) and train is not among the stages; "
+                      f"{_LEAVE}: add train to the stages to retrain it")
+    return change
+
+
+def _epochs_left(spec: RunSpec, sweep: SweepConfig, rd: RunDir) -> tuple[int, str | None]:
+    """(epochs to train, why the run is retrained from scratch or None): see :func:`_slot`."""
+    other = _slot(spec, sweep, rd)
+    return max(0, spec.config.train.epochs - (0 if other else rd.epochs_done())), other
+
+
+def slot_problem(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path) -> tuple[str, str] | None:
+    """``(status, message)`` when the sweep leaves ``spec``'s run as it is (:class:`Refused`), else None."""
+    try:
+        _slot(spec, sweep, RunDir(run_dir))
+    except Refused as e:
+        return e.status, str(e)
+    except RunError:  # anything else is the job's to report
+        pass
+    return None
 
 
 def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = False,
@@ -212,14 +277,12 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
     epochs = 0
     rd = RunDir(run_dir)
     try:
-        if "train" in sweep.stages:
-            epochs, other = _epochs_left(spec, rd)
-            if epochs:
-                t = time.perf_counter()
-                train(spec.config, run_dir, resume=rd.has_run() and not other, overwrite=bool(other),
-                      progress=progress)
-                seconds["train"] = round(time.perf_counter() - t, 2)
-                done.append("train" + (f" (retrained: {other})" if other else ""))
+        left, other = _epochs_left(spec, sweep, rd)  # refuses a run the sweep did not make, or a damaged one
+        if "train" in sweep.stages and left:
+            epochs, t = left, time.perf_counter()
+            train(spec.config, run_dir, resume=rd.has_run() and not other, overwrite=bool(other), progress=progress)
+            seconds["train"] = round(time.perf_counter() - t, 2)
+            done.append("train" + (f" (retrained: {other})" if other else ""))
         for stage in AFTER_TRAINING:
             cfgs = stage_settings(stage.name, spec, sweep)
             if stage.name in sweep.stages and _stale(rd, stage.name, cfgs):
@@ -227,6 +290,9 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
                 stage.run(run_dir, cfgs[0], overwrite=True, progress=progress, device=spec.config.train.device)
                 seconds[stage.name] = round(time.perf_counter() - t, 2)
                 done.append(stage.name)
+    except (Refused, RunBusy) as e:  # left as it is; the others go on
+        return {"name": spec.name, "status": getattr(e, "status", "busy"), "done": done, "seconds": seconds,
+                "epochs": epochs, "error": str(e)}
     except Exception as e:  # noqa: BLE001 -- a failing run is recorded and the sweep goes on
         last = traceback.extract_tb(e.__traceback__)[-1]
         return {"name": spec.name, "status": "failed", "done": done, "seconds": seconds, "epochs": epochs,
@@ -241,8 +307,10 @@ def pending_work(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path) -> dict
     rd = RunDir(run_dir)
     names = [s.name for s in AFTER_TRAINING]
     try:
-        epochs = _epochs_left(spec, rd)[0] if "train" in sweep.stages else 0
+        epochs = _epochs_left(spec, sweep, rd)[0] if "train" in sweep.stages else 0
         stale = {s: epochs > 0 or _stale(rd, s, stage_settings(s, spec, sweep)) for s in names if s in sweep.stages}
+    except Refused:  # the sweep will leave it as it is
+        return {"epochs": 0, **dict.fromkeys(names, 0)}
     except Exception:  # noqa: BLE001 -- run_job will say what is wrong with it
         epochs = spec.config.train.epochs if "train" in sweep.stages else 0
         stale = dict.fromkeys(names, True)
@@ -294,7 +362,7 @@ def _prepare(sweep: SweepConfig, sweep_dir: Path, overwrite: bool) -> None:
             raise ConfigError(
                 f"{path} holds a different sweep: rerun with the same settings to resume it, use another "
                 "directory, or pass --overwrite to replace its settings (finished runs of an unchanged identity "
-                "are reused, the others retrained)"
+                "are reused, the sweep's runs of another identity retrained)"
             )
     _writing(sweep_dir, lambda: (sweep_dir.mkdir(parents=True, exist_ok=True), atomic_write_text(path, text)))
 
@@ -314,9 +382,27 @@ def run_sweep(
     ``sweep_status.json`` is written at the start (every run ``pending``, and ``workers``: the runs side by side) and
     rewritten as each run finishes, and with ``progress`` each finished run prints one line, so a long sweep on any
     executor can be followed."""
-    sweep_dir = Path(sweep_dir)
+    sweep_dir = path_text(sweep_dir, "sweep directory")
     specs = plan(sweep)  # refuses colliding run names before anything is written
-    _prepare(sweep, sweep_dir, overwrite)
+    _writing(sweep_dir, lambda: sweep_dir.mkdir(parents=True, exist_ok=True))
+    with hold_lock(sweep_dir / ".lock", f"sweep directory {sweep_dir}"):  # one sweep at a time in a directory
+        made = _made(sweep_dir) if overwrite else {}  # before _prepare replaces the saved settings
+        _prepare(sweep, sweep_dir, overwrite)
+        return _run_specs([replace(s, made=made.get(s.name)) for s in specs], sweep, sweep_dir, executor, workers,
+                          address, progress)
+
+
+def _made(sweep_dir: Path) -> dict[str, str]:
+    """The fingerprint of every run the sweep's saved settings plan, by run name ({} without readable settings):
+    the runs ``--overwrite`` may retrain (module docstring)."""
+    try:
+        return {s.name: fingerprint(s.config) for s in plan(read_sweep(sweep_dir))}
+    except (ConfigError, RunError, OSError):
+        return {}
+
+
+def _run_specs(specs: list[RunSpec], sweep: SweepConfig, sweep_dir: Path, executor: str, workers: int,
+               address: str | None, progress: bool) -> list[dict]:
     names = [s.name for s in specs]
     _, status_path, runs_dir = sweep_paths(sweep_dir)
     dirs = {s.name: runs_dir / s.name for s in specs}
@@ -374,13 +460,48 @@ def worker_threads(workers: int) -> int:
     return max(1, usable_cores() // workers)
 
 
-def _worker_signals() -> None:
+def _worker_signals(parent: int | None = None) -> None:
     """A pool worker's initializer. Ctrl-C, which a terminal sends to the whole process group, is the parent's alone
     to act on (:func:`_run_pool` terminates the workers); otherwise each worker would also raise KeyboardInterrupt in
     its job and send it back as the job's result while the parent tears the pool down. SIGTERM, the parent's way of
-    stopping a worker, ends it at once (the default), whatever handler the worker inherited from the parent."""
+    stopping a worker, ends it at once (the default), whatever handler the worker inherited from the parent. And the
+    worker ends when ``parent`` (the sweep) dies, however it dies (:func:`_end_with_parent`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if parent is not None:
+        _end_with_parent(parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _end_with_parent(parent: int, every: float = 1.0) -> None:
+    """Make this process end when the process ``parent`` dies (SIGKILL, the OOM killer): otherwise a pool's workers
+    train on as orphans, holding their runs' locks. On Linux the kernel sends SIGKILL at the parent's death
+    (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread checks every ``every`` seconds that the parent is
+    alive and this process still its child, and ends it otherwise. What a killed job leaves is safe to resume."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1 (Linux); absent elsewhere: AttributeError
+    except (OSError, AttributeError):
+        pass
+    ppid = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == ppid and _alive(parent):
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if not _alive(parent):  # it died before this worker started watching
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="smvi-parent-watch", daemon=True).start()
 
 
 def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, retries: int = 2) -> None:
@@ -393,7 +514,7 @@ def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, ret
     todo = list(specs)
     for _ in range(retries + 1):
         lost = []
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_signals)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_signals, initargs=(os.getpid(),))
         try:
             futures = {pool.submit(run_job, s, sweep, dirs[s.name], threads=threads): s for s in todo}
             for f in as_completed(futures):
@@ -414,20 +535,50 @@ def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, ret
         record({"name": s.name, "status": "failed", "done": [], "error": f"its worker process died {retries + 1} times"})
 
 
-def _run_ray(specs, sweep, dirs, address, threads, record) -> None:
+RAY_CONNECT_TIMEOUT = 10.0
+"""Seconds a Ray cluster's address has to answer before the sweep gives up on it (:func:`_check_address`)."""
+
+
+def _check_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Refuse (one-line ConfigError) a Ray address ``host:port`` (or ``ray://host:port``) where nothing answers
+    within ``timeout`` seconds: ``ray.init`` would wait for it without end and without heeding SIGTERM. ``auto``,
+    ``local`` and None are Ray's to resolve."""
+    if address is None or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"Ray address {address!r} is not host:port (nor ray://host:port): fix --address")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"the Ray cluster at {address} does not answer ({e.strerror or e}): start it "
+                          "(ray start --head) or fix --address; drop --address to start a local Ray") from None
+
+
+def _run_ray(specs, sweep, dirs, address, threads, record, poll: float = 1.0) -> None:
+    """Run the jobs as Ray tasks, passing each result to ``record``. Ctrl-C and SIGTERM stop it as they stop the
+    other executors: the caller's handlers (the CLI raises them in this thread) are put back after ``ray.init``
+    installs its own, and the results are awaited in ``poll``-second steps so that the handlers get to run."""
     try:
         import ray
     except ImportError:
         raise ConfigError("the ray executor needs Ray: pip install -e '.[ray]' from the smvi source tree") from None
     started = not ray.is_initialized()
     if started:
+        _check_address(address)
+        main = threading.current_thread() is threading.main_thread()
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        for sig, handler in handlers.items():  # Ray's own handler aborts the driver: keep the caller's
+            if handler is not None:
+                signal.signal(sig, handler)
     try:
         remote = ray.remote(num_cpus=threads or 1)(run_job)
         pending = [remote.remote(s, sweep, str(dirs[s.name]), threads=threads) for s in specs]
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            record(ray.get(ready[0]))
+            ready, pending = ray.wait(pending, num_returns=1, timeout=poll)
+            for ref in ready:
+                record(ray.get(ref))
     finally:
         if started:
             ray.shutdown()
