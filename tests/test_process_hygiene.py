@@ -12,11 +12,11 @@ import sys
 import time
 
 import pytest
-
-import smvi.studies.sweep as S
 from conftest import invoke
 from test_sweep import long_process_sweep, tiny_sweep
 from test_sweep_safety import _hold
+
+import smvi.studies.sweep as S
 
 
 def _gone(pid: int) -> bool:
@@ -151,8 +151,9 @@ def test_sigterm_stops_a_ray_sweep(idx_dir, tmp_path):
     """`kill PID` of `smvi sweep --executor ray` stops it with the rerun hint: Ray's own SIGTERM handler (which
     aborts the driver) is replaced by the CLI's again, and the driver waits for its tasks in short steps."""
     pytest.importorskip("ray")
-    from smvi.settings.run import config_to_toml
     from test_sweep import stopped_by
+
+    from smvi.settings.run import config_to_toml
 
     cfg = tiny_sweep(idx_dir, stages=["train"])
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import multiprocessing
+import os
 import shutil
 
 import pytest
 from click.testing import CliRunner
+from test_sweep import tiny_sweep
 
 import smvi.studies.sweep as S
 from smvi.cli import main
 from smvi.settings.run import config_to_toml
 from smvi.store.rundir import RunDir, RunError
-from test_sweep import tiny_sweep
 
 
 def files(run):
@@ -71,10 +71,10 @@ def test_a_foreign_run_copied_into_a_slot_is_refused_and_the_others_go_on(idx_di
         r = sweep_cli(sw, cfg, tmp_path, *extra)
         assert r.exit_code == 1, r.output
         assert files(sw / "runs" / "lam1_seed0") == foreign
-        assert refused_lines(r.output) == [
-            f"refused: lam1_seed0: {sw / 'runs' / 'lam1_seed0'} holds a run this sweep did not make (train.lam is 1.0 "
-            "but the run used 0.0); the sweep leaves it as it is: move it out of runs/ (or use another sweep "
-            "directory) and rerun the same command"], r.output
+        expected = (f"refused: lam1_seed0: {sw / 'runs' / 'lam1_seed0'} holds a run this sweep did not make "
+                    "(train.lam is 1.0 but the run used 0.0); the sweep leaves it as it is: move it out of runs/ (or "
+                    "use another sweep directory) and rerun the same command")
+        assert refused_lines(r.output) == [expected], r.output
         assert "2/3 runs complete" in r.output
     status = json.loads((sw / "sweep_status.json").read_text())["runs"]
     assert {r["name"]: r["status"] for r in status} == {"lam0_seed0": "ok", "lam0.5_seed0": "ok",
@@ -186,7 +186,7 @@ def test_the_lock_file_is_never_followed_through_a_symbolic_link(tmp_path):
     target.write_text("precious")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / ".lock").symlink_to(target)
-    with pytest.raises(RunError, match=r"\.lock is a symbolic link, not smvi's lock file: remove it"):
-        with RunDir(tmp_path / "run").lock():
-            pass
+    with pytest.raises(RunError, match=r"\.lock is a symbolic link, not smvi's lock file: remove it"), \
+            RunDir(tmp_path / "run").lock():
+        pass
     assert target.read_text() == "precious"
