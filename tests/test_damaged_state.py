@@ -131,3 +131,15 @@ def test_the_report_names_a_damaged_run_and_the_sweeps_refusals(idx_dir, tmp_pat
     assert [r.name for r in runs] == ["runs/lam0_seed0"], notes
     assert any(n.startswith("runs/lam0.5_seed0: run skipped: damaged (") and "is truncated" in n for n in notes), notes
     assert any("sweep_status.json: lam0.5_seed0 damaged" in n for n in notes), notes
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS file systems refuse names that are not UTF-8")
+def test_the_report_skips_a_run_folder_whose_name_is_not_utf8(idx_dir, tmp_path):
+    from smvi.report.page import make_report
+
+    sw = tmp_path / "sw"
+    S.run_sweep(tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.0]), sw, progress=False)
+    shutil.copytree(sw / "runs" / "lam0_seed0", sw / "runs" / os.fsdecode(b"copy-\xff"))
+    make_report(sw)  # no UnicodeEncodeError
+    text = (sw / "report" / "results.md").read_text()
+    assert "copy-\\\\xff: run skipped (its folder name is not valid UTF-8; rename it)" in text, text

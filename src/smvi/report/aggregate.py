@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,15 @@ def _status_notes(sweep: Path, notes: list[str]) -> None:
                          f"({job.get('error', '?')})")
 
 
+def _utf8(text: str) -> bool:
+    """Whether ``text`` (a path's name, undecodable bytes kept as surrogates) is valid UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
     """Every run under ``sweep_dir`` (sorted by λ, seed) and notes on what is missing, stale or inconsistent. A sweep
     nested inside (a folder below with its own ``sweep.toml``) is left to its own report when ``sweep_dir`` has runs
@@ -192,6 +202,10 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
     for cfg_path in found:
         rd = RunDir(cfg_path.parent)
         name = str(rd.path.relative_to(sweep)) or "."
+        if not _utf8(name):  # the report's files are UTF-8 text: the name cannot be written in them
+            shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+            notes.append(f"{shown}: run skipped (its folder name is not valid UTF-8; rename it)")
+            continue
         try:
             cfg = rd.read_config()
             fp = rd.fingerprint()
