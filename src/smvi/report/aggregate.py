@@ -10,9 +10,10 @@ and is left to its own report. :func:`aggregate`, per λ: the mean over training
 std/√n over runs if n ≥ 2 (beside it ``se_within``, the SE the runs' own per-image or per-subset SEs give that
 mean), else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
 identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy
-minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set), mean ± SE over those
-pairs: accuracies differ far more between label subsets than between nearby λ, so the pairing is what makes small
-differences readable. ``kl`` and ``active_units`` rows: the last epoch's KL(q ‖ prior) and active units of
+minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set): accuracies differ far
+more between label subsets than between nearby λ, so the pairing is what makes small differences readable. Their mean
+and SE are over training seeds (each seed's mean difference over its subsets, the unit of the claims' test), the SE
+of all pairs pooled beside it as ``se_within``; with one seed, over its label subsets. ``kl`` and ``active_units`` rows: the last epoch's KL(q ‖ prior) and active units of
 ``metrics.jsonl`` (split ``test``: on the monitor set; ``train``: the training mean, for metrics written before the
 monitor logged KL), mean over runs with SE over training seeds when there are ≥ 2.
 
@@ -37,7 +38,7 @@ from smvi.settings.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from smvi.settings.run import ConstraintConfig, dotted_items
 from smvi.store.records import RecordError
 from smvi.store.rundir import RunDir, RunError, config_files, read_bounded, sweep_paths
-from smvi.store.stats import mean_se
+from smvi.store.stats import clustered_paired_t, mean_se
 
 __all__ = ["ReportError", "collect_runs", "aggregate", "is_constrained", "method_of", "lam_series", "last_kl",
            "last_diagnostics", "Run", "Row", "SPLITS", "EVAL_METRICS"]
@@ -273,19 +274,24 @@ def _by_seed(ssl: dict | None, s: int) -> dict[Any, float]:
 
 
 def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
-    """SSL accuracy at ``lam`` minus at λ = 0, in percentage points, paired (see the module docstring)."""
-    diffs, per_pair = [], []
+    """SSL accuracy at ``lam`` minus at λ = 0, in percentage points, paired (see the module docstring): the claims'
+    unit and test (:func:`smvi.store.stats.clustered_paired_t`): mean and SE over training seeds of each seed's mean
+    difference, with the SE of all (seed, subset) differences pooled as ``se_within``; one seed: over its subsets."""
+    clusters: dict[int, list[float]] = {}
     for r in (r for r in runs if r.lam == lam):
         for r0 in (r0 for r0 in runs if r0.lam == 0 and r0.seed == r.seed):
             a, a0 = _by_seed(r.ssl, s), _by_seed(r0.ssl, s)
-            if common := [100 * (a[k] - a0[k]) for k in set(a) & set(a0)]:
-                diffs += common
-                per_pair.append(float(np.mean(common)))
-    if not diffs:
+            if common := [100 * (a[k] - a0[k]) for k in sorted(set(a) & set(a0))]:
+                clusters.setdefault(r.seed, []).extend(common)
+    d = clustered_paired_t(clusters, value_unit="label subsets")
+    if d is None:
         return None
-    se = mean_se(diffs).se
-    return Row("ssl_gain", "test", s, lam, float(np.mean(diffs)), se, len(per_pair), "label subsets, paired with λ = 0",
-               "percentage points", tuple(per_pair))
+    per_pair = tuple(float(np.mean(v)) for v in clusters.values())
+    if len(clusters) >= 2:
+        return Row("ssl_gain", "test", s, lam, d.mean, d.se, len(clusters), "training seeds", "percentage points",
+                   per_pair, d.se_pooled)
+    return Row("ssl_gain", "test", s, lam, d.mean, d.se, 1, "label subsets, paired with λ = 0", "percentage points",
+               per_pair)
 
 
 def last_kl(last: dict) -> tuple[float | None, str]:
