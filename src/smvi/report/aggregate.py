@@ -77,7 +77,7 @@ def is_constrained(run: Run) -> bool:
     return run.config.get("train.constraint.target") is not None
 
 
-METHOD_KEYS = ({"train.objective", "model.posterior"}
+METHOD_KEYS = ({"train.objective", "model.posterior", "train.dsm_grad"}
                | {f"train.{o.knob}" for o in OBJECTIVES.values() if o.knob != "lam"}
                | {f"model.{k}" for spec in FAMILIES.values() for k in spec.settings})
 """The settings that tell methods apart (:func:`method_of`): runs of a study differ in them by design."""
@@ -86,7 +86,8 @@ METHOD_KEYS = ({"train.objective", "model.posterior"}
 def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
     """``(method, knob name, knob value)`` of a run from its flat config (``train.objective`` …); None for a run with
     a learned λ (``train.constraint.target`` set) or without its knob. The method names the objective and, when it is
-    not the diagonal Gaussian, the variational family: ``"SMVI"``, ``"β-VAE"``, ``"SMVI, flow q"``."""
+    not the diagonal Gaussian, the variational family, and when D_SM's gradient reaches one side only
+    (``train.dsm_grad``), that side: ``"SMVI"``, ``"β-VAE"``, ``"SMVI, flow q"``, ``"SMVI, D_SM → encoder"``."""
     if config.get("train.constraint.target") is not None:
         return None
     spec = OBJECTIVES.get(config.get("train.objective", DEFAULT_OBJECTIVE))
@@ -95,7 +96,8 @@ def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
         return None
     family = config.get("model.posterior", DEFAULT_FAMILY)
     name = spec.display if family == DEFAULT_FAMILY else f"{spec.display}, {family} q"
-    return name, spec.knob_label, value
+    side = config.get("train.dsm_grad", "both")
+    return (name if side == "both" else f"{name}, D_SM → {side}"), spec.knob_label, value
 
 
 def lam_series(runs: list[Run]) -> tuple[list[Run], list[Run]]:
