@@ -13,7 +13,7 @@ Protocol, for every labeled-set size s and label subset i (``seeds``, 20 by defa
    accuracy is one row of the result table, with the chosen values and whether each lies on the grid's edge.
 
 **The features file** (``ssl_features.npz`` in the run, :meth:`smvi.store.rundir.RunDir.array_path`; named with its
-SHA-256 in the record's ``features_file``) holds, as plain arrays (no pickles): ``train_labels`` (all training
+SHA-256 in the record's ``features_file``) holds, as plain arrays (read without unpickling: numpy's default): ``train_labels`` (all training
 labels, from which the subsets are drawn), ``train_index`` / ``train_x`` (float32 ``[n, d]``: the means of every image
 some labeled set uses), ``test_index`` / ``test_x`` / ``test_y`` (the scored test images), ``unlabeled_mean`` and
 ``unlabeled_var`` (float64 ``[d]``: the moments of all training means, for the scaling), and ``inputs`` (what the
@@ -72,7 +72,7 @@ class SSLFeatures:
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "features file") -> "SSLFeatures":
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            with np.load(io.BytesIO(data)) as z:  # numpy's default: no pickled objects
                 missing = [k for k in FEATURE_ARRAYS if k not in z.files]
                 if missing:
                     raise ValueError(f"no {missing[0]} array")
@@ -83,7 +83,7 @@ class SSLFeatures:
         f = cls(**{**arrays, "inputs": str(arrays["inputs"])})
         d = f.train_x.shape[1] if f.train_x.ndim == 2 else -1
         if (f.test_x.ndim != 2 or f.test_x.shape[1] != d or len(f.train_index) != len(f.train_x)
-                or len(f.test_index) != len(f.test_x) != len(f.test_y) or f.unlabeled_mean.shape != (d,)):
+                or not len(f.test_index) == len(f.test_x) == len(f.test_y) or f.unlabeled_mean.shape != (d,)):
             raise FeaturesError(f"{source}: arrays of inconsistent shapes; recompute it with smvi ssl --overwrite")
         return f
 
