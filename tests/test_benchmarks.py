@@ -174,3 +174,14 @@ def test_evaluation_benchmark_quick_run_writes_its_results(tmp_path):
     assert abs(t["equal"]["smvi_fp32_minus_reference"]) < 1e-3
     assert set(res["step_size"]["ladder"]) == {"ratio", "dual_averaging"}
     assert "throughput / reference" in r.stdout
+
+
+def test_refined_q_budget_runs_on_a_trained_run(trained):
+    """benchmarks/refined_q_budget.py: the gap closed against the local fit's steps, and the per-step cost."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "refined_q_budget.py"), "--run-dir", str(trained),
+                        "--images", "4", "--steps", "3", "6", "--batch", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    fits = out["gap_closed"]["fits"]
+    assert [f["steps"] for f in fits] == [3, 6] and fits[-1]["fraction_closed"] in (1.0, None)
+    assert out["paper_cost"]["seconds_per_image_step"] > 0

@@ -89,6 +89,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "evaluate_run": ("stages.evaluate", "evaluate_run"),
     "SSLConfig": ("stages.ssl", "SSLConfig"),
     "ssl_run": ("stages.ssl", "ssl_run"),
+    "rescore": ("stages.ssl_robust", "rescore"),
     "PicturesConfig": ("settings.stages", "PicturesConfig"),
     "pictures_run": ("stages.pictures", "pictures_run"),
 }
@@ -124,6 +125,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
                              score_matching_divergence, smvi_objective, training_objective)
     from smvi.core.families import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
     from smvi.stages.ssl import SSLConfig, ssl_run
+    from smvi.stages.ssl_robust import rescore
     from smvi.data.synthetic import synthetic_images
     from smvi.store.rundir import RunDir, RunError, fingerprint
     from smvi.stages.pictures import pictures_run

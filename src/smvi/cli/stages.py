@@ -127,7 +127,8 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
 
     For each s (600, 1000, 3000 by default) and label-subset seed, hyper-parameters are chosen by cross-validation
     inside the labeled examples. Prints test accuracy, mean ± SE over the seeds (as in the report), for the encoder
-    means and the raw-pixel baseline; writes RUN_DIR/ssl.json.
+    means and the raw-pixel baseline; writes RUN_DIR/ssl.json. ``--set protocol=robust``: the RBF SVM, logistic
+    regression and k-NN on growing grids over 20 label subsets, the encoder means saved as RUN_DIR/ssl_features.npz.
     """
     from smvi.stages.ssl import SSLConfig, ssl_run
 
@@ -139,26 +140,38 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
 
 def ssl_table(record) -> str:
     """An ssl record as a table: test accuracy (%), mean ± SE over the label subsets (:func:`smvi.store.stats.mean_se`, the
-    report's convention), one column per labeled-set size s, one row per feature set (encoder means, raw pixels)."""
+    report's convention), one column per labeled-set size s, one row per feature set (encoder means, raw pixels) or,
+    for the robust protocol, per classifier on the encoder means, with how many choices hit a grid's edge."""
     from smvi.store.stats import mean_se
 
     f, raw = record.features, record.raw_pixels
     sizes = sorted(f.sizes, key=int)
 
-    def cell(scores, s: str) -> str:
-        m = mean_se(scores.sizes[s].accuracy) if s in scores.sizes else None
+    def cell(acc: list | None) -> str:
+        m = mean_se(acc) if acc is not None else None
         if m is None or m.mean is None:
             return "—"
         return f"{100 * m.mean:.2f}" + ("" if m.se is None else f" ± {100 * m.se:.2f}")
 
-    rows = [(f"encoder means μ(x), d={f.n_features}", f)] + (
-        [(f"raw pixels, d={raw.n_features}", raw)] if raw is not None else [])
-    table = [["", *(f"s = {s}" for s in sizes)]] + [[name, *(cell(sc, s) for s in sizes)] for name, sc in rows]
+    def by_size(scores) -> dict[str, list]:
+        return {s: v.accuracy for s, v in scores.sizes.items()}
+
+    rows = [(f"encoder means μ(x), d={f.n_features}", by_size(f))]
+    if record.table:
+        names = list(dict.fromkeys(r.classifier for r in record.table))
+        rows = [(f"{c} on μ(x), d={f.n_features}", {s: [r.accuracy for r in record.table
+                                                       if r.classifier == c and str(r.size) == s] for s in sizes})
+                for c in names]
+    rows += [(f"raw pixels, d={raw.n_features}", by_size(raw))] if raw is not None else []
+    table = [["", *(f"s = {s}" for s in sizes)]] + [[name, *(cell(acc.get(s)) for s in sizes)] for name, acc in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = [f"test accuracy (%), mean ± SE over {len(f.seeds)} label subsets, {f.n_test} test images:"]
     lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
               for r in table]
-    if raw is None:
+    if record.table:
+        edge = sum(any(r.on_edge.values()) for r in record.table)
+        lines.append(f"choices on a grid's edge: {edge} of {len(record.table)} fits")
+    elif raw is None:
         lines.append("raw pixels: not computed (--set raw_pixels=true)")
     return "\n".join(lines)
 

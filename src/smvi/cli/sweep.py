@@ -73,6 +73,22 @@ def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
     click.echo(f"report: {make_report(sweep_dir, out_dir)}")
 
 
+@main.command("ssl-study")
+@click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the analysis [SWEEP_DIR/report].")
+def ssl_study_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
+    """The SSL study's pre-registered analysis (smvi.report.ssl_study): the primary test (SMVI λ=0.01 minus λ=0,
+    RBF SVM, averaged over s, paired t over seeds), each arm and every (arm, s, classifier) cell against λ=0 with
+    Holm, the verdicts, and SSL gain against the ELBO gap and log p(x); from runs with robust-protocol ssl.json
+    records (smvi ssl --set protocol=robust). Writes ssl_study.md, ssl_study.csv and fig_ssl_gain.png."""
+    from smvi.report.ssl_study import ssl_study_verdicts, write_ssl_study
+
+    path = write_ssl_study(sweep_dir, out_dir)
+    click.echo(ssl_study_verdicts(path))
+    click.echo(f"-> {path}")
+
+
 @main.command("status")
 @click.argument("sweep_dirs", nargs=-1, required=True, type=NonEmptyPath(file_okay=False, path_type=Path))
 @click.option("--workers", type=click.IntRange(min=1), default=None,

@@ -10,9 +10,10 @@ and is left to its own report. :func:`aggregate`, per λ: the mean over training
 std/√n over runs if n ≥ 2 (beside it ``se_within``, the SE the runs' own per-image or per-subset SEs give that
 mean), else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
 identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy
-minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set), mean ± SE over those
-pairs: accuracies differ far more between label subsets than between nearby λ, so the pairing is what makes small
-differences readable. ``kl`` and ``active_units`` rows: the last epoch's KL(q ‖ prior) and active units of
+minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set): accuracies differ far
+more between label subsets than between nearby λ, so the pairing is what makes small differences readable. Their mean
+and SE are over training seeds (each seed's mean difference over its subsets, the unit of the claims' test), the SE
+of all pairs pooled beside it as ``se_within``; with one seed, over its label subsets. ``kl`` and ``active_units`` rows: the last epoch's KL(q ‖ prior) and active units of
 ``metrics.jsonl`` (split ``test``: on the monitor set; ``train``: the training mean, for metrics written before the
 monitor logged KL), mean over runs with SE over training seeds when there are ≥ 2.
 
@@ -38,7 +39,7 @@ from smvi.settings.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from smvi.settings.run import ConstraintConfig, dotted_items
 from smvi.store.records import RecordError
 from smvi.store.rundir import RunDamaged, RunDir, RunError, config_files, read_bounded, sweep_paths
-from smvi.store.stats import mean_se
+from smvi.store.stats import clustered_paired_t, mean_se
 
 __all__ = ["ReportError", "collect_runs", "aggregate", "is_constrained", "method_of", "lam_series", "last_kl",
            "last_diagnostics", "Run", "Row", "SPLITS", "EVAL_METRICS"]
@@ -77,7 +78,7 @@ def is_constrained(run: Run) -> bool:
     return run.config.get("train.constraint.target") is not None
 
 
-METHOD_KEYS = ({"train.objective", "model.posterior"}
+METHOD_KEYS = ({"train.objective", "model.posterior", "train.dsm_grad"}
                | {f"train.{o.knob}" for o in OBJECTIVES.values() if o.knob != "lam"}
                | {f"model.{k}" for spec in FAMILIES.values() for k in spec.settings})
 """The settings that tell methods apart (:func:`method_of`): runs of a study differ in them by design."""
@@ -86,7 +87,8 @@ METHOD_KEYS = ({"train.objective", "model.posterior"}
 def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
     """``(method, knob name, knob value)`` of a run from its flat config (``train.objective`` …); None for a run with
     a learned λ (``train.constraint.target`` set) or without its knob. The method names the objective and, when it is
-    not the diagonal Gaussian, the variational family: ``"SMVI"``, ``"β-VAE"``, ``"SMVI, flow q"``."""
+    not the diagonal Gaussian, the variational family, and when D_SM's gradient reaches one side only
+    (``train.dsm_grad``), that side: ``"SMVI"``, ``"β-VAE"``, ``"SMVI, flow q"``, ``"SMVI, D_SM → encoder"``."""
     if config.get("train.constraint.target") is not None:
         return None
     spec = OBJECTIVES.get(config.get("train.objective", DEFAULT_OBJECTIVE))
@@ -95,7 +97,8 @@ def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
         return None
     family = config.get("model.posterior", DEFAULT_FAMILY)
     name = spec.display if family == DEFAULT_FAMILY else f"{spec.display}, {family} q"
-    return name, spec.knob_label, value
+    side = config.get("train.dsm_grad", "both")
+    return (name if side == "both" else f"{name}, D_SM → {side}"), spec.knob_label, value
 
 
 def lam_series(runs: list[Run]) -> tuple[list[Run], list[Run]]:
@@ -291,19 +294,24 @@ def _by_seed(ssl: dict | None, s: int) -> dict[Any, float]:
 
 
 def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
-    """SSL accuracy at ``lam`` minus at λ = 0, in percentage points, paired (see the module docstring)."""
-    diffs, per_pair = [], []
+    """SSL accuracy at ``lam`` minus at λ = 0, in percentage points, paired (see the module docstring): the claims'
+    unit and test (:func:`smvi.store.stats.clustered_paired_t`): mean and SE over training seeds of each seed's mean
+    difference, with the SE of all (seed, subset) differences pooled as ``se_within``; one seed: over its subsets."""
+    clusters: dict[int, list[float]] = {}
     for r in (r for r in runs if r.lam == lam):
         for r0 in (r0 for r0 in runs if r0.lam == 0 and r0.seed == r.seed):
             a, a0 = _by_seed(r.ssl, s), _by_seed(r0.ssl, s)
-            if common := [100 * (a[k] - a0[k]) for k in set(a) & set(a0)]:
-                diffs += common
-                per_pair.append(float(np.mean(common)))
-    if not diffs:
+            if common := [100 * (a[k] - a0[k]) for k in sorted(set(a) & set(a0))]:
+                clusters.setdefault(r.seed, []).extend(common)
+    d = clustered_paired_t(clusters, value_unit="label subsets")
+    if d is None:
         return None
-    se = mean_se(diffs).se
-    return Row("ssl_gain", "test", s, lam, float(np.mean(diffs)), se, len(per_pair), "label subsets, paired with λ = 0",
-               "percentage points", tuple(per_pair))
+    per_pair = tuple(float(np.mean(v)) for v in clusters.values())
+    if len(clusters) >= 2:
+        return Row("ssl_gain", "test", s, lam, d.mean, d.se, len(clusters), "training seeds", "percentage points",
+                   per_pair, d.se_pooled)
+    return Row("ssl_gain", "test", s, lam, d.mean, d.se, 1, "label subsets, paired with λ = 0", "percentage points",
+               per_pair)
 
 
 def last_kl(last: dict) -> tuple[float | None, str]:

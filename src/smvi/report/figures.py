@@ -191,7 +191,8 @@ def figure_gap(rows: list[Row], lams: list[float], collapsed: frozenset[float] =
 
 def figure_ssl(rows: list[Row], lams: list[float], collapsed: frozenset[float] = frozenset()) -> bytes:
     """Figure 2: (a) SSL test accuracy against λ with the raw-pixel baseline; (b) when the sweep has λ = 0, each λ's
-    accuracy minus λ = 0's on the same label subsets (linear axis, plain ticks)."""
+    accuracy minus λ = 0's on the same label subsets, ± its SE over training seeds (the claims' unit; over label
+    subsets with one seed) (linear axis, plain ticks)."""
     from matplotlib.figure import Figure
 
     sizes = sorted({r.s for r in rows if r.s is not None})
@@ -225,6 +226,6 @@ def figure_ssl(rows: list[Row], lams: list[float], collapsed: frozenset[float] =
         b.axhline(0, color="0.3", lw=0.8, label="λ = 0")
         focus(b, kept, away, include=(0.0,), unit=" points")
         plain_y(b, signed=True)
-        b.set(title="(b) accuracy minus λ = 0's, on the same label subsets", ylabel="percentage points")
+        b.set(title="(b) accuracy minus λ = 0's, same label subsets (± SE over seeds)", ylabel="percentage points")
         collapsed_legend(b, bool(away), ncol=len(sizes) + 1)
     return png(fig)

@@ -89,7 +89,8 @@ FIGURE_CAPTIONS = {
     "fig2_ssl.png": "Figure 2: test accuracy of an RBF SVM on encoder means from s labeled examples against λ; "
                     "dotted lines and bands: the same SVM protocol on raw pixels (mean ± SE over label subsets). "
                     "(b), when the sweep has λ = 0: each λ's accuracy minus λ = 0's on the same label subsets "
-                    "(mean ± SE over the pairs). " + COLLAPSED_NOTE,
+                    "(mean ± SE over training seeds, each seed's mean over its label subsets: the claims' unit; "
+                    "over the label subsets where a λ has one seed). " + COLLAPSED_NOTE,
     "fig3_paired.png": "Figure 3: each λ minus λ = 0, paired on the same images, label subsets and training seeds, "
                        "with 95 % t intervals: (a) log p(x) (IWAE on the whole test set, AIS on the test subset) "
                        "and the test gap, (b) SSL accuracy. " + COLLAPSED_NOTE,

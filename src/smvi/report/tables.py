@@ -26,9 +26,11 @@ __all__ = ["Table", "result_tables", "convergence_table", "run_table", "provenan
 Table = tuple[str, list[str], list[list[str]]]
 LABELS = {"gap": "ELBO gap", "ais": "log p(x) (AIS)", "elbo": "ELBO", "iwae_full": "log p(x) (IWAE, whole set)",
           "kl": "KL(q ‖ p(z))", "active_units": "active units"}
-SE_NOTE = ("SE: over training seeds when a λ has ≥ 2 runs, with in parentheses the SE from within the runs (over "
-           "images or label subsets); † marks a λ with one run, whose own SE is shown (over "
-           "test points for eval, over label subsets for SSL and the raw-pixel baseline); see se_over in results.csv.")
+SE_NOTE = ("SE: over training seeds when a cell has ≥ 2 runs (for an SSL gain: ≥ 2 training seeds paired with "
+           "λ = 0), with in parentheses the SE from within the runs (over images or label subsets; for a gain, over "
+           "all seed × subset pairs pooled); † marks a cell from one run (or one pair of runs), whose SE is from "
+           "within it: over test points for eval, over label subsets for SSL, its gains and the raw-pixel baseline; "
+           "see se_over in results.csv.")
 
 
 def pm(mean: float | None, se: float | None) -> str:
@@ -93,7 +95,8 @@ def result_tables(rows: list[Row], lams: list[float], flags: list[Flag]) -> list
         out.append(("Figure 2: SSL test accuracy (%, mean ± SE)", ["λ", "runs"] + [f"s = {s}" for s in sizes], body))
         gains = _table_rows(find, [("ssl_gain", "test", s) for s in sizes], lams, flags)
         if gains:
-            out.append(("SSL accuracy minus λ = 0, paired over the same label subsets (percentage points, mean ± SE)",
+            out.append(("SSL accuracy minus λ = 0, paired over the same label subsets (percentage points, mean ± SE over "
+                        "training seeds, the claims' unit)",
                         ["λ", "runs"] + [f"s = {s}" for s in sizes], gains))
     return out
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from smvi.settings.run import Distinct, RunConfig
 
@@ -122,6 +122,9 @@ class PicturesConfig(_Frozen):
 
 Inputs = Literal["binarized", "gray"]
 Scaling = Literal["global", "standard"]
+Protocol = Literal["paper", "robust"]
+ROBUST_SUBSETS = tuple(range(20))
+"""The label subsets of the robust SSL protocol when ``seeds`` is not given."""
 
 
 Positives = Annotated[tuple[PositiveFloat, ...], Distinct]
@@ -133,19 +136,42 @@ class SSLConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
 
+    protocol: Protocol = Field(
+        "paper", description="'paper': the RBF SVM on the (C, γ) grids below; 'robust': RBF SVM, logistic regression "
+        "and k-NN on growing grids, 20 label subsets by default, features saved (smvi.stages.ssl_robust)")
     sizes: Annotated[tuple[PositiveInt, ...], Distinct] = Field(
         (600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)")
     seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field(
-        (0, 1, 2, 3, 4), description="label-subset seeds; mean ± std over them")
+        (0, 1, 2, 3, 4), description="label-subset seeds; mean ± std over them (robust protocol: 0 … 19 if unset)")
     inputs: Inputs = Field("binarized", description="encoder input: fixed-seed binary images or gray levels")
     scaling: Scaling = Field("global", description="'global' (one common scale) or 'standard' (per-feature z-score)")
-    C_grid: Positives = Field((1.0, 10.0, 100.0), description="SVM C values tried")
-    gamma_grid: Positives = Field((0.3, 1.0, 3.0), description="RBF γ values tried, in units of 1/d")
+    C_grid: Positives = Field((1.0, 10.0, 100.0), description="SVM C values tried (paper protocol)")
+    gamma_grid: Positives = Field((0.3, 1.0, 3.0), description="RBF γ values tried, in units of 1/d (paper protocol)")
     cv_folds: int = Field(3, ge=2, description="stratified CV folds inside the labeled set")
     test_size: int | None = Field(None, gt=0, description="fixed random test subset; unset = the full test set")
-    raw_pixels: bool = Field(True, description="also run the raw-pixel baseline")
+    raw_pixels: bool = Field(True, description="also run the raw-pixel baseline (paper protocol; robust: false if unset)")
     n_jobs: int = Field(2, ge=1, description="threads for the (seed, s) tasks")
     batch_size: int = Field(2000, gt=0, description="images per encoder forward pass")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _robust_defaults(cls, data: Any) -> Any:
+        """The robust protocol's own defaults for the keys it was not given: 20 label subsets, no raw-pixel baseline
+        (it does not depend on the run; the paper protocol's record has it)."""
+        if isinstance(data, dict) and data.get("protocol") == "robust":
+            data = {"seeds": ROBUST_SUBSETS, "raw_pixels": False, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _paper_keys_need_the_paper(self) -> "SSLConfig":
+        if self.protocol == "robust":
+            if self.raw_pixels:
+                raise ValueError("ssl.raw_pixels is run by protocol='paper' only: drop it (or set it to false)")
+            for key in ("C_grid", "gamma_grid"):
+                if getattr(self, key) != type(self).model_fields[key].default:
+                    raise ValueError(f"ssl.{key} is used by protocol='paper' only (the robust protocol searches its "
+                                     "own growing grids, smvi.stages.ssl_classifiers): drop it")
+        return self
 
 
 # ---- the stages ------------------------------------------------------------------------------------------------------

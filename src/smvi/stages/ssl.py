@@ -281,6 +281,7 @@ def ssl_run(
     Binarization seeds (``inputs="binarized"``): the test images use the run's ``data.eval_seed``, like the other
     evaluations, and the training images use ``eval_seed + 1``. ``test_size`` takes a fixed random subset (seeded by
     ``eval_seed``). ``features`` and ``raw_pixels`` are :meth:`SSLResult.to_json`; ``raw_pixels`` is None when disabled.
+    ``protocol="robust"`` also writes the features file and scores it (:func:`smvi.stages.ssl_robust.robust_record`).
     """
     t0 = time.perf_counter()
     rd, run, data = open_stage(run_dir, "ssl", data=data, overwrite=overwrite)
@@ -297,6 +298,12 @@ def ssl_run(
     enc = dict(batch_size=config.batch_size, mode=config.inputs, transform=transform)
     f_train = encoder_features(run.model, data.train_x, seed=seed + 1, **enc)
     f_test = encoder_features(run.model, data.test_x, seed=seed, **enc)[test_idx.numpy()]
+    if config.protocol == "robust":
+        from smvi.stages.ssl_robust import robust_record  # it builds on this module
+
+        return robust_record(rd, run, config, f_train, train_y, f_test, test_idx.numpy(), test_y,
+                             progress=progress and f"{label}: classifiers on encoder means",
+                             seconds_before=time.perf_counter() - t0)
     feats = ssl_eval(f_train, train_y, f_test, test_y, **kw, progress=progress and f"{label}: SVMs on encoder means")
     raw = None
     if config.raw_pixels:

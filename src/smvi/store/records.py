@@ -23,7 +23,7 @@ import platform
 from datetime import datetime, timezone
 from typing import Annotated, Any, Callable, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from smvi.store.provenance import host_info, package_version
 from smvi.settings.run import ObjectiveName
@@ -32,7 +32,7 @@ from smvi.store.stats import MeanSE
 
 __all__ = ["RecordError", "Host", "Header",
            "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
-           "SSLRecord", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage", "GapsFit", "GapsRecord",
+           "SSLRecord", "SSLFeaturesFile", "SSLFit", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage", "GapsFit", "GapsRecord",
            "PicturesRecord", "PartialSplit", "EvalPartial",
            "Record", "SCHEMAS", "make_header", "dump_record",
            "parse_record", "staleness", "smvi_version"]
@@ -221,13 +221,51 @@ class SSLScores(_Rec):
         return self
 
 
+class SSLFeaturesFile(_Rec):
+    """The encoder means a robust-protocol record was scored on (:mod:`smvi.stages.ssl_robust`), a file in the run."""
+
+    file: str = Field(description="its name in the run directory (smvi.store.rundir.RunDir.array_path)")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the file's SHA-256 (hex)")
+    n_train: int = Field(ge=0, description="training images stored (every one some labeled set uses)")
+    n_test: int = Field(gt=0, description="test images stored (the scored ones)")
+    n_features: int = Field(gt=0, description="d, the latent dimension")
+
+
+class SSLFit(_Rec):
+    """One row of the robust protocol's table: ``classifier`` on subset ``subset`` of size ``size``."""
+
+    classifier: str
+    size: int = Field(gt=0)
+    subset: int = Field(ge=0)
+    accuracy: Fraction | None
+    cv_accuracy: Fraction | None
+    params: dict[str, float] = Field(description="the chosen hyper-parameters (SVM: C and gamma_d = γ·d)")
+    on_edge: dict[str, bool] = Field(description="per hyper-parameter: chosen at an end of its whole grid")
+    searched: dict[str, list[float]] = Field(description="per hyper-parameter: the searched window [first, last]")
+
+
 class SSLRecord(_Rec):
+    """What ``smvi ssl`` wrote. The paper protocol fills ``features`` (and ``raw_pixels``); the robust protocol
+    (``header.settings.protocol == "robust"``) also ``features_file`` and ``table`` (every classifier's rows), its
+    ``features`` being the RBF SVM's rows in the paper's shape (label subsets as seeds)."""
+
     header: Header
     run: dict[str, float | int]  # {"lam", "seed"}
     features: SSLScores
     raw_pixels: SSLScores | None = None
     seconds: Num = None
     notes: list[str] = []
+    features_file: SSLFeaturesFile | None = None
+    table: list[SSLFit] | None = None
+
+    @model_serializer(mode="wrap")
+    def _paper_shape(self, handler):
+        """A paper-protocol record is written as before the robust protocol existed (no null robust fields)."""
+        out = handler(self)
+        for key in ("features_file", "table"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
 
 
 # ---- convergence ----------------------------------------------------------------------------------------------------

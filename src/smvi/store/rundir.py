@@ -8,6 +8,7 @@ A run directory holds::
     eval.json, ssl.json, convergence.json, gaps.json, pictures.json    result records (:mod:`smvi.store.records`)
     eval.partial.json        an unfinished ``smvi evaluate``'s scored points (resumed, then removed with eval.json)
     samples.png, reconstructions.png, latents.png    the pictures that pictures.json describes (``smvi pictures``)
+    ssl_features.npz         the encoder means the robust SSL protocol scored (named, with its SHA-256, in ssl.json)
     .lock                    held (flock) by the one process writing the run
 
 **Identity.** :func:`fingerprint` is the SHA-256 of the canonical JSON (sorted keys, compact) of the run's config
@@ -45,6 +46,7 @@ _RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.
             "pictures": "pictures.json"}
 _PARTIALS = {"eval": "eval.partial.json"}  # a stage's progress so far (records.EvalPartial), gone with its record
 _PICTURES = {"samples": "samples.png", "reconstructions": "reconstructions.png", "latents": "latents.png"}
+_ARRAYS = {"ssl_features": "ssl_features.npz"}  # arrays a record names with its SHA-256
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)
 _MARK = re.compile(r"^# smvi fingerprint ([0-9a-f]{64})\s*$")
 _NOT_IDENTITY = {"train.epochs", "train.device", "train.tensorboard"}
@@ -279,6 +281,15 @@ class RunDir:
         except OSError as e:
             raise RunError(f"cannot read {self.picture_path(which)} ({e.strerror or e})") from None
 
+    def array_path(self, which: str) -> Path:
+        """Where the array file ``which`` ∈ {ssl_features} lives (see the record that names it)."""
+        return self.path / _ARRAYS[which]
+
+    def write_array(self, which: str, data: bytes) -> None:
+        """Write the array file ``which`` atomically; a failed write is a one-line :class:`RunError`."""
+        with self.writing(f"{self.array_path(which).name} was not written, the previous one is intact"):
+            atomic_write_bytes(self.array_path(which), data)
+
     def write_picture(self, which: str, data: bytes) -> None:
         """Write the picture ``which`` atomically; a failed write is a one-line :class:`RunError`."""
         with self.writing(f"{self.picture_path(which).name} was not written, the previous one is intact"):
@@ -498,8 +509,9 @@ class RunDir:
 
     def clear(self, *, overwrite: bool) -> None:
         """Remove temporary files left by a killed writer and, with ``overwrite``, the previous run's training files
-        and every result record, stage progress and picture (they describe the model being replaced)."""
-        names = _TRAINING + tuple(_RECORDS.values()) + tuple(_PARTIALS.values()) + tuple(_PICTURES.values())
+        and every result record, stage progress, picture and array file (they describe the model being replaced)."""
+        names = (_TRAINING + tuple(_RECORDS.values()) + tuple(_PARTIALS.values()) + tuple(_PICTURES.values())
+                 + tuple(_ARRAYS.values()))
         for name in names:
             for tmp in temporary_files(self.path / name):
                 tmp.unlink(missing_ok=True)
