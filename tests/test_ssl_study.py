@@ -103,13 +103,20 @@ def test_the_mechanism_rule(study):
     assert st.mechanism == "tracks inference"
     worse = Cell("IWAE k=5", "rbf_svm", None, PairedDiff(mean=0.5, se=0.05, low=0.3, high=0.7, p=0.001, n=3,
                                                           unit="seeds"), 0.002)
-    assert _mechanism([*st.arms, worse], st.gaps)[0] == "does not track inference"
-    assert _mechanism([], st.gaps)[0] == "cannot be decided"
+    primary = st.primary.diff
+    assert _mechanism([*st.arms, worse], st.gaps, primary, "holds")[0] == "not specific to inference"
+    short = Cell("IWAE k=5", "rbf_svm", None, PairedDiff(mean=0.1, se=0.05, low=-0.1, high=0.3, p=0.1, n=3,
+                                                          unit="seeds"), 0.2)
+    assert _mechanism([*st.arms, short], st.gaps, primary, "holds")[0] == "tracks inference"  # its interval < 0.6
+    assert _mechanism([], st.gaps, primary, "holds")[0] == "cannot be decided"  # no encoder-only arm, no control
+    assert _mechanism(st.arms, st.gaps, primary, "does not hold")[0] == "no gain"
+    assert _mechanism(st.arms, st.gaps, primary, "cannot be decided")[0] == "cannot be decided"
 
 
 @pytest.mark.parametrize("mean, low, high, p, verdict", [
     (0.6, 0.4, 0.8, 0.001, "holds"),
-    (0.05, -0.1, 0.2, 0.4, "does not hold"),  # the interval excludes 0.5 points
+    (0.02, -0.05, 0.08, 0.4, "does not hold"),  # the interval excludes a gain of 0.1 points (MARGIN)
+    (0.05, -0.1, 0.2, 0.4, "cannot be decided"),  # 0.1 points not excluded
     (0.3, -0.2, 0.8, 0.2, "cannot be decided"),
     (-0.6, -0.8, -0.4, 0.001, "does not hold"),  # significantly worse
 ])
