@@ -61,6 +61,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "DiagonalGaussian": ("core.families", "DiagonalGaussian"),
     "FullGaussian": ("core.families", "FullGaussian"),
     "CouplingFlow": ("core.families", "CouplingFlow"),
+    "RejectionFamily": ("core.rejection", "RejectionFamily"),
+    "RejectionPosterior": ("core.rejection", "RejectionPosterior"),
     "gap_split": ("stages.gaps", "gap_split"),
     "fit_local": ("stages.gaps", "fit_local"),
     "GapResult": ("stages.gaps", "GapResult"),
@@ -124,6 +126,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from smvi.core.objectives import (BetaTerms, IWAETerms, SMVITerms, beta_vae_objective, elbo, iwae_objective,
                              score_matching_divergence, smvi_objective, training_objective)
     from smvi.core.families import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
+    from smvi.core.rejection import RejectionFamily, RejectionPosterior
     from smvi.stages.ssl import SSLConfig, ssl_run
     from smvi.stages.ssl_robust import rescore
     from smvi.data.synthetic import synthetic_images

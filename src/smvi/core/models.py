@@ -114,7 +114,7 @@ class VAE(nn.Module):
         return list(self.decoder.parameters())
 
     def encode(self, x: Tensor) -> Distribution:
-        return self.family.distribution(self.encoder(x))
+        return self.family.bind(self.family.distribution(self.encoder(x)), self, x)
 
     def decode(self, z: Tensor) -> Distribution:
         """p(x|z) as a Distribution with event shape [x_dim]."""
@@ -214,7 +214,7 @@ class LinearGaussian(nn.Module):
         return -0.5 * (((x - mean) ** 2).sum(-1) / s2 + self.x_dim * (_LOG_2PI + 2 * self.log_s))
 
     def encode(self, x: Tensor) -> Distribution:
-        return self.family.distribution(self.encoder_params(x))
+        return self.family.bind(self.family.distribution(self.encoder_params(x)), self, x)
 
     def log_likelihood_and_grad(self, x: Tensor, z: Tensor, *, precision: str = "fp32", grad: bool = True,
                                 exact_value: bool = False) -> tuple[Tensor, Tensor | None]:

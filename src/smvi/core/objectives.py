@@ -4,7 +4,8 @@ its knob and settings live in :data:`smvi.settings.objectives.OBJECTIVES`) and c
 :func:`training_objective`, the trainer's one dispatch.
 
 All functions take any :class:`~smvi.core.models.LatentVariableModel` and a batch ``x`` of shape ``[N, x_dim]`` and return
-per-example values of shape ``[N]``: reduce them yourself. Reference: Levy & Ermon, "Trading-off Learning and
+per-example values of shape ``[N]``: reduce them yourself. A posterior without reparameterized draws brings its own
+estimators of these terms (``objective_terms``: the rejection-sampling family, :mod:`smvi.core.rejection`). Reference: Levy & Ermon, "Trading-off Learning and
 Inference in Deep Latent Variable Models" (the paper in this repository's shared folder), eq. (6).
 """
 
@@ -76,6 +77,13 @@ def _kl(model, q: Distribution, z: Tensor) -> Tensor:
     return (q.log_prob(z) - model.log_prior(z)).mean(0)
 
 
+def _own_terms(q: Distribution, model, x: Tensor, **settings):
+    """The terms from q's own estimators when q brings them (a posterior without reparameterized draws:
+    :class:`smvi.core.rejection.RejectionPosterior`), else None."""
+    own = getattr(q, "objective_terms", None)
+    return own(model, x, **settings) if own is not None else None
+
+
 def _log_lik_and_score_gap(model, q: Distribution, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
     """log p(x|z) ``[S, N]`` and ‖∇_z log q(z|x) − ∇_z log p(x, z)‖² ``[S, N]`` from one decoder pass.
 
@@ -106,6 +114,8 @@ def elbo(model, x: Tensor, *, n_samples: int = 1) -> Tensor:
     """
     _check_batch(model, x)
     q = model.encode(x)
+    if (own := _own_terms(q, model, x, objective="smvi", n_samples=n_samples)) is not None:
+        return own.elbo
     z = q.rsample((n_samples,))
     return model.log_likelihood(x, z).mean(0) - _kl(model, q, z)
 
@@ -119,6 +129,8 @@ def score_matching_divergence(model, x: Tensor, *, n_samples: int = 1) -> Tensor
     """
     _check_batch(model, x)
     q = model.encode(x)
+    if (own := _own_terms(q, model, x, objective="smvi", n_samples=n_samples, compute_d_sm=True)) is not None:
+        return own.d_sm
     z = q.rsample((n_samples,))
     return _log_lik_and_score_gap(model, q, x, z)[1].mean(0)
 
@@ -138,6 +150,9 @@ def smvi_objective(
     elif lam != 0 and not compute_d_sm:
         raise ValueError(f"compute_d_sm=False is only possible with lam == 0 (got lam={lam})")
     q = model.encode(x)
+    if (own := _own_terms(q, model, x, objective="smvi", lam=lam, n_samples=n_samples,
+                          compute_d_sm=compute_d_sm)) is not None:
+        return own
     z = q.rsample((n_samples,))
     if compute_d_sm:
         log_lik, sq = _log_lik_and_score_gap(model, q, x, z)
@@ -209,6 +224,8 @@ def beta_vae_objective(model, x: Tensor, *, beta: float, n_samples: int = 1) -> 
     """
     _check_batch(model, x)
     q = model.encode(x)
+    if (own := _own_terms(q, model, x, objective="beta", beta=beta, n_samples=n_samples)) is not None:
+        return own
     z = q.rsample((n_samples,))
     rec = model.log_likelihood(x, z).mean(0)
     kl = _kl(model, q, z)
@@ -245,6 +262,8 @@ def iwae_objective(model, x: Tensor, *, k: int) -> IWAETerms:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     q = model.encode(x)
+    if (own := _own_terms(q, model, x, objective="iwae")) is not None:  # refuses: smvi.core.rejection
+        return own
     z = q.rsample((k,))
     log_lik = model.log_likelihood(x, z)
     if k == 1:

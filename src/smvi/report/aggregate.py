@@ -96,7 +96,8 @@ def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
     if spec is None or value is None:
         return None
     family = config.get("model.posterior", DEFAULT_FAMILY)
-    name = spec.display if family == DEFAULT_FAMILY else f"{spec.display}, {family} q"
+    label = getattr(FAMILIES.get(family), "label", None)
+    name = spec.display if family == DEFAULT_FAMILY else f"{spec.display}, {family} q{label(config) if label else ''}"
     side = config.get("train.dsm_grad", "both")
     return (name if side == "both" else f"{name}, D_SM → {side}"), spec.knob_label, value
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 __all__ = ["FamilySpec", "FAMILIES", "DEFAULT_FAMILY", "family_settings"]
 
@@ -23,12 +23,21 @@ __all__ = ["FamilySpec", "FAMILIES", "DEFAULT_FAMILY", "family_settings"]
 @dataclass(frozen=True)
 class FamilySpec:
     """A family as the settings see it: ``name`` (the value of ``model.posterior``), ``description`` (a few words),
-    ``settings`` (``model.*`` key -> the default it gets when unset; only this family may set them) and ``min_z_dim``."""
+    ``settings`` (``model.*`` key -> the default it gets when unset; only this family may set them) and ``min_z_dim``.
+    ``check(settings)``: a one-line error for settings that do not go together, or None. ``objectives``: the
+    ``train.objective`` names it trains with (empty: all). ``normalized``: False for a family whose
+    ``distribution(params)`` is a proposal that ``model.encode(x)`` binds into an unnormalized posterior (rejection
+    sampling: log q_T with an estimated normalizer). ``label(config)``: what the report's method name adds after
+    ``"<name> q"``, from the run's flat config (settings that make different methods of one family)."""
 
     name: str
     description: str
     settings: Mapping[str, Any] = field(default_factory=dict)
     min_z_dim: int = 1
+    check: Callable[[Mapping[str, Any]], str | None] | None = None
+    objectives: tuple[str, ...] = ()
+    normalized: bool = True
+    label: Callable[[Mapping[str, Any]], str] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
@@ -39,6 +48,17 @@ FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({spec.name: spec for spec 
     FamilySpec("full", "a full-covariance Gaussian"),
     FamilySpec("flow", "a conditional affine-coupling flow",
                settings={"flow_layers": 4, "flow_hidden": (256,), "flow_context": 32}, min_z_dim=2),
+    FamilySpec("rejection", "rejection sampling over a base family, q_T ∝ q·σ(log p(x,z) − log q + T) "
+               "(smvi.core.rejection)",
+               settings={"rejection_base": "diagonal", "rejection_threshold": None, "rejection_acceptance": None,
+                         "rejection_proposals": 16, "rejection_cap": 1000},
+               check=lambda s: None if s["rejection_threshold"] is None or s["rejection_acceptance"] is None else (
+                   "model.rejection_threshold (a fixed T) and model.rejection_acceptance (T chosen per x) are both "
+                   "set: keep one"),
+               objectives=("smvi", "beta"), normalized=False,
+               label=lambda c: f" (T = {c['model.rejection_threshold']:g})"
+               if c.get("model.rejection_threshold") is not None
+               else f" (acceptance {c.get('model.rejection_acceptance') or 0.5:g})"),
 )})
 """Every variational family, by ``model.posterior`` name, in the order help and listings show them."""
 

@@ -92,6 +92,15 @@ class ModelConfig(_Frozen):
     flow_layers: int | None = Field(None, gt=0, description="affine coupling layers (posterior='flow' only) [4]")
     flow_hidden: tuple[int, ...] | None = Field(None, description="each coupling network's hidden widths (flow) [256]")
     flow_context: int | None = Field(None, ge=0, description="size of the context h(x) the encoder gives the flow [32]")
+    rejection_base: Literal["diagonal", "full"] | None = Field(
+        None, description="the proposal family q of posterior='rejection' [diagonal]")
+    rejection_threshold: float | None = Field(
+        None, description="a fixed T of a_T = σ(log p(x,z) − log q + T) (rejection; large: q, small: the posterior)")
+    rejection_acceptance: float | None = Field(
+        None, gt=0, lt=1, description="T chosen per x for this acceptance rate (rejection) [0.5 unless T is set]")
+    rejection_proposals: int | None = Field(
+        None, ge=2, description="reweighted proposals per example and train.n_samples in training (rejection) [16]")
+    rejection_cap: int | None = Field(None, gt=0, description="most proposals per exact draw, reported (rejection) [1000]")
 
     @field_validator("encoder_hidden", "decoder_hidden", "flow_hidden")
     @classmethod
@@ -123,6 +132,9 @@ class ModelConfig(_Frozen):
             fits = " or ".join(repr(n) for n, f in FAMILIES.items() if f.min_z_dim <= self.z_dim)
             raise ValueError(f"posterior={spec.name!r} needs model.z_dim >= {spec.min_z_dim} (got {self.z_dim}): "
                              f"use {fits}")
+        problem = spec.check({k: getattr(self, k) for k in spec.settings}) if spec.check else None
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -263,6 +275,21 @@ class RunConfig(_Frozen):
             if likelihood == "gaussian" and (data is None or isinstance(data, dict) and "transform" not in data):
                 values = {**values, "data": {**(data or {}), "transform": "dequantize"}}
         return values
+
+    @model_validator(mode="after")
+    def _family_trains_with_the_objective(self) -> "RunConfig":
+        """A family that trains with some objectives only (:attr:`~smvi.settings.families.FamilySpec.objectives`)
+        refuses the others, and the constraint's 'gap' measure (IWAE_k − ELBO) where IWAE cannot use it."""
+        spec = FAMILIES[self.model.posterior]
+        if spec.objectives and self.train.objective not in spec.objectives:
+            raise ValueError(f"train.objective={self.train.objective!r} cannot train model.posterior="
+                             f"{spec.name!r} (see its documentation): use one of "
+                             f"{', '.join(repr(o) for o in spec.objectives)}")
+        if spec.objectives and "iwae" not in spec.objectives and self.train.constraint.target is not None \
+                and self.train.constraint.measure == "gap":
+            raise ValueError(f"train.constraint.measure='gap' (IWAE_k − ELBO) does not measure model.posterior="
+                             f"{spec.name!r}: use measure='dsm'")
+        return self
 
     @model_validator(mode="after")
     def _transform_fits_likelihood(self) -> "RunConfig":

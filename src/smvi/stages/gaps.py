@@ -32,7 +32,8 @@ from torch.distributions import Distribution
 from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.core.estimators import ais
 from smvi.core.estimators.hmc import reparameterize
-from smvi.core.objectives import _check_batch, _kl
+from smvi.core.objectives import _check_batch, _kl, _own_terms
+from smvi.core.pointwise import elbo_per_point
 from smvi.progress import note
 from smvi.store.records import GapsFit, GapsPerImage, GapsRecord, make_header
 from smvi.store.rundir import RunError
@@ -63,14 +64,21 @@ class LocalFit:
 
 
 def _elbo_draws(model, q: Distribution, x: Tensor, n: int) -> Tensor:
-    """ELBO ``[N]`` from ``n`` reparameterized draws: MC reconstruction, analytic KL where available."""
+    """ELBO ``[N]`` from ``n`` reparameterized draws: MC reconstruction, analytic KL where available. A posterior
+    with its own estimators (rejection sampling) gives its reweighted ELBO from its own number of proposals."""
+    if (own := _own_terms(q, model, x, objective="smvi")) is not None:
+        return own.elbo
     z = q.rsample((n,))
     return model.log_likelihood(x, z).mean(0) - _kl(model, q, z)
 
 
 @torch.no_grad()
 def _elbo_at(model, q: Distribution, x: Tensor, eps: Tensor) -> Tensor:
-    """ELBO ``[N]`` at the fixed base draws ``eps`` ``[M, N, z_dim]`` (reconstruction at z = q's map of eps)."""
+    """ELBO ``[N]`` at the fixed base draws ``eps`` ``[M, N, z_dim]`` (reconstruction at z = q's map of eps; a
+    rejection posterior: its reweighted ELBO with the proposals q's base makes of eps)."""
+    at = getattr(q, "elbo_at", None)
+    if at is not None:
+        return at(model, x, eps)
     z = reparameterize(q, eps)
     return model.log_likelihood(x, z).mean(0) - _kl(model, q, z)
 
@@ -91,6 +99,7 @@ def fit_local(model, x: Tensor, *, steps: int = 3000, lr: float = 1e-2, n_sample
     """
     _check_batch(model, x)
     family = model.family
+    member = lambda local: family.bind(family.local_distribution(local), model, x)  # noqa: E731
     with torch.no_grad():
         local = [t.requires_grad_(True) for t in family.local_init(model.encoder_params(x))]
     opt = torch.optim.Adam(local, lr=lr)
@@ -101,10 +110,10 @@ def fit_local(model, x: Tensor, *, steps: int = 3000, lr: float = 1e-2, n_sample
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed)
         eps = torch.randn(64, *x.shape[:-1], model.z_dim, dtype=x.dtype, device=x.device)
-        last = _elbo_at(model, family.local_distribution(local), x, eps)
+        last = _elbo_at(model, member(local), x, eps)
         for step in range(1, steps + 1):
             with torch.enable_grad():
-                elbo = _elbo_draws(model, family.local_distribution(local), x, n_samples)
+                elbo = _elbo_draws(model, member(local), x, n_samples)
                 grads = torch.autograd.grad(-elbo.sum(), local)
             if torch.isfinite(elbo).all() and all(bool(torch.isfinite(g).all()) for g in grads):
                 for t, g in zip(local, grads):
@@ -114,12 +123,12 @@ def fit_local(model, x: Tensor, *, steps: int = 3000, lr: float = 1e-2, n_sample
                 skipped += 1
             sched.step()
             if step % window == 0 or step == steps:
-                now = _elbo_at(model, family.local_distribution(local), x, eps)
+                now = _elbo_at(model, member(local), x, eps)
                 trace.append(float(now.mean()))
                 gain, last = now - last, now
                 converged = bool((gain < tol).all())
     local = [t.detach() for t in local]
-    return LocalFit(family.local_distribution(local), local, steps, converged, trace, skipped, gain)
+    return LocalFit(member(local), local, steps, converged, trace, skipped, gain)
 
 
 @torch.no_grad()
@@ -127,7 +136,11 @@ def elbo_estimate(model, q: Distribution, x: Tensor, *, n_samples: int = 1000, s
                   chunk: int = 100) -> Tensor:
     """ELBO(q) per image, float64 ``[N]``: E_q[log p(x|z)] by ``n_samples`` draws (in chunks), minus KL(q ‖ p(z))
     (analytic where available, else from the same draws). Unbiased; ``seed`` fixes the draws, so two q's of the same
-    Gaussian family evaluated with one seed share their noise (common random numbers)."""
+    Gaussian family evaluated with one seed share their noise (common random numbers). A posterior with its own
+    keyed sampler (rejection sampling): exact draws and its estimated log Ẑ_T, by
+    :func:`~smvi.core.pointwise.elbo_per_point` (a stochastic lower bound of its ELBO)."""
+    if hasattr(q, "sample_keyed"):
+        return elbo_per_point(model, x, n_samples=n_samples, seed=seed, chunk=chunk, q=q)
     total, done = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device), 0
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed)

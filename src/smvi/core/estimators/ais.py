@@ -23,7 +23,7 @@ from smvi.core.estimators.precision import (
     Precision, check_precision, exact_matmul, force_autocast, resolve_precision,
 )
 from smvi.core.estimators.hmc import (
-    HMCState, Key, fold_in, hmc_step, init_state, normal, path_potential, point_ids, reparameterize, stream_key,
+    HMCState, Key, draw, fold_in, hmc_step, init_state, path_potential, point_ids, stream_key,
 )
 
 __all__ = ["AISResult", "ais", "sigmoid_schedule", "linear_schedule", "prior_of", "model_dtype"]
@@ -129,7 +129,7 @@ def _initial_z(model, base: Distribution, start: str, key: Key, reverse_from: Te
     """Exact draws from f₀ (forward), or the given posterior samples (reverse): ``[N, z_dim]`` shared by all chains,
     or ``[chains, N, z_dim]`` one per weighted chain (pilots start from the first)."""
     if reverse_from is None:
-        z = reparameterize(base, normal(key, shape[-1], dtype))
+        z = draw(base, key, shape[-1], dtype)
         if start == "prior" and not torch.allclose(base.log_prob(z), model.log_prior(z), rtol=1e-4, atol=1e-4):
             raise ValueError("model.log_prior disagrees with the prior AIS samples from: give the model a `prior`")
         return z

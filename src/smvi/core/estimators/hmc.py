@@ -24,7 +24,7 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 from smvi.core.estimators.precision import PRECISIONS, force_autocast
 
 __all__ = [
-    "Key", "stream_key", "point_ids", "fold_in", "normal", "uniform", "reparameterize",
+    "Key", "stream_key", "point_ids", "fold_in", "normal", "uniform", "reparameterize", "draw",
     "HMCState", "HMCInfo", "Potential", "ValueAndGrad", "PathPotential", "path_potential", "init_state", "hmc_step",
 ]
 
@@ -114,6 +114,14 @@ def reparameterize(dist: Distribution, eps: Tensor) -> Tensor:
     if isinstance(base, MultivariateNormal):
         return base.loc + (base.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
     raise TypeError(f"need a Gaussian distribution to sample with counter-based noise, got {type(dist).__name__}")
+
+
+def draw(dist: Distribution, key: Key, z_dim: int, dtype: torch.dtype) -> Tensor:
+    """Draws ``[*key's batch, z_dim]`` of ``dist`` from the streams of ``key``: :func:`reparameterize` of standard
+    normal noise, or the distribution's own keyed sampler when it has one (``sample_keyed``: the rejection-sampling
+    posterior of :mod:`smvi.core.rejection`, whose draws take a variable number of proposals)."""
+    own = getattr(dist, "sample_keyed", None)
+    return own(key) if own is not None else reparameterize(dist, normal(key, z_dim, dtype))
 
 
 # ---- the HMC transition -------------------------------------------------------------------------------------------

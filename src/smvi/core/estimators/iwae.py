@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from smvi.core.estimators.ais import model_dtype
-from smvi.core.estimators.hmc import fold_in, normal, point_ids, reparameterize, stream_key
+from smvi.core.estimators.hmc import draw, fold_in, point_ids, stream_key
 from smvi.core.estimators.precision import (
     Precision, check_precision, exact_matmul, force_autocast, resolve_precision,
 )
@@ -50,7 +50,8 @@ def iwae_bound(
     whatever k. Sample i of a point is a function of (``seed``, the
     point's values, i) only: the result does not depend on ``chunk_size`` or on the other points in ``x``, and L_k and
     L_k' share their first k samples. ``seed=None`` draws a fresh seed. Needs a Gaussian q (diagonal or full
-    covariance, or a flow over a Gaussian). No gradients.
+    covariance, or a flow over a Gaussian), or a rejection posterior (:mod:`smvi.core.rejection`: exact draws, and
+    log q_T with an estimated log Ẑ_T, so L_k stays a stochastic lower bound). No gradients.
 
     ``precision="bf16"`` runs the decoder's pass in bf16: the model's explicit ``log_likelihood_and_grad`` when it has
     one (:mod:`smvi.core.explicit`: bf16 products, the likelihood and its sum in fp32), else ``log_likelihood`` under
@@ -74,8 +75,7 @@ def iwae_bound(
         total = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
         for first in range(0, k, chunk_size):
             rows = torch.arange(first, min(first + chunk_size, k), device=x.device)
-            eps = normal(fold_in(stream_key(seed, ids, rows), _IWAE_STREAM), model.z_dim, x.dtype)
-            z = reparameterize(q, eps)  # [c, N, z_dim]
+            z = draw(q, fold_in(stream_key(seed, ids, rows), _IWAE_STREAM), model.z_dim, x.dtype)  # [c, N, z_dim]
             log_lik = _log_likelihood(model, x, z, precision)
             log_w = model.log_prior(z).double() + log_lik.double() - q.log_prob(z).double()
             total = torch.logaddexp(total, torch.logsumexp(log_w, 0))

@@ -8,6 +8,9 @@ z-differentiable log_prob, which D_SM needs), so every objective and estimator w
 - ``"full"`` :class:`FullGaussian` (:mod:`.full`) — N(μ, LLᵀ), L lower-triangular.
 - ``"flow"`` :class:`CouplingFlow` (:mod:`.flow`) — affine coupling layers over a diagonal Gaussian, conditioned on a
   context h(x) from the encoder.
+- ``"rejection"`` :class:`~smvi.core.rejection.RejectionFamily` (:mod:`smvi.core.rejection`) — q_T ∝ q·a_T over a
+  base family; unnormalized: ``distribution(params)`` is the proposal q, and :meth:`~PosteriorFamily.bind` (called
+  by ``model.encode``) makes q_T for the model and the batch.
 
 For the gap split (:mod:`smvi.stages.gaps`) a family also exposes its per-image free parameters:
 :meth:`~PosteriorFamily.local_init` copies the amortized ones for N images and
@@ -32,6 +35,7 @@ from smvi.core.families.base import FAMILIES, PosteriorFamily, location, make_fa
 from smvi.core.families.diagonal import DiagonalGaussian
 from smvi.core.families.flow import CouplingFlow, FlowPosterior
 from smvi.core.families.full import FullGaussian
+from smvi.core.rejection import RejectionFamily  # registers "rejection" (the math is one file in core)
 
 __all__ = ["FAMILIES", "PosteriorFamily", "register_family", "make_family", "location", "DiagonalGaussian",
-           "FullGaussian", "CouplingFlow", "FlowPosterior"]
+           "FullGaussian", "CouplingFlow", "FlowPosterior", "RejectionFamily"]

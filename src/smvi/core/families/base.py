@@ -42,6 +42,11 @@ class PosteriorFamily(nn.Module):
         """q built from :meth:`local_init`-shaped tensors."""
         return self.distribution(local[0])
 
+    def bind(self, q: Distribution, model, x: Tensor) -> Distribution:
+        """The posterior ``model.encode(x)`` returns from :meth:`distribution`'s ``q``: q itself, except for a family
+        whose density involves the model (rejection sampling, :mod:`smvi.core.rejection`)."""
+        return q
+
 
 FAMILIES: dict[str, type[PosteriorFamily]] = {}
 """Every registered family's class by name (the names of :data:`smvi.settings.families.FAMILIES`)."""
