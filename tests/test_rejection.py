@@ -28,7 +28,7 @@ def lg(z_dim: int = 1, x_dim: int = 2, n: int = 3, seed: int = 1, **rejection):
     """A float64 linear-Gaussian model with a rejection family over the diagonal one, and n data points from it."""
     m = LinearGaussian.random(x_dim, z_dim, seed=seed)
     rejection = rejection if {"threshold", "acceptance"} & set(rejection) else {**rejection, "threshold": 0.0}
-    m.family = make_family("rejection", z_dim, **rejection).double()
+    m.family = make_family("rejection", z_dim, **{f"rejection_{k}": v for k, v in rejection.items()}).double()
     g = torch.Generator().manual_seed(seed + 100)
     with torch.no_grad():
         z = torch.randn(n, z_dim, generator=g, dtype=torch.float64)
