@@ -60,9 +60,14 @@ def test_each_family_builds_from_its_config_and_refuses_other_families_settings(
     assert VAE(784, cfg.model).family.kind == kind
     for other in specs.FAMILIES.values():
         for key in set(other.settings) - set(spec.settings):
+            value = other.settings[key] if other.settings[key] is not None else EXAMPLES[key]
             with pytest.raises(ConfigError, match=f"model.{key} is only used by posterior='{other.name}'"):
-                load_config(sets=[f"model.posterior='{kind}'", f"model.{key}={other.settings[key]!r}".replace(
+                load_config(sets=[f"model.posterior='{kind}'", f"model.{key}={value!r}".replace(
                     "(", "[").replace(",)", "]")])
+
+
+EXAMPLES = {"rejection_threshold": 3.0, "rejection_acceptance": 0.2}
+"""A valid value of each family setting whose default is None (unset: the family decides, e.g. acceptance 0.5)."""
 
 
 def test_an_unknown_family_is_refused_in_one_line_naming_the_registered_ones():
