@@ -15,6 +15,7 @@ from smvi.cli.app import (EVAL_PRESET_NAMES, _NO_PROGRESS_HELP, _THREADS_HELP, N
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
 # CLI option -> config key
 _EVAL_OPTIONS = {"ais_steps": "ais.steps", "ais_chains": "ais.chains", "ais_precision": "ais.precision"}
+_DEVICE_HELP = "Where to compute: auto (a GPU when torch sees one, else the CPU, as for train), cpu or cuda."
 _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi config eval` lists them)."
 
 
@@ -33,8 +34,8 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi 
 @click.option("--ais-precision", "ais_precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
               help="bf16: AIS's leapfrog force and IWAE's decoder pass in bf16; auto: bf16 where the hardware has "
                    "bf16 units (ais.precision) [fp32].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where to evaluate.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help=_DEVICE_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
 @click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
@@ -82,11 +83,13 @@ _CONV = ConvergenceConfig()
 @click.option("--ais-precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
               help="bf16: AIS's leapfrog force in bf16, energies exact; auto: bf16 where the hardware has bf16 units "
                    "(ais.precision) [fp32].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help=_DEVICE_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
 @click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol: float | None, sets: tuple[str, ...],
-                    ais_precision: str | None, overwrite: bool, no_progress: bool, threads: int | None) -> None:
+                    ais_precision: str | None, device: str, overwrite: bool, no_progress: bool, threads: int | None) -> None:
     """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
 
     Writes the run's convergence record (convergence.json). A small BDMC gap (upper − lower) means AIS at those
@@ -104,7 +107,7 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
                                      param_hint="--steps") from None
     cfg = build_config(ConvergenceConfig, sets=sets, overrides={"steps": ladder, "n_points": n_points, "tol": tol,
                                                                      "ais.precision": ais_precision})
-    r = check_convergence(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
+    r = check_convergence(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
     means = r.ladder.means if r.ladder else [None] * len(r.bdmc)
     for b, m in zip(r.bdmc, means):
         click.echo(f"steps {b.steps:>6d}: BDMC [{_fmt(b.lower)}, {_fmt(b.upper)}] gap {_fmt(b.gap)}"
@@ -184,8 +187,8 @@ def ssl_table(record) -> str:
               help=f"Test images (fixed random subset) [{GapConfig().n_points}].")
 @click.option("--ais-steps", "ais_steps", type=int, default=None,
               help=f"AIS intermediate distributions for log p(x) (ais.steps) [{GapConfig().ais.steps}].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where to compute.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help=_DEVICE_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing gaps.json.")
 @click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
@@ -213,8 +216,8 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, e.g. --set projection=tsne --set n_latent=5000 (repeatable; `smvi config "
                    "pictures` lists them).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where to compute.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help=_DEVICE_HELP)
 @click.option("--overwrite", is_flag=True, help="Redraw existing pictures (pictures.json and its PNGs).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)

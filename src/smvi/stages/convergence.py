@@ -35,11 +35,12 @@ def check_convergence(
     data: ImageData | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> ConvergenceRecord:
     """BDMC on ``cfg.n_points`` simulated points and an AIS ladder on as many test points, at each of ``cfg.steps``,
-    with the sampler ``cfg.ais``, on ``device``. Checks the run, an existing record (an error unless ``overwrite``) and writability
-    before any work; writes and returns the run's convergence record."""
+    with the sampler ``cfg.ais``. Checks the run, an existing record (an error unless ``overwrite``) and writability
+    before any work; writes and returns the run's convergence record. ``device``: auto (a GPU when torch sees one),
+    cpu or cuda."""
     rd, run, data = open_stage(run_dir, "convergence", data=data, overwrite=overwrite, device=device)
     if cfg.n_points > len(data.test_x):
         raise RunError(f"n_points = {cfg.n_points} but the test split has {len(data.test_x)} images; lower it")
@@ -58,7 +59,7 @@ def check_convergence(
             bar.update(2 * s)
         bar.relabel(f"{label}: AIS ladder on test data")
         x = evaluation_set(data.test_x, cfg.n_points, cfg.subset_seed, run.config.data.eval_seed,
-                           run.config.data.transform)
+                           run.config.data.transform).to(next(run.model.parameters()).device)
         lad = ais_ladder(run.model, x, steps=tuple(cfg.steps), tol=cfg.tol, **opts)
         bar.update(sum(cfg.steps))
     ladder = LadderRecord(steps=list(cfg.steps), means=[float(m) for m in lad.means],

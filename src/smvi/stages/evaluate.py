@@ -145,7 +145,7 @@ def evaluate_run(
     data: ImageData | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> EvalRecord:
     """Evaluate a trained run and write its eval record (atomically); returns the record as written.
 

@@ -212,7 +212,7 @@ def _knob(train) -> dict[str, float]:
 
 @holds_run_lock
 def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageData | None = None,
-             overwrite: bool = False, progress: bool = True, device: str = "cpu") -> GapsRecord:
+             overwrite: bool = False, progress: bool = True, device: str = "auto") -> GapsRecord:
     """The gap split of a trained run on a fixed test subset; writes the run's gaps record (atomically) and returns
     it as written. ``seconds`` covers everything (AIS included).
 

@@ -220,7 +220,7 @@ def draw_pictures(model, data: ImageData, cfg: PicturesConfig = PicturesConfig()
 
 @holds_run_lock
 def pictures_run(run_dir: str | Path, cfg: PicturesConfig = PicturesConfig(), *, data: ImageData | None = None,
-                 overwrite: bool = False, progress: bool = True, device: str = "cpu") -> PicturesRecord:
+                 overwrite: bool = False, progress: bool = True, device: str = "auto") -> PicturesRecord:
     """Draw the run's samples, reconstructions and latent picture (:func:`draw_pictures`, on the run's inputs);
     write the three PNGs, then the pictures record naming their SHA-256 (each file atomically); return the record
     as written.

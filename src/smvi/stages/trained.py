@@ -70,7 +70,7 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
 
 
 def open_stage(run_dir: str | Path, kind: str, *, data: ImageData | None = None, overwrite: bool = False,
-               device: str = "cpu") -> tuple[RunDir, LoadedRun, ImageData]:
+               device: str = "auto") -> tuple[RunDir, LoadedRun, ImageData]:
     """What every stage (evaluate, ssl, convergence, gaps) checks before any work, in this order: the run (config,
     checkpoint and their identity), an existing record ``kind`` (an error unless ``overwrite``) and that the
     directory is writable; then the run's data (``data`` if given). Returns the run directory, the loaded run and the
