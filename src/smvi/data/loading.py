@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -99,16 +100,11 @@ def read_idx(path: str | Path, *, magic: int | None = None, count: int | None = 
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_bounded(path, fix)
     except FileNotFoundError:
         raise DataError(f"{path}: file is missing; {fix}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror}); check its permissions") from None
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: damaged gzip file ({e}); delete it and {fix}") from None
     if len(raw) < 8:
         raise DataError(f"{path}: truncated ({len(raw)} bytes, no IDX header); delete it and {fix}")
     got_magic = int.from_bytes(raw[:4], "big")
@@ -129,6 +125,74 @@ def read_idx(path: str | Path, *, magic: int | None = None, count: int | None = 
         what = "truncated" if len(raw) < expected else "too long"
         raise DataError(f"{path}: {what} ({len(raw)} bytes, header implies {expected}); delete it and {fix}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+MAX_IDX_BYTES = 1 << 31
+"""The largest IDX file read (decompressed): MNIST's largest is 47 MB; anything near this would not fit in memory as
+float32 images (4 bytes per pixel) next to the model."""
+
+
+def _implied_size(head: bytes) -> int | None:
+    """The size an IDX file's header implies, once ``head`` holds the header (None before, or if not IDX)."""
+    if len(head) < 4 or int.from_bytes(head[:4], "big") not in (2049, 2051):
+        return None
+    ndim = head[3]
+    if len(head) < 4 + 4 * ndim:
+        return None
+    return 4 + 4 * ndim + math.prod(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+
+
+def _read_bounded(path: Path, fix: str) -> bytes:
+    """The file's bytes, gunzipped when it starts with gzip's magic: never more than :data:`MAX_IDX_BYTES`, nor (once
+    the header is read) one byte past what the header implies, so a gzip bomb is refused after inflating at most that
+    much, and a file the header says is huge is refused before it is read."""
+    limit = MAX_IDX_BYTES
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            raise DataError(f"{path}: {os.fstat(f.fileno()).st_size} bytes, more than the {limit} an IDX file may "
+                            f"have (memory); {fix}")
+        if f.read(2) != _GZIP_MAGIC:
+            f.seek(0)
+            return f.read(limit + 1)
+        f.seek(0)
+        out, d = bytearray(), zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            while True:
+                chunk = d.unconsumed_tail or f.read(1 << 20)
+                if not chunk:
+                    break
+                out += d.decompress(chunk, limit + 1 - len(out))
+                implied = _implied_size(bytes(out[:16]))
+                if implied is not None:
+                    if implied > MAX_IDX_BYTES:
+                        raise DataError(f"{path}: header implies {implied} bytes, more than the {MAX_IDX_BYTES} an "
+                                        f"IDX file may have (memory); {fix}")
+                    limit = implied
+                if len(out) > limit:
+                    raise DataError(f"{path}: decompresses to more than {limit} bytes, past what its header implies "
+                                    f"(stopped inflating there); delete it and {fix}")
+                if d.eof:  # a gzip file may hold several members, one after another
+                    rest = d.unused_data + f.read()
+                    if not rest.strip(b"\0"):
+                        break
+                    f = _BytesReader(rest)
+                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        except zlib.error as e:
+            raise DataError(f"{path}: damaged gzip file ({e}); delete it and {fix}") from None
+        if not d.eof:
+            raise DataError(f"{path}: damaged gzip file (it ends before its end-of-stream marker); delete it and {fix}")
+        return bytes(out)
+
+
+class _BytesReader:
+    """What :func:`_read_bounded` reads the rest of a multi-member gzip file from."""
+
+    def __init__(self, data: bytes):
+        self._data = data
+
+    def read(self, n: int = -1) -> bytes:
+        out, self._data = (self._data, b"") if n < 0 else (self._data[:n], self._data[n:])
+        return out
 
 
 def _md5(path: Path) -> str:

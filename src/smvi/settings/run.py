@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from smvi.settings.families import DEFAULT_FAMILY, FAMILIES
 from smvi.settings.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
+from smvi.settings import limits as L
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -77,9 +78,9 @@ FLOW_DEFAULTS: dict[str, Any] = dict(FAMILIES["flow"].settings)
 class ModelConfig(_Frozen):
     """The VAE. Defaults follow the paper (2x1024 softplus) and its first author's code (latent 50)."""
 
-    z_dim: int = Field(50, gt=0, description="latent dimension")
-    encoder_hidden: tuple[int, ...] = Field((1024, 1024), description="encoder hidden widths; () for linear")
-    decoder_hidden: tuple[int, ...] = Field((1024, 1024), description="decoder hidden widths; () for linear")
+    z_dim: Annotated[int, L.LATENT] = Field(50, gt=0, description="latent dimension")
+    encoder_hidden: Annotated[tuple[int, ...], L.WIDTH] = Field((1024, 1024), description="encoder hidden widths; () for linear")
+    decoder_hidden: Annotated[tuple[int, ...], L.WIDTH] = Field((1024, 1024), description="decoder hidden widths; () for linear")
     activation: Activation = Field("softplus", description="hidden-layer nonlinearity")
     likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="decoder p(x|z)")
     decoder_last_scale: float = Field(0.01, gt=0, description="factor on the decoder's last-layer He init")
@@ -89,9 +90,9 @@ class ModelConfig(_Frozen):
     posterior: FamilyName = Field(
         DEFAULT_FAMILY, description="the variational family q(z|x) — " + "; ".join(f"{n}: {f.description}" for n, f in FAMILIES.items())
     )
-    flow_layers: int | None = Field(None, gt=0, description="affine coupling layers (posterior='flow' only) [4]")
-    flow_hidden: tuple[int, ...] | None = Field(None, description="each coupling network's hidden widths (flow) [256]")
-    flow_context: int | None = Field(None, ge=0, description="size of the context h(x) the encoder gives the flow [32]")
+    flow_layers: Annotated[int | None, L.FLOW_LAYERS] = Field(None, gt=0, description="affine coupling layers (posterior='flow' only) [4]")
+    flow_hidden: Annotated[tuple[int, ...] | None, L.WIDTH] = Field(None, description="each coupling network's hidden widths (flow) [256]")
+    flow_context: Annotated[int | None, L.LATENT] = Field(None, ge=0, description="size of the context h(x) the encoder gives the flow [32]")
     rejection_base: Literal["diagonal", "full"] | None = Field(
         None, description="the proposal family q of posterior='rejection' [diagonal]")
     rejection_threshold: float | None = Field(
@@ -145,8 +146,8 @@ class DataConfig(_Frozen):
         "mnist", description="'mnist' (verified, fetched if missing) or 'idx' (MNIST-format files in data_dir)"
     )
     data_dir: str | None = Field(None, description="directory holding the four IDX files (else cache, else download)")
-    monitor_size: int = Field(1000, gt=0, description="test points scored at the end of every epoch")
-    eval_seed: int = Field(
+    monitor_size: Annotated[int, L.IMAGES] = Field(1000, gt=0, description="test points scored at the end of every epoch")
+    eval_seed: Annotated[int, L.SEED] = Field(
         1234, ge=0, description="seed of the fixed binarization (or dequantization) of evaluation sets"
     )
     transform: Literal["binarize", "dequantize"] = Field(
@@ -162,18 +163,18 @@ class ConstraintConfig(_Frozen):
     update (``smvi.core.constraint.dual_update``): avg ← β·avg + (1 − β)·C, λ ← clip(λ·(avg/ε)^η, λ_min, λ_max).
     """
 
-    target: float | None = Field(
+    target: Annotated[float | None, L.TARGET] = Field(
         None, gt=0, description="ε: the bound on the measure (D_SM, or nats of gap); unset: λ is fixed (train.lam)"
     )
     measure: Literal["dsm", "gap"] = Field(
         "dsm", description="'dsm': the batch's D_SM; 'gap': IWAE_k − ELBO per batch, a lower bound on the ELBO gap"
     )
-    gap_k: int = Field(10, ge=2, description="importance samples of the 'gap' estimate (larger: tighter, slower)")
+    gap_k: Annotated[int, L.SAMPLES] = Field(10, ge=2, description="importance samples of the 'gap' estimate (larger: tighter, slower)")
     step_size: float = Field(0.01, gt=0, le=1, description="η: ln λ moves by η·ln(avg/ε) per step")
     ema_decay: float = Field(0.9, ge=0, lt=1, description="β of the moving average of the batch's measure")
-    lam_init: float = Field(1e-3, gt=0, description="λ at the first step")
-    lam_min: float = Field(1e-5, gt=0, description="λ's floor (λ → λ_min when the constraint is slack)")
-    lam_max: float = Field(10.0, gt=0, description="λ's cap (a target still violated at the cap is unreachable)")
+    lam_init: Annotated[float, L.WEIGHT] = Field(1e-3, gt=0, description="λ at the first step")
+    lam_min: Annotated[float, L.WEIGHT] = Field(1e-5, gt=0, description="λ's floor (λ → λ_min when the constraint is slack)")
+    lam_max: Annotated[float, L.WEIGHT] = Field(10.0, gt=0, description="λ's cap (a target still violated at the cap is unreachable)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "ConstraintConfig":
@@ -191,21 +192,21 @@ class ConstraintConfig(_Frozen):
 class TrainConfig(_Frozen):
     """Optimization. ``lam`` is the paper's λ: maximize ELBO - λ·D_SM (fixed, or learned: ``constraint``)."""
 
-    lam: float = Field(0.0, ge=0, description="weight λ of the score-matching divergence; 0 is the plain VAE")
-    lam_warmup_epochs: float = Field(
+    lam: Annotated[float, L.WEIGHT] = Field(0.0, ge=0, description="weight λ of the score-matching divergence; 0 is the plain VAE")
+    lam_warmup_epochs: Annotated[float, L.EPOCHS] = Field(
         0.0, ge=0, description="ramp λ linearly from 0 over this many epochs (0: the paper's constant λ)"
     )
-    epochs: int = Field(300, gt=0, description="passes over the training set")
-    batch_size: int = Field(512, gt=0, description="examples per step")
+    epochs: Annotated[int, L.EPOCHS] = Field(300, gt=0, description="passes over the training set")
+    batch_size: Annotated[int, L.BATCH] = Field(512, gt=0, description="examples per step")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    n_samples: int = Field(1, gt=0, description="z samples per example in the objective")
-    seed: int = Field(0, ge=0, description="seeds initialization, shuffling, binarization and z sampling")
+    n_samples: Annotated[int, L.SAMPLES] = Field(1, gt=0, description="z samples per example in the objective")
+    seed: Annotated[int, L.SEED] = Field(0, ge=0, description="seeds initialization, shuffling, binarization and z sampling")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient's global norm to this (off if unset)")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16 autocasts the objective (about 2x faster on CPUs with bf16 units; opt-in)"
     )
-    max_bad_steps: int = Field(20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
+    max_bad_steps: Annotated[int, L.STEPS] = Field(20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
     tensorboard: str | None = Field(
         None, description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
         "metrics.jsonl stays the record"
@@ -214,8 +215,8 @@ class TrainConfig(_Frozen):
         DEFAULT_OBJECTIVE, description="what training maximizes — "
         + "; ".join(f"{n}: {o.description}" for n, o in OBJECTIVES.items())
     )
-    beta: float | None = Field(None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)")
-    iwae_k: int | None = Field(None, gt=0, description="importance samples of IWAE training (objective='iwae' only)")
+    beta: Annotated[float | None, L.WEIGHT] = Field(None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)")
+    iwae_k: Annotated[int | None, L.SAMPLES] = Field(None, gt=0, description="importance samples of IWAE training (objective='iwae' only)")
     dsm_grad: Literal["both", "encoder", "decoder"] = Field(
         "both", description="which parameters the λ·D_SM penalty's gradient reaches: 'both' (SMVI), 'encoder' (the "
         "decoder trained by the ELBO alone) or 'decoder' (the encoder by the ELBO alone); SMVI with λ > 0 only"
@@ -255,6 +256,18 @@ class TrainConfig(_Frozen):
         if not spec.n_samples and self.n_samples != 1:
             raise ValueError(f"train.n_samples is not used by objective={o!r}, which draws train.{spec.knob} samples: "
                              "remove it")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> "TrainConfig":
+        """Every step decodes batch_size × (samples per image) images at once: bounded before anything is allocated."""
+        key, k = max((("n_samples", self.n_samples), ("iwae_k", self.iwae_k or 0),
+                      ("constraint.gap_k", self.constraint.gap_k if self.constraint.target is not None else 0)),
+                     key=lambda kv: kv[1])
+        if self.batch_size * k > L.TRAIN_DRAWS:
+            raise ValueError(f"train.batch_size × train.{key} = {self.batch_size * k} images decoded per step: at most "
+                             f"{L.show(L.TRAIN_DRAWS)} (memory: each holds every pixel and hidden activation); "
+                             "lower one of them")
         return self
 
 

@@ -9,6 +9,12 @@ which machine (:func:`smvi.store.provenance.host_info`; null in records written 
 run and the settings asked for. Non-finite numbers are written as JSON ``null`` and listed in the
 record's ``notes`` (:func:`dump_record`), never crash the writer.
 
+**Digest.** :func:`dump_record` stores in ``header.digest`` the SHA-256 of the record's canonical JSON without that
+field (:func:`payload_digest`); :func:`record_integrity` tells a record still as written (``ok``) from one changed
+afterwards (``edited``: by hand, or damaged) and from one written before digests (``no digest``, read as before). It
+guards against accidents, not tampering: it is not a signature. ``header.data`` names the data scored when a stage was
+explicitly allowed to score other data than the run's training data (null otherwise).
+
 Files written before the header existed (``eval.json`` with a top-level ``epoch``, ``ssl.json`` with ``run.epoch``,
 ``convergence.json``) are upgraded on read by :func:`parse_record`: the fingerprint is the run's (from its
 ``config.toml``), ``smvi_version`` is ``"legacy"``, ``created`` is null, old eval keys are renamed
@@ -17,6 +23,7 @@ Files written before the header existed (``eval.json`` with a top-level ``epoch`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -30,7 +37,7 @@ from smvi.settings.run import ObjectiveName
 from smvi.settings.stages import upgrade_eval_settings
 from smvi.store.stats import MeanSE
 
-__all__ = ["RecordError", "Host", "Header",
+__all__ = ["RecordError", "Host", "DataIdentity", "Header", "payload_digest", "record_integrity", "Integrity",
            "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
            "SSLRecord", "SSLFeaturesFile", "SSLFit", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage", "GapsFit", "GapsRecord",
            "PicturesRecord", "PartialSplit", "EvalPartial",
@@ -67,6 +74,36 @@ class Host(_Rec):
     device: str | None = Field(None, description="the torch device, with the GPU's name for CUDA")
 
 
+class DataIdentity(_Rec):
+    """What a run was trained on (``data.json`` in the run directory, :meth:`smvi.store.rundir.RunDir.read_data`) or
+    what a stage scored: the kind of source, where it was, and the SHA-256 of the images and labels as loaded
+    (:func:`smvi.data.identity.content_digest`), so data from any source compares the same way. ``files``: each source
+    file's digest (``md5:`` MNIST's published checksums, ``sha256:`` an IDX file's bytes), to name the files that
+    changed."""
+
+    kind: Literal["mnist", "idx", "arrays"] = Field(description="MNIST (MD5-verified), IDX files, or arrays given "
+                                                                "through the Python API (data=ImageData)")
+    location: str | None = Field(None, description="the directory of the files; null for arrays")
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the loaded images and labels")
+    files: dict[str, str] = Field({}, description="source file name -> 'md5:...' or 'sha256:...'")
+
+    def describe(self) -> str:
+        """One phrase naming the data: kind, location and the digest's first 12 digits."""
+        where = f" in {self.location}" if self.location else ""
+        what = {"mnist": "MNIST", "idx": "IDX files", "arrays": "arrays passed through the Python API"}[self.kind]
+        return f"{what}{where} (sha256 {self.digest[:12]})"
+
+    def difference(self, now: "DataIdentity") -> str | None:
+        """None when ``now`` holds the same images and labels (same digest, whatever the source); else one phrase
+        naming both and the source files that differ."""
+        if now.digest == self.digest:
+            return None
+        changed = sorted(n for n in self.files.keys() | now.files.keys() if self.files.get(n) != now.files.get(n))
+        files = (f"; changed: {', '.join(changed)}" if changed and self.files and now.files
+                 and self.kind == now.kind else "")
+        return f"trained on {self.describe()}, now {now.describe()}{files}"
+
+
 class Header(_Rec):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -79,11 +116,18 @@ class Header(_Rec):
     torch_version: str | None = Field(None, description="torch that computed it; null in older records")
     python_version: str | None = Field(None, description="Python that computed it; null in older records")
     host: Host | None = Field(None, description="the machine; null in older records")
+    data: DataIdentity | None = Field(None, description="the data scored, when it is not the run's training data "
+                                      "(allowed explicitly); null: the run's own data, or a record from before")
+    digest: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="SHA-256 of the record's canonical JSON without this field "
+                                           "(payload_digest); null in records written before it existed")
 
 
-def make_header(kind: str, fingerprint: str, epoch: int, settings: BaseModel, *, device: str | None = None) -> Header:
-    """The header of a record of ``kind`` written now, here (versions and machine: :mod:`smvi.store.provenance`)."""
-    return Header(schema=SCHEMAS[kind], fingerprint=fingerprint, epoch=epoch,
+def make_header(kind: str, fingerprint: str, epoch: int, settings: BaseModel, *, device: str | None = None,
+                data: DataIdentity | None = None) -> Header:
+    """The header of a record of ``kind`` written now, here (versions and machine: :mod:`smvi.store.provenance`);
+    ``data``: the data scored when it is not the run's training data (allowed explicitly)."""
+    return Header(schema=SCHEMAS[kind], fingerprint=fingerprint, epoch=epoch, data=data,
                   settings=settings.model_dump(mode="json"), smvi_version=smvi_version(),
                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   torch_version=package_version("torch"), python_version=platform.python_version(),
@@ -395,12 +439,22 @@ def _finite(tree: Any, path: str, notes: list[str]) -> Any:
     return tree
 
 
+def payload_digest(tree: dict) -> str:
+    """SHA-256 (hex) of a record's JSON tree as canonical JSON (sorted keys, compact, ASCII), without
+    ``header.digest``: what :func:`dump_record` stores there and :func:`record_integrity` recomputes."""
+    header = {k: v for k, v in (tree.get("header") or {}).items() if k != "digest"}
+    text = json.dumps({**tree, "header": header}, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def dump_record(record: Record) -> tuple[str, Record]:
-    """The record as JSON text with every non-finite number replaced by null and noted in ``notes``; also returns the
-    record as it will read back."""
+    """The record as JSON text with every non-finite number replaced by null and noted in ``notes``, its header's
+    ``digest`` set to :func:`payload_digest`; also returns the record as it will read back."""
     notes: list[str] = []
     tree = _finite(record.model_dump(mode="python", by_alias=True), "", notes)
     tree["notes"] = list(tree.get("notes") or []) + notes
+    tree["header"]["digest"] = payload_digest(tree)
     text = json.dumps(tree, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
     return text, type(record).model_validate(tree)
 
@@ -463,6 +517,28 @@ def parse_record(kind: str, raw: bytes, source: str, legacy_fingerprint: Callabl
                           ) from None
     except (ValueError, TypeError, AttributeError) as e:
         raise RecordError(f"{source}: invalid {kind} record ({e})") from None
+
+
+Integrity = Literal["ok", "edited", "no digest"]
+
+
+def record_integrity(raw: bytes) -> Integrity:
+    """Whether a record file's content is still what was written: ``"ok"`` when its ``header.digest`` is the
+    :func:`payload_digest` of the rest, ``"edited"`` when it is not (changed by hand or damaged after writing),
+    ``"no digest"`` for a record written before digests (or not a record: :func:`parse_record` says why). An
+    integrity check against accidents, not authentication: anyone who edits a record can recompute the digest."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "no digest"
+    header = obj.get("header") if isinstance(obj, dict) else None
+    stored = header.get("digest") if isinstance(header, dict) else None
+    if stored is None:
+        return "no digest"
+    try:
+        return "ok" if stored == payload_digest(obj) else "edited"
+    except (TypeError, ValueError):  # NaN literals and the like: not what dump_record writes
+        return "edited"
 
 
 # ---- freshness ------------------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ A run directory holds::
     eval.partial.json        an unfinished ``smvi evaluate``'s scored points (resumed, then removed with eval.json)
     samples.png, reconstructions.png, latents.png    the pictures that pictures.json describes (``smvi pictures``)
     ssl_features.npz         the encoder means the robust SSL protocol scored (named, with its SHA-256, in ssl.json)
+    data.json                what training used (records.DataIdentity: kind, location, content digest); absent in
+                             runs trained before it existed
     .lock                    held (flock) by the one process writing the run
 
 **Identity.** :func:`fingerprint` is the SHA-256 of the canonical JSON (sorted keys, compact) of the run's config
@@ -35,19 +37,24 @@ from typing import Any, Iterator
 
 from smvi.store.atomic import atomic_write_bytes, atomic_write_text, temporary_files
 from smvi.settings.run import ConfigError, RunConfig, build_config, config_to_toml, dotted_items
-from smvi.store.records import Record, RecordError, dump_record, parse_record, staleness
+from pydantic import ValidationError
+
+from smvi.store.records import (DataIdentity, Integrity, Record, RecordError, dump_record, parse_record,
+                                record_integrity, staleness)
 
 __all__ = ["RunError", "RunDamaged", "RunBusy", "RunDir", "hold_lock", "path_text", "fingerprint", "identity",
            "identity_change", "identity_diff", "config_from_dump", "read_bounded", "config_files", "sweep_paths",
            "MAX_READ"]
 
 _CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors", "metrics.jsonl", ".lock"
+_DATA = "data.json"  # the training data's identity (records.DataIdentity); not part of the fingerprint
 _RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json", "gaps": "gaps.json",
             "pictures": "pictures.json"}
 _PARTIALS = {"eval": "eval.partial.json"}  # a stage's progress so far (records.EvalPartial), gone with its record
 _PICTURES = {"samples": "samples.png", "reconstructions": "reconstructions.png", "latents": "latents.png"}
 _ARRAYS = {"ssl_features": "ssl_features.npz"}  # arrays a record names with its SHA-256
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)
+_TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)  # data.json goes with them on --overwrite (clear)
 _MARK = re.compile(r"^# smvi fingerprint ([0-9a-f]{64})\s*$")
 _NOT_IDENTITY = {"train.epochs", "train.device", "train.tensorboard"}
 # The keys every config.toml written before the fingerprint line had: such a file missing one was truncated.
@@ -349,6 +356,32 @@ class RunDir:
     def fingerprint(self) -> str:
         return fingerprint(self.read_config())
 
+    # -- the training data
+    @property
+    def data_path(self) -> Path:
+        return self.path / _DATA
+
+    def read_data(self) -> DataIdentity | None:
+        """What the run was trained on (None for a run trained before ``data.json`` existed); a damaged file is a
+        one-line :class:`RunError`."""
+        try:
+            raw = read_bounded(self.data_path, 1 << 20)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise RunError(f"cannot read {self.data_path} ({e.strerror or e})") from None
+        try:
+            return DataIdentity.model_validate_json(raw)
+        except ValidationError as e:
+            raise RunError(f"{self.data_path} is damaged ({e.error_count()} problem(s), first: "
+                           f"{e.errors()[0]['msg']}); restore it, or delete it to check this run's data as for runs "
+                           "trained before data.json existed") from None
+
+    def write_data(self, ident: DataIdentity) -> None:
+        """Record (atomically) what the run is trained on."""
+        with self.writing(f"{_DATA} was not written"):
+            atomic_write_text(self.data_path, ident.model_dump_json(indent=2) + "\n")
+
     # -- progress
     def checkpoint_header(self) -> dict[str, str]:
         """The checkpoint's safetensors metadata, read without torch and without verifying its digest ({} if none).
@@ -434,6 +467,14 @@ class RunDir:
             raise RecordError(f"cannot read {path} ({e.strerror or e})") from None
         return parse_record(kind, raw, str(path), self.fingerprint)
 
+    def record_integrity(self, kind: str) -> Integrity:
+        """Whether the record ``kind`` is as written (:func:`smvi.store.records.record_integrity`: ok, edited, or no
+        digest -- also for a missing or unreadable file, which :meth:`read_record` reports)."""
+        try:
+            return record_integrity(read_bounded(self.record_path(kind)))
+        except (RunError, OSError):
+            return "no digest"
+
     def current_record(self, kind: str, settings=None) -> tuple[Record | None, str | None]:
         """``(record, why_stale)``: the record ``kind`` and None if it is current for this run (its fingerprint and
         epochs done, and ``settings`` when given), else the reason. A missing or damaged record is ``(None, why)``."""
@@ -510,7 +551,7 @@ class RunDir:
     def clear(self, *, overwrite: bool) -> None:
         """Remove temporary files left by a killed writer and, with ``overwrite``, the previous run's training files
         and every result record, stage progress, picture and array file (they describe the model being replaced)."""
-        names = (_TRAINING + tuple(_RECORDS.values()) + tuple(_PARTIALS.values()) + tuple(_PICTURES.values())
+        names = (_TRAINING + (_DATA,) + tuple(_RECORDS.values()) + tuple(_PARTIALS.values()) + tuple(_PICTURES.values())
                  + tuple(_ARRAYS.values()))
         for name in names:
             for tmp in temporary_files(self.path / name):
