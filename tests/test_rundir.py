@@ -142,7 +142,7 @@ def test_a_foreign_checkpoint_is_refused_by_every_stage(made, run):
     for command in ("evaluate", "ssl", "convergence"):
         line = one_error_line(cli(command, run, "--no-progress"))
         assert "belongs to another run (train.lam is 0.5 in the checkpoint, 0.0 in config.toml)" in line, line
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint.safetensors", "config.toml",
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint.safetensors", "config.toml", "data.json",
                                                      "metrics.jsonl"]
 
 

@@ -392,6 +392,16 @@ def build_config(
         raise ConfigError(_one_line(e, source)) from None
 
 
+def revalidate(cfg: Any, cls: type[M], what: str = "config") -> M:
+    """``cfg`` checked again as a ``cls``, as every entry point (CLI or Python) does before using it: a settings
+    object built with ``model_copy(update=...)`` or by assigning through ``object.__setattr__`` skips pydantic's
+    checks, so its values are validated anew here. Anything but a ``cls`` is a one-line :class:`ConfigError`."""
+    if not isinstance(cfg, cls):
+        raise ConfigError(f"{what} must be a {cls.__name__}, got {type(cfg).__name__}: build it with "
+                          f"{cls.__name__}(...) or smvi.build_config({cls.__name__}, ...)")
+    return build_config(cls, cfg.model_dump(warnings=False), source=f" ({what})")
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,

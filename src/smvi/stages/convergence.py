@@ -22,7 +22,7 @@ from smvi.store.records import BDMCRow, ConvergenceRecord, LadderRecord, make_he
 from smvi.store.rundir import RunError
 from smvi.settings.stages import ConvergenceConfig
 from smvi.store.stats import mean_se
-from smvi.stages.trained import holds_run_lock, open_stage
+from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 
 __all__ = ["ConvergenceConfig", "check_convergence"]
 
@@ -36,12 +36,15 @@ def check_convergence(
     overwrite: bool = False,
     progress: bool = True,
     device: str = "auto",
+    other_data: bool = False,
 ) -> ConvergenceRecord:
     """BDMC on ``cfg.n_points`` simulated points and an AIS ladder on as many test points, at each of ``cfg.steps``,
     with the sampler ``cfg.ais``. Checks the run, an existing record (an error unless ``overwrite``) and writability
     before any work; writes and returns the run's convergence record. ``device``: auto (a GPU when torch sees one),
-    cpu or cuda."""
-    rd, run, data = open_stage(run_dir, "convergence", data=data, overwrite=overwrite, device=device)
+    cpu or cuda. Arguments and data are checked as for every stage (:func:`smvi.stages.evaluate.evaluate_run`)."""
+    cfg = check_inputs(run_dir, cfg, ConvergenceConfig, data=data, device=device)
+    rd, run, data = open_stage(run_dir, "convergence", data=data, overwrite=overwrite, device=device,
+                               other_data=other_data)
     if cfg.n_points > len(data.test_x):
         raise RunError(f"n_points = {cfg.n_points} but the test split has {len(data.test_x)} images; lower it")
     opts = dict(**cfg.ais.kwargs(), seed=cfg.seed)
@@ -67,7 +70,7 @@ def check_convergence(
                           diff_sems=[float(d) for d in lad.diff_sems], agree=[bool(a) for a in lad.agree],
                           converged=bool(lad.converged))
     device = str(next(run.model.parameters()).device)
-    header = make_header("convergence", run.fingerprint, run.epoch, cfg, device=device)
+    header = make_header("convergence", run.fingerprint, run.epoch, cfg, device=device, data=run.other_data)
     record = ConvergenceRecord(header=header, run=rd.path.name,
                                bdmc=rows, ladder=ladder, seconds=round(time.perf_counter() - t0, 2))
     return rd.write_record("convergence", record)

@@ -37,7 +37,7 @@ from smvi.store.records import (EvalPartial, EvalRecord, EvalSplit, FullTestIWAE
 from smvi.store.rundir import RunError
 from smvi.settings.stages import EvalConfig
 from smvi.store.stats import mean_se
-from smvi.stages.trained import holds_run_lock, open_stage
+from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 
 __all__ = ["EvalConfig", "evaluate_run", "evaluation_set", "evaluation_indices", "full_test_set"]
 
@@ -146,13 +146,17 @@ def evaluate_run(
     overwrite: bool = False,
     progress: bool = True,
     device: str = "auto",
+    other_data: bool = False,
 ) -> EvalRecord:
     """Evaluate a trained run and write its eval record (atomically); returns the record as written.
 
     Checked before any work: the run (config, checkpoint and their identity), an existing record (an error unless
     ``overwrite``) and that the directory is writable. A failed write is one-line :class:`~smvi.store.rundir.RunError`.
+    The arguments are checked and ``cfg`` validated anew first (:func:`~smvi.stages.trained.check_inputs`); the data
+    must be the run's training data unless ``other_data`` (then the record's header names it).
     """
-    rd, run, data = open_stage(run_dir, "eval", data=data, overwrite=overwrite, device=device)
+    cfg = check_inputs(run_dir, cfg, EvalConfig, data=data, device=device)
+    rd, run, data = open_stage(run_dir, "eval", data=data, overwrite=overwrite, device=device, other_data=other_data)
     bseed = run.config.data.eval_seed
     wanted = {"test": (data.test_x, cfg.n_test), "train": (data.train_x, cfg.n_train)}
     splits = {}
@@ -171,7 +175,7 @@ def evaluate_run(
     progress_now = {"splits": dict(saved.splits) if saved else {}, "full_test": saved.full_test if saved else [],
                     "full_test_seconds": saved.full_test_seconds if saved else 0.0}
 
-    header = make_header("eval_partial", run.fingerprint, run.epoch, cfg, device=str(dev))  # once: host info is read
+    header = make_header("eval_partial", run.fingerprint, run.epoch, cfg, device=str(dev), data=run.other_data)  # once: host info is read
 
     def save(**update) -> None:
         progress_now.update(update)
@@ -191,7 +195,7 @@ def evaluate_run(
     a = cfg.ais
     before = sum(p.seconds for p in saved.splits.values()) + saved.full_test_seconds if saved else 0.0
     record = EvalRecord(
-        header=make_header("eval", run.fingerprint, run.epoch, cfg, device=str(dev)), run=rd.path.name,
+        header=make_header("eval", run.fingerprint, run.epoch, cfg, device=str(dev), data=run.other_data), run=rd.path.name,
         lam=run.config.train.lam,
         splits=scored, full_test=full, seconds=round(before + time.perf_counter() - t0, 2),
         precision=resolve_precision(a.precision, dev) if a.precision == "auto" else None,

@@ -40,7 +40,7 @@ from smvi.store.rundir import RunError
 from smvi.settings.objectives import knob_of
 from smvi.settings.stages import GapConfig
 from smvi.store.stats import MeanSE, mean_se
-from smvi.stages.trained import holds_run_lock, open_stage
+from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 
 __all__ = ["LocalFit", "GapResult", "GapConfig", "fit_local", "elbo_estimate", "gap_split", "gaps_run"]
 
@@ -212,7 +212,8 @@ def _knob(train) -> dict[str, float]:
 
 @holds_run_lock
 def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageData | None = None,
-             overwrite: bool = False, progress: bool = True, device: str = "auto") -> GapsRecord:
+             overwrite: bool = False, progress: bool = True, device: str = "auto", other_data: bool = False
+             ) -> GapsRecord:
     """The gap split of a trained run on a fixed test subset; writes the run's gaps record (atomically) and returns
     it as written. ``seconds`` covers everything (AIS included).
 
@@ -223,7 +224,8 @@ def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageDa
     is writable. A failed write is one-line :class:`~smvi.store.rundir.RunError`.
     """
     t0 = time.perf_counter()
-    rd, run, data = open_stage(run_dir, "gaps", data=data, overwrite=overwrite, device=device)
+    cfg = check_inputs(run_dir, cfg, GapConfig, data=data, device=device)
+    rd, run, data = open_stage(run_dir, "gaps", data=data, overwrite=overwrite, device=device, other_data=other_data)
     if cfg.n_points > len(data.test_x):
         raise RunError(f"n_points = {cfg.n_points} but the test split has {len(data.test_x)} images; lower it")
     idx = fixed_subset(len(data.test_x), cfg.n_points, cfg.subset_seed)
@@ -245,7 +247,7 @@ def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageDa
                   last_gain_max=max(p.fit["last_gain_max"] for p in parts), traces=[p.fit["trace"] for p in parts])
     tc = run.config.train
     record = GapsRecord(
-        header=make_header("gaps", run.fingerprint, run.epoch, cfg, device=str(x_all.device)), run=rd.path.name,
+        header=make_header("gaps", run.fingerprint, run.epoch, cfg, device=str(x_all.device), data=run.other_data), run=rd.path.name,
         posterior=run.config.model.posterior, objective=tc.objective, knob=_knob(tc), n=len(idx),
         indices=[int(i) for i in idx], **{k: mean_se(v) for k, v in per.items()},
         gap=mean_se([a - e for a, e in zip(per["log_px"], per["elbo_amortized"])]), fit=fit,

@@ -38,7 +38,7 @@ from smvi.store.records import PicturesRecord, make_header
 from smvi.store.rundir import RunError
 from smvi.settings.stages import PicturesConfig
 from smvi.stages.ssl import encoder_features
-from smvi.stages.trained import holds_run_lock, open_stage
+from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 
 __all__ = ["PicturesConfig", "Pictures", "pictures_run", "draw_pictures", "image_grid", "pairs_grid", "sample_means",
            "reconstructions", "pca_2d", "project_2d", "grid_png", "latents_png", "FRAME", "PAD", "GAP",
@@ -220,7 +220,8 @@ def draw_pictures(model, data: ImageData, cfg: PicturesConfig = PicturesConfig()
 
 @holds_run_lock
 def pictures_run(run_dir: str | Path, cfg: PicturesConfig = PicturesConfig(), *, data: ImageData | None = None,
-                 overwrite: bool = False, progress: bool = True, device: str = "auto") -> PicturesRecord:
+                 overwrite: bool = False, progress: bool = True, device: str = "auto", other_data: bool = False
+                 ) -> PicturesRecord:
     """Draw the run's samples, reconstructions and latent picture (:func:`draw_pictures`, on the run's inputs);
     write the three PNGs, then the pictures record naming their SHA-256 (each file atomically); return the record
     as written.
@@ -229,13 +230,15 @@ def pictures_run(run_dir: str | Path, cfg: PicturesConfig = PicturesConfig(), *,
     ``overwrite``), that the directory is writable, and that the images are square. A failed write is one-line
     :class:`~smvi.store.rundir.RunError`."""
     t0 = time.perf_counter()
-    rd, run, data = open_stage(run_dir, "pictures", data=data, overwrite=overwrite, device=device)
+    cfg = check_inputs(run_dir, cfg, PicturesConfig, data=data, device=device)
+    rd, run, data = open_stage(run_dir, "pictures", data=data, overwrite=overwrite, device=device,
+                               other_data=other_data)
     p = draw_pictures(run.model, data, cfg, transform=run.config.data.transform, eval_seed=run.config.data.eval_seed,
                       progress=progress and f"pictures {rd.path.name}")
     for which, png in p.png.items():
         rd.write_picture(which, png)
     record = PicturesRecord(
-        header=make_header("pictures", run.fingerprint, run.epoch, cfg), run=rd.path.name,
+        header=make_header("pictures", run.fingerprint, run.epoch, cfg, data=run.other_data), run=rd.path.name,
         sha256={k: hashlib.sha256(v).hexdigest() for k, v in p.png.items()}, reconstruction_indices=p.shown,
         n_latent=p.n_latent, explained=p.explained, seconds=round(time.perf_counter() - t0, 2), notes=p.notes)
     return rd.write_record("pictures", record)

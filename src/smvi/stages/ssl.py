@@ -43,7 +43,7 @@ from smvi.core.families import location
 from smvi.progress import Progress, label_of, note
 from smvi.store.records import SSLRecord, SSLScores, make_header
 from smvi.store.rundir import RunError
-from smvi.stages.trained import holds_run_lock, open_stage
+from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 
 __all__ = ["SSLConfig", "SSLError", "SSLResult", "Selection", "balanced_subset", "feature_scaler",
            "select_hyperparameters", "ssl_eval", "prepare_inputs", "encoder_features", "ssl_run"]
@@ -272,7 +272,7 @@ def encoder_features(
 @holds_run_lock
 def ssl_run(
     run_dir: str | Path, config: SSLConfig = SSLConfig(), *, data: ImageData | None = None, overwrite: bool = False,
-    progress: bool = True,
+    progress: bool = True, device: str = "auto", other_data: bool = False,
 ) -> SSLRecord:
     """Semi-supervised evaluation of a trained run; writes its :class:`~smvi.store.records.SSLRecord` atomically and
     returns it as written. The run, an existing record (an error unless ``overwrite``) and the directory's
@@ -284,7 +284,8 @@ def ssl_run(
     ``protocol="robust"`` also writes the features file and scores it (:func:`smvi.stages.ssl_robust.robust_record`).
     """
     t0 = time.perf_counter()
-    rd, run, data = open_stage(run_dir, "ssl", data=data, overwrite=overwrite)
+    config = check_inputs(run_dir, config, SSLConfig, data=data, device=device, what="config")
+    rd, run, data = open_stage(run_dir, "ssl", data=data, overwrite=overwrite, device=device, other_data=other_data)
     if config.test_size and config.test_size > len(data.test_x):
         raise RunError(f"test_size = {config.test_size} but the test split has {len(data.test_x)} images; lower it")
     seed = run.config.data.eval_seed
@@ -312,7 +313,7 @@ def ssl_run(
         raw = ssl_eval(p_train, train_y, p_test, test_y, **kw, progress=progress and f"{label}: SVMs on raw pixels")
     record = SSLRecord(
         header=make_header("ssl", run.fingerprint, run.epoch, config,
-                           device=str(next(run.model.parameters()).device)),
+                           device=str(next(run.model.parameters()).device), data=run.other_data),
         run={"lam": run.config.train.lam, "seed": run.config.train.seed},
         features=SSLScores.model_validate(feats.to_json()),
         raw_pixels=SSLScores.model_validate(raw.to_json()) if raw is not None else None,

@@ -25,7 +25,7 @@ import torch
 from smvi.store.atomic import atomic_write_text
 from smvi.store.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from smvi.settings.objectives import objective_arguments
-from smvi.settings.run import ConfigError, RunConfig, build_config
+from smvi.settings.run import ConfigError, RunConfig
 from smvi.core.constraint import DualState, EpochDual, batch_measure, dual_update, initial_state
 from smvi.data.loading import DynamicBinarizer, ImageData, cache_dir, fixed_inputs, load_data
 from smvi.core.diagnostics import active_units
@@ -34,7 +34,7 @@ from smvi.core.objectives import backward, smvi_objective, training_objective
 from smvi.progress import Progress, note, training_note
 from smvi.store.rundir import RunDir, RunError, fingerprint, identity_change, path_text
 from smvi.stages.tracking import NullTracker, open_tracker
-from smvi.stages.trained import LoadedRun, check_checkpoint, load_run, resolve_device
+from smvi.stages.trained import LoadedRun, check_checkpoint, check_inputs, data_identity, load_run, resolve_device
 
 __all__ = ["train", "load_run", "LoadedRun", "RunError", "TrainingDiverged", "resolve_device"]
 
@@ -125,12 +125,17 @@ def train(
     ``resume`` continues the run in ``run_dir`` (its saved config must have ``config``'s identity: only
     ``train.epochs`` and ``train.device`` may change, see :func:`smvi.store.rundir.fingerprint`); without it an existing run
     is an error unless ``overwrite``, which also removes the run's result records. ``data`` skips loading.
+    What the run is trained on is recorded in ``data.json`` (:func:`smvi.stages.trained.data_identity`: the source
+    and a digest of the images and labels); resuming on other data (IDX files replaced in place, other arrays) is a
+    one-line :class:`RunError` naming the files that changed. ``config`` is validated anew first, like every
+    argument (:func:`smvi.stages.trained.check_inputs`).
     Non-finite steps (loss or gradient) are skipped and counted; ``train.max_bad_steps`` consecutive ones raise
     :class:`TrainingDiverged`, leaving the last good checkpoint in place. Nothing in ``run_dir`` changes before the
     data, the device and (when resuming) the checkpoint have been checked.
     """
+    config = check_inputs(run_dir, config, RunConfig, data=data, what="config")  # model_copy(update=) skips checks
     run_dir = path_text(run_dir)  # not empty (the current folder), valid UTF-8 (records and reports hold it as text)
-    config = build_config(RunConfig, config.model_dump(mode="json"))  # re-checked: model_copy(update=) skips validation
+    given = data is not None  # arrays through the Python API, else config.data's files
     rd = RunDir(run_dir)
     tracker = open_tracker(config.train.tensorboard, run_dir.resolve().name)  # TensorBoard, if asked and installed
     if resume and not run_dir.is_dir():
@@ -150,6 +155,11 @@ def train(
         if data is None:
             data = load_data(config.data.dataset, config.data.data_dir)
             config = with_data_dir(config)
+        trained_on = rd.read_data() if resume else None
+        now = data_identity(config, data, given=given)
+        if trained_on is not None and (why := trained_on.difference(now)):
+            raise RunError(f"--resume {run_dir}: the data changed since the run was trained: it was {why}; put the "
+                           "original data back, or start over with --overwrite")
 
         torch.manual_seed(tc.seed)
         model = VAE(data.train_x.shape[1], config.model).to(device)
@@ -170,6 +180,8 @@ def train(
             rd.clear(overwrite=overwrite)
             if start < tc.epochs:  # a finished run keeps its config (--resume --epochs 1 must not record epochs = 1)
                 rd.write_config(config)
+            if start == 0 and trained_on is None:  # what it is trained on (a run from before data.json stays without)
+                rd.write_data(now)
 
         last: dict = {}
         steps = len(loader)

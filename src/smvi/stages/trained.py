@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
 from smvi.store.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
-from smvi.settings.run import ConfigError, RunConfig
+from smvi.settings.run import ConfigError, RunConfig, revalidate
+from smvi.data.identity import content_digest, file_digests
 from smvi.data.loading import ImageData, load_data
+from smvi.store.records import DataIdentity
 from smvi.core.models import VAE
 from smvi.store.rundir import RunDir, RunError, config_from_dump, fingerprint, identity_diff
 
-__all__ = ["LoadedRun", "load_run", "open_stage", "holds_run_lock", "checkpoint_config", "check_checkpoint", "resolve_device"]
+__all__ = ["LoadedRun", "load_run", "open_stage", "holds_run_lock", "checkpoint_config", "check_checkpoint", "resolve_device",
+           "check_inputs", "data_identity", "check_data", "DEVICES"]
+
+M = TypeVar("M")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,6 +40,7 @@ class LoadedRun:
     model: VAE
     epoch: int
     fingerprint: str
+    other_data: DataIdentity | None = None  # what a stage scores when it is not the training data (allowed)
 
 
 def checkpoint_config(ck: Checkpoint, source: Path) -> RunConfig:
@@ -48,6 +57,52 @@ def check_checkpoint(ck: Checkpoint, config: RunConfig, source: Path) -> None:
     if d:
         raise CheckpointError(f"{source} belongs to another run ({d[0]} is {d[1]!r} in the checkpoint, {d[2]!r} in "
                               "config.toml); put it back in its own run directory, or retrain")
+
+
+def check_inputs(run_dir: Any, cfg: Any, cls: type[M], *, data: Any = None, device: Any = "auto",
+                 what: str = "cfg") -> M:
+    """What every stage and ``train`` check first, from the CLI or Python alike: ``run_dir`` a non-empty path,
+    ``data`` an :class:`~smvi.data.loading.ImageData` or None, ``device`` one of auto, cpu, cuda, and ``cfg`` a
+    ``cls``, validated anew (:func:`smvi.settings.run.revalidate`). Returns the validated ``cfg``; anything else is a
+    one-line :class:`~smvi.settings.run.ConfigError` naming the argument."""
+    if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir):
+        raise ConfigError(f"the run directory must be a non-empty path (str or pathlib.Path), got {run_dir!r}")
+    if data is not None and not isinstance(data, ImageData):
+        raise ConfigError(f"data must be an smvi.ImageData (or None: the run's own data), got {type(data).__name__}")
+    if not isinstance(device, str) or device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    return revalidate(cfg, cls, what)
+
+
+# ---- the data a run was trained on ------------------------------------------------------------------------------------
+def data_identity(config: RunConfig, data: ImageData, *, given: bool) -> DataIdentity:
+    """What ``data`` is: arrays passed through the Python API (``given``), else the files of ``config.data``."""
+    digest = content_digest(data)
+    if given:
+        return DataIdentity(kind="arrays", digest=digest)
+    d = config.data
+    return DataIdentity(kind=d.dataset, location=str(Path(d.data_dir).resolve()) if d.data_dir else None,
+                        digest=digest, files=file_digests(d.dataset, d.data_dir))
+
+
+def check_data(rd: RunDir, config: RunConfig, data: ImageData, *, given: bool, stage: str,
+               other_data: bool) -> DataIdentity | None:
+    """Refuse (one line, naming both) scoring other data than the run was trained on, unless ``other_data``: then
+    the data scored is returned for the record's header (None: the run's own data). A run trained before
+    ``data.json`` existed is not checked here: its data is what loading checks (MNIST's MD5s; IDX files' format)."""
+    trained = rd.read_data()
+    if trained is None:
+        return None
+    scored = data_identity(config, data, given=given)
+    why = trained.difference(scored)
+    if why is None:
+        return None
+    if other_data:
+        return scored
+    fix = ("pass the data it was trained on (data=...)" if trained.kind == "arrays"
+           else f"restore the training data in {trained.location}" if trained.location else "restore the training data")
+    raise RunError(f"{stage} {rd.path}: it was {why}; {fix}, or score other data on purpose with --other-data "
+                   "(other_data=True: the record then says what it scored)")
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
@@ -70,17 +125,23 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
 
 
 def open_stage(run_dir: str | Path, kind: str, *, data: ImageData | None = None, overwrite: bool = False,
-               device: str = "auto") -> tuple[RunDir, LoadedRun, ImageData]:
-    """What every stage (evaluate, ssl, convergence, gaps) checks before any work, in this order: the run (config,
-    checkpoint and their identity), an existing record ``kind`` (an error unless ``overwrite``) and that the
-    directory is writable; then the run's data (``data`` if given). Returns the run directory, the loaded run and the
-    data; every refusal is one-line :class:`~smvi.store.rundir.RunError` or :class:`~smvi.store.checkpoint.CheckpointError`."""
+               device: str = "auto", other_data: bool = False) -> tuple[RunDir, LoadedRun, ImageData]:
+    """What every stage (evaluate, ssl, convergence, gaps, pictures) checks before any work, in this order: the run
+    (config, checkpoint and their identity), an existing record ``kind`` (an error unless ``overwrite``) and that the
+    directory is writable; then the run's data (``data`` if given), which must be the data it was trained on
+    (:func:`check_data`; ``other_data`` allows other data, named in :attr:`LoadedRun.other_data` for the record).
+    Returns the run directory, the loaded run and the data; every refusal is one-line
+    :class:`~smvi.store.rundir.RunError` or :class:`~smvi.store.checkpoint.CheckpointError`."""
     rd = RunDir(run_dir)
     run = load_run(rd.path, device=device)
     if rd.record_path(kind).exists() and not overwrite:
         raise RunError(f"{rd.record_path(kind)} exists: pass --overwrite to recompute it")
     rd.check_writable()
-    return rd, run, data if data is not None else load_data(run.config.data.dataset, run.config.data.data_dir)
+    given = data is not None
+    if not given:
+        data = load_data(run.config.data.dataset, run.config.data.data_dir)
+    other = check_data(rd, run.config, data, given=given, stage=kind, other_data=other_data)
+    return rd, replace(run, other_data=other), data
 
 
 def holds_run_lock(stage):
