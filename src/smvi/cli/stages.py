@@ -12,10 +12,17 @@ from smvi.settings.stages import ConvergenceConfig, EvalConfig, GapConfig
 from smvi.cli.app import (EVAL_PRESET_NAMES, _NO_PROGRESS_HELP, _THREADS_HELP, NonEmptyPath, _fmt, _preset, _threads,
                           main)
 
+def _other_data_note(record) -> None:
+    if record.header.data is not None:
+        click.echo(f"note: scored {record.header.data.describe()}, not the data the run was trained on (--other-data)")
+
+
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
 # CLI option -> config key
 _EVAL_OPTIONS = {"ais_steps": "ais.steps", "ais_chains": "ais.chains", "ais_precision": "ais.precision"}
 _DEVICE_HELP = "Where to compute: auto (a GPU when torch sees one, else the CPU, as for train), cpu or cuda."
+_OTHER_DATA_HELP = ("Score the data found even if it is not what the run was trained on (data.json); the record then "
+                    "names it. Without it such data is refused.")
 _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi config eval` lists them)."
 
 
@@ -36,11 +43,12 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi 
                    "bf16 units (ais.precision) [fp32].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help=_DEVICE_HELP)
+@click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
 @click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
-def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
-                 threads: int | None, **options) -> None:
+def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str, other_data: bool, overwrite: bool,
+                 no_progress: bool, threads: int | None, **options) -> None:
     """ELBO, D_SM, IWAE, AIS log p(x) and the ELBO gap (AIS − ELBO) on fixed test and training subsets.
 
     Writes the run's eval record (eval.json): per-image values and means with standard errors, the settings, seconds
@@ -53,7 +61,8 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     _threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
-    r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
+    r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device,
+                     other_data=other_data)
     for name, s in r.splits.items():
         click.echo(f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)} "
                    f"(acceptance {_fmt(s.ais_acceptance)})  "
@@ -64,6 +73,7 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     if target.target is not None:  # a constrained run: what it asked for, next to what it reached
         click.echo(f"target: {target.measure} <= {target.target:g} during training "
                    + ("(D_SM above)" if target.measure == "dsm" else "(IWAE_k - ELBO, a lower bound: AIS gap above)"))
+    _other_data_note(r)
     for note in r.notes:
         click.echo(f"note: {note}")
     click.echo(f"-> {RunDir(run_dir).record_path('eval')} ({r.seconds or 0:.0f} s)")
@@ -85,11 +95,12 @@ _CONV = ConvergenceConfig()
                    "(ais.precision) [fp32].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help=_DEVICE_HELP)
+@click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
 @click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
 def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol: float | None, sets: tuple[str, ...],
-                    ais_precision: str | None, device: str, overwrite: bool, no_progress: bool, threads: int | None) -> None:
+                    ais_precision: str | None, device: str, other_data: bool, overwrite: bool, no_progress: bool, threads: int | None) -> None:
     """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
 
     Writes the run's convergence record (convergence.json). A small BDMC gap (upper − lower) means AIS at those
@@ -107,11 +118,13 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
                                      param_hint="--steps") from None
     cfg = build_config(ConvergenceConfig, sets=sets, overrides={"steps": ladder, "n_points": n_points, "tol": tol,
                                                                      "ais.precision": ais_precision})
-    r = check_convergence(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
+    r = check_convergence(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device,
+                          other_data=other_data)
     means = r.ladder.means if r.ladder else [None] * len(r.bdmc)
     for b, m in zip(r.bdmc, means):
         click.echo(f"steps {b.steps:>6d}: BDMC [{_fmt(b.lower)}, {_fmt(b.upper)}] gap {_fmt(b.gap)}"
                    f" ± {_fmt(b.gap_se)}   test AIS {_fmt(m)}")
+    _other_data_note(r)
     for note in r.notes:
         click.echo(f"note: {note}")
     converged = r.ladder.converged if r.ladder else None
@@ -123,9 +136,11 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any setting, e.g. --set sizes=[600,1000] --set seeds=[0,1] (repeatable).")
 @click.option("--test-size", type=int, default=None, help="Fixed random test subset [the full test set].")
+@click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing ssl.json.")
 @click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
-def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwrite: bool, no_progress: bool) -> None:
+def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, other_data: bool, overwrite: bool,
+            no_progress: bool) -> None:
     """Semi-supervised accuracy: an SVM on encoder means μ_φ(x) with s labeled examples (s/10 per class).
 
     For each s (600, 1000, 3000 by default) and label-subset seed, hyper-parameters are chosen by cross-validation
@@ -136,7 +151,8 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
     from smvi.stages.ssl import SSLConfig, ssl_run
 
     cfg = build_config(SSLConfig, sets=sets, overrides={"test_size": test_size})
-    record = ssl_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
+    record = ssl_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, other_data=other_data)
+    _other_data_note(record)
     click.echo(ssl_table(record))
     click.echo(f"-> {RunDir(run_dir).record_path('ssl')} ({record.seconds or 0:.0f} s)")
 
@@ -189,10 +205,11 @@ def ssl_table(record) -> str:
               help=f"AIS intermediate distributions for log p(x) (ais.steps) [{GapConfig().ais.steps}].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help=_DEVICE_HELP)
+@click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing gaps.json.")
 @click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
-def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
+def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, other_data: bool, overwrite: bool, no_progress: bool,
              threads: int | None, **options) -> None:
     """Split the ELBO gap into approximation gap (log p(x) − ELBO of the best q of the family for each image) and
     amortization gap (that ELBO − the encoder's), log p(x) from AIS. Writes the run's gaps record (gaps.json)."""
@@ -201,11 +218,12 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
     _threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(GapConfig, sets=sets, overrides=options)
-    r = gaps_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress)
+    r = gaps_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress, other_data=other_data)
     ms = lambda m: f"{_fmt(m.mean)} ± {_fmt(m.se)}"  # noqa: E731
     click.echo(f"n={r.n}: gap {ms(r.gap)} = approximation {ms(r.approximation)} + amortization "
                f"{ms(r.amortization)}  (local fit converged: {r.fit.converged}, last-window gain ≤ "
                f"{_fmt(r.fit.last_gain_max)} nats)")
+    _other_data_note(r)
     for note in r.notes:
         click.echo(f"note: {note}")
     click.echo(f"-> {RunDir(run_dir).record_path('gaps')} ({r.seconds or 0:.0f} s)")
@@ -218,11 +236,12 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
                    "pictures` lists them).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help=_DEVICE_HELP)
+@click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Redraw existing pictures (pictures.json and its PNGs).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--threads", type=int, default=None, help=_THREADS_HELP)
-def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
-                 threads: int | None) -> None:
+def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, other_data: bool, overwrite: bool,
+                 no_progress: bool, threads: int | None) -> None:
     """Draw what the model learned, as three PNGs in RUN_DIR: samples.png (decoder means of 64 prior samples),
     reconstructions.png (32 fixed test images, each row above its reconstructions) and latents.png (the encoder
     means of 2000 test images in 2-d, PCA or t-SNE, coloured by label). Writes the run's pictures record
@@ -232,7 +251,9 @@ def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: b
 
     _threads(threads)
     cfg = build_config(PicturesConfig, sets=sets)
-    r = pictures_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress)
+    r = pictures_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress,
+                     other_data=other_data)
+    _other_data_note(r)
     for note in r.notes:
         click.echo(f"note: {note}")
     rd = RunDir(run_dir)

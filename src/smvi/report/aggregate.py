@@ -150,10 +150,25 @@ def _record(rd: RunDir, kind: str, fp: str, epochs: int | None, notes: list[str]
     if why:
         notes.append(f"{name}: stale {RECORD_LABEL[kind]} ({why}); left out")
         return None
+    if problem := untrusted(rd, kind, rec):
+        notes.append(f"{name}: {problem}; left out")
+        return None
     tree = {**rec.model_dump(mode="json", by_alias=True), "settings": rec.header.settings, "epoch": rec.header.epoch}
     if kind == "convergence":
         tree.update(n_points=rec.header.settings.get("n_points"), tol=rec.header.settings.get("tol"))
     return tree
+
+
+def untrusted(rd: RunDir, kind: str, rec) -> str | None:
+    """Why a current record must not be reported as the run's result, or None: its content no longer matches its
+    digest (edited by hand or damaged after writing; records written before digests are taken as they are), or it
+    scored other data than the run was trained on (``--other-data``)."""
+    if rd.record_integrity(kind) == "edited":
+        return (f"{RECORD_LABEL[kind]} does not match its digest (edited or damaged after it was written; the digest "
+                f"catches accidents, it is no signature): recompute it with --overwrite")
+    if rec.header.data is not None:
+        return f"{RECORD_LABEL[kind]} scored {rec.header.data.describe()}, not the data the run was trained on"
+    return None
 
 
 def _metrics(rd: RunDir, epochs: int | None, notes: list[str], name: str) -> tuple[dict[str, Any], ...]:

@@ -15,7 +15,7 @@ import hashlib
 import html
 from pathlib import Path
 
-from smvi.report.aggregate import Run
+from smvi.report.aggregate import Run, untrusted
 from smvi.report.constrained import lam_cell
 from smvi.store.records import PicturesRecord
 from smvi.store.rundir import RunDir, RunError
@@ -39,6 +39,8 @@ def current_pictures(rd: RunDir) -> tuple[PicturesRecord | None, dict[str, bytes
     rec, why = rd.current_record("pictures")
     if rec is None or why is not None:
         return None, {}, why
+    if problem := untrusted(rd, "pictures", rec):
+        return None, {}, problem
     pngs: dict[str, bytes] = {}
     for which in rd.picture_kinds():
         try:
