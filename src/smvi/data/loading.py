@@ -161,7 +161,7 @@ def _read_bounded(path: Path, fix: str) -> bytes:
                 chunk = d.unconsumed_tail or f.read(1 << 20)
                 if not chunk:
                     break
-                out += d.decompress(chunk, limit + 1 - len(out))
+                out += d.decompress(chunk, min(limit + 1 - len(out), 1 << 20))  # 1 MB at most, then check
                 implied = _implied_size(bytes(out[:16]))
                 if implied is not None:
                     if implied > MAX_IDX_BYTES:

@@ -399,7 +399,21 @@ def revalidate(cfg: Any, cls: type[M], what: str = "config") -> M:
     if not isinstance(cfg, cls):
         raise ConfigError(f"{what} must be a {cls.__name__}, got {type(cfg).__name__}: build it with "
                           f"{cls.__name__}(...) or smvi.build_config({cls.__name__}, ...)")
+    if unknown := _smuggled(cfg):
+        raise ConfigError(f"invalid config ({what}): {unknown}: unknown key (set through model_copy(update=...), which "
+                          "does not check keys; `smvi config` lists every key)")
     return build_config(cls, cfg.model_dump(warnings=False), source=f" ({what})")
+
+
+def _smuggled(model: BaseModel, prefix: str = "") -> str | None:
+    """The first attribute of ``model`` (or of a settings object inside it) that is not one of its fields: what
+    ``model_copy(update={"typo": 1})`` leaves behind, and ``model_dump`` silently drops."""
+    for key, value in vars(model).items():
+        if key not in type(model).model_fields:
+            return prefix + key
+        if isinstance(value, BaseModel) and (inner := _smuggled(value, f"{prefix}{key}.")):
+            return inner
+    return None
 
 
 def load_config(
