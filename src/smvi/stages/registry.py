@@ -65,7 +65,7 @@ def _train(run_dir: str | Path, cfg, *, data: ImageData | None = None, overwrite
 def _ssl(run_dir: str | Path, cfg: SSLConfig, *, data: ImageData | None = None, overwrite: bool = False,
          progress: bool = True, device: str = "cpu") -> Any:
     """:func:`~smvi.stages.ssl.ssl_run`, on the CPU whatever ``device`` (its SVMs are scikit-learn's)."""
-    return ssl_run(run_dir, cfg, data=data, overwrite=overwrite, progress=progress)
+    return ssl_run(run_dir, cfg, data=data, overwrite=overwrite, progress=progress, device="cpu")
 
 
 def _ssl_served(cfg: SSLConfig) -> tuple[SSLConfig, ...]:
