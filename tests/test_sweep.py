@@ -91,14 +91,14 @@ def test_stages_run_on_the_device_the_run_trained_on(idx_dir, tmp_path, monkeypa
     monkeypatch.setattr(R, "ssl_run", lambda run_dir, *a, **k: seen.append(("ssl_run", k.get("device")))
                         or real_ssl(run_dir, *a, **k))
     S.run_sweep(tiny_sweep(idx_dir, lams=[0.0]), tmp_path / "auto", progress=False)
-    # train.device = "auto" (the default): evaluated where auto points, a GPU when there is one; ssl takes no device
-    assert seen == [("evaluate_run", "auto"), ("ssl_run", None)]
+    # train.device = "auto" (the default): evaluated where auto points, a GPU when there is one; ssl on the CPU
+    assert seen == [("evaluate_run", "auto"), ("ssl_run", "cpu")]
     seen.clear()
     cfg = tiny_sweep(idx_dir, lams=[0.0])
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
         update={"device": "cpu"})})})
     S.run_sweep(cfg, tmp_path / "cpu", progress=False)
-    assert seen == [("evaluate_run", "cpu"), ("ssl_run", None)]
+    assert seen == [("evaluate_run", "cpu"), ("ssl_run", "cpu")]
 
 
 def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(idx_dir, tmp_path, monkeypatch, capsys):
