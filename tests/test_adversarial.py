@@ -20,19 +20,25 @@ import json
 import shutil
 import tracemalloc
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import invoke, make_idx_dir, write_idx
+
 from smvi.data.loading import DataError, ImageData, load_idx_dir, read_idx
 from smvi.report.aggregate import collect_runs
 from smvi.settings.run import ConfigError, RunConfig, build_config
-from smvi.settings.stages import ConvergenceConfig, EvalConfig, GapConfig, PicturesConfig
+from smvi.settings.stages import (
+    ConvergenceConfig,
+    EvalConfig,
+    GapConfig,
+    PicturesConfig,
+)
 from smvi.stages.convergence import check_convergence
 from smvi.stages.evaluate import evaluate_run
 from smvi.stages.gaps import gaps_run
@@ -176,7 +182,7 @@ for _name, _set, _key in TRAIN_BOUNDS:
         extra = ["--set", "train.constraint.target=30"]
     case(f"train-{_name}", "train",
          lambda e, s=_set, x=extra: e.cli("train", "--out", e.tmp / "new", "--dataset", "idx", "--data-dir", e.idx,
-                                          "--no-progress", *sum((["--set", t] for t in TRAIN_SETS), []), *x,
+                                          "--no-progress", *[a for t in TRAIN_SETS for a in ("--set", t)], *x,
                                           "--set", s),
          ERROR, f"{_key}: " if "×" not in _key else _key)
 case("train-target-dsm-option-1e300", "train",
@@ -448,7 +454,7 @@ case("report-edited-note-added", "report", _report, OK, check=_left_out_as_edite
 case("report-digest-of-another-record", "report", _report, OK, check=_left_out_as_edited,
      setup=lambda e: _edit_eval(e, lambda t: t["header"].__setitem__("digest", "0" * 64)))
 case("report-edited-and-digest-dropped", "report", _report, OK, check=_reported,
-     setup=lambda e: _edit_eval(e, lambda t: [_set_elbo(t), _drop_digest(t)] and None))
+     setup=lambda e: _edit_eval(e, lambda t: (_set_elbo(t), _drop_digest(t))[-1]))
 case("report-record-before-digests", "report", _report, OK, check=_reported,
      setup=lambda e: _edit_eval(e, _drop_digest))
 case("report-reindented-record", "report", _report, OK, check=_reported,
@@ -522,12 +528,18 @@ def _sparse_huge(e: Env) -> None:
 
 case("idx-plain-file-over-limit", "data", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), ERROR,
      "more than the 2147483648", setup=_sparse_huge)
+def _gzipped_then(name: str, change: Callable[[bytes], bytes]) -> Callable[[Env], None]:
+    def setup(e: Env) -> None:
+        _gzip_in_place(e)
+        path = e.idx / name
+        path.write_bytes(change(path.read_bytes()))
+    return setup
+
+
 case("idx-truncated-gzip", "data", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), ERROR,
-     "damaged gzip file", setup=lambda e: (_gzip_in_place(e), (lambda p: p.write_bytes(p.read_bytes()[:-30]))(
-         e.idx / "t10k-images-idx3-ubyte.gz")))
+     "damaged gzip file", setup=_gzipped_then("t10k-images-idx3-ubyte.gz", lambda b: b[:-30]))
 case("idx-gzip-trailing-garbage", "data", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), ERROR,
-     "damaged gzip file", setup=lambda e: (_gzip_in_place(e), (lambda p: p.write_bytes(p.read_bytes() + b"junk!"))(
-         e.idx / "t10k-labels-idx1-ubyte.gz")))
+     "damaged gzip file", setup=_gzipped_then("t10k-labels-idx1-ubyte.gz", lambda b: b + b"junk!"))
 
 
 def _two_members(e: Env) -> None:
@@ -586,7 +598,7 @@ def test_case(c: Case, env: Env):
     before = snapshot(env.run, env.idx)
     try:
         got = c.act(env)
-    except Exception as e:  # noqa: BLE001 -- judged below: only smvi's one-line errors are expected
+    except Exception as e:  # judged below: only smvi's one-line errors are expected
         if c.outcome == OK:
             raise
         got = e

@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import AfterValidator
 
-__all__ = ["at_most", "each_at_most", "SEED", "WIDTH", "LATENT", "SAMPLES", "IMAGES", "EACH_IMAGES", "EACH_SEED", "BATCH", "STEPS", "EACH_STEPS",
-           "CHAINS", "EPOCHS", "FLOW_LAYERS", "PICTURES", "COLUMNS", "WEIGHT", "TARGET", "JOBS", "TRAIN_DRAWS", "show"]
+__all__ = ["BATCH", "CHAINS", "COLUMNS", "EACH_IMAGES", "EACH_SEED", "EACH_STEPS", "EPOCHS", "FLOW_LAYERS", "IMAGES",
+           "JOBS", "LATENT", "PICTURES", "SAMPLES", "SEED", "STEPS", "TARGET", "TRAIN_DRAWS", "WEIGHT", "WIDTH",
+           "at_most", "each_at_most", "show"]
 
 
 def show(x: float) -> str:
