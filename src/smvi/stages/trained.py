@@ -152,6 +152,8 @@ def holds_run_lock(stage):
 
     @functools.wraps(stage)
     def locked(run_dir, *args, **kwargs):
+        if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir):  # the stage refuses it (check_inputs)
+            return stage(run_dir, *args, **kwargs)
         rd = RunDir(run_dir)
         if not rd.config_path.is_file():
             return stage(run_dir, *args, **kwargs)
