@@ -36,16 +36,16 @@ import copy
 import math
 import random
 import time
+from collections.abc import Callable
 from statistics import median
-from typing import Callable
 
 import torch
-
 from concurrent_runs import bench_concurrent, concurrent_report
 from training_check import TOL, training_check
 from training_check import report as check_report
-from smvi.data.loading import DynamicBinarizer, binarize_fixed
+
 from smvi.core.objectives import smvi_objective
+from smvi.data.loading import DynamicBinarizer, binarize_fixed
 
 PAPER_EPOCHS = 300
 

@@ -20,11 +20,11 @@ import time
 from statistics import median
 
 import torch
-
 from bdmc_precision import paired_bdmc
 from harness import count_flops, interleaved
-from smvi.data.loading import binarize_fixed
+
 from smvi.core.estimators import ais, iwae_bound, native_bf16, simulate
+from smvi.data.loading import binarize_fixed
 
 PRECISIONS = ("fp32", "bf16")
 IWAE_TOL = 0.05  # nats: the accuracy bf16 IWAE must show to be used (well below the ≈ 1 nat IWAE − AIS differences)

@@ -37,22 +37,22 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epochs import bench_epochs, epochs_report, epochs_targets  # noqa: E402
-from harness import median, count_flops, interleaved, machine, ratios, report, targets  # noqa: E402
+from harness import count_flops, interleaved, machine, median, ratios, report, targets  # noqa: E402
 from potential import bench_ais_potential  # noqa: E402
 from precision import bench_precision, precision_report, precision_targets  # noqa: E402
 from reference import reference_ais, reference_loss  # noqa: E402
 
 import smvi  # noqa: E402
-from smvi.settings.run import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from smvi.data.loading import DynamicBinarizer, ImageData, binarize_fixed  # noqa: E402
 from smvi.core.objectives import smvi_objective  # noqa: E402
+from smvi.data.loading import DynamicBinarizer, ImageData, binarize_fixed  # noqa: E402
+from smvi.settings.run import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from smvi.stages.train import load_run, train  # noqa: E402
 
 LAM = 0.01

@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smvi.settings.run import ConfigError, build_config
-from smvi.studies.presets import preset_base
-from smvi.store.rundir import RunDir, RunError, identity_change
 from smvi.settings.stages import GapConfig
+from smvi.store.rundir import RunDir, RunError, identity_change
+from smvi.studies.presets import preset_base
 from smvi.studies.sweep import SweepConfig, read_sweep, run_name
 
 ARMS: dict[str, tuple[list[float] | None, list[str]]] = {  # name -> (λ grid, None: the preset's; sweep --set options)

@@ -18,8 +18,8 @@ import argparse
 import torch
 
 import smvi
-from smvi.settings.run import ConfigError, ModelConfig, build_config
 from smvi.core.models import VAE
+from smvi.settings.run import ConfigError, ModelConfig, build_config
 
 
 def _test_terms(model: VAE, x: torch.Tensor) -> tuple[float, float]:

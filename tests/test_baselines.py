@@ -11,16 +11,16 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import tiny_train_args
-from test_posteriors import posterior_as_full_q
 
 import smvi
 import smvi.stages.train as T
+from conftest import tiny_train_args
 from smvi.cli import main
-from smvi.settings.run import ConfigError, load_config
 from smvi.core.models import VAE, LinearGaussian
 from smvi.core.objectives import beta_vae_objective, iwae_objective, smvi_objective, training_objective
+from smvi.settings.run import ConfigError, load_config
 from smvi.stages.train import load_run
+from test_posteriors import posterior_as_full_q
 
 
 def tiny_vae(posterior: str = "diagonal") -> VAE:

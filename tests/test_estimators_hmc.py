@@ -13,7 +13,16 @@ import pytest
 import torch
 
 from smvi.core.estimators.hmc import (
-    HMCState, PathPotential, fold_in, hmc_step, init_state, normal, path_potential, point_ids, stream_key, uniform,
+    HMCState,
+    PathPotential,
+    fold_in,
+    hmc_step,
+    init_state,
+    normal,
+    path_potential,
+    point_ids,
+    stream_key,
+    uniform,
 )
 
 ALPHA = 1e-4

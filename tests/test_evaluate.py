@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import invoke
 
+from conftest import invoke
 from smvi.data.loading import fixed_subset, load_data
+from smvi.settings.stages import AISConfig, EvalConfig
 from smvi.stages.evaluate import evaluate_run
 from smvi.store.rundir import RunDir
-from smvi.settings.stages import AISConfig, EvalConfig
 
 TINY = ["--set", "elbo_samples=20", "--set", "dsm_samples=4", "--set", "iwae_k=20", "--set", "ais.chains=2",
         "--set", "ais.leapfrog_steps=2", "--set", "batch_size=16"]

@@ -10,13 +10,20 @@ import pytest
 import torch
 
 from smvi.report.aggregate import aggregate, collect_runs, lam_series
-from smvi.settings.run import RunConfig
-from smvi.report.frontier import (DOMINANCE_Z, Estimate, FrontierPoint, dominated_by, frontier_points, gap_bars,
-                                  method_of)
-from smvi.store.records import EvalRecord, EvalSplit, GapsFit, PerImage, GapsPerImage, GapsRecord, make_header
+from smvi.report.frontier import (
+    DOMINANCE_Z,
+    Estimate,
+    FrontierPoint,
+    dominated_by,
+    frontier_points,
+    gap_bars,
+    method_of,
+)
 from smvi.report.page import make_report
-from smvi.store.rundir import RunDir
+from smvi.settings.run import RunConfig
 from smvi.settings.stages import EvalConfig, GapConfig
+from smvi.store.records import EvalRecord, EvalSplit, GapsFit, GapsPerImage, GapsRecord, PerImage, make_header
+from smvi.store.rundir import RunDir
 from smvi.store.stats import MeanSE, mean_se
 
 EPOCHS = 3

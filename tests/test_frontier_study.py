@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from smvi.settings.run import build_config, config_to_toml
-from smvi.studies.presets import preset_base
 from smvi.store.rundir import RunDir
+from smvi.studies.presets import preset_base
 from smvi.studies.sweep import SweepConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
-from conftest import invoke
 
+from conftest import invoke
 from smvi.data.loading import binarize_fixed, load_data
+from smvi.settings.stages import AISConfig, ConvergenceConfig, EvalConfig
 from smvi.stages.evaluate import evaluate_run, evaluation_indices, full_test_set
 from smvi.store.records import staleness
 from smvi.store.rundir import RunDir
-from smvi.settings.stages import AISConfig, ConvergenceConfig, EvalConfig
 
 AIS = AISConfig(steps=3, chains=2, leapfrog_steps=2)
 CFG = EvalConfig(n_test=24, n_train=0, elbo_samples=50, dsm_samples=2, iwae_k=40, iwae_full_test_k=40, ais=AIS,

@@ -10,13 +10,13 @@ import math
 import shutil
 
 import pytest
-from test_rundir import cli, made, one_error_line, run, tiny  # noqa: F401  (fixtures)
 
 import smvi.stages.gaps as G
-from smvi.store.records import GapsRecord, RecordError
-from smvi.store.rundir import RunDir, RunError
 from smvi.settings.stages import AISConfig, GapConfig
 from smvi.stages.train import train
+from smvi.store.records import GapsRecord, RecordError
+from smvi.store.rundir import RunDir, RunError
+from test_rundir import cli, made, one_error_line, run, tiny  # noqa: F401  (fixtures)
 
 TINY_GAPS = GapConfig(n_points=6, ais=AISConfig(steps=3, chains=2, leapfrog_steps=1), steps=20, window=10,
                       eval_samples=10, batch_size=6)

@@ -16,9 +16,9 @@ import pytest
 import tomli_w
 
 from smvi.report.aggregate import collect_runs
-from smvi.settings.run import RunConfig
-from smvi.report.paired import paired_rows
 from smvi.report.page import make_report
+from smvi.report.paired import paired_rows
+from smvi.settings.run import RunConfig
 from smvi.stages.ssl import Selection, SSLResult
 
 LAMS, SEEDS, N = (0.0, 0.01, 0.1), (0, 1, 2), 20

@@ -11,13 +11,19 @@ import pytest
 from click.testing import CliRunner
 
 import smvi.studies.sweep as S
-from smvi.cli import main
-from smvi.settings.run import ConfigError, RunConfig
-from smvi.progress import (EPOCH_SECONDS, Progress, SweepETA, display_mode, duration, expected_epoch_seconds,
-                           stage_priors)
-from smvi.settings.stages import EvalConfig
-
 from conftest import tiny_train_args
+from smvi.cli import main
+from smvi.progress import (
+    EPOCH_SECONDS,
+    Progress,
+    SweepETA,
+    display_mode,
+    duration,
+    expected_epoch_seconds,
+    stage_priors,
+)
+from smvi.settings.run import ConfigError, RunConfig
+from smvi.settings.stages import EvalConfig
 from test_sweep import tiny_sweep
 
 

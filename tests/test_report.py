@@ -12,9 +12,9 @@ import pytest
 import tomli_w
 from matplotlib.figure import Figure
 
-from smvi.settings.run import RunConfig
 from smvi.report.figures import lam_axis
 from smvi.report.page import ReportError, make_report
+from smvi.settings.run import RunConfig
 from smvi.stages.ssl import Selection, SSLResult
 
 LAMS, SEEDS, SIZES = (0.0, 0.01, 1.0), (0, 1), (600, 1000)

@@ -10,9 +10,9 @@ import json
 import pytest
 
 from smvi.report.aggregate import Run, aggregate, collect_runs
-from smvi.settings.run import RunConfig
 from smvi.report.constrained import ConstrainedRun, constrained_runs, is_constrained
 from smvi.report.page import make_report
+from smvi.settings.run import RunConfig
 from smvi.store.rundir import RunDir
 from test_report import eval_numbers, read_csv, ssl_json, write_run
 

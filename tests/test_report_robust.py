@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from test_report import read_csv, write_run
 
 import smvi.report.page as R
 from smvi.report.page import make_report
+from test_report import read_csv, write_run
 
 LAM = (0.0, 0.01)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+
 from test_report import write_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")]

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from typing import TextIO
 
 from smvi.settings.objectives import OBJECTIVES
-from smvi.settings.stages import STAGES
 from smvi.settings.run import ConfigError, ModelConfig
+from smvi.settings.stages import STAGES
 
 __all__ = ["Progress", "SweepETA", "display_mode", "duration", "note", "label_of", "expected_epoch_seconds",
            "stage_priors", "training_note", "sweep_note", "EVERY_S", "EPOCH_SECONDS", "AIS_GRADIENTS_PER_S",
@@ -193,7 +193,7 @@ class Progress:
             self._print(self.status(now, stopped=stopped) if stopped or self.n < self.total
                         else self._done(now - self.t0))
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, exc_type, *_) -> None:
@@ -303,7 +303,7 @@ def training_note(name: str, config, start: int, n_train: int = 60_000) -> str:
             "the last finished epoch (smvi train --resume, or the same smvi sweep command)")
 
 
-def sweep_note(sweep_dir, work: dict[str, dict[str, int]], eta: "SweepETA") -> str:
+def sweep_note(sweep_dir, work: dict[str, dict[str, int]], eta: SweepETA) -> str:
     """The line a sweep prints when it starts: its runs and their work (``work`` as :class:`SweepETA` takes it), the
     expected duration (``eta``: a rough prior until the sweep has measured itself) and how to stop and resume."""
     runs = sum(1 for w in work.values() if any(w.values()))

@@ -8,6 +8,7 @@ import click
 
 from smvi.cli.app import NonEmptyPath, main
 
+
 # ---- data -----------------------------------------------------------------------------------------------------------
 @main.group()
 def data() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from smvi.cli.app import _NO_PROGRESS_HELP, _THREADS_HELP, EVAL_PRESET_NAMES, _fmt, _preset, _threads, main
 from smvi.settings.run import build_config
-from smvi.store.rundir import RunDir
 from smvi.settings.stages import ConvergenceConfig, EvalConfig, GapConfig
 from smvi.cli.app import (EVAL_PRESET_NAMES, _NO_PROGRESS_HELP, _THREADS_HELP, NonEmptyPath, _fmt, _preset, _threads,
                           main)
@@ -224,8 +224,8 @@ def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: b
     reconstructions.png (32 fixed test images, each row above its reconstructions) and latents.png (the encoder
     means of 2000 test images in 2-d, PCA or t-SNE, coloured by label). Writes the run's pictures record
     (pictures.json); the sweep report shows the pictures of every run side by side. About 2 s with PCA."""
-    from smvi.stages.pictures import pictures_run
     from smvi.settings.stages import PicturesConfig
+    from smvi.stages.pictures import pictures_run
 
     _threads(threads)
     cfg = build_config(PicturesConfig, sets=sets)

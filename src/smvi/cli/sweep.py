@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from smvi.cli.app import _NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
 from smvi.settings.run import build_config, read_toml
 from smvi.settings.stages import STAGES
 from smvi.cli.app import _NO_PROGRESS_HELP, NonEmptyPath, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
@@ -41,8 +42,8 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
     SWEEP_DIR/sweep_status.json and the others go on. It starts with one line on what it will do and a rough expected
     duration, and after each run prints [k/N runs] with an ETA from the stage times measured so far.
     """
-    from smvi.studies.presets import preset_base
     from smvi.report.page import make_report
+    from smvi.studies.presets import preset_base
     from smvi.studies.sweep import SweepConfig, load_sweep_tree, run_sweep
 
     if workers < 1:

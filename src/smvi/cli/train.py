@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from smvi.cli.app import _NO_PROGRESS_HELP, _THREADS_HELP, _h, _threads, main
 from smvi.settings.run import ConfigError, load_config
 from smvi.store.rundir import RunDir
 from smvi.cli.app import _NO_PROGRESS_HELP, _THREADS_HELP, NonEmptyPath, _h, _threads, main

@@ -31,8 +31,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from smvi.settings.run import ConfigError, ConstraintConfig, TrainConfig
 from smvi.core.objectives import SMVITerms
+from smvi.settings.run import ConfigError, ConstraintConfig, TrainConfig
 
 __all__ = ["DualState", "initial_state", "dual_update", "iwae_gap", "batch_measure", "EpochDual", "Status"]
 
@@ -54,7 +54,7 @@ class DualState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: Any) -> "DualState":
+    def from_json(cls, d: Any) -> DualState:
         """The state saved by :meth:`to_json`; ``ValueError`` if it is not one (missing keys, wrong types, a λ or
         average that is negative or not finite)."""
         if not isinstance(d, dict) or set(d) != {"lam", "avg", "steps"}:

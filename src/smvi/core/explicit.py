@@ -57,7 +57,7 @@ def supports(decoder: nn.Module) -> bool:
     return True
 
 
-_BF16: "weakref.WeakKeyDictionary[nn.Linear, tuple[int, Tensor]]" = weakref.WeakKeyDictionary()
+_BF16: weakref.WeakKeyDictionary[nn.Linear, tuple[int, Tensor]] = weakref.WeakKeyDictionary()
 
 
 def _bf16_weight(lin: nn.Linear) -> Tensor:

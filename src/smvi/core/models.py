@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
-from smvi.settings.families import family_settings
-from smvi.settings.run import ModelConfig
 from smvi.core.explicit import mlp_log_likelihood, supports
 from smvi.core.families import DiagonalGaussian, PosteriorFamily, make_family
+from smvi.settings.families import family_settings
+from smvi.settings.run import ModelConfig
 
 __all__ = ["LatentVariableModel", "VAE", "LinearGaussian", "standard_normal_log_prob"]
 
@@ -176,7 +176,7 @@ class LinearGaussian(nn.Module):
 
     @classmethod
     def random(cls, x_dim: int, z_dim: int, *, s: float = 0.7, seed: int = 0, dtype=torch.float64,
-               posterior: str = "diagonal", **settings) -> "LinearGaussian":
+               posterior: str = "diagonal", **settings) -> LinearGaussian:
         """Random parameters from ``seed`` for the family ``posterior`` with its ``settings`` (e.g. flow_layers):
         random weights for the family's own parameters, random shared values for its extra encoder outputs, and
         random x-dependence for a context (a flow's): "full" gets random shared off-diagonal Cholesky entries."""

@@ -11,8 +11,9 @@ Inference in Deep Latent Variable Models" (the paper in this repository's shared
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor

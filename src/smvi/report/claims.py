@@ -29,8 +29,9 @@ are named in it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 from smvi.report.aggregate import Row
 from smvi.report.flags import Flag, excluded_lams

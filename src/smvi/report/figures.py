@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from smvi.report.aggregate import SPLITS, Row
 

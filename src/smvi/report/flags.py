@@ -27,8 +27,8 @@ every flag, and :mod:`smvi.report.claims` does not decide a claim on a collapsed
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from smvi.report.aggregate import Run, _get, _num, is_constrained, lam_series, last_kl, method_of
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import html
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 from smvi.report.aggregate import ReportError, Row, Run, aggregate, collect_runs, lam_series
@@ -142,7 +142,7 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     sections = [section.build(inputs) for section in SECTIONS]
     pngs = {name: png for s in sections for name, png in s.figures.items()}
     notes += [n for s in sections for n in s.notes]
-    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = {"provenance": [f"report written {made} by smvi {smvi_version()} from {len(runs)} runs",
                            *provenance_summary(runs)],
             "claims": claims, "flags": [f.message for f in flags], "legend": legend(flags), "figures": list(pngs),

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from smvi.report.aggregate import Run, _by_seed, _get
 from smvi.report.flags import CLAIM_BLOCKING, Flag, mark

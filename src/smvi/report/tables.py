@@ -15,9 +15,19 @@ import io
 import json
 from typing import Any
 
-from smvi.report.aggregate import EVAL_METRICS, RECORD_LABEL, SPLITS, Row, Run, _get, _num, is_constrained, last_diagnostics
-from smvi.report.flags import CLAIM_BLOCKING, Flag, mark
+from smvi.report.aggregate import (
+    EVAL_METRICS,
+    RECORD_LABEL,
+    SPLITS,
+    Row,
+    Run,
+    _get,
+    _num,
+    is_constrained,
+    last_diagnostics,
+)
 from smvi.report.figures import fmt_lam
+from smvi.report.flags import CLAIM_BLOCKING, Flag, mark
 from smvi.store.provenance import provenance_rows
 
 __all__ = ["Table", "result_tables", "convergence_table", "run_table", "provenance_table", "settings_tables",

@@ -13,9 +13,10 @@ runs of the other families keep their config and fingerprint).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["FamilySpec", "FAMILIES", "DEFAULT_FAMILY", "family_settings"]
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import copy
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import tomli_w
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smvi.settings.families import DEFAULT_FAMILY, FAMILIES
 from smvi.settings.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
-
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -111,7 +111,7 @@ class ModelConfig(_Frozen):
         return data
 
     @model_validator(mode="after")
-    def _settings_fit_the_family(self) -> "ModelConfig":
+    def _settings_fit_the_family(self) -> ModelConfig:
         """A setting of another family is refused rather than ignored; so is a z_dim the family cannot take."""
         spec = FAMILIES[self.posterior]
         for other in FAMILIES.values():
@@ -164,7 +164,7 @@ class ConstraintConfig(_Frozen):
     lam_max: float = Field(10.0, gt=0, description="λ's cap (a target still violated at the cap is unreachable)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ConstraintConfig":
+    def _consistent(self) -> ConstraintConfig:
         if self.target is None:
             changed = [k for k, f in type(self).model_fields.items() if getattr(self, k) != f.default]
             if changed:
@@ -211,7 +211,7 @@ class TrainConfig(_Frozen):
     constraint: ConstraintConfig = ConstraintConfig()
 
     @model_validator(mode="after")
-    def _fixed_or_learned(self) -> "TrainConfig":
+    def _fixed_or_learned(self) -> TrainConfig:
         if self.constraint.target is not None and not OBJECTIVES[self.objective].constrained:
             which = " or ".join(f"train.objective={n!r}" for n, o in OBJECTIVES.items() if o.constrained)
             raise ValueError(f"train.constraint.target learns SMVI's λ but train.objective is {self.objective!r}: "
@@ -223,7 +223,7 @@ class TrainConfig(_Frozen):
         return self
 
     @model_validator(mode="after")
-    def _settings_match_the_objective(self) -> "TrainConfig":
+    def _settings_match_the_objective(self) -> TrainConfig:
         """Every setting is used by the chosen objective (:data:`smvi.settings.objectives.OBJECTIVES`): a β without
         the β-VAE, a k without IWAE or a λ without SMVI is refused rather than ignored."""
         o, spec = self.objective, OBJECTIVES[self.objective]
@@ -265,7 +265,7 @@ class RunConfig(_Frozen):
         return values
 
     @model_validator(mode="after")
-    def _transform_fits_likelihood(self) -> "RunConfig":
+    def _transform_fits_likelihood(self) -> RunConfig:
         need = {"bernoulli": "binarize", "gaussian": "dequantize"}[self.model.likelihood]
         if self.data.transform != need:
             why = ("binary data" if need == "binarize"

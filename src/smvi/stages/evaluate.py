@@ -26,15 +26,12 @@ from pathlib import Path
 
 import torch
 
-from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.core.estimators import ais, iwae_bound
 from smvi.core.estimators.adapt import off_target
 from smvi.core.estimators.precision import resolve_precision
 from smvi.core.pointwise import d_sm_per_point, elbo_per_point
+from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import Progress, note
-from smvi.store.records import (EvalPartial, EvalRecord, EvalSplit, FullTestIWAE, PartialSplit, PerImage,
-                      make_header)
-from smvi.store.rundir import RunError
 from smvi.settings.stages import EvalConfig
 from smvi.store.stats import mean_se
 from smvi.stages.trained import holds_run_lock, open_stage

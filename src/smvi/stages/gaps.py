@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.core.estimators import ais
 from smvi.core.estimators.hmc import reparameterize
 from smvi.core.objectives import _check_batch, _kl
+from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import note
-from smvi.store.records import GapsFit, GapsPerImage, GapsRecord, make_header
-from smvi.store.rundir import RunError
 from smvi.settings.objectives import knob_of
 from smvi.settings.stages import GapConfig
 from smvi.store.stats import MeanSE, mean_se

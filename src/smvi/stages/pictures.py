@@ -31,11 +31,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.core.families import location
+from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import Progress, label_of
-from smvi.store.records import PicturesRecord, make_header
-from smvi.store.rundir import RunError
 from smvi.settings.stages import PicturesConfig
 from smvi.stages.ssl import encoder_features
 from smvi.stages.trained import holds_run_lock, open_stage

@@ -37,10 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from smvi.settings.stages import Inputs, Scaling, SSLConfig
-from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.core.families import location
+from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import Progress, label_of, note
+from smvi.settings.stages import Inputs, Scaling, SSLConfig
+from smvi.stages.trained import open_stage
 from smvi.store.records import SSLRecord, SSLScores, make_header
 from smvi.store.rundir import RunError
 from smvi.stages.trained import holds_run_lock, open_stage

@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import math
 import platform
-from datetime import datetime, timezone
-from typing import Annotated, Any, Callable, Literal, Union
+from collections.abc import Callable
+from datetime import UTC, datetime, timezone
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
-from smvi.store.provenance import host_info, package_version
 from smvi.settings.run import ObjectiveName
 from smvi.settings.stages import upgrade_eval_settings
+from smvi.store.provenance import host_info, package_version
 from smvi.store.stats import MeanSE
 
 __all__ = ["RecordError", "Host", "Header",
@@ -85,7 +86,7 @@ def make_header(kind: str, fingerprint: str, epoch: int, settings: BaseModel, *,
     """The header of a record of ``kind`` written now, here (versions and machine: :mod:`smvi.store.provenance`)."""
     return Header(schema=SCHEMAS[kind], fingerprint=fingerprint, epoch=epoch,
                   settings=settings.model_dump(mode="json"), smvi_version=smvi_version(),
-                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  created=datetime.now(UTC).isoformat(timespec="seconds"),
                   torch_version=package_version("torch"), python_version=platform.python_version(),
                   host=Host(**host_info(device)))
 
@@ -116,7 +117,7 @@ class EvalSplit(_Rec):
     per_image: PerImage | None = None
 
     @model_validator(mode="after")
-    def _aligned(self) -> "EvalSplit":
+    def _aligned(self) -> EvalSplit:
         lists = [] if self.per_image is None else [v for v in self.per_image.model_dump().values() if v is not None]
         if self.indices is not None:
             lists.append(self.indices)
@@ -139,7 +140,7 @@ class FullTestIWAE(_Rec):
     seconds: Num = None
 
     @model_validator(mode="after")
-    def _aligned(self) -> "FullTestIWAE":
+    def _aligned(self) -> FullTestIWAE:
         if len(self.indices) != self.n or len(self.per_image) != self.n:
             raise ValueError(f"indices and per_image must hold n = {self.n} values")
         return self
@@ -176,7 +177,7 @@ class PartialSplit(_Rec):
     seconds: float = 0.0
 
     @model_validator(mode="after")
-    def _aligned(self) -> "PartialSplit":
+    def _aligned(self) -> PartialSplit:
         lists = [v for v in (self.elbo, self.d_sm, self.iwae, self.ais, self.acceptance, self.ess) if v is not None]
         if len({len(v) for v in lists}) > 1:
             raise ValueError("per-point lists of different lengths")
@@ -214,7 +215,7 @@ class SSLScores(_Rec):
     sizes: dict[str, SSLSize]
 
     @model_validator(mode="after")
-    def _aligned(self) -> "SSLScores":
+    def _aligned(self) -> SSLScores:
         for s, v in self.sizes.items():
             if not s.isdigit() or len(v.accuracy) != len(self.seeds):
                 raise ValueError(f"sizes.{s}: one accuracy per seed expected")
@@ -344,7 +345,7 @@ class GapsRecord(_Rec):
     notes: list[str] = []
 
     @model_validator(mode="after")
-    def _aligned(self) -> "GapsRecord":
+    def _aligned(self) -> GapsRecord:
         if any(len(v) != self.n for v in [self.indices, *self.per_image.model_dump().values()]):
             raise ValueError(f"per-image lists must hold n = {self.n} values")
         return self
@@ -367,7 +368,7 @@ class PicturesRecord(_Rec):
     notes: list[str] = []
 
     @model_validator(mode="after")
-    def _complete(self) -> "PicturesRecord":
+    def _complete(self) -> PicturesRecord:
         if set(self.sha256) != {"samples", "reconstructions", "latents"}:
             raise ValueError("sha256 must name samples, reconstructions and latents")
         return self

@@ -29,12 +29,13 @@ import stat
 import struct
 import tempfile
 import tomllib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from smvi.store.atomic import atomic_write_bytes, atomic_write_text, temporary_files
 from smvi.settings.run import ConfigError, RunConfig, build_config, config_to_toml, dotted_items
+from smvi.store.atomic import atomic_write_bytes, atomic_write_text, temporary_files
 from smvi.store.records import Record, RecordError, dump_record, parse_record, staleness
 
 __all__ = ["RunError", "RunDamaged", "RunBusy", "RunDir", "hold_lock", "path_text", "fingerprint", "identity",

@@ -39,12 +39,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
-                      ValidationError, create_model, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
-from smvi.store.atomic import atomic_write_json, atomic_write_text
-from smvi.settings.run import (ConfigError, ConstraintConfig, Distinct, NoRepeats, RunConfig, build_config,
-                               config_to_toml, one_of, read_toml)
 from smvi.progress import SweepETA, duration, note, stage_priors, sweep_note
 from smvi.store.records import RecordError
 from smvi.store.rundir import (RunBusy, RunDamaged, RunDir, RunError, fingerprint, hold_lock, identity_change,
@@ -53,6 +59,9 @@ from smvi.settings.stages import (ConvergenceConfig, EvalConfig, GapConfig, Pict
                                   upgrade_eval_settings)
 from smvi.stages.registry import STAGES
 from smvi.stages.train import train
+from smvi.store.atomic import atomic_write_json, atomic_write_text
+from smvi.store.records import RecordError
+from smvi.store.rundir import RunDir, RunError, identity_change, sweep_paths
 
 __all__ = ["SweepConfig", "DualSettings", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "target_run_name",
            "load_sweep_tree"]
@@ -97,7 +106,7 @@ class SweepConfig(BaseModel):
     gaps: GapConfig = Field(GapConfig(), description="settings of the gaps stage")
 
     @model_validator(mode="after")
-    def _coherent(self) -> "SweepConfig":
+    def _coherent(self) -> SweepConfig:
         targets, base = self.dsm_targets + self.gap_targets, self.run.train
         if not (self.lams or targets):
             raise ValueError("lams, dsm_targets and gap_targets are all empty: give at least one λ or target")

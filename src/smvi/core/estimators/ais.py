@@ -17,14 +17,27 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
-from smvi.progress import Progress, label_of
 from smvi.core.estimators.adapt import INIT_STEP_SIZE, STEP_SIZE_RULES, TARGET_ACCEPT, StepSizeRule
-from smvi.core.estimators.precision import (
-    Precision, check_precision, exact_matmul, force_autocast, resolve_precision,
-)
 from smvi.core.estimators.hmc import (
-    HMCState, Key, fold_in, hmc_step, init_state, normal, path_potential, point_ids, reparameterize, stream_key,
+    HMCState,
+    Key,
+    fold_in,
+    hmc_step,
+    init_state,
+    normal,
+    path_potential,
+    point_ids,
+    reparameterize,
+    stream_key,
 )
+from smvi.core.estimators.precision import (
+    Precision,
+    check_precision,
+    exact_matmul,
+    force_autocast,
+    resolve_precision,
+)
+from smvi.progress import Progress, label_of
 
 __all__ = ["AISResult", "ais", "sigmoid_schedule", "linear_schedule", "prior_of", "model_dtype"]
 

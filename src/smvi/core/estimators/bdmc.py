@@ -7,8 +7,8 @@ Wu, Burda, Salakhutdinov & Grosse (2017), who use BDMC on data simulated from th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch

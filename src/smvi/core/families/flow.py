@@ -117,7 +117,7 @@ class CouplingFlow(PosteriorFamily):
             self.nets.append(nn.ModuleList(lins))
 
     @classmethod
-    def from_settings(cls, z_dim: int, **settings: Any) -> "CouplingFlow":
+    def from_settings(cls, z_dim: int, **settings: Any) -> CouplingFlow:
         """From ``model.flow_layers``, ``model.flow_hidden`` and ``model.flow_context``."""
         return cls(z_dim, settings["flow_layers"], tuple(settings["flow_hidden"]), settings["flow_context"])
 
