@@ -1,5 +1,5 @@
-"""The flag rules (smvi.report.flags) on hand-made runs: each rule fires on the side of its documented threshold it should,
-carries its run and λ, and its constants agree with the code they describe."""
+"""The flag rules (smvi.report.flags) on hand-made runs: each rule fires on the side of its documented threshold it
+should, carries its run and λ, and its constants agree with the code they describe."""
 
 from __future__ import annotations
 

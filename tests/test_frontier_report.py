@@ -216,8 +216,8 @@ def test_points_scored_on_the_same_images_are_compared_pair_by_pair(tmp_path):
 
 
 def test_a_collapsed_point_is_marked_and_does_not_set_the_y_range(tmp_path):
-    """The convention of the λ figures (smvi.report.figures): a point with a run flagged as a posterior collapse is marked
-    ⚠C in the table and drawn as a red × that leaves the y-range to the other points (λ = 1 at −200 nats would
+    """The convention of the λ figures (smvi.report.figures): a point with a run flagged as a posterior collapse is
+    marked ⚠C in the table and drawn as a red × that leaves the y-range to the other points (λ = 1 at −200 nats would
     otherwise squeeze them into a sliver)."""
     from matplotlib.figure import Figure
 

@@ -1,4 +1,5 @@
-"""``smvi train``: options and config files to a :class:`~smvi.settings.run.RunConfig`, then :func:`smvi.stages.train.train`."""
+"""``smvi train``: options and config files to a :class:`~smvi.settings.run.RunConfig`, then
+:func:`smvi.stages.train.train`."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ baselines trained in the same loop — the β-VAE and IWAE — each registered b
 its knob and settings live in :data:`smvi.settings.objectives.OBJECTIVES`) and called through
 :func:`training_objective`, the trainer's one dispatch.
 
-All functions take any :class:`~smvi.core.models.LatentVariableModel` and a batch ``x`` of shape ``[N, x_dim]`` and return
-per-example values of shape ``[N]``: reduce them yourself. Reference: Levy & Ermon, "Trading-off Learning and
+All functions take any :class:`~smvi.core.models.LatentVariableModel` and a batch ``x`` of shape ``[N, x_dim]`` and
+return per-example values of shape ``[N]``: reduce them yourself. Reference: Levy & Ermon, "Trading-off Learning and
 Inference in Deep Latent Variable Models" (the paper in this repository's shared folder), eq. (6).
 """
 

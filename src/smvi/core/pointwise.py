@@ -1,10 +1,10 @@
 """ELBO and D_SM per data point with counter-based noise, for evaluation.
 
-The same estimators as :func:`smvi.core.objectives.elbo` and :func:`smvi.core.objectives.score_matching_divergence` (unbiased
-Monte Carlo over z ~ q(z|x)), but sample i of a point is drawn from a stream keyed by (``seed``, the point's values, i)
--- the mechanism of :mod:`smvi.core.estimators.hmc`, used by AIS and IWAE -- so a point's estimate does not depend on its
-batch-mates, the batch size or the chunking, and the global RNG is never touched. No gradients with respect to the
-parameters (D_SM still takes its z-gradients). Both return float64 ``[N]``.
+The same estimators as :func:`smvi.core.objectives.elbo` and :func:`smvi.core.objectives.score_matching_divergence`
+(unbiased Monte Carlo over z ~ q(z|x)), but sample i of a point is drawn from a stream keyed by (``seed``, the point's
+values, i) -- the mechanism of :mod:`smvi.core.estimators.hmc`, used by AIS and IWAE -- so a point's estimate does not
+depend on its batch-mates, the batch size or the chunking, and the global RNG is never touched. No gradients with
+respect to the parameters (D_SM still takes its z-gradients). Both return float64 ``[N]``.
 """
 
 from __future__ import annotations

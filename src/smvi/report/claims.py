@@ -1,7 +1,7 @@
 """One plain sentence per claim of the paper, decided from the report's paired comparisons (torch-free).
 
-**Claim 1, "the ELBO gap shrinks as λ grows, at a cost in log-likelihood"**, at the largest λ with a paired
-comparison against λ = 0 on the test images (:mod:`smvi.report.paired`), with log p(x) from IWAE on the whole test set where
+**Claim 1, "the ELBO gap shrinks as λ grows, at a cost in log-likelihood"**, at the largest λ with a paired comparison
+against λ = 0 on the test images (:mod:`smvi.report.paired`), with log p(x) from IWAE on the whole test set where
 available, else AIS on the test subset:
 
 - *holds*: the paired Δgap's interval lies below 0, the paired Δlog p(x)'s interval lies below 0, and the mean test
@@ -18,12 +18,12 @@ available, else AIS on the test subset:
   improvement that could matter is excluded at every λ and s;
 - otherwise *cannot be decided at this power*.
 
-**Flagged runs are not evidence** (:mod:`smvi.report.flags`): a λ with a run in posterior collapse or unfinished is left out
-of both claims (claim 1 is judged at the largest λ *not* so flagged, and its monotonicity check skips flagged λ;
-claim 2 counts no gain at a flagged λ, and its Holm adjustment still covers every comparison, which only makes it
-more conservative), and each sentence names what it left out. If λ = 0 itself is so flagged, neither claim can be
-decided. AIS-quality flags (acceptance off target, BDMC or ladder unconverged) on the runs a claim-1 sentence compares
-are named in it.
+**Flagged runs are not evidence** (:mod:`smvi.report.flags`): a λ with a run in posterior collapse or unfinished is left
+out of both claims (claim 1 is judged at the largest λ *not* so flagged, and its monotonicity check skips flagged λ;
+claim 2 counts no gain at a flagged λ, and its Holm adjustment still covers every comparison, which only makes it more
+conservative), and each sentence names what it left out. If λ = 0 itself is so flagged, neither claim can be decided.
+AIS-quality flags (acceptance off target, BDMC or ladder unconverged) on the runs a claim-1 sentence compares are named
+in it.
 """
 
 from __future__ import annotations

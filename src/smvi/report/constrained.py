@@ -1,13 +1,14 @@
-"""The report's section on constrained runs (λ learned toward a target: :mod:`smvi.core.constraint`), from result files alone.
+"""The report's section on constrained runs (λ learned toward a target: :mod:`smvi.core.constraint`), from result files
+alone.
 
 A run is constrained when its config sets ``train.constraint.target`` (:func:`smvi.report.aggregate.is_constrained`);
 :mod:`smvi.report.aggregate` leaves such runs out of its per-λ aggregates (their ``train.lam`` is 0 but λ is not). Per
 constrained run, as :func:`smvi.report.aggregate.collect_runs` read it through the run-directory layer: the eval and ssl
-records (current ones only), and from ``metrics.jsonl`` (the epochs up to the checkpoint's) λ per epoch, and at the
-last epoch the measure's moving average (``constraint_avg``, what the target bounds), the constraint's status, and
-the active units and KL(q ‖ prior) on the monitor set. A run is flagged **collapsed** by the rule of
-:mod:`smvi.report.flags` (at most :data:`~smvi.report.flags.COLLAPSE_UNITS` active units or a KL below
-:data:`~smvi.report.flags.COLLAPSE_KL` nats: a posterior that carries no information meets any inference target trivially).
+records (current ones only), and from ``metrics.jsonl`` (the epochs up to the checkpoint's) λ per epoch, and at the last
+epoch the measure's moving average (``constraint_avg``, what the target bounds), the constraint's status, and the active
+units and KL(q ‖ prior) on the monitor set. A run is flagged **collapsed** by the rule of :mod:`smvi.report.flags` (at
+most :data:`~smvi.report.flags.COLLAPSE_UNITS` active units or a KL below :data:`~smvi.report.flags.COLLAPSE_KL` nats: a
+posterior that carries no information meets any inference target trivially).
 
 Writes ``constrained.csv`` (one row per run), one table, and three figures: achieved against target (log–log, with
 y = x), λ's trajectory per run, and the (AIS log p(x), AIS gap) plane with the fixed-λ runs as a line.

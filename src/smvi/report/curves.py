@@ -1,11 +1,11 @@
 """Training curves of a sweep's runs from their ``metrics.jsonl`` (torch-free): ``fig_training.png``.
 
-Small multiples, one panel per term against the epoch, one line per run coloured by λ (viridis over the sweep's λ
-grid; runs with a learned λ dashed, in their own colours): (a) the ELBO (training mean per epoch; dotted: on the
-fixed monitor set, ``test_elbo``), (b) D_SM on the monitor set (``test_d_sm``, else the training mean ``d_sm``),
-(c) KL(q ‖ prior) (``test_kl`` on the monitor set, else the training mean ``kl``: :func:`smvi.report.aggregate.last_kl`'s
-rule, epoch by epoch). A panel is logarithmic when its values are positive and span more than :data:`LOG_RANGE`;
-a run flagged as a posterior collapse (:mod:`smvi.report.flags`) ends in a red × and says so in the legend.
+Small multiples, one panel per term against the epoch, one line per run coloured by λ (viridis over the sweep's λ grid;
+runs with a learned λ dashed, in their own colours): (a) the ELBO (training mean per epoch; dotted: on the fixed monitor
+set, ``test_elbo``), (b) D_SM on the monitor set (``test_d_sm``, else the training mean ``d_sm``), (c) KL(q ‖ prior)
+(``test_kl`` on the monitor set, else the training mean ``kl``: :func:`smvi.report.aggregate.last_kl`'s rule, epoch by
+epoch). A panel is logarithmic when its values are positive and span more than :data:`LOG_RANGE`; a run flagged as a
+posterior collapse (:mod:`smvi.report.flags`) ends in a red × and says so in the legend.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ current records) and returns :class:`Flag`\\ s; the report marks the flagged cel
 every flag, and :mod:`smvi.report.claims` does not decide a claim on a collapsed or unfinished run.
 
 - **collapse** (⚠C): the posterior carries no information about x -- at the last epoch, at most
-  :data:`COLLAPSE_UNITS` active units (``test_active_units``: :func:`smvi.core.diagnostics.active_units` on the monitor set)
-  or KL(q(z|x) ‖ p(z)) below :data:`COLLAPSE_KL` nats per image (``test_kl`` on the monitor set; for metrics written
-  before it was logged, the training mean ``kl`` of the last epoch). A collapsed model meets any inference target
-  trivially (gap ≈ 0) and its features are useless, so it says nothing about the trade-off being measured.
+  :data:`COLLAPSE_UNITS` active units (``test_active_units``: :func:`smvi.core.diagnostics.active_units` on the monitor
+  set) or KL(q(z|x) ‖ p(z)) below :data:`COLLAPSE_KL` nats per image (``test_kl`` on the monitor set; for metrics
+  written before it was logged, the training mean ``kl`` of the last epoch). A collapsed model meets any inference
+  target trivially (gap ≈ 0) and its features are useless, so it says nothing about the trade-off being measured.
 - **recovered** (⚠R): not collapsed at the last epoch, but at more than :data:`RECOVERED_FRACTION` of its epochs
   by the same rule, applied to each ``metrics.jsonl`` line (λ = 1 of results/paper: epochs 1–39 of 300). Its final
   model is evidence like any other, so it keeps no λ out of a claim; the flag says that it trained for fewer useful

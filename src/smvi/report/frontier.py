@@ -3,8 +3,8 @@
 A *method* is what a run's config says it trains: the objective (``train.objective``: SMVI, β-VAE, IWAE) and the
 variational family (``model.posterior``); its *knob* is λ, β or k. Runs whose λ is learned toward a target
 (``train.constraint.target`` set) are not a point of a fixed-knob curve and are left out here (the report treats them
-elsewhere). Everything comes from the runs' current records as :func:`smvi.report.aggregate.collect_runs` read them through
-the run-directory layer (:mod:`smvi.store.rundir`); nothing is recomputed.
+elsewhere). Everything comes from the runs' current records as :func:`smvi.report.aggregate.collect_runs` read them
+through the run-directory layer (:mod:`smvi.store.rundir`); nothing is recomputed.
 
 - :func:`frontier_points`: per method and knob value, the test AIS log p(x) and the test ELBO gap of the eval records
   (mean over training seeds with SE over seeds when there are ≥ 2 runs, else the run's own SE over test points -- the
@@ -254,8 +254,8 @@ def frontier_section(runs: list[Run], collapsed: frozenset[str] = frozenset()
     """The frontier figure (``{file name: PNG}``) and the frontier table ``[(title, header, rows)]``. Both are empty
     when the runs are of one method and none has a gaps record (an SMVI λ sweep: Figure 1 already shows it, and its
     report stays as it was); the figure also when no method has a test log p(x) and gap. A point with a run named in
-    ``collapsed`` (flagged as a posterior collapse, :mod:`smvi.report.flags`) is marked ⚠C in the table and drawn as a red
-    × that does not set the figure's y-range."""
+    ``collapsed`` (flagged as a posterior collapse, :mod:`smvi.report.flags`) is marked ⚠C in the table and drawn as a
+    red × that does not set the figure's y-range."""
     points, bars = frontier_points(runs), gap_bars(runs)
     if len({p.method for p in points}) < 2 and not bars:
         return {}, []

@@ -1,20 +1,21 @@
 """Figures and tables of a λ sweep from its result files alone (no model is loaded, nothing is recomputed).
 
-The runs and the numbers per λ come from :mod:`smvi.report.aggregate` (which files are read, how means and SEs are formed).
-Writes ``out_dir`` (default ``sweep_dir/report``) as one atomic set -- built in a temporary directory that replaces the
-old one, so a killed report never leaves a mix of new and old files: ``fig1_gap.png``, ``fig2_ssl.png``,
-``fig_training.png`` (training curves, :mod:`smvi.report.curves`), ``results.csv`` (every tabulated per-λ number with its SE),
-``paired.csv`` (each λ minus λ = 0 with its interval and p-values, when the sweep has λ = 0), ``results.md`` and a
-self-contained ``report.html`` (PNGs inlined as base64; ``scripts/check_report.py`` checks it in a headless browser).
-Run names and notes are escaped in Markdown as in HTML. Only current records are reported (stale and damaged ones are
-listed in the notes); nothing here imports torch.
+The runs and the numbers per λ come from :mod:`smvi.report.aggregate` (which files are read, how means and SEs are
+formed). Writes ``out_dir`` (default ``sweep_dir/report``) as one atomic set -- built in a temporary directory that
+replaces the old one, so a killed report never leaves a mix of new and old files: ``fig1_gap.png``, ``fig2_ssl.png``,
+``fig_training.png`` (training curves, :mod:`smvi.report.curves`), ``results.csv`` (every tabulated per-λ number with
+its SE), ``paired.csv`` (each λ minus λ = 0 with its interval and p-values, when the sweep has λ = 0), ``results.md``
+and a self-contained ``report.html`` (PNGs inlined as base64; ``scripts/check_report.py`` checks it in a headless
+browser). Run names and notes are escaped in Markdown as in HTML. Only current records are reported (stale and damaged
+ones are listed in the notes); nothing here imports torch.
 
-The page opens with provenance (versions, machine, dates, wall time: :mod:`smvi.store.provenance`), one sentence per claim
-of the paper (:mod:`smvi.report.claims`) and the **flags** (:mod:`smvi.report.flags`: posterior collapse, unfinished runs, AIS
-acceptance off target, unconverged BDMC or AIS ladder), each also marked in the table cell it concerns. Then the
-figures (:mod:`smvi.report.figures`: collapsed λ marked and kept from setting the y-range), the paired comparisons with
-λ = 0 (:mod:`smvi.report.paired`, ``fig3_paired.png``), the tables (:mod:`smvi.report.tables`; with ``convergence.json``
-files, one on AIS convergence), notes, a provenance table, and the settings in a collapsible section.
+The page opens with provenance (versions, machine, dates, wall time: :mod:`smvi.store.provenance`), one sentence per
+claim of the paper (:mod:`smvi.report.claims`) and the **flags** (:mod:`smvi.report.flags`: posterior collapse,
+unfinished runs, AIS acceptance off target, unconverged BDMC or AIS ladder), each also marked in the table cell it
+concerns. Then the figures (:mod:`smvi.report.figures`: collapsed λ marked and kept from setting the y-range), the
+paired comparisons with λ = 0 (:mod:`smvi.report.paired`, ``fig3_paired.png``), the tables (:mod:`smvi.report.tables`;
+with ``convergence.json`` files, one on AIS convergence), notes, a provenance table, and the settings in a collapsible
+section.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ trained models. ``per-image SE`` is the SE of all (seed, image) differences pool
 **SSL.** Accuracy at λ minus at λ = 0 on the same label subsets and training seed, in percentage points; the same
 clustered t-test (unit: the training seed with ≥ 2 seeds, the label subset with one).
 
-p-values are Holm-adjusted (:func:`smvi.store.stats.holm`) over the λ values compared -- per quantity and split for log p(x)
-and the gap, over all (λ, s) for SSL, the family of claim 2. Records without per-image values (written before
+p-values are Holm-adjusted (:func:`smvi.store.stats.holm`) over the λ values compared -- per quantity and split for log
+p(x) and the gap, over all (λ, s) for SSL, the family of claim 2. Records without per-image values (written before
 ``eval.json`` kept them) give no paired log p(x) rows; the report says so under the table.
 """
 
@@ -147,8 +147,8 @@ NO_PER_IMAGE = ("— : no paired value; the eval records of these runs keep no p
 
 def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool, flags: Sequence[Flag] = ()
                   ) -> list[tuple[str, list[str], list[list[str]]]]:
-    """The report's paired tables: log p(x) and gap (when any run has an eval record), SSL (when any pair exists);
-    a λ cell carries the markers of the flags that keep it out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`)."""
+    """The report's paired tables: log p(x) and gap (when any run has an eval record), SSL (when any pair exists); a λ
+    cell carries the markers of the flags that keep it out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`)."""
     find = {(r.quantity, r.split, r.s, r.lam): r for r in paired}
     lam_cell = lambda lam: f"{lam:g}" + mark(flags, lam=lam, kinds=CLAIM_BLOCKING)  # noqa: E731
     others = [lam for lam in lams if lam != 0]

@@ -2,10 +2,10 @@
 reconstructions and latent picture side by side, one row per run in the report's order (λ, then seed).
 
 Everything is read through the run-directory layer (:mod:`smvi.store.rundir`): only a current pictures record (the one
-freshness rule, :func:`smvi.store.records.staleness`: the run's identity and epoch; stale records are left out, the report's
-notes say why) whose three PNGs have the SHA-256 it names. A run whose PNGs do not match (redrawn, damaged or copied
-from elsewhere) keeps its row, with a line saying so instead of its images. The PNGs are inlined as base64, so the
-page stays self-contained; without any run with a current pictures record the section is empty.
+freshness rule, :func:`smvi.store.records.staleness`: the run's identity and epoch; stale records are left out, the
+report's notes say why) whose three PNGs have the SHA-256 it names. A run whose PNGs do not match (redrawn, damaged or
+copied from elsewhere) keeps its row, with a line saying so instead of its images. The PNGs are inlined as base64, so
+the page stays self-contained; without any run with a current pictures record the section is empty.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def _img(which: str, data: bytes) -> str:
 
 
 def pictures_section(sweep_dir: str | Path, runs: list[Run]) -> str:
-    """The section's HTML (module docstring) for ``runs`` (:func:`smvi.report.aggregate.collect_runs`' runs, whose names are
-    their paths under ``sweep_dir``); the empty string when no run has a current pictures record."""
+    """The section's HTML (module docstring) for ``runs`` (:func:`smvi.report.aggregate.collect_runs`' runs, whose names
+    are their paths under ``sweep_dir``); the empty string when no run has a current pictures record."""
     e = html.escape
     rows = []
     for r in runs:

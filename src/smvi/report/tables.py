@@ -231,8 +231,9 @@ def settings_tables(runs: list[Run]) -> list[Table]:
 
 
 def results_csv(rows: list[Row], flags: list[Flag] = ()) -> str:
-    """``results.csv``: one line per :class:`~smvi.report.aggregate.Row`; ``flags``: the markers of the flags that keep the
-    row's λ out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`: ⚠C collapse, ⚠U unfinished), "" when none."""
+    """``results.csv``: one line per :class:`~smvi.report.aggregate.Row`; ``flags``: the markers of the flags that keep
+    the row's λ out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`: ⚠C collapse, ⚠U unfinished), "" when
+    none."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["quantity", "split", "s", "lam", "mean", "se", "n_runs", "se_over", "unit", "flags"])

@@ -1,10 +1,11 @@
 """Settings of the stages (torch-free): :class:`AISConfig`, :class:`EvalConfig`, :class:`ConvergenceConfig`,
 :class:`GapConfig`, :class:`PicturesConfig`, :class:`SSLConfig`; and :data:`STAGES`, the list of stages by name.
 
-The AIS settings carry the names of :func:`smvi.core.estimators.ais`'s keyword arguments and reach it through one mapping,
-``**cfg.ais.kwargs()``: adding a field here (with its default) is all it takes to pass a new keyword through evaluate,
-convergence, gaps and the sweep. Files written before this naming (``eval.ais_steps = 500`` in a ``sweep.toml``, the settings
-in an old ``eval.json``) are read through :func:`upgrade_eval_settings`, which renames the old keys.
+The AIS settings carry the names of :func:`smvi.core.estimators.ais`'s keyword arguments and reach it through one
+mapping, ``**cfg.ais.kwargs()``: adding a field here (with its default) is all it takes to pass a new keyword through
+evaluate, convergence, gaps and the sweep. Files written before this naming (``eval.ais_steps = 500`` in a
+``sweep.toml``, the settings in an old ``eval.json``) are read through :func:`upgrade_eval_settings`, which renames the
+old keys.
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ class ConvergenceConfig(_Frozen):
 
 
 class GapConfig(_Frozen):
-    """Settings of ``smvi gaps`` (:func:`smvi.stages.gaps.gaps_run`): which test images, the AIS that gives log p(x) and the
-    local fit (:func:`smvi.stages.gaps.fit_local`). The AIS defaults are the cpu preset's converged ones (500 steps, 4 chains,
-    5 leapfrogs, from the encoder)."""
+    """Settings of ``smvi gaps`` (:func:`smvi.stages.gaps.gaps_run`): which test images, the AIS that gives log p(x) and
+    the local fit (:func:`smvi.stages.gaps.fit_local`). The AIS defaults are the cpu preset's converged ones (500 steps,
+    4 chains, 5 leapfrogs, from the encoder)."""
 
     n_points: int = Field(100, gt=0, description="test images (the fixed subset smvi evaluate scores first)")
     subset_seed: int = Field(0, ge=0, description="seed of the subset (binarization uses the run's data.eval_seed)")
@@ -106,9 +107,9 @@ class GapConfig(_Frozen):
 
 
 class PicturesConfig(_Frozen):
-    """What ``smvi pictures`` (:func:`smvi.stages.pictures.pictures_run`) draws: decoder means of prior samples, test images
-    above their reconstructions, and the encoder means of test images in 2-d (PCA or t-SNE), coloured by label. The
-    test images are fixed subsets drawn with ``seed``, given to the model as the run's ``data.transform`` makes them
+    """What ``smvi pictures`` (:func:`smvi.stages.pictures.pictures_run`) draws: decoder means of prior samples, test
+    images above their reconstructions, and the encoder means of test images in 2-d (PCA or t-SNE), coloured by label.
+    The test images are fixed subsets drawn with ``seed``, given to the model as the run's ``data.transform`` makes them
     (with its ``data.eval_seed``, like every evaluation); a subset larger than the test split is the whole split."""
 
     n_samples: int = Field(64, gt=0, description="prior samples z ~ N(0, I) whose decoder means are drawn")

@@ -12,9 +12,9 @@ batches of ``cfg.batch_size`` images and chunks of about 1024 decoder rows, so m
 test set.
 
 **Resumable.** After every batch the points scored so far are saved (``eval.partial.json``, an
-:class:`~smvi.store.records.EvalPartial` through the run-directory layer). A killed evaluation rerun with the same run, epoch
-and settings continues from there -- the values are those a single pass gives, since each point's noise is its own --
-and the file goes once ``eval.json`` is written. Progress for other settings or another epoch is not used. It is used
+:class:`~smvi.store.records.EvalPartial` through the run-directory layer). A killed evaluation rerun with the same run,
+epoch and settings continues from there -- the values are those a single pass gives, since each point's noise is its own
+-- and the file goes once ``eval.json`` is written. Progress for other settings or another epoch is not used. It is used
 with ``overwrite`` too (which replaces a record; a sweep passes it): its values are the ones a fresh pass would give.
 """
 
@@ -55,10 +55,10 @@ def evaluation_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed
 
 def full_test_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed: int, transform: str = "binarize"
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image of ``images``, binarized (or dequantized: ``transform``) once, as (indices, inputs): first the evaluation subset of ``n``
-    exactly as :func:`evaluation_set` binarizes it, then the other images (sorted) binarized with the seed
-    ``binarize_seed + 0x5E7``. So a subset image is the same binary image in both, and every estimator, whose noise
-    is a function of the point's values, gives it the same value."""
+    """Every image of ``images``, binarized (or dequantized: ``transform``) once, as (indices, inputs): first the
+    evaluation subset of ``n`` exactly as :func:`evaluation_set` binarizes it, then the other images (sorted) binarized
+    with the seed ``binarize_seed + 0x5E7``. So a subset image is the same binary image in both, and every estimator,
+    whose noise is a function of the point's values, gives it the same value."""
     idx = evaluation_indices(len(images), n, subset_seed)
     keep = torch.ones(len(images), dtype=torch.bool)
     keep[idx] = False

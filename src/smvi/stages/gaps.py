@@ -152,7 +152,8 @@ class GapResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, MeanSE]:
-        """Mean ± SE over images (:func:`smvi.store.stats.mean_se`) of every per-image value and of the total ``gap``."""
+        """Mean ± SE over images (:func:`smvi.store.stats.mean_se`) of every per-image value and of the total
+        ``gap``."""
         out = {k: mean_se(_values(getattr(self, k))) for k in _PER_IMAGE}
         return {**out, "gap": mean_se(_values(self.log_px - self.elbo_amortized))}
 

@@ -1,16 +1,17 @@
 """``smvi pictures``: what a trained model draws, how it reconstructs test images, and where its encoder puts them.
 
 Three PNGs beside the run's pictures record (file names owned by :mod:`smvi.store.rundir`; the record,
-:class:`~smvi.store.records.PicturesRecord`, holds each PNG's SHA-256, so a reader knows the PNG is the one it describes):
+:class:`~smvi.store.records.PicturesRecord`, holds each PNG's SHA-256, so a reader knows the PNG is the one it
+describes):
 
 - ``samples``: the decoder means E[x | z] at ``n_samples`` prior draws z ~ N(0, I), ``columns`` per row;
 - ``reconstructions``: ``n_reconstructions`` fixed test images as the model sees them (the run's ``data.transform``
   with its ``data.eval_seed``, as every evaluation: binarized, or dequantized), each row of them above a row of their
   reconstructions, the decoder mean at the encoder's mean (:func:`smvi.core.families.location` for a flow q);
 - ``latents``: the encoder means of ``n_latent`` fixed test images (the features of ``smvi ssl``,
-  :func:`smvi.stages.ssl.encoder_features`) in 2-d, coloured by label, each label written at its points' median: by default
-  on their first two principal components (:func:`pca_2d`: an SVD of the centred means, each axis's sign fixed so
-  that its largest loading is positive), or by t-SNE (``projection = "tsne"``, scikit-learn's, seeded; it keeps
+  :func:`smvi.stages.ssl.encoder_features`) in 2-d, coloured by label, each label written at its points' median: by
+  default on their first two principal components (:func:`pca_2d`: an SVD of the centred means, each axis's sign fixed
+  so that its largest loading is positive), or by t-SNE (``projection = "tsne"``, scikit-learn's, seeded; it keeps
   neighbourhoods, not distances or variances).
 
 Draws and subsets are seeded (:class:`~smvi.settings.stages.PicturesConfig`): the same run and settings give the same

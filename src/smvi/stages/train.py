@@ -1,8 +1,8 @@
 """Training: a resumable loop over the SMVI objective.
 
-The run directory's layout, lock and identity belong to :mod:`smvi.store.rundir`; training writes its config (pass it back
-with --config to rerun), the checkpoint (weights, Adam state, RNG states and progress after the last finished epoch)
-and the metrics (one JSON line per finished epoch: every term, seconds, device and threads, skipped steps, test
+The run directory's layout, lock and identity belong to :mod:`smvi.store.rundir`; training writes its config (pass it
+back with --config to rerun), the checkpoint (weights, Adam state, RNG states and progress after the last finished
+epoch) and the metrics (one JSON line per finished epoch: every term, seconds, device and threads, skipped steps, test
 monitor).
 
 Every file is replaced atomically; after each epoch the metrics are written first, then the checkpoint, so a run
@@ -94,9 +94,9 @@ def _restore(path: Path, config: RunConfig, model, optimizer, loader, device, du
 
 def with_data_dir(config: RunConfig) -> RunConfig:
     """``config`` with MNIST's directory resolved from ``$SMVI_DATA_DIR`` / ``$SMVI_CACHE_DIR`` (where
-    :func:`~smvi.data.loading.load_data` just found it), so the saved config says where the data came from and later stages
-    do not depend on the environment. MNIST's location is not part of the run's identity (its files are MD5-checked),
-    so this changes no fingerprint; an ``idx`` run names its directory itself."""
+    :func:`~smvi.data.loading.load_data` just found it), so the saved config says where the data came from and later
+    stages do not depend on the environment. MNIST's location is not part of the run's identity (its files are
+    MD5-checked), so this changes no fingerprint; an ``idx`` run names its directory itself."""
     if config.data.dataset != "mnist" or config.data.data_dir:
         return config
     where = os.environ.get("SMVI_DATA_DIR") or str(cache_dir())
@@ -119,14 +119,15 @@ def train(
     progress: bool = True,
     data: ImageData | None = None,
 ) -> TrainResult:
-    """Train a :class:`~smvi.core.models.VAE` with ``train.objective`` (SMVI by default), checkpointing after every epoch.
+    """Train a :class:`~smvi.core.models.VAE` with ``train.objective`` (SMVI by default), checkpointing after every
+    epoch.
 
-    ``resume`` continues the run in ``run_dir`` (its saved config must have ``config``'s identity: only
-    ``train.epochs`` and ``train.device`` may change, see :func:`smvi.store.rundir.fingerprint`); without it an existing run
-    is an error unless ``overwrite``, which also removes the run's result records. ``data`` skips loading.
-    Non-finite steps (loss or gradient) are skipped and counted; ``train.max_bad_steps`` consecutive ones raise
-    :class:`TrainingDiverged`, leaving the last good checkpoint in place. Nothing in ``run_dir`` changes before the
-    data, the device and (when resuming) the checkpoint have been checked.
+    ``resume`` continues the run in ``run_dir`` (its saved config must have ``config``'s identity: only ``train.epochs``
+    and ``train.device`` may change, see :func:`smvi.store.rundir.fingerprint`); without it an existing run is an error
+    unless ``overwrite``, which also removes the run's result records. ``data`` skips loading. Non-finite steps (loss or
+    gradient) are skipped and counted; ``train.max_bad_steps`` consecutive ones raise :class:`TrainingDiverged`, leaving
+    the last good checkpoint in place. Nothing in ``run_dir`` changes before the data, the device and (when resuming)
+    the checkpoint have been checked.
     """
     run_dir = path_text(run_dir)  # not empty (the current folder), valid UTF-8 (records and reports hold it as text)
     config = build_config(RunConfig, config.model_dump(mode="json"))  # re-checked: model_copy(update=) skips validation

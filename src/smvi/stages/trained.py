@@ -72,9 +72,9 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
 def open_stage(run_dir: str | Path, kind: str, *, data: ImageData | None = None, overwrite: bool = False,
                device: str = "cpu") -> tuple[RunDir, LoadedRun, ImageData]:
     """What every stage (evaluate, ssl, convergence, gaps) checks before any work, in this order: the run (config,
-    checkpoint and their identity), an existing record ``kind`` (an error unless ``overwrite``) and that the
-    directory is writable; then the run's data (``data`` if given). Returns the run directory, the loaded run and the
-    data; every refusal is one-line :class:`~smvi.store.rundir.RunError` or :class:`~smvi.store.checkpoint.CheckpointError`."""
+    checkpoint and their identity), an existing record ``kind`` (an error unless ``overwrite``) and that the directory
+    is writable; then the run's data (``data`` if given). Returns the run directory, the loaded run and the data; every
+    refusal is one-line :class:`~smvi.store.rundir.RunError` or :class:`~smvi.store.checkpoint.CheckpointError`."""
     rd = RunDir(run_dir)
     run = load_run(rd.path, device=device)
     if rd.record_path(kind).exists() and not overwrite:

@@ -1,13 +1,13 @@
 """Safe checkpoints (atomic writes live in :mod:`smvi.store.atomic`, re-exported here).
 
-A checkpoint is one safetensors file — the model's
-weights (``model.*``), Adam's state (``optim.*``) and the RNG states (``rng.*``) as tensors, and the progress, optimizer
-hyper-parameters and config as JSON strings in its header — so loading it never unpickles anything. The header also
-holds a SHA-256 of everything else: an integrity check that refuses a damaged (truncated, bit-flipped, half-copied)
-checkpoint, not authentication -- anyone can edit a checkpoint and recompute the digest. A checkpoint never holds a
-non-finite weight or optimizer moment (writing one is refused, and so is loading one). Since the run-directory layer
-(:mod:`smvi.store.rundir`), the header may also hold the run's ``fingerprint``; older checkpoints without it stay valid (their
-fingerprint is computed from the config in their header).
+A checkpoint is one safetensors file — the model's weights (``model.*``), Adam's state (``optim.*``) and the RNG states
+(``rng.*``) as tensors, and the progress, optimizer hyper-parameters and config as JSON strings in its header — so
+loading it never unpickles anything. The header also holds a SHA-256 of everything else: an integrity check that refuses
+a damaged (truncated, bit-flipped, half-copied) checkpoint, not authentication -- anyone can edit a checkpoint and
+recompute the digest. A checkpoint never holds a non-finite weight or optimizer moment (writing one is refused, and so
+is loading one). Since the run-directory layer (:mod:`smvi.store.rundir`), the header may also hold the run's
+``fingerprint``; older checkpoints without it stay valid (their fingerprint is computed from the config in their
+header).
 """
 
 from __future__ import annotations

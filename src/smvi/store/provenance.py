@@ -113,8 +113,8 @@ def _records(run) -> dict[str, dict | None]:
 
 
 def provenance_rows(runs: list) -> tuple[list[str], list[list[str]]]:
-    """The provenance table: per run (:class:`smvi.report.aggregate.Run`), wall time of training and of each stage with a
-    current record, the smvi and torch versions and machine its records name, and when the newest was written."""
+    """The provenance table: per run (:class:`smvi.report.aggregate.Run`), wall time of training and of each stage with
+    a current record, the smvi and torch versions and machine its records name, and when the newest was written."""
     head = ["run", "train", "device, threads (train)", "evaluate", "ssl", "convergence", "gaps", "smvi", "torch",
             "machine (records)", "written (UTC)"]
     body = []

@@ -1,13 +1,13 @@
 """Typed result records (torch-free): what ``evaluate``, ``ssl``, ``convergence``, ``gaps`` and ``pictures`` write,
 and the one rule that says whether a record is current.
 
-Every record starts with the same :class:`Header` -- ``{schema, fingerprint, epoch, settings, smvi_version,
-created}`` and, since the report's provenance section, ``{torch_version, python_version, host}``: the run it describes
-(:func:`smvi.store.rundir.fingerprint`), the epoch of the model, the stage's settings, who wrote it, when, with what and on
-which machine (:func:`smvi.store.provenance.host_info`; null in records written before, which still parse).
-:func:`staleness` is the only freshness rule: a record is current iff its fingerprint, epoch and settings match the
-run and the settings asked for. Non-finite numbers are written as JSON ``null`` and listed in the
-record's ``notes`` (:func:`dump_record`), never crash the writer.
+Every record starts with the same :class:`Header` -- ``{schema, fingerprint, epoch, settings, smvi_version, created}``
+and, since the report's provenance section, ``{torch_version, python_version, host}``: the run it describes
+(:func:`smvi.store.rundir.fingerprint`), the epoch of the model, the stage's settings, who wrote it, when, with what and
+on which machine (:func:`smvi.store.provenance.host_info`; null in records written before, which still parse).
+:func:`staleness` is the only freshness rule: a record is current iff its fingerprint, epoch and settings match the run
+and the settings asked for. Non-finite numbers are written as JSON ``null`` and listed in the record's ``notes``
+(:func:`dump_record`), never crash the writer.
 
 Files written before the header existed (``eval.json`` with a top-level ``epoch``, ``ssl.json`` with ``run.epoch``,
 ``convergence.json``) are upgraded on read by :func:`parse_record`: the fingerprint is the run's (from its
@@ -354,8 +354,8 @@ class GapsRecord(_Rec):
 # ---- pictures -------------------------------------------------------------------------------------------------------
 class PicturesRecord(_Rec):
     """What :func:`smvi.stages.pictures.pictures_run` drew for one run: the three PNGs beside it in the run directory
-    (:meth:`smvi.store.rundir.RunDir.picture_path`), each named here with its SHA-256, so a reader can tell that a PNG is
-    the one this record describes (not one left by another run or an interrupted write)."""
+    (:meth:`smvi.store.rundir.RunDir.picture_path`), each named here with its SHA-256, so a reader can tell that a PNG
+    is the one this record describes (not one left by another run or an interrupted write)."""
 
     header: Header
     run: str

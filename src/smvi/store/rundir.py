@@ -11,11 +11,12 @@ A run directory holds::
     ssl_features.npz         the encoder means the robust SSL protocol scored (named, with its SHA-256, in ssl.json)
     .lock                    held (flock) by the one process writing the run
 
-**Identity.** :func:`fingerprint` is the SHA-256 of the canonical JSON (sorted keys, compact) of the run's config
-dumped without its default values, minus the settings that may change without changing the run: ``train.epochs``,
-``train.device``, ``train.tensorboard`` (where curves are logged) and, for ``data.dataset = "mnist"`` (MD5-verified wherever it lies), ``data.data_dir``. Leaving out
-defaults keeps the fingerprint of existing runs when a new setting with a default is added. Checkpoints and result
-records carry it; a checkpoint written before it existed gets it from the config in its header.
+**Identity.** :func:`fingerprint` is the SHA-256 of the canonical JSON (sorted keys, compact) of the run's config dumped
+without its default values, minus the settings that may change without changing the run: ``train.epochs``,
+``train.device``, ``train.tensorboard`` (where curves are logged) and, for ``data.dataset = "mnist"`` (MD5-verified
+wherever it lies), ``data.data_dir``. Leaving out defaults keeps the fingerprint of existing runs when a new setting
+with a default is added. Checkpoints and result records carry it; a checkpoint written before it existed gets it from
+the config in its header.
 """
 
 from __future__ import annotations
@@ -401,8 +402,8 @@ class RunDir:
         return epoch
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """The per-epoch records of ``metrics.jsonl`` in order ([] without one); reading stops at the first line that
-        is not a JSON object with an ``epoch`` (a torn last line), and a damaged file is a one-line :class:`RunError`."""
+        """The per-epoch records of ``metrics.jsonl`` in order ([] without one); reading stops at the first line that is
+        not a JSON object with an ``epoch`` (a torn last line), and a damaged file is a one-line :class:`RunError`."""
         try:
             text = read_bounded(self.metrics_path).decode(errors="replace")
         except FileNotFoundError:

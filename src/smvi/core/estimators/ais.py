@@ -249,8 +249,8 @@ def ais(
     estimate rests on exact: positions, momenta and the energies of the accept/reject test in the model's dtype (fp32),
     the log-weights in fp64. HMC with any deterministic, volume-preserving, reversible integrator stays exact when the
     accept/reject uses the true Hamiltonian (Neal 2011, "MCMC using Hamiltonian dynamics"; see
-    :func:`~smvi.core.estimators.hmc.hmc_step`), so each transition still leaves its π_β invariant and E[w] = p(x) holds as
-    in fp32; only the acceptance rate (and with it the adapted step size) can change. Needs a float32 model and a
+    :func:`~smvi.core.estimators.hmc.hmc_step`), so each transition still leaves its π_β invariant and E[w] = p(x) holds
+    as in fp32; only the acceptance rate (and with it the adapted step size) can change. Needs a float32 model and a
     device with bf16 autocast (:func:`~smvi.core.estimators.precision.check_precision` says why not, in one line).
     ``precision="auto"`` is bf16 where the hardware has bf16 units, else fp32
     (:func:`~smvi.core.estimators.precision.resolve_precision`); ``settings["precision"]`` holds what ran.
