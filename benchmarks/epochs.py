@@ -98,7 +98,7 @@ def _compiles(make_model: Callable[[], torch.nn.Module], x: torch.Tensor, lam: f
     step = _autocast_step(model, torch.optim.Adam(model.parameters(), lr=1e-3), lam, True, True)
     try:
         step(x)
-    except RuntimeError as e:  # torch 2.13: "torch.compile with aot_autograd does not currently support double backward"
+    except RuntimeError as e:  # torch 2.13: torch.compile (aot_autograd) does not support double backward
         return str(e).strip().splitlines()[-1]
     return None
 

@@ -6,8 +6,9 @@
 
 Sections (see benchmarks/README.md for how to read them):
 
-- ``steps``: one training step (objective, backward, Adam) of the paper's VAE at λ = 0, of SMVI at λ > 0, of the plain reference (benchmarks/reference.py), the same in bf16 autocast,
-  and the machine's 2048² matrix-product rate, all interleaved in shuffled rounds; medians of wall and CPU time.
+- ``steps``: one training step (objective, backward, Adam) of the paper's VAE at λ = 0, of SMVI at λ > 0, of the
+  plain reference (benchmarks/reference.py), the same in bf16 autocast, and the machine's 2048² matrix-product rate,
+  all interleaved in shuffled rounds; medians of wall and CPU time.
   FLOPs are counted (torch.utils.flop_counter), so achieved FLOP/s ÷ matrix-multiply rate is reported.
 - ``threads``: the SMVI step and the matrix product at 1 thread and at every core.
 - ``training``: the same epochs of the reference loop, of ``smvi.stages.train.train`` and of a prototype loop with the
@@ -203,7 +204,8 @@ def bench_training(s: dict, data: ImageData, workdir: Path) -> tuple[dict, smvi.
                     train=TrainConfig(lam=LAM, epochs=1, batch_size=512, seed=0, device="cpu"))
     run_dir = workdir / "smvi_run"
     manual = {}
-    for name, reference, bf16, fused in (("reference", True, False, False), ("smvi_bf16_fused_adam", False, True, True)):
+    for name, reference, bf16, fused in (("reference", True, False, False),
+                                         ("smvi_bf16_fused_adam", False, True, True)):
         model = vae(s)  # train()'s initialization, data stream (seed + 1) and, carried below, its z-noise stream
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
         loader = DynamicBinarizer(subset.train_x, 512, seed=1)

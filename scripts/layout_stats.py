@@ -185,7 +185,8 @@ def stats(root: Path) -> Stats:
                 unused.append(f"{name}.{n}")
     return Stats(modules=len(modules), wings=dict(sorted(wings.items())), import_levels=max(level.values()),
                  deepest=max(level, key=lambda m: (level[m], m)), smvi_all=len(exported.get("smvi", [])),
-                 all_total=sum(len(v) for n, v in exported.items() if n != "smvi"), private_imports=private, unused_all=unused)
+                 all_total=sum(len(v) for n, v in exported.items() if n != "smvi"), private_imports=private,
+                 unused_all=unused)
 
 
 def main(argv: list[str]) -> None:

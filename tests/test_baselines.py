@@ -51,7 +51,7 @@ def test_beta_1_and_k_1_are_the_vae_bit_for_bit(posterior, baseline):
         lambda: iwae_objective(model, x, k=1))
     got, g_got = loss_and_grads(model, other)
     assert torch.equal(got.loss, vae.loss) and torch.equal(got.elbo, vae.elbo)
-    assert all(torch.equal(a, b) for a, b in zip(g_got, g_vae))
+    assert all(torch.equal(a, b) for a, b in zip(g_got, g_vae, strict=True))
 
 
 def test_beta_weights_exactly_the_kl():

@@ -38,7 +38,7 @@ def test_evaluate_writes_every_estimate_per_image_with_standard_errors(trained, 
             values = getattr(p, key)
             assert len(values) == split.n and getattr(split, key).mean == pytest.approx(sum(values) / split.n)
             assert getattr(split, key).se > 0
-        assert p.gap == pytest.approx([a - b for a, b in zip(p.ais, p.elbo)])
+        assert p.gap == pytest.approx([a - b for a, b in zip(p.ais, p.elbo, strict=True)])
         assert 0 < split.ais_acceptance <= 1
     assert e.work["gradient_evaluations"] == 40 * 2 * 20 * 2
 

@@ -37,7 +37,7 @@ def test_full_test_iwae_is_the_subsets_iwae_on_shared_images_and_above_the_elbo(
     e = evaluate_run(trained, CFG, data=data, progress=False)
     f, split = e.full_test, e.splits["test"]
     assert f.k == 40 and f.n == len(data.test_x) == len(f.per_image) and sorted(f.indices) == list(range(f.n))
-    full = dict(zip(f.indices, f.per_image))
+    full = dict(zip(f.indices, f.per_image, strict=True))
     # same binary images, same seed, same k: the same per-image values (up to float32 rounding in batched products)
     assert [full[i] for i in split.indices] == pytest.approx(split.per_image.iwae, rel=1e-6)
     # ELBO ≤ IWAE_k per image in expectation; the 50-sample ELBO mean sits below the 40-sample IWAE mean by far more

@@ -241,7 +241,7 @@ def test_ssl_gain_is_paired_by_label_subset(tmp_path):
         seeds = list(acc)
         (sweep / f"lam{lam}" / "ssl.json").write_text(json.dumps(
             {"settings": {}, "run": {"lam": lam, "seed": 0, "epoch": 3},
-             "features": ssl_result(lambda s: tuple(acc[k] for k in seeds), seeds, (600,))}))
+             "features": ssl_result(lambda s, acc=acc, seeds=seeds: tuple(acc[k] for k in seeds), seeds, (600,))}))
     page = make_report(sweep)
     gain = read_csv(page.parent / "results.csv")[("ssl_gain", "test", "600", "0.5")]
     diffs = [100 * (0.902 - 0.90), 100 * (0.951 - 0.95), 100 * (0.925 - 0.92)]

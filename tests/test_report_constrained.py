@@ -29,7 +29,7 @@ def write_constrained(d, measure, target, lams, avgs, units, kl, d_sm, gap):
     RunDir(d).write_config(cfg)
     lines = [{"epoch": e + 1, "lam": lam, "constraint_avg": avg, "constraint_measure": measure,
               "constraint_target": target, "constraint_status": "active", "test_active_units": units,
-              "test_kl": kl + (3 - e)} for e, (lam, avg) in enumerate(zip(lams, avgs))]
+              "test_kl": kl + (3 - e)} for e, (lam, avg) in enumerate(zip(lams, avgs, strict=True))]
     lines[-1]["test_kl"] = kl
     (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
     ev = eval_numbers(0.0, 0)

@@ -143,6 +143,7 @@ def test_a_report_directory_with_other_files_is_refused(sweep, tmp_path):
 
 
 def test_the_report_does_not_import_torch():
-    code = "import sys, smvi.report.page, smvi.store.rundir, smvi.store.records, smvi.report.aggregate; print('torch' in sys.modules)"
+    code = ("import sys, smvi.report.page, smvi.store.rundir, smvi.store.records, smvi.report.aggregate; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -103,7 +103,8 @@ def _trap_write(kind: str, name: str, k: int) -> None:
             _die()
         return real_replace(src, dst)
 
-    C.atomic_write_bytes = A.atomic_write_bytes = atomic_write_bytes  # checkpoints; metrics and config (smvi.store.atomic)
+    # checkpoints; metrics and config (smvi.store.atomic)
+    C.atomic_write_bytes = A.atomic_write_bytes = atomic_write_bytes
     os.fdopen, os.replace = fdopen, replace
 
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> (submodule, attribute). Training is ``train_run`` (not ``train``: that is the submodule smvi.stages.train).
+# public name -> (submodule, attribute). Training is ``train_run`` (not ``train``: that is the submodule
+# smvi.stages.train).
 _EXPORTS: dict[str, tuple[str, str]] = {
     # configuration
     "ConfigError": ("settings.run", "ConfigError"),

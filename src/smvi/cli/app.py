@@ -16,9 +16,11 @@ import click
 from smvi.settings.run import RunConfig
 from smvi.settings.stages import EvalConfig
 
-EVAL_PRESET_NAMES = ("default", "quick")  # smvi.studies.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
+# smvi.studies.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
+EVAL_PRESET_NAMES = ("default", "quick")
 SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.studies.presets.PRESETS (same check)
-SWEEP_PRESET_TIMES = {  # smvi.studies.presets.PRESET_TIMES, the one owner of these numbers (tests/test_progress.py checks)
+# smvi.studies.presets.PRESET_TIMES, the one owner of these numbers (tests/test_progress.py checks)
+SWEEP_PRESET_TIMES = {
     "quick": "3–5 min on 2 idle CPU cores",
     "cpu": "about 2 h on 2 CPU cores (4.1 h of one-thread processes, two at a time)",
     "paper": ("about 17 h on 2 shared CPU cores (measured: 33 h of one-thread processes, two at a time; about 9 h at "
@@ -26,8 +28,9 @@ SWEEP_PRESET_TIMES = {  # smvi.studies.presets.PRESET_TIMES, the one owner of th
 }
 # The library's expected errors, by module; a module not imported yet cannot have raised one.
 _EXPECTED_ERRORS = {
-    "smvi.settings.run": ("ConfigError",), "smvi.data.loading": ("DataError",), "smvi.stages.train": ("TrainingDiverged",),
-    "smvi.store.rundir": ("RunError",), "smvi.store.records": ("RecordError",), "smvi.store.checkpoint": ("CheckpointError",),
+    "smvi.settings.run": ("ConfigError",), "smvi.data.loading": ("DataError",),
+    "smvi.stages.train": ("TrainingDiverged",), "smvi.store.rundir": ("RunError",),
+    "smvi.store.records": ("RecordError",), "smvi.store.checkpoint": ("CheckpointError",),
     "smvi.stages.ssl": ("SSLError",), "smvi.report.aggregate": ("ReportError",), "smvi.core.estimators.precision": (),
 }
 

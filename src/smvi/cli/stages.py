@@ -106,7 +106,7 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
                                                                      "ais.precision": ais_precision})
     r = check_convergence(run_dir, cfg, overwrite=overwrite, progress=not no_progress)
     means = r.ladder.means if r.ladder else [None] * len(r.bdmc)
-    for b, m in zip(r.bdmc, means):
+    for b, m in zip(r.bdmc, means, strict=True):
         click.echo(f"steps {b.steps:>6d}: BDMC [{_fmt(b.lower)}, {_fmt(b.upper)}] gap {_fmt(b.gap)}"
                    f" ± {_fmt(b.gap_se)}   test AIS {_fmt(m)}")
     for note in r.notes:
@@ -166,7 +166,8 @@ def ssl_table(record) -> str:
     table = [["", *(f"s = {s}" for s in sizes)]] + [[name, *(cell(acc.get(s)) for s in sizes)] for name, acc in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = [f"test accuracy (%), mean ± SE over {len(f.seeds)} label subsets, {f.n_test} test images:"]
-    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
               for r in table]
     if record.table:
         edge = sum(any(r.on_edge.values()) for r in record.table)

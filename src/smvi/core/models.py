@@ -23,6 +23,7 @@ for checking estimators).
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -63,7 +64,7 @@ def _mlp(sizes: list[int], activation: str, last_scale: float = 1.0) -> nn.Seque
     """Linear layers of the given sizes with ``activation`` between them; He-normal init (fan-in, gain √2), zero
     biases, the last layer's weights multiplied by ``last_scale``."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(pairwise(sizes)):
         lin = nn.Linear(n_in, n_out)
         nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
         nn.init.zeros_(lin.bias)

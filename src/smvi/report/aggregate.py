@@ -290,7 +290,7 @@ def _by_seed(ssl: dict | None, s: int) -> dict[Any, float]:
     seeds, acc = _get(ssl, "features", "seeds"), _get(ssl, "features", "sizes", str(s), "accuracy")
     if not (isinstance(seeds, list) and isinstance(acc, list) and len(seeds) == len(acc)):
         return {}
-    return {k: float(a) for k, a in zip(seeds, acc) if _num(a) is not None}
+    return {k: float(a) for k, a in zip(seeds, acc, strict=True) if _num(a) is not None}
 
 
 def _gain(runs: list[Run], s: int, lam: float) -> Row | None:

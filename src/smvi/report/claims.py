@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 from smvi.report.aggregate import Row
@@ -63,7 +64,7 @@ def _ci(r: PairedRow, unit: str) -> str:
 def _rises(gaps: list[Row]) -> list[tuple[float, float]]:
     """Successive λ pairs whose mean test gap rises by more than 2 combined SEs."""
     out = []
-    for a, b in zip(gaps, gaps[1:]):
+    for a, b in pairwise(gaps):
         se = math.hypot(a.se or 0.0, b.se or 0.0)
         if b.mean - a.mean > 2 * se:
             out.append((a.lam, b.lam))

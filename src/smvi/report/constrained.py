@@ -35,8 +35,8 @@ CAPTIONS = {
                          "gap (the estimate is a lower bound of the gap).",
     "figc2_lambda.png": "Constrained runs: λ at the end of each epoch (log scale); grey lines: the sweep's fixed λ.",
     "figc3_plane.png": "Test AIS log p(x) against the test AIS gap: fixed-λ runs (line, labelled by λ; mean over "
-                       "seeds; a red × marks a collapsed λ) and constrained runs (points, labelled by target; × marks a "
-                       "collapsed run).",
+                       "seeds; a red × marks a collapsed λ) and constrained runs (points, labelled by target; "
+                       "× marks a collapsed run).",
 }
 FILES = {*CAPTIONS, "constrained.csv"}
 
@@ -166,10 +166,11 @@ def _figure_targets(cruns: list[ConstrainedRun]) -> bytes | None:
     if not panels:
         return None
     fig = Figure(figsize=(5.5 * len(panels), 4.5), layout="tight")
-    for ax, (measure, train, test, test_label) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (measure, train, test, test_label) in zip(axes, panels, strict=True):
         for pts, style, label in ((train, "o", f"training {MEASURE[measure]}, last epoch"), (test, "s", test_label)):
             if pts:
-                ax.scatter(*zip(*pts), marker=style, label=label, zorder=3)
+                ax.scatter(*zip(*pts, strict=True), marker=style, label=label, zorder=3)
         values = [v for p in train + test for v in p]
         lo, hi = min(values) / 1.5, max(values) * 1.5
         ax.plot([lo, hi], [lo, hi], ":", color="0.4", label="y = x")
@@ -194,7 +195,7 @@ def _figure_lambda(cruns: list[ConstrainedRun], fixed_lams: list[float]) -> byte
         ax.axhline(lam, color="0.75", lw=0.8, zorder=0)
         ax.annotate(f"λ = {lam:g}", (0, lam), xycoords=("axes fraction", "data"), fontsize=7, color="0.5")
     for i, c in enumerate(runs):
-        ax.plot(*zip(*c.trajectory), marker="o", ms=3, color=f"C{i % 10}", label=_label(c))
+        ax.plot(*zip(*c.trajectory, strict=True), marker="o", ms=3, color=f"C{i % 10}", label=_label(c))
     ax.set(yscale="log", xlabel="epoch", ylabel="λ (end of epoch)", title="Learned λ")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

@@ -73,7 +73,7 @@ def figure_curves(runs: list[Run], collapsed: set[str] = frozenset()) -> bytes |
     fig = Figure(figsize=(13, 4.2), layout="constrained")
     panels = fig.subplots(1, 3)
     titles = ("(a) ELBO (nats)", "(b) D_SM, monitor set", "(c) KL(q ‖ p(z)) (nats)")
-    for ax, key, title in zip(panels, ("elbo", "d_sm", "kl"), titles):
+    for ax, key, title in zip(panels, ("elbo", "d_sm", "kl"), titles, strict=True):
         values = []
         for r in runs:
             color, ls, _ = styles[r.name]

@@ -176,7 +176,7 @@ def figure_gap(rows: list[Row], lams: list[float], collapsed: frozenset[float] =
         got[ax][1].extend(w)
 
     for split in SPLITS:
-        pick = lambda q: [r for r in rows if r.quantity == q and r.split == split]  # noqa: E731
+        pick = lambda q, split=split: [r for r in rows if r.quantity == q and r.split == split]  # noqa: E731
         add(a, pick("gap"), COLORS[split], split)
         add(b, pick("ais"), COLORS[split], f"{split}: log p(x) (AIS)")
         add(b, pick("elbo"), COLORS[split], f"{split}: ELBO", ls="--", alpha=0.6)
@@ -215,7 +215,8 @@ def figure_ssl(rows: list[Row], lams: list[float], collapsed: frozenset[float] =
     ax.set(title=f"{'(a) ' if gains else ''}Semi-supervised SVM test accuracy", ylabel="test accuracy (%)")
     focus(ax, kept, away, unit=" %")
     plain_y(ax)
-    handles = dict(zip(*ax.get_legend_handles_labels()[::-1]))  # label -> handle; list each s's pair together
+    # label -> handle; list each s's pair together
+    handles = dict(zip(*ax.get_legend_handles_labels()[::-1], strict=True))
     order = [k for s in sizes for k in (f"s = {s}: encoder μ", f"s = {s}: raw pixels") if k in handles]
     collapsed_legend(ax, bool(away), ([handles[k] for k in order], order), ncol=len(sizes))
     for b in rest:  # the gains: λ = 0 is their zero line, not a point

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from smvi.report.aggregate import Run, _get, _num, is_constrained, lam_series, last_kl, method_of
 
 __all__ = ["Flag", "RULES", "COLLAPSE_UNITS", "COLLAPSE_KL", "ACCEPT_TARGET", "ACCEPT_TOL", "BDMC_TOL",
-           "RECOVERED_FRACTION", "is_collapsed", "run_flags", "sweep_flags", "excluded_lams", "mark", "legend", "CLAIM_BLOCKING"]
+           "RECOVERED_FRACTION", "is_collapsed", "run_flags", "sweep_flags", "excluded_lams", "mark", "legend",
+           "CLAIM_BLOCKING"]
 
 COLLAPSE_UNITS = 2  # active units: at most this many is a collapse
 COLLAPSE_KL = 0.1  # nats per image: a KL(q ‖ prior) below this is a collapse

@@ -44,7 +44,8 @@ FRONTIER_CAPTIONS = {
             "red × marks a point in posterior collapse (⚠C), which does not set the y-range (off scale: a red "
             "triangle on the edge with its value). (b), for runs with a gaps record: the ELBO gap split into the "
             "approximation gap (the family cannot represent the posterior) and the amortization gap (the encoder "
-            "misses each image's best member), mean ± SE over the gaps record's test images. Runs with a learned λ (train.constraint.target) are not shown.",
+            "misses each image's best member), mean ± SE over the gaps record's test images. Runs with a learned λ "
+            "(train.constraint.target) are not shown.",
 }
 
 
@@ -116,7 +117,7 @@ def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
             groups.setdefault(m, []).append(r)
     points = []
     for (method, knob, value), rs in sorted(groups.items(), key=lambda kv: (not kv[0][0].startswith("SMVI"), kv[0])):
-        pick = lambda tree, *k: [p for r in rs if (p := _pair(getattr(r, tree), *k))]  # noqa: E731
+        pick = lambda tree, *k, rs=rs: [p for r in rs if (p := _pair(getattr(r, tree), *k))]  # noqa: E731
         points.append(FrontierPoint(
             method, knob, value, tuple(r.name for r in rs),
             _estimate(pick("eval", "splits", "test", "ais"), "test points"),

@@ -57,7 +57,7 @@ def per_image(run: Run, quantity: str, split: str) -> dict[int, float]:
         idx, vals = _get(run.eval, "splits", split, "indices"), _get(run.eval, "splits", split, "per_image", quantity)
     if not (isinstance(idx, list) and isinstance(vals, list) and len(idx) == len(vals)):
         return {}
-    return {int(i): float(v) for i, v in zip(idx, vals) if isinstance(v, (int, float))}
+    return {int(i): float(v) for i, v in zip(idx, vals, strict=True) if isinstance(v, (int, float))}
 
 
 def _pairs(runs: list[Run], lam: float, values: Any) -> dict[int, list[float]]:
@@ -73,7 +73,7 @@ def _pairs(runs: list[Run], lam: float, values: Any) -> dict[int, list[float]]:
 
 def _family(rows: list[tuple[str, str, int | None, float, PairedDiff]]) -> list[PairedRow]:
     adjusted = holm([d.p for *_, d in rows])
-    return [PairedRow(q, sp, s, lam, d, p) for (q, sp, s, lam, d), p in zip(rows, adjusted)]
+    return [PairedRow(q, sp, s, lam, d, p) for (q, sp, s, lam, d), p in zip(rows, adjusted, strict=True)]
 
 
 def paired_rows(runs: list[Run]) -> list[PairedRow]:
@@ -85,7 +85,7 @@ def paired_rows(runs: list[Run]) -> list[PairedRow]:
     for q, split in LOGPX:
         family = []
         for lam in lams:
-            clusters = _pairs([r for r in runs if r.eval], lam, lambda r: per_image(r, q, split))
+            clusters = _pairs([r for r in runs if r.eval], lam, lambda r, q=q, split=split: per_image(r, q, split))
             if d := clustered_paired_t(clusters, level=1 - ALPHA):
                 family.append((q, split, None, lam, d))
         out += _family(family)
@@ -94,7 +94,7 @@ def paired_rows(runs: list[Run]) -> list[PairedRow]:
     for s in sizes:
         for lam in lams:
             clusters = _pairs([r for r in runs if r.ssl], lam,
-                              lambda r: {k: 100 * v for k, v in _by_seed(r.ssl, s).items()})
+                              lambda r, s=s: {k: 100 * v for k, v in _by_seed(r.ssl, s).items()})
             if d := clustered_paired_t(clusters, level=1 - ALPHA, value_unit="label subsets"):
                 family.append(("ssl_gain", "test", s, lam, d))
     return out + _family(family)
@@ -207,7 +207,7 @@ def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozens
             else:
                 scale[ax][0].extend([r.diff.low, r.diff.high])
     titles = ("(a) test images: λ minus λ = 0 (nats)", "(b) SSL accuracy: λ minus λ = 0 (points)")
-    for ax, title in zip(panels, titles):
+    for ax, title in zip(panels, titles, strict=True):
         ax.axhline(0, color="0.3", lw=0.8)
         ax.set(title=title, ylabel="paired difference")
         focus(ax, *scale[ax], include=(0.0,), unit=" nats" if ax is panels[0] else " points")

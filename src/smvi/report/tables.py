@@ -75,7 +75,7 @@ def _table_rows(find: dict, keys: list[tuple], lams: list[float], flags: list[Fl
         n = max(c.n_runs for c in cells if c)
         row = [fmt_lam(lam) + mark(flags, lam=lam, kinds=["collapse"]),
                str(n) + mark(flags, lam=lam, kinds=["unfinished"])]
-        for (q, split, _), c in zip(keys, cells):
+        for (q, split, _), c in zip(keys, cells, strict=True):
             fields = [f"ais_acceptance.{split}"] if q in EVAL_METRICS else [q] if q in ("kl", "active_units") else []
             fewer = f" ({c.n_runs} of {n} runs)" if c and c.n_runs < n else ""  # e.g. KL not logged by older runs
             row.append(_cell(c, fewer + (mark(flags, lam=lam, fields=fields) if fields and c else "")))
@@ -121,7 +121,8 @@ def _convergence_cells(c: dict) -> tuple[dict[int, str], dict[int, str]]:
     """Of one ``convergence.json``: steps → BDMC ``gap ± SE``, and steps → AIS ladder ``log p(x) ± SE``."""
     bdmc = {e["steps"]: pm(_num(e.get("gap")), _num(e.get("gap_se"))) for e in _list(c, "bdmc")
             if isinstance(e, dict) and isinstance(e.get("steps"), int)}
-    ladder = zip(*(_list(c, "ladder", k) for k in ("steps", "means", "sems")))
+    # not strict: a damaged record's lists of unequal length are cut to the shortest, as before
+    ladder = zip(*(_list(c, "ladder", k) for k in ("steps", "means", "sems")), strict=False)
     return bdmc, {s: pm(_num(m), _num(se)) for s, m, se in ladder if isinstance(s, int)}
 
 

@@ -121,8 +121,8 @@ def _score_split(model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar
         cols["ess"] += _values(r.ess)
         save(PartialSplit(**cols, seconds=saved.seconds + time.perf_counter() - t))
         bar.update(len(xb))
-    gap = [a - e for a, e in zip(cols["ais"], cols["elbo"])]
-    gap_iwae = [i - e for i, e in zip(cols["iwae"], cols["elbo"])] if "iwae" in cols else None
+    gap = [a - e for a, e in zip(cols["ais"], cols["elbo"], strict=True)]
+    gap_iwae = [i - e for i, e in zip(cols["iwae"], cols["elbo"], strict=True)] if "iwae" in cols else None
     return EvalSplit(
         n=len(x), indices=[int(i) for i in idx], elbo=mean_se(cols["elbo"]), d_sm=mean_se(cols["d_sm"]),
         iwae=mean_se(cols["iwae"]) if "iwae" in cols else None, ais=mean_se(cols["ais"]), gap=mean_se(gap),

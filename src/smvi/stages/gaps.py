@@ -105,7 +105,7 @@ def fit_local(model, x: Tensor, *, steps: int = 3000, lr: float = 1e-2, n_sample
                 elbo = _elbo_draws(model, family.local_distribution(local), x, n_samples)
                 grads = torch.autograd.grad(-elbo.sum(), local)
             if torch.isfinite(elbo).all() and all(bool(torch.isfinite(g).all()) for g in grads):
-                for t, g in zip(local, grads):
+                for t, g in zip(local, grads, strict=True):
                     t.grad = g
                 opt.step()
             else:
@@ -234,7 +234,7 @@ def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageDa
         header=make_header("gaps", run.fingerprint, run.epoch, cfg, device=str(x_all.device)), run=rd.path.name,
         posterior=run.config.model.posterior, objective=tc.objective, knob=_knob(tc), n=len(idx),
         indices=[int(i) for i in idx], **{k: mean_se(v) for k, v in per.items()},
-        gap=mean_se([a - e for a, e in zip(per["log_px"], per["elbo_amortized"])]), fit=fit,
+        gap=mean_se([a - e for a, e in zip(per["log_px"], per["elbo_amortized"], strict=True)]), fit=fit,
         ais_acceptance=float(torch.cat(acceptance).double().mean()), seconds=round(time.perf_counter() - t0, 2),
         per_image=GapsPerImage(**per))
     return rd.write_record("gaps", record)

@@ -223,7 +223,7 @@ def ssl_eval(
           Progress(label_of(progress, "ssl"), len(tasks), unit="labeled set", enabled=bool(progress)) as bar):
         futures = [pool.submit(task, *t) for t in tasks]
         by = {}
-        for t, f in zip(tasks, futures):
+        for t, f in zip(tasks, futures, strict=True):
             by[t] = f.result()
             bar.update(1)
     return SSLResult(

@@ -138,7 +138,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     bad = _nonfinite({**model, **{f"optim.{i}.{n}": v for i, s in opt_state.items() for n, v in s.items()}})
     if bad:
         raise CheckpointError(f"{path}: non-finite values in {bad[:3]}; this checkpoint cannot be used")
-    return Checkpoint(model, {"state": opt_state, "param_groups": groups}, rng, progress, config, meta.get("fingerprint"))
+    return Checkpoint(model, {"state": opt_state, "param_groups": groups}, rng, progress, config,
+                      meta.get("fingerprint"))
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, Tensor], source: str | Path) -> None:

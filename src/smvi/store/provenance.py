@@ -124,7 +124,7 @@ def provenance_rows(runs: list) -> tuple[list[str], list[list[str]]]:
         recs = _records(r)
         cells = [fmt_seconds(_num(v.get("seconds"))) if v else "—" for v in recs.values()]
         heads = [_header(v) for v in recs.values() if v]
-        pick = lambda key: ", ".join(sorted({str(h.get(key) or "unknown") for h in heads})) or "—"  # noqa: E731
+        pick = lambda key, heads=heads: ", ".join(sorted({str(h.get(key) or "unknown") for h in heads})) or "—"  # noqa: E731
         machines = ", ".join(sorted({_machine(h.get("host")) for h in heads})) or "—"
         created = max((str(h["created"]) for h in heads if h.get("created")), default="unknown" if heads else "—")
         body.append([r.name, fmt_seconds(train_seconds(r.metrics)) if r.metrics else "—", dev, *cells,

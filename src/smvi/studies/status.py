@@ -136,7 +136,7 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
             epochs = r.problem[0]
         table.append([r.name, epochs, *(r.stages[s] or "—" for s in shown)])
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
     left = {k: sum(r.work.get(k, 0) for r in rows) for k in ("epochs", *STAGES)}
     todo = [r for r in rows if not r.complete and not r.problem]
     left_alone = [r for r in rows if r.problem]

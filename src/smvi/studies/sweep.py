@@ -541,7 +541,8 @@ def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, ret
         if not todo:
             break
     for s in todo:
-        record({"name": s.name, "status": "failed", "done": [], "error": f"its worker process died {retries + 1} times"})
+        record({"name": s.name, "status": "failed", "done": [],
+                "error": f"its worker process died {retries + 1} times"})
 
 
 RAY_CONNECT_TIMEOUT = 10.0

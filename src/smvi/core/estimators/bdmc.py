@@ -83,7 +83,8 @@ class BDMCResult:
 
 
 def bdmc(
-    model, x: Tensor, z_true: Tensor, *, steps: int, chains: int = 16, precision: Precision = "fp32", **ais_options: Any,
+    model, x: Tensor, z_true: Tensor, *, steps: int, chains: int = 16, precision: Precision = "fp32",
+    **ais_options: Any,
 ) -> BDMCResult:
     """Bidirectional Monte Carlo (Grosse et al. 2015) on simulated pairs (x ``[N, x_dim]``, z_true ``[N, z_dim]``).
 
