@@ -65,7 +65,7 @@ class Host(_Rec):
     machine: str | None = None
     cpu: str | None = None
     cpus: int | None = None
-    device: str | None = Field(None, description="the torch device, with the GPU's name for CUDA")
+    device: str | None = Field(default=None, description="the torch device, with the GPU's name for CUDA")
 
 
 class Header(_Rec):
@@ -77,9 +77,9 @@ class Header(_Rec):
     settings: dict[str, Any] = Field(description="the stage's config, as dumped")
     smvi_version: str = Field(description="version that wrote the record ('legacy': upgraded from an old file)")
     created: str | None = Field(description="ISO-8601 UTC time of writing; null for upgraded old files")
-    torch_version: str | None = Field(None, description="torch that computed it; null in older records")
-    python_version: str | None = Field(None, description="Python that computed it; null in older records")
-    host: Host | None = Field(None, description="the machine; null in older records")
+    torch_version: str | None = Field(default=None, description="torch that computed it; null in older records")
+    python_version: str | None = Field(default=None, description="Python that computed it; null in older records")
+    host: Host | None = Field(default=None, description="the machine; null in older records")
 
 
 def make_header(kind: str, fingerprint: str, epoch: int, settings: BaseModel, *, device: str | None = None) -> Header:
@@ -104,7 +104,7 @@ class PerImage(_Rec):
 
 class EvalSplit(_Rec):
     n: int = Field(gt=0)
-    indices: list[int] | None = Field(None, description="the images' indices into the dataset split")
+    indices: list[int] | None = Field(default=None, description="the images' indices into the dataset split")
     elbo: MeanSE
     d_sm: MeanSE
     iwae: MeanSE | None = None
@@ -151,7 +151,8 @@ class EvalRecord(_Rec):
     run: str
     lam: float = Field(ge=0)
     splits: dict[Literal["test", "train"], EvalSplit]
-    full_test: FullTestIWAE | None = Field(None, description="IWAE on the whole test set; None when not computed")
+    full_test: FullTestIWAE | None = Field(default=None,
+                                           description="IWAE on the whole test set; None when not computed")
     seconds: Num = None
     work: dict[str, int] = {}
     notes: list[str] = []
