@@ -61,9 +61,10 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-_THREADS_HELP = "torch threads for this process [torch's default: every core]; 1 is often faster on a shared machine."
-_NO_PROGRESS_HELP = ("No progress output on stderr (a bar on a terminal, else a plain line every 30 s: "
-                     "smvi.progress); results are still printed.")
+# the help of every command's --threads and --no-progress options
+THREADS_HELP = "torch threads for this process [torch's default: every core]; 1 is often faster on a shared machine."
+NO_PROGRESS_HELP = ("No progress output on stderr (a bar on a terminal, else a plain line every 30 s: "
+                    "smvi.progress); results are still printed.")
 
 
 def _default(cls, dotted: str) -> str:
@@ -74,18 +75,14 @@ def _default(cls, dotted: str) -> str:
     return "[off]" if obj is None else f"[{obj}]"
 
 
-def _preset(key: str) -> str:
+def eval_default(key: str) -> str:
     """The evaluation default for ``key`` (the 'default' preset), for option help: ``[200]``."""
     return _default(EvalConfig, key)
 
 
-def _h(text: str, key: str) -> str:
+def run_help(text: str, key: str) -> str:
     """Option help ending with the run config's default for ``key``."""
     return f"{text} {_default(RunConfig, key)}."
-
-
-def _fmt(value) -> str:
-    return "nan" if value is None else f"{value:.2f}"
 
 
 class Terminated(KeyboardInterrupt):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from smvi.cli.app import _NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
+from smvi.cli.app import NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
 from smvi.settings.run import build_config, read_toml
 from smvi.settings.stages import STAGES
 from smvi.cli.app import _NO_PROGRESS_HELP, NonEmptyPath, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
@@ -30,7 +30,7 @@ from smvi.cli.app import _NO_PROGRESS_HELP, NonEmptyPath, SWEEP_PRESET_NAMES, SW
 @click.option("--overwrite", is_flag=True, help="Replace the sweep's saved settings: finished runs of an unchanged identity are reused, "
                    "runs the saved settings made are retrained if their identity changed; no other run is touched.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end.")
-@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
 def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tuple[str, ...], executor: str,
               workers: int, address: str | None, overwrite: bool, report: bool, no_progress: bool) -> None:
     """Train, evaluate, ssl and draw pictures for every (λ, seed) of a grid; idempotent and resumable.

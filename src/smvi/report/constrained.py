@@ -21,7 +21,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from smvi.report.aggregate import Row, Run, _get, _num, is_constrained, last_kl
+from smvi.report.aggregate import Row, Run, is_constrained, last_kl, lookup, number
 from smvi.report.flags import COLLAPSE_KL, COLLAPSE_UNITS, is_collapsed
 
 __all__ = ["COLLAPSE_UNITS", "COLLAPSE_KL", "ConstrainedRun", "is_constrained", "constrained_runs",
@@ -60,7 +60,7 @@ class ConstrainedRun:
         return is_collapsed(self.active_units, self.kl)
 
     def eval(self, split: str, q: str, key: str = "mean") -> float | None:
-        return _num(_get(self.run.eval, "splits", split, q, key))
+        return number(lookup(self.run.eval, "splits", split, q, key))
 
 
 def constrained_runs(runs: list[Run], notes: list[str]) -> list[ConstrainedRun]:
@@ -70,12 +70,12 @@ def constrained_runs(runs: list[Run], notes: list[str]) -> list[ConstrainedRun]:
     for r in (r for r in runs if is_constrained(r)):
         lines = r.metrics
         last = lines[-1] if lines else {}
-        traj = tuple((m["epoch"], float(m["lam"])) for m in lines if _num(m.get("lam")) is not None)
+        traj = tuple((m["epoch"], float(m["lam"])) for m in lines if number(m.get("lam")) is not None)
         status = last.get("constraint_status")
         out.append(ConstrainedRun(r, str(r.config.get("train.constraint.measure", "dsm")),
-                                  float(r.config["train.constraint.target"]), _num(last.get("constraint_avg")),
-                                  status if isinstance(status, str) else None, _num(last.get("lam")), traj,
-                                  _num(last.get("test_active_units")), last_kl(last)[0]))
+                                  float(r.config["train.constraint.target"]), number(last.get("constraint_avg")),
+                                  status if isinstance(status, str) else None, number(last.get("lam")), traj,
+                                  number(last.get("test_active_units")), last_kl(last)[0]))
         if status == "unreachable":
             notes.append(f"{r.name}: the target was not reached with λ at its cap (constraint status unreachable)")
     keys = sorted({k for c in out for k in c.run.config if k.startswith("train.constraint.")}
@@ -96,11 +96,11 @@ def _g(x: float | None) -> str:
 
 
 def _sizes(cruns: list[ConstrainedRun]) -> list[int]:
-    return sorted({int(s) for c in cruns for s in (_get(c.run.ssl, "features", "sizes") or {}) if str(s).isdigit()})
+    return sorted({int(s) for c in cruns for s in (lookup(c.run.ssl, "features", "sizes") or {}) if str(s).isdigit()})
 
 
 def _ssl(c: ConstrainedRun, s: int) -> float | None:
-    acc = [a for a in (_get(c.run.ssl, "features", "sizes", str(s), "accuracy") or []) if _num(a) is not None]
+    acc = [a for a in (lookup(c.run.ssl, "features", "sizes", str(s), "accuracy") or []) if number(a) is not None]
     return 100 * sum(acc) / len(acc) if acc else None
 
 

@@ -10,7 +10,7 @@ posterior collapse (:mod:`smvi.report.flags`) ends in a red × and says so in th
 
 from __future__ import annotations
 
-from smvi.report.aggregate import Run, _num, is_constrained, last_kl
+from smvi.report.aggregate import Run, is_constrained, last_kl, number
 from smvi.report.figures import COLLAPSED_STYLE, fmt_lam, png
 
 __all__ = ["FIGURE", "CAPTION", "LOG_RANGE", "curve", "figure_curves"]
@@ -32,9 +32,9 @@ def curve(run: Run, key: str) -> tuple[list[int], list[float]]:
         if key == "kl":
             v = last_kl(m)[0]
         elif key == "d_sm":
-            v = _num(m.get("test_d_sm")) if _num(m.get("test_d_sm")) is not None else _num(m.get("d_sm"))
+            v = number(m.get("test_d_sm")) if number(m.get("test_d_sm")) is not None else number(m.get("d_sm"))
         else:
-            v = _num(m.get(key))
+            v = number(m.get(key))
         if v is not None:
             xs.append(m["epoch"])
             ys.append(v)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from smvi.report.aggregate import Run, _get, _num, is_constrained, lam_series, last_kl, method_of
+from smvi.report.aggregate import Run, is_constrained, lam_series, last_kl, lookup, method_of, number
 
 __all__ = ["Flag", "RULES", "COLLAPSE_UNITS", "COLLAPSE_KL", "ACCEPT_TARGET", "ACCEPT_TOL", "BDMC_TOL",
            "RECOVERED_FRACTION", "is_collapsed", "run_flags", "sweep_flags", "excluded_lams", "mark", "legend",
@@ -90,7 +90,7 @@ def _where(run: Run, lam: float | None) -> str:
 
 def _units_kl(line: dict) -> tuple[float | None, float | None, str]:
     """The collapse rule's numbers in one ``metrics.jsonl`` line: active units, KL and where the KL is from."""
-    return _num(line.get("test_active_units")), *last_kl(line)
+    return number(line.get("test_active_units")), *last_kl(line)
 
 
 def _collapse(run: Run, lam: float | None) -> list[Flag]:
@@ -116,9 +116,9 @@ def _recovered(run: Run, lam: float | None) -> list[Flag]:
 
 
 def _acceptance(run: Run, lam: float | None) -> list[Flag]:
-    found = [(f"ais_acceptance.{split}", f"eval {split}", _num(_get(run.eval, "splits", split, "ais_acceptance")))
+    found = [(f"ais_acceptance.{split}", f"eval {split}", number(lookup(run.eval, "splits", split, "ais_acceptance")))
              for split in ("test", "train")]
-    found.append(("gaps.ais_acceptance", "gaps", _num(_get(run.gaps, "ais_acceptance"))))
+    found.append(("gaps.ais_acceptance", "gaps", number(lookup(run.gaps, "ais_acceptance"))))
     return [Flag("acceptance", run.name, lam, (field,),
                  f"{run.name} ({_where(run, lam)}): AIS acceptance {a:.2f} ({where}), target {ACCEPT_TARGET}")
             for field, where, a in found if a is not None and abs(a - ACCEPT_TARGET) > ACCEPT_TOL]
@@ -130,15 +130,15 @@ def _convergence(run: Run, lam: float | None) -> list[Flag]:
         return []
     out = []
     rows = [b for b in (conv.get("bdmc") or []) if isinstance(b, dict) and isinstance(b.get("steps"), int)
-            and _num(b.get("gap")) is not None]
-    tol = _num(conv.get("tol")) or BDMC_TOL
+            and number(b.get("gap")) is not None]
+    tol = number(conv.get("tol")) or BDMC_TOL
     if rows:
         top = max(rows, key=lambda b: b["steps"])
         if top["gap"] > tol:
             out.append(Flag("bdmc", run.name, lam, ("bdmc",),
                             f"{run.name} ({_where(run, lam)}): BDMC gap {top['gap']:.2f} nats at {top['steps']} AIS "
                             f"steps, above the tolerance {tol:g}"))
-    if _get(conv, "ladder", "converged") is False:
+    if lookup(conv, "ladder", "converged") is False:
         out.append(Flag("ladder", run.name, lam, ("ladder",),
                         f"{run.name} ({_where(run, lam)}): the AIS ladder on test data did not converge within "
                         f"{tol:g} nats"))

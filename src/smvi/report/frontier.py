@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from smvi.report.aggregate import Run, _get, _num, method_of
+from smvi.report.aggregate import Run, lookup, method_of, number
 from smvi.report.figures import COLLAPSED_STYLE, collapsed_legend, focus, png
 from smvi.report.paired import per_image
 from smvi.report.tables import pm
@@ -104,8 +104,8 @@ def _estimate(per_run: list[tuple[float, float | None]], within: str) -> Estimat
 
 
 def _pair(tree: Any, *keys: str) -> tuple[float, float | None] | None:
-    m = _num(_get(tree, *keys, "mean"))
-    return None if m is None else (m, _num(_get(tree, *keys, "se")))
+    m = number(lookup(tree, *keys, "mean"))
+    return None if m is None else (m, number(lookup(tree, *keys, "se")))
 
 
 def frontier_points(runs: list[Run]) -> list[FrontierPoint]:

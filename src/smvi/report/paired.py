@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from smvi.report.aggregate import Run, _by_seed, _get
+from smvi.report.aggregate import Run, lookup, ssl_by_seed
 from smvi.report.flags import CLAIM_BLOCKING, Flag, mark
 from smvi.store.stats import PairedDiff, clustered_paired_t, holm
 
@@ -52,9 +52,10 @@ class PairedRow:
 def per_image(run: Run, quantity: str, split: str) -> dict[int, float]:
     """Image index → value of ``quantity`` in ``run``'s eval record; empty without per-image values."""
     if quantity == "iwae_full":
-        idx, vals = _get(run.eval, "full_test", "indices"), _get(run.eval, "full_test", "per_image")
+        idx, vals = lookup(run.eval, "full_test", "indices"), lookup(run.eval, "full_test", "per_image")
     else:
-        idx, vals = _get(run.eval, "splits", split, "indices"), _get(run.eval, "splits", split, "per_image", quantity)
+        idx = lookup(run.eval, "splits", split, "indices")
+        vals = lookup(run.eval, "splits", split, "per_image", quantity)
     if not (isinstance(idx, list) and isinstance(vals, list) and len(idx) == len(vals)):
         return {}
     return {int(i): float(v) for i, v in zip(idx, vals, strict=True) if isinstance(v, (int, float))}
@@ -89,12 +90,12 @@ def paired_rows(runs: list[Run]) -> list[PairedRow]:
             if d := clustered_paired_t(clusters, level=1 - ALPHA):
                 family.append((q, split, None, lam, d))
         out += _family(family)
-    sizes = sorted({int(s) for r in runs for s in (_get(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
+    sizes = sorted({int(s) for r in runs for s in (lookup(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
     family = []
     for s in sizes:
         for lam in lams:
             clusters = _pairs([r for r in runs if r.ssl], lam,
-                              lambda r, s=s: {k: 100 * v for k, v in _by_seed(r.ssl, s).items()})
+                              lambda r, s=s: {k: 100 * v for k, v in ssl_by_seed(r.ssl, s).items()})
             if d := clustered_paired_t(clusters, level=1 - ALPHA, value_unit="label subsets"):
                 family.append(("ssl_gain", "test", s, lam, d))
     return out + _family(family)

@@ -21,10 +21,10 @@ from smvi.report.aggregate import (
     SPLITS,
     Row,
     Run,
-    _get,
-    _num,
     is_constrained,
     last_diagnostics,
+    lookup,
+    number,
 )
 from smvi.report.figures import fmt_lam
 from smvi.report.flags import CLAIM_BLOCKING, Flag, mark
@@ -113,17 +113,17 @@ def result_tables(rows: list[Row], lams: list[float], flags: list[Flag]) -> list
 
 # ---- per run --------------------------------------------------------------------------------------------------------
 def _list(tree: Any, *keys: str) -> list:
-    x = _get(tree, *keys)
+    x = lookup(tree, *keys)
     return x if isinstance(x, list) else []
 
 
 def _convergence_cells(c: dict) -> tuple[dict[int, str], dict[int, str]]:
     """Of one ``convergence.json``: steps → BDMC ``gap ± SE``, and steps → AIS ladder ``log p(x) ± SE``."""
-    bdmc = {e["steps"]: pm(_num(e.get("gap")), _num(e.get("gap_se"))) for e in _list(c, "bdmc")
+    bdmc = {e["steps"]: pm(number(e.get("gap")), number(e.get("gap_se"))) for e in _list(c, "bdmc")
             if isinstance(e, dict) and isinstance(e.get("steps"), int)}
     # not strict: a damaged record's lists of unequal length are cut to the shortest, as before
     ladder = zip(*(_list(c, "ladder", k) for k in ("steps", "means", "sems")), strict=False)
-    return bdmc, {s: pm(_num(m), _num(se)) for s, m, se in ladder if isinstance(s, int)}
+    return bdmc, {s: pm(number(m), number(se)) for s, m, se in ladder if isinstance(s, int)}
 
 
 def convergence_table(runs: list[Run], flags: list[Flag]) -> tuple[list[Table], list[str]]:
@@ -149,9 +149,9 @@ def convergence_table(runs: list[Run], flags: list[Flag]) -> tuple[list[Table], 
             + [f"{what}, {s} steps" for s in steps for what in ("BDMC gap", "AIS ladder")] + ["ladder converged"])
     text = lambda x: "—" if x is None else str(x)  # noqa: E731
     yes = lambda x: "yes" if x is True else "no" if x is False else "—"  # noqa: E731
-    body = [[fmt_lam(r.lam), r.name, text(_get(r.convergence, "epoch")), text(_get(r.convergence, "n_points"))]
+    body = [[fmt_lam(r.lam), r.name, text(lookup(r.convergence, "epoch")), text(lookup(r.convergence, "n_points"))]
             + [cell for s in steps for cell in (bdmc.get(s, "—"), ladder.get(s, "—"))]
-            + [yes(_get(r.convergence, "ladder", "converged")) + mark(flags, run=r.name, kinds=["ladder"])]
+            + [yes(lookup(r.convergence, "ladder", "converged")) + mark(flags, run=r.name, kinds=["ladder"])]
             for r, bdmc, ladder in found]
     title = ("AIS convergence (nats, mean ± SE over points): BDMC gap, upper − lower bound on data simulated from "
              "the model; AIS ladder, log p(x) on test points")
@@ -167,7 +167,7 @@ def run_table(runs: list[Run], flags: list[Flag]) -> Table:
         diag = last_diagnostics(r)
         kl = diag.get(("kl", "test"), diag.get(("kl", "train")))
         units = diag.get(("active_units", "test"))
-        acc = [_num(_get(r.eval, "splits", sp, "ais_acceptance")) for sp in ("test", "train")]
+        acc = [number(lookup(r.eval, "splits", sp, "ais_acceptance")) for sp in ("test", "train")]
         lam = "learned" if is_constrained(r) else fmt_lam(r.lam)
         body.append([r.name, lam, str(r.seed), f"{r.epochs or 0}/{r.planned or '?'}" + mark(flags, run=r.name,
                                                                                            kinds=["unfinished"]),
@@ -224,9 +224,10 @@ def settings_tables(runs: list[Run]) -> list[Table]:
     grid = {"runs": len(runs), **({"λ": fixed} if fixed else {}), "learned-λ runs": learned,
             "training seeds": sorted({r.seed for r in runs})}
     groups = [("Sweep", grid), ("Run config shared by every run", common),
-              ("Evaluation (first run with an eval.json)", first(lambda r: _get(r.eval, "settings"))),
-              ("SSL (first run with an ssl.json)", first(lambda r: _get(r.ssl, "settings"))),
-              ("AIS convergence (first run with a convergence.json)", first(lambda r: _get(r.convergence, "settings")))]
+              ("Evaluation (first run with an eval.json)", first(lambda r: lookup(r.eval, "settings"))),
+              ("SSL (first run with an ssl.json)", first(lambda r: lookup(r.ssl, "settings"))),
+              ("AIS convergence (first run with a convergence.json)",
+               first(lambda r: lookup(r.convergence, "settings")))]
     return [(title, ["setting", "value"], [[k, _value(v)] for k, v in _flatten(tree)])
             for title, tree in groups if tree]
 

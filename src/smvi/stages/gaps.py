@@ -31,7 +31,7 @@ from torch.distributions import Distribution
 
 from smvi.core.estimators import ais
 from smvi.core.estimators.hmc import reparameterize
-from smvi.core.objectives import _check_batch, _kl
+from smvi.core.objectives import check_batch, kl_to_prior
 from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import note
 from smvi.settings.objectives import knob_of
@@ -63,14 +63,14 @@ class LocalFit:
 def _elbo_draws(model, q: Distribution, x: Tensor, n: int) -> Tensor:
     """ELBO ``[N]`` from ``n`` reparameterized draws: MC reconstruction, analytic KL where available."""
     z = q.rsample((n,))
-    return model.log_likelihood(x, z).mean(0) - _kl(model, q, z)
+    return model.log_likelihood(x, z).mean(0) - kl_to_prior(model, q, z)
 
 
 @torch.no_grad()
 def _elbo_at(model, q: Distribution, x: Tensor, eps: Tensor) -> Tensor:
     """ELBO ``[N]`` at the fixed base draws ``eps`` ``[M, N, z_dim]`` (reconstruction at z = q's map of eps)."""
     z = reparameterize(q, eps)
-    return model.log_likelihood(x, z).mean(0) - _kl(model, q, z)
+    return model.log_likelihood(x, z).mean(0) - kl_to_prior(model, q, z)
 
 
 def fit_local(model, x: Tensor, *, steps: int = 3000, lr: float = 1e-2, n_samples: int = 16, window: int = 100,
@@ -87,7 +87,7 @@ def fit_local(model, x: Tensor, *, steps: int = 3000, lr: float = 1e-2, n_sample
     gained ``tol`` nats or more. ``trace`` holds the mean of these evaluations. A step with a non-finite ELBO or
     gradient is skipped. Noise comes from ``seed`` (the global RNG is left as it was).
     """
-    _check_batch(model, x)
+    check_batch(model, x)
     family = model.family
     with torch.no_grad():
         local = [t.requires_grad_(True) for t in family.local_init(model.encoder_params(x))]
