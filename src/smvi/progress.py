@@ -32,8 +32,7 @@ from smvi.settings.run import ConfigError, ModelConfig
 from smvi.settings.stages import STAGES
 
 __all__ = ["Progress", "SweepETA", "display_mode", "duration", "note", "label_of", "expected_epoch_seconds",
-           "stage_priors", "training_note", "sweep_note", "EVERY_S", "EPOCH_SECONDS", "AIS_GRADIENTS_PER_S",
-           "IWAE_SAMPLES_PER_S", "SSL_SECONDS", "PICTURES_SECONDS"]
+           "stage_priors", "training_note", "sweep_note", "EPOCH_SECONDS"]
 
 EVERY_S = 30.0
 """Seconds between two plain progress lines."""

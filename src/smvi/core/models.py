@@ -36,7 +36,7 @@ from smvi.core.families import DiagonalGaussian, PosteriorFamily, make_family
 from smvi.settings.families import family_settings
 from smvi.settings.run import ModelConfig
 
-__all__ = ["LatentVariableModel", "VAE", "LinearGaussian", "standard_normal_log_prob"]
+__all__ = ["LatentVariableModel", "VAE", "LinearGaussian"]
 
 _LOG_2PI = math.log(2 * math.pi)
 

@@ -45,7 +45,6 @@ __all__ = [
     "fixed_subset",
     "locate_mnist",
     "fetch_mnist",
-    "verify_mnist_dir",
     "read_idx",
     "binarize_fixed",
     "dequantize_fixed",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from smvi.report.aggregate import Run, is_constrained, last_kl, number
 from smvi.report.figures import COLLAPSED_STYLE, fmt_lam, png
 
-__all__ = ["FIGURE", "CAPTION", "LOG_RANGE", "curve", "figure_curves"]
+__all__ = ["FIGURE", "CAPTION", "curve", "figure_curves"]
 
 FIGURE = "fig_training.png"
 CAPTION = ("Training curves per run from metrics.jsonl: (a) ELBO per epoch (solid: training mean; dotted: on the fixed "

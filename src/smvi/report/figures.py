@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["lam_position", "lam_axis", "series", "focus", "png", "figure_gap", "figure_ssl", "fmt_lam",
+__all__ = ["lam_axis", "series", "focus", "png", "figure_gap", "figure_ssl", "fmt_lam",
            "COLLAPSED_STYLE"]
 
 COLORS = {"test": "C0", "train": "C1"}

@@ -36,7 +36,7 @@ from smvi.store.atomic import atomic_write_dir
 from smvi.store.provenance import provenance_summary
 from smvi.store.records import smvi_version
 
-__all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row", "md_escape"]
+__all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
 REFERENCES = (
     "Kingma et al. 2014, M1 + transductive SVM: test accuracy 94.28 % (600 labels), 95.76 % (1000), 96.51 % (3000); "

@@ -28,7 +28,7 @@ from smvi.report.aggregate import Run, lookup, ssl_by_seed
 from smvi.report.flags import CLAIM_BLOCKING, Flag, mark
 from smvi.store.stats import PairedDiff, clustered_paired_t, holm
 
-__all__ = ["PairedRow", "paired_rows", "per_image", "paired_csv", "LOGPX", "ALPHA", "PAIRED_CSV"]
+__all__ = ["PairedRow", "paired_rows", "per_image", "paired_csv", "ALPHA", "PAIRED_CSV"]
 
 ALPHA = 0.05  # the level of every test in the report; intervals are 1 − ALPHA
 LOGPX = (("iwae_full", "test"), ("ais", "test"), ("gap", "test"), ("ais", "train"), ("gap", "train"))

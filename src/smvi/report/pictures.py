@@ -20,7 +20,7 @@ from smvi.report.constrained import lam_cell
 from smvi.store.records import PicturesRecord
 from smvi.store.rundir import RunDir, RunError
 
-__all__ = ["pictures_section", "current_pictures", "CAPTION"]
+__all__ = ["pictures_section", "CAPTION"]
 
 CAPTION = ("Samples: decoder means E[x | z] at prior draws z ~ N(0, I), the same draws for every run. "
            "Reconstructions: fixed test images as the model sees them (the run's data.transform with its "

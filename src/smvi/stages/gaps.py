@@ -39,7 +39,7 @@ from smvi.settings.stages import GapConfig
 from smvi.store.stats import MeanSE, mean_se
 from smvi.stages.trained import holds_run_lock, open_stage
 
-__all__ = ["LocalFit", "GapResult", "GapConfig", "fit_local", "elbo_estimate", "gap_split", "gaps_run"]
+__all__ = ["LocalFit", "GapResult", "GapConfig", "fit_local", "gap_split", "gaps_run"]
 
 _PER_IMAGE = ("log_px", "elbo_amortized", "elbo_local", "approximation", "amortization")
 

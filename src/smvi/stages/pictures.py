@@ -40,7 +40,7 @@ from smvi.stages.ssl import encoder_features
 from smvi.stages.trained import holds_run_lock, open_stage
 
 __all__ = ["PicturesConfig", "Pictures", "pictures_run", "draw_pictures", "image_grid", "pairs_grid", "sample_means",
-           "reconstructions", "pca_2d", "project_2d", "grid_png", "latents_png", "FRAME", "PAD", "GAP",
+           "reconstructions", "pca_2d", "FRAME", "PAD", "GAP",
            "LATENT_SIZE"]
 
 FRAME = 0.5  # gray level of the frame around each image of a grid

@@ -47,7 +47,7 @@ from smvi.store.rundir import RunError
 from smvi.stages.trained import holds_run_lock, open_stage
 
 __all__ = ["SSLConfig", "SSLError", "SSLResult", "Selection", "balanced_subset", "feature_scaler",
-           "select_hyperparameters", "ssl_eval", "prepare_inputs", "encoder_features", "ssl_run"]
+           "select_hyperparameters", "ssl_eval", "encoder_features", "ssl_run"]
 
 class SSLError(ValueError):
     """Semi-supervised settings that do not fit the data (e.g. s not divisible by the classes); one-line message."""

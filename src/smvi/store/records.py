@@ -35,7 +35,7 @@ __all__ = ["RecordError", "Host", "Header",
            "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
            "SSLRecord", "SSLFeaturesFile", "SSLFit", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage", "GapsFit", "GapsRecord",
            "PicturesRecord", "PartialSplit", "EvalPartial",
-           "Record", "SCHEMAS", "make_header", "dump_record",
+           "Record", "make_header", "dump_record",
            "parse_record", "staleness", "smvi_version"]
 
 SCHEMAS = {"eval": "smvi-eval-2", "ssl": "smvi-ssl-2", "convergence": "smvi-convergence-2",  # 1: legacy dicts

@@ -25,7 +25,7 @@ from smvi.store.rundir import RunDir, RunError, sweep_paths
 from smvi.studies.sweep import (AFTER_TRAINING, SweepConfig, measured_times, pending_work, plan, read_sweep,
                                 slot_problem, sweep_priors)
 
-__all__ = ["RunProgress", "sweep_progress", "format_status", "status_text", "recorded_workers", "sweeps_in"]
+__all__ = ["RunProgress", "sweep_progress", "format_status", "status_text", "sweeps_in"]
 
 STAGES = tuple(s.name for s in AFTER_TRAINING)
 
