@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from smvi.settings.objectives import OBJECTIVES
@@ -75,9 +75,9 @@ def display_mode(enabled: bool, stream: TextIO | None = None, tty: bool | None =
         if env not in _MODES:
             raise ConfigError(f"SMVI_PROGRESS={env!r}: use bar, lines or off (or unset it)")
         return env
-    stream = stream if stream is not None else sys.stderr
+    out = stream if stream is not None else sys.stderr  # sys.stderr may be None (pythonw): caught below
     try:
-        terminal = stream.isatty()
+        terminal = out.isatty()
     except (AttributeError, ValueError):  # a closed or unusual stream
         terminal = False
     return "bar" if terminal or _in_notebook() else "lines"
@@ -336,7 +336,7 @@ class SweepETA:
     'ETA 1 min (measured in this sweep)'
     """
 
-    def __init__(self, work: dict[str, dict[str, float]], prior: dict[str, float], workers: int = 1) -> None:
+    def __init__(self, work: Mapping[str, Mapping[str, float]], prior: dict[str, float], workers: int = 1) -> None:
         self.work = {name: {k: v for k, v in w.items() if v} for name, w in work.items()}
         self.prior, self.workers = prior, max(1, workers)
         self.spent: dict[str, float] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -31,7 +32,8 @@ from smvi.cli.app import _NO_PROGRESS_HELP, NonEmptyPath, SWEEP_PRESET_NAMES, SW
                    "runs the saved settings made are retrained if their identity changed; no other run is touched.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end.")
 @click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
-def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tuple[str, ...], executor: str,
+def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tuple[str, ...],
+              executor: Literal["inprocess", "process", "ray"],
               workers: int, address: str | None, overwrite: bool, report: bool, no_progress: bool) -> None:
     """Train, evaluate, ssl and draw pictures for every (λ, seed) of a grid; idempotent and resumable.
 

@@ -159,10 +159,10 @@ class EpochDual:
         """``unreachable``: every step of the epoch ended with λ at its cap and the average still above the target
         (λ cannot push further; raise ``lam_max`` or relax the target). ``slack``: λ at its floor all epoch with the
         average below the target (the constraint is inactive: the run is the plain VAE). Otherwise ``active``."""
-        full = self.steps > 0
-        if full and self.at_max == self.steps and state.avg is not None and state.avg > self.cfg.target:
+        full, target = self.steps > 0, self.cfg.target
+        if full and self.at_max == self.steps and state.avg is not None and target is not None and state.avg > target:
             return "unreachable"
-        if full and self.at_min == self.steps and state.avg is not None and state.avg < self.cfg.target:
+        if full and self.at_min == self.steps and state.avg is not None and target is not None and state.avg < target:
             return "slack"
         return "active"
 

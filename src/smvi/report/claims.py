@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Literal
 
-from smvi.report.aggregate import Row
+from smvi.report.aggregate import Row, row_lam
 from smvi.report.flags import Flag, excluded_lams
 from smvi.report.paired import ALPHA, PairedRow
 
@@ -112,7 +112,7 @@ def claim_gap(paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = 
     lam = both[-1]
     g, lp = gap[lam], logp[lam]
     rises = _rises(sorted((r for r in rows if r.quantity == "gap" and r.split == "test" and r.lam is not None
-                           and r.lam not in excluded), key=lambda r: r.lam))
+                           and r.lam not in excluded), key=row_lam))
     below = lambda r: r.diff.high is not None and r.diff.high < 0  # noqa: E731
     above = lambda r: r.diff.low is not None and r.diff.low > 0  # noqa: E731
     if above(g) or above(lp) or rises:

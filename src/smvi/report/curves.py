@@ -41,7 +41,7 @@ def curve(run: Run, key: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
-def _styles(runs: list[Run], collapsed: set[str]) -> dict[str, tuple[str, str, str]]:
+def _styles(runs: list[Run], collapsed: frozenset[str]) -> dict[str, tuple[str, str, str]]:
     """run name → (colour, line style, legend label); the label is shared by the runs of one λ."""
     from matplotlib import colormaps
 
@@ -61,7 +61,7 @@ def _styles(runs: list[Run], collapsed: set[str]) -> dict[str, tuple[str, str, s
     return out
 
 
-def figure_curves(runs: list[Run], collapsed: set[str] = frozenset()) -> bytes | None:
+def figure_curves(runs: list[Run], collapsed: frozenset[str] = frozenset()) -> bytes | None:
     """The training-curve figure of ``runs`` (module docstring); None when no run has metrics with an ELBO."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator

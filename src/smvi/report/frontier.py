@@ -99,7 +99,7 @@ def _estimate(per_run: list[tuple[float, float | None]], within: str) -> Estimat
         return None
     if len(per_run) >= 2:
         m = mean_se([v for v, _ in per_run])
-        return Estimate(m.mean, m.se, len(per_run), "training seeds")
+        return Estimate(m.mean, m.se, len(per_run), "training seeds") if m.mean is not None else None
     return Estimate(per_run[0][0], per_run[0][1], 1, within)
 
 
@@ -167,9 +167,10 @@ def dominated_by(points: list[FrontierPoint], runs: Sequence[Run] = ()) -> dict[
 
     def margin(q: FrontierPoint, p: FrontierPoint, quantity: str) -> tuple[float, float]:
         """(q − p, its SE) for ``quantity`` ("ais" or "gap")."""
-        if d := paired(q, p, quantity):
+        if (d := paired(q, p, quantity)) and d.se is not None:
             return d.mean, d.se
         eq, ep = (q.log_px, p.log_px) if quantity == "ais" else (q.gap, p.gap)
+        assert eq and ep  # usable points have both
         return eq.mean - ep.mean, math.hypot(eq.se or 0.0, ep.se or 0.0)
 
     def beats(q: FrontierPoint, p: FrontierPoint) -> bool:
@@ -187,18 +188,19 @@ def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
     kept: list[float] = []
     away: list[tuple[float, float, str]] = []
     for i, method in enumerate(dict.fromkeys(p.method for p in points)):
-        ps = [p for p in points if p.method == method and p.log_px and p.gap]
-        on = [p for p in ps if not collapsed.intersection(p.runs)]
+        # (point, its log p(x), its gap) for the points of the method that have both
+        ps = [(p, p.log_px, p.gap) for p in points if p.method == method and p.log_px and p.gap]
+        on = [(p, lp, g) for p, lp, g in ps if not collapsed.intersection(p.runs)]
         if on:
-            ax.errorbar([p.gap.mean for p in on], [p.log_px.mean for p in on], xerr=[se(p.gap) for p in on],
-                        yerr=[se(p.log_px) for p in on], color=f"C{i}", marker="o", ms=4, capsize=3, label=method)
-        for j, p in enumerate(ps):
-            if p in on:
-                kept += [p.log_px.mean - se(p.log_px), p.log_px.mean + se(p.log_px)]
+            ax.errorbar([g.mean for _, _, g in on], [lp.mean for _, lp, _ in on], xerr=[se(g) for _, _, g in on],
+                        yerr=[se(lp) for _, lp, _ in on], color=f"C{i}", marker="o", ms=4, capsize=3, label=method)
+        for j, (p, lp, g) in enumerate(ps):
+            if (p, lp, g) in on:
+                kept += [lp.mean - se(lp), lp.mean + se(lp)]
             else:
-                ax.scatter([p.gap.mean], [p.log_px.mean], **COLLAPSED_STYLE)
-                away.append((p.gap.mean, p.log_px.mean, f"{method} {p.label}"))
-            ax.annotate(p.label, (p.gap.mean, p.log_px.mean), textcoords="offset points",
+                ax.scatter([g.mean], [lp.mean], **COLLAPSED_STYLE)
+                away.append((g.mean, lp.mean, f"{method} {p.label}"))
+            ax.annotate(p.label, (g.mean, lp.mean), textcoords="offset points",
                         xytext=(4, 4 if j % 2 == 0 else -10), fontsize=7, color=f"C{i}")
     if len(away) > 1:  # collapsed points crowd near a zero gap: one marker and one label for them all
         names = "; ".join(dict.fromkeys(name for *_, name in away))

@@ -163,7 +163,7 @@ def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool, f
                     f"(per-image SE) [{level} t interval], p and Holm-adjusted p over λ, n = seeds (or images with "
                     f"one seed)" + (f". {NO_PER_IMAGE}" if missing else ""),
                     ["λ"] + [f"{LABEL[q]}, {sp}" for q, sp in LOGPX], body))
-    sizes = sorted({r.s for r in paired if r.quantity == "ssl_gain"})
+    sizes = sorted({r.s for r in paired if r.quantity == "ssl_gain" and r.s is not None})
     if sizes:
         body = [[lam_cell(lam)] + [_cell(find.get(("ssl_gain", "test", s, lam))) for s in sizes] for lam in others]
         out.append((f"SSL accuracy, λ minus λ = 0, paired on the same label subsets and training seeds (percentage "
@@ -171,6 +171,12 @@ def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool, f
                     f"over all λ and s, n = seeds (or label subsets with one seed)",
                     ["λ"] + [f"s = {s}" for s in sizes], body))
     return out
+
+
+def _bar(d: PairedDiff) -> tuple[float, float]:
+    """An error bar's lengths below and above the mean: to the interval's ends (a point drawn has an interval)."""
+    assert d.low is not None and d.high is not None
+    return d.mean - d.low, d.high - d.mean
 
 
 def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozenset[float] = frozenset()
@@ -190,7 +196,8 @@ def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozens
     pos = {ax: lam_axis(ax, [lam for lam in lams if lam != 0]) for ax in panels}
     scale = {ax: ([], []) for ax in panels}  # the values that set each panel's y-range, and the collapsed points
     series = [(panels[0], q, None, f"C{i}", LABEL[q]) for i, q in enumerate(("iwae_full", "ais", "gap"))]
-    series += [(panels[1], "ssl_gain", s, f"C{i}", f"s = {s}") for i, s in enumerate(sorted({r.s for r in ssl}))]
+    sizes = sorted({r.s for r in ssl if r.s is not None})
+    series += [(panels[1], "ssl_gain", s, f"C{i}", f"s = {s}") for i, s in enumerate(sizes)]
     for ax, q, s, color, label in series:
         pts = sorted((r for r in (logpx if q != "ssl_gain" else ssl) if r.quantity == q and r.s == s),
                      key=lambda r: r.lam)
@@ -198,7 +205,7 @@ def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozens
         off = collapsed if any(r.lam not in collapsed for r in pts) else frozenset()  # all collapsed: drawn as usual
         if on := [r for r in pts if r.lam not in off]:  # a collapsed λ: a red × apart from the line
             x, y = [pos[ax](r.lam) for r in on], [r.diff.mean for r in on]
-            err = [[r.diff.mean - r.diff.low for r in on], [r.diff.high - r.diff.mean for r in on]]
+            err = [[_bar(r.diff)[0] for r in on], [_bar(r.diff)[1] for r in on]]
             ax.errorbar(x, y, yerr=err, color=color, label=label, capsize=3, marker="o", ms=4)
         for r in pts:
             if r.lam in collapsed:

@@ -37,7 +37,7 @@ def current_pictures(rd: RunDir) -> tuple[PicturesRecord | None, dict[str, bytes
     """``(record, pngs, problem)`` of one run: its current pictures record (None if missing or stale), the PNGs it
     names when all three match their SHA-256, and otherwise what is wrong (None when all is well)."""
     rec, why = rd.current_record("pictures")
-    if rec is None or why is not None:
+    if not isinstance(rec, PicturesRecord) or why is not None:
         return None, {}, why
     pngs: dict[str, bytes] = {}
     for which in rd.picture_kinds():

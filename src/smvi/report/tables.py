@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from smvi.report.aggregate import (
@@ -131,7 +132,9 @@ def convergence_table(runs: list[Run], flags: list[Flag]) -> tuple[list[Table], 
     and notes on malformed files. Not in results.csv: its rows are per run and per number of AIS steps, for which the
     CSV's per-λ aggregates (quantity, split, s, lam) have no column."""
     found, notes = [], []
-    for r in (r for r in runs if r.convergence is not None):
+    for r in runs:
+        if r.convergence is None:
+            continue
         bdmc, ladder = _convergence_cells(r.convergence)
         missing = [what for what, got in (("bdmc", bdmc), ("ladder", ladder)) if not got]
         if missing:
@@ -232,7 +235,7 @@ def settings_tables(runs: list[Run]) -> list[Table]:
             for title, tree in groups if tree]
 
 
-def results_csv(rows: list[Row], flags: list[Flag] = ()) -> str:
+def results_csv(rows: list[Row], flags: Sequence[Flag] = ()) -> str:
     """``results.csv``: one line per :class:`~smvi.report.aggregate.Row`; ``flags``: the markers of the flags that keep
     the row's λ out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`: ⚠C collapse, ⚠U unfinished), "" when
     none."""

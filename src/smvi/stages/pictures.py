@@ -181,7 +181,7 @@ def _axes(projection: str, explained: list[float | None]) -> tuple[str, str]:
 class Pictures:
     """The three pictures of one model as PNG bytes, and what the record says about them."""
 
-    png: dict[str, bytes]  # samples, reconstructions, latents
+    png: dict[PictureKind, bytes]
     shown: list[int]  # the test images reconstructed (indices into the test split)
     n_latent: int
     explained: list[float | None]  # variance fractions of the latent picture's axes (PCA; None for t-SNE)
@@ -199,7 +199,8 @@ def draw_pictures(model, data: ImageData, cfg: PicturesConfig = PicturesConfig()
         raise RunError(f"the images have {d} pixels, not a square number: smvi pictures draws square images only")
     shown = fixed_subset(len(data.test_x), cfg.n_reconstructions, cfg.seed)
     latent = fixed_subset(len(data.test_x), cfg.n_latent, cfg.seed + 1)
-    png, notes = {}, []
+    png: dict[PictureKind, bytes] = {}
+    notes: list[str] = []
     with Progress(label_of(progress, "pictures"), 3, unit="picture", enabled=bool(progress)) as bar:
         png["samples"] = grid_png(image_grid(sample_means(model, cfg.n_samples, cfg.seed), cfg.columns, side, PAD))
         bar.update()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -291,8 +292,8 @@ def ssl_run(
     seed = run.config.data.eval_seed
     test_idx = fixed_subset(len(data.test_x), config.test_size or len(data.test_x), seed)
     train_y, test_y = data.train_y.numpy(), data.test_y[test_idx].numpy()
-    kw = dict(sizes=config.sizes, seeds=config.seeds, C_grid=config.C_grid, gamma_grid=config.gamma_grid,
-              folds=config.cv_folds, scaling=config.scaling, n_jobs=config.n_jobs)
+    svms = partial(ssl_eval, sizes=config.sizes, seeds=config.seeds, C_grid=config.C_grid,
+                   gamma_grid=config.gamma_grid, folds=config.cv_folds, scaling=config.scaling, n_jobs=config.n_jobs)
     label = f"ssl {rd.path.name}"
     note(f"{label}: encoding {len(data.train_x)} + {len(test_idx)} images ({config.inputs})", progress)
     transform = run.config.data.transform
@@ -310,7 +311,7 @@ def ssl_run(
     if config.raw_pixels:
         p_train = prepare_inputs(data.train_x, config.inputs, seed + 1, transform).double().numpy()
         p_test = prepare_inputs(data.test_x, config.inputs, seed, transform)[test_idx].double().numpy()
-        raw = ssl_eval(p_train, train_y, p_test, test_y, **kw, progress=progress and f"{label}: SVMs on raw pixels")
+        raw = svms(p_train, train_y, p_test, test_y, progress=progress and f"{label}: SVMs on raw pixels")
     record = SSLRecord(
         header=make_header("ssl", run.fingerprint, run.epoch, config,
                            device=str(next(run.model.parameters()).device)),

@@ -25,7 +25,7 @@ import torch
 from smvi.core.constraint import DualState, EpochDual, batch_measure, dual_update, initial_state
 from smvi.core.diagnostics import active_units
 from smvi.core.models import VAE
-from smvi.core.objectives import backward, smvi_objective, training_objective
+from smvi.core.objectives import SMVITerms, backward, smvi_objective, training_objective
 from smvi.data.loading import DynamicBinarizer, ImageData, cache_dir, fixed_inputs, load_data
 from smvi.progress import Progress, note, training_note
 from smvi.store.rundir import RunDir, RunError, fingerprint, identity_change, path_text
@@ -244,6 +244,7 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
         optimizer.zero_grad(set_to_none=True)
         ok = bool(torch.isfinite(loss))
         if ok and dual:  # the constraint's value on this batch, at the parameters the loss was evaluated at
+            assert isinstance(terms, SMVITerms)  # a learned λ is SMVI's (RunConfig checks)
             measure = batch_measure(tc.constraint, terms, model, x)
             ok = math.isfinite(measure)
         if ok:
@@ -266,7 +267,7 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
         tracker.step(epoch * steps + i + 1, batch, lam=lam, grad_norm=float(norm), lr=optimizer.param_groups[0]["lr"])
         n = x.shape[0]
         seen += n
-        if dual:
+        if dual and log:
             dual = dual_update(dual, measure, tc.constraint)
             log.record(lam, dual)
             if tc.constraint.measure == "gap":
@@ -281,7 +282,7 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
     if seen == 0:
         raise TrainingDiverged(_diverged(f"all {steps} steps were non-finite", epoch, tc))
     means = {k: v / seen for k, v in sums.items()}
-    return (means | log.metrics(dual) if log else means), skipped, bad_in_a_row, dual
+    return (means | log.metrics(dual) if log and dual else means), skipped, bad_in_a_row, dual
 
 
 def _unreachable(m: dict, tc) -> str:

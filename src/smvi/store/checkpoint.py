@@ -50,7 +50,7 @@ def _digest(tensors: dict[str, Tensor], meta: dict[str, str]) -> str:
     for key in sorted(tensors):
         t = tensors[key].detach().cpu().contiguous()
         h.update(f"{key}:{t.dtype}:{list(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -82,8 +82,8 @@ def fmt_seconds(s: float | None) -> str:
 
 def train_seconds(metrics: list[dict] | tuple[dict, ...]) -> float | None:
     """Training wall time: the sum of the per-epoch ``seconds`` of ``metrics.jsonl`` (None when an epoch has none)."""
-    secs = [m.get("seconds") for m in metrics]
-    if not secs or not all(isinstance(s, (int, float)) and s >= 0 for s in secs):
+    secs = [s for m in metrics if isinstance(s := m.get("seconds"), (int, float)) and s >= 0]
+    if not secs or len(secs) < len(metrics):
         return None
     return float(sum(secs))
 
@@ -148,7 +148,7 @@ def provenance_summary(runs: list) -> list[str]:
     values = lambda key: sorted({str(h.get(key) or "unknown") for h in heads}) or ["unknown"]  # noqa: E731
     created = sorted(str(h["created"]).replace("+00:00", "") for h in heads if h.get("created"))
     totals = {"train": [train_seconds(r.metrics) for r in runs if r.metrics]}
-    totals |= {k: [_num(_records(r)[k].get("seconds")) for r in runs if _records(r)[k]] for k in STAGES}
+    totals |= {k: [_num(rec.get("seconds")) for r in runs if (rec := _records(r)[k])] for k in STAGES}
     time = ", ".join(f"{k} {_total(v)}" for k, v in totals.items() if v)
     machines = "; ".join(sorted({_machine(h.get("host")) for h in heads})) or "unknown"
     systems = ", ".join(sorted({str((h.get("host") or {}).get("os") or "unknown") for h in heads})) or "unknown"

@@ -37,7 +37,7 @@ from typing import Any
 
 from smvi.settings.run import ConfigError, RunConfig, build_config, config_to_toml, dotted_items
 from smvi.store.atomic import atomic_write_bytes, atomic_write_text, temporary_files
-from smvi.store.records import Record, RecordError, dump_record, parse_record, staleness
+from smvi.store.records import PictureKind, R, Record, RecordError, dump_record, parse_record, staleness
 
 __all__ = ["RunError", "RunDamaged", "RunBusy", "RunDir", "hold_lock", "path_text", "fingerprint", "identity",
            "identity_change", "identity_diff", "config_from_dump", "read_bounded", "config_files", "sweep_paths",
@@ -266,15 +266,15 @@ class RunDir:
         """The file name of the record ``kind`` (for messages and table headers)."""
         return _RECORDS[kind]
 
-    def picture_path(self, which: str) -> Path:
+    def picture_path(self, which: PictureKind) -> Path:
         """Where the picture ``which`` ∈ {samples, reconstructions, latents} lives (a PNG; see ``pictures.json``)."""
         return self.path / _PICTURES[which]
 
     @staticmethod
-    def picture_kinds() -> tuple[str, ...]:
+    def picture_kinds() -> tuple[PictureKind, ...]:
         return tuple(_PICTURES)
 
-    def read_picture(self, which: str) -> bytes | None:
+    def read_picture(self, which: PictureKind) -> bytes | None:
         """The bytes of the picture ``which`` (None if absent); an unreadable one is a one-line :class:`RunError`."""
         try:
             return read_bounded(self.picture_path(which))
@@ -465,7 +465,7 @@ class RunDir:
         why = staleness(rec, self.fingerprint(), self.epochs_done() or self.metrics_epochs() or 0, settings)
         return (rec, None) if why is None else (None, why)
 
-    def write_partial(self, kind: str, progress: Record) -> None:
+    def write_partial(self, kind: str, progress: R) -> None:
         """Save the stage's progress atomically (a failed write is a one-line :class:`RunError`)."""
         text, _ = dump_record(progress)
         with self.writing(f"{self.partial_path(kind).name} was not written, the previous one is intact"):
@@ -474,7 +474,7 @@ class RunDir:
     def drop_partial(self, kind: str) -> None:
         self.partial_path(kind).unlink(missing_ok=True)
 
-    def write_record(self, kind: str, record: Record) -> Record:
+    def write_record(self, kind: str, record: R) -> R:
         """Write ``record`` atomically as the run's ``kind`` record (non-finite numbers as null, noted); returns it as
         it reads back. A failed write is a one-line :class:`RunError` (the previous file is intact)."""
         text, written = dump_record(record)

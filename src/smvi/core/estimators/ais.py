@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +93,7 @@ class AISResult:
 
 def model_dtype(model, x: Tensor) -> torch.dtype:
     """The floating dtype the model computes in: its first parameter's, else ``x``'s."""
-    params = getattr(model, "parameters", None)
+    params: Callable[[], Iterable[Tensor]] | None = getattr(model, "parameters", None)
     first = next(iter(params()), None) if callable(params) else None
     return first.dtype if first is not None else x.dtype
 
