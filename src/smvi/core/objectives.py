@@ -167,7 +167,7 @@ def backward(model, terms: SMVITerms | BetaTerms | IWAETerms, *, lam: float = 0.
     Split, this is no longer the gradient of one objective: each side follows its own (θ the ELBO and φ the SMVI
     objective, or the reverse). Each part is a partial derivative at the current (θ, φ): ∇_φ D̄ runs through
     z = μ_φ + σ_φ⊙ε and q's score, ∇_θ D̄ through the decoder's input-gradient (second-order autograd, see
-    :func:`_log_lik_and_score_gap`). Two backward passes over one forward graph: L̄'s (the graph retained), then
+    :func:`log_lik_and_score_gap`). Two backward passes over one forward graph: L̄'s (the graph retained), then
     λ·D̄'s, accumulated only into the chosen side's parameters (``inputs=``). When ``terms`` has no D_SM (λ = 0, or
     another objective) there is no penalty and ``dsm_grad`` changes nothing.
     """
