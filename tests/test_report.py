@@ -70,7 +70,8 @@ def sweep(tmp_path):
 
 
 def read_csv(path):
-    return {(r["quantity"], r["split"], r["s"], r["lam"]): r for r in csv.DictReader(path.open())}
+    with path.open(newline="") as f:
+        return {(r["quantity"], r["split"], r["s"], r["lam"]): r for r in csv.DictReader(f)}
 
 
 def se(values):

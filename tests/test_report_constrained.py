@@ -65,7 +65,8 @@ def test_the_report_gives_each_target_its_records_and_last_epoch(sweep):
     out = make_report(sweep).parent
     assert {"figc1_targets.png", "figc2_lambda.png", "figc3_plane.png", "constrained.csv",
             "fig1_gap.png"} <= {p.name for p in out.iterdir()}
-    got = {r["run"].split("/")[-1]: r for r in csv.DictReader((out / "constrained.csv").open())}
+    with (out / "constrained.csv").open(newline="") as f:
+        got = {r["run"].split("/")[-1]: r for r in csv.DictReader(f)}
     for name, measure, target, lams, avgs, units, kl, d_sm, gap in CONSTRAINED:
         r = got[name]
         assert (r["measure"], float(r["target"]), int(r["epochs"])) == (measure, target, 3)
