@@ -81,7 +81,7 @@ class Payload:
         self.marker = marker
 
     def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+        return exec, (f"with open({str(self.marker)!r}, 'w') as f: f.write('pwned')",)
 
 
 @pytest.mark.parametrize("container", ["pickle", "torch.save"])
