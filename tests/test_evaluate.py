@@ -27,7 +27,8 @@ def test_evaluate_writes_every_estimate_per_image_with_standard_errors(trained, 
     assert e.header.settings["ais"]["steps"] == 20 and e.header.settings["n_test"] == 24
     # acceptance beside the estimate; off target (this tiny model wants a far larger step than 0.05 ×1.02^19): why
     off = [f"{n} split: AIS acceptance {e.splits[n].ais_acceptance:.2f} is above" for n in ("test", "train")]
-    assert [n[: len(o)] for n, o in zip(e.notes, off)] == off and all("ais.adapt=dual_averaging" in n for n in e.notes)
+    assert [n[: len(o)] for n, o in zip(e.notes, off, strict=False)] == off
+    assert all("ais.adapt=dual_averaging" in n for n in e.notes)
     assert f"(acceptance {e.splits['test'].ais_acceptance:.2f})" in r.output and f"note: {e.notes[0]}" in r.output
     data = load_data("idx", idx_dir)
     for name, split in e.splits.items():

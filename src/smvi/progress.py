@@ -283,7 +283,8 @@ def expected_epoch_seconds(config, n_train: int = 60_000) -> float | None:
     """The prior seconds per epoch of a run ``config`` (a :class:`~smvi.settings.run.RunConfig`) on ``n_train`` images:
     :data:`EPOCH_SECONDS` scaled by the data's size, for the paper's model trained by SMVI or the β-VAE (whose step
     costs the same) only; another model, or IWAE (k decoder passes per example): None, measure it."""
-    if config.model != ModelConfig() or config.train.device == "cuda" or not OBJECTIVES[config.train.objective].smvi_step_cost:
+    objective = OBJECTIVES[config.train.objective]
+    if config.model != ModelConfig() or config.train.device == "cuda" or not objective.smvi_step_cost:
         return None
     return EPOCH_SECONDS[config.train.precision] * n_train / 60_000
 

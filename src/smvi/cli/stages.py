@@ -6,11 +6,17 @@ from pathlib import Path
 
 import click
 
-from smvi.cli.app import _NO_PROGRESS_HELP, _THREADS_HELP, EVAL_PRESET_NAMES, _fmt, _preset, _threads, main
+from smvi.cli.app import EVAL_PRESET_NAMES, NO_PROGRESS_HELP, THREADS_HELP, eval_default, main, set_threads
 from smvi.settings.run import build_config
 from smvi.settings.stages import ConvergenceConfig, EvalConfig, GapConfig
 from smvi.cli.app import (EVAL_PRESET_NAMES, _NO_PROGRESS_HELP, _THREADS_HELP, NonEmptyPath, _fmt, _preset, _threads,
                           main)
+
+
+def _fmt(value) -> str:
+    """A printed estimate (nats, two decimals); ``nan`` for a missing one."""
+    return "nan" if value is None else f"{value:.2f}"
+
 
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
 # CLI option -> config key
@@ -23,21 +29,21 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi 
 @click.option("--preset", type=click.Choice(EVAL_PRESET_NAMES), default="default", show_default=True,
               help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
-@click.option("--n-test", type=int, default=None, help=f"Test points (fixed random subset) {_preset('n_test')}.")
+@click.option("--n-test", type=int, default=None, help=f"Test points (fixed random subset) {eval_default('n_test')}.")
 @click.option("--n-train", type=int, default=None,
-              help=f"Training points (fixed random subset); 0 skips {_preset('n_train')}.")
+              help=f"Training points (fixed random subset); 0 skips {eval_default('n_train')}.")
 @click.option("--ais-steps", "ais_steps", type=int, default=None,
-              help=f"AIS intermediate distributions (ais.steps) {_preset('ais.steps')}.")
+              help=f"AIS intermediate distributions (ais.steps) {eval_default('ais.steps')}.")
 @click.option("--ais-chains", "ais_chains", type=int, default=None,
-              help=f"AIS chains per point (ais.chains) {_preset('ais.chains')}.")
+              help=f"AIS chains per point (ais.chains) {eval_default('ais.chains')}.")
 @click.option("--ais-precision", "ais_precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
               help="bf16: AIS's leapfrog force and IWAE's decoder pass in bf16; auto: bf16 where the hardware has "
                    "bf16 units (ais.precision) [fp32].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to evaluate.")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
-@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
-@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
 def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
                  threads: int | None, **options) -> None:
     """ELBO, D_SM, IWAE, AIS log p(x) and the ELBO gap (AIS − ELBO) on fixed test and training subsets.
@@ -49,7 +55,7 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     from smvi.stages.evaluate import evaluate_run
     from smvi.studies.presets import EVAL_PRESETS
 
-    _threads(threads)
+    set_threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
     r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device)
@@ -83,8 +89,8 @@ _CONV = ConvergenceConfig()
               help="bf16: AIS's leapfrog force in bf16, energies exact; auto: bf16 where the hardware has bf16 units "
                    "(ais.precision) [fp32].")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
-@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
-@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
 def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol: float | None, sets: tuple[str, ...],
                     ais_precision: str | None, overwrite: bool, no_progress: bool, threads: int | None) -> None:
     """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
@@ -94,7 +100,7 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
     """
     from smvi.stages.convergence import check_convergence
 
-    _threads(threads)
+    set_threads(threads)
     ladder = None
     if steps is not None:
         try:
@@ -121,7 +127,7 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
               help="Override any setting, e.g. --set sizes=[600,1000] --set seeds=[0,1] (repeatable).")
 @click.option("--test-size", type=int, default=None, help="Fixed random test subset [the full test set].")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing ssl.json.")
-@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
 def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwrite: bool, no_progress: bool) -> None:
     """Semi-supervised accuracy: an SVM on encoder means μ_φ(x) with s labeled examples (s/10 per class).
 
@@ -188,15 +194,15 @@ def ssl_table(record) -> str:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to compute.")
 @click.option("--overwrite", is_flag=True, help="Recompute an existing gaps.json.")
-@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
-@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
 def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
              threads: int | None, **options) -> None:
     """Split the ELBO gap into approximation gap (log p(x) − ELBO of the best q of the family for each image) and
     amortization gap (that ELBO − the encoder's), log p(x) from AIS. Writes the run's gaps record (gaps.json)."""
     from smvi.stages.gaps import gaps_run
 
-    _threads(threads)
+    set_threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(GapConfig, sets=sets, overrides=options)
     r = gaps_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress)
@@ -218,7 +224,7 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool,
               help="Where to compute.")
 @click.option("--overwrite", is_flag=True, help="Redraw existing pictures (pictures.json and its PNGs).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
 def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: bool, no_progress: bool,
                  threads: int | None) -> None:
     """Draw what the model learned, as three PNGs in RUN_DIR: samples.png (decoder means of 64 prior samples),
@@ -228,7 +234,7 @@ def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, overwrite: b
     from smvi.settings.stages import PicturesConfig
     from smvi.stages.pictures import pictures_run
 
-    _threads(threads)
+    set_threads(threads)
     cfg = build_config(PicturesConfig, sets=sets)
     r = pictures_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress)
     for note in r.notes:

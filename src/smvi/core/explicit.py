@@ -108,7 +108,7 @@ def mlp_log_likelihood(decoder: nn.Sequential, likelihood: str, x: Tensor, z: Te
     with torch.no_grad():
         layers = list(decoder)
         h, derivs = z, []
-        for lin, act in zip(layers[0:-1:2], layers[1::2]):
+        for lin, act in zip(layers[0:-1:2], layers[1::2], strict=True):
             a = _linear(lin, h, forward_bf16)
             h = act(a)
             if grad:
@@ -116,6 +116,6 @@ def mlp_log_likelihood(decoder: nn.Sequential, likelihood: str, x: Tensor, z: Te
         value, g = _likelihood(likelihood, x, _linear(layers[-1], h, forward_bf16).to(z.dtype), grad)
         if not grad:
             return value, None
-        for lin, d in zip(reversed(layers[2::2]), reversed(derivs)):
+        for lin, d in zip(reversed(layers[2::2]), reversed(derivs), strict=True):
             g = _input_grad(lin, g, bf16) * d
         return value, _input_grad(layers[0], g, bf16).to(z.dtype)

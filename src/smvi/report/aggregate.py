@@ -42,7 +42,7 @@ from smvi.store.rundir import RunDamaged, RunDir, RunError, config_files, read_b
 from smvi.store.stats import clustered_paired_t, mean_se
 
 __all__ = ["ReportError", "collect_runs", "aggregate", "is_constrained", "method_of", "lam_series", "last_kl",
-           "last_diagnostics", "Run", "Row", "SPLITS", "EVAL_METRICS"]
+           "last_diagnostics", "Run", "Row", "SPLITS", "EVAL_METRICS", "lookup", "number", "ssl_by_seed", "row_lam"]
 
 SPLITS, EVAL_METRICS = ("test", "train"), ("gap", "ais", "elbo")
 IGNORED_KEYS = {"train.lam", "train.seed", "train.device", "data.data_dir"}  # may differ between runs of one sweep
@@ -92,7 +92,7 @@ def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
     if config.get("train.constraint.target") is not None:
         return None
     spec = OBJECTIVES.get(config.get("train.objective", DEFAULT_OBJECTIVE))
-    value = _num(config.get(f"train.{spec.knob}")) if spec else None
+    value = number(config.get(f"train.{spec.knob}")) if spec else None
     if spec is None or value is None:
         return None
     family = config.get("model.posterior", DEFAULT_FAMILY)
@@ -174,7 +174,7 @@ def _status_notes(sweep: Path, notes: list[str]) -> None:
     except (RunError, OSError, UnicodeDecodeError, ValueError) as e:
         notes.append(f"sweep: unreadable {sweep_paths(sweep)[1].name} ({e}); ignored")
         return
-    for job in _get(status, "runs") or []:
+    for job in lookup(status, "runs") or []:
         if isinstance(job, dict) and job.get("status") not in (None, "ok"):
             notes.append(f"{sweep_paths(sweep)[1].name}: {job.get('name')} {job.get('status')} "
                          f"({job.get('error', '?')})")
@@ -252,13 +252,23 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
 
 
 # ---- aggregating ----------------------------------------------------------------------------------------------------
-def _get(tree: Any, *keys: str) -> Any:
+def row_lam(row: Row) -> float:
+    """λ of a per-λ row (a sort key, an x position); the λ-less rows (``ssl_raw_accuracy``) have none to give."""
+    if row.lam is None:
+        raise ValueError(f"the {row.quantity} row has no λ")
+    return row.lam
+
+
+def lookup(tree: Any, *keys: str) -> Any:
+    """``tree[k1][k2]...`` through nested dicts (a record or config read from JSON); None where a key is missing or a
+    level is not a dict."""
     for k in keys:
         tree = tree.get(k) if isinstance(tree, dict) else None
     return tree
 
 
-def _num(x: Any) -> float | None:
+def number(x: Any) -> float | None:
+    """``x`` as a float when it is a finite int or float (a value read from JSON), else None."""
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
@@ -281,16 +291,16 @@ def _se_pct(values) -> float | None:
 
 
 def _accuracies(ssl: dict | None, kind: str, s: int) -> tuple[float, ...]:
-    acc = _get(ssl, kind, "sizes", str(s), "accuracy")
-    return tuple(float(a) for a in acc if _num(a) is not None) if isinstance(acc, list) else ()
+    acc = lookup(ssl, kind, "sizes", str(s), "accuracy")
+    return tuple(float(a) for a in acc if number(a) is not None) if isinstance(acc, list) else ()
 
 
-def _by_seed(ssl: dict | None, s: int) -> dict[Any, float]:
+def ssl_by_seed(ssl: dict | None, s: int) -> dict[Any, float]:
     """Label-subset seed → encoder-feature SSL accuracy at size ``s``, from one ``ssl.json``."""
-    seeds, acc = _get(ssl, "features", "seeds"), _get(ssl, "features", "sizes", str(s), "accuracy")
+    seeds, acc = lookup(ssl, "features", "seeds"), lookup(ssl, "features", "sizes", str(s), "accuracy")
     if not (isinstance(seeds, list) and isinstance(acc, list) and len(seeds) == len(acc)):
         return {}
-    return {k: float(a) for k, a in zip(seeds, acc, strict=True) if _num(a) is not None}
+    return {k: float(a) for k, a in zip(seeds, acc, strict=True) if number(a) is not None}
 
 
 def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
@@ -317,9 +327,9 @@ def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
 def last_kl(last: dict) -> tuple[float | None, str]:
     """KL(q ‖ prior) of a metrics line and where it comes from: ``test`` (the monitor set) if logged, else ``train``
     (the training mean of the epoch)."""
-    if (kl := _num(last.get("test_kl"))) is not None:
+    if (kl := number(last.get("test_kl"))) is not None:
         return kl, "test"
-    return _num(last.get("kl")), "train"
+    return number(last.get("kl")), "train"
 
 
 def last_diagnostics(run: Run) -> dict[tuple[str, str], float]:
@@ -328,7 +338,7 @@ def last_diagnostics(run: Run) -> dict[tuple[str, str], float]:
     last = run.metrics[-1] if run.metrics else {}
     kl, where = last_kl(last)
     out = {} if kl is None else {("kl", where): kl}
-    if (units := _num(last.get("test_active_units"))) is not None:
+    if (units := number(last.get("test_active_units"))) is not None:
         out[("active_units", "test")] = units
     return out
 
@@ -355,20 +365,20 @@ def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
     for split, q, lam in itertools.product(SPLITS, EVAL_METRICS, lams):
         got = []
         for r in (r for r in runs if r.lam == lam and r.eval):
-            m = _num(_get(r.eval, "splits", split, q, "mean"))
+            m = number(lookup(r.eval, "splits", split, q, "mean"))
             if m is None:
                 notes.append(f"{r.name}: eval.json has no {split} {q}")
             else:
-                got.append((m, _num(_get(r.eval, "splits", split, q, "se"))))
+                got.append((m, number(lookup(r.eval, "splits", split, q, "se"))))
         if got:
             rows.append(_row(q, split, None, lam, got, "data points", "nats"))
     for lam in lams:  # IWAE on the whole test set, where the eval records have it
-        got = [(m, _num(_get(r.eval, "full_test", "iwae", "se"))) for r in runs if r.lam == lam and r.eval
-               if (m := _num(_get(r.eval, "full_test", "iwae", "mean"))) is not None]
+        got = [(m, number(lookup(r.eval, "full_test", "iwae", "se"))) for r in runs if r.lam == lam and r.eval
+               if (m := number(lookup(r.eval, "full_test", "iwae", "mean"))) is not None]
         if got:
             rows.append(_row("iwae_full", "test", None, lam, got, "data points", "nats"))
     rows += _diagnostics(runs, lams)
-    sizes = sorted({int(s) for r in runs for s in (_get(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
+    sizes = sorted({int(s) for r in runs for s in (lookup(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
     for s in sizes:
         for lam in lams:
             got = [(100 * float(np.mean(a)), _se_pct(a)) for r in runs if r.lam == lam

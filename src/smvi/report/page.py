@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import html
 import re
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from smvi.report.aggregate import ReportError, Row, Run, aggregate, collect_runs, lam_series

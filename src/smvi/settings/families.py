@@ -24,7 +24,8 @@ __all__ = ["FamilySpec", "FAMILIES", "DEFAULT_FAMILY", "family_settings"]
 @dataclass(frozen=True)
 class FamilySpec:
     """A family as the settings see it: ``name`` (the value of ``model.posterior``), ``description`` (a few words),
-    ``settings`` (``model.*`` key -> the default it gets when unset; only this family may set them) and ``min_z_dim``."""
+    ``settings`` (``model.*`` key -> the default it gets when unset; only this family may set them) and
+    ``min_z_dim``."""
 
     name: str
     description: str

@@ -31,16 +31,17 @@ class AISSampler(_Frozen):
     """How each AIS chain moves: :func:`smvi.core.estimators.ais` keywords except ``steps`` (which a convergence check
     varies). Field names are the keyword names."""
 
-    chains: int = Field(4, gt=0, description="AIS chains per point")
-    leapfrog_steps: int = Field(5, gt=0, description="leapfrog steps per HMC transition")
-    schedule: Literal["sigmoid", "linear"] = Field("sigmoid", description="β schedule")
-    start: Literal["prior", "encoder"] = Field("encoder", description="AIS initial distribution")
+    chains: int = Field(default=4, gt=0, description="AIS chains per point")
+    leapfrog_steps: int = Field(default=5, gt=0, description="leapfrog steps per HMC transition")
+    schedule: Literal["sigmoid", "linear"] = Field(default="sigmoid", description="β schedule")
+    start: Literal["prior", "encoder"] = Field(default="encoder", description="AIS initial distribution")
     precision: Literal["fp32", "bf16", "auto"] = Field(
-        "fp32", description="bf16: the leapfrog force (AIS) and IWAE's decoder pass with bf16 products, see "
+        default="fp32", description="bf16: the leapfrog force (AIS) and IWAE's decoder pass with bf16 products, see "
                             "smvi.core.estimators.precision; auto: bf16 where the hardware has bf16 units, else fp32 "
                             "(the eval record says which ran)")
     adapt: Literal["ratio", "dual_averaging"] = Field(
-        "ratio", description="step-size rule (smvi.core.estimators.adapt): ratio (x1.02 per step at most, too slow "
+        default="ratio",
+        description="step-size rule (smvi.core.estimators.adapt): ratio (x1.02 per step at most, too slow "
                              "for short chains; records without this key used it) or dual_averaging (Hoffman & Gelman "
                              "2014: reaches the target acceptance within tens of steps)")
 
@@ -52,35 +53,38 @@ class AISSampler(_Frozen):
 class AISConfig(AISSampler):
     """AIS as ``smvi evaluate`` runs it: the sampler plus the number of intermediate distributions."""
 
-    steps: int = Field(1000, gt=0, description="AIS intermediate distributions")
+    steps: int = Field(default=1000, gt=0, description="AIS intermediate distributions")
 
 
 class EvalConfig(_Frozen):
     """How much work ``smvi evaluate`` does. The defaults are the converged setting (see the README's evaluation
     section for the BDMC evidence); ``smvi.studies.presets.EVAL_PRESETS['quick']`` is for quick looks."""
 
-    n_test: int = Field(200, gt=0, description="test points (a fixed random subset)")
-    n_train: int = Field(200, ge=0, description="training points (a fixed random subset); 0 skips the split")
-    subset_seed: int = Field(0, ge=0, description="seed of the subsets (binarization uses data.eval_seed)")
-    elbo_samples: int = Field(1000, gt=0, description="z samples per point for the ELBO")
-    dsm_samples: int = Field(100, gt=0, description="z samples per point for D_SM")
-    iwae_k: int = Field(1000, ge=0, description="importance samples of the IWAE bound; 0 skips it")
-    iwae_full_test_k: int = Field(0, ge=0, description="IWAE samples on the whole test set (log p(x) comparable with "
+    n_test: int = Field(default=200, gt=0, description="test points (a fixed random subset)")
+    n_train: int = Field(default=200, ge=0, description="training points (a fixed random subset); 0 skips the split")
+    subset_seed: int = Field(default=0, ge=0, description="seed of the subsets (binarization uses data.eval_seed)")
+    elbo_samples: int = Field(default=1000, gt=0, description="z samples per point for the ELBO")
+    dsm_samples: int = Field(default=100, gt=0, description="z samples per point for D_SM")
+    iwae_k: int = Field(default=1000, ge=0, description="importance samples of the IWAE bound; 0 skips it")
+    iwae_full_test_k: int = Field(default=0, ge=0,
+                                  description="IWAE samples on the whole test set (log p(x) comparable with "
                                                        "published numbers); 0 skips it")
     ais: AISConfig = AISConfig()
-    batch_size: int = Field(100, gt=0, description="points evaluated together (results do not depend on it)")
-    seed: int = Field(0, ge=0, description="seed of every estimator")
+    batch_size: int = Field(default=100, gt=0, description="points evaluated together (results do not depend on it)")
+    seed: int = Field(default=0, ge=0, description="seed of every estimator")
 
 
 class ConvergenceConfig(_Frozen):
     """What ``smvi convergence`` checks: BDMC on ``n_points`` simulated points and an AIS ladder on ``n_points`` test
     points, at each number of ``steps``, with the sampler ``ais``."""
 
-    steps: Annotated[tuple[PositiveInt, ...], Distinct] = Field((100, 300, 1000), description="AIS lengths compared")
-    n_points: int = Field(100, gt=0, description="simulated points (BDMC) and test points (ladder)")
-    tol: float = Field(0.1, gt=0, description="agreement (nats) between successive lengths that counts as converged")
-    subset_seed: int = Field(0, ge=0, description="seed of the test subset (binarization uses data.eval_seed)")
-    seed: int = Field(0, ge=0, description="seed of the simulation and of AIS")
+    steps: Annotated[tuple[PositiveInt, ...], Distinct] = Field(default=(100, 300, 1000),
+                                                                description="AIS lengths compared")
+    n_points: int = Field(default=100, gt=0, description="simulated points (BDMC) and test points (ladder)")
+    tol: float = Field(default=0.1, gt=0,
+                       description="agreement (nats) between successive lengths that counts as converged")
+    subset_seed: int = Field(default=0, ge=0, description="seed of the test subset (binarization uses data.eval_seed)")
+    seed: int = Field(default=0, ge=0, description="seed of the simulation and of AIS")
     ais: AISSampler = AISSampler()
 
 
@@ -89,17 +93,18 @@ class GapConfig(_Frozen):
     the local fit (:func:`smvi.stages.gaps.fit_local`). The AIS defaults are the cpu preset's converged ones (500 steps,
     4 chains, 5 leapfrogs, from the encoder)."""
 
-    n_points: int = Field(100, gt=0, description="test images (the fixed subset smvi evaluate scores first)")
-    subset_seed: int = Field(0, ge=0, description="seed of the subset (binarization uses the run's data.eval_seed)")
+    n_points: int = Field(default=100, gt=0, description="test images (the fixed subset smvi evaluate scores first)")
+    subset_seed: int = Field(default=0, ge=0,
+                             description="seed of the subset (binarization uses the run's data.eval_seed)")
     ais: AISConfig = AISConfig(steps=500)
-    steps: int = Field(3000, gt=0, description="Adam steps of the local fit")
-    lr: float = Field(1e-2, gt=0, description="initial learning rate of the local fit (cosine decay to 1 %)")
-    n_samples: int = Field(16, gt=0, description="draws per image and step in the local fit")
-    window: int = Field(100, gt=0, description="steps between the convergence check's evaluations")
-    tol: float = Field(0.05, gt=0, description="converged: no image gained this much (nats) in the last window")
-    eval_samples: int = Field(1000, gt=0, description="draws per image for each ELBO")
-    batch_size: int = Field(100, gt=0, description="images processed together")
-    seed: int = Field(0, ge=0, description="seed of AIS, the fit and the ELBO draws")
+    steps: int = Field(default=3000, gt=0, description="Adam steps of the local fit")
+    lr: float = Field(default=1e-2, gt=0, description="initial learning rate of the local fit (cosine decay to 1 %)")
+    n_samples: int = Field(default=16, gt=0, description="draws per image and step in the local fit")
+    window: int = Field(default=100, gt=0, description="steps between the convergence check's evaluations")
+    tol: float = Field(default=0.05, gt=0, description="converged: no image gained this much (nats) in the last window")
+    eval_samples: int = Field(default=1000, gt=0, description="draws per image for each ELBO")
+    batch_size: int = Field(default=100, gt=0, description="images processed together")
+    seed: int = Field(default=0, ge=0, description="seed of AIS, the fit and the ELBO draws")
 
     def fit_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`smvi.stages.gaps.fit_local` these settings stand for."""
@@ -112,14 +117,15 @@ class PicturesConfig(_Frozen):
     The test images are fixed subsets drawn with ``seed``, given to the model as the run's ``data.transform`` makes them
     (with its ``data.eval_seed``, like every evaluation); a subset larger than the test split is the whole split."""
 
-    n_samples: int = Field(64, gt=0, description="prior samples z ~ N(0, I) whose decoder means are drawn")
-    n_reconstructions: int = Field(32, gt=0, description="test images shown above their reconstructions")
-    n_latent: int = Field(2000, ge=2, description="test images in the 2-d picture of the encoder means")
+    n_samples: int = Field(default=64, gt=0, description="prior samples z ~ N(0, I) whose decoder means are drawn")
+    n_reconstructions: int = Field(default=32, gt=0, description="test images shown above their reconstructions")
+    n_latent: int = Field(default=2000, ge=2, description="test images in the 2-d picture of the encoder means")
     projection: Literal["pca", "tsne"] = Field(
-        "pca", description="how the encoder means are put in 2-d: pca (linear, about 1 s) or tsne (scikit-learn's "
+        default="pca",
+        description="how the encoder means are put in 2-d: pca (linear, about 1 s) or tsne (scikit-learn's "
                            "t-SNE: local neighbourhoods, about 15 s for 2000 images on one core)")
-    columns: int = Field(8, gt=0, description="images per row of the sample and reconstruction grids")
-    seed: int = Field(0, ge=0, description="seed of the prior samples and of the two test subsets")
+    columns: int = Field(default=8, gt=0, description="images per row of the sample and reconstruction grids")
+    seed: int = Field(default=0, ge=0, description="seed of the prior samples and of the two test subsets")
 
 
 Inputs = Literal["binarized", "gray"]
@@ -133,8 +139,9 @@ Positives = Annotated[tuple[PositiveFloat, ...], Distinct]
 
 
 class SSLConfig(BaseModel):
-    """Settings of :func:`smvi.stages.ssl.ssl_run` (from strings: :func:`smvi.settings.run.build_config`). With the defaults a run takes
-    about 2.5 min on 2 idle CPU cores, over half of it on the raw-pixel baseline (``raw_pixels=False`` skips it)."""
+    """Settings of :func:`smvi.stages.ssl.ssl_run` (from strings: :func:`smvi.settings.run.build_config`). With the
+    defaults a run takes about 2.5 min on 2 idle CPU cores, over half of it on the raw-pixel baseline
+    (``raw_pixels=False`` skips it)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
 
@@ -142,7 +149,7 @@ class SSLConfig(BaseModel):
         "paper", description="'paper': the RBF SVM on the (C, γ) grids below; 'robust': RBF SVM, logistic regression "
         "and k-NN on growing grids, 20 label subsets by default, features saved (smvi.stages.ssl_robust)")
     sizes: Annotated[tuple[PositiveInt, ...], Distinct] = Field(
-        (600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)")
+        default=(600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)")
     seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field(
         (0, 1, 2, 3, 4), description="label-subset seeds; mean ± std over them (robust protocol: 0 … 19 if unset)")
     inputs: Inputs = Field("binarized", description="encoder input: fixed-seed binary images or gray levels")

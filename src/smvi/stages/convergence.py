@@ -39,8 +39,8 @@ def check_convergence(
     device: str = "cpu",
 ) -> ConvergenceRecord:
     """BDMC on ``cfg.n_points`` simulated points and an AIS ladder on as many test points, at each of ``cfg.steps``,
-    with the sampler ``cfg.ais``, on ``device``. Checks the run, an existing record (an error unless ``overwrite``) and writability
-    before any work; writes and returns the run's convergence record."""
+    with the sampler ``cfg.ais``, on ``device``. Checks the run, an existing record (an error unless ``overwrite``) and
+    writability before any work; writes and returns the run's convergence record."""
     rd, run, data = open_stage(run_dir, "convergence", data=data, overwrite=overwrite, device=device)
     if cfg.n_points > len(data.test_x):
         raise RunError(f"n_points = {cfg.n_points} but the test split has {len(data.test_x)} images; lower it")

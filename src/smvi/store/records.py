@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 import math
 import platform
-from collections.abc import Callable
-from datetime import UTC, datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
@@ -44,6 +44,13 @@ SCHEMAS = {"eval": "smvi-eval-2", "ssl": "smvi-ssl-2", "convergence": "smvi-conv
            "eval_partial": "smvi-eval-partial-1"}  # an evaluation's progress (EvalPartial), not a result
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Num = float | None  # a measured number; None where it was not finite (see the record's notes)
+PictureKind = Literal["samples", "reconstructions", "latents"]  # the PNGs of smvi pictures
+
+
+def nums(values: Iterable[float]) -> list[Num]:
+    """``values`` as a record's list of measured numbers (a ``list[float]`` is not a ``list[Num]`` to a type checker:
+    lists are invariant)."""
+    return list[Num](values)
 
 
 class RecordError(ValueError):
@@ -72,7 +79,8 @@ class Header(_Rec):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     schema_: str = Field(alias="schema", description="record kind and version, e.g. smvi-eval-2")
-    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$", description="the run's identity (smvi.store.rundir.fingerprint)")
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$",
+                             description="the run's identity (smvi.store.rundir.fingerprint)")
     epoch: int = Field(ge=0, description="epochs the evaluated model was trained")
     settings: dict[str, Any] = Field(description="the stage's config, as dumped")
     smvi_version: str = Field(description="version that wrote the record ('legacy': upgraded from an old file)")
@@ -157,7 +165,8 @@ class EvalRecord(_Rec):
     work: dict[str, int] = {}
     notes: list[str] = []
     precision: Literal["fp32", "bf16"] | None = Field(
-        None, description="the precision AIS and IWAE ran in (settings' ais.precision, 'auto' resolved on the machine)"
+        default=None,
+        description="the precision AIS and IWAE ran in (settings' ais.precision, 'auto' resolved on the machine)"
                           "; None in older records: read it with computed_precision")
 
     @property
@@ -360,7 +369,7 @@ class PicturesRecord(_Rec):
 
     header: Header
     run: str
-    sha256: dict[Literal["samples", "reconstructions", "latents"], Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sha256: dict[PictureKind, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
                  ] = Field(description="each PNG's SHA-256 (hex), by picture")
     reconstruction_indices: list[int] = Field(description="the test images shown above their reconstructions")
     n_latent: int = Field(gt=0, description="test images in the latent picture")
@@ -375,7 +384,8 @@ class PicturesRecord(_Rec):
         return self
 
 
-Record = Union[EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord, PicturesRecord, EvalPartial]
+Record = EvalRecord | SSLRecord | ConvergenceRecord | GapsRecord | PicturesRecord | EvalPartial
+R = TypeVar("R", EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord, PicturesRecord, EvalPartial)  # one record kind
 _CLASSES: dict[str, type] = {"eval": EvalRecord, "ssl": SSLRecord, "convergence": ConvergenceRecord,
                              "gaps": GapsRecord, "pictures": PicturesRecord, "eval_partial": EvalPartial}
 
@@ -397,7 +407,7 @@ def _finite(tree: Any, path: str, notes: list[str]) -> Any:
     return tree
 
 
-def dump_record(record: Record) -> tuple[str, Record]:
+def dump_record(record: R) -> tuple[str, R]:
     """The record as JSON text with every non-finite number replaced by null and noted in ``notes``; also returns the
     record as it will read back."""
     notes: list[str] = []

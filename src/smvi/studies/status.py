@@ -125,7 +125,8 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
     """The status as text: a line per run, then what is left and the time it should take with ``workers`` jobs side
     by side."""
     # a column per listed stage, and per other stage the sweep runs or some run has a record of (e.g. a gap split)
-    shown = [s.name for s in AFTER_TRAINING if s.listed or s.name in sweep.stages or any(r.stages[s.name] for r in rows)]
+    shown = [s.name for s in AFTER_TRAINING
+             if s.listed or s.name in sweep.stages or any(r.stages[s.name] for r in rows)]
     head = ["run", "epochs", *shown]
     table = [head]
     for r in rows:

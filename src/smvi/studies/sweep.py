@@ -89,21 +89,21 @@ class SweepConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    lams: Annotated[tuple[NonNegativeFloat, ...], NoRepeats] = Field((0.0, 0.01, 0.1), description="λ values")
+    lams: Annotated[tuple[NonNegativeFloat, ...], NoRepeats] = Field(default=(0.0, 0.01, 0.1), description="λ values")
     dsm_targets: Annotated[tuple[PositiveFloat, ...], NoRepeats] = Field(
-        (), description="D_SM targets ε: one constrained run each (train.constraint.measure = 'dsm')")
+        default=(), description="D_SM targets ε: one constrained run each (train.constraint.measure = 'dsm')")
     gap_targets: Annotated[tuple[PositiveFloat, ...], NoRepeats] = Field(
-        (), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each")
-    constraint: DualSettings = Field(DualSettings(), description="the learned λ's settings of the target runs")
-    seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field((0,), description="training seeds")
+        default=(), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each")
+    constraint: DualSettings = Field(default=DualSettings(), description="the learned λ's settings of the target runs")
+    seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field(default=(0,), description="training seeds")
     stages: Annotated[tuple[StageName, ...], Distinct] = Field(
-        ("train", "evaluate", "ssl"), description="what each run does, each stage with the section of its name")
+        default=("train", "evaluate", "ssl"), description="what each run does, each stage with the section of its name")
     run: RunConfig = RunConfig()
     eval: EvalConfig = EvalConfig()
     ssl: SSLConfig = SSLConfig()
     pictures: PicturesConfig = PicturesConfig()
-    convergence: ConvergenceConfig = Field(ConvergenceConfig(), description="settings of the convergence stage")
-    gaps: GapConfig = Field(GapConfig(), description="settings of the gaps stage")
+    convergence: ConvergenceConfig = Field(default=ConvergenceConfig(), description="settings of the convergence stage")
+    gaps: GapConfig = Field(default=GapConfig(), description="settings of the gaps stage")
 
     @model_validator(mode="after")
     def _coherent(self) -> SweepConfig:

@@ -245,15 +245,16 @@ def ais(
     decoder pass in :mod:`smvi.core.explicit`, no autograd), else from autograd through ``log_likelihood``.
 
     ``precision="bf16"`` computes the leapfrog force (the z-gradient of log p(x, z): the decoder's forward and
-    input-gradient pass) with bf16 products (the explicit pass, or autograd under bf16 autocast), about 2× the throughput on CPUs with bf16 units, and keeps everything the
-    estimate rests on exact: positions, momenta and the energies of the accept/reject test in the model's dtype (fp32),
-    the log-weights in fp64. HMC with any deterministic, volume-preserving, reversible integrator stays exact when the
-    accept/reject uses the true Hamiltonian (Neal 2011, "MCMC using Hamiltonian dynamics"; see
-    :func:`~smvi.core.estimators.hmc.hmc_step`), so each transition still leaves its π_β invariant and E[w] = p(x) holds
-    as in fp32; only the acceptance rate (and with it the adapted step size) can change. Needs a float32 model and a
-    device with bf16 autocast (:func:`~smvi.core.estimators.precision.check_precision` says why not, in one line).
-    ``precision="auto"`` is bf16 where the hardware has bf16 units, else fp32
-    (:func:`~smvi.core.estimators.precision.resolve_precision`); ``settings["precision"]`` holds what ran.
+    input-gradient pass) with bf16 products (the explicit pass, or autograd under bf16 autocast), about 2× the
+    throughput on CPUs with bf16 units, and keeps everything the estimate rests on exact: positions, momenta and the
+    energies of the accept/reject test in the model's dtype (fp32), the log-weights in fp64. HMC with any deterministic,
+    volume-preserving, reversible integrator stays exact when the accept/reject uses the true Hamiltonian (Neal 2011,
+    "MCMC using Hamiltonian dynamics"; see :func:`~smvi.core.estimators.hmc.hmc_step`), so each transition still leaves
+    its π_β invariant and E[w] = p(x) holds as in fp32; only the acceptance rate (and with it the adapted step size) can
+    change. Needs a float32 model and a device with bf16 autocast
+    (:func:`~smvi.core.estimators.precision.check_precision` says why not, in one line). ``precision="auto"`` is bf16
+    where the hardware has bf16 units, else fp32 (:func:`~smvi.core.estimators.precision.resolve_precision`);
+    ``settings["precision"]`` holds what ran.
 
     ``progress`` shows the annealing steps (:class:`smvi.progress.Progress`; a string is its label).
     """

@@ -8,6 +8,7 @@ other half of the coordinates and a context vector h(x) output by the encoder (c
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -23,7 +24,8 @@ _MAX_LOG_SCALE = 3.0  # coupling log-scales are soft-clamped to (−3, 3): s = 3
 
 
 def _linear(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """h ``[..., N, in]`` through shared weights ``[out, in]`` or per-image weights ``[N, out, in]`` (bias ``[N, out]``)."""
+    """h ``[..., N, in]`` through shared weights ``[out, in]`` or per-image weights ``[N, out, in]`` (bias ``[N,
+    out]``)."""
     if weight.dim() == 2:
         return F.linear(h, weight, bias)
     return torch.einsum("...ni,noi->...no", h, weight) + bias
@@ -108,7 +110,7 @@ class CouplingFlow(PosteriorFamily):
         self.nets = nn.ModuleList()
         for keep, change in self.splits:
             sizes = [len(keep) + context, *hidden, 2 * len(change)]
-            lins = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+            lins = [nn.Linear(a, b) for a, b in pairwise(sizes)]
             for lin in lins[:-1]:
                 nn.init.xavier_normal_(lin.weight)
                 nn.init.zeros_(lin.bias)
@@ -130,7 +132,7 @@ class CouplingFlow(PosteriorFamily):
                            validate_args=False)
         context = params[..., 2 * d:]
         transforms = [_AffineCoupling(keep.to(params.device), change.to(params.device), w, context)
-                      for (keep, change), w in zip(self.splits, weights)]
+                      for (keep, change), w in zip(self.splits, weights, strict=True)]
         return FlowPosterior(base, transforms)
 
     def distribution(self, params: Tensor) -> Distribution:
