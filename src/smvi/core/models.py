@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Distribution, Independent, MultivariateNormal, Normal
 
 from smvi.core.explicit import mlp_log_likelihood, supports
 from smvi.core.families import DiagonalGaussian, PosteriorFamily, make_family
@@ -71,8 +71,10 @@ def _mlp(sizes: list[int], activation: str, last_scale: float = 1.0) -> nn.Seque
         layers.append(lin)
         if i < len(sizes) - 2:
             layers.append(_ACTIVATIONS[activation]())
+    last = layers[-1]
+    assert isinstance(last, nn.Linear)
     with torch.no_grad():
-        layers[-1].weight.mul_(last_scale)
+        last.weight.mul_(last_scale)
     return nn.Sequential(*layers)
 
 
@@ -93,8 +95,10 @@ class VAE(nn.Module):
         self.encoder = _mlp([x_dim, *cfg.encoder_hidden, family.n_params], cfg.activation, cfg.encoder_last_scale)
         self.decoder = _mlp([cfg.z_dim, *cfg.decoder_hidden, out], cfg.activation, cfg.decoder_last_scale)
         if family.n_context:  # a context h(x) (the flow's) keeps the full He init: only q's own parameters start small
+            last = self.encoder[-1]
+            assert isinstance(last, nn.Linear)
             with torch.no_grad():
-                self.encoder[-1].weight[family.n_params - family.n_context:].div_(cfg.encoder_last_scale)
+                last.weight[family.n_params - family.n_context:].div_(cfg.encoder_last_scale)
         self.family = family  # registered last: the diagonal family has no parameters, so state and order are as before
 
     @property
@@ -234,13 +238,13 @@ class LinearGaussian(nn.Module):
         return Independent(Normal(mean, self.log_s.exp().expand_as(mean)), 1)
 
     # ---- closed forms -------------------------------------------------------------------------------------------
-    def posterior(self, x: Tensor) -> Distribution:
+    def posterior(self, x: Tensor) -> MultivariateNormal:
         """The exact posterior p(z|x) (full covariance), batch shape [N]."""
         s2 = torch.exp(2 * self.log_s)
         eye = torch.eye(self.z_dim, dtype=self.W.dtype)
         cov = torch.linalg.inv(eye + self.W.T @ self.W / s2)
         mean = (x - self.b) @ self.W @ cov / s2
-        return torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
+        return MultivariateNormal(mean, covariance_matrix=cov)
 
     def log_marginal(self, x: Tensor) -> Tensor:
         """Exact log p(x), shape [N]."""

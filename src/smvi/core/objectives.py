@@ -148,7 +148,7 @@ def smvi_objective(
     rec = log_lik.mean(0)
     kl = kl_to_prior(model, q, z)
     elbo_ = rec - kl
-    loss = -elbo_ if lam == 0 else -(elbo_ - lam * d_sm)
+    loss = -elbo_ if lam == 0 or d_sm is None else -(elbo_ - lam * d_sm)
     return SMVITerms(loss=loss, elbo=elbo_, log_likelihood=rec, kl=kl, d_sm=d_sm)
 
 

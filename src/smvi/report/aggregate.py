@@ -277,8 +277,9 @@ def _row(quantity, split, s, lam, per_run: list[tuple[float, float | None]], wit
     within_se = None
     if len(means) >= 2:
         se, over = mean_se(means).se, "training seeds"
-        if all(e is not None for _, e in per_run):
-            within_se = math.sqrt(math.fsum(e * e for _, e in per_run)) / len(per_run)
+        ses = [e for _, e in per_run if e is not None]
+        if len(ses) == len(per_run):
+            within_se = math.sqrt(math.fsum(e * e for e in ses)) / len(per_run)
     else:
         se, over = per_run[0][1], within
     return Row(quantity, split, s, lam, float(np.mean(means)), se, len(means), over, unit, tuple(means), within_se)
@@ -347,7 +348,8 @@ def _diagnostics(runs: list[Run], lams: list[float]) -> list[Row]:
     """The ``kl`` and ``active_units`` rows per λ (module docstring)."""
     rows = []
     for (q, split), lam in itertools.product((("kl", "test"), ("kl", "train"), ("active_units", "test")), lams):
-        got = [(v, None) for r in runs if r.lam == lam if (v := last_diagnostics(r).get((q, split))) is not None]
+        got: list[tuple[float, float | None]] = [
+            (v, None) for r in runs if r.lam == lam if (v := last_diagnostics(r).get((q, split))) is not None]
         if got:
             rows.append(_row(q, split, None, lam, got, "one value per run", "nats" if q == "kl" else "units"))
     return rows

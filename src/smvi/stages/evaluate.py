@@ -85,7 +85,8 @@ def _full_test(model, images: torch.Tensor, cfg: EvalConfig, bseed: int, bar, sa
         save(values, before + time.perf_counter() - t)
         bar.update(len(xb))
     return FullTestIWAE(k=cfg.iwae_full_test_k, n=len(values), precision=precision, indices=idx.tolist(),
-                        iwae=mean_se(values), per_image=values, seconds=round(before + time.perf_counter() - t, 2))
+                        iwae=mean_se(values), per_image=nums(values),
+                        seconds=round(before + time.perf_counter() - t, 2))
 
 
 def _values(t: torch.Tensor) -> list[float]:
@@ -119,7 +120,7 @@ def _score_split(model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar
         cols["ais"] += _values(r.log_px)
         cols["acceptance"] += _values(r.acceptance_per_point)
         cols["ess"] += _values(r.ess)
-        save(PartialSplit(**cols, seconds=saved.seconds + time.perf_counter() - t))
+        save(PartialSplit(**{k: nums(v) for k, v in cols.items()}, seconds=saved.seconds + time.perf_counter() - t))
         bar.update(len(xb))
     gap = [a - e for a, e in zip(cols["ais"], cols["elbo"], strict=True)]
     gap_iwae = [i - e for i, e in zip(cols["iwae"], cols["elbo"], strict=True)] if "iwae" in cols else None
@@ -129,7 +130,8 @@ def _score_split(model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar
         gap_iwae=mean_se(gap_iwae) if gap_iwae is not None else None,
         ais_acceptance=float(torch.tensor(cols["acceptance"], dtype=torch.float64).mean()),
         ais_ess=mean_se(cols["ess"]),
-        per_image=PerImage(elbo=cols["elbo"], d_sm=cols["d_sm"], iwae=cols.get("iwae"), ais=cols["ais"], gap=gap),
+        per_image=PerImage(elbo=nums(cols["elbo"]), d_sm=nums(cols["d_sm"]), ais=nums(cols["ais"]), gap=nums(gap),
+                           iwae=nums(cols["iwae"]) if "iwae" in cols else None),
         seconds=round(saved.seconds + time.perf_counter() - t, 2),
     )
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smvi.progress import SweepETA, duration
+from smvi.store.records import EvalPartial
 from smvi.store.rundir import RunDir, RunError, sweep_paths
 from smvi.studies.sweep import (AFTER_TRAINING, SweepConfig, measured_times, pending_work, plan, read_sweep,
                                 slot_problem, sweep_priors)
@@ -73,7 +74,7 @@ def _age(path: Path, now: float) -> float | None:
 def _scoring(rd: RunDir, sweep: SweepConfig) -> str | None:
     """``scoring: …`` for an evaluation under way (a current ``eval.partial.json``), else None."""
     saved, _ = rd.read_partial("eval", sweep.eval)
-    if saved is None:
+    if not isinstance(saved, EvalPartial):
         return None
     subset = sum(len(s.ais) for s in saved.splits.values())
     text = f"scoring: {subset}/{sweep.eval.n_test + sweep.eval.n_train} points"

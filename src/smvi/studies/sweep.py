@@ -73,10 +73,12 @@ AFTER_TRAINING = tuple(s for s in STAGES.values() if s.record is not None)
 
 
 _SHARED = [k for k in ConstraintConfig.model_fields if k not in ("target", "measure")]
-DualSettings = create_model(  # the learned λ's settings (ConstraintConfig's, less target and measure), one owner
+# the learned λ's settings (ConstraintConfig's, less target and measure), one owner. A model built at run time: type
+# checkers cannot follow create_model's field definitions, nor use the result as a type (the ignores below).
+DualSettings = create_model(  # pyright: ignore[reportCallIssue]
     "DualSettings", __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False),
     __doc__="The learned λ's settings shared by a sweep's target runs: ConstraintConfig's keys but target and measure.",
-    **{k: (ConstraintConfig.model_fields[k].annotation, ConstraintConfig.model_fields[k]) for k in _SHARED},
+    **{k: (ConstraintConfig.model_fields[k].annotation, ConstraintConfig.model_fields[k]) for k in _SHARED},  # pyright: ignore[reportArgumentType]
 )
 
 
@@ -94,7 +96,8 @@ class SweepConfig(BaseModel):
         default=(), description="D_SM targets ε: one constrained run each (train.constraint.measure = 'dsm')")
     gap_targets: Annotated[tuple[PositiveFloat, ...], NoRepeats] = Field(
         default=(), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each")
-    constraint: DualSettings = Field(default=DualSettings(), description="the learned λ's settings of the target runs")
+    constraint: DualSettings = Field(  # pyright: ignore[reportInvalidTypeForm]
+        default=DualSettings(), description="the learned λ's settings of the target runs")
     seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field(default=(0,), description="training seeds")
     stages: Annotated[tuple[StageName, ...], Distinct] = Field(
         default=("train", "evaluate", "ssl"), description="what each run does, each stage with the section of its name")
@@ -174,7 +177,9 @@ def _grid(sweep: SweepConfig, seed: int) -> list[tuple[str, dict]]:
     """The runs of one seed as (name, updates of the base ``train`` section): every λ, then every D_SM target, then
     every gap target; a target run has λ = 0 and ``train.constraint`` = the target, its measure and ``constraint``."""
     out = [(run_name(lam, seed), {"lam": lam, "seed": seed}) for lam in sweep.lams]
-    for measure, targets in (("dsm", sweep.dsm_targets), ("gap", sweep.gap_targets)):
+    measures: tuple[tuple[Literal["dsm", "gap"], tuple[float, ...]], ...] = (("dsm", sweep.dsm_targets),
+                                                                            ("gap", sweep.gap_targets))
+    for measure, targets in measures:
         for t in targets:
             c = ConstraintConfig(target=t, measure=measure, **sweep.constraint.model_dump())
             out.append((target_run_name(measure, t, seed), {"lam": 0.0, "seed": seed, "constraint": c}))
@@ -348,8 +353,8 @@ def measured_times(eta: SweepETA, run_dirs, last: int = 20) -> None:
                 rec = rd.read_record(kind)
             except (RecordError, RunError, OSError):
                 rec = None
-            if rec is not None and getattr(rec, "seconds", None):
-                seconds[stage] = float(rec.seconds)
+            if s := getattr(rec, "seconds", None):
+                seconds[stage] = float(s)
         eta.finished(f"measured: {rd.path}", seconds, epochs=epochs)
 
 
@@ -584,7 +589,8 @@ def _run_ray(specs, sweep, dirs, address, threads, record, poll: float = 1.0) ->
                 signal.signal(sig, handler)
     try:
         remote = ray.remote(num_cpus=threads or 1)(run_job)
-        pending = [remote.remote(s, sweep, str(dirs[s.name]), threads=threads) for s in specs]
+        # ray's stubs give .remote() only the positional parameters of the function
+        pending = [remote.remote(s, sweep, str(dirs[s.name]), threads=threads) for s in specs]  # pyright: ignore[reportCallIssue]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=poll)
             for ref in ready:

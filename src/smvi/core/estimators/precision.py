@@ -39,7 +39,7 @@ Precision = Literal["fp32", "bf16", "auto"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")  # what the estimators compute in; "auto" resolves to one of them
 
 
-def resolve_precision(precision: str, device: torch.device | str) -> str:
+def resolve_precision(precision: Precision, device: torch.device | str) -> Literal["fp32", "bf16"]:
     """``"auto"`` as the precision it stands for on ``device``: ``"bf16"`` where the hardware has bf16 units
     (:func:`native_bf16`), else ``"fp32"``; any other value unchanged. Where bf16 is allowed at all, and why it keeps
     AIS exact and IWAE within its measured error, is this module's docstring."""

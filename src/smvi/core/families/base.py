@@ -83,4 +83,5 @@ def make_family(kind: str, z_dim: int, **settings: Any) -> PosteriorFamily:
 def location(q: Distribution) -> Tensor:
     """A deterministic summary of q(z|x), ``[N, z_dim]``: its mean, or for a family without a closed-form mean (a
     flow) its ``location``. The encoder feature of SSL and of the active-units count."""
-    return q.location if hasattr(q, "location") else q.mean
+    location = getattr(q, "location", None)
+    return location if location is not None else q.mean

@@ -90,7 +90,7 @@ class FlowPosterior(TransformedDistribution):
         z = self.base_dist.mean
         for t in self.transforms:
             z = t(z)
-        return z
+        return z  # pyright: ignore[reportReturnType]  # torch's Transform.__call__ is unannotated
 
 
 @register_family("flow")
@@ -124,14 +124,15 @@ class CouplingFlow(PosteriorFamily):
         return cls(z_dim, settings["flow_layers"], tuple(settings["flow_hidden"]), settings["flow_context"])
 
     def _weights(self) -> list[list[tuple[Tensor, Tensor]]]:
-        return [[(lin.weight, lin.bias) for lin in net] for net in self.nets]
+        # nets: a ModuleList of ModuleLists of nn.Linear, which torch types as Module items
+        return [[(lin.weight, lin.bias) for lin in net] for net in self.nets]  # pyright: ignore[reportGeneralTypeIssues]
 
     def _build(self, params: Tensor, weights: list[list[tuple[Tensor, Tensor]]]) -> FlowPosterior:
         d = self.z_dim
         base = Independent(Normal(params[..., :d], params[..., d:2 * d].exp(), validate_args=False), 1,
                            validate_args=False)
         context = params[..., 2 * d:]
-        transforms = [_AffineCoupling(keep.to(params.device), change.to(params.device), w, context)
+        transforms: list[Transform] = [_AffineCoupling(keep.to(params.device), change.to(params.device), w, context)
                       for (keep, change), w in zip(self.splits, weights, strict=True)]
         return FlowPosterior(base, transforms)
 
@@ -145,5 +146,5 @@ class CouplingFlow(PosteriorFamily):
 
     def local_distribution(self, local: list[Tensor]) -> Distribution:
         params, rest = local[0], iter(local[1:])
-        weights = [[(next(rest), next(rest)) for _ in net] for net in self.nets]
+        weights = [[(next(rest), next(rest)) for _ in net] for net in self.nets]  # pyright: ignore[reportGeneralTypeIssues]
         return self._build(params, weights)
