@@ -109,7 +109,7 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
         for stage in AFTER_TRAINING:
             name = stage.name
             if name not in sweep.stages:  # a stage run by hand: its record's state, shown once some run has one
-                stages[name] = "—" if stage.listed else _recorded(rd, stage.record)
+                stages[name] = "—" if stage.listed or stage.record is None else _recorded(rd, stage.record)
             elif not work[name]:
                 stages[name] = "done"
             else:  # only evaluate keeps a partial record of the points it has scored

@@ -204,7 +204,7 @@ def plan(sweep: SweepConfig) -> list[RunSpec]:
     return specs
 
 
-STAGE_RECORDS = {s.name: s.record for s in AFTER_TRAINING}
+STAGE_RECORDS = {s.name: s.record for s in AFTER_TRAINING if s.record is not None}
 """The stages after training, in order, and the record each writes (:meth:`smvi.store.rundir.RunDir.record_path`)."""
 
 
