@@ -51,7 +51,7 @@ class NonEmptyPath(click.Path):
         return super().convert(value, param, ctx)
 
 
-def _threads(n: int | None) -> None:
+def set_threads(n: int | None) -> None:
     """``--threads N``: torch's intra-op thread count (default: torch's own choice, usually every core)."""
     if n is not None:
         if n < 1:

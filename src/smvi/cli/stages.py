@@ -6,11 +6,18 @@ from pathlib import Path
 
 import click
 
-from smvi.cli.app import EVAL_PRESET_NAMES, NO_PROGRESS_HELP, THREADS_HELP, eval_default, main, set_threads
+from smvi.cli.app import (
+    EVAL_PRESET_NAMES,
+    NO_PROGRESS_HELP,
+    THREADS_HELP,
+    NonEmptyPath,
+    eval_default,
+    main,
+    set_threads,
+)
 from smvi.settings.run import build_config
 from smvi.settings.stages import ConvergenceConfig, EvalConfig, GapConfig
-from smvi.cli.app import (EVAL_PRESET_NAMES, _NO_PROGRESS_HELP, _THREADS_HELP, NonEmptyPath, _fmt, _preset, _threads,
-                          main)
+from smvi.store.rundir import RunDir
 
 
 def _fmt(value) -> str:

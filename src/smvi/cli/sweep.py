@@ -8,10 +8,10 @@ from typing import Literal
 
 import click
 
-from smvi.cli.app import NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
+from smvi.cli.app import NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, NonEmptyPath, main
 from smvi.settings.run import build_config, read_toml
 from smvi.settings.stages import STAGES
-from smvi.cli.app import _NO_PROGRESS_HELP, NonEmptyPath, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
+
 
 # ---- sweep, report --------------------------------------------------------------------------------------------------
 @main.command("sweep")
@@ -28,7 +28,8 @@ from smvi.cli.app import _NO_PROGRESS_HELP, NonEmptyPath, SWEEP_PRESET_NAMES, SW
               show_default=True, help="Run jobs here one by one, in a local process pool, or on Ray.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel jobs (process executor).")
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
-@click.option("--overwrite", is_flag=True, help="Replace the sweep's saved settings: finished runs of an unchanged identity are reused, "
+@click.option("--overwrite", is_flag=True,
+              help="Replace the sweep's saved settings: finished runs of an unchanged identity are reused, "
                    "runs the saved settings made are retrained if their identity changed; no other run is touched.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end.")
 @click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)

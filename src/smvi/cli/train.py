@@ -7,10 +7,16 @@ from pathlib import Path
 
 import click
 
-from smvi.cli.app import NO_PROGRESS_HELP, THREADS_HELP, main, run_help, set_threads
+from smvi.cli.app import (
+    NO_PROGRESS_HELP,
+    THREADS_HELP,
+    NonEmptyPath,
+    main,
+    run_help,
+    set_threads,
+)
 from smvi.settings.run import ConfigError, load_config
 from smvi.store.rundir import RunDir
-from smvi.cli.app import _NO_PROGRESS_HELP, _THREADS_HELP, NonEmptyPath, _h, _threads, main
 
 # ---- train ----------------------------------------------------------------------------------------------------------
 _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"

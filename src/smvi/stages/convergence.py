@@ -19,11 +19,10 @@ from smvi.data.loading import ImageData
 from smvi.progress import Progress
 from smvi.settings.stages import ConvergenceConfig
 from smvi.stages.evaluate import evaluation_set
-from smvi.stages.trained import open_stage
+from smvi.stages.trained import holds_run_lock, open_stage
 from smvi.store.records import BDMCRow, ConvergenceRecord, LadderRecord, make_header
 from smvi.store.rundir import RunError
 from smvi.store.stats import mean_se
-from smvi.stages.trained import holds_run_lock, open_stage
 
 __all__ = ["ConvergenceConfig", "check_convergence"]
 

@@ -33,8 +33,19 @@ from smvi.core.pointwise import d_sm_per_point, elbo_per_point
 from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import Progress, note
 from smvi.settings.stages import EvalConfig
-from smvi.store.stats import mean_se
 from smvi.stages.trained import holds_run_lock, open_stage
+from smvi.store.records import (
+    EvalPartial,
+    EvalRecord,
+    EvalSplit,
+    FullTestIWAE,
+    PartialSplit,
+    PerImage,
+    make_header,
+    nums,
+)
+from smvi.store.rundir import RunError
+from smvi.store.stats import mean_se
 
 __all__ = ["EvalConfig", "evaluate_run", "evaluation_set", "evaluation_indices", "full_test_set"]
 

@@ -36,8 +36,10 @@ from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import note
 from smvi.settings.objectives import knob_of
 from smvi.settings.stages import GapConfig
-from smvi.store.stats import MeanSE, mean_se
 from smvi.stages.trained import holds_run_lock, open_stage
+from smvi.store.records import GapsFit, GapsPerImage, GapsRecord, make_header, nums
+from smvi.store.rundir import RunError
+from smvi.store.stats import MeanSE, mean_se
 
 __all__ = ["LocalFit", "GapResult", "GapConfig", "fit_local", "gap_split", "gaps_run"]
 

@@ -38,6 +38,8 @@ from smvi.progress import Progress, label_of
 from smvi.settings.stages import PicturesConfig
 from smvi.stages.ssl import encoder_features
 from smvi.stages.trained import holds_run_lock, open_stage
+from smvi.store.records import PictureKind, PicturesRecord, make_header
+from smvi.store.rundir import RunError
 
 __all__ = ["PicturesConfig", "Pictures", "pictures_run", "draw_pictures", "image_grid", "pairs_grid", "sample_means",
            "reconstructions", "pca_2d", "FRAME", "PAD", "GAP",

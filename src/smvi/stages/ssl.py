@@ -42,10 +42,9 @@ from smvi.core.families import location
 from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import Progress, label_of, note
 from smvi.settings.stages import Inputs, Scaling, SSLConfig
-from smvi.stages.trained import open_stage
+from smvi.stages.trained import holds_run_lock, open_stage
 from smvi.store.records import SSLRecord, SSLScores, make_header
 from smvi.store.rundir import RunError
-from smvi.stages.trained import holds_run_lock, open_stage
 
 __all__ = ["SSLConfig", "SSLError", "SSLResult", "Selection", "balanced_subset", "feature_scaler",
            "select_hyperparameters", "ssl_eval", "encoder_features", "ssl_run"]

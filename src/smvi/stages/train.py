@@ -28,12 +28,13 @@ from smvi.core.models import VAE
 from smvi.core.objectives import SMVITerms, backward, smvi_objective, training_objective
 from smvi.data.loading import DynamicBinarizer, ImageData, cache_dir, fixed_inputs, load_data
 from smvi.progress import Progress, note, training_note
-from smvi.store.rundir import RunDir, RunError, fingerprint, identity_change, path_text
+from smvi.settings.objectives import objective_arguments
+from smvi.settings.run import ConfigError, RunConfig, build_config
 from smvi.stages.tracking import NullTracker, open_tracker
 from smvi.stages.trained import LoadedRun, check_checkpoint, load_run, resolve_device
 from smvi.store.atomic import atomic_write_text
 from smvi.store.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from smvi.store.rundir import RunDir, RunError, fingerprint, identity_change
+from smvi.store.rundir import RunDir, RunError, fingerprint, identity_change, path_text
 
 __all__ = ["train", "load_run", "LoadedRun", "RunError", "TrainingDiverged", "resolve_device"]
 

@@ -14,7 +14,7 @@ from smvi.settings.run import ConfigError, RunConfig
 from smvi.store.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
 from smvi.store.rundir import RunDir, RunError, config_from_dump, fingerprint, identity_diff
 
-__all__ = ["LoadedRun", "load_run", "open_stage", "holds_run_lock", "checkpoint_config", "check_checkpoint", "resolve_device"]
+__all__ = ["LoadedRun", "load_run", "open_stage", "holds_run_lock", "check_checkpoint", "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:

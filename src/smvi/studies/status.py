@@ -23,8 +23,16 @@ from pathlib import Path
 from smvi.progress import SweepETA, duration
 from smvi.store.records import EvalPartial
 from smvi.store.rundir import RunDir, RunError, sweep_paths
-from smvi.studies.sweep import (AFTER_TRAINING, SweepConfig, measured_times, pending_work, plan, read_sweep,
-                                slot_problem, sweep_priors)
+from smvi.studies.sweep import (
+    AFTER_TRAINING,
+    SweepConfig,
+    measured_times,
+    pending_work,
+    plan,
+    read_sweep,
+    slot_problem,
+    sweep_priors,
+)
 
 __all__ = ["RunProgress", "sweep_progress", "format_status", "status_text", "sweeps_in"]
 

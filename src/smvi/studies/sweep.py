@@ -52,16 +52,40 @@ from pydantic import (
 )
 
 from smvi.progress import SweepETA, duration, note, stage_priors, sweep_note
-from smvi.store.records import RecordError
-from smvi.store.rundir import (RunBusy, RunDamaged, RunDir, RunError, fingerprint, hold_lock, identity_change,
-                               path_text, sweep_paths)
-from smvi.settings.stages import (ConvergenceConfig, EvalConfig, GapConfig, PicturesConfig, SSLConfig,
-                                  upgrade_eval_settings)
+from smvi.settings.run import (
+    ConfigError,
+    ConstraintConfig,
+    Distinct,
+    NoRepeats,
+    RunConfig,
+    build_config,
+    config_to_toml,
+    one_of,
+    read_toml,
+)
+from smvi.settings.stages import (
+    ConvergenceConfig,
+    EvalConfig,
+    GapConfig,
+    PicturesConfig,
+    SSLConfig,
+    upgrade_eval_settings,
+)
 from smvi.stages.registry import STAGES
 from smvi.stages.train import train
 from smvi.store.atomic import atomic_write_json, atomic_write_text
 from smvi.store.records import RecordError
-from smvi.store.rundir import RunDir, RunError, identity_change, sweep_paths
+from smvi.store.rundir import (
+    RunBusy,
+    RunDamaged,
+    RunDir,
+    RunError,
+    fingerprint,
+    hold_lock,
+    identity_change,
+    path_text,
+    sweep_paths,
+)
 
 __all__ = ["SweepConfig", "DualSettings", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "target_run_name",
            "load_sweep_tree"]
