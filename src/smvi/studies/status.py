@@ -159,7 +159,7 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
         summary += f"; left: {', '.join(parts)}; {eta.eta()} with {workers} worker{'s' * (workers > 1)}"
     if left_alone:
         summary += f"; {len(left_alone)} left as they are (fix them first)"
-    problems = [f"{r.name}: {r.problem[0]}: {r.problem[1]}" for r in left_alone]
+    problems = [f"{r.name}: {p[0]}: {p[1]}" for r in left_alone if (p := r.problem)]
     return "\n".join([f"sweep {sweep_dir}", *lines, *problems, summary]) + "\n"
 
 

@@ -274,8 +274,8 @@ def _slot(spec: RunSpec, sweep: SweepConfig, rd: RunDir) -> str | None:
     except RunDamaged as e:
         raise Refused(f"{e.problem}; {_LEAVE}: restore the file, or remove {rd.path} and rerun the same command",
                       "damaged") from None
-    change = saved and identity_change(saved, spec.config)
-    if not change:
+    change = identity_change(saved, spec.config) if saved is not None else None
+    if saved is None or not change:
         return None
     if spec.made != fingerprint(saved):
         raise Refused(f"{rd.path} holds a run this sweep did not make ({change}); {_LEAVE}: move it out of "
