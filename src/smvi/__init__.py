@@ -146,15 +146,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from smvi.stages.convergence import check_convergence
     from smvi.stages.evaluate import evaluate_run
     from smvi.stages.gaps import GapResult, fit_local, gap_split, gaps_run
-    from smvi.core.objectives import (BetaTerms, IWAETerms, SMVITerms, beta_vae_objective, elbo, iwae_objective,
-                             score_matching_divergence, smvi_objective, training_objective)
-    from smvi.core.families import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
-    from smvi.stages.ssl import SSLConfig, ssl_run
-    from smvi.stages.ssl_robust import rescore
-    from smvi.data.synthetic import synthetic_images
-    from smvi.store.rundir import RunDir, RunError, fingerprint
     from smvi.stages.pictures import pictures_run
     from smvi.stages.ssl import SSLConfig, ssl_run
+    from smvi.stages.ssl_robust import rescore
     from smvi.stages.train import TrainResult
     from smvi.stages.train import train as train_run
     from smvi.stages.trained import LoadedRun, load_run

@@ -152,8 +152,8 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, overwri
 
 
 def ssl_table(record) -> str:
-    """An ssl record as a table: test accuracy (%), mean ± SE over the label subsets (:func:`smvi.store.stats.mean_se`, the
-    report's convention), one column per labeled-set size s, one row per feature set (encoder means, raw pixels) or,
+    """An ssl record as a table: test accuracy (%), mean ± SE over the label subsets (:func:`smvi.store.stats.mean_se`,
+    the report's convention), one column per labeled-set size s, one row per feature set (encoder means, raw pixels) or,
     for the robust protocol, per classifier on the encoder means, with how many choices hit a grid's edge."""
     from smvi.store.stats import mean_se
 

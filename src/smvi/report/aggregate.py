@@ -1,21 +1,22 @@
 """Reading the result records of a λ sweep and aggregating them per λ: the numbers behind :mod:`smvi.report.page`.
 
 Every directory under ``sweep_dir`` with a config is a run; :func:`collect_runs` reads it through the run-directory
-layer (:mod:`smvi.store.rundir`): its config (a damaged one skips the run, with a note), its epochs, its ``metrics.jsonl``
-lines up to them (an unreadable file is a note: no curves, KL or active units for that run), and its eval, ssl,
-convergence and gaps records (:mod:`smvi.store.records`). A damaged record, or a stale one (another run's fingerprint, another
-epoch), is left out with a note saying which and why; a run whose identity repeats another's (a copied directory) is
-counted once. A subdirectory holding its own ``sweep.toml`` is another sweep (``results/paper`` inside ``results``)
-and is left to its own report. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE =
-std/√n over runs if n ≥ 2 (beside it ``se_within``, the SE the runs' own per-image or per-subset SEs give that
-mean), else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
-identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy
-minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set): accuracies differ far
-more between label subsets than between nearby λ, so the pairing is what makes small differences readable. Their mean
-and SE are over training seeds (each seed's mean difference over its subsets, the unit of the claims' test), the SE
-of all pairs pooled beside it as ``se_within``; with one seed, over its label subsets. ``kl`` and ``active_units`` rows: the last epoch's KL(q ‖ prior) and active units of
-``metrics.jsonl`` (split ``test``: on the monitor set; ``train``: the training mean, for metrics written before the
-monitor logged KL), mean over runs with SE over training seeds when there are ≥ 2.
+layer (:mod:`smvi.store.rundir`): its config (a damaged one skips the run, with a note), its epochs, its
+``metrics.jsonl`` lines up to them (an unreadable file is a note: no curves, KL or active units for that run), and its
+eval, ssl, convergence and gaps records (:mod:`smvi.store.records`). A damaged record, or a stale one (another run's
+fingerprint, another epoch), is left out with a note saying which and why; a run whose identity repeats another's (a
+copied directory) is counted once. A subdirectory holding its own ``sweep.toml`` is another sweep (``results/paper``
+inside ``results``) and is left to its own report. :func:`aggregate`, per λ: the mean over training seeds of each run's
+mean, with SE = std/√n over runs if n ≥ 2 (beside it ``se_within``, the SE the runs' own per-image or per-subset SEs
+give that mean), else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
+identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy minus λ
+= 0's, paired by training seed and label subset (the same labeled examples and test set): accuracies differ far more
+between label subsets than between nearby λ, so the pairing is what makes small differences readable. Their mean and SE
+are over training seeds (each seed's mean difference over its subsets, the unit of the claims' test), the SE of all
+pairs pooled beside it as ``se_within``; with one seed, over its label subsets. ``kl`` and ``active_units`` rows: the
+last epoch's KL(q ‖ prior) and active units of ``metrics.jsonl`` (split ``test``: on the monitor set; ``train``: the
+training mean, for metrics written before the monitor logged KL), mean over runs with SE over training seeds when there
+are ≥ 2.
 
 The λ axis is one method's (:func:`lam_series`): a sweep may also hold β-VAE or IWAE runs, or another variational
 family (the frontier study), whose ``train.lam`` is 0 too; they are not λ = 0 and stay out of the per-λ rows, the
@@ -311,7 +312,7 @@ def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
     clusters: dict[int, list[float]] = {}
     for r in (r for r in runs if r.lam == lam):
         for r0 in (r0 for r0 in runs if r0.lam == 0 and r0.seed == r.seed):
-            a, a0 = _by_seed(r.ssl, s), _by_seed(r0.ssl, s)
+            a, a0 = ssl_by_seed(r.ssl, s), ssl_by_seed(r0.ssl, s)
             if common := [100 * (a[k] - a0[k]) for k in sorted(set(a) & set(a0))]:
                 clusters.setdefault(r.seed, []).extend(common)
     d = clustered_paired_t(clusters, value_unit="label subsets")

@@ -106,7 +106,8 @@ def result_tables(rows: list[Row], lams: list[float], flags: list[Flag]) -> list
         out.append(("Figure 2: SSL test accuracy (%, mean ± SE)", ["λ", "runs"] + [f"s = {s}" for s in sizes], body))
         gains = _table_rows(find, [("ssl_gain", "test", s) for s in sizes], lams, flags)
         if gains:
-            out.append(("SSL accuracy minus λ = 0, paired over the same label subsets (percentage points, mean ± SE over "
+            out.append(("SSL accuracy minus λ = 0, paired over the same label subsets (percentage points, "
+                        "mean ± SE over "
                         "training seeds, the claims' unit)",
                         ["λ", "runs"] + [f"s = {s}" for s in sizes], gains))
     return out

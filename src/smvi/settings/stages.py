@@ -146,21 +146,26 @@ class SSLConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
 
     protocol: Protocol = Field(
-        "paper", description="'paper': the RBF SVM on the (C, γ) grids below; 'robust': RBF SVM, logistic regression "
+        default="paper",
+        description="'paper': the RBF SVM on the (C, γ) grids below; 'robust': RBF SVM, logistic regression "
         "and k-NN on growing grids, 20 label subsets by default, features saved (smvi.stages.ssl_robust)")
     sizes: Annotated[tuple[PositiveInt, ...], Distinct] = Field(
         default=(600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)")
     seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field(
-        (0, 1, 2, 3, 4), description="label-subset seeds; mean ± std over them (robust protocol: 0 … 19 if unset)")
-    inputs: Inputs = Field("binarized", description="encoder input: fixed-seed binary images or gray levels")
-    scaling: Scaling = Field("global", description="'global' (one common scale) or 'standard' (per-feature z-score)")
-    C_grid: Positives = Field((1.0, 10.0, 100.0), description="SVM C values tried (paper protocol)")
-    gamma_grid: Positives = Field((0.3, 1.0, 3.0), description="RBF γ values tried, in units of 1/d (paper protocol)")
-    cv_folds: int = Field(3, ge=2, description="stratified CV folds inside the labeled set")
-    test_size: int | None = Field(None, gt=0, description="fixed random test subset; unset = the full test set")
-    raw_pixels: bool = Field(True, description="also run the raw-pixel baseline (paper protocol; robust: false if unset)")
-    n_jobs: int = Field(2, ge=1, description="threads for the (seed, s) tasks")
-    batch_size: int = Field(2000, gt=0, description="images per encoder forward pass")
+        default=(0, 1, 2, 3, 4),
+        description="label-subset seeds; mean ± std over them (robust protocol: 0 … 19 if unset)")
+    inputs: Inputs = Field(default="binarized", description="encoder input: fixed-seed binary images or gray levels")
+    scaling: Scaling = Field(default="global",
+                             description="'global' (one common scale) or 'standard' (per-feature z-score)")
+    C_grid: Positives = Field(default=(1.0, 10.0, 100.0), description="SVM C values tried (paper protocol)")
+    gamma_grid: Positives = Field(default=(0.3, 1.0, 3.0),
+                                  description="RBF γ values tried, in units of 1/d (paper protocol)")
+    cv_folds: int = Field(default=3, ge=2, description="stratified CV folds inside the labeled set")
+    test_size: int | None = Field(default=None, gt=0, description="fixed random test subset; unset = the full test set")
+    raw_pixels: bool = Field(default=True,
+                             description="also run the raw-pixel baseline (paper protocol; robust: false if unset)")
+    n_jobs: int = Field(default=2, ge=1, description="threads for the (seed, s) tasks")
+    batch_size: int = Field(default=2000, gt=0, description="images per encoder forward pass")
 
     @model_validator(mode="before")
     @classmethod
@@ -172,7 +177,7 @@ class SSLConfig(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _paper_keys_need_the_paper(self) -> "SSLConfig":
+    def _paper_keys_need_the_paper(self) -> SSLConfig:
         if self.protocol == "robust":
             if self.raw_pixels:
                 raise ValueError("ssl.raw_pixels is run by protocol='paper' only: drop it (or set it to false)")

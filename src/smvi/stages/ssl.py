@@ -296,16 +296,16 @@ def ssl_run(
     label = f"ssl {rd.path.name}"
     note(f"{label}: encoding {len(data.train_x)} + {len(test_idx)} images ({config.inputs})", progress)
     transform = run.config.data.transform
-    enc = dict(batch_size=config.batch_size, mode=config.inputs, transform=transform)
-    f_train = encoder_features(run.model, data.train_x, seed=seed + 1, **enc)
-    f_test = encoder_features(run.model, data.test_x, seed=seed, **enc)[test_idx.numpy()]
+    encode = partial(encoder_features, run.model, batch_size=config.batch_size, mode=config.inputs, transform=transform)
+    f_train = encode(data.train_x, seed=seed + 1)
+    f_test = encode(data.test_x, seed=seed)[test_idx.numpy()]
     if config.protocol == "robust":
         from smvi.stages.ssl_robust import robust_record  # it builds on this module
 
         return robust_record(rd, run, config, f_train, train_y, f_test, test_idx.numpy(), test_y,
                              progress=progress and f"{label}: classifiers on encoder means",
                              seconds_before=time.perf_counter() - t0)
-    feats = ssl_eval(f_train, train_y, f_test, test_y, **kw, progress=progress and f"{label}: SVMs on encoder means")
+    feats = svms(f_train, train_y, f_test, test_y, progress=progress and f"{label}: SVMs on encoder means")
     raw = None
     if config.raw_pixels:
         p_train = prepare_inputs(data.train_x, config.inputs, seed + 1, transform).double().numpy()

@@ -33,7 +33,8 @@ from smvi.store.stats import MeanSE
 
 __all__ = ["RecordError", "Host", "Header",
            "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
-           "SSLRecord", "SSLFeaturesFile", "SSLFit", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage", "GapsFit", "GapsRecord",
+           "SSLRecord", "SSLFeaturesFile", "SSLFit", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage",
+           "GapsFit", "GapsRecord",
            "PicturesRecord", "PartialSplit", "EvalPartial",
            "Record", "make_header", "dump_record",
            "parse_record", "staleness", "smvi_version"]
