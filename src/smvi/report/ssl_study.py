@@ -156,8 +156,8 @@ def _paired(arm_runs: dict[int, Run], ref: dict[int, Run], value) -> PairedDiff 
 def _mean_over_s(c: str, sizes: list[int]):
     def value(r: Run) -> float | None:
         acc = run_accuracy(r)
-        vals = [acc.get((c, s)) for s in sizes]
-        return None if any(v is None for v in vals) else float(np.mean(vals))
+        vals = [v for s in sizes if (v := acc.get((c, s))) is not None]
+        return None if len(vals) < len(sizes) else float(np.mean(vals))
     return value
 
 
@@ -244,8 +244,9 @@ def ssl_study(sweep_dir: str | Path) -> SSLStudy:
             m = mean_se([run_accuracy(r).get((c, s)) for r in members.values()])
             if m.mean is not None:
                 accuracy[(a, c, s)] = (m.mean, m.se, m.n)
-    edges = {a: (sum(any(row["on_edge"].values()) for r in members.values() for row in r.ssl["table"]),
-                 sum(len(r.ssl["table"]) for r in members.values())) for a, members in arms.items()}
+    # every member of an arm has an ssl record (the arms are made of runs with one)
+    edges = {a: (sum(any(row["on_edge"].values()) for r in members.values() for row in (r.ssl or {})["table"]),
+                 sum(len((r.ssl or {})["table"]) for r in members.values())) for a, members in arms.items()}
     base = {c: float(np.mean(v)) for c in classifiers
             if (v := [x for r in ref.values() if (x := _mean_over_s(c, sizes)(r)) is not None])}
 

@@ -67,7 +67,8 @@ class SSLFeatures:
     def to_bytes(self) -> bytes:
         """The ``.npz`` bytes (uncompressed: float means barely compress)."""
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(getattr(self, k)) for k in FEATURE_ARRAYS})
+        arrays = {k: np.asarray(getattr(self, k)) for k in FEATURE_ARRAYS}
+        np.savez(buf, **arrays)  # pyright: ignore[reportArgumentType]  # numpy's stub types **kwds as its own keywords
         return buf.getvalue()
 
     @classmethod

@@ -47,7 +47,8 @@ _CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors",
 _RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json", "gaps": "gaps.json",
             "pictures": "pictures.json"}
 _PARTIALS = {"eval": "eval.partial.json"}  # a stage's progress so far (records.EvalPartial), gone with its record
-_PICTURES = {"samples": "samples.png", "reconstructions": "reconstructions.png", "latents": "latents.png"}
+_PICTURES: dict[PictureKind, str] = {"samples": "samples.png", "reconstructions": "reconstructions.png",
+                                     "latents": "latents.png"}
 _ARRAYS = {"ssl_features": "ssl_features.npz"}  # arrays a record names with its SHA-256
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)
 _MARK = re.compile(r"^# smvi fingerprint ([0-9a-f]{64})\s*$")
@@ -292,7 +293,7 @@ class RunDir:
         with self.writing(f"{self.array_path(which).name} was not written, the previous one is intact"):
             atomic_write_bytes(self.array_path(which), data)
 
-    def write_picture(self, which: str, data: bytes) -> None:
+    def write_picture(self, which: PictureKind, data: bytes) -> None:
         """Write the picture ``which`` atomically; a failed write is a one-line :class:`RunError`."""
         with self.writing(f"{self.picture_path(which).name} was not written, the previous one is intact"):
             atomic_write_bytes(self.picture_path(which), data)
