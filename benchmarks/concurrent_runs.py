@@ -15,8 +15,8 @@ import torch
 import torch.multiprocessing as mp
 
 import smvi
-from smvi.settings.run import ModelConfig
 from smvi.data.loading import DynamicBinarizer
+from smvi.settings.run import ModelConfig
 
 
 def _worker(rank: int, variant: str, s: dict, train_x: torch.Tensor, lam: float, barrier, queue) -> None:

@@ -36,16 +36,16 @@ import copy
 import math
 import random
 import time
+from collections.abc import Callable
 from statistics import median
-from typing import Callable
 
 import torch
-
 from concurrent_runs import bench_concurrent, concurrent_report
 from training_check import TOL, training_check
 from training_check import report as check_report
-from smvi.data.loading import DynamicBinarizer, binarize_fixed
+
 from smvi.core.objectives import smvi_objective
+from smvi.data.loading import DynamicBinarizer, binarize_fixed
 
 PAPER_EPOCHS = 300
 
@@ -98,7 +98,7 @@ def _compiles(make_model: Callable[[], torch.nn.Module], x: torch.Tensor, lam: f
     step = _autocast_step(model, torch.optim.Adam(model.parameters(), lr=1e-3), lam, True, True)
     try:
         step(x)
-    except RuntimeError as e:  # torch 2.13: "torch.compile with aot_autograd does not currently support double backward"
+    except RuntimeError as e:  # torch 2.13: torch.compile (aot_autograd) does not support double backward
         return str(e).strip().splitlines()[-1]
     return None
 

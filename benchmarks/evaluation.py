@@ -29,7 +29,6 @@ import math
 import sys
 import time
 from pathlib import Path
-from statistics import median
 
 import torch
 
@@ -144,7 +143,7 @@ def bench_step_size(s: dict, model, x: torch.Tensor) -> dict:
     for adapt in ("ratio", "dual_averaging"):
         rows = []
         for steps in s["ladder"]:
-            r, c = _cpu(lambda steps=steps: ais(model, x, steps=steps, adapt=adapt, **kw))
+            r, c = _cpu(lambda steps=steps, adapt=adapt: ais(model, x, steps=steps, adapt=adapt, **kw))
             d, se = _mean_se(r.log_px - ref.log_px)
             rows.append({"steps": steps, "cpu_s": c, "log_px_mean": r.mean, "minus_reference": d,
                          "minus_reference_se": se, "acceptance": r.acceptance})
@@ -196,12 +195,13 @@ def report(res: dict) -> str:
         runs = "; ".join(f"{r['steps']}: {r['minus_reference']:+.2f} ± {r['minus_reference_se']:.2f} acc "
                          f"{r['acceptance']:.2f} {r['cpu_s']:.0f} s" for r in lad["runs"])
         lines.append(f"  {adapt:<15} {runs}  -> within 0.1 nats at {lad['first_within_0.1']} steps "
-                     f"({lad['cpu_s_to_within_0.1'] if lad['cpu_s_to_within_0.1'] is None else round(lad['cpu_s_to_within_0.1'])} s)")
+                     f"({cpu if (cpu := lad['cpu_s_to_within_0.1']) is None else round(cpu)} s)")
     i = res["iwae"]
     lines.append(f"IWAE k={i['k']} on {i['points']} points (ms cpu): " + ", ".join(
         f"{k} {i[k]['cpu_ms']:.0f}" for k in ("fp32_chunk64", "fp32_rows1024", "bf16_chunk64", "bf16_rows1024"))
         + f"; bf16 − fp32 {i['bf16_minus_fp32']:+.4f} ± {i['bf16_minus_fp32_se']:.4f} (max |·| "
-          f"{i['bf16_minus_fp32_max_abs']:.4f}); fp32 chunk 64 / bf16 rows 1024 {i['fp32_chunk64_over_bf16_rows1024']:.2f}x")
+          f"{i['bf16_minus_fp32_max_abs']:.4f}); fp32 chunk 64 / bf16 rows 1024 "
+          f"{i['fp32_chunk64_over_bf16_rows1024']:.2f}x")
     return "\n".join(lines)
 
 

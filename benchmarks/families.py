@@ -20,9 +20,9 @@ import json
 from pathlib import Path
 
 import torch
+from harness import interleaved, machine
 
 import smvi
-from harness import interleaved, machine
 from smvi.core.objectives import training_objective
 
 CASES = {  # name -> (posterior, objective settings)

@@ -8,7 +8,7 @@ import platform
 import random
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -76,7 +76,7 @@ def ratios(res: dict) -> dict:
     for clock in ("wall", "cpu"):
         key, r = f"{clock}_ms", {}
         for b in res["settings"]["batches"]:
-            t = lambda k: st[f"{k}_b{b}"][key]  # noqa: E731
+            t = lambda k, b=b, key=key: st[f"{k}_b{b}"][key]  # noqa: E731
             r[f"smvi_over_vae_b{b}"] = t("smvi") / t("vae")
             r[f"smvi_bf16_over_vae_b{b}"] = t("smvi_bf16") / t("vae")
             r[f"smvi_bf16_over_vae_bf16_b{b}"] = t("smvi_bf16") / t("vae_bf16")
@@ -85,7 +85,7 @@ def ratios(res: dict) -> dict:
             r[f"adam_default_over_fused_step_b{b}"] = t("smvi") / t("smvi_fused_adam")
             if f"smvi_compiled_b{b}" in st:
                 r[f"eager_over_compiled_smvi_b{b}"] = t("smvi") / t("smvi_compiled")
-            rate = lambda k: st[k][f"gflops_per_s_{clock}"]  # noqa: E731
+            rate = lambda k, clock=clock: st[k][f"gflops_per_s_{clock}"]  # noqa: E731
             for k in ("vae", "smvi", "reference"):
                 r[f"{k}_flops_fraction_of_matmul_b{b}"] = rate(f"{k}_b{b}") / rate("matmul_fp32")
                 r[f"{k}_flops_fraction_of_layer_matmul_b{b}"] = rate(f"{k}_b{b}") / rate("matmul_fp32_layer")
@@ -123,7 +123,8 @@ def targets(res: dict) -> list[tuple[str, str, bool | None]]:
         rows.append(("AIS >= 3x reference, same estimate", f"{a:.1f}x, log p(x) {d:+.2f} ± {se:.2f}",
                      a >= 3 and (abs(d) <= 3 * se or abs(d) < 0.5)))
     rows.append(("SMVI step's FLOP/s / fp32 matmul rate (2048^2 | layer-shaped)",
-                 f"{r[f'smvi_flops_fraction_of_matmul_b{b}']:.2f} | {r[f'smvi_flops_fraction_of_layer_matmul_b{b}']:.2f}",
+                 f"{r[f'smvi_flops_fraction_of_matmul_b{b}']:.2f} | "
+                 f"{r[f'smvi_flops_fraction_of_layer_matmul_b{b}']:.2f}",
                  None))
     return rows
 
@@ -141,13 +142,15 @@ def report(res: dict) -> str:
         lines.append(f"{k:<28}{v['wall_ms']:>10.1f}{v['cpu_ms']:>10.1f}")
     for k, v in res.get("ais_potential", {}).items():
         if isinstance(v, dict):
-            lines.append(f"potential {k:<18}{v['wall_ms']:>10.2f}{v['cpu_ms']:>10.2f}{v['us_per_row_cpu']:>10.2f} us/row")
+            lines.append(f"potential {k:<18}{v['wall_ms']:>10.2f}{v['cpu_ms']:>10.2f}"
+                         f"{v['us_per_row_cpu']:>10.2f} us/row")
     if res.get("training"):
         for k in ("reference", "smvi", "smvi_bf16_fused_adam"):
             v = res["training"][k]
             loop = f" (epoch loops {v['loop_wall_s']:.1f} s)" if "loop_wall_s" in v else ""
             lines.append(f"training {k:<20} wall {v['wall_s']:.1f} s{loop}, cpu {v['cpu_s']:.1f} s, test ELBO "
-                         f"{v['test_elbo']:.2f} ({v['elbo_minus_reference']:+.2f} ± {v['elbo_minus_reference_se']:.2f})")
+                         f"{v['test_elbo']:.2f} ({v['elbo_minus_reference']:+.2f} "
+                         f"± {v['elbo_minus_reference_se']:.2f})")
     if res.get("ais"):
         a = res["ais"]
         for k in ("smvi", "reference"):

@@ -4,8 +4,8 @@ z-gradient) per row at several row counts, by autograd, by a graph-free explicit
 from __future__ import annotations
 
 import torch
-
 from harness import interleaved
+
 from smvi.data.loading import ImageData, binarize_fixed
 
 

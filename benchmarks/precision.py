@@ -20,11 +20,11 @@ import time
 from statistics import median
 
 import torch
-
 from bdmc_precision import paired_bdmc
 from harness import count_flops, interleaved
-from smvi.data.loading import binarize_fixed
+
 from smvi.core.estimators import ais, iwae_bound, native_bf16, simulate
+from smvi.data.loading import binarize_fixed
 
 PRECISIONS = ("fp32", "bf16")
 IWAE_TOL = 0.05  # nats: the accuracy bf16 IWAE must show to be used (well below the ≈ 1 nat IWAE − AIS differences)
@@ -48,7 +48,8 @@ def _matmul_rates(s: dict, width: int) -> dict:
         a, w = torch.randn(rows, width).to(dtype), torch.randn(width, width).to(dtype)
         cases[tag] = lambda a=a, w=w: torch.nn.functional.linear(a, w)
     res = interleaved(cases, max(2, s["rounds"]), s["per_round"] * 2)
-    return {k: {"rows": rows, "gflops_per_s_cpu": flops / v["cpu_ms"] / 1e6, "gflops_per_s_wall": flops / v["wall_ms"] / 1e6}
+    return {k: {"rows": rows, "gflops_per_s_cpu": flops / v["cpu_ms"] / 1e6,
+                "gflops_per_s_wall": flops / v["wall_ms"] / 1e6}
             for k, v in res.items()}
 
 
@@ -75,7 +76,7 @@ def bench_precision(s: dict, model, data) -> dict:
     acc = {p: [] for p in PRECISIONS}
     for r in range(s["prec_rounds"]):
         for p in (PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]):
-            res, w, c = _timed(lambda p=p: ais(model, x, seed=r, precision=p, **kw))
+            res, w, c = _timed(lambda p=p, r=r: ais(model, x, seed=r, precision=p, **kw))
             est[p].append(res.log_px)
             wall[p].append(w)
             cpu[p].append(c)
@@ -144,5 +145,6 @@ def precision_targets(p: dict) -> list[tuple[str, str, bool | None]]:
     rows.append(("BDMC gaps in bf16 no wider than fp32 (paired, 2 SE)", f"wider at {wider or 'none'}", not wider))
     i = p["iwae"]
     rows.append((f"IWAE bf16 within {IWAE_TOL} nats of fp32 (paired mean, same samples)",
-                  f"{i['bf16_minus_fp32']:+.4f} ± {i['bf16_minus_fp32_se']:.4f}", abs(i["bf16_minus_fp32"]) <= IWAE_TOL))
+                  f"{i['bf16_minus_fp32']:+.4f} ± {i['bf16_minus_fp32_se']:.4f}",
+                  abs(i["bf16_minus_fp32"]) <= IWAE_TOL))
     return rows

@@ -60,7 +60,7 @@ def reference_ais(
     for xi in x:
         xi = xi.unsqueeze(0).expand(rows, -1)
 
-        def log_lik(z):
+        def log_lik(z, xi=xi):
             return -F.binary_cross_entropy_with_logits(model.decoder(z), xi, reduction="none").sum(-1)
 
         def energy_and_grad(z, beta):

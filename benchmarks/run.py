@@ -6,8 +6,9 @@
 
 Sections (see benchmarks/README.md for how to read them):
 
-- ``steps``: one training step (objective, backward, Adam) of the paper's VAE at λ = 0, of SMVI at λ > 0, of the plain reference (benchmarks/reference.py), the same in bf16 autocast,
-  and the machine's 2048² matrix-product rate, all interleaved in shuffled rounds; medians of wall and CPU time.
+- ``steps``: one training step (objective, backward, Adam) of the paper's VAE at λ = 0, of SMVI at λ > 0, of the
+  plain reference (benchmarks/reference.py), the same in bf16 autocast, and the machine's 2048² matrix-product rate,
+  all interleaved in shuffled rounds; medians of wall and CPU time.
   FLOPs are counted (torch.utils.flop_counter), so achieved FLOP/s ÷ matrix-multiply rate is reported.
 - ``threads``: the SMVI step and the matrix product at 1 thread and at every core.
 - ``training``: the same epochs of the reference loop, of ``smvi.stages.train.train`` and of a prototype loop with the
@@ -37,22 +38,22 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epochs import bench_epochs, epochs_report, epochs_targets  # noqa: E402
-from harness import median, count_flops, interleaved, machine, ratios, report, targets  # noqa: E402
+from harness import count_flops, interleaved, machine, median, ratios, report, targets  # noqa: E402
 from potential import bench_ais_potential  # noqa: E402
 from precision import bench_precision, precision_report, precision_targets  # noqa: E402
 from reference import reference_ais, reference_loss  # noqa: E402
 
 import smvi  # noqa: E402
-from smvi.settings.run import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from smvi.data.loading import DynamicBinarizer, ImageData, binarize_fixed  # noqa: E402
 from smvi.core.objectives import smvi_objective  # noqa: E402
+from smvi.data.loading import DynamicBinarizer, ImageData, binarize_fixed  # noqa: E402
+from smvi.settings.run import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from smvi.stages.train import load_run, train  # noqa: E402
 
 LAM = 0.01
@@ -203,7 +204,8 @@ def bench_training(s: dict, data: ImageData, workdir: Path) -> tuple[dict, smvi.
                     train=TrainConfig(lam=LAM, epochs=1, batch_size=512, seed=0, device="cpu"))
     run_dir = workdir / "smvi_run"
     manual = {}
-    for name, reference, bf16, fused in (("reference", True, False, False), ("smvi_bf16_fused_adam", False, True, True)):
+    for name, reference, bf16, fused in (("reference", True, False, False),
+                                         ("smvi_bf16_fused_adam", False, True, True)):
         model = vae(s)  # train()'s initialization, data stream (seed + 1) and, carried below, its z-noise stream
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
         loader = DynamicBinarizer(subset.train_x, 512, seed=1)

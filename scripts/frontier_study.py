@@ -3,10 +3,11 @@
     python scripts/frontier_study.py runs/frontier --lanes 2 --executor process --workers 1    # or: make frontier
 
 One `smvi sweep` per arm (train → evaluate → ssl, the cpu preset: 30 epochs, the paper's model, AIS with 500 steps on
-100 + 100 images), each in DIR/<arm>/, and `smvi gaps` on the runs whose gap is split once their arm is done. Every
-arm trains in bf16 autocast (:data:`STUDY_SETS`; ``--set run.train.precision='fp32'`` for fp32): on these settings bf16 matched fp32 on
-test ELBO, AIS log p(x) and the gap within noise (results/bf16check) at 1.7–2.9x less CPU per step
-(benchmarks/families.py --precision both), and every point of the frontier is then trained alike. Evaluation and the gap split stay in fp32.
+100 + 100 images), each in DIR/<arm>/, and `smvi gaps` on the runs whose gap is split once their arm is done. Every arm
+trains in bf16 autocast (:data:`STUDY_SETS`; ``--set run.train.precision='fp32'`` for fp32): on these settings bf16
+matched fp32 on test ELBO, AIS log p(x) and the gap within noise (results/bf16check) at 1.7–2.9x less CPU per step
+(benchmarks/families.py --precision both), and every point of the frontier is then trained alike. Evaluation and the gap
+split stay in fp32.
 
     smvi      the cpu preset's λ grid (diagonal q)          gaps at λ = 0, 0.01, 0.1
     beta0.5, beta2, beta4   β-VAE (λ = 0)
@@ -21,12 +22,11 @@ Most arms are one run, and IWAE with k = 50 alone costs about as much as all the
 
 Rerunning the same command resumes: sweeps skip finished work and a run with a current gaps record (its run, epoch and
 the ``--gaps-set`` settings) is not redone; a stale one is recomputed. An arm that fails does not stop the others; the
-command then exits non-zero naming it.
-``--smvi-sweep PATH`` reuses an existing sweep of the SMVI grid (e.g. runs/cpu from `make reproduce`, checkpoints
-needed) instead of training it again, linked as DIR/smvi; its run and evaluation settings must be the study's (a
-`make reproduce` sweep is fp32: add ``--set run.train.precision='fp32'``), else one line names the first difference.
-``--set`` goes to every sweep (after the arm's own settings), ``--gaps-set`` to every `smvi gaps`; ``--only ARM`` runs some arms. `smvi report DIR` collects DIR/*/runs/*/ and draws
-the frontier.
+command then exits non-zero naming it. ``--smvi-sweep PATH`` reuses an existing sweep of the SMVI grid (e.g. runs/cpu
+from `make reproduce`, checkpoints needed) instead of training it again, linked as DIR/smvi; its run and evaluation
+settings must be the study's (a `make reproduce` sweep is fp32: add ``--set run.train.precision='fp32'``), else one line
+names the first difference. ``--set`` goes to every sweep (after the arm's own settings), ``--gaps-set`` to every `smvi
+gaps`; ``--only ARM`` runs some arms. `smvi report DIR` collects DIR/*/runs/*/ and draws the frontier.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smvi.settings.run import ConfigError, build_config
-from smvi.studies.presets import preset_base
-from smvi.store.rundir import RunDir, RunError, identity_change
 from smvi.settings.stages import GapConfig
+from smvi.store.rundir import RunDir, RunError, identity_change
+from smvi.studies.presets import preset_base
 from smvi.studies.sweep import SweepConfig, read_sweep, run_name
 
 ARMS: dict[str, tuple[list[float] | None, list[str]]] = {  # name -> (λ grid, None: the preset's; sweep --set options)

@@ -18,8 +18,8 @@ import argparse
 import torch
 
 import smvi
-from smvi.settings.run import ConfigError, ModelConfig, build_config
 from smvi.core.models import VAE
+from smvi.settings.run import ConfigError, ModelConfig, build_config
 
 
 def _test_terms(model: VAE, x: torch.Tensor) -> tuple[float, float]:
@@ -74,13 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         scales = [float(s) for s in args.scales.split(",") if s.strip()]
     except ValueError:
-        raise SystemExit(f"error: --scales {args.scales!r} is not a comma-separated list of numbers")
+        raise SystemExit(f"error: --scales {args.scales!r} is not a comma-separated list of numbers") from None
     if args.steps < 1 or args.every < 1 or any(s < 0 for s in scales):
         raise SystemExit("error: --steps and --every take a whole number ≥ 1 and --scales numbers ≥ 0")
     try:
         model = build_config(ModelConfig, sets=tuple(args.sets))
     except ConfigError as e:
-        raise SystemExit(f"error: --set: {e}")
+        raise SystemExit(f"error: --set: {e}") from None
     data = smvi.load_data(args.dataset, args.data_dir)
     torch.set_num_threads(1)
     probe(data, "diagonal", None, steps=args.steps, every=args.every, batch=args.batch_size, model=model)

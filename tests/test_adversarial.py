@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import invoke, make_idx_dir, write_idx
 
+from conftest import invoke, make_idx_dir, write_idx
 from smvi.data.loading import DataError, ImageData, load_idx_dir, read_idx
 from smvi.report.aggregate import collect_runs
 from smvi.settings.run import ConfigError, RunConfig, build_config

@@ -20,17 +20,17 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_idx_dir, tiny_train_args, write_idx
 
 import smvi
+from conftest import make_idx_dir, tiny_train_args, write_idx
 from smvi.cli import main
 from smvi.data.loading import ImageData
 

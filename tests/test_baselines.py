@@ -11,16 +11,16 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import tiny_train_args
-from test_posteriors import posterior_as_full_q
 
 import smvi
 import smvi.stages.train as T
+from conftest import tiny_train_args
 from smvi.cli import main
-from smvi.settings.run import ConfigError, load_config
 from smvi.core.models import VAE, LinearGaussian
 from smvi.core.objectives import beta_vae_objective, iwae_objective, smvi_objective, training_objective
+from smvi.settings.run import ConfigError, load_config
 from smvi.stages.train import load_run
+from test_posteriors import posterior_as_full_q
 
 
 def tiny_vae(posterior: str = "diagonal") -> VAE:
@@ -51,7 +51,7 @@ def test_beta_1_and_k_1_are_the_vae_bit_for_bit(posterior, baseline):
         lambda: iwae_objective(model, x, k=1))
     got, g_got = loss_and_grads(model, other)
     assert torch.equal(got.loss, vae.loss) and torch.equal(got.elbo, vae.elbo)
-    assert all(torch.equal(a, b) for a, b in zip(g_got, g_vae))
+    assert all(torch.equal(a, b) for a, b in zip(g_got, g_vae, strict=True))
 
 
 def test_beta_weights_exactly_the_kl():

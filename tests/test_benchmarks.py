@@ -39,7 +39,7 @@ def test_smvi_objective_equals_the_plain_reference_on_the_same_noise():
     grads = torch.autograd.grad(terms.loss.mean(), list(model.parameters()))
     torch.testing.assert_close(terms.elbo, ref_elbo, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(terms.loss.mean(), ref_loss, rtol=1e-12, atol=1e-12)
-    for a, b in zip(grads, ref_grads):
+    for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
@@ -68,7 +68,8 @@ def test_benchmark_quick_run_writes_its_results(tmp_path):
     assert iw["bf16_minus_fp32_max_abs"] <= 2.0**-7 * abs(iw["fp32"]["mean"]), iw
     # epochs: every variant trains the same model to the same test ELBO (within the issue's 0.3 nats)
     ep = res["epochs"]
-    assert {c["variant"] for c in ep["cases"].values()} == {"fp32", "bf16", "bf16_master", "fp32_mm_bf16", "bf16_mm_bf16"}
+    assert {c["variant"] for c in ep["cases"].values()} == {"fp32", "bf16", "bf16_master", "fp32_mm_bf16",
+                                                             "bf16_mm_bf16"}
     assert {c["threads"] for c in ep["cases"].values()} == {1, 2}
     for name, c in ep["cases"].items():
         assert abs(c["elbo_minus_fp32"]) <= 0.3 and c["paper_300_epochs_wall_min"] > 0, (name, c)
@@ -118,11 +119,11 @@ def test_bdmc_precision_quick_run_pairs_the_precisions(tmp_path):
         for p in ("fp32", "bf16"):
             assert len(row["per_point"][p]["lower"]) == b["points"] and row[p]["cpu_s"] > 0
             assert 0 < row[p]["acceptance_forward"] <= 1 and 0 < row[p]["acceptance_reverse"] <= 1
-            gap = [u - lo for u, lo in zip(row["per_point"][p]["upper"], row["per_point"][p]["lower"])]
+            gap = [u - lo for u, lo in zip(row["per_point"][p]["upper"], row["per_point"][p]["lower"], strict=True)]
             assert abs(sum(gap) / len(gap) - row[p]["gap"]) < 1e-9
         d = [(ub - lb) - (ua - la) for ua, la, ub, lb in zip(
             row["per_point"]["fp32"]["upper"], row["per_point"]["fp32"]["lower"],
-            row["per_point"]["bf16"]["upper"], row["per_point"]["bf16"]["lower"])]
+            row["per_point"]["bf16"]["upper"], row["per_point"]["bf16"]["lower"], strict=True)]
         assert abs(sum(d) / len(d) - row["gap_bf16_minus_fp32"]) < 1e-9  # paired over the same points
         assert abs(row["gap_bf16_minus_fp32"]) <= max(4 * row["gap_bf16_minus_fp32_se"], 0.05), row
     assert res["force"]["relative_error_median"] > 0  # the bf16 force really differs from fp32's

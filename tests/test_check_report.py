@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_report import LAMS, SEEDS, write_run
 
 from smvi.report.page import make_report
+from test_report import LAMS, SEEDS, write_run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_report.py"
 spec = importlib.util.spec_from_file_location("check_report", SCRIPT)

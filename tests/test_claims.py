@@ -65,7 +65,7 @@ def test_claim_2_does_not_hold_when_every_interval_excludes_a_useful_gain():
     assert claim_ssl([]).verdict == "cannot be decided at this power"
 
 
-# ---- flagged runs are not evidence (smvi.report.flags) ---------------------------------------------------------------------
+# ---- flagged runs are not evidence (smvi.report.flags) ---------------------------------------------------------------
 def flag(kind, lam, run="r"):
     from smvi.report.flags import Flag
 

@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from smvi.cli import main
-from smvi.settings.run import ConfigError, RunConfig, build_config, load_config
 from smvi.settings.keys import describe, format_keys
-from smvi.stages.evaluate import EvalConfig
-from smvi.studies.presets import EVAL_PRESETS, PRESETS
+from smvi.settings.run import ConfigError, RunConfig, build_config, load_config
 from smvi.settings.stages import PicturesConfig
+from smvi.stages.evaluate import EvalConfig
 from smvi.stages.ssl import SSLConfig
+from smvi.studies.presets import EVAL_PRESETS, PRESETS
 from smvi.studies.sweep import SweepConfig
 
 

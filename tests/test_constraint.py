@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from smvi.settings.run import ConfigError, ConstraintConfig, TrainConfig
 from smvi.core.constraint import DualState, EpochDual, dual_update, initial_state, iwae_gap
 from smvi.core.models import LinearGaussian
 from smvi.core.objectives import smvi_objective
+from smvi.settings.run import ConfigError, ConstraintConfig, TrainConfig
 
 
 def cfg(**kw) -> ConstraintConfig:

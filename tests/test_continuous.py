@@ -17,12 +17,17 @@ from torch.distributions import Normal
 import smvi
 from conftest import tiny_train_args
 from smvi.cli import main
-from smvi.settings.run import ConfigError, load_config
-from smvi.data.loading import (DynamicBinarizer, discrete_log_likelihood_bound, dequantize_fixed, fixed_inputs,
-                       load_idx_dir)
 from smvi.core.estimators import ais, iwae_bound, simulate
 from smvi.core.models import LinearGaussian
 from smvi.core.objectives import elbo, score_matching_divergence
+from smvi.data.loading import (
+    DynamicBinarizer,
+    dequantize_fixed,
+    discrete_log_likelihood_bound,
+    fixed_inputs,
+    load_idx_dir,
+)
+from smvi.settings.run import ConfigError, load_config
 
 C = 5.0
 

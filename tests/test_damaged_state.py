@@ -11,12 +11,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from conftest import invoke, tiny_train_args
-from test_sweep import tiny_sweep
 
 import smvi.studies.sweep as S
+from conftest import invoke, tiny_train_args
 from smvi.cli import main
 from smvi.studies.status import status_text
+from test_sweep import tiny_sweep
 
 
 def metrics_lines(run):

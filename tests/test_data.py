@@ -8,8 +8,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from smvi.data import loading as D
 from smvi.cli import main
+from smvi.data import loading as D
 
 
 @pytest.fixture
@@ -79,8 +79,9 @@ def test_damaged_file_gives_one_clear_line(small_mnist_spec, damage, message, na
 
 
 def test_wrong_count_and_shape_are_named(idx_dir):
-    from conftest import write_idx
     import numpy as np
+
+    from conftest import write_idx
 
     write_idx(idx_dir / "t10k-images-idx3-ubyte", np.zeros((128, 14, 14)))
     with pytest.raises(D.DataError, match="expected 28x28"):

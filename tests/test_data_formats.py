@@ -11,8 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from conftest import tiny_train_args
-from smvi.data import loading as D
 from smvi.cli import main
+from smvi.data import loading as D
 from smvi.settings.run import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import tiny_train_args
 
 import smvi
+from conftest import tiny_train_args
 from smvi.cli import main
 from smvi.core.models import VAE, LinearGaussian
 from smvi.core.objectives import backward, smvi_objective

@@ -13,7 +13,16 @@ import pytest
 import torch
 
 from smvi.core.estimators.hmc import (
-    HMCState, PathPotential, fold_in, hmc_step, init_state, normal, path_potential, point_ids, stream_key, uniform,
+    HMCState,
+    PathPotential,
+    fold_in,
+    hmc_step,
+    init_state,
+    normal,
+    path_potential,
+    point_ids,
+    stream_key,
+    uniform,
 )
 
 ALPHA = 1e-4
@@ -111,7 +120,8 @@ class CrudeForce(PathPotential):
         return HMCState(z.detach(), value, value, f, f)
 
 
-@pytest.mark.parametrize("precision,dtype", [("fp32", torch.float64), ("bf16", torch.float32), ("crude", torch.float64)])
+@pytest.mark.parametrize("precision,dtype",
+                         [("fp32", torch.float64), ("bf16", torch.float32), ("crude", torch.float64)])
 def test_hmc_leaves_a_correlated_gaussian_invariant(precision, dtype):
     """Exact for the true force, a bf16 force and a crude force alike: only the accept/reject energies must be exact
     (Neal 2011). The bf16 and crude forces are checked to differ from the true gradient, so the test is informative."""

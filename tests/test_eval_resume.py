@@ -9,12 +9,12 @@ import json
 import shutil
 
 import pytest
-from conftest import invoke
 
 import smvi.stages.evaluate as E
+from conftest import invoke
 from smvi.data.loading import load_data
-from smvi.store.rundir import RunDir
 from smvi.settings.stages import AISConfig, EvalConfig
+from smvi.store.rundir import RunDir
 
 CFG = EvalConfig(n_test=24, n_train=16, elbo_samples=20, dsm_samples=2, iwae_k=10, iwae_full_test_k=10,
                  ais=AISConfig(steps=3, chains=2, leapfrog_steps=2), batch_size=8)

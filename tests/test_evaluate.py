@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import invoke
 
+from conftest import invoke
 from smvi.data.loading import fixed_subset, load_data
+from smvi.settings.stages import AISConfig, EvalConfig
 from smvi.stages.evaluate import evaluate_run
 from smvi.store.rundir import RunDir
-from smvi.settings.stages import AISConfig, EvalConfig
 
 TINY = ["--set", "elbo_samples=20", "--set", "dsm_samples=4", "--set", "iwae_k=20", "--set", "ais.chains=2",
         "--set", "ais.leapfrog_steps=2", "--set", "batch_size=16"]
@@ -27,7 +27,8 @@ def test_evaluate_writes_every_estimate_per_image_with_standard_errors(trained, 
     assert e.header.settings["ais"]["steps"] == 20 and e.header.settings["n_test"] == 24
     # acceptance beside the estimate; off target (this tiny model wants a far larger step than 0.05 ×1.02^19): why
     off = [f"{n} split: AIS acceptance {e.splits[n].ais_acceptance:.2f} is above" for n in ("test", "train")]
-    assert [n[: len(o)] for n, o in zip(e.notes, off)] == off and all("ais.adapt=dual_averaging" in n for n in e.notes)
+    assert [n[: len(o)] for n, o in zip(e.notes, off, strict=False)] == off
+    assert all("ais.adapt=dual_averaging" in n for n in e.notes)
     assert f"(acceptance {e.splits['test'].ais_acceptance:.2f})" in r.output and f"note: {e.notes[0]}" in r.output
     data = load_data("idx", idx_dir)
     for name, split in e.splits.items():
@@ -38,7 +39,7 @@ def test_evaluate_writes_every_estimate_per_image_with_standard_errors(trained, 
             values = getattr(p, key)
             assert len(values) == split.n and getattr(split, key).mean == pytest.approx(sum(values) / split.n)
             assert getattr(split, key).se > 0
-        assert p.gap == pytest.approx([a - b for a, b in zip(p.ais, p.elbo)])
+        assert p.gap == pytest.approx([a - b for a, b in zip(p.ais, p.elbo, strict=True)])
         assert 0 < split.ais_acceptance <= 1
     assert e.work["gradient_evaluations"] == 40 * 2 * 20 * 2
 

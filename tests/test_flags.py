@@ -1,5 +1,5 @@
-"""The flag rules (smvi.report.flags) on hand-made runs: each rule fires on the side of its documented threshold it should,
-carries its run and λ, and its constants agree with the code they describe."""
+"""The flag rules (smvi.report.flags) on hand-made runs: each rule fires on the side of its documented threshold it
+should, carries its run and λ, and its constants agree with the code they describe."""
 
 from __future__ import annotations
 
@@ -8,8 +8,21 @@ import inspect
 import pytest
 
 from smvi.report.aggregate import Run
-from smvi.report.flags import (ACCEPT_TARGET, ACCEPT_TOL, BDMC_TOL, COLLAPSE_KL, COLLAPSE_UNITS, RECOVERED_FRACTION, RULES,
-                        excluded_lams, is_collapsed, legend, mark, run_flags, sweep_flags)
+from smvi.report.flags import (
+    ACCEPT_TARGET,
+    ACCEPT_TOL,
+    BDMC_TOL,
+    COLLAPSE_KL,
+    COLLAPSE_UNITS,
+    RECOVERED_FRACTION,
+    RULES,
+    excluded_lams,
+    is_collapsed,
+    legend,
+    mark,
+    run_flags,
+    sweep_flags,
+)
 
 
 def run(name="r", lam=0.1, *, last=None, epochs=30, planned=30, eval_acc=None, gaps_acc=None, convergence=None,

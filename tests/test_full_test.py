@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
-from conftest import invoke
 
+from conftest import invoke
 from smvi.data.loading import binarize_fixed, load_data
+from smvi.settings.stages import AISConfig, ConvergenceConfig, EvalConfig
 from smvi.stages.evaluate import evaluate_run, evaluation_indices, full_test_set
 from smvi.store.records import staleness
 from smvi.store.rundir import RunDir
-from smvi.settings.stages import AISConfig, ConvergenceConfig, EvalConfig
 
 AIS = AISConfig(steps=3, chains=2, leapfrog_steps=2)
 CFG = EvalConfig(n_test=24, n_train=0, elbo_samples=50, dsm_samples=2, iwae_k=40, iwae_full_test_k=40, ais=AIS,
@@ -37,7 +37,7 @@ def test_full_test_iwae_is_the_subsets_iwae_on_shared_images_and_above_the_elbo(
     e = evaluate_run(trained, CFG, data=data, progress=False)
     f, split = e.full_test, e.splits["test"]
     assert f.k == 40 and f.n == len(data.test_x) == len(f.per_image) and sorted(f.indices) == list(range(f.n))
-    full = dict(zip(f.indices, f.per_image))
+    full = dict(zip(f.indices, f.per_image, strict=True))
     # same binary images, same seed, same k: the same per-image values (up to float32 rounding in batched products)
     assert [full[i] for i in split.indices] == pytest.approx(split.per_image.iwae, rel=1e-6)
     # ELBO ≤ IWAE_k per image in expectation; the 50-sample ELBO mean sits below the 40-sample IWAE mean by far more

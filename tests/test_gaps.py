@@ -12,13 +12,13 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import tiny_train_args
 from torch.distributions import MultivariateNormal, kl_divergence
 
+from conftest import tiny_train_args
 from smvi.cli import main
+from smvi.core.models import LinearGaussian
 from smvi.stages.gaps import fit_local, gap_split
 from smvi.store.rundir import RunDir
-from smvi.core.models import LinearGaussian
 
 
 def lg(posterior: str, seed: int = 1) -> tuple[LinearGaussian, torch.Tensor]:

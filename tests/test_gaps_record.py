@@ -10,13 +10,13 @@ import math
 import shutil
 
 import pytest
-from test_rundir import cli, made, one_error_line, run, tiny  # noqa: F401  (fixtures)
 
 import smvi.stages.gaps as G
-from smvi.store.records import GapsRecord, RecordError
-from smvi.store.rundir import RunDir, RunError
 from smvi.settings.stages import AISConfig, GapConfig
 from smvi.stages.train import train
+from smvi.store.records import GapsRecord, RecordError
+from smvi.store.rundir import RunDir, RunError
+from test_rundir import cli, made, one_error_line, run, tiny  # noqa: F401  (fixtures)
 
 TINY_GAPS = GapConfig(n_points=6, ais=AISConfig(steps=3, chains=2, leapfrog_steps=1), steps=20, window=10,
                       eval_samples=10, batch_size=6)
@@ -35,9 +35,9 @@ def test_a_gaps_record_round_trips_and_is_current(made, run):
     assert rec.header.fingerprint == rd.fingerprint() and rec.header.epoch == 1
     assert GapConfig.model_validate(rec.header.settings) == TINY_GAPS
     assert rec.objective == "smvi" and rec.knob == {"lam": 0.0} and rec.posterior == "diagonal" and rec.n == 6
-    total = [a + b for a, b in zip(rec.per_image.approximation, rec.per_image.amortization)]
-    gap = [p - e for p, e in zip(rec.per_image.log_px, rec.per_image.elbo_amortized)]
-    assert all(math.isclose(t, g, abs_tol=1e-9) for t, g in zip(total, gap))
+    total = [a + b for a, b in zip(rec.per_image.approximation, rec.per_image.amortization, strict=True)]
+    gap = [p - e for p, e in zip(rec.per_image.log_px, rec.per_image.elbo_amortized, strict=True)]
+    assert all(math.isclose(t, g, abs_tol=1e-9) for t, g in zip(total, gap, strict=True))
     assert math.isclose(rec.gap.mean, sum(gap) / 6) and 0 < rec.ais_acceptance <= 1
 
 

@@ -16,7 +16,8 @@ import smvi
 from smvi.core.models import LinearGaussian
 from smvi.core.objectives import OBJECTIVES, register_objective, training_objective
 from smvi.report.aggregate import method_of
-from smvi.settings.objectives import DEFAULT_OBJECTIVE, OBJECTIVES as SPECS, knob_of, objective_arguments
+from smvi.settings.objectives import DEFAULT_OBJECTIVE, knob_of, objective_arguments
+from smvi.settings.objectives import OBJECTIVES as SPECS
 from smvi.settings.run import ConfigError, TrainConfig, load_config
 
 NAMES = list(SPECS)

@@ -16,9 +16,9 @@ import pytest
 import tomli_w
 
 from smvi.report.aggregate import collect_runs
-from smvi.settings.run import RunConfig
-from smvi.report.paired import paired_rows
 from smvi.report.page import make_report
+from smvi.report.paired import paired_rows
+from smvi.settings.run import RunConfig
 from smvi.stages.ssl import Selection, SSLResult
 
 LAMS, SEEDS, N = (0.0, 0.01, 0.1), (0, 1, 2), 20
@@ -110,7 +110,7 @@ def test_paired_csv_holds_every_paired_row_exactly(sweep, tmp_path):
         lines = list(csv.DictReader(f))
     rows = paired_rows(collect_runs(sweep)[0])
     assert len(lines) == len(rows) == 5 * 2 + 2  # five log p(x)/gap quantities and SSL at s = 600, for λ = 0.01, 0.1
-    for line, r in zip(lines, rows):
+    for line, r in zip(lines, rows, strict=True):
         assert (line["quantity"], line["split"], float(line["lam"])) == (r.quantity, r.split, r.lam)
         assert line["s"] == ("" if r.s is None else str(r.s))
         for key in ("mean", "se", "low", "high", "p", "level", "se_pooled"):  # repr: the numbers round-trip exactly
@@ -209,7 +209,8 @@ def test_summary_table_quotes_the_report_row_by_row(sweep, tmp_path):
     assert "n=3 seeds" in paired[1]
     r = rows[("ssl_gain", 600, 0.01)]
     assert r.p_holm < 0.001  # the synthetic gain of 2 points at λ = 0.01
-    assert paired[0].endswith(f"| {r.diff.mean:+.2f} [{r.diff.low:+.2f}, {r.diff.high:+.2f}] p_Holm=<0.001, n=3 seeds |")
+    assert paired[0].endswith(f"| {r.diff.mean:+.2f} [{r.diff.low:+.2f}, {r.diff.high:+.2f}] "
+                              "p_Holm=<0.001, n=3 seeds |")
 
 
 def test_summary_table_marks_a_lambda_kept_out_of_the_claims(sweep, tmp_path):

@@ -14,21 +14,20 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.image import imread
-from test_rundir import cli, made, one_error_line, run, tiny  # noqa: F401  (fixtures)
-from test_sweep import TINY_EVAL, tiny_sweep
-
-import smvi.studies.sweep as S
 
 import smvi.stages.pictures as P
-from smvi.settings.run import RunConfig
+import smvi.studies.sweep as S
 from smvi.data.loading import fixed_inputs
-from smvi.report.pictures import pictures_section
-from smvi.store.records import PicturesRecord
 from smvi.report.page import make_report
-from smvi.store.rundir import RunDir, RunError
+from smvi.report.pictures import pictures_section
+from smvi.settings.run import RunConfig
 from smvi.settings.stages import PicturesConfig
 from smvi.stages.train import train
 from smvi.stages.trained import load_run
+from smvi.store.records import PicturesRecord
+from smvi.store.rundir import RunDir, RunError
+from test_rundir import cli, made, one_error_line, run, tiny  # noqa: F401  (fixtures)
+from test_sweep import TINY_EVAL, tiny_sweep
 
 SMALL = PicturesConfig(n_samples=16, n_reconstructions=12, n_latent=100, columns=4)
 CELL = 28 + P.PAD  # a grid's pixels per image, frame included

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import smvi
-from smvi.store.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from smvi.settings.run import ConfigError, ModelConfig, load_config
 from smvi.core.models import VAE, LinearGaussian, _mlp
 from smvi.core.posteriors import CouplingFlow, FullGaussian
+from smvi.settings.run import ConfigError, ModelConfig, load_config
 from smvi.stages.ssl import encoder_features
-from smvi.store.rundir import RunDir
 from smvi.stages.train import load_run, train
+from smvi.store.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from smvi.store.rundir import RunDir
 from test_families import SMALL, random_family
 
 FLOW = SMALL["flow"]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import invoke
 
+from conftest import invoke
 from smvi.core.estimators import ais, iwae_bound, native_bf16, simulate
 from smvi.core.estimators import precision as precision_mod
 from smvi.core.estimators.precision import resolve_precision

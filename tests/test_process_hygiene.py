@@ -12,11 +12,11 @@ import sys
 import time
 
 import pytest
+
+import smvi.studies.sweep as S
 from conftest import invoke
 from test_sweep import long_process_sweep, tiny_sweep
 from test_sweep_safety import _hold
-
-import smvi.studies.sweep as S
 
 
 def _gone(pid: int) -> bool:
@@ -110,7 +110,8 @@ def test_a_ray_address_that_does_not_answer_is_one_line(idx_dir, tmp_path):
             _, err = proc.communicate(timeout=20)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError(f"the sweep waited on the address (exit {proc.returncode} after SIGTERM): {err[-500:]}")
+        raise AssertionError(  # noqa: B904 -- the timeout itself is the failure; its traceback adds nothing
+            f"the sweep waited on the address (exit {proc.returncode} after SIGTERM): {err[-500:]}")
     err = err.decode()
     assert proc.returncode == 1 and "does not answer" in err and "--address" in err, err
     assert len(err.strip().splitlines()) == 1, err
@@ -151,9 +152,8 @@ def test_sigterm_stops_a_ray_sweep(idx_dir, tmp_path):
     """`kill PID` of `smvi sweep --executor ray` stops it with the rerun hint: Ray's own SIGTERM handler (which
     aborts the driver) is replaced by the CLI's again, and the driver waits for its tasks in short steps."""
     pytest.importorskip("ray")
-    from test_sweep import stopped_by
-
     from smvi.settings.run import config_to_toml
+    from test_sweep import stopped_by
 
     cfg = tiny_sweep(idx_dir, stages=["train"])
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(

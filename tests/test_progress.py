@@ -11,13 +11,19 @@ import pytest
 from click.testing import CliRunner
 
 import smvi.studies.sweep as S
-from smvi.cli import main
-from smvi.settings.run import ConfigError, RunConfig
-from smvi.progress import (EPOCH_SECONDS, Progress, SweepETA, display_mode, duration, expected_epoch_seconds,
-                           stage_priors)
-from smvi.settings.stages import EvalConfig
-
 from conftest import tiny_train_args
+from smvi.cli import main
+from smvi.progress import (
+    EPOCH_SECONDS,
+    Progress,
+    SweepETA,
+    display_mode,
+    duration,
+    expected_epoch_seconds,
+    stage_priors,
+)
+from smvi.settings.run import ConfigError, RunConfig
+from smvi.settings.stages import EvalConfig
 from test_sweep import tiny_sweep
 
 
@@ -211,9 +217,9 @@ def test_the_docstring_examples_hold():
 
 
 def test_each_preset_has_one_time_quoted_alike_everywhere():
-    """presets.PRESET_TIMES owns the numbers; the CLI's torch-free copy, `smvi sweep --help` and the docs' sweeps
-    page quote them. The ETA a paper sweep shows before it has measured anything (smvi.progress's per-stage figures) lies between
-    the measured pace of results/paper and that of its uncontended runs."""
+    """presets.PRESET_TIMES owns the numbers; the CLI's torch-free copy, `smvi sweep --help` and the docs' sweeps page
+    quote them. The ETA a paper sweep shows before it has measured anything (smvi.progress's per-stage figures) lies
+    between the measured pace of results/paper and that of its uncontended runs."""
     from pathlib import Path
 
     from smvi.cli import SWEEP_PRESET_TIMES

@@ -15,7 +15,7 @@ import torch
 from conftest import invoke, tiny_train_args
 from smvi.core.estimators import ais
 from smvi.core.models import LinearGaussian
-from smvi.core.objectives import _log_lik_and_score_gap, smvi_objective, training_objective
+from smvi.core.objectives import log_lik_and_score_gap, smvi_objective, training_objective
 from smvi.core.posteriors import make_family
 from smvi.core.rejection import RejectionPosterior, reweighted_terms, threshold_for_acceptance
 from smvi.settings.run import ConfigError, RunConfig, load_config
@@ -36,7 +36,10 @@ def lg(z_dim: int = 1, x_dim: int = 2, n: int = 3, seed: int = 1, **rejection):
     return m, x
 
 
-def quadrature(m, x, T: float, grid=torch.linspace(-15, 15, 30001, dtype=torch.float64)):
+GRID = torch.linspace(-15, 15, 30001, dtype=torch.float64)
+
+
+def quadrature(m, x, T: float, grid=GRID):
     """∫ over a 1-d grid: Z_T, q_T's mean, variance and 4th central moment, D_SM(q_T, p), ELBO(q_T), Var_q(a)."""
     z = grid.view(-1, 1, 1).expand(-1, x.shape[0], 1)
     q = m.encode(x)
@@ -148,7 +151,7 @@ def test_reweighted_estimators_at_the_limits_are_the_known_estimators_on_the_sam
     q = m.encode(x)
     z = q.base.sample((50,))
     t = reweighted_terms(m, q, x, z, d_sm=True)
-    _, sq = _log_lik_and_score_gap(m, q.base, x, z)
+    _, sq = log_lik_and_score_gap(m, q.base, x, z)
     assert torch.allclose(t["d_sm"], sq.mean(0), rtol=1e-12)  # T → +∞: the diagonal estimator
     log_w = m.log_prior(z) + m.log_likelihood(x, z) - q.base.log_prob(z)
     assert torch.allclose(t["elbo"], log_w.mean(0), atol=1e-12)
@@ -191,7 +194,7 @@ def test_dsm_estimator_gradient_matches_finite_differences():
 
     grads = torch.autograd.grad(d_hat(), list(m.parameters()), allow_unused=True)
     h = 1e-6
-    for p, g in zip(m.parameters(), grads):
+    for p, g in zip(m.parameters(), grads, strict=True):
         if p.numel() == 0:
             continue
         g = torch.zeros_like(p) if g is None else g

@@ -12,9 +12,9 @@ import pytest
 import tomli_w
 from matplotlib.figure import Figure
 
-from smvi.settings.run import RunConfig
 from smvi.report.figures import lam_axis
 from smvi.report.page import ReportError, make_report
+from smvi.settings.run import RunConfig
 from smvi.stages.ssl import Selection, SSLResult
 
 LAMS, SEEDS, SIZES = (0.0, 0.01, 1.0), (0, 1), (600, 1000)
@@ -70,7 +70,8 @@ def sweep(tmp_path):
 
 
 def read_csv(path):
-    return {(r["quantity"], r["split"], r["s"], r["lam"]): r for r in csv.DictReader(path.open())}
+    with path.open(newline="") as f:
+        return {(r["quantity"], r["split"], r["s"], r["lam"]): r for r in csv.DictReader(f)}
 
 
 def se(values):
@@ -241,7 +242,7 @@ def test_ssl_gain_is_paired_by_label_subset(tmp_path):
         seeds = list(acc)
         (sweep / f"lam{lam}" / "ssl.json").write_text(json.dumps(
             {"settings": {}, "run": {"lam": lam, "seed": 0, "epoch": 3},
-             "features": ssl_result(lambda s: tuple(acc[k] for k in seeds), seeds, (600,))}))
+             "features": ssl_result(lambda s, acc=acc, seeds=seeds: tuple(acc[k] for k in seeds), seeds, (600,))}))
     page = make_report(sweep)
     gain = read_csv(page.parent / "results.csv")[("ssl_gain", "test", "600", "0.5")]
     diffs = [100 * (0.902 - 0.90), 100 * (0.951 - 0.95), 100 * (0.925 - 0.92)]

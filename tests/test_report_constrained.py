@@ -10,9 +10,9 @@ import json
 import pytest
 
 from smvi.report.aggregate import Run, aggregate, collect_runs
-from smvi.settings.run import RunConfig
 from smvi.report.constrained import ConstrainedRun, constrained_runs, is_constrained
 from smvi.report.page import make_report
+from smvi.settings.run import RunConfig
 from smvi.store.rundir import RunDir
 from test_report import eval_numbers, read_csv, ssl_json, write_run
 
@@ -29,7 +29,7 @@ def write_constrained(d, measure, target, lams, avgs, units, kl, d_sm, gap):
     RunDir(d).write_config(cfg)
     lines = [{"epoch": e + 1, "lam": lam, "constraint_avg": avg, "constraint_measure": measure,
               "constraint_target": target, "constraint_status": "active", "test_active_units": units,
-              "test_kl": kl + (3 - e)} for e, (lam, avg) in enumerate(zip(lams, avgs))]
+              "test_kl": kl + (3 - e)} for e, (lam, avg) in enumerate(zip(lams, avgs, strict=True))]
     lines[-1]["test_kl"] = kl
     (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
     ev = eval_numbers(0.0, 0)
@@ -65,7 +65,8 @@ def test_the_report_gives_each_target_its_records_and_last_epoch(sweep):
     out = make_report(sweep).parent
     assert {"figc1_targets.png", "figc2_lambda.png", "figc3_plane.png", "constrained.csv",
             "fig1_gap.png"} <= {p.name for p in out.iterdir()}
-    got = {r["run"].split("/")[-1]: r for r in csv.DictReader((out / "constrained.csv").open())}
+    with (out / "constrained.csv").open(newline="") as f:
+        got = {r["run"].split("/")[-1]: r for r in csv.DictReader(f)}
     for name, measure, target, lams, avgs, units, kl, d_sm, gap in CONSTRAINED:
         r = got[name]
         assert (r["measure"], float(r["target"]), int(r["epochs"])) == (measure, target, 3)

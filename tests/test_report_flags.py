@@ -8,14 +8,14 @@ import json
 
 import pytest
 from matplotlib.figure import Figure
-from test_report import convergence_json, markdown_table, write_run
 
 import smvi.report.figures as F
 from smvi.report.aggregate import Row
-from smvi.store.records import make_header
 from smvi.report.page import make_report
-from smvi.store.rundir import RunDir
 from smvi.settings.stages import EvalConfig
+from smvi.store.records import make_header
+from smvi.store.rundir import RunDir
+from test_report import convergence_json, markdown_table, write_run
 
 LAMS = (0.0, 0.1, 1.0)
 

@@ -10,8 +10,8 @@ import pytest
 
 from smvi.report.aggregate import aggregate, collect_runs, lam_series
 from smvi.report.flags import sweep_flags
-from smvi.report.paired import paired_rows
 from smvi.report.page import CAPTIONS, REPORT_FILES, make_report
+from smvi.report.paired import paired_rows
 from smvi.report.sections import SECTIONS, Inputs, Section
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

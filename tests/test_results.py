@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from smvi.studies.presets import PRESETS
 from smvi.report.page import make_report
-from smvi.store.rundir import RunDir
 from smvi.settings.stages import EvalConfig
+from smvi.store.rundir import RunDir
+from smvi.studies.presets import PRESETS
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "cpu"
 

@@ -16,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import make_idx_dir, tiny_train_args
 
 import smvi.stages.train as T
 import test_resume_kill as K
-from smvi.store.checkpoint import load_checkpoint
+from conftest import make_idx_dir, tiny_train_args
 from smvi.core.constraint import DualState
+from smvi.store.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

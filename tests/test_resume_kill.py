@@ -29,12 +29,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_idx_dir, tiny_train_args
 from safetensors.torch import load_file
 
+import smvi.stages.train as T
 import smvi.store.atomic as A
 import smvi.store.checkpoint as C
-import smvi.stages.train as T
+from conftest import make_idx_dir, tiny_train_args
 from smvi.cli import main
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,8 @@ def _trap_write(kind: str, name: str, k: int) -> None:
             _die()
         return real_replace(src, dst)
 
-    C.atomic_write_bytes = A.atomic_write_bytes = atomic_write_bytes  # checkpoints; metrics and config (smvi.store.atomic)
+    # checkpoints; metrics and config (smvi.store.atomic)
+    C.atomic_write_bytes = A.atomic_write_bytes = atomic_write_bytes
     os.fdopen, os.replace = fdopen, replace
 
 

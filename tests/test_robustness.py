@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_idx_dir, tiny_train_args
 
 import smvi.stages.train as T
-from smvi.store.checkpoint import load_checkpoint
+from conftest import make_idx_dir, tiny_train_args
 from smvi.cli import main
-from smvi.settings.run import load_config
 from smvi.data.loading import ImageData, load_idx_dir
+from smvi.settings.run import load_config
 from smvi.stages.train import TrainingDiverged, train
+from smvi.store.checkpoint import load_checkpoint
 
 STEPS = 4  # per epoch: 256 training images in batches of 64
 

@@ -13,20 +13,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
-from conftest import make_idx_dir
 
-import smvi.store.checkpoint as C
 import smvi.stages.evaluate as E
+import smvi.store.checkpoint as C
+from conftest import make_idx_dir
 from smvi.cli import main
-from smvi.settings.run import RunConfig, load_config
 from smvi.data.loading import load_data
+from smvi.settings.run import RunConfig, load_config
+from smvi.settings.stages import AISConfig, EvalConfig
+from smvi.stages.train import train
 from smvi.store.records import EvalRecord, make_header
 from smvi.store.rundir import RunDir, RunError, fingerprint, identity
-from smvi.settings.stages import AISConfig, EvalConfig
 from smvi.store.stats import mean_se
-from smvi.stages.train import train
 
 TINY_EVAL = EvalConfig(n_test=8, n_train=0, elbo_samples=5, dsm_samples=2, iwae_k=0,
                        ais=AISConfig(steps=3, chains=2, leapfrog_steps=1), batch_size=8)

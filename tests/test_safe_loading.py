@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_idx_dir
 from safetensors.torch import save_file
 
 import smvi
 import smvi.store.checkpoint as C
+from conftest import make_idx_dir
 from smvi.settings.run import RunConfig, load_config
-from smvi.store.rundir import RunDir, RunError, fingerprint
 from smvi.stages.train import load_run, train
+from smvi.store.rundir import RunDir, RunError, fingerprint
 
 SRC = Path(smvi.__file__).parent
 
@@ -81,7 +81,7 @@ class Payload:
         self.marker = marker
 
     def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+        return exec, (f"with open({str(self.marker)!r}, 'w') as f: f.write('pwned')",)
 
 
 @pytest.mark.parametrize("container", ["pickle", "torch.save"])

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import smvi.stages.ssl as ssl
-from smvi.settings.run import ConfigError, RunConfig, build_config
-from smvi.data.loading import load_data
 from smvi.core.models import VAE
-from smvi.store.rundir import RunDir, fingerprint
+from smvi.data.loading import load_data
+from smvi.settings.run import ConfigError, RunConfig, build_config
 from smvi.stages.ssl import SSLConfig, SSLError, balanced_subset, encoder_features, ssl_eval, ssl_run
 from smvi.stages.train import train
+from smvi.store.rundir import RunDir, fingerprint
 
 FAST = dict(sizes=(20, 50), seeds=(0, 1, 2), C_grid=(1.0, 10.0), gamma_grid=(0.3, 1.0), folds=2)
 

@@ -10,11 +10,10 @@ import math
 import numpy as np
 import pytest
 import tomli_w
-from conftest import invoke
 
+from conftest import invoke
 from smvi.report.aggregate import aggregate, collect_runs, method_of
-from smvi.report.ssl_study import (PRIMARY, REFERENCE, STUDY_FILES, Cell, _decide, _mechanism, ssl_study,
-                                   write_ssl_study)
+from smvi.report.ssl_study import PRIMARY, REFERENCE, STUDY_FILES, Cell, _decide, _mechanism, ssl_study, write_ssl_study
 from smvi.settings.run import RunConfig
 from smvi.stages.ssl import SSLConfig
 from smvi.store.records import SSLRecord, dump_record, make_header

@@ -10,7 +10,6 @@ import inspect
 import tomllib
 
 import pytest
-from test_sweep import snapshot, tiny_sweep
 
 import smvi.studies.sweep as S
 from smvi.progress import stage_priors
@@ -20,6 +19,7 @@ from smvi.settings.stages import EvalConfig, StageSpec
 from smvi.stages.registry import STAGES
 from smvi.store.rundir import RunDir, sweep_paths
 from smvi.studies.status import status_text
+from test_sweep import snapshot, tiny_sweep
 
 SHAPE = ["run_dir", "cfg", "data", "overwrite", "progress", "device"]
 

@@ -74,7 +74,7 @@ def _p_value(rng, gain: float) -> float:
             tr, te = _features(rng, ytr, scale * centres, 0.3), _features(rng, yte, scale * centres, 0.3)
             r = ssl_eval(tr, ytr, te, yte, sizes=(20,), seeds=SUBSETS, C_grid=(1.0,), gamma_grid=(1.0,), folds=2)
             acc[name] = r.accuracy[20]
-        clusters[seed] = [100 * (a - b) for a, b in zip(acc["lam"], acc["zero"])]
+        clusters[seed] = [100 * (a - b) for a, b in zip(acc["lam"], acc["zero"], strict=True)]
     return clustered_paired_t(clusters).p
 
 

@@ -7,8 +7,6 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from test_frontier_report import write_gaps
-from test_sweep import snapshot, tiny_sweep
 
 import smvi.stages.evaluate as E
 import smvi.studies.sweep as S
@@ -16,6 +14,8 @@ from smvi.cli import main
 from smvi.data.loading import load_data
 from smvi.store.rundir import RunDir, sweep_paths
 from smvi.studies.status import sweep_progress
+from test_frontier_report import write_gaps
+from test_sweep import snapshot, tiny_sweep
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+
 from test_report import write_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")]
@@ -56,7 +57,8 @@ def test_make_constrained_runs_every_target_through_every_stage(idx_dir, tmp_pat
     unreachable = (tmp_path / "results" / "runs" / "dsm0.001_seed0" / "metrics.jsonl").read_text()
     assert json.loads(unreachable.splitlines()[-1])["lam"] > 1e-3  # λ rose toward the cap
     report = tmp_path / "results" / "report"
-    rows = list(csv.DictReader((report / "constrained.csv").open()))
+    with (report / "constrained.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
     assert sorted(r["run"] for r in rows) == ["runs/dsm0.001_seed0", "runs/dsm50_seed0", "runs/gap2_seed0"]
     assert {"figc1_targets.png", "figc2_lambda.png", "figc3_plane.png", "fig1_gap.png"} <= {
         p.name for p in report.iterdir()}  # fig1: the fixed-λ reference runs

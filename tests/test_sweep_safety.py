@@ -13,12 +13,12 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
-from test_sweep import tiny_sweep
 
 import smvi.studies.sweep as S
 from smvi.cli import main
 from smvi.settings.run import config_to_toml
 from smvi.store.rundir import RunDir, RunError
+from test_sweep import tiny_sweep
 
 
 def files(run):

@@ -9,8 +9,8 @@ import pytest
 
 import smvi.studies.sweep as S
 from smvi.settings.run import ConfigError, build_config, config_to_toml
-from smvi.studies.presets import PRESETS
 from smvi.store.rundir import fingerprint
+from smvi.studies.presets import PRESETS
 
 CPU = PRESETS["cpu"].model_dump(mode="json")
 

@@ -4,15 +4,15 @@ clobber existing runs."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import json
+import math
 
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import tiny_train_args
 from safetensors.torch import load_file
 
+from conftest import tiny_train_args
 from smvi.cli import main
 from smvi.settings.run import load_config
 from smvi.stages.train import TrainingDiverged, load_run, train

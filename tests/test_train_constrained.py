@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import tiny_train_args
 from safetensors.torch import load_file
 
-from smvi.store.checkpoint import load_checkpoint
+from conftest import tiny_train_args
 from smvi.cli import main
 from smvi.stages.train import load_run
+from smvi.store.checkpoint import load_checkpoint
 
 FAST = ["--set", "train.constraint.step_size=0.3"]  # the fixture has 4 steps per epoch: let λ move quickly
 

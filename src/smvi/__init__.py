@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> (submodule, attribute). Training is ``train_run`` (not ``train``: that is the submodule smvi.stages.train).
+# public name -> (submodule, attribute). Training is ``train_run`` (not ``train``: that is the submodule
+# smvi.stages.train).
 _EXPORTS: dict[str, tuple[str, str]] = {
     # configuration
     "ConfigError": ("settings.run", "ConfigError"),
@@ -115,24 +116,42 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from smvi.settings.run import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
-    from smvi.data.loading import (DataError, ImageData, binarize_fixed, dequantize_fixed, discrete_log_likelihood_bound,
-                       fixed_inputs, fixed_subset, load_data, load_idx_dir, load_mnist)
     from smvi.core.estimators import AISResult, BDMCResult, LadderResult, ais, ais_ladder, bdmc, iwae_bound, simulate
+    from smvi.core.families import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
+    from smvi.core.models import VAE, LatentVariableModel, LinearGaussian
+    from smvi.core.objectives import (
+        BetaTerms,
+        IWAETerms,
+        SMVITerms,
+        beta_vae_objective,
+        elbo,
+        iwae_objective,
+        score_matching_divergence,
+        smvi_objective,
+        training_objective,
+    )
+    from smvi.core.rejection import RejectionFamily, RejectionPosterior
+    from smvi.data.loading import (
+        DataError,
+        ImageData,
+        binarize_fixed,
+        dequantize_fixed,
+        discrete_log_likelihood_bound,
+        fixed_inputs,
+        fixed_subset,
+        load_data,
+        load_idx_dir,
+        load_mnist,
+    )
+    from smvi.data.synthetic import synthetic_images
+    from smvi.settings.run import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
+    from smvi.settings.stages import AISConfig, ConvergenceConfig, EvalConfig, GapConfig, PicturesConfig
     from smvi.stages.convergence import check_convergence
     from smvi.stages.evaluate import evaluate_run
-    from smvi.core.models import VAE, LatentVariableModel, LinearGaussian
     from smvi.stages.gaps import GapResult, fit_local, gap_split, gaps_run
-    from smvi.core.objectives import (BetaTerms, IWAETerms, SMVITerms, beta_vae_objective, elbo, iwae_objective,
-                             score_matching_divergence, smvi_objective, training_objective)
-    from smvi.core.families import CouplingFlow, DiagonalGaussian, FullGaussian, make_family
-    from smvi.core.rejection import RejectionFamily, RejectionPosterior
     from smvi.stages.ssl import SSLConfig, ssl_run
     from smvi.stages.ssl_robust import rescore
-    from smvi.data.synthetic import synthetic_images
-    from smvi.store.rundir import RunDir, RunError, fingerprint
-    from smvi.stages.pictures import pictures_run
-    from smvi.settings.stages import AISConfig, ConvergenceConfig, EvalConfig, GapConfig, PicturesConfig
     from smvi.stages.train import TrainResult
     from smvi.stages.train import train as train_run
     from smvi.stages.trained import LoadedRun, load_run
+    from smvi.store.rundir import RunDir, RunError, fingerprint

@@ -24,16 +24,15 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from smvi.settings.objectives import OBJECTIVES
-from smvi.settings.stages import STAGES
 from smvi.settings.run import ConfigError, ModelConfig
+from smvi.settings.stages import STAGES
 
 __all__ = ["Progress", "SweepETA", "display_mode", "duration", "note", "label_of", "expected_epoch_seconds",
-           "stage_priors", "training_note", "sweep_note", "EVERY_S", "EPOCH_SECONDS", "AIS_GRADIENTS_PER_S",
-           "IWAE_SAMPLES_PER_S", "SSL_SECONDS", "PICTURES_SECONDS"]
+           "stage_priors", "training_note", "sweep_note", "EPOCH_SECONDS"]
 
 EVERY_S = 30.0
 """Seconds between two plain progress lines."""
@@ -76,9 +75,9 @@ def display_mode(enabled: bool, stream: TextIO | None = None, tty: bool | None =
         if env not in _MODES:
             raise ConfigError(f"SMVI_PROGRESS={env!r}: use bar, lines or off (or unset it)")
         return env
-    stream = stream if stream is not None else sys.stderr
+    out = stream if stream is not None else sys.stderr  # sys.stderr may be None (pythonw): caught below
     try:
-        terminal = stream.isatty()
+        terminal = out.isatty()
     except (AttributeError, ValueError):  # a closed or unusual stream
         terminal = False
     return "bar" if terminal or _in_notebook() else "lines"
@@ -193,7 +192,7 @@ class Progress:
             self._print(self.status(now, stopped=stopped) if stopped or self.n < self.total
                         else self._done(now - self.t0))
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, exc_type, *_) -> None:
@@ -284,7 +283,8 @@ def expected_epoch_seconds(config, n_train: int = 60_000) -> float | None:
     """The prior seconds per epoch of a run ``config`` (a :class:`~smvi.settings.run.RunConfig`) on ``n_train`` images:
     :data:`EPOCH_SECONDS` scaled by the data's size, for the paper's model trained by SMVI or the β-VAE (whose step
     costs the same) only; another model, or IWAE (k decoder passes per example): None, measure it."""
-    if config.model != ModelConfig() or config.train.device == "cuda" or not OBJECTIVES[config.train.objective].smvi_step_cost:
+    objective = OBJECTIVES[config.train.objective]
+    if config.model != ModelConfig() or config.train.device == "cuda" or not objective.smvi_step_cost:
         return None
     return EPOCH_SECONDS[config.train.precision] * n_train / 60_000
 
@@ -303,7 +303,7 @@ def training_note(name: str, config, start: int, n_train: int = 60_000) -> str:
             "the last finished epoch (smvi train --resume, or the same smvi sweep command)")
 
 
-def sweep_note(sweep_dir, work: dict[str, dict[str, int]], eta: "SweepETA") -> str:
+def sweep_note(sweep_dir, work: dict[str, dict[str, int]], eta: SweepETA) -> str:
     """The line a sweep prints when it starts: its runs and their work (``work`` as :class:`SweepETA` takes it), the
     expected duration (``eta``: a rough prior until the sweep has measured itself) and how to stop and resume."""
     runs = sum(1 for w in work.values() if any(w.values()))
@@ -337,7 +337,7 @@ class SweepETA:
     'ETA 1 min (measured in this sweep)'
     """
 
-    def __init__(self, work: dict[str, dict[str, float]], prior: dict[str, float], workers: int = 1) -> None:
+    def __init__(self, work: Mapping[str, Mapping[str, float]], prior: dict[str, float], workers: int = 1) -> None:
         self.work = {name: {k: v for k, v in w.items() if v} for name, w in work.items()}
         self.prior, self.workers = prior, max(1, workers)
         self.spent: dict[str, float] = {}

@@ -16,9 +16,11 @@ import click
 from smvi.settings.run import RunConfig
 from smvi.settings.stages import EvalConfig
 
-EVAL_PRESET_NAMES = ("default", "quick")  # smvi.studies.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
+# smvi.studies.presets.EVAL_PRESETS (tests/test_packaging.py checks they agree)
+EVAL_PRESET_NAMES = ("default", "quick")
 SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.studies.presets.PRESETS (same check)
-SWEEP_PRESET_TIMES = {  # smvi.studies.presets.PRESET_TIMES, the one owner of these numbers (tests/test_progress.py checks)
+# smvi.studies.presets.PRESET_TIMES, the one owner of these numbers (tests/test_progress.py checks)
+SWEEP_PRESET_TIMES = {
     "quick": "3–5 min on 2 idle CPU cores",
     "cpu": "about 2 h on 2 CPU cores (4.1 h of one-thread processes, two at a time)",
     "paper": ("about 17 h on 2 shared CPU cores (measured: 33 h of one-thread processes, two at a time; about 9 h at "
@@ -26,8 +28,9 @@ SWEEP_PRESET_TIMES = {  # smvi.studies.presets.PRESET_TIMES, the one owner of th
 }
 # The library's expected errors, by module; a module not imported yet cannot have raised one.
 _EXPECTED_ERRORS = {
-    "smvi.settings.run": ("ConfigError",), "smvi.data.loading": ("DataError",), "smvi.stages.train": ("TrainingDiverged",),
-    "smvi.store.rundir": ("RunError",), "smvi.store.records": ("RecordError",), "smvi.store.checkpoint": ("CheckpointError",),
+    "smvi.settings.run": ("ConfigError",), "smvi.data.loading": ("DataError",),
+    "smvi.stages.train": ("TrainingDiverged",), "smvi.store.rundir": ("RunError",),
+    "smvi.store.records": ("RecordError",), "smvi.store.checkpoint": ("CheckpointError",),
     "smvi.stages.ssl": ("SSLError",), "smvi.report.aggregate": ("ReportError",), "smvi.core.estimators.precision": (),
 }
 
@@ -48,7 +51,7 @@ class NonEmptyPath(click.Path):
         return super().convert(value, param, ctx)
 
 
-def _threads(n: int | None) -> None:
+def set_threads(n: int | None) -> None:
     """``--threads N``: torch's intra-op thread count (default: torch's own choice, usually every core)."""
     if n is not None:
         if n < 1:
@@ -58,9 +61,10 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-_THREADS_HELP = "torch threads for this process [torch's default: every core]; 1 is often faster on a shared machine."
-_NO_PROGRESS_HELP = ("No progress output on stderr (a bar on a terminal, else a plain line every 30 s: "
-                     "smvi.progress); results are still printed.")
+# the help of every command's --threads and --no-progress options
+THREADS_HELP = "torch threads for this process [torch's default: every core]; 1 is often faster on a shared machine."
+NO_PROGRESS_HELP = ("No progress output on stderr (a bar on a terminal, else a plain line every 30 s: "
+                    "smvi.progress); results are still printed.")
 
 
 def _default(cls, dotted: str) -> str:
@@ -71,18 +75,14 @@ def _default(cls, dotted: str) -> str:
     return "[off]" if obj is None else f"[{obj}]"
 
 
-def _preset(key: str) -> str:
+def eval_default(key: str) -> str:
     """The evaluation default for ``key`` (the 'default' preset), for option help: ``[200]``."""
     return _default(EvalConfig, key)
 
 
-def _h(text: str, key: str) -> str:
+def run_help(text: str, key: str) -> str:
     """Option help ending with the run config's default for ``key``."""
     return f"{text} {_default(RunConfig, key)}."
-
-
-def _fmt(value) -> str:
-    return "nan" if value is None else f"{value:.2f}"
 
 
 class Terminated(KeyboardInterrupt):

@@ -8,6 +8,7 @@ import click
 
 from smvi.cli.app import NonEmptyPath, main
 
+
 # ---- data -----------------------------------------------------------------------------------------------------------
 @main.group()
 def data() -> None:
@@ -40,7 +41,8 @@ def data_verify(data_dir: Path | None) -> None:
 _CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
     "run": ("smvi.settings.run", "RunConfig",
             "smvi train: --config FILE.toml ([model], [data], [train]) and --set section.key=value"),
-    "eval": ("smvi.settings.stages", "EvalConfig", "smvi evaluate / smvi convergence: --set key=value (on top of --preset)"),
+    "eval": ("smvi.settings.stages", "EvalConfig",
+             "smvi evaluate / smvi convergence: --set key=value (on top of --preset)"),
     "convergence": ("smvi.settings.stages", "ConvergenceConfig", "smvi convergence: --set key=value"),
     "ssl": ("smvi.settings.stages", "SSLConfig", "smvi ssl: --set key=value"),
     "gaps": ("smvi.settings.stages", "GapConfig", "smvi gaps: --set key=value"),
@@ -66,7 +68,8 @@ def config_cmd(what: str, preset: str | None) -> None:
     cls = getattr(importlib.import_module(module), name)
     base = None
     if preset is not None:
-        presets = {"eval": ("smvi.studies.presets", "EVAL_PRESETS"), "sweep": ("smvi.studies.presets", "PRESETS")}.get(what)
+        presets = {"eval": ("smvi.studies.presets", "EVAL_PRESETS"),
+                   "sweep": ("smvi.studies.presets", "PRESETS")}.get(what)
         table = getattr(importlib.import_module(presets[0]), presets[1]) if presets else {}
         if preset not in table:
             choices = ", ".join(sorted(table)) or f"none for {what}"

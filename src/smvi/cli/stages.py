@@ -6,11 +6,24 @@ from pathlib import Path
 
 import click
 
+from smvi.cli.app import (
+    EVAL_PRESET_NAMES,
+    NO_PROGRESS_HELP,
+    THREADS_HELP,
+    NonEmptyPath,
+    eval_default,
+    main,
+    set_threads,
+)
 from smvi.settings.run import build_config
-from smvi.store.rundir import RunDir
 from smvi.settings.stages import ConvergenceConfig, EvalConfig, GapConfig
-from smvi.cli.app import (EVAL_PRESET_NAMES, _NO_PROGRESS_HELP, _THREADS_HELP, NonEmptyPath, _fmt, _preset, _threads,
-                          main)
+from smvi.store.rundir import RunDir
+
+
+def _fmt(value) -> str:
+    """A printed estimate (nats, two decimals); ``nan`` for a missing one."""
+    return "nan" if value is None else f"{value:.2f}"
+
 
 def _other_data_note(record) -> None:
     if record.header.data is not None:
@@ -31,13 +44,13 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi 
 @click.option("--preset", type=click.Choice(EVAL_PRESET_NAMES), default="default", show_default=True,
               help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
-@click.option("--n-test", type=int, default=None, help=f"Test points (fixed random subset) {_preset('n_test')}.")
+@click.option("--n-test", type=int, default=None, help=f"Test points (fixed random subset) {eval_default('n_test')}.")
 @click.option("--n-train", type=int, default=None,
-              help=f"Training points (fixed random subset); 0 skips {_preset('n_train')}.")
+              help=f"Training points (fixed random subset); 0 skips {eval_default('n_train')}.")
 @click.option("--ais-steps", "ais_steps", type=int, default=None,
-              help=f"AIS intermediate distributions (ais.steps) {_preset('ais.steps')}.")
+              help=f"AIS intermediate distributions (ais.steps) {eval_default('ais.steps')}.")
 @click.option("--ais-chains", "ais_chains", type=int, default=None,
-              help=f"AIS chains per point (ais.chains) {_preset('ais.chains')}.")
+              help=f"AIS chains per point (ais.chains) {eval_default('ais.chains')}.")
 @click.option("--ais-precision", "ais_precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
               help="bf16: AIS's leapfrog force and IWAE's decoder pass in bf16; auto: bf16 where the hardware has "
                    "bf16 units (ais.precision) [fp32].")
@@ -45,8 +58,8 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi 
               help=_DEVICE_HELP)
 @click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
-@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
-@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
 def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str, other_data: bool, overwrite: bool,
                  no_progress: bool, threads: int | None, **options) -> None:
     """ELBO, D_SM, IWAE, AIS log p(x) and the ELBO gap (AIS − ELBO) on fixed test and training subsets.
@@ -58,7 +71,7 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     from smvi.stages.evaluate import evaluate_run
     from smvi.studies.presets import EVAL_PRESETS
 
-    _threads(threads)
+    set_threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
     r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device,
@@ -97,8 +110,8 @@ _CONV = ConvergenceConfig()
               help=_DEVICE_HELP)
 @click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
-@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
-@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
 def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol: float | None, sets: tuple[str, ...],
                     ais_precision: str | None, device: str, other_data: bool, overwrite: bool, no_progress: bool, threads: int | None) -> None:
     """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
@@ -108,7 +121,7 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
     """
     from smvi.stages.convergence import check_convergence
 
-    _threads(threads)
+    set_threads(threads)
     ladder = None
     if steps is not None:
         try:
@@ -121,7 +134,7 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
     r = check_convergence(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device,
                           other_data=other_data)
     means = r.ladder.means if r.ladder else [None] * len(r.bdmc)
-    for b, m in zip(r.bdmc, means):
+    for b, m in zip(r.bdmc, means, strict=True):
         click.echo(f"steps {b.steps:>6d}: BDMC [{_fmt(b.lower)}, {_fmt(b.upper)}] gap {_fmt(b.gap)}"
                    f" ± {_fmt(b.gap_se)}   test AIS {_fmt(m)}")
     _other_data_note(r)
@@ -138,7 +151,7 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
 @click.option("--test-size", type=int, default=None, help="Fixed random test subset [the full test set].")
 @click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing ssl.json.")
-@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
 def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, other_data: bool, overwrite: bool,
             no_progress: bool) -> None:
     """Semi-supervised accuracy: an SVM on encoder means μ_φ(x) with s labeled examples (s/10 per class).
@@ -158,8 +171,8 @@ def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, other_d
 
 
 def ssl_table(record) -> str:
-    """An ssl record as a table: test accuracy (%), mean ± SE over the label subsets (:func:`smvi.store.stats.mean_se`, the
-    report's convention), one column per labeled-set size s, one row per feature set (encoder means, raw pixels) or,
+    """An ssl record as a table: test accuracy (%), mean ± SE over the label subsets (:func:`smvi.store.stats.mean_se`,
+    the report's convention), one column per labeled-set size s, one row per feature set (encoder means, raw pixels) or,
     for the robust protocol, per classifier on the encoder means, with how many choices hit a grid's edge."""
     from smvi.store.stats import mean_se
 
@@ -185,7 +198,8 @@ def ssl_table(record) -> str:
     table = [["", *(f"s = {s}" for s in sizes)]] + [[name, *(cell(acc.get(s)) for s in sizes)] for name, acc in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = [f"test accuracy (%), mean ± SE over {len(f.seeds)} label subsets, {f.n_test} test images:"]
-    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
               for r in table]
     if record.table:
         edge = sum(any(r.on_edge.values()) for r in record.table)
@@ -207,15 +221,15 @@ def ssl_table(record) -> str:
               help=_DEVICE_HELP)
 @click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing gaps.json.")
-@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
-@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
 def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, other_data: bool, overwrite: bool, no_progress: bool,
              threads: int | None, **options) -> None:
     """Split the ELBO gap into approximation gap (log p(x) − ELBO of the best q of the family for each image) and
     amortization gap (that ELBO − the encoder's), log p(x) from AIS. Writes the run's gaps record (gaps.json)."""
     from smvi.stages.gaps import gaps_run
 
-    _threads(threads)
+    set_threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(GapConfig, sets=sets, overrides=options)
     r = gaps_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress, other_data=other_data)
@@ -239,17 +253,17 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, other_data: bool
 @click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Redraw existing pictures (pictures.json and its PNGs).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
 def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, other_data: bool, overwrite: bool,
                  no_progress: bool, threads: int | None) -> None:
     """Draw what the model learned, as three PNGs in RUN_DIR: samples.png (decoder means of 64 prior samples),
     reconstructions.png (32 fixed test images, each row above its reconstructions) and latents.png (the encoder
     means of 2000 test images in 2-d, PCA or t-SNE, coloured by label). Writes the run's pictures record
     (pictures.json); the sweep report shows the pictures of every run side by side. About 2 s with PCA."""
-    from smvi.stages.pictures import pictures_run
     from smvi.settings.stages import PicturesConfig
+    from smvi.stages.pictures import pictures_run
 
-    _threads(threads)
+    set_threads(threads)
     cfg = build_config(PicturesConfig, sets=sets)
     r = pictures_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress,
                      other_data=other_data)

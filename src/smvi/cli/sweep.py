@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 
+from smvi.cli.app import NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, NonEmptyPath, main
 from smvi.settings.run import build_config, read_toml
 from smvi.settings.stages import STAGES
-from smvi.cli.app import _NO_PROGRESS_HELP, NonEmptyPath, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, main
+
 
 # ---- sweep, report --------------------------------------------------------------------------------------------------
 @main.command("sweep")
@@ -26,11 +28,13 @@ from smvi.cli.app import _NO_PROGRESS_HELP, NonEmptyPath, SWEEP_PRESET_NAMES, SW
               show_default=True, help="Run jobs here one by one, in a local process pool, or on Ray.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel jobs (process executor).")
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
-@click.option("--overwrite", is_flag=True, help="Replace the sweep's saved settings: finished runs of an unchanged identity are reused, "
+@click.option("--overwrite", is_flag=True,
+              help="Replace the sweep's saved settings: finished runs of an unchanged identity are reused, "
                    "runs the saved settings made are retrained if their identity changed; no other run is touched.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end.")
-@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
-def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tuple[str, ...], executor: str,
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
+def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tuple[str, ...],
+              executor: Literal["inprocess", "process", "ray"],
               workers: int, address: str | None, overwrite: bool, report: bool, no_progress: bool) -> None:
     """Train, evaluate, ssl and draw pictures for every (λ, seed) of a grid; idempotent and resumable.
 
@@ -41,8 +45,8 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
     SWEEP_DIR/sweep_status.json and the others go on. It starts with one line on what it will do and a rough expected
     duration, and after each run prints [k/N runs] with an ETA from the stage times measured so far.
     """
-    from smvi.studies.presets import preset_base
     from smvi.report.page import make_report
+    from smvi.studies.presets import preset_base
     from smvi.studies.sweep import SweepConfig, load_sweep_tree, run_sweep
 
     if workers < 1:

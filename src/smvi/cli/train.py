@@ -1,4 +1,5 @@
-"""``smvi train``: options and config files to a :class:`~smvi.settings.run.RunConfig`, then :func:`smvi.stages.train.train`."""
+"""``smvi train``: options and config files to a :class:`~smvi.settings.run.RunConfig`, then
+:func:`smvi.stages.train.train`."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ from pathlib import Path
 
 import click
 
+from smvi.cli.app import (
+    NO_PROGRESS_HELP,
+    THREADS_HELP,
+    NonEmptyPath,
+    main,
+    run_help,
+    set_threads,
+)
 from smvi.settings.run import ConfigError, load_config
 from smvi.store.rundir import RunDir
-from smvi.cli.app import _NO_PROGRESS_HELP, _THREADS_HELP, NonEmptyPath, _h, _threads, main
 
 # ---- train ----------------------------------------------------------------------------------------------------------
 _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
@@ -27,25 +35,26 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
               help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable; `smvi config` lists "
                    "them).")
 @click.option("--lam", type=float, default=None,
-              help=_h("λ, the weight of the score-matching divergence", "train.lam"))
+              help=run_help("λ, the weight of the score-matching divergence", "train.lam"))
 @click.option("--target-dsm", type=float, default=None, metavar="EPS",
               help="Learn λ (a Lagrange multiplier) so that the training D_SM stays at or below EPS; instead of --lam.")
 @click.option("--target-gap", type=float, default=None, metavar="NATS",
               help="Learn λ so that the ELBO gap estimate IWAE_k − ELBO (k = train.constraint.gap_k; a lower bound on "
                    "the gap, so the AIS gap reached is larger) stays at or below NATS; instead of --lam.")
-@click.option("--epochs", type=int, default=None, help=_h("Passes over the training set", "train.epochs"))
-@click.option("--batch-size", type=int, default=None, help=_h("Examples per step", "train.batch_size"))
-@click.option("--lr", type=float, default=None, help=_h("Adam learning rate", "train.lr"))
+@click.option("--epochs", type=int, default=None, help=run_help("Passes over the training set", "train.epochs"))
+@click.option("--batch-size", type=int, default=None, help=run_help("Examples per step", "train.batch_size"))
+@click.option("--lr", type=float, default=None, help=run_help("Adam learning rate", "train.lr"))
 @click.option("--seed", type=int, default=None,
-              help=_h("Seed of initialization, shuffling, binarization, sampling", "train.seed"))
+              help=run_help("Seed of initialization, shuffling, binarization, sampling", "train.seed"))
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-              help=_h("Where to train", "train.device"))
+              help=run_help("Where to train", "train.device"))
 @click.option("--n-samples", type=int, default=None,
-              help=_h("z samples per example in the objective", "train.n_samples"))
-@click.option("--grad-clip", type=float, default=None, help=_h("Clip the gradient's global norm", "train.grad_clip"))
-@click.option("--z-dim", type=int, default=None, help=_h("Latent dimension", "model.z_dim"))
+              help=run_help("z samples per example in the objective", "train.n_samples"))
+@click.option("--grad-clip", type=float, default=None,
+              help=run_help("Clip the gradient's global norm", "train.grad_clip"))
+@click.option("--z-dim", type=int, default=None, help=run_help("Latent dimension", "model.z_dim"))
 @click.option("--dataset", type=click.Choice(["mnist", "idx"]), default=None,
-              help=_h("'mnist' (verified; fetched if missing) or 'idx' (MNIST-format files in --data-dir)",
+              help=run_help("'mnist' (verified; fetched if missing) or 'idx' (MNIST-format files in --data-dir)",
                       "data.dataset"))
 @click.option("--data-dir", type=str, default=None, help="Directory holding the four IDX files.")
 @click.option("--tensorboard", metavar="DIR", default=None,
@@ -54,8 +63,8 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (may raise --epochs).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing run in --out (its checkpoint, metrics and result records).")
-@click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
-@click.option("--threads", type=int, default=None, help=_THREADS_HELP)
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
 def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], resume: bool, overwrite: bool,
               no_progress: bool, threads: int | None, **options) -> None:
     """Train the paper's VAE by maximizing ELBO − λ·D_SM, checkpointing every epoch.
@@ -65,7 +74,7 @@ def train_cmd(run_dir: Path, config_path: Path | None, sets: tuple[str, ...], re
     """
     from smvi.stages.train import train
 
-    _threads(threads)
+    set_threads(threads)
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; pick one")
     if resume and config_path is None and RunDir(run_dir).config_path.exists():

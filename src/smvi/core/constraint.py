@@ -31,8 +31,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from smvi.settings.run import ConfigError, ConstraintConfig, TrainConfig
 from smvi.core.objectives import SMVITerms
+from smvi.settings.run import ConfigError, ConstraintConfig, TrainConfig
 
 __all__ = ["DualState", "initial_state", "dual_update", "iwae_gap", "batch_measure", "EpochDual", "Status"]
 
@@ -54,7 +54,7 @@ class DualState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: Any) -> "DualState":
+    def from_json(cls, d: Any) -> DualState:
         """The state saved by :meth:`to_json`; ``ValueError`` if it is not one (missing keys, wrong types, a λ or
         average that is negative or not finite)."""
         if not isinstance(d, dict) or set(d) != {"lam", "avg", "steps"}:
@@ -159,10 +159,10 @@ class EpochDual:
         """``unreachable``: every step of the epoch ended with λ at its cap and the average still above the target
         (λ cannot push further; raise ``lam_max`` or relax the target). ``slack``: λ at its floor all epoch with the
         average below the target (the constraint is inactive: the run is the plain VAE). Otherwise ``active``."""
-        full = self.steps > 0
-        if full and self.at_max == self.steps and state.avg is not None and state.avg > self.cfg.target:
+        full, target = self.steps > 0, self.cfg.target
+        if full and self.at_max == self.steps and state.avg is not None and target is not None and state.avg > target:
             return "unreachable"
-        if full and self.at_min == self.steps and state.avg is not None and state.avg < self.cfg.target:
+        if full and self.at_min == self.steps and state.avg is not None and target is not None and state.avg < target:
             return "slack"
         return "active"
 

@@ -57,7 +57,7 @@ def supports(decoder: nn.Module) -> bool:
     return True
 
 
-_BF16: "weakref.WeakKeyDictionary[nn.Linear, tuple[int, Tensor]]" = weakref.WeakKeyDictionary()
+_BF16: weakref.WeakKeyDictionary[nn.Linear, tuple[int, Tensor]] = weakref.WeakKeyDictionary()
 
 
 def _bf16_weight(lin: nn.Linear) -> Tensor:
@@ -106,16 +106,18 @@ def mlp_log_likelihood(decoder: nn.Sequential, likelihood: str, x: Tensor, z: Te
     bf16 = precision == "bf16"
     forward_bf16 = bf16 and not exact_value
     with torch.no_grad():
+        # the decoder's items: nn.Linear and activations alternating, which nn.Sequential types as Module (the ignores)
         layers = list(decoder)
         h, derivs = z, []
-        for lin, act in zip(layers[0:-1:2], layers[1::2]):
-            a = _linear(lin, h, forward_bf16)
+        for lin, act in zip(layers[0:-1:2], layers[1::2], strict=True):
+            a = _linear(lin, h, forward_bf16)  # pyright: ignore[reportArgumentType]
             h = act(a)
             if grad:
                 derivs.append(DERIVATIVES[type(act)](a, h))
-        value, g = _likelihood(likelihood, x, _linear(layers[-1], h, forward_bf16).to(z.dtype), grad)
+        value, g = _likelihood(likelihood, x, _linear(layers[-1], h, forward_bf16).to(z.dtype), grad)  # pyright: ignore[reportArgumentType]
         if not grad:
             return value, None
-        for lin, d in zip(reversed(layers[2::2]), reversed(derivs)):
-            g = _input_grad(lin, g, bf16) * d
-        return value, _input_grad(layers[0], g, bf16).to(z.dtype)
+        assert g is not None  # grad: _likelihood gave ∂ℓ/∂o
+        for lin, d in zip(reversed(layers[2::2]), reversed(derivs), strict=True):
+            g = _input_grad(lin, g, bf16) * d  # pyright: ignore[reportArgumentType]
+        return value, _input_grad(layers[0], g, bf16).to(z.dtype)  # pyright: ignore[reportArgumentType]

@@ -23,19 +23,20 @@ for checking estimators).
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Distribution, Independent, MultivariateNormal, Normal
 
-from smvi.settings.families import family_settings
-from smvi.settings.run import ModelConfig
 from smvi.core.explicit import mlp_log_likelihood, supports
 from smvi.core.families import DiagonalGaussian, PosteriorFamily, make_family
+from smvi.settings.families import family_settings
+from smvi.settings.run import ModelConfig
 
-__all__ = ["LatentVariableModel", "VAE", "LinearGaussian", "standard_normal_log_prob"]
+__all__ = ["LatentVariableModel", "VAE", "LinearGaussian"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -63,15 +64,17 @@ def _mlp(sizes: list[int], activation: str, last_scale: float = 1.0) -> nn.Seque
     """Linear layers of the given sizes with ``activation`` between them; He-normal init (fan-in, gain √2), zero
     biases, the last layer's weights multiplied by ``last_scale``."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(pairwise(sizes)):
         lin = nn.Linear(n_in, n_out)
         nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
         nn.init.zeros_(lin.bias)
         layers.append(lin)
         if i < len(sizes) - 2:
             layers.append(_ACTIVATIONS[activation]())
+    last = layers[-1]
+    assert isinstance(last, nn.Linear)
     with torch.no_grad():
-        layers[-1].weight.mul_(last_scale)
+        last.weight.mul_(last_scale)
     return nn.Sequential(*layers)
 
 
@@ -92,8 +95,10 @@ class VAE(nn.Module):
         self.encoder = _mlp([x_dim, *cfg.encoder_hidden, family.n_params], cfg.activation, cfg.encoder_last_scale)
         self.decoder = _mlp([cfg.z_dim, *cfg.decoder_hidden, out], cfg.activation, cfg.decoder_last_scale)
         if family.n_context:  # a context h(x) (the flow's) keeps the full He init: only q's own parameters start small
+            last = self.encoder[-1]
+            assert isinstance(last, nn.Linear)
             with torch.no_grad():
-                self.encoder[-1].weight[family.n_params - family.n_context:].div_(cfg.encoder_last_scale)
+                last.weight[family.n_params - family.n_context:].div_(cfg.encoder_last_scale)
         self.family = family  # registered last: the diagonal family has no parameters, so state and order are as before
 
     @property
@@ -176,7 +181,7 @@ class LinearGaussian(nn.Module):
 
     @classmethod
     def random(cls, x_dim: int, z_dim: int, *, s: float = 0.7, seed: int = 0, dtype=torch.float64,
-               posterior: str = "diagonal", **settings) -> "LinearGaussian":
+               posterior: str = "diagonal", **settings) -> LinearGaussian:
         """Random parameters from ``seed`` for the family ``posterior`` with its ``settings`` (e.g. flow_layers):
         random weights for the family's own parameters, random shared values for its extra encoder outputs, and
         random x-dependence for a context (a flow's): "full" gets random shared off-diagonal Cholesky entries."""
@@ -233,13 +238,13 @@ class LinearGaussian(nn.Module):
         return Independent(Normal(mean, self.log_s.exp().expand_as(mean)), 1)
 
     # ---- closed forms -------------------------------------------------------------------------------------------
-    def posterior(self, x: Tensor) -> Distribution:
+    def posterior(self, x: Tensor) -> MultivariateNormal:
         """The exact posterior p(z|x) (full covariance), batch shape [N]."""
         s2 = torch.exp(2 * self.log_s)
         eye = torch.eye(self.z_dim, dtype=self.W.dtype)
         cov = torch.linalg.inv(eye + self.W.T @ self.W / s2)
         mean = (x - self.b) @ self.W @ cov / s2
-        return torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
+        return MultivariateNormal(mean, covariance_matrix=cov)
 
     def log_marginal(self, x: Tensor) -> Tensor:
         """Exact log p(x), shape [N]."""

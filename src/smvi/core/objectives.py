@@ -12,8 +12,9 @@ Inference in Deep Latent Variable Models" (the paper in this repository's shared
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -23,7 +24,7 @@ from smvi.settings.objectives import OBJECTIVES as SPECS
 
 __all__ = ["elbo", "score_matching_divergence", "smvi_objective", "SMVITerms", "beta_vae_objective", "BetaTerms",
            "iwae_objective", "IWAETerms", "training_objective", "OBJECTIVES", "register_objective",
-           "backward", "DSM_GRADS"]
+           "backward", "DSM_GRADS", "check_batch", "kl_to_prior", "log_lik_and_score_gap"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class SMVITerms:
         return {k: float(v.detach().mean()) for k, v in out.items()}
 
 
-def _check_batch(model, x) -> None:
+def check_batch(model, x) -> None:
     """Refuse, with one clear line, a batch the model cannot score: not a tensor, not ``[N, x_dim]`` (when the model
     states ``x_dim``), not floating-point, or of another dtype or device than the model's parameters."""
     if not isinstance(x, torch.Tensor):
@@ -65,7 +66,7 @@ def _check_batch(model, x) -> None:
                          f"use x.to(model's dtype and device)")
 
 
-def _kl(model, q: Distribution, z: Tensor) -> Tensor:
+def kl_to_prior(model, q: Distribution, z: Tensor) -> Tensor:
     """KL(q(z|x) ‖ p(z)): analytic when the model exposes ``prior`` and torch knows the pair, else a Monte Carlo
     average over the samples ``z`` ``[S, N, z_dim]``."""
     prior = getattr(model, "prior", None)
@@ -84,7 +85,7 @@ def _own_terms(q: Distribution, model, x: Tensor, **settings):
     return own(model, x, **settings) if own is not None else None
 
 
-def _log_lik_and_score_gap(model, q: Distribution, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+def log_lik_and_score_gap(model, q: Distribution, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
     """log p(x|z) ``[S, N]`` and ‖∇_z log q(z|x) − ∇_z log p(x, z)‖² ``[S, N]`` from one decoder pass.
 
     Both scores come from one backward pass: the gradient with respect to z of ``log q(z|x) − log p(z) − log p(x|z)``
@@ -110,14 +111,14 @@ def elbo(model, x: Tensor, *, n_samples: int = 1) -> Tensor:
     """ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z)), ``[N]``.
 
     Monte Carlo over ``n_samples`` reparameterized draws for the reconstruction term (unbiased); the KL is analytic
-    when available (see :func:`_kl`), otherwise estimated from the same draws. Differentiable in θ and φ.
+    when available (see :func:`kl_to_prior`), otherwise estimated from the same draws. Differentiable in θ and φ.
     """
-    _check_batch(model, x)
+    check_batch(model, x)
     q = model.encode(x)
     if (own := _own_terms(q, model, x, objective="smvi", n_samples=n_samples)) is not None:
         return own.elbo
     z = q.rsample((n_samples,))
-    return model.log_likelihood(x, z).mean(0) - _kl(model, q, z)
+    return model.log_likelihood(x, z).mean(0) - kl_to_prior(model, q, z)
 
 
 def score_matching_divergence(model, x: Tensor, *, n_samples: int = 1) -> Tensor:
@@ -127,12 +128,12 @@ def score_matching_divergence(model, x: Tensor, *, n_samples: int = 1) -> Tensor
     averaging over ``n_samples`` reparameterized draws z ~ q. Its gradient reaches both the decoder (θ, through the
     score ∇_z log p(x|z), by second-order autograd) and the encoder (φ, through z and q's score). No ½ factor.
     """
-    _check_batch(model, x)
+    check_batch(model, x)
     q = model.encode(x)
     if (own := _own_terms(q, model, x, objective="smvi", n_samples=n_samples, compute_d_sm=True)) is not None:
         return own.d_sm
     z = q.rsample((n_samples,))
-    return _log_lik_and_score_gap(model, q, x, z)[1].mean(0)
+    return log_lik_and_score_gap(model, q, x, z)[1].mean(0)
 
 
 def smvi_objective(
@@ -144,7 +145,7 @@ def smvi_objective(
     ``lam == 0`` and ``compute_d_sm`` not set, D_SM is skipped and ``loss == −elbo`` exactly: the plain VAE.
     ``compute_d_sm=True`` computes D_SM (and, with gradients enabled, keeps it differentiable) even at λ = 0.
     """
-    _check_batch(model, x)
+    check_batch(model, x)
     if compute_d_sm is None:
         compute_d_sm = lam != 0
     elif lam != 0 and not compute_d_sm:
@@ -155,14 +156,14 @@ def smvi_objective(
         return own
     z = q.rsample((n_samples,))
     if compute_d_sm:
-        log_lik, sq = _log_lik_and_score_gap(model, q, x, z)
+        log_lik, sq = log_lik_and_score_gap(model, q, x, z)
         d_sm = sq.mean(0)
     else:
         log_lik, d_sm = model.log_likelihood(x, z), None
     rec = log_lik.mean(0)
-    kl = _kl(model, q, z)
+    kl = kl_to_prior(model, q, z)
     elbo_ = rec - kl
-    loss = -elbo_ if lam == 0 else -(elbo_ - lam * d_sm)
+    loss = -elbo_ if lam == 0 or d_sm is None else -(elbo_ - lam * d_sm)
     return SMVITerms(loss=loss, elbo=elbo_, log_likelihood=rec, kl=kl, d_sm=d_sm)
 
 
@@ -181,7 +182,7 @@ def backward(model, terms: SMVITerms | BetaTerms | IWAETerms, *, lam: float = 0.
     Split, this is no longer the gradient of one objective: each side follows its own (θ the ELBO and φ the SMVI
     objective, or the reverse). Each part is a partial derivative at the current (θ, φ): ∇_φ D̄ runs through
     z = μ_φ + σ_φ⊙ε and q's score, ∇_θ D̄ through the decoder's input-gradient (second-order autograd, see
-    :func:`_log_lik_and_score_gap`). Two backward passes over one forward graph: L̄'s (the graph retained), then
+    :func:`log_lik_and_score_gap`). Two backward passes over one forward graph: L̄'s (the graph retained), then
     λ·D̄'s, accumulated only into the chosen side's parameters (``inputs=``). When ``terms`` has no D_SM (λ = 0, or
     another objective) there is no penalty and ``dsm_grad`` changes nothing.
     """
@@ -222,13 +223,13 @@ def beta_vae_objective(model, x: Tensor, *, beta: float, n_samples: int = 1) -> 
     The same draws and KL as :func:`smvi_objective` (Monte Carlo reconstruction over ``n_samples``; analytic KL where
     available): β = 1 gives the VAE's loss bit for bit. Differentiable in θ and φ.
     """
-    _check_batch(model, x)
+    check_batch(model, x)
     q = model.encode(x)
     if (own := _own_terms(q, model, x, objective="beta", beta=beta, n_samples=n_samples)) is not None:
         return own
     z = q.rsample((n_samples,))
     rec = model.log_likelihood(x, z).mean(0)
-    kl = _kl(model, q, z)
+    kl = kl_to_prior(model, q, z)
     return BetaTerms(loss=-(rec - beta * kl), elbo=rec - kl, log_likelihood=rec, kl=kl)
 
 
@@ -258,7 +259,7 @@ def iwae_objective(model, x: Tensor, *, k: int) -> IWAETerms:
     single-sample ELBO, computed exactly as :func:`smvi_objective` at λ = 0 (analytic KL where available, so the loss
     is bit-identical to the VAE's); for k ≥ 2 every term is a Monte Carlo average over the k draws.
     """
-    _check_batch(model, x)
+    check_batch(model, x)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     q = model.encode(x)
@@ -267,7 +268,7 @@ def iwae_objective(model, x: Tensor, *, k: int) -> IWAETerms:
     z = q.rsample((k,))
     log_lik = model.log_likelihood(x, z)
     if k == 1:
-        rec, kl = log_lik.mean(0), _kl(model, q, z)
+        rec, kl = log_lik.mean(0), kl_to_prior(model, q, z)
         return IWAETerms(loss=-(rec - kl), iwae=rec - kl, elbo=rec - kl, log_likelihood=rec, kl=kl)
     log_ratio = q.log_prob(z) - model.log_prior(z)  # [k, N]
     log_w = log_lik - log_ratio

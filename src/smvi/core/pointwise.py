@@ -16,7 +16,7 @@ from torch import Tensor
 
 from smvi.core.estimators.ais import model_dtype
 from smvi.core.estimators.hmc import draw, fold_in, point_ids, stream_key
-from smvi.core.objectives import _kl, _log_lik_and_score_gap
+from smvi.core.objectives import kl_to_prior, log_lik_and_score_gap
 
 __all__ = ["elbo_per_point", "d_sm_per_point"]
 
@@ -47,7 +47,7 @@ def elbo_per_point(model, x: Tensor, *, n_samples: int, seed: int, chunk: int = 
     ``model.encode(x)`` or of the given ``q`` (batch ``[N]``)."""
     def term(q, x, first, last):
         z = _draws(model, x, q, seed, _ELBO_STREAM, first, last)
-        return model.log_likelihood(x, z) - _kl(model, q, z).unsqueeze(0)
+        return model.log_likelihood(x, z) - kl_to_prior(model, q, z).unsqueeze(0)
 
     return _average(model, x, n_samples, chunk, term, q)
 
@@ -57,6 +57,6 @@ def d_sm_per_point(model, x: Tensor, *, n_samples: int, seed: int, chunk: int = 
     """D_SM(q(z|x), p(z|x)) = E_q ‖∇_z log q(z|x) − ∇_z log p(x, z)‖² per point (no ½ factor)."""
     def term(q, x, first, last):
         z = _draws(model, x, q, seed, _DSM_STREAM, first, last)
-        return _log_lik_and_score_gap(model, q, x, z)[1]
+        return log_lik_and_score_gap(model, q, x, z)[1]
 
     return _average(model, x, n_samples, chunk, term)

@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -198,7 +198,7 @@ class RejectionPosterior(Distribution):
         return location(self.base)
 
     def objective_terms(self, model, x: Tensor, *, objective: str, lam: float = 0.0, beta: float | None = None,
-                        n_samples: int = 1, compute_d_sm: bool | None = None) -> "RejectionTerms":
+                        n_samples: int = 1, compute_d_sm: bool | None = None) -> RejectionTerms:
         """The objectives of :mod:`smvi.core.objectives` on q_T: :func:`rejection_objective` from
         ``n_samples × proposals`` proposals per example."""
         return rejection_objective(model, x, self, objective=objective, lam=lam, beta=beta,
@@ -299,7 +299,7 @@ class RejectionFamily(PosteriorFamily):
     @classmethod
     def from_settings(cls, z_dim: int, *, rejection_base: str, rejection_threshold: float | None,
                       rejection_acceptance: float | None, rejection_proposals: int,
-                      rejection_cap: int) -> "RejectionFamily":
+                      rejection_cap: int) -> RejectionFamily:
         """From ``model.rejection_*`` (target acceptance 0.5 when neither T nor an acceptance is set)."""
         return cls(make_family(rejection_base, z_dim), threshold=rejection_threshold, acceptance=rejection_acceptance,
                    proposals=rejection_proposals, cap=rejection_cap)

@@ -46,7 +46,6 @@ __all__ = [
     "fixed_subset",
     "locate_mnist",
     "fetch_mnist",
-    "verify_mnist_dir",
     "read_idx",
     "binarize_fixed",
     "dequantize_fixed",
@@ -254,7 +253,8 @@ def fetch_mnist(dest: str | Path | None = None, *, progress: bool = True) -> Pat
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create the data directory {dest} ({e.strerror}); set SMVI_CACHE_DIR elsewhere") from None
+        raise DataError(f"cannot create the data directory {dest} ({e.strerror}); "
+                        "set SMVI_CACHE_DIR elsewhere") from None
     errors = []
     with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp:
         tmp = Path(tmp)

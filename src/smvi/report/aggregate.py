@@ -1,21 +1,22 @@
 """Reading the result records of a λ sweep and aggregating them per λ: the numbers behind :mod:`smvi.report.page`.
 
 Every directory under ``sweep_dir`` with a config is a run; :func:`collect_runs` reads it through the run-directory
-layer (:mod:`smvi.store.rundir`): its config (a damaged one skips the run, with a note), its epochs, its ``metrics.jsonl``
-lines up to them (an unreadable file is a note: no curves, KL or active units for that run), and its eval, ssl,
-convergence and gaps records (:mod:`smvi.store.records`). A damaged record, or a stale one (another run's fingerprint, another
-epoch), is left out with a note saying which and why; a run whose identity repeats another's (a copied directory) is
-counted once. A subdirectory holding its own ``sweep.toml`` is another sweep (``results/paper`` inside ``results``)
-and is left to its own report. :func:`aggregate`, per λ: the mean over training seeds of each run's mean, with SE =
-std/√n over runs if n ≥ 2 (beside it ``se_within``, the SE the runs' own per-image or per-subset SEs give that
-mean), else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
-identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy
-minus λ = 0's, paired by training seed and label subset (the same labeled examples and test set): accuracies differ far
-more between label subsets than between nearby λ, so the pairing is what makes small differences readable. Their mean
-and SE are over training seeds (each seed's mean difference over its subsets, the unit of the claims' test), the SE
-of all pairs pooled beside it as ``se_within``; with one seed, over its label subsets. ``kl`` and ``active_units`` rows: the last epoch's KL(q ‖ prior) and active units of
-``metrics.jsonl`` (split ``test``: on the monitor set; ``train``: the training mean, for metrics written before the
-monitor logged KL), mean over runs with SE over training seeds when there are ≥ 2.
+layer (:mod:`smvi.store.rundir`): its config (a damaged one skips the run, with a note), its epochs, its
+``metrics.jsonl`` lines up to them (an unreadable file is a note: no curves, KL or active units for that run), and its
+eval, ssl, convergence and gaps records (:mod:`smvi.store.records`). A damaged record, or a stale one (another run's
+fingerprint, another epoch), is left out with a note saying which and why; a run whose identity repeats another's (a
+copied directory) is counted once. A subdirectory holding its own ``sweep.toml`` is another sweep (``results/paper``
+inside ``results``) and is left to its own report. :func:`aggregate`, per λ: the mean over training seeds of each run's
+mean, with SE = std/√n over runs if n ≥ 2 (beside it ``se_within``, the SE the runs' own per-image or per-subset SEs
+give that mean), else the run's own SE (``se_over`` says which). The raw-pixel baseline does not depend on the model, so
+identical results from several runs count once (SE over label subsets). ``ssl_gain`` rows: each λ's SSL accuracy minus λ
+= 0's, paired by training seed and label subset (the same labeled examples and test set): accuracies differ far more
+between label subsets than between nearby λ, so the pairing is what makes small differences readable. Their mean and SE
+are over training seeds (each seed's mean difference over its subsets, the unit of the claims' test), the SE of all
+pairs pooled beside it as ``se_within``; with one seed, over its label subsets. ``kl`` and ``active_units`` rows: the
+last epoch's KL(q ‖ prior) and active units of ``metrics.jsonl`` (split ``test``: on the monitor set; ``train``: the
+training mean, for metrics written before the monitor logged KL), mean over runs with SE over training seeds when there
+are ≥ 2.
 
 The λ axis is one method's (:func:`lam_series`): a sweep may also hold β-VAE or IWAE runs, or another variational
 family (the frontier study), whose ``train.lam`` is 0 too; they are not λ = 0 and stay out of the per-λ rows, the
@@ -42,7 +43,7 @@ from smvi.store.rundir import RunDamaged, RunDir, RunError, config_files, read_b
 from smvi.store.stats import clustered_paired_t, mean_se
 
 __all__ = ["ReportError", "collect_runs", "aggregate", "is_constrained", "method_of", "lam_series", "last_kl",
-           "last_diagnostics", "Run", "Row", "SPLITS", "EVAL_METRICS"]
+           "last_diagnostics", "Run", "Row", "SPLITS", "EVAL_METRICS", "lookup", "number", "ssl_by_seed", "row_lam"]
 
 SPLITS, EVAL_METRICS = ("test", "train"), ("gap", "ais", "elbo")
 IGNORED_KEYS = {"train.lam", "train.seed", "train.device", "data.data_dir"}  # may differ between runs of one sweep
@@ -92,7 +93,7 @@ def method_of(config: dict[str, Any]) -> tuple[str, str, float] | None:
     if config.get("train.constraint.target") is not None:
         return None
     spec = OBJECTIVES.get(config.get("train.objective", DEFAULT_OBJECTIVE))
-    value = _num(config.get(f"train.{spec.knob}")) if spec else None
+    value = number(config.get(f"train.{spec.knob}")) if spec else None
     if spec is None or value is None:
         return None
     family = config.get("model.posterior", DEFAULT_FAMILY)
@@ -190,7 +191,7 @@ def _status_notes(sweep: Path, notes: list[str]) -> None:
     except (RunError, OSError, UnicodeDecodeError, ValueError) as e:
         notes.append(f"sweep: unreadable {sweep_paths(sweep)[1].name} ({e}); ignored")
         return
-    for job in _get(status, "runs") or []:
+    for job in lookup(status, "runs") or []:
         if isinstance(job, dict) and job.get("status") not in (None, "ok"):
             notes.append(f"{sweep_paths(sweep)[1].name}: {job.get('name')} {job.get('status')} "
                          f"({job.get('error', '?')})")
@@ -268,13 +269,23 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
 
 
 # ---- aggregating ----------------------------------------------------------------------------------------------------
-def _get(tree: Any, *keys: str) -> Any:
+def row_lam(row: Row) -> float:
+    """λ of a per-λ row (a sort key, an x position); the λ-less rows (``ssl_raw_accuracy``) have none to give."""
+    if row.lam is None:
+        raise ValueError(f"the {row.quantity} row has no λ")
+    return row.lam
+
+
+def lookup(tree: Any, *keys: str) -> Any:
+    """``tree[k1][k2]...`` through nested dicts (a record or config read from JSON); None where a key is missing or a
+    level is not a dict."""
     for k in keys:
         tree = tree.get(k) if isinstance(tree, dict) else None
     return tree
 
 
-def _num(x: Any) -> float | None:
+def number(x: Any) -> float | None:
+    """``x`` as a float when it is a finite int or float (a value read from JSON), else None."""
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
@@ -283,8 +294,9 @@ def _row(quantity, split, s, lam, per_run: list[tuple[float, float | None]], wit
     within_se = None
     if len(means) >= 2:
         se, over = mean_se(means).se, "training seeds"
-        if all(e is not None for _, e in per_run):
-            within_se = math.sqrt(math.fsum(e * e for _, e in per_run)) / len(per_run)
+        ses = [e for _, e in per_run if e is not None]
+        if len(ses) == len(per_run):
+            within_se = math.sqrt(math.fsum(e * e for e in ses)) / len(per_run)
     else:
         se, over = per_run[0][1], within
     return Row(quantity, split, s, lam, float(np.mean(means)), se, len(means), over, unit, tuple(means), within_se)
@@ -297,16 +309,16 @@ def _se_pct(values) -> float | None:
 
 
 def _accuracies(ssl: dict | None, kind: str, s: int) -> tuple[float, ...]:
-    acc = _get(ssl, kind, "sizes", str(s), "accuracy")
-    return tuple(float(a) for a in acc if _num(a) is not None) if isinstance(acc, list) else ()
+    acc = lookup(ssl, kind, "sizes", str(s), "accuracy")
+    return tuple(float(a) for a in acc if number(a) is not None) if isinstance(acc, list) else ()
 
 
-def _by_seed(ssl: dict | None, s: int) -> dict[Any, float]:
+def ssl_by_seed(ssl: dict | None, s: int) -> dict[Any, float]:
     """Label-subset seed → encoder-feature SSL accuracy at size ``s``, from one ``ssl.json``."""
-    seeds, acc = _get(ssl, "features", "seeds"), _get(ssl, "features", "sizes", str(s), "accuracy")
+    seeds, acc = lookup(ssl, "features", "seeds"), lookup(ssl, "features", "sizes", str(s), "accuracy")
     if not (isinstance(seeds, list) and isinstance(acc, list) and len(seeds) == len(acc)):
         return {}
-    return {k: float(a) for k, a in zip(seeds, acc) if _num(a) is not None}
+    return {k: float(a) for k, a in zip(seeds, acc, strict=True) if number(a) is not None}
 
 
 def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
@@ -316,7 +328,7 @@ def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
     clusters: dict[int, list[float]] = {}
     for r in (r for r in runs if r.lam == lam):
         for r0 in (r0 for r0 in runs if r0.lam == 0 and r0.seed == r.seed):
-            a, a0 = _by_seed(r.ssl, s), _by_seed(r0.ssl, s)
+            a, a0 = ssl_by_seed(r.ssl, s), ssl_by_seed(r0.ssl, s)
             if common := [100 * (a[k] - a0[k]) for k in sorted(set(a) & set(a0))]:
                 clusters.setdefault(r.seed, []).extend(common)
     d = clustered_paired_t(clusters, value_unit="label subsets")
@@ -333,9 +345,9 @@ def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
 def last_kl(last: dict) -> tuple[float | None, str]:
     """KL(q ‖ prior) of a metrics line and where it comes from: ``test`` (the monitor set) if logged, else ``train``
     (the training mean of the epoch)."""
-    if (kl := _num(last.get("test_kl"))) is not None:
+    if (kl := number(last.get("test_kl"))) is not None:
         return kl, "test"
-    return _num(last.get("kl")), "train"
+    return number(last.get("kl")), "train"
 
 
 def last_diagnostics(run: Run) -> dict[tuple[str, str], float]:
@@ -344,7 +356,7 @@ def last_diagnostics(run: Run) -> dict[tuple[str, str], float]:
     last = run.metrics[-1] if run.metrics else {}
     kl, where = last_kl(last)
     out = {} if kl is None else {("kl", where): kl}
-    if (units := _num(last.get("test_active_units"))) is not None:
+    if (units := number(last.get("test_active_units"))) is not None:
         out[("active_units", "test")] = units
     return out
 
@@ -353,7 +365,8 @@ def _diagnostics(runs: list[Run], lams: list[float]) -> list[Row]:
     """The ``kl`` and ``active_units`` rows per λ (module docstring)."""
     rows = []
     for (q, split), lam in itertools.product((("kl", "test"), ("kl", "train"), ("active_units", "test")), lams):
-        got = [(v, None) for r in runs if r.lam == lam if (v := last_diagnostics(r).get((q, split))) is not None]
+        got: list[tuple[float, float | None]] = [
+            (v, None) for r in runs if r.lam == lam if (v := last_diagnostics(r).get((q, split))) is not None]
         if got:
             rows.append(_row(q, split, None, lam, got, "one value per run", "nats" if q == "kl" else "units"))
     return rows
@@ -371,20 +384,20 @@ def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
     for split, q, lam in itertools.product(SPLITS, EVAL_METRICS, lams):
         got = []
         for r in (r for r in runs if r.lam == lam and r.eval):
-            m = _num(_get(r.eval, "splits", split, q, "mean"))
+            m = number(lookup(r.eval, "splits", split, q, "mean"))
             if m is None:
                 notes.append(f"{r.name}: eval.json has no {split} {q}")
             else:
-                got.append((m, _num(_get(r.eval, "splits", split, q, "se"))))
+                got.append((m, number(lookup(r.eval, "splits", split, q, "se"))))
         if got:
             rows.append(_row(q, split, None, lam, got, "data points", "nats"))
     for lam in lams:  # IWAE on the whole test set, where the eval records have it
-        got = [(m, _num(_get(r.eval, "full_test", "iwae", "se"))) for r in runs if r.lam == lam and r.eval
-               if (m := _num(_get(r.eval, "full_test", "iwae", "mean"))) is not None]
+        got = [(m, number(lookup(r.eval, "full_test", "iwae", "se"))) for r in runs if r.lam == lam and r.eval
+               if (m := number(lookup(r.eval, "full_test", "iwae", "mean"))) is not None]
         if got:
             rows.append(_row("iwae_full", "test", None, lam, got, "data points", "nats"))
     rows += _diagnostics(runs, lams)
-    sizes = sorted({int(s) for r in runs for s in (_get(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
+    sizes = sorted({int(s) for r in runs for s in (lookup(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
     for s in sizes:
         for lam in lams:
             got = [(100 * float(np.mean(a)), _se_pct(a)) for r in runs if r.lam == lam

@@ -1,7 +1,7 @@
 """One plain sentence per claim of the paper, decided from the report's paired comparisons (torch-free).
 
-**Claim 1, "the ELBO gap shrinks as λ grows, at a cost in log-likelihood"**, at the largest λ with a paired
-comparison against λ = 0 on the test images (:mod:`smvi.report.paired`), with log p(x) from IWAE on the whole test set where
+**Claim 1, "the ELBO gap shrinks as λ grows, at a cost in log-likelihood"**, at the largest λ with a paired comparison
+against λ = 0 on the test images (:mod:`smvi.report.paired`), with log p(x) from IWAE on the whole test set where
 available, else AIS on the test subset:
 
 - *holds*: the paired Δgap's interval lies below 0, the paired Δlog p(x)'s interval lies below 0, and the mean test
@@ -18,21 +18,23 @@ available, else AIS on the test subset:
   improvement that could matter is excluded at every λ and s;
 - otherwise *cannot be decided at this power*.
 
-**Flagged runs are not evidence** (:mod:`smvi.report.flags`): a λ with a run in posterior collapse or unfinished is left out
-of both claims (claim 1 is judged at the largest λ *not* so flagged, and its monotonicity check skips flagged λ;
-claim 2 counts no gain at a flagged λ, and its Holm adjustment still covers every comparison, which only makes it
-more conservative), and each sentence names what it left out. If λ = 0 itself is so flagged, neither claim can be
-decided. AIS-quality flags (acceptance off target, BDMC or ladder unconverged) on the runs a claim-1 sentence compares
-are named in it.
+**Flagged runs are not evidence** (:mod:`smvi.report.flags`): a λ with a run in posterior collapse or unfinished is left
+out of both claims (claim 1 is judged at the largest λ *not* so flagged, and its monotonicity check skips flagged λ;
+claim 2 counts no gain at a flagged λ, and its Holm adjustment still covers every comparison, which only makes it more
+conservative), and each sentence names what it left out. If λ = 0 itself is so flagged, neither claim can be decided.
+AIS-quality flags (acceptance off target, BDMC or ladder unconverged) on the runs a claim-1 sentence compares are named
+in it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from itertools import pairwise
+from typing import Literal
 
-from smvi.report.aggregate import Row
+from smvi.report.aggregate import Row, row_lam
 from smvi.report.flags import Flag, excluded_lams
 from smvi.report.paired import ALPHA, PairedRow
 
@@ -62,7 +64,7 @@ def _ci(r: PairedRow, unit: str) -> str:
 def _rises(gaps: list[Row]) -> list[tuple[float, float]]:
     """Successive λ pairs whose mean test gap rises by more than 2 combined SEs."""
     out = []
-    for a, b in zip(gaps, gaps[1:]):
+    for a, b in pairwise(gaps):
         se = math.hypot(a.se or 0.0, b.se or 0.0)
         if b.mean - a.mean > 2 * se:
             out.append((a.lam, b.lam))
@@ -110,7 +112,7 @@ def claim_gap(paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = 
     lam = both[-1]
     g, lp = gap[lam], logp[lam]
     rises = _rises(sorted((r for r in rows if r.quantity == "gap" and r.split == "test" and r.lam is not None
-                           and r.lam not in excluded), key=lambda r: r.lam))
+                           and r.lam not in excluded), key=row_lam))
     below = lambda r: r.diff.high is not None and r.diff.high < 0  # noqa: E731
     above = lambda r: r.diff.low is not None and r.diff.low > 0  # noqa: E731
     if above(g) or above(lp) or rises:

@@ -1,13 +1,14 @@
-"""The report's section on constrained runs (λ learned toward a target: :mod:`smvi.core.constraint`), from result files alone.
+"""The report's section on constrained runs (λ learned toward a target: :mod:`smvi.core.constraint`), from result files
+alone.
 
 A run is constrained when its config sets ``train.constraint.target`` (:func:`smvi.report.aggregate.is_constrained`);
 :mod:`smvi.report.aggregate` leaves such runs out of its per-λ aggregates (their ``train.lam`` is 0 but λ is not). Per
 constrained run, as :func:`smvi.report.aggregate.collect_runs` read it through the run-directory layer: the eval and ssl
-records (current ones only), and from ``metrics.jsonl`` (the epochs up to the checkpoint's) λ per epoch, and at the
-last epoch the measure's moving average (``constraint_avg``, what the target bounds), the constraint's status, and
-the active units and KL(q ‖ prior) on the monitor set. A run is flagged **collapsed** by the rule of
-:mod:`smvi.report.flags` (at most :data:`~smvi.report.flags.COLLAPSE_UNITS` active units or a KL below
-:data:`~smvi.report.flags.COLLAPSE_KL` nats: a posterior that carries no information meets any inference target trivially).
+records (current ones only), and from ``metrics.jsonl`` (the epochs up to the checkpoint's) λ per epoch, and at the last
+epoch the measure's moving average (``constraint_avg``, what the target bounds), the constraint's status, and the active
+units and KL(q ‖ prior) on the monitor set. A run is flagged **collapsed** by the rule of :mod:`smvi.report.flags` (at
+most :data:`~smvi.report.flags.COLLAPSE_UNITS` active units or a KL below :data:`~smvi.report.flags.COLLAPSE_KL` nats: a
+posterior that carries no information meets any inference target trivially).
 
 Writes ``constrained.csv`` (one row per run), one table, and three figures: achieved against target (log–log, with
 y = x), λ's trajectory per run, and the (AIS log p(x), AIS gap) plane with the fixed-λ runs as a line.
@@ -20,7 +21,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from smvi.report.aggregate import Row, Run, _get, _num, is_constrained, last_kl
+from smvi.report.aggregate import Row, Run, is_constrained, last_kl, lookup, number
 from smvi.report.flags import COLLAPSE_KL, COLLAPSE_UNITS, is_collapsed
 
 __all__ = ["COLLAPSE_UNITS", "COLLAPSE_KL", "ConstrainedRun", "is_constrained", "constrained_runs",
@@ -34,8 +35,8 @@ CAPTIONS = {
                          "gap (the estimate is a lower bound of the gap).",
     "figc2_lambda.png": "Constrained runs: λ at the end of each epoch (log scale); grey lines: the sweep's fixed λ.",
     "figc3_plane.png": "Test AIS log p(x) against the test AIS gap: fixed-λ runs (line, labelled by λ; mean over "
-                       "seeds; a red × marks a collapsed λ) and constrained runs (points, labelled by target; × marks a "
-                       "collapsed run).",
+                       "seeds; a red × marks a collapsed λ) and constrained runs (points, labelled by target; "
+                       "× marks a collapsed run).",
 }
 FILES = {*CAPTIONS, "constrained.csv"}
 
@@ -59,7 +60,7 @@ class ConstrainedRun:
         return is_collapsed(self.active_units, self.kl)
 
     def eval(self, split: str, q: str, key: str = "mean") -> float | None:
-        return _num(_get(self.run.eval, "splits", split, q, key))
+        return number(lookup(self.run.eval, "splits", split, q, key))
 
 
 def constrained_runs(runs: list[Run], notes: list[str]) -> list[ConstrainedRun]:
@@ -69,12 +70,12 @@ def constrained_runs(runs: list[Run], notes: list[str]) -> list[ConstrainedRun]:
     for r in (r for r in runs if is_constrained(r)):
         lines = r.metrics
         last = lines[-1] if lines else {}
-        traj = tuple((m["epoch"], float(m["lam"])) for m in lines if _num(m.get("lam")) is not None)
+        traj = tuple((m["epoch"], float(m["lam"])) for m in lines if number(m.get("lam")) is not None)
         status = last.get("constraint_status")
         out.append(ConstrainedRun(r, str(r.config.get("train.constraint.measure", "dsm")),
-                                  float(r.config["train.constraint.target"]), _num(last.get("constraint_avg")),
-                                  status if isinstance(status, str) else None, _num(last.get("lam")), traj,
-                                  _num(last.get("test_active_units")), last_kl(last)[0]))
+                                  float(r.config["train.constraint.target"]), number(last.get("constraint_avg")),
+                                  status if isinstance(status, str) else None, number(last.get("lam")), traj,
+                                  number(last.get("test_active_units")), last_kl(last)[0]))
         if status == "unreachable":
             notes.append(f"{r.name}: the target was not reached with λ at its cap (constraint status unreachable)")
     keys = sorted({k for c in out for k in c.run.config if k.startswith("train.constraint.")}
@@ -95,11 +96,11 @@ def _g(x: float | None) -> str:
 
 
 def _sizes(cruns: list[ConstrainedRun]) -> list[int]:
-    return sorted({int(s) for c in cruns for s in (_get(c.run.ssl, "features", "sizes") or {}) if str(s).isdigit()})
+    return sorted({int(s) for c in cruns for s in (lookup(c.run.ssl, "features", "sizes") or {}) if str(s).isdigit()})
 
 
 def _ssl(c: ConstrainedRun, s: int) -> float | None:
-    acc = [a for a in (_get(c.run.ssl, "features", "sizes", str(s), "accuracy") or []) if _num(a) is not None]
+    acc = [a for a in (lookup(c.run.ssl, "features", "sizes", str(s), "accuracy") or []) if number(a) is not None]
     return 100 * sum(acc) / len(acc) if acc else None
 
 
@@ -165,10 +166,11 @@ def _figure_targets(cruns: list[ConstrainedRun]) -> bytes | None:
     if not panels:
         return None
     fig = Figure(figsize=(5.5 * len(panels), 4.5), layout="tight")
-    for ax, (measure, train, test, test_label) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (measure, train, test, test_label) in zip(axes, panels, strict=True):
         for pts, style, label in ((train, "o", f"training {MEASURE[measure]}, last epoch"), (test, "s", test_label)):
             if pts:
-                ax.scatter(*zip(*pts), marker=style, label=label, zorder=3)
+                ax.scatter(*zip(*pts, strict=True), marker=style, label=label, zorder=3)
         values = [v for p in train + test for v in p]
         lo, hi = min(values) / 1.5, max(values) * 1.5
         ax.plot([lo, hi], [lo, hi], ":", color="0.4", label="y = x")
@@ -193,7 +195,7 @@ def _figure_lambda(cruns: list[ConstrainedRun], fixed_lams: list[float]) -> byte
         ax.axhline(lam, color="0.75", lw=0.8, zorder=0)
         ax.annotate(f"λ = {lam:g}", (0, lam), xycoords=("axes fraction", "data"), fontsize=7, color="0.5")
     for i, c in enumerate(runs):
-        ax.plot(*zip(*c.trajectory), marker="o", ms=3, color=f"C{i % 10}", label=_label(c))
+        ax.plot(*zip(*c.trajectory, strict=True), marker="o", ms=3, color=f"C{i % 10}", label=_label(c))
     ax.set(yscale="log", xlabel="epoch", ylabel="λ (end of epoch)", title="Learned λ")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

@@ -1,19 +1,19 @@
 """Training curves of a sweep's runs from their ``metrics.jsonl`` (torch-free): ``fig_training.png``.
 
-Small multiples, one panel per term against the epoch, one line per run coloured by λ (viridis over the sweep's λ
-grid; runs with a learned λ dashed, in their own colours): (a) the ELBO (training mean per epoch; dotted: on the
-fixed monitor set, ``test_elbo``), (b) D_SM on the monitor set (``test_d_sm``, else the training mean ``d_sm``),
-(c) KL(q ‖ prior) (``test_kl`` on the monitor set, else the training mean ``kl``: :func:`smvi.report.aggregate.last_kl`'s
-rule, epoch by epoch). A panel is logarithmic when its values are positive and span more than :data:`LOG_RANGE`;
-a run flagged as a posterior collapse (:mod:`smvi.report.flags`) ends in a red × and says so in the legend.
+Small multiples, one panel per term against the epoch, one line per run coloured by λ (viridis over the sweep's λ grid;
+runs with a learned λ dashed, in their own colours): (a) the ELBO (training mean per epoch; dotted: on the fixed monitor
+set, ``test_elbo``), (b) D_SM on the monitor set (``test_d_sm``, else the training mean ``d_sm``), (c) KL(q ‖ prior)
+(``test_kl`` on the monitor set, else the training mean ``kl``: :func:`smvi.report.aggregate.last_kl`'s rule, epoch by
+epoch). A panel is logarithmic when its values are positive and span more than :data:`LOG_RANGE`; a run flagged as a
+posterior collapse (:mod:`smvi.report.flags`) ends in a red × and says so in the legend.
 """
 
 from __future__ import annotations
 
-from smvi.report.aggregate import Run, _num, is_constrained, last_kl
+from smvi.report.aggregate import Run, is_constrained, last_kl, number
 from smvi.report.figures import COLLAPSED_STYLE, fmt_lam, png
 
-__all__ = ["FIGURE", "CAPTION", "LOG_RANGE", "curve", "figure_curves"]
+__all__ = ["FIGURE", "CAPTION", "curve", "figure_curves"]
 
 FIGURE = "fig_training.png"
 CAPTION = ("Training curves per run from metrics.jsonl: (a) ELBO per epoch (solid: training mean; dotted: on the fixed "
@@ -32,16 +32,16 @@ def curve(run: Run, key: str) -> tuple[list[int], list[float]]:
         if key == "kl":
             v = last_kl(m)[0]
         elif key == "d_sm":
-            v = _num(m.get("test_d_sm")) if _num(m.get("test_d_sm")) is not None else _num(m.get("d_sm"))
+            v = number(m.get("test_d_sm")) if number(m.get("test_d_sm")) is not None else number(m.get("d_sm"))
         else:
-            v = _num(m.get(key))
+            v = number(m.get(key))
         if v is not None:
             xs.append(m["epoch"])
             ys.append(v)
     return xs, ys
 
 
-def _styles(runs: list[Run], collapsed: set[str]) -> dict[str, tuple[str, str, str]]:
+def _styles(runs: list[Run], collapsed: frozenset[str]) -> dict[str, tuple[str, str, str]]:
     """run name → (colour, line style, legend label); the label is shared by the runs of one λ."""
     from matplotlib import colormaps
 
@@ -61,7 +61,7 @@ def _styles(runs: list[Run], collapsed: set[str]) -> dict[str, tuple[str, str, s
     return out
 
 
-def figure_curves(runs: list[Run], collapsed: set[str] = frozenset()) -> bytes | None:
+def figure_curves(runs: list[Run], collapsed: frozenset[str] = frozenset()) -> bytes | None:
     """The training-curve figure of ``runs`` (module docstring); None when no run has metrics with an ELBO."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -73,7 +73,7 @@ def figure_curves(runs: list[Run], collapsed: set[str] = frozenset()) -> bytes |
     fig = Figure(figsize=(13, 4.2), layout="constrained")
     panels = fig.subplots(1, 3)
     titles = ("(a) ELBO (nats)", "(b) D_SM, monitor set", "(c) KL(q ‖ p(z)) (nats)")
-    for ax, key, title in zip(panels, ("elbo", "d_sm", "kl"), titles):
+    for ax, key, title in zip(panels, ("elbo", "d_sm", "kl"), titles, strict=True):
         values = []
         for r in runs:
             color, ls, _ = styles[r.name]

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from smvi.report.aggregate import SPLITS, Row
+from smvi.report.aggregate import SPLITS, Row, row_lam
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["lam_position", "lam_axis", "series", "focus", "png", "figure_gap", "figure_ssl", "fmt_lam",
+__all__ = ["lam_axis", "series", "focus", "png", "figure_gap", "figure_ssl", "fmt_lam",
            "COLLAPSED_STYLE"]
 
 COLORS = {"test": "C0", "train": "C1"}
@@ -45,8 +46,11 @@ def png(fig: Figure) -> bytes:
     if below:
         fig.draw_without_rendering()
         for ax in below:
-            y = ax.transAxes.inverted().transform((0, ax.xaxis.get_tightbbox().y0))[1]
-            ax.get_legend().set_bbox_to_anchor((0.5, y - 0.02), transform=ax.transAxes)
+            legend, labels = ax.get_legend(), ax.xaxis.get_tightbbox()
+            if legend is None or labels is None:
+                continue
+            y = ax.transAxes.inverted().transform((0, labels.y0))[1]
+            legend.set_bbox_to_anchor((0.5, y - 0.02), transform=ax.transAxes)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
     return buf.getvalue()
@@ -94,22 +98,22 @@ def series(ax: Axes, rows: list[Row], color: str, label: str, pos: Callable[[flo
     a λ in ``off`` (collapsed) is not joined to the others but drawn as a red ×. Returns the y values that set the
     scale (the λ not in ``off``) and the ``off`` points. When every λ of the series is in ``off`` there is nothing
     else to set the scale: the series is drawn and scaled as usual, each point still marked."""
-    rows = sorted(rows, key=lambda r: r.lam)
+    rows = sorted(rows, key=row_lam)
     if all(r.lam in off for r in rows):
         off = frozenset()
         for r in rows:
-            ax.scatter([pos(r.lam)], [r.mean], **COLLAPSED_STYLE)
+            ax.scatter([pos(row_lam(r))], [r.mean], **COLLAPSED_STYLE)
     on = [r for r in rows if r.lam not in off]
     if on:
-        ax.errorbar([pos(r.lam) for r in on], [r.mean for r in on], yerr=[r.se or 0.0 for r in on], color=color,
+        ax.errorbar([pos(row_lam(r)) for r in on], [r.mean for r in on], yerr=[r.se or 0.0 for r in on], color=color,
                     label=label, capsize=3, marker="o", ms=4, **style)
     kept, away = [], []
     for r in rows:
         if r.n_runs > 1:
-            ax.scatter([pos(r.lam)] * r.n_runs, r.values, color=color, s=8, alpha=0.35, lw=0)
+            ax.scatter([pos(row_lam(r))] * r.n_runs, r.values, color=color, s=8, alpha=0.35, lw=0)
         if r.lam in off:
-            ax.scatter([pos(r.lam)], [r.mean], **COLLAPSED_STYLE)
-            away.append((pos(r.lam), r.mean, f"λ={fmt_lam(r.lam)}"))
+            ax.scatter([pos(row_lam(r))], [r.mean], **COLLAPSED_STYLE)
+            away.append((pos(row_lam(r)), r.mean, f"λ={fmt_lam(r.lam)}"))
         else:
             kept += [r.mean - (r.se or 0.0), r.mean + (r.se or 0.0), *r.values]
     return kept, away
@@ -157,7 +161,8 @@ def collapsed_legend(ax: Axes, marked: bool, handles_labels: tuple[list, list] |
         labels = [*labels, "⚠C posterior collapse: does not set the y-range"]
     legend = ax.legend(handles, labels, **{"fontsize": 8, "loc": "upper center", "bbox_to_anchor": (0.5, -0.2),
                                            "ncol": 2, "frameon": False, **kw})
-    legend._smvi_below = True  # png() puts it under the tick and axis labels once they are laid out
+    # png() puts it under the tick and axis labels once they are laid out (a marker matplotlib does not declare)
+    legend._smvi_below = True  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def figure_gap(rows: list[Row], lams: list[float], collapsed: frozenset[float] = frozenset()) -> bytes:
@@ -175,7 +180,7 @@ def figure_gap(rows: list[Row], lams: list[float], collapsed: frozenset[float] =
         got[ax][1].extend(w)
 
     for split in SPLITS:
-        pick = lambda q: [r for r in rows if r.quantity == q and r.split == split]  # noqa: E731
+        pick = lambda q, split=split: [r for r in rows if r.quantity == q and r.split == split]  # noqa: E731
         add(a, pick("gap"), COLORS[split], split)
         add(b, pick("ais"), COLORS[split], f"{split}: log p(x) (AIS)")
         add(b, pick("elbo"), COLORS[split], f"{split}: ELBO", ls="--", alpha=0.6)
@@ -214,7 +219,8 @@ def figure_ssl(rows: list[Row], lams: list[float], collapsed: frozenset[float] =
     ax.set(title=f"{'(a) ' if gains else ''}Semi-supervised SVM test accuracy", ylabel="test accuracy (%)")
     focus(ax, kept, away, unit=" %")
     plain_y(ax)
-    handles = dict(zip(*ax.get_legend_handles_labels()[::-1]))  # label -> handle; list each s's pair together
+    # label -> handle; list each s's pair together
+    handles = dict(zip(*ax.get_legend_handles_labels()[::-1], strict=True))
     order = [k for s in sizes for k in (f"s = {s}: encoder μ", f"s = {s}: raw pixels") if k in handles]
     collapsed_legend(ax, bool(away), ([handles[k] for k in order], order), ncol=len(sizes))
     for b in rest:  # the gains: λ = 0 is their zero line, not a point

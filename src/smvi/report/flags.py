@@ -5,10 +5,10 @@ current records) and returns :class:`Flag`\\ s; the report marks the flagged cel
 every flag, and :mod:`smvi.report.claims` does not decide a claim on a collapsed or unfinished run.
 
 - **collapse** (⚠C): the posterior carries no information about x -- at the last epoch, at most
-  :data:`COLLAPSE_UNITS` active units (``test_active_units``: :func:`smvi.core.diagnostics.active_units` on the monitor set)
-  or KL(q(z|x) ‖ p(z)) below :data:`COLLAPSE_KL` nats per image (``test_kl`` on the monitor set; for metrics written
-  before it was logged, the training mean ``kl`` of the last epoch). A collapsed model meets any inference target
-  trivially (gap ≈ 0) and its features are useless, so it says nothing about the trade-off being measured.
+  :data:`COLLAPSE_UNITS` active units (``test_active_units``: :func:`smvi.core.diagnostics.active_units` on the monitor
+  set) or KL(q(z|x) ‖ p(z)) below :data:`COLLAPSE_KL` nats per image (``test_kl`` on the monitor set; for metrics
+  written before it was logged, the training mean ``kl`` of the last epoch). A collapsed model meets any inference
+  target trivially (gap ≈ 0) and its features are useless, so it says nothing about the trade-off being measured.
 - **recovered** (⚠R): not collapsed at the last epoch, but at more than :data:`RECOVERED_FRACTION` of its epochs
   by the same rule, applied to each ``metrics.jsonl`` line (λ = 1 of results/paper: epochs 1–39 of 300). Its final
   model is evidence like any other, so it keeps no λ out of a claim; the flag says that it trained for fewer useful
@@ -27,13 +27,14 @@ every flag, and :mod:`smvi.report.claims` does not decide a claim on a collapsed
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
-from smvi.report.aggregate import Run, _get, _num, is_constrained, lam_series, last_kl, method_of
+from smvi.report.aggregate import Run, is_constrained, lam_series, last_kl, lookup, method_of, number
 
 __all__ = ["Flag", "RULES", "COLLAPSE_UNITS", "COLLAPSE_KL", "ACCEPT_TARGET", "ACCEPT_TOL", "BDMC_TOL",
-           "RECOVERED_FRACTION", "is_collapsed", "run_flags", "sweep_flags", "excluded_lams", "mark", "legend", "CLAIM_BLOCKING"]
+           "RECOVERED_FRACTION", "is_collapsed", "run_flags", "sweep_flags", "excluded_lams", "mark", "legend",
+           "CLAIM_BLOCKING"]
 
 COLLAPSE_UNITS = 2  # active units: at most this many is a collapse
 COLLAPSE_KL = 0.1  # nats per image: a KL(q ‖ prior) below this is a collapse
@@ -89,7 +90,7 @@ def _where(run: Run, lam: float | None) -> str:
 
 def _units_kl(line: dict) -> tuple[float | None, float | None, str]:
     """The collapse rule's numbers in one ``metrics.jsonl`` line: active units, KL and where the KL is from."""
-    return _num(line.get("test_active_units")), *last_kl(line)
+    return number(line.get("test_active_units")), *last_kl(line)
 
 
 def _collapse(run: Run, lam: float | None) -> list[Flag]:
@@ -115,9 +116,9 @@ def _recovered(run: Run, lam: float | None) -> list[Flag]:
 
 
 def _acceptance(run: Run, lam: float | None) -> list[Flag]:
-    found = [(f"ais_acceptance.{split}", f"eval {split}", _num(_get(run.eval, "splits", split, "ais_acceptance")))
+    found = [(f"ais_acceptance.{split}", f"eval {split}", number(lookup(run.eval, "splits", split, "ais_acceptance")))
              for split in ("test", "train")]
-    found.append(("gaps.ais_acceptance", "gaps", _num(_get(run.gaps, "ais_acceptance"))))
+    found.append(("gaps.ais_acceptance", "gaps", number(lookup(run.gaps, "ais_acceptance"))))
     return [Flag("acceptance", run.name, lam, (field,),
                  f"{run.name} ({_where(run, lam)}): AIS acceptance {a:.2f} ({where}), target {ACCEPT_TARGET}")
             for field, where, a in found if a is not None and abs(a - ACCEPT_TARGET) > ACCEPT_TOL]
@@ -129,15 +130,15 @@ def _convergence(run: Run, lam: float | None) -> list[Flag]:
         return []
     out = []
     rows = [b for b in (conv.get("bdmc") or []) if isinstance(b, dict) and isinstance(b.get("steps"), int)
-            and _num(b.get("gap")) is not None]
-    tol = _num(conv.get("tol")) or BDMC_TOL
+            and number(b.get("gap")) is not None]
+    tol = number(conv.get("tol")) or BDMC_TOL
     if rows:
         top = max(rows, key=lambda b: b["steps"])
         if top["gap"] > tol:
             out.append(Flag("bdmc", run.name, lam, ("bdmc",),
                             f"{run.name} ({_where(run, lam)}): BDMC gap {top['gap']:.2f} nats at {top['steps']} AIS "
                             f"steps, above the tolerance {tol:g}"))
-    if _get(conv, "ladder", "converged") is False:
+    if lookup(conv, "ladder", "converged") is False:
         out.append(Flag("ladder", run.name, lam, ("ladder",),
                         f"{run.name} ({_where(run, lam)}): the AIS ladder on test data did not converge within "
                         f"{tol:g} nats"))

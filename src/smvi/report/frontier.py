@@ -3,8 +3,8 @@
 A *method* is what a run's config says it trains: the objective (``train.objective``: SMVI, β-VAE, IWAE) and the
 variational family (``model.posterior``); its *knob* is λ, β or k. Runs whose λ is learned toward a target
 (``train.constraint.target`` set) are not a point of a fixed-knob curve and are left out here (the report treats them
-elsewhere). Everything comes from the runs' current records as :func:`smvi.report.aggregate.collect_runs` read them through
-the run-directory layer (:mod:`smvi.store.rundir`); nothing is recomputed.
+elsewhere). Everything comes from the runs' current records as :func:`smvi.report.aggregate.collect_runs` read them
+through the run-directory layer (:mod:`smvi.store.rundir`); nothing is recomputed.
 
 - :func:`frontier_points`: per method and knob value, the test AIS log p(x) and the test ELBO gap of the eval records
   (mean over training seeds with SE over seeds when there are ≥ 2 runs, else the run's own SE over test points -- the
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from smvi.report.aggregate import Run, _get, _num, method_of
+from smvi.report.aggregate import Run, lookup, method_of, number
 from smvi.report.figures import COLLAPSED_STYLE, collapsed_legend, focus, png
 from smvi.report.paired import per_image
 from smvi.report.tables import pm
@@ -44,7 +44,8 @@ FRONTIER_CAPTIONS = {
             "red × marks a point in posterior collapse (⚠C), which does not set the y-range (off scale: a red "
             "triangle on the edge with its value). (b), for runs with a gaps record: the ELBO gap split into the "
             "approximation gap (the family cannot represent the posterior) and the amortization gap (the encoder "
-            "misses each image's best member), mean ± SE over the gaps record's test images. Runs with a learned λ (train.constraint.target) are not shown.",
+            "misses each image's best member), mean ± SE over the gaps record's test images. Runs with a learned λ "
+            "(train.constraint.target) are not shown.",
 }
 
 
@@ -98,13 +99,13 @@ def _estimate(per_run: list[tuple[float, float | None]], within: str) -> Estimat
         return None
     if len(per_run) >= 2:
         m = mean_se([v for v, _ in per_run])
-        return Estimate(m.mean, m.se, len(per_run), "training seeds")
+        return Estimate(m.mean, m.se, len(per_run), "training seeds") if m.mean is not None else None
     return Estimate(per_run[0][0], per_run[0][1], 1, within)
 
 
 def _pair(tree: Any, *keys: str) -> tuple[float, float | None] | None:
-    m = _num(_get(tree, *keys, "mean"))
-    return None if m is None else (m, _num(_get(tree, *keys, "se")))
+    m = number(lookup(tree, *keys, "mean"))
+    return None if m is None else (m, number(lookup(tree, *keys, "se")))
 
 
 def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
@@ -116,7 +117,7 @@ def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
             groups.setdefault(m, []).append(r)
     points = []
     for (method, knob, value), rs in sorted(groups.items(), key=lambda kv: (not kv[0][0].startswith("SMVI"), kv[0])):
-        pick = lambda tree, *k: [p for r in rs if (p := _pair(getattr(r, tree), *k))]  # noqa: E731
+        pick = lambda tree, *k, rs=rs: [p for r in rs if (p := _pair(getattr(r, tree), *k))]  # noqa: E731
         points.append(FrontierPoint(
             method, knob, value, tuple(r.name for r in rs),
             _estimate(pick("eval", "splits", "test", "ais"), "test points"),
@@ -166,9 +167,10 @@ def dominated_by(points: list[FrontierPoint], runs: Sequence[Run] = ()) -> dict[
 
     def margin(q: FrontierPoint, p: FrontierPoint, quantity: str) -> tuple[float, float]:
         """(q − p, its SE) for ``quantity`` ("ais" or "gap")."""
-        if d := paired(q, p, quantity):
+        if (d := paired(q, p, quantity)) and d.se is not None:
             return d.mean, d.se
         eq, ep = (q.log_px, p.log_px) if quantity == "ais" else (q.gap, p.gap)
+        assert eq and ep  # usable points have both
         return eq.mean - ep.mean, math.hypot(eq.se or 0.0, ep.se or 0.0)
 
     def beats(q: FrontierPoint, p: FrontierPoint) -> bool:
@@ -186,18 +188,19 @@ def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
     kept: list[float] = []
     away: list[tuple[float, float, str]] = []
     for i, method in enumerate(dict.fromkeys(p.method for p in points)):
-        ps = [p for p in points if p.method == method and p.log_px and p.gap]
-        on = [p for p in ps if not collapsed.intersection(p.runs)]
+        # (point, its log p(x), its gap) for the points of the method that have both
+        ps = [(p, p.log_px, p.gap) for p in points if p.method == method and p.log_px and p.gap]
+        on = [(p, lp, g) for p, lp, g in ps if not collapsed.intersection(p.runs)]
         if on:
-            ax.errorbar([p.gap.mean for p in on], [p.log_px.mean for p in on], xerr=[se(p.gap) for p in on],
-                        yerr=[se(p.log_px) for p in on], color=f"C{i}", marker="o", ms=4, capsize=3, label=method)
-        for j, p in enumerate(ps):
-            if p in on:
-                kept += [p.log_px.mean - se(p.log_px), p.log_px.mean + se(p.log_px)]
+            ax.errorbar([g.mean for _, _, g in on], [lp.mean for _, lp, _ in on], xerr=[se(g) for _, _, g in on],
+                        yerr=[se(lp) for _, lp, _ in on], color=f"C{i}", marker="o", ms=4, capsize=3, label=method)
+        for j, (p, lp, g) in enumerate(ps):
+            if (p, lp, g) in on:
+                kept += [lp.mean - se(lp), lp.mean + se(lp)]
             else:
-                ax.scatter([p.gap.mean], [p.log_px.mean], **COLLAPSED_STYLE)
-                away.append((p.gap.mean, p.log_px.mean, f"{method} {p.label}"))
-            ax.annotate(p.label, (p.gap.mean, p.log_px.mean), textcoords="offset points",
+                ax.scatter([g.mean], [lp.mean], **COLLAPSED_STYLE)
+                away.append((g.mean, lp.mean, f"{method} {p.label}"))
+            ax.annotate(p.label, (g.mean, lp.mean), textcoords="offset points",
                         xytext=(4, 4 if j % 2 == 0 else -10), fontsize=7, color=f"C{i}")
     if len(away) > 1:  # collapsed points crowd near a zero gap: one marker and one label for them all
         names = "; ".join(dict.fromkeys(name for *_, name in away))
@@ -254,8 +257,8 @@ def frontier_section(runs: list[Run], collapsed: frozenset[str] = frozenset()
     """The frontier figure (``{file name: PNG}``) and the frontier table ``[(title, header, rows)]``. Both are empty
     when the runs are of one method and none has a gaps record (an SMVI λ sweep: Figure 1 already shows it, and its
     report stays as it was); the figure also when no method has a test log p(x) and gap. A point with a run named in
-    ``collapsed`` (flagged as a posterior collapse, :mod:`smvi.report.flags`) is marked ⚠C in the table and drawn as a red
-    × that does not set the figure's y-range."""
+    ``collapsed`` (flagged as a posterior collapse, :mod:`smvi.report.flags`) is marked ⚠C in the table and drawn as a
+    red × that does not set the figure's y-range."""
     points, bars = frontier_points(runs), gap_bars(runs)
     if len({p.method for p in points}) < 2 and not bars:
         return {}, []

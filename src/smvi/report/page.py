@@ -1,20 +1,21 @@
 """Figures and tables of a λ sweep from its result files alone (no model is loaded, nothing is recomputed).
 
-The runs and the numbers per λ come from :mod:`smvi.report.aggregate` (which files are read, how means and SEs are formed).
-Writes ``out_dir`` (default ``sweep_dir/report``) as one atomic set -- built in a temporary directory that replaces the
-old one, so a killed report never leaves a mix of new and old files: ``fig1_gap.png``, ``fig2_ssl.png``,
-``fig_training.png`` (training curves, :mod:`smvi.report.curves`), ``results.csv`` (every tabulated per-λ number with its SE),
-``paired.csv`` (each λ minus λ = 0 with its interval and p-values, when the sweep has λ = 0), ``results.md`` and a
-self-contained ``report.html`` (PNGs inlined as base64; ``scripts/check_report.py`` checks it in a headless browser).
-Run names and notes are escaped in Markdown as in HTML. Only current records are reported (stale and damaged ones are
-listed in the notes); nothing here imports torch.
+The runs and the numbers per λ come from :mod:`smvi.report.aggregate` (which files are read, how means and SEs are
+formed). Writes ``out_dir`` (default ``sweep_dir/report``) as one atomic set -- built in a temporary directory that
+replaces the old one, so a killed report never leaves a mix of new and old files: ``fig1_gap.png``, ``fig2_ssl.png``,
+``fig_training.png`` (training curves, :mod:`smvi.report.curves`), ``results.csv`` (every tabulated per-λ number with
+its SE), ``paired.csv`` (each λ minus λ = 0 with its interval and p-values, when the sweep has λ = 0), ``results.md``
+and a self-contained ``report.html`` (PNGs inlined as base64; ``scripts/check_report.py`` checks it in a headless
+browser). Run names and notes are escaped in Markdown as in HTML. Only current records are reported (stale and damaged
+ones are listed in the notes); nothing here imports torch.
 
-The page opens with provenance (versions, machine, dates, wall time: :mod:`smvi.store.provenance`), one sentence per claim
-of the paper (:mod:`smvi.report.claims`) and the **flags** (:mod:`smvi.report.flags`: posterior collapse, unfinished runs, AIS
-acceptance off target, unconverged BDMC or AIS ladder), each also marked in the table cell it concerns. Then the
-figures (:mod:`smvi.report.figures`: collapsed λ marked and kept from setting the y-range), the paired comparisons with
-λ = 0 (:mod:`smvi.report.paired`, ``fig3_paired.png``), the tables (:mod:`smvi.report.tables`; with ``convergence.json``
-files, one on AIS convergence), notes, a provenance table, and the settings in a collapsible section.
+The page opens with provenance (versions, machine, dates, wall time: :mod:`smvi.store.provenance`), one sentence per
+claim of the paper (:mod:`smvi.report.claims`) and the **flags** (:mod:`smvi.report.flags`: posterior collapse,
+unfinished runs, AIS acceptance off target, unconverged BDMC or AIS ladder), each also marked in the table cell it
+concerns. Then the figures (:mod:`smvi.report.figures`: collapsed λ marked and kept from setting the y-range), the
+paired comparisons with λ = 0 (:mod:`smvi.report.paired`, ``fig3_paired.png``), the tables (:mod:`smvi.report.tables`;
+with ``convergence.json`` files, one on AIS convergence), notes, a provenance table, and the settings in a collapsible
+section.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import base64
 import html
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from smvi.report.aggregate import ReportError, Row, Run, aggregate, collect_runs, lam_series
@@ -35,7 +36,7 @@ from smvi.store.atomic import atomic_write_dir
 from smvi.store.provenance import provenance_summary
 from smvi.store.records import smvi_version
 
-__all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row", "md_escape"]
+__all__ = ["ReportError", "make_report", "collect_runs", "aggregate", "Run", "Row"]
 
 REFERENCES = (
     "Kingma et al. 2014, M1 + transductive SVM: test accuracy 94.28 % (600 labels), 95.76 % (1000), 96.51 % (3000); "
@@ -142,7 +143,7 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     sections = [section.build(inputs) for section in SECTIONS]
     pngs = {name: png for s in sections for name, png in s.figures.items()}
     notes += [n for s in sections for n in s.notes]
-    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = {"provenance": [f"report written {made} by smvi {smvi_version()} from {len(runs)} runs",
                            *provenance_summary(runs)],
             "claims": claims, "flags": [f.message for f in flags], "legend": legend(flags), "figures": list(pngs),

@@ -11,8 +11,8 @@ trained models. ``per-image SE`` is the SE of all (seed, image) differences pool
 **SSL.** Accuracy at λ minus at λ = 0 on the same label subsets and training seed, in percentage points; the same
 clustered t-test (unit: the training seed with ≥ 2 seeds, the label subset with one).
 
-p-values are Holm-adjusted (:func:`smvi.store.stats.holm`) over the λ values compared -- per quantity and split for log p(x)
-and the gap, over all (λ, s) for SSL, the family of claim 2. Records without per-image values (written before
+p-values are Holm-adjusted (:func:`smvi.store.stats.holm`) over the λ values compared -- per quantity and split for log
+p(x) and the gap, over all (λ, s) for SSL, the family of claim 2. Records without per-image values (written before
 ``eval.json`` kept them) give no paired log p(x) rows; the report says so under the table.
 """
 
@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from smvi.report.aggregate import Run, _by_seed, _get
+from smvi.report.aggregate import Run, lookup, ssl_by_seed
 from smvi.report.flags import CLAIM_BLOCKING, Flag, mark
 from smvi.store.stats import PairedDiff, clustered_paired_t, holm
 
-__all__ = ["PairedRow", "paired_rows", "per_image", "paired_csv", "LOGPX", "ALPHA", "PAIRED_CSV"]
+__all__ = ["PairedRow", "paired_rows", "per_image", "paired_csv", "ALPHA", "PAIRED_CSV"]
 
 ALPHA = 0.05  # the level of every test in the report; intervals are 1 − ALPHA
 LOGPX = (("iwae_full", "test"), ("ais", "test"), ("gap", "test"), ("ais", "train"), ("gap", "train"))
@@ -51,12 +52,13 @@ class PairedRow:
 def per_image(run: Run, quantity: str, split: str) -> dict[int, float]:
     """Image index → value of ``quantity`` in ``run``'s eval record; empty without per-image values."""
     if quantity == "iwae_full":
-        idx, vals = _get(run.eval, "full_test", "indices"), _get(run.eval, "full_test", "per_image")
+        idx, vals = lookup(run.eval, "full_test", "indices"), lookup(run.eval, "full_test", "per_image")
     else:
-        idx, vals = _get(run.eval, "splits", split, "indices"), _get(run.eval, "splits", split, "per_image", quantity)
+        idx = lookup(run.eval, "splits", split, "indices")
+        vals = lookup(run.eval, "splits", split, "per_image", quantity)
     if not (isinstance(idx, list) and isinstance(vals, list) and len(idx) == len(vals)):
         return {}
-    return {int(i): float(v) for i, v in zip(idx, vals) if isinstance(v, (int, float))}
+    return {int(i): float(v) for i, v in zip(idx, vals, strict=True) if isinstance(v, (int, float))}
 
 
 def _pairs(runs: list[Run], lam: float, values: Any) -> dict[int, list[float]]:
@@ -72,7 +74,7 @@ def _pairs(runs: list[Run], lam: float, values: Any) -> dict[int, list[float]]:
 
 def _family(rows: list[tuple[str, str, int | None, float, PairedDiff]]) -> list[PairedRow]:
     adjusted = holm([d.p for *_, d in rows])
-    return [PairedRow(q, sp, s, lam, d, p) for (q, sp, s, lam, d), p in zip(rows, adjusted)]
+    return [PairedRow(q, sp, s, lam, d, p) for (q, sp, s, lam, d), p in zip(rows, adjusted, strict=True)]
 
 
 def paired_rows(runs: list[Run]) -> list[PairedRow]:
@@ -84,16 +86,16 @@ def paired_rows(runs: list[Run]) -> list[PairedRow]:
     for q, split in LOGPX:
         family = []
         for lam in lams:
-            clusters = _pairs([r for r in runs if r.eval], lam, lambda r: per_image(r, q, split))
+            clusters = _pairs([r for r in runs if r.eval], lam, lambda r, q=q, split=split: per_image(r, q, split))
             if d := clustered_paired_t(clusters, level=1 - ALPHA):
                 family.append((q, split, None, lam, d))
         out += _family(family)
-    sizes = sorted({int(s) for r in runs for s in (_get(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
+    sizes = sorted({int(s) for r in runs for s in (lookup(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
     family = []
     for s in sizes:
         for lam in lams:
             clusters = _pairs([r for r in runs if r.ssl], lam,
-                              lambda r: {k: 100 * v for k, v in _by_seed(r.ssl, s).items()})
+                              lambda r, s=s: {k: 100 * v for k, v in ssl_by_seed(r.ssl, s).items()})
             if d := clustered_paired_t(clusters, level=1 - ALPHA, value_unit="label subsets"):
                 family.append(("ssl_gain", "test", s, lam, d))
     return out + _family(family)
@@ -146,8 +148,8 @@ NO_PER_IMAGE = ("— : no paired value; the eval records of these runs keep no p
 
 def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool, flags: Sequence[Flag] = ()
                   ) -> list[tuple[str, list[str], list[list[str]]]]:
-    """The report's paired tables: log p(x) and gap (when any run has an eval record), SSL (when any pair exists);
-    a λ cell carries the markers of the flags that keep it out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`)."""
+    """The report's paired tables: log p(x) and gap (when any run has an eval record), SSL (when any pair exists); a λ
+    cell carries the markers of the flags that keep it out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`)."""
     find = {(r.quantity, r.split, r.s, r.lam): r for r in paired}
     lam_cell = lambda lam: f"{lam:g}" + mark(flags, lam=lam, kinds=CLAIM_BLOCKING)  # noqa: E731
     others = [lam for lam in lams if lam != 0]
@@ -161,7 +163,7 @@ def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool, f
                     f"(per-image SE) [{level} t interval], p and Holm-adjusted p over λ, n = seeds (or images with "
                     f"one seed)" + (f". {NO_PER_IMAGE}" if missing else ""),
                     ["λ"] + [f"{LABEL[q]}, {sp}" for q, sp in LOGPX], body))
-    sizes = sorted({r.s for r in paired if r.quantity == "ssl_gain"})
+    sizes = sorted({r.s for r in paired if r.quantity == "ssl_gain" and r.s is not None})
     if sizes:
         body = [[lam_cell(lam)] + [_cell(find.get(("ssl_gain", "test", s, lam))) for s in sizes] for lam in others]
         out.append((f"SSL accuracy, λ minus λ = 0, paired on the same label subsets and training seeds (percentage "
@@ -169,6 +171,12 @@ def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool, f
                     f"over all λ and s, n = seeds (or label subsets with one seed)",
                     ["λ"] + [f"s = {s}" for s in sizes], body))
     return out
+
+
+def _bar(d: PairedDiff) -> tuple[float, float]:
+    """An error bar's lengths below and above the mean: to the interval's ends (a point drawn has an interval)."""
+    assert d.low is not None and d.high is not None
+    return d.mean - d.low, d.high - d.mean
 
 
 def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozenset[float] = frozenset()
@@ -188,7 +196,8 @@ def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozens
     pos = {ax: lam_axis(ax, [lam for lam in lams if lam != 0]) for ax in panels}
     scale = {ax: ([], []) for ax in panels}  # the values that set each panel's y-range, and the collapsed points
     series = [(panels[0], q, None, f"C{i}", LABEL[q]) for i, q in enumerate(("iwae_full", "ais", "gap"))]
-    series += [(panels[1], "ssl_gain", s, f"C{i}", f"s = {s}") for i, s in enumerate(sorted({r.s for r in ssl}))]
+    sizes = sorted({r.s for r in ssl if r.s is not None})
+    series += [(panels[1], "ssl_gain", s, f"C{i}", f"s = {s}") for i, s in enumerate(sizes)]
     for ax, q, s, color, label in series:
         pts = sorted((r for r in (logpx if q != "ssl_gain" else ssl) if r.quantity == q and r.s == s),
                      key=lambda r: r.lam)
@@ -196,7 +205,7 @@ def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozens
         off = collapsed if any(r.lam not in collapsed for r in pts) else frozenset()  # all collapsed: drawn as usual
         if on := [r for r in pts if r.lam not in off]:  # a collapsed λ: a red × apart from the line
             x, y = [pos[ax](r.lam) for r in on], [r.diff.mean for r in on]
-            err = [[r.diff.mean - r.diff.low for r in on], [r.diff.high - r.diff.mean for r in on]]
+            err = [[_bar(r.diff)[0] for r in on], [_bar(r.diff)[1] for r in on]]
             ax.errorbar(x, y, yerr=err, color=color, label=label, capsize=3, marker="o", ms=4)
         for r in pts:
             if r.lam in collapsed:
@@ -206,7 +215,7 @@ def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozens
             else:
                 scale[ax][0].extend([r.diff.low, r.diff.high])
     titles = ("(a) test images: λ minus λ = 0 (nats)", "(b) SSL accuracy: λ minus λ = 0 (points)")
-    for ax, title in zip(panels, titles):
+    for ax, title in zip(panels, titles, strict=True):
         ax.axhline(0, color="0.3", lw=0.8)
         ax.set(title=title, ylabel="paired difference")
         focus(ax, *scale[ax], include=(0.0,), unit=" nats" if ax is panels[0] else " points")

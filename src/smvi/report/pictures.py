@@ -2,10 +2,10 @@
 reconstructions and latent picture side by side, one row per run in the report's order (λ, then seed).
 
 Everything is read through the run-directory layer (:mod:`smvi.store.rundir`): only a current pictures record (the one
-freshness rule, :func:`smvi.store.records.staleness`: the run's identity and epoch; stale records are left out, the report's
-notes say why) whose three PNGs have the SHA-256 it names. A run whose PNGs do not match (redrawn, damaged or copied
-from elsewhere) keeps its row, with a line saying so instead of its images. The PNGs are inlined as base64, so the
-page stays self-contained; without any run with a current pictures record the section is empty.
+freshness rule, :func:`smvi.store.records.staleness`: the run's identity and epoch; stale records are left out, the
+report's notes say why) whose three PNGs have the SHA-256 it names. A run whose PNGs do not match (redrawn, damaged or
+copied from elsewhere) keeps its row, with a line saying so instead of its images. The PNGs are inlined as base64, so
+the page stays self-contained; without any run with a current pictures record the section is empty.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from smvi.report.constrained import lam_cell
 from smvi.store.records import PicturesRecord
 from smvi.store.rundir import RunDir, RunError
 
-__all__ = ["pictures_section", "current_pictures", "CAPTION"]
+__all__ = ["pictures_section", "CAPTION"]
 
 CAPTION = ("Samples: decoder means E[x | z] at prior draws z ~ N(0, I), the same draws for every run. "
            "Reconstructions: fixed test images as the model sees them (the run's data.transform with its "
@@ -37,7 +37,7 @@ def current_pictures(rd: RunDir) -> tuple[PicturesRecord | None, dict[str, bytes
     """``(record, pngs, problem)`` of one run: its current pictures record (None if missing or stale), the PNGs it
     names when all three match their SHA-256, and otherwise what is wrong (None when all is well)."""
     rec, why = rd.current_record("pictures")
-    if rec is None or why is not None:
+    if not isinstance(rec, PicturesRecord) or why is not None:
         return None, {}, why
     if problem := untrusted(rd, "pictures", rec):
         return None, {}, problem
@@ -63,8 +63,8 @@ def _img(which: str, data: bytes) -> str:
 
 
 def pictures_section(sweep_dir: str | Path, runs: list[Run]) -> str:
-    """The section's HTML (module docstring) for ``runs`` (:func:`smvi.report.aggregate.collect_runs`' runs, whose names are
-    their paths under ``sweep_dir``); the empty string when no run has a current pictures record."""
+    """The section's HTML (module docstring) for ``runs`` (:func:`smvi.report.aggregate.collect_runs`' runs, whose names
+    are their paths under ``sweep_dir``); the empty string when no run has a current pictures record."""
     e = html.escape
     rows = []
     for r in runs:

@@ -9,9 +9,9 @@ Adding a section: a module in ``smvi/report/`` with its function, and one :class
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 from smvi.report.aggregate import EVAL_METRICS, Row, Run, is_constrained
 from smvi.report.constrained import CAPTIONS as CONSTRAINED_CAPTIONS

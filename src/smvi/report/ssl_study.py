@@ -54,7 +54,7 @@ from typing import Literal
 
 import numpy as np
 
-from smvi.report.aggregate import Run, _get, _num, collect_runs, method_of
+from smvi.report.aggregate import Run, collect_runs, lookup, method_of, number
 from smvi.report.paired import ALPHA, format_p
 from smvi.store.atomic import atomic_write_bytes, atomic_write_text
 from smvi.store.stats import PairedDiff, holm, mean_se, paired_t
@@ -80,12 +80,12 @@ def arm_of(run: Run) -> str | None:
 def run_accuracy(run: Run) -> dict[tuple[str, int], float]:
     """(classifier, s) → the run's test accuracy (percent), mean over its label subsets, from its robust ssl record
     (empty for another protocol)."""
-    table = _get(run.ssl, "table")
-    if _get(run.ssl, "settings", "protocol") != "robust" or not isinstance(table, list):
+    table = lookup(run.ssl, "table")
+    if lookup(run.ssl, "settings", "protocol") != "robust" or not isinstance(table, list):
         return {}
     acc: dict[tuple[str, int], list[float]] = {}
     for row in table:
-        if (a := _num(row.get("accuracy"))) is not None:
+        if (a := number(row.get("accuracy"))) is not None:
             acc.setdefault((row["classifier"], int(row["size"])), []).append(100 * a)
     return {k: float(np.mean(v)) for k, v in acc.items()}
 
@@ -156,8 +156,8 @@ def _paired(arm_runs: dict[int, Run], ref: dict[int, Run], value) -> PairedDiff 
 def _mean_over_s(c: str, sizes: list[int]):
     def value(r: Run) -> float | None:
         acc = run_accuracy(r)
-        vals = [acc.get((c, s)) for s in sizes]
-        return None if any(v is None for v in vals) else float(np.mean(vals))
+        vals = [v for s in sizes if (v := acc.get((c, s))) is not None]
+        return None if len(vals) < len(sizes) else float(np.mean(vals))
     return value
 
 
@@ -223,14 +223,17 @@ def ssl_study(sweep_dir: str | Path) -> SSLStudy:
 
     cells = [Cell(a, c, s, d) for a in others for c in classifiers for s in sizes
              if (d := _paired(arms[a], ref, lambda r, c=c, s=s: run_accuracy(r).get((c, s)))) is not None]
-    secondary = tuple(Cell(x.arm, x.classifier, x.s, x.diff, p) for x, p in zip(cells, holm([x.diff.p for x in cells])))
+    secondary = tuple(Cell(x.arm, x.classifier, x.s, x.diff, p)
+                      for x, p in zip(cells, holm([x.diff.p for x in cells]), strict=True))
     per_arm = [Cell(a, PRIMARY_CLASSIFIER, None, d) for a in others
                if (d := _paired(arms[a], ref, _mean_over_s(PRIMARY_CLASSIFIER, sizes))) is not None]
-    per_arm = [Cell(x.arm, x.classifier, None, x.diff, p) for x, p in zip(per_arm, holm([x.diff.p for x in per_arm]))]
+    per_arm = [Cell(x.arm, x.classifier, None, x.diff, p)
+               for x, p in zip(per_arm, holm([x.diff.p for x in per_arm]), strict=True)]
 
     gaps = {}
     for a, members in arms.items():
-        vals = [g for r in members.values() if (g := _num(_get(r.eval, "splits", "test", "gap", "mean"))) is not None]
+        vals = [g for r in members.values()
+                if (g := number(lookup(r.eval, "splits", "test", "gap", "mean"))) is not None]
         if vals:
             gaps[a] = float(np.mean(vals))
     mechanism, mechanism_sentence = _mechanism(per_arm, gaps, primary_diff, verdict)
@@ -241,8 +244,9 @@ def ssl_study(sweep_dir: str | Path) -> SSLStudy:
             m = mean_se([run_accuracy(r).get((c, s)) for r in members.values()])
             if m.mean is not None:
                 accuracy[(a, c, s)] = (m.mean, m.se, m.n)
-    edges = {a: (sum(any(row["on_edge"].values()) for r in members.values() for row in r.ssl["table"]),
-                 sum(len(r.ssl["table"]) for r in members.values())) for a, members in arms.items()}
+    # every member of an arm has an ssl record (the arms are made of runs with one)
+    edges = {a: (sum(any(row["on_edge"].values()) for r in members.values() for row in (r.ssl or {})["table"]),
+                 sum(len((r.ssl or {})["table"]) for r in members.values())) for a, members in arms.items()}
     base = {c: float(np.mean(v)) for c in classifiers
             if (v := [x for r in ref.values() if (x := _mean_over_s(c, sizes)(r)) is not None])}
 
@@ -257,8 +261,8 @@ def ssl_study(sweep_dir: str | Path) -> SSLStudy:
                 out[c] = v - (pair if pair is not None else base[c])
         return out
 
-    points = tuple(ArmPoint(a, seed, _num(_get(r.eval, "splits", "test", "gap", "mean")),
-                            _num(_get(r.eval, "splits", "test", "ais", "mean")), gain(a, seed, r))
+    points = tuple(ArmPoint(a, seed, number(lookup(r.eval, "splits", "test", "gap", "mean")),
+                            number(lookup(r.eval, "splits", "test", "ais", "mean")), gain(a, seed, r))
                    for a, members in arms.items() for seed, r in sorted(members.items()) if r.eval)
     return SSLStudy(primary, verdict, sentence, secondary, tuple(per_arm), gaps, mechanism, mechanism_sentence,
                     accuracy, edges, points, tuple(notes))
@@ -333,9 +337,9 @@ def figure_gain(st: SSLStudy) -> bytes | None:
     arms = sorted({p.arm for p in st.points}, key=lambda a: (a != REFERENCE, a))
     fig = Figure(figsize=(11, 3.6 * len(classifiers)), layout="tight")
     axes = fig.subplots(len(classifiers), 2, squeeze=False)
-    for row, c in zip(axes, classifiers):
+    for row, c in zip(axes, classifiers, strict=True):
         for ax, (attr, xlabel) in zip(row, (("gap", "test ELBO gap, AIS − ELBO (nats)"),
-                                            ("logpx", "test log p(x), AIS (nats)"))):
+                                            ("logpx", "test log p(x), AIS (nats)")), strict=True):
             for i, a in enumerate(arms):
                 pts = [(getattr(p, attr), p.gain[c]) for p in st.points
                        if p.arm == a and c in p.gain and getattr(p, attr) is not None]

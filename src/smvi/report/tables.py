@@ -13,11 +13,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from smvi.report.aggregate import EVAL_METRICS, RECORD_LABEL, SPLITS, Row, Run, _get, _num, is_constrained, last_diagnostics
-from smvi.report.flags import CLAIM_BLOCKING, Flag, mark
+from smvi.report.aggregate import (
+    EVAL_METRICS,
+    RECORD_LABEL,
+    SPLITS,
+    Row,
+    Run,
+    is_constrained,
+    last_diagnostics,
+    lookup,
+    number,
+)
 from smvi.report.figures import fmt_lam
+from smvi.report.flags import CLAIM_BLOCKING, Flag, mark
 from smvi.store.provenance import provenance_rows
 
 __all__ = ["Table", "result_tables", "convergence_table", "run_table", "provenance_table", "settings_tables",
@@ -65,7 +76,7 @@ def _table_rows(find: dict, keys: list[tuple], lams: list[float], flags: list[Fl
         n = max(c.n_runs for c in cells if c)
         row = [fmt_lam(lam) + mark(flags, lam=lam, kinds=["collapse"]),
                str(n) + mark(flags, lam=lam, kinds=["unfinished"])]
-        for (q, split, _), c in zip(keys, cells):
+        for (q, split, _), c in zip(keys, cells, strict=True):
             fields = [f"ais_acceptance.{split}"] if q in EVAL_METRICS else [q] if q in ("kl", "active_units") else []
             fewer = f" ({c.n_runs} of {n} runs)" if c and c.n_runs < n else ""  # e.g. KL not logged by older runs
             row.append(_cell(c, fewer + (mark(flags, lam=lam, fields=fields) if fields and c else "")))
@@ -95,7 +106,8 @@ def result_tables(rows: list[Row], lams: list[float], flags: list[Flag]) -> list
         out.append(("Figure 2: SSL test accuracy (%, mean ± SE)", ["λ", "runs"] + [f"s = {s}" for s in sizes], body))
         gains = _table_rows(find, [("ssl_gain", "test", s) for s in sizes], lams, flags)
         if gains:
-            out.append(("SSL accuracy minus λ = 0, paired over the same label subsets (percentage points, mean ± SE over "
+            out.append(("SSL accuracy minus λ = 0, paired over the same label subsets (percentage points, "
+                        "mean ± SE over "
                         "training seeds, the claims' unit)",
                         ["λ", "runs"] + [f"s = {s}" for s in sizes], gains))
     return out
@@ -103,16 +115,17 @@ def result_tables(rows: list[Row], lams: list[float], flags: list[Flag]) -> list
 
 # ---- per run --------------------------------------------------------------------------------------------------------
 def _list(tree: Any, *keys: str) -> list:
-    x = _get(tree, *keys)
+    x = lookup(tree, *keys)
     return x if isinstance(x, list) else []
 
 
 def _convergence_cells(c: dict) -> tuple[dict[int, str], dict[int, str]]:
     """Of one ``convergence.json``: steps → BDMC ``gap ± SE``, and steps → AIS ladder ``log p(x) ± SE``."""
-    bdmc = {e["steps"]: pm(_num(e.get("gap")), _num(e.get("gap_se"))) for e in _list(c, "bdmc")
+    bdmc = {e["steps"]: pm(number(e.get("gap")), number(e.get("gap_se"))) for e in _list(c, "bdmc")
             if isinstance(e, dict) and isinstance(e.get("steps"), int)}
-    ladder = zip(*(_list(c, "ladder", k) for k in ("steps", "means", "sems")))
-    return bdmc, {s: pm(_num(m), _num(se)) for s, m, se in ladder if isinstance(s, int)}
+    # not strict: a damaged record's lists of unequal length are cut to the shortest, as before
+    ladder = zip(*(_list(c, "ladder", k) for k in ("steps", "means", "sems")), strict=False)
+    return bdmc, {s: pm(number(m), number(se)) for s, m, se in ladder if isinstance(s, int)}
 
 
 def convergence_table(runs: list[Run], flags: list[Flag]) -> tuple[list[Table], list[str]]:
@@ -120,7 +133,9 @@ def convergence_table(runs: list[Run], flags: list[Flag]) -> tuple[list[Table], 
     and notes on malformed files. Not in results.csv: its rows are per run and per number of AIS steps, for which the
     CSV's per-λ aggregates (quantity, split, s, lam) have no column."""
     found, notes = [], []
-    for r in (r for r in runs if r.convergence is not None):
+    for r in runs:
+        if r.convergence is None:
+            continue
         bdmc, ladder = _convergence_cells(r.convergence)
         missing = [what for what, got in (("bdmc", bdmc), ("ladder", ladder)) if not got]
         if missing:
@@ -138,9 +153,9 @@ def convergence_table(runs: list[Run], flags: list[Flag]) -> tuple[list[Table], 
             + [f"{what}, {s} steps" for s in steps for what in ("BDMC gap", "AIS ladder")] + ["ladder converged"])
     text = lambda x: "—" if x is None else str(x)  # noqa: E731
     yes = lambda x: "yes" if x is True else "no" if x is False else "—"  # noqa: E731
-    body = [[fmt_lam(r.lam), r.name, text(_get(r.convergence, "epoch")), text(_get(r.convergence, "n_points"))]
+    body = [[fmt_lam(r.lam), r.name, text(lookup(r.convergence, "epoch")), text(lookup(r.convergence, "n_points"))]
             + [cell for s in steps for cell in (bdmc.get(s, "—"), ladder.get(s, "—"))]
-            + [yes(_get(r.convergence, "ladder", "converged")) + mark(flags, run=r.name, kinds=["ladder"])]
+            + [yes(lookup(r.convergence, "ladder", "converged")) + mark(flags, run=r.name, kinds=["ladder"])]
             for r, bdmc, ladder in found]
     title = ("AIS convergence (nats, mean ± SE over points): BDMC gap, upper − lower bound on data simulated from "
              "the model; AIS ladder, log p(x) on test points")
@@ -156,7 +171,7 @@ def run_table(runs: list[Run], flags: list[Flag]) -> Table:
         diag = last_diagnostics(r)
         kl = diag.get(("kl", "test"), diag.get(("kl", "train")))
         units = diag.get(("active_units", "test"))
-        acc = [_num(_get(r.eval, "splits", sp, "ais_acceptance")) for sp in ("test", "train")]
+        acc = [number(lookup(r.eval, "splits", sp, "ais_acceptance")) for sp in ("test", "train")]
         lam = "learned" if is_constrained(r) else fmt_lam(r.lam)
         body.append([r.name, lam, str(r.seed), f"{r.epochs or 0}/{r.planned or '?'}" + mark(flags, run=r.name,
                                                                                            kinds=["unfinished"]),
@@ -213,16 +228,18 @@ def settings_tables(runs: list[Run]) -> list[Table]:
     grid = {"runs": len(runs), **({"λ": fixed} if fixed else {}), "learned-λ runs": learned,
             "training seeds": sorted({r.seed for r in runs})}
     groups = [("Sweep", grid), ("Run config shared by every run", common),
-              ("Evaluation (first run with an eval.json)", first(lambda r: _get(r.eval, "settings"))),
-              ("SSL (first run with an ssl.json)", first(lambda r: _get(r.ssl, "settings"))),
-              ("AIS convergence (first run with a convergence.json)", first(lambda r: _get(r.convergence, "settings")))]
+              ("Evaluation (first run with an eval.json)", first(lambda r: lookup(r.eval, "settings"))),
+              ("SSL (first run with an ssl.json)", first(lambda r: lookup(r.ssl, "settings"))),
+              ("AIS convergence (first run with a convergence.json)",
+               first(lambda r: lookup(r.convergence, "settings")))]
     return [(title, ["setting", "value"], [[k, _value(v)] for k, v in _flatten(tree)])
             for title, tree in groups if tree]
 
 
-def results_csv(rows: list[Row], flags: list[Flag] = ()) -> str:
-    """``results.csv``: one line per :class:`~smvi.report.aggregate.Row`; ``flags``: the markers of the flags that keep the
-    row's λ out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`: ⚠C collapse, ⚠U unfinished), "" when none."""
+def results_csv(rows: list[Row], flags: Sequence[Flag] = ()) -> str:
+    """``results.csv``: one line per :class:`~smvi.report.aggregate.Row`; ``flags``: the markers of the flags that keep
+    the row's λ out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`: ⚠C collapse, ⚠U unfinished), "" when
+    none."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["quantity", "split", "s", "lam", "mean", "se", "n_runs", "se_over", "unit", "flags"])

@@ -13,9 +13,10 @@ runs of the other families keep their config and fingerprint).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 __all__ = ["FamilySpec", "FAMILIES", "DEFAULT_FAMILY", "family_settings"]
 

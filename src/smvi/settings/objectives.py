@@ -14,9 +14,10 @@ config and fingerprint).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["ObjectiveSpec", "OBJECTIVES", "DEFAULT_OBJECTIVE", "objective_arguments", "knob_of"]
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import copy
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import tomli_w
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from smvi.settings import limits as L
 from smvi.settings.families import DEFAULT_FAMILY, FAMILIES
 from smvi.settings.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
-from smvi.settings import limits as L
-
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -85,10 +85,12 @@ class ModelConfig(_Frozen):
     likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="decoder p(x|z)")
     decoder_last_scale: float = Field(0.01, gt=0, description="factor on the decoder's last-layer He init")
     encoder_last_scale: float = Field(
-        0.01, gt=0, description="factor on the encoder's last-layer He init (q starts near N(0, I); 1 lets D_SM blow up)"
+        default=0.01, gt=0,
+        description="factor on the encoder's last-layer He init (q starts near N(0, I); 1 lets D_SM blow up)"
     )
     posterior: FamilyName = Field(
-        DEFAULT_FAMILY, description="the variational family q(z|x) — " + "; ".join(f"{n}: {f.description}" for n, f in FAMILIES.items())
+        default=DEFAULT_FAMILY,
+        description="the variational family q(z|x) — " + "; ".join(f"{n}: {f.description}" for n, f in FAMILIES.items())
     )
     flow_layers: Annotated[int | None, L.FLOW_LAYERS] = Field(None, gt=0, description="affine coupling layers (posterior='flow' only) [4]")
     flow_hidden: Annotated[tuple[int, ...] | None, L.WIDTH] = Field(None, description="each coupling network's hidden widths (flow) [256]")
@@ -121,7 +123,7 @@ class ModelConfig(_Frozen):
         return data
 
     @model_validator(mode="after")
-    def _settings_fit_the_family(self) -> "ModelConfig":
+    def _settings_fit_the_family(self) -> ModelConfig:
         """A setting of another family is refused rather than ignored; so is a z_dim the family cannot take."""
         spec = FAMILIES[self.posterior]
         for other in FAMILIES.values():
@@ -143,7 +145,7 @@ class DataConfig(_Frozen):
     """Where the data comes from and how evaluation subsets are drawn."""
 
     dataset: Literal["mnist", "idx"] = Field(
-        "mnist", description="'mnist' (verified, fetched if missing) or 'idx' (MNIST-format files in data_dir)"
+        default="mnist", description="'mnist' (verified, fetched if missing) or 'idx' (MNIST-format files in data_dir)"
     )
     data_dir: str | None = Field(None, description="directory holding the four IDX files (else cache, else download)")
     monitor_size: Annotated[int, L.IMAGES] = Field(1000, gt=0, description="test points scored at the end of every epoch")
@@ -151,7 +153,8 @@ class DataConfig(_Frozen):
         1234, ge=0, description="seed of the fixed binarization (or dequantization) of evaluation sets"
     )
     transform: Literal["binarize", "dequantize"] = Field(
-        "binarize", description="gray levels -> model inputs: 'binarize' x ~ Bernoulli(gray) for a Bernoulli decoder; "
+        default="binarize",
+        description="gray levels -> model inputs: 'binarize' x ~ Bernoulli(gray) for a Bernoulli decoder; "
         "'dequantize' x = (pixel + u)/256, u ~ U[0,1), for a Gaussian one (default: the one model.likelihood needs)"
     )
 
@@ -167,7 +170,8 @@ class ConstraintConfig(_Frozen):
         None, gt=0, description="ε: the bound on the measure (D_SM, or nats of gap); unset: λ is fixed (train.lam)"
     )
     measure: Literal["dsm", "gap"] = Field(
-        "dsm", description="'dsm': the batch's D_SM; 'gap': IWAE_k − ELBO per batch, a lower bound on the ELBO gap"
+        default="dsm",
+        description="'dsm': the batch's D_SM; 'gap': IWAE_k − ELBO per batch, a lower bound on the ELBO gap"
     )
     gap_k: Annotated[int, L.SAMPLES] = Field(10, ge=2, description="importance samples of the 'gap' estimate (larger: tighter, slower)")
     step_size: float = Field(0.01, gt=0, le=1, description="η: ln λ moves by η·ln(avg/ε) per step")
@@ -177,7 +181,7 @@ class ConstraintConfig(_Frozen):
     lam_max: Annotated[float, L.WEIGHT] = Field(10.0, gt=0, description="λ's cap (a target still violated at the cap is unreachable)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ConstraintConfig":
+    def _consistent(self) -> ConstraintConfig:
         if self.target is None:
             changed = [k for k, f in type(self).model_fields.items() if getattr(self, k) != f.default]
             if changed:
@@ -204,27 +208,28 @@ class TrainConfig(_Frozen):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient's global norm to this (off if unset)")
     precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16 autocasts the objective (about 2x faster on CPUs with bf16 units; opt-in)"
+        default="fp32", description="bf16 autocasts the objective (about 2x faster on CPUs with bf16 units; opt-in)"
     )
     max_bad_steps: Annotated[int, L.STEPS] = Field(20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
     tensorboard: str | None = Field(
-        None, description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
+        default=None, description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
         "metrics.jsonl stays the record"
     )
     objective: ObjectiveName = Field(
-        DEFAULT_OBJECTIVE, description="what training maximizes — "
+        default=DEFAULT_OBJECTIVE, description="what training maximizes — "
         + "; ".join(f"{n}: {o.description}" for n, o in OBJECTIVES.items())
     )
     beta: Annotated[float | None, L.WEIGHT] = Field(None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)")
     iwae_k: Annotated[int | None, L.SAMPLES] = Field(None, gt=0, description="importance samples of IWAE training (objective='iwae' only)")
     dsm_grad: Literal["both", "encoder", "decoder"] = Field(
-        "both", description="which parameters the λ·D_SM penalty's gradient reaches: 'both' (SMVI), 'encoder' (the "
+        default="both",
+        description="which parameters the λ·D_SM penalty's gradient reaches: 'both' (SMVI), 'encoder' (the "
         "decoder trained by the ELBO alone) or 'decoder' (the encoder by the ELBO alone); SMVI with λ > 0 only"
     )
     constraint: ConstraintConfig = ConstraintConfig()
 
     @model_validator(mode="after")
-    def _fixed_or_learned(self) -> "TrainConfig":
+    def _fixed_or_learned(self) -> TrainConfig:
         if self.constraint.target is not None and not OBJECTIVES[self.objective].constrained:
             which = " or ".join(f"train.objective={n!r}" for n, o in OBJECTIVES.items() if o.constrained)
             raise ValueError(f"train.constraint.target learns SMVI's λ but train.objective is {self.objective!r}: "
@@ -236,7 +241,7 @@ class TrainConfig(_Frozen):
         return self
 
     @model_validator(mode="after")
-    def _settings_match_the_objective(self) -> "TrainConfig":
+    def _settings_match_the_objective(self) -> TrainConfig:
         """Every setting is used by the chosen objective (:data:`smvi.settings.objectives.OBJECTIVES`): a β without
         the β-VAE, a k without IWAE or a λ without SMVI is refused rather than ignored."""
         o, spec = self.objective, OBJECTIVES[self.objective]
@@ -259,7 +264,7 @@ class TrainConfig(_Frozen):
         return self
 
     @model_validator(mode="after")
-    def _batch_fits(self) -> "TrainConfig":
+    def _batch_fits(self) -> TrainConfig:
         """Every step decodes batch_size × (samples per image) images at once: bounded before anything is allocated."""
         key, k = max((("n_samples", self.n_samples), ("iwae_k", self.iwae_k or 0),
                       ("constraint.gap_k", self.constraint.gap_k if self.constraint.target is not None else 0)),
@@ -290,7 +295,7 @@ class RunConfig(_Frozen):
         return values
 
     @model_validator(mode="after")
-    def _family_trains_with_the_objective(self) -> "RunConfig":
+    def _family_trains_with_the_objective(self) -> RunConfig:
         """A family that trains with some objectives only (:attr:`~smvi.settings.families.FamilySpec.objectives`)
         refuses the others, and the constraint's 'gap' measure (IWAE_k − ELBO) where IWAE cannot use it."""
         spec = FAMILIES[self.model.posterior]
@@ -305,7 +310,7 @@ class RunConfig(_Frozen):
         return self
 
     @model_validator(mode="after")
-    def _transform_fits_likelihood(self) -> "RunConfig":
+    def _transform_fits_likelihood(self) -> RunConfig:
         need = {"bernoulli": "binarize", "gaussian": "dequantize"}[self.model.likelihood]
         if self.data.transform != need:
             why = ("binary data" if need == "binarize"

@@ -1,17 +1,19 @@
 """Settings of the stages (torch-free): :class:`AISConfig`, :class:`EvalConfig`, :class:`ConvergenceConfig`,
 :class:`GapConfig`, :class:`PicturesConfig`, :class:`SSLConfig`; and :data:`STAGES`, the list of stages by name.
 
-The AIS settings carry the names of :func:`smvi.core.estimators.ais`'s keyword arguments and reach it through one mapping,
-``**cfg.ais.kwargs()``: adding a field here (with its default) is all it takes to pass a new keyword through evaluate,
-convergence, gaps and the sweep. Files written before this naming (``eval.ais_steps = 500`` in a ``sweep.toml``, the settings
-in an old ``eval.json``) are read through :func:`upgrade_eval_settings`, which renames the old keys.
+The AIS settings carry the names of :func:`smvi.core.estimators.ais`'s keyword arguments and reach it through one
+mapping, ``**cfg.ais.kwargs()``: adding a field here (with its default) is all it takes to pass a new keyword through
+evaluate, convergence, gaps and the sweep. Files written before this naming (``eval.ais_steps = 500`` in a
+``sweep.toml``, the settings in an old ``eval.json``) are read through :func:`upgrade_eval_settings`, which renames the
+old keys.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
@@ -35,11 +37,12 @@ class AISSampler(_Frozen):
     schedule: Literal["sigmoid", "linear"] = Field("sigmoid", description="β schedule")
     start: Literal["prior", "encoder"] = Field("encoder", description="AIS initial distribution")
     precision: Literal["fp32", "bf16", "auto"] = Field(
-        "fp32", description="bf16: the leapfrog force (AIS) and IWAE's decoder pass with bf16 products, see "
+        default="fp32", description="bf16: the leapfrog force (AIS) and IWAE's decoder pass with bf16 products, see "
                             "smvi.core.estimators.precision; auto: bf16 where the hardware has bf16 units, else fp32 "
                             "(the eval record says which ran)")
     adapt: Literal["ratio", "dual_averaging"] = Field(
-        "ratio", description="step-size rule (smvi.core.estimators.adapt): ratio (x1.02 per step at most, too slow "
+        default="ratio",
+        description="step-size rule (smvi.core.estimators.adapt): ratio (x1.02 per step at most, too slow "
                              "for short chains; records without this key used it) or dual_averaging (Hoffman & Gelman "
                              "2014: reaches the target acceptance within tens of steps)")
 
@@ -84,9 +87,9 @@ class ConvergenceConfig(_Frozen):
 
 
 class GapConfig(_Frozen):
-    """Settings of ``smvi gaps`` (:func:`smvi.stages.gaps.gaps_run`): which test images, the AIS that gives log p(x) and the
-    local fit (:func:`smvi.stages.gaps.fit_local`). The AIS defaults are the cpu preset's converged ones (500 steps, 4 chains,
-    5 leapfrogs, from the encoder)."""
+    """Settings of ``smvi gaps`` (:func:`smvi.stages.gaps.gaps_run`): which test images, the AIS that gives log p(x) and
+    the local fit (:func:`smvi.stages.gaps.fit_local`). The AIS defaults are the cpu preset's converged ones (500 steps,
+    4 chains, 5 leapfrogs, from the encoder)."""
 
     n_points: Annotated[int, L.IMAGES] = Field(100, gt=0, description="test images (the fixed subset smvi evaluate scores first)")
     subset_seed: Annotated[int, L.SEED] = Field(0, ge=0, description="seed of the subset (binarization uses the run's data.eval_seed)")
@@ -106,16 +109,17 @@ class GapConfig(_Frozen):
 
 
 class PicturesConfig(_Frozen):
-    """What ``smvi pictures`` (:func:`smvi.stages.pictures.pictures_run`) draws: decoder means of prior samples, test images
-    above their reconstructions, and the encoder means of test images in 2-d (PCA or t-SNE), coloured by label. The
-    test images are fixed subsets drawn with ``seed``, given to the model as the run's ``data.transform`` makes them
+    """What ``smvi pictures`` (:func:`smvi.stages.pictures.pictures_run`) draws: decoder means of prior samples, test
+    images above their reconstructions, and the encoder means of test images in 2-d (PCA or t-SNE), coloured by label.
+    The test images are fixed subsets drawn with ``seed``, given to the model as the run's ``data.transform`` makes them
     (with its ``data.eval_seed``, like every evaluation); a subset larger than the test split is the whole split."""
 
     n_samples: Annotated[int, L.PICTURES] = Field(64, gt=0, description="prior samples z ~ N(0, I) whose decoder means are drawn")
     n_reconstructions: Annotated[int, L.PICTURES] = Field(32, gt=0, description="test images shown above their reconstructions")
     n_latent: Annotated[int, L.IMAGES] = Field(2000, ge=2, description="test images in the 2-d picture of the encoder means")
     projection: Literal["pca", "tsne"] = Field(
-        "pca", description="how the encoder means are put in 2-d: pca (linear, about 1 s) or tsne (scikit-learn's "
+        default="pca",
+        description="how the encoder means are put in 2-d: pca (linear, about 1 s) or tsne (scikit-learn's "
                            "t-SNE: local neighbourhoods, about 15 s for 2000 images on one core)")
     columns: Annotated[int, L.COLUMNS] = Field(8, gt=0, description="images per row of the sample and reconstruction grids")
     seed: Annotated[int, L.SEED] = Field(0, ge=0, description="seed of the prior samples and of the two test subsets")
@@ -132,13 +136,15 @@ Positives = Annotated[tuple[PositiveFloat, ...], Distinct]
 
 
 class SSLConfig(BaseModel):
-    """Settings of :func:`smvi.stages.ssl.ssl_run` (from strings: :func:`smvi.settings.run.build_config`). With the defaults a run takes
-    about 2.5 min on 2 idle CPU cores, over half of it on the raw-pixel baseline (``raw_pixels=False`` skips it)."""
+    """Settings of :func:`smvi.stages.ssl.ssl_run` (from strings: :func:`smvi.settings.run.build_config`). With the
+    defaults a run takes about 2.5 min on 2 idle CPU cores, over half of it on the raw-pixel baseline
+    (``raw_pixels=False`` skips it)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
 
     protocol: Protocol = Field(
-        "paper", description="'paper': the RBF SVM on the (C, γ) grids below; 'robust': RBF SVM, logistic regression "
+        default="paper",
+        description="'paper': the RBF SVM on the (C, γ) grids below; 'robust': RBF SVM, logistic regression "
         "and k-NN on growing grids, 20 label subsets by default, features saved (smvi.stages.ssl_robust)")
     sizes: Annotated[tuple[PositiveInt, ...], Distinct, L.EACH_IMAGES] = Field(
         (600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)")
@@ -164,7 +170,7 @@ class SSLConfig(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _paper_keys_need_the_paper(self) -> "SSLConfig":
+    def _paper_keys_need_the_paper(self) -> SSLConfig:
         if self.protocol == "robust":
             if self.raw_pixels:
                 raise ValueError("ssl.raw_pixels is run by protocol='paper' only: drop it (or set it to false)")

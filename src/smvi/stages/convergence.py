@@ -14,15 +14,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from smvi.data.loading import ImageData
 from smvi.core.estimators import ais_ladder, bdmc, simulate
-from smvi.stages.evaluate import evaluation_set
+from smvi.data.loading import ImageData
 from smvi.progress import Progress
+from smvi.settings.stages import ConvergenceConfig
+from smvi.stages.evaluate import evaluation_set
+from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 from smvi.store.records import BDMCRow, ConvergenceRecord, LadderRecord, make_header
 from smvi.store.rundir import RunError
-from smvi.settings.stages import ConvergenceConfig
 from smvi.store.stats import mean_se
-from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 
 __all__ = ["ConvergenceConfig", "check_convergence"]
 

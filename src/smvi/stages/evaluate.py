@@ -12,9 +12,9 @@ batches of ``cfg.batch_size`` images and chunks of about 1024 decoder rows, so m
 test set.
 
 **Resumable.** After every batch the points scored so far are saved (``eval.partial.json``, an
-:class:`~smvi.store.records.EvalPartial` through the run-directory layer). A killed evaluation rerun with the same run, epoch
-and settings continues from there -- the values are those a single pass gives, since each point's noise is its own --
-and the file goes once ``eval.json`` is written. Progress for other settings or another epoch is not used. It is used
+:class:`~smvi.store.records.EvalPartial` through the run-directory layer). A killed evaluation rerun with the same run,
+epoch and settings continues from there -- the values are those a single pass gives, since each point's noise is its own
+-- and the file goes once ``eval.json`` is written. Progress for other settings or another epoch is not used. It is used
 with ``overwrite`` too (which replaces a record; a sweep passes it): its values are the ones a fresh pass would give.
 """
 
@@ -26,18 +26,26 @@ from pathlib import Path
 
 import torch
 
-from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.core.estimators import ais, iwae_bound
 from smvi.core.estimators.adapt import off_target
 from smvi.core.estimators.precision import resolve_precision
 from smvi.core.pointwise import d_sm_per_point, elbo_per_point
+from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import Progress, note
-from smvi.store.records import (EvalPartial, EvalRecord, EvalSplit, FullTestIWAE, PartialSplit, PerImage,
-                      make_header)
-from smvi.store.rundir import RunError
 from smvi.settings.stages import EvalConfig
-from smvi.store.stats import mean_se
 from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
+from smvi.store.records import (
+    EvalPartial,
+    EvalRecord,
+    EvalSplit,
+    FullTestIWAE,
+    PartialSplit,
+    PerImage,
+    make_header,
+    nums,
+)
+from smvi.store.rundir import RunError
+from smvi.store.stats import mean_se
 
 __all__ = ["EvalConfig", "evaluate_run", "evaluation_set", "evaluation_indices", "full_test_set"]
 
@@ -58,10 +66,10 @@ def evaluation_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed
 
 def full_test_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed: int, transform: str = "binarize"
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image of ``images``, binarized (or dequantized: ``transform``) once, as (indices, inputs): first the evaluation subset of ``n``
-    exactly as :func:`evaluation_set` binarizes it, then the other images (sorted) binarized with the seed
-    ``binarize_seed + 0x5E7``. So a subset image is the same binary image in both, and every estimator, whose noise
-    is a function of the point's values, gives it the same value."""
+    """Every image of ``images``, binarized (or dequantized: ``transform``) once, as (indices, inputs): first the
+    evaluation subset of ``n`` exactly as :func:`evaluation_set` binarizes it, then the other images (sorted) binarized
+    with the seed ``binarize_seed + 0x5E7``. So a subset image is the same binary image in both, and every estimator,
+    whose noise is a function of the point's values, gives it the same value."""
     idx = evaluation_indices(len(images), n, subset_seed)
     keep = torch.ones(len(images), dtype=torch.bool)
     keep[idx] = False
@@ -88,7 +96,8 @@ def _full_test(model, images: torch.Tensor, cfg: EvalConfig, bseed: int, bar, sa
         save(values, before + time.perf_counter() - t)
         bar.update(len(xb))
     return FullTestIWAE(k=cfg.iwae_full_test_k, n=len(values), precision=precision, indices=idx.tolist(),
-                        iwae=mean_se(values), per_image=values, seconds=round(before + time.perf_counter() - t, 2))
+                        iwae=mean_se(values), per_image=nums(values),
+                        seconds=round(before + time.perf_counter() - t, 2))
 
 
 def _values(t: torch.Tensor) -> list[float]:
@@ -122,17 +131,18 @@ def _score_split(model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar
         cols["ais"] += _values(r.log_px)
         cols["acceptance"] += _values(r.acceptance_per_point)
         cols["ess"] += _values(r.ess)
-        save(PartialSplit(**cols, seconds=saved.seconds + time.perf_counter() - t))
+        save(PartialSplit(**{k: nums(v) for k, v in cols.items()}, seconds=saved.seconds + time.perf_counter() - t))
         bar.update(len(xb))
-    gap = [a - e for a, e in zip(cols["ais"], cols["elbo"])]
-    gap_iwae = [i - e for i, e in zip(cols["iwae"], cols["elbo"])] if "iwae" in cols else None
+    gap = [a - e for a, e in zip(cols["ais"], cols["elbo"], strict=True)]
+    gap_iwae = [i - e for i, e in zip(cols["iwae"], cols["elbo"], strict=True)] if "iwae" in cols else None
     return EvalSplit(
         n=len(x), indices=[int(i) for i in idx], elbo=mean_se(cols["elbo"]), d_sm=mean_se(cols["d_sm"]),
         iwae=mean_se(cols["iwae"]) if "iwae" in cols else None, ais=mean_se(cols["ais"]), gap=mean_se(gap),
         gap_iwae=mean_se(gap_iwae) if gap_iwae is not None else None,
         ais_acceptance=float(torch.tensor(cols["acceptance"], dtype=torch.float64).mean()),
         ais_ess=mean_se(cols["ess"]),
-        per_image=PerImage(elbo=cols["elbo"], d_sm=cols["d_sm"], iwae=cols.get("iwae"), ais=cols["ais"], gap=gap),
+        per_image=PerImage(elbo=nums(cols["elbo"]), d_sm=nums(cols["d_sm"]), ais=nums(cols["ais"]), gap=nums(gap),
+                           iwae=nums(cols["iwae"]) if "iwae" in cols else None),
         seconds=round(saved.seconds + time.perf_counter() - t, 2),
     )
 

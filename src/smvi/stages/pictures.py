@@ -1,16 +1,17 @@
 """``smvi pictures``: what a trained model draws, how it reconstructs test images, and where its encoder puts them.
 
 Three PNGs beside the run's pictures record (file names owned by :mod:`smvi.store.rundir`; the record,
-:class:`~smvi.store.records.PicturesRecord`, holds each PNG's SHA-256, so a reader knows the PNG is the one it describes):
+:class:`~smvi.store.records.PicturesRecord`, holds each PNG's SHA-256, so a reader knows the PNG is the one it
+describes):
 
 - ``samples``: the decoder means E[x | z] at ``n_samples`` prior draws z ~ N(0, I), ``columns`` per row;
 - ``reconstructions``: ``n_reconstructions`` fixed test images as the model sees them (the run's ``data.transform``
   with its ``data.eval_seed``, as every evaluation: binarized, or dequantized), each row of them above a row of their
   reconstructions, the decoder mean at the encoder's mean (:func:`smvi.core.families.location` for a flow q);
 - ``latents``: the encoder means of ``n_latent`` fixed test images (the features of ``smvi ssl``,
-  :func:`smvi.stages.ssl.encoder_features`) in 2-d, coloured by label, each label written at its points' median: by default
-  on their first two principal components (:func:`pca_2d`: an SVD of the centred means, each axis's sign fixed so
-  that its largest loading is positive), or by t-SNE (``projection = "tsne"``, scikit-learn's, seeded; it keeps
+  :func:`smvi.stages.ssl.encoder_features`) in 2-d, coloured by label, each label written at its points' median: by
+  default on their first two principal components (:func:`pca_2d`: an SVD of the centred means, each axis's sign fixed
+  so that its largest loading is positive), or by t-SNE (``projection = "tsne"``, scikit-learn's, seeded; it keeps
   neighbourhoods, not distances or variances).
 
 Draws and subsets are seeded (:class:`~smvi.settings.stages.PicturesConfig`): the same run and settings give the same
@@ -31,17 +32,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.core.families import location
+from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import Progress, label_of
-from smvi.store.records import PicturesRecord, make_header
-from smvi.store.rundir import RunError
 from smvi.settings.stages import PicturesConfig
 from smvi.stages.ssl import encoder_features
 from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
+from smvi.store.records import PictureKind, PicturesRecord, make_header
+from smvi.store.rundir import RunError
 
 __all__ = ["PicturesConfig", "Pictures", "pictures_run", "draw_pictures", "image_grid", "pairs_grid", "sample_means",
-           "reconstructions", "pca_2d", "project_2d", "grid_png", "latents_png", "FRAME", "PAD", "GAP",
+           "reconstructions", "pca_2d", "FRAME", "PAD", "GAP",
            "LATENT_SIZE"]
 
 FRAME = 0.5  # gray level of the frame around each image of a grid
@@ -182,7 +183,7 @@ def _axes(projection: str, explained: list[float | None]) -> tuple[str, str]:
 class Pictures:
     """The three pictures of one model as PNG bytes, and what the record says about them."""
 
-    png: dict[str, bytes]  # samples, reconstructions, latents
+    png: dict[PictureKind, bytes]
     shown: list[int]  # the test images reconstructed (indices into the test split)
     n_latent: int
     explained: list[float | None]  # variance fractions of the latent picture's axes (PCA; None for t-SNE)
@@ -200,7 +201,8 @@ def draw_pictures(model, data: ImageData, cfg: PicturesConfig = PicturesConfig()
         raise RunError(f"the images have {d} pixels, not a square number: smvi pictures draws square images only")
     shown = fixed_subset(len(data.test_x), cfg.n_reconstructions, cfg.seed)
     latent = fixed_subset(len(data.test_x), cfg.n_latent, cfg.seed + 1)
-    png, notes = {}, []
+    png: dict[PictureKind, bytes] = {}
+    notes: list[str] = []
     with Progress(label_of(progress, "pictures"), 3, unit="picture", enabled=bool(progress)) as bar:
         png["samples"] = grid_png(image_grid(sample_means(model, cfg.n_samples, cfg.seed), cfg.columns, side, PAD))
         bar.update()

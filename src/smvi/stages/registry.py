@@ -13,10 +13,11 @@ module here with its run function, and one entry in :data:`_RUNS`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pydantic import BaseModel
 

@@ -31,22 +31,23 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from smvi.settings.stages import Inputs, Scaling, SSLConfig
-from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.core.families import location
+from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import Progress, label_of, note
+from smvi.settings.stages import Inputs, Scaling, SSLConfig
+from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 from smvi.store.records import SSLRecord, SSLScores, make_header
 from smvi.store.rundir import RunError
-from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 
 __all__ = ["SSLConfig", "SSLError", "SSLResult", "Selection", "balanced_subset", "feature_scaler",
-           "select_hyperparameters", "ssl_eval", "prepare_inputs", "encoder_features", "ssl_run"]
+           "select_hyperparameters", "ssl_eval", "encoder_features", "ssl_run"]
 
 class SSLError(ValueError):
     """Semi-supervised settings that do not fit the data (e.g. s not divisible by the classes); one-line message."""
@@ -222,7 +223,7 @@ def ssl_eval(
           Progress(label_of(progress, "ssl"), len(tasks), unit="labeled set", enabled=bool(progress)) as bar):
         futures = [pool.submit(task, *t) for t in tasks]
         by = {}
-        for t, f in zip(tasks, futures):
+        for t, f in zip(tasks, futures, strict=True):
             by[t] = f.result()
             bar.update(1)
     return SSLResult(
@@ -291,26 +292,26 @@ def ssl_run(
     seed = run.config.data.eval_seed
     test_idx = fixed_subset(len(data.test_x), config.test_size or len(data.test_x), seed)
     train_y, test_y = data.train_y.numpy(), data.test_y[test_idx].numpy()
-    kw = dict(sizes=config.sizes, seeds=config.seeds, C_grid=config.C_grid, gamma_grid=config.gamma_grid,
-              folds=config.cv_folds, scaling=config.scaling, n_jobs=config.n_jobs)
+    svms = partial(ssl_eval, sizes=config.sizes, seeds=config.seeds, C_grid=config.C_grid,
+                   gamma_grid=config.gamma_grid, folds=config.cv_folds, scaling=config.scaling, n_jobs=config.n_jobs)
     label = f"ssl {rd.path.name}"
     note(f"{label}: encoding {len(data.train_x)} + {len(test_idx)} images ({config.inputs})", progress)
     transform = run.config.data.transform
-    enc = dict(batch_size=config.batch_size, mode=config.inputs, transform=transform)
-    f_train = encoder_features(run.model, data.train_x, seed=seed + 1, **enc)
-    f_test = encoder_features(run.model, data.test_x, seed=seed, **enc)[test_idx.numpy()]
+    encode = partial(encoder_features, run.model, batch_size=config.batch_size, mode=config.inputs, transform=transform)
+    f_train = encode(data.train_x, seed=seed + 1)
+    f_test = encode(data.test_x, seed=seed)[test_idx.numpy()]
     if config.protocol == "robust":
         from smvi.stages.ssl_robust import robust_record  # it builds on this module
 
         return robust_record(rd, run, config, f_train, train_y, f_test, test_idx.numpy(), test_y,
                              progress=progress and f"{label}: classifiers on encoder means",
                              seconds_before=time.perf_counter() - t0)
-    feats = ssl_eval(f_train, train_y, f_test, test_y, **kw, progress=progress and f"{label}: SVMs on encoder means")
+    feats = svms(f_train, train_y, f_test, test_y, progress=progress and f"{label}: SVMs on encoder means")
     raw = None
     if config.raw_pixels:
         p_train = prepare_inputs(data.train_x, config.inputs, seed + 1, transform).double().numpy()
         p_test = prepare_inputs(data.test_x, config.inputs, seed, transform)[test_idx].double().numpy()
-        raw = ssl_eval(p_train, train_y, p_test, test_y, **kw, progress=progress and f"{label}: SVMs on raw pixels")
+        raw = svms(p_train, train_y, p_test, test_y, progress=progress and f"{label}: SVMs on raw pixels")
     record = SSLRecord(
         header=make_header("ssl", run.fingerprint, run.epoch, config,
                            device=str(next(run.model.parameters()).device), data=run.other_data),

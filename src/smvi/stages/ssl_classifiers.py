@@ -15,9 +15,9 @@ is at an end of the whole list (other than a natural bound such as k = 1): the g
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import product
-from typing import Callable
 
 import numpy as np
 
@@ -38,7 +38,8 @@ class Axis:
 
 def _decades(lo: float, hi: float, per_decade: int) -> tuple[float, ...]:
     """10^(i/per_decade) from 10^lo to 10^hi, rounded to 6 significant digits so values print and compare cleanly."""
-    return tuple(float(f"{10 ** (i / per_decade):.6g}") for i in range(round(lo * per_decade), round(hi * per_decade) + 1))
+    return tuple(float(f"{10 ** (i / per_decade):.6g}")
+                 for i in range(round(lo * per_decade), round(hi * per_decade) + 1))
 
 
 SVM_C = Axis("C", _decades(-2, 6, 2), (5, 7))  # 0.01 … 10⁶; starts at 3.16 … 31.6 (inside the paper's 1 … 100)
@@ -68,11 +69,11 @@ def grid_search(score: Callable[..., float], axes: tuple[Axis, ...]) -> tuple[tu
     while True:
         for idx in product(*[range(lo, hi + 1) for lo, hi in window]):
             if idx not in seen:
-                seen[idx] = score(*[a.values[i] for a, i in zip(axes, idx)])
-        inside = [i for i in seen if all(lo <= j <= hi for j, (lo, hi) in zip(i, window))]
+                seen[idx] = score(*[a.values[i] for a, i in zip(axes, idx, strict=True)])
+        inside = [i for i in seen if all(lo <= j <= hi for j, (lo, hi) in zip(i, window, strict=True))]
         best = min(inside, key=lambda i: (-seen[i], *i))
         grown = False
-        for k, (a, (lo, hi)) in enumerate(zip(axes, window)):
+        for k, (a, (lo, hi)) in enumerate(zip(axes, window, strict=True)):
             if best[k] == lo and lo > 0:
                 window[k][0] -= 1
                 grown = True
@@ -92,10 +93,10 @@ def _folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.nd
 def _select(axes: tuple[Axis, ...], cv: Callable[..., float], refit: Callable[..., float]) -> Fit:
     """Grid-search ``cv`` over ``axes``, then ``refit`` at the choice; packs a :class:`Fit`."""
     best, cv_acc, window = grid_search(cv, axes)
-    values = [a.values[i] for a, i in zip(axes, best)]
-    on_edge = {a.name: (i == len(a.values) - 1) or (i == 0 and not a.floor) for a, i in zip(axes, best)}
-    searched = {a.name: (a.values[lo], a.values[hi]) for a, (lo, hi) in zip(axes, window)}
-    return Fit(dict(zip([a.name for a in axes], values)), cv_acc, refit(*values), on_edge, searched)
+    values = [a.values[i] for a, i in zip(axes, best, strict=True)]
+    on_edge = {a.name: (i == len(a.values) - 1) or (i == 0 and not a.floor) for a, i in zip(axes, best, strict=True)}
+    searched = {a.name: (a.values[lo], a.values[hi]) for a, (lo, hi) in zip(axes, window, strict=True)}
+    return Fit(dict(zip([a.name for a in axes], values, strict=True)), cv_acc, refit(*values), on_edge, searched)
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:

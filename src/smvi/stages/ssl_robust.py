@@ -13,11 +13,12 @@ Protocol, for every labeled-set size s and label subset i (``seeds``, 20 by defa
    accuracy is one row of the result table, with the chosen values and whether each lies on the grid's edge.
 
 **The features file** (``ssl_features.npz`` in the run, :meth:`smvi.store.rundir.RunDir.array_path`; named with its
-SHA-256 in the record's ``features_file``) holds, as plain arrays (read without unpickling: numpy's default): ``train_labels`` (all training
-labels, from which the subsets are drawn), ``train_index`` / ``train_x`` (float32 ``[n, d]``: the means of every image
-some labeled set uses), ``test_index`` / ``test_x`` / ``test_y`` (the scored test images), ``unlabeled_mean`` and
-``unlabeled_var`` (float64 ``[d]``: the moments of all training means, for the scaling), and ``inputs`` (what the
-encoder saw). The stage scores the file it wrote, so its record is exactly what :func:`rescore` gives.
+SHA-256 in the record's ``features_file``) holds, as plain arrays (read without unpickling: numpy's default):
+``train_labels`` (all training labels, from which the subsets are drawn), ``train_index`` / ``train_x`` (float32 ``[n,
+d]``: the means of every image some labeled set uses), ``test_index`` / ``test_x`` / ``test_y`` (the scored test
+images), ``unlabeled_mean`` and ``unlabeled_var`` (float64 ``[d]``: the moments of all training means, for the scaling),
+and ``inputs`` (what the encoder saw). The stage scores the file it wrote, so its record is exactly what :func:`rescore`
+gives.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from smvi.progress import Progress, label_of
-from smvi.store.records import SSLFeaturesFile, SSLFit, SSLRecord, SSLScores, make_header
 from smvi.stages.ssl import SSLConfig, SSLError, balanced_subset
 from smvi.stages.ssl_classifiers import CLASSIFIERS, Fit
+from smvi.store.records import SSLFeaturesFile, SSLFit, SSLRecord, SSLScores, make_header
 
 __all__ = ["SSLFeatures", "FeaturesError", "RobustResult", "protocol_images", "robust_protocol", "rescore",
            "robust_record", "FEATURE_ARRAYS"]
@@ -66,11 +67,12 @@ class SSLFeatures:
     def to_bytes(self) -> bytes:
         """The ``.npz`` bytes (uncompressed: float means barely compress)."""
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(getattr(self, k)) for k in FEATURE_ARRAYS})
+        arrays = {k: np.asarray(getattr(self, k)) for k in FEATURE_ARRAYS}
+        np.savez(buf, **arrays)  # pyright: ignore[reportArgumentType]  # numpy's stub types **kwds as its own keywords
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "features file") -> "SSLFeatures":
+    def from_bytes(cls, data: bytes, source: str = "features file") -> SSLFeatures:
         try:
             with np.load(io.BytesIO(data)) as z:  # numpy's default: no pickled objects
                 missing = [k for k in FEATURE_ARRAYS if k not in z.files]

@@ -47,7 +47,7 @@ class NullTracker:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "NullTracker":
+    def __enter__(self) -> NullTracker:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,8 +1,8 @@
 """Training: a resumable loop over the SMVI objective.
 
-The run directory's layout, lock and identity belong to :mod:`smvi.store.rundir`; training writes its config (pass it back
-with --config to rerun), the checkpoint (weights, Adam state, RNG states and progress after the last finished epoch)
-and the metrics (one JSON line per finished epoch: every term, seconds, device and threads, skipped steps, test
+The run directory's layout, lock and identity belong to :mod:`smvi.store.rundir`; training writes its config (pass it
+back with --config to rerun), the checkpoint (weights, Adam state, RNG states and progress after the last finished
+epoch) and the metrics (one JSON line per finished epoch: every term, seconds, device and threads, skipped steps, test
 monitor).
 
 Every file is replaced atomically; after each epoch the metrics are written first, then the checkpoint, so a run
@@ -22,19 +22,19 @@ from pathlib import Path
 
 import torch
 
-from smvi.store.atomic import atomic_write_text
-from smvi.store.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from smvi.settings.objectives import objective_arguments
-from smvi.settings.run import ConfigError, RunConfig
 from smvi.core.constraint import DualState, EpochDual, batch_measure, dual_update, initial_state
-from smvi.data.loading import DynamicBinarizer, ImageData, cache_dir, fixed_inputs, load_data
 from smvi.core.diagnostics import active_units
 from smvi.core.models import VAE
-from smvi.core.objectives import backward, smvi_objective, training_objective
+from smvi.core.objectives import SMVITerms, backward, smvi_objective, training_objective
+from smvi.data.loading import DynamicBinarizer, ImageData, cache_dir, fixed_inputs, load_data
 from smvi.progress import Progress, note, training_note
-from smvi.store.rundir import RunDir, RunError, fingerprint, identity_change, path_text
+from smvi.settings.objectives import objective_arguments
+from smvi.settings.run import ConfigError, RunConfig
 from smvi.stages.tracking import NullTracker, open_tracker
 from smvi.stages.trained import LoadedRun, check_checkpoint, check_inputs, data_identity, load_run, resolve_device
+from smvi.store.atomic import atomic_write_text
+from smvi.store.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from smvi.store.rundir import RunDir, RunError, fingerprint, identity_change, path_text
 
 __all__ = ["train", "load_run", "LoadedRun", "RunError", "TrainingDiverged", "resolve_device"]
 
@@ -95,9 +95,9 @@ def _restore(path: Path, config: RunConfig, model, optimizer, loader, device, du
 
 def with_data_dir(config: RunConfig) -> RunConfig:
     """``config`` with MNIST's directory resolved from ``$SMVI_DATA_DIR`` / ``$SMVI_CACHE_DIR`` (where
-    :func:`~smvi.data.loading.load_data` just found it), so the saved config says where the data came from and later stages
-    do not depend on the environment. MNIST's location is not part of the run's identity (its files are MD5-checked),
-    so this changes no fingerprint; an ``idx`` run names its directory itself."""
+    :func:`~smvi.data.loading.load_data` just found it), so the saved config says where the data came from and later
+    stages do not depend on the environment. MNIST's location is not part of the run's identity (its files are
+    MD5-checked), so this changes no fingerprint; an ``idx`` run names its directory itself."""
     if config.data.dataset != "mnist" or config.data.data_dir:
         return config
     where = os.environ.get("SMVI_DATA_DIR") or str(cache_dir())
@@ -120,7 +120,8 @@ def train(
     progress: bool = True,
     data: ImageData | None = None,
 ) -> TrainResult:
-    """Train a :class:`~smvi.core.models.VAE` with ``train.objective`` (SMVI by default), checkpointing after every epoch.
+    """Train a :class:`~smvi.core.models.VAE` with ``train.objective`` (SMVI by default), checkpointing after every
+    epoch.
 
     ``resume`` continues the run in ``run_dir`` (its saved config must have ``config``'s identity: only
     ``train.epochs`` and ``train.device`` may change, see :func:`smvi.store.rundir.fingerprint`); without it an existing run
@@ -256,6 +257,7 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
         optimizer.zero_grad(set_to_none=True)
         ok = bool(torch.isfinite(loss))
         if ok and dual:  # the constraint's value on this batch, at the parameters the loss was evaluated at
+            assert isinstance(terms, SMVITerms)  # a learned λ is SMVI's (RunConfig checks)
             measure = batch_measure(tc.constraint, terms, model, x)
             ok = math.isfinite(measure)
         if ok:
@@ -278,7 +280,7 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
         tracker.step(epoch * steps + i + 1, batch, lam=lam, grad_norm=float(norm), lr=optimizer.param_groups[0]["lr"])
         n = x.shape[0]
         seen += n
-        if dual:
+        if dual and log:
             dual = dual_update(dual, measure, tc.constraint)
             log.record(lam, dual)
             if tc.constraint.measure == "gap":
@@ -293,7 +295,7 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
     if seen == 0:
         raise TrainingDiverged(_diverged(f"all {steps} steps were non-finite", epoch, tc))
     means = {k: v / seen for k, v in sums.items()}
-    return (means | log.metrics(dual) if log else means), skipped, bad_in_a_row, dual
+    return (means | log.metrics(dual) if log and dual else means), skipped, bad_in_a_row, dual
 
 
 def _unreachable(m: dict, tc) -> str:

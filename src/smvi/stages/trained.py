@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 
 import torch
 
-from smvi.store.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
-from smvi.settings.run import ConfigError, RunConfig, revalidate
+from smvi.core.models import VAE
 from smvi.data.identity import content_digest, file_digests
 from smvi.data.loading import ImageData, load_data
+from smvi.settings.run import ConfigError, RunConfig, revalidate
+from smvi.store.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
 from smvi.store.records import DataIdentity
-from smvi.core.models import VAE
 from smvi.store.rundir import RunDir, RunError, config_from_dump, fingerprint, identity_diff
 
 __all__ = ["LoadedRun", "load_run", "open_stage", "holds_run_lock", "checkpoint_config", "check_checkpoint", "resolve_device",

@@ -1,13 +1,13 @@
 """Safe checkpoints (atomic writes live in :mod:`smvi.store.atomic`, re-exported here).
 
-A checkpoint is one safetensors file — the model's
-weights (``model.*``), Adam's state (``optim.*``) and the RNG states (``rng.*``) as tensors, and the progress, optimizer
-hyper-parameters and config as JSON strings in its header — so loading it never unpickles anything. The header also
-holds a SHA-256 of everything else: an integrity check that refuses a damaged (truncated, bit-flipped, half-copied)
-checkpoint, not authentication -- anyone can edit a checkpoint and recompute the digest. A checkpoint never holds a
-non-finite weight or optimizer moment (writing one is refused, and so is loading one). Since the run-directory layer
-(:mod:`smvi.store.rundir`), the header may also hold the run's ``fingerprint``; older checkpoints without it stay valid (their
-fingerprint is computed from the config in their header).
+A checkpoint is one safetensors file — the model's weights (``model.*``), Adam's state (``optim.*``) and the RNG states
+(``rng.*``) as tensors, and the progress, optimizer hyper-parameters and config as JSON strings in its header — so
+loading it never unpickles anything. The header also holds a SHA-256 of everything else: an integrity check that refuses
+a damaged (truncated, bit-flipped, half-copied) checkpoint, not authentication -- anyone can edit a checkpoint and
+recompute the digest. A checkpoint never holds a non-finite weight or optimizer moment (writing one is refused, and so
+is loading one). Since the run-directory layer (:mod:`smvi.store.rundir`), the header may also hold the run's
+``fingerprint``; older checkpoints without it stay valid (their fingerprint is computed from the config in their
+header).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _digest(tensors: dict[str, Tensor], meta: dict[str, str]) -> str:
     for key in sorted(tensors):
         t = tensors[key].detach().cpu().contiguous()
         h.update(f"{key}:{t.dtype}:{list(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -138,7 +138,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     bad = _nonfinite({**model, **{f"optim.{i}.{n}": v for i, s in opt_state.items() for n, v in s.items()}})
     if bad:
         raise CheckpointError(f"{path}: non-finite values in {bad[:3]}; this checkpoint cannot be used")
-    return Checkpoint(model, {"state": opt_state, "param_groups": groups}, rng, progress, config, meta.get("fingerprint"))
+    return Checkpoint(model, {"state": opt_state, "param_groups": groups}, rng, progress, config,
+                      meta.get("fingerprint"))
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, Tensor], source: str | Path) -> None:

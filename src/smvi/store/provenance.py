@@ -82,8 +82,8 @@ def fmt_seconds(s: float | None) -> str:
 
 def train_seconds(metrics: list[dict] | tuple[dict, ...]) -> float | None:
     """Training wall time: the sum of the per-epoch ``seconds`` of ``metrics.jsonl`` (None when an epoch has none)."""
-    secs = [m.get("seconds") for m in metrics]
-    if not secs or not all(isinstance(s, (int, float)) and s >= 0 for s in secs):
+    secs = [s for m in metrics if isinstance(s := m.get("seconds"), (int, float)) and s >= 0]
+    if not secs or len(secs) < len(metrics):
         return None
     return float(sum(secs))
 
@@ -113,8 +113,8 @@ def _records(run) -> dict[str, dict | None]:
 
 
 def provenance_rows(runs: list) -> tuple[list[str], list[list[str]]]:
-    """The provenance table: per run (:class:`smvi.report.aggregate.Run`), wall time of training and of each stage with a
-    current record, the smvi and torch versions and machine its records name, and when the newest was written."""
+    """The provenance table: per run (:class:`smvi.report.aggregate.Run`), wall time of training and of each stage with
+    a current record, the smvi and torch versions and machine its records name, and when the newest was written."""
     head = ["run", "train", "device, threads (train)", "evaluate", "ssl", "convergence", "gaps", "smvi", "torch",
             "machine (records)", "written (UTC)"]
     body = []
@@ -124,7 +124,7 @@ def provenance_rows(runs: list) -> tuple[list[str], list[list[str]]]:
         recs = _records(r)
         cells = [fmt_seconds(_num(v.get("seconds"))) if v else "—" for v in recs.values()]
         heads = [_header(v) for v in recs.values() if v]
-        pick = lambda key: ", ".join(sorted({str(h.get(key) or "unknown") for h in heads})) or "—"  # noqa: E731
+        pick = lambda key, heads=heads: ", ".join(sorted({str(h.get(key) or "unknown") for h in heads})) or "—"  # noqa: E731
         machines = ", ".join(sorted({_machine(h.get("host")) for h in heads})) or "—"
         created = max((str(h["created"]) for h in heads if h.get("created")), default="unknown" if heads else "—")
         body.append([r.name, fmt_seconds(train_seconds(r.metrics)) if r.metrics else "—", dev, *cells,
@@ -148,7 +148,7 @@ def provenance_summary(runs: list) -> list[str]:
     values = lambda key: sorted({str(h.get(key) or "unknown") for h in heads}) or ["unknown"]  # noqa: E731
     created = sorted(str(h["created"]).replace("+00:00", "") for h in heads if h.get("created"))
     totals = {"train": [train_seconds(r.metrics) for r in runs if r.metrics]}
-    totals |= {k: [_num(_records(r)[k].get("seconds")) for r in runs if _records(r)[k]] for k in STAGES}
+    totals |= {k: [_num(rec.get("seconds")) for r in runs if (rec := _records(r)[k])] for k in STAGES}
     time = ", ".join(f"{k} {_total(v)}" for k, v in totals.items() if v)
     machines = "; ".join(sorted({_machine(h.get("host")) for h in heads})) or "unknown"
     systems = ", ".join(sorted({str((h.get("host") or {}).get("os") or "unknown") for h in heads})) or "unknown"

@@ -1,13 +1,13 @@
 """Typed result records (torch-free): what ``evaluate``, ``ssl``, ``convergence``, ``gaps`` and ``pictures`` write,
 and the one rule that says whether a record is current.
 
-Every record starts with the same :class:`Header` -- ``{schema, fingerprint, epoch, settings, smvi_version,
-created}`` and, since the report's provenance section, ``{torch_version, python_version, host}``: the run it describes
-(:func:`smvi.store.rundir.fingerprint`), the epoch of the model, the stage's settings, who wrote it, when, with what and on
-which machine (:func:`smvi.store.provenance.host_info`; null in records written before, which still parse).
-:func:`staleness` is the only freshness rule: a record is current iff its fingerprint, epoch and settings match the
-run and the settings asked for. Non-finite numbers are written as JSON ``null`` and listed in the
-record's ``notes`` (:func:`dump_record`), never crash the writer.
+Every record starts with the same :class:`Header` -- ``{schema, fingerprint, epoch, settings, smvi_version, created}``
+and, since the report's provenance section, ``{torch_version, python_version, host}``: the run it describes
+(:func:`smvi.store.rundir.fingerprint`), the epoch of the model, the stage's settings, who wrote it, when, with what and
+on which machine (:func:`smvi.store.provenance.host_info`; null in records written before, which still parse).
+:func:`staleness` is the only freshness rule: a record is current iff its fingerprint, epoch and settings match the run
+and the settings asked for. Non-finite numbers are written as JSON ``null`` and listed in the record's ``notes``
+(:func:`dump_record`), never crash the writer.
 
 **Digest.** :func:`dump_record` stores in ``header.digest`` the SHA-256 of the record's canonical JSON without that
 field (:func:`payload_digest`); :func:`record_integrity` tells a record still as written (``ok``) from one changed
@@ -27,21 +27,23 @@ import hashlib
 import json
 import math
 import platform
-from datetime import datetime, timezone
-from typing import Annotated, Any, Callable, Literal, Union
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
-from smvi.store.provenance import host_info, package_version
 from smvi.settings.run import ObjectiveName
 from smvi.settings.stages import upgrade_eval_settings
+from smvi.store.provenance import host_info, package_version
 from smvi.store.stats import MeanSE
 
 __all__ = ["RecordError", "Host", "DataIdentity", "Header", "payload_digest", "record_integrity", "Integrity",
            "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
-           "SSLRecord", "SSLFeaturesFile", "SSLFit", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage", "GapsFit", "GapsRecord",
+           "SSLRecord", "SSLFeaturesFile", "SSLFit", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage",
+           "GapsFit", "GapsRecord",
            "PicturesRecord", "PartialSplit", "EvalPartial",
-           "Record", "SCHEMAS", "make_header", "dump_record",
+           "Record", "make_header", "dump_record",
            "parse_record", "staleness", "smvi_version"]
 
 SCHEMAS = {"eval": "smvi-eval-2", "ssl": "smvi-ssl-2", "convergence": "smvi-convergence-2",  # 1: legacy dicts
@@ -50,6 +52,13 @@ SCHEMAS = {"eval": "smvi-eval-2", "ssl": "smvi-ssl-2", "convergence": "smvi-conv
            "eval_partial": "smvi-eval-partial-1"}  # an evaluation's progress (EvalPartial), not a result
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Num = float | None  # a measured number; None where it was not finite (see the record's notes)
+PictureKind = Literal["samples", "reconstructions", "latents"]  # the PNGs of smvi pictures
+
+
+def nums(values: Iterable[float]) -> list[Num]:
+    """``values`` as a record's list of measured numbers (a ``list[float]`` is not a ``list[Num]`` to a type checker:
+    lists are invariant)."""
+    return list[Num](values)
 
 
 class RecordError(ValueError):
@@ -71,7 +80,7 @@ class Host(_Rec):
     machine: str | None = None
     cpu: str | None = None
     cpus: int | None = None
-    device: str | None = Field(None, description="the torch device, with the GPU's name for CUDA")
+    device: str | None = Field(default=None, description="the torch device, with the GPU's name for CUDA")
 
 
 class DataIdentity(_Rec):
@@ -93,7 +102,7 @@ class DataIdentity(_Rec):
         what = {"mnist": "MNIST", "idx": "IDX files", "arrays": "arrays passed through the Python API"}[self.kind]
         return f"{what}{where} (sha256 {self.digest[:12]})"
 
-    def difference(self, now: "DataIdentity") -> str | None:
+    def difference(self, now: DataIdentity) -> str | None:
         """None when ``now`` holds the same images and labels (same digest, whatever the source); else one phrase
         naming both and the source files that differ."""
         if now.digest == self.digest:
@@ -108,7 +117,8 @@ class Header(_Rec):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     schema_: str = Field(alias="schema", description="record kind and version, e.g. smvi-eval-2")
-    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$", description="the run's identity (smvi.store.rundir.fingerprint)")
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$",
+                             description="the run's identity (smvi.store.rundir.fingerprint)")
     epoch: int = Field(ge=0, description="epochs the evaluated model was trained")
     settings: dict[str, Any] = Field(description="the stage's config, as dumped")
     smvi_version: str = Field(description="version that wrote the record ('legacy': upgraded from an old file)")
@@ -129,7 +139,7 @@ def make_header(kind: str, fingerprint: str, epoch: int, settings: BaseModel, *,
     ``data``: the data scored when it is not the run's training data (allowed explicitly)."""
     return Header(schema=SCHEMAS[kind], fingerprint=fingerprint, epoch=epoch, data=data,
                   settings=settings.model_dump(mode="json"), smvi_version=smvi_version(),
-                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  created=datetime.now(UTC).isoformat(timespec="seconds"),
                   torch_version=package_version("torch"), python_version=platform.python_version(),
                   host=Host(**host_info(device)))
 
@@ -147,7 +157,7 @@ class PerImage(_Rec):
 
 class EvalSplit(_Rec):
     n: int = Field(gt=0)
-    indices: list[int] | None = Field(None, description="the images' indices into the dataset split")
+    indices: list[int] | None = Field(default=None, description="the images' indices into the dataset split")
     elbo: MeanSE
     d_sm: MeanSE
     iwae: MeanSE | None = None
@@ -160,7 +170,7 @@ class EvalSplit(_Rec):
     per_image: PerImage | None = None
 
     @model_validator(mode="after")
-    def _aligned(self) -> "EvalSplit":
+    def _aligned(self) -> EvalSplit:
         lists = [] if self.per_image is None else [v for v in self.per_image.model_dump().values() if v is not None]
         if self.indices is not None:
             lists.append(self.indices)
@@ -183,7 +193,7 @@ class FullTestIWAE(_Rec):
     seconds: Num = None
 
     @model_validator(mode="after")
-    def _aligned(self) -> "FullTestIWAE":
+    def _aligned(self) -> FullTestIWAE:
         if len(self.indices) != self.n or len(self.per_image) != self.n:
             raise ValueError(f"indices and per_image must hold n = {self.n} values")
         return self
@@ -194,12 +204,14 @@ class EvalRecord(_Rec):
     run: str
     lam: float = Field(ge=0)
     splits: dict[Literal["test", "train"], EvalSplit]
-    full_test: FullTestIWAE | None = Field(None, description="IWAE on the whole test set; None when not computed")
+    full_test: FullTestIWAE | None = Field(default=None,
+                                           description="IWAE on the whole test set; None when not computed")
     seconds: Num = None
     work: dict[str, int] = {}
     notes: list[str] = []
     precision: Literal["fp32", "bf16"] | None = Field(
-        None, description="the precision AIS and IWAE ran in (settings' ais.precision, 'auto' resolved on the machine)"
+        default=None,
+        description="the precision AIS and IWAE ran in (settings' ais.precision, 'auto' resolved on the machine)"
                           "; None in older records: read it with computed_precision")
 
     @property
@@ -220,7 +232,7 @@ class PartialSplit(_Rec):
     seconds: float = 0.0
 
     @model_validator(mode="after")
-    def _aligned(self) -> "PartialSplit":
+    def _aligned(self) -> PartialSplit:
         lists = [v for v in (self.elbo, self.d_sm, self.iwae, self.ais, self.acceptance, self.ess) if v is not None]
         if len({len(v) for v in lists}) > 1:
             raise ValueError("per-point lists of different lengths")
@@ -258,7 +270,7 @@ class SSLScores(_Rec):
     sizes: dict[str, SSLSize]
 
     @model_validator(mode="after")
-    def _aligned(self) -> "SSLScores":
+    def _aligned(self) -> SSLScores:
         for s, v in self.sizes.items():
             if not s.isdigit() or len(v.accuracy) != len(self.seeds):
                 raise ValueError(f"sizes.{s}: one accuracy per seed expected")
@@ -388,7 +400,7 @@ class GapsRecord(_Rec):
     notes: list[str] = []
 
     @model_validator(mode="after")
-    def _aligned(self) -> "GapsRecord":
+    def _aligned(self) -> GapsRecord:
         if any(len(v) != self.n for v in [self.indices, *self.per_image.model_dump().values()]):
             raise ValueError(f"per-image lists must hold n = {self.n} values")
         return self
@@ -397,12 +409,12 @@ class GapsRecord(_Rec):
 # ---- pictures -------------------------------------------------------------------------------------------------------
 class PicturesRecord(_Rec):
     """What :func:`smvi.stages.pictures.pictures_run` drew for one run: the three PNGs beside it in the run directory
-    (:meth:`smvi.store.rundir.RunDir.picture_path`), each named here with its SHA-256, so a reader can tell that a PNG is
-    the one this record describes (not one left by another run or an interrupted write)."""
+    (:meth:`smvi.store.rundir.RunDir.picture_path`), each named here with its SHA-256, so a reader can tell that a PNG
+    is the one this record describes (not one left by another run or an interrupted write)."""
 
     header: Header
     run: str
-    sha256: dict[Literal["samples", "reconstructions", "latents"], Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sha256: dict[PictureKind, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
                  ] = Field(description="each PNG's SHA-256 (hex), by picture")
     reconstruction_indices: list[int] = Field(description="the test images shown above their reconstructions")
     n_latent: int = Field(gt=0, description="test images in the latent picture")
@@ -411,13 +423,14 @@ class PicturesRecord(_Rec):
     notes: list[str] = []
 
     @model_validator(mode="after")
-    def _complete(self) -> "PicturesRecord":
+    def _complete(self) -> PicturesRecord:
         if set(self.sha256) != {"samples", "reconstructions", "latents"}:
             raise ValueError("sha256 must name samples, reconstructions and latents")
         return self
 
 
-Record = Union[EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord, PicturesRecord, EvalPartial]
+Record = EvalRecord | SSLRecord | ConvergenceRecord | GapsRecord | PicturesRecord | EvalPartial
+R = TypeVar("R", EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord, PicturesRecord, EvalPartial)  # one record kind
 _CLASSES: dict[str, type] = {"eval": EvalRecord, "ssl": SSLRecord, "convergence": ConvergenceRecord,
                              "gaps": GapsRecord, "pictures": PicturesRecord, "eval_partial": EvalPartial}
 

@@ -13,11 +13,12 @@ A run directory holds::
                              runs trained before it existed
     .lock                    held (flock) by the one process writing the run
 
-**Identity.** :func:`fingerprint` is the SHA-256 of the canonical JSON (sorted keys, compact) of the run's config
-dumped without its default values, minus the settings that may change without changing the run: ``train.epochs``,
-``train.device``, ``train.tensorboard`` (where curves are logged) and, for ``data.dataset = "mnist"`` (MD5-verified wherever it lies), ``data.data_dir``. Leaving out
-defaults keeps the fingerprint of existing runs when a new setting with a default is added. Checkpoints and result
-records carry it; a checkpoint written before it existed gets it from the config in its header.
+**Identity.** :func:`fingerprint` is the SHA-256 of the canonical JSON (sorted keys, compact) of the run's config dumped
+without its default values, minus the settings that may change without changing the run: ``train.epochs``,
+``train.device``, ``train.tensorboard`` (where curves are logged) and, for ``data.dataset = "mnist"`` (MD5-verified
+wherever it lies), ``data.data_dir``. Leaving out defaults keeps the fingerprint of existing runs when a new setting
+with a default is added. Checkpoints and result records carry it; a checkpoint written before it existed gets it from
+the config in its header.
 """
 
 from __future__ import annotations
@@ -31,16 +32,27 @@ import stat
 import struct
 import tempfile
 import tomllib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from smvi.store.atomic import atomic_write_bytes, atomic_write_text, temporary_files
-from smvi.settings.run import ConfigError, RunConfig, build_config, config_to_toml, dotted_items
 from pydantic import ValidationError
 
-from smvi.store.records import (DataIdentity, Integrity, Record, RecordError, dump_record, parse_record,
-                                record_integrity, staleness)
+from smvi.settings.run import ConfigError, RunConfig, build_config, config_to_toml, dotted_items
+from smvi.store.atomic import atomic_write_bytes, atomic_write_text, temporary_files
+from smvi.store.records import (
+    DataIdentity,
+    Integrity,
+    PictureKind,
+    R,
+    Record,
+    RecordError,
+    dump_record,
+    parse_record,
+    record_integrity,
+    staleness,
+)
 
 __all__ = ["RunError", "RunDamaged", "RunBusy", "RunDir", "hold_lock", "path_text", "fingerprint", "identity",
            "identity_change", "identity_diff", "config_from_dump", "read_bounded", "config_files", "sweep_paths",
@@ -51,7 +63,8 @@ _DATA = "data.json"  # the training data's identity (records.DataIdentity); not 
 _RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json", "gaps": "gaps.json",
             "pictures": "pictures.json"}
 _PARTIALS = {"eval": "eval.partial.json"}  # a stage's progress so far (records.EvalPartial), gone with its record
-_PICTURES = {"samples": "samples.png", "reconstructions": "reconstructions.png", "latents": "latents.png"}
+_PICTURES: dict[PictureKind, str] = {"samples": "samples.png", "reconstructions": "reconstructions.png",
+                                     "latents": "latents.png"}
 _ARRAYS = {"ssl_features": "ssl_features.npz"}  # arrays a record names with its SHA-256
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)  # data.json goes with them on --overwrite (clear)
@@ -271,15 +284,15 @@ class RunDir:
         """The file name of the record ``kind`` (for messages and table headers)."""
         return _RECORDS[kind]
 
-    def picture_path(self, which: str) -> Path:
+    def picture_path(self, which: PictureKind) -> Path:
         """Where the picture ``which`` ∈ {samples, reconstructions, latents} lives (a PNG; see ``pictures.json``)."""
         return self.path / _PICTURES[which]
 
     @staticmethod
-    def picture_kinds() -> tuple[str, ...]:
+    def picture_kinds() -> tuple[PictureKind, ...]:
         return tuple(_PICTURES)
 
-    def read_picture(self, which: str) -> bytes | None:
+    def read_picture(self, which: PictureKind) -> bytes | None:
         """The bytes of the picture ``which`` (None if absent); an unreadable one is a one-line :class:`RunError`."""
         try:
             return read_bounded(self.picture_path(which))
@@ -297,7 +310,7 @@ class RunDir:
         with self.writing(f"{self.array_path(which).name} was not written, the previous one is intact"):
             atomic_write_bytes(self.array_path(which), data)
 
-    def write_picture(self, which: str, data: bytes) -> None:
+    def write_picture(self, which: PictureKind, data: bytes) -> None:
         """Write the picture ``which`` atomically; a failed write is a one-line :class:`RunError`."""
         with self.writing(f"{self.picture_path(which).name} was not written, the previous one is intact"):
             atomic_write_bytes(self.picture_path(which), data)
@@ -433,8 +446,8 @@ class RunDir:
         return epoch
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """The per-epoch records of ``metrics.jsonl`` in order ([] without one); reading stops at the first line that
-        is not a JSON object with an ``epoch`` (a torn last line), and a damaged file is a one-line :class:`RunError`."""
+        """The per-epoch records of ``metrics.jsonl`` in order ([] without one); reading stops at the first line that is
+        not a JSON object with an ``epoch`` (a torn last line), and a damaged file is a one-line :class:`RunError`."""
         try:
             text = read_bounded(self.metrics_path).decode(errors="replace")
         except FileNotFoundError:
@@ -504,7 +517,7 @@ class RunDir:
         why = staleness(rec, self.fingerprint(), self.epochs_done() or self.metrics_epochs() or 0, settings)
         return (rec, None) if why is None else (None, why)
 
-    def write_partial(self, kind: str, progress: Record) -> None:
+    def write_partial(self, kind: str, progress: R) -> None:
         """Save the stage's progress atomically (a failed write is a one-line :class:`RunError`)."""
         text, _ = dump_record(progress)
         with self.writing(f"{self.partial_path(kind).name} was not written, the previous one is intact"):
@@ -513,7 +526,7 @@ class RunDir:
     def drop_partial(self, kind: str) -> None:
         self.partial_path(kind).unlink(missing_ok=True)
 
-    def write_record(self, kind: str, record: Record) -> Record:
+    def write_record(self, kind: str, record: R) -> R:
         """Write ``record`` atomically as the run's ``kind`` record (non-finite numbers as null, noted); returns it as
         it reads back. A failed write is a one-line :class:`RunError` (the previous file is intact)."""
         text, written = dump_record(record)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["MeanSE", "mean_se", "finite_or_none", "PairedDiff", "paired_t", "clustered_paired_t", "holm"]
+__all__ = ["MeanSE", "mean_se", "PairedDiff", "paired_t", "clustered_paired_t", "holm"]
 
 
 class MeanSE(BaseModel):
@@ -33,14 +33,6 @@ class MeanSE(BaseModel):
     se: float | None
     n: int | None = None
     n_nonfinite: int = 0
-
-
-def finite_or_none(x: float | None) -> float | None:
-    """``x`` as a float if finite, else None (how non-finite numbers are stored in JSON)."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def mean_se(values: Iterable[float | None]) -> MeanSE:

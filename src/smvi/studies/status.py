@@ -21,11 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smvi.progress import SweepETA, duration
+from smvi.store.records import EvalPartial
 from smvi.store.rundir import RunDir, RunError, sweep_paths
-from smvi.studies.sweep import (AFTER_TRAINING, SweepConfig, measured_times, pending_work, plan, read_sweep,
-                                slot_problem, sweep_priors)
+from smvi.studies.sweep import (
+    AFTER_TRAINING,
+    SweepConfig,
+    measured_times,
+    pending_work,
+    plan,
+    read_sweep,
+    slot_problem,
+    sweep_priors,
+)
 
-__all__ = ["RunProgress", "sweep_progress", "format_status", "status_text", "recorded_workers", "sweeps_in"]
+__all__ = ["RunProgress", "sweep_progress", "format_status", "status_text", "sweeps_in"]
 
 STAGES = tuple(s.name for s in AFTER_TRAINING)
 
@@ -73,7 +82,7 @@ def _age(path: Path, now: float) -> float | None:
 def _scoring(rd: RunDir, sweep: SweepConfig) -> str | None:
     """``scoring: …`` for an evaluation under way (a current ``eval.partial.json``), else None."""
     saved, _ = rd.read_partial("eval", sweep.eval)
-    if saved is None:
+    if not isinstance(saved, EvalPartial):
         return None
     subset = sum(len(s.ais) for s in saved.splits.values())
     text = f"scoring: {subset}/{sweep.eval.n_test + sweep.eval.n_train} points"
@@ -108,7 +117,7 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
         for stage in AFTER_TRAINING:
             name = stage.name
             if name not in sweep.stages:  # a stage run by hand: its record's state, shown once some run has one
-                stages[name] = "—" if stage.listed else _recorded(rd, stage.record)
+                stages[name] = "—" if stage.listed or stage.record is None else _recorded(rd, stage.record)
             elif not work[name]:
                 stages[name] = "done"
             else:  # only evaluate keeps a partial record of the points it has scored
@@ -125,7 +134,8 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
     """The status as text: a line per run, then what is left and the time it should take with ``workers`` jobs side
     by side."""
     # a column per listed stage, and per other stage the sweep runs or some run has a record of (e.g. a gap split)
-    shown = [s.name for s in AFTER_TRAINING if s.listed or s.name in sweep.stages or any(r.stages[s.name] for r in rows)]
+    shown = [s.name for s in AFTER_TRAINING
+             if s.listed or s.name in sweep.stages or any(r.stages[s.name] for r in rows)]
     head = ["run", "epochs", *shown]
     table = [head]
     for r in rows:
@@ -136,7 +146,7 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
             epochs = r.problem[0]
         table.append([r.name, epochs, *(r.stages[s] or "—" for s in shown)])
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
     left = {k: sum(r.work.get(k, 0) for r in rows) for k in ("epochs", *STAGES)}
     todo = [r for r in rows if not r.complete and not r.problem]
     left_alone = [r for r in rows if r.problem]
@@ -149,7 +159,7 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
         summary += f"; left: {', '.join(parts)}; {eta.eta()} with {workers} worker{'s' * (workers > 1)}"
     if left_alone:
         summary += f"; {len(left_alone)} left as they are (fix them first)"
-    problems = [f"{r.name}: {r.problem[0]}: {r.problem[1]}" for r in left_alone]
+    problems = [f"{r.name}: {p[0]}: {p[1]}" for r in left_alone if (p := r.problem)]
     return "\n".join([f"sweep {sweep_dir}", *lines, *problems, summary]) + "\n"
 
 

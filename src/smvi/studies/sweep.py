@@ -39,20 +39,53 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
-                      ValidationError, create_model, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
-from smvi.store.atomic import atomic_write_json, atomic_write_text
-from smvi.settings.run import (ConfigError, ConstraintConfig, Distinct, NoRepeats, RunConfig, build_config,
-                               config_to_toml, one_of, read_toml)
 from smvi.progress import SweepETA, duration, note, stage_priors, sweep_note
-from smvi.store.records import RecordError
-from smvi.store.rundir import (RunBusy, RunDamaged, RunDir, RunError, fingerprint, hold_lock, identity_change,
-                               path_text, sweep_paths)
-from smvi.settings.stages import (ConvergenceConfig, EvalConfig, GapConfig, PicturesConfig, SSLConfig,
-                                  upgrade_eval_settings)
+from smvi.settings.run import (
+    ConfigError,
+    ConstraintConfig,
+    Distinct,
+    NoRepeats,
+    RunConfig,
+    build_config,
+    config_to_toml,
+    one_of,
+    read_toml,
+)
+from smvi.settings.stages import (
+    ConvergenceConfig,
+    EvalConfig,
+    GapConfig,
+    PicturesConfig,
+    SSLConfig,
+    upgrade_eval_settings,
+)
 from smvi.stages.registry import STAGES
 from smvi.stages.train import train
+from smvi.store.atomic import atomic_write_json, atomic_write_text
+from smvi.store.records import RecordError
+from smvi.store.rundir import (
+    RunBusy,
+    RunDamaged,
+    RunDir,
+    RunError,
+    fingerprint,
+    hold_lock,
+    identity_change,
+    path_text,
+    sweep_paths,
+)
 
 __all__ = ["SweepConfig", "DualSettings", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "target_run_name",
            "load_sweep_tree"]
@@ -64,10 +97,12 @@ AFTER_TRAINING = tuple(s for s in STAGES.values() if s.record is not None)
 
 
 _SHARED = [k for k in ConstraintConfig.model_fields if k not in ("target", "measure")]
-DualSettings = create_model(  # the learned λ's settings (ConstraintConfig's, less target and measure), one owner
+# the learned λ's settings (ConstraintConfig's, less target and measure), one owner. A model built at run time: type
+# checkers cannot follow create_model's field definitions, nor use the result as a type (the ignores below).
+DualSettings = create_model(  # pyright: ignore[reportCallIssue]
     "DualSettings", __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False),
     __doc__="The learned λ's settings shared by a sweep's target runs: ConstraintConfig's keys but target and measure.",
-    **{k: (ConstraintConfig.model_fields[k].annotation, ConstraintConfig.model_fields[k]) for k in _SHARED},
+    **{k: (ConstraintConfig.model_fields[k].annotation, ConstraintConfig.model_fields[k]) for k in _SHARED},  # pyright: ignore[reportArgumentType]
 )
 
 
@@ -80,24 +115,25 @@ class SweepConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    lams: Annotated[tuple[NonNegativeFloat, ...], NoRepeats] = Field((0.0, 0.01, 0.1), description="λ values")
+    lams: Annotated[tuple[NonNegativeFloat, ...], NoRepeats] = Field(default=(0.0, 0.01, 0.1), description="λ values")
     dsm_targets: Annotated[tuple[PositiveFloat, ...], NoRepeats] = Field(
-        (), description="D_SM targets ε: one constrained run each (train.constraint.measure = 'dsm')")
+        default=(), description="D_SM targets ε: one constrained run each (train.constraint.measure = 'dsm')")
     gap_targets: Annotated[tuple[PositiveFloat, ...], NoRepeats] = Field(
-        (), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each")
-    constraint: DualSettings = Field(DualSettings(), description="the learned λ's settings of the target runs")
-    seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field((0,), description="training seeds")
+        default=(), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each")
+    constraint: DualSettings = Field(  # pyright: ignore[reportInvalidTypeForm]
+        default=DualSettings(), description="the learned λ's settings of the target runs")
+    seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field(default=(0,), description="training seeds")
     stages: Annotated[tuple[StageName, ...], Distinct] = Field(
-        ("train", "evaluate", "ssl"), description="what each run does, each stage with the section of its name")
+        default=("train", "evaluate", "ssl"), description="what each run does, each stage with the section of its name")
     run: RunConfig = RunConfig()
     eval: EvalConfig = EvalConfig()
     ssl: SSLConfig = SSLConfig()
     pictures: PicturesConfig = PicturesConfig()
-    convergence: ConvergenceConfig = Field(ConvergenceConfig(), description="settings of the convergence stage")
-    gaps: GapConfig = Field(GapConfig(), description="settings of the gaps stage")
+    convergence: ConvergenceConfig = Field(default=ConvergenceConfig(), description="settings of the convergence stage")
+    gaps: GapConfig = Field(default=GapConfig(), description="settings of the gaps stage")
 
     @model_validator(mode="after")
-    def _coherent(self) -> "SweepConfig":
+    def _coherent(self) -> SweepConfig:
         targets, base = self.dsm_targets + self.gap_targets, self.run.train
         if not (self.lams or targets):
             raise ValueError("lams, dsm_targets and gap_targets are all empty: give at least one λ or target")
@@ -165,7 +201,9 @@ def _grid(sweep: SweepConfig, seed: int) -> list[tuple[str, dict]]:
     """The runs of one seed as (name, updates of the base ``train`` section): every λ, then every D_SM target, then
     every gap target; a target run has λ = 0 and ``train.constraint`` = the target, its measure and ``constraint``."""
     out = [(run_name(lam, seed), {"lam": lam, "seed": seed}) for lam in sweep.lams]
-    for measure, targets in (("dsm", sweep.dsm_targets), ("gap", sweep.gap_targets)):
+    measures: tuple[tuple[Literal["dsm", "gap"], tuple[float, ...]], ...] = (("dsm", sweep.dsm_targets),
+                                                                            ("gap", sweep.gap_targets))
+    for measure, targets in measures:
         for t in targets:
             c = ConstraintConfig(target=t, measure=measure, **sweep.constraint.model_dump())
             out.append((target_run_name(measure, t, seed), {"lam": 0.0, "seed": seed, "constraint": c}))
@@ -190,7 +228,7 @@ def plan(sweep: SweepConfig) -> list[RunSpec]:
     return specs
 
 
-STAGE_RECORDS = {s.name: s.record for s in AFTER_TRAINING}
+STAGE_RECORDS = {s.name: s.record for s in AFTER_TRAINING if s.record is not None}
 """The stages after training, in order, and the record each writes (:meth:`smvi.store.rundir.RunDir.record_path`)."""
 
 
@@ -236,8 +274,8 @@ def _slot(spec: RunSpec, sweep: SweepConfig, rd: RunDir) -> str | None:
     except RunDamaged as e:
         raise Refused(f"{e.problem}; {_LEAVE}: restore the file, or remove {rd.path} and rerun the same command",
                       "damaged") from None
-    change = saved and identity_change(saved, spec.config)
-    if not change:
+    change = identity_change(saved, spec.config) if saved is not None else None
+    if saved is None or not change:
         return None
     if spec.made != fingerprint(saved):
         raise Refused(f"{rd.path} holds a run this sweep did not make ({change}); {_LEAVE}: move it out of "
@@ -339,8 +377,8 @@ def measured_times(eta: SweepETA, run_dirs, last: int = 20) -> None:
                 rec = rd.read_record(kind)
             except (RecordError, RunError, OSError):
                 rec = None
-            if rec is not None and getattr(rec, "seconds", None):
-                seconds[stage] = float(rec.seconds)
+            if s := getattr(rec, "seconds", None):
+                seconds[stage] = float(s)
         eta.finished(f"measured: {rd.path}", seconds, epochs=epochs)
 
 
@@ -532,7 +570,8 @@ def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, ret
         if not todo:
             break
     for s in todo:
-        record({"name": s.name, "status": "failed", "done": [], "error": f"its worker process died {retries + 1} times"})
+        record({"name": s.name, "status": "failed", "done": [],
+                "error": f"its worker process died {retries + 1} times"})
 
 
 RAY_CONNECT_TIMEOUT = 10.0
@@ -574,7 +613,8 @@ def _run_ray(specs, sweep, dirs, address, threads, record, poll: float = 1.0) ->
                 signal.signal(sig, handler)
     try:
         remote = ray.remote(num_cpus=threads or 1)(run_job)
-        pending = [remote.remote(s, sweep, str(dirs[s.name]), threads=threads) for s in specs]
+        # ray's stubs give .remote() only the positional parameters of the function
+        pending = [remote.remote(s, sweep, str(dirs[s.name]), threads=threads) for s in specs]  # pyright: ignore[reportCallIssue]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=poll)
             for ref in ready:

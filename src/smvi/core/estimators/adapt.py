@@ -85,7 +85,8 @@ STEP_SIZE_RULES: dict[str, type[StepSizeRule]] = {"ratio": RatioRule, "dual_aver
 """The step-size rules by the name ``ais(..., adapt=...)`` and the setting ``ais.adapt`` take."""
 
 
-def off_target(acceptance: float | None, *, adapt: str, steps: int, target: float = TARGET_ACCEPT, pilot_chains: int = 2,
+def off_target(acceptance: float | None, *, adapt: str, steps: int, target: float = TARGET_ACCEPT,
+               pilot_chains: int = 2,
                init_step_size: float = INIT_STEP_SIZE, tol: float = 0.1) -> str | None:
     """Why a mean acceptance ``acceptance`` more than ``tol`` from ``target`` came out of AIS with these settings, in
     one line with the fix; None when it is within ``tol`` (or not a number)."""
@@ -98,6 +99,8 @@ def off_target(acceptance: float | None, *, adapt: str, steps: int, target: floa
     if adapt == "ratio":
         reach = RatioRule.reach(steps - 1)
         return head + (f"the 'ratio' step-size rule changes the step by at most x1.02 per step (x{reach:.1f} in "
-                       f"{steps} steps from {init_step_size:g}), too slowly for this model; set ais.adapt=dual_averaging")
-    return head + (f"the step size ({adapt}) did not keep up with the annealed distribution in {steps} steps, or reached "
+                       f"{steps} steps from {init_step_size:g}), too slowly for this model; "
+                       "set ais.adapt=dual_averaging")
+    return head + (f"the step size ({adapt}) did not keep up with the annealed distribution in {steps} steps, "
+                   "or reached "
                    f"its bounds [{MIN_STEP:g}, {MAX_STEP:g}]; try more ais.steps or ais.leapfrog_steps")

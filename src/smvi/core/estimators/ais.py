@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,14 +17,26 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
-from smvi.progress import Progress, label_of
 from smvi.core.estimators.adapt import INIT_STEP_SIZE, STEP_SIZE_RULES, TARGET_ACCEPT, StepSizeRule
-from smvi.core.estimators.precision import (
-    Precision, check_precision, exact_matmul, force_autocast, resolve_precision,
-)
 from smvi.core.estimators.hmc import (
-    HMCState, Key, draw, fold_in, hmc_step, init_state, path_potential, point_ids, stream_key,
+    HMCState,
+    Key,
+    draw,
+    fold_in,
+    hmc_step,
+    init_state,
+    path_potential,
+    point_ids,
+    stream_key,
 )
+from smvi.core.estimators.precision import (
+    Precision,
+    check_precision,
+    exact_matmul,
+    force_autocast,
+    resolve_precision,
+)
+from smvi.progress import Progress, label_of
 
 __all__ = ["AISResult", "ais", "sigmoid_schedule", "linear_schedule", "prior_of", "model_dtype"]
 
@@ -80,7 +92,7 @@ class AISResult:
 
 def model_dtype(model, x: Tensor) -> torch.dtype:
     """The floating dtype the model computes in: its first parameter's, else ``x``'s."""
-    params = getattr(model, "parameters", None)
+    params: Callable[[], Iterable[Tensor]] | None = getattr(model, "parameters", None)
     first = next(iter(params()), None) if callable(params) else None
     return first.dtype if first is not None else x.dtype
 
@@ -232,15 +244,16 @@ def ais(
     decoder pass in :mod:`smvi.core.explicit`, no autograd), else from autograd through ``log_likelihood``.
 
     ``precision="bf16"`` computes the leapfrog force (the z-gradient of log p(x, z): the decoder's forward and
-    input-gradient pass) with bf16 products (the explicit pass, or autograd under bf16 autocast), about 2× the throughput on CPUs with bf16 units, and keeps everything the
-    estimate rests on exact: positions, momenta and the energies of the accept/reject test in the model's dtype (fp32),
-    the log-weights in fp64. HMC with any deterministic, volume-preserving, reversible integrator stays exact when the
-    accept/reject uses the true Hamiltonian (Neal 2011, "MCMC using Hamiltonian dynamics"; see
-    :func:`~smvi.core.estimators.hmc.hmc_step`), so each transition still leaves its π_β invariant and E[w] = p(x) holds as
-    in fp32; only the acceptance rate (and with it the adapted step size) can change. Needs a float32 model and a
-    device with bf16 autocast (:func:`~smvi.core.estimators.precision.check_precision` says why not, in one line).
-    ``precision="auto"`` is bf16 where the hardware has bf16 units, else fp32
-    (:func:`~smvi.core.estimators.precision.resolve_precision`); ``settings["precision"]`` holds what ran.
+    input-gradient pass) with bf16 products (the explicit pass, or autograd under bf16 autocast), about 2× the
+    throughput on CPUs with bf16 units, and keeps everything the estimate rests on exact: positions, momenta and the
+    energies of the accept/reject test in the model's dtype (fp32), the log-weights in fp64. HMC with any deterministic,
+    volume-preserving, reversible integrator stays exact when the accept/reject uses the true Hamiltonian (Neal 2011,
+    "MCMC using Hamiltonian dynamics"; see :func:`~smvi.core.estimators.hmc.hmc_step`), so each transition still leaves
+    its π_β invariant and E[w] = p(x) holds as in fp32; only the acceptance rate (and with it the adapted step size) can
+    change. Needs a float32 model and a device with bf16 autocast
+    (:func:`~smvi.core.estimators.precision.check_precision` says why not, in one line). ``precision="auto"`` is bf16
+    where the hardware has bf16 units, else fp32 (:func:`~smvi.core.estimators.precision.resolve_precision`);
+    ``settings["precision"]`` holds what ran.
 
     ``progress`` shows the annealing steps (:class:`smvi.progress.Progress`; a string is its label).
     """

@@ -7,8 +7,8 @@ Wu, Burda, Salakhutdinov & Grosse (2017), who use BDMC on data simulated from th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -83,7 +83,8 @@ class BDMCResult:
 
 
 def bdmc(
-    model, x: Tensor, z_true: Tensor, *, steps: int, chains: int = 16, precision: Precision = "fp32", **ais_options: Any,
+    model, x: Tensor, z_true: Tensor, *, steps: int, chains: int = 16, precision: Precision = "fp32",
+    **ais_options: Any,
 ) -> BDMCResult:
     """Bidirectional Monte Carlo (Grosse et al. 2015) on simulated pairs (x ``[N, x_dim]``, z_true ``[N, z_dim]``).
 

@@ -107,7 +107,7 @@ def reparameterize(dist: Distribution, eps: Tensor) -> Tensor:
         z = reparameterize(dist.base_dist, eps)
         for t in dist.transforms:
             z = t(z)
-        return z
+        return z  # pyright: ignore[reportReturnType]  # torch's Transform.__call__ is unannotated
     base = dist.base_dist if isinstance(dist, Independent) else dist
     if isinstance(base, Normal):
         return base.loc + base.scale * eps

@@ -14,7 +14,11 @@ from torch import Tensor
 from smvi.core.estimators.ais import model_dtype
 from smvi.core.estimators.hmc import draw, fold_in, point_ids, stream_key
 from smvi.core.estimators.precision import (
-    Precision, check_precision, exact_matmul, force_autocast, resolve_precision,
+    Precision,
+    check_precision,
+    exact_matmul,
+    force_autocast,
+    resolve_precision,
 )
 
 __all__ = ["iwae_bound"]

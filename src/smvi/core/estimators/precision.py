@@ -14,9 +14,10 @@ where the hardware has bf16 units (:func:`native_bf16`), else fp32 (:func:`resol
 
 Detection: CPU autocast to bfloat16 always works in torch (without native bf16 units, i.e. no ``avx512_bf16`` or AMX,
 ``torch.cpu._is_avx512_bf16_supported()`` / ``_is_amx_tile_supported()`` are False and the products are emulated:
-correct, but not faster; :func:`check_precision` then warns once per call site). CUDA needs ``torch.cuda.is_bf16_supported(including_emulation=False)``; other device types
-need ``torch.amp.is_autocast_available``. A model computing in float64 is refused too: autocast leaves float64 alone,
-so "bf16" would be silently ignored.
+correct, but not faster; :func:`check_precision` then warns once per call site). CUDA needs
+``torch.cuda.is_bf16_supported(including_emulation=False)``; other device types need
+``torch.amp.is_autocast_available``. A model computing in float64 is refused too: autocast leaves float64 alone, so
+"bf16" would be silently ignored.
 
 Everything that is meant to be exact (fp32 energies, fp32 forces, IWAE's fp32 passes) runs under :func:`exact_matmul`,
 so a global ``torch.set_float32_matmul_precision("medium")`` (bf16-input fp32 products, much faster for training on
@@ -38,7 +39,7 @@ Precision = Literal["fp32", "bf16", "auto"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")  # what the estimators compute in; "auto" resolves to one of them
 
 
-def resolve_precision(precision: str, device: torch.device | str) -> str:
+def resolve_precision(precision: Precision, device: torch.device | str) -> Literal["fp32", "bf16"]:
     """``"auto"`` as the precision it stands for on ``device``: ``"bf16"`` where the hardware has bf16 units
     (:func:`native_bf16`), else ``"fp32"``; any other value unchanged. Where bf16 is allowed at all, and why it keeps
     AIS exact and IWAE within its measured error, is this module's docstring."""

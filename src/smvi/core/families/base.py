@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -27,7 +28,7 @@ class PosteriorFamily(nn.Module):
     n_context: int = 0
 
     @classmethod
-    def from_settings(cls, z_dim: int, **settings: Any) -> "PosteriorFamily":
+    def from_settings(cls, z_dim: int, **settings: Any) -> PosteriorFamily:
         """The family for latent dimension ``z_dim`` from its ``model.*`` settings (resolved: defaults filled)."""
         return cls(z_dim, **settings)
 
@@ -87,4 +88,5 @@ def make_family(kind: str, z_dim: int, **settings: Any) -> PosteriorFamily:
 def location(q: Distribution) -> Tensor:
     """A deterministic summary of q(z|x), ``[N, z_dim]``: its mean, or for a family without a closed-form mean (a
     flow) its ``location``. The encoder feature of SSL and of the active-units count."""
-    return q.location if hasattr(q, "location") else q.mean
+    location = getattr(q, "location", None)
+    return location if location is not None else q.mean

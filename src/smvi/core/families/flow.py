@@ -8,6 +8,7 @@ other half of the coordinates and a context vector h(x) output by the encoder (c
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -23,7 +24,8 @@ _MAX_LOG_SCALE = 3.0  # coupling log-scales are soft-clamped to (−3, 3): s = 3
 
 
 def _linear(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """h ``[..., N, in]`` through shared weights ``[out, in]`` or per-image weights ``[N, out, in]`` (bias ``[N, out]``)."""
+    """h ``[..., N, in]`` through shared weights ``[out, in]`` or per-image weights ``[N, out, in]`` (bias ``[N,
+    out]``)."""
     if weight.dim() == 2:
         return F.linear(h, weight, bias)
     return torch.einsum("...ni,noi->...no", h, weight) + bias
@@ -88,7 +90,7 @@ class FlowPosterior(TransformedDistribution):
         z = self.base_dist.mean
         for t in self.transforms:
             z = t(z)
-        return z
+        return z  # pyright: ignore[reportReturnType]  # torch's Transform.__call__ is unannotated
 
 
 @register_family("flow")
@@ -108,7 +110,7 @@ class CouplingFlow(PosteriorFamily):
         self.nets = nn.ModuleList()
         for keep, change in self.splits:
             sizes = [len(keep) + context, *hidden, 2 * len(change)]
-            lins = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+            lins = [nn.Linear(a, b) for a, b in pairwise(sizes)]
             for lin in lins[:-1]:
                 nn.init.xavier_normal_(lin.weight)
                 nn.init.zeros_(lin.bias)
@@ -117,20 +119,21 @@ class CouplingFlow(PosteriorFamily):
             self.nets.append(nn.ModuleList(lins))
 
     @classmethod
-    def from_settings(cls, z_dim: int, **settings: Any) -> "CouplingFlow":
+    def from_settings(cls, z_dim: int, **settings: Any) -> CouplingFlow:
         """From ``model.flow_layers``, ``model.flow_hidden`` and ``model.flow_context``."""
         return cls(z_dim, settings["flow_layers"], tuple(settings["flow_hidden"]), settings["flow_context"])
 
     def _weights(self) -> list[list[tuple[Tensor, Tensor]]]:
-        return [[(lin.weight, lin.bias) for lin in net] for net in self.nets]
+        # nets: a ModuleList of ModuleLists of nn.Linear, which torch types as Module items
+        return [[(lin.weight, lin.bias) for lin in net] for net in self.nets]  # pyright: ignore[reportGeneralTypeIssues]
 
     def _build(self, params: Tensor, weights: list[list[tuple[Tensor, Tensor]]]) -> FlowPosterior:
         d = self.z_dim
         base = Independent(Normal(params[..., :d], params[..., d:2 * d].exp(), validate_args=False), 1,
                            validate_args=False)
         context = params[..., 2 * d:]
-        transforms = [_AffineCoupling(keep.to(params.device), change.to(params.device), w, context)
-                      for (keep, change), w in zip(self.splits, weights)]
+        transforms: list[Transform] = [_AffineCoupling(keep.to(params.device), change.to(params.device), w, context)
+                      for (keep, change), w in zip(self.splits, weights, strict=True)]
         return FlowPosterior(base, transforms)
 
     def distribution(self, params: Tensor) -> Distribution:
@@ -143,5 +146,5 @@ class CouplingFlow(PosteriorFamily):
 
     def local_distribution(self, local: list[Tensor]) -> Distribution:
         params, rest = local[0], iter(local[1:])
-        weights = [[(next(rest), next(rest)) for _ in net] for net in self.nets]
+        weights = [[(next(rest), next(rest)) for _ in net] for net in self.nets]  # pyright: ignore[reportGeneralTypeIssues]
         return self._build(params, weights)

@@ -26,6 +26,9 @@ class FullGaussian(PosteriorFamily):
     its scale (a buffer), and one saved before it was introduced is refused as not fitting the model.
     """
 
+    off_scale: Tensor  # buffers (registered in __init__)
+    _off_index: Tensor
+
     def __init__(self, z_dim: int):
         super().__init__()
         self.z_dim, self.n_params = z_dim, 2 * z_dim + z_dim * (z_dim - 1) // 2
