@@ -108,7 +108,7 @@ class RejectionPosterior(Distribution):
     accept step is not differentiable): training uses :func:`reweighted_terms`."""
 
     arg_constraints: dict = {}
-    support = constraints.real_vector
+    support = constraints.real_vector  # pyright: ignore[reportAssignmentType] -- torch's own subclasses override the property so
     has_rsample = False
 
     def __init__(self, base: Distribution, model, x: Tensor, *,
@@ -140,6 +140,7 @@ class RejectionPosterior(Distribution):
         """T ``[N]``: the fixed T, or the one at which the acceptance of ``log_ratio`` ``[M, N]`` is the target."""
         if self.fixed_threshold is not None:
             return log_ratio.new_full(log_ratio.shape[-1:], self.fixed_threshold)
+        assert self.acceptance is not None  # exactly one of the two is set (__init__)
         return threshold_for_acceptance(log_ratio, self.acceptance)
 
     @property
@@ -227,6 +228,7 @@ class RejectionPosterior(Distribution):
                 accepted = torch.zeros(z_j.shape[:-1], dtype=torch.bool, device=z_j.device)
                 proposals = torch.zeros(z_j.shape[:-1], dtype=torch.int64, device=z_j.device)
                 points = torch.arange(z_j.shape[-2], device=z_j.device).expand(z_j.shape[:-1])
+            assert accepted is not None and proposals is not None and points is not None
             wait = ~accepted
             zw = z_j[wait]  # [P, d]: the waiting streams, each with its own point
             n = points[wait]
@@ -239,6 +241,7 @@ class RejectionPosterior(Distribution):
             accepted[wait] = take
             if bool(accepted.all()):
                 break
+        assert z is not None and accepted is not None and proposals is not None  # the loop ran at least once
         capped = ~accepted
         self.last_sampling = SamplingStats(proposals, capped, self.cap)
         if bool(capped.any()):
@@ -395,6 +398,7 @@ def rejection_objective(model, x: Tensor, q: RejectionPosterior, *, objective: s
     if objective == "smvi":
         loss = -t["elbo"] if lam == 0 else -(t["elbo"] - lam * t["d_sm"])
     elif objective == "beta":
+        assert beta is not None  # TrainConfig requires train.beta with objective="beta"
         loss = -(t["log_likelihood"] - beta * t["kl"])
     else:
         raise ValueError(f"unknown objective {objective!r}: use 'smvi' or 'beta' with posterior='rejection'")

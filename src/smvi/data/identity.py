@@ -25,7 +25,7 @@ def content_digest(data: ImageData) -> str:
     for name, dtype in (("train_x", np.float32), ("train_y", np.int64), ("test_x", np.float32), ("test_y", np.int64)):
         a = np.ascontiguousarray(getattr(data, name).detach().cpu().numpy(), dtype=dtype)
         h.update(f"{name}:{list(a.shape)}:{a.dtype.str};".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(memoryview(a).cast("B"))  # pyright: ignore[reportArgumentType] -- numpy arrays are buffers; its stubs omit it
     return h.hexdigest()
 
 

@@ -78,12 +78,12 @@ FLOW_DEFAULTS: dict[str, Any] = dict(FAMILIES["flow"].settings)
 class ModelConfig(_Frozen):
     """The VAE. Defaults follow the paper (2x1024 softplus) and its first author's code (latent 50)."""
 
-    z_dim: Annotated[int, L.LATENT] = Field(50, gt=0, description="latent dimension")
-    encoder_hidden: Annotated[tuple[int, ...], L.WIDTH] = Field((1024, 1024), description="encoder hidden widths; () for linear")
-    decoder_hidden: Annotated[tuple[int, ...], L.WIDTH] = Field((1024, 1024), description="decoder hidden widths; () for linear")
-    activation: Activation = Field("softplus", description="hidden-layer nonlinearity")
-    likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="decoder p(x|z)")
-    decoder_last_scale: float = Field(0.01, gt=0, description="factor on the decoder's last-layer He init")
+    z_dim: Annotated[int, L.LATENT] = Field(default=50, gt=0, description="latent dimension")
+    encoder_hidden: Annotated[tuple[int, ...], L.WIDTH] = Field(default=(1024, 1024), description="encoder hidden widths; () for linear")
+    decoder_hidden: Annotated[tuple[int, ...], L.WIDTH] = Field(default=(1024, 1024), description="decoder hidden widths; () for linear")
+    activation: Activation = Field(default="softplus", description="hidden-layer nonlinearity")
+    likelihood: Literal["bernoulli", "gaussian"] = Field(default="bernoulli", description="decoder p(x|z)")
+    decoder_last_scale: float = Field(default=0.01, gt=0, description="factor on the decoder's last-layer He init")
     encoder_last_scale: float = Field(
         default=0.01, gt=0,
         description="factor on the encoder's last-layer He init (q starts near N(0, I); 1 lets D_SM blow up)"
@@ -92,18 +92,18 @@ class ModelConfig(_Frozen):
         default=DEFAULT_FAMILY,
         description="the variational family q(z|x) — " + "; ".join(f"{n}: {f.description}" for n, f in FAMILIES.items())
     )
-    flow_layers: Annotated[int | None, L.FLOW_LAYERS] = Field(None, gt=0, description="affine coupling layers (posterior='flow' only) [4]")
-    flow_hidden: Annotated[tuple[int, ...] | None, L.WIDTH] = Field(None, description="each coupling network's hidden widths (flow) [256]")
-    flow_context: Annotated[int | None, L.LATENT] = Field(None, ge=0, description="size of the context h(x) the encoder gives the flow [32]")
+    flow_layers: Annotated[int | None, L.FLOW_LAYERS] = Field(default=None, gt=0, description="affine coupling layers (posterior='flow' only) [4]")
+    flow_hidden: Annotated[tuple[int, ...] | None, L.WIDTH] = Field(default=None, description="each coupling network's hidden widths (flow) [256]")
+    flow_context: Annotated[int | None, L.LATENT] = Field(default=None, ge=0, description="size of the context h(x) the encoder gives the flow [32]")
     rejection_base: Literal["diagonal", "full"] | None = Field(
-        None, description="the proposal family q of posterior='rejection' [diagonal]")
+        default=None, description="the proposal family q of posterior='rejection' [diagonal]")
     rejection_threshold: float | None = Field(
-        None, description="a fixed T of a_T = σ(log p(x,z) − log q + T) (rejection; large: q, small: the posterior)")
+        default=None, description="a fixed T of a_T = σ(log p(x,z) − log q + T) (rejection; large: q, small: the posterior)")
     rejection_acceptance: float | None = Field(
-        None, gt=0, lt=1, description="T chosen per x for this acceptance rate (rejection) [0.5 unless T is set]")
+        default=None, gt=0, lt=1, description="T chosen per x for this acceptance rate (rejection) [0.5 unless T is set]")
     rejection_proposals: int | None = Field(
-        None, ge=2, description="reweighted proposals per example and train.n_samples in training (rejection) [16]")
-    rejection_cap: int | None = Field(None, gt=0, description="most proposals per exact draw, reported (rejection) [1000]")
+        default=None, ge=2, description="reweighted proposals per example and train.n_samples in training (rejection) [16]")
+    rejection_cap: int | None = Field(default=None, gt=0, description="most proposals per exact draw, reported (rejection) [1000]")
 
     @field_validator("encoder_hidden", "decoder_hidden", "flow_hidden")
     @classmethod
@@ -147,10 +147,10 @@ class DataConfig(_Frozen):
     dataset: Literal["mnist", "idx"] = Field(
         default="mnist", description="'mnist' (verified, fetched if missing) or 'idx' (MNIST-format files in data_dir)"
     )
-    data_dir: str | None = Field(None, description="directory holding the four IDX files (else cache, else download)")
-    monitor_size: Annotated[int, L.IMAGES] = Field(1000, gt=0, description="test points scored at the end of every epoch")
+    data_dir: str | None = Field(default=None, description="directory holding the four IDX files (else cache, else download)")
+    monitor_size: Annotated[int, L.IMAGES] = Field(default=1000, gt=0, description="test points scored at the end of every epoch")
     eval_seed: Annotated[int, L.SEED] = Field(
-        1234, ge=0, description="seed of the fixed binarization (or dequantization) of evaluation sets"
+        default=1234, ge=0, description="seed of the fixed binarization (or dequantization) of evaluation sets"
     )
     transform: Literal["binarize", "dequantize"] = Field(
         default="binarize",
@@ -167,18 +167,18 @@ class ConstraintConfig(_Frozen):
     """
 
     target: Annotated[float | None, L.TARGET] = Field(
-        None, gt=0, description="ε: the bound on the measure (D_SM, or nats of gap); unset: λ is fixed (train.lam)"
+        default=None, gt=0, description="ε: the bound on the measure (D_SM, or nats of gap); unset: λ is fixed (train.lam)"
     )
     measure: Literal["dsm", "gap"] = Field(
         default="dsm",
         description="'dsm': the batch's D_SM; 'gap': IWAE_k − ELBO per batch, a lower bound on the ELBO gap"
     )
-    gap_k: Annotated[int, L.SAMPLES] = Field(10, ge=2, description="importance samples of the 'gap' estimate (larger: tighter, slower)")
-    step_size: float = Field(0.01, gt=0, le=1, description="η: ln λ moves by η·ln(avg/ε) per step")
-    ema_decay: float = Field(0.9, ge=0, lt=1, description="β of the moving average of the batch's measure")
-    lam_init: Annotated[float, L.WEIGHT] = Field(1e-3, gt=0, description="λ at the first step")
-    lam_min: Annotated[float, L.WEIGHT] = Field(1e-5, gt=0, description="λ's floor (λ → λ_min when the constraint is slack)")
-    lam_max: Annotated[float, L.WEIGHT] = Field(10.0, gt=0, description="λ's cap (a target still violated at the cap is unreachable)")
+    gap_k: Annotated[int, L.SAMPLES] = Field(default=10, ge=2, description="importance samples of the 'gap' estimate (larger: tighter, slower)")
+    step_size: float = Field(default=0.01, gt=0, le=1, description="η: ln λ moves by η·ln(avg/ε) per step")
+    ema_decay: float = Field(default=0.9, ge=0, lt=1, description="β of the moving average of the batch's measure")
+    lam_init: Annotated[float, L.WEIGHT] = Field(default=1e-3, gt=0, description="λ at the first step")
+    lam_min: Annotated[float, L.WEIGHT] = Field(default=1e-5, gt=0, description="λ's floor (λ → λ_min when the constraint is slack)")
+    lam_max: Annotated[float, L.WEIGHT] = Field(default=10.0, gt=0, description="λ's cap (a target still violated at the cap is unreachable)")
 
     @model_validator(mode="after")
     def _consistent(self) -> ConstraintConfig:
@@ -196,21 +196,21 @@ class ConstraintConfig(_Frozen):
 class TrainConfig(_Frozen):
     """Optimization. ``lam`` is the paper's λ: maximize ELBO - λ·D_SM (fixed, or learned: ``constraint``)."""
 
-    lam: Annotated[float, L.WEIGHT] = Field(0.0, ge=0, description="weight λ of the score-matching divergence; 0 is the plain VAE")
+    lam: Annotated[float, L.WEIGHT] = Field(default=0.0, ge=0, description="weight λ of the score-matching divergence; 0 is the plain VAE")
     lam_warmup_epochs: Annotated[float, L.EPOCHS] = Field(
-        0.0, ge=0, description="ramp λ linearly from 0 over this many epochs (0: the paper's constant λ)"
+        default=0.0, ge=0, description="ramp λ linearly from 0 over this many epochs (0: the paper's constant λ)"
     )
-    epochs: Annotated[int, L.EPOCHS] = Field(300, gt=0, description="passes over the training set")
-    batch_size: Annotated[int, L.BATCH] = Field(512, gt=0, description="examples per step")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    n_samples: Annotated[int, L.SAMPLES] = Field(1, gt=0, description="z samples per example in the objective")
-    seed: Annotated[int, L.SEED] = Field(0, ge=0, description="seeds initialization, shuffling, binarization and z sampling")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
-    grad_clip: float | None = Field(None, gt=0, description="clip the gradient's global norm to this (off if unset)")
+    epochs: Annotated[int, L.EPOCHS] = Field(default=300, gt=0, description="passes over the training set")
+    batch_size: Annotated[int, L.BATCH] = Field(default=512, gt=0, description="examples per step")
+    lr: float = Field(default=1e-3, gt=0, description="Adam learning rate")
+    n_samples: Annotated[int, L.SAMPLES] = Field(default=1, gt=0, description="z samples per example in the objective")
+    seed: Annotated[int, L.SEED] = Field(default=0, ge=0, description="seeds initialization, shuffling, binarization and z sampling")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto picks cuda when available")
+    grad_clip: float | None = Field(default=None, gt=0, description="clip the gradient's global norm to this (off if unset)")
     precision: Literal["fp32", "bf16"] = Field(
         default="fp32", description="bf16 autocasts the objective (about 2x faster on CPUs with bf16 units; opt-in)"
     )
-    max_bad_steps: Annotated[int, L.STEPS] = Field(20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
+    max_bad_steps: Annotated[int, L.STEPS] = Field(default=20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
     tensorboard: str | None = Field(
         default=None, description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
         "metrics.jsonl stays the record"
@@ -219,8 +219,8 @@ class TrainConfig(_Frozen):
         default=DEFAULT_OBJECTIVE, description="what training maximizes — "
         + "; ".join(f"{n}: {o.description}" for n, o in OBJECTIVES.items())
     )
-    beta: Annotated[float | None, L.WEIGHT] = Field(None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)")
-    iwae_k: Annotated[int | None, L.SAMPLES] = Field(None, gt=0, description="importance samples of IWAE training (objective='iwae' only)")
+    beta: Annotated[float | None, L.WEIGHT] = Field(default=None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)")
+    iwae_k: Annotated[int | None, L.SAMPLES] = Field(default=None, gt=0, description="importance samples of IWAE training (objective='iwae' only)")
     dsm_grad: Literal["both", "encoder", "decoder"] = Field(
         default="both",
         description="which parameters the λ·D_SM penalty's gradient reaches: 'both' (SMVI), 'encoder' (the "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from pydantic import BaseModel
 
 from smvi.core.models import VAE
 from smvi.data.identity import content_digest, file_digests
@@ -21,7 +22,7 @@ from smvi.store.rundir import RunDir, RunError, config_from_dump, fingerprint, i
 __all__ = ["LoadedRun", "load_run", "open_stage", "holds_run_lock", "checkpoint_config", "check_checkpoint", "resolve_device",
            "check_inputs", "data_identity", "check_data", "DEVICES"]
 
-M = TypeVar("M")
+M = TypeVar("M", bound=BaseModel)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -154,7 +155,7 @@ def holds_run_lock(stage):
     def locked(run_dir, *args, **kwargs):
         if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir):  # the stage refuses it (check_inputs)
             return stage(run_dir, *args, **kwargs)
-        rd = RunDir(run_dir)
+        rd = RunDir(os.fspath(run_dir))
         if not rd.config_path.is_file():
             return stage(run_dir, *args, **kwargs)
         with rd.lock():

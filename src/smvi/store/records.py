@@ -92,9 +92,9 @@ class DataIdentity(_Rec):
 
     kind: Literal["mnist", "idx", "arrays"] = Field(description="MNIST (MD5-verified), IDX files, or arrays given "
                                                                 "through the Python API (data=ImageData)")
-    location: str | None = Field(None, description="the directory of the files; null for arrays")
+    location: str | None = Field(default=None, description="the directory of the files; null for arrays")
     digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the loaded images and labels")
-    files: dict[str, str] = Field({}, description="source file name -> 'md5:...' or 'sha256:...'")
+    files: dict[str, str] = Field(default={}, description="source file name -> 'md5:...' or 'sha256:...'")
 
     def describe(self) -> str:
         """One phrase naming the data: kind, location and the digest's first 12 digits."""
@@ -123,12 +123,12 @@ class Header(_Rec):
     settings: dict[str, Any] = Field(description="the stage's config, as dumped")
     smvi_version: str = Field(description="version that wrote the record ('legacy': upgraded from an old file)")
     created: str | None = Field(description="ISO-8601 UTC time of writing; null for upgraded old files")
-    torch_version: str | None = Field(None, description="torch that computed it; null in older records")
-    python_version: str | None = Field(None, description="Python that computed it; null in older records")
-    host: Host | None = Field(None, description="the machine; null in older records")
-    data: DataIdentity | None = Field(None, description="the data scored, when it is not the run's training data "
+    torch_version: str | None = Field(default=None, description="torch that computed it; null in older records")
+    python_version: str | None = Field(default=None, description="Python that computed it; null in older records")
+    host: Host | None = Field(default=None, description="the machine; null in older records")
+    data: DataIdentity | None = Field(default=None, description="the data scored, when it is not the run's training data "
                                       "(allowed explicitly); null: the run's own data, or a record from before")
-    digest: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+    digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
                                description="SHA-256 of the record's canonical JSON without this field "
                                            "(payload_digest); null in records written before it existed")
 
@@ -461,7 +461,7 @@ def payload_digest(tree: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def dump_record(record: Record) -> tuple[str, Record]:
+def dump_record(record: R) -> tuple[str, R]:
     """The record as JSON text with every non-finite number replaced by null and noted in ``notes``, its header's
     ``digest`` set to :func:`payload_digest`; also returns the record as it will read back."""
     notes: list[str] = []
