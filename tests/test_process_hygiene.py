@@ -145,6 +145,8 @@ def test_a_lock_ends_with_its_holder_even_while_a_forked_child_lives(tmp_path):
             pass
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 @pytest.mark.slow

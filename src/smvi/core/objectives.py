@@ -24,7 +24,7 @@ from smvi.settings.objectives import OBJECTIVES as SPECS
 
 __all__ = ["elbo", "score_matching_divergence", "smvi_objective", "SMVITerms", "beta_vae_objective", "BetaTerms",
            "iwae_objective", "IWAETerms", "training_objective", "OBJECTIVES", "register_objective",
-           "backward", "DSM_GRADS", "check_batch", "kl_to_prior", "log_lik_and_score_gap"]
+           "backward", "DSM_GRADS", "check_batch", "kl_to_prior", "log_lik_and_score_gap", "own_terms"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def kl_to_prior(model, q: Distribution, z: Tensor) -> Tensor:
     return (q.log_prob(z) - model.log_prior(z)).mean(0)
 
 
-def _own_terms(q: Distribution, model, x: Tensor, **settings):
+def own_terms(q: Distribution, model, x: Tensor, **settings):
     """The terms from q's own estimators when q brings them (a posterior without reparameterized draws:
     :class:`smvi.core.rejection.RejectionPosterior`), else None."""
     own = getattr(q, "objective_terms", None)
@@ -115,7 +115,7 @@ def elbo(model, x: Tensor, *, n_samples: int = 1) -> Tensor:
     """
     check_batch(model, x)
     q = model.encode(x)
-    if (own := _own_terms(q, model, x, objective="smvi", n_samples=n_samples)) is not None:
+    if (own := own_terms(q, model, x, objective="smvi", n_samples=n_samples)) is not None:
         return own.elbo
     z = q.rsample((n_samples,))
     return model.log_likelihood(x, z).mean(0) - kl_to_prior(model, q, z)
@@ -130,7 +130,7 @@ def score_matching_divergence(model, x: Tensor, *, n_samples: int = 1) -> Tensor
     """
     check_batch(model, x)
     q = model.encode(x)
-    if (own := _own_terms(q, model, x, objective="smvi", n_samples=n_samples, compute_d_sm=True)) is not None:
+    if (own := own_terms(q, model, x, objective="smvi", n_samples=n_samples, compute_d_sm=True)) is not None:
         return own.d_sm
     z = q.rsample((n_samples,))
     return log_lik_and_score_gap(model, q, x, z)[1].mean(0)
@@ -151,7 +151,7 @@ def smvi_objective(
     elif lam != 0 and not compute_d_sm:
         raise ValueError(f"compute_d_sm=False is only possible with lam == 0 (got lam={lam})")
     q = model.encode(x)
-    if (own := _own_terms(q, model, x, objective="smvi", lam=lam, n_samples=n_samples,
+    if (own := own_terms(q, model, x, objective="smvi", lam=lam, n_samples=n_samples,
                           compute_d_sm=compute_d_sm)) is not None:
         return own
     z = q.rsample((n_samples,))
@@ -225,7 +225,7 @@ def beta_vae_objective(model, x: Tensor, *, beta: float, n_samples: int = 1) -> 
     """
     check_batch(model, x)
     q = model.encode(x)
-    if (own := _own_terms(q, model, x, objective="beta", beta=beta, n_samples=n_samples)) is not None:
+    if (own := own_terms(q, model, x, objective="beta", beta=beta, n_samples=n_samples)) is not None:
         return own
     z = q.rsample((n_samples,))
     rec = model.log_likelihood(x, z).mean(0)
@@ -263,7 +263,7 @@ def iwae_objective(model, x: Tensor, *, k: int) -> IWAETerms:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     q = model.encode(x)
-    if (own := _own_terms(q, model, x, objective="iwae")) is not None:  # refuses: smvi.core.rejection
+    if (own := own_terms(q, model, x, objective="iwae")) is not None:  # refuses: smvi.core.rejection
         return own
     z = q.rsample((k,))
     log_lik = model.log_likelihood(x, z)

@@ -31,7 +31,7 @@ from torch.distributions import Distribution
 
 from smvi.core.estimators import ais
 from smvi.core.estimators.hmc import reparameterize
-from smvi.core.objectives import _own_terms, check_batch, kl_to_prior
+from smvi.core.objectives import own_terms, check_batch, kl_to_prior
 from smvi.core.pointwise import elbo_per_point
 from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import note
@@ -66,7 +66,7 @@ class LocalFit:
 def _elbo_draws(model, q: Distribution, x: Tensor, n: int) -> Tensor:
     """ELBO ``[N]`` from ``n`` reparameterized draws: MC reconstruction, analytic KL where available. A posterior
     with its own estimators (rejection sampling) gives its reweighted ELBO from its own number of proposals."""
-    if (own := _own_terms(q, model, x, objective="smvi")) is not None:
+    if (own := own_terms(q, model, x, objective="smvi")) is not None:
         return own.elbo
     z = q.rsample((n,))
     return model.log_likelihood(x, z).mean(0) - kl_to_prior(model, q, z)
