@@ -323,3 +323,25 @@ def test_a_study_file_of_ones_own(tmp_path):
     jobs = m.study_jobs(s, tmp_path / "s")
     assert jobs[0].args()[:2] == ["sweep", str(tmp_path / "s" / "x")] and "lams=[0.5]" in jobs[0].args()
     assert jobs[1].label == "a convergence lam0.5_seed0" and jobs[1].args()[3] == "n_points=7"
+
+
+def test_the_paper_study_is_make_paper(tmp_path):
+    """smvi/studies/paper.toml: `make paper`'s two sweeps side by side on every core (the λ = 1 one in the sibling
+    folder runs/paper-lam1), then its convergence checks at λ = 0 and 0.1."""
+    s = load_study_config("paper")
+    assert s.lanes == 2 and not s.pin
+    jobs = m.study_jobs(s, tmp_path / "paper")
+    tail = ["--executor", "process", "--workers", "2", "--overwrite", "--no-report", "--no-progress"]
+    assert jobs[0].args() == ["sweep", str(tmp_path / "paper"), "--preset", "paper", *tail]
+    assert jobs[1].args() == ["sweep", str(tmp_path / "paper-lam1"), "--preset", "paper", "--set", "lams=[1]",
+                              "--set", "seeds=[0]", *tail]
+    assert [(j.label, j.after) for j in jobs[2:]] == [("paper convergence lam0_seed0", "paper"),
+                                                      ("paper convergence lam0.1_seed0", "paper")]
+    assert jobs[2].args()[2:6] == ["--set", "steps=[250, 500, 1000, 2000]", "--set", "n_points=50"]
+
+
+def test_unpinned_lanes_share_every_core():
+    seen = []
+    m.in_lanes([m.Job("a", lambda: ["sweep"]), m.Job("b", lambda: ["sweep"])], 2,
+               run=lambda label, cores, *args: seen.append(cores) or True, pin=False)
+    assert seen == [None, None]

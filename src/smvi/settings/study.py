@@ -26,6 +26,7 @@ Unknown keys are refused, as everywhere (:class:`~smvi.settings.run.ConfigError`
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -67,7 +68,8 @@ class ArmConfig(_Frozen):
         None, description="the arm's λ grid; unset: the preset's")
     sets: tuple[str, ...] = Field((), description="the arm's own sweep --set options, after the study's")
     cost: float = Field(1.0, ge=0, description="rough cost; only the order matters: the costliest arms start first")
-    dir: str | None = Field(None, description="the arm's sweep folder relative to the study's; unset: the arm's name")
+    dir: str | None = Field(None, description="the arm's sweep folder relative to the study's ('.': the study's "
+                                              "own, '../x': a sibling); unset: the arm's name")
     stages: dict[PerRunStage, Annotated[tuple[NonNegativeFloat, ...], Distinct]] = Field(
         default_factory=dict, description="per-run stage -> the λ (seed 0) whose runs it runs on after the sweep")
 
@@ -82,6 +84,7 @@ class StudyConfig(_Frozen):
     stage_sets: dict[PerRunStage, tuple[str, ...]] = Field(
         default_factory=dict, description="per-run stage -> its --set options (e.g. gaps = ['steps=5000'])")
     lanes: PositiveInt = Field(1, description="arms (and per-run stages) run at once, each on its share of the cores")
+    pin: bool = Field(True, description="each lane on its own share of the cores; false: the lanes share every core")
     executor: Literal["inprocess", "process", "ray"] = Field("inprocess", description="each arm's sweep executor")
     workers: PositiveInt = Field(1, description="sweep workers per lane")
     overwrite: bool = Field(False, description="sweep --overwrite: replace an arm's saved sweep settings")
@@ -90,7 +93,7 @@ class StudyConfig(_Frozen):
     def _coherent(self) -> "StudyConfig":
         if not self.arms:
             raise ValueError("arms is empty: give at least one arm")
-        dirs = [arm.dir or name for name, arm in self.arms.items()]
+        dirs = [os.path.normpath(arm.dir or name) for name, arm in self.arms.items()]
         if len(set(dirs)) != len(dirs):
             raise ValueError("two arms share a folder: give each its own dir")
         return self

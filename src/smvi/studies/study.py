@@ -102,10 +102,11 @@ class Job:
     after: str | None = None
 
 
-def in_lanes(jobs: list[Job], lanes: int, run: Callable[..., bool] | None = None) -> list[str]:
-    """Run ``jobs`` ``lanes`` at a time, each lane on its own cores (:func:`lane_cores`) and taking the first job
-    whose predecessor is done, so no lane idles while there is work it may start; the labels of those that failed
-    (or, once stopped, were not started). ``run(label, cores, *args)`` runs one (default :func:`run_smvi`)."""
+def in_lanes(jobs: list[Job], lanes: int, run: Callable[..., bool] | None = None, *, pin: bool = True) -> list[str]:
+    """Run ``jobs`` ``lanes`` at a time, each lane on its own cores (:func:`lane_cores`; every core unless ``pin``)
+    and taking the first job whose predecessor is done, so no lane idles while there is work it may start; the labels
+    of those that failed (or, once stopped, were not started). ``run(label, cores, *args)`` runs one (default
+    :func:`run_smvi`)."""
     run = run or run_smvi
     pending = list(jobs)
     known = {job.label for job in jobs}
@@ -137,7 +138,7 @@ def in_lanes(jobs: list[Job], lanes: int, run: Callable[..., bool] | None = None
                     failed.append(job.label)
                 cond.notify_all()
 
-    threads = [threading.Thread(target=lane, args=(cores,)) for cores in lane_cores(lanes)]
+    threads = [threading.Thread(target=lane, args=(cores,)) for cores in (lane_cores(lanes) if pin else [None] * lanes)]
     for t in threads:
         t.start()
     for t in threads:
@@ -221,7 +222,7 @@ def study_jobs(study: StudyConfig, out: Path, *, only: list[str] | None = None, 
             wanted[arm] = arm_sweep_config(study, arm, sets)
         except ConfigError as e:
             raise ConfigError(f"--set: arm {arm}: {e}") from None
-    dirs = {arm: out / (study.arms[arm].dir or arm) for arm in arms}
+    dirs = {arm: Path(os.path.normpath(out / (study.arms[arm].dir or arm))) for arm in arms}
     reused = {a: Path(p) for a, p in (reuse or {}).items() if a in dirs}
     for arm, path in reused.items():
         _link_reused(out, arm, dirs[arm], path, wanted[arm])
@@ -262,7 +263,7 @@ def run_study(study: StudyConfig, out: str | Path, *, only: list[str] | None = N
         signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
     try:
-        failed = in_lanes(jobs, lanes or study.lanes)
+        failed = in_lanes(jobs, lanes or study.lanes, pin=study.pin)
     finally:
         if before:
             signal.signal(signal.SIGINT, before[0])
