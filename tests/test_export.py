@@ -74,12 +74,13 @@ def test_export_refuses_a_missing_source_and_a_folder_inside_the_sweep(tmp_path)
 def test_the_export_command(tmp_path):
     src, out = sweep(tmp_path), tmp_path / "results"
     smvi = [sys.executable, "-m", "smvi", "export"]
-    r = subprocess.run(smvi + [str(src), str(out)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(smvi + [str(src), str(out)], check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith(f"{len(KEPT)} files copied, 0 already there"), r.stderr
     os.chmod(out / "sweep.toml", 0o644)
     (out / "sweep.toml").write_text("changed\n")
-    r = subprocess.run(smvi + [str(src), str(out)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(smvi + [str(src), str(out)], check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "--overwrite" in r.stderr
     assert len(r.stderr.splitlines()) == 1 and (out / "sweep.toml").read_text() == "changed\n"
-    r = subprocess.run(smvi + [str(src), str(out), "--overwrite"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(smvi + [str(src), str(out), "--overwrite"], check=False, capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0 and r.stdout.startswith(f"1 files copied, {len(KEPT) - 1} already there")

@@ -35,8 +35,8 @@ def tiny(idx_dir: Path) -> list[str]:
 
 
 def smvi(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smvi", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "smvi", *map(str, args)], check=False, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def study(out: Path, idx_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -44,7 +44,7 @@ def study(out: Path, idx_dir: Path, *extra: str) -> subprocess.CompletedProcess:
                 *tiny(idx_dir), *extra, timeout=600)
 
 
-# ---- the study file ---------------------------------------------------------------------------------------------------
+# ---- the study file -------------------------------------------------------------------------------------------------
 def test_the_frontier_study_file_is_the_study_scripts_frontier_study_ran():
     """smvi/studies/frontier.toml holds what scripts/frontier_study.py's ARMS, GAPS, COST, STUDY_SETS and `make
     frontier`'s options were (copied here from the script as it was)."""
@@ -86,7 +86,7 @@ def test_the_sweep_commands_are_the_scripts():
     assert [(j.label, j.after) for j in jobs if j.after] == [
         ("smvi gaps lam0_seed0", "smvi"), ("smvi gaps lam0.01_seed0", "smvi"), ("smvi gaps lam0.1_seed0", "smvi"),
         ("flow gaps lam0_seed0", "flow")]
-    assert [j.args() for j in jobs if j.after][0] == ["gaps", "runs/f/smvi/runs/lam0_seed0", "--no-progress"]
+    assert next(j.args() for j in jobs if j.after) == ["gaps", "runs/f/smvi/runs/lam0_seed0", "--no-progress"]
 
 
 def test_the_cpu_study_is_make_reproduce(tmp_path):
@@ -131,7 +131,7 @@ def test_an_unknown_study_name_names_the_shipped_ones():
     assert r.returncode == 1 and r.stderr.startswith("error: no study file") and len(r.stderr.splitlines()) == 1
 
 
-# ---- the lanes --------------------------------------------------------------------------------------------------------
+# ---- the lanes ------------------------------------------------------------------------------------------------------
 def test_lanes_deal_out_the_usable_cores():
     cores = os.sched_getaffinity(0)
     assert m.lane_cores(1) == [None]  # one lane: every core, unpinned
@@ -185,7 +185,7 @@ def test_a_stopped_study_starts_nothing_more_and_names_what_it_left():
     assert started == ["a"] and failed == ["b", "a gaps"]
 
 
-# ---- the command ------------------------------------------------------------------------------------------------------
+# ---- the command ----------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_frontier_study_runs_on_tiny_data_and_resumes(idx_dir, tmp_path):
     out = tmp_path / "frontier"
@@ -204,7 +204,7 @@ def test_the_frontier_study_runs_on_tiny_data_and_resumes(idx_dir, tmp_path):
     r = study(out, idx_dir)  # resumes: nothing is recomputed
     assert r.returncode == 0 and RunDir(flow).record_path("gaps").read_bytes() == before
     assert "+ smvi gaps" not in r.stdout
-    r = study(out, idx_dir, "--stage-set", "gaps.eval_samples=21")  # other settings: the stale record is recomputed
+    r = study(out, idx_dir, "--gaps-set", "eval_samples=21")  # other settings: the stale record is recomputed
     assert r.returncode == 0 and "+ smvi gaps" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     assert RunDir(flow).read_record("gaps").header.settings["eval_samples"] == 21
     r = smvi("report", out, timeout=300)
@@ -221,13 +221,13 @@ def test_the_frontier_study_runs_on_tiny_data_and_resumes(idx_dir, tmp_path):
 
 def test_the_deprecated_script_runs_smvi_study(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "frontier_study.py"), str(tmp_path / "f"), "--only",
-                        "flow", "--gaps-set", "ais_steps=5"], capture_output=True, text=True, timeout=60)
+                        "flow", "--gaps-set", "ais_steps=5"], check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "ais_steps" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_bad_gaps_settings_are_one_line_before_any_sweep(tmp_path):
-    r = smvi("study", tmp_path / "f", "--config", "frontier", "--only", "flow", "--gaps-set",
-             "ais_steps=5")  # the old flat name: now ais.steps
+@pytest.mark.parametrize("option", [["--gaps-set", "ais_steps=5"], ["--stage-set", "gaps.ais_steps=5"]])
+def test_bad_gaps_settings_are_one_line_before_any_sweep(tmp_path, option):
+    r = smvi("study", tmp_path / "f", "--config", "frontier", "--only", "flow", *option)  # the old flat name
     assert r.returncode == 1 and r.stderr.strip().startswith("error: gaps settings") and "ais_steps" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "f").exists()
 
@@ -265,7 +265,8 @@ def test_sigterm_stops_every_lane_keeping_their_finished_epochs(idx_dir, tmp_pat
     done = [RunDir(r).epochs_done() for r in runs]
     assert all(0 < d < 500 for d in done)  # both stopped part-way, with their finished epochs checkpointed
     time.sleep(1)
-    assert not subprocess.run(["pgrep", "-f", str(out)], capture_output=True).stdout  # no sweep left running
+    left = subprocess.run(["pgrep", "-f", str(out)], check=False, capture_output=True).stdout
+    assert not left  # no sweep left running
 
 
 def saved_sweep(path: Path, *sets: str) -> Path:

@@ -30,7 +30,8 @@ def _pairs(values: tuple[str, ...], sep: str, option: str, form: str) -> list[tu
               help="Sweep override for every arm, after the arm's own, e.g. --set run.train.epochs=10 (repeatable).")
 @click.option("--stage-set", "stage_sets", multiple=True, metavar="STAGE.KEY=VALUE",
               help="Override of a per-run stage's settings, e.g. --stage-set gaps.steps=5000 (repeatable).")
-@click.option("--gaps-set", multiple=True, metavar="KEY=VALUE", help="Same as --stage-set gaps.KEY=VALUE.")
+@click.option("--gaps-set", multiple=True, metavar="KEY=VALUE",
+              help="Same as --stage-set gaps.KEY=VALUE (applied after the --stage-set options).")
 @click.option("--lanes", type=click.IntRange(min=1), default=None,
               help="Arms (and per-run stages) run at once, each on its share of the cores [the study file's].")
 @click.option("--executor", type=click.Choice(["inprocess", "process", "ray"]), default=None,

@@ -28,19 +28,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveInt,
+    model_validator,
+)
 
 from smvi.settings.run import ConfigError, Distinct, build_config, read_toml
 from smvi.settings.stages import STAGES
 
-__all__ = ["ArmConfig", "StudyConfig", "load_study_config", "study_config_path", "STUDY_CONFIGS"]
+__all__ = ["STUDY_CONFIGS", "ArmConfig", "StudyConfig", "load_study_config", "study_config_path"]
 
 STUDY_CONFIGS = Path(__file__).resolve().parents[1] / "studies"
 """Where the study files shipped with smvi live (``smvi/studies/NAME.toml``): ``--config NAME`` finds them."""
 
-PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.studies.presets.PRESETS (tests/test_study.py checks they agree)
+PresetName = Literal["cpu", "paper", "quick"]  # smvi.studies.presets.PRESETS (tests/test_study.py checks they agree)
+PRESET_NAMES = get_args(PresetName)
 
 
 def _per_run_stage(name: str) -> str:
@@ -78,7 +87,7 @@ class StudyConfig(_Frozen):
     """A study: one sweep per arm of :data:`arms`, run ``lanes`` at a time, then the arms' per-run stages
     (:class:`ArmConfig`), with ``stage_sets`` as each per-run stage's ``--set`` options."""
 
-    preset: Literal[PRESET_NAMES] = Field("cpu", description="the sweep preset every arm starts from")
+    preset: PresetName = Field("cpu", description="the sweep preset every arm starts from")
     sets: tuple[str, ...] = Field((), description="every arm's sweep --set options, before the arm's own")
     arms: dict[str, ArmConfig] = Field(description="arm name -> its settings")
     stage_sets: dict[PerRunStage, tuple[str, ...]] = Field(
@@ -90,7 +99,7 @@ class StudyConfig(_Frozen):
     overwrite: bool = Field(False, description="sweep --overwrite: replace an arm's saved sweep settings")
 
     @model_validator(mode="after")
-    def _coherent(self) -> "StudyConfig":
+    def _coherent(self) -> StudyConfig:
         if not self.arms:
             raise ValueError("arms is empty: give at least one arm")
         dirs = [os.path.normpath(arm.dir or name) for name, arm in self.arms.items()]

@@ -1,5 +1,5 @@
-"""``smvi study DIR --config NAME``: several sweeps run as one study, driven by a :class:`~smvi.settings.study.StudyConfig`
-(the frontier study: ``smvi/studies/frontier.toml``).
+"""``smvi study DIR --config NAME``: several sweeps run as one study, driven by a
+:class:`~smvi.settings.study.StudyConfig` (the frontier study: ``smvi/studies/frontier.toml``).
 
 One ``smvi sweep`` per arm in ``DIR/<arm>/`` (the study's preset, the study's ``sets``, the arm's λ grid and ``sets``,
 then the command's ``--set``), and the arm's per-run stages (e.g. ``smvi gaps``) on the runs it names once the arm is
@@ -69,7 +69,9 @@ def run_smvi(label: str, cores: set[int] | None, *args: str) -> bool:
     _say(f"[{label}] + smvi " + " ".join(args))
     pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
     with subprocess.Popen([sys.executable, "-m", "smvi", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, bufsize=1, preexec_fn=pin, process_group=0) as proc:
+                          text=True, bufsize=1, preexec_fn=pin, process_group=0) as proc:  # noqa: PLW1509
+        # (pin only calls sched_setaffinity, a plain system call: safe between fork and exec with threads about)
+        assert proc.stdout is not None  # stdout=PIPE
         with _print_lock:
             _running.add(proc)
             if _stop.is_set():  # started as the signal came
@@ -149,6 +151,7 @@ def in_lanes(jobs: list[Job], lanes: int, run: Callable[..., bool] | None = None
 def _stage_args(stage: str, rd: RunDir, cfg: BaseModel, sets: list[str]) -> list[str] | None:
     """`smvi STAGE` arguments for the run ``rd``; None when its record is current (its run, epoch and ``cfg``)."""
     record_name = STAGES[stage].record
+    assert record_name is not None  # a per-run stage writes a record (smvi.settings.study)
     try:
         record, stale = rd.current_record(record_name, cfg)
     except RunError:  # not a usable run: `smvi STAGE` says why in one line
@@ -171,7 +174,7 @@ def arm_sweep_config(study: StudyConfig, arm: str, sets: tuple[str, ...] | list[
                         sets=[*study.sets, *_grid_sets(spec.lams), *spec.sets, *sets])
 
 
-def _link_reused(out: Path, arm: str, dest: Path, reused: Path, wanted: SweepConfig) -> None:
+def _link_reused(arm: str, dest: Path, reused: Path, wanted: SweepConfig) -> None:
     """Check that the sweep ``reused`` has ``wanted``'s settings and link it as ``dest`` (StudyError, one line)."""
     if not (reused / "runs").is_dir():
         raise StudyError(f"{reused} is not a sweep directory (no runs/): check the sweep reused for {arm}")
@@ -225,7 +228,7 @@ def study_jobs(study: StudyConfig, out: Path, *, only: list[str] | None = None, 
     dirs = {arm: Path(os.path.normpath(out / (study.arms[arm].dir or arm))) for arm in arms}
     reused = {a: Path(p) for a, p in (reuse or {}).items() if a in dirs}
     for arm, path in reused.items():
-        _link_reused(out, arm, dirs[arm], path, wanted[arm])
+        _link_reused(arm, dirs[arm], path, wanted[arm])
         dirs[arm] = path
     jobs = []
     for arm in sorted(arms, key=lambda a: -study.arms[a].cost):
