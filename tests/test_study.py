@@ -214,7 +214,8 @@ def test_the_frontier_study_runs_on_tiny_data_and_resumes(idx_dir, tmp_path):
     assert "beta2/runs/lam0_seed0" in md and "flow/runs/lam0_seed0" in md
     r = smvi("export", out, tmp_path / "results")  # its small files, checkpoints left out
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "results" / "flow" / "runs" / "lam0_seed0" / "gaps.json").read_bytes() == before
+    exported = tmp_path / "results" / "flow" / "runs" / "lam0_seed0" / "gaps.json"
+    assert exported.read_bytes() == RunDir(flow).record_path("gaps").read_bytes()
     assert not list((tmp_path / "results").rglob("checkpoint.safetensors"))
     assert not (tmp_path / "results" / "report").exists()
 
