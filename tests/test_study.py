@@ -195,7 +195,8 @@ def test_the_frontier_study_runs_on_tiny_data_and_resumes(idx_dir, tmp_path):
     assert starts == ["[flow", "[beta2"]  # the costlier arm first; every line names its arm
     assert all(line.startswith("[") for line in r.stdout.splitlines())
     beta, flow = out / "beta2" / "runs" / "lam0_seed0", out / "flow" / "runs" / "lam0_seed0"
-    assert 'objective = "beta"' in (beta / "config.toml").read_text() and "beta = 2.0" in (beta / "config.toml").read_text()
+    config = (beta / "config.toml").read_text()
+    assert 'objective = "beta"' in config and "beta = 2.0" in config
     assert 'posterior = "flow"' in (flow / "config.toml").read_text()
     assert (beta / "eval.json").exists() and (flow / "eval.json").exists()
     g, stale = RunDir(flow).current_record("gaps")
