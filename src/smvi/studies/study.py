@@ -205,7 +205,7 @@ def study_jobs(study: StudyConfig, out: Path, *, only: list[str] | None = None, 
     links an existing sweep instead of running one. Checks every setting first: ConfigError / StudyError (one line)
     before anything is written."""
     stage_sets = stage_sets or {}
-    arms = list(only or study.arms)
+    arms = list(dict.fromkeys(only or study.arms))
     unknown = [a for a in arms + list(reuse or {}) if a not in study.arms]
     if unknown:
         raise StudyError(f"no arm {unknown[0]!r} in the study: use one of {sorted(study.arms)}")
