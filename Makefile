@@ -4,6 +4,10 @@
 #   make docs    -- the documentation site, from docs/ and the docstrings, into site/ (warnings are errors)
 # and the reproduction committed in results/cpu/ (a few hours on 2 cores; rerun to resume):
 #   make reproduce -- the cpu preset, AIS convergence checks at λ = 0, 0.01 and 1, results/cpu/ and its report
+# Each target is one smvi line per step: `smvi study` (or `smvi sweep`) runs the work (the study files are
+# src/smvi/studies/*.toml: sweeps, then per-run stages such as convergence or the gap split, each skipped where its
+# record is current), `smvi export` copies the small files to results/ (no checkpoints; --overwrite replaces files
+# that changed, nothing else is deleted) and `smvi report` writes the results folder's report.
 #   make constrained -- the constrained-SMVI study: λ learned toward D_SM and gap targets (about 3 core-hours)
 #   make frontier  -- SMVI vs β-VAE, IWAE and richer q at the cpu preset's settings trained in bf16, with the gap
 #                     split, copied to results/frontier/ and reported there (hours; rerun to resume)
@@ -17,18 +21,13 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
 CPU_RUNS ?= runs/cpu
-# What a results/ folder keeps of a sweep: its small files, without checkpoints, locks, unfinished evaluations'
-# progress and the sweep's own report (the results folder gets its own).
-KEEP_RESULTS = --exclude=checkpoint.safetensors --exclude=.lock --exclude='*.partial.json' --exclude=report
 FRONTIER_RUNS ?= runs/frontier
-# arms run at once by make frontier, each on its own core with one worker (scripts/frontier_study.py --lanes)
+# arms run at once by make frontier, each on its own core with one worker (smvi study --lanes)
 FRONTIER_LANES ?= 2
-CONVERGENCE = --steps 125,250,500,1000 --n-points 50
+# the paper study (src/smvi/studies/paper.toml) puts its λ = 1 sweep beside it, in $(PAPER_RUNS)/../paper-lam1
 PAPER_RUNS ?= runs/paper
-PAPER_LAM1 ?= runs/paper-lam1
-PAPER_CONVERGENCE = --steps 250,500,1000,2000 --n-points 50
-# --overwrite replaces only the sweep's saved settings (e.g. a train-only start); runs of unchanged identity are kept
-PAPER_SWEEP = sweep --preset paper --overwrite --executor process --workers 2 --no-report
+PAPER_LAM1 = $(PAPER_RUNS)/../paper-lam1
+EXPORT = $(SMVI) export --overwrite
 
 # The constrained-SMVI study: ONE sweep (the cpu preset: 30 epochs, its evaluation and SSL; bf16 training) with no
 # fixed λ and one run per target: λ learned so that the training D_SM stays at or below ε (runs/dsm<ε>_seed0), or,
@@ -67,73 +66,56 @@ quick: $(STAMP)
 	@echo "report: runs/quick/report/report.html"
 
 reproduce: $(STAMP)
-	$(BIN)/smvi data fetch
-	$(BIN)/smvi sweep $(CPU_RUNS) --preset cpu --executor process --workers 2 --no-report
-	for run in lam0_seed0 lam0.01_seed0 lam1_seed0; do \
-	  test -f $(CPU_RUNS)/runs/$$run/convergence.json || \
-	  $(BIN)/smvi convergence $(CPU_RUNS)/runs/$$run $(CONVERGENCE) || exit 1; \
-	done
-	mkdir -p results/cpu
-	tar -C $(CPU_RUNS) $(KEEP_RESULTS) -cf - . | tar -C results/cpu -xf -
-	$(BIN)/smvi report results/cpu
+	$(FETCH)
+	$(SMVI) study $(CPU_RUNS) --config cpu
+	$(EXPORT) $(CPU_RUNS) results/cpu
+	$(SMVI) report results/cpu
 
 # Continuous data (issue 15): the quick preset with a Gaussian decoder on dequantized gray levels, 10 epochs, on MNIST
 # and on Debian's Fashion-MNIST (apt-get install dataset-fashion-mnist), results/gaussian/ and results/fashion-gaussian/.
 GAUSSIAN_SWEEP = sweep --preset quick --set run.model.likelihood=gaussian --set run.train.epochs=10 --no-report
 FASHION = --set run.data.dataset=idx --set run.data.data_dir=/usr/share/datasets/fashion-mnist
 gaussian: $(STAMP)
-	$(BIN)/smvi data fetch
-	OMP_NUM_THREADS=1 $(BIN)/smvi $(GAUSSIAN_SWEEP) runs/gaussian
-	OMP_NUM_THREADS=1 $(BIN)/smvi $(GAUSSIAN_SWEEP) runs/fashion-gaussian $(FASHION)
-	for s in gaussian fashion-gaussian; do \
-	  mkdir -p results/$$s; \
-	  tar -C runs/$$s $(KEEP_RESULTS) -cf - . | tar -C results/$$s -xf -; \
-	  $(BIN)/smvi report results/$$s || exit 1; \
-	done
+	$(FETCH)
+	OMP_NUM_THREADS=1 $(SMVI) $(GAUSSIAN_SWEEP) runs/gaussian
+	OMP_NUM_THREADS=1 $(SMVI) $(GAUSSIAN_SWEEP) runs/fashion-gaussian $(FASHION)
+	$(EXPORT) runs/gaussian results/gaussian
+	$(EXPORT) runs/fashion-gaussian results/fashion-gaussian
+	$(SMVI) report results/gaussian
+	$(SMVI) report results/fashion-gaussian
 
 constrained: $(STAMP)
 	$(FETCH)
 	$(SMVI) sweep $(CONSTRAINED_RUNS) $(CONSTRAINED_BASE) --set 'lams=[]' \
 	  --set 'dsm_targets=$(call toml_list,$(DSM_TARGETS))' --set 'gap_targets=$(call toml_list,$(GAP_TARGETS))' \
 	  $(CONSTRAINED_SETS) $(CONSTRAINED_EXEC) --no-report --no-progress
-	mkdir -p $(CONSTRAINED_RESULTS)
-	tar -C $(CONSTRAINED_RUNS) $(KEEP_RESULTS) -cf - . \
-	  | tar -C $(CONSTRAINED_RESULTS) -xf -
+	$(EXPORT) $(CONSTRAINED_RUNS) $(CONSTRAINED_RESULTS)
 	test ! -d $(CONSTRAINED_FIXED) || test -e $(CONSTRAINED_RESULTS)/fixed-lambda || test -L $(CONSTRAINED_RESULTS)/fixed-lambda || \
 	  ln -s "$$(realpath --relative-to=$(CONSTRAINED_RESULTS) $(CONSTRAINED_FIXED))" $(CONSTRAINED_RESULTS)/fixed-lambda
 	$(SMVI) report $(CONSTRAINED_RESULTS)
 
 frontier: $(STAMP)
-	$(BIN)/smvi data fetch
-	$(BIN)/python scripts/frontier_study.py $(FRONTIER_RUNS) --lanes $(FRONTIER_LANES) --executor process --workers 1
-	mkdir -p results/frontier
-	tar -C $(FRONTIER_RUNS) --dereference $(KEEP_RESULTS) -cf - . | tar -C results/frontier -xf -
-	$(BIN)/smvi report results/frontier
+	$(FETCH)
+	$(SMVI) study $(FRONTIER_RUNS) --config frontier --lanes $(FRONTIER_LANES)
+	$(EXPORT) $(FRONTIER_RUNS) results/frontier
+	$(SMVI) report results/frontier
 
 # The precision check behind the paper preset's bf16 (issue 11): λ = 0 and 0.03 of the cpu preset trained with
 # train.precision = "bf16", compared run by run with the fp32 runs in results/cpu/ (results/bf16check/comparison.md).
 bf16-check: $(STAMP)
-	$(BIN)/smvi data fetch
-	$(BIN)/smvi sweep runs/bf16check --preset cpu --set 'lams=[0,0.03]' --set 'run.train.precision="bf16"' \
+	$(FETCH)
+	$(SMVI) sweep runs/bf16check --preset cpu --set 'lams=[0,0.03]' --set 'run.train.precision="bf16"' \
 	  --executor process --workers 2 --no-report --no-progress
-	mkdir -p results/bf16check
-	tar -C runs/bf16check $(KEEP_RESULTS) -cf - . \
-	  | tar -C results/bf16check -xf -
+	$(EXPORT) runs/bf16check results/bf16check
 	$(BIN)/python scripts/compare_runs.py results/cpu results/bf16check --names fp32 bf16 > results/bf16check/comparison.md
 
 paper: $(STAMP)
-	$(BIN)/smvi data fetch
-	$(BIN)/smvi $(PAPER_SWEEP) $(PAPER_LAM1) --set 'lams=[1]' --set 'seeds=[0]' & lam1=$$!; \
-	  $(BIN)/smvi $(PAPER_SWEEP) $(PAPER_RUNS); main=$$?; wait $$lam1 && test $$main = 0
-	for run in lam0_seed0 lam0.1_seed0; do \
-	  test -f $(PAPER_RUNS)/runs/$$run/convergence.json || \
-	  $(BIN)/smvi convergence $(PAPER_RUNS)/runs/$$run $(PAPER_CONVERGENCE) || exit 1; \
-	done
-	mkdir -p results/paper/runs
-	tar -C $(PAPER_RUNS) $(KEEP_RESULTS) -cf - . | tar -C results/paper -xf -
-	tar -C $(PAPER_LAM1)/runs $(KEEP_RESULTS) -cf - . | tar -C results/paper/runs -xf -
+	$(FETCH)
+	$(SMVI) study $(PAPER_RUNS) --config paper
+	$(EXPORT) $(PAPER_RUNS) results/paper
+	$(EXPORT) $(PAPER_LAM1)/runs results/paper/runs
 	cp $(PAPER_LAM1)/sweep.toml results/paper/sweep_lam1.toml
-	$(BIN)/smvi report results/paper
+	$(SMVI) report results/paper
 	$(BIN)/python scripts/summary_table.py results/paper/report > results/paper/summary.md
 
 test: $(STAMP)

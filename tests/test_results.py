@@ -147,20 +147,20 @@ def test_the_committed_frontier_study_is_what_its_result_files_give(tmp_path):
 
 
 def test_every_arm_of_the_frontier_study_finished_with_its_settings():
-    """Every arm's runs (scripts/frontier_study.py ARMS) trained the cpu preset's epochs in bf16 with current eval
-    and ssl records, and each run the study splits (GAPS) has a current gaps record."""
-    from test_frontier_study import load_study_module
+    """Every arm's runs (the study file smvi/studies/frontier.toml) trained the cpu preset's epochs in bf16 with
+    current eval and ssl records, and each run the study splits (its arm's gaps stage) has a current gaps record."""
+    from smvi.settings.study import load_study_config
 
-    study = load_study_module()
+    study = load_study_config("frontier")
     cpu = PRESETS["cpu"]
-    for arm, (lams, _) in study.ARMS.items():
+    for arm, spec in study.arms.items():
         runs = sorted((FRONTIER / arm / "runs").iterdir())
-        assert len(runs) == len(lams or cpu.lams), arm
+        assert len(runs) == len(spec.lams or cpu.lams), arm
         for run in runs:
             rd = RunDir(run)
             cfg = rd.read_config()
             assert cfg.train.epochs == cpu.run.train.epochs and cfg.train.precision == "bf16", (arm, run.name)
-            kinds = ("eval", "ssl", "gaps") if cfg.train.lam in study.GAPS.get(arm, []) else ("eval", "ssl")
+            kinds = ("eval", "ssl", "gaps") if cfg.train.lam in spec.stages.get("gaps", ()) else ("eval", "ssl")
             for kind in kinds:
                 record, stale = rd.current_record(kind)
                 assert stale is None and record.header.epoch == cpu.run.train.epochs, (arm, run.name, kind, stale)

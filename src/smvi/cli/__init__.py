@@ -6,10 +6,11 @@ layers are imported at start-up: each command imports the torch-heavy modules it
 ``smvi --help`` starts without torch.
 
 ``app.py`` holds the group and what the commands share; ``data_config.py`` (data, config), ``train.py``,
-``stages.py`` (evaluate, convergence, ssl, gaps, pictures) and ``sweep.py`` (sweep, report) add the commands.
+``stages.py`` (evaluate, convergence, ssl, gaps, pictures), ``sweep.py`` (sweep, report) and ``study.py`` (study,
+export) add the commands.
 """
 
-from smvi.cli import data_config, stages, sweep, train  # noqa: F401  (registering the commands)
+from smvi.cli import data_config, stages, study, sweep, train  # noqa: F401  (registering the commands)
 from smvi.cli.app import EVAL_PRESET_NAMES, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, expected_errors, main
 
 __all__ = ["main", "expected_errors", "EVAL_PRESET_NAMES", "SWEEP_PRESET_NAMES", "SWEEP_PRESET_TIMES"]
