@@ -27,8 +27,11 @@ def _worker(rank: int, variant: str, s: dict, train_x: torch.Tensor, lam: float,
     torch.manual_seed(rank)
     model = smvi.VAE(config=ModelConfig(encoder_hidden=s["hidden"], decoder_hidden=s["hidden"], z_dim=s["z_dim"]))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    step = (_master_step(model, opt, lam) if variant == "bf16_master"
-            else _autocast_step(model, opt, lam, variant.startswith("bf16"), False))
+    step = (
+        _master_step(model, opt, lam)
+        if variant == "bf16_master"
+        else _autocast_step(model, opt, lam, variant.startswith("bf16"), False)
+    )
     loader = DynamicBinarizer(train_x, s["epoch_batch"], seed=1 + rank)
     barrier.wait()
     walls = []
@@ -54,8 +57,11 @@ def bench_concurrent(s: dict, data, lam: float, variants: tuple[str, ...] = ("fp
         for p in procs:
             p.join()
         per_run = [median(w[1:] if len(w) > 1 else w) for _, w in sorted(results.items())]
-        out[variant] = {"epoch_wall_s_per_run": per_run, "epoch_wall_s": max(per_run),
-                        "wall_s_epochs": {r: [round(v, 2) for v in w] for r, w in results.items()}}
+        out[variant] = {
+            "epoch_wall_s_per_run": per_run,
+            "epoch_wall_s": max(per_run),
+            "wall_s_epochs": {r: [round(v, 2) for v in w] for r, w in results.items()},
+        }
     return out
 
 
@@ -64,7 +70,9 @@ def concurrent_report(e: dict) -> list[str]:
     for variant, c in e.get("concurrent", {}).items():
         one = e["cases"].get(f"{variant}_threads1", {}).get("epoch_wall_s", float("nan"))
         two = e["cases"].get(f"{variant}_threads2", {}).get("epoch_wall_s", float("nan"))
-        lines.append(f"  {variant}: 2 runs × 1 thread side by side {c['epoch_wall_s']:.2f} s per epoch each "
-                     f"(alone, 1 thread {one:.2f} s, 2 threads {two:.2f} s); epochs per hour 2×1: "
-                     f"{2 * 3600 / c['epoch_wall_s']:.0f}, 1×2: {3600 / two:.0f}")
+        lines.append(
+            f"  {variant}: 2 runs × 1 thread side by side {c['epoch_wall_s']:.2f} s per epoch each "
+            f"(alone, 1 thread {one:.2f} s, 2 threads {two:.2f} s); epochs per hour 2×1: "
+            f"{2 * 3600 / c['epoch_wall_s']:.0f}, 1×2: {3600 / two:.0f}"
+        )
     return lines

@@ -103,8 +103,9 @@ def _compiles(make_model: Callable[[], torch.nn.Module], x: torch.Tensor, lam: f
     return None
 
 
-def bench_epochs(s: dict, data, make_model: Callable[[], torch.nn.Module], lam: float, compile_: bool,
-                 notes: dict) -> dict:
+def bench_epochs(
+    s: dict, data, make_model: Callable[[], torch.nn.Module], lam: float, compile_: bool, notes: dict
+) -> dict:
     variants = ["fp32", "bf16", "bf16_master", "fp32_mm_bf16", "bf16_mm_bf16"]
     threads = sorted({1, s["epoch_threads"]})
     train_x = data.train_x[: s["epoch_n"]]
@@ -122,12 +123,23 @@ def bench_epochs(s: dict, data, make_model: Callable[[], torch.nn.Module], lam: 
             torch.manual_seed(0)
             model = make_model()
             opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-            step = (_master_step(model, opt, lam) if v == "bf16_master"
-                    else _autocast_step(model, opt, lam, v.startswith("bf16"), v == "bf16_compiled"))
+            step = (
+                _master_step(model, opt, lam)
+                if v == "bf16_master"
+                else _autocast_step(model, opt, lam, v.startswith("bf16"), v == "bf16_compiled")
+            )
             loader = DynamicBinarizer(train_x, s["epoch_batch"], seed=1)
-            cases[f"{v}_threads{t}"] = dict(model=model, step=step, loader=loader, threads=t, variant=v,
-                                            matmul="medium" if v.endswith("_mm_bf16") else "highest",
-                                            rng=torch.get_rng_state(), wall=[], cpu=[])
+            cases[f"{v}_threads{t}"] = dict(
+                model=model,
+                step=step,
+                loader=loader,
+                threads=t,
+                variant=v,
+                matmul="medium" if v.endswith("_mm_bf16") else "highest",
+                rng=torch.get_rng_state(),
+                wall=[],
+                cpu=[],
+            )
     before, before_mm = torch.get_num_threads(), torch.get_float32_matmul_precision()
     order = list(cases)
     try:
@@ -149,19 +161,31 @@ def bench_epochs(s: dict, data, make_model: Callable[[], torch.nn.Module], lam: 
         torch.set_float32_matmul_precision(before_mm)
     scale = 60000 / len(train_x)  # an epoch of the paper's 60 000 training images
     ref = {t: _test_elbo(cases[f"fp32_threads{t}"]["model"], eval_x) for t in threads}
-    out: dict = {"epochs": s["epoch_epochs"], "train_examples": len(train_x), "batch": s["epoch_batch"], "lam": lam,
-                 "eval_points": len(eval_x), "threads": threads, "variants": variants, "cases": {}}
+    out: dict = {
+        "epochs": s["epoch_epochs"],
+        "train_examples": len(train_x),
+        "batch": s["epoch_batch"],
+        "lam": lam,
+        "eval_points": len(eval_x),
+        "threads": threads,
+        "variants": variants,
+        "cases": {},
+    }
     for name, c in cases.items():
         timed = lambda xs: median(xs[1:] if len(xs) > 1 else xs)  # noqa: E731  (the first epoch warms up)
         elbo = _test_elbo(c["model"], eval_x)
         diff = elbo - ref[c["threads"]]
         out["cases"][name] = {
-            "variant": c["variant"], "threads": c["threads"],
-            "epoch_wall_s": timed(c["wall"]), "epoch_cpu_s": timed(c["cpu"]),
-            "first_epoch_wall_s": c["wall"][0], "wall_s_epochs": [round(w, 2) for w in c["wall"]],
+            "variant": c["variant"],
+            "threads": c["threads"],
+            "epoch_wall_s": timed(c["wall"]),
+            "epoch_cpu_s": timed(c["cpu"]),
+            "first_epoch_wall_s": c["wall"][0],
+            "wall_s_epochs": [round(w, 2) for w in c["wall"]],
             "paper_epoch_wall_s": timed(c["wall"]) * scale,
             "paper_300_epochs_wall_min": timed(c["wall"]) * scale * PAPER_EPOCHS / 60,
-            "test_elbo": float(elbo.mean()), "elbo_minus_fp32": float(diff.mean()),
+            "test_elbo": float(elbo.mean()),
+            "elbo_minus_fp32": float(diff.mean()),
             "elbo_minus_fp32_se": float(diff.std() / math.sqrt(len(diff))),
         }
     if 2 in threads:  # 2 runs × 1 thread side by side, against the 1 × 2 threads timed above
@@ -171,12 +195,16 @@ def bench_epochs(s: dict, data, make_model: Callable[[], torch.nn.Module], lam: 
 
 
 def epochs_report(e: dict) -> list[str]:
-    lines = [f"epochs: {e['epochs']} epochs of {e['train_examples']} images, batch {e['batch']}, λ = {e['lam']}; "
-             f"extrapolated to 60 000 images × {PAPER_EPOCHS} epochs"]
+    lines = [
+        f"epochs: {e['epochs']} epochs of {e['train_examples']} images, batch {e['batch']}, λ = {e['lam']}; "
+        f"extrapolated to 60 000 images × {PAPER_EPOCHS} epochs"
+    ]
     for name, c in e["cases"].items():
-        lines.append(f"  {name:<26} epoch wall {c['epoch_wall_s']:7.2f} s cpu {c['epoch_cpu_s']:7.2f} s | 300 epochs "
-                     f"{c['paper_300_epochs_wall_min']:6.1f} min | ELBO {c['test_elbo']:.2f} "
-                     f"({c['elbo_minus_fp32']:+.3f} ± {c['elbo_minus_fp32_se']:.3f} vs fp32)")
+        lines.append(
+            f"  {name:<26} epoch wall {c['epoch_wall_s']:7.2f} s cpu {c['epoch_cpu_s']:7.2f} s | 300 epochs "
+            f"{c['paper_300_epochs_wall_min']:6.1f} min | ELBO {c['test_elbo']:.2f} "
+            f"({c['elbo_minus_fp32']:+.3f} ± {c['elbo_minus_fp32_se']:.3f} vs fp32)"
+        )
     return lines + concurrent_report(e) + check_report(e["precision_check"])
 
 
@@ -185,17 +213,33 @@ def epochs_targets(e: dict) -> list[tuple[str, str, bool | None]]:
     30-epoch check passed); the check itself; the few-epoch differences as information (met: None)."""
     check = e["precision_check"]
     checked = {"fp32": True, "bf16": check["met"]}
-    fastest = min((c for c in e["cases"].values() if checked.get(c["variant"])),
-                  key=lambda c: c["paper_300_epochs_wall_min"])
-    rows = [(f"300 paper epochs < 30 min (fastest variant with a passed accuracy check: {fastest['variant']}, "
-             f"{fastest['threads']} thread(s))", f"{fastest['paper_300_epochs_wall_min']:.1f} min",
-             fastest["paper_300_epochs_wall_min"] < 30)]
+    fastest = min(
+        (c for c in e["cases"].values() if checked.get(c["variant"])), key=lambda c: c["paper_300_epochs_wall_min"]
+    )
+    rows = [
+        (
+            f"300 paper epochs < 30 min (fastest variant with a passed accuracy check: {fastest['variant']}, "
+            f"{fastest['threads']} thread(s))",
+            f"{fastest['paper_300_epochs_wall_min']:.1f} min",
+            fastest["paper_300_epochs_wall_min"] < 30,
+        )
+    ]
     for name, r in check["runs"].items():
-        rows.append((f"bf16 training, {name}: test ELBO within {TOL} nats of fp32 after {r['epochs']} epochs (mean of "
-                     f"the last {check['last_epochs']}, committed runs)",
-                     f"{r['diff_last_mean']:+.3f} ± {r['diff_last_se']:.3f}", r["met"]))
+        rows.append(
+            (
+                f"bf16 training, {name}: test ELBO within {TOL} nats of fp32 after {r['epochs']} epochs (mean of "
+                f"the last {check['last_epochs']}, committed runs)",
+                f"{r['diff_last_mean']:+.3f} ± {r['diff_last_se']:.3f}",
+                r["met"],
+            )
+        )
     for name, c in e["cases"].items():
         if c["variant"] != "fp32":
-            rows.append((f"  {name}: test ELBO − fp32 after {e['epochs']} epochs (information, not the criterion)",
-                         f"{c['elbo_minus_fp32']:+.3f} ± {c['elbo_minus_fp32_se']:.3f}", None))
+            rows.append(
+                (
+                    f"  {name}: test ELBO − fp32 after {e['epochs']} epochs (information, not the criterion)",
+                    f"{c['elbo_minus_fp32']:+.3f} ± {c['elbo_minus_fp32_se']:.3f}",
+                    None,
+                )
+            )
     return rows

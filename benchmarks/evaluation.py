@@ -37,10 +37,34 @@ from harness import count_flops, interleaved, machine  # noqa: E402
 
 from smvi.core.estimators import ais, iwae_bound  # noqa: E402
 
-FULL = dict(points=50, chains=4, leapfrog=5, steps=20, rounds=2, equal_steps=50, ladder=(30, 100, 300),
-            ladder_points=16, reference_steps=1000, iwae_points=50, iwae_k=128, width=1024)
-QUICK = dict(points=8, chains=4, leapfrog=2, steps=4, rounds=2, equal_steps=6, ladder=(4, 8), ladder_points=4,
-             reference_steps=16, iwae_points=8, iwae_k=16, width=32)
+FULL = dict(
+    points=50,
+    chains=4,
+    leapfrog=5,
+    steps=20,
+    rounds=2,
+    equal_steps=50,
+    ladder=(30, 100, 300),
+    ladder_points=16,
+    reference_steps=1000,
+    iwae_points=50,
+    iwae_k=128,
+    width=1024,
+)
+QUICK = dict(
+    points=8,
+    chains=4,
+    leapfrog=2,
+    steps=4,
+    rounds=2,
+    equal_steps=6,
+    ladder=(4, 8),
+    ladder_points=4,
+    reference_steps=16,
+    iwae_points=8,
+    iwae_k=16,
+    width=32,
+)
 ENCODER = dict(start="encoder")
 
 
@@ -109,10 +133,16 @@ def bench_transition(s: dict, model, x: torch.Tensor) -> dict:
         out[f"{k}_over_reference"] = res[k]["evals_per_s_cpu"] / res["reference_fp32_autograd"]["evals_per_s_cpu"]
     # equal estimates: the same points and seed at a longer length with dual averaging, paired per point
     kw = dict(kw, steps=s["equal_steps"], adapt="dual_averaging")
-    est = {"reference_fp32_autograd": ais(ref, x, **kw), "smvi_fp32": ais(model, x, **kw),
-           "smvi_bf16": ais(model, x, precision="bf16", **kw)}
-    out["equal"] = {"steps": s["equal_steps"], "adapt": "dual_averaging",
-                    **{k: {"log_px_mean": r.mean, "acceptance": r.acceptance} for k, r in est.items()}}
+    est = {
+        "reference_fp32_autograd": ais(ref, x, **kw),
+        "smvi_fp32": ais(model, x, **kw),
+        "smvi_bf16": ais(model, x, precision="bf16", **kw),
+    }
+    out["equal"] = {
+        "steps": s["equal_steps"],
+        "adapt": "dual_averaging",
+        **{k: {"log_px_mean": r.mean, "acceptance": r.acceptance} for k, r in est.items()},
+    }
     for k in ("smvi_fp32", "smvi_bf16"):
         d, se = _mean_se(est[k].log_px - est["reference_fp32_autograd"].log_px)
         out["equal"][f"{k}_minus_reference"], out["equal"][f"{k}_minus_reference_se"] = d, se
@@ -129,27 +159,49 @@ def bench_potential(s: dict, model, x: torch.Tensor) -> dict:
             zz = z.detach().requires_grad_(True)
             return torch.autograd.grad((model.log_prior(zz) + model.log_likelihood(xr, zz)).sum(), zz)
 
-    cases = {"autograd_fp32": lambda: autograd(False), "explicit_fp32": lambda: model.log_likelihood_and_grad(xr, z),
-             "autograd_bf16": lambda: autograd(True),
-             "explicit_bf16": lambda: model.log_likelihood_and_grad(xr, z, precision="bf16")}
+    cases = {
+        "autograd_fp32": lambda: autograd(False),
+        "explicit_fp32": lambda: model.log_likelihood_and_grad(xr, z),
+        "autograd_bf16": lambda: autograd(True),
+        "explicit_bf16": lambda: model.log_likelihood_and_grad(xr, z, precision="bf16"),
+    }
     return {"rows": rows, **interleaved(cases, s["rounds"] * 2, 3)}
 
 
 def bench_step_size(s: dict, model, x: torch.Tensor) -> dict:
     kw = dict(chains=s["chains"], leapfrog_steps=s["leapfrog"], seed=0, precision="bf16", **ENCODER)
     ref, ref_s = _cpu(lambda: ais(model, x, steps=s["reference_steps"], adapt="dual_averaging", **kw))
-    out = {"points": x.shape[0], "reference": {"steps": s["reference_steps"], "log_px_mean": ref.mean,
-                                               "acceptance": ref.acceptance, "cpu_s": ref_s}, "ladder": {}}
+    out = {
+        "points": x.shape[0],
+        "reference": {
+            "steps": s["reference_steps"],
+            "log_px_mean": ref.mean,
+            "acceptance": ref.acceptance,
+            "cpu_s": ref_s,
+        },
+        "ladder": {},
+    }
     for adapt in ("ratio", "dual_averaging"):
         rows = []
         for steps in s["ladder"]:
             r, c = _cpu(lambda steps=steps, adapt=adapt: ais(model, x, steps=steps, adapt=adapt, **kw))
             d, se = _mean_se(r.log_px - ref.log_px)
-            rows.append({"steps": steps, "cpu_s": c, "log_px_mean": r.mean, "minus_reference": d,
-                         "minus_reference_se": se, "acceptance": r.acceptance})
+            rows.append(
+                {
+                    "steps": steps,
+                    "cpu_s": c,
+                    "log_px_mean": r.mean,
+                    "minus_reference": d,
+                    "minus_reference_se": se,
+                    "acceptance": r.acceptance,
+                }
+            )
         done = [r for r in rows if abs(r["minus_reference"]) <= 0.1]
-        out["ladder"][adapt] = {"runs": rows, "first_within_0.1": done[0]["steps"] if done else None,
-                                "cpu_s_to_within_0.1": done[0]["cpu_s"] if done else None}
+        out["ladder"][adapt] = {
+            "runs": rows,
+            "first_within_0.1": done[0]["steps"] if done else None,
+            "cpu_s_to_within_0.1": done[0]["cpu_s"] if done else None,
+        }
     return out
 
 
@@ -158,8 +210,10 @@ def bench_iwae(s: dict, model, x: torch.Tensor) -> dict:
     vals, cases = {}, {}
     for p in ("fp32", "bf16"):
         for chunk, tag in ((64, "chunk64"), (None, "rows1024")):
+
             def run(p=p, chunk=chunk, tag=tag):
                 vals[(p, tag)] = iwae_bound(model, x, k=k, seed=0, chunk_size=chunk, precision=p)
+
             cases[f"{p}_{tag}"] = run
     out = {"k": k, "points": x.shape[0], **interleaved(cases, s["rounds"], 1)}
     d, se = _mean_se(vals[("bf16", "rows1024")] - vals[("fp32", "rows1024")])
@@ -171,37 +225,60 @@ def bench_iwae(s: dict, model, x: torch.Tensor) -> dict:
 
 def report(res: dict) -> str:
     m, t, lines = res["machine"], res["transition"], []
-    lines.append(f"{m['cpu']} | torch {m['torch']} | {m['torch_threads']} thread | avx512_bf16 {m['avx512_bf16']} | "
-                 f"load {m['load_average_start'][0]:.1f} -> {res['load_average_end'][0]:.1f} | {res['note']}")
-    lines.append(f"transition: {t['rows']} rows (points × (chains + 2 pilots)), {res['settings']['steps']} steps × "
-                 f"{res['settings']['leapfrog']} leapfrogs, from the encoder; matmul fp32 "
-                 f"{t['matmul_fp32']['gflops_per_s_cpu']:.0f} GFLOP/s, bf16 {t['matmul_bf16']['gflops_per_s_cpu']:.0f}")
+    lines.append(
+        f"{m['cpu']} | torch {m['torch']} | {m['torch_threads']} thread | avx512_bf16 {m['avx512_bf16']} | "
+        f"load {m['load_average_start'][0]:.1f} -> {res['load_average_end'][0]:.1f} | {res['note']}"
+    )
+    lines.append(
+        f"transition: {t['rows']} rows (points × (chains + 2 pilots)), {res['settings']['steps']} steps × "
+        f"{res['settings']['leapfrog']} leapfrogs, from the encoder; matmul fp32 "
+        f"{t['matmul_fp32']['gflops_per_s_cpu']:.0f} GFLOP/s, bf16 {t['matmul_bf16']['gflops_per_s_cpu']:.0f}"
+    )
     for k in ("reference_fp32_autograd", "smvi_fp32", "smvi_bf16"):
         r = t[k]
-        lines.append(f"  {k:<24} {r['cpu_ms'] / 1e3:7.2f} s cpu  {r['evals_per_s_cpu']:8.0f} evals/s  "
-                     f"{r['fraction_of_matmul_rate']:.2f} of its precision's matmul rate")
+        lines.append(
+            f"  {k:<24} {r['cpu_ms'] / 1e3:7.2f} s cpu  {r['evals_per_s_cpu']:8.0f} evals/s  "
+            f"{r['fraction_of_matmul_rate']:.2f} of its precision's matmul rate"
+        )
     e = t["equal"]
-    lines.append(f"  throughput / reference: fp32 {t['smvi_fp32_over_reference']:.2f}x, bf16 "
-                 f"{t['smvi_bf16_over_reference']:.2f}x; estimates at {e['steps']} steps (dual averaging) minus the "
-                 f"reference: fp32 {e['smvi_fp32_minus_reference']:+.3f} ± {e['smvi_fp32_minus_reference_se']:.3f}, "
-                 f"bf16 {e['smvi_bf16_minus_reference']:+.3f} ± {e['smvi_bf16_minus_reference_se']:.3f} nats")
+    lines.append(
+        f"  throughput / reference: fp32 {t['smvi_fp32_over_reference']:.2f}x, bf16 "
+        f"{t['smvi_bf16_over_reference']:.2f}x; estimates at {e['steps']} steps (dual averaging) minus the "
+        f"reference: fp32 {e['smvi_fp32_minus_reference']:+.3f} ± {e['smvi_fp32_minus_reference_se']:.3f}, "
+        f"bf16 {e['smvi_bf16_minus_reference']:+.3f} ± {e['smvi_bf16_minus_reference_se']:.3f} nats"
+    )
     p = res["potential"]
-    lines.append(f"potential alone ({p['rows']} rows, ms cpu): " + ", ".join(
-        f"{k} {p[k]['cpu_ms']:.1f}" for k in ("autograd_fp32", "explicit_fp32", "autograd_bf16", "explicit_bf16")))
+    lines.append(
+        f"potential alone ({p['rows']} rows, ms cpu): "
+        + ", ".join(
+            f"{k} {p[k]['cpu_ms']:.1f}" for k in ("autograd_fp32", "explicit_fp32", "autograd_bf16", "explicit_bf16")
+        )
+    )
     st = res["step_size"]
-    lines.append(f"step size: {st['points']} points, bf16, reference {st['reference']['log_px_mean']:.3f} "
-                 f"({st['reference']['steps']} steps, dual averaging, acceptance {st['reference']['acceptance']:.2f})")
+    lines.append(
+        f"step size: {st['points']} points, bf16, reference {st['reference']['log_px_mean']:.3f} "
+        f"({st['reference']['steps']} steps, dual averaging, acceptance {st['reference']['acceptance']:.2f})"
+    )
     for adapt, lad in st["ladder"].items():
-        runs = "; ".join(f"{r['steps']}: {r['minus_reference']:+.2f} ± {r['minus_reference_se']:.2f} acc "
-                         f"{r['acceptance']:.2f} {r['cpu_s']:.0f} s" for r in lad["runs"])
-        lines.append(f"  {adapt:<15} {runs}  -> within 0.1 nats at {lad['first_within_0.1']} steps "
-                     f"({cpu if (cpu := lad['cpu_s_to_within_0.1']) is None else round(cpu)} s)")
+        runs = "; ".join(
+            f"{r['steps']}: {r['minus_reference']:+.2f} ± {r['minus_reference_se']:.2f} acc "
+            f"{r['acceptance']:.2f} {r['cpu_s']:.0f} s"
+            for r in lad["runs"]
+        )
+        lines.append(
+            f"  {adapt:<15} {runs}  -> within 0.1 nats at {lad['first_within_0.1']} steps "
+            f"({cpu if (cpu := lad['cpu_s_to_within_0.1']) is None else round(cpu)} s)"
+        )
     i = res["iwae"]
-    lines.append(f"IWAE k={i['k']} on {i['points']} points (ms cpu): " + ", ".join(
-        f"{k} {i[k]['cpu_ms']:.0f}" for k in ("fp32_chunk64", "fp32_rows1024", "bf16_chunk64", "bf16_rows1024"))
+    lines.append(
+        f"IWAE k={i['k']} on {i['points']} points (ms cpu): "
+        + ", ".join(
+            f"{k} {i[k]['cpu_ms']:.0f}" for k in ("fp32_chunk64", "fp32_rows1024", "bf16_chunk64", "bf16_rows1024")
+        )
         + f"; bf16 − fp32 {i['bf16_minus_fp32']:+.4f} ± {i['bf16_minus_fp32_se']:.4f} (max |·| "
-          f"{i['bf16_minus_fp32_max_abs']:.4f}); fp32 chunk 64 / bf16 rows 1024 "
-          f"{i['fp32_chunk64_over_bf16_rows1024']:.2f}x")
+        f"{i['bf16_minus_fp32_max_abs']:.4f}); fp32 chunk 64 / bf16 rows 1024 "
+        f"{i['fp32_chunk64_over_bf16_rows1024']:.2f}x"
+    )
     return "\n".join(lines)
 
 
@@ -246,8 +323,20 @@ def main(argv: list[str] | None = None) -> dict:
     if "step_size" not in args.skip:
         res["step_size"] = bench_step_size(s, model, x[: s["ladder_points"]])
     res["load_average_end"], res["wall_s"] = list(__import__("os").getloadavg()), time.perf_counter() - t0
-    text = report(res) if "step_size" in res else report({**res, "step_size": {"points": 0, "reference": {
-        "log_px_mean": float("nan"), "steps": 0, "acceptance": float("nan")}, "ladder": {}}})
+    text = (
+        report(res)
+        if "step_size" in res
+        else report(
+            {
+                **res,
+                "step_size": {
+                    "points": 0,
+                    "reference": {"log_px_mean": float("nan"), "steps": 0, "acceptance": float("nan")},
+                    "ladder": {},
+                },
+            }
+        )
+    )
     print(text)
     if args.out:
         args.out.write_text(json.dumps({**res, "printed": text.splitlines()}, indent=2, default=str) + "\n")

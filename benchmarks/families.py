@@ -42,8 +42,9 @@ QUICK = dict(x_dim=784, hidden=(32,), z_dim=4, batch=32, rounds=2, per_round=1)
 
 def step_fn(posterior: str, settings: dict, s: dict, precision: str = "fp32"):
     torch.manual_seed(0)
-    cfg = smvi.ModelConfig(z_dim=s["z_dim"], encoder_hidden=s["hidden"], decoder_hidden=s["hidden"],
-                           posterior=posterior)
+    cfg = smvi.ModelConfig(
+        z_dim=s["z_dim"], encoder_hidden=s["hidden"], decoder_hidden=s["hidden"], posterior=posterior
+    )
     model = smvi.VAE(s["x_dim"], cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.bernoulli(torch.rand(s["batch"], s["x_dim"], generator=torch.Generator().manual_seed(1)))
@@ -62,8 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny model: a smoke test in seconds")
     ap.add_argument("--threads", type=int, default=1, help="torch threads [1]")
-    ap.add_argument("--precision", choices=("fp32", "bf16", "both"), default="fp32",
-                    help="the objective in fp32, in bf16 autocast, or both side by side [fp32]")
+    ap.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "both"),
+        default="fp32",
+        help="the objective in fp32, in bf16 autocast, or both side by side [fp32]",
+    )
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -77,10 +82,15 @@ def main(argv: list[str] | None = None) -> dict:
         case, _, pr = k.partition("@")
         return ("diagonal_smvi" if case.endswith("_smvi") else "diagonal") + (f"@{pr}" if pr else "")
 
-    ratios = {clock: {k: times[k][f"{clock}_ms"] / times[base(k)][f"{clock}_ms"] for k in times}
-              for clock in ("cpu", "wall")}
-    res = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()} | {"precision": precisions},
-           "machine": machine(), "times": times, "ratios_to_diagonal": ratios}
+    ratios = {
+        clock: {k: times[k][f"{clock}_ms"] / times[base(k)][f"{clock}_ms"] for k in times} for clock in ("cpu", "wall")
+    }
+    res = {
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()} | {"precision": precisions},
+        "machine": machine(),
+        "times": times,
+        "ratios_to_diagonal": ratios,
+    }
     print(f"{'case':<20}{'cpu ms':>10}{'wall ms':>10}{'cpu ratio':>11}   (ratio to the diagonal step at the same λ)")
     for k in times:
         print(f"{k:<20}{times[k]['cpu_ms']:>10.1f}{times[k]['wall_ms']:>10.1f}{ratios['cpu'][k]:>10.2f}x")

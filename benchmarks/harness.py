@@ -41,8 +41,15 @@ def interleaved(cases: dict[str, Callable[[], object]], rounds: int, per_round: 
                 c.append(time.process_time() - c0)
             wall[k].append(median(w) * 1e3)
             cpu[k].append(median(c) * 1e3)
-    return {k: {"wall_ms": median(wall[k]), "cpu_ms": median(cpu[k]), "wall_ms_rounds": [round(v, 2) for v in wall[k]],
-                "cpu_ms_rounds": [round(v, 2) for v in cpu[k]]} for k in cases}
+    return {
+        k: {
+            "wall_ms": median(wall[k]),
+            "cpu_ms": median(cpu[k]),
+            "wall_ms_rounds": [round(v, 2) for v in wall[k]],
+            "cpu_ms_rounds": [round(v, 2) for v in cpu[k]],
+        }
+        for k in cases
+    }
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -62,10 +69,18 @@ def machine() -> dict:
         flags = next(ln for ln in open("/proc/cpuinfo") if ln.startswith("flags"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": model, "cores_available": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "smvi": smvi.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "avx512_bf16": "avx512_bf16" in flags,
-            "amx_bf16": "amx_bf16" in flags, "load_average_start": os.getloadavg()}
+    return {
+        "cpu": model,
+        "cores_available": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "smvi": smvi.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+        "load_average_start": os.getloadavg(),
+    }
 
 
 # ---- ratios and report -----------------------------------------------------------------------------------------------
@@ -90,15 +105,18 @@ def ratios(res: dict) -> dict:
                 r[f"{k}_flops_fraction_of_matmul_b{b}"] = rate(f"{k}_b{b}") / rate("matmul_fp32")
                 r[f"{k}_flops_fraction_of_layer_matmul_b{b}"] = rate(f"{k}_b{b}") / rate("matmul_fp32_layer")
             r[f"smvi_bf16_flops_fraction_of_bf16_matmul_b{b}"] = rate(f"smvi_bf16_b{b}") / rate("matmul_bf16")
-        r["bf16_over_fp32_matmul_rate"] = st["matmul_bf16"][f"gflops_per_s_{clock}"] / st["matmul_fp32"][
-            f"gflops_per_s_{clock}"]
+        r["bf16_over_fp32_matmul_rate"] = (
+            st["matmul_bf16"][f"gflops_per_s_{clock}"] / st["matmul_fp32"][f"gflops_per_s_{clock}"]
+        )
         if tr:
             r["training_reference_over_smvi"] = tr["reference"][f"{clock}_s"] / tr["smvi"][f"{clock}_s"]
             r["training_reference_over_smvi_bf16_fused_adam"] = (
-                tr["reference"][f"{clock}_s"] / tr["smvi_bf16_fused_adam"][f"{clock}_s"])
+                tr["reference"][f"{clock}_s"] / tr["smvi_bf16_fused_adam"][f"{clock}_s"]
+            )
         if ais:
-            r["ais_smvi_over_reference_throughput"] = ais["smvi"][f"throughput_{clock}"] / ais["reference"][
-                f"throughput_{clock}"]
+            r["ais_smvi_over_reference_throughput"] = (
+                ais["smvi"][f"throughput_{clock}"] / ais["reference"][f"throughput_{clock}"]
+            )
         out[clock] = r
     return out
 
@@ -106,56 +124,83 @@ def ratios(res: dict) -> dict:
 def targets(res: dict) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met) for the issue's targets, from CPU-time ratios at the largest batch."""
     r, b = res["ratios"]["cpu"], max(res["settings"]["batches"])
-    rows = [("SMVI step <= 1.2x VAE step (fp32)", f"{r[f'smvi_over_vae_b{b}']:.2f}x", r[f"smvi_over_vae_b{b}"] <= 1.2),
-            ("  same, SMVI in bf16 autocast (opt-in)", f"{r[f'smvi_bf16_over_vae_b{b}']:.2f}x",
-             r[f"smvi_bf16_over_vae_b{b}"] <= 1.2)]
+    rows = [
+        ("SMVI step <= 1.2x VAE step (fp32)", f"{r[f'smvi_over_vae_b{b}']:.2f}x", r[f"smvi_over_vae_b{b}"] <= 1.2),
+        (
+            "  same, SMVI in bf16 autocast (opt-in)",
+            f"{r[f'smvi_bf16_over_vae_b{b}']:.2f}x",
+            r[f"smvi_bf16_over_vae_b{b}"] <= 1.2,
+        ),
+    ]
     tr = res.get("training")
     if tr:
         for name, label in (("smvi", "fp32"), ("smvi_bf16_fused_adam", "bf16 + fused Adam, prototype")):
             speed = tr["reference"]["cpu_s"] / tr[name]["cpu_s"]
             gap = tr[name]["elbo_minus_reference"]
-            rows.append((f"training >= 2x reference, ELBO within 0.5 nats ({label})",
-                         f"{speed:.2f}x, ELBO {gap:+.2f} nats", speed >= 2 and abs(gap) <= 0.5))
+            rows.append(
+                (
+                    f"training >= 2x reference, ELBO within 0.5 nats ({label})",
+                    f"{speed:.2f}x, ELBO {gap:+.2f} nats",
+                    speed >= 2 and abs(gap) <= 0.5,
+                )
+            )
     ais = res.get("ais")
     if ais:
         a = r["ais_smvi_over_reference_throughput"]
         d, se = ais["log_px_smvi_minus_reference"], ais["log_px_smvi_minus_reference_se"]
-        rows.append(("AIS >= 3x reference, same estimate", f"{a:.1f}x, log p(x) {d:+.2f} ± {se:.2f}",
-                     a >= 3 and (abs(d) <= 3 * se or abs(d) < 0.5)))
-    rows.append(("SMVI step's FLOP/s / fp32 matmul rate (2048^2 | layer-shaped)",
-                 f"{r[f'smvi_flops_fraction_of_matmul_b{b}']:.2f} | "
-                 f"{r[f'smvi_flops_fraction_of_layer_matmul_b{b}']:.2f}",
-                 None))
+        rows.append(
+            (
+                "AIS >= 3x reference, same estimate",
+                f"{a:.1f}x, log p(x) {d:+.2f} ± {se:.2f}",
+                a >= 3 and (abs(d) <= 3 * se or abs(d) < 0.5),
+            )
+        )
+    rows.append(
+        (
+            "SMVI step's FLOP/s / fp32 matmul rate (2048^2 | layer-shaped)",
+            f"{r[f'smvi_flops_fraction_of_matmul_b{b}']:.2f} | {r[f'smvi_flops_fraction_of_layer_matmul_b{b}']:.2f}",
+            None,
+        )
+    )
     return rows
 
 
 def report(res: dict) -> str:
     st, lines = res["steps"], []
     m = res["machine"]
-    lines.append(f"{m['cpu']} | {m['cores_available']} cores | torch {m['torch']} | {m['torch_threads']} thread(s) | "
-                 f"load {m['load_average_start'][0]:.1f} -> {m['load_average_end'][0]:.1f}")
+    lines.append(
+        f"{m['cpu']} | {m['cores_available']} cores | torch {m['torch']} | {m['torch_threads']} thread(s) | "
+        f"load {m['load_average_start'][0]:.1f} -> {m['load_average_end'][0]:.1f}"
+    )
     lines.append(f"{'case':<28}{'wall ms':>10}{'cpu ms':>10}{'GFLOP':>8}{'GFLOP/s cpu':>13}")
     for k, v in st.items():
-        lines.append(f"{k:<28}{v['wall_ms']:>10.1f}{v['cpu_ms']:>10.1f}{v.get('gflop', float('nan')):>8.2f}"
-                     f"{v.get('gflops_per_s_cpu', float('nan')):>13.1f}")
+        lines.append(
+            f"{k:<28}{v['wall_ms']:>10.1f}{v['cpu_ms']:>10.1f}{v.get('gflop', float('nan')):>8.2f}"
+            f"{v.get('gflops_per_s_cpu', float('nan')):>13.1f}"
+        )
     for k, v in res.get("threads", {}).items():
         lines.append(f"{k:<28}{v['wall_ms']:>10.1f}{v['cpu_ms']:>10.1f}")
     for k, v in res.get("ais_potential", {}).items():
         if isinstance(v, dict):
-            lines.append(f"potential {k:<18}{v['wall_ms']:>10.2f}{v['cpu_ms']:>10.2f}"
-                         f"{v['us_per_row_cpu']:>10.2f} us/row")
+            lines.append(
+                f"potential {k:<18}{v['wall_ms']:>10.2f}{v['cpu_ms']:>10.2f}{v['us_per_row_cpu']:>10.2f} us/row"
+            )
     if res.get("training"):
         for k in ("reference", "smvi", "smvi_bf16_fused_adam"):
             v = res["training"][k]
             loop = f" (epoch loops {v['loop_wall_s']:.1f} s)" if "loop_wall_s" in v else ""
-            lines.append(f"training {k:<20} wall {v['wall_s']:.1f} s{loop}, cpu {v['cpu_s']:.1f} s, test ELBO "
-                         f"{v['test_elbo']:.2f} ({v['elbo_minus_reference']:+.2f} "
-                         f"± {v['elbo_minus_reference_se']:.2f})")
+            lines.append(
+                f"training {k:<20} wall {v['wall_s']:.1f} s{loop}, cpu {v['cpu_s']:.1f} s, test ELBO "
+                f"{v['test_elbo']:.2f} ({v['elbo_minus_reference']:+.2f} "
+                f"± {v['elbo_minus_reference_se']:.2f})"
+            )
     if res.get("ais"):
         a = res["ais"]
         for k in ("smvi", "reference"):
-            lines.append(f"AIS {k:<10} wall {a[k]['wall_s']:.1f} s, {a[k]['throughput_wall']:.0f} point-chain-steps/s,"
-                         f" log p(x) {a[k]['log_px_mean']:.2f}")
+            lines.append(
+                f"AIS {k:<10} wall {a[k]['wall_s']:.1f} s, {a[k]['throughput_wall']:.0f} point-chain-steps/s,"
+                f" log p(x) {a[k]['log_px_mean']:.2f}"
+            )
     lines.append("ratios (cpu time | wall time):")
     for k in res["ratios"]["cpu"]:
         lines.append(f"  {k:<48}{res['ratios']['cpu'][k]:>8.2f} |{res['ratios']['wall'][k]:>8.2f}")

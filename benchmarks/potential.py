@@ -37,7 +37,8 @@ def bench_ais_potential(s: dict, model, data: ImageData) -> dict:
     res = interleaved(cases, max(2, s["rounds"] // 2), s["per_round"] * 2)
     r = rows_list[0]
     res["explicit_minus_autograd_grad_max_abs"] = float(
-        (cases[f"explicit_rows{r}"]()[1] - cases[f"autograd_rows{r}"]()[0]).abs().max())
+        (cases[f"explicit_rows{r}"]()[1] - cases[f"autograd_rows{r}"]()[0]).abs().max()
+    )
     for k, v in res.items():
         if not isinstance(v, dict):
             continue

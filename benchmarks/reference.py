@@ -43,8 +43,16 @@ def _sigmoid_schedule(steps: int, delta: float = 4.0) -> list[float]:
 
 
 def reference_ais(
-    model, x: Tensor, *, steps: int, chains: int, leapfrog_steps: int = 10, init_step_size: float = 0.05,
-    target_accept: float = 0.65, pilot_chains: int = 2, seed: int = 0,
+    model,
+    x: Tensor,
+    *,
+    steps: int,
+    chains: int,
+    leapfrog_steps: int = 10,
+    init_step_size: float = 0.05,
+    target_accept: float = 0.65,
+    pilot_chains: int = 2,
+    seed: int = 0,
 ) -> Tensor:
     """AIS from the prior to p(z|x) with HMC, one data point at a time, chains batched: log p̂(x) ``[N]`` float64.
 

@@ -33,8 +33,12 @@ from smvi.stages.train import load_run, train
 
 
 def small_model(epochs: int, out: Path):
-    cfg = RunConfig.model_validate({"model": {"z_dim": 20, "encoder_hidden": [256, 256], "decoder_hidden": [256, 256]},
-                                    "train": {"epochs": epochs, "batch_size": 256, "seed": 0}})
+    cfg = RunConfig.model_validate(
+        {
+            "model": {"z_dim": 20, "encoder_hidden": [256, 256], "decoder_hidden": [256, 256]},
+            "train": {"epochs": epochs, "batch_size": 256, "seed": 0},
+        }
+    )
     train(cfg, out, progress=False)
     return load_run(out)
 
@@ -52,8 +56,15 @@ def gap_closed(run, images: int, steps: list[int]) -> dict:
         fit = fit_local(model, x, steps=s)
         seconds = time.perf_counter() - t0
         after = elbo_estimate(model, fit.q, x, seed=1)
-        out["fits"].append({"steps": s, "elbo": float(after.mean()), "gain": float((after - enc).mean()),
-                            "converged": fit.converged, "seconds_per_image": seconds / images})
+        out["fits"].append(
+            {
+                "steps": s,
+                "elbo": float(after.mean()),
+                "gain": float((after - enc).mean()),
+                "converged": fit.converged,
+                "seconds_per_image": seconds / images,
+            }
+        )
     top = out["fits"][-1]["gain"]
     for f in out["fits"]:
         f["fraction_closed"] = f["gain"] / top if top > 0 else None

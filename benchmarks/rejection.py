@@ -20,21 +20,28 @@ import json
 from pathlib import Path
 
 import torch
+from harness import interleaved, machine
 
 import smvi
-from harness import interleaved, machine
 from smvi.core.objectives import training_objective
 
 CASES = {  # name -> (model settings, objective settings)
     "diagonal": ({}, dict(objective="smvi", lam=0.0)),
     "diagonal_smvi": ({}, dict(objective="smvi", lam=0.01)),
-    **{f"accept{a}{s}": (dict(posterior="rejection", rejection_acceptance=a), dict(objective="smvi", lam=lam))
-       for a in (0.5, 0.2, 0.05) for s, lam in (("", 0.0), ("_smvi", 0.01))},
+    **{
+        f"accept{a}{s}": (dict(posterior="rejection", rejection_acceptance=a), dict(objective="smvi", lam=lam))
+        for a in (0.5, 0.2, 0.05)
+        for s, lam in (("", 0.0), ("_smvi", 0.01))
+    },
     "T0_smvi": (dict(posterior="rejection", rejection_threshold=0.0), dict(objective="smvi", lam=0.01)),
-    "accept0.2_M4_smvi": (dict(posterior="rejection", rejection_acceptance=0.2, rejection_proposals=4),
-                          dict(objective="smvi", lam=0.01)),
-    "accept0.2_M64_smvi": (dict(posterior="rejection", rejection_acceptance=0.2, rejection_proposals=64),
-                           dict(objective="smvi", lam=0.01)),
+    "accept0.2_M4_smvi": (
+        dict(posterior="rejection", rejection_acceptance=0.2, rejection_proposals=4),
+        dict(objective="smvi", lam=0.01),
+    ),
+    "accept0.2_M64_smvi": (
+        dict(posterior="rejection", rejection_acceptance=0.2, rejection_proposals=64),
+        dict(objective="smvi", lam=0.01),
+    ),
 }
 FULL = dict(x_dim=784, hidden=(1024, 1024), z_dim=50, batch=512, rounds=3, per_round=2)
 QUICK = dict(x_dim=784, hidden=(32,), z_dim=4, batch=32, rounds=2, per_round=1)
@@ -70,11 +77,16 @@ def main(argv: list[str] | None = None) -> dict:
     names = [k for k in CASES if args.only is None or k in args.only or k.startswith("diagonal")]
     times = interleaved({k: step_fn(*CASES[k], s, args.precision) for k in names}, s["rounds"], s["per_round"])
     base = lambda k: "diagonal_smvi" if CASES[k][1]["lam"] else "diagonal"  # noqa: E731  (same λ)
-    ratios = {clock: {k: times[k][f"{clock}_ms"] / times[base(k)][f"{clock}_ms"] for k in times}
-              for clock in ("cpu", "wall")}
-    res = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}
-           | {"precision": args.precision, "threads": args.threads},
-           "machine": machine(), "times": times, "ratios_to_diagonal": ratios}
+    ratios = {
+        clock: {k: times[k][f"{clock}_ms"] / times[base(k)][f"{clock}_ms"] for k in times} for clock in ("cpu", "wall")
+    }
+    res = {
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}
+        | {"precision": args.precision, "threads": args.threads},
+        "machine": machine(),
+        "times": times,
+        "ratios_to_diagonal": ratios,
+    }
     print(f"{'case':<22}{'cpu ms':>10}{'wall ms':>10}{'cpu ratio':>11}   (ratio to the diagonal step at the same λ)")
     for k in times:
         print(f"{k:<22}{times[k]['cpu_ms']:>10.1f}{times[k]['wall_ms']:>10.1f}{ratios['cpu'][k]:>10.2f}x")

@@ -57,16 +57,64 @@ from smvi.settings.run import DataConfig, ModelConfig, RunConfig, TrainConfig  #
 from smvi.stages.train import load_run, train  # noqa: E402
 
 LAM = 0.01
-FULL = dict(data="mnist", hidden=(1024, 1024), z_dim=50, batches=(100, 512), rounds=5, per_round=3, mm_n=2048,
-            train_n=20000, epochs=3, eval_n=2000, ais_points=64, ais_chains=16, ais_steps=30, ais_leapfrog=5,
-            ais_rounds=1, prec_points=64, prec_chains=16, prec_steps=100, prec_leapfrog=5, prec_rounds=2,
-            bdmc_points=16, bdmc_steps=(100, 300, 1000), iwae_k=1000,
-            epoch_n=60000, epoch_batch=512, epoch_epochs=3, epoch_threads=2)
-QUICK = dict(data="synthetic", hidden=(32, 32), z_dim=4, batches=(16,), rounds=2, per_round=1, mm_n=128,
-             train_n=64, epochs=1, eval_n=32, ais_points=2, ais_chains=3, ais_steps=4, ais_leapfrog=2, ais_rounds=1,
-             prec_points=8, prec_chains=4, prec_steps=6, prec_leapfrog=3, prec_rounds=2,
-             bdmc_points=4, bdmc_steps=(3, 6), iwae_k=16,
-             epoch_n=64, epoch_batch=16, epoch_epochs=2, epoch_threads=2)
+FULL = dict(
+    data="mnist",
+    hidden=(1024, 1024),
+    z_dim=50,
+    batches=(100, 512),
+    rounds=5,
+    per_round=3,
+    mm_n=2048,
+    train_n=20000,
+    epochs=3,
+    eval_n=2000,
+    ais_points=64,
+    ais_chains=16,
+    ais_steps=30,
+    ais_leapfrog=5,
+    ais_rounds=1,
+    prec_points=64,
+    prec_chains=16,
+    prec_steps=100,
+    prec_leapfrog=5,
+    prec_rounds=2,
+    bdmc_points=16,
+    bdmc_steps=(100, 300, 1000),
+    iwae_k=1000,
+    epoch_n=60000,
+    epoch_batch=512,
+    epoch_epochs=3,
+    epoch_threads=2,
+)
+QUICK = dict(
+    data="synthetic",
+    hidden=(32, 32),
+    z_dim=4,
+    batches=(16,),
+    rounds=2,
+    per_round=1,
+    mm_n=128,
+    train_n=64,
+    epochs=1,
+    eval_n=32,
+    ais_points=2,
+    ais_chains=3,
+    ais_steps=4,
+    ais_leapfrog=2,
+    ais_rounds=1,
+    prec_points=8,
+    prec_chains=4,
+    prec_steps=6,
+    prec_leapfrog=3,
+    prec_rounds=2,
+    bdmc_points=4,
+    bdmc_steps=(3, 6),
+    iwae_k=16,
+    epoch_n=64,
+    epoch_batch=16,
+    epoch_epochs=2,
+    epoch_threads=2,
+)
 
 
 # ---- the pieces being measured ---------------------------------------------------------------------------------------
@@ -199,13 +247,17 @@ def _manual_epoch(model, opt, loader: DynamicBinarizer, *, reference: bool, bf16
 def bench_training(s: dict, data: ImageData, workdir: Path) -> tuple[dict, smvi.VAE]:
     subset = ImageData(data.train_x[: s["train_n"]], data.train_y[: s["train_n"]], data.test_x, data.test_y)
     eval_x = binarize_fixed(data.test_x[: s["eval_n"]], seed=1234)
-    cfg = RunConfig(model=ModelConfig(encoder_hidden=s["hidden"], decoder_hidden=s["hidden"], z_dim=s["z_dim"]),
-                    data=DataConfig(monitor_size=min(1000, s["eval_n"])),
-                    train=TrainConfig(lam=LAM, epochs=1, batch_size=512, seed=0, device="cpu"))
+    cfg = RunConfig(
+        model=ModelConfig(encoder_hidden=s["hidden"], decoder_hidden=s["hidden"], z_dim=s["z_dim"]),
+        data=DataConfig(monitor_size=min(1000, s["eval_n"])),
+        train=TrainConfig(lam=LAM, epochs=1, batch_size=512, seed=0, device="cpu"),
+    )
     run_dir = workdir / "smvi_run"
     manual = {}
-    for name, reference, bf16, fused in (("reference", True, False, False),
-                                         ("smvi_bf16_fused_adam", False, True, True)):
+    for name, reference, bf16, fused in (
+        ("reference", True, False, False),
+        ("smvi_bf16_fused_adam", False, True, True),
+    ):
         model = vae(s)  # train()'s initialization, data stream (seed + 1) and, carried below, its z-noise stream
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
         loader = DynamicBinarizer(subset.train_x, 512, seed=1)
@@ -218,8 +270,13 @@ def bench_training(s: dict, data: ImageData, workdir: Path) -> tuple[dict, smvi.
         for name in order:
             t0, c0 = time.perf_counter(), time.process_time()
             if name == "smvi":
-                train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epoch})}), run_dir,
-                      resume=epoch > 1, progress=False, data=subset)
+                train(
+                    cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epoch})}),
+                    run_dir,
+                    resume=epoch > 1,
+                    progress=False,
+                    data=subset,
+                )
             else:
                 model, opt, loader, reference, bf16, rng = manual[name]
                 torch.set_rng_state(rng)
@@ -234,9 +291,14 @@ def bench_training(s: dict, data: ImageData, workdir: Path) -> tuple[dict, smvi.
     for name, model in models.items():
         elbo, d_sm = _eval_elbo(model, eval_x)
         diff = elbo - ref_elbo
-        out[name] = {"wall_s": wall[name], "cpu_s": cpu[name], "test_elbo": float(elbo.mean()), "test_d_sm": d_sm,
-                     "elbo_minus_reference": float(diff.mean()),
-                     "elbo_minus_reference_se": float(diff.std() / math.sqrt(len(diff)))}
+        out[name] = {
+            "wall_s": wall[name],
+            "cpu_s": cpu[name],
+            "test_elbo": float(elbo.mean()),
+            "test_d_sm": d_sm,
+            "elbo_minus_reference": float(diff.mean()),
+            "elbo_minus_reference_se": float(diff.std() / math.sqrt(len(diff))),
+        }
     # train()'s own epoch-loop time, without its per-epoch test monitor, checkpoint and (here) resume
     out["smvi"]["loop_wall_s"] = loop_s
     return out, models["smvi"]
@@ -251,7 +313,7 @@ def bench_ais(s: dict, model, data: ImageData) -> dict:
     wall: dict[str, list[float]] = {k: [] for k in est}
     cpu: dict[str, list[float]] = {k: [] for k in est}
     for r in range(s["ais_rounds"]):
-        for name in (("smvi", "reference") if r % 2 == 0 else ("reference", "smvi")):
+        for name in ("smvi", "reference") if r % 2 == 0 else ("reference", "smvi"):
             t0, c0 = time.perf_counter(), time.process_time()
             if name == "smvi":
                 log_px = ais(model, x, seed=r, **kw).log_px
@@ -263,9 +325,13 @@ def bench_ais(s: dict, model, data: ImageData) -> dict:
     work = x.shape[0] * s["ais_chains"] * s["ais_steps"]
     out = {"points": x.shape[0], **kw, "rounds": s["ais_rounds"]}
     for name in est:
-        out[name] = {"wall_s": median(wall[name]), "cpu_s": median(cpu[name]),
-                     "throughput_wall": work / median(wall[name]), "throughput_cpu": work / median(cpu[name]),
-                     "log_px_mean": float(torch.stack(est[name]).mean())}
+        out[name] = {
+            "wall_s": median(wall[name]),
+            "cpu_s": median(cpu[name]),
+            "throughput_wall": work / median(wall[name]),
+            "throughput_cpu": work / median(cpu[name]),
+            "log_px_mean": float(torch.stack(est[name]).mean()),
+        }
     diff = torch.stack(est["smvi"]).mean(0) - torch.stack(est["reference"]).mean(0)
     out["log_px_smvi_minus_reference"] = float(diff.mean())
     out["log_px_smvi_minus_reference_se"] = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
@@ -277,20 +343,42 @@ def bench_ais(s: dict, model, data: ImageData) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny model and synthetic data: a smoke test in seconds")
-    ap.add_argument("--out", type=Path, default=None, help="JSON results (default: benchmarks/results.json; "
-                    "with --quick: not written unless given)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for every section but `threads` (default "
-                    "1: per-step CPU time is then insensitive to other processes)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results (default: benchmarks/results.json; with --quick: not written unless given)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for every section but `threads` (default "
+        "1: per-step CPU time is then insensitive to other processes)",
+    )
     ap.add_argument("--compile", action="store_true", help="also time a torch.compile'd SMVI step (compiles ~1 min)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["threads", "training", "ais", "precision", "epochs"],
-                    help="sections to skip")
-    ap.add_argument("--run-dir", type=Path, default=None, help="a trained run (smvi train) whose model the precision "
-                    "section uses (default: the model the training section trains)")
+    ap.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["threads", "training", "ais", "precision", "epochs"],
+        help="sections to skip",
+    )
+    ap.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="a trained run (smvi train) whose model the precision "
+        "section uses (default: the model the training section trains)",
+    )
     args = ap.parse_args(argv)
     s = dict(QUICK if args.quick else FULL)
     torch.set_num_threads(args.threads)
-    res: dict = {"command": " ".join(["benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
-                 "settings": s, "machine": machine()}
+    res: dict = {
+        "command": " ".join(["benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "settings": s,
+        "machine": machine(),
+    }
     data = make_data(s)
     t0 = time.perf_counter()
     print("steps ...", flush=True)
@@ -320,12 +408,18 @@ def main(argv: list[str] | None = None) -> dict:
     res["machine"]["load_average_end"] = os.getloadavg()
     res["seconds"] = time.perf_counter() - t0
     res["ratios"] = ratios(res)
-    extra = ((precision_targets(res["precision"]) if "precision" in res else [])
-             + (epochs_targets(res["epochs"]) if "epochs" in res else []))
+    extra = (precision_targets(res["precision"]) if "precision" in res else []) + (
+        epochs_targets(res["epochs"]) if "epochs" in res else []
+    )
     res["targets"] = [{"target": n, "measured": v, "met": m} for n, v, m in targets(res) + extra]
-    print("\n".join([report(res)] + (precision_report(res["precision"]) if "precision" in res else [])
-                     + (epochs_report(res["epochs"]) if "epochs" in res else [])
-                     + [f"  {n:<78}{v:<30}{'' if m is None else 'met' if m else 'NOT met'}" for n, v, m in extra]))
+    print(
+        "\n".join(
+            [report(res)]
+            + (precision_report(res["precision"]) if "precision" in res else [])
+            + (epochs_report(res["epochs"]) if "epochs" in res else [])
+            + [f"  {n:<78}{v:<30}{'' if m is None else 'met' if m else 'NOT met'}" for n, v, m in extra]
+        )
+    )
     out = args.out or (None if args.quick else Path(__file__).resolve().parent / "results.json")
     if out is not None:
         out.write_text(json.dumps(res, indent=1) + "\n")

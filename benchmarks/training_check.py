@@ -59,9 +59,14 @@ def training_check(results: Path = ROOT / "results", *, runs: tuple[str, ...] = 
         ra, rb = a.read_record("eval"), b.read_record("eval")
         ev = (rb.splits["test"].elbo.mean - ra.splits["test"].elbo.mean) if ra and rb else None
         out["runs"][name] = {
-            "epochs": epochs[-1], "diff_per_epoch": [round(d, 3) for d in diff], "diff_epoch3": diff[2],
-            "diff_last_epoch": diff[-1], "diff_last_mean": tail.mean, "diff_last_se": tail.se,
-            "fp32_last_mean": mean_se(ma[e] for e in epochs[-last:]).mean, "eval_test_elbo_diff": ev,
+            "epochs": epochs[-1],
+            "diff_per_epoch": [round(d, 3) for d in diff],
+            "diff_epoch3": diff[2],
+            "diff_last_epoch": diff[-1],
+            "diff_last_mean": tail.mean,
+            "diff_last_se": tail.se,
+            "fp32_last_mean": mean_se(ma[e] for e in epochs[-last:]).mean,
+            "eval_test_elbo_diff": ev,
             "met": abs(tail.mean) <= TOL,
         }
     out["met"] = all(r["met"] for r in out["runs"].values())
@@ -69,13 +74,18 @@ def training_check(results: Path = ROOT / "results", *, runs: tuple[str, ...] = 
 
 
 def report(c: dict) -> list[str]:
-    lines = [f"test ELBO bf16 − fp32 ({c['bf16']} vs {c['fp32']}; monitor: 1000 test images, same noise)",
-             f"| run | epochs | after 3 epochs | last epoch | mean of the last {c['last_epochs']} epochs | "
-             f"eval record (100 images) | within {c['tol']} |", "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"test ELBO bf16 − fp32 ({c['bf16']} vs {c['fp32']}; monitor: 1000 test images, same noise)",
+        f"| run | epochs | after 3 epochs | last epoch | mean of the last {c['last_epochs']} epochs | "
+        f"eval record (100 images) | within {c['tol']} |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for name, r in c["runs"].items():
         ev = "—" if r["eval_test_elbo_diff"] is None else f"{r['eval_test_elbo_diff']:+.2f}"
-        lines.append(f"| {name} | {r['epochs']} | {r['diff_epoch3']:+.2f} | {r['diff_last_epoch']:+.2f} | "
-                     f"{r['diff_last_mean']:+.2f} ± {r['diff_last_se']:.2f} | {ev} | {'yes' if r['met'] else 'no'} |")
+        lines.append(
+            f"| {name} | {r['epochs']} | {r['diff_epoch3']:+.2f} | {r['diff_last_epoch']:+.2f} | "
+            f"{r['diff_last_mean']:+.2f} ± {r['diff_last_se']:.2f} | {ev} | {'yes' if r['met'] else 'no'} |"
+        )
     return lines
 
 

@@ -35,10 +35,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def train_at(lam: float, args: argparse.Namespace, data: smvi.ImageData) -> Path:
     """Train one model with weight ``lam`` on D_SM; returns its run directory."""
     config = smvi.load_config(
-        sets=[f"model.encoder_hidden=[{args.hidden}]", f"model.decoder_hidden=[{args.hidden}]", "train.batch_size=128",
-              "data.monitor_size=256"],
-        overrides={"train.lam": lam, "train.epochs": args.epochs, "model.z_dim": args.z_dim,
-                   "data.dataset": args.dataset, "data.data_dir": args.data_dir},
+        sets=[
+            f"model.encoder_hidden=[{args.hidden}]",
+            f"model.decoder_hidden=[{args.hidden}]",
+            "train.batch_size=128",
+            "data.monitor_size=256",
+        ],
+        overrides={
+            "train.lam": lam,
+            "train.epochs": args.epochs,
+            "model.z_dim": args.z_dim,
+            "data.dataset": args.dataset,
+            "data.data_dir": args.data_dir,
+        },
     )
     run_dir = args.out / f"lam{lam:g}"
     smvi.train_run(config, run_dir, data=data, overwrite=True, progress=False)
@@ -58,8 +67,17 @@ def score(run_dir: Path, data: smvi.ImageData, args: argparse.Namespace) -> dict
         return float(v.mean()), float(v.std() / math.sqrt(len(v)))
 
     (lp, lp_se), (g, g_se), (e, e_se) = mean_se(log_px), mean_se(gap), mean_se(elbo)
-    return {"lam": run.config.train.lam, "epochs": run.epoch, "n": len(x), "log_px": lp, "log_px_se": lp_se,
-            "gap": g, "gap_se": g_se, "elbo": e, "elbo_se": e_se}
+    return {
+        "lam": run.config.train.lam,
+        "epochs": run.epoch,
+        "n": len(x),
+        "log_px": lp,
+        "log_px_se": lp_se,
+        "gap": g,
+        "gap_se": g_se,
+        "elbo": e,
+        "elbo_se": e_se,
+    }
 
 
 def plot(points: list[dict], path: Path, title: str) -> None:
@@ -69,8 +87,14 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
-    ax.errorbar([p["gap"] for p in points], [p["log_px"] for p in points], xerr=[p["gap_se"] for p in points],
-                yerr=[p["log_px_se"] for p in points], fmt="o-", capsize=3)
+    ax.errorbar(
+        [p["gap"] for p in points],
+        [p["log_px"] for p in points],
+        xerr=[p["gap_se"] for p in points],
+        yerr=[p["log_px_se"] for p in points],
+        fmt="o-",
+        capsize=3,
+    )
     for p in points:
         ax.annotate(f"λ = {p['lam']:g}", (p["gap"], p["log_px"]), textcoords="offset points", xytext=(6, 4))
     ax.set_xlabel("ELBO gap, AIS − ELBO (nats)")
@@ -91,8 +115,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for lam in lams:
         points.append(score(train_at(lam, args, data), data, args))
         p = points[-1]
-        print(f"λ = {lam:g}: log p(x) {p['log_px']:.2f} ± {p['log_px_se']:.2f}, gap {p['gap']:.2f} ± {p['gap_se']:.2f} "
-              f"nats ({p['n']} test images, {p['epochs']} epochs)", flush=True)
+        print(
+            f"λ = {lam:g}: log p(x) {p['log_px']:.2f} ± {p['log_px_se']:.2f}, gap {p['gap']:.2f} ± {p['gap_se']:.2f} "
+            f"nats ({p['n']} test images, {p['epochs']} epochs)",
+            flush=True,
+        )
     what = "synthetic images" if args.synthetic else args.dataset
     plot(points, args.out / "frontier.png", f"{what}, {args.epochs} epochs: learning vs inference")
     (args.out / "frontier.json").write_text(json.dumps(points, indent=1) + "\n")

@@ -63,8 +63,10 @@ PROBE = """<script>(function () {
 # milliseconds (virtual time waits for the network), and the search has answered by then.
 SEARCH_WAIT_MS = 4000
 WAIT_IMAGE = '<img id="smvi-wait" alt="" src="/__smvi_wait.png" style="display:none">'
-PIXEL = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
-                      "0000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+PIXEL = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
 MAX_HEIGHT = 16384
 
 
@@ -219,8 +221,11 @@ def screenshots(binary: str, site: Path, out: Path, query: str, width: int = 128
     out.mkdir(parents=True, exist_ok=True)
     shots = []
     with Server(site, SEARCH_WAIT_MS) as server:
-        for name, path, height in (("home", "index.html", 1400), ("results-paper", "results/paper/index.html", None),
-                                   ("search", f"index.html?q={query}", 900)):
+        for name, path, height in (
+            ("home", "index.html", 1400),
+            ("results-paper", "results/paper/index.html", None),
+            ("search", f"index.html?q={query}", 900),
+        ):
             if height is None:
                 height = min(probe(binary, server.url + path, width)["height"], MAX_HEIGHT)
             shot = (out / f"{name}.png").resolve()
@@ -235,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("site", type=Path, nargs="?", default=Path("site"), help="the built site [site]")
     ap.add_argument("--query", default="score matching", help="what to search for [score matching]")
-    ap.add_argument("--pages", default=None,
-                    help="comma-separated pages to open in the browser, e.g. index.html [every page]")
+    ap.add_argument(
+        "--pages", default=None, help="comma-separated pages to open in the browser, e.g. index.html [every page]"
+    )
     ap.add_argument("--screenshot", type=Path, default=None, help="write home.png, results-paper.png, search.png here")
     ap.add_argument("--chromium", default=None, help="the browser binary [chromium on PATH]")
     a = ap.parse_args(argv)
@@ -263,9 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         print(p)
     if not problems:
         images = sum(s["images"] for s in seen.values())
-        print(f"{a.site}: {len(pages)} pages opened, {images} images loaded, links and anchors resolve, nothing "
-              f"fetched from outside; search {a.query!r}: {searched['search']} results shown"
-              + (f"; screenshots {', '.join(str(s) for s in shots)}" if shots else ""))
+        print(
+            f"{a.site}: {len(pages)} pages opened, {images} images loaded, links and anchors resolve, nothing "
+            f"fetched from outside; search {a.query!r}: {searched['search']} results shown"
+            + (f"; screenshots {', '.join(str(s) for s in shots)}" if shots else "")
+        )
     return 1 if problems else 0
 
 

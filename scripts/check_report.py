@@ -108,11 +108,20 @@ def find_chromium(given: str | None = None) -> str | None:
 
 
 def _chromium(binary: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-             "--disable-extensions", "--hide-scrollbars", "--virtual-time-budget=15000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-extensions",
+        "--hide-scrollbars",
+        "--virtual-time-budget=15000",
+    ]
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([binary, *flags, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [binary, *flags, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=timeout
+        )
 
 
 def browser_report(binary: str, page: Path, width: int = 1280) -> dict:
@@ -134,8 +143,12 @@ def browser_report(binary: str, page: Path, width: int = 1280) -> dict:
 def screenshot(binary: str, page: Path, out: Path, width: int, height: int) -> None:
     """A PNG of ``page`` at ``width`` × ``height`` (the page's full height from :func:`browser_report`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    r = _chromium(binary, f"--screenshot={out.resolve()}", f"--window-size={width},{min(height, MAX_HEIGHT)}",
-                  page.resolve().as_uri())
+    r = _chromium(
+        binary,
+        f"--screenshot={out.resolve()}",
+        f"--window-size={width},{min(height, MAX_HEIGHT)}",
+        page.resolve().as_uri(),
+    )
     if not out.is_file():
         raise RuntimeError(f"chromium wrote no screenshot (exit {r.returncode}): {r.stderr.strip()[-300:]}")
 
@@ -175,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     for p in problems:
         print(p)
     if not problems:
-        print(f"{a.report}: every image embedded and loaded, no outside resource"
-              + (f"; screenshot {a.screenshot}" if a.screenshot else ""))
+        print(
+            f"{a.report}: every image embedded and loaded, no outside resource"
+            + (f"; screenshot {a.screenshot}" if a.screenshot else "")
+        )
     return 1 if problems else 0
 
 

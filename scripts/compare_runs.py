@@ -37,10 +37,13 @@ def eval_rows(a: RunDir, b: RunDir, label: str) -> list[str]:
             continue
         for q in ("elbo", "ais", "gap"):
             ma, mb = getattr(sa, q), getattr(sb, q)
-            paired = (sa.per_image is not None and sb.per_image is not None and sa.indices == sb.indices)
+            paired = sa.per_image is not None and sb.per_image is not None and sa.indices == sb.indices
             if paired:
-                d = mean_se(y - x for x, y in zip(getattr(sa.per_image, q), getattr(sb.per_image, q), strict=True)
-                            if x is not None and y is not None)
+                d = mean_se(
+                    y - x
+                    for x, y in zip(getattr(sa.per_image, q), getattr(sb.per_image, q), strict=True)
+                    if x is not None and y is not None
+                )
                 delta, se, how = d.mean, d.se, "paired"
             else:
                 delta = mb.mean - ma.mean
@@ -59,10 +62,13 @@ def ssl_rows(a: RunDir, b: RunDir, label: str) -> list[str]:
         xb = rb.features.sizes.get(s)
         if xb is None or ra.features.seeds != rb.features.seeds:
             continue
-        d = mean_se(100 * (y - x) for x, y in zip(xa.accuracy, xb.accuracy, strict=True)
-                    if x is not None and y is not None)
-        rows.append(f"| {label} | SSL s={s} (%) | {100 * xa.mean:.2f} | {100 * xb.mean:.2f} | "
-                    f"{_fmt(d.mean)} ± {d.se:.2f} (paired over {d.n} label subsets) |")
+        d = mean_se(
+            100 * (y - x) for x, y in zip(xa.accuracy, xb.accuracy, strict=True) if x is not None and y is not None
+        )
+        rows.append(
+            f"| {label} | SSL s={s} (%) | {100 * xa.mean:.2f} | {100 * xb.mean:.2f} | "
+            f"{_fmt(d.mean)} ± {d.se:.2f} (paired over {d.n} label subsets) |"
+        )
     return rows
 
 

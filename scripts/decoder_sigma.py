@@ -34,9 +34,11 @@ def main(argv: list[str] | None = None) -> None:
         bg = gray == 0
         med = lambda t: float(t.median()) if t.numel() else float("nan")  # noqa: E731  (nan: no such pixel)
         avg = lambda t: float(t.mean()) if t.numel() else float("nan")  # noqa: E731
-        print(f"{path}: log σ median background {med(log_std[bg]):.2f}, foreground {med(log_std[~bg]):.2f}; "
-              f"decoder mean background {avg(mean[bg]):.3f}, foreground {avg(mean[~bg]):.3f} "
-              f"(input {avg(x[~bg]):.3f})")
+        print(
+            f"{path}: log σ median background {med(log_std[bg]):.2f}, foreground {med(log_std[~bg]):.2f}; "
+            f"decoder mean background {avg(mean[bg]):.3f}, foreground {avg(mean[~bg]):.3f} "
+            f"(input {avg(x[~bg]):.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,12 @@ from mkdocs.structure.files import File, Files
 
 ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj|const):<code>(~?)([\w.]+)(\(\))?</code>")
 ROOT = Path(__file__).resolve().parents[1]
-PATTERNS = ("results/*/report/*.png", "results/*/report/results.md", "results/paper/summary.md",
-            "results/bf16check/comparison.md")
+PATTERNS = (
+    "results/*/report/*.png",
+    "results/*/report/results.md",
+    "results/paper/summary.md",
+    "results/bf16check/comparison.md",
+)
 
 
 def on_files(files: Files, config) -> Files:

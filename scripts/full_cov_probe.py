@@ -28,8 +28,9 @@ def _test_terms(model: VAE, x: torch.Tensor) -> tuple[float, float]:
     return float(t.elbo.mean()), float(t.kl.mean())
 
 
-def probe(data, posterior: str, scale: float | None, *, steps: int, every: int, batch: int, model: ModelConfig,
-          seed: int = 0) -> list[str]:
+def probe(
+    data, posterior: str, scale: float | None, *, steps: int, every: int, batch: int, model: ModelConfig, seed: int = 0
+) -> list[str]:
     """One training run; the lines it prints."""
     torch.manual_seed(seed)
     m = VAE(data.train_x.shape[1], model.model_copy(update={"posterior": posterior}))
@@ -64,8 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=1000, help="Adam steps per run [1000, about 8.5 epochs]")
     ap.add_argument("--every", type=int, default=200, help="print the test terms every this many steps [200]")
-    ap.add_argument("--scales", default="0,0.02,0.1414,1", help="off-diagonal scales of the full family, comma-"
-                    "separated [0,0.02,0.1414,1]; the diagonal family always runs first")
+    ap.add_argument(
+        "--scales",
+        default="0,0.02,0.1414,1",
+        help="off-diagonal scales of the full family, comma-"
+        "separated [0,0.02,0.1414,1]; the diagonal family always runs first",
+    )
     ap.add_argument("--batch-size", type=int, default=512, help="examples per step [512]")
     ap.add_argument("--dataset", default="mnist", help="mnist, or idx with --data-dir [mnist]")
     ap.add_argument("--data-dir", default=None, help="directory of the data set")

@@ -165,15 +165,24 @@ def stats(root: Path) -> Stats:
         edges = imported_modules(tree, name, path.name == "__init__.py", modules)
         # the package smvi itself (reached by every absolute import) is not an edge: its __init__ imports lazily
         graph[name] = {m for m, _ in edges if m not in (name, "smvi")}
-        private += [f"{name} <- {m}.{n}" for m, ns in edges if m != name for n in ns if n.startswith("_")
-                    and not n.startswith("__")]
+        private += [
+            f"{name} <- {m}.{n}"
+            for m, ns in edges
+            if m != name
+            for n in ns
+            if n.startswith("_") and not n.startswith("__")
+        ]
     wings = Counter(wing(n, trees[n][0].name == "__init__.py") for n in modules)
     level = levels(graph)
     exported = {n: all_names(t) for n, (_, t) in trees.items()}
 
-    corpus = {p: p.read_text(encoding="utf-8", errors="replace") for d in ("src", "tests", "scripts", "benchmarks",
-              "examples", "docs") if (root / d).is_dir() for p in (root / d).rglob("*")
-              if p.suffix in (".py", ".md", ".toml", ".yml", ".yaml", ".txt", ".cfg", ".ini", ".sh") and p.is_file()}
+    corpus = {
+        p: p.read_text(encoding="utf-8", errors="replace")
+        for d in ("src", "tests", "scripts", "benchmarks", "examples", "docs")
+        if (root / d).is_dir()
+        for p in (root / d).rglob("*")
+        if p.suffix in (".py", ".md", ".toml", ".yml", ".yaml", ".txt", ".cfg", ".ini", ".sh") and p.is_file()
+    }
     corpus.update({p: p.read_text(encoding="utf-8") for p in root.glob("*.md")})
     corpus.update({p: p.read_text(encoding="utf-8") for p in root.glob("Makefile")})
     unused = []
@@ -183,10 +192,16 @@ def stats(root: Path) -> Stats:
             word = re.compile(rf"(?<![\w.]){re.escape(n)}\b|(?<=\.){re.escape(n)}\b")
             if not any(word.search(text) for p, text in corpus.items() if p != own):
                 unused.append(f"{name}.{n}")
-    return Stats(modules=len(modules), wings=dict(sorted(wings.items())), import_levels=max(level.values()),
-                 deepest=max(level, key=lambda m: (level[m], m)), smvi_all=len(exported.get("smvi", [])),
-                 all_total=sum(len(v) for n, v in exported.items() if n != "smvi"), private_imports=private,
-                 unused_all=unused)
+    return Stats(
+        modules=len(modules),
+        wings=dict(sorted(wings.items())),
+        import_levels=max(level.values()),
+        deepest=max(level, key=lambda m: (level[m], m)),
+        smvi_all=len(exported.get("smvi", [])),
+        all_total=sum(len(v) for n, v in exported.items() if n != "smvi"),
+        private_imports=private,
+        unused_all=unused,
+    )
 
 
 def main(argv: list[str]) -> None:

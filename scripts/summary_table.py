@@ -20,8 +20,12 @@ from smvi.report.flags import CLAIM_BLOCKING, RULES
 from smvi.report.paired import format_p
 from smvi.report.tables import pm
 
-VALUES = (("gap", "test", "gap, test"), ("gap", "train", "gap, train"), ("ais", "test", "AIS log p(x), test"),
-          ("iwae_full", "test", "IWAE log p(x), whole test set"))
+VALUES = (
+    ("gap", "test", "gap, test"),
+    ("gap", "train", "gap, train"),
+    ("ais", "test", "AIS log p(x), test"),
+    ("iwae_full", "test", "IWAE log p(x), whole test set"),
+)
 PAIRED = (("iwae_full", "test", "Δ IWAE log p(x)"), ("gap", "test", "Δ gap, test"))
 
 
@@ -69,26 +73,41 @@ def summary_table(report_dir: Path) -> str:
     label = {lam: f"{lam:g}" + (f" {marks[lam]}" if lam in marks else "") for lam in lams}
     runs = {lam: max(int(r["n_runs"]) for k, r in per_lam.items() if k[3] == lam) for lam in lams}
 
-    values = [[label[lam], str(runs[lam])] + [_mean_se(per_lam.get((q, sp, "", lam)), runs[lam]) for q, sp, _ in VALUES]
-              + [_mean_se(per_lam.get(("ssl_accuracy", "test", str(s), lam)), runs[lam]) for s in sizes]
-              for lam in lams]
+    values = [
+        [label[lam], str(runs[lam])]
+        + [_mean_se(per_lam.get((q, sp, "", lam)), runs[lam]) for q, sp, _ in VALUES]
+        + [_mean_se(per_lam.get(("ssl_accuracy", "test", str(s), lam)), runs[lam]) for s in sizes]
+        for lam in lams
+    ]
     if raw:
         values.append(["raw pixels", "—"] + [""] * len(VALUES) + [_mean_se(raw.get(str(s))) for s in sizes])
     head = ["λ", "runs"] + [text for *_, text in VALUES] + [f"SSL %, s = {s}" for s in sizes]
     lines = _table(head, values)
-    lines += ["", "Nats, or % of test images classified right; mean ± SE, over training seeds when a λ has several "
-                  "runs (else over images or label subsets; raw pixels: over label subsets).", ""]
+    lines += [
+        "",
+        "Nats, or % of test images classified right; mean ± SE, over training seeds when a λ has several "
+        "runs (else over images or label subsets; raw pixels: over label subsets).",
+        "",
+    ]
 
-    body = [[label[lam]] + [_paired(diffs.get((q, sp, "", lam))) for q, sp, _ in PAIRED]
-            + [_paired(diffs.get(("ssl_gain", "test", str(s), lam))) for s in sizes] for lam in lams if lam != 0]
+    body = [
+        [label[lam]]
+        + [_paired(diffs.get((q, sp, "", lam))) for q, sp, _ in PAIRED]
+        + [_paired(diffs.get(("ssl_gain", "test", str(s), lam))) for s in sizes]
+        for lam in lams
+        if lam != 0
+    ]
     head = ["λ"] + [text for *_, text in PAIRED] + [f"Δ SSL, s = {s} (points)" for s in sizes]
     lines += _table(head, body)
-    note = ("Δ: λ minus λ = 0, paired (same images, label subsets and training seeds), nats or percentage points, "
-            "with its 95 % t interval, Holm-adjusted p and its unit n (training seeds; images or label subsets with "
-            "one seed).")
-    present = {m for v in marks.values() for m in (v[i:i + 2] for i in range(0, len(v), 2))}
-    note += "".join(f" {m}: {text}, so not evidence for a claim." for m, text in
-                    (RULES[k] for k in CLAIM_BLOCKING) if m in present)
+    note = (
+        "Δ: λ minus λ = 0, paired (same images, label subsets and training seeds), nats or percentage points, "
+        "with its 95 % t interval, Holm-adjusted p and its unit n (training seeds; images or label subsets with "
+        "one seed)."
+    )
+    present = {m for v in marks.values() for m in (v[i : i + 2] for i in range(0, len(v), 2))}
+    note += "".join(
+        f" {m}: {text}, so not evidence for a claim." for m, text in (RULES[k] for k in CLAIM_BLOCKING) if m in present
+    )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 

@@ -53,8 +53,21 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def tiny_train_args(data_dir: Path) -> list[str]:
     """CLI options for a small, fast run on a synthetic IDX directory."""
     return [
-        "--dataset", "idx", "--data-dir", str(data_dir), "--z-dim", "4", "--batch-size", "64", "--no-progress",
-        "--set", "model.encoder_hidden=[32]", "--set", "model.decoder_hidden=[32]", "--set", "data.monitor_size=64",
+        "--dataset",
+        "idx",
+        "--data-dir",
+        str(data_dir),
+        "--z-dim",
+        "4",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--set",
+        "model.encoder_hidden=[32]",
+        "--set",
+        "model.decoder_hidden=[32]",
+        "--set",
+        "data.monitor_size=64",
     ]
 
 

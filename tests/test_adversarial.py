@@ -53,15 +53,54 @@ ERROR, OK = "one-line error", "correct result"
 SMVI_ERRORS = (ConfigError, RunError, DataError, CheckpointError, RecordError)
 
 # ---- tiny settings ---------------------------------------------------------------------------------------------------
-TRAIN_SETS = ["model.z_dim=4", "model.encoder_hidden=[32]", "model.decoder_hidden=[32]", "data.monitor_size=64",
-              "train.batch_size=64", "train.epochs=2", "train.device=cpu"]
-QUICK_EVAL = dict(n_test=8, n_train=0, elbo_samples=2, dsm_samples=2, iwae_k=0, batch_size=8,
-                  ais={"steps": 2, "chains": 1, "leapfrog_steps": 1})
-EVAL_ARGS = ["--n-test", "8", "--n-train", "0", "--set", "elbo_samples=2", "--set", "dsm_samples=2", "--set",
-             "iwae_k=0", "--set", "ais.steps=2", "--set", "ais.chains=1", "--set", "ais.leapfrog_steps=1",
-             "--set", "batch_size=8", "--no-progress"]
-QUICK_GAPS = dict(n_points=4, steps=2, window=1, n_samples=1, eval_samples=2, batch_size=4,
-                  ais={"steps": 2, "chains": 1, "leapfrog_steps": 1})
+TRAIN_SETS = [
+    "model.z_dim=4",
+    "model.encoder_hidden=[32]",
+    "model.decoder_hidden=[32]",
+    "data.monitor_size=64",
+    "train.batch_size=64",
+    "train.epochs=2",
+    "train.device=cpu",
+]
+QUICK_EVAL = dict(
+    n_test=8,
+    n_train=0,
+    elbo_samples=2,
+    dsm_samples=2,
+    iwae_k=0,
+    batch_size=8,
+    ais={"steps": 2, "chains": 1, "leapfrog_steps": 1},
+)
+EVAL_ARGS = [
+    "--n-test",
+    "8",
+    "--n-train",
+    "0",
+    "--set",
+    "elbo_samples=2",
+    "--set",
+    "dsm_samples=2",
+    "--set",
+    "iwae_k=0",
+    "--set",
+    "ais.steps=2",
+    "--set",
+    "ais.chains=1",
+    "--set",
+    "ais.leapfrog_steps=1",
+    "--set",
+    "batch_size=8",
+    "--no-progress",
+]
+QUICK_GAPS = dict(
+    n_points=4,
+    steps=2,
+    window=1,
+    n_samples=1,
+    eval_samples=2,
+    batch_size=4,
+    ais={"steps": 2, "chains": 1, "leapfrog_steps": 1},
+)
 QUICK_PICTURES = dict(n_samples=4, n_reconstructions=2, n_latent=16, columns=2)
 QUICK_SSL = dict(sizes=(20,), seeds=(0,), raw_pixels=False, test_size=20, n_jobs=1, C_grid=(1.0,), gamma_grid=(1.0,))
 QUICK_CONV = dict(steps=(2, 3), n_points=4, ais={"chains": 1, "leapfrog_steps": 1})
@@ -74,8 +113,12 @@ def run_config(idx: Path, *extra: str) -> RunConfig:
 def other_arrays(seed: int = 7) -> ImageData:
     """Images of the fixture's shape that are not the fixture's."""
     g = torch.Generator().manual_seed(seed)
-    return ImageData(torch.rand(256, 784, generator=g), torch.arange(256) % 10,
-                     torch.rand(128, 784, generator=g), torch.arange(128) % 10)
+    return ImageData(
+        torch.rand(256, 784, generator=g),
+        torch.arange(256) % 10,
+        torch.rand(128, 784, generator=g),
+        torch.arange(128) % 10,
+    )
 
 
 # ---- the shared run -------------------------------------------------------------------------------------------------
@@ -129,11 +172,16 @@ def env(template, tmp_path) -> Env:
 
 def snapshot(*dirs: Path) -> dict[str, Any]:
     """Every file's bytes (a file over 64 MB, e.g. a sparse one, by size and modification time)."""
-    return {str(p): (p.read_bytes() if p.stat().st_size < 64 << 20 else (p.stat().st_size, p.stat().st_mtime_ns))
-            for d in dirs if d.exists() for p in sorted(d.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {
+        str(p): (p.read_bytes() if p.stat().st_size < 64 << 20 else (p.stat().st_size, p.stat().st_mtime_ns))
+        for d in dirs
+        if d.exists()
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
-# ---- cases ------------------------------------------------------------------------------------------------------------
+# ---- cases -----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -180,24 +228,106 @@ for _name, _set, _key in TRAIN_BOUNDS:
     extra = {"flow": ["--set", "model.posterior=flow"]}.get("flow" if "flow" in _set else "", [])
     if "lam_max" in _set:
         extra = ["--set", "train.constraint.target=30"]
-    case(f"train-{_name}", "train",
-         lambda e, s=_set, x=extra: e.cli("train", "--out", e.tmp / "new", "--dataset", "idx", "--data-dir", e.idx,
-                                          "--no-progress", *[a for t in TRAIN_SETS for a in ("--set", t)], *x,
-                                          "--set", s),
-         ERROR, f"{_key}: " if "×" not in _key else _key)
-case("train-target-dsm-option-1e300", "train",
-     lambda e: e.cli("train", "--out", e.tmp / "new", "--dataset", "idx", "--data-dir", e.idx, "--no-progress",
-                     "--target-dsm", "1e300"), ERROR, "at most 1e+06")
-case("train-gap-k-huge", "train",
-     lambda e: e.cli("train", "--out", e.tmp / "new", "--dataset", "idx", "--data-dir", e.idx, "--no-progress",
-                     "--set", "train.constraint.target=3", "--set", "train.constraint.measure=gap",
-                     "--set", "train.constraint.gap_k=100000000"), ERROR, "train.constraint.gap_k")
-case("train-iwae-k-huge", "train",
-     lambda e: e.cli("train", "--out", e.tmp / "new", "--dataset", "idx", "--data-dir", e.idx, "--no-progress",
-                     "--set", "train.objective=iwae", "--set", "train.iwae_k=100000000"), ERROR, "train.iwae_k")
-case("train-beta-1e300", "train",
-     lambda e: e.cli("train", "--out", e.tmp / "new", "--dataset", "idx", "--data-dir", e.idx, "--no-progress",
-                     "--set", "train.objective=beta", "--set", "train.beta=1e300"), ERROR, "train.beta")
+    case(
+        f"train-{_name}",
+        "train",
+        lambda e, s=_set, x=extra: e.cli(
+            "train",
+            "--out",
+            e.tmp / "new",
+            "--dataset",
+            "idx",
+            "--data-dir",
+            e.idx,
+            "--no-progress",
+            *[a for t in TRAIN_SETS for a in ("--set", t)],
+            *x,
+            "--set",
+            s,
+        ),
+        ERROR,
+        f"{_key}: " if "×" not in _key else _key,
+    )
+case(
+    "train-target-dsm-option-1e300",
+    "train",
+    lambda e: e.cli(
+        "train",
+        "--out",
+        e.tmp / "new",
+        "--dataset",
+        "idx",
+        "--data-dir",
+        e.idx,
+        "--no-progress",
+        "--target-dsm",
+        "1e300",
+    ),
+    ERROR,
+    "at most 1e+06",
+)
+case(
+    "train-gap-k-huge",
+    "train",
+    lambda e: e.cli(
+        "train",
+        "--out",
+        e.tmp / "new",
+        "--dataset",
+        "idx",
+        "--data-dir",
+        e.idx,
+        "--no-progress",
+        "--set",
+        "train.constraint.target=3",
+        "--set",
+        "train.constraint.measure=gap",
+        "--set",
+        "train.constraint.gap_k=100000000",
+    ),
+    ERROR,
+    "train.constraint.gap_k",
+)
+case(
+    "train-iwae-k-huge",
+    "train",
+    lambda e: e.cli(
+        "train",
+        "--out",
+        e.tmp / "new",
+        "--dataset",
+        "idx",
+        "--data-dir",
+        e.idx,
+        "--no-progress",
+        "--set",
+        "train.objective=iwae",
+        "--set",
+        "train.iwae_k=100000000",
+    ),
+    ERROR,
+    "train.iwae_k",
+)
+case(
+    "train-beta-1e300",
+    "train",
+    lambda e: e.cli(
+        "train",
+        "--out",
+        e.tmp / "new",
+        "--dataset",
+        "idx",
+        "--data-dir",
+        e.idx,
+        "--no-progress",
+        "--set",
+        "train.objective=beta",
+        "--set",
+        "train.beta=1e300",
+    ),
+    ERROR,
+    "train.beta",
+)
 
 # -- bounds on the stages' settings (CLI, on the trained run)
 STAGE_BOUNDS = [
@@ -237,16 +367,29 @@ STAGE_BOUNDS = [
     ("ssl", ["--set", "batch_size=100000000000"], "batch_size"),
 ]
 for _stage, _args, _key in STAGE_BOUNDS:
-    case(f"{_stage}-bound-{_key}", _stage,
-         lambda e, s=_stage, a=_args: e.cli(s, e.run, *a, *(["--no-progress"] if "--no-progress" not in a else [])),
-         ERROR, f"{_key}: ")
+    case(
+        f"{_stage}-bound-{_key}",
+        _stage,
+        lambda e, s=_stage, a=_args: e.cli(s, e.run, *a, *(["--no-progress"] if "--no-progress" not in a else [])),
+        ERROR,
+        f"{_key}: ",
+    )
 
 # -- one validation path: settings objects re-validated, wrong types named (Python API)
-STAGES = {"evaluate": (evaluate_run, EvalConfig, QUICK_EVAL), "gaps": (gaps_run, GapConfig, QUICK_GAPS),
-          "pictures": (pictures_run, PicturesConfig, QUICK_PICTURES), "ssl": (ssl_run, SSLConfig, QUICK_SSL),
-          "convergence": (check_convergence, ConvergenceConfig, QUICK_CONV)}
-FIRST_SIZE = {"evaluate": "n_test", "gaps": "n_points", "pictures": "n_samples", "ssl": "batch_size",
-              "convergence": "n_points"}
+STAGES = {
+    "evaluate": (evaluate_run, EvalConfig, QUICK_EVAL),
+    "gaps": (gaps_run, GapConfig, QUICK_GAPS),
+    "pictures": (pictures_run, PicturesConfig, QUICK_PICTURES),
+    "ssl": (ssl_run, SSLConfig, QUICK_SSL),
+    "convergence": (check_convergence, ConvergenceConfig, QUICK_CONV),
+}
+FIRST_SIZE = {
+    "evaluate": "n_test",
+    "gaps": "n_points",
+    "pictures": "n_samples",
+    "ssl": "batch_size",
+    "convergence": "n_points",
+}
 
 
 def _api(stage: str, cfg: Any = None, **kw) -> Callable[[Env], Any]:
@@ -256,59 +399,120 @@ def _api(stage: str, cfg: Any = None, **kw) -> Callable[[Env], Any]:
         c = cfg(cls(**quick)) if callable(cfg) else cls(**quick)
         args = {"progress": False, "overwrite": True, "device": "cpu", **kw}
         return fn(args.pop("run_dir", e.run), c, **args)
+
     return act
 
 
 for _stage in STAGES:
     key = FIRST_SIZE[_stage]
-    case(f"api-{_stage}-model-copy-negative", "api", _api(_stage, lambda c, k=key: c.model_copy(update={k: -3})),
-         ERROR, f"{key}: ")
-    case(f"api-{_stage}-model-copy-string", "api", _api(_stage, lambda c, k=key: c.model_copy(update={k: "many"})),
-         ERROR, f"{key}: ")
-    case(f"api-{_stage}-model-copy-huge", "api", _api(_stage, lambda c, k=key: c.model_copy(update={k: 10**12})),
-         ERROR, "at most")
-    case(f"api-{_stage}-model-copy-unknown-key", "api",
-         _api(_stage, lambda c: c.model_copy(update={"no_such_key": 1})), ERROR, "no_such_key")
+    case(
+        f"api-{_stage}-model-copy-negative",
+        "api",
+        _api(_stage, lambda c, k=key: c.model_copy(update={k: -3})),
+        ERROR,
+        f"{key}: ",
+    )
+    case(
+        f"api-{_stage}-model-copy-string",
+        "api",
+        _api(_stage, lambda c, k=key: c.model_copy(update={k: "many"})),
+        ERROR,
+        f"{key}: ",
+    )
+    case(
+        f"api-{_stage}-model-copy-huge",
+        "api",
+        _api(_stage, lambda c, k=key: c.model_copy(update={k: 10**12})),
+        ERROR,
+        "at most",
+    )
+    case(
+        f"api-{_stage}-model-copy-unknown-key",
+        "api",
+        _api(_stage, lambda c: c.model_copy(update={"no_such_key": 1})),
+        ERROR,
+        "no_such_key",
+    )
     case(f"api-{_stage}-settings-as-dict", "api", _api(_stage, lambda c: c.model_dump()), ERROR, "got dict")
     case(f"api-{_stage}-settings-none", "api", _api(_stage, lambda c: None), ERROR, "got NoneType")
-    case(f"api-{_stage}-settings-of-another-stage", "api",
-         _api(_stage, lambda c, s=_stage: (GapConfig() if s != "gaps" else EvalConfig())), ERROR, "must be a")
-    case(f"api-{_stage}-data-not-imagedata", "api", _api(_stage, data=np.zeros((3, 784))), ERROR,
-         "data must be an smvi.ImageData")
+    case(
+        f"api-{_stage}-settings-of-another-stage",
+        "api",
+        _api(_stage, lambda c, s=_stage: GapConfig() if s != "gaps" else EvalConfig()),
+        ERROR,
+        "must be a",
+    )
+    case(
+        f"api-{_stage}-data-not-imagedata",
+        "api",
+        _api(_stage, data=np.zeros((3, 784))),
+        ERROR,
+        "data must be an smvi.ImageData",
+    )
     case(f"api-{_stage}-device-gpu", "api", _api(_stage, device="gpu"), ERROR, "device must be one of")
     case(f"api-{_stage}-run-dir-int", "api", _api(_stage, run_dir=123), ERROR, "non-empty path")
     case(f"api-{_stage}-run-dir-empty", "api", _api(_stage, run_dir=""), ERROR, "non-empty path")
-case("api-evaluate-nested-model-copy", "api",
-     _api("evaluate", lambda c: c.model_copy(update={"ais": c.ais.model_copy(update={"steps": 0})})), ERROR,
-     "ais.steps")
-case("api-evaluate-n-test-minus-3-not-recorded", "api",
-     _api("evaluate", lambda c: c.model_copy(update={"n_test": -3})), ERROR, "greater than 0")
+case(
+    "api-evaluate-nested-model-copy",
+    "api",
+    _api("evaluate", lambda c: c.model_copy(update={"ais": c.ais.model_copy(update={"steps": 0})})),
+    ERROR,
+    "ais.steps",
+)
+case(
+    "api-evaluate-n-test-minus-3-not-recorded",
+    "api",
+    _api("evaluate", lambda c: c.model_copy(update={"n_test": -3})),
+    ERROR,
+    "greater than 0",
+)
 
 
 def _train_api(update: Callable[[RunConfig], Any], **kw) -> Callable[[Env], Any]:
     def act(e: Env):
         return train(update(run_config(e.idx)), e.tmp / "new", progress=False, **kw)
+
     return act
 
 
-case("api-train-model-copy-negative-z", "api",
-     _train_api(lambda c: c.model_copy(update={"model": c.model.model_copy(update={"z_dim": -1})})), ERROR,
-     "model.z_dim")
-case("api-train-model-copy-huge-z", "api",
-     _train_api(lambda c: c.model_copy(update={"model": c.model.model_copy(update={"z_dim": 10**9})})), ERROR,
-     "at most 4096")
-case("api-train-model-copy-seed-2^64", "api",
-     _train_api(lambda c: c.model_copy(update={"train": c.train.model_copy(update={"seed": 2**64})})), ERROR,
-     "train.seed")
-case("api-train-model-copy-wrong-type", "api",
-     _train_api(lambda c: c.model_copy(update={"train": c.train.model_copy(update={"lr": "fast"})})), ERROR,
-     "train.lr")
+case(
+    "api-train-model-copy-negative-z",
+    "api",
+    _train_api(lambda c: c.model_copy(update={"model": c.model.model_copy(update={"z_dim": -1})})),
+    ERROR,
+    "model.z_dim",
+)
+case(
+    "api-train-model-copy-huge-z",
+    "api",
+    _train_api(lambda c: c.model_copy(update={"model": c.model.model_copy(update={"z_dim": 10**9})})),
+    ERROR,
+    "at most 4096",
+)
+case(
+    "api-train-model-copy-seed-2^64",
+    "api",
+    _train_api(lambda c: c.model_copy(update={"train": c.train.model_copy(update={"seed": 2**64})})),
+    ERROR,
+    "train.seed",
+)
+case(
+    "api-train-model-copy-wrong-type",
+    "api",
+    _train_api(lambda c: c.model_copy(update={"train": c.train.model_copy(update={"lr": "fast"})})),
+    ERROR,
+    "train.lr",
+)
 case("api-train-config-as-dict", "api", _train_api(lambda c: c.model_dump()), ERROR, "got dict")
 case("api-train-config-is-eval-config", "api", _train_api(lambda c: EvalConfig()), ERROR, "must be a RunConfig")
-case("api-train-data-is-a-tensor", "api", _train_api(lambda c: c, data=torch.zeros(4, 784)), ERROR,
-     "data must be an smvi.ImageData")
-case("api-train-run-dir-none", "api", lambda e: train(run_config(e.idx), None, progress=False), ERROR,
-     "non-empty path")
+case(
+    "api-train-data-is-a-tensor",
+    "api",
+    _train_api(lambda c: c, data=torch.zeros(4, 784)),
+    ERROR,
+    "data must be an smvi.ImageData",
+)
+case("api-train-run-dir-none", "api", lambda e: train(run_config(e.idx), None, progress=False), ERROR, "non-empty path")
 
 
 # -- data identity: what a run was trained on
@@ -335,27 +539,61 @@ def _api_trained(e: Env) -> None:
 
 
 for _stage in STAGES:
-    case(f"{_stage}-on-replaced-idx-files", "data",
-         lambda e, s=_stage: e.cli(s, e.run, "--no-progress", "--overwrite", *(EVAL_ARGS if s == "evaluate" else [])),
-         ERROR, "changed: t10k-images-idx3-ubyte", setup=_replace_test_images)
-    case(f"{_stage}-api-other-arrays", "data", _api(_stage, data=other_arrays()), ERROR,
-         "now arrays passed through the Python API")
-    case(f"{_stage}-cli-after-api-training", "data",
-         lambda e, s=_stage: e.cli(s, e.run, "--no-progress", *(EVAL_ARGS if s == "evaluate" else [])),
-         ERROR, "trained on arrays passed through the Python API", setup=_api_trained)
+    case(
+        f"{_stage}-on-replaced-idx-files",
+        "data",
+        lambda e, s=_stage: e.cli(s, e.run, "--no-progress", "--overwrite", *(EVAL_ARGS if s == "evaluate" else [])),
+        ERROR,
+        "changed: t10k-images-idx3-ubyte",
+        setup=_replace_test_images,
+    )
+    case(
+        f"{_stage}-api-other-arrays",
+        "data",
+        _api(_stage, data=other_arrays()),
+        ERROR,
+        "now arrays passed through the Python API",
+    )
+    case(
+        f"{_stage}-cli-after-api-training",
+        "data",
+        lambda e, s=_stage: e.cli(s, e.run, "--no-progress", *(EVAL_ARGS if s == "evaluate" else [])),
+        ERROR,
+        "trained on arrays passed through the Python API",
+        setup=_api_trained,
+    )
 case("evaluate-error-names-both", "data", _api("evaluate", data=other_arrays()), ERROR, "trained on IDX files in")
-case("resume-on-replaced-idx-files", "train",
-     lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"), ERROR,
-     "changed: t10k-images-idx3-ubyte", setup=_replace_test_images)
-case("resume-with-other-arrays", "train",
-     lambda e: train(run_config(e.idx, "train.epochs=3"), e.run, resume=True, progress=False,
-                     data=other_arrays()), ERROR, "the data changed since the run was trained")
-case("resume-api-run-with-other-arrays", "train",
-     lambda e: train(run_config(e.idx, "train.epochs=3"), e.run, resume=True, progress=False,
-                     data=other_arrays(seed=8)), ERROR, "now arrays", setup=_api_trained)
-case("data-json-damaged", "data",
-     lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), ERROR, "data.json is damaged",
-     setup=lambda e: (e.run / "data.json").write_text('{"kind": "mnist"'))
+case(
+    "resume-on-replaced-idx-files",
+    "train",
+    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    ERROR,
+    "changed: t10k-images-idx3-ubyte",
+    setup=_replace_test_images,
+)
+case(
+    "resume-with-other-arrays",
+    "train",
+    lambda e: train(run_config(e.idx, "train.epochs=3"), e.run, resume=True, progress=False, data=other_arrays()),
+    ERROR,
+    "the data changed since the run was trained",
+)
+case(
+    "resume-api-run-with-other-arrays",
+    "train",
+    lambda e: train(run_config(e.idx, "train.epochs=3"), e.run, resume=True, progress=False, data=other_arrays(seed=8)),
+    ERROR,
+    "now arrays",
+    setup=_api_trained,
+)
+case(
+    "data-json-damaged",
+    "data",
+    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    ERROR,
+    "data.json is damaged",
+    setup=lambda e: (e.run / "data.json").write_text('{"kind": "mnist"'),
+)
 
 
 def _evaluated_ok(e: Env, r: Any) -> None:
@@ -380,35 +618,92 @@ def _resumed(e: Env, r: Any) -> None:
     assert RunDir(e.run).epochs_done() == 3
 
 
-case("evaluate-other-data-allowed", "data", _api("evaluate", data=other_arrays(), other_data=True), OK,
-     check=lambda e, r: _record_names_other_data(e, "arrays"))
-case("evaluate-cli-other-data-flag", "data",
-     lambda e: e.cli("evaluate", e.run, "--overwrite", "--other-data", *EVAL_ARGS), OK,
-     check=lambda e, r: (_evaluated_ok(e, r), _record_names_other_data(e, "idx"),
-                         pytest.fail(r.output) if "not the data the run was trained on" not in r.output else None),
-     setup=_api_trained)
-case("evaluate-same-images-as-arrays", "data",
-     lambda e: evaluate_run(e.run, EvalConfig(**QUICK_EVAL), data=e.data(), overwrite=True, progress=False), OK,
-     check=lambda e, r: RunDir(e.run).read_record("eval").header.data is None)
-case("evaluate-idx-gzipped-in-place", "data", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), OK,
-     check=_evaluated_ok, setup=_gzip_in_place)
-case("resume-idx-gzipped-in-place", "train",
-     lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"), OK, check=_resumed,
-     setup=_gzip_in_place)
-case("resume-on-unchanged-data", "train",
-     lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"), OK, check=_resumed)
-case("run-without-data-json-evaluates", "data", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), OK,
-     check=_evaluated_ok, setup=_forget_data_json)
-case("run-without-data-json-resumes", "train",
-     lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"), OK,
-     check=lambda e, r: (_resumed(e, r), pytest.fail("data.json written") if (e.run / "data.json").exists() else 0),
-     setup=_forget_data_json)
-case("overwrite-records-new-data", "train",
-     lambda e: train(run_config(e.idx), e.run, overwrite=True, progress=False, data=other_arrays()), OK,
-     check=lambda e, r: RunDir(e.run).read_data().kind == "arrays")
-case("train-records-data-json", "train", lambda e: RunDir(e.run).read_data(), OK,
-     check=lambda e, d: (d.kind == "idx" and d.location == str(e.idx.resolve())
-                         and sorted(d.files) == sorted(p.name for p in e.idx.iterdir())) or pytest.fail(str(d)))
+case(
+    "evaluate-other-data-allowed",
+    "data",
+    _api("evaluate", data=other_arrays(), other_data=True),
+    OK,
+    check=lambda e, r: _record_names_other_data(e, "arrays"),
+)
+case(
+    "evaluate-cli-other-data-flag",
+    "data",
+    lambda e: e.cli("evaluate", e.run, "--overwrite", "--other-data", *EVAL_ARGS),
+    OK,
+    check=lambda e, r: (
+        _evaluated_ok(e, r),
+        _record_names_other_data(e, "idx"),
+        pytest.fail(r.output) if "not the data the run was trained on" not in r.output else None,
+    ),
+    setup=_api_trained,
+)
+case(
+    "evaluate-same-images-as-arrays",
+    "data",
+    lambda e: evaluate_run(e.run, EvalConfig(**QUICK_EVAL), data=e.data(), overwrite=True, progress=False),
+    OK,
+    check=lambda e, r: RunDir(e.run).read_record("eval").header.data is None,
+)
+case(
+    "evaluate-idx-gzipped-in-place",
+    "data",
+    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    OK,
+    check=_evaluated_ok,
+    setup=_gzip_in_place,
+)
+case(
+    "resume-idx-gzipped-in-place",
+    "train",
+    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    OK,
+    check=_resumed,
+    setup=_gzip_in_place,
+)
+case(
+    "resume-on-unchanged-data",
+    "train",
+    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    OK,
+    check=_resumed,
+)
+case(
+    "run-without-data-json-evaluates",
+    "data",
+    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    OK,
+    check=_evaluated_ok,
+    setup=_forget_data_json,
+)
+case(
+    "run-without-data-json-resumes",
+    "train",
+    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    OK,
+    check=lambda e, r: (_resumed(e, r), pytest.fail("data.json written") if (e.run / "data.json").exists() else 0),
+    setup=_forget_data_json,
+)
+case(
+    "overwrite-records-new-data",
+    "train",
+    lambda e: train(run_config(e.idx), e.run, overwrite=True, progress=False, data=other_arrays()),
+    OK,
+    check=lambda e, r: RunDir(e.run).read_data().kind == "arrays",
+)
+case(
+    "train-records-data-json",
+    "train",
+    lambda e: RunDir(e.run).read_data(),
+    OK,
+    check=lambda e, d: (
+        (
+            d.kind == "idx"
+            and d.location == str(e.idx.resolve())
+            and sorted(d.files) == sorted(p.name for p in e.idx.iterdir())
+        )
+        or pytest.fail(str(d))
+    ),
+)
 
 
 # -- records that notice edits
@@ -441,43 +736,130 @@ def _drop_digest(tree: dict) -> None:
     del tree["header"]["digest"]
 
 
-case("report-edited-mean", "report", _report, OK, check=_left_out_as_edited,
-     setup=lambda e: _edit_eval(e, _set_elbo))
-case("report-edited-per-image", "report", _report, OK, check=_left_out_as_edited,
-     setup=lambda e: _edit_eval(e, lambda t: t["splits"]["test"]["per_image"]["elbo"].__setitem__(0, 1.0)))
-case("report-edited-lam", "report", _report, OK, check=_left_out_as_edited,
-     setup=lambda e: _edit_eval(e, lambda t: t.__setitem__("lam", 0.5)))
-case("report-edited-settings", "report", _report, OK, check=_left_out_as_edited,
-     setup=lambda e: _edit_eval(e, lambda t: t["header"]["settings"].__setitem__("n_test", 9)))
-case("report-edited-note-added", "report", _report, OK, check=_left_out_as_edited,
-     setup=lambda e: _edit_eval(e, lambda t: t["notes"].append("fine")))
-case("report-digest-of-another-record", "report", _report, OK, check=_left_out_as_edited,
-     setup=lambda e: _edit_eval(e, lambda t: t["header"].__setitem__("digest", "0" * 64)))
-case("report-edited-and-digest-dropped", "report", _report, OK, check=_reported,
-     setup=lambda e: _edit_eval(e, lambda t: (_set_elbo(t), _drop_digest(t))[-1]))
-case("report-record-before-digests", "report", _report, OK, check=_reported,
-     setup=lambda e: _edit_eval(e, _drop_digest))
-case("report-reindented-record", "report", _report, OK, check=_reported,
-     setup=lambda e: _edit_eval(e, lambda t: None, indent=None))
-case("report-keys-reordered", "report", _report, OK, check=_reported,
-     setup=lambda e: _edit_eval(e, lambda t: dict(reversed(list(t.items())))))
+case("report-edited-mean", "report", _report, OK, check=_left_out_as_edited, setup=lambda e: _edit_eval(e, _set_elbo))
+case(
+    "report-edited-per-image",
+    "report",
+    _report,
+    OK,
+    check=_left_out_as_edited,
+    setup=lambda e: _edit_eval(e, lambda t: t["splits"]["test"]["per_image"]["elbo"].__setitem__(0, 1.0)),
+)
+case(
+    "report-edited-lam",
+    "report",
+    _report,
+    OK,
+    check=_left_out_as_edited,
+    setup=lambda e: _edit_eval(e, lambda t: t.__setitem__("lam", 0.5)),
+)
+case(
+    "report-edited-settings",
+    "report",
+    _report,
+    OK,
+    check=_left_out_as_edited,
+    setup=lambda e: _edit_eval(e, lambda t: t["header"]["settings"].__setitem__("n_test", 9)),
+)
+case(
+    "report-edited-note-added",
+    "report",
+    _report,
+    OK,
+    check=_left_out_as_edited,
+    setup=lambda e: _edit_eval(e, lambda t: t["notes"].append("fine")),
+)
+case(
+    "report-digest-of-another-record",
+    "report",
+    _report,
+    OK,
+    check=_left_out_as_edited,
+    setup=lambda e: _edit_eval(e, lambda t: t["header"].__setitem__("digest", "0" * 64)),
+)
+case(
+    "report-edited-and-digest-dropped",
+    "report",
+    _report,
+    OK,
+    check=_reported,
+    setup=lambda e: _edit_eval(e, lambda t: (_set_elbo(t), _drop_digest(t))[-1]),
+)
+case(
+    "report-record-before-digests", "report", _report, OK, check=_reported, setup=lambda e: _edit_eval(e, _drop_digest)
+)
+case(
+    "report-reindented-record",
+    "report",
+    _report,
+    OK,
+    check=_reported,
+    setup=lambda e: _edit_eval(e, lambda t: None, indent=None),
+)
+case(
+    "report-keys-reordered",
+    "report",
+    _report,
+    OK,
+    check=_reported,
+    setup=lambda e: _edit_eval(e, lambda t: dict(reversed(list(t.items())))),
+)
 case("report-unedited", "report", _report, OK, check=_reported)
-case("report-digest-not-hex", "report", _report, OK,
-     check=lambda e, got: (_named(got[0], "run").eval is None and any("unreadable" in n for n in got[1])) or pytest.fail(
-         str(got[1])), setup=lambda e: _edit_eval(e, lambda t: t["header"].__setitem__("digest", "zz")))
-case("integrity-ok", "report", lambda e: RunDir(e.run).record_integrity("eval"), OK,
-     check=lambda e, s: s == "ok" or pytest.fail(s))
-case("integrity-edited", "report", lambda e: RunDir(e.run).record_integrity("eval"), OK,
-     check=lambda e, s: s == "edited" or pytest.fail(s), setup=lambda e: _edit_eval(e, _set_elbo))
-case("integrity-legacy", "report", lambda e: RunDir(e.run).record_integrity("eval"), OK,
-     check=lambda e, s: s == "no digest" or pytest.fail(s), setup=lambda e: _edit_eval(e, _drop_digest))
-case("integrity-missing-record", "report", lambda e: RunDir(e.run).record_integrity("gaps"), OK,
-     check=lambda e, s: s == "no digest" or pytest.fail(s))
-case("integrity-not-json", "report", lambda e: __import__("smvi.store.records").store.records.record_integrity(b"\xff\xfe"), OK,
-     check=lambda e, s: s == "no digest" or pytest.fail(s))
-case("edited-record-still-reads", "report", lambda e: RunDir(e.run).read_record("eval"), OK,
-     check=lambda e, r: r.splits["test"].elbo.mean == -80.0 or pytest.fail(str(r)),
-     setup=lambda e: _edit_eval(e, _set_elbo))
+case(
+    "report-digest-not-hex",
+    "report",
+    _report,
+    OK,
+    check=lambda e, got: (
+        (_named(got[0], "run").eval is None and any("unreadable" in n for n in got[1])) or pytest.fail(str(got[1]))
+    ),
+    setup=lambda e: _edit_eval(e, lambda t: t["header"].__setitem__("digest", "zz")),
+)
+case(
+    "integrity-ok",
+    "report",
+    lambda e: RunDir(e.run).record_integrity("eval"),
+    OK,
+    check=lambda e, s: s == "ok" or pytest.fail(s),
+)
+case(
+    "integrity-edited",
+    "report",
+    lambda e: RunDir(e.run).record_integrity("eval"),
+    OK,
+    check=lambda e, s: s == "edited" or pytest.fail(s),
+    setup=lambda e: _edit_eval(e, _set_elbo),
+)
+case(
+    "integrity-legacy",
+    "report",
+    lambda e: RunDir(e.run).record_integrity("eval"),
+    OK,
+    check=lambda e, s: s == "no digest" or pytest.fail(s),
+    setup=lambda e: _edit_eval(e, _drop_digest),
+)
+case(
+    "integrity-missing-record",
+    "report",
+    lambda e: RunDir(e.run).record_integrity("gaps"),
+    OK,
+    check=lambda e, s: s == "no digest" or pytest.fail(s),
+)
+case(
+    "integrity-not-json",
+    "report",
+    lambda e: __import__("smvi.store.records").store.records.record_integrity(b"\xff\xfe"),
+    OK,
+    check=lambda e, s: s == "no digest" or pytest.fail(s),
+)
+case(
+    "edited-record-still-reads",
+    "report",
+    lambda e: RunDir(e.run).read_record("eval"),
+    OK,
+    check=lambda e, r: r.splits["test"].elbo.mean == -80.0 or pytest.fail(str(r)),
+    setup=lambda e: _edit_eval(e, _set_elbo),
+)
 
 
 # -- IDX files: bounded while inflating
@@ -502,11 +884,22 @@ def _bomb_bounded(e: Env):
     pytest.fail("the bomb was accepted")
 
 
-case("idx-gzip-bomb-stops-early", "data", _bomb_bounded, OK, setup=_bomb,
-     check=lambda e, got: ("past what its header implies" in got[0] and got[1] < (8 << 20)) or pytest.fail(
-         str(got)))
-case("idx-gzip-bomb-cli", "data", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), ERROR,
-     "past what its header implies", setup=_bomb)
+case(
+    "idx-gzip-bomb-stops-early",
+    "data",
+    _bomb_bounded,
+    OK,
+    setup=_bomb,
+    check=lambda e, got: ("past what its header implies" in got[0] and got[1] < (8 << 20)) or pytest.fail(str(got)),
+)
+case(
+    "idx-gzip-bomb-cli",
+    "data",
+    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    ERROR,
+    "past what its header implies",
+    setup=_bomb,
+)
 
 
 def _huge_header(e: Env) -> None:
@@ -517,8 +910,14 @@ def _huge_header(e: Env) -> None:
     (e.idx / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(raw)))
 
 
-case("idx-header-implies-terabytes", "data", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), ERROR,
-     "header implies", setup=_huge_header)
+case(
+    "idx-header-implies-terabytes",
+    "data",
+    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    ERROR,
+    "header implies",
+    setup=_huge_header,
+)
 
 
 def _sparse_huge(e: Env) -> None:
@@ -526,20 +925,41 @@ def _sparse_huge(e: Env) -> None:
         f.truncate(3 << 30)  # sparse: nothing is written
 
 
-case("idx-plain-file-over-limit", "data", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), ERROR,
-     "more than the 2147483648", setup=_sparse_huge)
+case(
+    "idx-plain-file-over-limit",
+    "data",
+    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    ERROR,
+    "more than the 2147483648",
+    setup=_sparse_huge,
+)
+
+
 def _gzipped_then(name: str, change: Callable[[bytes], bytes]) -> Callable[[Env], None]:
     def setup(e: Env) -> None:
         _gzip_in_place(e)
         path = e.idx / name
         path.write_bytes(change(path.read_bytes()))
+
     return setup
 
 
-case("idx-truncated-gzip", "data", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), ERROR,
-     "damaged gzip file", setup=_gzipped_then("t10k-images-idx3-ubyte.gz", lambda b: b[:-30]))
-case("idx-gzip-trailing-garbage", "data", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), ERROR,
-     "damaged gzip file", setup=_gzipped_then("t10k-labels-idx1-ubyte.gz", lambda b: b + b"junk!"))
+case(
+    "idx-truncated-gzip",
+    "data",
+    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    ERROR,
+    "damaged gzip file",
+    setup=_gzipped_then("t10k-images-idx3-ubyte.gz", lambda b: b[:-30]),
+)
+case(
+    "idx-gzip-trailing-garbage",
+    "data",
+    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    ERROR,
+    "damaged gzip file",
+    setup=_gzipped_then("t10k-labels-idx1-ubyte.gz", lambda b: b + b"junk!"),
+)
 
 
 def _two_members(e: Env) -> None:
@@ -549,32 +969,81 @@ def _two_members(e: Env) -> None:
     (e.idx / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(raw[:50]) + gzip.compress(raw[50:]))
 
 
-case("idx-gzip-two-members", "data", lambda e: read_idx(e.idx / "t10k-labels-idx1-ubyte.gz"), OK,
-     check=lambda e, a: a.shape == (128,) or pytest.fail(str(a.shape)), setup=_two_members)
-case("idx-gzip-too-short-for-header", "data", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), ERROR,
-     "truncated", setup=lambda e: ((e.idx / "t10k-labels-idx1-ubyte").unlink(),
-                                   (e.idx / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x08")))[0])
+case(
+    "idx-gzip-two-members",
+    "data",
+    lambda e: read_idx(e.idx / "t10k-labels-idx1-ubyte.gz"),
+    OK,
+    check=lambda e, a: a.shape == (128,) or pytest.fail(str(a.shape)),
+    setup=_two_members,
+)
+case(
+    "idx-gzip-too-short-for-header",
+    "data",
+    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    ERROR,
+    "truncated",
+    setup=lambda e: (
+        (e.idx / "t10k-labels-idx1-ubyte").unlink(),
+        (e.idx / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x08")),
+    )[0],
+)
 
 
 # -- one device default for every stage
 for _stage in ("evaluate", "gaps", "pictures", "convergence"):
-    case(f"{_stage}-help-device-default-auto", _stage, lambda e, s=_stage: e.cli(s, "--help"), OK,
-         check=lambda e, r: "[default: auto]" in " ".join(r.output.split()) or pytest.fail(r.output))
+    case(
+        f"{_stage}-help-device-default-auto",
+        _stage,
+        lambda e, s=_stage: e.cli(s, "--help"),
+        OK,
+        check=lambda e, r: "[default: auto]" in " ".join(r.output.split()) or pytest.fail(r.output),
+    )
 for _stage, (_fn, _cls, _q) in STAGES.items():
-    case(f"{_stage}-api-device-default-auto", _stage, lambda e, f=_fn: inspect.signature(f).parameters["device"],
-         OK, check=lambda e, p: p.default == "auto" or pytest.fail(str(p)))
+    case(
+        f"{_stage}-api-device-default-auto",
+        _stage,
+        lambda e, f=_fn: inspect.signature(f).parameters["device"],
+        OK,
+        check=lambda e, p: p.default == "auto" or pytest.fail(str(p)),
+    )
 
 # -- correct results on ordinary input (each stage once, tiny)
-case("evaluate-quick", "evaluate", lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS), OK,
-     check=lambda e, r: (_evaluated_ok(e, r), RunDir(e.run).record_integrity("eval") == "ok" or pytest.fail()))
-case("gaps-quick", "gaps", _api("gaps"), OK,
-     check=lambda e, r: (r.n == 4 and RunDir(e.run).record_integrity("gaps") == "ok") or pytest.fail(str(r.n)))
-case("pictures-quick", "pictures", _api("pictures"), OK,
-     check=lambda e, r: RunDir(e.run).record_integrity("pictures") == "ok" or pytest.fail())
-case("convergence-quick", "convergence", _api("convergence"), OK,
-     check=lambda e, r: [b.steps for b in r.bdmc] == [2, 3] or pytest.fail(str(r.bdmc)))
-case("evaluate-n-test-past-split", "evaluate", _api("evaluate", lambda c: c.model_copy(update={"n_test": 1000})),
-     ERROR, "n_test = 1000 but the test split has 128 images")
+case(
+    "evaluate-quick",
+    "evaluate",
+    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    OK,
+    check=lambda e, r: (_evaluated_ok(e, r), RunDir(e.run).record_integrity("eval") == "ok" or pytest.fail()),
+)
+case(
+    "gaps-quick",
+    "gaps",
+    _api("gaps"),
+    OK,
+    check=lambda e, r: (r.n == 4 and RunDir(e.run).record_integrity("gaps") == "ok") or pytest.fail(str(r.n)),
+)
+case(
+    "pictures-quick",
+    "pictures",
+    _api("pictures"),
+    OK,
+    check=lambda e, r: RunDir(e.run).record_integrity("pictures") == "ok" or pytest.fail(),
+)
+case(
+    "convergence-quick",
+    "convergence",
+    _api("convergence"),
+    OK,
+    check=lambda e, r: [b.steps for b in r.bdmc] == [2, 3] or pytest.fail(str(r.bdmc)),
+)
+case(
+    "evaluate-n-test-past-split",
+    "evaluate",
+    _api("evaluate", lambda c: c.model_copy(update={"n_test": 1000})),
+    ERROR,
+    "n_test = 1000 but the test split has 128 images",
+)
 
 
 # ---- the test -------------------------------------------------------------------------------------------------------
@@ -620,8 +1089,11 @@ def test_catalogue_counts(capsys):
     assert len(names) == len(set(names)), [n for n, k in Counter(names).items() if k > 1]
     by = Counter((c.area, c.outcome) for c in CASES)
     with capsys.disabled():
-        print(f"\nadversarial catalogue: {len(CASES)} cases; "
-              + ", ".join(f"{o}: {sum(v for (a, oo), v in by.items() if oo == o)}" for o in (ERROR, OK)))
+        print(
+            f"\nadversarial catalogue: {len(CASES)} cases; "
+            + ", ".join(f"{o}: {sum(v for (a, oo), v in by.items() if oo == o)}" for o in (ERROR, OK))
+        )
     assert len(CASES) >= 150
     assert {"train", "evaluate", "ssl", "gaps", "pictures", "convergence", "report", "data", "api"} <= {
-        c.area for c in CASES}
+        c.area for c in CASES
+    }

@@ -92,7 +92,7 @@ def write(path: Path, data: str | bytes) -> None:
 
 
 def set_byte(index: int, value: int) -> Callable[[bytes], bytes]:
-    return lambda raw: raw[:index] + bytes([value]) + raw[index + 1:]
+    return lambda raw: raw[:index] + bytes([value]) + raw[index + 1 :]
 
 
 def flip_last_byte(raw: bytes) -> bytes:
@@ -129,30 +129,69 @@ CASES: list[tuple[str, Setup, str, int]] = [
     ("data dir missing", lambda e, m: e.train(e.new, "--data-dir", e.root / "nope"), "does not exist", 1),
     ("data dir is a file", lambda e, m: e.train(e.new, "--data-dir", e.data / IMAGES), "is not a directory", 1),
     ("data file missing", lambda e, m: (e.data / IMAGES).unlink() or e.train(e.new), "file is missing", 1),
-    ("data file truncated", lambda e, m: rewrite(e.data / IMAGES, lambda r: r[:-100]) or e.train(e.new),
-     "truncated", 1),
+    (
+        "data file truncated",
+        lambda e, m: rewrite(e.data / IMAGES, lambda r: r[:-100]) or e.train(e.new),
+        "truncated",
+        1,
+    ),
     ("data file empty", lambda e, m: rewrite(e.data / LABELS, lambda r: b"") or e.train(e.new), "truncated", 1),
-    ("data file header only", lambda e, m: rewrite(e.data / IMAGES, lambda r: r[:3]) or e.train(e.new),
-     "truncated", 1),
-    ("data file too long", lambda e, m: rewrite(e.data / IMAGES, lambda r: r + b"\0" * 10) or e.train(e.new),
-     "too long", 1),
-    ("data file wrong magic", lambda e, m: rewrite(e.data / IMAGES, set_byte(3, 7)) or e.train(e.new),
-     "wrong IDX magic number", 1),
-    ("data file gzipped, cut short", lambda e, m: rewrite(e.data / IMAGES, lambda b: gzip.compress(b)[:-30])
-     or e.train(e.new), "damaged gzip file", 1),
-    ("data file is a directory", lambda e, m: (e.data / LABELS).unlink() or (e.data / LABELS).mkdir()
-     or e.train(e.new), "cannot read", 1),
-    ("images not 28x28", lambda e, m: write_idx(e.data / IMAGES, np.zeros((256, 14, 14))) or e.train(e.new),
-     "expected 28x28", 1),
-    ("labels do not match images", lambda e, m: write_idx(e.data / LABELS, np.zeros(100)) or e.train(e.new),
-     "header says 100 items, expected 256", 1),
-    ("no training images", lambda e, m: write_idx(e.data / IMAGES, np.zeros((0, 28, 28))) or e.train(e.new),
-     "holds no images", 1),
+    ("data file header only", lambda e, m: rewrite(e.data / IMAGES, lambda r: r[:3]) or e.train(e.new), "truncated", 1),
+    (
+        "data file too long",
+        lambda e, m: rewrite(e.data / IMAGES, lambda r: r + b"\0" * 10) or e.train(e.new),
+        "too long",
+        1,
+    ),
+    (
+        "data file wrong magic",
+        lambda e, m: rewrite(e.data / IMAGES, set_byte(3, 7)) or e.train(e.new),
+        "wrong IDX magic number",
+        1,
+    ),
+    (
+        "data file gzipped, cut short",
+        lambda e, m: rewrite(e.data / IMAGES, lambda b: gzip.compress(b)[:-30]) or e.train(e.new),
+        "damaged gzip file",
+        1,
+    ),
+    (
+        "data file is a directory",
+        lambda e, m: (e.data / LABELS).unlink() or (e.data / LABELS).mkdir() or e.train(e.new),
+        "cannot read",
+        1,
+    ),
+    (
+        "images not 28x28",
+        lambda e, m: write_idx(e.data / IMAGES, np.zeros((256, 14, 14))) or e.train(e.new),
+        "expected 28x28",
+        1,
+    ),
+    (
+        "labels do not match images",
+        lambda e, m: write_idx(e.data / LABELS, np.zeros(100)) or e.train(e.new),
+        "header says 100 items, expected 256",
+        1,
+    ),
+    (
+        "no training images",
+        lambda e, m: write_idx(e.data / IMAGES, np.zeros((0, 28, 28))) or e.train(e.new),
+        "holds no images",
+        1,
+    ),
     ("idx without a data dir", lambda e, m: ["train", "--out", e.new, "--dataset", "idx"], "needs a directory", 1),
-    ("mnist check of other files", lambda e, m: e.train(e.new, "--dataset", "mnist"),
-     "header says 256 items, expected 60000", 1),
-    ("SMVI_DATA_DIR missing", lambda e, m: m.setenv("SMVI_DATA_DIR", str(e.root / "nope"))
-     or ["train", "--out", e.new, "--dataset", "mnist"], "does not exist", 1),
+    (
+        "mnist check of other files",
+        lambda e, m: e.train(e.new, "--dataset", "mnist"),
+        "header says 256 items, expected 60000",
+        1,
+    ),
+    (
+        "SMVI_DATA_DIR missing",
+        lambda e, m: m.setenv("SMVI_DATA_DIR", str(e.root / "nope")) or ["train", "--out", e.new, "--dataset", "mnist"],
+        "does not exist",
+        1,
+    ),
     # settings
     ("negative width", lambda e, m: e.train(e.new, "--set", "model.encoder_hidden=[-3]"), "positive", 1),
     ("zero width", lambda e, m: e.train(e.new, "--set", "model.decoder_hidden=[32, 0]"), "positive", 1),
@@ -172,65 +211,147 @@ CASES: list[tuple[str, Setup, str, int]] = [
     ("unknown section", lambda e, m: e.train(e.new, "--set", "optim.lr=0.1"), "unknown key", 1),
     ("--set without =", lambda e, m: e.train(e.new, "--set", "garbage"), "expected section.key=value", 1),
     ("config file missing", lambda e, m: e.train(e.new, "--config", e.root / "none.toml"), "does not exist", 1),
-    ("config file not TOML", lambda e, m: write(e.root / "c.toml", "[train\nlam=")
-     or e.train(e.new, "--config", e.root / "c.toml"), "not valid TOML", 1),
-    ("config file unknown key", lambda e, m: write(e.root / "c.toml", "[train]\nlambda = 1\n")
-     or e.train(e.new, "--config", e.root / "c.toml"), "unknown key", 1),
-    ("cuda without a GPU", lambda e, m: (torch.cuda.is_available() and pytest.skip("a GPU is present"))
-     or e.train(e.new, "--device", "cuda"), "no CUDA device", 1),
+    (
+        "config file not TOML",
+        lambda e, m: write(e.root / "c.toml", "[train\nlam=") or e.train(e.new, "--config", e.root / "c.toml"),
+        "not valid TOML",
+        1,
+    ),
+    (
+        "config file unknown key",
+        lambda e, m: write(e.root / "c.toml", "[train]\nlambda = 1\n") or e.train(e.new, "--config", e.root / "c.toml"),
+        "unknown key",
+        1,
+    ),
+    (
+        "cuda without a GPU",
+        lambda e, m: (
+            (torch.cuda.is_available() and pytest.skip("a GPU is present")) or e.train(e.new, "--device", "cuda")
+        ),
+        "no CUDA device",
+        1,
+    ),
     ("batch size not a number", lambda e, m: e.train(e.new, "--batch-size", "abc"), "Invalid value", 2),
     ("--resume with --overwrite", lambda e, m: e.resume("--overwrite"), "contradict", 2),
     # run directories
     ("existing run without --overwrite", lambda e, m: e.train(e.run), "already holds a run", 1),
-    ("metrics-only dir without --overwrite", lambda e, m: (e.run / "config.toml").unlink()
-     or (e.run / "checkpoint.safetensors").unlink() or e.train(e.run), "already holds a run", 1),
+    (
+        "metrics-only dir without --overwrite",
+        lambda e, m: (e.run / "config.toml").unlink() or (e.run / "checkpoint.safetensors").unlink() or e.train(e.run),
+        "already holds a run",
+        1,
+    ),
     ("resume a missing dir", lambda e, m: ["train", "--out", e.new, "--resume"], "does not exist", 1),
-    ("resume an empty dir", lambda e, m: e.new.mkdir() or ["train", "--out", e.new, "--resume"],
-     "nothing to resume", 1),
-    ("resume with config.toml damaged", lambda e, m: rewrite(e.run / "config.toml", lambda r: b"[model\n")
-     or e.resume(), "not valid TOML", 1),
-    ("resume with config.toml missing", lambda e, m: (e.run / "config.toml").unlink() or e.resume(),
-     "the run directory is damaged", 1),
-    ("resume a truncated checkpoint", lambda e, m: rewrite(e.run / "checkpoint.safetensors", lambda r: r[:200])
-     or e.resume(), "not a readable safetensors checkpoint", 1),
-    ("resume a pickled checkpoint", lambda e, m: write(e.run / "checkpoint.safetensors", pickle.dumps({"model": {}}))
-     or e.resume(), "not a readable safetensors checkpoint", 1),
-    ("resume a tampered checkpoint", lambda e, m: rewrite(e.run / "checkpoint.safetensors", flip_last_byte)
-     or e.resume(), "checksum mismatch", 1),
-    ("resume another run's checkpoint", lambda e, m: shutil.copy(e.other / "checkpoint.safetensors", e.run)
-     and e.resume(), "belongs to another run (train.lam", 1),
-    ("resume with a damaged metrics line", lambda e, m: rewrite(e.run / "metrics.jsonl", lambda r: b"{oops\n" + r)
-     or e.resume(), "line 1 is not a metrics record", 1),
-    ("resume with metrics ahead of the checkpoint", lambda e, m: (e.run / "checkpoint.safetensors").unlink()
-     or e.resume(), "records epochs past the checkpoint", 1),
+    (
+        "resume an empty dir",
+        lambda e, m: e.new.mkdir() or ["train", "--out", e.new, "--resume"],
+        "nothing to resume",
+        1,
+    ),
+    (
+        "resume with config.toml damaged",
+        lambda e, m: rewrite(e.run / "config.toml", lambda r: b"[model\n") or e.resume(),
+        "not valid TOML",
+        1,
+    ),
+    (
+        "resume with config.toml missing",
+        lambda e, m: (e.run / "config.toml").unlink() or e.resume(),
+        "the run directory is damaged",
+        1,
+    ),
+    (
+        "resume a truncated checkpoint",
+        lambda e, m: rewrite(e.run / "checkpoint.safetensors", lambda r: r[:200]) or e.resume(),
+        "not a readable safetensors checkpoint",
+        1,
+    ),
+    (
+        "resume a pickled checkpoint",
+        lambda e, m: write(e.run / "checkpoint.safetensors", pickle.dumps({"model": {}})) or e.resume(),
+        "not a readable safetensors checkpoint",
+        1,
+    ),
+    (
+        "resume a tampered checkpoint",
+        lambda e, m: rewrite(e.run / "checkpoint.safetensors", flip_last_byte) or e.resume(),
+        "checksum mismatch",
+        1,
+    ),
+    (
+        "resume another run's checkpoint",
+        lambda e, m: shutil.copy(e.other / "checkpoint.safetensors", e.run) and e.resume(),
+        "belongs to another run (train.lam",
+        1,
+    ),
+    (
+        "resume with a damaged metrics line",
+        lambda e, m: rewrite(e.run / "metrics.jsonl", lambda r: b"{oops\n" + r) or e.resume(),
+        "line 1 is not a metrics record",
+        1,
+    ),
+    (
+        "resume with metrics ahead of the checkpoint",
+        lambda e, m: (e.run / "checkpoint.safetensors").unlink() or e.resume(),
+        "records epochs past the checkpoint",
+        1,
+    ),
     ("resume with another lambda", lambda e, m: e.resume("--lam", 2.0), "only train.epochs", 1),
     ("out is a file", lambda e, m: e.train(e.data / IMAGES), "is a file", 2),
     ("out below a file", lambda e, m: e.train(e.data / IMAGES / "run"), "cannot create run directory", 1),
-    ("out not writable", lambda e, m: skip_if_root() or e.new.mkdir(mode=0o555) or e.train(e.new),
-     "not writable", 1),
-    ("out where no file can be created", lambda e, m: (Path("/sys").is_dir() or pytest.skip("no /sys"))
-     and e.train("/sys"), "not writable", 1),
-    ("run in use by another process", lambda e, m: hold_lock(e, e.run) or e.resume(),
-     "in use by another smvi process", 1),
-    ("--overwrite of a run in use", lambda e, m: hold_lock(e, e.run) or e.train(e.run, "--overwrite"),
-     "in use by another smvi process", 1),
-    ("--overwrite with bad data", lambda e, m: (e.data / IMAGES).unlink() or e.train(e.run, "--overwrite"),
-     "file is missing", 1),
+    ("out not writable", lambda e, m: skip_if_root() or e.new.mkdir(mode=0o555) or e.train(e.new), "not writable", 1),
+    (
+        "out where no file can be created",
+        lambda e, m: (Path("/sys").is_dir() or pytest.skip("no /sys")) and e.train("/sys"),
+        "not writable",
+        1,
+    ),
+    (
+        "run in use by another process",
+        lambda e, m: hold_lock(e, e.run) or e.resume(),
+        "in use by another smvi process",
+        1,
+    ),
+    (
+        "--overwrite of a run in use",
+        lambda e, m: hold_lock(e, e.run) or e.train(e.run, "--overwrite"),
+        "in use by another smvi process",
+        1,
+    ),
+    (
+        "--overwrite with bad data",
+        lambda e, m: (e.data / IMAGES).unlink() or e.train(e.run, "--overwrite"),
+        "file is missing",
+        1,
+    ),
     ("disk full on resume", lambda e, m: disk_full(e, m) or e.resume(), "No space left on device", 1),
     ("evaluate a missing run", lambda e, m: ["evaluate", e.new], "does not exist", 1),
-    ("evaluate a pickled checkpoint", lambda e, m: write(e.run / "checkpoint.safetensors", pickle.dumps(1))
-     or ["evaluate", e.run], "not a readable safetensors checkpoint", 1),
+    (
+        "evaluate a pickled checkpoint",
+        lambda e, m: write(e.run / "checkpoint.safetensors", pickle.dumps(1)) or ["evaluate", e.run],
+        "not a readable safetensors checkpoint",
+        1,
+    ),
     ("pictures of a missing run", lambda e, m: ["pictures", e.new], "does not exist", 1),
-    ("pictures of a run in an unwritable dir", lambda e, m: skip_if_root() or os.chmod(e.run, 0o555)
-     or ["pictures", e.run, "--no-progress"], "cannot write in", 1),
-    ("pictures on a full disk", lambda e, m: m.setattr("tempfile.mkstemp", no_space)
-     or ["pictures", e.run, "--no-progress"], "No space left on device", 1),
+    (
+        "pictures of a run in an unwritable dir",
+        lambda e, m: skip_if_root() or os.chmod(e.run, 0o555) or ["pictures", e.run, "--no-progress"],
+        "cannot write in",
+        1,
+    ),
+    (
+        "pictures on a full disk",
+        lambda e, m: m.setattr("tempfile.mkstemp", no_space) or ["pictures", e.run, "--no-progress"],
+        "No space left on device",
+        1,
+    ),
 ]
 
 
 def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.mark.parametrize("setup, expected, status", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -264,9 +385,12 @@ def test_overwrite_replaces_a_run_only_once_its_inputs_are_good(env):
 def test_a_real_second_process_is_refused_and_the_lock_dies_with_its_holder(env):
     """Two real `smvi train` processes on one run: the second is refused while the first lives; once the first is
     SIGKILLed, its lock is gone and the run resumes."""
-    first = subprocess.Popen([sys.executable, "-m", "smvi", *map(str, env.train(env.new, "--epochs", 10**6))],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ,
-                                                                                   "OMP_NUM_THREADS": "1"})
+    first = subprocess.Popen(
+        [sys.executable, "-m", "smvi", *map(str, env.train(env.new, "--epochs", 10**6))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     try:
         deadline = time.monotonic() + 240
         while not (env.new / "checkpoint.safetensors").exists():
@@ -291,8 +415,10 @@ def labels(n=8):
 
 
 IMAGE_DATA_CASES = {  # name -> (train_x, train_y, test_x, test_y), expected text
-    "NaN pixel": ((gray().index_put_((torch.tensor(0), torch.tensor(0)), torch.tensor(float("nan"))), labels(),
-                   gray(), labels()), "in [0, 1]"),
+    "NaN pixel": (
+        (gray().index_put_((torch.tensor(0), torch.tensor(0)), torch.tensor(float("nan"))), labels(), gray(), labels()),
+        "in [0, 1]",
+    ),
     "pixel above 1": ((gray() * 255, labels(), gray(), labels()), "in [0, 1]"),
     "negative pixel": ((gray() - 1, labels(), gray(), labels()), "in [0, 1]"),
     "float64 images": ((gray(dtype=torch.float64), labels(), gray(), labels()), "must be float32"),

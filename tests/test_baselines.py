@@ -26,8 +26,7 @@ from test_posteriors import posterior_as_full_q
 def tiny_vae(posterior: str = "diagonal") -> VAE:
     torch.manual_seed(0)
     extra = dict(flow_layers=2, flow_hidden=(8,), flow_context=2) if posterior == "flow" else {}
-    return VAE(784, smvi.ModelConfig(z_dim=3, encoder_hidden=(16,), decoder_hidden=(16,), posterior=posterior,
-                                     **extra))
+    return VAE(784, smvi.ModelConfig(z_dim=3, encoder_hidden=(16,), decoder_hidden=(16,), posterior=posterior, **extra))
 
 
 def batch() -> torch.Tensor:
@@ -47,8 +46,11 @@ def loss_and_grads(model, fn):
 def test_beta_1_and_k_1_are_the_vae_bit_for_bit(posterior, baseline):
     model, x = tiny_vae(posterior), batch()
     vae, g_vae = loss_and_grads(model, lambda: smvi_objective(model, x, lam=0.0))
-    other = (lambda: beta_vae_objective(model, x, beta=1.0)) if baseline == "beta=1" else (
-        lambda: iwae_objective(model, x, k=1))
+    other = (
+        (lambda: beta_vae_objective(model, x, beta=1.0))
+        if baseline == "beta=1"
+        else (lambda: iwae_objective(model, x, k=1))
+    )
     got, g_got = loss_and_grads(model, other)
     assert torch.equal(got.loss, vae.loss) and torch.equal(got.elbo, vae.elbo)
     assert all(torch.equal(a, b) for a, b in zip(g_got, g_vae, strict=True))
@@ -86,30 +88,47 @@ def test_training_objective_dispatches_and_refuses_foreign_settings():
     model, x = tiny_vae(), batch()
     assert isinstance(training_objective(model, x, objective="beta", beta=2.0), smvi.core.objectives.BetaTerms)
     assert isinstance(training_objective(model, x, objective="iwae", iwae_k=3), smvi.core.objectives.IWAETerms)
-    for kwargs in [dict(objective="beta"), dict(objective="beta", beta=2.0, lam=0.1),
-                   dict(objective="smvi", iwae_k=3), dict(objective="iwae", iwae_k=3, n_samples=2),
-                   dict(objective="vae")]:
+    for kwargs in [
+        dict(objective="beta"),
+        dict(objective="beta", beta=2.0, lam=0.1),
+        dict(objective="smvi", iwae_k=3),
+        dict(objective="iwae", iwae_k=3, n_samples=2),
+        dict(objective="vae"),
+    ]:
         with pytest.raises(ValueError):
             training_objective(model, x, **kwargs)
 
 
-@pytest.mark.parametrize("sets, text", [
-    (["train.beta=2"], "train.beta is only used by objective='beta'"),
-    (["train.objective='beta'"], "objective='beta' needs train.beta"),
-    (["train.objective='iwae'"], "objective='iwae' needs train.iwae_k"),
-    (["train.objective='iwae'", "train.iwae_k=5", "train.beta=2"], "train.beta is only used"),
-    (["train.objective='beta'", "train.beta=2", "train.lam=0.1"], "train.lam and train.lam_warmup_epochs"),
-    (["train.objective='iwae'", "train.iwae_k=5", "train.n_samples=4"], "train.n_samples is not used"),
-    (["train.objective='beta'", "train.beta=0"], "train.beta"),
-    (["train.objective='gan'"], "train.objective"),
-])
+@pytest.mark.parametrize(
+    "sets, text",
+    [
+        (["train.beta=2"], "train.beta is only used by objective='beta'"),
+        (["train.objective='beta'"], "objective='beta' needs train.beta"),
+        (["train.objective='iwae'"], "objective='iwae' needs train.iwae_k"),
+        (["train.objective='iwae'", "train.iwae_k=5", "train.beta=2"], "train.beta is only used"),
+        (["train.objective='beta'", "train.beta=2", "train.lam=0.1"], "train.lam and train.lam_warmup_epochs"),
+        (["train.objective='iwae'", "train.iwae_k=5", "train.n_samples=4"], "train.n_samples is not used"),
+        (["train.objective='beta'", "train.beta=0"], "train.beta"),
+        (["train.objective='gan'"], "train.objective"),
+    ],
+)
 def test_a_setting_for_another_objective_is_a_one_line_error(idx_dir, tmp_path, sets, text):
     with pytest.raises(ConfigError) as err:
         load_config(sets=sets)
     assert text in str(err.value) and "\n" not in str(err.value)
     out = tmp_path / "r"
-    r = CliRunner().invoke(main, ["train", "--out", str(out), "--epochs", "1", *tiny_train_args(idx_dir),
-                                  *[a for s in sets for a in ("--set", s)]])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            *tiny_train_args(idx_dir),
+            *[a for s in sets for a in ("--set", s)],
+        ],
+    )
     assert r.exit_code == 1 and r.output.startswith("error: ") and text in r.output
     assert len(r.output.strip().splitlines()) == 1 and not out.exists()
 
@@ -122,14 +141,30 @@ CASES = {  # name -> --set options
     "diagonal-beta": ["train.objective='beta'", "train.beta=2.0"],
     "full-beta": ["model.posterior='full'", "train.objective='beta'", "train.beta=0.5"],
     "diagonal-iwae": ["train.objective='iwae'", "train.iwae_k=5"],
-    "flow-iwae": ["model.posterior='flow'", "model.flow_layers=2", "model.flow_hidden=[16]",
-                  "train.objective='iwae'", "train.iwae_k=3"],
+    "flow-iwae": [
+        "model.posterior='flow'",
+        "model.flow_layers=2",
+        "model.flow_hidden=[16]",
+        "train.objective='iwae'",
+        "train.iwae_k=3",
+    ],
 }
 
 
 def train_cli(out, data, epochs, sets, *extra):
-    return CliRunner().invoke(main, ["train", "--out", str(out), "--epochs", str(epochs), *tiny_train_args(data),
-                                     *[a for s in sets for a in ("--set", s)], *extra])
+    return CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--out",
+            str(out),
+            "--epochs",
+            str(epochs),
+            *tiny_train_args(data),
+            *[a for s in sets for a in ("--set", s)],
+            *extra,
+        ],
+    )
 
 
 def metrics(run_dir):
@@ -163,8 +198,9 @@ def test_resume_is_bit_identical_for_each_objective_and_family(idx_dir, tmp_path
     assert [e["loss"] for e in metrics(a)] == [e["loss"] for e in metrics(b)]
     # and the objective's settings cannot change on resume
     knob = {"beta": "train.beta=3.0", "iwae": "train.iwae_k=7", "smvi": "train.lam=0.2"}[name.split("-")[1]]
-    r = CliRunner().invoke(main, ["train", "--out", str(b), "--epochs", "3", "--resume", "--no-progress",
-                                  "--set", knob])
+    r = CliRunner().invoke(
+        main, ["train", "--out", str(b), "--epochs", "3", "--resume", "--no-progress", "--set", knob]
+    )
     assert r.exit_code == 1 and "only train.epochs, train.device and train.tensorboard may change on resume" in r.output
 
 
@@ -187,8 +223,9 @@ def test_the_nan_guard_skips_bad_steps_for_each_objective(idx_dir, tmp_path, mon
 
 def test_a_config_built_without_validation_is_still_checked_before_training(idx_dir, tmp_path):
     """model_copy(update=...) (as a sweep grid does) skips pydantic's checks; train() re-checks and writes nothing."""
-    cfg = load_config(sets=["train.objective='beta'", "train.beta=2", "data.dataset='idx'",
-                            f"data.data_dir='{idx_dir}'"])
+    cfg = load_config(
+        sets=["train.objective='beta'", "train.beta=2", "data.dataset='idx'", f"data.data_dir='{idx_dir}'"]
+    )
     bad = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lam": 0.1})})
     with pytest.raises(ConfigError, match="train.lam and train.lam_warmup_epochs are only used"):
         T.train(bad, tmp_path / "r", progress=False)

@@ -20,8 +20,9 @@ from reference import reference_loss  # noqa: E402
 
 def small_vae(activation="softplus", likelihood="bernoulli", seed=0, scale=0.15) -> smvi.VAE:
     torch.manual_seed(seed)
-    cfg = smvi.ModelConfig(encoder_hidden=(12,), decoder_hidden=(10, 8), z_dim=3, activation=activation,
-                           likelihood=likelihood)
+    cfg = smvi.ModelConfig(
+        encoder_hidden=(12,), decoder_hidden=(10, 8), z_dim=3, activation=activation, likelihood=likelihood
+    )
     model = smvi.VAE(x_dim=9, config=cfg).double()
     with torch.no_grad():
         for p in model.parameters():
@@ -45,8 +46,13 @@ def test_smvi_objective_equals_the_plain_reference_on_the_same_noise():
 
 def test_benchmark_quick_run_writes_its_results(tmp_path):
     out = tmp_path / "results.json"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert {"machine", "steps", "threads", "training", "ais", "precision", "epochs", "ratios", "targets"} <= res.keys()
@@ -68,8 +74,13 @@ def test_benchmark_quick_run_writes_its_results(tmp_path):
     assert iw["bf16_minus_fp32_max_abs"] <= 2.0**-7 * abs(iw["fp32"]["mean"]), iw
     # epochs: every variant trains the same model to the same test ELBO (within the issue's 0.3 nats)
     ep = res["epochs"]
-    assert {c["variant"] for c in ep["cases"].values()} == {"fp32", "bf16", "bf16_master", "fp32_mm_bf16",
-                                                             "bf16_mm_bf16"}
+    assert {c["variant"] for c in ep["cases"].values()} == {
+        "fp32",
+        "bf16",
+        "bf16_master",
+        "fp32_mm_bf16",
+        "bf16_mm_bf16",
+    }
     assert {c["threads"] for c in ep["cases"].values()} == {1, 2}
     for name, c in ep["cases"].items():
         assert abs(c["elbo_minus_fp32"]) <= 0.3 and c["paper_300_epochs_wall_min"] > 0, (name, c)
@@ -81,8 +92,13 @@ def test_benchmark_quick_run_writes_its_results(tmp_path):
 def test_family_cost_benchmark_quick_run_writes_its_ratios(tmp_path):
     """benchmarks/families.py (the extra cost per step of each posterior family and baseline) runs end to end."""
     out = tmp_path / "families.json"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "families.py"), "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "families.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     cases = {"diagonal", "full", "flow", "diagonal_smvi", "full_smvi", "flow_smvi", "beta", "iwae5", "iwae50"}
@@ -94,8 +110,13 @@ def test_family_cost_benchmark_times_both_precisions_side_by_side(tmp_path):
     """--precision both: every case in fp32 and bf16 autocast in the same rounds, each ratio to its own precision's
     diagonal step, and the fp32 ÷ bf16 speed-up per case."""
     out = tmp_path / "families.json"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "families.py"), "--quick", "--precision", "both",
-                        "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "families.py"), "--quick", "--precision", "both", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     cpu, times = res["ratios_to_diagonal"]["cpu"], res["times"]
@@ -108,8 +129,13 @@ def test_family_cost_benchmark_times_both_precisions_side_by_side(tmp_path):
 def test_bdmc_precision_quick_run_pairs_the_precisions(tmp_path):
     """benchmarks/bdmc_precision.py: BDMC in fp32 and bf16 on the same simulated points and seed, paired."""
     out = tmp_path / "bdmc.json"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bdmc_precision.py"), "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bdmc_precision.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     b, steps = res["bdmc"], res["settings"]["steps"]
@@ -121,9 +147,16 @@ def test_bdmc_precision_quick_run_pairs_the_precisions(tmp_path):
             assert 0 < row[p]["acceptance_forward"] <= 1 and 0 < row[p]["acceptance_reverse"] <= 1
             gap = [u - lo for u, lo in zip(row["per_point"][p]["upper"], row["per_point"][p]["lower"], strict=True)]
             assert abs(sum(gap) / len(gap) - row[p]["gap"]) < 1e-9
-        d = [(ub - lb) - (ua - la) for ua, la, ub, lb in zip(
-            row["per_point"]["fp32"]["upper"], row["per_point"]["fp32"]["lower"],
-            row["per_point"]["bf16"]["upper"], row["per_point"]["bf16"]["lower"], strict=True)]
+        d = [
+            (ub - lb) - (ua - la)
+            for ua, la, ub, lb in zip(
+                row["per_point"]["fp32"]["upper"],
+                row["per_point"]["fp32"]["lower"],
+                row["per_point"]["bf16"]["upper"],
+                row["per_point"]["bf16"]["lower"],
+                strict=True,
+            )
+        ]
         assert abs(sum(d) / len(d) - row["gap_bf16_minus_fp32"]) < 1e-9  # paired over the same points
         assert abs(row["gap_bf16_minus_fp32"]) <= max(4 * row["gap_bf16_minus_fp32_se"], 0.05), row
     assert res["force"]["relative_error_median"] > 0  # the bf16 force really differs from fp32's
@@ -154,8 +187,10 @@ def test_training_check_refuses_pairs_that_differ_beyond_the_precision(tmp_path)
     from training_check import training_check
 
     shutil.copytree(ROOT / "results" / "cpu" / "runs" / "lam0_seed0", tmp_path / "cpu" / "runs" / "lam0_seed0")
-    shutil.copytree(ROOT / "results" / "bf16check" / "runs" / "lam0.03_seed0",  # another λ under the same name
-                    tmp_path / "bf16check" / "runs" / "lam0_seed0")
+    shutil.copytree(
+        ROOT / "results" / "bf16check" / "runs" / "lam0.03_seed0",  # another λ under the same name
+        tmp_path / "bf16check" / "runs" / "lam0_seed0",
+    )
     with pytest.raises(ValueError, match="lam"):
         training_check(tmp_path, runs=("lam0_seed0",))
 
@@ -164,8 +199,13 @@ def test_evaluation_benchmark_quick_run_writes_its_results(tmp_path):
     """benchmarks/evaluation.py (issue 26: the explicit force, bf16, the step-size rules) end to end, tiny; the
     reference (autograd force) and smvi's fp32 run give the same estimate up to the forces' rounding."""
     out = tmp_path / "evaluation.json"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "evaluation.py"), "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "evaluation.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert {"transition", "potential", "iwae", "step_size", "machine", "printed"} <= res.keys()
@@ -179,8 +219,23 @@ def test_evaluation_benchmark_quick_run_writes_its_results(tmp_path):
 
 def test_refined_q_budget_runs_on_a_trained_run(trained):
     """benchmarks/refined_q_budget.py: the gap closed against the local fit's steps, and the per-step cost."""
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "refined_q_budget.py"), "--run-dir", str(trained),
-                        "--images", "4", "--steps", "3", "6", "--batch", "2"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "refined_q_budget.py"),
+            "--run-dir",
+            str(trained),
+            "--images",
+            "4",
+            "--steps",
+            "3",
+            "6",
+            "--batch",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     fits = out["gap_closed"]["fits"]

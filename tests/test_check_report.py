@@ -22,11 +22,16 @@ check_report = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(check_report)
 
 CHROMIUM = check_report.find_chromium()
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium): "
-                                                             "the browser check cannot run here")
-TINY_PNG = base64.b64encode(bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000" "1f15c489"
-    "0000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")).decode()
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium): the browser check cannot run here"
+)
+TINY_PNG = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c489"
+        "0000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+    )
+).decode()
 
 
 @pytest.fixture
@@ -39,10 +44,12 @@ def report(tmp_path) -> Path:
 
 def broken_page(tmp_path) -> Path:
     page = tmp_path / "broken.html"
-    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>"
-                    f"<img alt='fine' src='data:image/png;base64,{TINY_PNG}'>"
-                    "<img alt='not a png' src='data:image/png;base64,AAAA'>"
-                    "<img alt='outside' src='fig1_gap.png'></body></html>")
+    page.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>"
+        f"<img alt='fine' src='data:image/png;base64,{TINY_PNG}'>"
+        "<img alt='not a png' src='data:image/png;base64,AAAA'>"
+        "<img alt='outside' src='fig1_gap.png'></body></html>"
+    )
     return page
 
 
@@ -59,8 +66,12 @@ def test_the_static_check_accepts_a_report_and_names_each_outside_or_broken_imag
 @needs_chromium
 def test_a_report_loads_every_image_in_chromium(report, tmp_path):
     shot = tmp_path / "shot.png"
-    r = subprocess.run([sys.executable, str(SCRIPT), str(report), "--screenshot", str(shot)], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(SCRIPT), str(report), "--screenshot", str(shot)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "every image embedded and loaded" in r.stdout
     seen = check_report.browser_report(CHROMIUM, report)

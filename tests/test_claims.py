@@ -21,8 +21,12 @@ MONOTONE = gap_rows({0.0: 4.0, 0.01: 3.5, 0.1: 2.0})
 
 
 def test_claim_1_holds_when_gap_and_log_likelihood_both_fall_at_the_largest_lambda():
-    rows = [paired("gap", 0.1, -2.0, 0.3), paired("iwae_full", 0.1, -5.0, 1.0), paired("ais", 0.1, +9.0, 1.0),
-            paired("gap", 0.01, +0.1, 0.3)]  # the largest λ decides; IWAE on the whole test set before AIS
+    rows = [
+        paired("gap", 0.1, -2.0, 0.3),
+        paired("iwae_full", 0.1, -5.0, 1.0),
+        paired("ais", 0.1, +9.0, 1.0),
+        paired("gap", 0.01, +0.1, 0.3),
+    ]  # the largest λ decides; IWAE on the whole test set before AIS
     c = claim_gap(rows, MONOTONE)
     assert c.verdict == "holds" and "λ = 0.1" in c.sentence and "IWAE on the whole test set" in c.sentence
     assert "-2.00 nats" in c.sentence and "never rises" in c.sentence
@@ -47,8 +51,10 @@ def test_claim_1_is_undecided_when_an_interval_covers_zero_or_nothing_is_paired(
 
 
 def test_claim_2_holds_with_a_holm_significant_positive_gain():
-    rows = [paired("ssl_gain", 0.01, +1.2, 0.5, s=600, p=0.001, p_holm=0.01),
-            paired("ssl_gain", 0.1, -1.0, 0.5, s=600, p=0.001, p_holm=0.01)]
+    rows = [
+        paired("ssl_gain", 0.01, +1.2, 0.5, s=600, p=0.001, p_holm=0.01),
+        paired("ssl_gain", 0.1, -1.0, 0.5, s=600, p=0.001, p_holm=0.01),
+    ]
     c = claim_ssl(rows)
     assert c.verdict == "holds" and "λ = 0.01, s = 600" in c.sentence and "p = 0.01" in c.sentence
     # significant before the correction only: not enough
@@ -74,8 +80,12 @@ def flag(kind, lam, run="r"):
 
 def test_claim_1_is_not_decided_by_a_collapsed_largest_lambda():
     """The quick preset's case: λ = 0.1 collapsed (gap ≈ 0 for want of information) decided "holds" on its own."""
-    rows = [paired("gap", 0.1, -2.0, 0.3), paired("ais", 0.1, -9.0, 1.0),  # the collapsed λ: a clear "holds"
-            paired("gap", 0.01, -0.1, 0.3), paired("ais", 0.01, -0.2, 0.5)]  # the others: within the noise
+    rows = [
+        paired("gap", 0.1, -2.0, 0.3),
+        paired("ais", 0.1, -9.0, 1.0),  # the collapsed λ: a clear "holds"
+        paired("gap", 0.01, -0.1, 0.3),
+        paired("ais", 0.01, -0.2, 0.5),
+    ]  # the others: within the noise
     assert claim_gap(rows, MONOTONE).verdict == "holds"
     c = claim_gap(rows, MONOTONE, [flag("collapse", 0.1)])
     assert c.verdict == "cannot be decided at this power" and "at λ = 0.01" in c.sentence
@@ -86,8 +96,11 @@ def test_claim_1_is_not_decided_by_a_collapsed_largest_lambda():
 
 
 def test_a_flagged_lambda_zero_decides_nothing_and_ais_flags_are_named():
-    rows = [paired("gap", 0.1, -2.0, 0.3), paired("ais", 0.1, -9.0, 1.0),
-            paired("ssl_gain", 0.1, +1.2, 0.5, s=600, p=0.001, p_holm=0.01)]
+    rows = [
+        paired("gap", 0.1, -2.0, 0.3),
+        paired("ais", 0.1, -9.0, 1.0),
+        paired("ssl_gain", 0.1, +1.2, 0.5, s=600, p=0.001, p_holm=0.01),
+    ]
     for c in decide_claims(rows, MONOTONE, [flag("unfinished", 0.0)]):
         assert c.verdict == "cannot be decided at this power" and "λ = 0 runs" in c.sentence
     c = claim_gap(rows, MONOTONE, [flag("acceptance", 0.1), flag("collapse", None, "a-learned-run")])
@@ -96,8 +109,10 @@ def test_a_flagged_lambda_zero_decides_nothing_and_ais_flags_are_named():
 
 
 def test_claim_2_does_not_hold_on_a_gain_at_a_flagged_lambda_only():
-    rows = [paired("ssl_gain", 0.01, +1.2, 0.5, s=600, p=0.001, p_holm=0.01),
-            paired("ssl_gain", 0.1, -0.3, 0.5, s=600, p=0.2, p_holm=0.8)]
+    rows = [
+        paired("ssl_gain", 0.01, +1.2, 0.5, s=600, p=0.001, p_holm=0.01),
+        paired("ssl_gain", 0.1, -0.3, 0.5, s=600, p=0.2, p_holm=0.8),
+    ]
     assert claim_ssl(rows).verdict == "holds"
     c = claim_ssl(rows, [flag("unfinished", 0.01)])
     assert c.verdict == "does not hold" and "λ = 0.1" in c.sentence

@@ -19,8 +19,9 @@ def all_commands(group: click.Group, prefix=()):
             yield from all_commands(cmd, (*prefix, name))
 
 
-@pytest.mark.parametrize("path, cmd", list(all_commands(main)),
-                         ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+@pytest.mark.parametrize(
+    "path, cmd", list(all_commands(main)), ids=lambda v: " ".join(v) if isinstance(v, tuple) else ""
+)
 def test_every_command_and_option_has_help(path, cmd):
     r = CliRunner().invoke(main, [*path, "--help"])
     assert r.exit_code == 0 and "Usage:" in r.output

@@ -24,11 +24,18 @@ def leaves(tree: dict, prefix: str = "") -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("cls, instance", [
-    (RunConfig, RunConfig()), (EvalConfig, EvalConfig()), (SSLConfig, SSLConfig()), (SweepConfig, SweepConfig()),
-    (PicturesConfig, PicturesConfig()),
-    *[(EvalConfig, p) for p in EVAL_PRESETS.values()], *[(SweepConfig, p) for p in PRESETS.values()],
-])
+@pytest.mark.parametrize(
+    "cls, instance",
+    [
+        (RunConfig, RunConfig()),
+        (EvalConfig, EvalConfig()),
+        (SSLConfig, SSLConfig()),
+        (SweepConfig, SweepConfig()),
+        (PicturesConfig, PicturesConfig()),
+        *[(EvalConfig, p) for p in EVAL_PRESETS.values()],
+        *[(SweepConfig, p) for p in PRESETS.values()],
+    ],
+)
 def test_the_listing_is_complete_and_validates_back_to_the_defaults(cls, instance):
     text = format_keys(cls, "header", defaults=instance)
     assert build_config(cls, tomllib.loads(text)) == instance
@@ -48,9 +55,17 @@ def test_types_and_bounds_are_readable():
     assert sweep["seeds"].type == "list of int ≥ 0, distinct, non-empty"
 
 
-@pytest.mark.parametrize("what, key", [("run", "lam_warmup_epochs = 0.0"), ("eval", "chains = 4"),
-                                       ("ssl", "raw_pixels = true"), ("sweep", "[run.train]"),
-                                       ("pictures", 'projection = "pca"'), ("sweep", "[pictures]")])
+@pytest.mark.parametrize(
+    "what, key",
+    [
+        ("run", "lam_warmup_epochs = 0.0"),
+        ("eval", "chains = 4"),
+        ("ssl", "raw_pixels = true"),
+        ("sweep", "[run.train]"),
+        ("pictures", 'projection = "pca"'),
+        ("sweep", "[pictures]"),
+    ],
+)
 def test_smvi_config_prints_each_kind(what, key):
     r = CliRunner().invoke(main, ["config", what])
     assert r.exit_code == 0 and key in r.output and r.output.startswith("# ")

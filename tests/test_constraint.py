@@ -26,7 +26,7 @@ def test_update_is_the_documented_formula():
     assert s0 == DualState(lam=0.1, avg=None, steps=0)
     s1 = dual_update(s0, 40.0, c)  # first step: the average is the value itself
     assert s1.avg == 40.0 and s1.steps == 1
-    assert s1.lam == pytest.approx(0.1 * 4.0 ** 0.05, rel=1e-12)
+    assert s1.lam == pytest.approx(0.1 * 4.0**0.05, rel=1e-12)
     s2 = dual_update(s1, 5.0, c)
     assert s2.avg == pytest.approx(0.8 * 40 + 0.2 * 5, rel=1e-12)
     assert s2.lam == pytest.approx(s1.lam * (s2.avg / 10) ** 0.05, rel=1e-12)
@@ -41,7 +41,7 @@ def test_lambda_is_clipped_to_its_floor_and_cap_and_never_nan():
     down = dual_update(DualState(1.0, None, 0), 0.0, c)  # a zero measure: log-ratio clipped, no log(0)
     assert down.lam == pytest.approx(max(1e-6, 1e-3))
     s = DualState(1.0, None, 0)
-    for v in [1e6] * 50 + [0.0] * 200 + [float(10 ** e) for e in range(-300, 300, 7)]:
+    for v in [1e6] * 50 + [0.0] * 200 + [float(10**e) for e in range(-300, 300, 7)]:
         s = dual_update(s, v, c)
         assert math.isfinite(s.lam) and 1e-3 <= s.lam <= 5.0 and math.isfinite(s.avg)
     for bad in (float("nan"), float("inf"), -1.0):
@@ -61,8 +61,14 @@ def test_state_round_trips_through_json_bit_for_bit_and_bad_states_are_refused()
     s = DualState(lam=0.1 + 1e-17 * 3, avg=123.456789012345678, steps=17)
     s = dual_update(s, math.pi, cfg())
     assert DualState.from_json(json.loads(json.dumps(s.to_json()))) == s
-    for bad in ({"lam": 0.1}, {"lam": -1.0, "avg": None, "steps": 0}, {"lam": 0.1, "avg": float("nan"), "steps": 0},
-                {"lam": 0.1, "avg": 1.0, "steps": 1.5}, [0.1, 1.0, 2], None):
+    for bad in (
+        {"lam": 0.1},
+        {"lam": -1.0, "avg": None, "steps": 0},
+        {"lam": 0.1, "avg": float("nan"), "steps": 0},
+        {"lam": 0.1, "avg": 1.0, "steps": 1.5},
+        [0.1, 1.0, 2],
+        None,
+    ):
         with pytest.raises(ValueError):
             DualState.from_json(bad)
 
@@ -144,8 +150,9 @@ def learn(eps: float, steps: int = 1200, **kw):
     the last quarter of the steps."""
     torch.manual_seed(0)
     zero = torch.zeros(2, dtype=torch.float64)
-    m = LinearGaussian(W, torch.zeros(3, dtype=torch.float64), S, torch.linalg.inv(P) @ W.T / S**2, zero,
-                       -0.5 * PD.log())  # starts at the VAE's optimum
+    m = LinearGaussian(
+        W, torch.zeros(3, dtype=torch.float64), S, torch.linalg.inv(P) @ W.T / S**2, zero, -0.5 * PD.log()
+    )  # starts at the VAE's optimum
     for p in (m.W, m.b, m.log_s, m.A, m.c):
         p.requires_grad_(False)
     x = m.decode(torch.randn(64, 2, dtype=torch.float64)).sample()

@@ -68,9 +68,14 @@ def test_training_batches_are_redrawn_each_epoch_and_resume_exactly():
 def test_discrete_bound_against_the_exact_bin_probability():
     """1-d LinearGaussian: log P(pixel) = log(Φ((k+1)/256) − Φ(k/256)) under the closed-form marginal N(b, w² + s²);
     the stated correction E_u log p((k + u)/256) − log 256 must lie below it, and close (p is smooth on a bin)."""
-    lg = LinearGaussian(torch.tensor([[0.2]], dtype=torch.float64), torch.tensor([0.45], dtype=torch.float64), 0.1,
-                        torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64),
-                        torch.zeros(1, dtype=torch.float64))
+    lg = LinearGaussian(
+        torch.tensor([[0.2]], dtype=torch.float64),
+        torch.tensor([0.45], dtype=torch.float64),
+        0.1,
+        torch.zeros(1, 1, dtype=torch.float64),
+        torch.zeros(1, dtype=torch.float64),
+        torch.zeros(1, dtype=torch.float64),
+    )
     marginal = Normal(0.45, math.sqrt(0.2**2 + 0.1**2))
     u = (torch.arange(10_000, dtype=torch.float64) + 0.5) / 10_000  # midpoint rule over the bin
     for k in (0, 60, 115, 200, 255):
@@ -100,10 +105,13 @@ def test_estimators_on_dequantized_data_match_the_linear_gaussian_closed_forms()
     assert iwae_bound(lg, x, k=500, seed=0).mean() <= exact.mean() + 0.05
 
 
-@pytest.mark.parametrize("likelihood, transform, message", [
-    ("gaussian", "binarize", "set data.transform = 'dequantize'"),
-    ("bernoulli", "dequantize", "set data.transform = 'binarize'"),
-])
+@pytest.mark.parametrize(
+    "likelihood, transform, message",
+    [
+        ("gaussian", "binarize", "set data.transform = 'dequantize'"),
+        ("bernoulli", "dequantize", "set data.transform = 'binarize'"),
+    ],
+)
 def test_a_transform_that_does_not_fit_the_likelihood_is_refused(likelihood, transform, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_config(sets=[f"model.likelihood={likelihood}", f"data.transform={transform}"])
@@ -121,8 +129,10 @@ def test_the_gaussian_likelihood_implies_dequantization_and_old_configs_still_lo
 # ---- the Gaussian VAE end to end ------------------------------------------------------------------------------------
 def test_gaussian_vae_trains_and_every_estimator_runs_on_it(idx_dir, tmp_path):
     run = tmp_path / "gauss"
-    r = CliRunner().invoke(main, ["train", "--out", str(run), "--epochs", "3", "--set", "model.likelihood=gaussian",
-                                  *tiny_train_args(idx_dir)])
+    r = CliRunner().invoke(
+        main,
+        ["train", "--out", str(run), "--epochs", "3", "--set", "model.likelihood=gaussian", *tiny_train_args(idx_dir)],
+    )
     assert r.exit_code == 0, r.output
     assert 'transform = "dequantize"' in (run / "config.toml").read_text()
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -148,12 +158,29 @@ def test_gaussian_vae_trains_and_every_estimator_runs_on_it(idx_dir, tmp_path):
     assert xs.shape == (8, 784) and torch.isfinite(xs).all() and len(set(xs.flatten().tolist())) > 2
 
     # the CLI stages score the run's own transform: fixed dequantized sets, not binarized ones
-    r = CliRunner().invoke(main, ["evaluate", str(run), "--no-progress", "--preset", "quick", "--n-test", "16",
-                                  "--n-train", "0", "--set", "ais.steps=20", "--set", "iwae_k=20"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(run),
+            "--no-progress",
+            "--preset",
+            "quick",
+            "--n-test",
+            "16",
+            "--n-train",
+            "0",
+            "--set",
+            "ais.steps=20",
+            "--set",
+            "iwae_k=20",
+        ],
+    )
     assert r.exit_code == 0, r.output
     record = json.loads((run / "eval.json").read_text())
-    x16 = fixed_inputs(load_idx_dir(idx_dir).test_x[record["splits"]["test"]["indices"]], "dequantize",
-                       loaded.config.data.eval_seed).double()
+    x16 = fixed_inputs(
+        load_idx_dir(idx_dir).test_x[record["splits"]["test"]["indices"]], "dequantize", loaded.config.data.eval_seed
+    ).double()
     same = elbo(model, x16, n_samples=500)  # the record's ELBO is of the dequantized images (a binarized set differs)
     assert abs(record["splits"]["test"]["elbo"]["mean"] - float(same.mean())) < 1.0
 
@@ -164,8 +191,10 @@ def test_a_sweep_preset_takes_the_gaussian_likelihood_with_its_transform_implied
 
     seen = {}
     monkeypatch.setattr(smvi.studies.sweep, "run_sweep", lambda cfg, *a, **k: seen.setdefault("cfg", cfg) and [])
-    r = CliRunner().invoke(main, ["sweep", str(tmp_path / "sw"), "--preset", "quick", "--no-report",
-                                  "--set", "run.model.likelihood=gaussian"])
+    r = CliRunner().invoke(
+        main,
+        ["sweep", str(tmp_path / "sw"), "--preset", "quick", "--no-report", "--set", "run.model.likelihood=gaussian"],
+    )
     assert r.exit_code == 0, r.output
     cfg = seen["cfg"]
     assert (cfg.run.model.likelihood, cfg.run.data.transform) == ("gaussian", "dequantize")
@@ -189,11 +218,13 @@ def test_decoder_sigma_script_reports_a_gaussian_run_and_refuses_a_bernoulli_one
 
     script = Path(__file__).parents[1] / "scripts" / "decoder_sigma.py"
     for name, extra in (("gauss", ["--set", "model.likelihood=gaussian"]), ("bern", [])):
-        r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / name), "--epochs", "1", *extra,
-                                      *tiny_train_args(idx_dir)])
+        r = CliRunner().invoke(
+            main, ["train", "--out", str(tmp_path / name), "--epochs", "1", *extra, *tiny_train_args(idx_dir)]
+        )
         assert r.exit_code == 0, r.output
-    r = subprocess.run([sys.executable, str(script), str(tmp_path / "gauss"), "--n", "16"], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "gauss"), "--n", "16"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     line = r.stdout.strip()
     assert line.startswith(f"{tmp_path / 'gauss'}: log σ median background ") and "foreground" in line, line

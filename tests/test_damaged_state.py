@@ -23,12 +23,15 @@ def metrics_lines(run):
     return (run / "metrics.jsonl").read_text().splitlines()
 
 
-@pytest.mark.parametrize("edit, said", [
-    (lambda ms: [ms[0], ms[1].replace('"epoch": 2', '"epoch": Infinity'), *ms[2:]], "epoch inf after epoch 1"),
-    (lambda ms: [ms[0], ms[0], *ms[2:]], "epoch 1 after epoch 1"),
-    (lambda ms: [ms[1], ms[0], *ms[2:]], "epoch 1 after epoch 2"),
-    (lambda ms: [ms[0], ms[1].replace('"epoch": 2', '"epoch": 2.0'), *ms[2:]], "epoch 2.0 after epoch 1"),
-])
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (lambda ms: [ms[0], ms[1].replace('"epoch": 2', '"epoch": Infinity'), *ms[2:]], "epoch inf after epoch 1"),
+        (lambda ms: [ms[0], ms[0], *ms[2:]], "epoch 1 after epoch 1"),
+        (lambda ms: [ms[1], ms[0], *ms[2:]], "epoch 1 after epoch 2"),
+        (lambda ms: [ms[0], ms[1].replace('"epoch": 2', '"epoch": 2.0'), *ms[2:]], "epoch 2.0 after epoch 1"),
+    ],
+)
 def test_metrics_with_bad_epochs_are_refused_on_resume(trained, edit, said):
     before = metrics_lines(trained)
     (trained / "metrics.jsonl").write_text("\n".join(edit(before)) + "\n")
@@ -49,8 +52,17 @@ def test_a_run_name_that_is_not_utf8_is_refused_before_training(idx_dir, tmp_pat
     assert r.exit_code == 1 and "is not valid UTF-8" in r.output and not (tmp_path / name).exists(), r.output
 
 
-@pytest.mark.parametrize("args", [["train", "--out", ""], ["train", "--out", "run", "--tensorboard", ""],
-                                  ["sweep", ""], ["evaluate", ""], ["report", ""], ["status", ""]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--out", ""],
+        ["train", "--out", "run", "--tensorboard", ""],
+        ["sweep", ""],
+        ["evaluate", ""],
+        ["report", ""],
+        ["status", ""],
+    ],
+)
 def test_empty_paths_are_refused(idx_dir, tmp_path, monkeypatch, args):
     """An empty path would mean the current folder: refused, and nothing is written there."""
     (tmp_path / "cwd").mkdir()
@@ -63,12 +75,16 @@ def test_empty_paths_are_refused(idx_dir, tmp_path, monkeypatch, args):
 def test_a_tensorboard_folder_that_cannot_be_written_is_one_warning(idx_dir, tmp_path):
     pytest.importorskip("tensorboard")
     (tmp_path / "tb").write_text("a file where the folder should be")
-    r = invoke("train", "--out", tmp_path / "run", "--epochs", 2, *tiny_train_args(idx_dir),
-               "--tensorboard", tmp_path / "tb")
+    r = invoke(
+        "train", "--out", tmp_path / "run", "--epochs", 2, *tiny_train_args(idx_dir), "--tensorboard", tmp_path / "tb"
+    )
     assert r.exit_code == 0, r.output
     warnings = [line for line in r.output.splitlines() if "TensorBoard" in line]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: TensorBoard logging to ") and \
-        "training goes on" in warnings[0], r.output
+    assert (
+        len(warnings) == 1
+        and warnings[0].startswith("warning: TensorBoard logging to ")
+        and "training goes on" in warnings[0]
+    ), r.output
     assert [json.loads(m)["epoch"] for m in metrics_lines(tmp_path / "run")] == [1, 2]
 
 
@@ -85,8 +101,9 @@ def test_a_full_tensorboard_folder_mid_run_never_stops_training(idx_dir, tmp_pat
         return real(self, *a, **k)
 
     monkeypatch.setattr(SummaryWriter, "add_scalar", fills_up)
-    r = invoke("train", "--out", tmp_path / "run", "--epochs", 3, *tiny_train_args(idx_dir),
-               "--tensorboard", tmp_path / "tb")
+    r = invoke(
+        "train", "--out", tmp_path / "run", "--epochs", 3, *tiny_train_args(idx_dir), "--tensorboard", tmp_path / "tb"
+    )
     assert r.exit_code == 0, r.output
     assert r.output.count("warning: TensorBoard logging") == 1 and "No space left on device" in r.output, r.output
     assert len(calls) == 21  # logging stopped at the failure

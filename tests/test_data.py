@@ -16,8 +16,11 @@ from smvi.data import loading as D
 def small_mnist_spec(idx_dir, monkeypatch):
     """Treat the synthetic fixture as 'the original files' (its own MD5s and counts) to test verification."""
     spec = {
-        name: D._Spec(hashlib.md5((idx_dir / name).read_bytes()).hexdigest(), 2051 if "images" in name else 2049,
-                      256 if name.startswith("train") else 128)
+        name: D._Spec(
+            hashlib.md5((idx_dir / name).read_bytes()).hexdigest(),
+            2051 if "images" in name else 2049,
+            256 if name.startswith("train") else 128,
+        )
         for name in D.MNIST_FILES
     }
     monkeypatch.setattr(D, "MNIST_FILES", spec)

@@ -40,11 +40,14 @@ def test_gzip_is_recognized_by_its_magic_bytes_not_its_name(idx_dir):
     assert (D.read_idx(idx_dir / name) == expected).all()
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda raw: gzip.compress(raw[:-100]), "truncated"),          # header and size checks apply after decompression
-    (lambda raw: gzip.compress(raw)[:-30], "damaged gzip file"),   # a cut-off download
-    (lambda raw: gzip.compress(b"\x00\x00\x08\x07" + raw[4:]), "wrong IDX magic number"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda raw: gzip.compress(raw[:-100]), "truncated"),  # header and size checks apply after decompression
+        (lambda raw: gzip.compress(raw)[:-30], "damaged gzip file"),  # a cut-off download
+        (lambda raw: gzip.compress(b"\x00\x00\x08\x07" + raw[4:]), "wrong IDX magic number"),
+    ],
+)
 def test_damaged_gzipped_files_are_one_line_errors(idx_dir, tmp_path, damage, message):
     gz = gzip_dir(idx_dir, tmp_path / "gz")
     path = gz / "train-images-idx3-ubyte.gz"
@@ -86,8 +89,24 @@ def test_debian_fashion_mnist_trains_from_the_documented_config(tmp_path):
     assert d.train_x.shape == (60000, 784) and d.test_x.shape == (10000, 784)
     assert sorted(d.train_y.unique().tolist()) == list(range(10))
     run = tmp_path / "fashion"
-    r = CliRunner().invoke(main, ["train", "--out", str(run), "--config", str(ROOT / "examples" / "fashion-mnist.toml"),
-                                  "--no-progress", "--set", "train.epochs=1", "--set", "data.monitor_size=200",
-                                  "--set", "model.encoder_hidden=[64]", "--set", "model.decoder_hidden=[64]"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--out",
+            str(run),
+            "--config",
+            str(ROOT / "examples" / "fashion-mnist.toml"),
+            "--no-progress",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "data.monitor_size=200",
+            "--set",
+            "model.encoder_hidden=[64]",
+            "--set",
+            "model.decoder_hidden=[64]",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert (run / "checkpoint.safetensors").is_file() and "epoch 1:" in r.output

@@ -99,9 +99,14 @@ def test_the_vaes_decoder_parameters_are_its_decoder_and_nothing_else(posterior)
     assert not theta & {id(p) for p in [*vae.encoder.parameters(), *vae.family.parameters()]}
 
 
-@pytest.mark.parametrize("sets", [["train.dsm_grad='encoder'"],
-                                  ["train.objective='iwae'", "train.iwae_k=5", "train.dsm_grad='decoder'"],
-                                  ["train.objective='beta'", "train.beta=0.5", "train.dsm_grad='encoder'"]])
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["train.dsm_grad='encoder'"],
+        ["train.objective='iwae'", "train.iwae_k=5", "train.dsm_grad='decoder'"],
+        ["train.objective='beta'", "train.beta=0.5", "train.dsm_grad='encoder'"],
+    ],
+)
 def test_dsm_grad_without_a_penalty_is_a_one_line_error(sets):
     with pytest.raises(ConfigError) as err:
         load_config(sets=sets)
@@ -118,17 +123,32 @@ def test_runs_that_do_not_set_it_keep_their_fingerprint():
     cfg = load_config(path / "config.toml")
     recorded = json.loads((path / "eval.json").read_text())["header"]["fingerprint"]
     assert fingerprint(cfg) == recorded
-    assert fingerprint(load_config(sets=["train.lam=0.01", "train.dsm_grad='both'"])) == \
-        fingerprint(load_config(sets=["train.lam=0.01"]))
-    assert fingerprint(load_config(sets=["train.lam=0.01", "train.dsm_grad='encoder'"])) != \
-        fingerprint(load_config(sets=["train.lam=0.01"]))
+    assert fingerprint(load_config(sets=["train.lam=0.01", "train.dsm_grad='both'"])) == fingerprint(
+        load_config(sets=["train.lam=0.01"])
+    )
+    assert fingerprint(load_config(sets=["train.lam=0.01", "train.dsm_grad='encoder'"])) != fingerprint(
+        load_config(sets=["train.lam=0.01"])
+    )
 
 
 @pytest.mark.parametrize("side", ["encoder", "decoder"])
 def test_each_side_trains_from_the_cli(idx_dir, tmp_path, side):
     out = tmp_path / side
-    r = CliRunner().invoke(main, ["train", "--out", str(out), "--epochs", "2", *tiny_train_args(idx_dir),
-                                  "--set", "train.lam=0.1", "--set", f"train.dsm_grad={side}"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            *tiny_train_args(idx_dir),
+            "--set",
+            "train.lam=0.1",
+            "--set",
+            f"train.dsm_grad={side}",
+        ],
+    )
     assert r.exit_code == 0, r.output
     m = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in m] == [1, 2] and all(math.isfinite(e["loss"]) and "d_sm" in e for e in m)

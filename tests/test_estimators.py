@@ -41,7 +41,6 @@ def grouped_log_mean(log_means: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return total, rel.std(0) / math.sqrt(log_means.shape[0])
 
 
-
 @pytest.fixture(scope="module")
 def lg() -> LinearGaussian:
     return LinearGaussian.random(x_dim=6, z_dim=3, seed=1).requires_grad_(False)
@@ -52,8 +51,9 @@ def near_posterior_encoder(model: LinearGaussian, widen: float = 1.2) -> LinearG
     s2 = model.log_s.exp() ** 2
     cov = torch.linalg.inv(torch.eye(model.z_dim, dtype=model.W.dtype) + model.W.T @ model.W / s2)
     A = cov @ model.W.T / s2
-    return LinearGaussian(model.W, model.b, float(s2.sqrt()), A, -A @ model.b,
-                          (widen * cov.diagonal().sqrt()).log()).requires_grad_(False)
+    return LinearGaussian(
+        model.W, model.b, float(s2.sqrt()), A, -A @ model.b, (widen * cov.diagonal().sqrt()).log()
+    ).requires_grad_(False)
 
 
 # ---- IWAE ---------------------------------------------------------------------------------------------------------

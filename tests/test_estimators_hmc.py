@@ -32,7 +32,6 @@ def z_crit(n: int) -> float:
     return NormalDist().inv_cdf(1 - ALPHA / (2 * n))
 
 
-
 def key_for(seed: int, rows: int, points: int = 1):
     return stream_key(seed, point_ids(torch.arange(points, dtype=torch.float64).unsqueeze(1)), torch.arange(rows))
 
@@ -120,8 +119,9 @@ class CrudeForce(PathPotential):
         return HMCState(z.detach(), value, value, f, f)
 
 
-@pytest.mark.parametrize("precision,dtype",
-                         [("fp32", torch.float64), ("bf16", torch.float32), ("crude", torch.float64)])
+@pytest.mark.parametrize(
+    "precision,dtype", [("fp32", torch.float64), ("bf16", torch.float32), ("crude", torch.float64)]
+)
 def test_hmc_leaves_a_correlated_gaussian_invariant(precision, dtype):
     """Exact for the true force, a bf16 force and a crude force alike: only the accept/reject energies must be exact
     (Neal 2011). The bf16 and crude forces are checked to differ from the true gradient, so the test is informative."""

@@ -121,9 +121,11 @@ def test_bad_or_unsupported_precision_is_refused_in_one_line(lg64, lg32, monkeyp
     x, z = simulate(lg64, 3, seed=8)
     with pytest.raises(ValueError, match=r"precision must be one of \['fp32', 'bf16'\], got 'fp16'"):
         ais(lg32, x.float(), steps=5, precision="fp16")
-    for call in (lambda: ais(lg64, x, steps=5, precision="bf16"),
-                 lambda: bdmc(lg64, x, z, steps=5, precision="bf16"),
-                 lambda: iwae_bound(lg64, x, k=5, precision="bf16")):
+    for call in (
+        lambda: ais(lg64, x, steps=5, precision="bf16"),
+        lambda: bdmc(lg64, x, z, steps=5, precision="bf16"),
+        lambda: iwae_bound(lg64, x, k=5, precision="bf16"),
+    ):
         with pytest.raises(ValueError, match="needs a float32 model") as err:
             call()
         assert "\n" not in str(err.value)

@@ -16,8 +16,16 @@ from smvi.data.loading import load_data
 from smvi.settings.stages import AISConfig, EvalConfig
 from smvi.store.rundir import RunDir
 
-CFG = EvalConfig(n_test=24, n_train=16, elbo_samples=20, dsm_samples=2, iwae_k=10, iwae_full_test_k=10,
-                 ais=AISConfig(steps=3, chains=2, leapfrog_steps=2), batch_size=8)
+CFG = EvalConfig(
+    n_test=24,
+    n_train=16,
+    elbo_samples=20,
+    dsm_samples=2,
+    iwae_k=10,
+    iwae_full_test_k=10,
+    ais=AISConfig(steps=3, chains=2, leapfrog_steps=2),
+    batch_size=8,
+)
 
 
 def killed_at(monkeypatch, name: str, calls: int):
@@ -64,8 +72,11 @@ def pair(trained, tmp_path, idx_dir):
     return trained, copy, load_data("idx", idx_dir)
 
 
-@pytest.mark.parametrize("name, calls", [("ais", 3), ("iwae_bound", 3 + 2 + 4)],
-                         ids=["in the test split's AIS", "in the whole-test-set IWAE"])
+@pytest.mark.parametrize(
+    "name, calls",
+    [("ais", 3), ("iwae_bound", 3 + 2 + 4)],
+    ids=["in the test split's AIS", "in the whole-test-set IWAE"],
+)
 def test_a_killed_evaluation_resumes_to_the_same_record(pair, monkeypatch, capsys, name, calls):
     # iwae_bound's calls: 3 test batches, 2 train batches, then the whole test set (its 4th batch)
     run, copy, data = pair

@@ -12,10 +12,20 @@ from smvi.settings.stages import AISConfig, EvalConfig
 from smvi.stages.evaluate import evaluate_run
 from smvi.store.rundir import RunDir
 
-TINY = ["--set", "elbo_samples=20", "--set", "dsm_samples=4", "--set", "iwae_k=20", "--set", "ais.chains=2",
-        "--set", "ais.leapfrog_steps=2", "--set", "batch_size=16"]
-
-
+TINY = [
+    "--set",
+    "elbo_samples=20",
+    "--set",
+    "dsm_samples=4",
+    "--set",
+    "iwae_k=20",
+    "--set",
+    "ais.chains=2",
+    "--set",
+    "ais.leapfrog_steps=2",
+    "--set",
+    "batch_size=16",
+]
 
 
 def test_evaluate_writes_every_estimate_per_image_with_standard_errors(trained, idx_dir):
@@ -51,12 +61,18 @@ def test_a_points_estimates_do_not_depend_on_its_batch_mates(trained, idx_dir):
     ais = AISConfig(steps=5, chains=2, leapfrog_steps=2)
     cfg = EvalConfig(n_test=16, n_train=0, elbo_samples=30, dsm_samples=6, iwae_k=10, ais=ais, batch_size=16)
     a = evaluate_run(trained, cfg, data=data, progress=False).splits["test"].per_image
-    b = evaluate_run(trained, cfg.model_copy(update={"batch_size": 5}), data=data, overwrite=True,
-                     progress=False).splits["test"].per_image
+    b = (
+        evaluate_run(trained, cfg.model_copy(update={"batch_size": 5}), data=data, overwrite=True, progress=False)
+        .splits["test"]
+        .per_image
+    )
     for key in ("elbo", "d_sm", "iwae", "ais"):
         assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-6), key
-    c = evaluate_run(trained, cfg.model_copy(update={"seed": 1}), data=data, overwrite=True,
-                     progress=False).splits["test"].per_image
+    c = (
+        evaluate_run(trained, cfg.model_copy(update={"seed": 1}), data=data, overwrite=True, progress=False)
+        .splits["test"]
+        .per_image
+    )
     for key in ("elbo", "d_sm"):  # the seed does reach them
         assert getattr(c, key) != pytest.approx(getattr(a, key), rel=1e-4), key
 
@@ -80,8 +96,19 @@ def test_convergence_brackets_simulated_data(trained):
     """BDMC: E[upper] ≥ log p(x) ≥ E[lower], so the mean gap over 40 points is ≥ 0 up to noise; 4 SE is a
     one-sided false-alarm rate of 3e-5 per check for a normal mean. More steps must not widen it beyond the same
     budget."""
-    r = invoke("convergence", trained, "--steps", "5,20", "--n-points", 40, "--no-progress",
-               "--set", "ais.chains=2", "--set", "ais.leapfrog_steps=2")
+    r = invoke(
+        "convergence",
+        trained,
+        "--steps",
+        "5,20",
+        "--n-points",
+        40,
+        "--no-progress",
+        "--set",
+        "ais.chains=2",
+        "--set",
+        "ais.leapfrog_steps=2",
+    )
     assert r.exit_code == 0, r.output
     c = RunDir(trained).read_record("convergence")
     assert [b.steps for b in c.bdmc] == [5, 20] and len(c.ladder.means) == 2 and c.header.settings["n_points"] == 40

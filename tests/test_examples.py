@@ -16,9 +16,29 @@ def test_frontier_example_on_synthetic_data(tmp_path):
     out = tmp_path / "frontier"
     env = {**os.environ, "SMVI_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}  # no MNIST needed
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / "frontier.py"), "--synthetic", "--out", str(out),
-                        "--lams", "0,0.1", "--epochs", "2", "--hidden", "64", "--n-eval", "32", "--ais-steps", "50"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "frontier.py"),
+            "--synthetic",
+            "--out",
+            str(out),
+            "--lams",
+            "0,0.1",
+            "--epochs",
+            "2",
+            "--hidden",
+            "64",
+            "--n-eval",
+            "32",
+            "--ais-steps",
+            "50",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     points = json.loads((out / "frontier.json").read_text())

@@ -22,15 +22,24 @@ from smvi.core.models import LinearGaussian
 
 def _vae(likelihood: str, activation: str) -> smvi.VAE:
     torch.manual_seed(0)
-    cfg = smvi.ModelConfig(encoder_hidden=(64,), decoder_hidden=(96, 80), z_dim=6, activation=activation,
-                           likelihood=likelihood, decoder_last_scale=1.0)
+    cfg = smvi.ModelConfig(
+        encoder_hidden=(64,),
+        decoder_hidden=(96, 80),
+        z_dim=6,
+        activation=activation,
+        likelihood=likelihood,
+        decoder_last_scale=1.0,
+    )
     return smvi.VAE(x_dim=40, config=cfg).requires_grad_(False)
 
 
 def _inputs(model, likelihood: str, rows: int = 3, n: int = 64):
     g = torch.Generator().manual_seed(1)
-    x = (torch.rand(n, model.x_dim, generator=g) < 0.4).float() if likelihood == "bernoulli" else \
-        torch.rand(n, model.x_dim, generator=g)
+    x = (
+        (torch.rand(n, model.x_dim, generator=g) < 0.4).float()
+        if likelihood == "bernoulli"
+        else torch.rand(n, model.x_dim, generator=g)
+    )
     return x, 1.5 * torch.randn(rows, n, model.z_dim, generator=g)
 
 

@@ -13,12 +13,27 @@ import pytest
 from smvi.settings.run import ConfigError
 from smvi.studies.export import export_results, files_to_export
 
-KEPT = ["sweep.toml", "sweep_status.json", "runs/lam0_seed0/config.toml", "runs/lam0_seed0/eval.json",
-        "runs/lam0_seed0/metrics.jsonl", "runs/lam0_seed0/samples.png", "reused/sweep.toml",
-        "reused/runs/lam1_seed0/eval.json"]
-LEFT = ["runs/lam0_seed0/checkpoint.safetensors", ".lock", "runs/lam0_seed0/.lock",
-        "runs/lam0_seed0/eval.partial.json", "runs/lam0_seed0/ssl_features.npz", "report/results.md",
-        "report/fig1.png", "reused/report/results.md", "reused/runs/lam1_seed0/checkpoint.safetensors"]
+KEPT = [
+    "sweep.toml",
+    "sweep_status.json",
+    "runs/lam0_seed0/config.toml",
+    "runs/lam0_seed0/eval.json",
+    "runs/lam0_seed0/metrics.jsonl",
+    "runs/lam0_seed0/samples.png",
+    "reused/sweep.toml",
+    "reused/runs/lam1_seed0/eval.json",
+]
+LEFT = [
+    "runs/lam0_seed0/checkpoint.safetensors",
+    ".lock",
+    "runs/lam0_seed0/.lock",
+    "runs/lam0_seed0/eval.partial.json",
+    "runs/lam0_seed0/ssl_features.npz",
+    "report/results.md",
+    "report/fig1.png",
+    "reused/report/results.md",
+    "reused/runs/lam1_seed0/checkpoint.safetensors",
+]
 
 
 def sweep(tmp_path: Path) -> Path:
@@ -55,7 +70,9 @@ def test_export_deletes_nothing_and_refuses_a_differing_file_unless_overwrite(tm
         export_results(src, out)
     assert "\n" not in str(e.value)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        "report.md", "runs/lam0_seed0/eval.json"]  # refused before anything was copied
+        "report.md",
+        "runs/lam0_seed0/eval.json",
+    ]  # refused before anything was copied
     assert (out / "runs" / "lam0_seed0" / "eval.json").read_text() == "an older evaluation\n"
     assert export_results(src, out, overwrite=True) == (len(KEPT), 0)
     assert (out / "runs" / "lam0_seed0" / "eval.json").read_bytes() == (src / "runs/lam0_seed0/eval.json").read_bytes()
@@ -81,6 +98,7 @@ def test_the_export_command(tmp_path):
     r = subprocess.run(smvi + [str(src), str(out)], check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "--overwrite" in r.stderr
     assert len(r.stderr.splitlines()) == 1 and (out / "sweep.toml").read_text() == "changed\n"
-    r = subprocess.run(smvi + [str(src), str(out), "--overwrite"], check=False, capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        smvi + [str(src), str(out), "--overwrite"], check=False, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0 and r.stdout.startswith(f"1 files copied, {len(KEPT) - 1} already there")

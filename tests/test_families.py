@@ -54,16 +54,18 @@ def test_settings_and_core_register_the_same_families():
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_family_builds_from_its_config_and_refuses_other_families_settings(kind):
     spec = specs.FAMILIES[kind]
-    cfg = load_config(sets=[f"model.posterior='{kind}'", "model.z_dim=4", "model.encoder_hidden=[8]",
-                            "model.decoder_hidden=[8]"])
+    cfg = load_config(
+        sets=[f"model.posterior='{kind}'", "model.z_dim=4", "model.encoder_hidden=[8]", "model.decoder_hidden=[8]"]
+    )
     assert {k: getattr(cfg.model, k) for k in spec.settings} == dict(spec.settings)  # defaults filled, saved resolved
     assert VAE(784, cfg.model).family.kind == kind
     for other in specs.FAMILIES.values():
         for key in set(other.settings) - set(spec.settings):
             value = other.settings[key] if other.settings[key] is not None else EXAMPLES[key]
             with pytest.raises(ConfigError, match=f"model.{key} is only used by posterior='{other.name}'"):
-                load_config(sets=[f"model.posterior='{kind}'", f"model.{key}={value!r}".replace(
-                    "(", "[").replace(",)", "]")])
+                load_config(
+                    sets=[f"model.posterior='{kind}'", f"model.{key}={value!r}".replace("(", "[").replace(",)", "]")]
+                )
 
 
 EXAMPLES = {"rejection_threshold": 3.0, "rejection_acceptance": 0.2}
@@ -81,7 +83,9 @@ def test_an_unknown_family_is_refused_in_one_line_naming_the_registered_ones():
 
 
 # ---- the density ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", [k for k in KINDS if specs.FAMILIES[k].min_z_dim <= 2 and specs.FAMILIES[k].normalized])
+@pytest.mark.parametrize(
+    "kind", [k for k in KINDS if specs.FAMILIES[k].min_z_dim <= 2 and specs.FAMILIES[k].normalized]
+)
 def test_each_family_is_a_normalized_density_in_2d(kind):
     """(An unnormalized family's ``distribution`` is its proposal; its posterior is checked against numerical
     integration in its own tests: tests/test_rejection.py.)"""

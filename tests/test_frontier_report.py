@@ -33,8 +33,17 @@ def ms(mean: float, se: float = 0.1, n: int = 100) -> MeanSE:
     return MeanSE(mean=mean, se=se, n=n)
 
 
-def write_run(d, train: dict, model: dict | None = None, *, ais: float = 0.0, gap: float = 0.0,
-              gaps: tuple | None = None, gaps_epoch: int = EPOCHS, per_image: tuple | None = None) -> RunDir:
+def write_run(
+    d,
+    train: dict,
+    model: dict | None = None,
+    *,
+    ais: float = 0.0,
+    gap: float = 0.0,
+    gaps: tuple | None = None,
+    gaps_epoch: int = EPOCHS,
+    per_image: tuple | None = None,
+) -> RunDir:
     """A finished run with an eval record (test AIS and gap as given, or from ``per_image`` = (AIS values, gap
     values) of test images 0, 1, …) and, if ``gaps`` = (approximation, amortization), a gaps record at
     ``gaps_epoch``."""
@@ -48,10 +57,21 @@ def write_run(d, train: dict, model: dict | None = None, *, ais: float = 0.0, ga
     else:
         a, g = (torch.as_tensor(v, dtype=torch.float64) for v in per_image)
         values = {"ais": a.tolist(), "gap": g.tolist(), "elbo": (a - g).tolist(), "d_sm": [50.0] * len(a)}
-        split = EvalSplit(n=len(a), indices=list(range(len(a))), per_image=PerImage(**values),
-                          **{k: mean_se(v) for k, v in values.items()})
-    rd.write_record("eval", EvalRecord(header=make_header("eval", rd.fingerprint(), EPOCHS, EvalConfig()),
-                                       run=d.name, lam=cfg.train.lam, splits={"test": split}))
+        split = EvalSplit(
+            n=len(a),
+            indices=list(range(len(a))),
+            per_image=PerImage(**values),
+            **{k: mean_se(v) for k, v in values.items()},
+        )
+    rd.write_record(
+        "eval",
+        EvalRecord(
+            header=make_header("eval", rd.fingerprint(), EPOCHS, EvalConfig()),
+            run=d.name,
+            lam=cfg.train.lam,
+            splits={"test": split},
+        ),
+    )
     if gaps is not None:
         write_gaps(rd, gaps_epoch, ais, *gaps)
     return rd
@@ -61,29 +81,49 @@ def write_gaps(rd: RunDir, epoch: int, ais: float, a: float, b: float) -> None:
     """A gaps record of ``rd`` at ``epoch``: two images with log p(x) ``ais``, approximation gap ``a`` ± 0.1 and
     amortization gap ``b`` ± 0.2."""
     cfg = rd.read_config()
-    per = GapsPerImage(log_px=[ais, ais], elbo_amortized=[ais - a - b] * 2, elbo_local=[ais - a] * 2,
-                       approximation=[a - 0.1, a + 0.1], amortization=[b - 0.2, b + 0.2])
-    knob = {"smvi": {"lam": cfg.train.lam}, "beta": {"beta": cfg.train.beta},
-            "iwae": {"iwae_k": cfg.train.iwae_k}}[cfg.train.objective]
-    rd.write_record("gaps", GapsRecord(
-        header=make_header("gaps", rd.fingerprint(), epoch, GapConfig()), run=rd.path.name,
-        posterior=cfg.model.posterior, objective=cfg.train.objective, knob=knob, n=2, indices=[0, 1],
-        **{k: mean_se(getattr(per, k)) for k in GapsPerImage.model_fields},
-        gap=mean_se([a + b] * 2), fit=GapsFit(steps=[10], converged=True, skipped=0, last_gain_max=0.0,
-                                             traces=[[1.0]]), per_image=per))
+    per = GapsPerImage(
+        log_px=[ais, ais],
+        elbo_amortized=[ais - a - b] * 2,
+        elbo_local=[ais - a] * 2,
+        approximation=[a - 0.1, a + 0.1],
+        amortization=[b - 0.2, b + 0.2],
+    )
+    knob = {"smvi": {"lam": cfg.train.lam}, "beta": {"beta": cfg.train.beta}, "iwae": {"iwae_k": cfg.train.iwae_k}}[
+        cfg.train.objective
+    ]
+    rd.write_record(
+        "gaps",
+        GapsRecord(
+            header=make_header("gaps", rd.fingerprint(), epoch, GapConfig()),
+            run=rd.path.name,
+            posterior=cfg.model.posterior,
+            objective=cfg.train.objective,
+            knob=knob,
+            n=2,
+            indices=[0, 1],
+            **{k: mean_se(getattr(per, k)) for k in GapsPerImage.model_fields},
+            gap=mean_se([a + b] * 2),
+            fit=GapsFit(steps=[10], converged=True, skipped=0, last_gain_max=0.0, traces=[[1.0]]),
+            per_image=per,
+        ),
+    )
 
 
 @pytest.fixture
 def study(tmp_path):
     root = tmp_path / "study"
     for seed in (0, 1):
-        write_run(root / "smvi" / f"lam0_seed{seed}", {"lam": 0.0, "seed": seed}, ais=-86.0 - seed, gap=5.0 + seed,
-                  gaps=(1.0, 4.0) if seed == 0 else None)
+        write_run(
+            root / "smvi" / f"lam0_seed{seed}",
+            {"lam": 0.0, "seed": seed},
+            ais=-86.0 - seed,
+            gap=5.0 + seed,
+            gaps=(1.0, 4.0) if seed == 0 else None,
+        )
     write_run(root / "smvi" / "lam0.1_seed0", {"lam": 0.1}, ais=-97.0, gap=2.0, gaps=(0.5, 1.5), gaps_epoch=1)
     write_run(root / "beta2" / "lam0_seed0", {"objective": "beta", "beta": 2.0}, ais=-95.0, gap=3.0)
     write_run(root / "iwae5" / "lam0_seed0", {"objective": "iwae", "iwae_k": 5}, ais=-85.0, gap=6.0)
-    write_run(root / "flow" / "lam0_seed0", {"lam": 0.0}, {"posterior": "flow"}, ais=-85.5, gap=3.5,
-              gaps=(0.2, 3.3))
+    write_run(root / "flow" / "lam0_seed0", {"lam": 0.0}, {"posterior": "flow"}, ais=-85.5, gap=3.5, gaps=(0.2, 3.3))
     write_run(root / "constrained" / "lam0_seed0", {"constraint": {"target": 5.0}}, ais=-90.0, gap=2.5)
     return root
 
@@ -91,18 +131,29 @@ def study(tmp_path):
 def test_a_run_s_method_comes_from_its_config():
     flat = lambda tree: {f"{s}.{k}": v for s, sec in tree.items() for k, v in sec.items()}  # noqa: E731
     assert method_of(flat({"train": {"objective": "smvi", "lam": 0.01}, "model": {"posterior": "diagonal"}})) == (
-        "SMVI", "λ", 0.01)
+        "SMVI",
+        "λ",
+        0.01,
+    )
     assert method_of(flat({"train": {"objective": "beta", "beta": 4.0, "lam": 0.0}})) == ("β-VAE", "β", 4.0)
     assert method_of(flat({"train": {"objective": "iwae", "iwae_k": 50}, "model": {"posterior": "full"}})) == (
-        "IWAE, full q", "k", 50.0)
+        "IWAE, full q",
+        "k",
+        50.0,
+    )
     assert method_of({"train.objective": "smvi", "train.lam": 0.0, "train.constraint.target": 5.0}) is None
 
 
 def test_runs_are_grouped_by_method_and_knob(study):
     runs, _ = collect_runs(study)
     points = {(p.method, p.label): p for p in frontier_points(runs)}
-    assert set(points) == {("SMVI", "λ=0"), ("SMVI", "λ=0.1"), ("β-VAE", "β=2"), ("IWAE", "k=5"),
-                           ("SMVI, flow q", "λ=0")}
+    assert set(points) == {
+        ("SMVI", "λ=0"),
+        ("SMVI", "λ=0.1"),
+        ("β-VAE", "β=2"),
+        ("IWAE", "k=5"),
+        ("SMVI, flow q", "λ=0"),
+    }
     assert not any("constrained" in r for p in points.values() for r in p.runs)  # not mistaken for SMVI at λ = 0
     two = points["SMVI", "λ=0"]  # two training seeds: mean over runs, SE over runs
     assert two.runs == ("smvi/lam0_seed0", "smvi/lam0_seed1") and two.log_px.mean == pytest.approx(-86.5)
@@ -158,8 +209,12 @@ def test_the_lambda_axis_is_smvi_alone_other_methods_are_not_lambda_zero(study, 
     runs, _ = collect_runs(study)
     on, off = lam_series(runs)
     assert [r.name for r in on] == ["smvi/lam0_seed0", "smvi/lam0_seed1", "smvi/lam0.1_seed0"]
-    assert {r.name for r in off} == {"beta2/lam0_seed0", "iwae5/lam0_seed0", "flow/lam0_seed0",
-                                     "constrained/lam0_seed0"}
+    assert {r.name for r in off} == {
+        "beta2/lam0_seed0",
+        "iwae5/lam0_seed0",
+        "flow/lam0_seed0",
+        "constrained/lam0_seed0",
+    }
     rows, notes = aggregate(runs)
     (gap0,) = [r for r in rows if (r.quantity, r.split, r.lam) == ("gap", "test", 0.0)]
     assert gap0.n_runs == 2 and gap0.mean == pytest.approx(5.5)  # the β-VAE, IWAE and flow runs are not pooled in
@@ -177,12 +232,13 @@ def test_a_sweep_of_another_family_alone_keeps_its_lambda_axis(tmp_path):
 
 
 def point(name: str, log_px: float, gap: float, se: float | None = 0.5) -> FrontierPoint:
-    return FrontierPoint(name, "λ", 0.0, (name,), Estimate(log_px, se, 1, "test points"), Estimate(gap, se, 1,
-                                                                                                     "test points"))
+    return FrontierPoint(
+        name, "λ", 0.0, (name,), Estimate(log_px, se, 1, "test points"), Estimate(gap, se, 1, "test points")
+    )
 
 
 def test_a_point_is_dominated_only_when_beaten_on_both_axes_beyond_noise():
-    margin = DOMINANCE_Z * 2 ** 0.5 * 0.5  # two points with SE 0.5 each: the combined SE is 0.5·√2
+    margin = DOMINANCE_Z * 2**0.5 * 0.5  # two points with SE 0.5 each: the combined SE is 0.5·√2
     base = point("base", -90.0, 5.0)
     better = point("better", -90.0 + margin + 0.01, 5.0 - margin - 0.01)  # just beyond noise on both
     close = point("close", -90.0 + margin - 0.01, 5.0 - margin - 0.01)  # within noise on log p(x)
@@ -203,10 +259,18 @@ def test_points_scored_on_the_same_images_are_compared_pair_by_pair(tmp_path):
     logpx, gap = -90 + 20 * torch.randn(100, generator=g), 5 + torch.rand(100, generator=g)
     noise = lambda: 0.1 * torch.randn(100, generator=g)  # noqa: E731
     write_run(tmp_path / "smvi" / "lam0_seed0", {"lam": 0.0}, per_image=(logpx, gap))
-    write_run(tmp_path / "flow" / "lam0_seed0", {"lam": 0.0}, {"posterior": "flow"},
-              per_image=(logpx + 1 + noise(), gap - 0.5 + noise()))
-    write_run(tmp_path / "full" / "lam0_seed1", {"lam": 0.0, "seed": 1}, {"posterior": "full"},
-              per_image=(logpx + 1 + noise(), gap - 0.5 + noise()))
+    write_run(
+        tmp_path / "flow" / "lam0_seed0",
+        {"lam": 0.0},
+        {"posterior": "flow"},
+        per_image=(logpx + 1 + noise(), gap - 0.5 + noise()),
+    )
+    write_run(
+        tmp_path / "full" / "lam0_seed1",
+        {"lam": 0.0, "seed": 1},
+        {"posterior": "full"},
+        per_image=(logpx + 1 + noise(), gap - 0.5 + noise()),
+    )
     runs, _ = collect_runs(tmp_path)
     points = {p.method: p for p in frontier_points(runs)}
     base, flow = points["SMVI"], points["SMVI, flow q"]
@@ -246,11 +310,13 @@ def test_methods_differ_by_design_but_a_difference_within_the_lambda_axis_is_not
     assert not any("aggregates mix them" in n for n in notes), notes
     write_run(study / "smvi" / "lam0.01_seed0", {"lam": 0.01}, {"z_dim": 8}, ais=-88.0, gap=4.0)
     _, notes = collect_runs(study)
-    assert [n for n in notes if "aggregates mix them" in n] == ["runs differ in model.z_dim (50, 8): aggregates mix "
-                                                                  "them"]
+    assert [n for n in notes if "aggregates mix them" in n] == [
+        "runs differ in model.z_dim (50, 8): aggregates mix them"
+    ]
     root = tmp_path / "flows"
     for lam, layers in ((0.0, 2), (0.1, 4)):
-        write_run(root / f"lam{lam:g}_seed0", {"lam": lam}, {"posterior": "flow", "flow_layers": layers}, ais=-86.0,
-                  gap=4.0)
+        write_run(
+            root / f"lam{lam:g}_seed0", {"lam": lam}, {"posterior": "flow", "flow_layers": layers}, ais=-86.0, gap=4.0
+        )
     _, notes = collect_runs(root)
     assert any(n.startswith("runs differ in model.flow_layers (2, 4)") for n in notes), notes

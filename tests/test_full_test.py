@@ -16,10 +16,9 @@ from smvi.store.records import staleness
 from smvi.store.rundir import RunDir
 
 AIS = AISConfig(steps=3, chains=2, leapfrog_steps=2)
-CFG = EvalConfig(n_test=24, n_train=0, elbo_samples=50, dsm_samples=2, iwae_k=40, iwae_full_test_k=40, ais=AIS,
-                 batch_size=16)
-
-
+CFG = EvalConfig(
+    n_test=24, n_train=0, elbo_samples=50, dsm_samples=2, iwae_k=40, iwae_full_test_k=40, ais=AIS, batch_size=16
+)
 
 
 def test_full_test_set_holds_every_image_once_and_the_subset_binarized_as_the_subset():
@@ -52,8 +51,9 @@ def test_full_test_iwae_is_the_subsets_iwae_on_shared_images_and_above_the_elbo(
 def test_full_test_iwae_does_not_depend_on_the_batch(trained, idx_dir):
     data = load_data("idx", idx_dir)
     a = evaluate_run(trained, CFG, data=data, progress=False).full_test
-    b = evaluate_run(trained, CFG.model_copy(update={"batch_size": 7}), data=data, overwrite=True,
-                     progress=False).full_test
+    b = evaluate_run(
+        trained, CFG.model_copy(update={"batch_size": 7}), data=data, overwrite=True, progress=False
+    ).full_test
     assert a.indices == b.indices and a.per_image == pytest.approx(b.per_image, rel=1e-6)
     c = evaluate_run(trained, CFG.model_copy(update={"seed": 1}), data=data, overwrite=True, progress=False).full_test
     assert c.per_image != pytest.approx(a.per_image, rel=1e-4)  # the seed does reach it
@@ -80,15 +80,50 @@ def test_records_without_the_new_settings_stay_current(trained, idx_dir):
 
 
 def test_ais_precision_reaches_the_records_from_the_cli(trained):
-    r = invoke("evaluate", trained, "--n-test", 8, "--n-train", 0, "--ais-steps", 3, "--ais-precision", "bf16",
-               "--no-progress", "--set", "elbo_samples=4", "--set", "dsm_samples=2", "--set", "iwae_k=4",
-               "--set", "iwae_full_test_k=4", "--set", "ais.chains=2", "--set", "ais.leapfrog_steps=2")
+    r = invoke(
+        "evaluate",
+        trained,
+        "--n-test",
+        8,
+        "--n-train",
+        0,
+        "--ais-steps",
+        3,
+        "--ais-precision",
+        "bf16",
+        "--no-progress",
+        "--set",
+        "elbo_samples=4",
+        "--set",
+        "dsm_samples=2",
+        "--set",
+        "iwae_k=4",
+        "--set",
+        "iwae_full_test_k=4",
+        "--set",
+        "ais.chains=2",
+        "--set",
+        "ais.leapfrog_steps=2",
+    )
     assert r.exit_code == 0, r.output
     e = RunDir(trained).read_record("eval")
     assert e.header.settings["ais"]["precision"] == "bf16" and e.full_test.precision == "bf16"
     assert "whole test set" in r.output
-    r = invoke("convergence", trained, "--steps", "2,3", "--n-points", 4, "--ais-precision", "bf16", "--no-progress",
-               "--set", "ais.chains=2", "--set", "ais.leapfrog_steps=2")
+    r = invoke(
+        "convergence",
+        trained,
+        "--steps",
+        "2,3",
+        "--n-points",
+        4,
+        "--ais-precision",
+        "bf16",
+        "--no-progress",
+        "--set",
+        "ais.chains=2",
+        "--set",
+        "ais.leapfrog_steps=2",
+    )
     assert r.exit_code == 0, r.output
     assert RunDir(trained).read_record("convergence").header.settings["ais"]["precision"] == "bf16"
     assert ConvergenceConfig().ais.kwargs()["precision"] == "fp32"  # reaches ais/bdmc/ais_ladder by name

@@ -86,11 +86,28 @@ def test_gap_split_refuses_a_log_px_of_the_wrong_shape():
 
 def test_smvi_gaps_on_a_tiny_run_writes_per_image_values(idx_dir, tmp_path):
     out = tmp_path / "run"
-    r = CliRunner().invoke(main, ["train", "--out", str(out), "--epochs", "2", *tiny_train_args(idx_dir),
-                                  "--set", "model.posterior='full'"])
+    r = CliRunner().invoke(
+        main,
+        ["train", "--out", str(out), "--epochs", "2", *tiny_train_args(idx_dir), "--set", "model.posterior='full'"],
+    )
     assert r.exit_code == 0, r.output
-    args = ["gaps", str(out), "--n-points", "12", "--ais-steps", "20", "--no-progress", "--set", "steps=200",
-            "--set", "eval_samples=100", "--set", "batch_size=8", "--set", "ais.chains=2"]
+    args = [
+        "gaps",
+        str(out),
+        "--n-points",
+        "12",
+        "--ais-steps",
+        "20",
+        "--no-progress",
+        "--set",
+        "steps=200",
+        "--set",
+        "eval_samples=100",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "ais.chains=2",
+    ]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     rd = RunDir(out)
@@ -101,8 +118,9 @@ def test_smvi_gaps_on_a_tiny_run_writes_per_image_values(idx_dir, tmp_path):
     assert g.n == 12 and len(g.indices) == 12 and all(len(v) == 12 for v in g.per_image.model_dump().values())
     per = g.per_image
     for i in range(12):
-        assert math.isclose(per.approximation[i] + per.amortization[i], per.log_px[i] - per.elbo_amortized[i],
-                            abs_tol=1e-6)
+        assert math.isclose(
+            per.approximation[i] + per.amortization[i], per.log_px[i] - per.elbo_amortized[i], abs_tol=1e-6
+        )
     assert len(g.fit.steps) == 2 and g.gap.n == 12  # two batches of images
     assert str(rd.record_path("gaps")) in r.output
     before = rd.record_path("gaps").read_bytes()
@@ -110,12 +128,15 @@ def test_smvi_gaps_on_a_tiny_run_writes_per_image_values(idx_dir, tmp_path):
     assert r.exit_code == 1 and "--overwrite" in r.output and rd.record_path("gaps").read_bytes() == before
 
 
-@pytest.mark.parametrize("args, text", [
-    (["gaps", "{missing}"], "does not exist"),
-    (["gaps", "{run}", "--set", "step=5"], "unknown key"),
-    (["gaps", "{run}", "--n-points", "0"], "n_points"),
-    (["gaps", "{run}", "--set", "ais_steps=5"], "ais_steps"),  # the old flat name: now ais.steps
-])
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["gaps", "{missing}"], "does not exist"),
+        (["gaps", "{run}", "--set", "step=5"], "unknown key"),
+        (["gaps", "{run}", "--n-points", "0"], "n_points"),
+        (["gaps", "{run}", "--set", "ais_steps=5"], "ais_steps"),  # the old flat name: now ais.steps
+    ],
+)
 def test_smvi_gaps_bad_input_is_one_line(tmp_path, args, text):
     run = tmp_path / "empty"
     run.mkdir()

@@ -18,8 +18,9 @@ from smvi.store.records import GapsRecord, RecordError
 from smvi.store.rundir import RunDir, RunError
 from test_rundir import cli, made, one_error_line, run, tiny  # noqa: F401  (fixtures)
 
-TINY_GAPS = GapConfig(n_points=6, ais=AISConfig(steps=3, chains=2, leapfrog_steps=1), steps=20, window=10,
-                      eval_samples=10, batch_size=6)
+TINY_GAPS = GapConfig(
+    n_points=6, ais=AISConfig(steps=3, chains=2, leapfrog_steps=1), steps=20, window=10, eval_samples=10, batch_size=6
+)
 
 
 def never(*a, **k):
@@ -88,8 +89,12 @@ def test_non_finite_values_are_null_with_a_note_and_old_files_are_refused(made, 
     _, _, data = made
     rd = RunDir(run)
     rec = G.gaps_run(run, TINY_GAPS, data=data, progress=False)
-    bad = rec.model_copy(update={"per_image": rec.per_image.model_copy(
-        update={"log_px": [math.nan] + rec.per_image.log_px[1:]}), "ais_acceptance": math.inf})
+    bad = rec.model_copy(
+        update={
+            "per_image": rec.per_image.model_copy(update={"log_px": [math.nan] + rec.per_image.log_px[1:]}),
+            "ais_acceptance": math.inf,
+        }
+    )
     written = rd.write_record("gaps", bad)
     saved = json.loads(rd.record_path("gaps").read_text())
     assert saved["per_image"]["log_px"][0] is None and saved["ais_acceptance"] is None

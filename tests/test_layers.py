@@ -18,8 +18,17 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "smvi"
 
-LEVEL = {"settings": 0, "progress": 1, "core": 2, "store": 2, "data": 2, "stages": 3, "report": 3, "studies": 4,
-         "cli": 5}
+LEVEL = {
+    "settings": 0,
+    "progress": 1,
+    "core": 2,
+    "store": 2,
+    "data": 2,
+    "stages": 3,
+    "report": 3,
+    "studies": 4,
+    "cli": 5,
+}
 TORCH_FREE = ("settings", "store", "report")  # checked with every smvi module they import, progress included
 TORCH_FREE_EXCEPTIONS = {"smvi.store.checkpoint"}  # the checkpoint reads and writes tensors
 # (importer, imported) pairs that break the dependency rule and wait for a larger move, each with a comment saying
@@ -73,9 +82,14 @@ def test_every_module_is_in_a_wing():
 @pytest.mark.parametrize("module", CHECKED)
 def test_a_module_imports_only_its_wing_and_the_wings_below(module):
     own = wing(module)
-    bad = [f"line {line}: {target}" for target, _, line in imports(module)
-           if target.startswith("smvi.") and wing(target) != own and LEVEL[wing(target)] >= LEVEL[own]
-           and (module, target) not in KNOWN_EXCEPTIONS]
+    bad = [
+        f"line {line}: {target}"
+        for target, _, line in imports(module)
+        if target.startswith("smvi.")
+        and wing(target) != own
+        and LEVEL[wing(target)] >= LEVEL[own]
+        and (module, target) not in KNOWN_EXCEPTIONS
+    ]
     assert not bad, f"{module} ({own}) imports upward or sideways: {bad}"
 
 
@@ -94,14 +108,21 @@ def test_the_torch_free_wings_import_no_torch(module):
 
 
 def test_torch_free_modules_leave_torch_unimported():
-    code = ("import sys, smvi.report.page, smvi.store.rundir, smvi.settings.run, smvi.settings.stages; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, smvi.report.page, smvi.store.rundir, smvi.settings.run, smvi.settings.stages; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("module", CHECKED)
 def test_no_module_imports_another_modules_private_names(module):
-    bad = [f"line {line}: {target}.{n}" for target, names, line in imports(module) if target != module
-           and target.startswith("smvi") for n in names if n.startswith("_") and not n.startswith("__")]
+    bad = [
+        f"line {line}: {target}.{n}"
+        for target, names, line in imports(module)
+        if target != module and target.startswith("smvi")
+        for n in names
+        if n.startswith("_") and not n.startswith("__")
+    ]
     assert not bad, f"{module} imports private names (make them public with a docstring, or move them): {bad}"

@@ -90,8 +90,9 @@ def test_score_matching_gradient_matches_closed_form_for_decoder_and_encoder(mod
         return torch.cat([g.flatten() for g in torch.autograd.grad(d, list(params.values()))])
 
     est, se = grouped(mc_grad)
-    exact = torch.cat([g.flatten() for g in torch.autograd.grad(model.exact_score_matching(x).sum(),
-                                                                 list(params.values()))])
+    exact = torch.cat(
+        [g.flatten() for g in torch.autograd.grad(model.exact_score_matching(x).sum(), list(params.values()))]
+    )
     assert (exact.abs() > 1e-6).sum() > 20  # decoder (W, b, log_s) and encoder (A, c, log σ) all move
     assert_within_se(est, se, exact, floor=1e-7)
 

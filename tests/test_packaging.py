@@ -45,8 +45,15 @@ def test_help_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "False"], "a --help imported torch or numpy"
-    r = subprocess.run([sys.executable, "-c", "import sys, smvi; print('torch' in sys.modules); smvi.VAE; "
-                        "print('torch' in sys.modules)"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, smvi; print('torch' in sys.modules); smvi.VAE; print('torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.stdout.split() == ["False", "True"], r.stderr  # `import smvi` is light; a name imports what it needs
 
 
@@ -62,8 +69,9 @@ def test_threads_option_sets_torch_threads(idx_dir, tmp_path):
     """--threads N reaches torch: the run's metrics record the thread count it trained with (the suite runs on 1)."""
     import json
 
-    r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--epochs", "1", "--threads", "2",
-                                  *tiny_train_args(idx_dir)])
+    r = CliRunner().invoke(
+        main, ["train", "--out", str(tmp_path / "run"), "--epochs", "1", "--threads", "2", *tiny_train_args(idx_dir)]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["threads"] == 2
     r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "r2"), "--threads", "0"])
@@ -91,8 +99,12 @@ def test_wheel_installs_and_runs_outside_the_tree(tmp_path):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     dist = tmp_path / "dist"
-    r = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(src)],
-                       capture_output=True, text=True, env=_clean_env())
+    r = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(src)],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     (wheel,) = dist.glob("smvi-*.whl")
     import zipfile
@@ -104,27 +116,45 @@ def test_wheel_installs_and_runs_outside_the_tree(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
-    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # The dev environment's site-packages as a plain path entry: torch and the other dependencies are importable,
     # but its .pth files (the editable install of this tree) are not processed, so smvi comes only from the wheel.
     Path(site, "dev_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-index", "--quiet",
-                        str(wheel)], capture_output=True, text=True, env=_clean_env())
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-index", "--quiet", str(wheel)],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
     work = tmp_path / "elsewhere"
     data = make_idx_dir(work / "idx", n_train=128, n_test=64)
     env = _clean_env(SMVI_CACHE_DIR=str(work / "cache"))
-    r = subprocess.run([py, "-c", "import smvi, torch; print(smvi.__file__); print(torch.__version__)"],
-                       capture_output=True, text=True, cwd=work, env=env)
+    r = subprocess.run(
+        [py, "-c", "import smvi, torch; print(smvi.__file__); print(torch.__version__)"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith(site), "smvi was not imported from the installed wheel"
     smvi = venv / "bin" / "smvi"
     r = subprocess.run([smvi, "--help"], capture_output=True, text=True, cwd=work, env=env)
     assert r.returncode == 0 and "Usage: smvi" in r.stdout, r.stderr
-    r = subprocess.run([smvi, "train", "--out", "run", "--epochs", "1", *tiny_train_args(data)],
-                       capture_output=True, text=True, cwd=work, env=env)
+    r = subprocess.run(
+        [smvi, "train", "--out", "run", "--epochs", "1", *tiny_train_args(data)],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert (work / "run" / "checkpoint.safetensors").is_file() and "epoch 1:" in r.stdout
     print(f"wheel build + install + help + tiny train: {time.perf_counter() - t0:.1f} s")

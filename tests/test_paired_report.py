@@ -37,8 +37,13 @@ def split(lam: float, seed: int, order: list[int]) -> dict:
     v = [values(lam, seed, i) for i in order]
     col = {k: [x[k] for x in v] for k in ("ais", "gap", "elbo", "iwae")}
     ms = {k: {"mean": float(np.mean(c)), "se": 0.1} for k, c in col.items()}
-    return {"n": len(order), "indices": order, **ms, "d_sm": {"mean": 1.0, "se": 0.1},
-            "per_image": {**col, "d_sm": [1.0] * len(order)}}
+    return {
+        "n": len(order),
+        "indices": order,
+        **ms,
+        "d_sm": {"mean": 1.0, "se": 0.1},
+        "per_image": {**col, "d_sm": [1.0] * len(order)},
+    }
 
 
 def accuracy(gain: float, lam: float, seed: int, k: int) -> float:
@@ -53,16 +58,29 @@ def write_run(d, lam: float, seed: int) -> None:
     order = IDX[::-1] if lam == 0 else IDX  # λ = 0 stores its images in another order: pairing is by index
     full = list(range(40))
     iwae = [values(lam, seed, i)["iwae"] for i in full]
-    ev = {"run": d.name, "epoch": 3, "lam": lam, "settings": {}, "splits": {s: split(lam, seed, order)
-                                                                             for s in ("test", "train")},
-          "full_test": {"k": 10, "n": 40, "indices": full, "per_image": iwae,
-                        "iwae": {"mean": float(np.mean(iwae)), "se": 0.1}}}
+    ev = {
+        "run": d.name,
+        "epoch": 3,
+        "lam": lam,
+        "settings": {},
+        "splits": {s: split(lam, seed, order) for s in ("test", "train")},
+        "full_test": {
+            "k": 10,
+            "n": 40,
+            "indices": full,
+            "per_image": iwae,
+            "iwae": {"mean": float(np.mean(iwae)), "se": 0.1},
+        },
+    }
     (d / "eval.json").write_text(json.dumps(ev))
     gain = {0.01: 0.02, 0.1: -0.01}.get(lam, 0.0)
     acc = {600: tuple(accuracy(gain, lam, seed, k) for k in range(4))}
     sel = {600: tuple(Selection(1.0, 0.1, 0.9) for _ in range(4))}
-    ssl = {"settings": {"sizes": [600]}, "run": {"lam": lam, "seed": seed, "epoch": 3},
-           "features": SSLResult((600,), (0, 1, 2, 3), acc, sel, 100, 50, 5, 1.0).to_json()}
+    ssl = {
+        "settings": {"sizes": [600]},
+        "run": {"lam": lam, "seed": seed, "epoch": 3},
+        "features": SSLResult((600,), (0, 1, 2, 3), acc, sel, 100, 50, 5, 1.0).to_json(),
+    }
     (d / "ssl.json").write_text(json.dumps(ssl))
 
 
@@ -155,8 +173,11 @@ def test_a_folder_of_sweeps_alone_is_reported_as_one(tmp_path):
         write_run(tmp_path / "study" / arm / "runs" / f"lam{lam}_seed{seed}", lam, seed)
         (tmp_path / "study" / arm / "sweep.toml").write_text("lams = [0.0]\n")
     runs, _ = collect_runs(tmp_path / "study")
-    assert sorted(r.name for r in runs) == ["other/runs/lam0.0_seed1", "smvi/runs/lam0.0_seed0",
-                                            "smvi/runs/lam0.1_seed0"]
+    assert sorted(r.name for r in runs) == [
+        "other/runs/lam0.0_seed1",
+        "smvi/runs/lam0.0_seed0",
+        "smvi/runs/lam0.1_seed0",
+    ]
 
 
 def test_the_whole_test_set_iwae_is_a_column_of_figure_1s_table(sweep, tmp_path):
@@ -175,8 +196,9 @@ def test_claims_on_the_page_leave_out_collapsed_and_unfinished_runs(sweep, tmp_p
     """The runs' own metrics flag them: a collapsed λ = 0.1 no longer decides claim 1, an unfinished λ = 0.01 no
     longer carries claim 2, and the page lists both flags."""
     for seed in SEEDS:
-        (sweep / f"lam0.1_seed{seed}" / "metrics.jsonl").write_text("".join(
-            json.dumps({"epoch": e, "test_kl": 0.002, "test_active_units": 0}) + "\n" for e in (1, 2, 3)))
+        (sweep / f"lam0.1_seed{seed}" / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": e, "test_kl": 0.002, "test_active_units": 0}) + "\n" for e in (1, 2, 3))
+        )
     make_report(sweep, tmp_path / "a")
     md = (tmp_path / "a" / "results.md").read_text()
     assert "Claim 1: the ELBO gap shrinks as λ grows, at a cost in log-likelihood — holds: at λ = 0.01" in md
@@ -195,10 +217,14 @@ def test_claims_on_the_page_leave_out_collapsed_and_unfinished_runs(sweep, tmp_p
 def test_summary_table_quotes_the_report_row_by_row(sweep, tmp_path):
     make_report(sweep, tmp_path / "out")
     script = Path(__file__).resolve().parents[1] / "scripts" / "summary_table.py"
-    out = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True,
-                         check=True).stdout
-    tables = [[line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| λ")]
-              for block in out.split("\n\n") if block.startswith("| λ")]
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True, check=True
+    ).stdout
+    tables = [
+        [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| λ")]
+        for block in out.split("\n\n")
+        if block.startswith("| λ")
+    ]
     values, paired = tables
     assert [line.split(" | ")[0] for line in values] == ["| 0", "| 0.01", "| 0.1"]  # no raw-pixel SSL here
     assert values[0].startswith("| 0 | 3 | 3.00 ± <0.01 |")  # the test gap at λ = 0, as results.csv has it
@@ -209,8 +235,9 @@ def test_summary_table_quotes_the_report_row_by_row(sweep, tmp_path):
     assert "n=3 seeds" in paired[1]
     r = rows[("ssl_gain", 600, 0.01)]
     assert r.p_holm < 0.001  # the synthetic gain of 2 points at λ = 0.01
-    assert paired[0].endswith(f"| {r.diff.mean:+.2f} [{r.diff.low:+.2f}, {r.diff.high:+.2f}] "
-                              "p_Holm=<0.001, n=3 seeds |")
+    assert paired[0].endswith(
+        f"| {r.diff.mean:+.2f} [{r.diff.low:+.2f}, {r.diff.high:+.2f}] p_Holm=<0.001, n=3 seeds |"
+    )
 
 
 def test_summary_table_marks_a_lambda_kept_out_of_the_claims(sweep, tmp_path):
@@ -218,8 +245,9 @@ def test_summary_table_marks_a_lambda_kept_out_of_the_claims(sweep, tmp_path):
     cfg.write_text(cfg.read_text().replace("epochs = 3", "epochs = 5"))  # asks for more epochs than it has: ⚠U
     make_report(sweep, tmp_path / "out")
     script = Path(__file__).resolve().parents[1] / "scripts" / "summary_table.py"
-    out = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True, check=True
+    ).stdout
     assert "\n| 0.1 ⚠U | " in out and "\n| 0.01 | " in out and "\n| 0 | " in out
     assert "⚠U: unfinished: fewer epochs than the config asks for, so not evidence for a claim." in out
     assert "⚠C" not in out

@@ -43,7 +43,7 @@ def decode(png: bytes) -> np.ndarray:
 def cell(grid: np.ndarray, row: int, col: int, top: int = 0) -> np.ndarray:
     """The 28x28 image at (row, col) of a framed grid whose first row starts ``top`` pixels down."""
     y, x = top + P.PAD + row * CELL, P.PAD + col * CELL
-    return grid[y:y + 28, x:x + 28].reshape(-1)
+    return grid[y : y + 28, x : x + 28].reshape(-1)
 
 
 def pictures(run_dir) -> dict[str, bytes]:
@@ -92,7 +92,7 @@ def test_the_pixels_are_the_decoder_means_at_the_seeded_draws_and_images(made, r
         top = pair * (2 * CELL + P.PAD + P.GAP)
         assert np.array_equal(cell(grid, 0, col, top), x[i].numpy())  # the model's binary input, exactly
         assert np.abs(cell(grid, 1, col, top) - recon[i]).max() <= 0.5 / 255 + 1e-6
-    assert set(np.unique(grid[P.PAD:P.PAD + 28, P.PAD:P.PAD + 28])) <= {0.0, 1.0}
+    assert set(np.unique(grid[P.PAD : P.PAD + 28, P.PAD : P.PAD + 28])) <= {0.0, 1.0}
 
 
 def test_the_same_run_and_settings_give_the_same_bytes_and_another_seed_others(made, run):
@@ -157,13 +157,21 @@ def test_an_existing_record_or_an_unwritable_run_is_refused_before_any_drawing(m
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda run, root: shutil.rmtree(run), "does not exist"),
-    (lambda run, root: shutil.copy(root / "b" / "checkpoint.safetensors", run / "checkpoint.safetensors"),
-     "belongs to another run (train.lam is 0.5 in the checkpoint, 0.0 in config.toml)"),
-    (lambda run, root: (run / "checkpoint.safetensors").write_bytes(b"\x80\x04junk"),
-     "not a readable safetensors checkpoint"),
-], ids=["missing run", "foreign checkpoint", "damaged checkpoint"])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda run, root: shutil.rmtree(run), "does not exist"),
+        (
+            lambda run, root: shutil.copy(root / "b" / "checkpoint.safetensors", run / "checkpoint.safetensors"),
+            "belongs to another run (train.lam is 0.5 in the checkpoint, 0.0 in config.toml)",
+        ),
+        (
+            lambda run, root: (run / "checkpoint.safetensors").write_bytes(b"\x80\x04junk"),
+            "not a readable safetensors checkpoint",
+        ),
+    ],
+    ids=["missing run", "foreign checkpoint", "damaged checkpoint"],
+)
 def test_bad_runs_are_one_error_line_from_the_cli(made, run, damage, expected):
     root, _, _ = made
     damage(run, root)
@@ -212,8 +220,12 @@ def test_pairs_grid_puts_each_row_above_its_partner_and_pads_a_short_row():
 
 # ---- the sweep and the report ---------------------------------------------------------------------------------------
 def sweep_with_pictures(idx_dir, **pictures):
-    return tiny_sweep(idx_dir, stages=["train", "evaluate", "pictures"], eval={**TINY_EVAL, "n_train": 0},
-                      pictures={**SMALL.model_dump(), **pictures})
+    return tiny_sweep(
+        idx_dir,
+        stages=["train", "evaluate", "pictures"],
+        eval={**TINY_EVAL, "n_train": 0},
+        pictures={**SMALL.model_dump(), **pictures},
+    )
 
 
 def test_the_sweep_draws_each_runs_pictures_once_and_redraws_stale_ones(idx_dir, tmp_path):
@@ -240,8 +252,12 @@ def test_the_report_shows_current_pictures_only(idx_dir, tmp_path):
     assert "samples.png is not the picture pictures.json describes" in page
     assert base64.b64encode(pictures(second)["latents"]).decode() in page
     cfg = load_run(second).config
-    train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 3})}), second, resume=True,
-          progress=False)  # one more epoch: its pictures are stale
+    train(
+        cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 3})}),
+        second,
+        resume=True,
+        progress=False,
+    )  # one more epoch: its pictures are stale
     page = make_report(sw).read_text()
     assert base64.b64encode(pictures(second)["latents"]).decode() not in page
     assert "stale pictures.json (computed at epoch 2, the run is at epoch 3)" in page

@@ -29,8 +29,9 @@ def test_the_gaussian_families_are_torch_s_multivariate_normal(kind):
     normalized; the contract test checks the mass on a grid for every family)."""
     family, params = random_family(kind, z_dim=3)
     q = family.distribution(params)
-    reference = torch.distributions.MultivariateNormal(q.mean, covariance_matrix=q.covariance_matrix if kind == "full"
-                                                       else torch.diag_embed(q.variance))
+    reference = torch.distributions.MultivariateNormal(
+        q.mean, covariance_matrix=q.covariance_matrix if kind == "full" else torch.diag_embed(q.variance)
+    )
     z = torch.randn(7, 3, 3, dtype=torch.float64)
     assert torch.allclose(q.log_prob(z), reference.log_prob(z), atol=1e-12)
 
@@ -56,9 +57,17 @@ def posterior_as_full_q(m: LinearGaussian, x: torch.Tensor) -> LinearGaussian:
     rows, cols = torch.tril_indices(m.z_dim, m.z_dim, -1)
     family = FullGaussian(m.z_dim).double()
     A = cov @ m.W.detach().T / s2
-    return LinearGaussian(m.W.detach(), m.b.detach(), float(s2.sqrt()), A, -A @ m.b.detach(), L.diagonal().log(),
-                          family=family, E=torch.zeros(len(rows), m.x_dim, dtype=torch.float64),
-                          e=L[rows, cols] / family.off_scale)
+    return LinearGaussian(
+        m.W.detach(),
+        m.b.detach(),
+        float(s2.sqrt()),
+        A,
+        -A @ m.b.detach(),
+        L.diagonal().log(),
+        family=family,
+        E=torch.zeros(len(rows), m.x_dim, dtype=torch.float64),
+        e=L[rows, cols] / family.off_scale,
+    )
 
 
 def test_full_covariance_kl_and_d_sm_match_their_closed_forms_and_vanish_at_the_posterior():
@@ -87,8 +96,9 @@ def test_full_covariance_kl_and_d_sm_match_their_closed_forms_and_vanish_at_the_
 def test_full_covariance_kl_to_the_prior_is_analytic():
     family, params = random_family("full", z_dim=3)
     q = family.distribution(params)
-    prior = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(3, dtype=torch.float64),
-                                                                       torch.ones(3, dtype=torch.float64)), 1)
+    prior = torch.distributions.Independent(
+        torch.distributions.Normal(torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)), 1
+    )
     z = q.sample((200000,))
     mc = (q.log_prob(z) - prior.log_prob(z)).mean(0)
     assert torch.allclose(torch.distributions.kl_divergence(q, prior), mc, atol=0.02)
@@ -132,8 +142,10 @@ def test_the_diagonal_default_is_bit_identical_to_the_original_vae():
     torch.manual_seed(0)  # the original construction: two He-init MLPs, the encoder emitting [μ, log σ]
     enc = _mlp([784, 16, 10], cfg.activation, cfg.encoder_last_scale)
     dec = _mlp([5, 16, 784], cfg.activation, cfg.decoder_last_scale)
-    legacy = {**{f"encoder.{k}": v for k, v in enc.state_dict().items()},
-              **{f"decoder.{k}": v for k, v in dec.state_dict().items()}}
+    legacy = {
+        **{f"encoder.{k}": v for k, v in enc.state_dict().items()},
+        **{f"decoder.{k}": v for k, v in dec.state_dict().items()},
+    }
     state = model.state_dict()
     assert list(state) == list(legacy) and all(torch.equal(state[k], legacy[k]) for k in legacy)
     x = torch.bernoulli(torch.rand(4, 784, generator=torch.Generator().manual_seed(1)))
@@ -152,9 +164,18 @@ def test_a_run_written_before_families_existed_still_loads_and_resumes(idx_dir, 
     """Old config.toml and checkpoint headers lack the new keys; they must load (defaults filled) and resume."""
     import tomli_w
 
-    cfg = load_config(sets=["model.z_dim=3", "model.encoder_hidden=[8]", "model.decoder_hidden=[8]",
-                            "data.dataset='idx'", f"data.data_dir='{idx_dir}'", "data.monitor_size=32",
-                            "train.batch_size=64", "train.epochs=1"])
+    cfg = load_config(
+        sets=[
+            "model.z_dim=3",
+            "model.encoder_hidden=[8]",
+            "model.decoder_hidden=[8]",
+            "data.dataset='idx'",
+            f"data.data_dir='{idx_dir}'",
+            "data.monitor_size=32",
+            "train.batch_size=64",
+            "train.epochs=1",
+        ]
+    )
     out = tmp_path / "old"
     train(cfg, out, progress=False)
     ck = load_checkpoint(RunDir(out).checkpoint_path)
@@ -162,15 +183,22 @@ def test_a_run_written_before_families_existed_still_loads_and_resumes(idx_dir, 
     opt = torch.optim.Adam(run.model.parameters())
     opt.load_state_dict(ck.optimizer)
     # as the old code wrote them: no fingerprint in the checkpoint, no fingerprint line in config.toml
-    save_checkpoint(RunDir(out).checkpoint_path, model=run.model, optimizer=opt, rng=ck.rng, progress=ck.progress,
-                    config=_strip_new_keys(ck.config))
+    save_checkpoint(
+        RunDir(out).checkpoint_path,
+        model=run.model,
+        optimizer=opt,
+        rng=ck.rng,
+        progress=ck.progress,
+        config=_strip_new_keys(ck.config),
+    )
     old = _strip_new_keys(cfg.model_dump(mode="json", exclude_none=True))
     RunDir(out).config_path.write_text(tomli_w.dumps(old))
     assert "posterior" not in load_checkpoint(RunDir(out).checkpoint_path).config["model"]
     loaded = load_run(out)
     assert loaded.config.model.posterior == "diagonal" and loaded.epoch == 1
-    train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})}), out, resume=True,
-          progress=False)
+    train(
+        cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})}), out, resume=True, progress=False
+    )
     assert load_run(out).epoch == 2
 
 
@@ -179,10 +207,12 @@ def test_flow_settings_are_filled_for_a_flow_and_refused_otherwise():
     cfg = load_config(sets=["model.posterior='flow'"])
     assert (cfg.model.flow_layers, cfg.model.flow_hidden, cfg.model.flow_context) == (4, (256,), 32)
     assert load_config(sets=["model.posterior='flow'", "model.flow_layers=2"]).model.flow_layers == 2
-    for sets, text in [(["model.flow_layers=2"], "model.flow_layers is only used by posterior='flow'"),
-                       (["model.posterior='full'", "model.flow_hidden=[8]"], "model.flow_hidden is only used"),
-                       (["model.posterior='flow'", "model.z_dim=1"], "needs model.z_dim >= 2"),
-                       (["model.posterior='mixture'"], "model.posterior")]:
+    for sets, text in [
+        (["model.flow_layers=2"], "model.flow_layers is only used by posterior='flow'"),
+        (["model.posterior='full'", "model.flow_hidden=[8]"], "model.flow_hidden is only used"),
+        (["model.posterior='flow'", "model.z_dim=1"], "needs model.z_dim >= 2"),
+        (["model.posterior='mixture'"], "model.posterior"),
+    ]:
         with pytest.raises(ConfigError) as err:
             load_config(sets=sets)
         assert text in str(err.value) and "\n" not in str(err.value)
@@ -205,14 +235,30 @@ def test_the_full_covariance_probe_script_trains_each_variant_and_refuses_bad_sc
     from pathlib import Path
 
     script = Path(__file__).parents[1] / "scripts" / "full_cov_probe.py"
-    small = ["--dataset", "idx", "--data-dir", str(idx_dir), "--batch-size", "32", "--set", "z_dim=4",
-             "--set", "encoder_hidden=[16]", "--set", "decoder_hidden=[16]"]
-    r = subprocess.run([sys.executable, str(script), "--steps", "3", "--every", "2", "--scales", "0,1", *small],
-                       capture_output=True, text=True)
+    small = [
+        "--dataset",
+        "idx",
+        "--data-dir",
+        str(idx_dir),
+        "--batch-size",
+        "32",
+        "--set",
+        "z_dim=4",
+        "--set",
+        "encoder_hidden=[16]",
+        "--set",
+        "decoder_hidden=[16]",
+    ]
+    r = subprocess.run(
+        [sys.executable, str(script), "--steps", "3", "--every", "2", "--scales", "0,1", *small],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert [line.split(" step ")[0].strip() for line in lines if " step " in line] == (
-        ["diagonal"] * 3 + ["full, off_scale 0"] * 3 + ["full, off_scale 1"] * 3)
+        ["diagonal"] * 3 + ["full, off_scale 0"] * 3 + ["full, off_scale 1"] * 3
+    )
     elbos = [float(line.split("test ELBO")[1].split()[0]) for line in lines if " step " in line]
     assert all(-1000 < e < 0 for e in elbos)
     assert sum("off-diagonal share" in line for line in lines) == 2

@@ -36,9 +36,27 @@ def test_bf16_is_not_the_default():
 
 
 def test_the_eval_record_says_which_precision_ran(trained):
-    args = ("--n-test", 8, "--n-train", 0, "--ais-steps", 3, "--no-progress", "--set", "elbo_samples=4",
-            "--set", "dsm_samples=2", "--set", "iwae_k=4", "--set", "iwae_full_test_k=4", "--set", "ais.chains=2",
-            "--set", "ais.leapfrog_steps=2")
+    args = (
+        "--n-test",
+        8,
+        "--n-train",
+        0,
+        "--ais-steps",
+        3,
+        "--no-progress",
+        "--set",
+        "elbo_samples=4",
+        "--set",
+        "dsm_samples=2",
+        "--set",
+        "iwae_k=4",
+        "--set",
+        "iwae_full_test_k=4",
+        "--set",
+        "ais.chains=2",
+        "--set",
+        "ais.leapfrog_steps=2",
+    )
     r = invoke("evaluate", trained, "--ais-precision", "auto", *args)
     assert r.exit_code == 0, r.output
     rd = RunDir(trained)

@@ -43,7 +43,12 @@ def test_paper_preset_has_the_papers_training_settings():
     assert paper.run.model == PAPER_MODEL
     # bf16 autocast: the 30-epoch check against the fp32 runs in results/ (README) showed the same numbers within noise
     assert (train.epochs, train.lr, train.batch_size, train.precision, train.lam_warmup_epochs) == (
-        300, 1e-3, 512, "bf16", 0.0)
+        300,
+        1e-3,
+        512,
+        "bf16",
+        0.0,
+    )
     assert paper.ssl.sizes == (600, 1000, 3000)
     # issue 11: λ from none to a strong gap reduction, three seeds, at least 200 + 200 evaluation points
     assert set(paper.lams) == {0.0, 0.003, 0.01, 0.03, 0.1} and paper.seeds == (0, 1, 2)

@@ -46,15 +46,16 @@ def test_sigkill_of_a_process_pool_sweep_ends_its_workers_and_the_rerun_succeeds
         except ProcessLookupError:
             pass
     assert not orphans, f"workers {orphans} train on after their sweep was killed"
-    short = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
-        update={"epochs": 1})})})
+    short = cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"epochs": 1})})}
+    )
     results = S.run_sweep(short, tmp_path / "sw", overwrite=True, progress=False)
     assert all(r["status"] == "ok" for r in results), results
 
 
 def test_a_pool_worker_ends_when_its_parent_is_gone(monkeypatch):
     """The portable half of the above, without a kill: the watchdog ends a worker whose parent is not alive."""
-    ended, parent = [], 2 ** 22 + 7  # above any pid Linux gives (pid_max ≤ 2^22)
+    ended, parent = [], 2**22 + 7  # above any pid Linux gives (pid_max ≤ 2^22)
 
     def kill(pid, sig):
         if sig == 0:  # the liveness probe: no such process
@@ -68,8 +69,9 @@ def test_a_pool_worker_ends_when_its_parent_is_gone(monkeypatch):
     assert ended == [(os.getpid(), signal.SIGKILL)]
 
 
-@pytest.mark.parametrize("stage", [["evaluate", "--n-test", 4, "--n-train", 0], ["gaps", "--n-points", 2],
-                                   ["pictures"], ["ssl"]])
+@pytest.mark.parametrize(
+    "stage", [["evaluate", "--n-test", 4, "--n-train", 0], ["gaps", "--n-points", 2], ["pictures"], ["ssl"]]
+)
 def test_every_stage_holds_the_runs_lock(trained, stage):
     ctx = multiprocessing.get_context("fork")
     ready, release = ctx.Event(), ctx.Event()
@@ -99,8 +101,21 @@ def test_a_ray_address_that_does_not_answer_is_one_line(idx_dir, tmp_path):
     from smvi.settings.run import config_to_toml
 
     (tmp_path / "sweep.toml").write_text(config_to_toml(tiny_sweep(idx_dir, stages=["train"])))
-    cmd = [sys.executable, "-m", "smvi", "sweep", str(tmp_path / "sw"), "--config", str(tmp_path / "sweep.toml"),
-           "--executor", "ray", "--address", f"127.0.0.1:{_free_port()}", "--no-progress", "--no-report"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "smvi",
+        "sweep",
+        str(tmp_path / "sw"),
+        "--config",
+        str(tmp_path / "sweep.toml"),
+        "--executor",
+        "ray",
+        "--address",
+        f"127.0.0.1:{_free_port()}",
+        "--no-progress",
+        "--no-report",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         _, err = proc.communicate(timeout=90)
@@ -111,7 +126,8 @@ def test_a_ray_address_that_does_not_answer_is_one_line(idx_dir, tmp_path):
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError(  # noqa: B904 -- the timeout itself is the failure; its traceback adds nothing
-            f"the sweep waited on the address (exit {proc.returncode} after SIGTERM): {err[-500:]}")
+            f"the sweep waited on the address (exit {proc.returncode} after SIGTERM): {err[-500:]}"
+        )
     err = err.decode()
     assert proc.returncode == 1 and "does not answer" in err and "--address" in err, err
     assert len(err.strip().splitlines()) == 1, err
@@ -135,8 +151,12 @@ def test_a_lock_ends_with_its_holder_even_while_a_forked_child_lives(tmp_path):
     from smvi.store.rundir import RunDir
 
     (tmp_path / "run").mkdir()
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(tmp_path / "run")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AND_FORK, str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         assert proc.stdout.readline() == b"held\n", proc.stderr.read()
         proc.kill()  # the holder dies; its child lives on
@@ -158,13 +178,32 @@ def test_sigterm_stops_a_ray_sweep(idx_dir, tmp_path):
     from test_sweep import stopped_by
 
     cfg = tiny_sweep(idx_dir, stages=["train"])
-    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
-        update={"epochs": 5000})})})
+    cfg = cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"epochs": 5000})})}
+    )
     (tmp_path / "sweep.toml").write_text(config_to_toml(cfg))
-    cmd = [sys.executable, "-m", "smvi", "sweep", str(tmp_path / "sw"), "--config", str(tmp_path / "sweep.toml"),
-           "--executor", "ray", "--workers", "2", "--no-progress", "--no-report"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "smvi",
+        "sweep",
+        str(tmp_path / "sw"),
+        "--config",
+        str(tmp_path / "sweep.toml"),
+        "--executor",
+        "ray",
+        "--workers",
+        "2",
+        "--no-progress",
+        "--no-report",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 240
     while not list((tmp_path / "sw").glob("runs/*/checkpoint.safetensors")):
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -56,14 +56,30 @@ def test_the_mode_follows_the_terminal_the_switch_and_the_environment(monkeypatc
 
 def test_durations_read_as_people_say_them():
     assert [duration(s) for s in (0.4, 42, 59.6, 61, 23 * 60 + 10, 2 * 3600 + 5 * 60, None, float("inf"))] == [
-        "0 s", "42 s", "1 min", "1 min", "23 min", "2 h 05 min", "?", "?"]
+        "0 s",
+        "42 s",
+        "1 min",
+        "1 min",
+        "23 min",
+        "2 h 05 min",
+        "?",
+        "?",
+    ]
 
 
 def test_plain_lines_tell_training_in_epochs_after_the_first_epoch_then_every_interval_and_at_the_end():
     clock, out = FakeClock(), io.StringIO()
     steps, epochs = 10, 300
-    with Progress("train lam0.01_seed0", epochs * steps, unit="step", epoch_steps=steps, tty=False, stream=out,
-                  clock=clock, every=30.0) as bar:
+    with Progress(
+        "train lam0.01_seed0",
+        epochs * steps,
+        unit="step",
+        epoch_steps=steps,
+        tty=False,
+        stream=out,
+        clock=clock,
+        every=30.0,
+    ) as bar:
         for _ in range(12 * steps):  # 12 epochs at 0.49 s per step: 4.9 s per epoch
             clock.t += 0.49
             bar.update(1)
@@ -74,8 +90,10 @@ def test_plain_lines_tell_training_in_epochs_after_the_first_epoch_then_every_in
     assert len(lines) == 3 and lines[-1].startswith("train lam0.01_seed0: epoch 12/300 done, 4.9 s/epoch, ETA ")
     # stopped early by Ctrl-C (or an error): the last line says where and after how long
     out = io.StringIO()
-    with pytest.raises(KeyboardInterrupt), Progress("evaluate r", 100, unit="image", tty=False, stream=out,
-                                                     clock=clock) as bar:
+    with (
+        pytest.raises(KeyboardInterrupt),
+        Progress("evaluate r", 100, unit="image", tty=False, stream=out, clock=clock) as bar,
+    ):
         clock.t += 5
         bar.update(10)
         raise KeyboardInterrupt
@@ -90,7 +108,8 @@ def test_a_finished_stage_ends_with_one_done_line_and_a_resumed_run_counts_only_
             bar.update(1)
     assert out.getvalue().splitlines() == [
         "train r: epoch 2/3 done, 5 s/epoch, ETA 5 s",  # the first epoch of this process (resumed after epoch 1)
-        "train r: epoch 3/3 done, 2 epochs in 10 s (5 s/epoch)"]
+        "train r: epoch 3/3 done, 2 epochs in 10 s (5 s/epoch)",
+    ]
 
 
 def test_off_prints_nothing_but_warnings_and_a_bar_shows_the_stage_and_epoch(monkeypatch):
@@ -127,8 +146,11 @@ def test_the_prior_is_for_the_papers_model_and_scales_with_the_data():
 
 
 def test_the_sweep_eta_starts_from_the_prior_and_moves_to_this_sweeps_measurements():
-    work = {"a": {"epochs": 3, "evaluate": 1, "ssl": 1}, "b": {"epochs": 3, "evaluate": 1, "ssl": 1},
-            "c": {"epochs": 3, "evaluate": 1, "ssl": 0}}
+    work = {
+        "a": {"epochs": 3, "evaluate": 1, "ssl": 1},
+        "b": {"epochs": 3, "evaluate": 1, "ssl": 1},
+        "c": {"epochs": 3, "evaluate": 1, "ssl": 0},
+    }
     eta = SweepETA(work, {"epochs": 10.0, "evaluate": 60.0, "ssl": 30.0})
     assert eta.left() == (9 * 10 + 3 * 60 + 2 * 30, "prior") and eta.eta() == "ETA 6 min (rough prior)"
     # a: 3 epochs in 45 s, evaluation in 30 s, ssl in 12 s (per run, measured)
@@ -152,8 +174,10 @@ def test_a_sweep_says_what_it_will_do_and_prints_an_eta_per_finished_run(idx_dir
     captured = capsys.readouterr()
     err = captured.err.splitlines()
     assert not captured.out  # progress goes to stderr; results are returned
-    assert err[0].startswith(f"sweep {tmp_path / 'sw'}: 2 of 2 runs to do (4 epochs to train, 2 evaluations, "
-                             "2 ssl stages); ETA ? (no time measured yet for: epochs, evaluate)")  # tiny: no prior
+    assert err[0].startswith(
+        f"sweep {tmp_path / 'sw'}: 2 of 2 runs to do (4 epochs to train, 2 evaluations, "
+        "2 ssl stages); ETA ? (no time measured yet for: epochs, evaluate)"
+    )  # tiny: no prior
     assert "Ctrl-C stops it; rerunning the same command resumes" in err[0]
     done = [ln for ln in err if ln.startswith("[")]
     assert done[0].startswith("[1/2 runs] lam0_seed0: ok (train, evaluate, ssl) in ")
@@ -177,8 +201,9 @@ def test_smvi_train_states_its_length_and_logs_plain_lines_not_bars(idx_dir, tmp
     assert err[-1].startswith("train vae: epoch 2/2 done, 2 epochs in ")
     assert "\r" not in r.stderr and "it/s" not in r.stderr
     assert r.stdout.startswith("epoch 2: train ELBO")  # the result, on stdout
-    r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "vae"), "--epochs", "3", "--resume", *args,
-                                  "--no-progress"])
+    r = CliRunner().invoke(
+        main, ["train", "--out", str(tmp_path / "vae"), "--epochs", "3", "--resume", *args, "--no-progress"]
+    )
     assert r.exit_code == 0 and r.stderr == "", r.output  # --no-progress: nothing but the result
 
 
@@ -186,8 +211,20 @@ def test_smvi_ssl_prints_its_table_with_standard_errors_and_the_raw_pixel_row(tr
     from smvi.store.rundir import RunDir
     from smvi.store.stats import mean_se
 
-    sets = ["--set", "sizes=[20,50]", "--set", "seeds=[0,1,2]", "--set", "C_grid=[1.0]", "--set", "gamma_grid=[1.0]",
-            "--set", "cv_folds=2", "--set", "n_jobs=1"]
+    sets = [
+        "--set",
+        "sizes=[20,50]",
+        "--set",
+        "seeds=[0,1,2]",
+        "--set",
+        "C_grid=[1.0]",
+        "--set",
+        "gamma_grid=[1.0]",
+        "--set",
+        "cv_folds=2",
+        "--set",
+        "n_jobs=1",
+    ]
     r = CliRunner().invoke(main, ["ssl", str(trained), "--test-size", "64", "--no-progress", *sets])
     assert r.exit_code == 0, r.output
     assert r.stderr == ""  # the table is the result, on stdout even with --no-progress
@@ -201,8 +238,21 @@ def test_smvi_ssl_prints_its_table_with_standard_errors_and_the_raw_pixel_row(tr
             assert f"{100 * m.mean:.2f} ± {100 * m.se:.2f}" in row
     assert lines[2].startswith("encoder means μ(x), d=4") and lines[3].startswith("raw pixels, d=784")
     assert lines[-1].startswith("-> ") and lines[-1].split()[1].endswith("ssl.json")
-    r = CliRunner().invoke(main, ["ssl", str(trained), "--test-size", "64", "--overwrite", *sets,
-                                  "--set", "raw_pixels=false", "--set", "seeds=[0]"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "ssl",
+            str(trained),
+            "--test-size",
+            "64",
+            "--overwrite",
+            *sets,
+            "--set",
+            "raw_pixels=false",
+            "--set",
+            "seeds=[0]",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "raw pixels: not computed" in r.stdout and "mean ± SE over 1 label subsets" in r.stdout
     assert "ssl run: SVMs on encoder means: done, 2 labeled sets in " in r.stderr  # progress, on stderr
@@ -259,5 +309,6 @@ def test_ctrl_c_in_evaluate_says_its_scored_batches_are_kept(monkeypatch, traine
     monkeypatch.setattr(smvi.stages.evaluate, "evaluate_run", interrupted)
     r = CliRunner().invoke(main, ["evaluate", str(trained), "--preset", "quick"])
     assert r.exit_code == 130
-    assert r.stderr.strip() == ("interrupted: scored batches are saved (eval.partial.json); rerun the same command to "
-                                "continue from them")
+    assert r.stderr.strip() == (
+        "interrupted: scored batches are saved (eval.partial.json); rerun the same command to continue from them"
+    )

@@ -23,4 +23,10 @@ def test_training_wall_time_is_the_sum_of_its_epochs_or_unknown():
 
 def test_seconds_read_as_seconds_minutes_or_hours():
     assert [fmt_seconds(s) for s in (None, 42.4, 119.6, 754, 7199, 12240)] == [
-        "unknown", "42 s", "2.0 min", "12.6 min", "120.0 min", "3.4 h"]
+        "unknown",
+        "42 s",
+        "2.0 min",
+        "12.6 min",
+        "120.0 min",
+        "3.4 h",
+    ]

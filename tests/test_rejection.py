@@ -58,10 +58,10 @@ def quadrature(m, x, T: float, grid=GRID):
     mean = integ(dens * zs)
     var = integ(dens * (zs - mean) ** 2)
     m4 = integ(dens * (zs - mean) ** 4)
-    d_sm = integ(dens * a ** 2 * g ** 2)
+    d_sm = integ(dens * a**2 * g**2)
     log_qT = log_q + torch.log(a) - Z.log()
     elbo = integ(dens * (ell + log_q - log_qT))
-    var_a = integ(log_q.exp() * a ** 2) - Z ** 2
+    var_a = integ(log_q.exp() * a**2) - Z**2
     return dict(Z=Z, mean=mean, var=var, m4=m4, d_sm=d_sm, elbo=elbo, var_a=var_a)
 
 
@@ -85,8 +85,7 @@ def test_threshold_for_acceptance_hits_the_target_on_its_draws():
     ell = torch.randn(50, 6, dtype=torch.float64) * 3 - torch.arange(6) * 10
     for target in (0.5, 0.2, 0.05):
         t = threshold_for_acceptance(ell, target)
-        assert torch.allclose(torch.sigmoid(ell + t).mean(0), torch.full((6,), target, dtype=torch.float64),
-                              atol=1e-12)
+        assert torch.allclose(torch.sigmoid(ell + t).mean(0), torch.full((6,), target, dtype=torch.float64), atol=1e-12)
 
 
 @pytest.mark.parametrize("T", [2.0, 4.0])
@@ -103,8 +102,9 @@ def test_exact_draws_have_the_moments_of_numerical_integration(T):
     assert ((z.mean(0) - ref["mean"]).abs() < Z_TOL * se_mean).all(), (z.mean(0), ref["mean"])
     se_var = ((ref["m4"] - ref["var"] ** 2) / n).sqrt()
     assert ((z.var(0) - ref["var"]).abs() < Z_TOL * se_var).all(), (z.var(0), ref["var"])
-    far = ((q.base.mean.squeeze(-1) - ref["mean"]).abs() > 10 * se_mean) \
-        | ((q.base.variance.squeeze(-1) - ref["var"]).abs() > 10 * se_var)
+    far = ((q.base.mean.squeeze(-1) - ref["mean"]).abs() > 10 * se_mean) | (
+        (q.base.variance.squeeze(-1) - ref["var"]).abs() > 10 * se_var
+    )
     assert far.sum() >= 2  # q_T is not q: the check has power
     # proposals per draw are geometric with success probability Z_T
     per = q.last_sampling.proposals.double()
@@ -117,6 +117,7 @@ def test_exact_draws_have_the_moments_of_numerical_integration(T):
 
 def test_keyed_draws_are_exact_too_and_do_not_depend_on_the_batch():
     from smvi.core.estimators.hmc import point_ids, stream_key
+
     m, x = lg(threshold=4.0)
     q = m.encode(x)
     ref = quadrature(m, x, 4.0)
@@ -175,7 +176,7 @@ def test_reweighted_estimators_agree_with_quadrature():
         ell = q.log_ratio(zz)
         g2 = torch.autograd.grad(ell.sum(), zz)[0].pow(2).sum(-1)
     a = torch.sigmoid(ell.detach() + 3.0)
-    se = (a * (a ** 2 * g2 - t["d_sm"])).std(0) / (a.mean(0) * math.sqrt(M))
+    se = (a * (a**2 * g2 - t["d_sm"])).std(0) / (a.mean(0) * math.sqrt(M))
     assert ((t["d_sm"] - ref["d_sm"]).abs() < Z_TOL * se).all(), (t["d_sm"], ref["d_sm"], se)
     assert torch.allclose(t["acceptance"], ref["Z"], rtol=0.02)
     assert torch.allclose(t["elbo"], ref["elbo"], atol=0.01)
@@ -239,8 +240,7 @@ def test_ais_from_q_T_estimates_log_px():
     m, x = lg(z_dim=2, x_dim=4, n=4, acceptance=0.2)
     r = ais(m, x, steps=500, chains=64, start="encoder", seed=0)
     log_px = m.log_marginal(x).detach()
-    assert (r.log_px - log_px).abs().max() < 0.1 and abs(float((r.log_px - log_px).mean())) < 0.05, \
-        (r.log_px, log_px)
+    assert (r.log_px - log_px).abs().max() < 0.1 and abs(float((r.log_px - log_px).mean())) < 0.05, (r.log_px, log_px)
 
 
 # ---- the cap --------------------------------------------------------------------------------------------------------
@@ -275,18 +275,34 @@ def test_objectives_on_q_T():
     assert torch.allclose(t2.acceptance, torch.full_like(t2.acceptance, 0.5), atol=1e-9) and t2.d_sm is None
 
 
-@pytest.mark.parametrize("sets, match", [
-    (["model.posterior='rejection'", "model.rejection_threshold=1", "model.rejection_acceptance=0.5"],
-     "are both set: keep one"),
-    (["model.rejection_threshold=1"], "only used by posterior='rejection'"),
-    (["model.posterior='rejection'", "model.rejection_acceptance=1.5"], "rejection_acceptance"),
-    (["model.posterior='rejection'", "model.rejection_acceptance=0.5", "train.objective='iwae'", "train.iwae_k=5"],
-     "cannot train model.posterior='rejection'"),
-    (["model.posterior='rejection'", "train.constraint.target=1", "train.constraint.measure='gap'"],
-     "does not measure model.posterior='rejection'"),
-    (["model.posterior='rejection'", "model.rejection_acceptance=0.5", "model.rejection_base='flow'"],
-     "rejection_base"),
-])
+@pytest.mark.parametrize(
+    "sets, match",
+    [
+        (
+            ["model.posterior='rejection'", "model.rejection_threshold=1", "model.rejection_acceptance=0.5"],
+            "are both set: keep one",
+        ),
+        (["model.rejection_threshold=1"], "only used by posterior='rejection'"),
+        (["model.posterior='rejection'", "model.rejection_acceptance=1.5"], "rejection_acceptance"),
+        (
+            [
+                "model.posterior='rejection'",
+                "model.rejection_acceptance=0.5",
+                "train.objective='iwae'",
+                "train.iwae_k=5",
+            ],
+            "cannot train model.posterior='rejection'",
+        ),
+        (
+            ["model.posterior='rejection'", "train.constraint.target=1", "train.constraint.measure='gap'"],
+            "does not measure model.posterior='rejection'",
+        ),
+        (
+            ["model.posterior='rejection'", "model.rejection_acceptance=0.5", "model.rejection_base='flow'"],
+            "rejection_base",
+        ),
+    ],
+)
 def test_bad_rejection_settings_are_one_line_errors(sets, match):
     with pytest.raises(ConfigError, match=match) as e:
         load_config(sets=sets)
@@ -300,29 +316,74 @@ def test_defaults_and_other_families_keep_their_config_and_fingerprint():
     r = load_config(sets=["model.posterior='rejection'", "model.rejection_acceptance=0.2"])
     assert (r.model.rejection_base, r.model.rejection_proposals, r.model.rejection_cap) == ("diagonal", 16, 1000)
     from smvi.core.models import VAE
+
     assert VAE(784, load_config(sets=["model.posterior='rejection'"]).model).family.acceptance == 0.5  # the default
 
 
 # ---- through the CLI ------------------------------------------------------------------------------------------------
 def test_train_evaluate_gaps_and_pictures_of_a_rejection_run(idx_dir, tmp_path):
     out = tmp_path / "run"
-    r = invoke("train", "--out", out, "--epochs", 2, *tiny_train_args(idx_dir), "--lam", 0.01,
-               "--set", "model.posterior='rejection'", "--set", "model.rejection_acceptance=0.5",
-               "--set", "model.rejection_proposals=8")
+    r = invoke(
+        "train",
+        "--out",
+        out,
+        "--epochs",
+        2,
+        *tiny_train_args(idx_dir),
+        "--lam",
+        0.01,
+        "--set",
+        "model.posterior='rejection'",
+        "--set",
+        "model.rejection_acceptance=0.5",
+        "--set",
+        "model.rejection_proposals=8",
+    )
     assert r.exit_code == 0, r.output
     lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and all(math.isfinite(m["d_sm"]) and math.isfinite(m["elbo"]) for m in lines)
     assert all(abs(m["acceptance"] - 0.5) < 1e-3 and m["proposals_per_sample"] > 1 for m in lines)
-    r = invoke("evaluate", out, "--n-test", 8, "--n-train", 8, "--ais-steps", 10, "--no-progress",
-               "--set", "elbo_samples=10", "--set", "dsm_samples=4", "--set", "iwae_k=10", "--set", "ais.chains=2",
-               "--set", "ais.start='encoder'")
+    r = invoke(
+        "evaluate",
+        out,
+        "--n-test",
+        8,
+        "--n-train",
+        8,
+        "--ais-steps",
+        10,
+        "--no-progress",
+        "--set",
+        "elbo_samples=10",
+        "--set",
+        "dsm_samples=4",
+        "--set",
+        "iwae_k=10",
+        "--set",
+        "ais.chains=2",
+        "--set",
+        "ais.start='encoder'",
+    )
     assert r.exit_code == 0, r.output
     ev, _ = RunDir(out).current_record("eval")
     test = ev.splits["test"]
     assert all(math.isfinite(v.mean) for v in (test.elbo, test.d_sm, test.iwae, test.ais))
     assert test.elbo.mean <= test.ais.mean + 1.0  # a lower bound, up to tiny-run AIS noise
-    r = invoke("gaps", out, "--n-points", 6, "--ais-steps", 10, "--no-progress", "--set", "steps=20",
-               "--set", "eval_samples=20", "--set", "ais.chains=2")
+    r = invoke(
+        "gaps",
+        out,
+        "--n-points",
+        6,
+        "--ais-steps",
+        10,
+        "--no-progress",
+        "--set",
+        "steps=20",
+        "--set",
+        "eval_samples=20",
+        "--set",
+        "ais.chains=2",
+    )
     assert r.exit_code == 0, r.output
     g, _ = RunDir(out).current_record("gaps")
     assert g.posterior == "rejection" and g.n == 6 and math.isfinite(g.approximation.mean)
@@ -332,6 +393,7 @@ def test_train_evaluate_gaps_and_pictures_of_a_rejection_run(idx_dir, tmp_path):
 
 def test_report_labels_a_rejection_run_with_its_rule_for_T():
     from smvi.report.aggregate import METHOD_KEYS, method_of
+
     base = {"train.objective": "smvi", "train.lam": 0.01, "model.posterior": "rejection"}
     assert method_of({**base, "model.rejection_acceptance": 0.2}) == ("SMVI, rejection q (acceptance 0.2)", "λ", 0.01)
     assert method_of({**base, "model.rejection_threshold": 3.0})[0] == "SMVI, rejection q (T = 3)"
@@ -343,10 +405,24 @@ def test_cost_benchmark_quick_run_writes_its_ratios(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
+
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "rejection.json"
-    r = subprocess.run([sys.executable, str(root / "benchmarks" / "rejection.py"), "--quick", "--only",
-                        "accept0.2_smvi", "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks" / "rejection.py"),
+            "--quick",
+            "--only",
+            "accept0.2_smvi",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert set(res["ratios_to_diagonal"]["cpu"]) == {"diagonal", "diagonal_smvi", "accept0.2_smvi"}

@@ -26,9 +26,14 @@ def eval_numbers(lam: float, seed: int, epochs: int = 3) -> dict:
     for j, split in enumerate(("test", "train")):
         ais = -86.0 - 2 * lam - 0.3 * seed + 0.5 * j
         gap = 3.0 / (1 + 10 * lam) + 0.1 * seed
-        out[split] = {"n": 100, "ais": {"mean": ais, "se": 0.2}, "elbo": {"mean": ais - gap, "se": 0.25},
-                      "gap": {"mean": gap, "se": 0.05}, "iwae": {"mean": ais - 0.5, "se": 0.2},
-                      "d_sm": {"mean": 100.0, "se": 5.0}}
+        out[split] = {
+            "n": 100,
+            "ais": {"mean": ais, "se": 0.2},
+            "elbo": {"mean": ais - gap, "se": 0.25},
+            "gap": {"mean": gap, "se": 0.05},
+            "iwae": {"mean": ais - 0.5, "se": 0.2},
+            "d_sm": {"mean": 100.0, "se": 5.0},
+        }
     # the shape smvi wrote before records had a header: read through the layer's documented upgrade
     return {"run": f"seed{seed}", "epoch": epochs, "lam": lam, "settings": {"ais_steps": 500}, "splits": out}
 
@@ -44,9 +49,13 @@ def ssl_result(acc, seeds=(0, 1, 2), sizes=SIZES) -> dict:
 
 
 def ssl_json(lam: float, seed: int, epochs: int = 3) -> dict:
-    return {"settings": {"sizes": list(SIZES)}, "run": {"lam": lam, "seed": seed, "epoch": epochs},
-            "features": ssl_result(lambda s: accuracies(lam, seed, s)),
-            "raw_pixels": ssl_result(lambda s: (0.88, 0.885, 0.89 + s / 1e5)), "seconds": 2.0}
+    return {
+        "settings": {"sizes": list(SIZES)},
+        "run": {"lam": lam, "seed": seed, "epoch": epochs},
+        "features": ssl_result(lambda s: accuracies(lam, seed, s)),
+        "raw_pixels": ssl_result(lambda s: (0.88, 0.885, 0.89 + s / 1e5)),
+        "seconds": 2.0,
+    }
 
 
 def write_run(d, lam, seed, *, eval_json=True, ssl=True, epochs=3):
@@ -120,8 +129,10 @@ def test_runs_missing_files_are_skipped_with_a_note(sweep, tmp_path):
     write_run(sweep / "lam3.0" / "seed0", 3.0, 0, ssl=False)
     write_run(sweep / "lam5.0" / "seed0", 5.0, 0, eval_json=False, ssl=False, epochs=0)  # not started yet
     (sweep / "lam0.01" / "seed1" / "ssl.json").unlink()
-    status = [{"name": "lam9_seed0", "status": "failed", "error": "TrainingDiverged: 20 steps"},
-              {"name": "x", "status": "ok"}]
+    status = [
+        {"name": "lam9_seed0", "status": "failed", "error": "TrainingDiverged: 20 steps"},
+        {"name": "x", "status": "ok"},
+    ]
     (sweep / "sweep_status.json").write_text(json.dumps({"runs": status}))
     page = make_report(sweep)
     assert page == sweep / "report" / "report.html"
@@ -135,9 +146,13 @@ def test_runs_missing_files_are_skipped_with_a_note(sweep, tmp_path):
     assert ("ssl_accuracy", "test", "600", "3.0") not in rows
     html = page.read_text()
     md = (page.parent / "results.md").read_text()
-    for note in ("lam1.0/seed2: no eval.json; left out of Figure 1", "lam3.0/seed0: no ssl.json; left out of Figure 2",
-                 "lam0.01/seed1: no ssl.json", "lam9_seed0 failed (TrainingDiverged: 20 steps)",
-                 "lam1.0/seed2 (λ = 1): unfinished, 2 of 3 epochs"):  # the last one a flag
+    for note in (
+        "lam1.0/seed2: no eval.json; left out of Figure 1",
+        "lam3.0/seed0: no ssl.json; left out of Figure 2",
+        "lam0.01/seed1: no ssl.json",
+        "lam9_seed0 failed (TrainingDiverged: 20 steps)",
+        "lam1.0/seed2 (λ = 1): unfinished, 2 of 3 epochs",
+    ):  # the last one a flag
         assert note in html and note in md
     flags = md.split("## Flags", 1)[1].split("![", 1)[0]
     assert "lam1.0/seed2 (λ = 1): unfinished, 2 of 3 epochs" in flags and "⚠U unfinished" in flags
@@ -159,15 +174,31 @@ def test_broken_and_partial_files_are_refused_with_a_note_each(sweep):
     assert "lam0.0/seed1: unreadable eval.json" in md and "splits.train.ais: Field required" in md
 
 
-def convergence_json(run: str, bdmc: list[tuple[int, float, float]], ladder: list[tuple[int, float, float]],
-                     converged: bool) -> dict:
+def convergence_json(
+    run: str, bdmc: list[tuple[int, float, float]], ladder: list[tuple[int, float, float]], converged: bool
+) -> dict:
     """The layout :func:`smvi.stages.convergence.check_convergence` writes; (steps, gap, SE) and (steps, mean, SE)."""
-    return {"run": run, "epoch": 3, "n_points": 50, "tol": 0.1, "settings": {"chains": 4}, "seconds": 9.0,
-            "bdmc": [{"steps": k, "lower": -90.0, "upper": -90.0 + g, "gap": g, "gap_se": se, "seconds": 1.0}
-                     for k, g, se in bdmc],
-            "ladder": {"steps": [k for k, _, _ in ladder], "means": [m for _, m, _ in ladder],
-                       "sems": [se for _, _, se in ladder], "diffs": [0.5], "diff_sems": [0.1], "agree": [converged],
-                       "converged": converged}}
+    return {
+        "run": run,
+        "epoch": 3,
+        "n_points": 50,
+        "tol": 0.1,
+        "settings": {"chains": 4},
+        "seconds": 9.0,
+        "bdmc": [
+            {"steps": k, "lower": -90.0, "upper": -90.0 + g, "gap": g, "gap_se": se, "seconds": 1.0}
+            for k, g, se in bdmc
+        ],
+        "ladder": {
+            "steps": [k for k, _, _ in ladder],
+            "means": [m for _, m, _ in ladder],
+            "sems": [se for _, _, se in ladder],
+            "diffs": [0.5],
+            "diff_sems": [0.1],
+            "agree": [converged],
+            "converged": converged,
+        },
+    }
 
 
 def markdown_table(md: str, title: str) -> list[dict[str, str]]:
@@ -182,30 +213,53 @@ def test_convergence_table_lists_the_runs_that_have_one(sweep):
     for name in ("results.md", "report.html"):
         assert "AIS convergence" not in (sweep / "report" / name).read_text()
     csv_before = (sweep / "report" / "results.csv").read_text()
-    (sweep / "lam0.01" / "seed1" / "convergence.json").write_text(json.dumps(convergence_json(
-        "seed1", [(100, 1.234, 0.056), (300, 0.432, 0.021)], [(100, -87.651, 0.31), (300, -87.123, 0.29)], False)))
-    (sweep / "lam1.0" / "seed0" / "convergence.json").write_text(json.dumps(convergence_json(
-        "seed0", [(300, 0.118, 0.004)], [(300, -88.456, 0.27), (1000, -88.401, 0.26)], True)))
+    (sweep / "lam0.01" / "seed1" / "convergence.json").write_text(
+        json.dumps(
+            convergence_json(
+                "seed1", [(100, 1.234, 0.056), (300, 0.432, 0.021)], [(100, -87.651, 0.31), (300, -87.123, 0.29)], False
+            )
+        )
+    )
+    (sweep / "lam1.0" / "seed0" / "convergence.json").write_text(
+        json.dumps(
+            convergence_json("seed0", [(300, 0.118, 0.004)], [(300, -88.456, 0.27), (1000, -88.401, 0.26)], True)
+        )
+    )
     (sweep / "lam0.0" / "seed0" / "convergence.json").write_text("{not json")
     (sweep / "lam0.0" / "seed1" / "convergence.json").write_text(json.dumps({"run": "seed1", "bdmc": "?"}))
     page = make_report(sweep)
     md, html = (sweep / "report" / "results.md").read_text(), page.read_text().replace("\u00a0", " ")
     rows = markdown_table(md, "AIS convergence")
     assert [(r["λ"], r["run"], r["epoch"], r["points"]) for r in rows] == [
-        ("0.01", "lam0.01/seed1", "3", "50"), ("1", "lam1.0/seed0", "3", "50")]
+        ("0.01", "lam0.01/seed1", "3", "50"),
+        ("1", "lam1.0/seed0", "3", "50"),
+    ]
     assert {k: v for k, v in rows[0].items() if "steps" in k or "converged" in k} == {
-        "BDMC gap, 100 steps": "1.23 ± 0.06", "AIS ladder, 100 steps": "-87.65 ± 0.31",
-        "BDMC gap, 300 steps": "0.43 ± 0.02 ⚠B", "AIS ladder, 300 steps": "-87.12 ± 0.29",  # above tol = 0.1
-        "BDMC gap, 1000 steps": "—", "AIS ladder, 1000 steps": "—", "ladder converged": "no ⚠L"}
+        "BDMC gap, 100 steps": "1.23 ± 0.06",
+        "AIS ladder, 100 steps": "-87.65 ± 0.31",
+        "BDMC gap, 300 steps": "0.43 ± 0.02 ⚠B",
+        "AIS ladder, 300 steps": "-87.12 ± 0.29",  # above tol = 0.1
+        "BDMC gap, 1000 steps": "—",
+        "AIS ladder, 1000 steps": "—",
+        "ladder converged": "no ⚠L",
+    }
     assert {k: v for k, v in rows[1].items() if "steps" in k or "converged" in k} == {
-        "BDMC gap, 100 steps": "—", "AIS ladder, 100 steps": "—",
-        "BDMC gap, 300 steps": "0.12 ± <0.01 ⚠B", "AIS ladder, 300 steps": "-88.46 ± 0.27",
-        "BDMC gap, 1000 steps": "—", "AIS ladder, 1000 steps": "-88.40 ± 0.26", "ladder converged": "yes"}
-    for text in ("<td>lam0.01/seed1</td>", "<td>1.23 ± 0.06</td>", "<td>-88.40 ± 0.26</td>",
-                 "<th>AIS ladder, 1000 steps</th>"):
+        "BDMC gap, 100 steps": "—",
+        "AIS ladder, 100 steps": "—",
+        "BDMC gap, 300 steps": "0.12 ± <0.01 ⚠B",
+        "AIS ladder, 300 steps": "-88.46 ± 0.27",
+        "BDMC gap, 1000 steps": "—",
+        "AIS ladder, 1000 steps": "-88.40 ± 0.26",
+        "ladder converged": "yes",
+    }
+    for text in (
+        "<td>lam0.01/seed1</td>",
+        "<td>1.23 ± 0.06</td>",
+        "<td>-88.40 ± 0.26</td>",
+        "<th>AIS ladder, 1000 steps</th>",
+    ):
         assert text in html
-    for note in ("lam0.0/seed0: unreadable convergence.json",
-                 "lam0.0/seed1: unreadable convergence.json"):
+    for note in ("lam0.0/seed0: unreadable convergence.json", "lam0.0/seed1: unreadable convergence.json"):
         assert note in md and note in html
     assert (sweep / "report" / "results.csv").read_text() == csv_before  # per-run rows: not in the per-λ CSV
 
@@ -240,9 +294,15 @@ def test_ssl_gain_is_paired_by_label_subset(tmp_path):
     for lam, acc in ((0.0, base), (0.5, {2: 0.925, 0: 0.902, 1: 0.951, 3: 0.99})):
         write_run(sweep / f"lam{lam}", lam, 0, ssl=False)
         seeds = list(acc)
-        (sweep / f"lam{lam}" / "ssl.json").write_text(json.dumps(
-            {"settings": {}, "run": {"lam": lam, "seed": 0, "epoch": 3},
-             "features": ssl_result(lambda s, acc=acc, seeds=seeds: tuple(acc[k] for k in seeds), seeds, (600,))}))
+        (sweep / f"lam{lam}" / "ssl.json").write_text(
+            json.dumps(
+                {
+                    "settings": {},
+                    "run": {"lam": lam, "seed": 0, "epoch": 3},
+                    "features": ssl_result(lambda s, acc=acc, seeds=seeds: tuple(acc[k] for k in seeds), seeds, (600,)),
+                }
+            )
+        )
     page = make_report(sweep)
     gain = read_csv(page.parent / "results.csv")[("ssl_gain", "test", "600", "0.5")]
     diffs = [100 * (0.902 - 0.90), 100 * (0.951 - 0.95), 100 * (0.925 - 0.92)]

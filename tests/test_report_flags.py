@@ -21,10 +21,21 @@ LAMS = (0.0, 0.1, 1.0)
 
 
 def metrics(d, kl: float, units: int | None, epochs: int = 3) -> None:
-    lines = [{"epoch": e, "seconds": 10.0 * e, "device": "cpu", "threads": 2, "elbo": -150.0 + 10 * e,
-              "test_elbo": -145.0 + 10 * e, "d_sm": 50.0 / e, "test_d_sm": 60.0 / e, "kl": kl * e / epochs,
-              **({} if units is None else {"test_kl": kl * e / epochs, "test_active_units": units})}
-             for e in range(1, epochs + 1)]
+    lines = [
+        {
+            "epoch": e,
+            "seconds": 10.0 * e,
+            "device": "cpu",
+            "threads": 2,
+            "elbo": -150.0 + 10 * e,
+            "test_elbo": -145.0 + 10 * e,
+            "d_sm": 50.0 / e,
+            "test_d_sm": 60.0 / e,
+            "kl": kl * e / epochs,
+            **({} if units is None else {"test_kl": kl * e / epochs, "test_active_units": units}),
+        }
+        for e in range(1, epochs + 1)
+    ]
     (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
 
 
@@ -43,8 +54,13 @@ def sweep(tmp_path):
     ev = json.loads(path.read_text())
     ev["splits"]["test"]["ais_acceptance"] = 0.93
     path.write_text(json.dumps(ev))
-    (root / "lam1_seed0" / "convergence.json").write_text(json.dumps(convergence_json(
-        "lam1_seed0", [(100, 0.9, 0.1), (300, 0.6, 0.1)], [(100, -90.0, 0.3), (300, -89.0, 0.3)], False)))
+    (root / "lam1_seed0" / "convergence.json").write_text(
+        json.dumps(
+            convergence_json(
+                "lam1_seed0", [(100, 0.9, 0.1), (300, 0.6, 0.1)], [(100, -90.0, 0.3), (300, -89.0, 0.3)], False
+            )
+        )
+    )
     return root
 
 
@@ -52,16 +68,21 @@ def test_every_flag_is_listed_and_marked_where_its_number_is(sweep):
     page = make_report(sweep)
     md, html = (page.parent / "results.md").read_text(), page.read_text()
     flags = md.split("## Flags", 1)[1].split("![", 1)[0]
-    for text in ("lam1_seed0 (λ = 1): posterior collapse at epoch 3: 0 active units and KL 0.001 nats (monitor set)",
-                 "lam0.1_seed1 (λ = 0.1): unfinished, 2 of 3 epochs",
-                 "lam0.1_seed0 (λ = 0.1): AIS acceptance 0.93 (eval test), target 0.65",
-                 "lam1_seed0 (λ = 1): BDMC gap 0.60 nats at 300 AIS steps, above the tolerance 0.1",
-                 "lam1_seed0 (λ = 1): the AIS ladder on test data did not converge",
-                 "⚠C posterior collapse", "⚠U unfinished", "⚠A AIS acceptance outside 0.65 ± 0.15", "⚠B BDMC", "⚠L"):
+    for text in (
+        "lam1_seed0 (λ = 1): posterior collapse at epoch 3: 0 active units and KL 0.001 nats (monitor set)",
+        "lam0.1_seed1 (λ = 0.1): unfinished, 2 of 3 epochs",
+        "lam0.1_seed0 (λ = 0.1): AIS acceptance 0.93 (eval test), target 0.65",
+        "lam1_seed0 (λ = 1): BDMC gap 0.60 nats at 300 AIS steps, above the tolerance 0.1",
+        "lam1_seed0 (λ = 1): the AIS ladder on test data did not converge",
+        "⚠C posterior collapse",
+        "⚠U unfinished",
+        "⚠A AIS acceptance outside 0.65 ± 0.15",
+        "⚠B BDMC",
+        "⚠L",
+    ):
         assert text in flags, text
     runs = {r["run"]: r for r in markdown_table(md, "Runs")}
-    assert (runs["lam1_seed0"]["KL, last epoch (nats)"], runs["lam1_seed0"]["active units"]) == ("0.001 ⚠C",
-                                                                                                     "0 ⚠C")
+    assert (runs["lam1_seed0"]["KL, last epoch (nats)"], runs["lam1_seed0"]["active units"]) == ("0.001 ⚠C", "0 ⚠C")
     assert runs["lam0.1_seed1"]["epochs"] == "2/3 ⚠U" and runs["lam0.1_seed1"]["KL, last epoch (nats)"] == "18"
     assert runs["lam0.1_seed0"]["AIS acceptance, test / train"].endswith(" ⚠A")
     assert runs["lam0_seed0"]["epochs"] == "3/3" and runs["lam0_seed0"]["KL, last epoch (nats)"] == "20"
@@ -96,8 +117,12 @@ def test_no_flag_says_none(tmp_path):
 def test_provenance_wall_times_versions_and_machine(sweep):
     rd = RunDir(sweep / "lam0_seed0")  # one record as the stages write them now: versions and machine in its header
     rec = rd.read_record("eval")
-    rd.write_record("eval", rec.model_copy(update={"header": make_header("eval", rd.fingerprint(), 3, EvalConfig(),
-                                                                         device="cpu"), "seconds": 754.0}))
+    rd.write_record(
+        "eval",
+        rec.model_copy(
+            update={"header": make_header("eval", rd.fingerprint(), 3, EvalConfig(), device="cpu"), "seconds": 754.0}
+        ),
+    )
     md = (make_report(sweep).parent / "results.md").read_text()
     prov = {r["run"]: r for r in markdown_table(md, "Provenance")}
     row = prov["lam0_seed0"]
@@ -109,8 +134,9 @@ def test_provenance_wall_times_versions_and_machine(sweep):
     assert legacy["convergence"] == "9 s"
     head = md.split("## Claims", 1)[0]
     assert "report written" in head and f"torch {row['torch']}" in head
-    assert ("wall time summed over runs: train 3.5 min (4 runs), eval 12.6 min (the 1 of 4 runs that recorded it)"
-            in head)
+    assert (
+        "wall time summed over runs: train 3.5 min (4 runs), eval 12.6 min (the 1 of 4 runs that recorded it)" in head
+    )
 
 
 def test_old_headers_still_parse_and_new_fields_are_optional(sweep):

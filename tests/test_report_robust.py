@@ -30,13 +30,17 @@ def notes(sweep) -> str:
     return (sweep / "report" / "results.md").read_text().split("## Notes", 1)[1].split("\n## ")[0]
 
 
-@pytest.mark.parametrize("damage, why", [
-    (lambda p: os.mkfifo(p), "not a regular file"),
-    (lambda p: os.symlink("/dev/zero", p), "not a regular file"),
-    (lambda p: p.write_bytes(b'{"run": "\xff\xfe"}'), "not a JSON record"),
-    (lambda p: p.write_text('{"settings": {}, "epoch": NaN}'), "non-JSON constant NaN"),
-    (lambda p: (p.touch(), os.truncate(p, 65 << 20)), "more than smvi ever writes"),  # sparse: cheap
-], ids=["fifo", "dev-zero", "non-utf8", "nan-literal", "huge"])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda p: os.mkfifo(p), "not a regular file"),
+        (lambda p: os.symlink("/dev/zero", p), "not a regular file"),
+        (lambda p: p.write_bytes(b'{"run": "\xff\xfe"}'), "not a JSON record"),
+        (lambda p: p.write_text('{"settings": {}, "epoch": NaN}'), "non-JSON constant NaN"),
+        (lambda p: (p.touch(), os.truncate(p, 65 << 20)), "more than smvi ever writes"),  # sparse: cheap
+    ],
+    ids=["fifo", "dev-zero", "non-utf8", "nan-literal", "huge"],
+)
 def test_each_damaged_record_is_one_note_and_the_rest_is_reported(sweep, damage, why):
     target = sweep / "lam0.0_seed0" / "eval.json"
     target.unlink()
@@ -143,7 +147,9 @@ def test_a_report_directory_with_other_files_is_refused(sweep, tmp_path):
 
 
 def test_the_report_does_not_import_torch():
-    code = ("import sys, smvi.report.page, smvi.store.rundir, smvi.store.records, smvi.report.aggregate; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, smvi.report.page, smvi.store.rundir, smvi.store.records, smvi.report.aggregate; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -21,8 +21,15 @@ def inputs(sweep_dir: Path) -> Inputs:
     runs, _ = collect_runs(sweep_dir)
     rows, _ = aggregate(runs)
     axis = lam_series(runs)[0]
-    return Inputs(sweep_dir, runs, rows, sorted({r.lam for r in rows if r.lam is not None}), sweep_flags(runs), axis,
-                  paired_rows(axis))
+    return Inputs(
+        sweep_dir,
+        runs,
+        rows,
+        sorted({r.lam for r in rows if r.lam is not None}),
+        sweep_flags(runs),
+        axis,
+        paired_rows(axis),
+    )
 
 
 def test_section_names_are_distinct_and_every_caption_and_file_is_the_page_s():
@@ -50,4 +57,5 @@ def test_every_section_gives_one_shape_with_its_captions_and_files(study, tmp_pa
     assert [md.index(f"## {t}") for t in titles] == sorted(md.index(f"## {t}") for t in titles)
     assert all(out.html in html for out in given.values())
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        {*figures, *(f for out in given.values() for f in out.files), "results.md", "report.html"})
+        {*figures, *(f for out in given.values() for f in out.files), "results.md", "report.html"}
+    )

@@ -99,8 +99,9 @@ def test_the_committed_paper_results_are_what_their_files_give(tmp_path):
     assert flags.count("\n- ") == 1 and "runs/lam1_seed0 (λ = 1): in posterior collapse for 39 of its 300" in flags
     assert "## Notes\n\nnone" in md
     script = Path(__file__).resolve().parents[1] / "scripts" / "summary_table.py"
-    summary = subprocess.run([sys.executable, str(script), str(PAPER / "report")], capture_output=True, text=True,
-                             check=True).stdout
+    summary = subprocess.run(
+        [sys.executable, str(script), str(PAPER / "report")], capture_output=True, text=True, check=True
+    ).stdout
     assert summary == (PAPER / "summary.md").read_text()
     root = Path(__file__).resolve().parents[1]
     page, readme = ((root / name).read_text() for name in ("docs/results/paper.md", "README.md"))

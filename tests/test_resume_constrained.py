@@ -48,8 +48,9 @@ def _chain(ctx, run_dir: Path, data_dir: Path, kills: list[str], last: str | Non
     resume = ["train", "--out", run_dir, "--resume", "--no-progress"]
     codes = []
     for i, spec in enumerate([*kills, last]):
-        p = ctx.Process(target=_child, args=(spec, [str(a) for a in (resume if i else first)],
-                                             str(run_dir.with_suffix(".log"))))
+        p = ctx.Process(
+            target=_child, args=(spec, [str(a) for a in (resume if i else first)], str(run_dir.with_suffix(".log")))
+        )
         p.start()
         p.join(300)
         codes.append(p.exitcode)
@@ -59,8 +60,9 @@ def _chain(ctx, run_dir: Path, data_dir: Path, kills: list[str], last: str | Non
 def _reference(run_dir: Path, data_dir: Path) -> list[int]:
     args = ["train", "--out", run_dir, "--epochs", EPOCHS, *TARGET, *tiny_train_args(data_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "smvi", *map(str, args)], env=env, capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "smvi", *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+    )
     run_dir.with_suffix(".log").write_text(r.stdout + r.stderr)
     return [r.returncode]
 

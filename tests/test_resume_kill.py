@@ -155,8 +155,11 @@ def snapshot(run_dir: Path) -> tuple[int | None, int, list[str]]:
     """What a killed process left: the checkpoint's epoch (None if none), metric lines, temporary files (by target)."""
     ck, m = run_dir / "checkpoint.safetensors", run_dir / "metrics.jsonl"
     temps = sorted(p.name[1:].split(".tmp")[0].rsplit(".", 1)[0] for p in run_dir.glob(".*.tmp"))
-    return (C.load_checkpoint(ck).progress["epoch"] if ck.exists() else None,
-            len(m.read_text().splitlines()) if m.exists() else 0, temps)
+    return (
+        C.load_checkpoint(ck).progress["epoch"] if ck.exists() else None,
+        len(m.read_text().splitlines()) if m.exists() else 0,
+        temps,
+    )
 
 
 def chain(ctx, run_dir: Path, data_dir: Path, kills: list[str], last: str | None = None) -> Chain:
@@ -166,8 +169,9 @@ def chain(ctx, run_dir: Path, data_dir: Path, kills: list[str], last: str | None
     resume = ["train", "--out", run_dir, "--resume", "--no-progress"]
     out = Chain(run_dir)
     for i, spec in enumerate([*kills, last]):
-        p = ctx.Process(target=_child, args=(spec, [str(a) for a in (resume if i else first)],
-                                             str(run_dir.with_suffix(".log"))))
+        p = ctx.Process(
+            target=_child, args=(spec, [str(a) for a in (resume if i else first)], str(run_dir.with_suffix(".log")))
+        )
         p.start()
         p.join(300)
         out.codes.append(p.exitcode)
@@ -180,8 +184,9 @@ def reference_run(run_dir: Path, data_dir: Path) -> Chain:
     """The uninterrupted run, in a fresh interpreter: ``python -m smvi train``."""
     args = ["train", "--out", run_dir, "--epochs", EPOCHS, "--lam", LAM, *tiny_train_args(data_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "smvi", *map(str, args)], env=env, capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "smvi", *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+    )
     run_dir.with_suffix(".log").write_text(r.stdout + r.stderr)
     return Chain(run_dir, [r.returncode])
 
@@ -193,8 +198,10 @@ def runs(tmp_path_factory) -> dict[str, Chain]:
     data = make_idx_dir(root / "idx")
     ctx = multiprocessing.get_context("forkserver")  # the pytest process itself is never forked
     ctx.set_forkserver_preload(["smvi.cli", "torch._dynamo", __name__])  # Adam imports torch._dynamo (slow)
-    jobs = {**{n: (k, None) for n, k in SCENARIOS.items()},
-            **{n: (SCENARIOS["mid-epoch"], spec) for n, spec in CONTROLS.items()}}
+    jobs = {
+        **{n: (k, None) for n, k in SCENARIOS.items()},
+        **{n: (SCENARIOS["mid-epoch"], spec) for n, spec in CONTROLS.items()},
+    }
     with ThreadPoolExecutor(max_workers=2) as pool:
         ref = pool.submit(reference_run, root / "reference", data)
         futures = {n: pool.submit(chain, ctx, root / n, data, kills, last) for n, (kills, last) in jobs.items()}

@@ -37,10 +37,18 @@ def data(data_dir) -> ImageData:
 
 
 def config(data_dir: Path, **train_options):
-    return load_config(sets=["model.encoder_hidden=[16]", "model.decoder_hidden=[16]", "model.z_dim=3",
-                             "data.dataset='idx'", f"data.data_dir='{data_dir}'", "data.monitor_size=32",
-                             "train.batch_size=64"],
-                       overrides={f"train.{k}": v for k, v in {"epochs": 2, **train_options}.items()})
+    return load_config(
+        sets=[
+            "model.encoder_hidden=[16]",
+            "model.decoder_hidden=[16]",
+            "model.z_dim=3",
+            "data.dataset='idx'",
+            f"data.data_dir='{data_dir}'",
+            "data.monitor_size=32",
+            "train.batch_size=64",
+        ],
+        overrides={f"train.{k}": v for k, v in {"epochs": 2, **train_options}.items()},
+    )
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -159,8 +167,9 @@ def test_an_epoch_without_one_finite_step_stops_the_run(data_dir, data, tmp_path
     assert load_checkpoint(tmp_path / "r" / CHECKPOINT).progress["epoch"] == 1
 
 
-@pytest.mark.parametrize("lam, cause", [(0.5, "λ=0.5 is likely too large for lr=0.001"),
-                                        (0.0, "lr=0.001 is likely too large")])
+@pytest.mark.parametrize(
+    "lam, cause", [(0.5, "λ=0.5 is likely too large for lr=0.001"), (0.0, "lr=0.001 is likely too large")]
+)
 def test_the_stop_message_names_the_likely_cause(data_dir, data, tmp_path, monkeypatch, lam, cause):
     inject(monkeypatch, "loss", set(range(100)))
     with pytest.raises(TrainingDiverged) as err:
@@ -168,8 +177,9 @@ def test_the_stop_message_names_the_likely_cause(data_dir, data, tmp_path, monke
     assert cause in str(err.value) and "train.grad_clip" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_an_update_that_makes_the_parameters_nonfinite_stops_before_any_checkpoint(data_dir, data, tmp_path,
-                                                                                    monkeypatch):
+def test_an_update_that_makes_the_parameters_nonfinite_stops_before_any_checkpoint(
+    data_dir, data, tmp_path, monkeypatch
+):
     out = tmp_path / "r"
     train(config(data_dir, epochs=1), out, progress=False, data=data)
     before = (out / CHECKPOINT).read_bytes()
@@ -197,8 +207,21 @@ def test_a_learning_rate_that_blows_up_stops_with_a_clear_message(data_dir, data
 def test_divergence_is_one_line_and_exit_status_1_on_the_command_line(data_dir, tmp_path, monkeypatch):
     inject(monkeypatch, "loss", set(range(100)))
     out = tmp_path / "r"
-    r = CliRunner().invoke(main, ["train", "--out", str(out), "--epochs", "2", "--lam", "0.5",
-                                  "--set", "train.max_bad_steps=3", *tiny_train_args(data_dir)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--lam",
+            "0.5",
+            "--set",
+            "train.max_bad_steps=3",
+            *tiny_train_args(data_dir),
+        ],
+    )
     assert r.exit_code == 1 and r.output.startswith("error: 3 consecutive non-finite steps in epoch 1")
     assert len(r.output.strip().splitlines()) == 1 and not (out / CHECKPOINT).exists()
 

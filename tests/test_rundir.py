@@ -27,15 +27,30 @@ from smvi.store.records import EvalRecord, make_header
 from smvi.store.rundir import RunDir, RunError, fingerprint, identity
 from smvi.store.stats import mean_se
 
-TINY_EVAL = EvalConfig(n_test=8, n_train=0, elbo_samples=5, dsm_samples=2, iwae_k=0,
-                       ais=AISConfig(steps=3, chains=2, leapfrog_steps=1), batch_size=8)
+TINY_EVAL = EvalConfig(
+    n_test=8,
+    n_train=0,
+    elbo_samples=5,
+    dsm_samples=2,
+    iwae_k=0,
+    ais=AISConfig(steps=3, chains=2, leapfrog_steps=1),
+    batch_size=8,
+)
 
 
 def tiny(data_dir: Path, **train_options) -> RunConfig:
-    return load_config(sets=["model.encoder_hidden=[16]", "model.decoder_hidden=[16]", "model.z_dim=3",
-                             "data.dataset='idx'", f"data.data_dir='{data_dir}'", "data.monitor_size=32",
-                             "train.batch_size=64"],
-                       overrides={"train.epochs": 1, **{f"train.{k}": v for k, v in train_options.items()}})
+    return load_config(
+        sets=[
+            "model.encoder_hidden=[16]",
+            "model.decoder_hidden=[16]",
+            "model.z_dim=3",
+            "data.dataset='idx'",
+            f"data.data_dir='{data_dir}'",
+            "data.monitor_size=32",
+            "train.batch_size=64",
+        ],
+        overrides={"train.epochs": 1, **{f"train.{k}": v for k, v in train_options.items()}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +89,13 @@ def test_fingerprint_is_the_identity_without_defaults_epochs_device_and_mnist_lo
     same = [{"train": {"epochs": 7}}, {"train": {"device": "cpu"}}, {"data": {"data_dir": "/elsewhere"}}]
     for tree in same:  # settings that may change without changing the run
         assert fingerprint(RunConfig.model_validate(tree)) == fingerprint(base), tree
-    other = [{"train": {"lam": 0.1}}, {"train": {"seed": 1}}, {"model": {"z_dim": 20}}, {"data": {"eval_seed": 1}},
-             {"data": {"dataset": "idx", "data_dir": "/x"}}]
+    other = [
+        {"train": {"lam": 0.1}},
+        {"train": {"seed": 1}},
+        {"model": {"z_dim": 20}},
+        {"data": {"eval_seed": 1}},
+        {"data": {"dataset": "idx", "data_dir": "/x"}},
+    ]
     prints = {fingerprint(RunConfig.model_validate(tree)) for tree in other}
     assert len(prints) == len(other) and fingerprint(base) not in prints
     a, b = (RunConfig.model_validate({"data": {"dataset": "idx", "data_dir": d}}) for d in ("/x", "/y"))
@@ -141,8 +161,13 @@ def test_a_foreign_checkpoint_is_refused_by_every_stage(made, run):
     for command in ("evaluate", "ssl", "convergence"):
         line = one_error_line(cli(command, run, "--no-progress"))
         assert "belongs to another run (train.lam is 0.5 in the checkpoint, 0.0 in config.toml)" in line, line
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint.safetensors", "config.toml", "data.json",
-                                                     "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".lock",
+        "checkpoint.safetensors",
+        "config.toml",
+        "data.json",
+        "metrics.jsonl",
+    ]
 
 
 # ---- training and records -------------------------------------------------------------------------------------------
@@ -182,11 +207,17 @@ def test_a_record_is_current_only_for_its_run_epoch_and_settings(made, run):
 
 def test_non_finite_values_are_written_as_null_with_a_note(run):
     rd = RunDir(run)
-    split = {"n": 2, "elbo": mean_se([1.0, math.nan]), "d_sm": {"mean": math.inf, "se": None},
-             "ais": mean_se([1.0, 2.0]), "gap": mean_se([]),
-             "per_image": {"elbo": [1.0, math.nan], "d_sm": [math.inf, 1.0], "ais": [1.0, 2.0], "gap": [0.0, 0.0]}}
-    rec = EvalRecord(header=make_header("eval", rd.fingerprint(), 1, TINY_EVAL), run="a", lam=0.0,
-                     splits={"test": split})
+    split = {
+        "n": 2,
+        "elbo": mean_se([1.0, math.nan]),
+        "d_sm": {"mean": math.inf, "se": None},
+        "ais": mean_se([1.0, 2.0]),
+        "gap": mean_se([]),
+        "per_image": {"elbo": [1.0, math.nan], "d_sm": [math.inf, 1.0], "ais": [1.0, 2.0], "gap": [0.0, 0.0]},
+    }
+    rec = EvalRecord(
+        header=make_header("eval", rd.fingerprint(), 1, TINY_EVAL), run="a", lam=0.0, splits={"test": split}
+    )
     written = rd.write_record("eval", rec)
     saved = json.loads(rd.record_path("eval").read_text())
     assert saved["splits"]["test"]["d_sm"]["mean"] is None and saved["splits"]["test"]["per_image"]["elbo"][1] is None

@@ -33,11 +33,19 @@ CHECKPOINT, CONFIG, METRICS = "checkpoint.safetensors", "config.toml", "metrics.
 
 
 def tiny_config(data_dir: Path, *sets: str, **train_options):
-    return load_config(sets=["model.encoder_hidden=[16]", "model.decoder_hidden=[16]", "model.z_dim=3",
-                             "data.dataset='idx'", f"data.data_dir='{data_dir}'", "data.monitor_size=32",
-                             "train.batch_size=64", *sets],
-                       overrides={"train.epochs": 1, **{f"train.{k}": v for k, v in train_options.items()}})
-
+    return load_config(
+        sets=[
+            "model.encoder_hidden=[16]",
+            "model.decoder_hidden=[16]",
+            "model.z_dim=3",
+            "data.dataset='idx'",
+            f"data.data_dir='{data_dir}'",
+            "data.monitor_size=32",
+            "train.batch_size=64",
+            *sets,
+        ],
+        overrides={"train.epochs": 1, **{f"train.{k}": v for k, v in train_options.items()}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +143,7 @@ def flip_last_byte(path: Path) -> None:
 def edit_header_epoch(path: Path) -> None:
     raw = path.read_bytes()
     i = raw.index(b'epoch\\": 1')
-    path.write_bytes(raw[:i] + b'epoch\\": 7' + raw[i + len(b'epoch\\": 1'):])
+    path.write_bytes(raw[:i] + b'epoch\\": 7' + raw[i + len(b'epoch\\": 1') :])
 
 
 def truncate(path: Path) -> None:
@@ -263,16 +271,18 @@ def test_a_run_whose_config_and_checkpoint_disagree_is_refused(run):
         load_run(run)
     one_line(err)
     for change in ({"model": {"activation": "tanh"}}, {"train": {"lam": 0.5}}):
-        good = RunConfig.model_validate({**tomllib.loads(text), **{
-            s: {**tomllib.loads(text)[s], **d} for s, d in change.items()}})
+        good = RunConfig.model_validate(
+            {**tomllib.loads(text), **{s: {**tomllib.loads(text)[s], **d} for s, d in change.items()}}
+        )
         RunDir(run).write_config(good)
         with pytest.raises(C.CheckpointError, match="belongs to another run") as err:
             load_run(run)
         assert next(iter(change)) in one_line(err)
 
 
-@pytest.mark.parametrize("setting, message", [("model.encoder_hidden=[8]", "model.encoder_hidden"),
-                                              ("train.lam=0.3", "train.lam")])
+@pytest.mark.parametrize(
+    "setting, message", [("model.encoder_hidden=[8]", "model.encoder_hidden"), ("train.lam=0.3", "train.lam")]
+)
 def test_resuming_with_another_runs_checkpoint_is_refused(run, tmp_path, setting, message):
     """A checkpoint copied in from another run (same shapes or not) is named as foreign, not silently continued."""
     other = tmp_path / "other"
@@ -320,8 +330,14 @@ def test_a_non_finite_model_is_never_written(run, tmp_path):
         model.decoder[0].weight[0, 0] = float("inf")
     before = (run / CHECKPOINT).read_bytes()
     with pytest.raises(C.CheckpointError, match="refusing to save non-finite values"):
-        C.save_checkpoint(run / CHECKPOINT, model=model, optimizer=torch.optim.Adam(model.parameters()),
-                          rng={"torch": torch.get_rng_state()}, progress={"epoch": 9}, config={})
+        C.save_checkpoint(
+            run / CHECKPOINT,
+            model=model,
+            optimizer=torch.optim.Adam(model.parameters()),
+            rng={"torch": torch.get_rng_state()},
+            progress={"epoch": 9},
+            config={},
+        )
     assert (run / CHECKPOINT).read_bytes() == before and C.temporary_files(run / CHECKPOINT) == []
 
 

@@ -45,9 +45,14 @@ def test_labeled_sets_are_exactly_balanced_and_nested():
     assert not np.array_equal(balanced_subset(y, 60, 0), balanced_subset(y, 60, 1))
 
 
-@pytest.mark.parametrize("sizes, match", [((25,), "not divisible by the 10 classes"),
-                                          ((500,), "needs 50 examples per class but class"),
-                                          ((10,), "fewer than 2 CV folds")])
+@pytest.mark.parametrize(
+    "sizes, match",
+    [
+        ((25,), "not divisible by the 10 classes"),
+        ((500,), "needs 50 examples per class but class"),
+        ((10,), "fewer than 2 CV folds"),
+    ],
+)
 def test_bad_sizes_raise_one_line_errors(data, sizes, match):
     with pytest.raises(SSLError, match=match) as e:
         ssl_eval(*data, **{**FAST, "sizes": sizes})
@@ -123,15 +128,18 @@ def test_encoder_features_are_the_encoder_means():
 
 
 def test_ssl_run_writes_ssl_json(idx_dir, tmp_path):
-    cfg = RunConfig.model_validate({
-        "model": {"z_dim": 4, "encoder_hidden": [32], "decoder_hidden": [32]},
-        "data": {"dataset": "idx", "data_dir": str(idx_dir), "monitor_size": 64},
-        "train": {"epochs": 1, "batch_size": 64, "lam": 0.1, "seed": 3},
-    })
+    cfg = RunConfig.model_validate(
+        {
+            "model": {"z_dim": 4, "encoder_hidden": [32], "decoder_hidden": [32]},
+            "data": {"dataset": "idx", "data_dir": str(idx_dir), "monitor_size": 64},
+            "train": {"epochs": 1, "batch_size": 64, "lam": 0.1, "seed": 3},
+        }
+    )
     data = load_data("idx", idx_dir)
     train(cfg, tmp_path / "run", progress=False, data=data)
-    settings = SSLConfig(sizes=(20, 50), seeds=(0, 1), C_grid=(1.0, 10.0), gamma_grid=(1.0,), cv_folds=2,
-                         test_size=100, n_jobs=1)
+    settings = SSLConfig(
+        sizes=(20, 50), seeds=(0, 1), C_grid=(1.0, 10.0), gamma_grid=(1.0,), cv_folds=2, test_size=100, n_jobs=1
+    )
     out = ssl_run(tmp_path / "run", settings, data=data, progress=False)
     rd = RunDir(tmp_path / "run")
     assert rd.read_record("ssl") == out and out.header.fingerprint == fingerprint(cfg) and out.header.epoch == 1

@@ -97,9 +97,17 @@ def features(seed: int = 0) -> SSLFeatures:
     x, y = clusters(30, seed=1)
     tx, ty = clusters(20, seed=2)
     keep = protocol_images(y, (20, 50), (0, 1))
-    return SSLFeatures(train_labels=y, train_index=keep, train_x=x[keep].astype(np.float32),
-                       test_index=np.arange(len(tx)), test_x=tx.astype(np.float32), test_y=ty,
-                       unlabeled_mean=x.mean(0), unlabeled_var=x.var(0), inputs="binarized")
+    return SSLFeatures(
+        train_labels=y,
+        train_index=keep,
+        train_x=x[keep].astype(np.float32),
+        test_index=np.arange(len(tx)),
+        test_x=tx.astype(np.float32),
+        test_y=ty,
+        unlabeled_mean=x.mean(0),
+        unlabeled_var=x.var(0),
+        inputs="binarized",
+    )
 
 
 def test_the_features_file_round_trips_and_refuses_damage(tmp_path):
@@ -148,15 +156,19 @@ def test_a_committed_paper_record_parses_and_is_written_back_unchanged(run):
 
 # ---- the stage, end to end ------------------------------------------------------------------------------------------
 def test_the_robust_stage_writes_features_that_rescore_to_its_table(idx_dir, tmp_path):
-    cfg = RunConfig.model_validate({
-        "model": {"z_dim": 4, "encoder_hidden": [32], "decoder_hidden": [32]},
-        "data": {"dataset": "idx", "data_dir": str(idx_dir), "monitor_size": 64},
-        "train": {"epochs": 1, "batch_size": 64, "lam": 0.1, "seed": 3},
-    })
+    cfg = RunConfig.model_validate(
+        {
+            "model": {"z_dim": 4, "encoder_hidden": [32], "decoder_hidden": [32]},
+            "data": {"dataset": "idx", "data_dir": str(idx_dir), "monitor_size": 64},
+            "train": {"epochs": 1, "batch_size": 64, "lam": 0.1, "seed": 3},
+        }
+    )
     data = load_data("idx", idx_dir)
     train(cfg, tmp_path / "run", progress=False, data=data)
-    settings = build_config(SSLConfig, {"protocol": "robust", "sizes": [20, 50], "seeds": [0, 1, 2], "cv_folds": 2,
-                                        "test_size": 100, "n_jobs": 2})
+    settings = build_config(
+        SSLConfig,
+        {"protocol": "robust", "sizes": [20, 50], "seeds": [0, 1, 2], "cv_folds": 2, "test_size": 100, "n_jobs": 2},
+    )
     out = ssl_run(tmp_path / "run", settings, data=data, progress=False)
     rd = RunDir(tmp_path / "run")
     assert rd.read_record("ssl") == out and out.raw_pixels is None
@@ -164,8 +176,9 @@ def test_the_robust_stage_writes_features_that_rescore_to_its_table(idx_dir, tmp
     path = rd.array_path("ssl_features")
     assert ff.file == path.name and ff.sha256 == sha256(path.read_bytes()) and ff.n_test == 100
     assert len(out.table) == len(CLASSIFIERS) * 2 * 3
-    assert {(r.classifier, r.size, r.subset) for r in out.table} == \
-        {(c, s, i) for c in CLASSIFIERS for s in (20, 50) for i in (0, 1, 2)}
+    assert {(r.classifier, r.size, r.subset) for r in out.table} == {
+        (c, s, i) for c in CLASSIFIERS for s in (20, 50) for i in (0, 1, 2)
+    }
     again = rescore(path, settings, sha256_hex=ff.sha256)
     assert [row for row in again.table()] == [r.model_dump() for r in out.table]
     svm = [r for r in out.table if r.classifier == "rbf_svm" and r.size == 50]
@@ -178,11 +191,25 @@ def test_the_robust_stage_writes_features_that_rescore_to_its_table(idx_dir, tmp
 def test_smvi_ssl_runs_the_robust_protocol_from_the_cli(trained, tmp_path):
     from conftest import invoke
 
-    r = invoke("ssl", trained, "--no-progress", "--test-size", 64, "--set", "protocol='robust'",
-               "--set", "sizes=[20]", "--set", "seeds=[0,1]", "--set", "cv_folds=2")
+    r = invoke(
+        "ssl",
+        trained,
+        "--no-progress",
+        "--test-size",
+        64,
+        "--set",
+        "protocol='robust'",
+        "--set",
+        "sizes=[20]",
+        "--set",
+        "seeds=[0,1]",
+        "--set",
+        "cv_folds=2",
+    )
     assert r.exit_code == 0, r.output
     assert "rbf_svm on μ(x)" in r.output and "knn on μ(x)" in r.output and "grid's edge" in r.output
     assert RunDir(trained).array_path("ssl_features").exists()
-    bad = invoke("ssl", trained, "--no-progress", "--overwrite", "--set", "protocol='robust'",
-                 "--set", "raw_pixels=true")
+    bad = invoke(
+        "ssl", trained, "--no-progress", "--overwrite", "--set", "protocol='robust'", "--set", "raw_pixels=true"
+    )
     assert bad.exit_code == 1 and bad.output.startswith("error: ") and "ssl.raw_pixels" in bad.output

@@ -40,21 +40,58 @@ def write_run(d, train: dict, seed: int, gain: float, gap: float) -> None:
     cfg = RunConfig.model_validate({"train": {**train, "seed": seed, "epochs": 3}})
     (d / "config.toml").write_text(tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True)))
     (d / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3)))
-    split = {"n": 100, "ais": {"mean": -90.0 + gap, "se": 0.2}, "elbo": {"mean": -90.0, "se": 0.2},
-             "gap": {"mean": gap + 0.01 * seed, "se": 0.05}, "iwae": {"mean": -89.0, "se": 0.2},
-             "d_sm": {"mean": 10.0, "se": 1.0}}
-    (d / "eval.json").write_text(json.dumps({"run": d.name, "epoch": 3, "lam": cfg.train.lam,
-                                             "settings": {"ais_steps": 500},
-                                             "splits": {"test": split, "train": split}}))
+    split = {
+        "n": 100,
+        "ais": {"mean": -90.0 + gap, "se": 0.2},
+        "elbo": {"mean": -90.0, "se": 0.2},
+        "gap": {"mean": gap + 0.01 * seed, "se": 0.05},
+        "iwae": {"mean": -89.0, "se": 0.2},
+        "d_sm": {"mean": 10.0, "se": 1.0},
+    }
+    (d / "eval.json").write_text(
+        json.dumps(
+            {
+                "run": d.name,
+                "epoch": 3,
+                "lam": cfg.train.lam,
+                "settings": {"ais_steps": 500},
+                "splits": {"test": split, "train": split},
+            }
+        )
+    )
     settings = SSLConfig(protocol="robust", sizes=SIZES, seeds=SUBSETS)
-    table = [{"classifier": c, "size": s, "subset": i, "accuracy": accuracy(seed, gain, c, s, i), "cv_accuracy": 0.9,
-              "params": {"C": 1.0}, "on_edge": {"C": c == "knn" and i == 0}, "searched": {"C": [0.1, 10.0]}}
-             for c in CLASSIFIERS for s in SIZES for i in SUBSETS]
-    svm = {str(s): {"mean": 0.9, "std": 0.0, "accuracy": [accuracy(seed, gain, "rbf_svm", s, i) for i in SUBSETS],
-                    "C": [1.0] * 3, "gamma": [0.02] * 3, "cv_accuracy": [0.9] * 3} for s in SIZES}
-    record = SSLRecord(header=make_header("ssl", fingerprint(cfg), 3, settings), run={"lam": cfg.train.lam,
-                       "seed": seed}, features={"seeds": list(SUBSETS), "n_train": 60000, "n_test": 10000,
-                                                "n_features": 50, "sizes": svm}, table=table)
+    table = [
+        {
+            "classifier": c,
+            "size": s,
+            "subset": i,
+            "accuracy": accuracy(seed, gain, c, s, i),
+            "cv_accuracy": 0.9,
+            "params": {"C": 1.0},
+            "on_edge": {"C": c == "knn" and i == 0},
+            "searched": {"C": [0.1, 10.0]},
+        }
+        for c in CLASSIFIERS
+        for s in SIZES
+        for i in SUBSETS
+    ]
+    svm = {
+        str(s): {
+            "mean": 0.9,
+            "std": 0.0,
+            "accuracy": [accuracy(seed, gain, "rbf_svm", s, i) for i in SUBSETS],
+            "C": [1.0] * 3,
+            "gamma": [0.02] * 3,
+            "cv_accuracy": [0.9] * 3,
+        }
+        for s in SIZES
+    }
+    record = SSLRecord(
+        header=make_header("ssl", fingerprint(cfg), 3, settings),
+        run={"lam": cfg.train.lam, "seed": seed},
+        features={"seeds": list(SUBSETS), "n_train": 60000, "n_test": 10000, "n_features": 50, "sizes": svm},
+        table=table,
+    )
     (d / "ssl.json").write_text(dump_record(record)[0])
 
 
@@ -100,25 +137,30 @@ def test_every_cell_is_one_holm_family_and_matches_its_hand_computed_gain(study)
 def test_the_mechanism_rule(study):
     st = ssl_study(study)  # the encoder-only arm gains; IWAE (a larger gap) does not
     assert st.mechanism == "tracks inference"
-    worse = Cell("IWAE k=5", "rbf_svm", None, PairedDiff(mean=0.5, se=0.05, low=0.3, high=0.7, p=0.001, n=3,
-                                                          unit="seeds"), 0.002)
+    worse = Cell(
+        "IWAE k=5", "rbf_svm", None, PairedDiff(mean=0.5, se=0.05, low=0.3, high=0.7, p=0.001, n=3, unit="seeds"), 0.002
+    )
     primary = st.primary.diff
     assert _mechanism([*st.arms, worse], st.gaps, primary, "holds")[0] == "not specific to inference"
-    short = Cell("IWAE k=5", "rbf_svm", None, PairedDiff(mean=0.1, se=0.05, low=-0.1, high=0.3, p=0.1, n=3,
-                                                          unit="seeds"), 0.2)
+    short = Cell(
+        "IWAE k=5", "rbf_svm", None, PairedDiff(mean=0.1, se=0.05, low=-0.1, high=0.3, p=0.1, n=3, unit="seeds"), 0.2
+    )
     assert _mechanism([*st.arms, short], st.gaps, primary, "holds")[0] == "tracks inference"  # its interval < 0.6
     assert _mechanism([], st.gaps, primary, "holds")[0] == "cannot be decided"  # no encoder-only arm, no control
     assert _mechanism(st.arms, st.gaps, primary, "does not hold")[0] == "no gain"
     assert _mechanism(st.arms, st.gaps, primary, "cannot be decided")[0] == "cannot be decided"
 
 
-@pytest.mark.parametrize("mean, low, high, p, verdict", [
-    (0.6, 0.4, 0.8, 0.001, "holds"),
-    (0.02, -0.05, 0.08, 0.4, "does not hold"),  # the interval excludes a gain of 0.1 points (MARGIN)
-    (0.05, -0.1, 0.2, 0.4, "cannot be decided"),  # 0.1 points not excluded
-    (0.3, -0.2, 0.8, 0.2, "cannot be decided"),
-    (-0.6, -0.8, -0.4, 0.001, "does not hold"),  # significantly worse
-])
+@pytest.mark.parametrize(
+    "mean, low, high, p, verdict",
+    [
+        (0.6, 0.4, 0.8, 0.001, "holds"),
+        (0.02, -0.05, 0.08, 0.4, "does not hold"),  # the interval excludes a gain of 0.1 points (MARGIN)
+        (0.05, -0.1, 0.2, 0.4, "cannot be decided"),  # 0.1 points not excluded
+        (0.3, -0.2, 0.8, 0.2, "cannot be decided"),
+        (-0.6, -0.8, -0.4, 0.001, "does not hold"),  # significantly worse
+    ],
+)
 def test_the_primary_verdicts(mean, low, high, p, verdict):
     d = PairedDiff(mean=mean, se=0.1, low=low, high=high, p=p, n=10, unit="seeds")
     assert _decide(d)[0] == verdict

@@ -60,8 +60,15 @@ def test_a_sweep_toml_without_the_new_sections_is_the_same_sweep(idx_dir, tmp_pa
 TINY = {
     "pictures": {"n_samples": 4, "n_reconstructions": 4, "n_latent": 16, "columns": 4},
     "convergence": {"steps": [4, 8], "n_points": 8, "ais": {"chains": 2, "leapfrog_steps": 2}},
-    "gaps": {"n_points": 8, "ais": {"steps": 8, "chains": 2, "leapfrog_steps": 2}, "steps": 20, "window": 10,
-             "n_samples": 2, "eval_samples": 10, "batch_size": 8},
+    "gaps": {
+        "n_points": 8,
+        "ais": {"steps": 8, "chains": 2, "leapfrog_steps": 2},
+        "steps": 20,
+        "window": 10,
+        "n_samples": 2,
+        "eval_samples": 10,
+        "batch_size": 8,
+    },
 }
 
 

@@ -113,8 +113,10 @@ def test_a_folder_of_sweeps_shows_each(sweep_dir, tmp_path):
     shutil.copytree(sweep_dir, study / "smvi")
     (study / "notes").mkdir()  # not a sweep: passed over
     out = status(study)
-    assert [line for line in out.splitlines() if line.startswith("sweep ")] == [f"sweep {study / 'beta2'}",
-                                                                                f"sweep {study / 'smvi'}"]
+    assert [line for line in out.splitlines() if line.startswith("sweep ")] == [
+        f"sweep {study / 'beta2'}",
+        f"sweep {study / 'smvi'}",
+    ]
 
 
 def test_not_a_sweep_is_one_line(tmp_path):

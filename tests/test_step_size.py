@@ -67,7 +67,7 @@ def test_dual_averaging_reaches_the_target_where_the_ratio_rule_cannot():
         r = rule(torch.full((3,), 0.05), 0.65)
         accept = []
         for _ in range(99):
-            accept.append(torch.exp(-(r.step / eps_star) ** 4))
+            accept.append(torch.exp(-((r.step / eps_star) ** 4)))
             r.update(accept[-1])
         late = torch.stack(accept[50:]).mean(0)
         assert ((late - 0.65).abs() < 0.05).all() == reaches, (rule, late)

@@ -25,47 +25,85 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(idx_dir: Path) -> list[str]:
-    sets = ["run.data.dataset='idx'", f"run.data.data_dir='{idx_dir}'", "run.data.monitor_size=32",
-            "run.model.z_dim=2", "run.model.encoder_hidden=[16]", "run.model.decoder_hidden=[16]",
-            "run.train.epochs=1", "run.train.batch_size=64", "stages=['train', 'evaluate']", "eval.n_test=6",
-            "eval.n_train=0", "eval.ais.steps=5", "eval.elbo_samples=10", "eval.dsm_samples=5", "eval.iwae_k=10",
-            "lams=[0]"]
+    sets = [
+        "run.data.dataset='idx'",
+        f"run.data.data_dir='{idx_dir}'",
+        "run.data.monitor_size=32",
+        "run.model.z_dim=2",
+        "run.model.encoder_hidden=[16]",
+        "run.model.decoder_hidden=[16]",
+        "run.train.epochs=1",
+        "run.train.batch_size=64",
+        "stages=['train', 'evaluate']",
+        "eval.n_test=6",
+        "eval.n_train=0",
+        "eval.ais.steps=5",
+        "eval.elbo_samples=10",
+        "eval.dsm_samples=5",
+        "eval.iwae_k=10",
+        "lams=[0]",
+    ]
     gaps = ["steps=30", "n_points=6", "ais.steps=5", "eval_samples=20"]
     return [a for s in sets for a in ("--set", s)] + [a for s in gaps for a in ("--gaps-set", s)]
 
 
 def smvi(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smvi", *map(str, args)], check=False, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "smvi", *map(str, args)], check=False, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def study(out: Path, idx_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return smvi("study", out, "--config", "frontier", "--only", "beta2", "--only", "flow", "--executor", "inprocess",
-                *tiny(idx_dir), *extra, timeout=600)
+    return smvi(
+        "study",
+        out,
+        "--config",
+        "frontier",
+        "--only",
+        "beta2",
+        "--only",
+        "flow",
+        "--executor",
+        "inprocess",
+        *tiny(idx_dir),
+        *extra,
+        timeout=600,
+    )
 
 
 # ---- the study file -------------------------------------------------------------------------------------------------
 def test_the_frontier_study_file_is_the_study_scripts_frontier_study_ran():
     """smvi/studies/frontier.toml holds what scripts/frontier_study.py's ARMS, GAPS, COST, STUDY_SETS and `make
     frontier`'s options were (copied here from the script as it was)."""
-    arms = {"smvi": (None, []),
-            "beta0.5": ([0.0], ["run.train.objective='beta'", "run.train.beta=0.5"]),
-            "beta2": ([0.0], ["run.train.objective='beta'", "run.train.beta=2.0"]),
-            "beta4": ([0.0], ["run.train.objective='beta'", "run.train.beta=4.0"]),
-            "iwae5": ([0.0], ["run.train.objective='iwae'", "run.train.iwae_k=5"]),
-            "iwae50": ([0.0], ["run.train.objective='iwae'", "run.train.iwae_k=50"]),
-            "full": ([0.0, 0.01, 0.1], ["run.model.posterior='full'"]),
-            "flow": ([0.0, 0.01, 0.1], ["run.model.posterior='flow'"])}
+    arms = {
+        "smvi": (None, []),
+        "beta0.5": ([0.0], ["run.train.objective='beta'", "run.train.beta=0.5"]),
+        "beta2": ([0.0], ["run.train.objective='beta'", "run.train.beta=2.0"]),
+        "beta4": ([0.0], ["run.train.objective='beta'", "run.train.beta=4.0"]),
+        "iwae5": ([0.0], ["run.train.objective='iwae'", "run.train.iwae_k=5"]),
+        "iwae50": ([0.0], ["run.train.objective='iwae'", "run.train.iwae_k=50"]),
+        "full": ([0.0, 0.01, 0.1], ["run.model.posterior='full'"]),
+        "flow": ([0.0, 0.01, 0.1], ["run.model.posterior='flow'"]),
+    }
     gaps = {"smvi": [0.0, 0.01, 0.1], "full": [0.0], "flow": [0.0]}
     cost = {"smvi": 18, "beta0.5": 2, "beta2": 2, "beta4": 2, "iwae5": 4, "iwae50": 30, "full": 9, "flow": 8}
     s = load_study_config("frontier")
-    assert (s.preset, s.sets, s.lanes, s.executor, s.workers) == ("cpu", ("run.train.precision='bf16'",), 2,
-                                                                  "process", 1)
+    assert (s.preset, s.sets, s.lanes, s.executor, s.workers) == (
+        "cpu",
+        ("run.train.precision='bf16'",),
+        2,
+        "process",
+        1,
+    )
     assert list(s.arms) == list(arms) and not s.overwrite
     for name, arm in s.arms.items():
         lams, sets = arms[name]
-        assert (list(arm.lams) if arm.lams else None, list(arm.sets), arm.cost, arm.dir) == (lams, sets, cost[name],
-                                                                                             None), name
+        assert (list(arm.lams) if arm.lams else None, list(arm.sets), arm.cost, arm.dir) == (
+            lams,
+            sets,
+            cost[name],
+            None,
+        ), name
         assert dict(arm.stages) == ({"gaps": tuple(gaps[name])} if name in gaps else {}), name
     assert not s.stage_config("gaps").model_fields_set  # the gaps stage's defaults, as `smvi gaps` without --set
 
@@ -77,15 +115,29 @@ def test_the_sweep_commands_are_the_scripts():
     sweeps = [j for j in jobs if j.after is None]
     assert [j.label for j in sweeps] == ["smvi", "flow", "beta2"]
     tail = ["--executor", "process", "--workers", "1", "--no-report", "--no-progress"]
-    assert sweeps[2].args() == ["sweep", "runs/f/beta2", "--preset", "cpu", "--set", "run.train.precision='bf16'",
-                                "--set", "lams=[0]", "--set", "run.train.objective='beta'", "--set",
-                                "run.train.beta=2.0", *tail]
-    assert sweeps[0].args() == ["sweep", "runs/f/smvi", "--preset", "cpu", "--set", "run.train.precision='bf16'",
-                                *tail]
+    assert sweeps[2].args() == [
+        "sweep",
+        "runs/f/beta2",
+        "--preset",
+        "cpu",
+        "--set",
+        "run.train.precision='bf16'",
+        "--set",
+        "lams=[0]",
+        "--set",
+        "run.train.objective='beta'",
+        "--set",
+        "run.train.beta=2.0",
+        *tail,
+    ]
+    assert sweeps[0].args() == ["sweep", "runs/f/smvi", "--preset", "cpu", "--set", "run.train.precision='bf16'", *tail]
     assert sweeps[1].args()[4:8] == ["--set", "run.train.precision='bf16'", "--set", "lams=[0, 0.01, 0.1]"]
     assert [(j.label, j.after) for j in jobs if j.after] == [
-        ("smvi gaps lam0_seed0", "smvi"), ("smvi gaps lam0.01_seed0", "smvi"), ("smvi gaps lam0.1_seed0", "smvi"),
-        ("flow gaps lam0_seed0", "flow")]
+        ("smvi gaps lam0_seed0", "smvi"),
+        ("smvi gaps lam0.01_seed0", "smvi"),
+        ("smvi gaps lam0.1_seed0", "smvi"),
+        ("flow gaps lam0_seed0", "flow"),
+    ]
     assert next(j.args() for j in jobs if j.after) == ["gaps", "runs/f/smvi/runs/lam0_seed0", "--no-progress"]
 
 
@@ -94,8 +146,18 @@ def test_the_cpu_study_is_make_reproduce(tmp_path):
     checks (--steps 125,250,500,1000 --n-points 50 at λ = 0, 0.01, 1)."""
     s = load_study_config("cpu")
     jobs = m.study_jobs(s, tmp_path)
-    assert jobs[0].args() == ["sweep", str(tmp_path), "--preset", "cpu", "--executor", "process", "--workers", "2",
-                              "--no-report", "--no-progress"]
+    assert jobs[0].args() == [
+        "sweep",
+        str(tmp_path),
+        "--preset",
+        "cpu",
+        "--executor",
+        "process",
+        "--workers",
+        "2",
+        "--no-report",
+        "--no-progress",
+    ]
     conv = [j.args() for j in jobs[1:]]
     assert [a[1] for a in conv] == [str(tmp_path / "runs" / n) for n in ("lam0_seed0", "lam0.01_seed0", "lam1_seed0")]
     assert conv[0][2:] == ["--set", "steps=[125, 250, 500, 1000]", "--set", "n_points=50", "--no-progress"]
@@ -107,15 +169,18 @@ def test_the_presets_a_study_may_name_are_the_sweep_presets():
     assert set(PRESET_NAMES) == set(PRESETS)
 
 
-@pytest.mark.parametrize("text, words", [
-    ('preset = "cpu"\nlanez = 2\n[arms.a]\n', "lanez"),
-    ('[arms.a]\nlam = [0.0]\n', "lam"),
-    ('[arms.a]\nstages = { train = [0.0] }\n', "per-run stage"),
-    ('[arms.a]\n[stage_sets]\ngapz = []\n', "per-run stage"),
-    ('preset = "big"\n[arms.a]\n', "preset"),
-    ('arms = {}\n', "arms is empty"),
-    ('[arms.a]\ndir = "b"\n[arms.b]\n', "share a folder"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('preset = "cpu"\nlanez = 2\n[arms.a]\n', "lanez"),
+        ("[arms.a]\nlam = [0.0]\n", "lam"),
+        ("[arms.a]\nstages = { train = [0.0] }\n", "per-run stage"),
+        ("[arms.a]\n[stage_sets]\ngapz = []\n", "per-run stage"),
+        ('preset = "big"\n[arms.a]\n', "preset"),
+        ("arms = {}\n", "arms is empty"),
+        ('[arms.a]\ndir = "b"\n[arms.b]\n', "share a folder"),
+    ],
+)
 def test_a_study_file_with_an_unknown_key_or_a_bad_value_is_one_line(tmp_path, text, words):
     path = tmp_path / "s.toml"
     path.write_text(text)
@@ -158,9 +223,15 @@ def test_a_free_lane_takes_the_gap_split_of_a_finished_arm_while_another_arm_tra
             release_slow.set()
         return label != "broken"
 
-    jobs = [m.Job("slow", lambda: ["sweep"]), m.Job("fast", lambda: ["sweep"]), m.Job("broken", lambda: ["sweep"]),
-            m.Job("slow gaps", lambda: ["gaps"], after="slow"), m.Job("fast gaps", lambda: ["gaps"], after="fast"),
-            m.Job("broken gaps", lambda: ["gaps"], after="broken"), m.Job("current", lambda: None, after="fast")]
+    jobs = [
+        m.Job("slow", lambda: ["sweep"]),
+        m.Job("fast", lambda: ["sweep"]),
+        m.Job("broken", lambda: ["sweep"]),
+        m.Job("slow gaps", lambda: ["gaps"], after="slow"),
+        m.Job("fast gaps", lambda: ["gaps"], after="fast"),
+        m.Job("broken gaps", lambda: ["gaps"], after="broken"),
+        m.Job("current", lambda: None, after="fast"),
+    ]
     failed = m.in_lanes(jobs, 2, run=run)
     assert failed == ["broken"]
     started = [label for what, label in log if what == "start"]
@@ -178,8 +249,15 @@ def test_a_stopped_study_starts_nothing_more_and_names_what_it_left():
         return True
 
     try:
-        failed = m.in_lanes([m.Job("a", lambda: ["sweep"]), m.Job("b", lambda: ["sweep"]),
-                             m.Job("a gaps", lambda: ["gaps"], after="a")], 1, run=run)
+        failed = m.in_lanes(
+            [
+                m.Job("a", lambda: ["sweep"]),
+                m.Job("b", lambda: ["sweep"]),
+                m.Job("a gaps", lambda: ["gaps"], after="a"),
+            ],
+            1,
+            run=run,
+        )
     finally:
         m._stop.clear()
     assert started == ["a"] and failed == ["b", "a gaps"]
@@ -222,8 +300,21 @@ def test_the_frontier_study_runs_on_tiny_data_and_resumes(idx_dir, tmp_path):
 
 
 def test_the_deprecated_script_runs_smvi_study(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "frontier_study.py"), str(tmp_path / "f"), "--only",
-                        "flow", "--gaps-set", "ais_steps=5"], check=False, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "frontier_study.py"),
+            str(tmp_path / "f"),
+            "--only",
+            "flow",
+            "--gaps-set",
+            "ais_steps=5",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1 and "ais_steps" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -235,8 +326,9 @@ def test_bad_gaps_settings_are_one_line_before_any_sweep(tmp_path, option):
 
 
 def test_a_missing_reused_sweep_is_one_line(tmp_path):
-    r = smvi("study", tmp_path / "f", "--config", "frontier", "--only", "smvi", "--reuse",
-             f"smvi={tmp_path / 'nowhere'}")
+    r = smvi(
+        "study", tmp_path / "f", "--config", "frontier", "--only", "smvi", "--reuse", f"smvi={tmp_path / 'nowhere'}"
+    )
     assert r.returncode == 1 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
     assert "no runs/" in r.stderr and not (tmp_path / "f").exists()
 
@@ -251,9 +343,27 @@ def test_bad_lanes_and_unknown_arms_are_refused(tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_every_lane_keeping_their_finished_epochs(idx_dir, tmp_path):
     out = tmp_path / "frontier"
-    cmd = [sys.executable, "-m", "smvi", "study", str(out), "--config", "frontier", "--only", "beta2", "--only",
-           "flow", "--lanes", "2", "--executor", "inprocess", *tiny(idx_dir), "--set", "run.train.epochs=500",
-           "--no-gaps"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "smvi",
+        "study",
+        str(out),
+        "--config",
+        "frontier",
+        "--only",
+        "beta2",
+        "--only",
+        "flow",
+        "--lanes",
+        "2",
+        "--executor",
+        "inprocess",
+        *tiny(idx_dir),
+        "--set",
+        "run.train.epochs=500",
+        "--no-gaps",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = [out / arm / "runs" / "lam0_seed0" for arm in ("beta2", "flow")]
     deadline = time.monotonic() + 120
@@ -295,8 +405,17 @@ def test_a_reused_sweep_is_linked_into_the_study(tmp_path):
 def test_a_reused_sweep_must_have_the_study_s_settings(tmp_path):
     """The study trains in bf16; an fp32 sweep (what `make reproduce` writes) is refused unless the study is fp32."""
     saved_sweep(tmp_path / "cpu")  # the cpu preset as it is: fp32
-    cmd = ["study", tmp_path / "f", "--config", "frontier", "--only", "smvi", "--reuse", f"smvi={tmp_path / 'cpu'}",
-           "--no-gaps"]
+    cmd = [
+        "study",
+        tmp_path / "f",
+        "--config",
+        "frontier",
+        "--only",
+        "smvi",
+        "--reuse",
+        f"smvi={tmp_path / 'cpu'}",
+        "--no-gaps",
+    ]
     r = smvi(*cmd)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "does not have the study's settings" in r.stderr and "precision" in r.stderr
@@ -305,8 +424,19 @@ def test_a_reused_sweep_must_have_the_study_s_settings(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "f" / "smvi").resolve() == (tmp_path / "cpu").resolve()
     saved_sweep(tmp_path / "short", "run.train.epochs=3")
-    r = smvi("study", tmp_path / "f", "--config", "frontier", "--only", "smvi", "--reuse",
-             f"smvi={tmp_path / 'short'}", "--no-gaps", "--set", "run.train.precision='fp32'")
+    r = smvi(
+        "study",
+        tmp_path / "f",
+        "--config",
+        "frontier",
+        "--only",
+        "smvi",
+        "--reuse",
+        f"smvi={tmp_path / 'short'}",
+        "--no-gaps",
+        "--set",
+        "run.train.precision='fp32'",
+    )
     assert r.returncode == 1 and "epochs" in r.stderr
 
 
@@ -319,8 +449,10 @@ def test_a_bad_study_setting_is_one_line_before_anything_starts(tmp_path):
 def test_a_study_file_of_ones_own(tmp_path):
     """A study file given by path, with its own per-run stage settings and an arm in a folder of another name."""
     path = tmp_path / "mine.toml"
-    path.write_text('preset = "quick"\nlanes = 1\n[stage_sets]\nconvergence = ["n_points=7"]\n'
-                    '[arms.a]\ndir = "x"\nlams = [0.5]\nstages = { convergence = [0.5] }\n')
+    path.write_text(
+        'preset = "quick"\nlanes = 1\n[stage_sets]\nconvergence = ["n_points=7"]\n'
+        '[arms.a]\ndir = "x"\nlams = [0.5]\nstages = { convergence = [0.5] }\n'
+    )
     s = load_study_config(path, ["workers=3"])
     assert isinstance(s, StudyConfig) and s.workers == 3
     jobs = m.study_jobs(s, tmp_path / "s")
@@ -336,15 +468,30 @@ def test_the_paper_study_is_make_paper(tmp_path):
     jobs = m.study_jobs(s, tmp_path / "paper")
     tail = ["--executor", "process", "--workers", "2", "--overwrite", "--no-report", "--no-progress"]
     assert jobs[0].args() == ["sweep", str(tmp_path / "paper"), "--preset", "paper", *tail]
-    assert jobs[1].args() == ["sweep", str(tmp_path / "paper-lam1"), "--preset", "paper", "--set", "lams=[1]",
-                              "--set", "seeds=[0]", *tail]
-    assert [(j.label, j.after) for j in jobs[2:]] == [("paper convergence lam0_seed0", "paper"),
-                                                      ("paper convergence lam0.1_seed0", "paper")]
+    assert jobs[1].args() == [
+        "sweep",
+        str(tmp_path / "paper-lam1"),
+        "--preset",
+        "paper",
+        "--set",
+        "lams=[1]",
+        "--set",
+        "seeds=[0]",
+        *tail,
+    ]
+    assert [(j.label, j.after) for j in jobs[2:]] == [
+        ("paper convergence lam0_seed0", "paper"),
+        ("paper convergence lam0.1_seed0", "paper"),
+    ]
     assert jobs[2].args()[2:6] == ["--set", "steps=[250, 500, 1000, 2000]", "--set", "n_points=50"]
 
 
 def test_unpinned_lanes_share_every_core():
     seen = []
-    m.in_lanes([m.Job("a", lambda: ["sweep"]), m.Job("b", lambda: ["sweep"])], 2,
-               run=lambda label, cores, *args: seen.append(cores) or True, pin=False)
+    m.in_lanes(
+        [m.Job("a", lambda: ["sweep"]), m.Job("b", lambda: ["sweep"])],
+        2,
+        run=lambda label, cores, *args: seen.append(cores) or True,
+        pin=False,
+    )
     assert seen == [None, None]

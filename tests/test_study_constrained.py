@@ -21,21 +21,42 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("make") is None,
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "constraint": {"step_size": 0.3},
-    "run": {"model": {"z_dim": 3, "encoder_hidden": [16], "decoder_hidden": [16]},
-            "data": {"dataset": "idx", "monitor_size": 32},
-            "train": {"epochs": 2, "batch_size": 64}},
-    "eval": {"n_test": 16, "n_train": 8, "elbo_samples": 10, "dsm_samples": 4, "iwae_k": 10, "batch_size": 8,
-             "ais": {"steps": 8, "chains": 2, "leapfrog_steps": 2}},
+    "run": {
+        "model": {"z_dim": 3, "encoder_hidden": [16], "decoder_hidden": [16]},
+        "data": {"dataset": "idx", "monitor_size": 32},
+        "train": {"epochs": 2, "batch_size": 64},
+    },
+    "eval": {
+        "n_test": 16,
+        "n_train": 8,
+        "elbo_samples": 10,
+        "dsm_samples": 4,
+        "iwae_k": 10,
+        "batch_size": 8,
+        "ais": {"steps": 8, "chains": 2, "leapfrog_steps": 2},
+    },
     "ssl": {"sizes": [20], "seeds": [0], "test_size": 64, "cv_folds": 2, "C_grid": [1.0], "gamma_grid": [1.0]},
 }
 
 
 def make(tmp_path: Path, base: Path) -> subprocess.CompletedProcess:
-    args = ["make", "-C", str(ROOT), "-o", ".venv/.installed", "constrained",
-            f"SMVI={sys.executable} -m smvi", "FETCH=true", "DSM_TARGETS=50 0.001", "GAP_TARGETS=2",
-            f"CONSTRAINED_BASE=--config {base}", f"CONSTRAINED_RUNS={tmp_path / 'runs'}",
-            f"CONSTRAINED_RESULTS={tmp_path / 'results'}", f"CONSTRAINED_FIXED={tmp_path / 'fixed'}",
-            "CONSTRAINED_EXEC="]
+    args = [
+        "make",
+        "-C",
+        str(ROOT),
+        "-o",
+        ".venv/.installed",
+        "constrained",
+        f"SMVI={sys.executable} -m smvi",
+        "FETCH=true",
+        "DSM_TARGETS=50 0.001",
+        "GAP_TARGETS=2",
+        f"CONSTRAINED_BASE=--config {base}",
+        f"CONSTRAINED_RUNS={tmp_path / 'runs'}",
+        f"CONSTRAINED_RESULTS={tmp_path / 'results'}",
+        f"CONSTRAINED_FIXED={tmp_path / 'fixed'}",
+        "CONSTRAINED_EXEC=",
+    ]
     return subprocess.run(args, capture_output=True, text=True, timeout=600)
 
 
@@ -61,7 +82,8 @@ def test_make_constrained_runs_every_target_through_every_stage(idx_dir, tmp_pat
         rows = list(csv.DictReader(f))
     assert sorted(r["run"] for r in rows) == ["runs/dsm0.001_seed0", "runs/dsm50_seed0", "runs/gap2_seed0"]
     assert {"figc1_targets.png", "figc2_lambda.png", "figc3_plane.png", "fig1_gap.png"} <= {
-        p.name for p in report.iterdir()}  # fig1: the fixed-λ reference runs
+        p.name for p in report.iterdir()
+    }  # fig1: the fixed-λ reference runs
     again = make(tmp_path, base)
     assert again.returncode == 0, again.stdout + again.stderr
     status = json.loads((tmp_path / "runs" / "sweep_status.json").read_text())

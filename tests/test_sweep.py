@@ -17,25 +17,40 @@ from smvi.cli import main
 from smvi.settings.run import ConfigError, build_config, config_to_toml
 from smvi.store.rundir import RunDir, fingerprint
 
-TINY_EVAL = {"n_test": 16, "n_train": 8, "elbo_samples": 10, "dsm_samples": 4, "iwae_k": 10,
-             "ais": {"steps": 8, "chains": 2, "leapfrog_steps": 2}, "batch_size": 8}
+TINY_EVAL = {
+    "n_test": 16,
+    "n_train": 8,
+    "elbo_samples": 10,
+    "dsm_samples": 4,
+    "iwae_k": 10,
+    "ais": {"steps": 8, "chains": 2, "leapfrog_steps": 2},
+    "batch_size": 8,
+}
 TINY_SSL = {"sizes": [20], "seeds": [0], "test_size": 64, "cv_folds": 2, "C_grid": [1.0], "gamma_grid": [1.0]}
 
 
 def tiny_sweep(idx_dir, **top) -> S.SweepConfig:
     tree = {
-        "lams": [0.0, 0.5], "seeds": [0],
-        "run": {"model": {"z_dim": 3, "encoder_hidden": [16], "decoder_hidden": [16]},
-                "data": {"dataset": "idx", "data_dir": str(idx_dir), "monitor_size": 32},
-                "train": {"epochs": 2, "batch_size": 64}},
-        "eval": TINY_EVAL, "ssl": TINY_SSL, **top,
+        "lams": [0.0, 0.5],
+        "seeds": [0],
+        "run": {
+            "model": {"z_dim": 3, "encoder_hidden": [16], "decoder_hidden": [16]},
+            "data": {"dataset": "idx", "data_dir": str(idx_dir), "monitor_size": 32},
+            "train": {"epochs": 2, "batch_size": 64},
+        },
+        "eval": TINY_EVAL,
+        "ssl": TINY_SSL,
+        **top,
     }
     return build_config(S.SweepConfig, tree)
 
 
 def snapshot(sweep_dir):
-    return {str(p.relative_to(sweep_dir)): p.read_bytes() for p in sorted((sweep_dir / "runs").rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(sweep_dir)): p.read_bytes()
+        for p in sorted((sweep_dir / "runs").rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def test_sweep_runs_every_stage_once_and_reruns_do_nothing(idx_dir, tmp_path):
@@ -85,18 +100,22 @@ def test_stages_run_on_the_device_the_run_trained_on(idx_dir, tmp_path, monkeypa
 
     seen = []
     real_evaluate, real_ssl = R.STAGES["evaluate"].run, R.ssl_run
-    evaluate = with_run("evaluate", lambda run_dir, *a, **k: seen.append(("evaluate_run", k.get("device")))
-                        or real_evaluate(run_dir, *a, **k))["evaluate"]
+    evaluate = with_run(
+        "evaluate",
+        lambda run_dir, *a, **k: seen.append(("evaluate_run", k.get("device"))) or real_evaluate(run_dir, *a, **k),
+    )["evaluate"]
     monkeypatch.setattr(S, "AFTER_TRAINING", tuple(evaluate if s.name == "evaluate" else s for s in S.AFTER_TRAINING))
-    monkeypatch.setattr(R, "ssl_run", lambda run_dir, *a, **k: seen.append(("ssl_run", k.get("device")))
-                        or real_ssl(run_dir, *a, **k))
+    monkeypatch.setattr(
+        R, "ssl_run", lambda run_dir, *a, **k: seen.append(("ssl_run", k.get("device"))) or real_ssl(run_dir, *a, **k)
+    )
     S.run_sweep(tiny_sweep(idx_dir, lams=[0.0]), tmp_path / "auto", progress=False)
     # train.device = "auto" (the default): evaluated where auto points, a GPU when there is one; ssl on the CPU
     assert seen == [("evaluate_run", "auto"), ("ssl_run", "cpu")]
     seen.clear()
     cfg = tiny_sweep(idx_dir, lams=[0.0])
-    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
-        update={"device": "cpu"})})})
+    cfg = cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"device": "cpu"})})}
+    )
     S.run_sweep(cfg, tmp_path / "cpu", progress=False)
     assert seen == [("evaluate_run", "cpu"), ("ssl_run", "cpu")]
 
@@ -136,8 +155,9 @@ def test_a_changed_sweep_needs_overwrite_and_keeps_finished_runs(idx_dir, tmp_pa
     S.run_sweep(tiny_sweep(idx_dir, stages=["train"]), tmp_path / "sw", progress=False)
     with pytest.raises(S.ConfigError, match="different sweep"):
         S.run_sweep(tiny_sweep(idx_dir, stages=["train"], lams=[0.0, 0.5, 1.0]), tmp_path / "sw", progress=False)
-    results = S.run_sweep(tiny_sweep(idx_dir, stages=["train"], lams=[0.0, 0.5, 1.0]), tmp_path / "sw",
-                          overwrite=True, progress=False)
+    results = S.run_sweep(
+        tiny_sweep(idx_dir, stages=["train"], lams=[0.0, 0.5, 1.0]), tmp_path / "sw", overwrite=True, progress=False
+    )
     assert [r["done"] for r in results] == [[], [], ["train"]]
 
 
@@ -146,8 +166,13 @@ def test_sweep_cli_and_bad_settings(idx_dir, tmp_path):
     assert r.exit_code == 1 and "distinct" in r.output
     r = CliRunner().invoke(main, ["sweep", str(tmp_path / "sw"), "--set", "lamz=[0]"])
     assert r.exit_code == 1 and "unknown key" in r.output
-    for bad, message in (("lams=[-0.1]", "lams.0"), ("lams=[]", "all empty"), ("seeds=[-1]", "seeds.0"),
-                         ("stages=['train', 'train']", "distinct"), ("ssl.sizes=[600, 600]", "ssl.sizes")):
+    for bad, message in (
+        ("lams=[-0.1]", "lams.0"),
+        ("lams=[]", "all empty"),
+        ("seeds=[-1]", "seeds.0"),
+        ("stages=['train', 'train']", "distinct"),
+        ("ssl.sizes=[600, 600]", "ssl.sizes"),
+    ):
         r = CliRunner().invoke(main, ["sweep", str(tmp_path / "sw"), "--set", bad])
         assert r.exit_code == 1 and message in r.output and len(r.output.strip().splitlines()) == 1, (bad, r.output)
     assert not (tmp_path / "sw").exists()
@@ -187,7 +212,12 @@ def test_process_executor_matches_inprocess(idx_dir, tmp_path):
     for name in ("lam0_seed0", "lam0.5_seed0"):
         ma = (tmp_path / "a" / "runs" / name / "metrics.jsonl").read_text().splitlines()
         mb = (tmp_path / "b" / "runs" / name / "metrics.jsonl").read_text().splitlines()
-        strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k not in ("seconds", "device", "threads")} for x in lines]  # noqa
+
+        def strip(lines):
+            return [
+                {k: v for k, v in json.loads(x).items() if k not in ("seconds", "device", "threads")} for x in lines
+            ]
+
         # one thread per worker instead of two changes float reduction order, nothing more
         assert strip(ma) == [pytest.approx(m, rel=1e-5) for m in strip(mb)]
 
@@ -210,18 +240,21 @@ def test_ray_executor_matches_inprocess(idx_dir, tmp_path):
 def test_results_are_recomputed_when_settings_or_training_change(idx_dir, tmp_path):
     cfg = tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.5])
     S.run_sweep(cfg, tmp_path / "sw", progress=False)
-    changed = tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.5],
-                         eval={**TINY_EVAL, "ais": {**TINY_EVAL["ais"], "steps": 5}})
+    changed = tiny_sweep(
+        idx_dir, stages=["train", "evaluate"], lams=[0.5], eval={**TINY_EVAL, "ais": {**TINY_EVAL["ais"], "steps": 5}}
+    )
     results = S.run_sweep(changed, tmp_path / "sw", overwrite=True, progress=False)
     assert results[0]["done"] == ["evaluate"]  # same training, new evaluation settings
-    longer = changed.model_copy(update={"run": changed.run.model_copy(
-        update={"train": changed.run.train.model_copy(update={"epochs": 3})})})
+    longer = changed.model_copy(
+        update={"run": changed.run.model_copy(update={"train": changed.run.train.model_copy(update={"epochs": 3})})}
+    )
     results = S.run_sweep(longer, tmp_path / "sw", overwrite=True, progress=False)
     assert results[0]["done"] == ["train", "evaluate"]  # more epochs: the old evaluation is stale
     e = RunDir(tmp_path / "sw" / "runs" / "lam0.5_seed0").read_record("eval")
     assert e.header.epoch == 3 and e.header.settings["ais"]["steps"] == 5
-    other = longer.model_copy(update={"run": longer.run.model_copy(
-        update={"model": longer.run.model.model_copy(update={"z_dim": 2})})})
+    other = longer.model_copy(
+        update={"run": longer.run.model_copy(update={"model": longer.run.model.model_copy(update={"z_dim": 2})})}
+    )
     results = S.run_sweep(other, tmp_path / "sw", overwrite=True, progress=False)
     assert results[0]["done"] == ["train (retrained: model.z_dim is 2 but the run used 3)", "evaluate"]
     e = RunDir(tmp_path / "sw" / "runs" / "lam0.5_seed0").read_record("eval")
@@ -242,8 +275,15 @@ def test_a_sweep_toml_of_the_old_eval_keys_still_loads(idx_dir, tmp_path):
     path = tmp_path / "sw" / "sweep.toml"
     tree = tomllib.loads(path.read_text())
     ais = tree["eval"].pop("ais")
-    tree["eval"].update({"ais_steps": ais["steps"], "ais_chains": ais["chains"], "ais_leapfrog": ais["leapfrog_steps"],
-                         "ais_start": ais["start"], "ais_schedule": ais["schedule"]})
+    tree["eval"].update(
+        {
+            "ais_steps": ais["steps"],
+            "ais_chains": ais["chains"],
+            "ais_leapfrog": ais["leapfrog_steps"],
+            "ais_start": ais["start"],
+            "ais_schedule": ais["schedule"],
+        }
+    )
     path.write_text(tomli_w.dumps(tree))
     again = S.run_sweep(cfg, tmp_path / "sw", progress=False)  # the same sweep: no "different sweep" refusal
     assert again[0]["status"] == "ok" and again[0]["done"] == []
@@ -287,14 +327,33 @@ def long_process_sweep(idx_dir, tmp_path):
     import time
 
     cfg = tiny_sweep(idx_dir, lams=[0.0, 0.1, 0.2, 0.5, 1.0, 2.0], stages=["train"])
-    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
-        update={"epochs": 5000})})})
+    cfg = cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"epochs": 5000})})}
+    )
     (tmp_path / "sweep.toml").write_text(config_to_toml(cfg))
-    cmd = [sys.executable, "-m", "smvi", "sweep", str(tmp_path / "sw"), "--config", str(tmp_path / "sweep.toml"),
-           "--executor", "process", "--workers", "2", "--no-progress", "--no-report"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    cmd = [
+        sys.executable,
+        "-m",
+        "smvi",
+        "sweep",
+        str(tmp_path / "sw"),
+        "--config",
+        str(tmp_path / "sweep.toml"),
+        "--executor",
+        "process",
+        "--workers",
+        "2",
+        "--no-progress",
+        "--no-report",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while not list((tmp_path / "sw").glob("runs/*/checkpoint.safetensors")):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -343,8 +402,9 @@ def test_ctrl_c_stops_a_process_pool_sweep_at_once_and_the_same_command_resumes(
     err = stopped_by(proc, lambda: os.killpg(proc.pid, signal.SIGINT))
     assert alive, err
     assert proc.returncode == 130 and "rerun the same command" in err, err
-    short = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
-        update={"epochs": 2})})})
+    short = cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"epochs": 2})})}
+    )
     results = S.run_sweep(short, tmp_path / "sw", overwrite=True, progress=False)  # resumes the interrupted runs
     assert all(r["status"] == "ok" for r in results), results
 

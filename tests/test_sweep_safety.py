@@ -29,13 +29,15 @@ def files(run):
 def sweep_cli(sweep_dir, cfg, tmp_path, *extra):
     path = tmp_path / "settings.toml"
     path.write_text(config_to_toml(cfg))
-    return CliRunner().invoke(main, ["sweep", str(sweep_dir), "--config", str(path), "--no-progress", "--no-report",
-                                     *extra])
+    return CliRunner().invoke(
+        main, ["sweep", str(sweep_dir), "--config", str(path), "--no-progress", "--no-report", *extra]
+    )
 
 
 def with_z(cfg, z: int):
-    return cfg.model_copy(update={"run": cfg.run.model_copy(update={"model": cfg.run.model.model_copy(
-        update={"z_dim": z})})})
+    return cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"model": cfg.run.model.model_copy(update={"z_dim": z})})}
+    )
 
 
 def refused_lines(output: str) -> list[str]:
@@ -53,8 +55,9 @@ def test_a_sweep_without_its_settings_file_leaves_other_runs_alone(idx_dir, tmp_
         assert r.exit_code == 1, r.output
         assert {r.name: files(r) for r in (sw / "runs").iterdir()} == before
         lines = refused_lines(r.output)
-        assert len(lines) == 2 and all("did not make (model.z_dim is 2 but the run used 3)" in x
-                                       and "move it out of runs/" in x for x in lines), r.output
+        assert len(lines) == 2 and all(
+            "did not make (model.z_dim is 2 but the run used 3)" in x and "move it out of runs/" in x for x in lines
+        ), r.output
         assert str(sw / "runs" / "lam0_seed0") in r.output and "0/2 runs complete" in r.output
         (sw / "sweep.toml").unlink()
 
@@ -71,14 +74,19 @@ def test_a_foreign_run_copied_into_a_slot_is_refused_and_the_others_go_on(idx_di
         r = sweep_cli(sw, cfg, tmp_path, *extra)
         assert r.exit_code == 1, r.output
         assert files(sw / "runs" / "lam1_seed0") == foreign
-        expected = (f"refused: lam1_seed0: {sw / 'runs' / 'lam1_seed0'} holds a run this sweep did not make "
-                    "(train.lam is 1.0 but the run used 0.0); the sweep leaves it as it is: move it out of runs/ (or "
-                    "use another sweep directory) and rerun the same command")
+        expected = (
+            f"refused: lam1_seed0: {sw / 'runs' / 'lam1_seed0'} holds a run this sweep did not make "
+            "(train.lam is 1.0 but the run used 0.0); the sweep leaves it as it is: move it out of runs/ (or "
+            "use another sweep directory) and rerun the same command"
+        )
         assert refused_lines(r.output) == [expected], r.output
         assert "2/3 runs complete" in r.output
     status = json.loads((sw / "sweep_status.json").read_text())["runs"]
-    assert {r["name"]: r["status"] for r in status} == {"lam0_seed0": "ok", "lam0.5_seed0": "ok",
-                                                        "lam1_seed0": "refused"}
+    assert {r["name"]: r["status"] for r in status} == {
+        "lam0_seed0": "ok",
+        "lam0.5_seed0": "ok",
+        "lam1_seed0": "refused",
+    }
     assert (sw / "runs" / "lam0.5_seed0" / "eval.json").exists()  # the others went on
     shutil.move(sw / "runs" / "lam1_seed0", tmp_path / "kept")  # the fix the message names works
     assert all(r["status"] == "ok" for r in S.run_sweep(cfg, sw, progress=False))
@@ -93,9 +101,29 @@ def test_overwrite_retrains_only_the_runs_the_saved_settings_made(idx_dir, tmp_p
     S.run_sweep(cfg, sw, overwrite=True, progress=False)  # the sweep's settings now plan λ = 0.5 too
     hand = sw / "runs" / "lam0.5_seed0"
     shutil.rmtree(hand)
-    r = CliRunner().invoke(main, ["train", "--out", str(hand), "--dataset", "idx", "--data-dir", str(idx_dir),
-                                  "--lam", "0.5", "--z-dim", "5", "--epochs", "1", "--batch-size", "64",
-                                  "--no-progress", "--set", "data.monitor_size=32"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--out",
+            str(hand),
+            "--dataset",
+            "idx",
+            "--data-dir",
+            str(idx_dir),
+            "--lam",
+            "0.5",
+            "--z-dim",
+            "5",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--no-progress",
+            "--set",
+            "data.monitor_size=32",
+        ],
+    )
     assert r.exit_code == 0, r.output
     by_hand, own = files(hand), files(sw / "runs" / "lam0_seed0")
     r = sweep_cli(sw, with_z(cfg, 2), tmp_path, "--overwrite")
@@ -165,8 +193,9 @@ def test_a_run_in_use_is_busy_not_failed(idx_dir, tmp_path):
     sw = tmp_path / "sw"
     cfg = tiny_sweep(idx_dir, stages=["train"])
     S.run_sweep(cfg, sw, progress=False)
-    longer = cfg.model_copy(update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(
-        update={"epochs": 3})})})
+    longer = cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"epochs": 3})})}
+    )
     ctx = multiprocessing.get_context("fork")
     ready, release = ctx.Event(), ctx.Event()
     other = ctx.Process(target=_hold, args=(sw / "runs" / "lam0_seed0" / ".lock", ready, release))
@@ -186,7 +215,9 @@ def test_the_lock_file_is_never_followed_through_a_symbolic_link(tmp_path):
     target.write_text("precious")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / ".lock").symlink_to(target)
-    with pytest.raises(RunError, match=r"\.lock is a symbolic link, not smvi's lock file: remove it"), \
-            RunDir(tmp_path / "run").lock():
+    with (
+        pytest.raises(RunError, match=r"\.lock is a symbolic link, not smvi's lock file: remove it"),
+        RunDir(tmp_path / "run").lock(),
+    ):
         pass
     assert target.read_text() == "precious"

@@ -15,13 +15,22 @@ from smvi.cli import main
 from smvi.stages.pictures import image_grid
 from smvi.stages.train import load_run
 
-STEP_TAGS = {"step/loss", "step/elbo", "step/log_likelihood", "step/kl", "step/d_sm", "step/lam", "step/grad_norm",
-             "step/lr"}
+STEP_TAGS = {
+    "step/loss",
+    "step/elbo",
+    "step/log_likelihood",
+    "step/kl",
+    "step/d_sm",
+    "step/lam",
+    "step/grad_norm",
+    "step/lr",
+}
 
 
 def train(run, idx_dir, *extra):
-    r = CliRunner().invoke(main, ["train", "--out", str(run), "--epochs", "2", "--lam", "0.01",
-                                  *tiny_train_args(idx_dir), *extra])
+    r = CliRunner().invoke(
+        main, ["train", "--out", str(run), "--epochs", "2", "--lam", "0.01", *tiny_train_args(idx_dir), *extra]
+    )
     assert r.exit_code == 0, r.output
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -54,8 +63,20 @@ def test_event_files_hold_steps_epochs_and_images_and_the_run_is_unchanged(idx_d
 def test_resume_may_add_tensorboard(idx_dir, tmp_path):
     pytest.importorskip("tensorboard")
     train(tmp_path / "run", idx_dir)
-    r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--resume", "--epochs", "3", "--no-progress",
-                                  "--tensorboard", str(tmp_path / "tb")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--out",
+            str(tmp_path / "run"),
+            "--resume",
+            "--epochs",
+            "3",
+            "--no-progress",
+            "--tensorboard",
+            str(tmp_path / "tb"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert list((tmp_path / "tb" / "run").glob("events.out.tfevents.*"))
 
@@ -63,8 +84,10 @@ def test_resume_may_add_tensorboard(idx_dir, tmp_path):
 def test_without_the_package_it_is_a_one_line_error_naming_the_install(idx_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` now raises ImportError
     run = tmp_path / "run"
-    r = CliRunner().invoke(main, ["train", "--out", str(run), "--epochs", "1", "--tensorboard", str(tmp_path / "tb"),
-                                  *tiny_train_args(idx_dir)])
+    r = CliRunner().invoke(
+        main,
+        ["train", "--out", str(run), "--epochs", "1", "--tensorboard", str(tmp_path / "tb"), *tiny_train_args(idx_dir)],
+    )
     assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
     assert "pip install -e '.[tensorboard]'" in r.output
     assert not run.exists() and not (tmp_path / "tb").exists()

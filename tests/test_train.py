@@ -102,9 +102,18 @@ def inject_nonfinite(monkeypatch, bad_steps):
 
 
 def tiny_config(idx_dir, **train):
-    return load_config(sets=["model.encoder_hidden=[32]", "model.decoder_hidden=[32]", "model.z_dim=4",
-                             "data.dataset='idx'", f"data.data_dir='{idx_dir}'", "data.monitor_size=64",
-                             "train.batch_size=64"], overrides={f"train.{k}": v for k, v in train.items()})
+    return load_config(
+        sets=[
+            "model.encoder_hidden=[32]",
+            "model.decoder_hidden=[32]",
+            "model.z_dim=4",
+            "data.dataset='idx'",
+            f"data.data_dir='{idx_dir}'",
+            "data.monitor_size=64",
+            "train.batch_size=64",
+        ],
+        overrides={f"train.{k}": v for k, v in train.items()},
+    )
 
 
 def test_nonfinite_steps_are_skipped_and_counted(idx_dir, tmp_path, monkeypatch):
@@ -146,10 +155,24 @@ def test_bad_settings_are_one_clear_line(idx_dir, tmp_path, args, message):
 
 def test_config_file_and_overrides(idx_dir, tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[train]\nlam = 0.3\nepochs = 1\n[model]\nz_dim = 3\nencoder_hidden = [8]\ndecoder_hidden = []\n')
+    cfg.write_text("[train]\nlam = 0.3\nepochs = 1\n[model]\nz_dim = 3\nencoder_hidden = [8]\ndecoder_hidden = []\n")
     out = tmp_path / "r"
-    r = run("train", "--out", out, "--config", cfg, "--lam", 0.2, "--dataset", "idx", "--data-dir", idx_dir,
-            "--no-progress", "--set", "data.monitor_size=32")
+    r = run(
+        "train",
+        "--out",
+        out,
+        "--config",
+        cfg,
+        "--lam",
+        0.2,
+        "--dataset",
+        "idx",
+        "--data-dir",
+        idx_dir,
+        "--no-progress",
+        "--set",
+        "data.monitor_size=32",
+    )
     assert r.exit_code == 0, r.output
     loaded = load_run(out)
     assert loaded.config.train.lam == 0.2 and loaded.config.model.z_dim == 3
@@ -176,8 +199,9 @@ def test_lambda_warmup_ramps_linearly():
 
 def test_bf16_precision_trains_and_keeps_float32_weights(idx_dir, tmp_path):
     out = tmp_path / "bf16"
-    r = run("train", "--out", out, "--epochs", 4, "--lam", 0.1, "--set", "train.precision='bf16'",
-            *tiny_train_args(idx_dir))
+    r = run(
+        "train", "--out", out, "--epochs", 4, "--lam", 0.1, "--set", "train.precision='bf16'", *tiny_train_args(idx_dir)
+    )
     assert r.exit_code == 0, r.output
     m = metrics(out)
     assert m[-1]["loss"] < m[0]["loss"] - 10 and all(math.isfinite(e["d_sm"]) for e in m)

@@ -54,8 +54,9 @@ def test_learned_lambda_is_logged_every_epoch_and_resumes_bit_identically(idx_di
     progress = [load_checkpoint(d / "checkpoint.safetensors").progress for d in (a, b)]
     assert progress[0] == progress[1] and progress[0]["dual"]["steps"] == 16
     drop = ("seconds", "device", "threads")
-    assert [{k: v for k, v in e.items() if k not in drop} for e in metrics(b)] == \
-           [{k: v for k, v in e.items() if k not in drop} for e in m]
+    assert [{k: v for k, v in e.items() if k not in drop} for e in metrics(b)] == [
+        {k: v for k, v in e.items() if k not in drop} for e in m
+    ]
     assert load_run(b).config.train.constraint.target == target
 
 
@@ -76,8 +77,20 @@ def test_slack_target_sends_lambda_to_its_floor(idx_dir, tmp_path):
 
 def test_unreachable_target_is_reported_and_lambda_stays_capped_and_finite(idx_dir, tmp_path):
     out = tmp_path / "r"
-    r = run("train", "--out", out, "--epochs", 3, "--target-dsm", 1e-9, "--set", "train.constraint.lam_max=2",
-            "--set", "train.constraint.step_size=0.5", *tiny_train_args(idx_dir))
+    r = run(
+        "train",
+        "--out",
+        out,
+        "--epochs",
+        3,
+        "--target-dsm",
+        1e-9,
+        "--set",
+        "train.constraint.lam_max=2",
+        "--set",
+        "train.constraint.step_size=0.5",
+        *tiny_train_args(idx_dir),
+    )
     assert r.exit_code == 0, r.output
     m = metrics(out)
     assert [e["constraint_status"] for e in m[1:]] == ["unreachable"] * 2
@@ -90,8 +103,18 @@ def test_unreachable_target_is_reported_and_lambda_stays_capped_and_finite(idx_d
 
 def test_gap_target_trains_on_the_iwae_gap_estimate(idx_dir, tmp_path):
     out = tmp_path / "r"
-    r = run("train", "--out", out, "--epochs", 2, "--target-gap", 0.5, "--set", "train.constraint.gap_k=4",
-            *tiny_train_args(idx_dir))
+    r = run(
+        "train",
+        "--out",
+        out,
+        "--epochs",
+        2,
+        "--target-gap",
+        0.5,
+        "--set",
+        "train.constraint.gap_k=4",
+        *tiny_train_args(idx_dir),
+    )
     assert r.exit_code == 0, r.output
     for e in metrics(out):
         assert e["constraint_measure"] == "gap" and e["constraint_target"] == 0.5
@@ -103,8 +126,12 @@ def test_the_toml_equivalent_gives_the_same_config(idx_dir, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\nepochs = 1\n[train.constraint]\ntarget = 3.0\nstep_size = 0.3\n")
     assert run("train", "--out", tmp_path / "toml", "--config", cfg, *tiny_train_args(idx_dir)).exit_code == 0
-    assert run("train", "--out", tmp_path / "cli", "--epochs", 1, "--target-dsm", 3, *FAST,
-               *tiny_train_args(idx_dir)).exit_code == 0
+    assert (
+        run(
+            "train", "--out", tmp_path / "cli", "--epochs", 1, "--target-dsm", 3, *FAST, *tiny_train_args(idx_dir)
+        ).exit_code
+        == 0
+    )
     assert load_run(tmp_path / "toml").config == load_run(tmp_path / "cli").config
     assert "[train.constraint]\ntarget = 3.0" in (tmp_path / "toml" / "config.toml").read_text()
 
@@ -145,8 +172,17 @@ def test_resume_refuses_a_changed_target(idx_dir, tmp_path):
 def test_evaluate_shows_the_target_next_to_what_the_run_reached(idx_dir, tmp_path):
     out = tmp_path / "r"
     assert run("train", "--out", out, "--epochs", 1, "--target-gap", 2, *tiny_train_args(idx_dir)).exit_code == 0
-    tiny = ["n_test=16", "n_train=0", "elbo_samples=10", "dsm_samples=4", "iwae_k=10", "ais.steps=8", "ais.chains=2",
-            "ais.leapfrog_steps=2", "batch_size=8"]
+    tiny = [
+        "n_test=16",
+        "n_train=0",
+        "elbo_samples=10",
+        "dsm_samples=4",
+        "iwae_k=10",
+        "ais.steps=8",
+        "ais.chains=2",
+        "ais.leapfrog_steps=2",
+        "batch_size=8",
+    ]
     r = run("evaluate", out, "--no-progress", *[a for t in tiny for a in ("--set", t)])
     assert r.exit_code == 0, r.output
     assert "target: gap <= 2 during training (IWAE_k - ELBO, a lower bound: AIS gap above)" in r.output

@@ -31,8 +31,19 @@ from smvi.settings.objectives import OBJECTIVES
 from smvi.settings.run import ConfigError, ModelConfig
 from smvi.settings.stages import STAGES
 
-__all__ = ["Progress", "SweepETA", "display_mode", "duration", "note", "label_of", "expected_epoch_seconds",
-           "stage_priors", "training_note", "sweep_note", "EPOCH_SECONDS"]
+__all__ = [
+    "Progress",
+    "SweepETA",
+    "display_mode",
+    "duration",
+    "note",
+    "label_of",
+    "expected_epoch_seconds",
+    "stage_priors",
+    "training_note",
+    "sweep_note",
+    "EPOCH_SECONDS",
+]
 
 EVERY_S = 30.0
 """Seconds between two plain progress lines."""
@@ -124,9 +135,21 @@ class Progress:
     did. A context manager: leaving it prints the last line (``done`` or ``stopped``).
     """
 
-    def __init__(self, label: str, total: int, *, unit: str = "it", initial: int = 0, epoch_steps: int | None = None,
-                 enabled: bool = True, leave: bool = True, stream: TextIO | None = None, tty: bool | None = None,
-                 every: float = EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        *,
+        unit: str = "it",
+        initial: int = 0,
+        epoch_steps: int | None = None,
+        enabled: bool = True,
+        leave: bool = True,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        every: float = EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.label = self.stage = label  # what it is doing now; the whole stage (for the last line)
         self.total, self.unit, self.initial, self.n = total, unit, initial, initial
         self.epoch_steps = epoch_steps
@@ -140,8 +163,15 @@ class Progress:
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=self._desc(), unit=unit, leave=leave,
-                            dynamic_ncols=True, file=self.stream)
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=self._desc(),
+                unit=unit,
+                leave=leave,
+                dynamic_ncols=True,
+                file=self.stream,
+            )
 
     # -- what the caller does
     def update(self, n: int = 1) -> None:
@@ -189,8 +219,9 @@ class Progress:
             self.bar.close()
         elif self.mode == "lines" and (stopped or self.n > self.initial):
             now = self.clock()
-            self._print(self.status(now, stopped=stopped) if stopped or self.n < self.total
-                        else self._done(now - self.t0))
+            self._print(
+                self.status(now, stopped=stopped) if stopped or self.n < self.total else self._done(now - self.t0)
+            )
 
     def __enter__(self) -> Progress:
         return self
@@ -220,9 +251,11 @@ class Progress:
         done = self.n - self.initial
         if self.epoch_steps:
             epochs = done / self.epoch_steps
-            return (f"{self.stage}: epoch {self.n // self.epoch_steps}/{self.total // self.epoch_steps} done, "
-                    f"{epochs:.3g} {_plural('epoch', epochs)} in {duration(elapsed)} "
-                    f"({_rate(elapsed / epochs, 'epoch')})")
+            return (
+                f"{self.stage}: epoch {self.n // self.epoch_steps}/{self.total // self.epoch_steps} done, "
+                f"{epochs:.3g} {_plural('epoch', epochs)} in {duration(elapsed)} "
+                f"({_rate(elapsed / epochs, 'epoch')})"
+            )
         return f"{self.stage}: done, {done} {_plural(self.unit, done)} in {duration(elapsed)}"
 
     def _desc(self) -> str:
@@ -295,12 +328,17 @@ def training_note(name: str, config, start: int, n_train: int = 60_000) -> str:
     resume. ``config`` is the run's :class:`~smvi.settings.run.RunConfig`, ``start`` the epochs already done."""
     left = config.train.epochs - start
     per = expected_epoch_seconds(config, n_train)
-    when = (f"roughly {duration(per * left)} at ~{per:g} s/epoch (a rough prior for the paper's model on 2 CPU cores; "
-            "the ETA is measured from the first epoch on)" if per is not None
-            else "duration measured from the first epoch on")
+    when = (
+        f"roughly {duration(per * left)} at ~{per:g} s/epoch (a rough prior for the paper's model on 2 CPU cores; "
+        "the ETA is measured from the first epoch on)"
+        if per is not None
+        else "duration measured from the first epoch on"
+    )
     done = f" ({start} done)" if start else ""
-    return (f"train {name}: {left} {_plural('epoch', left)} to go{done}, {when}. Ctrl-C stops it; it resumes from "
-            "the last finished epoch (smvi train --resume, or the same smvi sweep command)")
+    return (
+        f"train {name}: {left} {_plural('epoch', left)} to go{done}, {when}. Ctrl-C stops it; it resumes from "
+        "the last finished epoch (smvi train --resume, or the same smvi sweep command)"
+    )
 
 
 def sweep_note(sweep_dir, work: dict[str, dict[str, int]], eta: SweepETA) -> str:
@@ -310,13 +348,19 @@ def sweep_note(sweep_dir, work: dict[str, dict[str, int]], eta: SweepETA) -> str
     if not runs:
         return f"sweep {sweep_dir}: {len(work)} runs, nothing left to do"
     total = {k: sum(w.get(k, 0) for w in work.values()) for k in ("epochs", "evaluate", "ssl", "pictures")}
-    units = (("epoch", total["epochs"], " to train"), ("evaluation", total["evaluate"], ""),
-             ("ssl stage", total["ssl"], ""), ("pictures stage", total["pictures"], ""))
+    units = (
+        ("epoch", total["epochs"], " to train"),
+        ("evaluation", total["evaluate"], ""),
+        ("ssl stage", total["ssl"], ""),
+        ("pictures stage", total["pictures"], ""),
+    )
     what = ", ".join(f"{n} {_plural(unit, n)}{rest}" for unit, n, rest in units if n)
     per = eta.per_unit("epochs")[0]
     basis = f", ~{per:.3g} s/epoch per run for the paper's model on 2 CPU cores" if per and total["epochs"] else ""
-    return (f"sweep {sweep_dir}: {runs} of {len(work)} runs to do ({what}); {eta.eta()}{basis}. Ctrl-C stops it; "
-            "rerunning the same command resumes (finished stages are kept)")
+    return (
+        f"sweep {sweep_dir}: {runs} of {len(work)} runs to do ({what}); {eta.eta()}{basis}. Ctrl-C stops it; "
+        "rerunning the same command resumes (finished stages are kept)"
+    )
 
 
 class SweepETA:
@@ -385,8 +429,11 @@ class SweepETA:
         return f"ETA {duration(seconds)} ({_BASIS[kind]})"
 
 
-_BASIS = {"measured": "measured in this sweep", "partly measured": "partly measured, partly a rough prior",
-          "prior": "rough prior"}
+_BASIS = {
+    "measured": "measured in this sweep",
+    "partly measured": "partly measured, partly a rough prior",
+    "prior": "rough prior",
+}
 
 
 def note(message: str, enabled: bool = True, stream: TextIO | None = None) -> None:

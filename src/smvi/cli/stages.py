@@ -34,34 +34,70 @@ def _other_data_note(record) -> None:
 # CLI option -> config key
 _EVAL_OPTIONS = {"ais_steps": "ais.steps", "ais_chains": "ais.chains", "ais_precision": "ais.precision"}
 _DEVICE_HELP = "Where to compute: auto (a GPU when torch sees one, else the CPU, as for train), cpu or cuda."
-_OTHER_DATA_HELP = ("Score the data found even if it is not what the run was trained on (data.json); the record then "
-                    "names it. Without it such data is refused.")
+_OTHER_DATA_HELP = (
+    "Score the data found even if it is not what the run was trained on (data.json); the record then "
+    "names it. Without it such data is refused."
+)
 _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi config eval` lists them)."
 
 
 @main.command("evaluate")
 @click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option("--preset", type=click.Choice(EVAL_PRESET_NAMES), default="default", show_default=True,
-              help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.")
+@click.option(
+    "--preset",
+    type=click.Choice(EVAL_PRESET_NAMES),
+    default="default",
+    show_default=True,
+    help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.",
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
 @click.option("--n-test", type=int, default=None, help=f"Test points (fixed random subset) {eval_default('n_test')}.")
-@click.option("--n-train", type=int, default=None,
-              help=f"Training points (fixed random subset); 0 skips {eval_default('n_train')}.")
-@click.option("--ais-steps", "ais_steps", type=int, default=None,
-              help=f"AIS intermediate distributions (ais.steps) {eval_default('ais.steps')}.")
-@click.option("--ais-chains", "ais_chains", type=int, default=None,
-              help=f"AIS chains per point (ais.chains) {eval_default('ais.chains')}.")
-@click.option("--ais-precision", "ais_precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
-              help="bf16: AIS's leapfrog force and IWAE's decoder pass in bf16; auto: bf16 where the hardware has "
-                   "bf16 units (ais.precision) [fp32].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help=_DEVICE_HELP)
+@click.option(
+    "--n-train",
+    type=int,
+    default=None,
+    help=f"Training points (fixed random subset); 0 skips {eval_default('n_train')}.",
+)
+@click.option(
+    "--ais-steps",
+    "ais_steps",
+    type=int,
+    default=None,
+    help=f"AIS intermediate distributions (ais.steps) {eval_default('ais.steps')}.",
+)
+@click.option(
+    "--ais-chains",
+    "ais_chains",
+    type=int,
+    default=None,
+    help=f"AIS chains per point (ais.chains) {eval_default('ais.chains')}.",
+)
+@click.option(
+    "--ais-precision",
+    "ais_precision",
+    type=click.Choice(["fp32", "bf16", "auto"]),
+    default=None,
+    help="bf16: AIS's leapfrog force and IWAE's decoder pass in bf16; auto: bf16 where the hardware has "
+    "bf16 units (ais.precision) [fp32].",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help=_DEVICE_HELP
+)
 @click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
 @click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=THREADS_HELP)
-def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str, other_data: bool, overwrite: bool,
-                 no_progress: bool, threads: int | None, **options) -> None:
+def evaluate_cmd(
+    run_dir: Path,
+    preset: str,
+    sets: tuple[str, ...],
+    device: str,
+    other_data: bool,
+    overwrite: bool,
+    no_progress: bool,
+    threads: int | None,
+    **options,
+) -> None:
     """ELBO, D_SM, IWAE, AIS log p(x) and the ELBO gap (AIS − ELBO) on fixed test and training subsets.
 
     Writes the run's eval record (eval.json): per-image values and means with standard errors, the settings, seconds
@@ -74,18 +110,21 @@ def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], device: str,
     set_threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
-    r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device,
-                     other_data=other_data)
+    r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device, other_data=other_data)
     for name, s in r.splits.items():
-        click.echo(f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)} "
-                   f"(acceptance {_fmt(s.ais_acceptance)})  "
-                   f"gap {_fmt(s.gap.mean)} ± {_fmt(s.gap.se)}  D_SM {_fmt(s.d_sm.mean)}")
+        click.echo(
+            f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)} "
+            f"(acceptance {_fmt(s.ais_acceptance)})  "
+            f"gap {_fmt(s.gap.mean)} ± {_fmt(s.gap.se)}  D_SM {_fmt(s.d_sm.mean)}"
+        )
     if f := r.full_test:
         click.echo(f"whole test set (n={f.n}): IWAE k={f.k} {_fmt(f.iwae.mean)} ± {_fmt(f.iwae.se)}")
     target = RunDir(run_dir).read_config().train.constraint
     if target.target is not None:  # a constrained run: what it asked for, next to what it reached
-        click.echo(f"target: {target.measure} <= {target.target:g} during training "
-                   + ("(D_SM above)" if target.measure == "dsm" else "(IWAE_k - ELBO, a lower bound: AIS gap above)"))
+        click.echo(
+            f"target: {target.measure} <= {target.target:g} during training "
+            + ("(D_SM above)" if target.measure == "dsm" else "(IWAE_k - ELBO, a lower bound: AIS gap above)")
+        )
     _other_data_note(r)
     for note in r.notes:
         click.echo(f"note: {note}")
@@ -97,23 +136,45 @@ _CONV = ConvergenceConfig()
 
 @main.command("convergence")
 @click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option("--steps", default=None,
-              help=f"AIS lengths to compare, comma-separated [{','.join(map(str, _CONV.steps))}].")
+@click.option(
+    "--steps", default=None, help=f"AIS lengths to compare, comma-separated [{','.join(map(str, _CONV.steps))}]."
+)
 @click.option("--n-points", type=int, default=None, help=f"Simulated points (BDMC) and test points [{_CONV.n_points}].")
 @click.option("--tol", type=float, default=None, help=f"Agreement (nats) that counts as converged [{_CONV.tol}].")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any setting, e.g. --set ais.chains=8 --set seed=1 (repeatable).")
-@click.option("--ais-precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
-              help="bf16: AIS's leapfrog force in bf16, energies exact; auto: bf16 where the hardware has bf16 units "
-                   "(ais.precision) [fp32].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help=_DEVICE_HELP)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any setting, e.g. --set ais.chains=8 --set seed=1 (repeatable).",
+)
+@click.option(
+    "--ais-precision",
+    type=click.Choice(["fp32", "bf16", "auto"]),
+    default=None,
+    help="bf16: AIS's leapfrog force in bf16, energies exact; auto: bf16 where the hardware has bf16 units "
+    "(ais.precision) [fp32].",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help=_DEVICE_HELP
+)
 @click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
 @click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=THREADS_HELP)
-def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol: float | None, sets: tuple[str, ...],
-                    ais_precision: str | None, device: str, other_data: bool, overwrite: bool, no_progress: bool, threads: int | None) -> None:
+def convergence_cmd(
+    run_dir: Path,
+    steps: str | None,
+    n_points: int | None,
+    tol: float | None,
+    sets: tuple[str, ...],
+    ais_precision: str | None,
+    device: str,
+    other_data: bool,
+    overwrite: bool,
+    no_progress: bool,
+    threads: int | None,
+) -> None:
     """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
 
     Writes the run's convergence record (convergence.json). A small BDMC gap (upper − lower) means AIS at those
@@ -127,16 +188,23 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
         try:
             ladder = [int(s) for s in steps.split(",")]
         except ValueError:
-            raise click.BadParameter(f"expected comma-separated integers, got {steps!r}",
-                                     param_hint="--steps") from None
-    cfg = build_config(ConvergenceConfig, sets=sets, overrides={"steps": ladder, "n_points": n_points, "tol": tol,
-                                                                     "ais.precision": ais_precision})
-    r = check_convergence(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device,
-                          other_data=other_data)
+            raise click.BadParameter(
+                f"expected comma-separated integers, got {steps!r}", param_hint="--steps"
+            ) from None
+    cfg = build_config(
+        ConvergenceConfig,
+        sets=sets,
+        overrides={"steps": ladder, "n_points": n_points, "tol": tol, "ais.precision": ais_precision},
+    )
+    r = check_convergence(
+        run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device, other_data=other_data
+    )
     means = r.ladder.means if r.ladder else [None] * len(r.bdmc)
     for b, m in zip(r.bdmc, means, strict=True):
-        click.echo(f"steps {b.steps:>6d}: BDMC [{_fmt(b.lower)}, {_fmt(b.upper)}] gap {_fmt(b.gap)}"
-                   f" ± {_fmt(b.gap_se)}   test AIS {_fmt(m)}")
+        click.echo(
+            f"steps {b.steps:>6d}: BDMC [{_fmt(b.lower)}, {_fmt(b.upper)}] gap {_fmt(b.gap)}"
+            f" ± {_fmt(b.gap_se)}   test AIS {_fmt(m)}"
+        )
     _other_data_note(r)
     for note in r.notes:
         click.echo(f"note: {note}")
@@ -146,14 +214,20 @@ def convergence_cmd(run_dir: Path, steps: str | None, n_points: int | None, tol:
 
 @main.command("ssl")
 @click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any setting, e.g. --set sizes=[600,1000] --set seeds=[0,1] (repeatable).")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any setting, e.g. --set sizes=[600,1000] --set seeds=[0,1] (repeatable).",
+)
 @click.option("--test-size", type=int, default=None, help="Fixed random test subset [the full test set].")
 @click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing ssl.json.")
 @click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
-def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, other_data: bool, overwrite: bool,
-            no_progress: bool) -> None:
+def ssl_cmd(
+    run_dir: Path, sets: tuple[str, ...], test_size: int | None, other_data: bool, overwrite: bool, no_progress: bool
+) -> None:
     """Semi-supervised accuracy: an SVM on encoder means μ_φ(x) with s labeled examples (s/10 per class).
 
     For each s (600, 1000, 3000 by default) and label-subset seed, hyper-parameters are chosen by cross-validation
@@ -191,16 +265,21 @@ def ssl_table(record) -> str:
     rows = [(f"encoder means μ(x), d={f.n_features}", by_size(f))]
     if record.table:
         names = list(dict.fromkeys(r.classifier for r in record.table))
-        rows = [(f"{c} on μ(x), d={f.n_features}", {s: [r.accuracy for r in record.table
-                                                       if r.classifier == c and str(r.size) == s] for s in sizes})
-                for c in names]
+        rows = [
+            (
+                f"{c} on μ(x), d={f.n_features}",
+                {s: [r.accuracy for r in record.table if r.classifier == c and str(r.size) == s] for s in sizes},
+            )
+            for c in names
+        ]
     rows += [(f"raw pixels, d={raw.n_features}", by_size(raw))] if raw is not None else []
     table = [["", *(f"s = {s}" for s in sizes)]] + [[name, *(cell(acc.get(s)) for s in sizes)] for name, acc in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = [f"test accuracy (%), mean ± SE over {len(f.seeds)} label subsets, {f.n_test} test images:"]
-    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
-              for r in table]
+    lines += [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+        for r in table
+    ]
     if record.table:
         edge = sum(any(r.on_edge.values()) for r in record.table)
         lines.append(f"choices on a grid's edge: {edge} of {len(record.table)} fits")
@@ -211,20 +290,38 @@ def ssl_table(record) -> str:
 
 @main.command("gaps")
 @click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any setting, e.g. --set steps=5000 --set ais.steps=1000 (repeatable).")
-@click.option("--n-points", type=int, default=None,
-              help=f"Test images (fixed random subset) [{GapConfig().n_points}].")
-@click.option("--ais-steps", "ais_steps", type=int, default=None,
-              help=f"AIS intermediate distributions for log p(x) (ais.steps) [{GapConfig().ais.steps}].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help=_DEVICE_HELP)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any setting, e.g. --set steps=5000 --set ais.steps=1000 (repeatable).",
+)
+@click.option("--n-points", type=int, default=None, help=f"Test images (fixed random subset) [{GapConfig().n_points}].")
+@click.option(
+    "--ais-steps",
+    "ais_steps",
+    type=int,
+    default=None,
+    help=f"AIS intermediate distributions for log p(x) (ais.steps) [{GapConfig().ais.steps}].",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help=_DEVICE_HELP
+)
 @click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Recompute an existing gaps.json.")
 @click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
 @click.option("--threads", type=int, default=None, help=THREADS_HELP)
-def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, other_data: bool, overwrite: bool, no_progress: bool,
-             threads: int | None, **options) -> None:
+def gaps_cmd(
+    run_dir: Path,
+    sets: tuple[str, ...],
+    device: str,
+    other_data: bool,
+    overwrite: bool,
+    no_progress: bool,
+    threads: int | None,
+    **options,
+) -> None:
     """Split the ELBO gap into approximation gap (log p(x) − ELBO of the best q of the family for each image) and
     amortization gap (that ELBO − the encoder's), log p(x) from AIS. Writes the run's gaps record (gaps.json)."""
     from smvi.stages.gaps import gaps_run
@@ -234,9 +331,11 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, other_data: bool
     cfg = build_config(GapConfig, sets=sets, overrides=options)
     r = gaps_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress, other_data=other_data)
     ms = lambda m: f"{_fmt(m.mean)} ± {_fmt(m.se)}"  # noqa: E731
-    click.echo(f"n={r.n}: gap {ms(r.gap)} = approximation {ms(r.approximation)} + amortization "
-               f"{ms(r.amortization)}  (local fit converged: {r.fit.converged}, last-window gain ≤ "
-               f"{_fmt(r.fit.last_gain_max)} nats)")
+    click.echo(
+        f"n={r.n}: gap {ms(r.gap)} = approximation {ms(r.approximation)} + amortization "
+        f"{ms(r.amortization)}  (local fit converged: {r.fit.converged}, last-window gain ≤ "
+        f"{_fmt(r.fit.last_gain_max)} nats)"
+    )
     _other_data_note(r)
     for note in r.notes:
         click.echo(f"note: {note}")
@@ -245,17 +344,30 @@ def gaps_cmd(run_dir: Path, sets: tuple[str, ...], device: str, other_data: bool
 
 @main.command("pictures")
 @click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any setting, e.g. --set projection=tsne --set n_latent=5000 (repeatable; `smvi config "
-                   "pictures` lists them).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help=_DEVICE_HELP)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any setting, e.g. --set projection=tsne --set n_latent=5000 (repeatable; `smvi config "
+    "pictures` lists them).",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help=_DEVICE_HELP
+)
 @click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
 @click.option("--overwrite", is_flag=True, help="Redraw existing pictures (pictures.json and its PNGs).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--threads", type=int, default=None, help=THREADS_HELP)
-def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, other_data: bool, overwrite: bool,
-                 no_progress: bool, threads: int | None) -> None:
+def pictures_cmd(
+    run_dir: Path,
+    sets: tuple[str, ...],
+    device: str,
+    other_data: bool,
+    overwrite: bool,
+    no_progress: bool,
+    threads: int | None,
+) -> None:
     """Draw what the model learned, as three PNGs in RUN_DIR: samples.png (decoder means of 64 prior samples),
     reconstructions.png (32 fixed test images, each row above its reconstructions) and latents.png (the encoder
     means of 2000 test images in 2-d, PCA or t-SNE, coloured by label). Writes the run's pictures record
@@ -265,8 +377,7 @@ def pictures_cmd(run_dir: Path, sets: tuple[str, ...], device: str, other_data: 
 
     set_threads(threads)
     cfg = build_config(PicturesConfig, sets=sets)
-    r = pictures_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress,
-                     other_data=other_data)
+    r = pictures_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress, other_data=other_data)
     _other_data_note(r)
     for note in r.notes:
         click.echo(f"note: {note}")

@@ -23,29 +23,76 @@ def _pairs(values: tuple[str, ...], sep: str, option: str, form: str) -> list[tu
 
 @main.command("study")
 @click.argument("study_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option("--config", "config", required=True, metavar="NAME|FILE",
-              help="The study file (TOML: smvi.settings.study), or the name of one shipped with smvi (frontier, cpu).")
+@click.option(
+    "--config",
+    "config",
+    required=True,
+    metavar="NAME|FILE",
+    help="The study file (TOML: smvi.settings.study), or the name of one shipped with smvi (frontier, cpu).",
+)
 @click.option("--only", multiple=True, metavar="ARM", help="Run only this arm (repeatable).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Sweep override for every arm, after the arm's own, e.g. --set run.train.epochs=10 (repeatable).")
-@click.option("--stage-set", "stage_sets", multiple=True, metavar="STAGE.KEY=VALUE",
-              help="Override of a per-run stage's settings, e.g. --stage-set gaps.steps=5000 (repeatable).")
-@click.option("--gaps-set", multiple=True, metavar="KEY=VALUE",
-              help="Same as --stage-set gaps.KEY=VALUE (applied after the --stage-set options).")
-@click.option("--lanes", type=click.IntRange(min=1), default=None,
-              help="Arms (and per-run stages) run at once, each on its share of the cores [the study file's].")
-@click.option("--executor", type=click.Choice(["inprocess", "process", "ray"]), default=None,
-              help="Each arm's sweep executor [the study file's].")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Sweep override for every arm, after the arm's own, e.g. --set run.train.epochs=10 (repeatable).",
+)
+@click.option(
+    "--stage-set",
+    "stage_sets",
+    multiple=True,
+    metavar="STAGE.KEY=VALUE",
+    help="Override of a per-run stage's settings, e.g. --stage-set gaps.steps=5000 (repeatable).",
+)
+@click.option(
+    "--gaps-set",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Same as --stage-set gaps.KEY=VALUE (applied after the --stage-set options).",
+)
+@click.option(
+    "--lanes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Arms (and per-run stages) run at once, each on its share of the cores [the study file's].",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["inprocess", "process", "ray"]),
+    default=None,
+    help="Each arm's sweep executor [the study file's].",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Sweep workers per lane [the study file's].")
-@click.option("--reuse", multiple=True, metavar="ARM=PATH",
-              help="Link an existing sweep (checkpoints kept) as this arm instead of training it; its settings must "
-                   "be the arm's (repeatable).")
-@click.option("--smvi-sweep", type=NonEmptyPath(file_okay=False, path_type=Path), default=None, hidden=True,
-              help="Same as --reuse smvi=PATH (scripts/frontier_study.py's option).")
+@click.option(
+    "--reuse",
+    multiple=True,
+    metavar="ARM=PATH",
+    help="Link an existing sweep (checkpoints kept) as this arm instead of training it; its settings must "
+    "be the arm's (repeatable).",
+)
+@click.option(
+    "--smvi-sweep",
+    type=NonEmptyPath(file_okay=False, path_type=Path),
+    default=None,
+    hidden=True,
+    help="Same as --reuse smvi=PATH (scripts/frontier_study.py's option).",
+)
 @click.option("--no-stages", "--no-gaps", "no_stages", is_flag=True, help="Only the sweeps, no per-run stages.")
-def study_cmd(study_dir: Path, config: str, only: tuple[str, ...], sets: tuple[str, ...], stage_sets: tuple[str, ...],
-              gaps_set: tuple[str, ...], lanes: int | None, executor: str | None, workers: int | None,
-              reuse: tuple[str, ...], smvi_sweep: Path | None, no_stages: bool) -> None:
+def study_cmd(
+    study_dir: Path,
+    config: str,
+    only: tuple[str, ...],
+    sets: tuple[str, ...],
+    stage_sets: tuple[str, ...],
+    gaps_set: tuple[str, ...],
+    lanes: int | None,
+    executor: str | None,
+    workers: int | None,
+    reuse: tuple[str, ...],
+    smvi_sweep: Path | None,
+    no_stages: bool,
+) -> None:
     """One sweep per arm of a study in STUDY_DIR/<arm>/, then per-run stages (e.g. the gap split) on the runs the
     study names; resumable (rerun the same command), Ctrl-C or SIGTERM stops every lane keeping what is finished.
 
@@ -55,8 +102,11 @@ def study_cmd(study_dir: Path, config: str, only: tuple[str, ...], sets: tuple[s
     """
     from smvi.studies.study import run_study
 
-    overrides = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
-                 for k, v in (("lanes", lanes), ("executor", executor), ("workers", workers)) if v is not None]
+    overrides = [
+        f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+        for k, v in (("lanes", lanes), ("executor", executor), ("workers", workers))
+        if v is not None
+    ]
     study = load_study_config(config, overrides)
     per_stage: dict[str, list[str]] = {}
     for stage, kv in _pairs(stage_sets, ".", "--stage-set", "STAGE.KEY=VALUE") + [("gaps", s) for s in gaps_set]:
@@ -64,8 +114,9 @@ def study_cmd(study_dir: Path, config: str, only: tuple[str, ...], sets: tuple[s
     reused = {arm: Path(p) for arm, p in _pairs(reuse, "=", "--reuse", "ARM=PATH")}
     if smvi_sweep is not None:
         reused["smvi"] = smvi_sweep
-    run_study(study, study_dir, only=list(only) or None, sets=sets, stage_sets=per_stage, reuse=reused,
-              per_run=not no_stages)
+    run_study(
+        study, study_dir, only=list(only) or None, sets=sets, stage_sets=per_stage, reuse=reused, per_run=not no_stages
+    )
 
 
 @main.command("export")

@@ -16,26 +16,59 @@ from smvi.settings.stages import STAGES
 # ---- sweep, report --------------------------------------------------------------------------------------------------
 @main.command("sweep")
 @click.argument("sweep_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option("--preset", type=click.Choice(SWEEP_PRESET_NAMES), default="quick", show_default=True,
-              help=f"quick: a first look, {SWEEP_PRESET_TIMES['quick']}; cpu: a reduced reproduction, "
-                   f"{SWEEP_PRESET_TIMES['cpu']}; paper: the paper's settings, {SWEEP_PRESET_TIMES['paper']}.")
-@click.option("--config", "config_path", type=NonEmptyPath(dir_okay=False, path_type=Path), default=None,
-              help="TOML sweep file (keys lams, dsm_targets, gap_targets, seeds, stages, [constraint], [run.*], "
-                   + ", ".join(f"[{s.key}]" for s in STAGES.values() if s.record) + "); replaces --preset.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any key, e.g. --set lams=[0,0.1] --set run.train.epochs=10 (repeatable).")
-@click.option("--executor", type=click.Choice(["inprocess", "process", "ray"]), default="inprocess",
-              show_default=True, help="Run jobs here one by one, in a local process pool, or on Ray.")
+@click.option(
+    "--preset",
+    type=click.Choice(SWEEP_PRESET_NAMES),
+    default="quick",
+    show_default=True,
+    help=f"quick: a first look, {SWEEP_PRESET_TIMES['quick']}; cpu: a reduced reproduction, "
+    f"{SWEEP_PRESET_TIMES['cpu']}; paper: the paper's settings, {SWEEP_PRESET_TIMES['paper']}.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=NonEmptyPath(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML sweep file (keys lams, dsm_targets, gap_targets, seeds, stages, [constraint], [run.*], "
+    + ", ".join(f"[{s.key}]" for s in STAGES.values() if s.record)
+    + "); replaces --preset.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any key, e.g. --set lams=[0,0.1] --set run.train.epochs=10 (repeatable).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["inprocess", "process", "ray"]),
+    default="inprocess",
+    show_default=True,
+    help="Run jobs here one by one, in a local process pool, or on Ray.",
+)
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel jobs (process executor).")
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
-@click.option("--overwrite", is_flag=True,
-              help="Replace the sweep's saved settings: finished runs of an unchanged identity are reused, "
-                   "runs the saved settings made are retrained if their identity changed; no other run is touched.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the sweep's saved settings: finished runs of an unchanged identity are reused, "
+    "runs the saved settings made are retrained if their identity changed; no other run is touched.",
+)
 @click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end.")
 @click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
-def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tuple[str, ...],
-              executor: Literal["inprocess", "process", "ray"],
-              workers: int, address: str | None, overwrite: bool, report: bool, no_progress: bool) -> None:
+def sweep_cmd(
+    sweep_dir: Path,
+    preset: str,
+    config_path: Path | None,
+    sets: tuple[str, ...],
+    executor: Literal["inprocess", "process", "ray"],
+    workers: int,
+    address: str | None,
+    overwrite: bool,
+    report: bool,
+    no_progress: bool,
+) -> None:
     """Train, evaluate, ssl and draw pictures for every (λ, seed) of a grid; idempotent and resumable.
 
     Each run does the sweep's `stages` (default train, evaluate, ssl; `smvi config sweep` lists them all), each
@@ -53,8 +86,15 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
         raise click.BadParameter("must be at least 1", param_hint="--workers")
     base = load_sweep_tree(read_toml(config_path)) if config_path else preset_base(preset)
     cfg = build_config(SweepConfig, base, sets=sets)
-    results = run_sweep(cfg, sweep_dir, executor=executor, workers=workers, address=address, overwrite=overwrite,
-                        progress=not no_progress)
+    results = run_sweep(
+        cfg,
+        sweep_dir,
+        executor=executor,
+        workers=workers,
+        address=address,
+        overwrite=overwrite,
+        progress=not no_progress,
+    )
     failed = [r for r in results if r["status"] != "ok"]
     for r in failed:  # failed, or left as it is: refused, damaged, busy (smvi.studies.sweep)
         click.echo(f"{r['status']}: {r['name']}: {r['error']}", err=True)
@@ -67,8 +107,13 @@ def sweep_cmd(sweep_dir: Path, preset: str, config_path: Path | None, sets: tupl
 
 @main.command("report")
 @click.argument("sweep_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=NonEmptyPath(file_okay=False, path_type=Path), default=None,
-              help="Where to write the report [SWEEP_DIR/report].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=NonEmptyPath(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the report [SWEEP_DIR/report].",
+)
 def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
     """Figures (ELBO gap and log-likelihood vs λ; SSL accuracy vs λ), tables (Markdown, CSV) and one HTML page,
     from the sweep's result files alone."""
@@ -79,8 +124,13 @@ def report_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
 
 @main.command("ssl-study")
 @click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to write the analysis [SWEEP_DIR/report].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the analysis [SWEEP_DIR/report].",
+)
 def ssl_study_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
     """The SSL study's pre-registered analysis (smvi.report.ssl_study): the primary test (SMVI λ=0.01 minus λ=0,
     RBF SVM, averaged over s, paired t over seeds), each arm and every (arm, s, classifier) cell against λ=0 with
@@ -95,8 +145,12 @@ def ssl_study_cmd(sweep_dir: Path, out_dir: Path | None) -> None:
 
 @main.command("status")
 @click.argument("sweep_dirs", nargs=-1, required=True, type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Jobs each sweep runs side by side, for the time left [as many as it last ran].")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Jobs each sweep runs side by side, for the time left [as many as it last ran].",
+)
 def status_cmd(sweep_dirs: tuple[Path, ...], workers: int | None) -> None:
     """What each sweep (SWEEP_DIR ..., or each sweep in a folder of sweeps such as the frontier study's) has done and
     has left, from its files alone (safe while it runs): per run,

@@ -61,8 +61,14 @@ class DualState:
             raise ValueError(f"not a dual state: {d!r}")
         lam, avg, steps = d["lam"], d["avg"], d["steps"]
         ok_avg = avg is None or (isinstance(avg, (int, float)) and math.isfinite(avg) and avg >= 0)
-        if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0 and ok_avg
-                and isinstance(steps, int) and steps >= 0):
+        if not (
+            isinstance(lam, (int, float))
+            and math.isfinite(lam)
+            and lam > 0
+            and ok_avg
+            and isinstance(steps, int)
+            and steps >= 0
+        ):
             raise ValueError(f"not a valid dual state: {d!r}")
         return cls(float(lam), None if avg is None else float(avg), steps)
 
@@ -77,8 +83,10 @@ def initial_state(tc: TrainConfig) -> DualState | None:
     if c.target is None:
         return None
     if tc.lam != 0 or tc.lam_warmup_epochs != 0:
-        raise ConfigError(f"train.lam={tc.lam} (warm-up {tc.lam_warmup_epochs}) and train.constraint.target="
-                          f"{c.target} are both set: λ is either fixed or learned; drop one")
+        raise ConfigError(
+            f"train.lam={tc.lam} (warm-up {tc.lam_warmup_epochs}) and train.constraint.target="
+            f"{c.target} are both set: λ is either fixed or learned; drop one"
+        )
     return DualState(lam=c.lam_init, avg=None, steps=0)
 
 
@@ -169,7 +177,11 @@ class EpochDual:
     def metrics(self, state: DualState) -> dict[str, Any]:
         """The epoch's metrics.jsonl fields besides λ at its end (``lam``): the mean λ used, the measure's moving
         average and target, the status and the steps that ended with λ at its cap."""
-        return {"lam_mean": self.lam_sum / self.steps if self.steps else state.lam,
-                "constraint_measure": self.cfg.measure, "constraint_target": self.cfg.target,
-                "constraint_avg": state.avg, "constraint_status": self.status(state),
-                "lam_at_max_steps": self.at_max}
+        return {
+            "lam_mean": self.lam_sum / self.steps if self.steps else state.lam,
+            "constraint_measure": self.cfg.measure,
+            "constraint_target": self.cfg.target,
+            "constraint_avg": state.avg,
+            "constraint_status": self.status(state),
+            "lam_at_max_steps": self.at_max,
+        }

@@ -51,8 +51,11 @@ def supports(decoder: nn.Module) -> bool:
     for i, m in enumerate(decoder):
         if i % 2 == 0 and not isinstance(m, nn.Linear):
             return False
-        if i % 2 == 1 and (type(m) not in DERIVATIVES or (isinstance(m, nn.Softplus) and m.beta != 1)
-                           or (isinstance(m, nn.ELU) and m.alpha != 1)):
+        if i % 2 == 1 and (
+            type(m) not in DERIVATIVES
+            or (isinstance(m, nn.Softplus) and m.beta != 1)
+            or (isinstance(m, nn.ELU) and m.alpha != 1)
+        ):
             return False
     return True
 
@@ -94,8 +97,16 @@ def _likelihood(likelihood: str, x: Tensor, o: Tensor, grad: bool) -> tuple[Tens
     return value, torch.cat([r * torch.exp(-log_std), r * r - 1], -1) if grad else None
 
 
-def mlp_log_likelihood(decoder: nn.Sequential, likelihood: str, x: Tensor, z: Tensor, *, precision: str = "fp32",
-                       grad: bool = True, exact_value: bool = False) -> tuple[Tensor, Tensor | None]:
+def mlp_log_likelihood(
+    decoder: nn.Sequential,
+    likelihood: str,
+    x: Tensor,
+    z: Tensor,
+    *,
+    precision: str = "fp32",
+    grad: bool = True,
+    exact_value: bool = False,
+) -> tuple[Tensor, Tensor | None]:
     """log p(x|z) ``[..., N]`` and ∇_z log p(x|z) ``[..., N, z_dim]`` (None unless ``grad``) for x ``[N, x_dim]``,
     z ``[..., N, z_dim]``; ``likelihood`` "bernoulli" or "gaussian" as in :class:`~smvi.core.models.VAE`. Needs
     :func:`supports`; no autograd is involved (call it under ``torch.no_grad()`` or not, the result has no graph).

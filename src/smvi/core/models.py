@@ -98,7 +98,7 @@ class VAE(nn.Module):
             last = self.encoder[-1]
             assert isinstance(last, nn.Linear)
             with torch.no_grad():
-                last.weight[family.n_params - family.n_context:].div_(cfg.encoder_last_scale)
+                last.weight[family.n_params - family.n_context :].div_(cfg.encoder_last_scale)
         self.family = family  # registered last: the diagonal family has no parameters, so state and order are as before
 
     @property
@@ -138,15 +138,17 @@ class VAE(nn.Module):
         sq = ((x - mean) * torch.exp(-log_std)).pow(2)
         return -(0.5 * sq + log_std + 0.5 * _LOG_2PI).sum(-1)
 
-    def log_likelihood_and_grad(self, x: Tensor, z: Tensor, *, precision: str = "fp32", grad: bool = True,
-                                exact_value: bool = False) -> tuple[Tensor, Tensor | None]:
+    def log_likelihood_and_grad(
+        self, x: Tensor, z: Tensor, *, precision: str = "fp32", grad: bool = True, exact_value: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         """log p(x|z) ``[..., N]`` and ∇_z log p(x|z) ``[..., N, z_dim]`` (None unless ``grad``) in one explicit pass
         through the decoder (:func:`smvi.core.explicit.mlp_log_likelihood`: fp32, or bf16 products; with
         ``exact_value`` the forward in full precision and the backward's products in ``precision``); by autograd for
         a decoder that pass does not cover. No graph survives the call."""
         if supports(self.decoder):
-            return mlp_log_likelihood(self.decoder, self.config.likelihood, x, z, precision=precision, grad=grad,
-                                      exact_value=exact_value)
+            return mlp_log_likelihood(
+                self.decoder, self.config.likelihood, x, z, precision=precision, grad=grad, exact_value=exact_value
+            )
         if exact_value and precision != "fp32":
             value = self.log_likelihood_and_grad(x, z, grad=False)[0]
             return value, self.log_likelihood_and_grad(x, z, precision=precision)[1] if grad else None
@@ -166,8 +168,19 @@ class LinearGaussian(nn.Module):
     Σ = (I + WᵀW/s²)⁻¹ and m(x) = Σ Wᵀ(x − b)/s². Used to check objectives and estimators against exact values.
     """
 
-    def __init__(self, W: Tensor, b: Tensor, s: float, A: Tensor, c: Tensor, log_sigma: Tensor, *,
-                 family: PosteriorFamily | None = None, E: Tensor | None = None, e: Tensor | None = None):
+    def __init__(
+        self,
+        W: Tensor,
+        b: Tensor,
+        s: float,
+        A: Tensor,
+        c: Tensor,
+        log_sigma: Tensor,
+        *,
+        family: PosteriorFamily | None = None,
+        E: Tensor | None = None,
+        e: Tensor | None = None,
+    ):
         super().__init__()
         self.W, self.b = nn.Parameter(W.clone()), nn.Parameter(b.clone())
         self.log_s = nn.Parameter(torch.tensor(math.log(s), dtype=W.dtype))
@@ -180,8 +193,17 @@ class LinearGaussian(nn.Module):
         self.e = nn.Parameter(e.clone() if e is not None else W.new_zeros(extra))
 
     @classmethod
-    def random(cls, x_dim: int, z_dim: int, *, s: float = 0.7, seed: int = 0, dtype=torch.float64,
-               posterior: str = "diagonal", **settings) -> LinearGaussian:
+    def random(
+        cls,
+        x_dim: int,
+        z_dim: int,
+        *,
+        s: float = 0.7,
+        seed: int = 0,
+        dtype=torch.float64,
+        posterior: str = "diagonal",
+        **settings,
+    ) -> LinearGaussian:
         """Random parameters from ``seed`` for the family ``posterior`` with its ``settings`` (e.g. flow_layers):
         random weights for the family's own parameters, random shared values for its extra encoder outputs, and
         random x-dependence for a context (a flow's): "full" gets random shared off-diagonal Cholesky entries."""
@@ -193,8 +215,12 @@ class LinearGaussian(nn.Module):
         for p in family.parameters():
             with torch.no_grad():
                 p.copy_(0.3 * r(*p.shape))
-        return cls(*args, family=family, E=0.1 * r(extra, x_dim) if family.n_context else None,
-                   e=0.3 * r(extra) if extra else None)
+        return cls(
+            *args,
+            family=family,
+            E=0.1 * r(extra, x_dim) if family.n_context else None,
+            e=0.3 * r(extra) if extra else None,
+        )
 
     def decoder_parameters(self) -> list[nn.Parameter]:
         """θ = (W, b, log s), the parameters of p(x|z); the rest (A, c, log σ, E, e, the family's) are φ."""
@@ -221,8 +247,9 @@ class LinearGaussian(nn.Module):
     def encode(self, x: Tensor) -> Distribution:
         return self.family.bind(self.family.distribution(self.encoder_params(x)), self, x)
 
-    def log_likelihood_and_grad(self, x: Tensor, z: Tensor, *, precision: str = "fp32", grad: bool = True,
-                                exact_value: bool = False) -> tuple[Tensor, Tensor | None]:
+    def log_likelihood_and_grad(
+        self, x: Tensor, z: Tensor, *, precision: str = "fp32", grad: bool = True, exact_value: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         """log p(x|z) and its closed-form z-gradient Wᵀ(x − Wz − b)/s²; ``precision="bf16"`` takes both products'
         inputs in bfloat16 (as the VAE's explicit pass does; ``exact_value``: the first product in full precision),
         the rest in the model's dtype."""

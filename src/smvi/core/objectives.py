@@ -3,10 +3,11 @@ baselines trained in the same loop — the β-VAE and IWAE — each registered b
 its knob and settings live in :data:`smvi.settings.objectives.OBJECTIVES`) and called through
 :func:`training_objective`, the trainer's one dispatch.
 
-All functions take any :class:`~smvi.core.models.LatentVariableModel` and a batch ``x`` of shape ``[N, x_dim]`` and return
-per-example values of shape ``[N]``: reduce them yourself. A posterior without reparameterized draws brings its own
-estimators of these terms (``objective_terms``: the rejection-sampling family, :mod:`smvi.core.rejection`). Reference: Levy & Ermon, "Trading-off Learning and
-Inference in Deep Latent Variable Models" (the paper in this repository's shared folder), eq. (6).
+All functions take any :class:`~smvi.core.models.LatentVariableModel` and a batch ``x`` of shape ``[N, x_dim]`` and
+return per-example values of shape ``[N]``: reduce them yourself. A posterior without reparameterized draws brings its
+own estimators of these terms (``objective_terms``: the rejection-sampling family, :mod:`smvi.core.rejection`).
+Reference: Levy & Ermon, "Trading-off Learning and Inference in Deep Latent Variable Models" (the paper in this
+repository's shared folder), eq. (6).
 """
 
 from __future__ import annotations
@@ -22,9 +23,25 @@ from torch.distributions import Distribution, kl_divergence
 
 from smvi.settings.objectives import OBJECTIVES as SPECS
 
-__all__ = ["elbo", "score_matching_divergence", "smvi_objective", "SMVITerms", "beta_vae_objective", "BetaTerms",
-           "iwae_objective", "IWAETerms", "training_objective", "OBJECTIVES", "register_objective",
-           "backward", "DSM_GRADS", "check_batch", "kl_to_prior", "log_lik_and_score_gap", "own_terms"]
+__all__ = [
+    "elbo",
+    "score_matching_divergence",
+    "smvi_objective",
+    "SMVITerms",
+    "beta_vae_objective",
+    "BetaTerms",
+    "iwae_objective",
+    "IWAETerms",
+    "training_objective",
+    "OBJECTIVES",
+    "register_objective",
+    "backward",
+    "DSM_GRADS",
+    "check_batch",
+    "kl_to_prior",
+    "log_lik_and_score_gap",
+    "own_terms",
+]
 
 
 @dataclass(frozen=True)
@@ -62,8 +79,10 @@ def check_batch(model, x) -> None:
         raise ValueError(f"x must be floating-point (binary images as 0./1.), got {x.dtype}")
     param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     if param is not None and (x.dtype != param.dtype or x.device != param.device):
-        raise ValueError(f"x is {x.dtype} on {x.device} but the model is {param.dtype} on {param.device}: "
-                         f"use x.to(model's dtype and device)")
+        raise ValueError(
+            f"x is {x.dtype} on {x.device} but the model is {param.dtype} on {param.device}: "
+            f"use x.to(model's dtype and device)"
+        )
 
 
 def kl_to_prior(model, q: Distribution, z: Tensor) -> Tensor:
@@ -136,9 +155,7 @@ def score_matching_divergence(model, x: Tensor, *, n_samples: int = 1) -> Tensor
     return log_lik_and_score_gap(model, q, x, z)[1].mean(0)
 
 
-def smvi_objective(
-    model, x: Tensor, *, lam: float, n_samples: int = 1, compute_d_sm: bool | None = None
-) -> SMVITerms:
+def smvi_objective(model, x: Tensor, *, lam: float, n_samples: int = 1, compute_d_sm: bool | None = None) -> SMVITerms:
     """The SMVI objective ELBO(x) − λ·D_SM(q(z|x), p(z|x)) for any real λ, as named per-example terms.
 
     One set of draws z ~ q serves both terms, and one decoder pass gives log p(x|z) and its z-gradient. With
@@ -151,8 +168,9 @@ def smvi_objective(
     elif lam != 0 and not compute_d_sm:
         raise ValueError(f"compute_d_sm=False is only possible with lam == 0 (got lam={lam})")
     q = model.encode(x)
-    if (own := own_terms(q, model, x, objective="smvi", lam=lam, n_samples=n_samples,
-                          compute_d_sm=compute_d_sm)) is not None:
+    if (
+        own := own_terms(q, model, x, objective="smvi", lam=lam, n_samples=n_samples, compute_d_sm=compute_d_sm)
+    ) is not None:
         return own
     z = q.rsample((n_samples,))
     if compute_d_sm:
@@ -273,8 +291,7 @@ def iwae_objective(model, x: Tensor, *, k: int) -> IWAETerms:
     log_ratio = q.log_prob(z) - model.log_prior(z)  # [k, N]
     log_w = log_lik - log_ratio
     bound = torch.logsumexp(log_w, 0) - math.log(k)
-    return IWAETerms(loss=-bound, iwae=bound, elbo=log_w.mean(0), log_likelihood=log_lik.mean(0),
-                     kl=log_ratio.mean(0))
+    return IWAETerms(loss=-bound, iwae=bound, elbo=log_w.mean(0), log_likelihood=log_lik.mean(0), kl=log_ratio.mean(0))
 
 
 # ---- the objective registry -----------------------------------------------------------------------------------------
@@ -299,6 +316,7 @@ def register_objective(name: str) -> Callable[[_F], _F]:
             raise ValueError(f"objective {name!r} is registered twice")
         OBJECTIVES[name] = fn
         return fn
+
     return register
 
 

@@ -1,10 +1,10 @@
 """ELBO and D_SM per data point with counter-based noise, for evaluation.
 
-The same estimators as :func:`smvi.core.objectives.elbo` and :func:`smvi.core.objectives.score_matching_divergence` (unbiased
-Monte Carlo over z ~ q(z|x)), but sample i of a point is drawn from a stream keyed by (``seed``, the point's values, i)
--- the mechanism of :mod:`smvi.core.estimators.hmc`, used by AIS and IWAE -- so a point's estimate does not depend on its
-batch-mates, the batch size or the chunking, and the global RNG is never touched. No gradients with respect to the
-parameters (D_SM still takes its z-gradients). Both return float64 ``[N]``. A rejection posterior
+The same estimators as :func:`smvi.core.objectives.elbo` and :func:`smvi.core.objectives.score_matching_divergence`
+(unbiased Monte Carlo over z ~ q(z|x)), but sample i of a point is drawn from a stream keyed by (``seed``, the point's
+values, i) -- the mechanism of :mod:`smvi.core.estimators.hmc`, used by AIS and IWAE -- so a point's estimate does not
+depend on its batch-mates, the batch size or the chunking, and the global RNG is never touched. No gradients with
+respect to the parameters (D_SM still takes its z-gradients). Both return float64 ``[N]``. A rejection posterior
 (:mod:`smvi.core.rejection`) is drawn exactly (its own keyed sampler) and its KL is the Monte Carlo one with its
 estimated log Ẑ_T (the ELBO stays a stochastic lower bound); its D_SM is unbiased (the score needs no normalizer).
 """
@@ -30,8 +30,9 @@ def _draws(model, x: Tensor, q, seed: int, stream: int, first: int, last: int) -
 
 def _average(model, x: Tensor, n_samples: int, chunk: int, term, q=None) -> Tensor:
     if x.dim() != 2 or n_samples < 1 or chunk < 1:
-        raise ValueError(f"need x [N, x_dim], n_samples >= 1 and chunk >= 1; "
-                         f"got {tuple(x.shape)}, {n_samples}, {chunk}")
+        raise ValueError(
+            f"need x [N, x_dim], n_samples >= 1 and chunk >= 1; got {tuple(x.shape)}, {n_samples}, {chunk}"
+        )
     x = x.to(model_dtype(model, x))
     q = model.encode(x) if q is None else q
     total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
@@ -45,6 +46,7 @@ def _average(model, x: Tensor, n_samples: int, chunk: int, term, q=None) -> Tens
 def elbo_per_point(model, x: Tensor, *, n_samples: int, seed: int, chunk: int = 100, q=None) -> Tensor:
     """ELBO(x) = E_q[log p(x|z)] − KL(q ‖ p(z)) per point (KL analytic when the model exposes ``prior``), of
     ``model.encode(x)`` or of the given ``q`` (batch ``[N]``)."""
+
     def term(q, x, first, last):
         z = _draws(model, x, q, seed, _ELBO_STREAM, first, last)
         return model.log_likelihood(x, z) - kl_to_prior(model, q, z).unsqueeze(0)
@@ -55,6 +57,7 @@ def elbo_per_point(model, x: Tensor, *, n_samples: int, seed: int, chunk: int = 
 @torch.no_grad()
 def d_sm_per_point(model, x: Tensor, *, n_samples: int, seed: int, chunk: int = 20) -> Tensor:
     """D_SM(q(z|x), p(z|x)) = E_q ‖∇_z log q(z|x) − ∇_z log p(x, z)‖² per point (no ½ factor)."""
+
     def term(q, x, first, last):
         z = _draws(model, x, q, seed, _DSM_STREAM, first, last)
         return log_lik_and_score_gap(model, q, x, z)[1]

@@ -13,5 +13,15 @@ from smvi.core.families import (
 )
 from smvi.settings.run import FLOW_DEFAULTS
 
-__all__ = ["PosteriorFamily", "DiagonalGaussian", "FullGaussian", "CouplingFlow", "FlowPosterior", "make_family",
-           "location", "FLOW_DEFAULTS", "FAMILIES", "register_family"]
+__all__ = [
+    "PosteriorFamily",
+    "DiagonalGaussian",
+    "FullGaussian",
+    "CouplingFlow",
+    "FlowPosterior",
+    "make_family",
+    "location",
+    "FLOW_DEFAULTS",
+    "FAMILIES",
+    "register_family",
+]

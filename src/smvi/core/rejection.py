@@ -53,8 +53,17 @@ from torch.distributions import Distribution, constraints
 from smvi.core.estimators.hmc import Key, fold_in, normal, point_ids, reparameterize, stream_key, uniform
 from smvi.core.families.base import PosteriorFamily, location, make_family, register_family
 
-__all__ = ["RejectionFamily", "RejectionPosterior", "RejectionTerms", "SamplingStats", "threshold_for_acceptance",
-           "reweighted_terms", "rejection_objective", "NORMALIZER_DRAWS", "THRESHOLD_DRAWS"]
+__all__ = [
+    "RejectionFamily",
+    "RejectionPosterior",
+    "RejectionTerms",
+    "SamplingStats",
+    "threshold_for_acceptance",
+    "reweighted_terms",
+    "rejection_objective",
+    "NORMALIZER_DRAWS",
+    "THRESHOLD_DRAWS",
+]
 
 NORMALIZER_DRAWS = 1024  # keyed proposals per x for log Ẑ_T at evaluation (log_prob)
 THRESHOLD_DRAWS = 256  # keyed proposals per x that choose T for a target acceptance at evaluation
@@ -103,17 +112,26 @@ class SamplingStats:
 class RejectionPosterior(Distribution):
     """q_T(z|x) ∝ q(z|x)·σ(log p(x, z) − log q(z|x) + T) (module docstring), batch ``[N]``, event ``[z_dim]``.
 
-    ``base`` is q; ``model`` gives log p(x, z) = ``model.log_prior(z) + model.log_likelihood(x, z)`` for the batch
-    ``x`` ``[N, x_dim]`` (which also identifies the points for keyed noise). Exactly one of ``threshold`` (T) and ``acceptance`` (a target in (0, 1)) is given. No ``rsample`` (the
+    ``base`` is q; ``model`` gives log p(x, z) = ``model.log_prior(z) + model.log_likelihood(x, z)`` for the batch ``x``
+    ``[N, x_dim]`` (which also identifies the points for keyed noise). Exactly one of ``threshold`` (T) and
+    ``acceptance`` (a target in (0, 1)) is given. No ``rsample`` (the
     accept step is not differentiable): training uses :func:`reweighted_terms`."""
 
     arg_constraints: dict = {}
     support = constraints.real_vector  # pyright: ignore[reportAssignmentType] -- torch's own subclasses override the property so
     has_rsample = False
 
-    def __init__(self, base: Distribution, model, x: Tensor, *,
-                 threshold: float | None = None, acceptance: float | None = None, cap: int = 1000,
-                 proposals: int = 16):
+    def __init__(
+        self,
+        base: Distribution,
+        model,
+        x: Tensor,
+        *,
+        threshold: float | None = None,
+        acceptance: float | None = None,
+        cap: int = 1000,
+        proposals: int = 16,
+    ):
         if (threshold is None) == (acceptance is None):
             raise ValueError("give exactly one of threshold (T) and acceptance (a target in (0, 1))")
         if acceptance is not None and not 0 < acceptance < 1:
@@ -151,8 +169,12 @@ class RejectionPosterior(Distribution):
                 self._threshold = self.x.new_full(self.batch_shape, self.fixed_threshold)
             else:
                 with torch.no_grad():
-                    ell = torch.cat([self.log_ratio(self._keyed_proposals(_THRESHOLD_STREAM, a, b))
-                                     for a, b in _chunks(THRESHOLD_DRAWS)])
+                    ell = torch.cat(
+                        [
+                            self.log_ratio(self._keyed_proposals(_THRESHOLD_STREAM, a, b))
+                            for a, b in _chunks(THRESHOLD_DRAWS)
+                        ]
+                    )
                 self._threshold = self.threshold_from(ell).detach()
         return self._threshold
 
@@ -170,8 +192,7 @@ class RejectionPosterior(Distribution):
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             log_q, log_p = self.base.log_prob(z), self.log_joint(z)
-            g_q, g_p = torch.autograd.grad(log_q.sum(), z, retain_graph=True)[0], \
-                torch.autograd.grad(log_p.sum(), z)[0]
+            g_q, g_p = torch.autograd.grad(log_q.sum(), z, retain_graph=True)[0], torch.autograd.grad(log_p.sum(), z)[0]
         a = torch.sigmoid(log_p - log_q + self.threshold).detach()
         return g_q + (1 - a).unsqueeze(-1) * (g_p - g_q)
 
@@ -182,10 +203,13 @@ class RejectionPosterior(Distribution):
         unbiased for Z_T (the acceptance rate), log Ẑ_T biased low by ≈ Var(a)/(2·n·Z_T²) (Jensen)."""
         if self._log_normalizer is None:
             with torch.no_grad():
-                parts = [self.log_acceptance(self._keyed_proposals(_NORMALIZER_STREAM, a, b))
-                         for a, b in _chunks(NORMALIZER_DRAWS)]
-                self._log_normalizer = (torch.logsumexp(torch.cat(parts).double(), 0)
-                                        - math.log(NORMALIZER_DRAWS)).to(self.x.dtype)
+                parts = [
+                    self.log_acceptance(self._keyed_proposals(_NORMALIZER_STREAM, a, b))
+                    for a, b in _chunks(NORMALIZER_DRAWS)
+                ]
+                self._log_normalizer = (torch.logsumexp(torch.cat(parts).double(), 0) - math.log(NORMALIZER_DRAWS)).to(
+                    self.x.dtype
+                )
         return self._log_normalizer
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -198,12 +222,29 @@ class RejectionPosterior(Distribution):
         """The base's location ``[N, z_dim]`` (E_{q_T}[z] has no closed form): the encoder feature of SSL."""
         return location(self.base)
 
-    def objective_terms(self, model, x: Tensor, *, objective: str, lam: float = 0.0, beta: float | None = None,
-                        n_samples: int = 1, compute_d_sm: bool | None = None) -> RejectionTerms:
+    def objective_terms(
+        self,
+        model,
+        x: Tensor,
+        *,
+        objective: str,
+        lam: float = 0.0,
+        beta: float | None = None,
+        n_samples: int = 1,
+        compute_d_sm: bool | None = None,
+    ) -> RejectionTerms:
         """The objectives of :mod:`smvi.core.objectives` on q_T: :func:`rejection_objective` from
         ``n_samples × proposals`` proposals per example."""
-        return rejection_objective(model, x, self, objective=objective, lam=lam, beta=beta,
-                                   compute_d_sm=compute_d_sm, n_proposals=self.proposals * n_samples)
+        return rejection_objective(
+            model,
+            x,
+            self,
+            objective=objective,
+            lam=lam,
+            beta=beta,
+            compute_d_sm=compute_d_sm,
+            n_proposals=self.proposals * n_samples,
+        )
 
     def elbo_at(self, model, x: Tensor, eps: Tensor) -> Tensor:
         """ÊLBO(q_T) ``[N]`` reweighted from the proposals the base makes of standard normal ``eps`` ``[M, N, d]``
@@ -233,8 +274,9 @@ class RejectionPosterior(Distribution):
             zw = z_j[wait]  # [P, d]: the waiting streams, each with its own point
             n = points[wait]
             with torch.no_grad():
-                ell = (self.model.log_prior(zw) + self.model.log_likelihood(self.x[n], zw)
-                       - self.base.log_prob(z_j)[wait])
+                ell = (
+                    self.model.log_prior(zw) + self.model.log_likelihood(self.x[n], zw) - self.base.log_prob(z_j)[wait]
+                )
                 take = log_u[wait] < log_sigmoid(ell + t[n])
             z[wait] = zw  # a capped stream keeps its last proposal
             proposals[wait] += 1
@@ -245,9 +287,13 @@ class RejectionPosterior(Distribution):
         capped = ~accepted
         self.last_sampling = SamplingStats(proposals, capped, self.cap)
         if bool(capped.any()):
-            warnings.warn(f"rejection sampling: {int(capped.sum())} of {capped.numel()} draws hit the cap of "
-                          f"{self.cap} proposals and are draws of the base q, not q_T (acceptance too low for T): "
-                          "raise model.rejection_cap or T", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"rejection sampling: {int(capped.sum())} of {capped.numel()} draws hit the cap of "
+                f"{self.cap} proposals and are draws of the base q, not q_T (acceptance too low for T): "
+                "raise model.rejection_cap or T",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return z.detach()
 
     @torch.no_grad()
@@ -288,8 +334,15 @@ class RejectionFamily(PosteriorFamily):
 
     kind = "rejection"
 
-    def __init__(self, base: PosteriorFamily, *, threshold: float | None = None, acceptance: float | None = None,
-                 proposals: int = 16, cap: int = 1000):
+    def __init__(
+        self,
+        base: PosteriorFamily,
+        *,
+        threshold: float | None = None,
+        acceptance: float | None = None,
+        proposals: int = 16,
+        cap: int = 1000,
+    ):
         super().__init__()
         if threshold is None and acceptance is None:
             acceptance = 0.5
@@ -300,12 +353,24 @@ class RejectionFamily(PosteriorFamily):
         self.threshold, self.acceptance, self.proposals, self.cap = threshold, acceptance, proposals, cap
 
     @classmethod
-    def from_settings(cls, z_dim: int, *, rejection_base: str, rejection_threshold: float | None,
-                      rejection_acceptance: float | None, rejection_proposals: int,
-                      rejection_cap: int) -> RejectionFamily:
+    def from_settings(
+        cls,
+        z_dim: int,
+        *,
+        rejection_base: str,
+        rejection_threshold: float | None,
+        rejection_acceptance: float | None,
+        rejection_proposals: int,
+        rejection_cap: int,
+    ) -> RejectionFamily:
         """From ``model.rejection_*`` (target acceptance 0.5 when neither T nor an acceptance is set)."""
-        return cls(make_family(rejection_base, z_dim), threshold=rejection_threshold, acceptance=rejection_acceptance,
-                   proposals=rejection_proposals, cap=rejection_cap)
+        return cls(
+            make_family(rejection_base, z_dim),
+            threshold=rejection_threshold,
+            acceptance=rejection_acceptance,
+            proposals=rejection_proposals,
+            cap=rejection_cap,
+        )
 
     def distribution(self, params: Tensor) -> Distribution:
         return self.base.distribution(params)
@@ -317,9 +382,9 @@ class RejectionFamily(PosteriorFamily):
         return self.base.local_distribution(local)
 
     def bind(self, q: Distribution, model, x: Tensor) -> RejectionPosterior:
-        return RejectionPosterior(q, model, x,
-                                  threshold=self.threshold, acceptance=self.acceptance, cap=self.cap,
-                                  proposals=self.proposals)
+        return RejectionPosterior(
+            q, model, x, threshold=self.threshold, acceptance=self.acceptance, cap=self.cap, proposals=self.proposals
+        )
 
 
 # ---- training: self-normalized reweighting of reparameterized proposals ---------------------------------------------
@@ -369,16 +434,29 @@ def reweighted_terms(model, q: RejectionPosterior, x: Tensor, z: Tensor, *, d_sm
     log_z = torch.logsumexp(log_a, 0) - math.log(z.shape[0])
     elbo = (w * F.softplus(logit)).sum(0) - t + log_z
     rec = (w * log_lik).sum(0)
-    out = {"elbo": elbo, "log_likelihood": rec, "kl": rec - elbo, "acceptance": log_z.detach().exp(),
-           "threshold": t.detach()}
+    out = {
+        "elbo": elbo,
+        "log_likelihood": rec,
+        "kl": rec - elbo,
+        "acceptance": log_z.detach().exp(),
+        "threshold": t.detach(),
+    }
     if g is not None:
         out["d_sm"] = (w * torch.exp(2 * log_a) * g.to(dtype).pow(2).sum(-1)).sum(0)
     return out
 
 
-def rejection_objective(model, x: Tensor, q: RejectionPosterior, *, objective: str = "smvi", lam: float = 0.0,
-                        beta: float | None = None, compute_d_sm: bool | None = None,
-                        n_proposals: int | None = None) -> RejectionTerms:
+def rejection_objective(
+    model,
+    x: Tensor,
+    q: RejectionPosterior,
+    *,
+    objective: str = "smvi",
+    lam: float = 0.0,
+    beta: float | None = None,
+    compute_d_sm: bool | None = None,
+    n_proposals: int | None = None,
+) -> RejectionTerms:
     """The training terms on q_T from ``n_proposals`` (default ``q.proposals``) reparameterized proposals per example:
 
     - ``"smvi"``: loss = −(ÊLBO(q_T) − λ·D̂_SM(q_T, p)); D̂ skipped at λ = 0 unless ``compute_d_sm``.
@@ -388,9 +466,11 @@ def rejection_objective(model, x: Tensor, q: RejectionPosterior, *, objective: s
       ÊLBO above is already IWAE's L_M of the base q on the same M proposals.
     """
     if objective == "iwae":
-        raise ValueError("objective 'iwae' cannot train posterior='rejection' (IWAE needs reparameterized exact draws "
-                         "of q_T and log q_T; rejection sampling has neither): use 'smvi' or 'beta' — as T → −∞ the "
-                         "rejection ELBO is IWAE's bound of the base q with model.rejection_proposals samples")
+        raise ValueError(
+            "objective 'iwae' cannot train posterior='rejection' (IWAE needs reparameterized exact draws "
+            "of q_T and log q_T; rejection sampling has neither): use 'smvi' or 'beta' — as T → −∞ the "
+            "rejection ELBO is IWAE's bound of the base q with model.rejection_proposals samples"
+        )
     if compute_d_sm is None:
         compute_d_sm = objective == "smvi" and lam != 0
     z = q.base.rsample((n_proposals or q.proposals,))
@@ -402,5 +482,12 @@ def rejection_objective(model, x: Tensor, q: RejectionPosterior, *, objective: s
         loss = -(t["log_likelihood"] - beta * t["kl"])
     else:
         raise ValueError(f"unknown objective {objective!r}: use 'smvi' or 'beta' with posterior='rejection'")
-    return RejectionTerms(loss=loss, elbo=t["elbo"], log_likelihood=t["log_likelihood"], kl=t["kl"],
-                          d_sm=t.get("d_sm"), acceptance=t["acceptance"], threshold=t["threshold"])
+    return RejectionTerms(
+        loss=loss,
+        elbo=t["elbo"],
+        log_likelihood=t["log_likelihood"],
+        kl=t["kl"],
+        d_sm=t.get("d_sm"),
+        acceptance=t["acceptance"],
+        threshold=t["threshold"],
+    )

@@ -79,8 +79,10 @@ MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 _FIX = "run `smvi data fetch` (or point --data-dir / SMVI_DATA_DIR at the original files)"
-_IDX_FIX = ("put the four MNIST-named IDX files (plain or .gz: train-images-idx3-ubyte[.gz], ...) in the directory "
-            "given by --data-dir")
+_IDX_FIX = (
+    "put the four MNIST-named IDX files (plain or .gz: train-images-idx3-ubyte[.gz], ...) in the directory "
+    "given by --data-dir"
+)
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -148,8 +150,10 @@ def _read_bounded(path: Path, fix: str) -> bytes:
     limit = MAX_IDX_BYTES
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size > limit:
-            raise DataError(f"{path}: {os.fstat(f.fileno()).st_size} bytes, more than the {limit} an IDX file may "
-                            f"have (memory); {fix}")
+            raise DataError(
+                f"{path}: {os.fstat(f.fileno()).st_size} bytes, more than the {limit} an IDX file may "
+                f"have (memory); {fix}"
+            )
         if f.read(2) != _GZIP_MAGIC:
             f.seek(0)
             return f.read(limit + 1)
@@ -164,12 +168,16 @@ def _read_bounded(path: Path, fix: str) -> bytes:
                 implied = _implied_size(bytes(out[:16]))
                 if implied is not None:
                     if implied > MAX_IDX_BYTES:
-                        raise DataError(f"{path}: header implies {implied} bytes, more than the {MAX_IDX_BYTES} an "
-                                        f"IDX file may have (memory); {fix}")
+                        raise DataError(
+                            f"{path}: header implies {implied} bytes, more than the {MAX_IDX_BYTES} an "
+                            f"IDX file may have (memory); {fix}"
+                        )
                     limit = implied
                 if len(out) > limit:
-                    raise DataError(f"{path}: decompresses to more than {limit} bytes, past what its header implies "
-                                    f"(stopped inflating there); delete it and {fix}")
+                    raise DataError(
+                        f"{path}: decompresses to more than {limit} bytes, past what its header implies "
+                        f"(stopped inflating there); delete it and {fix}"
+                    )
                 if d.eof:  # a gzip file may hold several members, one after another
                     rest = d.unused_data + f.read()
                     if not rest.strip(b"\0"):
@@ -253,8 +261,9 @@ def fetch_mnist(dest: str | Path | None = None, *, progress: bool = True) -> Pat
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create the data directory {dest} ({e.strerror}); "
-                        "set SMVI_CACHE_DIR elsewhere") from None
+        raise DataError(
+            f"cannot create the data directory {dest} ({e.strerror}); set SMVI_CACHE_DIR elsewhere"
+        ) from None
     errors = []
     with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp:
         tmp = Path(tmp)
@@ -266,8 +275,10 @@ def fetch_mnist(dest: str | Path | None = None, *, progress: bool = True) -> Pat
             except (DataError, OSError, subprocess.SubprocessError, tarfile.TarError) as e:
                 errors.append(f"{fetch.__name__[7:]}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         else:
-            raise DataError("could not download MNIST (" + "; ".join(errors) + "); put the four IDX files in a "
-                            "directory and pass --data-dir")
+            raise DataError(
+                "could not download MNIST (" + "; ".join(errors) + "); put the four IDX files in a "
+                "directory and pass --data-dir"
+            )
         for name in MNIST_FILES:
             os.replace(tmp / name, dest / name)
     return dest
@@ -324,16 +335,20 @@ class ImageData:
         for split in ("train", "test"):
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
             if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-                raise ValueError(f"ImageData.{split}_x and {split}_y must be torch tensors, got "
-                                 f"{type(x).__name__} and {type(y).__name__}")
+                raise ValueError(
+                    f"ImageData.{split}_x and {split}_y must be torch tensors, got "
+                    f"{type(x).__name__} and {type(y).__name__}"
+                )
             if x.dtype != torch.float32 or x.ndim != 2 or len(x) == 0:
-                raise ValueError(f"ImageData.{split}_x must be float32 of shape [n > 0, d], got {x.dtype} "
-                                 f"{list(x.shape)}")
+                raise ValueError(
+                    f"ImageData.{split}_x must be float32 of shape [n > 0, d], got {x.dtype} {list(x.shape)}"
+                )
             if x.shape[1] != self.train_x.shape[1]:
                 raise ValueError(f"ImageData.test_x has width {x.shape[1]} but train_x {self.train_x.shape[1]}")
             if y.ndim != 1 or len(y) != len(x) or y.is_floating_point() or y.is_complex():
-                raise ValueError(f"ImageData.{split}_y must be integer labels of shape [{len(x)}], got {y.dtype} "
-                                 f"{list(y.shape)}")
+                raise ValueError(
+                    f"ImageData.{split}_y must be integer labels of shape [{len(x)}], got {y.dtype} {list(y.shape)}"
+                )
             if not bool(((x >= 0) & (x <= 1)).all()):  # also false for NaN
                 raise ValueError(f"ImageData.{split}_x must hold gray levels in [0, 1] (no NaN): scale it first")
 

@@ -21,8 +21,14 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["TRANSFORMS", "binarize_fixed", "dequantize_fixed", "fixed_inputs", "discrete_log_likelihood_bound",
-           "DynamicBinarizer"]
+__all__ = [
+    "TRANSFORMS",
+    "binarize_fixed",
+    "dequantize_fixed",
+    "fixed_inputs",
+    "discrete_log_likelihood_bound",
+    "DynamicBinarizer",
+]
 
 TRANSFORMS = ("binarize", "dequantize")  # the values of data.transform
 
@@ -73,8 +79,9 @@ class DynamicBinarizer:
     with ``seed``; its state (:meth:`state` / :meth:`set_state`) is all that is needed to resume exactly.
     """
 
-    def __init__(self, images: Tensor, batch_size: int, seed: int, *, drop_last: bool = False,
-                 transform: str = "binarize"):
+    def __init__(
+        self, images: Tensor, batch_size: int, seed: int, *, drop_last: bool = False, transform: str = "binarize"
+    ):
         if transform not in TRANSFORMS:
             raise ValueError(f"unknown transform {transform!r}: use one of {list(TRANSFORMS)}")
         self.images = images

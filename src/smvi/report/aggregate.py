@@ -42,8 +42,24 @@ from smvi.store.records import RecordError
 from smvi.store.rundir import RunDamaged, RunDir, RunError, config_files, read_bounded, sweep_paths
 from smvi.store.stats import clustered_paired_t, mean_se
 
-__all__ = ["ReportError", "collect_runs", "aggregate", "is_constrained", "method_of", "lam_series", "last_kl",
-           "last_diagnostics", "Run", "Row", "SPLITS", "EVAL_METRICS", "lookup", "number", "ssl_by_seed", "row_lam"]
+__all__ = [
+    "ReportError",
+    "collect_runs",
+    "aggregate",
+    "is_constrained",
+    "method_of",
+    "lam_series",
+    "last_kl",
+    "last_diagnostics",
+    "Run",
+    "Row",
+    "SPLITS",
+    "EVAL_METRICS",
+    "lookup",
+    "number",
+    "ssl_by_seed",
+    "row_lam",
+]
 
 SPLITS, EVAL_METRICS = ("test", "train"), ("gap", "ais", "elbo")
 IGNORED_KEYS = {"train.lam", "train.seed", "train.device", "data.data_dir"}  # may differ between runs of one sweep
@@ -79,9 +95,11 @@ def is_constrained(run: Run) -> bool:
     return run.config.get("train.constraint.target") is not None
 
 
-METHOD_KEYS = ({"train.objective", "model.posterior", "train.dsm_grad"}
-               | {f"train.{o.knob}" for o in OBJECTIVES.values() if o.knob != "lam"}
-               | {f"model.{k}" for spec in FAMILIES.values() for k in spec.settings})
+METHOD_KEYS = (
+    {"train.objective", "model.posterior", "train.dsm_grad"}
+    | {f"train.{o.knob}" for o in OBJECTIVES.values() if o.knob != "lam"}
+    | {f"model.{k}" for spec in FAMILIES.values() for k in spec.settings}
+)
 """The settings that tell methods apart (:func:`method_of`): runs of a study differ in them by design."""
 
 
@@ -165,8 +183,10 @@ def untrusted(rd: RunDir, kind: str, rec) -> str | None:
     digest (edited by hand or damaged after writing; records written before digests are taken as they are), or it
     scored other data than the run was trained on (``--other-data``)."""
     if rd.record_integrity(kind) == "edited":
-        return (f"{RECORD_LABEL[kind]} does not match its digest (edited or damaged after it was written; the digest "
-                f"catches accidents, it is no signature): recompute it with --overwrite")
+        return (
+            f"{RECORD_LABEL[kind]} does not match its digest (edited or damaged after it was written; the digest "
+            f"catches accidents, it is no signature): recompute it with --overwrite"
+        )
     if rec.header.data is not None:
         return f"{RECORD_LABEL[kind]} scored {rec.header.data.describe()}, not the data the run was trained on"
     return None
@@ -193,8 +213,9 @@ def _status_notes(sweep: Path, notes: list[str]) -> None:
         return
     for job in lookup(status, "runs") or []:
         if isinstance(job, dict) and job.get("status") not in (None, "ok"):
-            notes.append(f"{sweep_paths(sweep)[1].name}: {job.get('name')} {job.get('status')} "
-                         f"({job.get('error', '?')})")
+            notes.append(
+                f"{sweep_paths(sweep)[1].name}: {job.get('name')} {job.get('status')} ({job.get('error', '?')})"
+            )
 
 
 def _utf8(text: str) -> bool:
@@ -214,8 +235,14 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
     if not sweep.is_dir():
         raise ReportError(f"sweep directory {sweep} does not exist")
     runs, notes, seen = [], [], {}
-    found = [p for p in config_files(sweep) if not (any(part.startswith(".") for part in p.relative_to(sweep).parts)
-                                                    or p.relative_to(sweep).parts[0] == "report")]
+    found = [
+        p
+        for p in config_files(sweep)
+        if not (
+            any(part.startswith(".") for part in p.relative_to(sweep).parts)
+            or p.relative_to(sweep).parts[0] == "report"
+        )
+    ]
     nested = {p for p in found if any(sweep_paths(d)[0].is_file() for d in p.parents if sweep in d.parents)}
     if len(nested) < len(found):  # the folder has runs of its own: a sweep inside it has its own report
         found = [p for p in found if p not in nested]
@@ -231,8 +258,9 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
             fp = rd.fingerprint()
             epochs = rd.epochs_done() or rd.metrics_epochs()
         except RunDamaged as e:  # named as damaged; what fixes it depends on how the run was made
-            notes.append(f"{name}: run skipped: damaged ({e.problem}); restore the file, or remove the run and "
-                         "retrain it")
+            notes.append(
+                f"{name}: run skipped: damaged ({e.problem}); restore the file, or remove the run and retrain it"
+            )
             continue
         except RunError as e:
             notes.append(f"{name}: run skipped ({e})")
@@ -246,8 +274,20 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
             notes.append(f"{name}: no metrics.jsonl (not trained yet?)")
         got = {kind: _record(rd, kind, fp, epochs, notes, name) for kind in RECORD_LABEL}
         flat = dotted_items(cfg.model_dump(mode="json", exclude_none=True))
-        run = Run(name, cfg.train.lam, cfg.train.seed, epochs, planned, flat, got["eval"], got["ssl"],
-                  got["convergence"], fp, gaps=got["gaps"], metrics=_metrics(rd, epochs, notes, name))
+        run = Run(
+            name,
+            cfg.train.lam,
+            cfg.train.seed,
+            epochs,
+            planned,
+            flat,
+            got["eval"],
+            got["ssl"],
+            got["convergence"],
+            fp,
+            gaps=got["gaps"],
+            metrics=_metrics(rd, epochs, notes, name),
+        )
         for kind, fig in (("eval", 1), ("ssl", 2)):
             if got[kind] is None and not rd.record_path(kind).exists():  # damaged or stale ones have their note
                 notes.append(f"{name}: no {RECORD_LABEL[kind]}; left out of Figure {fig}")
@@ -255,8 +295,9 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
     if not runs:
         raise ReportError(f"no usable runs under {sweep}: no readable config.toml found; train some runs into it first")
     if not any(r.eval or r.ssl for r in runs):
-        raise ReportError(f"none of the {len(runs)} runs under {sweep} has a current eval.json or ssl.json: "
-                          "evaluate them first")
+        raise ReportError(
+            f"none of the {len(runs)} runs under {sweep} has a current eval.json or ssl.json: evaluate them first"
+        )
     _status_notes(sweep, notes)
     keys = set().union(*(r.config for r in runs)) - IGNORED_KEYS
     axis = lam_series(runs)[0]  # the runs pooled per λ; other methods differ from them by design (their keys)
@@ -336,10 +377,22 @@ def _gain(runs: list[Run], s: int, lam: float) -> Row | None:
         return None
     per_pair = tuple(float(np.mean(v)) for v in clusters.values())
     if len(clusters) >= 2:
-        return Row("ssl_gain", "test", s, lam, d.mean, d.se, len(clusters), "training seeds", "percentage points",
-                   per_pair, d.se_pooled)
-    return Row("ssl_gain", "test", s, lam, d.mean, d.se, 1, "label subsets, paired with λ = 0", "percentage points",
-               per_pair)
+        return Row(
+            "ssl_gain",
+            "test",
+            s,
+            lam,
+            d.mean,
+            d.se,
+            len(clusters),
+            "training seeds",
+            "percentage points",
+            per_pair,
+            d.se_pooled,
+        )
+    return Row(
+        "ssl_gain", "test", s, lam, d.mean, d.se, 1, "label subsets, paired with λ = 0", "percentage points", per_pair
+    )
 
 
 def last_kl(last: dict) -> tuple[float | None, str]:
@@ -366,7 +419,8 @@ def _diagnostics(runs: list[Run], lams: list[float]) -> list[Row]:
     rows = []
     for (q, split), lam in itertools.product((("kl", "test"), ("kl", "train"), ("active_units", "test")), lams):
         got: list[tuple[float, float | None]] = [
-            (v, None) for r in runs if r.lam == lam if (v := last_diagnostics(r).get((q, split))) is not None]
+            (v, None) for r in runs if r.lam == lam if (v := last_diagnostics(r).get((q, split))) is not None
+        ]
         if got:
             rows.append(_row(q, split, None, lam, got, "one value per run", "nats" if q == "kl" else "units"))
     return rows
@@ -378,9 +432,11 @@ def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
     runs, other = lam_series(runs)
     rows, notes, lams = [], [], sorted({r.lam for r in runs})
     if others := [r.name for r in other if not is_constrained(r)]:
-        notes.append(f"{len(others)} runs of other methods (β-VAE, IWAE or another variational family) are not on "
-                     "the λ axis and are left out of the per-λ tables, Figures 1–3 and the claims (the frontier "
-                     f"section shows them): {', '.join(others)}")
+        notes.append(
+            f"{len(others)} runs of other methods (β-VAE, IWAE or another variational family) are not on "
+            "the λ axis and are left out of the per-λ tables, Figures 1–3 and the claims (the frontier "
+            f"section shows them): {', '.join(others)}"
+        )
     for split, q, lam in itertools.product(SPLITS, EVAL_METRICS, lams):
         got = []
         for r in (r for r in runs if r.lam == lam and r.eval):
@@ -392,16 +448,24 @@ def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
         if got:
             rows.append(_row(q, split, None, lam, got, "data points", "nats"))
     for lam in lams:  # IWAE on the whole test set, where the eval records have it
-        got = [(m, number(lookup(r.eval, "full_test", "iwae", "se"))) for r in runs if r.lam == lam and r.eval
-               if (m := number(lookup(r.eval, "full_test", "iwae", "mean"))) is not None]
+        got = [
+            (m, number(lookup(r.eval, "full_test", "iwae", "se")))
+            for r in runs
+            if r.lam == lam and r.eval
+            if (m := number(lookup(r.eval, "full_test", "iwae", "mean"))) is not None
+        ]
         if got:
             rows.append(_row("iwae_full", "test", None, lam, got, "data points", "nats"))
     rows += _diagnostics(runs, lams)
     sizes = sorted({int(s) for r in runs for s in (lookup(r.ssl, "features", "sizes") or {}) if str(s).isdigit()})
     for s in sizes:
         for lam in lams:
-            got = [(100 * float(np.mean(a)), _se_pct(a)) for r in runs if r.lam == lam
-                   if (a := _accuracies(r.ssl, "features", s))]
+            got = [
+                (100 * float(np.mean(a)), _se_pct(a))
+                for r in runs
+                if r.lam == lam
+                if (a := _accuracies(r.ssl, "features", s))
+            ]
             if got:
                 rows.append(_row("ssl_accuracy", "test", s, lam, got, "label subsets", "percent"))
             if lam != 0 and (gain := _gain(runs, s, lam)):
@@ -410,6 +474,15 @@ def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
         if len(raw) > 1:
             notes.append(f"raw-pixel baselines for s={s} differ between runs (other ssl settings?); pooled")
         if raw:
-            rows.append(_row("ssl_raw_accuracy", "test", s, None,
-                             [(100 * float(np.mean(a)), _se_pct(a)) for a in sorted(raw)], "label subsets", "percent"))
+            rows.append(
+                _row(
+                    "ssl_raw_accuracy",
+                    "test",
+                    s,
+                    None,
+                    [(100 * float(np.mean(a)), _se_pct(a)) for a in sorted(raw)],
+                    "label subsets",
+                    "percent",
+                )
+            )
     return rows, notes

@@ -72,7 +72,7 @@ def _rises(gaps: list[Row]) -> list[tuple[float, float]]:
 
 
 def _left_out(excluded: dict[float, str], lams: set[float] | None = None) -> str:
-    """"; left out as flagged: λ = 1 (collapsed)" for the flagged λ among ``lams`` (all when None); "" if none."""
+    """ "; left out as flagged: λ = 1 (collapsed)" for the flagged λ among ``lams`` (all when None); "" if none."""
     hit = [f"λ = {_lam(lam)} ({why})" for lam, why in excluded.items() if lams is None or lam in lams]
     return f"; left out as flagged: {', '.join(hit)}" if hit else ""
 
@@ -81,13 +81,16 @@ def _zero_flagged(name: str, excluded: dict[float, str]) -> Claim | None:
     """The undecided claim when the λ = 0 runs, the baseline of every comparison, are flagged."""
     if 0.0 not in excluded:
         return None
-    return Claim(name, "cannot be decided at this power",
-                 f"{name} — cannot be decided: the λ = 0 runs every comparison is made against are flagged "
-                 f"({excluded[0.0]}); see Flags.")
+    return Claim(
+        name,
+        "cannot be decided at this power",
+        f"{name} — cannot be decided: the λ = 0 runs every comparison is made against are flagged "
+        f"({excluded[0.0]}); see Flags.",
+    )
 
 
 def _ais_caveat(flags: Sequence[Flag], lams: tuple[float, ...]) -> str:
-    """" (AIS flagged at λ = 0: acceptance; see Flags)" for AIS-quality flags of the compared runs; "" if none."""
+    """ " (AIS flagged at λ = 0: acceptance; see Flags)" for AIS-quality flags of the compared runs; "" if none."""
     hit = sorted({(f.lam, f.kind) for f in flags if f.kind in ("acceptance", "bdmc", "ladder") and f.lam in lams})
     if not hit:
         return ""
@@ -100,19 +103,31 @@ def claim_gap(paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = 
     if zero := _zero_flagged(name, excluded):
         return zero
     gap = {r.lam: r for r in paired if r.quantity == "gap" and r.split == "test"}
-    logp = ({r.lam: r for r in paired if r.quantity == "iwae_full"}
-            or {r.lam: r for r in paired if r.quantity == "ais" and r.split == "test"})
+    logp = {r.lam: r for r in paired if r.quantity == "iwae_full"} or {
+        r.lam: r for r in paired if r.quantity == "ais" and r.split == "test"
+    }
     paired_lams = set(gap) & set(logp)
     both = sorted(paired_lams - set(excluded))
     if not both:
-        why = ("every λ compared with λ = 0 is flagged" + _left_out(excluded, paired_lams) if paired_lams else
-               "no paired per-image comparison with λ = 0 (the eval records keep no per-image values, or the sweep "
-               "has no λ = 0 run)")
+        why = (
+            "every λ compared with λ = 0 is flagged" + _left_out(excluded, paired_lams)
+            if paired_lams
+            else "no paired per-image comparison with λ = 0 (the eval records keep no per-image values, or the sweep "
+            "has no λ = 0 run)"
+        )
         return Claim(name, "cannot be decided at this power", f"{name} — cannot be decided: {why}.")
     lam = both[-1]
     g, lp = gap[lam], logp[lam]
-    rises = _rises(sorted((r for r in rows if r.quantity == "gap" and r.split == "test" and r.lam is not None
-                           and r.lam not in excluded), key=row_lam))
+    rises = _rises(
+        sorted(
+            (
+                r
+                for r in rows
+                if r.quantity == "gap" and r.split == "test" and r.lam is not None and r.lam not in excluded
+            ),
+            key=row_lam,
+        )
+    )
     below = lambda r: r.diff.high is not None and r.diff.high < 0  # noqa: E731
     above = lambda r: r.diff.low is not None and r.diff.low > 0  # noqa: E731
     if above(g) or above(lp) or rises:
@@ -122,11 +137,18 @@ def claim_gap(paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = 
     else:
         verdict = "cannot be decided at this power"
     what = "IWAE on the whole test set" if lp.quantity == "iwae_full" else "AIS on the test subset"
-    mono = ("the mean test gap never rises significantly between successive λ" if not rises else
-            "the mean test gap rises significantly from λ = " + ", ".join(f"{_lam(a)} to {_lam(b)}" for a, b in rises))
-    return Claim(name, verdict, f"{name} — {verdict}: at λ = {_lam(lam)} against λ = 0 the test gap changes by "
-                                f"{_ci(g, 'nats')} and log p(x) ({what}) by {_ci(lp, 'nats')}; {mono}"
-                                f"{_left_out(excluded)}{_ais_caveat(flags, (0.0, lam))}.")
+    mono = (
+        "the mean test gap never rises significantly between successive λ"
+        if not rises
+        else "the mean test gap rises significantly from λ = " + ", ".join(f"{_lam(a)} to {_lam(b)}" for a, b in rises)
+    )
+    return Claim(
+        name,
+        verdict,
+        f"{name} — {verdict}: at λ = {_lam(lam)} against λ = 0 the test gap changes by "
+        f"{_ci(g, 'nats')} and log p(x) ({what}) by {_ci(lp, 'nats')}; {mono}"
+        f"{_left_out(excluded)}{_ais_caveat(flags, (0.0, lam))}.",
+    )
 
 
 def claim_ssl(paired: list[PairedRow], flags: Sequence[Flag] = ()) -> Claim:
@@ -138,21 +160,33 @@ def claim_ssl(paired: list[PairedRow], flags: Sequence[Flag] = ()) -> Claim:
     ssl = [r for r in every if r.lam not in excluded]
     left = _left_out(excluded, {r.lam for r in every})
     if not ssl:
-        return Claim(name, "cannot be decided at this power",
-                     f"{name} — cannot be decided: no paired SSL comparison with λ = 0{left}.")
+        return Claim(
+            name,
+            "cannot be decided at this power",
+            f"{name} — cannot be decided: no paired SSL comparison with λ = 0{left}.",
+        )
     wins = [r for r in ssl if r.diff.mean > 0 and r.p_holm is not None and r.p_holm < ALPHA]
     best = max(wins or ssl, key=lambda r: r.diff.mean)
-    at = (f"at λ = {_lam(best.lam)}, s = {best.s}: {_ci(best, 'percentage points')}, "
-          f"Holm-adjusted p = {best.p_holm if best.p_holm is None else f'{best.p_holm:.3g}'} over {len(every)} "
-          f"comparisons{left}")
+    at = (
+        f"at λ = {_lam(best.lam)}, s = {best.s}: {_ci(best, 'percentage points')}, "
+        f"Holm-adjusted p = {best.p_holm if best.p_holm is None else f'{best.p_holm:.3g}'} over {len(every)} "
+        f"comparisons{left}"
+    )
     if wins:
         return Claim(name, "holds", f"{name} — holds: largest significant gain {at}.")
     if all(r.diff.high is not None and r.diff.high < MIN_GAIN for r in ssl):
-        return Claim(name, "does not hold", f"{name} — does not hold: no λ > 0 improves significantly and every "
-                                            f"interval excludes a gain of {MIN_GAIN} points; largest mean gain {at}.")
-    return Claim(name, "cannot be decided at this power",
-                 f"{name} — cannot be decided at this power: no significant gain, but gains of {MIN_GAIN} points are "
-                 f"not excluded; largest mean gain {at}.")
+        return Claim(
+            name,
+            "does not hold",
+            f"{name} — does not hold: no λ > 0 improves significantly and every "
+            f"interval excludes a gain of {MIN_GAIN} points; largest mean gain {at}.",
+        )
+    return Claim(
+        name,
+        "cannot be decided at this power",
+        f"{name} — cannot be decided at this power: no significant gain, but gains of {MIN_GAIN} points are "
+        f"not excluded; largest mean gain {at}.",
+    )
 
 
 def decide_claims(paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = ()) -> list[Claim]:

@@ -24,19 +24,28 @@ from typing import Any
 from smvi.report.aggregate import Row, Run, is_constrained, last_kl, lookup, number
 from smvi.report.flags import COLLAPSE_KL, COLLAPSE_UNITS, is_collapsed
 
-__all__ = ["COLLAPSE_UNITS", "COLLAPSE_KL", "ConstrainedRun", "is_constrained", "constrained_runs",
-           "constrained_section", "Section", "CAPTIONS", "FILES"]
+__all__ = [
+    "COLLAPSE_UNITS",
+    "COLLAPSE_KL",
+    "ConstrainedRun",
+    "is_constrained",
+    "constrained_runs",
+    "constrained_section",
+    "Section",
+    "CAPTIONS",
+    "FILES",
+]
 
 MEASURE = {"dsm": "D_SM", "gap": "gap (IWAE_k − ELBO)"}
 CAPTIONS = {
     "figc1_targets.png": "Constrained runs, achieved against target (log–log; dotted: y = x, the target met "
-                         "exactly). D_SM targets: the training D_SM's moving average at the last epoch and the test "
-                         "D_SM of the evaluation; gap targets: the training IWAE_k − ELBO estimate and the AIS test "
-                         "gap (the estimate is a lower bound of the gap).",
+    "exactly). D_SM targets: the training D_SM's moving average at the last epoch and the test "
+    "D_SM of the evaluation; gap targets: the training IWAE_k − ELBO estimate and the AIS test "
+    "gap (the estimate is a lower bound of the gap).",
     "figc2_lambda.png": "Constrained runs: λ at the end of each epoch (log scale); grey lines: the sweep's fixed λ.",
     "figc3_plane.png": "Test AIS log p(x) against the test AIS gap: fixed-λ runs (line, labelled by λ; mean over "
-                       "seeds; a red × marks a collapsed λ) and constrained runs (points, labelled by target; "
-                       "× marks a collapsed run).",
+    "seeds; a red × marks a collapsed λ) and constrained runs (points, labelled by target; "
+    "× marks a collapsed run).",
 }
 FILES = {*CAPTIONS, "constrained.csv"}
 
@@ -72,14 +81,25 @@ def constrained_runs(runs: list[Run], notes: list[str]) -> list[ConstrainedRun]:
         last = lines[-1] if lines else {}
         traj = tuple((m["epoch"], float(m["lam"])) for m in lines if number(m.get("lam")) is not None)
         status = last.get("constraint_status")
-        out.append(ConstrainedRun(r, str(r.config.get("train.constraint.measure", "dsm")),
-                                  float(r.config["train.constraint.target"]), number(last.get("constraint_avg")),
-                                  status if isinstance(status, str) else None, number(last.get("lam")), traj,
-                                  number(last.get("test_active_units")), last_kl(last)[0]))
+        out.append(
+            ConstrainedRun(
+                r,
+                str(r.config.get("train.constraint.measure", "dsm")),
+                float(r.config["train.constraint.target"]),
+                number(last.get("constraint_avg")),
+                status if isinstance(status, str) else None,
+                number(last.get("lam")),
+                traj,
+                number(last.get("test_active_units")),
+                last_kl(last)[0],
+            )
+        )
         if status == "unreachable":
             notes.append(f"{r.name}: the target was not reached with λ at its cap (constraint status unreachable)")
-    keys = sorted({k for c in out for k in c.run.config if k.startswith("train.constraint.")}
-                  - {"train.constraint.target", "train.constraint.measure"})
+    keys = sorted(
+        {k for c in out for k in c.run.config if k.startswith("train.constraint.")}
+        - {"train.constraint.target", "train.constraint.measure"}
+    )
     for k in keys:
         if len({repr(c.run.config.get(k)) for c in out}) > 1:
             notes.append(f"constrained runs differ in {k}: compare them with care")
@@ -107,37 +127,78 @@ def _ssl(c: ConstrainedRun, s: int) -> float | None:
 def _columns(cruns: list[ConstrainedRun]) -> list[tuple[str, Any]]:
     """(header, cell function) of every column of the table and the CSV."""
     yes = lambda x: "—" if x is None else "yes" if x else "no"  # noqa: E731
-    cols = [("run", lambda c: c.run.name), ("measure", lambda c: c.measure), ("target", lambda c: f"{c.target:g}"),
-            ("seed", lambda c: str(c.run.seed)), ("epochs", lambda c: f"{c.run.epochs or 0}/{c.run.planned or '?'}"),
-            ("achieved (training, last epoch)", lambda c: _g(c.achieved)), ("status", lambda c: c.status or "—"),
-            ("test D_SM", lambda c: _g(c.eval("test", "d_sm"))),
-            ("AIS gap, test", lambda c: _f(c.eval("test", "gap"))),
-            ("AIS gap, train", lambda c: _f(c.eval("train", "gap"))),
-            ("AIS log p(x), test", lambda c: _f(c.eval("test", "ais"))), ("λ at the end", lambda c: _g(c.lam_end)),
-            ("active units", lambda c: "—" if c.active_units is None else f"{c.active_units:g}"),
-            ("KL (nats)", lambda c: _f(c.kl))]
+    cols = [
+        ("run", lambda c: c.run.name),
+        ("measure", lambda c: c.measure),
+        ("target", lambda c: f"{c.target:g}"),
+        ("seed", lambda c: str(c.run.seed)),
+        ("epochs", lambda c: f"{c.run.epochs or 0}/{c.run.planned or '?'}"),
+        ("achieved (training, last epoch)", lambda c: _g(c.achieved)),
+        ("status", lambda c: c.status or "—"),
+        ("test D_SM", lambda c: _g(c.eval("test", "d_sm"))),
+        ("AIS gap, test", lambda c: _f(c.eval("test", "gap"))),
+        ("AIS gap, train", lambda c: _f(c.eval("train", "gap"))),
+        ("AIS log p(x), test", lambda c: _f(c.eval("test", "ais"))),
+        ("λ at the end", lambda c: _g(c.lam_end)),
+        ("active units", lambda c: "—" if c.active_units is None else f"{c.active_units:g}"),
+        ("KL (nats)", lambda c: _f(c.kl)),
+    ]
     cols += [(f"SSL %, s = {s}", lambda c, s=s: _f(_ssl(c, s))) for s in _sizes(cruns)]
     return cols + [("collapsed", lambda c: yes(c.collapsed))]
 
 
 def _table(cruns: list[ConstrainedRun]) -> tuple[str, list[str], list[list[str]]]:
     cols = _columns(cruns)
-    title = (f"Constrained runs: λ learned toward a target (collapsed: ≤ {COLLAPSE_UNITS} active units or KL < "
-             f"{COLLAPSE_KL} nats)")
+    title = (
+        f"Constrained runs: λ learned toward a target (collapsed: ≤ {COLLAPSE_UNITS} active units or KL < "
+        f"{COLLAPSE_KL} nats)"
+    )
     return title, [h for h, _ in cols], [[f(c) for _, f in cols] for c in cruns]
 
 
 def _csv(cruns: list[ConstrainedRun]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", "measure", "target", "seed", "epochs", "achieved", "status", "test_d_sm", "test_gap",
-                "train_gap", "test_ais", "lam_end", "active_units", "kl", "collapsed"])
+    w.writerow(
+        [
+            "run",
+            "measure",
+            "target",
+            "seed",
+            "epochs",
+            "achieved",
+            "status",
+            "test_d_sm",
+            "test_gap",
+            "train_gap",
+            "test_ais",
+            "lam_end",
+            "active_units",
+            "kl",
+            "collapsed",
+        ]
+    )
     val = lambda x: "" if x is None else repr(x)  # noqa: E731
     for c in cruns:
-        w.writerow([c.run.name, c.measure, repr(c.target), c.run.seed, val(c.run.epochs), val(c.achieved),
-                    c.status or "", val(c.eval("test", "d_sm")), val(c.eval("test", "gap")),
-                    val(c.eval("train", "gap")), val(c.eval("test", "ais")), val(c.lam_end), val(c.active_units),
-                    val(c.kl), "" if c.collapsed is None else c.collapsed])
+        w.writerow(
+            [
+                c.run.name,
+                c.measure,
+                repr(c.target),
+                c.run.seed,
+                val(c.run.epochs),
+                val(c.achieved),
+                c.status or "",
+                val(c.eval("test", "d_sm")),
+                val(c.eval("test", "gap")),
+                val(c.eval("train", "gap")),
+                val(c.eval("test", "ais")),
+                val(c.lam_end),
+                val(c.active_units),
+                val(c.kl),
+                "" if c.collapsed is None else c.collapsed,
+            ]
+        )
     return buf.getvalue()
 
 
@@ -174,8 +235,15 @@ def _figure_targets(cruns: list[ConstrainedRun]) -> bytes | None:
         values = [v for p in train + test for v in p]
         lo, hi = min(values) / 1.5, max(values) * 1.5
         ax.plot([lo, hi], [lo, hi], ":", color="0.4", label="y = x")
-        ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel=f"target ε ({MEASURE[measure]})",
-               ylabel="achieved", title=f"{MEASURE[measure]} targets")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlim=(lo, hi),
+            ylim=(lo, hi),
+            xlabel=f"target ε ({MEASURE[measure]})",
+            ylabel="achieved",
+            title=f"{MEASURE[measure]} targets",
+        )
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which="both")
@@ -202,15 +270,20 @@ def _figure_lambda(cruns: list[ConstrainedRun], fixed_lams: list[float]) -> byte
     return _png(fig)
 
 
-def _figure_plane(cruns: list[ConstrainedRun], rows: list[Row], collapsed: frozenset[float] = frozenset()
-                  ) -> bytes | None:
+def _figure_plane(
+    cruns: list[ConstrainedRun], rows: list[Row], collapsed: frozenset[float] = frozenset()
+) -> bytes | None:
     from matplotlib.figure import Figure
 
     find = {(r.quantity, r.lam): r.mean for r in rows if r.split == "test" and r.s is None}
-    line = sorted((lam, find[("ais", lam)], find[("gap", lam)]) for q, lam in find
-                  if q == "ais" and ("gap", lam) in find)
-    pts = [(c, a, g) for c in cruns if (a := c.eval("test", "ais")) is not None
-           and (g := c.eval("test", "gap")) is not None]
+    line = sorted(
+        (lam, find[("ais", lam)], find[("gap", lam)]) for q, lam in find if q == "ais" and ("gap", lam) in find
+    )
+    pts = [
+        (c, a, g)
+        for c in cruns
+        if (a := c.eval("test", "ais")) is not None and (g := c.eval("test", "gap")) is not None
+    ]
     if not (line or pts):
         return None
     fig = Figure(figsize=(7.5, 5), layout="tight")
@@ -218,12 +291,24 @@ def _figure_plane(cruns: list[ConstrainedRun], rows: list[Row], collapsed: froze
     if line:
         ok = [p for p in line if p[0] not in collapsed]
         ax.plot([a for _, a, _ in ok], [g for _, _, g in ok], "-o", color="0.35", ms=4, label="fixed λ")
-        ax.plot([a for _, a, _ in line], [g for _, _, g in line], ":", color="0.35", lw=1, zorder=0,
-                label="to a collapsed fixed λ" if len(ok) < len(line) else None)
+        ax.plot(
+            [a for _, a, _ in line],
+            [g for _, _, g in line],
+            ":",
+            color="0.35",
+            lw=1,
+            zorder=0,
+            label="to a collapsed fixed λ" if len(ok) < len(line) else None,
+        )
         for lam, a, g in line:
-            ax.annotate(f"λ={lam:g}" + (" ⚠C collapsed" if lam in collapsed else ""), (a, g),
-                        textcoords="offset points", xytext=(4, 4), fontsize=7,
-                        color="crimson" if lam in collapsed else "0.3")
+            ax.annotate(
+                f"λ={lam:g}" + (" ⚠C collapsed" if lam in collapsed else ""),
+                (a, g),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color="crimson" if lam in collapsed else "0.3",
+            )
             if lam in collapsed:
                 ax.scatter([a], [g], marker="x", s=60, color="crimson", zorder=4)
     for i, (c, a, g) in enumerate(pts):
@@ -234,8 +319,11 @@ def _figure_plane(cruns: list[ConstrainedRun], rows: list[Row], collapsed: froze
         ax.set_yscale("log")
     else:
         ax.set_yscale("symlog", linthresh=0.1)
-    ax.set(xlabel="test log p(x), AIS (nats)", ylabel="test gap, AIS − ELBO (nats)",
-           title="Learning–inference plane: higher log p(x) is better, lower gap is better")
+    ax.set(
+        xlabel="test log p(x), AIS (nats)",
+        ylabel="test gap, AIS − ELBO (nats)",
+        title="Learning–inference plane: higher log p(x) is better, lower gap is better",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return _png(fig)
@@ -260,13 +348,19 @@ def constrained_section(runs: list[Run], rows: list[Row], collapsed: frozenset[f
     if not cruns:
         return Section({}, [], {}, notes)
     fixed = sorted({r.lam for r in runs if not is_constrained(r)})
-    drawn = {"figc1_targets.png": _figure_targets(cruns), "figc2_lambda.png": _figure_lambda(cruns, fixed),
-             "figc3_plane.png": _figure_plane(cruns, rows, collapsed)}
-    return Section({k: v for k, v in drawn.items() if v is not None}, [_table(cruns)],
-                   {"constrained.csv": _csv(cruns).encode()}, notes)
+    drawn = {
+        "figc1_targets.png": _figure_targets(cruns),
+        "figc2_lambda.png": _figure_lambda(cruns, fixed),
+        "figc3_plane.png": _figure_plane(cruns, rows, collapsed),
+    }
+    return Section(
+        {k: v for k, v in drawn.items() if v is not None},
+        [_table(cruns)],
+        {"constrained.csv": _csv(cruns).encode()},
+        notes,
+    )
 
 
 def lam_cell(run: Run) -> str:
     """The run table's λ cell: ``learned`` for a constrained run."""
     return "learned" if is_constrained(run) else ("0" if run.lam == 0 else f"{run.lam:g}")
-

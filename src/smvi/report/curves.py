@@ -16,10 +16,12 @@ from smvi.report.figures import COLLAPSED_STYLE, fmt_lam, png
 __all__ = ["FIGURE", "CAPTION", "curve", "figure_curves"]
 
 FIGURE = "fig_training.png"
-CAPTION = ("Training curves per run from metrics.jsonl: (a) ELBO per epoch (solid: training mean; dotted: on the fixed "
-           "monitor test set), (b) D_SM on the monitor set, (c) KL(q ‖ p(z)) on the monitor set (the training mean "
-           "for runs that did not log it); colour: λ; dashed: a learned λ; red ×: posterior collapse (⚠C). "
-           "Logarithmic y where the values span more than two orders of magnitude.")
+CAPTION = (
+    "Training curves per run from metrics.jsonl: (a) ELBO per epoch (solid: training mean; dotted: on the fixed "
+    "monitor test set), (b) D_SM on the monitor set, (c) KL(q ‖ p(z)) on the monitor set (the training mean "
+    "for runs that did not log it); colour: λ; dashed: a learned λ; red ×: posterior collapse (⚠C). "
+    "Logarithmic y where the values span more than two orders of magnitude."
+)
 LOG_RANGE = 100.0
 
 

@@ -27,8 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["lam_axis", "series", "focus", "png", "figure_gap", "figure_ssl", "fmt_lam",
-           "COLLAPSED_STYLE"]
+__all__ = ["lam_axis", "series", "focus", "png", "figure_gap", "figure_ssl", "fmt_lam", "COLLAPSED_STYLE"]
 
 COLORS = {"test": "C0", "train": "C1"}
 COLLAPSED_STYLE = {"marker": "x", "s": 70, "color": "crimson", "linewidths": 2, "zorder": 5}
@@ -77,9 +76,19 @@ def lam_axis(ax: Axes, lams: list[float]) -> Callable[[float], float]:
     ax.set_xticks([pos(x) for x in lams], [fmt_lam(x) for x in lams], rotation=45 if len(lams) > 6 else 0)
     ax.xaxis.set_minor_locator(NullLocator())
     if positive and 0 in lams:  # the axis is broken between 0 and the smallest λ > 0
-        ax.text(math.sqrt(pos(0) * positive[0]), 0, "//", transform=ax.get_xaxis_transform(), ha="center",
-                va="center", fontsize=10, color="0.3", clip_on=False, zorder=6,
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+        ax.text(
+            math.sqrt(pos(0) * positive[0]),
+            0,
+            "//",
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="center",
+            fontsize=10,
+            color="0.3",
+            clip_on=False,
+            zorder=6,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
+        )
     ax.set_xlabel(label)
     ax.grid(alpha=0.3)
     return pos
@@ -89,11 +98,19 @@ def plain_y(ax: Axes, signed: bool = False) -> None:
     """Plain y tick labels: no offset or scientific notation (``signed``: +1, 0, −1)."""
     from matplotlib.ticker import FuncFormatter
 
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: (f"{v:+g}" if signed and v else f"{v:g}")))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:+g}" if signed and v else f"{v:g}"))
 
 
-def series(ax: Axes, rows: list[Row], color: str, label: str, pos: Callable[[float], float], *,
-           off: frozenset[float] = frozenset(), **style) -> tuple[list[float], list[Off]]:
+def series(
+    ax: Axes,
+    rows: list[Row],
+    color: str,
+    label: str,
+    pos: Callable[[float], float],
+    *,
+    off: frozenset[float] = frozenset(),
+    **style,
+) -> tuple[list[float], list[Off]]:
     """Means with SE error bars joined by a line, and the per-run values as faint dots when there are several runs;
     a λ in ``off`` (collapsed) is not joined to the others but drawn as a red ×. Returns the y values that set the
     scale (the λ not in ``off``) and the ``off`` points. When every λ of the series is in ``off`` there is nothing
@@ -105,8 +122,17 @@ def series(ax: Axes, rows: list[Row], color: str, label: str, pos: Callable[[flo
             ax.scatter([pos(row_lam(r))], [r.mean], **COLLAPSED_STYLE)
     on = [r for r in rows if r.lam not in off]
     if on:
-        ax.errorbar([pos(row_lam(r)) for r in on], [r.mean for r in on], yerr=[r.se or 0.0 for r in on], color=color,
-                    label=label, capsize=3, marker="o", ms=4, **style)
+        ax.errorbar(
+            [pos(row_lam(r)) for r in on],
+            [r.mean for r in on],
+            yerr=[r.se or 0.0 for r in on],
+            color=color,
+            label=label,
+            capsize=3,
+            marker="o",
+            ms=4,
+            **style,
+        )
     kept, away = [], []
     for r in rows:
         if r.n_runs > 1:
@@ -119,8 +145,16 @@ def series(ax: Axes, rows: list[Row], color: str, label: str, pos: Callable[[flo
     return kept, away
 
 
-def focus(ax: Axes, kept: list[float], away: list[Off], *, pad: float = 0.12, include: Iterable[float] = (),
-          reach: float = 0.5, unit: str = "") -> None:
+def focus(
+    ax: Axes,
+    kept: list[float],
+    away: list[Off],
+    *,
+    pad: float = 0.12,
+    include: Iterable[float] = (),
+    reach: float = 0.5,
+    unit: str = "",
+) -> None:
     """y limits from ``kept`` (and ``include``, e.g. a zero line) with a margin. An ``away`` point within ``reach``
     times that range of it widens the limits to show it (it does not distort the scale); one further out is drawn on
     the edge as a red triangle, with the values (in ``unit``) of every point off scale at that x written beside it,
@@ -146,9 +180,18 @@ def focus(ax: Axes, kept: list[float], away: list[Off], *, pad: float = 0.12, in
         values = ", ".join(dict.fromkeys(f"{y:.1f}" for y in sorted(ys)))
         frac = ax.transAxes.inverted().transform(ax.transData.transform((x, edge)))[0]  # of the width, any x scale
         inward = 1 if frac < 0.5 else -1  # the label reads toward the middle of the axes
-        ax.annotate(f"{name} off scale: {values}{unit}", (x, edge), xytext=(6 * inward, dy), textcoords="offset points",
-                    ha="left" if inward > 0 else "right", va=va, fontsize=7, color="crimson", zorder=7,
-                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1})
+        ax.annotate(
+            f"{name} off scale: {values}{unit}",
+            (x, edge),
+            xytext=(6 * inward, dy),
+            textcoords="offset points",
+            ha="left" if inward > 0 else "right",
+            va=va,
+            fontsize=7,
+            color="crimson",
+            zorder=7,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1},
+        )
 
 
 def collapsed_legend(ax: Axes, marked: bool, handles_labels: tuple[list, list] | None = None, **kw) -> None:
@@ -159,8 +202,11 @@ def collapsed_legend(ax: Axes, marked: bool, handles_labels: tuple[list, list] |
     if marked:
         handles = [*handles, Line2D([], [], marker="x", color="crimson", ls="none", mew=2)]
         labels = [*labels, "⚠C posterior collapse: does not set the y-range"]
-    legend = ax.legend(handles, labels, **{"fontsize": 8, "loc": "upper center", "bbox_to_anchor": (0.5, -0.2),
-                                           "ncol": 2, "frameon": False, **kw})
+    legend = ax.legend(
+        handles,
+        labels,
+        **{"fontsize": 8, "loc": "upper center", "bbox_to_anchor": (0.5, -0.2), "ncol": 2, "frameon": False, **kw},
+    )
     # png() puts it under the tick and axis labels once they are laid out (a marker matplotlib does not declare)
     legend._smvi_below = True  # pyright: ignore[reportAttributeAccessIssue]
 
@@ -208,8 +254,14 @@ def figure_ssl(rows: list[Row], lams: list[float], collapsed: frozenset[float] =
     kept, away = [], []
     for i, s in enumerate(sizes):
         color = f"C{i}"
-        k, w = series(ax, [r for r in rows if r.quantity == "ssl_accuracy" and r.s == s], color,
-                      f"s = {s}: encoder μ", pos, off=collapsed)
+        k, w = series(
+            ax,
+            [r for r in rows if r.quantity == "ssl_accuracy" and r.s == s],
+            color,
+            f"s = {s}: encoder μ",
+            pos,
+            off=collapsed,
+        )
         kept, away = kept + k, away + w
         for r in (r for r in rows if r.quantity == "ssl_raw_accuracy" and r.s == s):
             ax.axhline(r.mean, color=color, ls=":", lw=1.2, label=f"s = {s}: raw pixels")

@@ -32,9 +32,23 @@ from dataclasses import dataclass
 
 from smvi.report.aggregate import Run, is_constrained, lam_series, last_kl, lookup, method_of, number
 
-__all__ = ["Flag", "RULES", "COLLAPSE_UNITS", "COLLAPSE_KL", "ACCEPT_TARGET", "ACCEPT_TOL", "BDMC_TOL",
-           "RECOVERED_FRACTION", "is_collapsed", "run_flags", "sweep_flags", "excluded_lams", "mark", "legend",
-           "CLAIM_BLOCKING"]
+__all__ = [
+    "Flag",
+    "RULES",
+    "COLLAPSE_UNITS",
+    "COLLAPSE_KL",
+    "ACCEPT_TARGET",
+    "ACCEPT_TOL",
+    "BDMC_TOL",
+    "RECOVERED_FRACTION",
+    "is_collapsed",
+    "run_flags",
+    "sweep_flags",
+    "excluded_lams",
+    "mark",
+    "legend",
+    "CLAIM_BLOCKING",
+]
 
 COLLAPSE_UNITS = 2  # active units: at most this many is a collapse
 COLLAPSE_KL = 0.1  # nats per image: a KL(q ‖ prior) below this is a collapse
@@ -44,10 +58,14 @@ ACCEPT_TOL = 0.15  # |acceptance − target| above this is flagged
 BDMC_TOL = 0.1  # nats: ConvergenceConfig.tol's default, used when a convergence record names none
 
 RULES = {  # kind → (marker, legend)
-    "collapse": ("⚠C", f"posterior collapse: ≤ {COLLAPSE_UNITS} active units or KL(q ‖ p(z)) < {COLLAPSE_KL} nats "
-                       "at the last epoch"),
-    "recovered": ("⚠R", f"recovered from a posterior collapse (same rule) that lasted more than "
-                        f"{RECOVERED_FRACTION:.0%} of its epochs"),
+    "collapse": (
+        "⚠C",
+        f"posterior collapse: ≤ {COLLAPSE_UNITS} active units or KL(q ‖ p(z)) < {COLLAPSE_KL} nats at the last epoch",
+    ),
+    "recovered": (
+        "⚠R",
+        f"recovered from a posterior collapse (same rule) that lasted more than {RECOVERED_FRACTION:.0%} of its epochs",
+    ),
     "unfinished": ("⚠U", "unfinished: fewer epochs than the config asks for"),
     "acceptance": ("⚠A", f"AIS acceptance outside {ACCEPT_TARGET} ± {ACCEPT_TOL} (its adaptation target)"),
     "bdmc": ("⚠B", "BDMC gap above the convergence record's tolerance at the largest number of AIS steps"),
@@ -100,28 +118,54 @@ def _collapse(run: Run, lam: float | None) -> list[Flag]:
         return []
     few_units, low_kl = units is not None and units <= COLLAPSE_UNITS, kl is not None and kl < COLLAPSE_KL
     what = ([f"{units:g} active units"] if few_units else []) + (
-        [f"KL {kl:.2g} nats ({'monitor set' if where == 'test' else 'training mean'})"] if low_kl else [])
+        [f"KL {kl:.2g} nats ({'monitor set' if where == 'test' else 'training mean'})"] if low_kl else []
+    )
     fields = tuple(f for f, hit in (("kl", low_kl), ("active_units", few_units)) if hit)
-    return [Flag("collapse", run.name, lam, fields, f"{run.name} ({_where(run, lam)}): posterior collapse at epoch "
-                                                     f"{last.get('epoch', '?')}: " + " and ".join(what))]
+    return [
+        Flag(
+            "collapse",
+            run.name,
+            lam,
+            fields,
+            f"{run.name} ({_where(run, lam)}): posterior collapse at epoch "
+            f"{last.get('epoch', '?')}: " + " and ".join(what),
+        )
+    ]
 
 
 def _recovered(run: Run, lam: float | None) -> list[Flag]:
     spell = [line.get("epoch") for line in run.metrics if is_collapsed(*_units_kl(line)[:2])]
     if len(spell) <= RECOVERED_FRACTION * len(run.metrics) or spell[-1] == run.metrics[-1].get("epoch"):
         return []  # a short spell, or still collapsed at the last epoch (⚠C)
-    return [Flag("recovered", run.name, lam, ("kl",),
-                 f"{run.name} ({_where(run, lam)}): in posterior collapse for {len(spell)} of its {len(run.metrics)} "
-                 f"epochs ({spell[0]} to {spell[-1]}), not at the last")]
+    return [
+        Flag(
+            "recovered",
+            run.name,
+            lam,
+            ("kl",),
+            f"{run.name} ({_where(run, lam)}): in posterior collapse for {len(spell)} of its {len(run.metrics)} "
+            f"epochs ({spell[0]} to {spell[-1]}), not at the last",
+        )
+    ]
 
 
 def _acceptance(run: Run, lam: float | None) -> list[Flag]:
-    found = [(f"ais_acceptance.{split}", f"eval {split}", number(lookup(run.eval, "splits", split, "ais_acceptance")))
-             for split in ("test", "train")]
+    found = [
+        (f"ais_acceptance.{split}", f"eval {split}", number(lookup(run.eval, "splits", split, "ais_acceptance")))
+        for split in ("test", "train")
+    ]
     found.append(("gaps.ais_acceptance", "gaps", number(lookup(run.gaps, "ais_acceptance"))))
-    return [Flag("acceptance", run.name, lam, (field,),
-                 f"{run.name} ({_where(run, lam)}): AIS acceptance {a:.2f} ({where}), target {ACCEPT_TARGET}")
-            for field, where, a in found if a is not None and abs(a - ACCEPT_TARGET) > ACCEPT_TOL]
+    return [
+        Flag(
+            "acceptance",
+            run.name,
+            lam,
+            (field,),
+            f"{run.name} ({_where(run, lam)}): AIS acceptance {a:.2f} ({where}), target {ACCEPT_TARGET}",
+        )
+        for field, where, a in found
+        if a is not None and abs(a - ACCEPT_TARGET) > ACCEPT_TOL
+    ]
 
 
 def _convergence(run: Run, lam: float | None) -> list[Flag]:
@@ -129,19 +173,35 @@ def _convergence(run: Run, lam: float | None) -> list[Flag]:
     if not isinstance(conv, dict):
         return []
     out = []
-    rows = [b for b in (conv.get("bdmc") or []) if isinstance(b, dict) and isinstance(b.get("steps"), int)
-            and number(b.get("gap")) is not None]
+    rows = [
+        b
+        for b in (conv.get("bdmc") or [])
+        if isinstance(b, dict) and isinstance(b.get("steps"), int) and number(b.get("gap")) is not None
+    ]
     tol = number(conv.get("tol")) or BDMC_TOL
     if rows:
         top = max(rows, key=lambda b: b["steps"])
         if top["gap"] > tol:
-            out.append(Flag("bdmc", run.name, lam, ("bdmc",),
-                            f"{run.name} ({_where(run, lam)}): BDMC gap {top['gap']:.2f} nats at {top['steps']} AIS "
-                            f"steps, above the tolerance {tol:g}"))
+            out.append(
+                Flag(
+                    "bdmc",
+                    run.name,
+                    lam,
+                    ("bdmc",),
+                    f"{run.name} ({_where(run, lam)}): BDMC gap {top['gap']:.2f} nats at {top['steps']} AIS "
+                    f"steps, above the tolerance {tol:g}",
+                )
+            )
     if lookup(conv, "ladder", "converged") is False:
-        out.append(Flag("ladder", run.name, lam, ("ladder",),
-                        f"{run.name} ({_where(run, lam)}): the AIS ladder on test data did not converge within "
-                        f"{tol:g} nats"))
+        out.append(
+            Flag(
+                "ladder",
+                run.name,
+                lam,
+                ("ladder",),
+                f"{run.name} ({_where(run, lam)}): the AIS ladder on test data did not converge within {tol:g} nats",
+            )
+        )
     return out
 
 
@@ -152,8 +212,15 @@ def run_flags(run: Run, *, on_axis: bool = True) -> list[Flag]:
     lam = run.lam if on_axis and not is_constrained(run) else None
     out = _collapse(run, lam) + _recovered(run, lam)
     if run.epochs is None or (run.planned is not None and run.epochs < run.planned):
-        out.append(Flag("unfinished", run.name, lam, ("epochs",),
-                        f"{run.name} ({_where(run, lam)}): unfinished, {run.epochs or 0} of {run.planned} epochs"))
+        out.append(
+            Flag(
+                "unfinished",
+                run.name,
+                lam,
+                ("epochs",),
+                f"{run.name} ({_where(run, lam)}): unfinished, {run.epochs or 0} of {run.planned} epochs",
+            )
+        )
     return out + _acceptance(run, lam) + _convergence(run, lam)
 
 
@@ -177,13 +244,25 @@ def excluded_lams(flags: Iterable[Flag], kinds: Iterable[str] = CLAIM_BLOCKING) 
     return {lam: " and ".join(v) for lam, v in sorted(out.items())}
 
 
-def mark(flags: Iterable[Flag], *, run: str | None = None, lam: float | None = None,
-         fields: Iterable[str] | None = None, kinds: Iterable[str] | None = None) -> str:
+def mark(
+    flags: Iterable[Flag],
+    *,
+    run: str | None = None,
+    lam: float | None = None,
+    fields: Iterable[str] | None = None,
+    kinds: Iterable[str] | None = None,
+) -> str:
     """The markers (`` ⚠C⚠U``, with a leading space; "" when none) of the flags matching ``run`` or ``lam``, and
     ``fields`` / ``kinds`` when given, in :data:`RULES` order."""
     fields, kinds = (None if fields is None else set(fields)), (None if kinds is None else set(kinds))
-    hit = {f.kind for f in flags if (run is None or f.run == run) and (lam is None or f.lam == lam)
-           and (fields is None or fields & set(f.fields)) and (kinds is None or f.kind in kinds)}
+    hit = {
+        f.kind
+        for f in flags
+        if (run is None or f.run == run)
+        and (lam is None or f.lam == lam)
+        and (fields is None or fields & set(f.fields))
+        and (kinds is None or f.kind in kinds)
+    }
     marks = "".join(RULES[k][0] for k in RULES if k in hit)
     return f" {marks}" if marks else ""
 

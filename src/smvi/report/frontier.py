@@ -33,19 +33,29 @@ from smvi.report.paired import per_image
 from smvi.report.tables import pm
 from smvi.store.stats import PairedDiff, clustered_paired_t, mean_se
 
-__all__ = ["Estimate", "FrontierPoint", "GapBar", "method_of", "frontier_points", "gap_bars", "dominated_by",
-           "frontier_section", "FRONTIER_CAPTIONS", "DOMINANCE_Z"]
+__all__ = [
+    "Estimate",
+    "FrontierPoint",
+    "GapBar",
+    "method_of",
+    "frontier_points",
+    "gap_bars",
+    "dominated_by",
+    "frontier_section",
+    "FRONTIER_CAPTIONS",
+    "DOMINANCE_Z",
+]
 
 FIGURE = "fig4_frontier.png"
 FRONTIER_CAPTIONS = {
     FIGURE: "Figure 4: the trade-off frontier. (a) Test log p(x) by AIS against the test ELBO gap (AIS − ELBO), one "
-            "line per method (objective and variational family), points labelled with their knob (λ, β or k); mean "
-            "± SE (over training seeds, or over test points for a single run). Up and to the left is better on both; a "
-            "red × marks a point in posterior collapse (⚠C), which does not set the y-range (off scale: a red "
-            "triangle on the edge with its value). (b), for runs with a gaps record: the ELBO gap split into the "
-            "approximation gap (the family cannot represent the posterior) and the amortization gap (the encoder "
-            "misses each image's best member), mean ± SE over the gaps record's test images. Runs with a learned λ "
-            "(train.constraint.target) are not shown.",
+    "line per method (objective and variational family), points labelled with their knob (λ, β or k); mean "
+    "± SE (over training seeds, or over test points for a single run). Up and to the left is better on both; a "
+    "red × marks a point in posterior collapse (⚠C), which does not set the y-range (off scale: a red "
+    "triangle on the edge with its value). (b), for runs with a gaps record: the ELBO gap split into the "
+    "approximation gap (the family cannot represent the posterior) and the amortization gap (the encoder "
+    "misses each image's best member), mean ± SE over the gaps record's test images. Runs with a learned λ "
+    "(train.constraint.target) are not shown.",
 }
 
 
@@ -118,12 +128,18 @@ def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
     points = []
     for (method, knob, value), rs in sorted(groups.items(), key=lambda kv: (not kv[0][0].startswith("SMVI"), kv[0])):
         pick = lambda tree, *k, rs=rs: [p for r in rs if (p := _pair(getattr(r, tree), *k))]  # noqa: E731
-        points.append(FrontierPoint(
-            method, knob, value, tuple(r.name for r in rs),
-            _estimate(pick("eval", "splits", "test", "ais"), "test points"),
-            _estimate(pick("eval", "splits", "test", "gap"), "test points"),
-            _estimate(pick("gaps", "approximation"), "test images"),
-            _estimate(pick("gaps", "amortization"), "test images")))
+        points.append(
+            FrontierPoint(
+                method,
+                knob,
+                value,
+                tuple(r.name for r in rs),
+                _estimate(pick("eval", "splits", "test", "ais"), "test points"),
+                _estimate(pick("eval", "splits", "test", "gap"), "test points"),
+                _estimate(pick("gaps", "approximation"), "test images"),
+                _estimate(pick("gaps", "amortization"), "test images"),
+            )
+        )
     return points
 
 
@@ -192,22 +208,40 @@ def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
         ps = [(p, p.log_px, p.gap) for p in points if p.method == method and p.log_px and p.gap]
         on = [(p, lp, g) for p, lp, g in ps if not collapsed.intersection(p.runs)]
         if on:
-            ax.errorbar([g.mean for _, _, g in on], [lp.mean for _, lp, _ in on], xerr=[se(g) for _, _, g in on],
-                        yerr=[se(lp) for _, lp, _ in on], color=f"C{i}", marker="o", ms=4, capsize=3, label=method)
+            ax.errorbar(
+                [g.mean for _, _, g in on],
+                [lp.mean for _, lp, _ in on],
+                xerr=[se(g) for _, _, g in on],
+                yerr=[se(lp) for _, lp, _ in on],
+                color=f"C{i}",
+                marker="o",
+                ms=4,
+                capsize=3,
+                label=method,
+            )
         for j, (p, lp, g) in enumerate(ps):
             if (p, lp, g) in on:
                 kept += [lp.mean - se(lp), lp.mean + se(lp)]
             else:
                 ax.scatter([g.mean], [lp.mean], **COLLAPSED_STYLE)
                 away.append((g.mean, lp.mean, f"{method} {p.label}"))
-            ax.annotate(p.label, (g.mean, lp.mean), textcoords="offset points",
-                        xytext=(4, 4 if j % 2 == 0 else -10), fontsize=7, color=f"C{i}")
+            ax.annotate(
+                p.label,
+                (g.mean, lp.mean),
+                textcoords="offset points",
+                xytext=(4, 4 if j % 2 == 0 else -10),
+                fontsize=7,
+                color=f"C{i}",
+            )
     if len(away) > 1:  # collapsed points crowd near a zero gap: one marker and one label for them all
         names = "; ".join(dict.fromkeys(name for *_, name in away))
         away = [(min(x for x, *_ in away), y, names) for _, y, _ in away]
     focus(ax, kept or [p.log_px.mean for p in points if p.log_px], away, unit=" nats")
-    ax.set(title="(a) log-likelihood against inference gap (test)", xlabel="ELBO gap = log p(x) − ELBO (nats)",
-           ylabel="log p(x) by AIS (nats)")
+    ax.set(
+        title="(a) log-likelihood against inference gap (test)",
+        xlabel="ELBO gap = log p(x) − ELBO (nats)",
+        ylabel="log p(x) by AIS (nats)",
+    )
     ax.grid(alpha=0.3)
     collapsed_legend(ax, bool(away), ncol=3)
 
@@ -217,10 +251,16 @@ def _bars(ax, bars: list[GapBar]) -> None:
     approx = [b.approximation[0] for b in bars]
     amort = [b.amortization[0] for b in bars]
     err = lambda v: [s if s is not None else 0.0 for s in v]  # noqa: E731
-    ax.bar(x, approx, color="C0", label="approximation gap", yerr=err([b.approximation[1] for b in bars]),
-           capsize=3)
-    ax.bar(x, amort, bottom=approx, color="C1", label="amortization gap", capsize=3,
-           yerr=err([b.amortization[1] for b in bars]))
+    ax.bar(x, approx, color="C0", label="approximation gap", yerr=err([b.approximation[1] for b in bars]), capsize=3)
+    ax.bar(
+        x,
+        amort,
+        bottom=approx,
+        color="C1",
+        label="amortization gap",
+        capsize=3,
+        yerr=err([b.amortization[1] for b in bars]),
+    )
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xticks(x, [b.label for b in bars], fontsize=7, rotation=45 if len(bars) > 6 else 0)
     ax.set(title="(b) the gap split per run (test images)", ylabel="nats per image")
@@ -252,8 +292,9 @@ def _beaten(by: list[FrontierPoint] | None) -> str:
     return "none" if not by else "; ".join(f"{q.method} {q.label}" for q in by)
 
 
-def frontier_section(runs: list[Run], collapsed: frozenset[str] = frozenset()
-                     ) -> tuple[dict[str, bytes], list[tuple[str, list[str], list[list[str]]]]]:
+def frontier_section(
+    runs: list[Run], collapsed: frozenset[str] = frozenset()
+) -> tuple[dict[str, bytes], list[tuple[str, list[str], list[list[str]]]]]:
     """The frontier figure (``{file name: PNG}``) and the frontier table ``[(title, header, rows)]``. Both are empty
     when the runs are of one method and none has a gaps record (an SMVI λ sweep: Figure 1 already shows it, and its
     report stays as it was); the figure also when no method has a test log p(x) and gap. A point with a run named in
@@ -267,12 +308,33 @@ def frontier_section(runs: list[Run], collapsed: frozenset[str] = frozenset()
     if not points:
         return pngs, []
     beaten = dominated_by(points, runs)
-    head = ["method", "knob", "runs", "log p(x) (AIS), test", "ELBO gap, test", "approximation gap",
-            "amortization gap", "dominated by"]
-    body = [[p.method, p.label + (" ⚠C" if collapsed.intersection(p.runs) else ""), str(len(p.runs)), _pm(p.log_px),
-             _pm(p.gap), _pm(p.approximation), _pm(p.amortization), _beaten(beaten.get(p))] for p in points]
-    title = ("Figure 4: the trade-off frontier (nats, mean ± SE; the approximation and amortization gaps are the gaps "
-             f"records', on their own test images). Dominated by: the points with a higher log p(x) and a smaller gap, "
-             f"each by more than {DOMINANCE_Z:g} SEs of the difference (paired over the same test images and training "
-             "seeds where the runs share them, else combined); none: on the frontier, up to noise")
+    head = [
+        "method",
+        "knob",
+        "runs",
+        "log p(x) (AIS), test",
+        "ELBO gap, test",
+        "approximation gap",
+        "amortization gap",
+        "dominated by",
+    ]
+    body = [
+        [
+            p.method,
+            p.label + (" ⚠C" if collapsed.intersection(p.runs) else ""),
+            str(len(p.runs)),
+            _pm(p.log_px),
+            _pm(p.gap),
+            _pm(p.approximation),
+            _pm(p.amortization),
+            _beaten(beaten.get(p)),
+        ]
+        for p in points
+    ]
+    title = (
+        "Figure 4: the trade-off frontier (nats, mean ± SE; the approximation and amortization gaps are the gaps "
+        f"records', on their own test images). Dominated by: the points with a higher log p(x) and a smaller gap, "
+        f"each by more than {DOMINANCE_Z:g} SEs of the difference (paired over the same test images and training "
+        "seeds where the runs share them, else combined); none: on the frontier, up to noise"
+    )
     return pngs, [(title, head, body)]

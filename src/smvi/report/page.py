@@ -65,16 +65,25 @@ def md_escape(text: str) -> str:
 
 def _md_table(title: str, head: list[str], body: list[list[str]], level: str = "##") -> str:
     e = md_escape
-    return (f"{level} {title}\n\n| " + " | ".join(map(e, head)) + " |\n|" + "---|" * len(head) + "\n"
-            + "".join("| " + " | ".join(map(e, row)) + " |\n" for row in body))
+    return (
+        f"{level} {title}\n\n| "
+        + " | ".join(map(e, head))
+        + " |\n|"
+        + "---|" * len(head)
+        + "\n"
+        + "".join("| " + " | ".join(map(e, row)) + " |\n" for row in body)
+    )
 
 
 def _markdown(page: dict) -> str:
     e = md_escape
     items = lambda xs, empty="none": "".join(f"- {e(x)}\n" for x in xs) or f"{empty}\n"  # noqa: E731
-    parts = [f"# {TITLE}\n", "".join(f"{e(x)}  \n" for x in page["provenance"]),
-             "## Claims\n\n" + items(page["claims"]),
-             "## Flags\n\n" + (f"{e(page['legend'])}\n\n" if page["legend"] else "") + items(page["flags"])]
+    parts = [
+        f"# {TITLE}\n",
+        "".join(f"{e(x)}  \n" for x in page["provenance"]),
+        "## Claims\n\n" + items(page["claims"]),
+        "## Flags\n\n" + (f"{e(page['legend'])}\n\n" if page["legend"] else "") + items(page["flags"]),
+    ]
     parts += [f"![{f}]({f})\n\n{CAPTIONS[f]}\n" for f in page["figures"]]
     parts += [_md_table(*t) for t in page["tables"]]
     parts.append(SE_NOTE + "\n\n## Reference points (other settings)\n\n" + items(REFERENCES))
@@ -86,14 +95,16 @@ def _markdown(page: dict) -> str:
 
 # ---- HTML -----------------------------------------------------------------------------------------------------------
 _FLAG = re.compile(r"⚠[A-Z]")
-STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}"
-         "img{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:.9em;color:#444}"
-         ".scroll{overflow-x:auto}table{border-collapse:collapse;margin:.5em 0;font-size:.9em}"
-         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-         "td:first-child,th:first-child{text-align:left;white-space:nowrap}.flag{color:#b00020;font-weight:bold}"
-         "h2.t{font-size:1.05em;margin-top:1.8em}h3.t{font-size:1em}table.kv td{text-align:left}"
-         ".flags li{color:#b00020}.prov{color:#555;font-size:.9em}details{margin:1em 0}"
-         "summary{cursor:pointer;font-weight:bold;font-size:1.2em}")
+STYLE = (
+    "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}"
+    "img{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:.9em;color:#444}"
+    ".scroll{overflow-x:auto}table{border-collapse:collapse;margin:.5em 0;font-size:.9em}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+    "td:first-child,th:first-child{text-align:left;white-space:nowrap}.flag{color:#b00020;font-weight:bold}"
+    "h2.t{font-size:1.05em;margin-top:1.8em}h3.t{font-size:1em}table.kv td{text-align:left}"
+    ".flags li{color:#b00020}.prov{color:#555;font-size:.9em}details{margin:1em 0}"
+    "summary{cursor:pointer;font-weight:bold;font-size:1.2em}"
+)
 
 
 def _h(text: str) -> str:
@@ -103,25 +114,33 @@ def _h(text: str) -> str:
 
 
 def _html_table(title: str, head: list[str], body: list[list[str]], level: str = "h2", cls: str = "") -> str:
-    return (f"<{level} class='t'>{_h(title)}</{level}><div class='scroll'><table class='{cls}'><tr>"
-            + "".join(f"<th>{_h(c)}</th>" for c in head) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in body)
-            + "</table></div>")
+    return (
+        f"<{level} class='t'>{_h(title)}</{level}><div class='scroll'><table class='{cls}'><tr>"
+        + "".join(f"<th>{_h(c)}</th>" for c in head)
+        + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in body)
+        + "</table></div>"
+    )
 
 
 def _html(page: dict, pngs: dict[str, bytes]) -> str:
     lis = lambda xs, cls="": f"<ul class='{cls}'>" + "".join(f"<li>{_h(x)}</li>" for x in xs) + "</ul>"  # noqa: E731
-    imgs = "".join(f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
-                   f"<figcaption>{_h(CAPTIONS[n])}</figcaption></figure>" for n, b in pngs.items())
+    imgs = "".join(
+        f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
+        f"<figcaption>{_h(CAPTIONS[n])}</figcaption></figure>"
+        for n, b in pngs.items()
+    )
     flags = (f"<p>{_h(page['legend'])}</p>" + lis(page["flags"], "flags")) if page["flags"] else "<p>none</p>"
     settings = "".join(_html_table(*t, level="h3", cls="kv") for t in page["settings"])
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{TITLE}</title><style>{STYLE}</style></head>"
-            f"<body><h1>{TITLE}</h1><p class='prov'>{'<br>'.join(_h(x) for x in page['provenance'])}</p>"
-            f"<h2>Claims</h2>{lis(page['claims'])}<h2>Flags</h2>{flags}{imgs}"
-            + "".join(_html_table(*t) for t in page["tables"])
-            + f"<p>{_h(SE_NOTE)}</p>{page['html']}<h2>Reference points (other settings)</h2>{lis(REFERENCES)}"
-            f"<h2>Notes</h2>{lis(page['notes'] or ['none'])}{_html_table(*page['provenance_table'])}"
-            f"<details><summary>Settings</summary>{settings}</details></body></html>\n")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{TITLE}</title><style>{STYLE}</style></head>"
+        f"<body><h1>{TITLE}</h1><p class='prov'>{'<br>'.join(_h(x) for x in page['provenance'])}</p>"
+        f"<h2>Claims</h2>{lis(page['claims'])}<h2>Flags</h2>{flags}{imgs}"
+        + "".join(_html_table(*t) for t in page["tables"])
+        + f"<p>{_h(SE_NOTE)}</p>{page['html']}<h2>Reference points (other settings)</h2>{lis(REFERENCES)}"
+        f"<h2>Notes</h2>{lis(page['notes'] or ['none'])}{_html_table(*page['provenance_table'])}"
+        f"<details><summary>Settings</summary>{settings}</details></body></html>\n"
+    )
 
 
 # ---- the report -----------------------------------------------------------------------------------------------------
@@ -144,19 +163,34 @@ def make_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     pngs = {name: png for s in sections for name, png in s.figures.items()}
     notes += [n for s in sections for n in s.notes]
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    page = {"provenance": [f"report written {made} by smvi {smvi_version()} from {len(runs)} runs",
-                           *provenance_summary(runs)],
-            "claims": claims, "flags": [f.message for f in flags], "legend": legend(flags), "figures": list(pngs),
-            "tables": [t for s in sections for t in s.tables], "notes": notes,
-            "provenance_table": provenance_table(runs), "settings": settings_tables(runs),
-            "html": "".join(s.html for s in sections)}
-    files = {**pngs, **{name: data for s in sections for name, data in s.files.items()},
-             "results.md": _markdown(page).encode(), "report.html": _html(page, pngs).encode()}
+    page = {
+        "provenance": [
+            f"report written {made} by smvi {smvi_version()} from {len(runs)} runs",
+            *provenance_summary(runs),
+        ],
+        "claims": claims,
+        "flags": [f.message for f in flags],
+        "legend": legend(flags),
+        "figures": list(pngs),
+        "tables": [t for s in sections for t in s.tables],
+        "notes": notes,
+        "provenance_table": provenance_table(runs),
+        "settings": settings_tables(runs),
+        "html": "".join(s.html for s in sections),
+    }
+    files = {
+        **pngs,
+        **{name: data for s in sections for name, data in s.files.items()},
+        "results.md": _markdown(page).encode(),
+        "report.html": _html(page, pngs).encode(),
+    }
     try:
         atomic_write_dir(out, files)
     except OSError as e:
-        raise ReportError(f"cannot write the report in {out} ({e.strerror or e}); the previous report is intact: "
-                          "free space or fix permissions") from None
+        raise ReportError(
+            f"cannot write the report in {out} ({e.strerror or e}); the previous report is intact: "
+            "free space or fix permissions"
+        ) from None
     return out / "report.html"
 
 

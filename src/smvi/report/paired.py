@@ -32,8 +32,12 @@ __all__ = ["PairedRow", "paired_rows", "per_image", "paired_csv", "ALPHA", "PAIR
 
 ALPHA = 0.05  # the level of every test in the report; intervals are 1 − ALPHA
 LOGPX = (("iwae_full", "test"), ("ais", "test"), ("gap", "test"), ("ais", "train"), ("gap", "train"))
-LABEL = {"iwae_full": "log p(x), IWAE on the whole test set", "ais": "log p(x), AIS", "gap": "ELBO gap",
-         "ssl_gain": "SSL accuracy"}
+LABEL = {
+    "iwae_full": "log p(x), IWAE on the whole test set",
+    "ais": "log p(x), AIS",
+    "gap": "ELBO gap",
+    "ssl_gain": "SSL accuracy",
+}
 
 
 @dataclass(frozen=True)
@@ -94,8 +98,9 @@ def paired_rows(runs: list[Run]) -> list[PairedRow]:
     family = []
     for s in sizes:
         for lam in lams:
-            clusters = _pairs([r for r in runs if r.ssl], lam,
-                              lambda r, s=s: {k: 100 * v for k, v in ssl_by_seed(r.ssl, s).items()})
+            clusters = _pairs(
+                [r for r in runs if r.ssl], lam, lambda r, s=s: {k: 100 * v for k, v in ssl_by_seed(r.ssl, s).items()}
+            )
             if d := clustered_paired_t(clusters, level=1 - ALPHA, value_unit="label subsets"):
                 family.append(("ssl_gain", "test", s, lam, d))
     return out + _family(family)
@@ -104,8 +109,23 @@ def paired_rows(runs: list[Run]) -> list[PairedRow]:
 PAIRED_CSV = "paired.csv"
 """The report's file of paired comparisons (:func:`paired_csv`)."""
 
-PAIRED_COLUMNS = ("quantity", "split", "s", "lam", "mean", "se", "low", "high", "level", "p", "p_holm", "n", "unit",
-                  "se_pooled", "n_values")
+PAIRED_COLUMNS = (
+    "quantity",
+    "split",
+    "s",
+    "lam",
+    "mean",
+    "se",
+    "low",
+    "high",
+    "level",
+    "p",
+    "p_holm",
+    "n",
+    "unit",
+    "se_pooled",
+    "n_values",
+)
 
 
 def paired_csv(paired: list[PairedRow]) -> str:
@@ -118,8 +138,25 @@ def paired_csv(paired: list[PairedRow]) -> str:
     text = lambda v: "" if v is None else repr(v)  # noqa: E731
     for r in paired:
         d = r.diff
-        w.writerow([r.quantity, r.split, text(r.s), repr(r.lam), repr(d.mean), text(d.se), text(d.low), text(d.high),
-                    repr(d.level), text(d.p), text(r.p_holm), d.n, d.unit, text(d.se_pooled), d.n_values])
+        w.writerow(
+            [
+                r.quantity,
+                r.split,
+                text(r.s),
+                repr(r.lam),
+                repr(d.mean),
+                text(d.se),
+                text(d.low),
+                text(d.high),
+                repr(d.level),
+                text(d.p),
+                text(r.p_holm),
+                d.n,
+                d.unit,
+                text(d.se_pooled),
+                d.n_values,
+            ]
+        )
     return buf.getvalue()
 
 
@@ -142,12 +179,15 @@ def _cell(r: PairedRow | None) -> str:
     return text + f" p={format_p(d.p)} p_Holm={format_p(r.p_holm)} n={d.n}"
 
 
-NO_PER_IMAGE = ("— : no paired value; the eval records of these runs keep no per-image values (written before "
-                "eval.json kept them): re-evaluate to pair them")
+NO_PER_IMAGE = (
+    "— : no paired value; the eval records of these runs keep no per-image values (written before "
+    "eval.json kept them): re-evaluate to pair them"
+)
 
 
-def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool, flags: Sequence[Flag] = ()
-                  ) -> list[tuple[str, list[str], list[list[str]]]]:
+def paired_tables(
+    paired: list[PairedRow], lams: list[float], have_eval: bool, flags: Sequence[Flag] = ()
+) -> list[tuple[str, list[str], list[list[str]]]]:
     """The report's paired tables: log p(x) and gap (when any run has an eval record), SSL (when any pair exists); a λ
     cell carries the markers of the flags that keep it out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`)."""
     find = {(r.quantity, r.split, r.s, r.lam): r for r in paired}
@@ -159,17 +199,27 @@ def paired_tables(paired: list[PairedRow], lams: list[float], have_eval: bool, f
         keys = [(q, sp, None) for q, sp in LOGPX]
         body = [[lam_cell(lam)] + [_cell(find.get(k + (lam,))) for k in keys] for lam in others]
         missing = not any(r.quantity in LABEL and r.quantity != "ssl_gain" for r in paired)
-        out.append((f"λ minus λ = 0, paired on the same images and training seeds (nats): mean ± SE over seeds "
-                    f"(per-image SE) [{level} t interval], p and Holm-adjusted p over λ, n = seeds (or images with "
-                    f"one seed)" + (f". {NO_PER_IMAGE}" if missing else ""),
-                    ["λ"] + [f"{LABEL[q]}, {sp}" for q, sp in LOGPX], body))
+        out.append(
+            (
+                f"λ minus λ = 0, paired on the same images and training seeds (nats): mean ± SE over seeds "
+                f"(per-image SE) [{level} t interval], p and Holm-adjusted p over λ, n = seeds (or images with "
+                f"one seed)" + (f". {NO_PER_IMAGE}" if missing else ""),
+                ["λ"] + [f"{LABEL[q]}, {sp}" for q, sp in LOGPX],
+                body,
+            )
+        )
     sizes = sorted({r.s for r in paired if r.quantity == "ssl_gain" and r.s is not None})
     if sizes:
         body = [[lam_cell(lam)] + [_cell(find.get(("ssl_gain", "test", s, lam))) for s in sizes] for lam in others]
-        out.append((f"SSL accuracy, λ minus λ = 0, paired on the same label subsets and training seeds (percentage "
-                    f"points): mean ± SE (per-subset SE) [{level} t interval], paired t-test p and Holm-adjusted p "
-                    f"over all λ and s, n = seeds (or label subsets with one seed)",
-                    ["λ"] + [f"s = {s}" for s in sizes], body))
+        out.append(
+            (
+                f"SSL accuracy, λ minus λ = 0, paired on the same label subsets and training seeds (percentage "
+                f"points): mean ± SE (per-subset SE) [{level} t interval], paired t-test p and Holm-adjusted p "
+                f"over all λ and s, n = seeds (or label subsets with one seed)",
+                ["λ"] + [f"s = {s}" for s in sizes],
+                body,
+            )
+        )
     return out
 
 
@@ -179,8 +229,9 @@ def _bar(d: PairedDiff) -> tuple[float, float]:
     return d.mean - d.low, d.high - d.mean
 
 
-def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozenset[float] = frozenset()
-                  ) -> bytes | None:
+def figure_paired(
+    paired: list[PairedRow], lams: list[float], collapsed: frozenset[float] = frozenset()
+) -> bytes | None:
     """Δ to λ = 0 with its t interval against λ: (a) log p(x) and gap on test images, (b) SSL; None if nothing.
     Linear y axes; a λ in ``collapsed`` is marked and does not set the y-range (:mod:`smvi.report.figures`)."""
     from matplotlib.figure import Figure
@@ -199,8 +250,9 @@ def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozens
     sizes = sorted({r.s for r in ssl if r.s is not None})
     series += [(panels[1], "ssl_gain", s, f"C{i}", f"s = {s}") for i, s in enumerate(sizes)]
     for ax, q, s, color, label in series:
-        pts = sorted((r for r in (logpx if q != "ssl_gain" else ssl) if r.quantity == q and r.s == s),
-                     key=lambda r: r.lam)
+        pts = sorted(
+            (r for r in (logpx if q != "ssl_gain" else ssl) if r.quantity == q and r.s == s), key=lambda r: r.lam
+        )
         pts = [r for r in pts if r.diff.low is not None]
         off = collapsed if any(r.lam not in collapsed for r in pts) else frozenset()  # all collapsed: drawn as usual
         if on := [r for r in pts if r.lam not in off]:  # a collapsed λ: a red × apart from the line
@@ -223,6 +275,13 @@ def figure_paired(paired: list[PairedRow], lams: list[float], collapsed: frozens
         if ax.get_legend_handles_labels()[0]:
             collapsed_legend(ax, bool(scale[ax][1]))
         else:
-            ax.text(0.5, 0.5, "no paired values\n(no per-image values in the records)", ha="center", va="center",
-                    transform=ax.transAxes, color="0.4")
+            ax.text(
+                0.5,
+                0.5,
+                "no paired values\n(no per-image values in the records)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="0.4",
+            )
     return png(fig)

@@ -22,15 +22,20 @@ from smvi.store.rundir import RunDir, RunError
 
 __all__ = ["pictures_section", "CAPTION"]
 
-CAPTION = ("Samples: decoder means E[x | z] at prior draws z ~ N(0, I), the same draws for every run. "
-           "Reconstructions: fixed test images as the model sees them (the run's data.transform with its "
-           "data.eval_seed), each row above the decoder mean at the encoder mean, the same images for every run. "
-           "Latent space: the encoder means of fixed test images in 2-d (PCA, the axes' share of the variance in "
-           "their labels, or t-SNE, which keeps neighbourhoods only), coloured by label, each label at its points' "
-           "median.")
+CAPTION = (
+    "Samples: decoder means E[x | z] at prior draws z ~ N(0, I), the same draws for every run. "
+    "Reconstructions: fixed test images as the model sees them (the run's data.transform with its "
+    "data.eval_seed), each row above the decoder mean at the encoder mean, the same images for every run. "
+    "Latent space: the encoder means of fixed test images in 2-d (PCA, the axes' share of the variance in "
+    "their labels, or t-SNE, which keeps neighbourhoods only), coloured by label, each label at its points' "
+    "median."
+)
 WIDTH = {"samples": 300, "reconstructions": 300, "latents": 480}  # display width (pixels) in the page
-TITLE = {"samples": "samples", "reconstructions": "test images (upper rows) and reconstructions",
-         "latents": "encoder means"}
+TITLE = {
+    "samples": "samples",
+    "reconstructions": "test images (upper rows) and reconstructions",
+    "latents": "encoder means",
+}
 
 
 def current_pictures(rd: RunDir) -> tuple[PicturesRecord | None, dict[str, bytes], str | None]:
@@ -58,8 +63,10 @@ def current_pictures(rd: RunDir) -> tuple[PicturesRecord | None, dict[str, bytes
 
 def _img(which: str, data: bytes) -> str:
     src = f"data:image/png;base64,{base64.b64encode(data).decode()}"
-    return (f'<figure style="margin:0"><img alt="{which}" src="{src}" style="width:{WIDTH[which]}px;max-width:100%">'
-            f'<figcaption style="font-size:85%;color:#555">{html.escape(TITLE[which])}</figcaption></figure>')
+    return (
+        f'<figure style="margin:0"><img alt="{which}" src="{src}" style="width:{WIDTH[which]}px;max-width:100%">'
+        f'<figcaption style="font-size:85%;color:#555">{html.escape(TITLE[which])}</figcaption></figure>'
+    )
 
 
 def pictures_section(sweep_dir: str | Path, runs: list[Run]) -> str:
@@ -75,9 +82,12 @@ def pictures_section(sweep_dir: str | Path, runs: list[Run]) -> str:
         if problem is not None:
             body = f"<p>{e(problem)}: redraw with smvi pictures --overwrite</p>"
         else:
-            body = ('<div style="display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start">'
-                    + "".join(_img(k, pngs[k]) for k in WIDTH) + "</div>")
+            body = (
+                '<div style="display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start">'
+                + "".join(_img(k, pngs[k]) for k in WIDTH)
+                + "</div>"
+            )
         rows.append(f"<h3>{e(head)}</h3>{body}")
     if not rows:
         return ""
-    return (f"<h2>Samples, reconstructions and latent space</h2><p>{e(CAPTION)}</p>" + "".join(rows))
+    return f"<h2>Samples, reconstructions and latent space</h2><p>{e(CAPTION)}</p>" + "".join(rows)

@@ -79,21 +79,23 @@ class ReportSection:
     files: frozenset[str] = frozenset()
 
 
-COLLAPSED_NOTE = "A red × marks a λ in posterior collapse (⚠C); it does not set the y-range, and off scale it is a " \
-                 "red triangle on the edge with its value."
+COLLAPSED_NOTE = (
+    "A red × marks a λ in posterior collapse (⚠C); it does not set the y-range, and off scale it is a "
+    "red triangle on the edge with its value."
+)
 FIGURE_CAPTIONS = {
     "fig1_gap.png": "Figure 1: (a) ELBO gap, AIS log p(x) − ELBO, and (b) log p(x) by AIS (solid) with the ELBO "
-                    "(dashed) against λ, on train and test images (and, where computed, IWAE log p(x) on the whole "
-                    "test set, dotted); mean ± SE over training seeds, dots are runs. λ = 0 sits left of the axis "
-                    "break (//). " + COLLAPSED_NOTE,
+    "(dashed) against λ, on train and test images (and, where computed, IWAE log p(x) on the whole "
+    "test set, dotted); mean ± SE over training seeds, dots are runs. λ = 0 sits left of the axis "
+    "break (//). " + COLLAPSED_NOTE,
     "fig2_ssl.png": "Figure 2: test accuracy of an RBF SVM on encoder means from s labeled examples against λ; "
-                    "dotted lines and bands: the same SVM protocol on raw pixels (mean ± SE over label subsets). "
-                    "(b), when the sweep has λ = 0: each λ's accuracy minus λ = 0's on the same label subsets "
-                    "(mean ± SE over training seeds, each seed's mean over its label subsets: the claims' unit; "
-                    "over the label subsets where a λ has one seed). " + COLLAPSED_NOTE,
+    "dotted lines and bands: the same SVM protocol on raw pixels (mean ± SE over label subsets). "
+    "(b), when the sweep has λ = 0: each λ's accuracy minus λ = 0's on the same label subsets "
+    "(mean ± SE over training seeds, each seed's mean over its label subsets: the claims' unit; "
+    "over the label subsets where a λ has one seed). " + COLLAPSED_NOTE,
     "fig3_paired.png": "Figure 3: each λ minus λ = 0, paired on the same images, label subsets and training seeds, "
-                       "with 95 % t intervals: (a) log p(x) (IWAE on the whole test set, AIS on the test subset) "
-                       "and the test gap, (b) SSL accuracy. " + COLLAPSED_NOTE,
+    "with 95 % t intervals: (a) log p(x) (IWAE on the whole test set, AIS on the test subset) "
+    "and the test gap, (b) SSL accuracy. " + COLLAPSED_NOTE,
     CURVES: CURVES_CAPTION,
 }
 
@@ -114,8 +116,9 @@ def _figures(i: Inputs) -> Section:
 
 def _results(i: Inputs) -> Section:
     """The per-λ tables and the paired tables; ``results.csv`` and, when there are pairs, ``paired.csv``."""
-    tables = result_tables(i.rows, i.lams, i.flags) + paired_tables(i.paired, i.lams, any(r.eval for r in i.runs),
-                                                                     i.flags)
+    tables = result_tables(i.rows, i.lams, i.flags) + paired_tables(
+        i.paired, i.lams, any(r.eval for r in i.runs), i.flags
+    )
     files = {"results.csv": results_csv(i.rows, i.flags).encode()}
     if i.paired:
         files[PAIRED_CSV] = paired_csv(i.paired).encode()
@@ -150,8 +153,9 @@ SECTIONS: tuple[ReportSection, ...] = (
     ReportSection("results", _results, files=frozenset({"results.csv", PAIRED_CSV})),
     ReportSection("convergence", _convergence),
     ReportSection("frontier", _frontier, FRONTIER_CAPTIONS),
-    ReportSection("constrained", _constrained, CONSTRAINED_CAPTIONS,
-                  frozenset(CONSTRAINED_FILES) - set(CONSTRAINED_CAPTIONS)),
+    ReportSection(
+        "constrained", _constrained, CONSTRAINED_CAPTIONS, frozenset(CONSTRAINED_FILES) - set(CONSTRAINED_CAPTIONS)
+    ),
     ReportSection("runs", _runs),
     ReportSection("pictures", _pictures),
 )

@@ -59,8 +59,22 @@ from smvi.report.paired import ALPHA, format_p
 from smvi.store.atomic import atomic_write_bytes, atomic_write_text
 from smvi.store.stats import PairedDiff, holm, mean_se, paired_t
 
-__all__ = ["REFERENCE", "PRIMARY", "PRIMARY_CLASSIFIER", "Cell", "SSLStudy", "arm_of", "run_accuracy", "ssl_study",
-           "write_ssl_study", "ssl_study_verdicts", "study_markdown", "study_csv", "figure_gain", "STUDY_FILES"]
+__all__ = [
+    "REFERENCE",
+    "PRIMARY",
+    "PRIMARY_CLASSIFIER",
+    "Cell",
+    "SSLStudy",
+    "arm_of",
+    "run_accuracy",
+    "ssl_study",
+    "write_ssl_study",
+    "ssl_study_verdicts",
+    "study_markdown",
+    "study_csv",
+    "figure_gain",
+    "STUDY_FILES",
+]
 
 REFERENCE, PRIMARY, PRIMARY_CLASSIFIER = "SMVI λ=0", "SMVI λ=0.01", "rbf_svm"
 ENCODER_ONLY = "SMVI, D_SM → encoder"
@@ -148,8 +162,12 @@ def _arms(runs: list[Run], notes: list[str]) -> dict[str, dict[int, Run]]:
 
 
 def _paired(arm_runs: dict[int, Run], ref: dict[int, Run], value) -> PairedDiff | None:
-    diffs = [a - b for seed, r in arm_runs.items() if seed in ref
-             if (a := value(r)) is not None and (b := value(ref[seed])) is not None]
+    diffs = [
+        a - b
+        for seed, r in arm_runs.items()
+        if seed in ref
+        if (a := value(r)) is not None and (b := value(ref[seed])) is not None
+    ]
     return paired_t(diffs, level=1 - ALPHA, unit="seeds")
 
 
@@ -158,6 +176,7 @@ def _mean_over_s(c: str, sizes: list[int]):
         acc = run_accuracy(r)
         vals = [v for s in sizes if (v := acc.get((c, s))) is not None]
         return None if len(vals) < len(sizes) else float(np.mean(vals))
+
     return value
 
 
@@ -175,14 +194,18 @@ def _decide(primary: PairedDiff | None) -> tuple[Verdict, str]:
     if primary.mean < 0 and primary.p < ALPHA:
         return "does not hold", f"{name} — does not hold: {_ci(primary)}; a significant loss."
     if primary.high is not None and primary.high < MARGIN:
-        return "does not hold", (f"{name} — does not hold: {_ci(primary)}; the interval excludes a gain of "
-                                 f"{MARGIN} points.")
-    return "cannot be decided", (f"{name} — cannot be decided: {_ci(primary)}; no significant gain, but gains of "
-                                 f"{MARGIN} points or more are not excluded.")
+        return "does not hold", (
+            f"{name} — does not hold: {_ci(primary)}; the interval excludes a gain of {MARGIN} points."
+        )
+    return "cannot be decided", (
+        f"{name} — cannot be decided: {_ci(primary)}; no significant gain, but gains of "
+        f"{MARGIN} points or more are not excluded."
+    )
 
 
-def _mechanism(arms: list[Cell], gaps: dict[str, float], primary: PairedDiff | None,
-               verdict: Verdict) -> tuple[Mechanism, str]:
+def _mechanism(
+    arms: list[Cell], gaps: dict[str, float], primary: PairedDiff | None, verdict: Verdict
+) -> tuple[Mechanism, str]:
     """The mechanism verdict of the module docstring from the per-arm pooled gains ``arms`` (RBF SVM, mean over s),
     the arms' mean test ELBO gaps and the primary test."""
     ref_gap = gaps.get(REFERENCE)
@@ -197,11 +220,15 @@ def _mechanism(arms: list[Cell], gaps: dict[str, float], primary: PairedDiff | N
     encoder = [c for c in arms if c.arm.startswith(ENCODER_ONLY) and c.diff.low is not None and c.diff.low > 0]
     if matching:
         names = ", ".join(c.arm for c in matching)
-        return "not specific to inference", (f"Mechanism — not specific to inference: {names}, with a larger ELBO "
-                                             f"gap than {REFERENCE}, gains as much as {PRIMARY}{listed}.")
+        return "not specific to inference", (
+            f"Mechanism — not specific to inference: {names}, with a larger ELBO "
+            f"gap than {REFERENCE}, gains as much as {PRIMARY}{listed}."
+        )
     if encoder and worse:
-        return "tracks inference", (f"Mechanism — tracks inference: the encoder-only penalty gains and no "
-                                    f"worse-inference control matches {PRIMARY}{listed}.")
+        return "tracks inference", (
+            f"Mechanism — tracks inference: the encoder-only penalty gains and no "
+            f"worse-inference control matches {PRIMARY}{listed}."
+        )
     return "cannot be decided", f"Mechanism — cannot be decided{listed}."
 
 
@@ -221,19 +248,31 @@ def ssl_study(sweep_dir: str | Path) -> SSLStudy:
     verdict, sentence = _decide(primary_diff)
     primary = Cell(PRIMARY, PRIMARY_CLASSIFIER, None, primary_diff) if primary_diff else None
 
-    cells = [Cell(a, c, s, d) for a in others for c in classifiers for s in sizes
-             if (d := _paired(arms[a], ref, lambda r, c=c, s=s: run_accuracy(r).get((c, s)))) is not None]
-    secondary = tuple(Cell(x.arm, x.classifier, x.s, x.diff, p)
-                      for x, p in zip(cells, holm([x.diff.p for x in cells]), strict=True))
-    per_arm = [Cell(a, PRIMARY_CLASSIFIER, None, d) for a in others
-               if (d := _paired(arms[a], ref, _mean_over_s(PRIMARY_CLASSIFIER, sizes))) is not None]
-    per_arm = [Cell(x.arm, x.classifier, None, x.diff, p)
-               for x, p in zip(per_arm, holm([x.diff.p for x in per_arm]), strict=True)]
+    cells = [
+        Cell(a, c, s, d)
+        for a in others
+        for c in classifiers
+        for s in sizes
+        if (d := _paired(arms[a], ref, lambda r, c=c, s=s: run_accuracy(r).get((c, s)))) is not None
+    ]
+    secondary = tuple(
+        Cell(x.arm, x.classifier, x.s, x.diff, p) for x, p in zip(cells, holm([x.diff.p for x in cells]), strict=True)
+    )
+    per_arm = [
+        Cell(a, PRIMARY_CLASSIFIER, None, d)
+        for a in others
+        if (d := _paired(arms[a], ref, _mean_over_s(PRIMARY_CLASSIFIER, sizes))) is not None
+    ]
+    per_arm = [
+        Cell(x.arm, x.classifier, None, x.diff, p)
+        for x, p in zip(per_arm, holm([x.diff.p for x in per_arm]), strict=True)
+    ]
 
     gaps = {}
     for a, members in arms.items():
-        vals = [g for r in members.values()
-                if (g := number(lookup(r.eval, "splits", "test", "gap", "mean"))) is not None]
+        vals = [
+            g for r in members.values() if (g := number(lookup(r.eval, "splits", "test", "gap", "mean"))) is not None
+        ]
         if vals:
             gaps[a] = float(np.mean(vals))
     mechanism, mechanism_sentence = _mechanism(per_arm, gaps, primary_diff, verdict)
@@ -245,10 +284,18 @@ def ssl_study(sweep_dir: str | Path) -> SSLStudy:
             if m.mean is not None:
                 accuracy[(a, c, s)] = (m.mean, m.se, m.n)
     # every member of an arm has an ssl record (the arms are made of runs with one)
-    edges = {a: (sum(any(row["on_edge"].values()) for r in members.values() for row in (r.ssl or {})["table"]),
-                 sum(len((r.ssl or {})["table"]) for r in members.values())) for a, members in arms.items()}
-    base = {c: float(np.mean(v)) for c in classifiers
-            if (v := [x for r in ref.values() if (x := _mean_over_s(c, sizes)(r)) is not None])}
+    edges = {
+        a: (
+            sum(any(row["on_edge"].values()) for r in members.values() for row in (r.ssl or {})["table"]),
+            sum(len((r.ssl or {})["table"]) for r in members.values()),
+        )
+        for a, members in arms.items()
+    }
+    base = {
+        c: float(np.mean(v))
+        for c in classifiers
+        if (v := [x for r in ref.values() if (x := _mean_over_s(c, sizes)(r)) is not None])
+    }
 
     def gain(a: str, seed: int, r: Run) -> dict[str, float]:
         """Δ per classifier: paired with the reference's run of the same seed where there is one, else (the
@@ -261,11 +308,32 @@ def ssl_study(sweep_dir: str | Path) -> SSLStudy:
                 out[c] = v - (pair if pair is not None else base[c])
         return out
 
-    points = tuple(ArmPoint(a, seed, number(lookup(r.eval, "splits", "test", "gap", "mean")),
-                            number(lookup(r.eval, "splits", "test", "ais", "mean")), gain(a, seed, r))
-                   for a, members in arms.items() for seed, r in sorted(members.items()) if r.eval)
-    return SSLStudy(primary, verdict, sentence, secondary, tuple(per_arm), gaps, mechanism, mechanism_sentence,
-                    accuracy, edges, points, tuple(notes))
+    points = tuple(
+        ArmPoint(
+            a,
+            seed,
+            number(lookup(r.eval, "splits", "test", "gap", "mean")),
+            number(lookup(r.eval, "splits", "test", "ais", "mean")),
+            gain(a, seed, r),
+        )
+        for a, members in arms.items()
+        for seed, r in sorted(members.items())
+        if r.eval
+    )
+    return SSLStudy(
+        primary,
+        verdict,
+        sentence,
+        secondary,
+        tuple(per_arm),
+        gaps,
+        mechanism,
+        mechanism_sentence,
+        accuracy,
+        edges,
+        points,
+        tuple(notes),
+    )
 
 
 # ---- writing --------------------------------------------------------------------------------------------------------
@@ -286,25 +354,58 @@ def study_markdown(st: SSLStudy) -> str:
     arms = sorted({a for a, _, _ in st.accuracy}, key=lambda a: (a != REFERENCE, a))
     classifiers = sorted({c for _, c, _ in st.accuracy}, key=lambda c: (c != PRIMARY_CLASSIFIER, c))
     sizes = sorted({s for _, _, s in st.accuracy})
-    out = ["# SSL study: the pre-registered analysis", "",
-           "Rules: smvi.report.ssl_study (module docstring). Accuracies in percent, gains in percentage points, "
-           "paired by training seed with the reference arm; ± SE over seeds [95 % t interval].", "",
-           f"- {st.sentence}", f"- {st.mechanism_sentence}", "",
-           "## Each arm against " + REFERENCE + " (RBF SVM, averaged over s; Holm over the arms)", "",
-           _table(["arm", "test ELBO gap (nats)", "Δ accuracy"],
-                  [[c.arm, f"{st.gaps[c.arm]:.2f}" if c.arm in st.gaps else "—", _d(c.diff, c.p_holm)]
-                   for c in st.arms]), "",
-           "## Accuracy per classifier (mean ± SE over seeds, n seeds)", ""]
+    out = [
+        "# SSL study: the pre-registered analysis",
+        "",
+        "Rules: smvi.report.ssl_study (module docstring). Accuracies in percent, gains in percentage points, "
+        "paired by training seed with the reference arm; ± SE over seeds [95 % t interval].",
+        "",
+        f"- {st.sentence}",
+        f"- {st.mechanism_sentence}",
+        "",
+        "## Each arm against " + REFERENCE + " (RBF SVM, averaged over s; Holm over the arms)",
+        "",
+        _table(
+            ["arm", "test ELBO gap (nats)", "Δ accuracy"],
+            [[c.arm, f"{st.gaps[c.arm]:.2f}" if c.arm in st.gaps else "—", _d(c.diff, c.p_holm)] for c in st.arms],
+        ),
+        "",
+        "## Accuracy per classifier (mean ± SE over seeds, n seeds)",
+        "",
+    ]
     for c in classifiers:
-        body = [[a] + [(lambda v: "—" if v is None else f"{v[0]:.2f}" + ("" if v[1] is None else f" ± {v[1]:.2f}")
-                        + f" (n={v[2]})")(st.accuracy.get((a, c, s))) for s in sizes] for a in arms]
+        body = [
+            [a]
+            + [
+                (
+                    lambda v: (
+                        "—"
+                        if v is None
+                        else f"{v[0]:.2f}" + ("" if v[1] is None else f" ± {v[1]:.2f}") + f" (n={v[2]})"
+                    )
+                )(st.accuracy.get((a, c, s)))
+                for s in sizes
+            ]
+            for a in arms
+        ]
         out += [f"**{c}**", "", _table(["arm"] + [f"s = {s}" for s in sizes], body), ""]
-    out += ["## Secondary: every (arm, s, classifier) cell against " + REFERENCE + " (Holm over all cells)", "",
-            _table(["arm", "classifier", "s", "Δ accuracy"],
-                   [[x.arm, x.classifier, str(x.s), _d(x.diff, x.p_holm)] for x in st.secondary]), "",
-            "## Hyper-parameter choices on a grid's edge", "",
-            _table(["arm", "fits on an edge", "fits"], [[a, str(e), str(n)] for a, (e, n) in sorted(st.edges.items())]),
-            "", "![SSL gain against the ELBO gap and log p(x)](fig_ssl_gain.png)", "", "## Notes", ""]
+    out += [
+        "## Secondary: every (arm, s, classifier) cell against " + REFERENCE + " (Holm over all cells)",
+        "",
+        _table(
+            ["arm", "classifier", "s", "Δ accuracy"],
+            [[x.arm, x.classifier, str(x.s), _d(x.diff, x.p_holm)] for x in st.secondary],
+        ),
+        "",
+        "## Hyper-parameter choices on a grid's edge",
+        "",
+        _table(["arm", "fits on an edge", "fits"], [[a, str(e), str(n)] for a, (e, n) in sorted(st.edges.items())]),
+        "",
+        "![SSL gain against the ELBO gap and log p(x)](fig_ssl_gain.png)",
+        "",
+        "## Notes",
+        "",
+    ]
     out += [f"- {n}" for n in st.notes] or ["none"]
     return "\n".join(out) + "\n"
 
@@ -320,8 +421,21 @@ def study_csv(st: SSLStudy) -> str:
     rows += [("cell", c) for c in st.secondary]
     for kind, c in rows:
         d = c.diff
-        w.writerow([kind, c.arm, c.classifier, text(c.s), repr(d.mean), text(d.se), text(d.low), text(d.high),
-                    text(d.p), text(c.p_holm), d.n])
+        w.writerow(
+            [
+                kind,
+                c.arm,
+                c.classifier,
+                text(c.s),
+                repr(d.mean),
+                text(d.se),
+                text(d.low),
+                text(d.high),
+                text(d.p),
+                text(c.p_holm),
+                d.n,
+            ]
+        )
     return buf.getvalue()
 
 
@@ -338,19 +452,32 @@ def figure_gain(st: SSLStudy) -> bytes | None:
     fig = Figure(figsize=(11, 3.6 * len(classifiers)), layout="tight")
     axes = fig.subplots(len(classifiers), 2, squeeze=False)
     for row, c in zip(axes, classifiers, strict=True):
-        for ax, (attr, xlabel) in zip(row, (("gap", "test ELBO gap, AIS − ELBO (nats)"),
-                                            ("logpx", "test log p(x), AIS (nats)")), strict=True):
+        for ax, (attr, xlabel) in zip(
+            row, (("gap", "test ELBO gap, AIS − ELBO (nats)"), ("logpx", "test log p(x), AIS (nats)")), strict=True
+        ):
             for i, a in enumerate(arms):
-                pts = [(getattr(p, attr), p.gain[c]) for p in st.points
-                       if p.arm == a and c in p.gain and getattr(p, attr) is not None]
+                pts = [
+                    (getattr(p, attr), p.gain[c])
+                    for p in st.points
+                    if p.arm == a and c in p.gain and getattr(p, attr) is not None
+                ]
                 if not pts:
                     continue
                 x, y = np.array(pts).T
                 color, marker = f"C{i % 10}", "osD^v<>p*h"[i % 10]
                 ax.scatter(x, y, color=color, marker=marker, s=14, alpha=0.4, lw=0)
                 mx, my = mean_se(x.tolist()), mean_se(y.tolist())
-                ax.errorbar([mx.mean], [my.mean], xerr=[mx.se or 0.0], yerr=[my.se or 0.0], color=color,
-                            marker=marker, ms=6, capsize=3, label=a)
+                ax.errorbar(
+                    [mx.mean],
+                    [my.mean],
+                    xerr=[mx.se or 0.0],
+                    yerr=[my.se or 0.0],
+                    color=color,
+                    marker=marker,
+                    ms=6,
+                    capsize=3,
+                    label=a,
+                )
             ax.axhline(0, color="0.3", lw=0.8)
             ax.set(xlabel=xlabel, ylabel=f"{c}: accuracy minus {REFERENCE} (points)")
         row[0].legend(fontsize=7)
@@ -359,8 +486,9 @@ def figure_gain(st: SSLStudy) -> bytes | None:
 
 def ssl_study_verdicts(markdown: Path) -> str:
     """The two verdict lines of a written ``ssl_study.md`` (for the command line)."""
-    return "\n".join(line[2:] for line in markdown.read_text().splitlines()
-                     if line.startswith(("- Primary test", "- Mechanism")))
+    return "\n".join(
+        line[2:] for line in markdown.read_text().splitlines() if line.startswith(("- Primary test", "- Mechanism"))
+    )
 
 
 def write_ssl_study(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:

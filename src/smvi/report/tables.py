@@ -31,17 +31,34 @@ from smvi.report.figures import fmt_lam
 from smvi.report.flags import CLAIM_BLOCKING, Flag, mark
 from smvi.store.provenance import provenance_rows
 
-__all__ = ["Table", "result_tables", "convergence_table", "run_table", "provenance_table", "settings_tables",
-           "results_csv", "SE_NOTE", "pm"]
+__all__ = [
+    "Table",
+    "result_tables",
+    "convergence_table",
+    "run_table",
+    "provenance_table",
+    "settings_tables",
+    "results_csv",
+    "SE_NOTE",
+    "pm",
+]
 
 Table = tuple[str, list[str], list[list[str]]]
-LABELS = {"gap": "ELBO gap", "ais": "log p(x) (AIS)", "elbo": "ELBO", "iwae_full": "log p(x) (IWAE, whole set)",
-          "kl": "KL(q ‖ p(z))", "active_units": "active units"}
-SE_NOTE = ("SE: over training seeds when a cell has ≥ 2 runs (for an SSL gain: ≥ 2 training seeds paired with "
-           "λ = 0), with in parentheses the SE from within the runs (over images or label subsets; for a gain, over "
-           "all seed × subset pairs pooled); † marks a cell from one run (or one pair of runs), whose SE is from "
-           "within it: over test points for eval, over label subsets for SSL, its gains and the raw-pixel baseline; "
-           "see se_over in results.csv.")
+LABELS = {
+    "gap": "ELBO gap",
+    "ais": "log p(x) (AIS)",
+    "elbo": "ELBO",
+    "iwae_full": "log p(x) (IWAE, whole set)",
+    "kl": "KL(q ‖ p(z))",
+    "active_units": "active units",
+}
+SE_NOTE = (
+    "SE: over training seeds when a cell has ≥ 2 runs (for an SSL gain: ≥ 2 training seeds paired with "
+    "λ = 0), with in parentheses the SE from within the runs (over images or label subsets; for a gain, over "
+    "all seed × subset pairs pooled); † marks a cell from one run (or one pair of runs), whose SE is from "
+    "within it: over test points for eval, over label subsets for SSL, its gains and the raw-pixel baseline; "
+    "see se_over in results.csv."
+)
 
 
 def pm(mean: float | None, se: float | None) -> str:
@@ -74,8 +91,10 @@ def _table_rows(find: dict, keys: list[tuple], lams: list[float], flags: list[Fl
         if not any(cells):
             continue
         n = max(c.n_runs for c in cells if c)
-        row = [fmt_lam(lam) + mark(flags, lam=lam, kinds=["collapse"]),
-               str(n) + mark(flags, lam=lam, kinds=["unfinished"])]
+        row = [
+            fmt_lam(lam) + mark(flags, lam=lam, kinds=["collapse"]),
+            str(n) + mark(flags, lam=lam, kinds=["unfinished"]),
+        ]
         for (q, split, _), c in zip(keys, cells, strict=True):
             fields = [f"ais_acceptance.{split}"] if q in EVAL_METRICS else [q] if q in ("kl", "active_units") else []
             fewer = f" ({c.n_runs} of {n} runs)" if c and c.n_runs < n else ""  # e.g. KL not logged by older runs
@@ -91,14 +110,26 @@ def result_tables(rows: list[Row], lams: list[float], flags: list[Flag]) -> list
     out = []
     keys = [(q, sp, None) for q in EVAL_METRICS for sp in SPLITS]
     keys += [("iwae_full", "test", None)] if any(r.quantity == "iwae_full" for r in rows) else []
-    diag = [k for k in (("kl", "test", None), ("kl", "train", None), ("active_units", "test", None))
-            if any((r.quantity, r.split) == k[:2] for r in rows)]
+    diag = [
+        k
+        for k in (("kl", "test", None), ("kl", "train", None), ("active_units", "test", None))
+        if any((r.quantity, r.split) == k[:2] for r in rows)
+    ]
     if any(r.quantity in EVAL_METRICS for r in rows):
         head = ["λ", "runs"] + [f"{LABELS[q]}, {sp}" for q, sp, _ in keys]
-        head += [f"{LABELS[q]}, {'monitor set' if sp == 'test' else 'training mean'}, last epoch"
-                 if q == "kl" else f"{LABELS[q]}, last epoch" for q, sp, _ in diag]
-        out.append(("Figure 1: ELBO gap and log-likelihood (nats, mean ± SE), with the last epoch's KL and active "
-                    "units", head, _table_rows(find, keys + diag, lams, flags)))
+        head += [
+            f"{LABELS[q]}, {'monitor set' if sp == 'test' else 'training mean'}, last epoch"
+            if q == "kl"
+            else f"{LABELS[q]}, last epoch"
+            for q, sp, _ in diag
+        ]
+        out.append(
+            (
+                "Figure 1: ELBO gap and log-likelihood (nats, mean ± SE), with the last epoch's KL and active units",
+                head,
+                _table_rows(find, keys + diag, lams, flags),
+            )
+        )
     sizes = sorted({r.s for r in rows if r.s is not None})
     if sizes:
         body = _table_rows(find, [("ssl_accuracy", "test", s) for s in sizes], lams, flags)
@@ -106,10 +137,15 @@ def result_tables(rows: list[Row], lams: list[float], flags: list[Flag]) -> list
         out.append(("Figure 2: SSL test accuracy (%, mean ± SE)", ["λ", "runs"] + [f"s = {s}" for s in sizes], body))
         gains = _table_rows(find, [("ssl_gain", "test", s) for s in sizes], lams, flags)
         if gains:
-            out.append(("SSL accuracy minus λ = 0, paired over the same label subsets (percentage points, "
-                        "mean ± SE over "
-                        "training seeds, the claims' unit)",
-                        ["λ", "runs"] + [f"s = {s}" for s in sizes], gains))
+            out.append(
+                (
+                    "SSL accuracy minus λ = 0, paired over the same label subsets (percentage points, "
+                    "mean ± SE over "
+                    "training seeds, the claims' unit)",
+                    ["λ", "runs"] + [f"s = {s}" for s in sizes],
+                    gains,
+                )
+            )
     return out
 
 
@@ -121,8 +157,11 @@ def _list(tree: Any, *keys: str) -> list:
 
 def _convergence_cells(c: dict) -> tuple[dict[int, str], dict[int, str]]:
     """Of one ``convergence.json``: steps → BDMC ``gap ± SE``, and steps → AIS ladder ``log p(x) ± SE``."""
-    bdmc = {e["steps"]: pm(number(e.get("gap")), number(e.get("gap_se"))) for e in _list(c, "bdmc")
-            if isinstance(e, dict) and isinstance(e.get("steps"), int)}
+    bdmc = {
+        e["steps"]: pm(number(e.get("gap")), number(e.get("gap_se")))
+        for e in _list(c, "bdmc")
+        if isinstance(e, dict) and isinstance(e.get("steps"), int)
+    }
     # not strict: a damaged record's lists of unequal length are cut to the shortest, as before
     ladder = zip(*(_list(c, "ladder", k) for k in ("steps", "means", "sems")), strict=False)
     return bdmc, {s: pm(number(m), number(se)) for s, m, se in ladder if isinstance(s, int)}
@@ -139,8 +178,10 @@ def convergence_table(runs: list[Run], flags: list[Flag]) -> tuple[list[Table], 
         bdmc, ladder = _convergence_cells(r.convergence)
         missing = [what for what, got in (("bdmc", bdmc), ("ladder", ladder)) if not got]
         if missing:
-            notes.append(f"{r.name}: convergence.json has no {' and no '.join(missing)}"
-                         + ("; ignored" if len(missing) == 2 else ""))
+            notes.append(
+                f"{r.name}: convergence.json has no {' and no '.join(missing)}"
+                + ("; ignored" if len(missing) == 2 else "")
+            )
         if len(missing) < 2:
             if bdmc:
                 top = max(bdmc)
@@ -149,16 +190,23 @@ def convergence_table(runs: list[Run], flags: list[Flag]) -> tuple[list[Table], 
     if not found:
         return [], notes
     steps = sorted(set().union(*(set(bdmc) | set(ladder) for _, bdmc, ladder in found)))
-    head = (["λ", "run", "epoch", "points"]
-            + [f"{what}, {s} steps" for s in steps for what in ("BDMC gap", "AIS ladder")] + ["ladder converged"])
+    head = (
+        ["λ", "run", "epoch", "points"]
+        + [f"{what}, {s} steps" for s in steps for what in ("BDMC gap", "AIS ladder")]
+        + ["ladder converged"]
+    )
     text = lambda x: "—" if x is None else str(x)  # noqa: E731
     yes = lambda x: "yes" if x is True else "no" if x is False else "—"  # noqa: E731
-    body = [[fmt_lam(r.lam), r.name, text(lookup(r.convergence, "epoch")), text(lookup(r.convergence, "n_points"))]
-            + [cell for s in steps for cell in (bdmc.get(s, "—"), ladder.get(s, "—"))]
-            + [yes(lookup(r.convergence, "ladder", "converged")) + mark(flags, run=r.name, kinds=["ladder"])]
-            for r, bdmc, ladder in found]
-    title = ("AIS convergence (nats, mean ± SE over points): BDMC gap, upper − lower bound on data simulated from "
-             "the model; AIS ladder, log p(x) on test points")
+    body = [
+        [fmt_lam(r.lam), r.name, text(lookup(r.convergence, "epoch")), text(lookup(r.convergence, "n_points"))]
+        + [cell for s in steps for cell in (bdmc.get(s, "—"), ladder.get(s, "—"))]
+        + [yes(lookup(r.convergence, "ladder", "converged")) + mark(flags, run=r.name, kinds=["ladder"])]
+        for r, bdmc, ladder in found
+    ]
+    title = (
+        "AIS convergence (nats, mean ± SE over points): BDMC gap, upper − lower bound on data simulated from "
+        "the model; AIS ladder, log p(x) on test points"
+    )
     return [(title, head, body)], notes
 
 
@@ -173,22 +221,43 @@ def run_table(runs: list[Run], flags: list[Flag]) -> Table:
         units = diag.get(("active_units", "test"))
         acc = [number(lookup(r.eval, "splits", sp, "ais_acceptance")) for sp in ("test", "train")]
         lam = "learned" if is_constrained(r) else fmt_lam(r.lam)
-        body.append([r.name, lam, str(r.seed), f"{r.epochs or 0}/{r.planned or '?'}" + mark(flags, run=r.name,
-                                                                                           kinds=["unfinished"]),
-                     ("—" if kl is None else f"{kl:.3g}") + mark(flags, run=r.name, fields=["kl"]),
-                     ("—" if units is None else f"{units:g}") + mark(flags, run=r.name, fields=["active_units"]),
-                     " / ".join("—" if a is None else f"{a:.2f}" for a in acc)
-                     + mark(flags, run=r.name, kinds=["acceptance"]), yes(r.eval), yes(r.ssl)])
-    head = ["run", "λ", "seed", "epochs", "KL, last epoch (nats)", "active units", "AIS acceptance, test / train",
-            RECORD_LABEL["eval"], RECORD_LABEL["ssl"]]
+        body.append(
+            [
+                r.name,
+                lam,
+                str(r.seed),
+                f"{r.epochs or 0}/{r.planned or '?'}" + mark(flags, run=r.name, kinds=["unfinished"]),
+                ("—" if kl is None else f"{kl:.3g}") + mark(flags, run=r.name, fields=["kl"]),
+                ("—" if units is None else f"{units:g}") + mark(flags, run=r.name, fields=["active_units"]),
+                " / ".join("—" if a is None else f"{a:.2f}" for a in acc)
+                + mark(flags, run=r.name, kinds=["acceptance"]),
+                yes(r.eval),
+                yes(r.ssl),
+            ]
+        )
+    head = [
+        "run",
+        "λ",
+        "seed",
+        "epochs",
+        "KL, last epoch (nats)",
+        "active units",
+        "AIS acceptance, test / train",
+        RECORD_LABEL["eval"],
+        RECORD_LABEL["ssl"],
+    ]
     return "Runs", head, body
 
 
 def provenance_table(runs: list[Run]) -> Table:
     """Wall time per stage, versions and machine per run (:func:`smvi.store.provenance.provenance_rows`)."""
     head, body = provenance_rows(runs)
-    return ("Provenance: wall time per stage (training: the sum of its epochs; a stage: its record's seconds), "
-            "versions and machine per run", head, body)
+    return (
+        "Provenance: wall time per stage (training: the sum of its epochs; a stage: its record's seconds), "
+        "versions and machine per run",
+        head,
+        body,
+    )
 
 
 # ---- settings -------------------------------------------------------------------------------------------------------
@@ -221,19 +290,29 @@ def settings_tables(runs: list[Run]) -> list[Table]:
     convergence settings of the first run that has each record. With learned-λ runs, ``train.lam`` (unused by them)
     is not listed as shared, and the λ row lists only fixed λ (none: no row)."""
     learned = sum(is_constrained(r) for r in runs)
-    common = {k: v for k, v in runs[0].config.items() if all(r.config.get(k) == v for r in runs)
-              and not (learned and k == "train.lam")}  # a learned λ starts at train.constraint.lam_init instead
+    common = {
+        k: v
+        for k, v in runs[0].config.items()
+        if all(r.config.get(k) == v for r in runs) and not (learned and k == "train.lam")
+    }  # a learned λ starts at train.constraint.lam_init instead
     first = lambda f: next((f(r) for r in runs if f(r)), None)  # noqa: E731
     fixed = sorted({r.lam for r in runs if not is_constrained(r)})
-    grid = {"runs": len(runs), **({"λ": fixed} if fixed else {}), "learned-λ runs": learned,
-            "training seeds": sorted({r.seed for r in runs})}
-    groups = [("Sweep", grid), ("Run config shared by every run", common),
-              ("Evaluation (first run with an eval.json)", first(lambda r: lookup(r.eval, "settings"))),
-              ("SSL (first run with an ssl.json)", first(lambda r: lookup(r.ssl, "settings"))),
-              ("AIS convergence (first run with a convergence.json)",
-               first(lambda r: lookup(r.convergence, "settings")))]
-    return [(title, ["setting", "value"], [[k, _value(v)] for k, v in _flatten(tree)])
-            for title, tree in groups if tree]
+    grid = {
+        "runs": len(runs),
+        **({"λ": fixed} if fixed else {}),
+        "learned-λ runs": learned,
+        "training seeds": sorted({r.seed for r in runs}),
+    }
+    groups = [
+        ("Sweep", grid),
+        ("Run config shared by every run", common),
+        ("Evaluation (first run with an eval.json)", first(lambda r: lookup(r.eval, "settings"))),
+        ("SSL (first run with an ssl.json)", first(lambda r: lookup(r.ssl, "settings"))),
+        ("AIS convergence (first run with a convergence.json)", first(lambda r: lookup(r.convergence, "settings"))),
+    ]
+    return [
+        (title, ["setting", "value"], [[k, _value(v)] for k, v in _flatten(tree)]) for title, tree in groups if tree
+    ]
 
 
 def results_csv(rows: list[Row], flags: Sequence[Flag] = ()) -> str:
@@ -245,6 +324,18 @@ def results_csv(rows: list[Row], flags: Sequence[Flag] = ()) -> str:
     w.writerow(["quantity", "split", "s", "lam", "mean", "se", "n_runs", "se_over", "unit", "flags"])
     for r in rows:
         marks = "" if r.lam is None else mark(flags, lam=r.lam, kinds=CLAIM_BLOCKING).strip()
-        w.writerow([r.quantity, r.split, "" if r.s is None else r.s, "" if r.lam is None else repr(r.lam),
-                    repr(r.mean), "" if r.se is None else repr(r.se), r.n_runs, r.se_over, r.unit, marks])
+        w.writerow(
+            [
+                r.quantity,
+                r.split,
+                "" if r.s is None else r.s,
+                "" if r.lam is None else repr(r.lam),
+                repr(r.mean),
+                "" if r.se is None else repr(r.se),
+                r.n_runs,
+                r.se_over,
+                r.unit,
+                marks,
+            ]
+        )
     return buf.getvalue()

@@ -44,23 +44,48 @@ class FamilySpec:
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
 
 
-FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({spec.name: spec for spec in (
-    FamilySpec("diagonal", "the paper's diagonal Gaussian"),
-    FamilySpec("full", "a full-covariance Gaussian"),
-    FamilySpec("flow", "a conditional affine-coupling flow",
-               settings={"flow_layers": 4, "flow_hidden": (256,), "flow_context": 32}, min_z_dim=2),
-    FamilySpec("rejection", "rejection sampling over a base family, q_T ∝ q·σ(log p(x,z) − log q + T) "
-               "(smvi.core.rejection)",
-               settings={"rejection_base": "diagonal", "rejection_threshold": None, "rejection_acceptance": None,
-                         "rejection_proposals": 16, "rejection_cap": 1000},
-               check=lambda s: None if s["rejection_threshold"] is None or s["rejection_acceptance"] is None else (
-                   "model.rejection_threshold (a fixed T) and model.rejection_acceptance (T chosen per x) are both "
-                   "set: keep one"),
-               objectives=("smvi", "beta"), normalized=False,
-               label=lambda c: f" (T = {c['model.rejection_threshold']:g})"
-               if c.get("model.rejection_threshold") is not None
-               else f" (acceptance {c.get('model.rejection_acceptance') or 0.5:g})"),
-)})
+FAMILIES: Mapping[str, FamilySpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            FamilySpec("diagonal", "the paper's diagonal Gaussian"),
+            FamilySpec("full", "a full-covariance Gaussian"),
+            FamilySpec(
+                "flow",
+                "a conditional affine-coupling flow",
+                settings={"flow_layers": 4, "flow_hidden": (256,), "flow_context": 32},
+                min_z_dim=2,
+            ),
+            FamilySpec(
+                "rejection",
+                "rejection sampling over a base family, q_T ∝ q·σ(log p(x,z) − log q + T) (smvi.core.rejection)",
+                settings={
+                    "rejection_base": "diagonal",
+                    "rejection_threshold": None,
+                    "rejection_acceptance": None,
+                    "rejection_proposals": 16,
+                    "rejection_cap": 1000,
+                },
+                check=lambda s: (
+                    None
+                    if s["rejection_threshold"] is None or s["rejection_acceptance"] is None
+                    else (
+                        "model.rejection_threshold (a fixed T) and model.rejection_acceptance (T chosen per x) "
+                        "are both "
+                        "set: keep one"
+                    )
+                ),
+                objectives=("smvi", "beta"),
+                normalized=False,
+                label=lambda c: (
+                    f" (T = {c['model.rejection_threshold']:g})"
+                    if c.get("model.rejection_threshold") is not None
+                    else f" (acceptance {c.get('model.rejection_acceptance') or 0.5:g})"
+                ),
+            ),
+        )
+    }
+)
 """Every variational family, by ``model.posterior`` name, in the order help and listings show them."""
 
 DEFAULT_FAMILY = "diagonal"

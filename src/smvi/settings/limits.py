@@ -11,9 +11,30 @@ from typing import Any
 
 from pydantic import AfterValidator
 
-__all__ = ["BATCH", "CHAINS", "COLUMNS", "EACH_IMAGES", "EACH_SEED", "EACH_STEPS", "EPOCHS", "FLOW_LAYERS", "IMAGES",
-           "JOBS", "LATENT", "PICTURES", "SAMPLES", "SEED", "STEPS", "TARGET", "TRAIN_DRAWS", "WEIGHT", "WIDTH",
-           "at_most", "each_at_most", "show"]
+__all__ = [
+    "BATCH",
+    "CHAINS",
+    "COLUMNS",
+    "EACH_IMAGES",
+    "EACH_SEED",
+    "EACH_STEPS",
+    "EPOCHS",
+    "FLOW_LAYERS",
+    "IMAGES",
+    "JOBS",
+    "LATENT",
+    "PICTURES",
+    "SAMPLES",
+    "SEED",
+    "STEPS",
+    "TARGET",
+    "TRAIN_DRAWS",
+    "WEIGHT",
+    "WIDTH",
+    "at_most",
+    "each_at_most",
+    "show",
+]
 
 
 def show(x: float) -> str:
@@ -27,15 +48,18 @@ def show(x: float) -> str:
 
 def at_most(limit: float, why: str) -> AfterValidator:
     """A validator refusing values above ``limit`` with a message naming it and ``why`` (None passes)."""
+
     def check(v: Any) -> Any:
         if v is not None and v > limit:
             raise ValueError(f"must be at most {show(limit)} ({why}), got {show(v)}")
         return v
+
     return AfterValidator(check)
 
 
 def each_at_most(limit: float, why: str, *, count: int | None = None, what: str = "values") -> AfterValidator:
     """A validator for a tuple: every value at most ``limit`` and (``count``) at most ``count`` values."""
+
     def check(v: Any) -> Any:
         if v is None:
             return v
@@ -45,20 +69,19 @@ def each_at_most(limit: float, why: str, *, count: int | None = None, what: str 
         if big:
             raise ValueError(f"every value must be at most {show(limit)} ({why}), got {show(big[0])}")
         return v
+
     return AfterValidator(check)
 
 
 # the limits, with why: a value past one would exhaust memory, or overflow, long before it could finish
 SEED = at_most(2**62, "seeds feed 64-bit torch and numpy generators, with room for the offsets smvi adds")
 WIDTH = each_at_most(65536, "a layer that wide needs gigabytes per weight matrix", count=64, what="layers")
-LATENT = at_most(4096, "memory: the full-covariance q stores z_dim² numbers per image, the flow's layers grow with "
-                       "it")
+LATENT = at_most(4096, "memory: the full-covariance q stores z_dim² numbers per image, the flow's layers grow with it")
 FLOW_LAYERS = at_most(256, "memory and time: every coupling layer is a network of its own")
 SAMPLES = at_most(1_000_000, "memory and time: samples per image are drawn in batches of images")
 IMAGES = at_most(10_000_000, "more images than any data set smvi loads; the split's own size is checked too")
 EACH_IMAGES = each_at_most(10_000_000, "more images than any data set smvi loads", count=1000, what="sizes")
-EACH_SEED = each_at_most(2**62, "seeds feed 64-bit generators; each seed is a repetition", count=10_000,
-                         what="seeds")
+EACH_SEED = each_at_most(2**62, "seeds feed 64-bit generators; each seed is a repetition", count=10_000, what="seeds")
 BATCH = at_most(1_000_000, "memory: a batch's inputs, activations and samples are held at once")
 STEPS = at_most(10_000_000, "time: at least a forward pass per step")
 EACH_STEPS = each_at_most(10_000_000, "time: at least a forward pass per step", count=64, what="lengths")
@@ -67,7 +90,12 @@ EPOCHS = at_most(1_000_000, "time: a pass over the training set each")
 PICTURES = at_most(4096, "memory: the picture is one image grid, and its PNG grows with it")
 COLUMNS = at_most(256, "a grid row wider than any screen or page")
 WEIGHT = at_most(1e6, "a weight that large makes every step's loss overflow or the objective meaningless")
-TARGET = at_most(1e6, "D_SM and gap estimates of image models are far below a million; a larger bound never binds "
-                      "and the report could not draw it")
-TRAIN_DRAWS = 2**22  # train.batch_size × samples per image: decoded images held at once (784 pixels and activations each)
+TARGET = at_most(
+    1e6,
+    "D_SM and gap estimates of image models are far below a million; a larger bound never binds "
+    "and the report could not draw it",
+)
+TRAIN_DRAWS = (
+    2**22
+)  # train.batch_size × samples per image: decoded images held at once (784 pixels and activations each)
 JOBS = at_most(1024, "threads: more than any machine has cores")

@@ -51,14 +51,43 @@ class ObjectiveSpec:
         object.__setattr__(self, "arguments", self.arguments or (self.knob,))
 
 
-OBJECTIVES: Mapping[str, ObjectiveSpec] = MappingProxyType({spec.name: spec for spec in (
-    ObjectiveSpec("smvi", "SMVI", "ELBO − λ·D_SM", knob="lam", knob_label="λ",
-                  settings={"lam": 0.0, "lam_warmup_epochs": 0.0}, example=0.1, constrained=True),
-    ObjectiveSpec("beta", "β-VAE", "the β-VAE's E log p(x|z) − β·KL", knob="beta", knob_label="β",
-                  settings={"beta": None}, example=4),
-    ObjectiveSpec("iwae", "IWAE", "IWAE's L_k", knob="iwae_k", knob_label="k", settings={"iwae_k": None}, example=5,
-                  n_samples=False, smvi_step_cost=False),
-)})
+OBJECTIVES: Mapping[str, ObjectiveSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            ObjectiveSpec(
+                "smvi",
+                "SMVI",
+                "ELBO − λ·D_SM",
+                knob="lam",
+                knob_label="λ",
+                settings={"lam": 0.0, "lam_warmup_epochs": 0.0},
+                example=0.1,
+                constrained=True,
+            ),
+            ObjectiveSpec(
+                "beta",
+                "β-VAE",
+                "the β-VAE's E log p(x|z) − β·KL",
+                knob="beta",
+                knob_label="β",
+                settings={"beta": None},
+                example=4,
+            ),
+            ObjectiveSpec(
+                "iwae",
+                "IWAE",
+                "IWAE's L_k",
+                knob="iwae_k",
+                knob_label="k",
+                settings={"iwae_k": None},
+                example=5,
+                n_samples=False,
+                smvi_step_cost=False,
+            ),
+        )
+    }
+)
 """Every training objective, by ``train.objective`` name, in the order help and listings show them."""
 
 DEFAULT_OBJECTIVE = "smvi"

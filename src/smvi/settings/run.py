@@ -53,14 +53,15 @@ NoRepeats = AfterValidator(_no_repeats)
 """Marks a tuple field as a list without repeats that may be empty (``Distinct`` less the non-empty rule)."""
 
 
-
 def one_of(names: Mapping[str, Any], what: str) -> AfterValidator:
     """Marks a ``str`` field whose value must be a key of the registry ``names`` (read when validating, so entries
     added later count); ``smvi config`` lists the choices (``choices`` on the validator)."""
+
     def _one_of(value: str) -> str:
         if value not in names:
             raise ValueError(f"unknown {what} {value!r}: use one of {', '.join(repr(n) for n in names)}")
         return value
+
     _one_of.choices = names  # type: ignore[attr-defined]
     return AfterValidator(_one_of)
 
@@ -79,31 +80,55 @@ class ModelConfig(_Frozen):
     """The VAE. Defaults follow the paper (2x1024 softplus) and its first author's code (latent 50)."""
 
     z_dim: Annotated[int, L.LATENT] = Field(default=50, gt=0, description="latent dimension")
-    encoder_hidden: Annotated[tuple[int, ...], L.WIDTH] = Field(default=(1024, 1024), description="encoder hidden widths; () for linear")
-    decoder_hidden: Annotated[tuple[int, ...], L.WIDTH] = Field(default=(1024, 1024), description="decoder hidden widths; () for linear")
+    encoder_hidden: Annotated[tuple[int, ...], L.WIDTH] = Field(
+        default=(1024, 1024), description="encoder hidden widths; () for linear"
+    )
+    decoder_hidden: Annotated[tuple[int, ...], L.WIDTH] = Field(
+        default=(1024, 1024), description="decoder hidden widths; () for linear"
+    )
     activation: Activation = Field(default="softplus", description="hidden-layer nonlinearity")
     likelihood: Literal["bernoulli", "gaussian"] = Field(default="bernoulli", description="decoder p(x|z)")
     decoder_last_scale: float = Field(default=0.01, gt=0, description="factor on the decoder's last-layer He init")
     encoder_last_scale: float = Field(
-        default=0.01, gt=0,
-        description="factor on the encoder's last-layer He init (q starts near N(0, I); 1 lets D_SM blow up)"
+        default=0.01,
+        gt=0,
+        description="factor on the encoder's last-layer He init (q starts near N(0, I); 1 lets D_SM blow up)",
     )
     posterior: FamilyName = Field(
         default=DEFAULT_FAMILY,
-        description="the variational family q(z|x) — " + "; ".join(f"{n}: {f.description}" for n, f in FAMILIES.items())
+        description="the variational family q(z|x) — "
+        + "; ".join(f"{n}: {f.description}" for n, f in FAMILIES.items()),
     )
-    flow_layers: Annotated[int | None, L.FLOW_LAYERS] = Field(default=None, gt=0, description="affine coupling layers (posterior='flow' only) [4]")
-    flow_hidden: Annotated[tuple[int, ...] | None, L.WIDTH] = Field(default=None, description="each coupling network's hidden widths (flow) [256]")
-    flow_context: Annotated[int | None, L.LATENT] = Field(default=None, ge=0, description="size of the context h(x) the encoder gives the flow [32]")
+    flow_layers: Annotated[int | None, L.FLOW_LAYERS] = Field(
+        default=None, gt=0, description="affine coupling layers (posterior='flow' only) [4]"
+    )
+    flow_hidden: Annotated[tuple[int, ...] | None, L.WIDTH] = Field(
+        default=None, description="each coupling network's hidden widths (flow) [256]"
+    )
+    flow_context: Annotated[int | None, L.LATENT] = Field(
+        default=None, ge=0, description="size of the context h(x) the encoder gives the flow [32]"
+    )
     rejection_base: Literal["diagonal", "full"] | None = Field(
-        default=None, description="the proposal family q of posterior='rejection' [diagonal]")
+        default=None, description="the proposal family q of posterior='rejection' [diagonal]"
+    )
     rejection_threshold: float | None = Field(
-        default=None, description="a fixed T of a_T = σ(log p(x,z) − log q + T) (rejection; large: q, small: the posterior)")
+        default=None,
+        description="a fixed T of a_T = σ(log p(x,z) − log q + T) (rejection; large: q, small: the posterior)",
+    )
     rejection_acceptance: float | None = Field(
-        default=None, gt=0, lt=1, description="T chosen per x for this acceptance rate (rejection) [0.5 unless T is set]")
+        default=None,
+        gt=0,
+        lt=1,
+        description="T chosen per x for this acceptance rate (rejection) [0.5 unless T is set]",
+    )
     rejection_proposals: int | None = Field(
-        default=None, ge=2, description="reweighted proposals per example and train.n_samples in training (rejection) [16]")
-    rejection_cap: int | None = Field(default=None, gt=0, description="most proposals per exact draw, reported (rejection) [1000]")
+        default=None,
+        ge=2,
+        description="reweighted proposals per example and train.n_samples in training (rejection) [16]",
+    )
+    rejection_cap: int | None = Field(
+        default=None, gt=0, description="most proposals per exact draw, reported (rejection) [1000]"
+    )
 
     @field_validator("encoder_hidden", "decoder_hidden", "flow_hidden")
     @classmethod
@@ -129,12 +154,15 @@ class ModelConfig(_Frozen):
         for other in FAMILIES.values():
             given = [k for k in other.settings if k not in spec.settings and getattr(self, k) is not None]
             if given:
-                raise ValueError(f"model.{given[0]} is only used by posterior={other.name!r} (posterior is "
-                                 f"{self.posterior!r}): remove it or set model.posterior={other.name!r}")
+                raise ValueError(
+                    f"model.{given[0]} is only used by posterior={other.name!r} (posterior is "
+                    f"{self.posterior!r}): remove it or set model.posterior={other.name!r}"
+                )
         if self.z_dim < spec.min_z_dim:
             fits = " or ".join(repr(n) for n, f in FAMILIES.items() if f.min_z_dim <= self.z_dim)
-            raise ValueError(f"posterior={spec.name!r} needs model.z_dim >= {spec.min_z_dim} (got {self.z_dim}): "
-                             f"use {fits}")
+            raise ValueError(
+                f"posterior={spec.name!r} needs model.z_dim >= {spec.min_z_dim} (got {self.z_dim}): use {fits}"
+            )
         problem = spec.check({k: getattr(self, k) for k in spec.settings}) if spec.check else None
         if problem:
             raise ValueError(problem)
@@ -147,15 +175,19 @@ class DataConfig(_Frozen):
     dataset: Literal["mnist", "idx"] = Field(
         default="mnist", description="'mnist' (verified, fetched if missing) or 'idx' (MNIST-format files in data_dir)"
     )
-    data_dir: str | None = Field(default=None, description="directory holding the four IDX files (else cache, else download)")
-    monitor_size: Annotated[int, L.IMAGES] = Field(default=1000, gt=0, description="test points scored at the end of every epoch")
+    data_dir: str | None = Field(
+        default=None, description="directory holding the four IDX files (else cache, else download)"
+    )
+    monitor_size: Annotated[int, L.IMAGES] = Field(
+        default=1000, gt=0, description="test points scored at the end of every epoch"
+    )
     eval_seed: Annotated[int, L.SEED] = Field(
         default=1234, ge=0, description="seed of the fixed binarization (or dequantization) of evaluation sets"
     )
     transform: Literal["binarize", "dequantize"] = Field(
         default="binarize",
         description="gray levels -> model inputs: 'binarize' x ~ Bernoulli(gray) for a Bernoulli decoder; "
-        "'dequantize' x = (pixel + u)/256, u ~ U[0,1), for a Gaussian one (default: the one model.likelihood needs)"
+        "'dequantize' x = (pixel + u)/256, u ~ U[0,1), for a Gaussian one (default: the one model.likelihood needs)",
     )
 
 
@@ -167,36 +199,49 @@ class ConstraintConfig(_Frozen):
     """
 
     target: Annotated[float | None, L.TARGET] = Field(
-        default=None, gt=0, description="ε: the bound on the measure (D_SM, or nats of gap); unset: λ is fixed (train.lam)"
+        default=None,
+        gt=0,
+        description="ε: the bound on the measure (D_SM, or nats of gap); unset: λ is fixed (train.lam)",
     )
     measure: Literal["dsm", "gap"] = Field(
         default="dsm",
-        description="'dsm': the batch's D_SM; 'gap': IWAE_k − ELBO per batch, a lower bound on the ELBO gap"
+        description="'dsm': the batch's D_SM; 'gap': IWAE_k − ELBO per batch, a lower bound on the ELBO gap",
     )
-    gap_k: Annotated[int, L.SAMPLES] = Field(default=10, ge=2, description="importance samples of the 'gap' estimate (larger: tighter, slower)")
+    gap_k: Annotated[int, L.SAMPLES] = Field(
+        default=10, ge=2, description="importance samples of the 'gap' estimate (larger: tighter, slower)"
+    )
     step_size: float = Field(default=0.01, gt=0, le=1, description="η: ln λ moves by η·ln(avg/ε) per step")
     ema_decay: float = Field(default=0.9, ge=0, lt=1, description="β of the moving average of the batch's measure")
     lam_init: Annotated[float, L.WEIGHT] = Field(default=1e-3, gt=0, description="λ at the first step")
-    lam_min: Annotated[float, L.WEIGHT] = Field(default=1e-5, gt=0, description="λ's floor (λ → λ_min when the constraint is slack)")
-    lam_max: Annotated[float, L.WEIGHT] = Field(default=10.0, gt=0, description="λ's cap (a target still violated at the cap is unreachable)")
+    lam_min: Annotated[float, L.WEIGHT] = Field(
+        default=1e-5, gt=0, description="λ's floor (λ → λ_min when the constraint is slack)"
+    )
+    lam_max: Annotated[float, L.WEIGHT] = Field(
+        default=10.0, gt=0, description="λ's cap (a target still violated at the cap is unreachable)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ConstraintConfig:
         if self.target is None:
             changed = [k for k, f in type(self).model_fields.items() if getattr(self, k) != f.default]
             if changed:
-                raise ValueError(f"{changed[0]} is set but target is not: set train.constraint.target "
-                                 "(--target-dsm / --target-gap) or drop it")
+                raise ValueError(
+                    f"{changed[0]} is set but target is not: set train.constraint.target "
+                    "(--target-dsm / --target-gap) or drop it"
+                )
         elif not self.lam_min <= self.lam_init <= self.lam_max:
-            raise ValueError(f"need lam_min <= lam_init <= lam_max, got {self.lam_min}, {self.lam_init}, "
-                             f"{self.lam_max}")
+            raise ValueError(
+                f"need lam_min <= lam_init <= lam_max, got {self.lam_min}, {self.lam_init}, {self.lam_max}"
+            )
         return self
 
 
 class TrainConfig(_Frozen):
     """Optimization. ``lam`` is the paper's λ: maximize ELBO - λ·D_SM (fixed, or learned: ``constraint``)."""
 
-    lam: Annotated[float, L.WEIGHT] = Field(default=0.0, ge=0, description="weight λ of the score-matching divergence; 0 is the plain VAE")
+    lam: Annotated[float, L.WEIGHT] = Field(
+        default=0.0, ge=0, description="weight λ of the score-matching divergence; 0 is the plain VAE"
+    )
     lam_warmup_epochs: Annotated[float, L.EPOCHS] = Field(
         default=0.0, ge=0, description="ramp λ linearly from 0 over this many epochs (0: the paper's constant λ)"
     )
@@ -204,27 +249,38 @@ class TrainConfig(_Frozen):
     batch_size: Annotated[int, L.BATCH] = Field(default=512, gt=0, description="examples per step")
     lr: float = Field(default=1e-3, gt=0, description="Adam learning rate")
     n_samples: Annotated[int, L.SAMPLES] = Field(default=1, gt=0, description="z samples per example in the objective")
-    seed: Annotated[int, L.SEED] = Field(default=0, ge=0, description="seeds initialization, shuffling, binarization and z sampling")
+    seed: Annotated[int, L.SEED] = Field(
+        default=0, ge=0, description="seeds initialization, shuffling, binarization and z sampling"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto picks cuda when available")
-    grad_clip: float | None = Field(default=None, gt=0, description="clip the gradient's global norm to this (off if unset)")
+    grad_clip: float | None = Field(
+        default=None, gt=0, description="clip the gradient's global norm to this (off if unset)"
+    )
     precision: Literal["fp32", "bf16"] = Field(
         default="fp32", description="bf16 autocasts the objective (about 2x faster on CPUs with bf16 units; opt-in)"
     )
-    max_bad_steps: Annotated[int, L.STEPS] = Field(default=20, gt=0, description="consecutive non-finite steps (skipped) before the run stops")
+    max_bad_steps: Annotated[int, L.STEPS] = Field(
+        default=20, gt=0, description="consecutive non-finite steps (skipped) before the run stops"
+    )
     tensorboard: str | None = Field(
-        default=None, description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
-        "metrics.jsonl stays the record"
+        default=None,
+        description="also log to TensorBoard under DIR/<run name> (needs the tensorboard extra); "
+        "metrics.jsonl stays the record",
     )
     objective: ObjectiveName = Field(
-        default=DEFAULT_OBJECTIVE, description="what training maximizes — "
-        + "; ".join(f"{n}: {o.description}" for n, o in OBJECTIVES.items())
+        default=DEFAULT_OBJECTIVE,
+        description="what training maximizes — " + "; ".join(f"{n}: {o.description}" for n, o in OBJECTIVES.items()),
     )
-    beta: Annotated[float | None, L.WEIGHT] = Field(default=None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)")
-    iwae_k: Annotated[int | None, L.SAMPLES] = Field(default=None, gt=0, description="importance samples of IWAE training (objective='iwae' only)")
+    beta: Annotated[float | None, L.WEIGHT] = Field(
+        default=None, gt=0, description="β of the β-VAE (objective='beta' only; 1 is the VAE)"
+    )
+    iwae_k: Annotated[int | None, L.SAMPLES] = Field(
+        default=None, gt=0, description="importance samples of IWAE training (objective='iwae' only)"
+    )
     dsm_grad: Literal["both", "encoder", "decoder"] = Field(
         default="both",
         description="which parameters the λ·D_SM penalty's gradient reaches: 'both' (SMVI), 'encoder' (the "
-        "decoder trained by the ELBO alone) or 'decoder' (the encoder by the ELBO alone); SMVI with λ > 0 only"
+        "decoder trained by the ELBO alone) or 'decoder' (the encoder by the ELBO alone); SMVI with λ > 0 only",
     )
     constraint: ConstraintConfig = ConstraintConfig()
 
@@ -232,12 +288,16 @@ class TrainConfig(_Frozen):
     def _fixed_or_learned(self) -> TrainConfig:
         if self.constraint.target is not None and not OBJECTIVES[self.objective].constrained:
             which = " or ".join(f"train.objective={n!r}" for n, o in OBJECTIVES.items() if o.constrained)
-            raise ValueError(f"train.constraint.target learns SMVI's λ but train.objective is {self.objective!r}: "
-                             f"drop the target or use {which}")
+            raise ValueError(
+                f"train.constraint.target learns SMVI's λ but train.objective is {self.objective!r}: "
+                f"drop the target or use {which}"
+            )
         if self.constraint.target is not None and (self.lam != 0 or self.lam_warmup_epochs != 0):
             key = "lam" if self.lam != 0 else "lam_warmup_epochs"
-            raise ValueError(f"train.{key} and train.constraint.target are both set: λ is either fixed (train.lam) "
-                             "or learned toward the target (starting at train.constraint.lam_init); drop one")
+            raise ValueError(
+                f"train.{key} and train.constraint.target are both set: λ is either fixed (train.lam) "
+                "or learned toward the target (starting at train.constraint.lam_init); drop one"
+            )
         return self
 
     @model_validator(mode="after")
@@ -252,27 +312,39 @@ class TrainConfig(_Frozen):
             if any(getattr(self, k) != other.settings[k] for k in foreign):
                 keys = " and ".join(f"train.{k}" for k in foreign)
                 them = "them" if len(foreign) > 1 else "it"
-                raise ValueError(f"{keys} {'are' if len(foreign) > 1 else 'is'} only used by objective={other.name!r} "
-                                 f"(objective is {o!r}): remove {them} or set train.objective={other.name!r}")
+                raise ValueError(
+                    f"{keys} {'are' if len(foreign) > 1 else 'is'} only used by objective={other.name!r} "
+                    f"(objective is {o!r}): remove {them} or set train.objective={other.name!r}"
+                )
         if self.dsm_grad != "both" and (o != "smvi" or (self.lam == 0 and self.constraint.target is None)):
-            raise ValueError(f"train.dsm_grad={self.dsm_grad!r} steers the D_SM penalty's gradient, which needs "
-                             "objective='smvi' with train.lam > 0 or train.constraint.target: set one or drop "
-                             "train.dsm_grad")
+            raise ValueError(
+                f"train.dsm_grad={self.dsm_grad!r} steers the D_SM penalty's gradient, which needs "
+                "objective='smvi' with train.lam > 0 or train.constraint.target: set one or drop "
+                "train.dsm_grad"
+            )
         if not spec.n_samples and self.n_samples != 1:
-            raise ValueError(f"train.n_samples is not used by objective={o!r}, which draws train.{spec.knob} samples: "
-                             "remove it")
+            raise ValueError(
+                f"train.n_samples is not used by objective={o!r}, which draws train.{spec.knob} samples: remove it"
+            )
         return self
 
     @model_validator(mode="after")
     def _batch_fits(self) -> TrainConfig:
         """Every step decodes batch_size × (samples per image) images at once: bounded before anything is allocated."""
-        key, k = max((("n_samples", self.n_samples), ("iwae_k", self.iwae_k or 0),
-                      ("constraint.gap_k", self.constraint.gap_k if self.constraint.target is not None else 0)),
-                     key=lambda kv: kv[1])
+        key, k = max(
+            (
+                ("n_samples", self.n_samples),
+                ("iwae_k", self.iwae_k or 0),
+                ("constraint.gap_k", self.constraint.gap_k if self.constraint.target is not None else 0),
+            ),
+            key=lambda kv: kv[1],
+        )
         if self.batch_size * k > L.TRAIN_DRAWS:
-            raise ValueError(f"train.batch_size × train.{key} = {self.batch_size * k} images decoded per step: at most "
-                             f"{L.show(L.TRAIN_DRAWS)} (memory: each holds every pixel and hidden activation); "
-                             "lower one of them")
+            raise ValueError(
+                f"train.batch_size × train.{key} = {self.batch_size * k} images decoded per step: at most "
+                f"{L.show(L.TRAIN_DRAWS)} (memory: each holds every pixel and hidden activation); "
+                "lower one of them"
+            )
         return self
 
 
@@ -300,23 +372,36 @@ class RunConfig(_Frozen):
         refuses the others, and the constraint's 'gap' measure (IWAE_k − ELBO) where IWAE cannot use it."""
         spec = FAMILIES[self.model.posterior]
         if spec.objectives and self.train.objective not in spec.objectives:
-            raise ValueError(f"train.objective={self.train.objective!r} cannot train model.posterior="
-                             f"{spec.name!r} (see its documentation): use one of "
-                             f"{', '.join(repr(o) for o in spec.objectives)}")
-        if spec.objectives and "iwae" not in spec.objectives and self.train.constraint.target is not None \
-                and self.train.constraint.measure == "gap":
-            raise ValueError(f"train.constraint.measure='gap' (IWAE_k − ELBO) does not measure model.posterior="
-                             f"{spec.name!r}: use measure='dsm'")
+            raise ValueError(
+                f"train.objective={self.train.objective!r} cannot train model.posterior="
+                f"{spec.name!r} (see its documentation): use one of "
+                f"{', '.join(repr(o) for o in spec.objectives)}"
+            )
+        if (
+            spec.objectives
+            and "iwae" not in spec.objectives
+            and self.train.constraint.target is not None
+            and self.train.constraint.measure == "gap"
+        ):
+            raise ValueError(
+                f"train.constraint.measure='gap' (IWAE_k − ELBO) does not measure model.posterior="
+                f"{spec.name!r}: use measure='dsm'"
+            )
         return self
 
     @model_validator(mode="after")
     def _transform_fits_likelihood(self) -> RunConfig:
         need = {"bernoulli": "binarize", "gaussian": "dequantize"}[self.model.likelihood]
         if self.data.transform != need:
-            why = ("binary data" if need == "binarize"
-                   else "continuous data (a Gaussian density on binary data is unbounded)")
-            raise ValueError(f"data.transform = {self.data.transform!r} does not fit model.likelihood = "
-                             f"{self.model.likelihood!r}, which needs {why}: set data.transform = {need!r}")
+            why = (
+                "binary data"
+                if need == "binarize"
+                else "continuous data (a Gaussian density on binary data is unbounded)"
+            )
+            raise ValueError(
+                f"data.transform = {self.data.transform!r} does not fit model.likelihood = "
+                f"{self.model.likelihood!r}, which needs {why}: set data.transform = {need!r}"
+            )
         return self
 
 
@@ -402,11 +487,15 @@ def revalidate(cfg: Any, cls: type[M], what: str = "config") -> M:
     object built with ``model_copy(update=...)`` or by assigning through ``object.__setattr__`` skips pydantic's
     checks, so its values are validated anew here. Anything but a ``cls`` is a one-line :class:`ConfigError`."""
     if not isinstance(cfg, cls):
-        raise ConfigError(f"{what} must be a {cls.__name__}, got {type(cfg).__name__}: build it with "
-                          f"{cls.__name__}(...) or smvi.build_config({cls.__name__}, ...)")
+        raise ConfigError(
+            f"{what} must be a {cls.__name__}, got {type(cfg).__name__}: build it with "
+            f"{cls.__name__}(...) or smvi.build_config({cls.__name__}, ...)"
+        )
     if unknown := _smuggled(cfg):
-        raise ConfigError(f"invalid config ({what}): {unknown}: unknown key (set through model_copy(update=...), which "
-                          "does not check keys; `smvi config` lists every key)")
+        raise ConfigError(
+            f"invalid config ({what}): {unknown}: unknown key (set through model_copy(update=...), which "
+            "does not check keys; `smvi config` lists every key)"
+        )
     return build_config(cls, cfg.model_dump(warnings=False), source=f" ({what})")
 
 

@@ -20,8 +20,19 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 from smvi.settings import limits as L
 from smvi.settings.run import Distinct, RunConfig
 
-__all__ = ["AISSampler", "AISConfig", "EvalConfig", "ConvergenceConfig", "GapConfig", "PicturesConfig", "SSLConfig",
-           "upgrade_eval_settings", "LEGACY_AIS_KEYS", "StageSpec", "STAGES"]
+__all__ = [
+    "AISSampler",
+    "AISConfig",
+    "EvalConfig",
+    "ConvergenceConfig",
+    "GapConfig",
+    "PicturesConfig",
+    "SSLConfig",
+    "upgrade_eval_settings",
+    "LEGACY_AIS_KEYS",
+    "StageSpec",
+    "STAGES",
+]
 
 
 class _Frozen(BaseModel):
@@ -37,14 +48,17 @@ class AISSampler(_Frozen):
     schedule: Literal["sigmoid", "linear"] = Field(default="sigmoid", description="β schedule")
     start: Literal["prior", "encoder"] = Field(default="encoder", description="AIS initial distribution")
     precision: Literal["fp32", "bf16", "auto"] = Field(
-        default="fp32", description="bf16: the leapfrog force (AIS) and IWAE's decoder pass with bf16 products, see "
-                            "smvi.core.estimators.precision; auto: bf16 where the hardware has bf16 units, else fp32 "
-                            "(the eval record says which ran)")
+        default="fp32",
+        description="bf16: the leapfrog force (AIS) and IWAE's decoder pass with bf16 products, see "
+        "smvi.core.estimators.precision; auto: bf16 where the hardware has bf16 units, else fp32 "
+        "(the eval record says which ran)",
+    )
     adapt: Literal["ratio", "dual_averaging"] = Field(
         default="ratio",
         description="step-size rule (smvi.core.estimators.adapt): ratio (x1.02 per step at most, too slow "
-                             "for short chains; records without this key used it) or dual_averaging (Hoffman & Gelman "
-                             "2014: reaches the target acceptance within tens of steps)")
+        "for short chains; records without this key used it) or dual_averaging (Hoffman & Gelman "
+        "2014: reaches the target acceptance within tens of steps)",
+    )
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ais / bdmc / ais_ladder these settings stand for."""
@@ -62,15 +76,26 @@ class EvalConfig(_Frozen):
     section for the BDMC evidence); ``smvi.studies.presets.EVAL_PRESETS['quick']`` is for quick looks."""
 
     n_test: Annotated[int, L.IMAGES] = Field(default=200, gt=0, description="test points (a fixed random subset)")
-    n_train: Annotated[int, L.IMAGES] = Field(default=200, ge=0, description="training points (a fixed random subset); 0 skips the split")
-    subset_seed: Annotated[int, L.SEED] = Field(default=0, ge=0, description="seed of the subsets (binarization uses data.eval_seed)")
+    n_train: Annotated[int, L.IMAGES] = Field(
+        default=200, ge=0, description="training points (a fixed random subset); 0 skips the split"
+    )
+    subset_seed: Annotated[int, L.SEED] = Field(
+        default=0, ge=0, description="seed of the subsets (binarization uses data.eval_seed)"
+    )
     elbo_samples: Annotated[int, L.SAMPLES] = Field(default=1000, gt=0, description="z samples per point for the ELBO")
     dsm_samples: Annotated[int, L.SAMPLES] = Field(default=100, gt=0, description="z samples per point for D_SM")
-    iwae_k: Annotated[int, L.SAMPLES] = Field(default=1000, ge=0, description="importance samples of the IWAE bound; 0 skips it")
-    iwae_full_test_k: Annotated[int, L.SAMPLES] = Field(default=0, ge=0, description="IWAE samples on the whole test set (log p(x) comparable with "
-                                                       "published numbers); 0 skips it")
+    iwae_k: Annotated[int, L.SAMPLES] = Field(
+        default=1000, ge=0, description="importance samples of the IWAE bound; 0 skips it"
+    )
+    iwae_full_test_k: Annotated[int, L.SAMPLES] = Field(
+        default=0,
+        ge=0,
+        description="IWAE samples on the whole test set (log p(x) comparable with published numbers); 0 skips it",
+    )
     ais: AISConfig = AISConfig()
-    batch_size: Annotated[int, L.BATCH] = Field(default=100, gt=0, description="points evaluated together (results do not depend on it)")
+    batch_size: Annotated[int, L.BATCH] = Field(
+        default=100, gt=0, description="points evaluated together (results do not depend on it)"
+    )
     seed: Annotated[int, L.SEED] = Field(default=0, ge=0, description="seed of every estimator")
 
 
@@ -78,10 +103,18 @@ class ConvergenceConfig(_Frozen):
     """What ``smvi convergence`` checks: BDMC on ``n_points`` simulated points and an AIS ladder on ``n_points`` test
     points, at each number of ``steps``, with the sampler ``ais``."""
 
-    steps: Annotated[tuple[PositiveInt, ...], Distinct, L.EACH_STEPS] = Field(default=(100, 300, 1000), description="AIS lengths compared")
-    n_points: Annotated[int, L.IMAGES] = Field(default=100, gt=0, description="simulated points (BDMC) and test points (ladder)")
-    tol: float = Field(default=0.1, gt=0, description="agreement (nats) between successive lengths that counts as converged")
-    subset_seed: Annotated[int, L.SEED] = Field(default=0, ge=0, description="seed of the test subset (binarization uses data.eval_seed)")
+    steps: Annotated[tuple[PositiveInt, ...], Distinct, L.EACH_STEPS] = Field(
+        default=(100, 300, 1000), description="AIS lengths compared"
+    )
+    n_points: Annotated[int, L.IMAGES] = Field(
+        default=100, gt=0, description="simulated points (BDMC) and test points (ladder)"
+    )
+    tol: float = Field(
+        default=0.1, gt=0, description="agreement (nats) between successive lengths that counts as converged"
+    )
+    subset_seed: Annotated[int, L.SEED] = Field(
+        default=0, ge=0, description="seed of the test subset (binarization uses data.eval_seed)"
+    )
     seed: Annotated[int, L.SEED] = Field(default=0, ge=0, description="seed of the simulation and of AIS")
     ais: AISSampler = AISSampler()
 
@@ -91,13 +124,23 @@ class GapConfig(_Frozen):
     the local fit (:func:`smvi.stages.gaps.fit_local`). The AIS defaults are the cpu preset's converged ones (500 steps,
     4 chains, 5 leapfrogs, from the encoder)."""
 
-    n_points: Annotated[int, L.IMAGES] = Field(default=100, gt=0, description="test images (the fixed subset smvi evaluate scores first)")
-    subset_seed: Annotated[int, L.SEED] = Field(default=0, ge=0, description="seed of the subset (binarization uses the run's data.eval_seed)")
+    n_points: Annotated[int, L.IMAGES] = Field(
+        default=100, gt=0, description="test images (the fixed subset smvi evaluate scores first)"
+    )
+    subset_seed: Annotated[int, L.SEED] = Field(
+        default=0, ge=0, description="seed of the subset (binarization uses the run's data.eval_seed)"
+    )
     ais: AISConfig = AISConfig(steps=500)
     steps: Annotated[int, L.STEPS] = Field(default=3000, gt=0, description="Adam steps of the local fit")
-    lr: Annotated[float, L.WEIGHT] = Field(default=1e-2, gt=0, description="initial learning rate of the local fit (cosine decay to 1 %)")
-    n_samples: Annotated[int, L.SAMPLES] = Field(default=16, gt=0, description="draws per image and step in the local fit")
-    window: Annotated[int, L.STEPS] = Field(default=100, gt=0, description="steps between the convergence check's evaluations")
+    lr: Annotated[float, L.WEIGHT] = Field(
+        default=1e-2, gt=0, description="initial learning rate of the local fit (cosine decay to 1 %)"
+    )
+    n_samples: Annotated[int, L.SAMPLES] = Field(
+        default=16, gt=0, description="draws per image and step in the local fit"
+    )
+    window: Annotated[int, L.STEPS] = Field(
+        default=100, gt=0, description="steps between the convergence check's evaluations"
+    )
     tol: float = Field(default=0.05, gt=0, description="converged: no image gained this much (nats) in the last window")
     eval_samples: Annotated[int, L.SAMPLES] = Field(default=1000, gt=0, description="draws per image for each ELBO")
     batch_size: Annotated[int, L.BATCH] = Field(default=100, gt=0, description="images processed together")
@@ -114,15 +157,26 @@ class PicturesConfig(_Frozen):
     The test images are fixed subsets drawn with ``seed``, given to the model as the run's ``data.transform`` makes them
     (with its ``data.eval_seed``, like every evaluation); a subset larger than the test split is the whole split."""
 
-    n_samples: Annotated[int, L.PICTURES] = Field(default=64, gt=0, description="prior samples z ~ N(0, I) whose decoder means are drawn")
-    n_reconstructions: Annotated[int, L.PICTURES] = Field(default=32, gt=0, description="test images shown above their reconstructions")
-    n_latent: Annotated[int, L.IMAGES] = Field(default=2000, ge=2, description="test images in the 2-d picture of the encoder means")
+    n_samples: Annotated[int, L.PICTURES] = Field(
+        default=64, gt=0, description="prior samples z ~ N(0, I) whose decoder means are drawn"
+    )
+    n_reconstructions: Annotated[int, L.PICTURES] = Field(
+        default=32, gt=0, description="test images shown above their reconstructions"
+    )
+    n_latent: Annotated[int, L.IMAGES] = Field(
+        default=2000, ge=2, description="test images in the 2-d picture of the encoder means"
+    )
     projection: Literal["pca", "tsne"] = Field(
         default="pca",
         description="how the encoder means are put in 2-d: pca (linear, about 1 s) or tsne (scikit-learn's "
-                           "t-SNE: local neighbourhoods, about 15 s for 2000 images on one core)")
-    columns: Annotated[int, L.COLUMNS] = Field(default=8, gt=0, description="images per row of the sample and reconstruction grids")
-    seed: Annotated[int, L.SEED] = Field(default=0, ge=0, description="seed of the prior samples and of the two test subsets")
+        "t-SNE: local neighbourhoods, about 15 s for 2000 images on one core)",
+    )
+    columns: Annotated[int, L.COLUMNS] = Field(
+        default=8, gt=0, description="images per row of the sample and reconstruction grids"
+    )
+    seed: Annotated[int, L.SEED] = Field(
+        default=0, ge=0, description="seed of the prior samples and of the two test subsets"
+    )
 
 
 Inputs = Literal["binarized", "gray"]
@@ -145,18 +199,32 @@ class SSLConfig(BaseModel):
     protocol: Protocol = Field(
         default="paper",
         description="'paper': the RBF SVM on the (C, γ) grids below; 'robust': RBF SVM, logistic regression "
-        "and k-NN on growing grids, 20 label subsets by default, features saved (smvi.stages.ssl_robust)")
+        "and k-NN on growing grids, 20 label subsets by default, features saved (smvi.stages.ssl_robust)",
+    )
     sizes: Annotated[tuple[PositiveInt, ...], Distinct, L.EACH_IMAGES] = Field(
-        default=(600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)")
+        default=(600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)"
+    )
     seeds: Annotated[tuple[NonNegativeInt, ...], Distinct, L.EACH_SEED] = Field(
-        default=(0, 1, 2, 3, 4), description="label-subset seeds; mean ± std over them (robust protocol: 0 … 19 if unset)")
+        default=(0, 1, 2, 3, 4),
+        description="label-subset seeds; mean ± std over them (robust protocol: 0 … 19 if unset)",
+    )
     inputs: Inputs = Field(default="binarized", description="encoder input: fixed-seed binary images or gray levels")
-    scaling: Scaling = Field(default="global", description="'global' (one common scale) or 'standard' (per-feature z-score)")
+    scaling: Scaling = Field(
+        default="global", description="'global' (one common scale) or 'standard' (per-feature z-score)"
+    )
     C_grid: Positives = Field(default=(1.0, 10.0, 100.0), description="SVM C values tried (paper protocol)")
-    gamma_grid: Positives = Field(default=(0.3, 1.0, 3.0), description="RBF γ values tried, in units of 1/d (paper protocol)")
-    cv_folds: Annotated[int, L.IMAGES] = Field(default=3, ge=2, description="stratified CV folds inside the labeled set")
-    test_size: Annotated[int | None, L.IMAGES] = Field(default=None, gt=0, description="fixed random test subset; unset = the full test set")
-    raw_pixels: bool = Field(default=True, description="also run the raw-pixel baseline (paper protocol; robust: false if unset)")
+    gamma_grid: Positives = Field(
+        default=(0.3, 1.0, 3.0), description="RBF γ values tried, in units of 1/d (paper protocol)"
+    )
+    cv_folds: Annotated[int, L.IMAGES] = Field(
+        default=3, ge=2, description="stratified CV folds inside the labeled set"
+    )
+    test_size: Annotated[int | None, L.IMAGES] = Field(
+        default=None, gt=0, description="fixed random test subset; unset = the full test set"
+    )
+    raw_pixels: bool = Field(
+        default=True, description="also run the raw-pixel baseline (paper protocol; robust: false if unset)"
+    )
     n_jobs: Annotated[int, L.JOBS] = Field(default=2, ge=1, description="threads for the (seed, s) tasks")
     batch_size: Annotated[int, L.BATCH] = Field(default=2000, gt=0, description="images per encoder forward pass")
 
@@ -176,8 +244,10 @@ class SSLConfig(BaseModel):
                 raise ValueError("ssl.raw_pixels is run by protocol='paper' only: drop it (or set it to false)")
             for key in ("C_grid", "gamma_grid"):
                 if getattr(self, key) != type(self).model_fields[key].default:
-                    raise ValueError(f"ssl.{key} is used by protocol='paper' only (the robust protocol searches its "
-                                     "own growing grids, smvi.stages.ssl_classifiers): drop it")
+                    raise ValueError(
+                        f"ssl.{key} is used by protocol='paper' only (the robust protocol searches its "
+                        "own growing grids, smvi.stages.ssl_classifiers): drop it"
+                    )
         return self
 
 
@@ -198,23 +268,52 @@ class StageSpec:
     listed: bool = False
 
 
-STAGES: Mapping[str, StageSpec] = MappingProxyType({spec.name: spec for spec in (
-    StageSpec("train", RunConfig, "run", None, "train the run (resumed from its checkpoint)", listed=True),
-    StageSpec("evaluate", EvalConfig, "eval", "eval", "ELBO, D_SM, IWAE and AIS log p(x) on test and train subsets",
-              listed=True),
-    StageSpec("ssl", SSLConfig, "ssl", "ssl", "semi-supervised accuracy of an SVM on the encoder means", listed=True),
-    StageSpec("pictures", PicturesConfig, "pictures", "pictures", "samples, reconstructions and latents as PNGs",
-              listed=True),
-    StageSpec("convergence", ConvergenceConfig, "convergence", "convergence",
-              "BDMC and an AIS ladder: is the evaluation's AIS long enough"),
-    StageSpec("gaps", GapConfig, "gaps", "gaps", "the ELBO gap split into approximation and amortization gaps"),
-)})
+STAGES: Mapping[str, StageSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            StageSpec("train", RunConfig, "run", None, "train the run (resumed from its checkpoint)", listed=True),
+            StageSpec(
+                "evaluate",
+                EvalConfig,
+                "eval",
+                "eval",
+                "ELBO, D_SM, IWAE and AIS log p(x) on test and train subsets",
+                listed=True,
+            ),
+            StageSpec(
+                "ssl", SSLConfig, "ssl", "ssl", "semi-supervised accuracy of an SVM on the encoder means", listed=True
+            ),
+            StageSpec(
+                "pictures",
+                PicturesConfig,
+                "pictures",
+                "pictures",
+                "samples, reconstructions and latents as PNGs",
+                listed=True,
+            ),
+            StageSpec(
+                "convergence",
+                ConvergenceConfig,
+                "convergence",
+                "convergence",
+                "BDMC and an AIS ladder: is the evaluation's AIS long enough",
+            ),
+            StageSpec("gaps", GapConfig, "gaps", "gaps", "the ELBO gap split into approximation and amortization gaps"),
+        )
+    }
+)
 """Every stage, in the order a sweep runs them (the run functions: :data:`smvi.stages.registry.STAGES`). Adding a
 stage: its settings class and an entry here, its module in ``smvi/stages/`` and its run function's entry there; the
 sweep (``stages = [...]`` and a settings section of the same key), ``smvi status`` and the ETA then handle it."""
 
-LEGACY_AIS_KEYS = {"ais_steps": "steps", "ais_chains": "chains", "ais_leapfrog": "leapfrog_steps",
-                   "ais_start": "start", "ais_schedule": "schedule"}
+LEGACY_AIS_KEYS = {
+    "ais_steps": "steps",
+    "ais_chains": "chains",
+    "ais_leapfrog": "leapfrog_steps",
+    "ais_start": "start",
+    "ais_schedule": "schedule",
+}
 """Old flat eval keys (before the AIS settings took ais()'s names) and their names under ``ais``."""
 
 

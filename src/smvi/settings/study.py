@@ -74,13 +74,18 @@ class ArmConfig(_Frozen):
     per-run stage on the seed-0 runs of the λ listed, once the arm's sweep is done."""
 
     lams: Annotated[tuple[NonNegativeFloat, ...], Distinct] | None = Field(
-        None, description="the arm's λ grid; unset: the preset's")
+        None, description="the arm's λ grid; unset: the preset's"
+    )
     sets: tuple[str, ...] = Field((), description="the arm's own sweep --set options, after the study's")
     cost: float = Field(1.0, ge=0, description="rough cost; only the order matters: the costliest arms start first")
-    dir: str | None = Field(None, description="the arm's sweep folder relative to the study's ('.': the study's "
-                                              "own, '../x': a sibling); unset: the arm's name")
+    dir: str | None = Field(
+        None,
+        description="the arm's sweep folder relative to the study's ('.': the study's "
+        "own, '../x': a sibling); unset: the arm's name",
+    )
     stages: dict[PerRunStage, Annotated[tuple[NonNegativeFloat, ...], Distinct]] = Field(
-        default_factory=dict, description="per-run stage -> the λ (seed 0) whose runs it runs on after the sweep")
+        default_factory=dict, description="per-run stage -> the λ (seed 0) whose runs it runs on after the sweep"
+    )
 
 
 class StudyConfig(_Frozen):
@@ -91,7 +96,8 @@ class StudyConfig(_Frozen):
     sets: tuple[str, ...] = Field((), description="every arm's sweep --set options, before the arm's own")
     arms: dict[str, ArmConfig] = Field(description="arm name -> its settings")
     stage_sets: dict[PerRunStage, tuple[str, ...]] = Field(
-        default_factory=dict, description="per-run stage -> its --set options (e.g. gaps = ['steps=5000'])")
+        default_factory=dict, description="per-run stage -> its --set options (e.g. gaps = ['steps=5000'])"
+    )
     lanes: PositiveInt = Field(1, description="arms (and per-run stages) run at once, each on its share of the cores")
     pin: bool = Field(True, description="each lane on its own share of the cores; false: the lanes share every core")
     executor: Literal["inprocess", "process", "ray"] = Field("inprocess", description="each arm's sweep executor")

@@ -43,8 +43,9 @@ def check_convergence(
     before any work; writes and returns the run's convergence record. ``device``: auto (a GPU when torch sees one),
     cpu or cuda. Arguments and data are checked as for every stage (:func:`smvi.stages.evaluate.evaluate_run`)."""
     cfg = check_inputs(run_dir, cfg, ConvergenceConfig, data=data, device=device)
-    rd, run, data = open_stage(run_dir, "convergence", data=data, overwrite=overwrite, device=device,
-                               other_data=other_data)
+    rd, run, data = open_stage(
+        run_dir, "convergence", data=data, overwrite=overwrite, device=device, other_data=other_data
+    )
     if cfg.n_points > len(data.test_x):
         raise RunError(f"n_points = {cfg.n_points} but the test split has {len(data.test_x)} images; lower it")
     opts = dict(**cfg.ais.kwargs(), seed=cfg.seed)
@@ -57,20 +58,35 @@ def check_convergence(
         for s in cfg.steps:
             r = bdmc(run.model, x_sim, z_sim, steps=s, **opts)
             gap = mean_se(float(g) for g in r.gap.double())
-            rows.append(BDMCRow(steps=s, lower=r.lower_mean, upper=r.upper_mean, gap=r.gap_mean, gap_se=gap.se,
-                                seconds=round(r.forward.seconds + r.reverse.seconds, 2)))
+            rows.append(
+                BDMCRow(
+                    steps=s,
+                    lower=r.lower_mean,
+                    upper=r.upper_mean,
+                    gap=r.gap_mean,
+                    gap_se=gap.se,
+                    seconds=round(r.forward.seconds + r.reverse.seconds, 2),
+                )
+            )
             bar.update(2 * s)
         bar.relabel(f"{label}: AIS ladder on test data")
-        x = evaluation_set(data.test_x, cfg.n_points, cfg.subset_seed, run.config.data.eval_seed,
-                           run.config.data.transform).to(next(run.model.parameters()).device)
+        x = evaluation_set(
+            data.test_x, cfg.n_points, cfg.subset_seed, run.config.data.eval_seed, run.config.data.transform
+        ).to(next(run.model.parameters()).device)
         lad = ais_ladder(run.model, x, steps=tuple(cfg.steps), tol=cfg.tol, **opts)
         bar.update(sum(cfg.steps))
-    ladder = LadderRecord(steps=list(cfg.steps), means=[float(m) for m in lad.means],
-                          sems=[float(s) for s in lad.sems], diffs=[float(d) for d in lad.diffs],
-                          diff_sems=[float(d) for d in lad.diff_sems], agree=[bool(a) for a in lad.agree],
-                          converged=bool(lad.converged))
+    ladder = LadderRecord(
+        steps=list(cfg.steps),
+        means=[float(m) for m in lad.means],
+        sems=[float(s) for s in lad.sems],
+        diffs=[float(d) for d in lad.diffs],
+        diff_sems=[float(d) for d in lad.diff_sems],
+        agree=[bool(a) for a in lad.agree],
+        converged=bool(lad.converged),
+    )
     device = str(next(run.model.parameters()).device)
     header = make_header("convergence", run.fingerprint, run.epoch, cfg, device=device, data=run.other_data)
-    record = ConvergenceRecord(header=header, run=rd.path.name,
-                               bdmc=rows, ladder=ladder, seconds=round(time.perf_counter() - t0, 2))
+    record = ConvergenceRecord(
+        header=header, run=rd.path.name, bdmc=rows, ladder=ladder, seconds=round(time.perf_counter() - t0, 2)
+    )
     return rd.write_record("convergence", record)

@@ -57,15 +57,17 @@ def evaluation_indices(n_images: int, n: int, subset_seed: int) -> torch.Tensor:
     return fixed_subset(n_images, n, subset_seed)
 
 
-def evaluation_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed: int,
-                   transform: str = "binarize") -> torch.Tensor:
+def evaluation_set(
+    images: torch.Tensor, n: int, subset_seed: int, binarize_seed: int, transform: str = "binarize"
+) -> torch.Tensor:
     """A fixed subset of ``n`` images, binarized (or dequantized: ``transform``, the run's ``data.transform``) once
     with ``binarize_seed``: the same inputs for every estimator and every run."""
     return fixed_inputs(images[evaluation_indices(len(images), n, subset_seed)], transform, binarize_seed)
 
 
-def full_test_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed: int, transform: str = "binarize"
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def full_test_set(
+    images: torch.Tensor, n: int, subset_seed: int, binarize_seed: int, transform: str = "binarize"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image of ``images``, binarized (or dequantized: ``transform``) once, as (indices, inputs): first the
     evaluation subset of ``n`` exactly as :func:`evaluation_set` binarizes it, then the other images (sorted) binarized
     with the seed ``binarize_seed + 0x5E7``. So a subset image is the same binary image in both, and every estimator,
@@ -74,13 +76,25 @@ def full_test_set(images: torch.Tensor, n: int, subset_seed: int, binarize_seed:
     keep = torch.ones(len(images), dtype=torch.bool)
     keep[idx] = False
     rest = torch.nonzero(keep).flatten()
-    x = torch.cat([fixed_inputs(images[idx], transform, binarize_seed),
-                   fixed_inputs(images[rest], transform, binarize_seed + _REST_SEED)])
+    x = torch.cat(
+        [
+            fixed_inputs(images[idx], transform, binarize_seed),
+            fixed_inputs(images[rest], transform, binarize_seed + _REST_SEED),
+        ]
+    )
     return torch.cat([idx, rest]), x
 
 
-def _full_test(model, images: torch.Tensor, cfg: EvalConfig, bseed: int, bar, saved: EvalPartial | None, save,
-               transform: str = "binarize") -> FullTestIWAE:
+def _full_test(
+    model,
+    images: torch.Tensor,
+    cfg: EvalConfig,
+    bseed: int,
+    bar,
+    saved: EvalPartial | None,
+    save,
+    transform: str = "binarize",
+) -> FullTestIWAE:
     """IWAE with ``cfg.iwae_full_test_k`` samples on every image of the test split (see :func:`full_test_set`); the
     values in ``saved`` (a resumed evaluation) are kept, and ``save(values, seconds)`` follows every batch."""
     t = time.perf_counter()
@@ -95,9 +109,15 @@ def _full_test(model, images: torch.Tensor, cfg: EvalConfig, bseed: int, bar, sa
         values += _values(iwae_bound(model, xb, k=cfg.iwae_full_test_k, seed=cfg.seed, precision=precision))
         save(values, before + time.perf_counter() - t)
         bar.update(len(xb))
-    return FullTestIWAE(k=cfg.iwae_full_test_k, n=len(values), precision=precision, indices=idx.tolist(),
-                        iwae=mean_se(values), per_image=nums(values),
-                        seconds=round(before + time.perf_counter() - t, 2))
+    return FullTestIWAE(
+        k=cfg.iwae_full_test_k,
+        n=len(values),
+        precision=precision,
+        indices=idx.tolist(),
+        iwae=mean_se(values),
+        per_image=nums(values),
+        seconds=round(before + time.perf_counter() - t, 2),
+    )
 
 
 def _values(t: torch.Tensor) -> list[float]:
@@ -112,8 +132,9 @@ def _nan(v: float | None) -> float:
 _COLUMNS = ("elbo", "d_sm", "iwae", "ais", "acceptance", "ess")
 
 
-def _score_split(model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar, saved: PartialSplit | None,
-                 save) -> EvalSplit:
+def _score_split(
+    model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar, saved: PartialSplit | None, save
+) -> EvalSplit:
     """Per-point estimates on one split, with their means and standard errors across points. The points in
     ``saved`` (a resumed evaluation: the first ones, in order) are not scored again; ``save(progress)`` follows every
     batch with the split's :class:`~smvi.store.records.PartialSplit` so far."""
@@ -136,13 +157,23 @@ def _score_split(model, x: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, bar
     gap = [a - e for a, e in zip(cols["ais"], cols["elbo"], strict=True)]
     gap_iwae = [i - e for i, e in zip(cols["iwae"], cols["elbo"], strict=True)] if "iwae" in cols else None
     return EvalSplit(
-        n=len(x), indices=[int(i) for i in idx], elbo=mean_se(cols["elbo"]), d_sm=mean_se(cols["d_sm"]),
-        iwae=mean_se(cols["iwae"]) if "iwae" in cols else None, ais=mean_se(cols["ais"]), gap=mean_se(gap),
+        n=len(x),
+        indices=[int(i) for i in idx],
+        elbo=mean_se(cols["elbo"]),
+        d_sm=mean_se(cols["d_sm"]),
+        iwae=mean_se(cols["iwae"]) if "iwae" in cols else None,
+        ais=mean_se(cols["ais"]),
+        gap=mean_se(gap),
         gap_iwae=mean_se(gap_iwae) if gap_iwae is not None else None,
         ais_acceptance=float(torch.tensor(cols["acceptance"], dtype=torch.float64).mean()),
         ais_ess=mean_se(cols["ess"]),
-        per_image=PerImage(elbo=nums(cols["elbo"]), d_sm=nums(cols["d_sm"]), ais=nums(cols["ais"]), gap=nums(gap),
-                           iwae=nums(cols["iwae"]) if "iwae" in cols else None),
+        per_image=PerImage(
+            elbo=nums(cols["elbo"]),
+            d_sm=nums(cols["d_sm"]),
+            ais=nums(cols["ais"]),
+            gap=nums(gap),
+            iwae=nums(cols["iwae"]) if "iwae" in cols else None,
+        ),
         seconds=round(saved.seconds + time.perf_counter() - t, 2),
     )
 
@@ -182,10 +213,15 @@ def evaluate_run(
     dev = next(run.model.parameters()).device
     label = f"evaluate {rd.path.name}"
     saved = _resume(rd, cfg, label, progress)
-    progress_now = {"splits": dict(saved.splits) if saved else {}, "full_test": saved.full_test if saved else [],
-                    "full_test_seconds": saved.full_test_seconds if saved else 0.0}
+    progress_now = {
+        "splits": dict(saved.splits) if saved else {},
+        "full_test": saved.full_test if saved else [],
+        "full_test_seconds": saved.full_test_seconds if saved else 0.0,
+    }
 
-    header = make_header("eval_partial", run.fingerprint, run.epoch, cfg, device=str(dev), data=run.other_data)  # once: host info is read
+    header = make_header(
+        "eval_partial", run.fingerprint, run.epoch, cfg, device=str(dev), data=run.other_data
+    )  # once: host info is read
 
     def save(**update) -> None:
         progress_now.update(update)
@@ -195,24 +231,53 @@ def evaluate_run(
     with Progress(label, total + n_full, unit="image", enabled=progress) as bar:
         for name, (idx, x) in splits.items():
             bar.relabel(f"{label}: {name} split (ELBO, D_SM, IWAE, AIS)")
-            scored[name] = _score_split(run.model, x.to(dev), idx, cfg, bar, progress_now["splits"].get(name),
-                                        lambda part, name=name: save(splits={**progress_now["splits"], name: part}))
+            scored[name] = _score_split(
+                run.model,
+                x.to(dev),
+                idx,
+                cfg,
+                bar,
+                progress_now["splits"].get(name),
+                lambda part, name=name: save(splits={**progress_now["splits"], name: part}),
+            )
         if n_full:
             bar.relabel(f"{label}: whole test set (IWAE k={cfg.iwae_full_test_k})")
-        full = _full_test(run.model, data.test_x, cfg, bseed, bar, saved,
-                          lambda values, seconds: save(full_test=values, full_test_seconds=seconds),
-                          run.config.data.transform) if n_full else None
+        full = (
+            _full_test(
+                run.model,
+                data.test_x,
+                cfg,
+                bseed,
+                bar,
+                saved,
+                lambda values, seconds: save(full_test=values, full_test_seconds=seconds),
+                run.config.data.transform,
+            )
+            if n_full
+            else None
+        )
     a = cfg.ais
     before = sum(p.seconds for p in saved.splits.values()) + saved.full_test_seconds if saved else 0.0
     record = EvalRecord(
-        header=make_header("eval", run.fingerprint, run.epoch, cfg, device=str(dev), data=run.other_data), run=rd.path.name,
+        header=make_header("eval", run.fingerprint, run.epoch, cfg, device=str(dev), data=run.other_data),
+        run=rd.path.name,
         lam=run.config.train.lam,
-        splits=scored, full_test=full, seconds=round(before + time.perf_counter() - t0, 2),
+        splits=scored,
+        full_test=full,
+        seconds=round(before + time.perf_counter() - t0, 2),
         precision=resolve_precision(a.precision, dev) if a.precision == "auto" else None,
-        notes=[f"{name} split: {why}" for name, s in scored.items()
-               if (why := off_target(s.ais_acceptance, adapt=a.adapt, steps=a.steps)) is not None],
-        work={"points": total, "chains": a.chains, "steps": a.steps, "leapfrog_steps": a.leapfrog_steps,
-              "gradient_evaluations": total * a.chains * a.steps * a.leapfrog_steps},
+        notes=[
+            f"{name} split: {why}"
+            for name, s in scored.items()
+            if (why := off_target(s.ais_acceptance, adapt=a.adapt, steps=a.steps)) is not None
+        ],
+        work={
+            "points": total,
+            "chains": a.chains,
+            "steps": a.steps,
+            "leapfrog_steps": a.leapfrog_steps,
+            "gradient_evaluations": total * a.chains * a.steps * a.leapfrog_steps,
+        },
     )
     written = rd.write_record("eval", record)
     rd.drop_partial("eval")

@@ -31,7 +31,7 @@ from torch.distributions import Distribution
 
 from smvi.core.estimators import ais
 from smvi.core.estimators.hmc import reparameterize
-from smvi.core.objectives import own_terms, check_batch, kl_to_prior
+from smvi.core.objectives import check_batch, kl_to_prior, own_terms
 from smvi.core.pointwise import elbo_per_point
 from smvi.data.loading import ImageData, fixed_inputs, fixed_subset
 from smvi.progress import note
@@ -83,8 +83,17 @@ def _elbo_at(model, q: Distribution, x: Tensor, eps: Tensor) -> Tensor:
     return model.log_likelihood(x, z).mean(0) - kl_to_prior(model, q, z)
 
 
-def fit_local(model, x: Tensor, *, steps: int = 3000, lr: float = 1e-2, n_samples: int = 16, window: int = 100,
-              tol: float = 0.05, seed: int = 0) -> LocalFit:
+def fit_local(
+    model,
+    x: Tensor,
+    *,
+    steps: int = 3000,
+    lr: float = 1e-2,
+    n_samples: int = 16,
+    window: int = 100,
+    tol: float = 0.05,
+    seed: int = 0,
+) -> LocalFit:
     """Optimize, for each image of x ``[N, x_dim]`` separately, the member of the model's family that maximizes the
     ELBO, starting from the encoder's output. The model's own parameters are not changed.
 
@@ -104,7 +113,8 @@ def fit_local(model, x: Tensor, *, steps: int = 3000, lr: float = 1e-2, n_sample
         local = [t.requires_grad_(True) for t in family.local_init(model.encoder_params(x))]
     opt = torch.optim.Adam(local, lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps)))
+        opt, lambda t: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))
+    )
     trace: list[float] = []
     skipped, converged, gain = 0, False, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
@@ -132,8 +142,9 @@ def fit_local(model, x: Tensor, *, steps: int = 3000, lr: float = 1e-2, n_sample
 
 
 @torch.no_grad()
-def elbo_estimate(model, q: Distribution, x: Tensor, *, n_samples: int = 1000, seed: int = 0,
-                  chunk: int = 100) -> Tensor:
+def elbo_estimate(
+    model, q: Distribution, x: Tensor, *, n_samples: int = 1000, seed: int = 0, chunk: int = 100
+) -> Tensor:
     """ELBO(q) per image, float64 ``[N]``: E_q[log p(x|z)] by ``n_samples`` draws (in chunks), minus KL(q ‖ p(z))
     (analytic where available, else from the same draws). Unbiased; ``seed`` fixes the draws, so two q's of the same
     Gaussian family evaluated with one seed share their noise (common random numbers). A posterior with its own
@@ -192,11 +203,24 @@ def gap_split(model, x: Tensor, log_px: Tensor, *, eval_samples: int = 1000, see
     local = fit_local(model, x, seed=seed + 1, **fit)
     elbo_local = elbo_estimate(model, local.q, x, n_samples=eval_samples, seed=seed)
     settings = {"eval_samples": eval_samples, "seed": seed, **fit}
-    diag = {"steps": local.steps, "converged": local.converged, "skipped": local.skipped,
-            "last_gain_max": float(local.last_gain.max()), "last_gain_mean": float(local.last_gain.mean()),
-            "trace": [round(v, 4) for v in local.trace]}
-    return GapResult(log_px, elbo_amortized, elbo_local, log_px - elbo_local, elbo_local - elbo_amortized, diag,
-                     time.perf_counter() - t0, settings)
+    diag = {
+        "steps": local.steps,
+        "converged": local.converged,
+        "skipped": local.skipped,
+        "last_gain_max": float(local.last_gain.max()),
+        "last_gain_mean": float(local.last_gain.mean()),
+        "trace": [round(v, 4) for v in local.trace],
+    }
+    return GapResult(
+        log_px,
+        elbo_amortized,
+        elbo_local,
+        log_px - elbo_local,
+        elbo_local - elbo_amortized,
+        diag,
+        time.perf_counter() - t0,
+        settings,
+    )
 
 
 def _values(t: Tensor) -> list[float]:
@@ -212,9 +236,16 @@ def _knob(train) -> dict[str, float]:
 
 
 @holds_run_lock
-def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageData | None = None,
-             overwrite: bool = False, progress: bool = True, device: str = "auto", other_data: bool = False
-             ) -> GapsRecord:
+def gaps_run(
+    run_dir: str | Path,
+    cfg: GapConfig = GapConfig(),
+    *,
+    data: ImageData | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str = "auto",
+    other_data: bool = False,
+) -> GapsRecord:
     """The gap split of a trained run on a fixed test subset; writes the run's gaps record (atomically) and returns
     it as written. ``seconds`` covers everything (AIS included).
 
@@ -235,24 +266,37 @@ def gaps_run(run_dir: str | Path, cfg: GapConfig = GapConfig(), *, data: ImageDa
     parts, acceptance = [], []
     batches = range(0, len(x_all), cfg.batch_size)
     for b, start in enumerate(batches, 1):
-        x = x_all[start:start + cfg.batch_size]
+        x = x_all[start : start + cfg.batch_size]
         label = f"gaps {rd.path.name}, batch {b}/{len(batches)}"
         r = ais(run.model, x, **cfg.ais.kwargs(), seed=cfg.seed, progress=f"{label}: AIS" if progress else False)
         acceptance.append(r.acceptance_per_point)
         note(f"{label}: local fit ({cfg.steps} Adam steps at most)", progress)
-        parts.append(gap_split(run.model, x, r.log_px, eval_samples=cfg.eval_samples, seed=cfg.seed,
-                               **cfg.fit_kwargs()))
+        parts.append(
+            gap_split(run.model, x, r.log_px, eval_samples=cfg.eval_samples, seed=cfg.seed, **cfg.fit_kwargs())
+        )
     per = {k: _values(torch.cat([getattr(p, k) for p in parts])) for k in _PER_IMAGE}
-    fit = GapsFit(steps=[p.fit["steps"] for p in parts], converged=all(p.fit["converged"] for p in parts),
-                  skipped=sum(p.fit["skipped"] for p in parts),
-                  last_gain_max=max(p.fit["last_gain_max"] for p in parts), traces=[p.fit["trace"] for p in parts])
+    fit = GapsFit(
+        steps=[p.fit["steps"] for p in parts],
+        converged=all(p.fit["converged"] for p in parts),
+        skipped=sum(p.fit["skipped"] for p in parts),
+        last_gain_max=max(p.fit["last_gain_max"] for p in parts),
+        traces=[p.fit["trace"] for p in parts],
+    )
     tc = run.config.train
     # the means of _PER_IMAGE go in by name through **, which a type checker cannot match to the fields (the ignore)
     record = GapsRecord(
-        header=make_header("gaps", run.fingerprint, run.epoch, cfg, device=str(x_all.device), data=run.other_data), run=rd.path.name,
-        posterior=run.config.model.posterior, objective=tc.objective, knob=_knob(tc), n=len(idx),
-        indices=[int(i) for i in idx], **{k: mean_se(v) for k, v in per.items()},  # pyright: ignore[reportArgumentType]
-        gap=mean_se([a - e for a, e in zip(per["log_px"], per["elbo_amortized"], strict=True)]), fit=fit,
-        ais_acceptance=float(torch.cat(acceptance).double().mean()), seconds=round(time.perf_counter() - t0, 2),
-        per_image=GapsPerImage(**{k: nums(v) for k, v in per.items()}))
+        header=make_header("gaps", run.fingerprint, run.epoch, cfg, device=str(x_all.device), data=run.other_data),
+        run=rd.path.name,
+        posterior=run.config.model.posterior,
+        objective=tc.objective,
+        knob=_knob(tc),
+        n=len(idx),
+        indices=[int(i) for i in idx],
+        **{k: mean_se(v) for k, v in per.items()},  # pyright: ignore[reportArgumentType]
+        gap=mean_se([a - e for a, e in zip(per["log_px"], per["elbo_amortized"], strict=True)]),
+        fit=fit,
+        ais_acceptance=float(torch.cat(acceptance).double().mean()),
+        seconds=round(time.perf_counter() - t0, 2),
+        per_image=GapsPerImage(**{k: nums(v) for k, v in per.items()}),
+    )
     return rd.write_record("gaps", record)

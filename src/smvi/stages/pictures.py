@@ -41,9 +41,21 @@ from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 from smvi.store.records import PictureKind, PicturesRecord, make_header
 from smvi.store.rundir import RunError
 
-__all__ = ["PicturesConfig", "Pictures", "pictures_run", "draw_pictures", "image_grid", "pairs_grid", "sample_means",
-           "reconstructions", "pca_2d", "FRAME", "PAD", "GAP",
-           "LATENT_SIZE"]
+__all__ = [
+    "PicturesConfig",
+    "Pictures",
+    "pictures_run",
+    "draw_pictures",
+    "image_grid",
+    "pairs_grid",
+    "sample_means",
+    "reconstructions",
+    "pca_2d",
+    "FRAME",
+    "PAD",
+    "GAP",
+    "LATENT_SIZE",
+]
 
 FRAME = 0.5  # gray level of the frame around each image of a grid
 PAD, GAP = 1, 3  # pixels of frame around each image, and between the (image row, reconstruction row) pairs
@@ -81,8 +93,10 @@ def sample_means(model, n: int, seed: int) -> Tensor:
 def reconstructions(model, x: Tensor, batch_size: int = 1000) -> Tensor:
     """The decoder mean at the encoder's location (mean) of each input, ``[n, x_dim]`` on the CPU."""
     dev = next(model.parameters()).device
-    out = [model.decode(location(model.encode(x[i:i + batch_size].to(dev)))).mean.float().cpu()
-           for i in range(0, len(x), batch_size)]
+    out = [
+        model.decode(location(model.encode(x[i : i + batch_size].to(dev)))).mean.float().cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out)
 
 
@@ -92,7 +106,7 @@ def pairs_grid(top: Tensor, bottom: Tensor, columns: int = 8, side: int = 28, pa
     the pairs ``gap`` pixels (of the frame's gray) apart."""
     pairs = []
     for start in range(0, len(top), columns):
-        a, b = top[start:start + columns].detach().cpu(), bottom[start:start + columns].detach().cpu().to(top.dtype)
+        a, b = top[start : start + columns].detach().cpu(), bottom[start : start + columns].detach().cpu().to(top.dtype)
         blank = torch.zeros(columns - len(a), a.shape[1], dtype=a.dtype)
         pairs.append(image_grid(torch.cat([a, blank, b, blank]), columns, side, pad))
     if gap:
@@ -155,13 +169,23 @@ def latents_png(coords: Tensor, labels: Tensor, axes: tuple[str, str], title: st
     fig = Figure(figsize=size, dpi=dpi, layout="constrained")
     ax = fig.subplots()
     index = {c: i for i, c in enumerate(classes)}
-    ax.scatter(coords[:, 0].numpy(), coords[:, 1].numpy(), c=[colors(index[int(v)]) for v in labels], s=6,
-               alpha=0.6, lw=0)
+    ax.scatter(
+        coords[:, 0].numpy(), coords[:, 1].numpy(), c=[colors(index[int(v)]) for v in labels], s=6, alpha=0.6, lw=0
+    )
     outline = [patheffects.withStroke(linewidth=3, foreground="white")]
     for k in classes:
         centre = coords[labels == k].median(0).values
-        ax.text(float(centre[0]), float(centre[1]), str(k), color=colors(index[k]), fontsize=14, weight="bold",
-                ha="center", va="center", path_effects=outline)
+        ax.text(
+            float(centre[0]),
+            float(centre[1]),
+            str(k),
+            color=colors(index[k]),
+            fontsize=14,
+            weight="bold",
+            ha="center",
+            va="center",
+            path_effects=outline,
+        )
     handles = [Line2D([], [], ls="", marker="o", ms=6, color=colors(index[k]), label=str(k)) for k in classes]
     ax.legend(handles=handles, title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set(xlabel=axes[0], ylabel=axes[1], title=title)
@@ -190,8 +214,15 @@ class Pictures:
     notes: list[str]
 
 
-def draw_pictures(model, data: ImageData, cfg: PicturesConfig = PicturesConfig(), *, transform: str = "binarize",
-                  eval_seed: int = 0, progress: bool | str = False) -> Pictures:
+def draw_pictures(
+    model,
+    data: ImageData,
+    cfg: PicturesConfig = PicturesConfig(),
+    *,
+    transform: str = "binarize",
+    eval_seed: int = 0,
+    progress: bool | str = False,
+) -> Pictures:
     """The samples, reconstructions and latent picture of ``model`` (module docstring) on ``data``'s test split, its
     inputs made by ``transform`` with ``eval_seed`` (a run's ``data.transform`` and ``data.eval_seed``). ``progress``
     counts the three pictures (:class:`smvi.progress.Progress`; a string is its label)."""
@@ -221,9 +252,16 @@ def draw_pictures(model, data: ImageData, cfg: PicturesConfig = PicturesConfig()
 
 
 @holds_run_lock
-def pictures_run(run_dir: str | Path, cfg: PicturesConfig = PicturesConfig(), *, data: ImageData | None = None,
-                 overwrite: bool = False, progress: bool = True, device: str = "auto", other_data: bool = False
-                 ) -> PicturesRecord:
+def pictures_run(
+    run_dir: str | Path,
+    cfg: PicturesConfig = PicturesConfig(),
+    *,
+    data: ImageData | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str = "auto",
+    other_data: bool = False,
+) -> PicturesRecord:
     """Draw the run's samples, reconstructions and latent picture (:func:`draw_pictures`, on the run's inputs);
     write the three PNGs, then the pictures record naming their SHA-256 (each file atomically); return the record
     as written.
@@ -233,14 +271,27 @@ def pictures_run(run_dir: str | Path, cfg: PicturesConfig = PicturesConfig(), *,
     :class:`~smvi.store.rundir.RunError`."""
     t0 = time.perf_counter()
     cfg = check_inputs(run_dir, cfg, PicturesConfig, data=data, device=device)
-    rd, run, data = open_stage(run_dir, "pictures", data=data, overwrite=overwrite, device=device,
-                               other_data=other_data)
-    p = draw_pictures(run.model, data, cfg, transform=run.config.data.transform, eval_seed=run.config.data.eval_seed,
-                      progress=progress and f"pictures {rd.path.name}")
+    rd, run, data = open_stage(
+        run_dir, "pictures", data=data, overwrite=overwrite, device=device, other_data=other_data
+    )
+    p = draw_pictures(
+        run.model,
+        data,
+        cfg,
+        transform=run.config.data.transform,
+        eval_seed=run.config.data.eval_seed,
+        progress=progress and f"pictures {rd.path.name}",
+    )
     for which, png in p.png.items():
         rd.write_picture(which, png)
     record = PicturesRecord(
-        header=make_header("pictures", run.fingerprint, run.epoch, cfg, data=run.other_data), run=rd.path.name,
-        sha256={k: hashlib.sha256(v).hexdigest() for k, v in p.png.items()}, reconstruction_indices=p.shown,
-        n_latent=p.n_latent, explained=p.explained, seconds=round(time.perf_counter() - t0, 2), notes=p.notes)
+        header=make_header("pictures", run.fingerprint, run.epoch, cfg, data=run.other_data),
+        run=rd.path.name,
+        sha256={k: hashlib.sha256(v).hexdigest() for k, v in p.png.items()},
+        reconstruction_indices=p.shown,
+        n_latent=p.n_latent,
+        explained=p.explained,
+        seconds=round(time.perf_counter() - t0, 2),
+        notes=p.notes,
+    )
     return rd.write_record("pictures", record)

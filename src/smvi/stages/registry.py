@@ -54,8 +54,15 @@ def _stage(name: str, run: Callable[..., Any], served: Callable[[Any], tuple[Bas
     return Stage(**{f.name: getattr(spec, f.name) for f in fields(StageSpec)}, run=run, served=served)
 
 
-def _train(run_dir: str | Path, cfg, *, data: ImageData | None = None, overwrite: bool = False, progress: bool = True,
-           device: str | None = None) -> Any:
+def _train(
+    run_dir: str | Path,
+    cfg,
+    *,
+    data: ImageData | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str | None = None,
+) -> Any:
     """Train ``cfg`` (a RunConfig) in ``run_dir``, resuming the run there unless ``overwrite`` (then from scratch)."""
     if device is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device})})
@@ -63,8 +70,15 @@ def _train(run_dir: str | Path, cfg, *, data: ImageData | None = None, overwrite
     return train(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress, data=data)
 
 
-def _ssl(run_dir: str | Path, cfg: SSLConfig, *, data: ImageData | None = None, overwrite: bool = False,
-         progress: bool = True, device: str = "cpu") -> Any:
+def _ssl(
+    run_dir: str | Path,
+    cfg: SSLConfig,
+    *,
+    data: ImageData | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str = "cpu",
+) -> Any:
     """:func:`~smvi.stages.ssl.ssl_run`, on the CPU whatever ``device`` (its SVMs are scikit-learn's)."""
     return ssl_run(run_dir, cfg, data=data, overwrite=overwrite, progress=progress, device="cpu")
 
@@ -75,12 +89,17 @@ def _ssl_served(cfg: SSLConfig) -> tuple[SSLConfig, ...]:
     return (cfg,) if cfg.raw_pixels else (cfg, cfg.model_copy(update={"raw_pixels": True}))
 
 
-STAGES: Mapping[str, Stage] = MappingProxyType({stage.name: stage for stage in (
-    _stage("train", _train),
-    _stage("evaluate", evaluate_run),
-    _stage("ssl", _ssl, served=_ssl_served),
-    _stage("pictures", pictures_run),
-    _stage("convergence", check_convergence),
-    _stage("gaps", gaps_run),
-)})
+STAGES: Mapping[str, Stage] = MappingProxyType(
+    {
+        stage.name: stage
+        for stage in (
+            _stage("train", _train),
+            _stage("evaluate", evaluate_run),
+            _stage("ssl", _ssl, served=_ssl_served),
+            _stage("pictures", pictures_run),
+            _stage("convergence", check_convergence),
+            _stage("gaps", gaps_run),
+        )
+    }
+)
 """Every stage with its run function, by name (the names and order of :data:`smvi.settings.stages.STAGES`)."""

@@ -46,8 +46,19 @@ from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 from smvi.store.records import SSLRecord, SSLScores, make_header
 from smvi.store.rundir import RunError
 
-__all__ = ["SSLConfig", "SSLError", "SSLResult", "Selection", "balanced_subset", "feature_scaler",
-           "select_hyperparameters", "ssl_eval", "encoder_features", "ssl_run"]
+__all__ = [
+    "SSLConfig",
+    "SSLError",
+    "SSLResult",
+    "Selection",
+    "balanced_subset",
+    "feature_scaler",
+    "select_hyperparameters",
+    "ssl_eval",
+    "encoder_features",
+    "ssl_run",
+]
+
 
 class SSLError(ValueError):
     """Semi-supervised settings that do not fit the data (e.g. s not divisible by the classes); one-line message."""
@@ -88,14 +99,23 @@ class SSLResult:
         and their ``mean`` and ``std``; accuracies are fractions in [0, 1]."""
         sizes = {
             str(s): {
-                "mean": self.mean[s], "std": self.std[s], "accuracy": list(self.accuracy[s]),
-                "C": [x.C for x in self.selection[s]], "gamma": [x.gamma for x in self.selection[s]],
+                "mean": self.mean[s],
+                "std": self.std[s],
+                "accuracy": list(self.accuracy[s]),
+                "C": [x.C for x in self.selection[s]],
+                "gamma": [x.gamma for x in self.selection[s]],
                 "cv_accuracy": [x.cv_accuracy for x in self.selection[s]],
             }
             for s in self.sizes
         }
-        return {"seeds": list(self.seeds), "n_train": self.n_train, "n_test": self.n_test,
-                "n_features": self.n_features, "seconds": round(self.seconds, 3), "sizes": sizes}
+        return {
+            "seeds": list(self.seeds),
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "n_features": self.n_features,
+            "seconds": round(self.seconds, 3),
+            "sizes": sizes,
+        }
 
 
 def balanced_subset(labels: np.ndarray, s: int, seed: int) -> np.ndarray:
@@ -119,9 +139,7 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0)
 
 
-def select_hyperparameters(
-    x: np.ndarray, y: np.ndarray, *, C_grid, gamma_grid, folds: int, seed: int
-) -> Selection:
+def select_hyperparameters(x: np.ndarray, y: np.ndarray, *, C_grid, gamma_grid, folds: int, seed: int) -> Selection:
     """(C, γ) maximizing stratified ``folds``-fold CV accuracy on the labeled set ``x`` ``[s, d]``, ``y`` ``[s]``.
 
     This is the only place hyper-parameters are chosen, and it sees only the labeled training examples.
@@ -137,11 +155,17 @@ def select_hyperparameters(
         gamma = g / x.shape[1]
         k = np.exp(-gamma * d2)
         for C in sorted(C_grid):
-            acc = float(np.mean([
-                np.mean(SVC(C=C, kernel="precomputed").fit(k[np.ix_(tr, tr)], y[tr]).predict(k[np.ix_(va, tr)])
-                        == y[va])
-                for tr, va in splits
-            ]))
+            acc = float(
+                np.mean(
+                    [
+                        np.mean(
+                            SVC(C=C, kernel="precomputed").fit(k[np.ix_(tr, tr)], y[tr]).predict(k[np.ix_(va, tr)])
+                            == y[va]
+                        )
+                        for tr, va in splits
+                    ]
+                )
+            )
             better = best is None or acc > best.cv_accuracy or (acc == best.cv_accuracy and C < best.C)
             best = Selection(float(C), float(gamma), acc) if better else best
     assert best is not None
@@ -153,8 +177,10 @@ def _fit_and_score(x, y, test_x, test_y, sel: Selection, chunk: int = 2000) -> f
     from sklearn.svm import SVC
 
     svm = SVC(C=sel.C, kernel="precomputed").fit(np.exp(-sel.gamma * _sq_dists(x, x)), y)
-    hits = sum(int((svm.predict(np.exp(-sel.gamma * _sq_dists(test_x[i:i + chunk], x))) == test_y[i:i + chunk]).sum())
-               for i in range(0, len(test_x), chunk))
+    hits = sum(
+        int((svm.predict(np.exp(-sel.gamma * _sq_dists(test_x[i : i + chunk], x))) == test_y[i : i + chunk]).sum())
+        for i in range(0, len(test_x), chunk)
+    )
     return hits / len(test_x)
 
 
@@ -219,18 +245,23 @@ def ssl_eval(
         return sel, _fit_and_score(x, y, test_feats, test_labels, sel)
 
     tasks = [(s, seed) for s in sizes for seed in seeds]
-    with (ThreadPoolExecutor(n_jobs) as pool,  # libsvm and BLAS release the GIL
-          Progress(label_of(progress, "ssl"), len(tasks), unit="labeled set", enabled=bool(progress)) as bar):
+    with (
+        ThreadPoolExecutor(n_jobs) as pool,  # libsvm and BLAS release the GIL
+        Progress(label_of(progress, "ssl"), len(tasks), unit="labeled set", enabled=bool(progress)) as bar,
+    ):
         futures = [pool.submit(task, *t) for t in tasks]
         by = {}
         for t, f in zip(tasks, futures, strict=True):
             by[t] = f.result()
             bar.update(1)
     return SSLResult(
-        sizes=tuple(sizes), seeds=tuple(seeds),
+        sizes=tuple(sizes),
+        seeds=tuple(seeds),
         accuracy={s: tuple(by[s, seed][1] for seed in seeds) for s in sizes},
         selection={s: tuple(by[s, seed][0] for seed in seeds) for s in sizes},
-        n_train=len(train_feats), n_test=len(test_feats), n_features=train_feats.shape[1],
+        n_train=len(train_feats),
+        n_test=len(test_feats),
+        n_features=train_feats.shape[1],
         seconds=time.perf_counter() - t0,
     )
 
@@ -250,7 +281,12 @@ def prepare_inputs(images: torch.Tensor, mode: Inputs, seed: int, transform: str
 
 @torch.no_grad()
 def encoder_features(
-    model, images: torch.Tensor, *, batch_size: int = 2000, mode: Inputs = "binarized", seed: int = 0,
+    model,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 2000,
+    mode: Inputs = "binarized",
+    seed: int = 0,
     transform: str = "binarize",
 ) -> np.ndarray:
     """Encoder means μ_φ(x) ``[n, z_dim]`` (float64) of the images ``[n, x_dim]`` prepared by :func:`prepare_inputs`.
@@ -263,8 +299,10 @@ def encoder_features(
     was_training = model.training
     model.eval()
     try:
-        out = [location(model.encode(x[i:i + batch_size].to(device))).double().cpu()
-               for i in range(0, len(x), batch_size)]
+        out = [
+            location(model.encode(x[i : i + batch_size].to(device))).double().cpu()
+            for i in range(0, len(x), batch_size)
+        ]
     finally:
         model.train(was_training)
     return torch.cat(out).numpy()
@@ -272,8 +310,14 @@ def encoder_features(
 
 @holds_run_lock
 def ssl_run(
-    run_dir: str | Path, config: SSLConfig = SSLConfig(), *, data: ImageData | None = None, overwrite: bool = False,
-    progress: bool = True, device: str = "auto", other_data: bool = False,
+    run_dir: str | Path,
+    config: SSLConfig = SSLConfig(),
+    *,
+    data: ImageData | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str = "auto",
+    other_data: bool = False,
 ) -> SSLRecord:
     """Semi-supervised evaluation of a trained run; writes its :class:`~smvi.store.records.SSLRecord` atomically and
     returns it as written. The run, an existing record (an error unless ``overwrite``) and the directory's
@@ -292,8 +336,16 @@ def ssl_run(
     seed = run.config.data.eval_seed
     test_idx = fixed_subset(len(data.test_x), config.test_size or len(data.test_x), seed)
     train_y, test_y = data.train_y.numpy(), data.test_y[test_idx].numpy()
-    svms = partial(ssl_eval, sizes=config.sizes, seeds=config.seeds, C_grid=config.C_grid,
-                   gamma_grid=config.gamma_grid, folds=config.cv_folds, scaling=config.scaling, n_jobs=config.n_jobs)
+    svms = partial(
+        ssl_eval,
+        sizes=config.sizes,
+        seeds=config.seeds,
+        C_grid=config.C_grid,
+        gamma_grid=config.gamma_grid,
+        folds=config.cv_folds,
+        scaling=config.scaling,
+        n_jobs=config.n_jobs,
+    )
     label = f"ssl {rd.path.name}"
     note(f"{label}: encoding {len(data.train_x)} + {len(test_idx)} images ({config.inputs})", progress)
     transform = run.config.data.transform
@@ -303,9 +355,18 @@ def ssl_run(
     if config.protocol == "robust":
         from smvi.stages.ssl_robust import robust_record  # it builds on this module
 
-        return robust_record(rd, run, config, f_train, train_y, f_test, test_idx.numpy(), test_y,
-                             progress=progress and f"{label}: classifiers on encoder means",
-                             seconds_before=time.perf_counter() - t0)
+        return robust_record(
+            rd,
+            run,
+            config,
+            f_train,
+            train_y,
+            f_test,
+            test_idx.numpy(),
+            test_y,
+            progress=progress and f"{label}: classifiers on encoder means",
+            seconds_before=time.perf_counter() - t0,
+        )
     feats = svms(f_train, train_y, f_test, test_y, progress=progress and f"{label}: SVMs on encoder means")
     raw = None
     if config.raw_pixels:
@@ -313,8 +374,14 @@ def ssl_run(
         p_test = prepare_inputs(data.test_x, config.inputs, seed, transform)[test_idx].double().numpy()
         raw = svms(p_train, train_y, p_test, test_y, progress=progress and f"{label}: SVMs on raw pixels")
     record = SSLRecord(
-        header=make_header("ssl", run.fingerprint, run.epoch, config,
-                           device=str(next(run.model.parameters()).device), data=run.other_data),
+        header=make_header(
+            "ssl",
+            run.fingerprint,
+            run.epoch,
+            config,
+            device=str(next(run.model.parameters()).device),
+            data=run.other_data,
+        ),
         run={"lam": run.config.train.lam, "seed": run.config.train.seed},
         features=SSLScores.model_validate(feats.to_json()),
         raw_pixels=SSLScores.model_validate(raw.to_json()) if raw is not None else None,

@@ -21,8 +21,19 @@ from itertools import product
 
 import numpy as np
 
-__all__ = ["Axis", "Fit", "grid_search", "rbf_svm", "logistic", "knn", "CLASSIFIERS", "SVM_C", "SVM_GAMMA",
-           "LOGISTIC_C", "KNN_K"]
+__all__ = [
+    "Axis",
+    "Fit",
+    "grid_search",
+    "rbf_svm",
+    "logistic",
+    "knn",
+    "CLASSIFIERS",
+    "SVM_C",
+    "SVM_GAMMA",
+    "LOGISTIC_C",
+    "KNN_K",
+]
 
 
 @dataclass(frozen=True)
@@ -38,8 +49,9 @@ class Axis:
 
 def _decades(lo: float, hi: float, per_decade: int) -> tuple[float, ...]:
     """10^(i/per_decade) from 10^lo to 10^hi, rounded to 6 significant digits so values print and compare cleanly."""
-    return tuple(float(f"{10 ** (i / per_decade):.6g}")
-                 for i in range(round(lo * per_decade), round(hi * per_decade) + 1))
+    return tuple(
+        float(f"{10 ** (i / per_decade):.6g}") for i in range(round(lo * per_decade), round(hi * per_decade) + 1)
+    )
 
 
 SVM_C = Axis("C", _decades(-2, 6, 2), (5, 7))  # 0.01 … 10⁶; starts at 3.16 … 31.6 (inside the paper's 1 … 100)
@@ -105,7 +117,9 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _chunked_accuracy(predict: Callable[[np.ndarray], np.ndarray], test_x, test_y, chunk: int = 2000) -> float:
-    hits = sum(int((predict(test_x[i:i + chunk]) == test_y[i:i + chunk]).sum()) for i in range(0, len(test_x), chunk))
+    hits = sum(
+        int((predict(test_x[i : i + chunk]) == test_y[i : i + chunk]).sum()) for i in range(0, len(test_x), chunk)
+    )
     return hits / len(test_x)
 
 
@@ -123,13 +137,22 @@ def rbf_svm(x, y, test_x, test_y, *, folds: int, seed: int) -> Fit:
 
     def cv(C, gamma_d):
         k = kernel(gamma_d)
-        return float(np.mean([np.mean(SVC(C=C, kernel="precomputed").fit(k[np.ix_(tr, tr)], y[tr])
-                                      .predict(k[np.ix_(va, tr)]) == y[va]) for tr, va in splits]))
+        return float(
+            np.mean(
+                [
+                    np.mean(
+                        SVC(C=C, kernel="precomputed").fit(k[np.ix_(tr, tr)], y[tr]).predict(k[np.ix_(va, tr)]) == y[va]
+                    )
+                    for tr, va in splits
+                ]
+            )
+        )
 
     def refit(C, gamma_d):
         svm = SVC(C=C, kernel="precomputed").fit(kernel(gamma_d), y)
-        return _chunked_accuracy(lambda t: svm.predict(np.exp(-(gamma_d / x.shape[1]) * _sq_dists(t, x))),
-                                 test_x, test_y)
+        return _chunked_accuracy(
+            lambda t: svm.predict(np.exp(-(gamma_d / x.shape[1]) * _sq_dists(t, x))), test_x, test_y
+        )
 
     return _select((SVM_C, SVM_GAMMA), cv, refit)
 
@@ -160,10 +183,10 @@ def _knn_predictions(train_x, train_y, x, ks: tuple[int, ...], chunk: int = 2000
     kmax = max(ks)
     out: dict[int, list[np.ndarray]] = {k: [] for k in ks}
     for i in range(0, len(x), chunk):
-        d2 = _sq_dists(x[i:i + chunk], train_x)
+        d2 = _sq_dists(x[i : i + chunk], train_x)
         part = np.argpartition(d2, kmax - 1, axis=1)[:, :kmax] if kmax < d2.shape[1] else np.argsort(d2, axis=1)
         near = np.take_along_axis(part, np.argsort(np.take_along_axis(d2, part, 1), axis=1, kind="stable"), 1)
-        onehot = (train_y[near][:, :, None] == labels[None, None, :])  # [m, kmax, classes]
+        onehot = train_y[near][:, :, None] == labels[None, None, :]  # [m, kmax, classes]
         counts = np.cumsum(onehot, axis=1)
         for k in ks:
             out[k].append(labels[counts[:, k - 1].argmax(1)])

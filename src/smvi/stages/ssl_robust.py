@@ -39,11 +39,28 @@ from smvi.stages.ssl import SSLConfig, SSLError, balanced_subset
 from smvi.stages.ssl_classifiers import CLASSIFIERS, Fit
 from smvi.store.records import SSLFeaturesFile, SSLFit, SSLRecord, SSLScores, make_header
 
-__all__ = ["SSLFeatures", "FeaturesError", "RobustResult", "protocol_images", "robust_protocol", "rescore",
-           "robust_record", "FEATURE_ARRAYS"]
+__all__ = [
+    "SSLFeatures",
+    "FeaturesError",
+    "RobustResult",
+    "protocol_images",
+    "robust_protocol",
+    "rescore",
+    "robust_record",
+    "FEATURE_ARRAYS",
+]
 
-FEATURE_ARRAYS = ("train_labels", "train_index", "train_x", "test_index", "test_x", "test_y", "unlabeled_mean",
-                  "unlabeled_var", "inputs")
+FEATURE_ARRAYS = (
+    "train_labels",
+    "train_index",
+    "train_x",
+    "test_index",
+    "test_x",
+    "test_y",
+    "unlabeled_mean",
+    "unlabeled_var",
+    "inputs",
+)
 
 
 class FeaturesError(SSLError):
@@ -80,12 +97,18 @@ class SSLFeatures:
                     raise ValueError(f"no {missing[0]} array")
                 arrays = {k: z[k] for k in FEATURE_ARRAYS}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise FeaturesError(f"{source}: not an smvi features file ({e}); recompute it with smvi ssl --overwrite"
-                                ) from None
+            raise FeaturesError(
+                f"{source}: not an smvi features file ({e}); recompute it with smvi ssl --overwrite"
+            ) from None
         f = cls(**{**arrays, "inputs": str(arrays["inputs"])})
         d = f.train_x.shape[1] if f.train_x.ndim == 2 else -1
-        if (f.test_x.ndim != 2 or f.test_x.shape[1] != d or len(f.train_index) != len(f.train_x)
-                or not len(f.test_index) == len(f.test_x) == len(f.test_y) or f.unlabeled_mean.shape != (d,)):
+        if (
+            f.test_x.ndim != 2
+            or f.test_x.shape[1] != d
+            or len(f.train_index) != len(f.train_x)
+            or not len(f.test_index) == len(f.test_x) == len(f.test_y)
+            or f.unlabeled_mean.shape != (d,)
+        ):
             raise FeaturesError(f"{source}: arrays of inconsistent shapes; recompute it with smvi ssl --overwrite")
         return f
 
@@ -115,9 +138,19 @@ class RobustResult:
 
     def table(self) -> list[dict[str, Any]]:
         """The rows as JSON-ready dicts (:class:`smvi.store.records.SSLFit`)."""
-        return [{"classifier": c, "size": s, "subset": i, "accuracy": f.accuracy, "cv_accuracy": f.cv_accuracy,
-                 "params": f.params, "on_edge": f.on_edge, "searched": {k: list(v) for k, v in f.searched.items()}}
-                for c, s, i, f in self.rows]
+        return [
+            {
+                "classifier": c,
+                "size": s,
+                "subset": i,
+                "accuracy": f.accuracy,
+                "cv_accuracy": f.cv_accuracy,
+                "params": f.params,
+                "on_edge": f.on_edge,
+                "searched": {k: list(v) for k, v in f.searched.items()},
+            }
+            for c, s, i, f in self.rows
+        ]
 
     def svm_scores(self) -> dict[str, Any]:
         """The RBF SVM's rows in the paper protocol's shape (:class:`smvi.store.records.SSLScores`, subsets as its
@@ -127,12 +160,22 @@ class RobustResult:
         for s in self.sizes:
             fits = [by[s, i] for i in self.seeds]
             acc = np.array([f.accuracy for f in fits])
-            sizes[str(s)] = {"mean": float(acc.mean()), "std": float(acc.std(ddof=1 if len(acc) > 1 else 0)),
-                             "accuracy": acc.tolist(), "C": [f.params["C"] for f in fits],
-                             "gamma": [f.params["gamma_d"] / self.n_features for f in fits],
-                             "cv_accuracy": [f.cv_accuracy for f in fits]}
-        return {"seeds": list(self.seeds), "n_train": self.n_train, "n_test": self.n_test,
-                "n_features": self.n_features, "seconds": round(self.seconds, 3), "sizes": sizes}
+            sizes[str(s)] = {
+                "mean": float(acc.mean()),
+                "std": float(acc.std(ddof=1 if len(acc) > 1 else 0)),
+                "accuracy": acc.tolist(),
+                "C": [f.params["C"] for f in fits],
+                "gamma": [f.params["gamma_d"] / self.n_features for f in fits],
+                "cv_accuracy": [f.cv_accuracy for f in fits],
+            }
+        return {
+            "seeds": list(self.seeds),
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "n_features": self.n_features,
+            "seconds": round(self.seconds, 3),
+            "sizes": sizes,
+        }
 
 
 def _scaler(mean: np.ndarray, var: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray | float]:
@@ -143,8 +186,16 @@ def _scaler(mean: np.ndarray, var: np.ndarray, scaling: str) -> tuple[np.ndarray
     return mean, float(np.sqrt(var.mean())) or 1.0
 
 
-def robust_protocol(f: SSLFeatures, *, sizes, seeds, folds: int = 3, scaling: str = "global", n_jobs: int = 1,
-                    progress: bool | str = False) -> RobustResult:
+def robust_protocol(
+    f: SSLFeatures,
+    *,
+    sizes,
+    seeds,
+    folds: int = 3,
+    scaling: str = "global",
+    n_jobs: int = 1,
+    progress: bool | str = False,
+) -> RobustResult:
     """The protocol of the module docstring on the arrays ``f``; one task per (s, subset), run on ``n_jobs`` threads
     (results do not depend on it). :class:`FeaturesError` if ``f`` lacks an image a labeled set needs."""
     t0 = time.perf_counter()
@@ -159,25 +210,41 @@ def robust_protocol(f: SSLFeatures, *, sizes, seeds, folds: int = 3, scaling: st
         idx = balanced_subset(f.train_labels, s, i)
         pos = np.minimum(np.searchsorted(f.train_index, idx), len(f.train_index) - 1)
         if not np.array_equal(f.train_index[pos], idx):
-            raise FeaturesError(f"the features file lacks images of the labeled set s={s}, subset {i}: recompute it "
-                                "with these sizes and seeds (smvi ssl --overwrite)")
+            raise FeaturesError(
+                f"the features file lacks images of the labeled set s={s}, subset {i}: recompute it "
+                "with these sizes and seeds (smvi ssl --overwrite)"
+            )
         x, y = (f.train_x[pos].astype(np.float64) - centre) / scale, f.train_labels[idx]
         return [(name, s, i, fn(x, y, test_x, f.test_y, folds=folds, seed=i)) for name, fn in CLASSIFIERS.items()]
 
     tasks = [(s, i) for s in sizes for i in seeds]
-    with (ThreadPoolExecutor(n_jobs) as pool,  # libsvm, lbfgs and BLAS release the GIL
-          Progress(label_of(progress, "ssl"), len(tasks), unit="labeled set", enabled=bool(progress)) as bar):
+    with (
+        ThreadPoolExecutor(n_jobs) as pool,  # libsvm, lbfgs and BLAS release the GIL
+        Progress(label_of(progress, "ssl"), len(tasks), unit="labeled set", enabled=bool(progress)) as bar,
+    ):
         futures = [pool.submit(task, *t) for t in tasks]
         rows = []
         for fut in futures:
             rows += fut.result()
             bar.update(1)
-    return RobustResult(tuple(rows), tuple(sizes), tuple(seeds), len(f.train_x), len(f.test_x), f.train_x.shape[1],
-                        time.perf_counter() - t0)
+    return RobustResult(
+        tuple(rows),
+        tuple(sizes),
+        tuple(seeds),
+        len(f.train_x),
+        len(f.test_x),
+        f.train_x.shape[1],
+        time.perf_counter() - t0,
+    )
 
 
-def rescore(features_file: str | Path, cfg: SSLConfig | None = None, *, sha256_hex: str | None = None,
-            progress: bool | str = False) -> RobustResult:
+def rescore(
+    features_file: str | Path,
+    cfg: SSLConfig | None = None,
+    *,
+    sha256_hex: str | None = None,
+    progress: bool | str = False,
+) -> RobustResult:
     """The robust protocol run from a saved features file alone (no checkpoint, no data): ``cfg`` an
     :class:`~smvi.stages.ssl.SSLConfig` (its sizes, seeds, cv_folds, scaling, n_jobs; default: the robust defaults),
     ``sha256_hex`` the digest the file must have (the record's ``features_file.sha256``; unchecked when None)."""
@@ -188,37 +255,78 @@ def rescore(features_file: str | Path, cfg: SSLConfig | None = None, *, sha256_h
     except OSError as e:
         raise FeaturesError(f"cannot read {path} ({e.strerror or e}); check the path") from None
     if sha256_hex is not None and sha256(data) != sha256_hex:
-        raise FeaturesError(f"{path} is not the features file its record names (SHA-256 differs); recompute it with "
-                            "smvi ssl --overwrite")
+        raise FeaturesError(
+            f"{path} is not the features file its record names (SHA-256 differs); recompute it with "
+            "smvi ssl --overwrite"
+        )
     f = SSLFeatures.from_bytes(data, str(path))
     if f.inputs != cfg.inputs:
-        raise FeaturesError(f"{path} holds the means of {f.inputs} inputs but ssl.inputs is {cfg.inputs!r}: "
-                            f"set ssl.inputs={f.inputs!r} or recompute the features")
-    return robust_protocol(f, sizes=cfg.sizes, seeds=cfg.seeds, folds=cfg.cv_folds, scaling=cfg.scaling,
-                           n_jobs=cfg.n_jobs, progress=progress)
+        raise FeaturesError(
+            f"{path} holds the means of {f.inputs} inputs but ssl.inputs is {cfg.inputs!r}: "
+            f"set ssl.inputs={f.inputs!r} or recompute the features"
+        )
+    return robust_protocol(
+        f,
+        sizes=cfg.sizes,
+        seeds=cfg.seeds,
+        folds=cfg.cv_folds,
+        scaling=cfg.scaling,
+        n_jobs=cfg.n_jobs,
+        progress=progress,
+    )
 
 
-def robust_record(rd, run, config: SSLConfig, train_feats: np.ndarray, train_labels: np.ndarray,
-                  test_feats: np.ndarray, test_index: np.ndarray, test_labels: np.ndarray, *, progress: bool | str,
-                  seconds_before: float) -> SSLRecord:
+def robust_record(
+    rd,
+    run,
+    config: SSLConfig,
+    train_feats: np.ndarray,
+    train_labels: np.ndarray,
+    test_feats: np.ndarray,
+    test_index: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    progress: bool | str,
+    seconds_before: float,
+) -> SSLRecord:
     """The ssl stage's robust branch (:func:`smvi.stages.ssl.ssl_run` has loaded the run and encoded every image):
     write the features file (all training means' moments, the means of the images the labeled sets use, the scored
     test means), score *that file's* arrays and write the record naming it."""
     t0 = time.perf_counter()
     keep = protocol_images(train_labels, config.sizes, config.seeds)
-    feats = SSLFeatures(train_labels=train_labels, train_index=keep, train_x=train_feats[keep].astype(np.float32),
-                        test_index=np.asarray(test_index), test_x=test_feats.astype(np.float32), test_y=test_labels,
-                        unlabeled_mean=train_feats.mean(0), unlabeled_var=train_feats.var(0), inputs=config.inputs)
+    feats = SSLFeatures(
+        train_labels=train_labels,
+        train_index=keep,
+        train_x=train_feats[keep].astype(np.float32),
+        test_index=np.asarray(test_index),
+        test_x=test_feats.astype(np.float32),
+        test_y=test_labels,
+        unlabeled_mean=train_feats.mean(0),
+        unlabeled_var=train_feats.var(0),
+        inputs=config.inputs,
+    )
     data = feats.to_bytes()
     rd.write_array("ssl_features", data)
-    result = robust_protocol(SSLFeatures.from_bytes(data), sizes=config.sizes, seeds=config.seeds,
-                             folds=config.cv_folds, scaling=config.scaling, n_jobs=config.n_jobs, progress=progress)
+    result = robust_protocol(
+        SSLFeatures.from_bytes(data),
+        sizes=config.sizes,
+        seeds=config.seeds,
+        folds=config.cv_folds,
+        scaling=config.scaling,
+        n_jobs=config.n_jobs,
+        progress=progress,
+    )
     record = SSLRecord(
         header=make_header("ssl", run.fingerprint, run.epoch, config, device=str(next(run.model.parameters()).device)),
         run={"lam": run.config.train.lam, "seed": run.config.train.seed},
         features=SSLScores.model_validate(result.svm_scores()),
-        features_file=SSLFeaturesFile(file=rd.array_path("ssl_features").name, sha256=sha256(data),
-                                      n_train=result.n_train, n_test=result.n_test, n_features=result.n_features),
+        features_file=SSLFeaturesFile(
+            file=rd.array_path("ssl_features").name,
+            sha256=sha256(data),
+            n_train=result.n_train,
+            n_test=result.n_test,
+            n_features=result.n_features,
+        ),
         table=[SSLFit.model_validate(row) for row in result.table()],
         seconds=round(seconds_before + time.perf_counter() - t0, 3),
     )

@@ -66,8 +66,12 @@ def _never_fails(method):
         except Exception as e:  # noqa: BLE001 -- a view of metrics.jsonl must never stop training
             self.failed = True
             detail = (str(e).splitlines() or [""])[0]
-            print(f"warning: TensorBoard logging to {self.log_dir} stopped ({type(e).__name__}: {detail}); training "
-                  "goes on and metrics.jsonl holds every number", file=sys.stderr, flush=True)
+            print(
+                f"warning: TensorBoard logging to {self.log_dir} stopped ({type(e).__name__}: {detail}); training "
+                "goes on and metrics.jsonl holds every number",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
 
     return guarded
@@ -128,8 +132,9 @@ def open_tracker(log_root: str | Path | None, run_name: str) -> NullTracker:
     if log_root is None:
         return NullTracker()
     if str(log_root) == "":
-        raise ConfigError("train.tensorboard is empty (it would log into the current folder): give a folder, "
-                          "or leave it unset")
+        raise ConfigError(
+            "train.tensorboard is empty (it would log into the current folder): give a folder, or leave it unset"
+        )
     try:
         import tensorboard  # noqa: F401  -- torch.utils.tensorboard needs it
     except ImportError:

@@ -64,19 +64,24 @@ def _check_dir(config: RunConfig, rd: RunDir, resume: bool, overwrite: bool) -> 
     if resume:
         if not rd.config_path.exists():
             if rd.checkpoint_path.exists():
-                raise RunError(f"{rd.path} has a checkpoint but no config.toml: the run directory is damaged; "
-                               "restore config.toml or start over with --overwrite")
+                raise RunError(
+                    f"{rd.path} has a checkpoint but no config.toml: the run directory is damaged; "
+                    "restore config.toml or start over with --overwrite"
+                )
             raise RunError(f"nothing to resume in {rd.path}: no config.toml; drop --resume to start a new run")
         change = identity_change(rd.read_config(), config)
         if change:
-            raise ConfigError(f"--resume: {change} in {rd.path}; "
-                              "only train.epochs, train.device and train.tensorboard may change on resume")
+            raise ConfigError(
+                f"--resume: {change} in {rd.path}; "
+                "only train.epochs, train.device and train.tensorboard may change on resume"
+            )
     elif rd.has_run() and not overwrite:
         raise RunError(f"{rd.path} already holds a run: pass --resume to continue it or --overwrite to start over")
 
 
-def _restore(path: Path, config: RunConfig, model, optimizer, loader, device, dual: DualState | None
-             ) -> tuple[int, int, DualState | None]:
+def _restore(
+    path: Path, config: RunConfig, model, optimizer, loader, device, dual: DualState | None
+) -> tuple[int, int, DualState | None]:
     """Load the checkpoint at ``path`` into the model, Adam and the RNGs; returns (epochs done, bad steps in a row,
     the learned λ's state when ``dual`` says the run has one)."""
     ck = load_checkpoint(path)
@@ -89,8 +94,9 @@ def _restore(path: Path, config: RunConfig, model, optimizer, loader, device, du
         return int(ck.progress["epoch"]), int(ck.progress.get("bad_steps_in_a_row", 0)), dual
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         detail = str(e).splitlines()[0] if str(e) else ""
-        raise CheckpointError(f"{path}: damaged optimizer, RNG or progress state ({type(e).__name__} {detail})"
-                              ) from None
+        raise CheckpointError(
+            f"{path}: damaged optimizer, RNG or progress state ({type(e).__name__} {detail})"
+        ) from None
 
 
 def with_data_dir(config: RunConfig) -> RunConfig:
@@ -123,16 +129,15 @@ def train(
     """Train a :class:`~smvi.core.models.VAE` with ``train.objective`` (SMVI by default), checkpointing after every
     epoch.
 
-    ``resume`` continues the run in ``run_dir`` (its saved config must have ``config``'s identity: only
-    ``train.epochs`` and ``train.device`` may change, see :func:`smvi.store.rundir.fingerprint`); without it an existing run
-    is an error unless ``overwrite``, which also removes the run's result records. ``data`` skips loading.
-    What the run is trained on is recorded in ``data.json`` (:func:`smvi.stages.trained.data_identity`: the source
-    and a digest of the images and labels); resuming on other data (IDX files replaced in place, other arrays) is a
-    one-line :class:`RunError` naming the files that changed. ``config`` is validated anew first, like every
-    argument (:func:`smvi.stages.trained.check_inputs`).
-    Non-finite steps (loss or gradient) are skipped and counted; ``train.max_bad_steps`` consecutive ones raise
-    :class:`TrainingDiverged`, leaving the last good checkpoint in place. Nothing in ``run_dir`` changes before the
-    data, the device and (when resuming) the checkpoint have been checked.
+    ``resume`` continues the run in ``run_dir`` (its saved config must have ``config``'s identity: only ``train.epochs``
+    and ``train.device`` may change, see :func:`smvi.store.rundir.fingerprint`); without it an existing run is an error
+    unless ``overwrite``, which also removes the run's result records. ``data`` skips loading. What the run is trained
+    on is recorded in ``data.json`` (:func:`smvi.stages.trained.data_identity`: the source and a digest of the images
+    and labels); resuming on other data (IDX files replaced in place, other arrays) is a one-line :class:`RunError`
+    naming the files that changed. ``config`` is validated anew first, like every argument
+    (:func:`smvi.stages.trained.check_inputs`). Non-finite steps (loss or gradient) are skipped and counted;
+    ``train.max_bad_steps`` consecutive ones raise :class:`TrainingDiverged`, leaving the last good checkpoint in place.
+    Nothing in ``run_dir`` changes before the data, the device and (when resuming) the checkpoint have been checked.
     """
     config = check_inputs(run_dir, config, RunConfig, data=data, what="config")  # model_copy(update=) skips checks
     run_dir = path_text(run_dir)  # not empty (the current folder), valid UTF-8 (records and reports hold it as text)
@@ -159,22 +164,24 @@ def train(
         trained_on = rd.read_data() if resume else None
         now = data_identity(config, data, given=given)
         if trained_on is not None and (why := trained_on.difference(now)):
-            raise RunError(f"--resume {run_dir}: the data changed since the run was trained: it was {why}; put the "
-                           "original data back, or start over with --overwrite")
+            raise RunError(
+                f"--resume {run_dir}: the data changed since the run was trained: it was {why}; put the "
+                "original data back, or start over with --overwrite"
+            )
 
         torch.manual_seed(tc.seed)
         model = VAE(data.train_x.shape[1], config.model).to(device)
         optimizer = _adam(model, tc.lr)
         loader = DynamicBinarizer(data.train_x, tc.batch_size, seed=tc.seed + 1, transform=config.data.transform)
-        monitor_x = fixed_inputs(data.test_x[: config.data.monitor_size], config.data.transform,
-                                 config.data.eval_seed).to(device)
+        monitor_x = fixed_inputs(
+            data.test_x[: config.data.monitor_size], config.data.transform, config.data.eval_seed
+        ).to(device)
 
         start, bad_in_a_row, history = 0, 0, []
         dual = initial_state(tc)  # the learned λ's state; None for a fixed λ
         if resume:
             if rd.checkpoint_path.exists():
-                start, bad_in_a_row, dual = _restore(rd.checkpoint_path, config, model, optimizer, loader, device,
-                                                     dual)
+                start, bad_in_a_row, dual = _restore(rd.checkpoint_path, config, model, optimizer, loader, device, dual)
             history = _metrics_history(rd.metrics_path, start)
         # Everything is checked: only now is anything in run_dir changed.
         with rd.writing("the files there are intact, --resume continues"):
@@ -188,27 +195,47 @@ def train(
         steps = len(loader)
         if start < tc.epochs:
             note(training_note(run_dir.resolve().name, config, start, len(data.train_x)), progress)
-        bar = Progress(f"train {run_dir.resolve().name}", tc.epochs * steps, unit="step", initial=start * steps,
-                       epoch_steps=steps, enabled=progress)
+        bar = Progress(
+            f"train {run_dir.resolve().name}",
+            tc.epochs * steps,
+            unit="step",
+            initial=start * steps,
+            epoch_steps=steps,
+            enabled=progress,
+        )
         with bar, tracker:
             for epoch in range(start, tc.epochs):
                 t0 = time.perf_counter()
-                means, skipped, bad_in_a_row, dual = _run_epoch(model, optimizer, loader, tc, device, bar, epoch,
-                                                                bad_in_a_row, dual, tracker)
-                last = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
-                        "device": device.type, "threads": torch.get_num_threads(),
-                        "lam": dual.lam if dual else lam_at(tc, epoch + 1), **means,
-                        "skipped_steps": skipped, **_monitor(model, monitor_x, config.data.eval_seed)}
+                means, skipped, bad_in_a_row, dual = _run_epoch(
+                    model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, dual, tracker
+                )
+                last = {
+                    "epoch": epoch + 1,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "device": device.type,
+                    "threads": torch.get_num_threads(),
+                    "lam": dual.lam if dual else lam_at(tc, epoch + 1),
+                    **means,
+                    "skipped_steps": skipped,
+                    **_monitor(model, monitor_x, config.data.eval_seed),
+                }
                 if last.get("constraint_status") == "unreachable":
                     bar.write(_unreachable(last, tc), always=True)
                 history.append(json.dumps(last))
                 with rd.writing("the files there are intact, --resume continues"):
                     atomic_write_text(rd.metrics_path, "".join(line + "\n" for line in history))
                     save_checkpoint(
-                        rd.checkpoint_path, model=model, optimizer=optimizer, rng=_rng_state(device, loader),
-                        progress={"epoch": epoch + 1, "bad_steps_in_a_row": bad_in_a_row,
-                                  **({"dual": dual.to_json()} if dual else {})},
-                        config=config.model_dump(mode="json"), fingerprint=fingerprint(config),
+                        rd.checkpoint_path,
+                        model=model,
+                        optimizer=optimizer,
+                        rng=_rng_state(device, loader),
+                        progress={
+                            "epoch": epoch + 1,
+                            "bad_steps_in_a_row": bad_in_a_row,
+                            **({"dual": dual.to_json()} if dual else {}),
+                        },
+                        config=config.model_dump(mode="json"),
+                        fingerprint=fingerprint(config),
                     )
                 tracker.epoch(epoch + 1, last, model, monitor_x)
         return TrainResult(run_dir, max(start, tc.epochs), last)
@@ -236,8 +263,9 @@ def lam_at(tc, epoch: float) -> float:
     return tc.lam * min(1.0, epoch / tc.lam_warmup_epochs)
 
 
-def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, dual: DualState | None = None,
-               tracker=NullTracker()) -> tuple[dict, int, int, DualState | None]:
+def _run_epoch(
+    model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, dual: DualState | None = None, tracker=NullTracker()
+) -> tuple[dict, int, int, DualState | None]:
     """One pass over the data; returns the example-weighted means of the terms (with the constraint's fields when λ
     is learned), the number of skipped steps, the number of non-finite steps in a row at its end (``bad_in_a_row`` is
     that count at its start) and the learned λ's state (``dual``, updated after every finite step; None: fixed λ).
@@ -251,8 +279,9 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
         x = x.to(device, non_blocking=True)
         lam = dual.lam if dual else lam_at(tc, epoch + i / steps)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-            terms = training_objective(model, x, objective=tc.objective, n_samples=tc.n_samples,
-                                       **{**objective_arguments(tc), "lam": lam})
+            terms = training_objective(
+                model, x, objective=tc.objective, n_samples=tc.n_samples, **{**objective_arguments(tc), "lam": lam}
+            )
         loss = terms.loss.mean()
         optimizer.zero_grad(set_to_none=True)
         ok = bool(torch.isfinite(loss))
@@ -262,8 +291,11 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
             ok = math.isfinite(measure)
         if ok:
             backward(model, terms, lam=lam, dsm_grad=tc.dsm_grad)
-            norm = (torch.nn.utils.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip
-                    else _total_norm([p.grad for p in params if p.grad is not None]))
+            norm = (
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+                if tc.grad_clip
+                else _total_norm([p.grad for p in params if p.grad is not None])
+            )
             ok = bool(torch.isfinite(norm))
         if not ok:
             skipped += 1
@@ -301,19 +333,25 @@ def _run_epoch(model, optimizer, loader, tc, device, bar, epoch, bad_in_a_row, d
 def _unreachable(m: dict, tc) -> str:
     """The warning for an epoch spent with λ at its cap and the constraint still violated."""
     c = tc.constraint
-    return (f"warning: epoch {m['epoch']}: the {c.measure} target {c.target:g} is not reached with λ at its cap "
-            f"{c.lam_max:g} (moving average {m['constraint_avg']:.4g}): it may be unreachable for this model; "
-            "relax the target or raise train.constraint.lam_max")
+    return (
+        f"warning: epoch {m['epoch']}: the {c.measure} target {c.target:g} is not reached with λ at its cap "
+        f"{c.lam_max:g} (moving average {m['constraint_avg']:.4g}): it may be unreachable for this model; "
+        "relax the target or raise train.constraint.lam_max"
+    )
 
 
 def _diverged(what: str, epoch: int, tc) -> str:
     """A one-line message for :class:`TrainingDiverged` naming the likely cause and the fix."""
     if tc.constraint.target is not None:
-        cause = (f"the learned λ (up to train.constraint.lam_max={tc.constraint.lam_max}) is likely too large for "
-                 f"lr={tc.lr}: lower train.lr or lam_max, or set train.grad_clip")
+        cause = (
+            f"the learned λ (up to train.constraint.lam_max={tc.constraint.lam_max}) is likely too large for "
+            f"lr={tc.lr}: lower train.lr or lam_max, or set train.grad_clip"
+        )
     elif tc.lam != 0:
-        cause = (f"λ={tc.lam} is likely too large for lr={tc.lr}: lower train.lr, set train.grad_clip "
-                 "or ramp λ up with train.lam_warmup_epochs")
+        cause = (
+            f"λ={tc.lam} is likely too large for lr={tc.lr}: lower train.lr, set train.grad_clip "
+            "or ramp λ up with train.lam_warmup_epochs"
+        )
     else:
         cause = f"lr={tc.lr} is likely too large: lower train.lr or set train.grad_clip"
     return f"{what} in epoch {epoch + 1}: {cause}; the last good checkpoint is kept"
@@ -327,8 +365,12 @@ def _monitor(model, x: torch.Tensor, seed: int) -> dict[str, float]:
         torch.manual_seed(seed)
         terms = smvi_objective(model, x, lam=0.0, compute_d_sm=True)
     m = terms.means()
-    return {"test_elbo": m["elbo"], "test_d_sm": m["d_sm"], "test_kl": m["kl"],
-            "test_active_units": active_units(model, x)}
+    return {
+        "test_elbo": m["elbo"],
+        "test_d_sm": m["d_sm"],
+        "test_kl": m["kl"],
+        "test_active_units": active_units(model, x),
+    }
 
 
 def _metrics_history(path: Path, epochs: int) -> list[str]:
@@ -352,11 +394,15 @@ def _metrics_history(path: Path, epochs: int) -> list[str]:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise RunError(f"{path}: line {i} is not a metrics record; repair or remove it to resume") from None
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch <= last:
-            raise RunError(f"{path}: line {i} has epoch {epoch!r} after epoch {last}: epochs must be whole numbers "
-                           "rising from 1; the file is damaged: repair it or start over with --overwrite")
+            raise RunError(
+                f"{path}: line {i} has epoch {epoch!r} after epoch {last}: epochs must be whole numbers "
+                "rising from 1; the file is damaged: repair it or start over with --overwrite"
+            )
         last = epoch
         (keep if epoch <= epochs else beyond).append(ln)
     if len(beyond) > 1 or (beyond and json.loads(beyond[0])["epoch"] != epochs + 1):
-        raise RunError(f"{path} records epochs past the checkpoint's {epochs}: the checkpoint is older than the "
-                       "metrics; start over with --overwrite")
+        raise RunError(
+            f"{path} records epochs past the checkpoint's {epochs}: the checkpoint is older than the "
+            "metrics; start over with --overwrite"
+        )
     return keep

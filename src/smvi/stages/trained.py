@@ -19,8 +19,19 @@ from smvi.store.checkpoint import Checkpoint, CheckpointError, load_checkpoint, 
 from smvi.store.records import DataIdentity
 from smvi.store.rundir import RunDir, RunError, config_from_dump, fingerprint, identity_diff
 
-__all__ = ["LoadedRun", "load_run", "open_stage", "holds_run_lock", "checkpoint_config", "check_checkpoint", "resolve_device",
-           "check_inputs", "data_identity", "check_data", "DEVICES"]
+__all__ = [
+    "LoadedRun",
+    "load_run",
+    "open_stage",
+    "holds_run_lock",
+    "checkpoint_config",
+    "check_checkpoint",
+    "resolve_device",
+    "check_inputs",
+    "data_identity",
+    "check_data",
+    "DEVICES",
+]
 
 M = TypeVar("M", bound=BaseModel)
 DEVICES = ("auto", "cpu", "cuda")
@@ -56,12 +67,15 @@ def check_checkpoint(ck: Checkpoint, config: RunConfig, source: Path) -> None:
     """Refuse (one line) a checkpoint of another run than ``config``'s (any identity setting, not only the model)."""
     d = identity_diff(checkpoint_config(ck, source), config)
     if d:
-        raise CheckpointError(f"{source} belongs to another run ({d[0]} is {d[1]!r} in the checkpoint, {d[2]!r} in "
-                              "config.toml); put it back in its own run directory, or retrain")
+        raise CheckpointError(
+            f"{source} belongs to another run ({d[0]} is {d[1]!r} in the checkpoint, {d[2]!r} in "
+            "config.toml); put it back in its own run directory, or retrain"
+        )
 
 
-def check_inputs(run_dir: Any, cfg: Any, cls: type[M], *, data: Any = None, device: Any = "auto",
-                 what: str = "cfg") -> M:
+def check_inputs(
+    run_dir: Any, cfg: Any, cls: type[M], *, data: Any = None, device: Any = "auto", what: str = "cfg"
+) -> M:
     """What every stage and ``train`` check first, from the CLI or Python alike: ``run_dir`` a non-empty path,
     ``data`` an :class:`~smvi.data.loading.ImageData` or None, ``device`` one of auto, cpu, cuda, and ``cfg`` a
     ``cls``, validated anew (:func:`smvi.settings.run.revalidate`). Returns the validated ``cfg``; anything else is a
@@ -75,19 +89,24 @@ def check_inputs(run_dir: Any, cfg: Any, cls: type[M], *, data: Any = None, devi
     return revalidate(cfg, cls, what)
 
 
-# ---- the data a run was trained on ------------------------------------------------------------------------------------
+# ---- the data a run was trained on -----------------------------------------------------------------------------------
 def data_identity(config: RunConfig, data: ImageData, *, given: bool) -> DataIdentity:
     """What ``data`` is: arrays passed through the Python API (``given``), else the files of ``config.data``."""
     digest = content_digest(data)
     if given:
         return DataIdentity(kind="arrays", digest=digest)
     d = config.data
-    return DataIdentity(kind=d.dataset, location=str(Path(d.data_dir).resolve()) if d.data_dir else None,
-                        digest=digest, files=file_digests(d.dataset, d.data_dir))
+    return DataIdentity(
+        kind=d.dataset,
+        location=str(Path(d.data_dir).resolve()) if d.data_dir else None,
+        digest=digest,
+        files=file_digests(d.dataset, d.data_dir),
+    )
 
 
-def check_data(rd: RunDir, config: RunConfig, data: ImageData, *, given: bool, stage: str,
-               other_data: bool) -> DataIdentity | None:
+def check_data(
+    rd: RunDir, config: RunConfig, data: ImageData, *, given: bool, stage: str, other_data: bool
+) -> DataIdentity | None:
     """Refuse (one line, naming both) scoring other data than the run was trained on, unless ``other_data``: then
     the data scored is returned for the record's header (None: the run's own data). A run trained before
     ``data.json`` existed is not checked here: its data is what loading checks (MNIST's MD5s; IDX files' format)."""
@@ -100,10 +119,17 @@ def check_data(rd: RunDir, config: RunConfig, data: ImageData, *, given: bool, s
         return None
     if other_data:
         return scored
-    fix = ("pass the data it was trained on (data=...)" if trained.kind == "arrays"
-           else f"restore the training data in {trained.location}" if trained.location else "restore the training data")
-    raise RunError(f"{stage} {rd.path}: it was {why}; {fix}, or score other data on purpose with --other-data "
-                   "(other_data=True: the record then says what it scored)")
+    fix = (
+        "pass the data it was trained on (data=...)"
+        if trained.kind == "arrays"
+        else f"restore the training data in {trained.location}"
+        if trained.location
+        else "restore the training data"
+    )
+    raise RunError(
+        f"{stage} {rd.path}: it was {why}; {fix}, or score other data on purpose with --other-data "
+        "(other_data=True: the record then says what it scored)"
+    )
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
@@ -125,8 +151,15 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
     return LoadedRun(rd.path, config, model, int(ck.progress["epoch"]), fingerprint(config))
 
 
-def open_stage(run_dir: str | Path, kind: str, *, data: ImageData | None = None, overwrite: bool = False,
-               device: str = "auto", other_data: bool = False) -> tuple[RunDir, LoadedRun, ImageData]:
+def open_stage(
+    run_dir: str | Path,
+    kind: str,
+    *,
+    data: ImageData | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+    other_data: bool = False,
+) -> tuple[RunDir, LoadedRun, ImageData]:
     """What every stage (evaluate, ssl, convergence, gaps, pictures) checks before any work, in this order: the run
     (config, checkpoint and their identity), an existing record ``kind`` (an error unless ``overwrite``) and that the
     directory is writable; then the run's data (``data`` if given), which must be the data it was trained on

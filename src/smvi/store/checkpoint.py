@@ -80,8 +80,9 @@ def save_checkpoint(
             tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     bad = _nonfinite(tensors)
     if bad:
-        raise CheckpointError(f"{path}: refusing to save non-finite values in {bad[:3]}; "
-                              "the previous checkpoint is kept")
+        raise CheckpointError(
+            f"{path}: refusing to save non-finite values in {bad[:3]}; the previous checkpoint is kept"
+        )
     tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
     meta = {
         "format": FORMAT,
@@ -138,8 +139,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     bad = _nonfinite({**model, **{f"optim.{i}.{n}": v for i, s in opt_state.items() for n, v in s.items()}})
     if bad:
         raise CheckpointError(f"{path}: non-finite values in {bad[:3]}; this checkpoint cannot be used")
-    return Checkpoint(model, {"state": opt_state, "param_groups": groups}, rng, progress, config,
-                      meta.get("fingerprint"))
+    return Checkpoint(
+        model, {"state": opt_state, "param_groups": groups}, rng, progress, config, meta.get("fingerprint")
+    )
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, Tensor], source: str | Path) -> None:

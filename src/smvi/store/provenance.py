@@ -16,8 +16,16 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["host_info", "package_version", "cpu_model", "train_seconds", "provenance_rows", "provenance_summary",
-           "STAGES", "fmt_seconds"]
+__all__ = [
+    "host_info",
+    "package_version",
+    "cpu_model",
+    "train_seconds",
+    "provenance_rows",
+    "provenance_summary",
+    "STAGES",
+    "fmt_seconds",
+]
 
 STAGES = ("eval", "ssl", "convergence", "gaps")  # the record kinds, in the order of the table's columns
 
@@ -61,8 +69,13 @@ def host_info(device: str | None = None) -> dict[str, Any]:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count()
-    out = {"os": f"{platform.system()} {platform.release()}".strip(), "machine": platform.machine() or None,
-           "cpu": cpu_model(), "cpus": cpus, "device": device}
+    out = {
+        "os": f"{platform.system()} {platform.release()}".strip(),
+        "machine": platform.machine() or None,
+        "cpu": cpu_model(),
+        "cpus": cpus,
+        "device": device,
+    }
     if device and (name := _accelerator(device)):
         out["device"] = f"{device} ({name})"
     return out
@@ -115,8 +128,19 @@ def _records(run) -> dict[str, dict | None]:
 def provenance_rows(runs: list) -> tuple[list[str], list[list[str]]]:
     """The provenance table: per run (:class:`smvi.report.aggregate.Run`), wall time of training and of each stage with
     a current record, the smvi and torch versions and machine its records name, and when the newest was written."""
-    head = ["run", "train", "device, threads (train)", "evaluate", "ssl", "convergence", "gaps", "smvi", "torch",
-            "machine (records)", "written (UTC)"]
+    head = [
+        "run",
+        "train",
+        "device, threads (train)",
+        "evaluate",
+        "ssl",
+        "convergence",
+        "gaps",
+        "smvi",
+        "torch",
+        "machine (records)",
+        "written (UTC)",
+    ]
     body = []
     for r in runs:
         last = r.metrics[-1] if r.metrics else {}
@@ -127,8 +151,18 @@ def provenance_rows(runs: list) -> tuple[list[str], list[list[str]]]:
         pick = lambda key, heads=heads: ", ".join(sorted({str(h.get(key) or "unknown") for h in heads})) or "—"  # noqa: E731
         machines = ", ".join(sorted({_machine(h.get("host")) for h in heads})) or "—"
         created = max((str(h["created"]) for h in heads if h.get("created")), default="unknown" if heads else "—")
-        body.append([r.name, fmt_seconds(train_seconds(r.metrics)) if r.metrics else "—", dev, *cells,
-                     pick("smvi_version"), pick("torch_version"), machines, created.replace("+00:00", "")])
+        body.append(
+            [
+                r.name,
+                fmt_seconds(train_seconds(r.metrics)) if r.metrics else "—",
+                dev,
+                *cells,
+                pick("smvi_version"),
+                pick("torch_version"),
+                machines,
+                created.replace("+00:00", ""),
+            ]
+        )
     return head, body
 
 
@@ -137,8 +171,9 @@ def _total(v: list[float | None]) -> str:
     known = [x for x in v if x is not None]
     if not known:
         return f"unknown ({len(v)} runs)"
-    return fmt_seconds(sum(known)) + (f" ({len(v)} runs)" if len(known) == len(v) else
-                                      f" (the {len(known)} of {len(v)} runs that recorded it)")
+    return fmt_seconds(sum(known)) + (
+        f" ({len(v)} runs)" if len(known) == len(v) else f" (the {len(known)} of {len(v)} runs that recorded it)"
+    )
 
 
 def provenance_summary(runs: list) -> list[str]:
@@ -152,9 +187,11 @@ def provenance_summary(runs: list) -> list[str]:
     time = ", ".join(f"{k} {_total(v)}" for k, v in totals.items() if v)
     machines = "; ".join(sorted({_machine(h.get("host")) for h in heads})) or "unknown"
     systems = ", ".join(sorted({str((h.get("host") or {}).get("os") or "unknown") for h in heads})) or "unknown"
-    return [f"smvi {', '.join(values('smvi_version'))}; torch {', '.join(values('torch_version'))}; "
-            f"Python {', '.join(values('python_version'))} (as the records name them; 'legacy' and 'unknown': "
-            "written before records carried them)",
-            f"machines: {machines}; OS {systems}",
-            "records written: " + (f"{created[0]} to {created[-1]} (UTC)" if created else "unknown"),
-            f"wall time summed over runs: {time}" if time else "wall time: unknown"]
+    return [
+        f"smvi {', '.join(values('smvi_version'))}; torch {', '.join(values('torch_version'))}; "
+        f"Python {', '.join(values('python_version'))} (as the records name them; 'legacy' and 'unknown': "
+        "written before records carried them)",
+        f"machines: {machines}; OS {systems}",
+        "records written: " + (f"{created[0]} to {created[-1]} (UTC)" if created else "unknown"),
+        f"wall time summed over runs: {time}" if time else "wall time: unknown",
+    ]

@@ -38,18 +38,48 @@ from smvi.settings.stages import upgrade_eval_settings
 from smvi.store.provenance import host_info, package_version
 from smvi.store.stats import MeanSE
 
-__all__ = ["RecordError", "Host", "DataIdentity", "Header", "payload_digest", "record_integrity", "Integrity",
-           "PerImage", "EvalSplit", "FullTestIWAE", "EvalRecord", "SSLSize", "SSLScores",
-           "SSLRecord", "SSLFeaturesFile", "SSLFit", "BDMCRow", "LadderRecord", "ConvergenceRecord", "GapsPerImage",
-           "GapsFit", "GapsRecord",
-           "PicturesRecord", "PartialSplit", "EvalPartial",
-           "Record", "make_header", "dump_record",
-           "parse_record", "staleness", "smvi_version"]
+__all__ = [
+    "RecordError",
+    "Host",
+    "DataIdentity",
+    "Header",
+    "payload_digest",
+    "record_integrity",
+    "Integrity",
+    "PerImage",
+    "EvalSplit",
+    "FullTestIWAE",
+    "EvalRecord",
+    "SSLSize",
+    "SSLScores",
+    "SSLRecord",
+    "SSLFeaturesFile",
+    "SSLFit",
+    "BDMCRow",
+    "LadderRecord",
+    "ConvergenceRecord",
+    "GapsPerImage",
+    "GapsFit",
+    "GapsRecord",
+    "PicturesRecord",
+    "PartialSplit",
+    "EvalPartial",
+    "Record",
+    "make_header",
+    "dump_record",
+    "parse_record",
+    "staleness",
+    "smvi_version",
+]
 
-SCHEMAS = {"eval": "smvi-eval-2", "ssl": "smvi-ssl-2", "convergence": "smvi-convergence-2",  # 1: legacy dicts
-           "gaps": "smvi-gaps-2",  # gaps: no legacy reader (its old dicts were never committed); recompute them
-           "pictures": "smvi-pictures-1",  # no legacy reader: pictures came after the header
-           "eval_partial": "smvi-eval-partial-1"}  # an evaluation's progress (EvalPartial), not a result
+SCHEMAS = {
+    "eval": "smvi-eval-2",
+    "ssl": "smvi-ssl-2",
+    "convergence": "smvi-convergence-2",  # 1: legacy dicts
+    "gaps": "smvi-gaps-2",  # gaps: no legacy reader (its old dicts were never committed); recompute them
+    "pictures": "smvi-pictures-1",  # no legacy reader: pictures came after the header
+    "eval_partial": "smvi-eval-partial-1",
+}  # an evaluation's progress (EvalPartial), not a result
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Num = float | None  # a measured number; None where it was not finite (see the record's notes)
 PictureKind = Literal["samples", "reconstructions", "latents"]  # the PNGs of smvi pictures
@@ -90,8 +120,9 @@ class DataIdentity(_Rec):
     file's digest (``md5:`` MNIST's published checksums, ``sha256:`` an IDX file's bytes), to name the files that
     changed."""
 
-    kind: Literal["mnist", "idx", "arrays"] = Field(description="MNIST (MD5-verified), IDX files, or arrays given "
-                                                                "through the Python API (data=ImageData)")
+    kind: Literal["mnist", "idx", "arrays"] = Field(
+        description="MNIST (MD5-verified), IDX files, or arrays given through the Python API (data=ImageData)"
+    )
     location: str | None = Field(default=None, description="the directory of the files; null for arrays")
     digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the loaded images and labels")
     files: dict[str, str] = Field(default={}, description="source file name -> 'md5:...' or 'sha256:...'")
@@ -108,8 +139,9 @@ class DataIdentity(_Rec):
         if now.digest == self.digest:
             return None
         changed = sorted(n for n in self.files.keys() | now.files.keys() if self.files.get(n) != now.files.get(n))
-        files = (f"; changed: {', '.join(changed)}" if changed and self.files and now.files
-                 and self.kind == now.kind else "")
+        files = (
+            f"; changed: {', '.join(changed)}" if changed and self.files and now.files and self.kind == now.kind else ""
+        )
         return f"trained on {self.describe()}, now {now.describe()}{files}"
 
 
@@ -117,8 +149,9 @@ class Header(_Rec):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     schema_: str = Field(alias="schema", description="record kind and version, e.g. smvi-eval-2")
-    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$",
-                             description="the run's identity (smvi.store.rundir.fingerprint)")
+    fingerprint: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="the run's identity (smvi.store.rundir.fingerprint)"
+    )
     epoch: int = Field(ge=0, description="epochs the evaluated model was trained")
     settings: dict[str, Any] = Field(description="the stage's config, as dumped")
     smvi_version: str = Field(description="version that wrote the record ('legacy': upgraded from an old file)")
@@ -126,22 +159,42 @@ class Header(_Rec):
     torch_version: str | None = Field(default=None, description="torch that computed it; null in older records")
     python_version: str | None = Field(default=None, description="Python that computed it; null in older records")
     host: Host | None = Field(default=None, description="the machine; null in older records")
-    data: DataIdentity | None = Field(default=None, description="the data scored, when it is not the run's training data "
-                                      "(allowed explicitly); null: the run's own data, or a record from before")
-    digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
-                               description="SHA-256 of the record's canonical JSON without this field "
-                                           "(payload_digest); null in records written before it existed")
+    data: DataIdentity | None = Field(
+        default=None,
+        description="the data scored, when it is not the run's training data "
+        "(allowed explicitly); null: the run's own data, or a record from before",
+    )
+    digest: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the record's canonical JSON without this field "
+        "(payload_digest); null in records written before it existed",
+    )
 
 
-def make_header(kind: str, fingerprint: str, epoch: int, settings: BaseModel, *, device: str | None = None,
-                data: DataIdentity | None = None) -> Header:
+def make_header(
+    kind: str,
+    fingerprint: str,
+    epoch: int,
+    settings: BaseModel,
+    *,
+    device: str | None = None,
+    data: DataIdentity | None = None,
+) -> Header:
     """The header of a record of ``kind`` written now, here (versions and machine: :mod:`smvi.store.provenance`);
     ``data``: the data scored when it is not the run's training data (allowed explicitly)."""
-    return Header(schema=SCHEMAS[kind], fingerprint=fingerprint, epoch=epoch, data=data,
-                  settings=settings.model_dump(mode="json"), smvi_version=smvi_version(),
-                  created=datetime.now(UTC).isoformat(timespec="seconds"),
-                  torch_version=package_version("torch"), python_version=platform.python_version(),
-                  host=Host(**host_info(device)))
+    return Header(
+        schema=SCHEMAS[kind],
+        fingerprint=fingerprint,
+        epoch=epoch,
+        data=data,
+        settings=settings.model_dump(mode="json"),
+        smvi_version=smvi_version(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        torch_version=package_version("torch"),
+        python_version=platform.python_version(),
+        host=Host(**host_info(device)),
+    )
 
 
 # ---- eval -----------------------------------------------------------------------------------------------------------
@@ -204,15 +257,17 @@ class EvalRecord(_Rec):
     run: str
     lam: float = Field(ge=0)
     splits: dict[Literal["test", "train"], EvalSplit]
-    full_test: FullTestIWAE | None = Field(default=None,
-                                           description="IWAE on the whole test set; None when not computed")
+    full_test: FullTestIWAE | None = Field(
+        default=None, description="IWAE on the whole test set; None when not computed"
+    )
     seconds: Num = None
     work: dict[str, int] = {}
     notes: list[str] = []
     precision: Literal["fp32", "bf16"] | None = Field(
         default=None,
         description="the precision AIS and IWAE ran in (settings' ais.precision, 'auto' resolved on the machine)"
-                          "; None in older records: read it with computed_precision")
+        "; None in older records: read it with computed_precision",
+    )
 
     @property
     def computed_precision(self) -> str:
@@ -414,8 +469,9 @@ class PicturesRecord(_Rec):
 
     header: Header
     run: str
-    sha256: dict[PictureKind, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-                 ] = Field(description="each PNG's SHA-256 (hex), by picture")
+    sha256: dict[PictureKind, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        description="each PNG's SHA-256 (hex), by picture"
+    )
     reconstruction_indices: list[int] = Field(description="the test images shown above their reconstructions")
     n_latent: int = Field(gt=0, description="test images in the latent picture")
     explained: list[Num] = Field(description="fraction of the encoder means' variance along PC1 and PC2")
@@ -431,8 +487,14 @@ class PicturesRecord(_Rec):
 
 Record = EvalRecord | SSLRecord | ConvergenceRecord | GapsRecord | PicturesRecord | EvalPartial
 R = TypeVar("R", EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord, PicturesRecord, EvalPartial)  # one record kind
-_CLASSES: dict[str, type] = {"eval": EvalRecord, "ssl": SSLRecord, "convergence": ConvergenceRecord,
-                             "gaps": GapsRecord, "pictures": PicturesRecord, "eval_partial": EvalPartial}
+_CLASSES: dict[str, type] = {
+    "eval": EvalRecord,
+    "ssl": SSLRecord,
+    "convergence": ConvergenceRecord,
+    "gaps": GapsRecord,
+    "pictures": PicturesRecord,
+    "eval_partial": EvalPartial,
+}
 
 
 # ---- writing --------------------------------------------------------------------------------------------------------
@@ -456,8 +518,9 @@ def payload_digest(tree: dict) -> str:
     """SHA-256 (hex) of a record's JSON tree as canonical JSON (sorted keys, compact, ASCII), without
     ``header.digest``: what :func:`dump_record` stores there and :func:`record_integrity` recomputes."""
     header = {k: v for k, v in (tree.get("header") or {}).items() if k != "digest"}
-    text = json.dumps({**tree, "header": header}, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
+    text = json.dumps(
+        {**tree, "header": header}, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -490,11 +553,21 @@ def _legacy(kind: str, obj: dict, fingerprint: Callable[[], str]) -> dict:
     else:
         epoch = obj.pop("epoch", None)
         ais = {k: settings[k] for k in ("chains", "leapfrog_steps", "start", "schedule") if k in settings}
-        settings = {"steps": [b.get("steps") for b in obj.get("bdmc") or [] if isinstance(b, dict)],
-                    "n_points": obj.pop("n_points", None), "tol": obj.pop("tol", None),
-                    "seed": settings.get("seed", 0), "ais": ais}
-    obj["header"] = {"schema": SCHEMAS[kind].rsplit("-", 1)[0] + "-1", "fingerprint": fingerprint(), "epoch": epoch,
-                     "settings": settings, "smvi_version": "legacy", "created": None}
+        settings = {
+            "steps": [b.get("steps") for b in obj.get("bdmc") or [] if isinstance(b, dict)],
+            "n_points": obj.pop("n_points", None),
+            "tol": obj.pop("tol", None),
+            "seed": settings.get("seed", 0),
+            "ais": ais,
+        }
+    obj["header"] = {
+        "schema": SCHEMAS[kind].rsplit("-", 1)[0] + "-1",
+        "fingerprint": fingerprint(),
+        "epoch": epoch,
+        "settings": settings,
+        "smvi_version": "legacy",
+        "created": None,
+    }
     return obj
 
 
@@ -502,6 +575,7 @@ def parse_record(kind: str, raw: bytes, source: str, legacy_fingerprint: Callabl
     """The record ``kind`` from a file's bytes (old shapes upgraded, see the module docstring); one-line
     :class:`RecordError` for anything else: not UTF-8, not JSON, NaN/Infinity literals, wrong shape or values out of
     range (an accuracy above 1, a negative λ)."""
+
     def bad_constant(name: str) -> None:
         raise ValueError(f"non-JSON constant {name}")
 
@@ -526,8 +600,9 @@ def parse_record(kind: str, raw: bytes, source: str, legacy_fingerprint: Callabl
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise RecordError(f"{source}: invalid {kind} record ({where}: {first['msg']}; {e.error_count()} problem(s))"
-                          ) from None
+        raise RecordError(
+            f"{source}: invalid {kind} record ({where}: {first['msg']}; {e.error_count()} problem(s))"
+        ) from None
     except (ValueError, TypeError, AttributeError) as e:
         raise RecordError(f"{source}: invalid {kind} record ({e})") from None
 

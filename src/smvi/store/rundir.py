@@ -54,17 +54,39 @@ from smvi.store.records import (
     staleness,
 )
 
-__all__ = ["RunError", "RunDamaged", "RunBusy", "RunDir", "hold_lock", "path_text", "fingerprint", "identity",
-           "identity_change", "identity_diff", "config_from_dump", "read_bounded", "config_files", "sweep_paths",
-           "MAX_READ"]
+__all__ = [
+    "RunError",
+    "RunDamaged",
+    "RunBusy",
+    "RunDir",
+    "hold_lock",
+    "path_text",
+    "fingerprint",
+    "identity",
+    "identity_change",
+    "identity_diff",
+    "config_from_dump",
+    "read_bounded",
+    "config_files",
+    "sweep_paths",
+    "MAX_READ",
+]
 
 _CONFIG, _CHECKPOINT, _METRICS, _LOCK = "config.toml", "checkpoint.safetensors", "metrics.jsonl", ".lock"
 _DATA = "data.json"  # the training data's identity (records.DataIdentity); not part of the fingerprint
-_RECORDS = {"eval": "eval.json", "ssl": "ssl.json", "convergence": "convergence.json", "gaps": "gaps.json",
-            "pictures": "pictures.json"}
+_RECORDS = {
+    "eval": "eval.json",
+    "ssl": "ssl.json",
+    "convergence": "convergence.json",
+    "gaps": "gaps.json",
+    "pictures": "pictures.json",
+}
 _PARTIALS = {"eval": "eval.partial.json"}  # a stage's progress so far (records.EvalPartial), gone with its record
-_PICTURES: dict[PictureKind, str] = {"samples": "samples.png", "reconstructions": "reconstructions.png",
-                                     "latents": "latents.png"}
+_PICTURES: dict[PictureKind, str] = {
+    "samples": "samples.png",
+    "reconstructions": "reconstructions.png",
+    "latents": "latents.png",
+}
 _ARRAYS = {"ssl_features": "ssl_features.npz"}  # arrays a record names with its SHA-256
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)  # data.json goes with them on --overwrite (clear)
@@ -72,11 +94,28 @@ _MARK = re.compile(r"^# smvi fingerprint ([0-9a-f]{64})\s*$")
 _NOT_IDENTITY = {"train.epochs", "train.device", "train.tensorboard"}
 # The keys every config.toml written before the fingerprint line had: such a file missing one was truncated.
 _LEGACY_KEYS = {
-    "model": ("z_dim", "encoder_hidden", "decoder_hidden", "activation", "likelihood", "decoder_last_scale",
-              "encoder_last_scale"),
+    "model": (
+        "z_dim",
+        "encoder_hidden",
+        "decoder_hidden",
+        "activation",
+        "likelihood",
+        "decoder_last_scale",
+        "encoder_last_scale",
+    ),
     "data": ("dataset", "monitor_size", "eval_seed"),
-    "train": ("lam", "lam_warmup_epochs", "epochs", "batch_size", "lr", "n_samples", "seed", "device", "precision",
-              "max_bad_steps"),
+    "train": (
+        "lam",
+        "lam_warmup_epochs",
+        "epochs",
+        "batch_size",
+        "lr",
+        "n_samples",
+        "seed",
+        "device",
+        "precision",
+        "max_bad_steps",
+    ),
 }
 _SWEEP_CONFIG, _SWEEP_STATUS, _SWEEP_RUNS = "sweep.toml", "sweep_status.json", "runs"
 MAX_READ = 64 << 20  # bytes; no run file smvi reads is larger (checkpoint headers: see epochs_done)
@@ -143,8 +182,9 @@ def hold_lock(path: Path, what: str) -> Iterator[None]:
     except OSError as e:
         if os.path.islink(path):
             raise RunError(f"{path} is a symbolic link, not smvi's lock file: remove it and rerun") from None
-        raise RunError(f"cannot create {path} ({e.strerror or e}): {what} is not writable; choose another folder"
-                       ) from None
+        raise RunError(
+            f"cannot create {path} ({e.strerror or e}): {what} is not writable; choose another folder"
+        ) from None
     with os.fdopen(fd, "r+") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise RunError(f"{path} is not a regular file, not smvi's lock file: remove it and rerun")
@@ -153,8 +193,9 @@ def hold_lock(path: Path, what: str) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             pid = f" (pid {holder})" if holder.isdigit() else ""
-            raise RunBusy(f"{what} is in use by another smvi process{pid}; wait for it to finish or use another "
-                          "folder") from None
+            raise RunBusy(
+                f"{what} is in use by another smvi process{pid}; wait for it to finish or use another folder"
+            ) from None
         try:
             f.seek(0)
             f.truncate()
@@ -214,8 +255,11 @@ def identity_change(saved: RunConfig, new: RunConfig) -> str | None:
 def config_from_dump(tree: dict, source: str) -> RunConfig:
     """A RunConfig from a stored dump (a checkpoint header); one-line :class:`RunError` if it is not one."""
     try:
-        return build_config(RunConfig, {s: {k: v for k, v in sec.items() if v is not None}
-                                        for s, sec in tree.items() if isinstance(sec, dict)}, source=f" in {source}")
+        return build_config(
+            RunConfig,
+            {s: {k: v for k, v in sec.items() if v is not None} for s, sec in tree.items() if isinstance(sec, dict)},
+            source=f" in {source}",
+        )
     except ConfigError as e:
         raise RunError(str(e)) from None
 
@@ -324,8 +368,9 @@ class RunDir:
         if not self.path.is_dir():
             raise RunError(f"run directory {self.path} does not exist")
         if not self.config_path.exists() or not self.checkpoint_path.exists():
-            raise RunError(f"{self.path} is not a trained run (needs {_CONFIG} and {_CHECKPOINT}); "
-                           "train it with smvi train")
+            raise RunError(
+                f"{self.path} is not a trained run (needs {_CONFIG} and {_CHECKPOINT}); train it with smvi train"
+            )
 
     # -- config
     def write_config(self, cfg: RunConfig) -> None:
@@ -349,21 +394,30 @@ class RunDir:
         lines = text.rstrip("\n").splitlines()
         mark = _MARK.match(lines[-1]) if lines else None
         if mark is None:
-            missing = [f"{s}.{k}" for s, keys in _LEGACY_KEYS.items() for k in keys
-                       if not isinstance(tree.get(s), dict) or k not in tree[s]]
+            missing = [
+                f"{s}.{k}"
+                for s, keys in _LEGACY_KEYS.items()
+                for k in keys
+                if not isinstance(tree.get(s), dict) or k not in tree[s]
+            ]
             if not missing and "fingerprint" in self.checkpoint_header():  # written by this version: it was cut
-                raise RunDamaged(f"{path} lost its last line (its fingerprint) though the checkpoint is of this "
-                                 "version: it was truncated")
+                raise RunDamaged(
+                    f"{path} lost its last line (its fingerprint) though the checkpoint is of this "
+                    "version: it was truncated"
+                )
             if missing:
-                raise RunDamaged(f"{path} is incomplete (no {missing[0]}; {len(missing)} keys missing): it was "
-                                 "truncated or damaged")
+                raise RunDamaged(
+                    f"{path} is incomplete (no {missing[0]}; {len(missing)} keys missing): it was truncated or damaged"
+                )
         try:
             cfg = build_config(RunConfig, tree, source=f" in {path}")
         except ConfigError as e:
             raise RunDamaged(str(e), f"restore {path} or start over with --overwrite") from None
         if mark is not None and mark.group(1) != fingerprint(cfg):
-            raise RunDamaged(f"{path} does not match its fingerprint line: it was damaged or its identity edited by "
-                             "hand (only train.epochs, train.device and train.tensorboard may change)")
+            raise RunDamaged(
+                f"{path} does not match its fingerprint line: it was damaged or its identity edited by "
+                "hand (only train.epochs, train.device and train.tensorboard may change)"
+            )
         return cfg
 
     def fingerprint(self) -> str:
@@ -386,9 +440,11 @@ class RunDir:
         try:
             return DataIdentity.model_validate_json(raw)
         except ValidationError as e:
-            raise RunError(f"{self.data_path} is damaged ({e.error_count()} problem(s), first: "
-                           f"{e.errors()[0]['msg']}); restore it, or delete it to check this run's data as for runs "
-                           "trained before data.json existed") from None
+            raise RunError(
+                f"{self.data_path} is damaged ({e.error_count()} problem(s), first: "
+                f"{e.errors()[0]['msg']}); restore it, or delete it to check this run's data as for runs "
+                "trained before data.json existed"
+            ) from None
 
     def write_data(self, ident: DataIdentity) -> None:
         """Record (atomically) what the run is trained on."""
@@ -415,8 +471,9 @@ class RunDir:
         except (OSError, struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
             raise RunDamaged(f"{path}: damaged checkpoint header ({e})", "start over with --overwrite") from None
         if size < 8 + n + max(ends, default=0):
-            raise RunDamaged(f"{path} is truncated ({size} of {8 + n + max(ends)} bytes)",
-                             "start over with --overwrite")
+            raise RunDamaged(
+                f"{path} is truncated ({size} of {8 + n + max(ends)} bytes)", "start over with --overwrite"
+            )
         meta = header.get("__metadata__")
         return meta if isinstance(meta, dict) else {}
 
@@ -428,8 +485,9 @@ class RunDir:
         try:
             return int(json.loads(meta["progress"])["epoch"])
         except (KeyError, TypeError, ValueError, OverflowError):
-            raise RunDamaged(f"{self.checkpoint_path}: damaged checkpoint header (no progress.epoch)",
-                             "start over with --overwrite") from None
+            raise RunDamaged(
+                f"{self.checkpoint_path}: damaged checkpoint header (no progress.epoch)", "start over with --overwrite"
+            ) from None
 
     def metrics_epochs(self) -> int | None:
         """The last epoch in ``metrics.jsonl`` (None without one; a torn last line is ignored)."""
@@ -549,8 +607,9 @@ class RunDir:
             os.close(fd)
             os.unlink(tmp)
         except OSError as e:
-            raise RunError(f"cannot write in {self.path} ({e.strerror or e}); fix permissions or free space first"
-                           ) from None
+            raise RunError(
+                f"cannot write in {self.path} ({e.strerror or e}); fix permissions or free space first"
+            ) from None
 
     @contextmanager
     def writing(self, what: str = "the files there are intact") -> Iterator[None]:
@@ -558,14 +617,21 @@ class RunDir:
         try:
             yield
         except OSError as e:
-            raise RunError(f"cannot write in {self.path} ({e.strerror or e}); {what}: free space or fix permissions, "
-                           "then rerun") from None
+            raise RunError(
+                f"cannot write in {self.path} ({e.strerror or e}); {what}: free space or fix permissions, then rerun"
+            ) from None
 
     def clear(self, *, overwrite: bool) -> None:
         """Remove temporary files left by a killed writer and, with ``overwrite``, the previous run's training files
         and every result record, stage progress, picture and array file (they describe the model being replaced)."""
-        names = (_TRAINING + (_DATA,) + tuple(_RECORDS.values()) + tuple(_PARTIALS.values()) + tuple(_PICTURES.values())
-                 + tuple(_ARRAYS.values()))
+        names = (
+            _TRAINING
+            + (_DATA,)
+            + tuple(_RECORDS.values())
+            + tuple(_PARTIALS.values())
+            + tuple(_PICTURES.values())
+            + tuple(_ARRAYS.values())
+        )
         for name in names:
             for tmp in temporary_files(self.path / name):
                 tmp.unlink(missing_ok=True)

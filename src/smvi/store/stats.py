@@ -86,12 +86,23 @@ def paired_t(diffs: Iterable[float | None], *, level: float = 0.95, unit: str = 
             p = 1.0
         else:
             p = 0.0
-    return PairedDiff(mean=m.mean, se=m.se, low=low, high=high, p=p, n=m.n or 0, unit=unit, level=level,
-                      se_pooled=m.se, n_values=m.n or 0)
+    return PairedDiff(
+        mean=m.mean,
+        se=m.se,
+        low=low,
+        high=high,
+        p=p,
+        n=m.n or 0,
+        unit=unit,
+        level=level,
+        se_pooled=m.se,
+        n_values=m.n or 0,
+    )
 
 
-def clustered_paired_t(clusters: dict, *, level: float = 0.95, cluster_unit: str = "seeds",
-                       value_unit: str = "images") -> PairedDiff | None:
+def clustered_paired_t(
+    clusters: dict, *, level: float = 0.95, cluster_unit: str = "seeds", value_unit: str = "images"
+) -> PairedDiff | None:
     """:func:`paired_t` with the cluster as the unit: ``clusters`` maps a cluster (a training seed) to its paired
     differences (per image, per label subset); with ≥ 2 non-empty clusters the test is on the cluster means (n =
     clusters), with one it is on that cluster's values. ``se_pooled``/``n_values``: all values pooled."""

@@ -43,8 +43,9 @@ def files_to_export(sweep_dir: str | Path) -> list[Path]:
         seen.add(real)
         rel = here.relative_to(root)
         dirs[:] = sorted(d for d in dirs if d != "report")
-        out += [rel / f for f in sorted(files)
-                if not any(fnmatch.fnmatch(f, p) for p in LEFT_OUT) and (here / f).is_file()]
+        out += [
+            rel / f for f in sorted(files) if not any(fnmatch.fnmatch(f, p) for p in LEFT_OUT) and (here / f).is_file()
+        ]
     return sorted(out)
 
 
@@ -67,8 +68,9 @@ def export_results(sweep_dir: str | Path, results_dir: str | Path, *, overwrite:
         if target.exists() and not target.is_file():
             raise ExportError(f"{target} is in the way of a file ({rel}) and is not one: move it")
         if target.exists() and not overwrite:
-            raise ExportError(f"{target} differs from {src / rel}: rerun with --overwrite to replace it, or export "
-                              "to another folder")
+            raise ExportError(
+                f"{target} differs from {src / rel}: rerun with --overwrite to replace it, or export to another folder"
+            )
         todo.append(rel)
     for rel in todo:
         target = dst / rel

@@ -19,8 +19,14 @@ _TSNE = PicturesConfig(projection="tsne")  # the latent picture of the longer pr
 
 EVAL_PRESETS: dict[str, EvalConfig] = {
     "default": EvalConfig(),
-    "quick": EvalConfig(n_test=100, n_train=100, elbo_samples=200, dsm_samples=20, iwae_k=200,
-                        ais=AISConfig(steps=100, chains=4, leapfrog_steps=5, adapt="dual_averaging")),
+    "quick": EvalConfig(
+        n_test=100,
+        n_train=100,
+        elbo_samples=200,
+        dsm_samples=20,
+        iwae_k=200,
+        ais=AISConfig(steps=100, chains=4, leapfrog_steps=5, adapt="dual_averaging"),
+    ),
 }
 
 PRESETS: dict[str, SweepConfig] = {
@@ -70,8 +76,10 @@ PRESET_TIMES: dict[str, str] = {
     # results/paper/ (README, Results): its stages summed to 20.8 h of training, 11.2 h of evaluation, 12 min of SSL and
     # 72 min of BDMC in one-thread processes, two at a time, over 6 sessions beside other jobs. Its uncontended runs
     # took 32 min of training and 27 min of evaluation each: 16 runs two at a time, and BDMC, in about 9 h.
-    "paper": ("about 17 h on 2 shared CPU cores (measured: 33 h of one-thread processes, two at a time; about 9 h at "
-              "the pace of its uncontended runs)"),
+    "paper": (
+        "about 17 h on 2 shared CPU cores (measured: 33 h of one-thread processes, two at a time; about 9 h at "
+        "the pace of its uncontended runs)"
+    ),
 }
 """How long each sweep preset takes, in one place: `smvi sweep --help` and the README quote these strings (the CLI
 keeps a torch-free copy; tests check that all three agree)."""

@@ -125,8 +125,17 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
         problem = slot_problem(spec, sweep, rd.path)
         if problem:
             stages = dict.fromkeys(stages, "—")
-        rows.append(RunProgress(spec.name, done, spec.config.train.epochs,
-                                _age(rd.metrics_path, now) if done else None, stages, work, problem))
+        rows.append(
+            RunProgress(
+                spec.name,
+                done,
+                spec.config.train.epochs,
+                _age(rd.metrics_path, now) if done else None,
+                stages,
+                work,
+                problem,
+            )
+        )
     return sweep, rows
 
 
@@ -134,8 +143,9 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
     """The status as text: a line per run, then what is left and the time it should take with ``workers`` jobs side
     by side."""
     # a column per listed stage, and per other stage the sweep runs or some run has a record of (e.g. a gap split)
-    shown = [s.name for s in AFTER_TRAINING
-             if s.listed or s.name in sweep.stages or any(r.stages[s.name] for r in rows)]
+    shown = [
+        s.name for s in AFTER_TRAINING if s.listed or s.name in sweep.stages or any(r.stages[s.name] for r in rows)
+    ]
     head = ["run", "epochs", *shown]
     table = [head]
     for r in rows:
@@ -181,8 +191,10 @@ def sweeps_in(folder: str | Path) -> list[Path]:
         return [folder]
     inner = sorted(d for d in folder.iterdir() if sweep_paths(d)[0].is_file()) if folder.is_dir() else []
     if not inner:
-        raise RunError(f"{folder} is not a sweep directory (no {sweep_paths(folder)[0].name}, nor a folder of sweeps): "
-                       "start it with smvi sweep")
+        raise RunError(
+            f"{folder} is not a sweep directory (no {sweep_paths(folder)[0].name}, nor a folder of sweeps): "
+            "start it with smvi sweep"
+        )
     return inner
 
 

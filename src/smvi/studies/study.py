@@ -68,8 +68,15 @@ def run_smvi(label: str, cores: set[int] | None, *args: str) -> bool:
     new session would get its own scheduler autogroup, outside the niceness the study was started with)."""
     _say(f"[{label}] + smvi " + " ".join(args))
     pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
-    with subprocess.Popen([sys.executable, "-m", "smvi", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, bufsize=1, preexec_fn=pin, process_group=0) as proc:  # noqa: PLW1509
+    with subprocess.Popen(
+        [sys.executable, "-m", "smvi", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        preexec_fn=pin,
+        process_group=0,
+    ) as proc:  # noqa: PLW1509
         # (pin only calls sched_setaffinity, a plain system call: safe between fork and exec with threads about)
         assert proc.stdout is not None  # stdout=PIPE
         with _print_lock:
@@ -170,8 +177,9 @@ def arm_sweep_config(study: StudyConfig, arm: str, sets: tuple[str, ...] | list[
     """The sweep settings of ``arm``: the preset, the study's ``sets``, the arm's grid and ``sets``, then ``sets``;
     ConfigError (one line) if they are bad."""
     spec = study.arms[arm]
-    return build_config(SweepConfig, preset_base(study.preset),
-                        sets=[*study.sets, *_grid_sets(spec.lams), *spec.sets, *sets])
+    return build_config(
+        SweepConfig, preset_base(study.preset), sets=[*study.sets, *_grid_sets(spec.lams), *spec.sets, *sets]
+    )
 
 
 def _link_reused(arm: str, dest: Path, reused: Path, wanted: SweepConfig) -> None:
@@ -182,13 +190,19 @@ def _link_reused(arm: str, dest: Path, reused: Path, wanted: SweepConfig) -> Non
         found = read_sweep(reused)
     except (ConfigError, OSError) as e:
         raise StudyError(f"the sweep reused for {arm}, {reused}: {e}") from None
-    differs = (identity_change(found.run, wanted.run)
-               or (found.run.train.epochs != wanted.run.train.epochs
-                   and f"train.epochs is {wanted.run.train.epochs} but the sweep trains {found.run.train.epochs}")
-               or (found.eval != wanted.eval and "its eval settings differ"))
+    differs = (
+        identity_change(found.run, wanted.run)
+        or (
+            found.run.train.epochs != wanted.run.train.epochs
+            and f"train.epochs is {wanted.run.train.epochs} but the sweep trains {found.run.train.epochs}"
+        )
+        or (found.eval != wanted.eval and "its eval settings differ")
+    )
     if differs:
-        raise StudyError(f"the sweep reused for {arm}, {reused}, does not have the study's settings: {differs}; "
-                         "match them with --set (e.g. run.train.precision='fp32') or do not reuse it")
+        raise StudyError(
+            f"the sweep reused for {arm}, {reused}, does not have the study's settings: {differs}; "
+            "match them with --set (e.g. run.train.precision='fp32') or do not reuse it"
+        )
     if not (dest.exists() or dest.is_symlink()):  # so that `smvi report DIR` finds the arm with the others
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.symlink_to(os.path.relpath(reused.resolve(), dest.parent.resolve()), target_is_directory=True)
@@ -196,9 +210,16 @@ def _link_reused(arm: str, dest: Path, reused: Path, wanted: SweepConfig) -> Non
         raise StudyError(f"{dest} exists and is not the sweep reused for {arm}, {reused}: remove it or do not reuse it")
 
 
-def study_jobs(study: StudyConfig, out: Path, *, only: list[str] | None = None, sets: tuple[str, ...] = (),
-               stage_sets: dict[str, list[str]] | None = None, reuse: dict[str, Path] | None = None,
-               per_run: bool = True) -> list[Job]:
+def study_jobs(
+    study: StudyConfig,
+    out: Path,
+    *,
+    only: list[str] | None = None,
+    sets: tuple[str, ...] = (),
+    stage_sets: dict[str, list[str]] | None = None,
+    reuse: dict[str, Path] | None = None,
+    per_run: bool = True,
+) -> list[Job]:
     """The jobs of the study in ``out``: one sweep per arm of ``only`` (default all), the costliest first, then each
     arm's per-run stages (after it, unless not ``per_run``). ``sets`` go to every sweep after the arm's own,
     ``stage_sets`` (stage -> --set options) to each per-run stage after the study's; ``reuse`` (arm -> sweep folder)
@@ -211,8 +232,9 @@ def study_jobs(study: StudyConfig, out: Path, *, only: list[str] | None = None, 
         raise StudyError(f"no arm {unknown[0]!r} in the study: use one of {sorted(study.arms)}")
     for stage in stage_sets:
         if stage not in STAGES or STAGES[stage].record is None:
-            raise StudyError(f"{stage!r} is not a per-run stage: use one of "
-                             f"{[s.name for s in STAGES.values() if s.record]}")
+            raise StudyError(
+                f"{stage!r} is not a per-run stage: use one of {[s.name for s in STAGES.values() if s.record]}"
+            )
     stage_cfgs = {}
     for stage in {s for a in arms for s in study.arms[a].stages} | set(stage_sets):
         try:
@@ -236,9 +258,20 @@ def study_jobs(study: StudyConfig, out: Path, *, only: list[str] | None = None, 
             continue
         spec = study.arms[arm]
         opts = [a for s in [*study.sets, *_grid_sets(spec.lams), *spec.sets, *sets] for a in ("--set", s)]
-        sweep = ["sweep", str(dirs[arm]), "--preset", study.preset, *opts, "--executor", study.executor,
-                 "--workers", str(study.workers), *(["--overwrite"] if study.overwrite else []), "--no-report",
-                 "--no-progress"]
+        sweep = [
+            "sweep",
+            str(dirs[arm]),
+            "--preset",
+            study.preset,
+            *opts,
+            "--executor",
+            study.executor,
+            "--workers",
+            str(study.workers),
+            *(["--overwrite"] if study.overwrite else []),
+            "--no-report",
+            "--no-progress",
+        ]
         jobs.append(Job(arm, lambda sweep=sweep: sweep))
     if per_run:  # each after its arm, in whichever lane is free first
         for arm in arms:
@@ -246,15 +279,27 @@ def study_jobs(study: StudyConfig, out: Path, *, only: list[str] | None = None, 
                 all_sets = [*study.stage_sets.get(stage, ()), *stage_sets.get(stage, ())]
                 for lam in lams:
                     rd = RunDir(dirs[arm] / "runs" / run_name(lam, 0))
-                    jobs.append(Job(f"{arm} {stage} {rd.path.name}",
-                                    lambda stage=stage, rd=rd, s=all_sets: _stage_args(stage, rd, stage_cfgs[stage], s),
-                                    after=arm))
+                    jobs.append(
+                        Job(
+                            f"{arm} {stage} {rd.path.name}",
+                            lambda stage=stage, rd=rd, s=all_sets: _stage_args(stage, rd, stage_cfgs[stage], s),
+                            after=arm,
+                        )
+                    )
     return jobs
 
 
-def run_study(study: StudyConfig, out: str | Path, *, only: list[str] | None = None, sets: tuple[str, ...] = (),
-              stage_sets: dict[str, list[str]] | None = None, reuse: dict[str, Path] | None = None,
-              per_run: bool = True, lanes: int | None = None) -> None:
+def run_study(
+    study: StudyConfig,
+    out: str | Path,
+    *,
+    only: list[str] | None = None,
+    sets: tuple[str, ...] = (),
+    stage_sets: dict[str, list[str]] | None = None,
+    reuse: dict[str, Path] | None = None,
+    per_run: bool = True,
+    lanes: int | None = None,
+) -> None:
     """Run the study in ``out`` (module docstring; arguments as :func:`study_jobs`, ``lanes`` overriding the
     study's). Ctrl-C and SIGTERM stop it as the module docstring says (handlers installed while it runs, in the main
     thread). Raises StudyError (one line) naming the arms that failed, or that it was interrupted."""

@@ -87,8 +87,17 @@ from smvi.store.rundir import (
     sweep_paths,
 )
 
-__all__ = ["SweepConfig", "DualSettings", "RunSpec", "plan", "run_job", "run_sweep", "run_name", "target_run_name",
-           "load_sweep_tree"]
+__all__ = [
+    "SweepConfig",
+    "DualSettings",
+    "RunSpec",
+    "plan",
+    "run_job",
+    "run_sweep",
+    "run_name",
+    "target_run_name",
+    "load_sweep_tree",
+]
 
 StageName = Annotated[str, one_of(STAGES, "stage")]
 """A stage a sweep can run: a name of :data:`smvi.stages.registry.STAGES`."""
@@ -100,7 +109,8 @@ _SHARED = [k for k in ConstraintConfig.model_fields if k not in ("target", "meas
 # the learned λ's settings (ConstraintConfig's, less target and measure), one owner. A model built at run time: type
 # checkers cannot follow create_model's field definitions, nor use the result as a type (the ignores below).
 DualSettings = create_model(  # pyright: ignore[reportCallIssue]
-    "DualSettings", __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False),
+    "DualSettings",
+    __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False),
     __doc__="The learned λ's settings shared by a sweep's target runs: ConstraintConfig's keys but target and measure.",
     **{k: (ConstraintConfig.model_fields[k].annotation, ConstraintConfig.model_fields[k]) for k in _SHARED},  # pyright: ignore[reportArgumentType]
 )
@@ -117,14 +127,18 @@ class SweepConfig(BaseModel):
 
     lams: Annotated[tuple[NonNegativeFloat, ...], NoRepeats] = Field(default=(0.0, 0.01, 0.1), description="λ values")
     dsm_targets: Annotated[tuple[PositiveFloat, ...], NoRepeats] = Field(
-        default=(), description="D_SM targets ε: one constrained run each (train.constraint.measure = 'dsm')")
+        default=(), description="D_SM targets ε: one constrained run each (train.constraint.measure = 'dsm')"
+    )
     gap_targets: Annotated[tuple[PositiveFloat, ...], NoRepeats] = Field(
-        default=(), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each")
+        default=(), description="ELBO-gap targets in nats (IWAE_k − ELBO per batch): one constrained run each"
+    )
     constraint: DualSettings = Field(  # pyright: ignore[reportInvalidTypeForm]
-        default=DualSettings(), description="the learned λ's settings of the target runs")
+        default=DualSettings(), description="the learned λ's settings of the target runs"
+    )
     seeds: Annotated[tuple[NonNegativeInt, ...], Distinct] = Field(default=(0,), description="training seeds")
     stages: Annotated[tuple[StageName, ...], Distinct] = Field(
-        default=("train", "evaluate", "ssl"), description="what each run does, each stage with the section of its name")
+        default=("train", "evaluate", "ssl"), description="what each run does, each stage with the section of its name"
+    )
     run: RunConfig = RunConfig()
     eval: EvalConfig = EvalConfig()
     ssl: SSLConfig = SSLConfig()
@@ -138,15 +152,20 @@ class SweepConfig(BaseModel):
         if not (self.lams or targets):
             raise ValueError("lams, dsm_targets and gap_targets are all empty: give at least one λ or target")
         if base.constraint.target is not None and (targets or any(self.lams)):
-            raise ValueError("run.train.constraint.target is set, which would make every run learn λ: drop it and "
-                             "list the targets in dsm_targets / gap_targets (their λ settings go in [constraint])")
+            raise ValueError(
+                "run.train.constraint.target is set, which would make every run learn λ: drop it and "
+                "list the targets in dsm_targets / gap_targets (their λ settings go in [constraint])"
+            )
         if targets and base.lam_warmup_epochs:
-            raise ValueError("run.train.lam_warmup_epochs is set and the sweep has targets: a learned λ has no "
-                             "warm-up; drop the warm-up or run the targets in another sweep")
+            raise ValueError(
+                "run.train.lam_warmup_epochs is set and the sweep has targets: a learned λ has no "
+                "warm-up; drop the warm-up or run the targets in another sweep"
+            )
         changed = [k for k in _SHARED if getattr(self.constraint, k) != ConstraintConfig.model_fields[k].default]
         if changed and not targets:
-            raise ValueError(f"constraint.{changed[0]} is set but dsm_targets and gap_targets are empty: "
-                             "add targets or drop it")
+            raise ValueError(
+                f"constraint.{changed[0]} is set but dsm_targets and gap_targets are empty: add targets or drop it"
+            )
         if "gap_k" in changed and not self.gap_targets:
             raise ValueError("constraint.gap_k is set but gap_targets is empty: it only serves gap targets")
         if targets:  # lam_min <= lam_init <= lam_max
@@ -201,8 +220,10 @@ def _grid(sweep: SweepConfig, seed: int) -> list[tuple[str, dict]]:
     """The runs of one seed as (name, updates of the base ``train`` section): every λ, then every D_SM target, then
     every gap target; a target run has λ = 0 and ``train.constraint`` = the target, its measure and ``constraint``."""
     out = [(run_name(lam, seed), {"lam": lam, "seed": seed}) for lam in sweep.lams]
-    measures: tuple[tuple[Literal["dsm", "gap"], tuple[float, ...]], ...] = (("dsm", sweep.dsm_targets),
-                                                                            ("gap", sweep.gap_targets))
+    measures: tuple[tuple[Literal["dsm", "gap"], tuple[float, ...]], ...] = (
+        ("dsm", sweep.dsm_targets),
+        ("gap", sweep.gap_targets),
+    )
     for measure, targets in measures:
         for t in targets:
             c = ConstraintConfig(target=t, measure=measure, **sweep.constraint.model_dump())
@@ -272,17 +293,22 @@ def _slot(spec: RunSpec, sweep: SweepConfig, rd: RunDir) -> str | None:
         saved = rd.read_config() if rd.config_path.exists() else None
         rd.epochs_done()  # a damaged checkpoint header is named here, before any work
     except RunDamaged as e:
-        raise Refused(f"{e.problem}; {_LEAVE}: restore the file, or remove {rd.path} and rerun the same command",
-                      "damaged") from None
+        raise Refused(
+            f"{e.problem}; {_LEAVE}: restore the file, or remove {rd.path} and rerun the same command", "damaged"
+        ) from None
     change = identity_change(saved, spec.config) if saved is not None else None
     if saved is None or not change:
         return None
     if spec.made != fingerprint(saved):
-        raise Refused(f"{rd.path} holds a run this sweep did not make ({change}); {_LEAVE}: move it out of "
-                      "runs/ (or use another sweep directory) and rerun the same command")
+        raise Refused(
+            f"{rd.path} holds a run this sweep did not make ({change}); {_LEAVE}: move it out of "
+            "runs/ (or use another sweep directory) and rerun the same command"
+        )
     if "train" not in sweep.stages:
-        raise Refused(f"{rd.path} holds the sweep's earlier run ({change}) and train is not among the stages; "
-                      f"{_LEAVE}: add train to the stages to retrain it")
+        raise Refused(
+            f"{rd.path} holds the sweep's earlier run ({change}) and train is not among the stages; "
+            f"{_LEAVE}: add train to the stages to retrain it"
+        )
     return change
 
 
@@ -303,8 +329,9 @@ def slot_problem(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path) -> tupl
     return None
 
 
-def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = False,
-            threads: int | None = None) -> dict:
+def run_job(
+    spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = False, threads: int | None = None
+) -> dict:
     """Do whatever ``spec``'s run still needs; never raises: returns ``{"name", "status", "done", "seconds",
     "epochs", "error"?}`` (``seconds``: the wall time of each stage it ran; ``epochs``: how many it trained)."""
     run_dir = Path(run_dir)
@@ -329,12 +356,24 @@ def run_job(spec: RunSpec, sweep: SweepConfig, run_dir: str | Path, *, progress:
                 seconds[stage.name] = round(time.perf_counter() - t, 2)
                 done.append(stage.name)
     except (Refused, RunBusy) as e:  # left as it is; the others go on
-        return {"name": spec.name, "status": getattr(e, "status", "busy"), "done": done, "seconds": seconds,
-                "epochs": epochs, "error": str(e)}
+        return {
+            "name": spec.name,
+            "status": getattr(e, "status", "busy"),
+            "done": done,
+            "seconds": seconds,
+            "epochs": epochs,
+            "error": str(e),
+        }
     except Exception as e:  # noqa: BLE001 -- a failing run is recorded and the sweep goes on
         last = traceback.extract_tb(e.__traceback__)[-1]
-        return {"name": spec.name, "status": "failed", "done": done, "seconds": seconds, "epochs": epochs,
-                "error": f"{type(e).__name__}: {e} (at {Path(last.filename).name}:{last.lineno})"}
+        return {
+            "name": spec.name,
+            "status": "failed",
+            "done": done,
+            "seconds": seconds,
+            "epochs": epochs,
+            "error": f"{type(e).__name__}: {e} (at {Path(last.filename).name}:{last.lineno})",
+        }
     return {"name": spec.name, "status": "ok", "done": done, "seconds": seconds, "epochs": epochs}
 
 
@@ -387,8 +426,10 @@ def _writing(sweep_dir: Path, fn, *args) -> None:
     try:
         fn(*args)
     except OSError as e:
-        raise RunError(f"cannot write in {sweep_dir} ({e.strerror or e}); finished work is kept: free space or fix "
-                       "permissions, then rerun the same command") from None
+        raise RunError(
+            f"cannot write in {sweep_dir} ({e.strerror or e}); finished work is kept: free space or fix "
+            "permissions, then rerun the same command"
+        ) from None
 
 
 def _prepare(sweep: SweepConfig, sweep_dir: Path, overwrite: bool) -> None:
@@ -426,8 +467,9 @@ def run_sweep(
     with hold_lock(sweep_dir / ".lock", f"sweep directory {sweep_dir}"):  # one sweep at a time in a directory
         made = _made(sweep_dir) if overwrite else {}  # before _prepare replaces the saved settings
         _prepare(sweep, sweep_dir, overwrite)
-        return _run_specs([replace(s, made=made.get(s.name)) for s in specs], sweep, sweep_dir, executor, workers,
-                          address, progress)
+        return _run_specs(
+            [replace(s, made=made.get(s.name)) for s in specs], sweep, sweep_dir, executor, workers, address, progress
+        )
 
 
 def _made(sweep_dir: Path) -> dict[str, str]:
@@ -439,8 +481,15 @@ def _made(sweep_dir: Path) -> dict[str, str]:
         return {}
 
 
-def _run_specs(specs: list[RunSpec], sweep: SweepConfig, sweep_dir: Path, executor: str, workers: int,
-               address: str | None, progress: bool) -> list[dict]:
+def _run_specs(
+    specs: list[RunSpec],
+    sweep: SweepConfig,
+    sweep_dir: Path,
+    executor: str,
+    workers: int,
+    address: str | None,
+    progress: bool,
+) -> list[dict]:
     names = [s.name for s in specs]
     _, status_path, runs_dir = sweep_paths(sweep_dir)
     dirs = {s.name: runs_dir / s.name for s in specs}
@@ -455,9 +504,16 @@ def _run_specs(specs: list[RunSpec], sweep: SweepConfig, sweep_dir: Path, execut
         note(sweep_note(sweep_dir, work, eta))
 
     def write_status() -> None:
-        _writing(sweep_dir, atomic_write_json, status_path, {"runs": [results[n] for n in names if n in results],
-                                                             "pending": [n for n in names if n not in results],
-                                                             "workers": jobs})
+        _writing(
+            sweep_dir,
+            atomic_write_json,
+            status_path,
+            {
+                "runs": [results[n] for n in names if n in results],
+                "pending": [n for n in names if n not in results],
+                "workers": jobs,
+            },
+        )
 
     def record(r: dict) -> None:
         results[r["name"]] = r
@@ -467,8 +523,11 @@ def _run_specs(specs: list[RunSpec], sweep: SweepConfig, sweep_dir: Path, execut
             eta.finished(r["name"], sec, r.get("epochs", 0))
             what = ", ".join(r["done"]) or "nothing left to do"
             took = f" in {duration(sum(sec.values()))}" if sec else ""
-            note(f"[{len(results)}/{len(specs)} runs] {r['name']}: {r['status']} ({what}){took}"
-                 + (f": {r['error']}" if "error" in r else "") + f"; {eta.eta()}")
+            note(
+                f"[{len(results)}/{len(specs)} runs] {r['name']}: {r['status']} ({what}){took}"
+                + (f": {r['error']}" if "error" in r else "")
+                + f"; {eta.eta()}"
+            )
 
     write_status()  # from the start: every run pending, and how many run side by side (smvi status reads it)
     if executor == "inprocess":
@@ -570,8 +629,9 @@ def _run_pool(specs, sweep, dirs, workers: int, threads: int | None, record, ret
         if not todo:
             break
     for s in todo:
-        record({"name": s.name, "status": "failed", "done": [],
-                "error": f"its worker process died {retries + 1} times"})
+        record(
+            {"name": s.name, "status": "failed", "done": [], "error": f"its worker process died {retries + 1} times"}
+        )
 
 
 RAY_CONNECT_TIMEOUT = 10.0
@@ -590,8 +650,10 @@ def _check_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT) ->
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
-        raise ConfigError(f"the Ray cluster at {address} does not answer ({e.strerror or e}): start it "
-                          "(ray start --head) or fix --address; drop --address to start a local Ray") from None
+        raise ConfigError(
+            f"the Ray cluster at {address} does not answer ({e.strerror or e}): start it "
+            "(ray start --head) or fix --address; drop --address to start a local Ray"
+        ) from None
 
 
 def _run_ray(specs, sweep, dirs, address, threads, record, poll: float = 1.0) -> None:

@@ -23,8 +23,17 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["StepSizeRule", "RatioRule", "DualAveraging", "STEP_SIZE_RULES", "MIN_STEP", "MAX_STEP", "TARGET_ACCEPT",
-           "INIT_STEP_SIZE", "off_target"]
+__all__ = [
+    "StepSizeRule",
+    "RatioRule",
+    "DualAveraging",
+    "STEP_SIZE_RULES",
+    "MIN_STEP",
+    "MAX_STEP",
+    "TARGET_ACCEPT",
+    "INIT_STEP_SIZE",
+    "off_target",
+]
 
 MIN_STEP, MAX_STEP = 1e-5, 1.0  # every rule's step sizes stay in [MIN_STEP, MAX_STEP]
 TARGET_ACCEPT, INIT_STEP_SIZE = 0.65, 0.05  # ais()'s defaults (Wu et al. 2017's target)
@@ -85,9 +94,16 @@ STEP_SIZE_RULES: dict[str, type[StepSizeRule]] = {"ratio": RatioRule, "dual_aver
 """The step-size rules by the name ``ais(..., adapt=...)`` and the setting ``ais.adapt`` take."""
 
 
-def off_target(acceptance: float | None, *, adapt: str, steps: int, target: float = TARGET_ACCEPT,
-               pilot_chains: int = 2,
-               init_step_size: float = INIT_STEP_SIZE, tol: float = 0.1) -> str | None:
+def off_target(
+    acceptance: float | None,
+    *,
+    adapt: str,
+    steps: int,
+    target: float = TARGET_ACCEPT,
+    pilot_chains: int = 2,
+    init_step_size: float = INIT_STEP_SIZE,
+    tol: float = 0.1,
+) -> str | None:
     """Why a mean acceptance ``acceptance`` more than ``tol`` from ``target`` came out of AIS with these settings, in
     one line with the fix; None when it is within ``tol`` (or not a number)."""
     if acceptance is None or not math.isfinite(acceptance) or abs(acceptance - target) <= tol:
@@ -98,9 +114,13 @@ def off_target(acceptance: float | None, *, adapt: str, steps: int, target: floa
         return head + f"the step size stays at {init_step_size:g} (no pilot chains to adapt it)"
     if adapt == "ratio":
         reach = RatioRule.reach(steps - 1)
-        return head + (f"the 'ratio' step-size rule changes the step by at most x1.02 per step (x{reach:.1f} in "
-                       f"{steps} steps from {init_step_size:g}), too slowly for this model; "
-                       "set ais.adapt=dual_averaging")
-    return head + (f"the step size ({adapt}) did not keep up with the annealed distribution in {steps} steps, "
-                   "or reached "
-                   f"its bounds [{MIN_STEP:g}, {MAX_STEP:g}]; try more ais.steps or ais.leapfrog_steps")
+        return head + (
+            f"the 'ratio' step-size rule changes the step by at most x1.02 per step (x{reach:.1f} in "
+            f"{steps} steps from {init_step_size:g}), too slowly for this model; "
+            "set ais.adapt=dual_averaging"
+        )
+    return head + (
+        f"the step size ({adapt}) did not keep up with the annealed distribution in {steps} steps, "
+        "or reached "
+        f"its bounds [{MIN_STEP:g}, {MAX_STEP:g}]; try more ais.steps or ais.leapfrog_steps"
+    )

@@ -153,8 +153,9 @@ def _initial_z(model, base: Distribution, start: str, key: Key, reverse_from: Te
     return z.expand(shape).contiguous()
 
 
-def _validate(x: Tensor, steps: int, chains: int, leapfrog_steps: int, schedule: str, pilot_chains: int,
-              adapt: str) -> None:
+def _validate(
+    x: Tensor, steps: int, chains: int, leapfrog_steps: int, schedule: str, pilot_chains: int, adapt: str
+) -> None:
     if x.dim() != 2:
         raise ValueError(f"x must be [N, x_dim], got shape {tuple(x.shape)}")
     if min(steps, chains, leapfrog_steps) < 1:
@@ -175,8 +176,9 @@ def _chain_key(seed: int, x: Tensor, chains: int, pilots: int, reverse: bool) ->
     return fold_in(Key(torch.cat([weighted.words, pilot.words], 1)), int(reverse))
 
 
-def _anneal(state: HMCState, key: Key, betas: list[float], potential, *, chains, leapfrog_steps,
-            rule: StepSizeRule, progress):
+def _anneal(
+    state: HMCState, key: Key, betas: list[float], potential, *, chains, leapfrog_steps, rule: StepSizeRule, progress
+):
     """The AIS loop: log w += (β_t − β_{t−1})(log f₁ − log f₀)(z_{t−1}), then an HMC move at β_t (none at the end).
 
     Rows ``[:chains]`` of the state are weighted; the rest are pilots whose acceptance adapts the per-point step size
@@ -188,8 +190,14 @@ def _anneal(state: HMCState, key: Key, betas: list[float], potential, *, chains,
         for t in range(1, len(betas)):
             log_w += (betas[t] - betas[t - 1]) * (state.log_f1[:chains].double() - state.log_f0[:chains].double())
             if t < len(betas) - 1:  # no move after the last weight update
-                state, info = hmc_step(state, fold_in(key, t), potential=potential, beta=betas[t],
-                                       step_size=rule.step, n_leapfrog=leapfrog_steps)
+                state, info = hmc_step(
+                    state,
+                    fold_in(key, t),
+                    potential=potential,
+                    beta=betas[t],
+                    step_size=rule.step,
+                    n_leapfrog=leapfrog_steps,
+                )
                 if state.z.shape[0] > chains:
                     rule.update(info.accept_prob[chains:].mean(0))
                 accept_sum += info.accept_prob[:chains]
@@ -272,14 +280,34 @@ def ais(
         betas = _SCHEDULES[schedule](steps).tolist()
         if reverse_from is not None:
             betas = betas[::-1]
-        rule = STEP_SIZE_RULES[adapt](torch.full((x.shape[0],), init_step_size, dtype=dtype, device=x.device),
-                                      target_accept)
-        log_w, accept = _anneal(init_state(potential, z0), key, betas, potential, chains=chains,
-                                leapfrog_steps=leapfrog_steps, rule=rule, progress=progress)
+        rule = STEP_SIZE_RULES[adapt](
+            torch.full((x.shape[0],), init_step_size, dtype=dtype, device=x.device), target_accept
+        )
+        log_w, accept = _anneal(
+            init_state(potential, z0),
+            key,
+            betas,
+            potential,
+            chains=chains,
+            leapfrog_steps=leapfrog_steps,
+            rule=rule,
+            progress=progress,
+        )
     log_mean_w = torch.logsumexp(log_w, 0) - math.log(chains)
-    settings = dict(steps=steps, chains=chains, leapfrog_steps=leapfrog_steps, schedule=schedule, start=start,
-                    init_step_size=init_step_size, target_accept=target_accept, pilot_chains=pilot_chains, seed=seed,
-                    reverse=reverse_from is not None, precision=precision, adapt=adapt)
+    settings = dict(
+        steps=steps,
+        chains=chains,
+        leapfrog_steps=leapfrog_steps,
+        schedule=schedule,
+        start=start,
+        init_step_size=init_step_size,
+        target_accept=target_accept,
+        pilot_chains=pilot_chains,
+        seed=seed,
+        reverse=reverse_from is not None,
+        precision=precision,
+        adapt=adapt,
+    )
     return AISResult(
         log_px=-log_mean_w if reverse_from is not None else log_mean_w,
         log_weights=log_w,

@@ -83,7 +83,13 @@ class BDMCResult:
 
 
 def bdmc(
-    model, x: Tensor, z_true: Tensor, *, steps: int, chains: int = 16, precision: Precision = "fp32",
+    model,
+    x: Tensor,
+    z_true: Tensor,
+    *,
+    steps: int,
+    chains: int = 16,
+    precision: Precision = "fp32",
     **ais_options: Any,
 ) -> BDMCResult:
     """Bidirectional Monte Carlo (Grosse et al. 2015) on simulated pairs (x ``[N, x_dim]``, z_true ``[N, z_dim]``).
@@ -135,8 +141,15 @@ def _paired(a: AISResult, b: AISResult) -> tuple[float, float]:
 
 
 def ais_ladder(
-    model, x: Tensor, *, steps: Sequence[int] = (100, 300, 1000, 3000, 10000), chains: int = 16, tol: float = 0.1,
-    stop_early: bool = False, precision: Precision = "fp32", **ais_options: Any,
+    model,
+    x: Tensor,
+    *,
+    steps: Sequence[int] = (100, 300, 1000, 3000, 10000),
+    chains: int = 16,
+    tol: float = 0.1,
+    stop_early: bool = False,
+    precision: Precision = "fp32",
+    **ais_options: Any,
 ) -> LadderResult:
     """Run AIS at each length in ``steps`` (increasing) on the same points and seed: the paper's convergence check.
 

@@ -24,8 +24,22 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 from smvi.core.estimators.precision import PRECISIONS, force_autocast
 
 __all__ = [
-    "Key", "stream_key", "point_ids", "fold_in", "normal", "uniform", "reparameterize", "draw",
-    "HMCState", "HMCInfo", "Potential", "ValueAndGrad", "PathPotential", "path_potential", "init_state", "hmc_step",
+    "Key",
+    "stream_key",
+    "point_ids",
+    "fold_in",
+    "normal",
+    "uniform",
+    "reparameterize",
+    "draw",
+    "HMCState",
+    "HMCInfo",
+    "Potential",
+    "ValueAndGrad",
+    "PathPotential",
+    "path_potential",
+    "init_state",
+    "hmc_step",
 ]
 
 # ---- counter-based noise ------------------------------------------------------------------------------------------
@@ -35,8 +49,8 @@ _SALTS = (0x243F6A88, 0x05A308D3)  # digits of π: one per 32-bit word of a key
 
 
 def _mix(x: Tensor) -> Tensor:
-    """A bijective 32-bit integer hash with good avalanche (Wellons' hash prospector, ``[15 2c1b3c6d 12 297a2d39 15]``).
-    """
+    """A bijective 32-bit integer hash with good avalanche (Wellons' hash prospector,
+    ``[15 2c1b3c6d 12 297a2d39 15]``)."""
     x = x ^ (x >> 15)
     x = (x * 0x2C1B3C6D) & _M32
     x = x ^ (x >> 12)
@@ -163,13 +177,17 @@ class PathPotential:
     """
 
     def __init__(
-        self, log_f0: Callable[[Tensor], Tensor], log_f1: Callable[[Tensor], Tensor] | None = None,
-        precision: str = "fp32", grad_f1: ValueAndGrad | None = None,
+        self,
+        log_f0: Callable[[Tensor], Tensor],
+        log_f1: Callable[[Tensor], Tensor] | None = None,
+        precision: str = "fp32",
+        grad_f1: ValueAndGrad | None = None,
     ):
         self.log_f0, self.log_f1, self.precision, self.grad_f1 = log_f0, log_f1, precision, grad_f1
 
-    def _grad(self, log_f: Callable[[Tensor], Tensor], z: Tensor, explicit: ValueAndGrad | None = None
-              ) -> tuple[Tensor, Tensor]:
+    def _grad(
+        self, log_f: Callable[[Tensor], Tensor], z: Tensor, explicit: ValueAndGrad | None = None
+    ) -> tuple[Tensor, Tensor]:
         """log f(z) (in the force's precision) and ∇_z log f(z): by ``explicit`` when given, else by autograd on a
         fresh leaf; no graph survives the call."""
         if explicit is not None:
@@ -194,8 +212,9 @@ class PathPotential:
         if self.precision != "fp32":
             if self.log_f1 is not None and self.grad_f1 is not None:  # one exact forward gives value and force
                 b, g1 = self.grad_f1(z.detach(), self.precision, True)
-                return HMCState(z.detach(), self._exact(self.log_f0, z), b, self._grad(self.log_f0, z)[1],
-                                g1.to(z.dtype))
+                return HMCState(
+                    z.detach(), self._exact(self.log_f0, z), b, self._grad(self.log_f0, z)[1], g1.to(z.dtype)
+                )
             g0, g1 = self.force(z)
             a = self._exact(self.log_f0, z)
             b = a if self.log_f1 is None else self._exact(self.log_f1, z)
@@ -208,7 +227,10 @@ class PathPotential:
 
 
 def path_potential(
-    log_f0: Callable[[Tensor], Tensor], log_f1: Callable[[Tensor], Tensor] | None = None, *, precision: str = "fp32",
+    log_f0: Callable[[Tensor], Tensor],
+    log_f1: Callable[[Tensor], Tensor] | None = None,
+    *,
+    precision: str = "fp32",
     grad_f1: ValueAndGrad | None = None,
 ) -> PathPotential:
     """Evaluate both ends of the path (one backward pass each) at a position; ``log_f1=None`` means f₁ = f₀;

@@ -43,7 +43,12 @@ def _log_likelihood(model, x: Tensor, z: Tensor, precision: str) -> Tensor:
 
 @torch.no_grad()
 def iwae_bound(
-    model, x: Tensor, *, k: int, chunk_size: int | None = None, seed: int | None = None,
+    model,
+    x: Tensor,
+    *,
+    k: int,
+    chunk_size: int | None = None,
+    seed: int | None = None,
     precision: Precision = "fp32",
 ) -> Tensor:
     """L_k(x) = log (1/k) Σᵢ p(x, zᵢ) / q(zᵢ|x), zᵢ ~ q(z|x) i.i.d.: x ``[N, x_dim]`` -> float64 ``[N]``.

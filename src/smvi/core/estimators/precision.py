@@ -32,8 +32,15 @@ from typing import Literal
 
 import torch
 
-__all__ = ["Precision", "PRECISIONS", "check_precision", "native_bf16", "resolve_precision", "force_autocast",
-           "exact_matmul"]
+__all__ = [
+    "Precision",
+    "PRECISIONS",
+    "check_precision",
+    "native_bf16",
+    "resolve_precision",
+    "force_autocast",
+    "exact_matmul",
+]
 
 Precision = Literal["fp32", "bf16", "auto"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")  # what the estimators compute in; "auto" resolves to one of them
@@ -53,8 +60,10 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     device = torch.device(device)
     if device.type == "cpu":
         cpu = torch.cpu
-        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                    or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+        return bool(
+            getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+            or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+        )
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     return False
@@ -85,11 +94,17 @@ def check_precision(precision: str, device: torch.device, dtype: torch.dtype) ->
     if why is not None:
         raise ValueError(f"precision='bf16' cannot run on {device}: {why}; use precision='fp32'")
     if dtype != torch.float32:
-        raise ValueError(f"precision='bf16' needs a float32 model (autocast leaves {dtype} alone), got {dtype}; "
-                         "use precision='fp32' or model.float()")
+        raise ValueError(
+            f"precision='bf16' needs a float32 model (autocast leaves {dtype} alone), got {dtype}; "
+            "use precision='fp32' or model.float()"
+        )
     if torch.device(device).type == "cpu" and not native_bf16("cpu"):
-        warnings.warn("precision='bf16' on a CPU without bf16 units (no avx512_bf16 or AMX): the result is as exact, "
-                      "but bf16 is emulated and usually slower than fp32", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            "precision='bf16' on a CPU without bf16 units (no avx512_bf16 or AMX): the result is as exact, "
+            "but bf16 is emulated and usually slower than fp32",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 @contextlib.contextmanager

@@ -37,5 +37,15 @@ from smvi.core.families.flow import CouplingFlow, FlowPosterior
 from smvi.core.families.full import FullGaussian
 from smvi.core.rejection import RejectionFamily  # registers "rejection" (the math is one file in core)
 
-__all__ = ["FAMILIES", "PosteriorFamily", "register_family", "make_family", "location", "DiagonalGaussian",
-           "FullGaussian", "CouplingFlow", "FlowPosterior", "RejectionFamily"]
+__all__ = [
+    "FAMILIES",
+    "PosteriorFamily",
+    "register_family",
+    "make_family",
+    "location",
+    "DiagonalGaussian",
+    "FullGaussian",
+    "CouplingFlow",
+    "FlowPosterior",
+    "RejectionFamily",
+]

@@ -63,11 +63,13 @@ def register_family(name: str) -> Callable[[F], F]:
 
     def register(cls: F) -> F:
         if name in FAMILIES and FAMILIES[name] is not cls:
-            raise ValueError(f"posterior family {name!r} is registered twice ({FAMILIES[name].__name__}, "
-                             f"{cls.__name__})")
+            raise ValueError(
+                f"posterior family {name!r} is registered twice ({FAMILIES[name].__name__}, {cls.__name__})"
+            )
         cls.kind = name
         FAMILIES[name] = cls
         return cls
+
     return register
 
 
@@ -79,8 +81,10 @@ def make_family(kind: str, z_dim: int, **settings: Any) -> PosteriorFamily:
     spec = SPECS[kind]
     other = [k for k, v in settings.items() if k not in spec.settings and v is not None]
     if other:
-        raise ValueError(f"{other[0]} is not a setting of posterior family {kind!r} "
-                         f"(its settings: {', '.join(spec.settings) or 'none'})")
+        raise ValueError(
+            f"{other[0]} is not a setting of posterior family {kind!r} "
+            f"(its settings: {', '.join(spec.settings) or 'none'})"
+        )
     resolved = {k: default if settings.get(k) is None else settings[k] for k, default in spec.settings.items()}
     return FAMILIES[kind].from_settings(z_dim, **resolved)
 

@@ -129,11 +129,14 @@ class CouplingFlow(PosteriorFamily):
 
     def _build(self, params: Tensor, weights: list[list[tuple[Tensor, Tensor]]]) -> FlowPosterior:
         d = self.z_dim
-        base = Independent(Normal(params[..., :d], params[..., d:2 * d].exp(), validate_args=False), 1,
-                           validate_args=False)
-        context = params[..., 2 * d:]
-        transforms: list[Transform] = [_AffineCoupling(keep.to(params.device), change.to(params.device), w, context)
-                      for (keep, change), w in zip(self.splits, weights, strict=True)]
+        base = Independent(
+            Normal(params[..., :d], params[..., d : 2 * d].exp(), validate_args=False), 1, validate_args=False
+        )
+        context = params[..., 2 * d :]
+        transforms: list[Transform] = [
+            _AffineCoupling(keep.to(params.device), change.to(params.device), w, context)
+            for (keep, change), w in zip(self.splits, weights, strict=True)
+        ]
         return FlowPosterior(base, transforms)
 
     def distribution(self, params: Tensor) -> Distribution:

@@ -32,21 +32,21 @@ class FullGaussian(PosteriorFamily):
     def __init__(self, z_dim: int):
         super().__init__()
         self.z_dim, self.n_params = z_dim, 2 * z_dim + z_dim * (z_dim - 1) // 2
-        self.register_buffer("off_scale", torch.tensor(z_dim ** -0.5))
+        self.register_buffer("off_scale", torch.tensor(z_dim**-0.5))
         rows, cols = torch.tril_indices(z_dim, z_dim, -1)
         self.register_buffer("_off_index", rows * z_dim + cols, persistent=False)
 
     def scale_tril(self, params: Tensor) -> Tensor:
         """L ``[N, d, d]``: diag exp(params[d:2d]), strictly-lower entries params[2d:]·off_scale (row-major)."""
         d = self.z_dim
-        off = params[..., 2 * d:] * self.off_scale
+        off = params[..., 2 * d :] * self.off_scale
         flat = off.new_zeros(*off.shape[:-1], d * d).index_copy(-1, self._off_index, off)
-        return flat.view(*off.shape[:-1], d, d) + torch.diag_embed(params[..., d:2 * d].exp())
+        return flat.view(*off.shape[:-1], d, d) + torch.diag_embed(params[..., d : 2 * d].exp())
 
     def distribution(self, params: Tensor) -> Distribution:
         if params.dtype in (torch.bfloat16, torch.float16):  # under autocast: triangular solves need fp32 on CPU
             params = params.float()
-        return MultivariateNormal(params[..., :self.z_dim], scale_tril=self.scale_tril(params), validate_args=False)
+        return MultivariateNormal(params[..., : self.z_dim], scale_tril=self.scale_tril(params), validate_args=False)
 
 
 @register_kl(MultivariateNormal, Independent)
