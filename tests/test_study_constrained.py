@@ -70,7 +70,13 @@ def test_make_constrained_runs_every_target_through_every_stage(idx_dir, tmp_pat
     assert r.returncode == 0, r.stdout + r.stderr
     for name, measure, target in (("dsm50", "dsm", 50.0), ("dsm0.001", "dsm", 0.001), ("gap2", "gap", 2.0)):
         run = tmp_path / "results" / "runs" / f"{name}_seed0"
-        assert sorted(p.name for p in run.iterdir()) == ["config.toml", "eval.json", "metrics.jsonl", "ssl.json"]
+        assert sorted(p.name for p in run.iterdir()) == [
+            "config.toml",
+            "data.json",
+            "eval.json",
+            "metrics.jsonl",
+            "ssl.json",
+        ]
         m = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [e["constraint_target"] for e in m] == [target] * 2
         assert [e["constraint_measure"] for e in m] == [measure] * 2
