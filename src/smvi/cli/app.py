@@ -78,6 +78,33 @@ NO_PROGRESS_HELP = (
     "No progress output on stderr (a bar on a terminal, else a plain line every 30 s: "
     "smvi.progress); results are still printed."
 )
+EXECUTORS = ("inprocess", "process", "ray")
+"""The sweep executors (``smvi sweep --executor``, ``smvi study --executor``)."""
+
+
+def stack(*decorators):
+    """Several click decorators as one, in the order they are listed (the order of their options in ``--help``)."""
+
+    def apply(f):
+        for decorate in reversed(decorators):
+            f = decorate(f)
+        return f
+
+    return apply
+
+
+def sets_option(help: str, metavar: str = "KEY=VALUE"):
+    """``--set KEY=VALUE`` (repeatable), passed as ``sets``; ``help`` names the command's settings."""
+    return click.option("--set", "sets", multiple=True, metavar=metavar, help=help)
+
+
+def no_progress_option(help: str = NO_PROGRESS_HELP):
+    """``--no-progress``: no progress output (:mod:`smvi.progress`)."""
+    return click.option("--no-progress", is_flag=True, help=help)
+
+
+threads_option = click.option("--threads", type=int, default=None, help=THREADS_HELP)
+"""``--threads N``, read by :func:`set_threads`."""
 
 
 def _default(cls, dotted: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from smvi.cli.app import NonEmptyPath, main
+from smvi.cli.app import EXECUTORS, NonEmptyPath, main, sets_option
 from smvi.settings.study import load_study_config
 
 
@@ -31,13 +31,7 @@ def _pairs(values: tuple[str, ...], sep: str, option: str, form: str) -> list[tu
     help="The study file (TOML: smvi.settings.study), or the name of one shipped with smvi (frontier, cpu).",
 )
 @click.option("--only", multiple=True, metavar="ARM", help="Run only this arm (repeatable).")
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Sweep override for every arm, after the arm's own, e.g. --set run.train.epochs=10 (repeatable).",
-)
+@sets_option("Sweep override for every arm, after the arm's own, e.g. --set run.train.epochs=10 (repeatable).")
 @click.option(
     "--stage-set",
     "stage_sets",
@@ -59,7 +53,7 @@ def _pairs(values: tuple[str, ...], sep: str, option: str, form: str) -> list[tu
 )
 @click.option(
     "--executor",
-    type=click.Choice(["inprocess", "process", "ray"]),
+    type=click.Choice(EXECUTORS),
     default=None,
     help="Each arm's sweep executor [the study file's].",
 )

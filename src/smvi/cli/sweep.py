@@ -8,7 +8,15 @@ from typing import Literal
 
 import click
 
-from smvi.cli.app import NO_PROGRESS_HELP, SWEEP_PRESET_NAMES, SWEEP_PRESET_TIMES, NonEmptyPath, main
+from smvi.cli.app import (
+    EXECUTORS,
+    SWEEP_PRESET_NAMES,
+    SWEEP_PRESET_TIMES,
+    NonEmptyPath,
+    main,
+    no_progress_option,
+    sets_option,
+)
 from smvi.settings.run import build_config, read_toml
 from smvi.settings.stages import STAGES
 
@@ -33,16 +41,10 @@ from smvi.settings.stages import STAGES
     + ", ".join(f"[{s.key}]" for s in STAGES.values() if s.record)
     + "); replaces --preset.",
 )
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any key, e.g. --set lams=[0,0.1] --set run.train.epochs=10 (repeatable).",
-)
+@sets_option("Override any key, e.g. --set lams=[0,0.1] --set run.train.epochs=10 (repeatable).")
 @click.option(
     "--executor",
-    type=click.Choice(["inprocess", "process", "ray"]),
+    type=click.Choice(EXECUTORS),
     default="inprocess",
     show_default=True,
     help="Run jobs here one by one, in a local process pool, or on Ray.",
@@ -56,7 +58,7 @@ from smvi.settings.stages import STAGES
     "runs the saved settings made are retrained if their identity changed; no other run is touched.",
 )
 @click.option("--report/--no-report", default=True, show_default=True, help="Write the report at the end.")
-@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
+@no_progress_option()
 def sweep_cmd(
     sweep_dir: Path,
     preset: str,

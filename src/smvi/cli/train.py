@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from smvi.cli.app import (
-    NO_PROGRESS_HELP,
-    THREADS_HELP,
     NonEmptyPath,
     main,
+    no_progress_option,
     run_help,
     set_threads,
+    sets_option,
+    threads_option,
 )
 from smvi.settings.run import ConfigError, load_config
 from smvi.store.rundir import RunDir
@@ -50,12 +51,9 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
     default=None,
     help="TOML file with [model], [data] and [train] sections (defaults: the paper's settings).",
 )
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
+@sets_option(
+    "Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable; `smvi config` lists them).",
     metavar="SECTION.KEY=VALUE",
-    help="Override any config key, e.g. --set model.encoder_hidden=[512] (repeatable; `smvi config` lists them).",
 )
 @click.option(
     "--lam", type=float, default=None, help=run_help("λ, the weight of the score-matching divergence", "train.lam")
@@ -114,8 +112,8 @@ _TRAIN_OPTIONS = {  # CLI option -> config key; None means "not given"
 @click.option(
     "--overwrite", is_flag=True, help="Replace an existing run in --out (its checkpoint, metrics and result records)."
 )
-@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
-@click.option("--threads", type=int, default=None, help=THREADS_HELP)
+@no_progress_option()
+@threads_option
 def train_cmd(
     run_dir: Path,
     config_path: Path | None,
