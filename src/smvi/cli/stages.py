@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import click
 
 from smvi.cli.app import (
     EVAL_PRESET_NAMES,
     NO_PROGRESS_HELP,
-    THREADS_HELP,
     NonEmptyPath,
     eval_default,
     main,
+    no_progress_option,
     set_threads,
+    sets_option,
+    stack,
+    threads_option,
 )
 from smvi.settings.run import build_config
 from smvi.settings.stages import ConvergenceConfig, EvalConfig, GapConfig
@@ -30,6 +35,13 @@ def _other_data_note(record) -> None:
         click.echo(f"note: scored {record.header.data.describe()}, not the data the run was trained on (--other-data)")
 
 
+def _notes(record) -> None:
+    """The record's notes, each on a ``note:`` line, after the one on data it was not trained on."""
+    _other_data_note(record)
+    for note in record.notes:
+        click.echo(f"note: {note}")
+
+
 # ---- evaluate, ssl --------------------------------------------------------------------------------------------------
 # CLI option -> config key
 _EVAL_OPTIONS = {"ais_steps": "ais.steps", "ais_chains": "ais.chains", "ais_precision": "ais.precision"}
@@ -39,10 +51,41 @@ _OTHER_DATA_HELP = (
     "names it. Without it such data is refused."
 )
 _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi config eval` lists them)."
+_run_dir_argument = click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
+_device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help=_DEVICE_HELP
+)
+
+
+def _stage_options(overwrite: str, *, device: bool = True, no_progress: str = NO_PROGRESS_HELP):
+    """The options the stage commands share, last in each one's --help: --device, --other-data, --overwrite (its help:
+    ``overwrite``), --no-progress and --threads; without ``device``, neither --device nor --threads.
+
+    The command gets them as one keyword, ``stage``: the stage function's keywords (``overwrite``, ``progress``,
+    ``other_data`` and ``device``), with --threads already set."""
+    shared = (
+        click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP),
+        click.option("--overwrite", is_flag=True, help=overwrite),
+        no_progress_option(no_progress),
+    )
+    options = stack(_device_option, *shared, threads_option) if device else stack(*shared)
+
+    def apply(command):
+        @functools.wraps(command)
+        def run(*args, other_data: bool, overwrite: bool, no_progress: bool, threads: int | None = None, **kwargs):
+            set_threads(threads)
+            stage: dict[str, Any] = {"overwrite": overwrite, "progress": not no_progress, "other_data": other_data}
+            if device:
+                stage["device"] = kwargs.pop("device")
+            return command(*args, stage=stage, **kwargs)
+
+        return options(run)
+
+    return apply
 
 
 @main.command("evaluate")
-@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
+@_run_dir_argument
 @click.option(
     "--preset",
     type=click.Choice(EVAL_PRESET_NAMES),
@@ -50,7 +93,7 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi 
     show_default=True,
     help="'default' is BDMC-checked converged AIS; 'quick' is for a first look.",
 )
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SETS_HELP)
+@sets_option(_SETS_HELP)
 @click.option("--n-test", type=int, default=None, help=f"Test points (fixed random subset) {eval_default('n_test')}.")
 @click.option(
     "--n-train",
@@ -80,24 +123,8 @@ _SETS_HELP = "Override any setting, e.g. --set ais.steps=300 (repeatable; `smvi 
     help="bf16: AIS's leapfrog force and IWAE's decoder pass in bf16; auto: bf16 where the hardware has "
     "bf16 units (ais.precision) [fp32].",
 )
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help=_DEVICE_HELP
-)
-@click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
-@click.option("--overwrite", is_flag=True, help="Recompute an existing eval.json.")
-@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
-@click.option("--threads", type=int, default=None, help=THREADS_HELP)
-def evaluate_cmd(
-    run_dir: Path,
-    preset: str,
-    sets: tuple[str, ...],
-    device: str,
-    other_data: bool,
-    overwrite: bool,
-    no_progress: bool,
-    threads: int | None,
-    **options,
-) -> None:
+@_stage_options("Recompute an existing eval.json.")
+def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], stage: dict[str, Any], **options) -> None:
     """ELBO, D_SM, IWAE, AIS log p(x) and the ELBO gap (AIS − ELBO) on fixed test and training subsets.
 
     Writes the run's eval record (eval.json): per-image values and means with standard errors, the settings, seconds
@@ -107,10 +134,9 @@ def evaluate_cmd(
     from smvi.stages.evaluate import evaluate_run
     from smvi.studies.presets import EVAL_PRESETS
 
-    set_threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(EvalConfig, EVAL_PRESETS[preset].model_dump(), sets=sets, overrides=options)
-    r = evaluate_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device, other_data=other_data)
+    r = evaluate_run(run_dir, cfg, **stage)
     for name, s in r.splits.items():
         click.echo(
             f"{name:5s} (n={s.n}): ELBO {_fmt(s.elbo.mean)}  AIS {_fmt(s.ais.mean)} "
@@ -125,9 +151,7 @@ def evaluate_cmd(
             f"target: {target.measure} <= {target.target:g} during training "
             + ("(D_SM above)" if target.measure == "dsm" else "(IWAE_k - ELBO, a lower bound: AIS gap above)")
         )
-    _other_data_note(r)
-    for note in r.notes:
-        click.echo(f"note: {note}")
+    _notes(r)
     click.echo(f"-> {RunDir(run_dir).record_path('eval')} ({r.seconds or 0:.0f} s)")
 
 
@@ -135,19 +159,13 @@ _CONV = ConvergenceConfig()
 
 
 @main.command("convergence")
-@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
+@_run_dir_argument
 @click.option(
     "--steps", default=None, help=f"AIS lengths to compare, comma-separated [{','.join(map(str, _CONV.steps))}]."
 )
 @click.option("--n-points", type=int, default=None, help=f"Simulated points (BDMC) and test points [{_CONV.n_points}].")
 @click.option("--tol", type=float, default=None, help=f"Agreement (nats) that counts as converged [{_CONV.tol}].")
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any setting, e.g. --set ais.chains=8 --set seed=1 (repeatable).",
-)
+@sets_option("Override any setting, e.g. --set ais.chains=8 --set seed=1 (repeatable).")
 @click.option(
     "--ais-precision",
     type=click.Choice(["fp32", "bf16", "auto"]),
@@ -155,13 +173,7 @@ _CONV = ConvergenceConfig()
     help="bf16: AIS's leapfrog force in bf16, energies exact; auto: bf16 where the hardware has bf16 units "
     "(ais.precision) [fp32].",
 )
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help=_DEVICE_HELP
-)
-@click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
-@click.option("--overwrite", is_flag=True, help="Recompute an existing convergence record.")
-@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
-@click.option("--threads", type=int, default=None, help=THREADS_HELP)
+@_stage_options("Recompute an existing convergence record.")
 def convergence_cmd(
     run_dir: Path,
     steps: str | None,
@@ -169,11 +181,7 @@ def convergence_cmd(
     tol: float | None,
     sets: tuple[str, ...],
     ais_precision: str | None,
-    device: str,
-    other_data: bool,
-    overwrite: bool,
-    no_progress: bool,
-    threads: int | None,
+    stage: dict[str, Any],
 ) -> None:
     """Check AIS settings on a trained model: BDMC bounds on simulated data, and AIS at increasing lengths on test data.
 
@@ -182,7 +190,6 @@ def convergence_cmd(
     """
     from smvi.stages.convergence import check_convergence
 
-    set_threads(threads)
     ladder = None
     if steps is not None:
         try:
@@ -196,38 +203,24 @@ def convergence_cmd(
         sets=sets,
         overrides={"steps": ladder, "n_points": n_points, "tol": tol, "ais.precision": ais_precision},
     )
-    r = check_convergence(
-        run_dir, cfg, overwrite=overwrite, progress=not no_progress, device=device, other_data=other_data
-    )
+    r = check_convergence(run_dir, cfg, **stage)
     means = r.ladder.means if r.ladder else [None] * len(r.bdmc)
     for b, m in zip(r.bdmc, means, strict=True):
         click.echo(
             f"steps {b.steps:>6d}: BDMC [{_fmt(b.lower)}, {_fmt(b.upper)}] gap {_fmt(b.gap)}"
             f" ± {_fmt(b.gap_se)}   test AIS {_fmt(m)}"
         )
-    _other_data_note(r)
-    for note in r.notes:
-        click.echo(f"note: {note}")
+    _notes(r)
     converged = r.ladder.converged if r.ladder else None
     click.echo(f"ladder converged (tol {cfg.tol}): {converged}  -> {RunDir(run_dir).record_path('convergence')}")
 
 
 @main.command("ssl")
-@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any setting, e.g. --set sizes=[600,1000] --set seeds=[0,1] (repeatable).",
-)
+@_run_dir_argument
+@sets_option("Override any setting, e.g. --set sizes=[600,1000] --set seeds=[0,1] (repeatable).")
 @click.option("--test-size", type=int, default=None, help="Fixed random test subset [the full test set].")
-@click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
-@click.option("--overwrite", is_flag=True, help="Recompute an existing ssl.json.")
-@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
-def ssl_cmd(
-    run_dir: Path, sets: tuple[str, ...], test_size: int | None, other_data: bool, overwrite: bool, no_progress: bool
-) -> None:
+@_stage_options("Recompute an existing ssl.json.", device=False)
+def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, stage: dict[str, Any]) -> None:
     """Semi-supervised accuracy: an SVM on encoder means μ_φ(x) with s labeled examples (s/10 per class).
 
     For each s (600, 1000, 3000 by default) and label-subset seed, hyper-parameters are chosen by cross-validation
@@ -238,7 +231,7 @@ def ssl_cmd(
     from smvi.stages.ssl import SSLConfig, ssl_run
 
     cfg = build_config(SSLConfig, sets=sets, overrides={"test_size": test_size})
-    record = ssl_run(run_dir, cfg, overwrite=overwrite, progress=not no_progress, other_data=other_data)
+    record = ssl_run(run_dir, cfg, **stage)
     _other_data_note(record)
     click.echo(ssl_table(record))
     click.echo(f"-> {RunDir(run_dir).record_path('ssl')} ({record.seconds or 0:.0f} s)")
@@ -289,14 +282,8 @@ def ssl_table(record) -> str:
 
 
 @main.command("gaps")
-@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any setting, e.g. --set steps=5000 --set ais.steps=1000 (repeatable).",
-)
+@_run_dir_argument
+@sets_option("Override any setting, e.g. --set steps=5000 --set ais.steps=1000 (repeatable).")
 @click.option("--n-points", type=int, default=None, help=f"Test images (fixed random subset) [{GapConfig().n_points}].")
 @click.option(
     "--ais-steps",
@@ -305,69 +292,33 @@ def ssl_table(record) -> str:
     default=None,
     help=f"AIS intermediate distributions for log p(x) (ais.steps) [{GapConfig().ais.steps}].",
 )
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help=_DEVICE_HELP
-)
-@click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
-@click.option("--overwrite", is_flag=True, help="Recompute an existing gaps.json.")
-@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
-@click.option("--threads", type=int, default=None, help=THREADS_HELP)
-def gaps_cmd(
-    run_dir: Path,
-    sets: tuple[str, ...],
-    device: str,
-    other_data: bool,
-    overwrite: bool,
-    no_progress: bool,
-    threads: int | None,
-    **options,
-) -> None:
+@_stage_options("Recompute an existing gaps.json.")
+def gaps_cmd(run_dir: Path, sets: tuple[str, ...], stage: dict[str, Any], **options) -> None:
     """Split the ELBO gap into approximation gap (log p(x) − ELBO of the best q of the family for each image) and
     amortization gap (that ELBO − the encoder's), log p(x) from AIS. Writes the run's gaps record (gaps.json)."""
     from smvi.stages.gaps import gaps_run
 
-    set_threads(threads)
     options = {_EVAL_OPTIONS.get(k, k): v for k, v in options.items()}
     cfg = build_config(GapConfig, sets=sets, overrides=options)
-    r = gaps_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress, other_data=other_data)
+    r = gaps_run(run_dir, cfg, **stage)
     ms = lambda m: f"{_fmt(m.mean)} ± {_fmt(m.se)}"  # noqa: E731
     click.echo(
         f"n={r.n}: gap {ms(r.gap)} = approximation {ms(r.approximation)} + amortization "
         f"{ms(r.amortization)}  (local fit converged: {r.fit.converged}, last-window gain ≤ "
         f"{_fmt(r.fit.last_gain_max)} nats)"
     )
-    _other_data_note(r)
-    for note in r.notes:
-        click.echo(f"note: {note}")
+    _notes(r)
     click.echo(f"-> {RunDir(run_dir).record_path('gaps')} ({r.seconds or 0:.0f} s)")
 
 
 @main.command("pictures")
-@click.argument("run_dir", type=NonEmptyPath(file_okay=False, path_type=Path))
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any setting, e.g. --set projection=tsne --set n_latent=5000 (repeatable; `smvi config "
-    "pictures` lists them).",
+@_run_dir_argument
+@sets_option(
+    "Override any setting, e.g. --set projection=tsne --set n_latent=5000 (repeatable; `smvi config "
+    "pictures` lists them)."
 )
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help=_DEVICE_HELP
-)
-@click.option("--other-data", is_flag=True, help=_OTHER_DATA_HELP)
-@click.option("--overwrite", is_flag=True, help="Redraw existing pictures (pictures.json and its PNGs).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--threads", type=int, default=None, help=THREADS_HELP)
-def pictures_cmd(
-    run_dir: Path,
-    sets: tuple[str, ...],
-    device: str,
-    other_data: bool,
-    overwrite: bool,
-    no_progress: bool,
-    threads: int | None,
-) -> None:
+@_stage_options("Redraw existing pictures (pictures.json and its PNGs).", no_progress="No progress bar.")
+def pictures_cmd(run_dir: Path, sets: tuple[str, ...], stage: dict[str, Any]) -> None:
     """Draw what the model learned, as three PNGs in RUN_DIR: samples.png (decoder means of 64 prior samples),
     reconstructions.png (32 fixed test images, each row above its reconstructions) and latents.png (the encoder
     means of 2000 test images in 2-d, PCA or t-SNE, coloured by label). Writes the run's pictures record
@@ -375,12 +326,9 @@ def pictures_cmd(
     from smvi.settings.stages import PicturesConfig
     from smvi.stages.pictures import pictures_run
 
-    set_threads(threads)
     cfg = build_config(PicturesConfig, sets=sets)
-    r = pictures_run(run_dir, cfg, overwrite=overwrite, device=device, progress=not no_progress, other_data=other_data)
-    _other_data_note(r)
-    for note in r.notes:
-        click.echo(f"note: {note}")
+    r = pictures_run(run_dir, cfg, **stage)
+    _notes(r)
     rd = RunDir(run_dir)
     names = ", ".join(rd.picture_path(k).name for k in rd.picture_kinds())
     click.echo(f"-> {names} and {rd.record_path('pictures').name} in {rd.path} ({r.seconds or 0:.0f} s)")
