@@ -22,7 +22,7 @@ from conftest import tiny_train_args
 from smvi.cli import main
 from smvi.core.models import VAE, LinearGaussian
 from smvi.core.objectives import backward, smvi_objective
-from smvi.settings.run import ConfigError, load_config
+from smvi.settings.run import ConfigError, build_config, load_config
 from smvi.store.rundir import fingerprint
 
 LAM = 0.3
@@ -116,6 +116,40 @@ def test_dsm_grad_without_a_penalty_is_a_one_line_error(sets):
 def test_dsm_grad_is_accepted_with_a_learned_lambda():
     cfg = load_config(sets=["train.constraint.target=5.0", "train.dsm_grad='encoder'"])
     assert cfg.train.dsm_grad == "encoder"
+
+
+def sweep_config(*sets: str):
+    from smvi.studies.presets import preset_base
+    from smvi.studies.sweep import SweepConfig
+
+    return build_config(SweepConfig, preset_base("quick"), sets=sets)
+
+
+@pytest.mark.parametrize(
+    "grid", [["lams=[0.01, 0.1]"], ["lams=[]", "dsm_targets=[30.0]"], ["lams=[0.01]", "gap_targets=[1.0]"]]
+)
+def test_a_sweep_checks_dsm_grad_with_its_runs_lambda_not_the_bases(grid):
+    """The base run's λ (0) is no run's: every planned run has λ > 0 or a target, so the sweep is accepted, its
+    runs steered, and the saved settings keep the base's λ."""
+    from smvi.studies.sweep import plan
+
+    sweep = sweep_config(*grid, "run.train.dsm_grad='encoder'")
+    assert sweep.run.train.lam == 0 and sweep.run.train.dsm_grad == "encoder"
+    runs = plan(sweep)
+    assert runs and all(r.config.train.dsm_grad == "encoder" for r in runs)
+    assert all(r.config.train.lam > 0 or r.config.train.constraint.target is not None for r in runs)
+
+
+@pytest.mark.parametrize("base_lam", [[], ["run.train.lam=0.01"]])
+def test_a_sweep_with_a_lambda_0_run_refuses_dsm_grad_in_one_line(base_lam):
+    with pytest.raises(ConfigError) as err:
+        sweep_config("lams=[0, 0.01]", "run.train.dsm_grad='decoder'", *base_lam)
+    assert "lam0_seed0" in str(err.value) and "train.dsm_grad" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_sweep_still_refuses_dsm_grad_without_smvi():
+    with pytest.raises(ConfigError, match="train.dsm_grad"):
+        sweep_config("lams=[0.01]", "run.train.objective='iwae'", "run.train.iwae_k=5", "run.train.dsm_grad='encoder'")
 
 
 def test_runs_that_do_not_set_it_keep_their_fingerprint():

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import tomli_w
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from smvi.settings import limits as L
 from smvi.settings.families import DEFAULT_FAMILY, FAMILIES
@@ -236,6 +245,12 @@ class ConstraintConfig(_Frozen):
         return self
 
 
+LAM_PLANNED = "lam_planned"
+"""A validation context key (``RunConfig.model_validate(tree, context={LAM_PLANNED: True})``): the config is a
+template whose λ every run planned from it replaces (a sweep's base run), so what needs λ > 0 or a target is checked
+on those runs, not on the template."""
+
+
 class TrainConfig(_Frozen):
     """Optimization. ``lam`` is the paper's λ: maximize ELBO - λ·D_SM (fixed, or learned: ``constraint``)."""
 
@@ -301,9 +316,10 @@ class TrainConfig(_Frozen):
         return self
 
     @model_validator(mode="after")
-    def _settings_match_the_objective(self) -> TrainConfig:
+    def _settings_match_the_objective(self, info: ValidationInfo) -> TrainConfig:
         """Every setting is used by the chosen objective (:data:`smvi.settings.objectives.OBJECTIVES`): a β without
-        the β-VAE, a k without IWAE or a λ without SMVI is refused rather than ignored."""
+        the β-VAE, a k without IWAE or a λ without SMVI is refused rather than ignored. Validated with the
+        :data:`LAM_PLANNED` context, λ is left to the runs planned from this one."""
         o, spec = self.objective, OBJECTIVES[self.objective]
         if spec.settings[spec.knob] is None and getattr(self, spec.knob) is None:
             raise ValueError(f"objective={o!r} needs train.{spec.knob} (e.g. train.{spec.knob}={spec.example})")
@@ -316,7 +332,8 @@ class TrainConfig(_Frozen):
                     f"{keys} {'are' if len(foreign) > 1 else 'is'} only used by objective={other.name!r} "
                     f"(objective is {o!r}): remove {them} or set train.objective={other.name!r}"
                 )
-        if self.dsm_grad != "both" and (o != "smvi" or (self.lam == 0 and self.constraint.target is None)):
+        no_penalty = self.lam == 0 and self.constraint.target is None and not (info.context or {}).get(LAM_PLANNED)
+        if self.dsm_grad != "both" and (o != "smvi" or no_penalty):
             raise ValueError(
                 f"train.dsm_grad={self.dsm_grad!r} steers the D_SM penalty's gradient, which needs "
                 "objective='smvi' with train.lam > 0 or train.constraint.target: set one or drop "

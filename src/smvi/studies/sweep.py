@@ -36,7 +36,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import (
@@ -48,11 +48,13 @@ from pydantic import (
     PositiveFloat,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 
 from smvi.progress import SweepETA, duration, note, stage_priors, sweep_note
 from smvi.settings.run import (
+    LAM_PLANNED,
     ConfigError,
     ConstraintConfig,
     Distinct,
@@ -146,6 +148,13 @@ class SweepConfig(BaseModel):
     convergence: ConvergenceConfig = Field(default=ConvergenceConfig(), description="settings of the convergence stage")
     gaps: GapConfig = Field(default=GapConfig(), description="settings of the gaps stage")
 
+    @field_validator("run", mode="before")
+    @classmethod
+    def _base_run(cls, run: Any) -> Any:
+        """The base run, whose λ no run keeps (each has one of ``lams``, or a target): checked but for what needs its
+        λ (:data:`~smvi.settings.run.LAM_PLANNED`), which ``_coherent`` checks on every planned run."""
+        return RunConfig.model_validate(run, context={LAM_PLANNED: True}) if isinstance(run, dict) else run
+
     @model_validator(mode="after")
     def _coherent(self) -> SweepConfig:
         targets, base = self.dsm_targets + self.gap_targets, self.run.train
@@ -173,6 +182,13 @@ class SweepConfig(BaseModel):
                 ConstraintConfig(target=1.0, **self.constraint.model_dump())
             except ValidationError as e:
                 raise ValueError(f"constraint: {e.errors()[0]['msg']}") from None
+        for name, update in _grid(self, self.seeds[0]):  # each run as planned: what needs λ, with the run's own
+            try:
+                RunConfig.model_validate({**self.run.model_dump(), "train": {**base.model_dump(), **update}})
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = f"{'.'.join(map(str, err['loc']))}: " if err["loc"] else ""
+                raise ValueError(f"run {name}: {where}{err['msg'].removeprefix('Value error, ')}") from None
         return self
 
 
