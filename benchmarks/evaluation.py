@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import count_flops, interleaved, machine  # noqa: E402
+from harness import flops_per_gradient, interleaved, machine, mean_se, timed  # noqa: E402
 
 from smvi.core.estimators import ais, iwae_bound  # noqa: E402
 
@@ -80,28 +79,6 @@ class AutogradOnly:
         return getattr(self.model, name)
 
 
-def _mean_se(d: torch.Tensor) -> tuple[float, float]:
-    return float(d.mean()), float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else float("nan")
-
-
-def _cpu(fn):
-    c = time.process_time()
-    out = fn()
-    return out, time.process_time() - c
-
-
-def _flops_per_evaluation(model, x: torch.Tensor) -> float:
-    """FLOPs of one ∇_z log p(x, z) by autograd (decoder forward + input-gradient), per row."""
-    z, shift = torch.randn(x.shape[0], model.z_dim), torch.zeros(1, requires_grad=True)
-
-    def grad():  # with respect to a non-leaf: the flop counter's hooks refuse autograd.grad on a leaf
-        with torch.enable_grad():
-            zz = z + shift
-            torch.autograd.grad((model.log_prior(zz) + model.log_likelihood(x, zz)).sum(), zz)
-
-    return count_flops(grad) / x.shape[0]
-
-
 def bench_transition(s: dict, model, x: torch.Tensor) -> dict:
     rows = x.shape[0] * (s["chains"] + 2)
     kw = dict(steps=s["steps"], chains=s["chains"], leapfrog_steps=s["leapfrog"], seed=0, **ENCODER)
@@ -122,7 +99,7 @@ def bench_transition(s: dict, model, x: torch.Tensor) -> dict:
     for p in ("fp32", "bf16"):
         res[f"matmul_{p}"]["gflops_per_s_cpu"] = mm_flops / res[f"matmul_{p}"]["cpu_ms"] / 1e6
     evals = rows * ((s["steps"] - 1) * s["leapfrog"] + 1)
-    flops = _flops_per_evaluation(model, x[:1].expand(rows, -1)) * rows
+    flops = flops_per_gradient(model, x[:1].expand(rows, -1)) * rows
     out = {"rows": rows, "gradient_evaluations": evals, "gflop_per_evaluation_row": flops / rows / 1e9, **res}
     for k in ("reference_fp32_autograd", "smvi_fp32", "smvi_bf16"):
         r = res[k]
@@ -144,7 +121,7 @@ def bench_transition(s: dict, model, x: torch.Tensor) -> dict:
         **{k: {"log_px_mean": r.mean, "acceptance": r.acceptance} for k, r in est.items()},
     }
     for k in ("smvi_fp32", "smvi_bf16"):
-        d, se = _mean_se(est[k].log_px - est["reference_fp32_autograd"].log_px)
+        d, se = mean_se(est[k].log_px - est["reference_fp32_autograd"].log_px)
         out["equal"][f"{k}_minus_reference"], out["equal"][f"{k}_minus_reference_se"] = d, se
     return out
 
@@ -170,7 +147,7 @@ def bench_potential(s: dict, model, x: torch.Tensor) -> dict:
 
 def bench_step_size(s: dict, model, x: torch.Tensor) -> dict:
     kw = dict(chains=s["chains"], leapfrog_steps=s["leapfrog"], seed=0, precision="bf16", **ENCODER)
-    ref, ref_s = _cpu(lambda: ais(model, x, steps=s["reference_steps"], adapt="dual_averaging", **kw))
+    ref, _, ref_s = timed(lambda: ais(model, x, steps=s["reference_steps"], adapt="dual_averaging", **kw))
     out = {
         "points": x.shape[0],
         "reference": {
@@ -184,8 +161,8 @@ def bench_step_size(s: dict, model, x: torch.Tensor) -> dict:
     for adapt in ("ratio", "dual_averaging"):
         rows = []
         for steps in s["ladder"]:
-            r, c = _cpu(lambda steps=steps, adapt=adapt: ais(model, x, steps=steps, adapt=adapt, **kw))
-            d, se = _mean_se(r.log_px - ref.log_px)
+            r, _, c = timed(lambda steps=steps, adapt=adapt: ais(model, x, steps=steps, adapt=adapt, **kw))
+            d, se = mean_se(r.log_px - ref.log_px)
             rows.append(
                 {
                     "steps": steps,
@@ -216,7 +193,7 @@ def bench_iwae(s: dict, model, x: torch.Tensor) -> dict:
 
             cases[f"{p}_{tag}"] = run
     out = {"k": k, "points": x.shape[0], **interleaved(cases, s["rounds"], 1)}
-    d, se = _mean_se(vals[("bf16", "rows1024")] - vals[("fp32", "rows1024")])
+    d, se = mean_se(vals[("bf16", "rows1024")] - vals[("fp32", "rows1024")])
     out["bf16_minus_fp32"], out["bf16_minus_fp32_se"] = d, se
     out["bf16_minus_fp32_max_abs"] = float((vals[("bf16", "rows1024")] - vals[("fp32", "rows1024")]).abs().max())
     out["fp32_chunk64_over_bf16_rows1024"] = out["fp32_chunk64"]["cpu_ms"] / out["bf16_rows1024"]["cpu_ms"]

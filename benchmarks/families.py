@@ -20,10 +20,7 @@ import json
 from pathlib import Path
 
 import torch
-from harness import interleaved, machine
-
-import smvi
-from smvi.core.objectives import training_objective
+from harness import interleaved, machine, step_ratios, training_step
 
 CASES = {  # name -> (posterior, objective settings)
     "diagonal": ("diagonal", dict(objective="smvi", lam=0.0)),
@@ -38,25 +35,6 @@ CASES = {  # name -> (posterior, objective settings)
 }
 FULL = dict(x_dim=784, hidden=(1024, 1024), z_dim=50, batch=512, rounds=5, per_round=3)
 QUICK = dict(x_dim=784, hidden=(32,), z_dim=4, batch=32, rounds=2, per_round=1)
-
-
-def step_fn(posterior: str, settings: dict, s: dict, precision: str = "fp32"):
-    torch.manual_seed(0)
-    cfg = smvi.ModelConfig(
-        z_dim=s["z_dim"], encoder_hidden=s["hidden"], decoder_hidden=s["hidden"], posterior=posterior
-    )
-    model = smvi.VAE(s["x_dim"], cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.bernoulli(torch.rand(s["batch"], s["x_dim"], generator=torch.Generator().manual_seed(1)))
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = training_objective(model, x, **settings).loss.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -75,25 +53,24 @@ def main(argv: list[str] | None = None) -> dict:
     s = QUICK if args.quick else FULL
     precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
     name = {"fp32": "{}", "bf16": "{}@bf16"} if args.precision == "both" else {args.precision: "{}"}
-    steps = {name[pr].format(k): step_fn(p, o, s, pr) for k, (p, o) in CASES.items() for pr in precisions}
+    steps = {
+        name[pr].format(k): training_step({"posterior": p}, o, s, pr)
+        for k, (p, o) in CASES.items()
+        for pr in precisions
+    }
     times = interleaved(steps, s["rounds"], s["per_round"])
 
     def base(k: str) -> str:  # the diagonal step at the same λ and precision
         case, _, pr = k.partition("@")
         return ("diagonal_smvi" if case.endswith("_smvi") else "diagonal") + (f"@{pr}" if pr else "")
 
-    ratios = {
-        clock: {k: times[k][f"{clock}_ms"] / times[base(k)][f"{clock}_ms"] for k in times} for clock in ("cpu", "wall")
-    }
+    ratios = step_ratios(times, base, 20)
     res = {
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()} | {"precision": precisions},
         "machine": machine(),
         "times": times,
         "ratios_to_diagonal": ratios,
     }
-    print(f"{'case':<20}{'cpu ms':>10}{'wall ms':>10}{'cpu ratio':>11}   (ratio to the diagonal step at the same λ)")
-    for k in times:
-        print(f"{k:<20}{times[k]['cpu_ms']:>10.1f}{times[k]['wall_ms']:>10.1f}{ratios['cpu'][k]:>10.2f}x")
     if args.precision == "both":
         res["bf16_speedup"] = {k: times[k]["cpu_ms"] / times[f"{k}@bf16"]["cpu_ms"] for k in CASES}
         print("fp32 ÷ bf16 CPU time per step: " + ", ".join(f"{k} {v:.2f}x" for k, v in res["bf16_speedup"].items()))

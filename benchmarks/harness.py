@@ -1,19 +1,25 @@
-"""Measuring and reporting for benchmarks/run.py: interleaved timing, FLOP counting, the machine's description, the
-issue's ratios and targets, and the printed table."""
+"""Measuring and reporting for the benchmarks: interleaved timing, FLOP counting, the machine's description; the
+training step whose cost benchmarks/families.py and rejection.py compare (with its ratios and table); and for
+benchmarks/run.py the issue's ratios and targets, and the printed table."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import random
 import statistics
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import smvi
+from smvi.core.objectives import training_objective
+
+T = TypeVar("T")
 
 
 # ---- measuring -------------------------------------------------------------------------------------------------------
@@ -52,10 +58,69 @@ def interleaved(cases: dict[str, Callable[[], object]], rounds: int, per_round: 
     }
 
 
+def training_step(model_settings: dict, objective: dict, s: dict, precision: str = "fp32") -> Callable[[], None]:
+    """One training step of the VAE of sizes ``s`` (``x_dim``, ``hidden``, ``z_dim``, ``batch``) with
+    ``model_settings`` (:class:`smvi.ModelConfig`'s keys): the objective (``objective``: ``training_objective``'s
+    keywords; in bf16 autocast with ``precision="bf16"``, weights and Adam fp32), its backward pass and one Adam update,
+    on one fixed batch of binary images."""
+    torch.manual_seed(0)
+    cfg = smvi.ModelConfig(z_dim=s["z_dim"], encoder_hidden=s["hidden"], decoder_hidden=s["hidden"], **model_settings)
+    model = smvi.VAE(s["x_dim"], cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.bernoulli(torch.rand(s["batch"], s["x_dim"], generator=torch.Generator().manual_seed(1)))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = training_objective(model, x, **objective).loss.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def step_ratios(times: dict, base: Callable[[str], str], width: int) -> dict:
+    """Each case's time (:func:`interleaved`) as a ratio to its ``base(case)``'s, by clock (``cpu``, ``wall``); prints
+    them as a table, the case names ``width`` wide."""
+    ratios = {
+        clock: {k: times[k][f"{clock}_ms"] / times[base(k)][f"{clock}_ms"] for k in times} for clock in ("cpu", "wall")
+    }
+    print(
+        f"{'case':<{width}}{'cpu ms':>10}{'wall ms':>10}{'cpu ratio':>11}   (ratio to the diagonal step at the same λ)"
+    )
+    for k in times:
+        print(f"{k:<{width}}{times[k]['cpu_ms']:>10.1f}{times[k]['wall_ms']:>10.1f}{ratios['cpu'][k]:>10.2f}x")
+    return ratios
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float, float]:
+    """``fn()``, its wall and its CPU seconds."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def mean_se(d: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard error of ``d``'s values (in its dtype); SE is NaN for one value."""
+    return float(d.mean()), float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else float("nan")
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def flops_per_gradient(model, x: torch.Tensor) -> float:
+    """FLOPs of one evaluation of ∇_z log p(x, z) by autograd (decoder forward + input-gradient), per row."""
+    z, shift = torch.randn(x.shape[0], model.z_dim), torch.zeros(1, requires_grad=True)
+
+    def grad():  # with respect to a non-leaf: the flop counter's hooks refuse autograd.grad on a leaf
+        with torch.enable_grad():
+            zz = z + shift
+            torch.autograd.grad((model.log_prior(zz) + model.log_likelihood(x, zz)).sum(), zz)
+
+    return count_flops(grad) / x.shape[0]
 
 
 def machine() -> dict:

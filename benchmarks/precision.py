@@ -15,29 +15,17 @@ Runs alternate the precision first in each round, one process, the same thread c
 
 from __future__ import annotations
 
-import math
-import time
 from statistics import median
 
 import torch
 from bdmc_precision import paired_bdmc
-from harness import count_flops, interleaved
+from harness import flops_per_gradient, interleaved, mean_se, timed
 
 from smvi.core.estimators import ais, iwae_bound, native_bf16, simulate
 from smvi.data.loading import binarize_fixed
 
 PRECISIONS = ("fp32", "bf16")
 IWAE_TOL = 0.05  # nats: the accuracy bf16 IWAE must show to be used (well below the ≈ 1 nat IWAE − AIS differences)
-
-
-def _timed(fn):
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - t0, time.process_time() - c0
-
-
-def _mean_se(d: torch.Tensor) -> tuple[float, float]:
-    return float(d.mean()), float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else float("nan")
 
 
 def _matmul_rates(s: dict, width: int) -> dict:
@@ -58,18 +46,6 @@ def _matmul_rates(s: dict, width: int) -> dict:
     }
 
 
-def _flops_per_gradient(model, x: torch.Tensor) -> float:
-    """FLOPs of one evaluation of ∇_z log p(x, z) (decoder forward + input-gradient), per row."""
-    z, shift = torch.randn(x.shape[0], model.z_dim), torch.zeros(1, requires_grad=True)
-
-    def grad():  # with respect to a non-leaf: the flop counter's hooks refuse autograd.grad on a leaf
-        with torch.enable_grad():
-            zz = z + shift
-            torch.autograd.grad((model.log_prior(zz) + model.log_likelihood(x, zz)).sum(), zz)
-
-    return count_flops(grad) / x.shape[0]
-
-
 def bench_precision(s: dict, model, data) -> dict:
     model = model.eval().requires_grad_(False)
     x = binarize_fixed(data.test_x[: s["prec_points"]], seed=1234)
@@ -81,13 +57,13 @@ def bench_precision(s: dict, model, data) -> dict:
     acc = {p: [] for p in PRECISIONS}
     for r in range(s["prec_rounds"]):
         for p in PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]:
-            res, w, c = _timed(lambda p=p, r=r: ais(model, x, seed=r, precision=p, **kw))
+            res, w, c = timed(lambda p=p, r=r: ais(model, x, seed=r, precision=p, **kw))
             est[p].append(res.log_px)
             wall[p].append(w)
             cpu[p].append(c)
             acc[p].append(res.acceptance)
     evals = x.shape[0] * (kw["chains"] + 2) * ((kw["steps"] - 1) * kw["leapfrog_steps"] + 1)
-    flops = _flops_per_gradient(model, x)
+    flops = flops_per_gradient(model, x)
     rates = _matmul_rates(s, model.decoder[0].out_features if hasattr(model, "decoder") else 1024)
     out["gradient_evaluations"], out["gflop_per_evaluation"], out["matmul"] = evals, flops / 1e9, rates
     for p in PRECISIONS:
@@ -102,9 +78,9 @@ def bench_precision(s: dict, model, data) -> dict:
             "fraction_of_matmul_rate_cpu": thr_cpu * flops / 1e9 / rates[p]["gflops_per_s_cpu"],
             "fraction_of_matmul_rate_wall": thr_wall * flops / 1e9 / rates[p]["gflops_per_s_wall"],
             "log_px_mean": float(e.mean()),
-            "log_px_se": _mean_se(e)[1],
+            "log_px_se": mean_se(e)[1],
         }
-    d, se = _mean_se(torch.stack(est["bf16"]).mean(0) - torch.stack(est["fp32"]).mean(0))
+    d, se = mean_se(torch.stack(est["bf16"]).mean(0) - torch.stack(est["fp32"]).mean(0))
     out["bf16_minus_fp32"], out["bf16_minus_fp32_se"] = d, se
     out["bf16_over_fp32_throughput_cpu"] = out["bf16"]["evals_per_s_cpu"] / out["fp32"]["evals_per_s_cpu"]
     out["bf16_over_fp32_throughput_wall"] = out["bf16"]["evals_per_s_wall"] / out["fp32"]["evals_per_s_wall"]
@@ -114,9 +90,9 @@ def bench_precision(s: dict, model, data) -> dict:
 
     iw = {}
     for p in PRECISIONS:
-        v, w, c = _timed(lambda p=p: iwae_bound(model, x, k=s["iwae_k"], seed=0, precision=p))
+        v, w, c = timed(lambda p=p: iwae_bound(model, x, k=s["iwae_k"], seed=0, precision=p))
         iw[p] = {"value": v, "cpu_s": c, "wall_s": w}
-    d, se = _mean_se(iw["bf16"]["value"] - iw["fp32"]["value"])
+    d, se = mean_se(iw["bf16"]["value"] - iw["fp32"]["value"])
     out["iwae"] = {
         "k": s["iwae_k"],
         **{

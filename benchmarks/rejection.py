@@ -20,10 +20,7 @@ import json
 from pathlib import Path
 
 import torch
-from harness import interleaved, machine
-
-import smvi
-from smvi.core.objectives import training_objective
+from harness import interleaved, machine, step_ratios, training_step
 
 CASES = {  # name -> (model settings, objective settings)
     "diagonal": ({}, dict(objective="smvi", lam=0.0)),
@@ -47,23 +44,6 @@ FULL = dict(x_dim=784, hidden=(1024, 1024), z_dim=50, batch=512, rounds=3, per_r
 QUICK = dict(x_dim=784, hidden=(32,), z_dim=4, batch=32, rounds=2, per_round=1)
 
 
-def step_fn(model_settings: dict, settings: dict, s: dict, precision: str = "fp32"):
-    torch.manual_seed(0)
-    cfg = smvi.ModelConfig(z_dim=s["z_dim"], encoder_hidden=s["hidden"], decoder_hidden=s["hidden"], **model_settings)
-    model = smvi.VAE(s["x_dim"], cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.bernoulli(torch.rand(s["batch"], s["x_dim"], generator=torch.Generator().manual_seed(1)))
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = training_objective(model, x, **settings).loss.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny model: a smoke test in seconds")
@@ -75,11 +55,9 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     s = QUICK if args.quick else FULL
     names = [k for k in CASES if args.only is None or k in args.only or k.startswith("diagonal")]
-    times = interleaved({k: step_fn(*CASES[k], s, args.precision) for k in names}, s["rounds"], s["per_round"])
+    times = interleaved({k: training_step(*CASES[k], s, args.precision) for k in names}, s["rounds"], s["per_round"])
     base = lambda k: "diagonal_smvi" if CASES[k][1]["lam"] else "diagonal"  # noqa: E731  (same λ)
-    ratios = {
-        clock: {k: times[k][f"{clock}_ms"] / times[base(k)][f"{clock}_ms"] for k in times} for clock in ("cpu", "wall")
-    }
+    ratios = step_ratios(times, base, 22)
     res = {
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}
         | {"precision": args.precision, "threads": args.threads},
@@ -87,9 +65,6 @@ def main(argv: list[str] | None = None) -> dict:
         "times": times,
         "ratios_to_diagonal": ratios,
     }
-    print(f"{'case':<22}{'cpu ms':>10}{'wall ms':>10}{'cpu ratio':>11}   (ratio to the diagonal step at the same λ)")
-    for k in times:
-        print(f"{k:<22}{times[k]['cpu_ms']:>10.1f}{times[k]['wall_ms']:>10.1f}{ratios['cpu'][k]:>10.2f}x")
     if args.out:
         args.out.write_text(json.dumps(res, indent=2) + "\n")
     return res
