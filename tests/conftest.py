@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +74,26 @@ def tiny_train_args(data_dir: Path) -> list[str]:
     ]
 
 
+def tiny_config(data_dir: Path, *sets: str, **train_options):
+    """A small run's config (16 hidden units, z_dim 3, batches of 64, one epoch) on a synthetic IDX directory, with
+    ``sets`` (``section.key=value``) and ``train_options`` (``train.*`` keys) on top."""
+    from smvi.settings.run import load_config
+
+    return load_config(
+        sets=[
+            "model.encoder_hidden=[16]",
+            "model.decoder_hidden=[16]",
+            "model.z_dim=3",
+            "data.dataset='idx'",
+            f"data.data_dir='{data_dir}'",
+            "data.monitor_size=32",
+            "train.batch_size=64",
+            *sets,
+        ],
+        overrides={"train.epochs": 1, **{f"train.{k}": v for k, v in train_options.items()}},
+    )
+
+
 def invoke(*args):
     """Run the ``smvi`` command in-process (click's runner), every argument as a string."""
     from click.testing import CliRunner
@@ -78,6 +101,21 @@ def invoke(*args):
     from smvi.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def run_benchmark(tmp_path: Path, script: str, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run ``benchmarks/SCRIPT --quick ARGS --out FILE`` in ``tmp_path`` (5 minutes at most), check that it exits 0,
+    and return the finished process (its output captured as text) and the results it wrote."""
+    out, path = tmp_path / f"{Path(script).stem}.json", Path(__file__).resolve().parents[1] / "benchmarks" / script
+    r = subprocess.run(
+        [sys.executable, str(path), "--quick", *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r, json.loads(out.read_text())
 
 
 @pytest.fixture

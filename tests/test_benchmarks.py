@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import smvi
+from conftest import run_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -45,16 +46,7 @@ def test_smvi_objective_equals_the_plain_reference_on_the_same_noise():
 
 
 def test_benchmark_quick_run_writes_its_results(tmp_path):
-    out = tmp_path / "results.json"
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(out.read_text())
+    r, res = run_benchmark(tmp_path, "run.py")
     assert {"machine", "steps", "threads", "training", "ais", "precision", "epochs", "ratios", "targets"} <= res.keys()
     assert {"cpu", "torch", "torch_threads"} <= res["machine"].keys()
     for case in ("vae_b16", "smvi_b16", "reference_b16", "smvi_bf16_b16", "matmul_fp32"):
@@ -91,16 +83,7 @@ def test_benchmark_quick_run_writes_its_results(tmp_path):
 
 def test_family_cost_benchmark_quick_run_writes_its_ratios(tmp_path):
     """benchmarks/families.py (the extra cost per step of each posterior family and baseline) runs end to end."""
-    out = tmp_path / "families.json"
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "families.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(out.read_text())
+    _, res = run_benchmark(tmp_path, "families.py")
     cases = {"diagonal", "full", "flow", "diagonal_smvi", "full_smvi", "flow_smvi", "beta", "iwae5", "iwae50"}
     assert set(res["ratios_to_diagonal"]["cpu"]) == cases and res["ratios_to_diagonal"]["cpu"]["diagonal"] == 1.0
     assert all(res["times"][k]["cpu_ms"] > 0 for k in cases)
@@ -109,16 +92,7 @@ def test_family_cost_benchmark_quick_run_writes_its_ratios(tmp_path):
 def test_family_cost_benchmark_times_both_precisions_side_by_side(tmp_path):
     """--precision both: every case in fp32 and bf16 autocast in the same rounds, each ratio to its own precision's
     diagonal step, and the fp32 ÷ bf16 speed-up per case."""
-    out = tmp_path / "families.json"
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "families.py"), "--quick", "--precision", "both", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(out.read_text())
+    _, res = run_benchmark(tmp_path, "families.py", "--precision", "both")
     cpu, times = res["ratios_to_diagonal"]["cpu"], res["times"]
     assert res["settings"]["precision"] == ["fp32", "bf16"] and cpu["diagonal"] == cpu["diagonal@bf16"] == 1.0
     assert cpu["full_smvi@bf16"] == times["full_smvi@bf16"]["cpu_ms"] / times["diagonal_smvi@bf16"]["cpu_ms"]
@@ -128,16 +102,7 @@ def test_family_cost_benchmark_times_both_precisions_side_by_side(tmp_path):
 
 def test_bdmc_precision_quick_run_pairs_the_precisions(tmp_path):
     """benchmarks/bdmc_precision.py: BDMC in fp32 and bf16 on the same simulated points and seed, paired."""
-    out = tmp_path / "bdmc.json"
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bdmc_precision.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(out.read_text())
+    r, res = run_benchmark(tmp_path, "bdmc_precision.py")
     b, steps = res["bdmc"], res["settings"]["steps"]
     assert b["sampler"]["start"] == "encoder" and b["sampler"]["chains"] == 4  # the evaluation's sampler
     for s in map(str, steps):
@@ -198,16 +163,7 @@ def test_training_check_refuses_pairs_that_differ_beyond_the_precision(tmp_path)
 def test_evaluation_benchmark_quick_run_writes_its_results(tmp_path):
     """benchmarks/evaluation.py (issue 26: the explicit force, bf16, the step-size rules) end to end, tiny; the
     reference (autograd force) and smvi's fp32 run give the same estimate up to the forces' rounding."""
-    out = tmp_path / "evaluation.json"
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "evaluation.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(out.read_text())
+    r, res = run_benchmark(tmp_path, "evaluation.py")
     assert {"transition", "potential", "iwae", "step_size", "machine", "printed"} <= res.keys()
     t = res["transition"]
     for case in ("reference_fp32_autograd", "smvi_fp32", "smvi_bf16"):

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from conftest import invoke, tiny_train_args
+from conftest import invoke, run_benchmark, tiny_train_args
 from smvi.core.estimators import ais
 from smvi.core.models import LinearGaussian
 from smvi.core.objectives import log_lik_and_score_gap, smvi_objective, training_objective
@@ -402,28 +402,6 @@ def test_report_labels_a_rejection_run_with_its_rule_for_T():
 
 def test_cost_benchmark_quick_run_writes_its_ratios(tmp_path):
     """benchmarks/rejection.py (cost per training step against the diagonal one) runs end to end."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    out = tmp_path / "rejection.json"
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(root / "benchmarks" / "rejection.py"),
-            "--quick",
-            "--only",
-            "accept0.2_smvi",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(out.read_text())
+    _, res = run_benchmark(tmp_path, "rejection.py", "--only", "accept0.2_smvi")
     assert set(res["ratios_to_diagonal"]["cpu"]) == {"diagonal", "diagonal_smvi", "accept0.2_smvi"}
     assert res["ratios_to_diagonal"]["cpu"]["diagonal"] == 1.0 and res["times"]["accept0.2_smvi"]["cpu_ms"] > 0
