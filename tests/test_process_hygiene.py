@@ -15,7 +15,7 @@ import pytest
 
 import smvi.studies.sweep as S
 from conftest import invoke
-from test_sweep import long_process_sweep, tiny_sweep
+from test_sweep import long_process_sweep, stopped_by, sweep_process, tiny_sweep, until_a_checkpoint, with_epochs
 from test_sweep_safety import _hold
 
 
@@ -46,10 +46,7 @@ def test_sigkill_of_a_process_pool_sweep_ends_its_workers_and_the_rerun_succeeds
         except ProcessLookupError:
             pass
     assert not orphans, f"workers {orphans} train on after their sweep was killed"
-    short = cfg.model_copy(
-        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"epochs": 1})})}
-    )
-    results = S.run_sweep(short, tmp_path / "sw", overwrite=True, progress=False)
+    results = S.run_sweep(with_epochs(cfg, 1), tmp_path / "sw", overwrite=True, progress=False)
     assert all(r["status"] == "ok" for r in results), results
 
 
@@ -98,25 +95,8 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_a_ray_address_that_does_not_answer_is_one_line(idx_dir, tmp_path):
     pytest.importorskip("ray")
-    from smvi.settings.run import config_to_toml
-
-    (tmp_path / "sweep.toml").write_text(config_to_toml(tiny_sweep(idx_dir, stages=["train"])))
-    cmd = [
-        sys.executable,
-        "-m",
-        "smvi",
-        "sweep",
-        str(tmp_path / "sw"),
-        "--config",
-        str(tmp_path / "sweep.toml"),
-        "--executor",
-        "ray",
-        "--address",
-        f"127.0.0.1:{_free_port()}",
-        "--no-progress",
-        "--no-report",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    cfg = tiny_sweep(idx_dir, stages=["train"])
+    proc = sweep_process(cfg, tmp_path, "--executor", "ray", "--address", f"127.0.0.1:{_free_port()}")
     try:
         _, err = proc.communicate(timeout=90)
     except subprocess.TimeoutExpired:
@@ -174,42 +154,11 @@ def test_sigterm_stops_a_ray_sweep(idx_dir, tmp_path):
     """`kill PID` of `smvi sweep --executor ray` stops it with the rerun hint: Ray's own SIGTERM handler (which
     aborts the driver) is replaced by the CLI's again, and the driver waits for its tasks in short steps."""
     pytest.importorskip("ray")
-    from smvi.settings.run import config_to_toml
-    from test_sweep import stopped_by
-
-    cfg = tiny_sweep(idx_dir, stages=["train"])
-    cfg = cfg.model_copy(
-        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"epochs": 5000})})}
+    cfg = with_epochs(tiny_sweep(idx_dir, stages=["train"]), 5000)
+    proc = sweep_process(
+        cfg, tmp_path, "--executor", "ray", "--workers", "2", env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
-    (tmp_path / "sweep.toml").write_text(config_to_toml(cfg))
-    cmd = [
-        sys.executable,
-        "-m",
-        "smvi",
-        "sweep",
-        str(tmp_path / "sw"),
-        "--config",
-        str(tmp_path / "sweep.toml"),
-        "--executor",
-        "ray",
-        "--workers",
-        "2",
-        "--no-progress",
-        "--no-report",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    deadline = time.monotonic() + 240
-    while not list((tmp_path / "sw").glob("runs/*/checkpoint.safetensors")):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError(proc.communicate())
-        time.sleep(0.2)
+    until_a_checkpoint(proc, tmp_path / "sw")
     err = stopped_by(proc, proc.terminate)
     # Ray's wait turns the handler's exception into a plain KeyboardInterrupt: 130, not 143; never an abort (-6)
     assert proc.returncode in (130, 143) and "rerun the same command" in err, err

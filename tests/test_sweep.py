@@ -6,6 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import tomllib
 
 import pytest
@@ -43,6 +47,39 @@ def tiny_sweep(idx_dir, **top) -> S.SweepConfig:
         **top,
     }
     return build_config(S.SweepConfig, tree)
+
+
+def with_epochs(cfg: S.SweepConfig, epochs: int) -> S.SweepConfig:
+    """``cfg`` with every run trained for ``epochs``."""
+    return cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"epochs": epochs})})}
+    )
+
+
+def sweep_process(cfg: S.SweepConfig, tmp_path, *options: str, **popen) -> subprocess.Popen:
+    """`python -m smvi sweep TMP_PATH/sw --config TMP_PATH/sweep.toml OPTIONS --no-progress --no-report` on ``cfg``
+    (written to that sweep.toml), started in its own session with its output piped (``popen``: more of Popen's
+    keywords)."""
+    (tmp_path / "sweep.toml").write_text(config_to_toml(cfg))
+    cmd = [sys.executable, "-m", "smvi", "sweep", str(tmp_path / "sw"), "--config", str(tmp_path / "sweep.toml")]
+    return subprocess.Popen(
+        [*cmd, *options, "--no-progress", "--no-report"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        **popen,
+    )
+
+
+def until_a_checkpoint(proc: subprocess.Popen, sweep_dir) -> None:
+    """Wait until a run of the sweep ``proc`` runs in ``sweep_dir`` has a checkpoint; a sweep that exits first, or has
+    none after 4 minutes, is killed with its process group and fails the test with its output."""
+    deadline = time.monotonic() + 240
+    while not list(sweep_dir.glob("runs/*/checkpoint.safetensors")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(proc.communicate())
+        time.sleep(0.2)
 
 
 def snapshot(sweep_dir):
@@ -321,45 +358,15 @@ def long_process_sweep(idx_dir, tmp_path):
     SIGINT at its default, as a terminal's shell starts a foreground job (a shell's background job, which CI or a
     nohup may be, starts with SIGINT ignored, and a Python started so never raises KeyboardInterrupt); returned once
     a run has a checkpoint, with its config and the pids of its pool's workers (Linux)."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    cfg = tiny_sweep(idx_dir, lams=[0.0, 0.1, 0.2, 0.5, 1.0, 2.0], stages=["train"])
-    cfg = cfg.model_copy(
-        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"epochs": 5000})})}
-    )
-    (tmp_path / "sweep.toml").write_text(config_to_toml(cfg))
-    cmd = [
-        sys.executable,
-        "-m",
-        "smvi",
-        "sweep",
-        str(tmp_path / "sw"),
-        "--config",
-        str(tmp_path / "sweep.toml"),
-        "--executor",
-        "process",
-        "--workers",
-        "2",
-        "--no-progress",
-        "--no-report",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    cfg = with_epochs(tiny_sweep(idx_dir, lams=[0.0, 0.1, 0.2, 0.5, 1.0, 2.0], stages=["train"]), 5000)
+    proc = sweep_process(
+        cfg,
+        tmp_path,
+        *("--executor", "process", "--workers", "2"),
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 240
-    while not list((tmp_path / "sw").glob("runs/*/checkpoint.safetensors")):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError(proc.communicate())
-        time.sleep(0.2)
+    until_a_checkpoint(proc, tmp_path / "sw")
     with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
         workers = [int(pid) for pid in f.read().split()]
     assert workers
@@ -402,10 +409,8 @@ def test_ctrl_c_stops_a_process_pool_sweep_at_once_and_the_same_command_resumes(
     err = stopped_by(proc, lambda: os.killpg(proc.pid, signal.SIGINT))
     assert alive, err
     assert proc.returncode == 130 and "rerun the same command" in err, err
-    short = cfg.model_copy(
-        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"epochs": 2})})}
-    )
-    results = S.run_sweep(short, tmp_path / "sw", overwrite=True, progress=False)  # resumes the interrupted runs
+    resumed = with_epochs(cfg, 2)  # the interrupted runs resume
+    results = S.run_sweep(resumed, tmp_path / "sw", overwrite=True, progress=False)
     assert all(r["status"] == "ok" for r in results), results
 
 
