@@ -12,11 +12,12 @@ import shutil
 import pytest
 
 import smvi.stages.gaps as G
+from conftest import invoke, tiny_config
 from smvi.settings.stages import AISConfig, GapConfig
 from smvi.stages.train import train
 from smvi.store.records import GapsRecord, RecordError
 from smvi.store.rundir import RunDir, RunError
-from test_rundir import cli, made, one_error_line, run, tiny  # noqa: F401  (fixtures)
+from test_rundir import made, one_error_line, run  # noqa: F401  (fixtures)
 
 TINY_GAPS = GapConfig(
     n_points=6, ais=AISConfig(steps=3, chains=2, leapfrog_steps=1), steps=20, window=10, eval_samples=10, batch_size=6
@@ -47,16 +48,16 @@ def test_a_gaps_record_is_stale_after_retraining_or_with_other_settings(made, ru
     rd = RunDir(run)
     G.gaps_run(run, TINY_GAPS, data=data, progress=False)
     assert rd.current_record("gaps", TINY_GAPS.model_copy(update={"steps": 30}))[1] == "computed with other settings"
-    train(tiny(data_dir, epochs=2), run, resume=True, progress=False, data=data)
+    train(tiny_config(data_dir, epochs=2), run, resume=True, progress=False, data=data)
     assert rd.current_record("gaps", TINY_GAPS)[1] == "computed at epoch 1, the run is at epoch 2"
-    train(tiny(data_dir, lam=0.25), run, overwrite=True, progress=False, data=data)
+    train(tiny_config(data_dir, lam=0.25), run, overwrite=True, progress=False, data=data)
     assert rd.read_record("gaps") is None  # train --overwrite clears it with the other records
 
 
 def test_a_foreign_checkpoint_is_refused(made, run):
     root, _, _ = made
     shutil.copy(root / "b" / "checkpoint.safetensors", run / "checkpoint.safetensors")
-    line = one_error_line(cli("gaps", run, "--no-progress"))
+    line = one_error_line(invoke("gaps", run, "--no-progress"))
     assert "belongs to another run (train.lam is 0.5 in the checkpoint, 0.0 in config.toml)" in line, line
     assert not RunDir(run).record_path("gaps").exists()
 
@@ -106,6 +107,6 @@ def test_non_finite_values_are_null_with_a_note_and_old_files_are_refused(made, 
 
 def test_a_learned_lambda_is_recorded_as_its_target_not_as_lam_0(made, tmp_path):
     _, data_dir, data = made
-    train(tiny(data_dir, **{"constraint.target": 5.0}), tmp_path / "c", progress=False, data=data)
+    train(tiny_config(data_dir, **{"constraint.target": 5.0}), tmp_path / "c", progress=False, data=data)
     rec = G.gaps_run(tmp_path / "c", TINY_GAPS, data=data, progress=False)
     assert rec.objective == "smvi" and rec.knob == {"target": 5.0}

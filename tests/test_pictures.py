@@ -17,6 +17,7 @@ from matplotlib.image import imread
 
 import smvi.stages.pictures as P
 import smvi.studies.sweep as S
+from conftest import invoke, tiny_config
 from smvi.data.loading import fixed_inputs
 from smvi.report.page import make_report
 from smvi.report.pictures import pictures_section
@@ -26,7 +27,7 @@ from smvi.stages.train import train
 from smvi.stages.trained import load_run
 from smvi.store.records import PicturesRecord
 from smvi.store.rundir import RunDir, RunError
-from test_rundir import cli, made, one_error_line, run, tiny  # noqa: F401  (fixtures)
+from test_rundir import made, one_error_line, run  # noqa: F401  (fixtures)
 from test_sweep import TINY_EVAL, tiny_sweep
 
 SMALL = PicturesConfig(n_samples=16, n_reconstructions=12, n_latent=100, columns=4)
@@ -116,7 +117,7 @@ def test_a_gaussian_decoder_shows_dequantized_inputs_and_gray_means(made, tmp_pa
 
 
 def load_config_gaussian(data_dir) -> RunConfig:
-    tree = tiny(data_dir).model_dump()
+    tree = tiny_config(data_dir).model_dump()
     tree["model"]["likelihood"], tree["data"]["transform"] = "gaussian", "dequantize"
     return RunConfig.model_validate(tree)
 
@@ -132,9 +133,9 @@ def test_pictures_are_stale_after_more_training_and_gone_after_overwrite(made, r
     _, data_dir, data = made
     rd = RunDir(run)
     P.pictures_run(run, SMALL, data=data, progress=False)
-    train(tiny(data_dir, epochs=2), run, resume=True, progress=False, data=data)
+    train(tiny_config(data_dir, epochs=2), run, resume=True, progress=False, data=data)
     assert rd.current_record("pictures", SMALL)[1] == "computed at epoch 1, the run is at epoch 2"
-    train(tiny(data_dir, lam=0.25), run, overwrite=True, progress=False, data=data)
+    train(tiny_config(data_dir, lam=0.25), run, overwrite=True, progress=False, data=data)
     assert rd.read_record("pictures") is None  # train --overwrite removes the record and its PNGs
     assert all(not rd.picture_path(k).exists() for k in rd.picture_kinds())
 
@@ -175,18 +176,18 @@ def test_an_existing_record_or_an_unwritable_run_is_refused_before_any_drawing(m
 def test_bad_runs_are_one_error_line_from_the_cli(made, run, damage, expected):
     root, _, _ = made
     damage(run, root)
-    line = one_error_line(cli("pictures", run, "--no-progress"))
+    line = one_error_line(invoke("pictures", run, "--no-progress"))
     assert expected in line, line
     assert not RunDir(run).record_path("pictures").exists()
 
 
 def test_the_cli_draws_and_names_its_files(made, run):
-    r = cli("pictures", run, "--no-progress", "--set", "n_latent=50", "--set", "n_samples=8")
+    r = invoke("pictures", run, "--no-progress", "--set", "n_latent=50", "--set", "n_samples=8")
     assert r.exit_code == 0, r.output
     assert "samples.png, reconstructions.png, latents.png and pictures.json" in r.output
     rec = RunDir(run).read_record("pictures")
     assert rec.n_latent == 50 and PicturesConfig.model_validate(rec.header.settings).n_samples == 8
-    r = cli("pictures", run, "--set", "n_latnt=5")
+    r = invoke("pictures", run, "--set", "n_latnt=5")
     assert r.exit_code == 1 and "unknown key" in r.output and "n_latnt" in r.output
 
 

@@ -14,10 +14,9 @@ import torch
 from click.testing import CliRunner
 
 import smvi.stages.train as T
-from conftest import make_idx_dir, tiny_train_args
+from conftest import make_idx_dir, tiny_config, tiny_train_args
 from smvi.cli import main
 from smvi.data.loading import ImageData, load_idx_dir
-from smvi.settings.run import load_config
 from smvi.stages.train import TrainingDiverged, train
 from smvi.store.checkpoint import load_checkpoint
 
@@ -37,18 +36,8 @@ def data(data_dir) -> ImageData:
 
 
 def config(data_dir: Path, **train_options):
-    return load_config(
-        sets=[
-            "model.encoder_hidden=[16]",
-            "model.decoder_hidden=[16]",
-            "model.z_dim=3",
-            "data.dataset='idx'",
-            f"data.data_dir='{data_dir}'",
-            "data.monitor_size=32",
-            "train.batch_size=64",
-        ],
-        overrides={f"train.{k}": v for k, v in {"epochs": 2, **train_options}.items()},
-    )
+    """:func:`conftest.tiny_config`, two epochs unless told."""
+    return tiny_config(data_dir, **{"epochs": 2, **train_options})
 
 
 def metrics(run_dir: Path) -> list[dict]:

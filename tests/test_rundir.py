@@ -10,15 +10,12 @@ import math
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import smvi.stages.evaluate as E
 import smvi.store.checkpoint as C
-from conftest import make_idx_dir
-from smvi.cli import main
+from conftest import invoke, make_idx_dir, tiny_config
 from smvi.data.loading import load_data
 from smvi.settings.run import RunConfig, load_config
 from smvi.settings.stages import AISConfig, EvalConfig
@@ -38,21 +35,6 @@ TINY_EVAL = EvalConfig(
 )
 
 
-def tiny(data_dir: Path, **train_options) -> RunConfig:
-    return load_config(
-        sets=[
-            "model.encoder_hidden=[16]",
-            "model.decoder_hidden=[16]",
-            "model.z_dim=3",
-            "data.dataset='idx'",
-            f"data.data_dir='{data_dir}'",
-            "data.monitor_size=32",
-            "train.batch_size=64",
-        ],
-        overrides={"train.epochs": 1, **{f"train.{k}": v for k, v in train_options.items()}},
-    )
-
-
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     """Two one-epoch runs that differ only in λ, and their data."""
@@ -60,7 +42,7 @@ def made(tmp_path_factory):
     data_dir = make_idx_dir(root / "idx")
     data = load_data("idx", data_dir)
     for name, lam in (("a", 0.0), ("b", 0.5)):
-        train(tiny(data_dir, lam=lam), root / name, progress=False, data=data)
+        train(tiny_config(data_dir, lam=lam), root / name, progress=False, data=data)
     return root, data_dir, data
 
 
@@ -69,10 +51,6 @@ def run(made, tmp_path):
     root, _, _ = made
     shutil.copytree(root / "a", tmp_path / "a")
     return tmp_path / "a"
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def one_error_line(r) -> str:
@@ -115,7 +93,7 @@ def test_a_legacy_run_without_fingerprints_loads_resumes_and_evaluates(made, run
     assert RunDir(run).read_config() == cfg
     rec = E.evaluate_run(run, TINY_EVAL, data=data, progress=False)
     assert rec.header.fingerprint == fingerprint(cfg)
-    train(tiny(data_dir, epochs=2), run, resume=True, progress=False, data=data)
+    train(tiny_config(data_dir, epochs=2), run, resume=True, progress=False, data=data)
     assert RunDir(run).epochs_done() == 2
 
 
@@ -145,13 +123,13 @@ def test_a_truncated_config_is_refused_never_defaulted(run, legacy):
     for cut, problem in ((at, "incomplete"), (at + 3, "damaged")):
         path.write_text(text[:cut])  # at a line boundary (valid TOML, keys missing), or mid-line
         for command in ("evaluate", "ssl", "convergence"):
-            line = one_error_line(cli(command, run, "--no-progress"))
+            line = one_error_line(invoke(command, run, "--no-progress"))
             assert f"config.toml is {problem}" in line and "restore it" in line, line
-        r = cli("train", "--out", run, "--resume", "--epochs", 2, "--no-progress")
+        r = invoke("train", "--out", run, "--resume", "--epochs", 2, "--no-progress")
         assert f"config.toml is {problem}" in one_error_line(r)
     if not legacy:  # cut just before the fingerprint line: every old key is there, but the checkpoint is new
         path.write_text(text.split("\n# smvi fingerprint")[0])
-        assert "lost its last line" in one_error_line(cli("evaluate", run, "--no-progress"))
+        assert "lost its last line" in one_error_line(invoke("evaluate", run, "--no-progress"))
 
 
 def test_a_foreign_checkpoint_is_refused_by_every_stage(made, run):
@@ -159,7 +137,7 @@ def test_a_foreign_checkpoint_is_refused_by_every_stage(made, run):
     root, _, _ = made
     shutil.copy(root / "b" / "checkpoint.safetensors", run / "checkpoint.safetensors")
     for command in ("evaluate", "ssl", "convergence"):
-        line = one_error_line(cli(command, run, "--no-progress"))
+        line = one_error_line(invoke(command, run, "--no-progress"))
         assert "belongs to another run (train.lam is 0.5 in the checkpoint, 0.0 in config.toml)" in line, line
     assert sorted(p.name for p in run.iterdir()) == [
         ".lock",
@@ -175,18 +153,18 @@ def test_overwrite_removes_the_old_runs_records(made, run):
     _, data_dir, data = made
     E.evaluate_run(run, TINY_EVAL, data=data, progress=False)
     (run / "ssl.json").write_text("{}")
-    train(tiny(data_dir, lam=0.25), run, overwrite=True, progress=False, data=data)
+    train(tiny_config(data_dir, lam=0.25), run, overwrite=True, progress=False, data=data)
     assert not (run / "eval.json").exists() and not (run / "ssl.json").exists()
 
 
 def test_resume_with_fewer_epochs_changes_nothing(made, run):
     _, data_dir, data = made
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    r = train(tiny(data_dir, epochs=1), run, resume=True, progress=False, data=data)
+    r = train(tiny_config(data_dir, epochs=1), run, resume=True, progress=False, data=data)
     assert r.last_metrics == {} and load_config(run / "config.toml").train.epochs == 1
-    train(tiny(data_dir, epochs=2), run, resume=True, progress=False, data=data)
+    train(tiny_config(data_dir, epochs=2), run, resume=True, progress=False, data=data)
     before = RunDir(run).config_path.read_text()
-    r = cli("train", "--out", run, "--resume", "--epochs", 1, "--no-progress")
+    r = invoke("train", "--out", run, "--resume", "--epochs", 1, "--no-progress")
     assert r.exit_code == 0 and "nothing to do" in r.output
     assert RunDir(run).config_path.read_text() == before and RunDir(run).read_config().train.epochs == 2
 
@@ -197,7 +175,7 @@ def test_a_record_is_current_only_for_its_run_epoch_and_settings(made, run):
     E.evaluate_run(run, TINY_EVAL, data=data, progress=False)
     assert rd.current_record("eval", TINY_EVAL)[1] is None
     assert rd.current_record("eval", TINY_EVAL.model_copy(update={"seed": 1}))[1] == "computed with other settings"
-    train(tiny(data_dir, epochs=2), run, resume=True, progress=False, data=data)
+    train(tiny_config(data_dir, epochs=2), run, resume=True, progress=False, data=data)
     assert rd.current_record("eval", TINY_EVAL)[1] == "computed at epoch 1, the run is at epoch 2"
     rec = rd.read_record("eval")
     foreign = rec.model_copy(update={"header": rec.header.model_copy(update={"fingerprint": "0" * 64})})
@@ -230,7 +208,7 @@ def test_one_point_evaluation_has_no_se_and_does_not_crash(made, run):
     _, _, data = made
     rec = E.evaluate_run(run, TINY_EVAL.model_copy(update={"n_test": 1}), data=data, progress=False)
     assert rec.splits["test"].gap.se is None and rec.splits["test"].gap.n == 1
-    r = cli("convergence", run, "--tol", "nan", "--no-progress")
+    r = invoke("convergence", run, "--tol", "nan", "--no-progress")
     assert "tol" in one_error_line(r)
 
 

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 import smvi
 import smvi.store.checkpoint as C
-from conftest import make_idx_dir
+from conftest import make_idx_dir, tiny_config
 from smvi.settings.run import RunConfig, load_config
 from smvi.stages.train import load_run, train
 from smvi.store.rundir import RunDir, RunError, fingerprint
@@ -30,22 +30,6 @@ from smvi.store.rundir import RunDir, RunError, fingerprint
 SRC = Path(smvi.__file__).parent
 
 CHECKPOINT, CONFIG, METRICS = "checkpoint.safetensors", "config.toml", "metrics.jsonl"  # the run directory's files
-
-
-def tiny_config(data_dir: Path, *sets: str, **train_options):
-    return load_config(
-        sets=[
-            "model.encoder_hidden=[16]",
-            "model.decoder_hidden=[16]",
-            "model.z_dim=3",
-            "data.dataset='idx'",
-            f"data.data_dir='{data_dir}'",
-            "data.monitor_size=32",
-            "train.batch_size=64",
-            *sets,
-        ],
-        overrides={"train.epochs": 1, **{f"train.{k}": v for k, v in train_options.items()}},
-    )
 
 
 @pytest.fixture(scope="module")

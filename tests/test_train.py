@@ -9,17 +9,11 @@ import math
 
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from conftest import tiny_train_args
-from smvi.cli import main
+from conftest import invoke, tiny_train_args
 from smvi.settings.run import load_config
 from smvi.stages.train import TrainingDiverged, load_run, train
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def metrics(run_dir):
@@ -32,7 +26,7 @@ def weights(run_dir):
 
 def test_tiny_run_learns_and_writes_its_artifacts(idx_dir, tmp_path):
     out = tmp_path / "run"
-    r = run("train", "--out", out, "--epochs", 6, "--lam", 0.1, *tiny_train_args(idx_dir))
+    r = invoke("train", "--out", out, "--epochs", 6, "--lam", 0.1, *tiny_train_args(idx_dir))
     assert r.exit_code == 0, r.output
     assert {"config.toml", "checkpoint.safetensors", "metrics.jsonl"} <= {p.name for p in out.iterdir()}
     m = metrics(out)
@@ -49,9 +43,9 @@ def test_tiny_run_learns_and_writes_its_artifacts(idx_dir, tmp_path):
 
 def test_resume_continues_bit_identically(idx_dir, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert run("train", "--out", a, "--epochs", 4, "--lam", 0.5, *tiny_train_args(idx_dir)).exit_code == 0
-    assert run("train", "--out", b, "--epochs", 2, "--lam", 0.5, *tiny_train_args(idx_dir)).exit_code == 0
-    r = run("train", "--out", b, "--epochs", 4, "--resume", "--no-progress")
+    assert invoke("train", "--out", a, "--epochs", 4, "--lam", 0.5, *tiny_train_args(idx_dir)).exit_code == 0
+    assert invoke("train", "--out", b, "--epochs", 2, "--lam", 0.5, *tiny_train_args(idx_dir)).exit_code == 0
+    r = invoke("train", "--out", b, "--epochs", 4, "--resume", "--no-progress")
     assert r.exit_code == 0, r.output
     assert [e["epoch"] for e in metrics(b)] == [1, 2, 3, 4]
     wa, wb = weights(a), weights(b)
@@ -61,28 +55,28 @@ def test_resume_continues_bit_identically(idx_dir, tmp_path):
 
 def test_resume_of_a_finished_run_does_nothing(idx_dir, tmp_path):
     out = tmp_path / "r"
-    run("train", "--out", out, "--epochs", 1, *tiny_train_args(idx_dir))
+    invoke("train", "--out", out, "--epochs", 1, *tiny_train_args(idx_dir))
     before = (out / "checkpoint.safetensors").read_bytes()
-    r = run("train", "--out", out, "--resume", "--no-progress")
+    r = invoke("train", "--out", out, "--resume", "--no-progress")
     assert r.exit_code == 0 and "nothing to do" in r.output
     assert (out / "checkpoint.safetensors").read_bytes() == before
 
 
 def test_existing_run_is_never_clobbered_without_overwrite(idx_dir, tmp_path):
     out = tmp_path / "r"
-    run("train", "--out", out, "--epochs", 1, *tiny_train_args(idx_dir))
+    invoke("train", "--out", out, "--epochs", 1, *tiny_train_args(idx_dir))
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    r = run("train", "--out", out, "--epochs", 1, *tiny_train_args(idx_dir))
+    r = invoke("train", "--out", out, "--epochs", 1, *tiny_train_args(idx_dir))
     assert r.exit_code == 1 and "already holds a run" in r.output and "--overwrite" in r.output
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
-    r = run("train", "--out", out, "--epochs", 1, "--seed", 5, "--overwrite", *tiny_train_args(idx_dir))
+    r = invoke("train", "--out", out, "--epochs", 1, "--seed", 5, "--overwrite", *tiny_train_args(idx_dir))
     assert r.exit_code == 0 and "seed = 5" in (out / "config.toml").read_text()
 
 
 def test_resume_refuses_a_changed_config(idx_dir, tmp_path):
     out = tmp_path / "r"
-    run("train", "--out", out, "--epochs", 1, *tiny_train_args(idx_dir))
-    r = run("train", "--out", out, "--resume", "--lam", 2.0, "--no-progress")
+    invoke("train", "--out", out, "--epochs", 1, *tiny_train_args(idx_dir))
+    r = invoke("train", "--out", out, "--resume", "--lam", 2.0, "--no-progress")
     assert r.exit_code == 1 and "train.lam" in r.output and "only train.epochs" in r.output
 
 
@@ -147,7 +141,7 @@ def test_repeated_nonfinite_steps_stop_and_keep_the_last_good_checkpoint(idx_dir
 )
 def test_bad_settings_are_one_clear_line(idx_dir, tmp_path, args, message):
     out = tmp_path / "r"
-    r = run("train", "--out", out, *tiny_train_args(idx_dir), *args)
+    r = invoke("train", "--out", out, *tiny_train_args(idx_dir), *args)
     assert r.exit_code == 1, r.output
     assert r.output.startswith("error:") and message in r.output and len(r.output.strip().splitlines()) == 1
     assert not (out / "checkpoint.safetensors").exists()
@@ -157,7 +151,7 @@ def test_config_file_and_overrides(idx_dir, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\nlam = 0.3\nepochs = 1\n[model]\nz_dim = 3\nencoder_hidden = [8]\ndecoder_hidden = []\n")
     out = tmp_path / "r"
-    r = run(
+    r = invoke(
         "train",
         "--out",
         out,
@@ -180,11 +174,11 @@ def test_config_file_and_overrides(idx_dir, tmp_path):
 
 
 def test_missing_config_file_and_bad_toml(tmp_path):
-    r = run("train", "--out", tmp_path / "r", "--config", tmp_path / "none.toml")
+    r = invoke("train", "--out", tmp_path / "r", "--config", tmp_path / "none.toml")
     assert r.exit_code != 0 and "none.toml" in r.output
     bad = tmp_path / "bad.toml"
     bad.write_text("[train\nlam=")
-    r = run("train", "--out", tmp_path / "r", "--config", bad)
+    r = invoke("train", "--out", tmp_path / "r", "--config", bad)
     assert r.exit_code == 1 and "not valid TOML" in r.output
 
 
@@ -199,7 +193,7 @@ def test_lambda_warmup_ramps_linearly():
 
 def test_bf16_precision_trains_and_keeps_float32_weights(idx_dir, tmp_path):
     out = tmp_path / "bf16"
-    r = run(
+    r = invoke(
         "train", "--out", out, "--epochs", 4, "--lam", 0.1, "--set", "train.precision='bf16'", *tiny_train_args(idx_dir)
     )
     assert r.exit_code == 0, r.output

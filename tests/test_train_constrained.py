@@ -9,19 +9,13 @@ import math
 
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from conftest import tiny_train_args
-from smvi.cli import main
+from conftest import invoke, tiny_train_args
 from smvi.stages.train import load_run
 from smvi.store.checkpoint import load_checkpoint
 
 FAST = ["--set", "train.constraint.step_size=0.3"]  # the fixture has 4 steps per epoch: let λ move quickly
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def metrics(run_dir):
@@ -36,12 +30,12 @@ def state(run_dir):
 def test_learned_lambda_is_logged_every_epoch_and_resumes_bit_identically(idx_dir, tmp_path, measure, target):
     a, b = tmp_path / "a", tmp_path / "b"
     args = [f"--target-{measure}", target, *FAST, *tiny_train_args(idx_dir)]
-    r = run("train", "--out", a, "--epochs", 4, *args)
+    r = invoke("train", "--out", a, "--epochs", 4, *args)
     assert r.exit_code == 0, r.output
     assert "λ" in r.output and f"target {target:g}" in r.output
-    assert run("train", "--out", b, "--epochs", 2, *args).exit_code == 0
+    assert invoke("train", "--out", b, "--epochs", 2, *args).exit_code == 0
     assert load_checkpoint(b / "checkpoint.safetensors").progress["dual"]["steps"] == 8
-    r = run("train", "--out", b, "--epochs", 4, "--resume", "--no-progress")
+    r = invoke("train", "--out", b, "--epochs", 4, "--resume", "--no-progress")
     assert r.exit_code == 0, r.output
     m = metrics(a)
     for e in m:
@@ -61,7 +55,8 @@ def test_learned_lambda_is_logged_every_epoch_and_resumes_bit_identically(idx_di
 
 
 def test_a_fixed_lambda_run_has_no_constraint_state(idx_dir, tmp_path):
-    assert run("train", "--out", tmp_path / "r", "--epochs", 1, "--lam", 0.1, *tiny_train_args(idx_dir)).exit_code == 0
+    r = invoke("train", "--out", tmp_path / "r", "--epochs", 1, "--lam", 0.1, *tiny_train_args(idx_dir))
+    assert r.exit_code == 0
     assert "dual" not in load_checkpoint(tmp_path / "r" / "checkpoint.safetensors").progress
     (m,) = metrics(tmp_path / "r")
     assert m["lam"] == 0.1 and not any(k.startswith("constraint") for k in m)
@@ -69,7 +64,7 @@ def test_a_fixed_lambda_run_has_no_constraint_state(idx_dir, tmp_path):
 
 def test_slack_target_sends_lambda_to_its_floor(idx_dir, tmp_path):
     out = tmp_path / "r"
-    r = run("train", "--out", out, "--epochs", 3, "--target-dsm", 1e6, *FAST, *tiny_train_args(idx_dir))
+    r = invoke("train", "--out", out, "--epochs", 3, "--target-dsm", 1e6, *FAST, *tiny_train_args(idx_dir))
     assert r.exit_code == 0, r.output
     last = metrics(out)[-1]
     assert last["lam"] == 1e-5 and last["constraint_status"] == "slack" and last["constraint_avg"] < 1e6
@@ -77,7 +72,7 @@ def test_slack_target_sends_lambda_to_its_floor(idx_dir, tmp_path):
 
 def test_unreachable_target_is_reported_and_lambda_stays_capped_and_finite(idx_dir, tmp_path):
     out = tmp_path / "r"
-    r = run(
+    r = invoke(
         "train",
         "--out",
         out,
@@ -103,7 +98,7 @@ def test_unreachable_target_is_reported_and_lambda_stays_capped_and_finite(idx_d
 
 def test_gap_target_trains_on_the_iwae_gap_estimate(idx_dir, tmp_path):
     out = tmp_path / "r"
-    r = run(
+    r = invoke(
         "train",
         "--out",
         out,
@@ -125,9 +120,9 @@ def test_gap_target_trains_on_the_iwae_gap_estimate(idx_dir, tmp_path):
 def test_the_toml_equivalent_gives_the_same_config(idx_dir, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\nepochs = 1\n[train.constraint]\ntarget = 3.0\nstep_size = 0.3\n")
-    assert run("train", "--out", tmp_path / "toml", "--config", cfg, *tiny_train_args(idx_dir)).exit_code == 0
+    assert invoke("train", "--out", tmp_path / "toml", "--config", cfg, *tiny_train_args(idx_dir)).exit_code == 0
     assert (
-        run(
+        invoke(
             "train", "--out", tmp_path / "cli", "--epochs", 1, "--target-dsm", 3, *FAST, *tiny_train_args(idx_dir)
         ).exit_code
         == 0
@@ -154,7 +149,7 @@ def test_the_toml_equivalent_gives_the_same_config(idx_dir, tmp_path):
 )
 def test_bad_constraint_settings_are_one_clear_line(idx_dir, tmp_path, args, message):
     out = tmp_path / "r"
-    r = run("train", "--out", out, "--epochs", 1, *tiny_train_args(idx_dir), *args)
+    r = invoke("train", "--out", out, "--epochs", 1, *tiny_train_args(idx_dir), *args)
     assert r.exit_code == 1, r.output
     assert r.output.startswith("error:") and message in r.output and len(r.output.strip().splitlines()) == 1
     assert not out.exists() or not (out / "checkpoint.safetensors").exists()
@@ -162,16 +157,16 @@ def test_bad_constraint_settings_are_one_clear_line(idx_dir, tmp_path, args, mes
 
 def test_resume_refuses_a_changed_target(idx_dir, tmp_path):
     out = tmp_path / "r"
-    assert run("train", "--out", out, "--epochs", 1, "--target-dsm", 3, *tiny_train_args(idx_dir)).exit_code == 0
-    r = run("train", "--out", out, "--resume", "--epochs", 2, "--target-dsm", 4, "--no-progress")
+    assert invoke("train", "--out", out, "--epochs", 1, "--target-dsm", 3, *tiny_train_args(idx_dir)).exit_code == 0
+    r = invoke("train", "--out", out, "--resume", "--epochs", 2, "--target-dsm", 4, "--no-progress")
     assert r.exit_code == 1 and "train.constraint" in r.output and len(r.output.strip().splitlines()) == 1
-    r = run("train", "--out", out, "--resume", "--epochs", 2, "--lam", 0.1, "--no-progress")
+    r = invoke("train", "--out", out, "--resume", "--epochs", 2, "--lam", 0.1, "--no-progress")
     assert r.exit_code == 1 and r.output.startswith("error:")
 
 
 def test_evaluate_shows_the_target_next_to_what_the_run_reached(idx_dir, tmp_path):
     out = tmp_path / "r"
-    assert run("train", "--out", out, "--epochs", 1, "--target-gap", 2, *tiny_train_args(idx_dir)).exit_code == 0
+    assert invoke("train", "--out", out, "--epochs", 1, "--target-gap", 2, *tiny_train_args(idx_dir)).exit_code == 0
     tiny = [
         "n_test=16",
         "n_train=0",
@@ -183,6 +178,6 @@ def test_evaluate_shows_the_target_next_to_what_the_run_reached(idx_dir, tmp_pat
         "ais.leapfrog_steps=2",
         "batch_size=8",
     ]
-    r = run("evaluate", out, "--no-progress", *[a for t in tiny for a in ("--set", t)])
+    r = invoke("evaluate", out, "--no-progress", *[a for t in tiny for a in ("--set", t)])
     assert r.exit_code == 0, r.output
     assert "target: gap <= 2 during training (IWAE_k - ELBO, a lower bound: AIS gap above)" in r.output
