@@ -94,6 +94,16 @@ def tiny_config(data_dir: Path, *sets: str, **train_options):
     )
 
 
+TINY_AIS = ("--set", "ais.chains=2", "--set", "ais.leapfrog_steps=2")
+"""Options of ``smvi evaluate`` or ``smvi convergence``: short AIS chains, two per point."""
+TINY_EVALUATE = (
+    *("--n-test", 8, "--n-train", 0, "--ais-steps", 3, "--no-progress"),
+    *("--set", "elbo_samples=4", "--set", "dsm_samples=2", "--set", "iwae_k=4", "--set", "iwae_full_test_k=4"),
+    *TINY_AIS,
+)
+"""Options of ``smvi evaluate`` for a fast evaluation of a tiny run (the whole-test-set IWAE included)."""
+
+
 def invoke(*args):
     """Run the ``smvi`` command in-process (click's runner), every argument as a string."""
     from click.testing import CliRunner

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from conftest import invoke
+from conftest import TINY_AIS, invoke
 from smvi.data.loading import fixed_subset, load_data
 from smvi.settings.stages import AISConfig, EvalConfig
 from smvi.stages.evaluate import evaluate_run
@@ -96,19 +96,7 @@ def test_convergence_brackets_simulated_data(trained):
     """BDMC: E[upper] ≥ log p(x) ≥ E[lower], so the mean gap over 40 points is ≥ 0 up to noise; 4 SE is a
     one-sided false-alarm rate of 3e-5 per check for a normal mean. More steps must not widen it beyond the same
     budget."""
-    r = invoke(
-        "convergence",
-        trained,
-        "--steps",
-        "5,20",
-        "--n-points",
-        40,
-        "--no-progress",
-        "--set",
-        "ais.chains=2",
-        "--set",
-        "ais.leapfrog_steps=2",
-    )
+    r = invoke("convergence", trained, "--steps", "5,20", "--n-points", 40, "--no-progress", *TINY_AIS)
     assert r.exit_code == 0, r.output
     c = RunDir(trained).read_record("convergence")
     assert [b.steps for b in c.bdmc] == [5, 20] and len(c.ladder.means) == 2 and c.header.settings["n_points"] == 40

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import invoke
+from conftest import TINY_AIS, TINY_EVALUATE, invoke
 from smvi.data.loading import binarize_fixed, load_data
 from smvi.settings.stages import AISConfig, ConvergenceConfig, EvalConfig
 from smvi.stages.evaluate import evaluate_run, evaluation_indices, full_test_set
@@ -80,50 +80,13 @@ def test_records_without_the_new_settings_stay_current(trained, idx_dir):
 
 
 def test_ais_precision_reaches_the_records_from_the_cli(trained):
-    r = invoke(
-        "evaluate",
-        trained,
-        "--n-test",
-        8,
-        "--n-train",
-        0,
-        "--ais-steps",
-        3,
-        "--ais-precision",
-        "bf16",
-        "--no-progress",
-        "--set",
-        "elbo_samples=4",
-        "--set",
-        "dsm_samples=2",
-        "--set",
-        "iwae_k=4",
-        "--set",
-        "iwae_full_test_k=4",
-        "--set",
-        "ais.chains=2",
-        "--set",
-        "ais.leapfrog_steps=2",
-    )
+    r = invoke("evaluate", trained, "--ais-precision", "bf16", *TINY_EVALUATE)
     assert r.exit_code == 0, r.output
     e = RunDir(trained).read_record("eval")
     assert e.header.settings["ais"]["precision"] == "bf16" and e.full_test.precision == "bf16"
     assert "whole test set" in r.output
-    r = invoke(
-        "convergence",
-        trained,
-        "--steps",
-        "2,3",
-        "--n-points",
-        4,
-        "--ais-precision",
-        "bf16",
-        "--no-progress",
-        "--set",
-        "ais.chains=2",
-        "--set",
-        "ais.leapfrog_steps=2",
-    )
+    ladder = ("--steps", "2,3", "--n-points", 4, "--ais-precision", "bf16", "--no-progress")
+    r = invoke("convergence", trained, *ladder, *TINY_AIS)
     assert r.exit_code == 0, r.output
     assert RunDir(trained).read_record("convergence").header.settings["ais"]["precision"] == "bf16"
     assert ConvergenceConfig().ais.kwargs()["precision"] == "fp32"  # reaches ais/bdmc/ais_ladder by name

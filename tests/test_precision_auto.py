@@ -8,7 +8,7 @@ import json
 
 import torch
 
-from conftest import invoke
+from conftest import TINY_EVALUATE, invoke
 from smvi.core.estimators import ais, iwae_bound, native_bf16, simulate
 from smvi.core.estimators import precision as precision_mod
 from smvi.core.estimators.precision import resolve_precision
@@ -36,35 +36,14 @@ def test_bf16_is_not_the_default():
 
 
 def test_the_eval_record_says_which_precision_ran(trained):
-    args = (
-        "--n-test",
-        8,
-        "--n-train",
-        0,
-        "--ais-steps",
-        3,
-        "--no-progress",
-        "--set",
-        "elbo_samples=4",
-        "--set",
-        "dsm_samples=2",
-        "--set",
-        "iwae_k=4",
-        "--set",
-        "iwae_full_test_k=4",
-        "--set",
-        "ais.chains=2",
-        "--set",
-        "ais.leapfrog_steps=2",
-    )
-    r = invoke("evaluate", trained, "--ais-precision", "auto", *args)
+    r = invoke("evaluate", trained, "--ais-precision", "auto", *TINY_EVALUATE)
     assert r.exit_code == 0, r.output
     rd = RunDir(trained)
     e = rd.read_record("eval")
     ran = resolve_precision("auto", "cpu")
     assert e.header.settings["ais"]["precision"] == "auto" and e.precision == e.computed_precision == ran
     assert e.full_test.precision == ran
-    r = invoke("evaluate", trained, "--ais-precision", "bf16", "--overwrite", *args)
+    r = invoke("evaluate", trained, "--ais-precision", "bf16", "--overwrite", *TINY_EVALUATE)
     e = rd.read_record("eval")
     assert e.precision is None and e.computed_precision == "bf16"
     tree = json.loads(rd.record_path("eval").read_text())  # a record from before the setting: fp32
