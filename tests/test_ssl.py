@@ -11,7 +11,7 @@ import torch
 
 import smvi.stages.ssl as ssl
 from smvi.core.models import VAE
-from smvi.data.loading import load_data
+from smvi.data.loading import ImageData, load_data
 from smvi.settings.run import ConfigError, RunConfig, build_config
 from smvi.stages.ssl import SSLConfig, SSLError, balanced_subset, encoder_features, ssl_eval, ssl_run
 from smvi.stages.train import train
@@ -127,7 +127,9 @@ def test_encoder_features_are_the_encoder_means():
     assert not np.allclose(b1, encoder_features(model, images, mode="binarized", seed=4))
 
 
-def test_ssl_run_writes_ssl_json(idx_dir, tmp_path):
+def trained_for_ssl(idx_dir, run_dir) -> tuple[RunConfig, ImageData]:
+    """A one-epoch run (z_dim 4, λ = 0.1, seed 3) trained in ``run_dir`` on the synthetic IDX data: its config and the
+    data."""
     cfg = RunConfig.model_validate(
         {
             "model": {"z_dim": 4, "encoder_hidden": [32], "decoder_hidden": [32]},
@@ -136,7 +138,12 @@ def test_ssl_run_writes_ssl_json(idx_dir, tmp_path):
         }
     )
     data = load_data("idx", idx_dir)
-    train(cfg, tmp_path / "run", progress=False, data=data)
+    train(cfg, run_dir, progress=False, data=data)
+    return cfg, data
+
+
+def test_ssl_run_writes_ssl_json(idx_dir, tmp_path):
+    cfg, data = trained_for_ssl(idx_dir, tmp_path / "run")
     settings = SSLConfig(
         sizes=(20, 50), seeds=(0, 1), C_grid=(1.0, 10.0), gamma_grid=(1.0,), cv_folds=2, test_size=100, n_jobs=1
     )

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smvi.data.loading import load_data
-from smvi.settings.run import ConfigError, RunConfig, build_config
+from smvi.settings.run import ConfigError, build_config
 from smvi.stages.ssl import SSLConfig, balanced_subset, ssl_run
 from smvi.stages.ssl_classifiers import CLASSIFIERS, KNN_K, SVM_C, SVM_GAMMA, Axis, grid_search
 from smvi.stages.ssl_robust import FeaturesError, SSLFeatures, protocol_images, rescore, sha256
-from smvi.stages.train import train
 from smvi.store.records import dump_record, parse_record
 from smvi.store.rundir import RunDir
+from test_ssl import trained_for_ssl
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 LINE = Axis("a", tuple(float(v) for v in range(10)), (3, 5))
@@ -156,15 +155,7 @@ def test_a_committed_paper_record_parses_and_is_written_back_unchanged(run):
 
 # ---- the stage, end to end ------------------------------------------------------------------------------------------
 def test_the_robust_stage_writes_features_that_rescore_to_its_table(idx_dir, tmp_path):
-    cfg = RunConfig.model_validate(
-        {
-            "model": {"z_dim": 4, "encoder_hidden": [32], "decoder_hidden": [32]},
-            "data": {"dataset": "idx", "data_dir": str(idx_dir), "monitor_size": 64},
-            "train": {"epochs": 1, "batch_size": 64, "lam": 0.1, "seed": 3},
-        }
-    )
-    data = load_data("idx", idx_dir)
-    train(cfg, tmp_path / "run", progress=False, data=data)
+    _, data = trained_for_ssl(idx_dir, tmp_path / "run")
     settings = build_config(
         SSLConfig,
         {"protocol": "robust", "sizes": [20, 50], "seeds": [0, 1, 2], "cv_folds": 2, "test_size": 100, "n_jobs": 2},
