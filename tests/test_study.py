@@ -405,38 +405,20 @@ def test_a_reused_sweep_is_linked_into_the_study(tmp_path):
 def test_a_reused_sweep_must_have_the_study_s_settings(tmp_path):
     """The study trains in bf16; an fp32 sweep (what `make reproduce` writes) is refused unless the study is fp32."""
     saved_sweep(tmp_path / "cpu")  # the cpu preset as it is: fp32
-    cmd = [
-        "study",
-        tmp_path / "f",
-        "--config",
-        "frontier",
-        "--only",
-        "smvi",
-        "--reuse",
-        f"smvi={tmp_path / 'cpu'}",
-        "--no-gaps",
-    ]
-    r = smvi(*cmd)
+
+    def reusing(sweep: str, *extra: str) -> subprocess.CompletedProcess:
+        only = ("--only", "smvi", "--reuse", f"smvi={tmp_path / sweep}", "--no-gaps", *extra)
+        return smvi("study", tmp_path / "f", "--config", "frontier", *only)
+
+    r = reusing("cpu")
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "does not have the study's settings" in r.stderr and "precision" in r.stderr
     assert not (tmp_path / "f").exists()  # nothing linked
-    r = smvi(*cmd, "--set", "run.train.precision='fp32'")
+    r = reusing("cpu", "--set", "run.train.precision='fp32'")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "f" / "smvi").resolve() == (tmp_path / "cpu").resolve()
     saved_sweep(tmp_path / "short", "run.train.epochs=3")
-    r = smvi(
-        "study",
-        tmp_path / "f",
-        "--config",
-        "frontier",
-        "--only",
-        "smvi",
-        "--reuse",
-        f"smvi={tmp_path / 'short'}",
-        "--no-gaps",
-        "--set",
-        "run.train.precision='fp32'",
-    )
+    r = reusing("short", "--set", "run.train.precision='fp32'")
     assert r.returncode == 1 and "epochs" in r.stderr
 
 
