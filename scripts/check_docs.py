@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import html
-import json
 import re
 import subprocess
 import sys
@@ -33,14 +31,13 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_report import _chromium, find_chromium  # noqa: E402 -- the same browser flags as the report's check
+# the same browser flags, probe start and reading as the report's check
+from check_report import MAX_HEIGHT, PROBE_ERRORS, _chromium, find_chromium, probe_result  # noqa: E402
 
-PROBE = """<script>(function () {
-  var errors = [];
-  window.addEventListener('error', function (e) {
-    var t = e.target || {};
-    errors.push((t.tagName || 'page') + ' ' + (t.src || t.href || e.message || '?').slice(0, 80));
-  }, true);
+PROBE = (
+    "<script>(function () {"
+    + PROBE_ERRORS
+    + """
   function report() {
     var imgs = Array.prototype.slice.call(document.images).filter(function (i) { return i.id !== 'smvi-wait'; });
     var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
@@ -58,6 +55,7 @@ PROBE = """<script>(function () {
   }
   window.addEventListener('load', function () { setTimeout(report, 100); });
 })();</script>"""
+)
 # Material's search runs in a web worker, in real time, while chromium's --virtual-time-budget runs the page's clock
 # ahead. So the search probe holds the load event back with one image that the server sends after this many real
 # milliseconds (virtual time waits for the network), and the search has answered by then.
@@ -67,7 +65,6 @@ PIXEL = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
     "0000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
 )
-MAX_HEIGHT = 16384
 
 
 class _Links(HTMLParser):
@@ -187,11 +184,7 @@ class Server:
 
 def probe(binary: str, url: str, width: int = 1280) -> dict:
     """What the probe saw at ``url``."""
-    r = _chromium(binary, "--dump-dom", f"--window-size={width},1000", url)
-    found = re.search(r'<pre id="smvi-check"[^>]*>(.*?)</pre>', r.stdout, flags=re.S)
-    if not found:
-        raise RuntimeError(f"chromium gave no probe result for {url} (exit {r.returncode}): {r.stderr.strip()[-300:]}")
-    return json.loads(html.unescape(found.group(1)))
+    return probe_result(_chromium(binary, "--dump-dom", f"--window-size={width},1000", url), f" for {url}")
 
 
 def page_problems(binary: str, site: Path, pages: list[Path]) -> tuple[list[str], dict[str, dict]]:

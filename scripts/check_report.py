@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html
 import json
 import re
 import shutil
@@ -29,12 +30,17 @@ import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
-PROBE = """<script>(function () {
+PROBE_ERRORS = """
   var errors = [];
   window.addEventListener('error', function (e) {
     var t = e.target || {};
     errors.push((t.tagName || 'page') + ' ' + (t.src || t.href || e.message || '?').slice(0, 80));
-  }, true);
+  }, true);"""
+"""The start of a probe script (this one's and scripts/check_docs.py's): every resource error, in ``errors``."""
+PROBE = (
+    "<script>(function () {"
+    + PROBE_ERRORS
+    + """
   window.addEventListener('load', function () {
     var imgs = Array.prototype.slice.call(document.images);
     var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
@@ -48,7 +54,8 @@ PROBE = """<script>(function () {
     document.body.appendChild(out);
   });
 })();</script>"""
-MAX_HEIGHT = 16384
+)
+MAX_HEIGHT = 16384  # px: the tallest screenshot taken
 
 
 class _Refs(HTMLParser):
@@ -124,6 +131,15 @@ def _chromium(binary: str, *args: str, timeout: float = 120) -> subprocess.Compl
         )
 
 
+def probe_result(r: subprocess.CompletedProcess, where: str = "") -> dict:
+    """What the probe wrote into the page (the ``<pre id="smvi-check">`` of chromium's dumped DOM); a RuntimeError,
+    naming ``where``, if it is not there."""
+    found = re.search(r'<pre id="smvi-check"[^>]*>(.*?)</pre>', r.stdout, flags=re.S)
+    if not found:
+        raise RuntimeError(f"chromium gave no probe result{where} (exit {r.returncode}): {r.stderr.strip()[-300:]}")
+    return json.loads(html.unescape(found.group(1)))
+
+
 def browser_report(binary: str, page: Path, width: int = 1280) -> dict:
     """What the probe saw in chromium at ``width`` px: image count, broken images, resource errors, page size."""
     text = page.read_text(encoding="utf-8")
@@ -132,12 +148,7 @@ def browser_report(binary: str, page: Path, width: int = 1280) -> dict:
         copy = Path(tmp) / page.name
         copy.write_text(probed, encoding="utf-8")
         r = _chromium(binary, "--dump-dom", f"--window-size={width},1000", copy.as_uri())
-    found = re.search(r'<pre id="smvi-check">(.*?)</pre>', r.stdout, flags=re.S)
-    if not found:
-        raise RuntimeError(f"chromium gave no probe result (exit {r.returncode}): {r.stderr.strip()[-300:]}")
-    import html
-
-    return json.loads(html.unescape(found.group(1)))
+    return probe_result(r)
 
 
 def screenshot(binary: str, page: Path, out: Path, width: int, height: int) -> None:
