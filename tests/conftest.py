@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -111,6 +113,15 @@ def invoke(*args):
     from smvi.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def load_script(path: Path) -> ModuleType:
+    """The script at ``path`` (scripts/ is not a package) as a module, for its functions."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_benchmark(tmp_path: Path, script: str, *args: str) -> tuple[subprocess.CompletedProcess, dict]:

@@ -5,7 +5,6 @@ the static checks always run."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -13,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
 from smvi.report.page import make_report
 from test_report import LAMS, SEEDS, write_run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_report.py"
-spec = importlib.util.spec_from_file_location("check_report", SCRIPT)
-check_report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(check_report)
+check_report = load_script(SCRIPT)
 
 CHROMIUM = check_report.find_chromium()
 needs_chromium = pytest.mark.skipif(

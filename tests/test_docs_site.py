@@ -5,7 +5,6 @@ the static link checks always run."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -13,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "check_docs.py"
-spec = importlib.util.spec_from_file_location("check_docs", SCRIPT)
-check_docs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(check_docs)
+check_docs = load_script(SCRIPT)
 
 CHROMIUM = check_docs.find_chromium()
 needs_chromium = pytest.mark.skipif(
