@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import smvi
 import smvi.stages.train as T
-from conftest import tiny_train_args
+from conftest import invoke, tiny_train_args
 from smvi.cli import main
 from smvi.core.models import VAE, LinearGaussian
 from smvi.core.objectives import beta_vae_objective, iwae_objective, smvi_objective, training_objective
@@ -117,18 +117,7 @@ def test_a_setting_for_another_objective_is_a_one_line_error(idx_dir, tmp_path, 
         load_config(sets=sets)
     assert text in str(err.value) and "\n" not in str(err.value)
     out = tmp_path / "r"
-    r = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            *tiny_train_args(idx_dir),
-            *[a for s in sets for a in ("--set", s)],
-        ],
-    )
+    r = train_cli(out, idx_dir, 1, sets)
     assert r.exit_code == 1 and r.output.startswith("error: ") and text in r.output
     assert len(r.output.strip().splitlines()) == 1 and not out.exists()
 
@@ -152,18 +141,16 @@ CASES = {  # name -> --set options
 
 
 def train_cli(out, data, epochs, sets, *extra):
-    return CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--out",
-            str(out),
-            "--epochs",
-            str(epochs),
-            *tiny_train_args(data),
-            *[a for s in sets for a in ("--set", s)],
-            *extra,
-        ],
+    """``smvi train`` of a tiny run in ``out`` with ``--set`` for each of ``sets``."""
+    return invoke(
+        "train",
+        "--out",
+        out,
+        "--epochs",
+        epochs,
+        *tiny_train_args(data),
+        *[a for s in sets for a in ("--set", s)],
+        *extra,
     )
 
 

@@ -15,11 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import smvi
-from conftest import tiny_train_args
-from smvi.cli import main
+from conftest import invoke, tiny_train_args
 from smvi.core.models import VAE, LinearGaussian
 from smvi.core.objectives import backward, smvi_objective
 from smvi.settings.run import ConfigError, build_config, load_config
@@ -168,21 +166,8 @@ def test_runs_that_do_not_set_it_keep_their_fingerprint():
 @pytest.mark.parametrize("side", ["encoder", "decoder"])
 def test_each_side_trains_from_the_cli(idx_dir, tmp_path, side):
     out = tmp_path / side
-    r = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            *tiny_train_args(idx_dir),
-            "--set",
-            "train.lam=0.1",
-            "--set",
-            f"train.dsm_grad={side}",
-        ],
-    )
+    steered = ("--set", "train.lam=0.1", "--set", f"train.dsm_grad={side}")
+    r = invoke("train", "--out", out, "--epochs", 2, *tiny_train_args(idx_dir), *steered)
     assert r.exit_code == 0, r.output
     m = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in m] == [1, 2] and all(math.isfinite(e["loss"]) and "d_sm" in e for e in m)

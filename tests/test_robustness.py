@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import smvi.stages.train as T
-from conftest import make_idx_dir, tiny_config, tiny_train_args
-from smvi.cli import main
+from conftest import invoke, make_idx_dir, tiny_config, tiny_train_args
 from smvi.data.loading import ImageData, load_idx_dir
 from smvi.stages.train import TrainingDiverged, train
 from smvi.store.checkpoint import load_checkpoint
@@ -196,20 +194,8 @@ def test_a_learning_rate_that_blows_up_stops_with_a_clear_message(data_dir, data
 def test_divergence_is_one_line_and_exit_status_1_on_the_command_line(data_dir, tmp_path, monkeypatch):
     inject(monkeypatch, "loss", set(range(100)))
     out = tmp_path / "r"
-    r = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            "--lam",
-            "0.5",
-            "--set",
-            "train.max_bad_steps=3",
-            *tiny_train_args(data_dir),
-        ],
+    r = invoke(
+        "train", "--out", out, "--epochs", 2, "--lam", 0.5, "--set", "train.max_bad_steps=3", *tiny_train_args(data_dir)
     )
     assert r.exit_code == 1 and r.output.startswith("error: 3 consecutive non-finite steps in epoch 1")
     assert len(r.output.strip().splitlines()) == 1 and not (out / CHECKPOINT).exists()
