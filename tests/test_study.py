@@ -53,22 +53,12 @@ def smvi(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
     )
 
 
+TWO_ARMS = ("--config", "frontier", "--only", "beta2", "--only", "flow")
+"""``smvi study`` options: two arms of the frontier study."""
+
+
 def study(out: Path, idx_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return smvi(
-        "study",
-        out,
-        "--config",
-        "frontier",
-        "--only",
-        "beta2",
-        "--only",
-        "flow",
-        "--executor",
-        "inprocess",
-        *tiny(idx_dir),
-        *extra,
-        timeout=600,
-    )
+    return smvi("study", out, *TWO_ARMS, "--executor", "inprocess", *tiny(idx_dir), *extra, timeout=600)
 
 
 # ---- the study file -------------------------------------------------------------------------------------------------
@@ -349,12 +339,7 @@ def test_sigterm_stops_every_lane_keeping_their_finished_epochs(idx_dir, tmp_pat
         "smvi",
         "study",
         str(out),
-        "--config",
-        "frontier",
-        "--only",
-        "beta2",
-        "--only",
-        "flow",
+        *TWO_ARMS,
         "--lanes",
         "2",
         "--executor",
