@@ -320,3 +320,20 @@ def test_methods_differ_by_design_but_a_difference_within_the_lambda_axis_is_not
         )
     _, notes = collect_runs(root)
     assert any(n.startswith("runs differ in model.flow_layers (2, 4)") for n in notes), notes
+
+
+def test_the_runs_table_names_each_run_by_method_and_knob(study, tmp_path):
+    """A β-VAE or IWAE run's train.lam is 0, unused: the runs table names it by its own knob, never "λ 0"."""
+    from test_report import markdown_table
+
+    md = (make_report(study, tmp_path / "out").parent / "results.md").read_text()
+    named = {r["run"]: r["method and knob"] for r in markdown_table(md, "Runs")}
+    assert named == {
+        "smvi/lam0_seed0": "SMVI, λ = 0",
+        "smvi/lam0_seed1": "SMVI, λ = 0",
+        "smvi/lam0.1_seed0": "SMVI, λ = 0.1",
+        "beta2/lam0_seed0": "β-VAE, β = 2",
+        "iwae5/lam0_seed0": "IWAE, k = 5",
+        "flow/lam0_seed0": "SMVI, flow q, λ = 0",
+        "constrained/lam0_seed0": "learned λ, D_SM ≤ 5",
+    }

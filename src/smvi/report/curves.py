@@ -11,7 +11,8 @@ posterior collapse (:mod:`smvi.report.flags`) ends in a red × and says so in th
 from __future__ import annotations
 
 from smvi.report.aggregate import Run, is_constrained, last_kl, number
-from smvi.report.figures import COLLAPSED_STYLE, fmt_lam, png
+from smvi.report.figures import COLLAPSED_STYLE, png
+from smvi.report.naming import RunNames
 
 __all__ = ["FIGURE", "CAPTION", "curve", "figure_curves"]
 
@@ -44,9 +45,11 @@ def curve(run: Run, key: str) -> tuple[list[int], list[float]]:
 
 
 def _styles(runs: list[Run], collapsed: frozenset[str]) -> dict[str, tuple[str, str, str]]:
-    """run name → (colour, line style, legend label); the label is shared by the runs of one λ."""
+    """run name → (colour, line style, legend label); the label (:class:`smvi.report.naming.RunNames`) is shared by
+    the runs of one λ."""
     from matplotlib import colormaps
 
+    names = RunNames.of(runs)
     lams = sorted({r.lam for r in runs if not is_constrained(r)})
     cmap = colormaps["viridis"]
     color = {lam: cmap(0.9 * i / max(len(lams) - 1, 1)) for i, lam in enumerate(lams)}
@@ -54,12 +57,11 @@ def _styles(runs: list[Run], collapsed: frozenset[str]) -> dict[str, tuple[str, 
     for r in runs:
         mark = " ⚠C" if r.name in collapsed else ""
         if is_constrained(r):
-            measure = "D_SM" if r.config.get("train.constraint.measure", "dsm") == "dsm" else "gap"
             seed = f", seed {r.seed}" if r.seed else ""
-            out[r.name] = (f"C{k % 10}", "--", f"{measure} ≤ {r.config['train.constraint.target']:g}{seed}{mark}")
+            out[r.name] = (f"C{k % 10}", "--", f"{names.of_run(r)}{seed}{mark}")
             k += 1
         else:
-            out[r.name] = (color[r.lam], "-", f"λ = {fmt_lam(r.lam)}{mark}")
+            out[r.name] = (color[r.lam], "-", f"{names.of_run(r)}{mark}")
     return out
 
 

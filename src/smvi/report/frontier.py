@@ -29,6 +29,7 @@ from typing import Any
 
 from smvi.report.aggregate import Run, lookup, method_of, number
 from smvi.report.figures import COLLAPSED_STYLE, collapsed_legend, focus, png
+from smvi.report.naming import NumberFormat, RunNames
 from smvi.report.paired import per_image
 from smvi.report.tables import pm
 from smvi.store.stats import PairedDiff, clustered_paired_t, mean_se
@@ -82,10 +83,11 @@ class FrontierPoint:
     gap: Estimate | None
     approximation: Estimate | None = None
     amortization: Estimate | None = None
+    shown: str | None = None  # the knob value as the report writes it (smvi.report.naming)
 
     @property
     def label(self) -> str:
-        return f"{self.knob}={_fmt(self.value)}"
+        return f"{self.knob}={self.shown if self.shown is not None else NumberFormat()(self.value)}"
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,6 @@ class GapBar:
     label: str
     approximation: tuple[float, float | None]
     amortization: tuple[float, float | None]
-
-
-def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() and abs(v) >= 1 else f"{v:g}"
 
 
 def _estimate(per_run: list[tuple[float, float | None]], within: str) -> Estimate | None:
@@ -120,7 +118,8 @@ def _pair(tree: Any, *keys: str) -> tuple[float, float | None] | None:
 
 def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
     """One point per (method, knob value) with a test eval or a gaps record, sorted by method (SMVI's first) then
-    knob."""
+    knob; the knob values written as the report writes them (:class:`smvi.report.naming.RunNames` of ``runs``)."""
+    fmt = RunNames.of(runs).fmt
     groups: dict[tuple[str, str, float], list[Run]] = {}
     for r in runs:
         if (m := method_of(r.config)) is not None and (r.eval is not None or r.gaps is not None):
@@ -138,6 +137,7 @@ def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
                 _estimate(pick("eval", "splits", "test", "gap"), "test points"),
                 _estimate(pick("gaps", "approximation"), "test images"),
                 _estimate(pick("gaps", "amortization"), "test images"),
+                fmt(value),
             )
         )
     return points
@@ -145,12 +145,12 @@ def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
 
 def gap_bars(runs: list[Run]) -> list[GapBar]:
     """Every run with a current gaps record and a fixed knob, in the order of :func:`frontier_points`."""
-    bars = []
+    bars, fmt = [], RunNames.of(runs).fmt
     for r in runs:
         m = method_of(r.config)
         a, b = _pair(r.gaps, "approximation"), _pair(r.gaps, "amortization")
         if m is not None and a is not None and b is not None:
-            bars.append((m, r.name, GapBar(r.name, m[0], f"{m[0]}\n{m[1]}={_fmt(m[2])}", a, b)))
+            bars.append((m, r.name, GapBar(r.name, m[0], f"{m[0]}\n{m[1]}={fmt(m[2])}", a, b)))
     return [bar for *_, bar in sorted(bars, key=lambda t: (not t[0][0].startswith("SMVI"), t[0], t[1]))]
 
 

@@ -23,6 +23,7 @@ from smvi.report.curves import figure_curves
 from smvi.report.figures import figure_gap, figure_ssl
 from smvi.report.flags import Flag
 from smvi.report.frontier import FRONTIER_CAPTIONS, frontier_section
+from smvi.report.naming import RunNames
 from smvi.report.paired import PAIRED_CSV, PairedRow, figure_paired, paired_csv, paired_tables
 from smvi.report.pictures import pictures_section
 from smvi.report.tables import Table, convergence_table, result_tables, results_csv, run_table
@@ -43,6 +44,11 @@ class Inputs:
     flags: list[Flag]
     axis: list[Run]
     paired: list[PairedRow]
+
+    @property
+    def names(self) -> RunNames:
+        """How the report names its runs and writes their knob values (:mod:`smvi.report.naming`)."""
+        return RunNames.of(self.runs)
 
     @property
     def collapsed(self) -> frozenset[float]:
@@ -102,12 +108,12 @@ FIGURE_CAPTIONS = {
 
 def _figures(i: Inputs) -> Section:
     """Figures 1–3 and the training curves of the runs on the λ axis and those with a learned λ."""
-    pngs = {}
+    pngs, fmt = {}, i.names.fmt
     if any(r.quantity in EVAL_METRICS for r in i.rows):
-        pngs["fig1_gap.png"] = figure_gap(i.rows, i.lams, i.collapsed)
+        pngs["fig1_gap.png"] = figure_gap(i.rows, i.lams, i.collapsed, fmt)
     if any(r.quantity == "ssl_accuracy" for r in i.rows):
-        pngs["fig2_ssl.png"] = figure_ssl(i.rows, i.lams, i.collapsed)
-    if png := figure_paired(i.paired, i.lams, i.collapsed):
+        pngs["fig2_ssl.png"] = figure_ssl(i.rows, i.lams, i.collapsed, fmt)
+    if png := figure_paired(i.paired, i.lams, i.collapsed, fmt):
         pngs["fig3_paired.png"] = png
     if png := figure_curves([r for r in i.runs if r in i.axis or is_constrained(r)], i.collapsed_runs):
         pngs[CURVES] = png
@@ -116,8 +122,9 @@ def _figures(i: Inputs) -> Section:
 
 def _results(i: Inputs) -> Section:
     """The per-λ tables and the paired tables; ``results.csv`` and, when there are pairs, ``paired.csv``."""
-    tables = result_tables(i.rows, i.lams, i.flags) + paired_tables(
-        i.paired, i.lams, any(r.eval for r in i.runs), i.flags
+    fmt = i.names.fmt
+    tables = result_tables(i.rows, i.lams, i.flags, fmt) + paired_tables(
+        i.paired, i.lams, any(r.eval for r in i.runs), i.flags, fmt
     )
     files = {"results.csv": results_csv(i.rows, i.flags).encode()}
     if i.paired:
