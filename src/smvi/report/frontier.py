@@ -43,6 +43,9 @@ __all__ = [
     "gap_bars",
     "dominated_by",
     "frontier_section",
+    "estimate",
+    "estimate_cell",
+    "method_groups",
     "FRONTIER_CAPTIONS",
     "DOMINANCE_Z",
 ]
@@ -101,7 +104,7 @@ class GapBar:
     amortization: tuple[float, float | None]
 
 
-def _estimate(per_run: list[tuple[float, float | None]], within: str) -> Estimate | None:
+def estimate(per_run: list[tuple[float, float | None]], within: str) -> Estimate | None:
     """Mean over runs, SE over runs if ≥ 2 (else the one run's own SE, over ``within``)."""
     if not per_run:
         return None
@@ -116,16 +119,22 @@ def _pair(tree: Any, *keys: str) -> tuple[float, float | None] | None:
     return None if m is None else (m, number(lookup(tree, *keys, "se")))
 
 
+def method_groups(runs: list[Run]) -> list[tuple[tuple[str, str, float], list[Run]]]:
+    """``runs`` grouped by (method, knob name, knob value) (:func:`smvi.report.aggregate.method_of`; a learned λ is
+    left out), sorted by method (SMVI's first) then knob."""
+    groups: dict[tuple[str, str, float], list[Run]] = {}
+    for r in runs:
+        if (m := method_of(r.config)) is not None:
+            groups.setdefault(m, []).append(r)
+    return sorted(groups.items(), key=lambda kv: (not kv[0][0].startswith("SMVI"), kv[0]))
+
+
 def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
     """One point per (method, knob value) with a test eval or a gaps record, sorted by method (SMVI's first) then
     knob; the knob values written as the report writes them (:class:`smvi.report.naming.RunNames` of ``runs``)."""
     fmt = RunNames.of(runs).fmt
-    groups: dict[tuple[str, str, float], list[Run]] = {}
-    for r in runs:
-        if (m := method_of(r.config)) is not None and (r.eval is not None or r.gaps is not None):
-            groups.setdefault(m, []).append(r)
     points = []
-    for (method, knob, value), rs in sorted(groups.items(), key=lambda kv: (not kv[0][0].startswith("SMVI"), kv[0])):
+    for (method, knob, value), rs in method_groups([r for r in runs if r.eval is not None or r.gaps is not None]):
         pick = lambda tree, *k, rs=rs: [p for r in rs if (p := _pair(getattr(r, tree), *k))]  # noqa: E731
         points.append(
             FrontierPoint(
@@ -133,10 +142,10 @@ def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
                 knob,
                 value,
                 tuple(r.name for r in rs),
-                _estimate(pick("eval", "splits", "test", "ais"), "test points"),
-                _estimate(pick("eval", "splits", "test", "gap"), "test points"),
-                _estimate(pick("gaps", "approximation"), "test images"),
-                _estimate(pick("gaps", "amortization"), "test images"),
+                estimate(pick("eval", "splits", "test", "ais"), "test points"),
+                estimate(pick("eval", "splits", "test", "gap"), "test points"),
+                estimate(pick("gaps", "approximation"), "test images"),
+                estimate(pick("gaps", "amortization"), "test images"),
                 fmt(value),
             )
         )
@@ -279,7 +288,7 @@ def _figure(points: list[FrontierPoint], bars: list[GapBar], collapsed: frozense
     return png(fig)
 
 
-def _pm(e: Estimate | None) -> str:
+def estimate_cell(e: Estimate | None) -> str:
     """``mean ± SE`` (two decimals); † marks an SE from within one run; — without a value."""
     if e is None or not math.isfinite(e.mean):
         return "—"
@@ -323,10 +332,10 @@ def frontier_section(
             p.method,
             p.label + (" ⚠C" if collapsed.intersection(p.runs) else ""),
             str(len(p.runs)),
-            _pm(p.log_px),
-            _pm(p.gap),
-            _pm(p.approximation),
-            _pm(p.amortization),
+            estimate_cell(p.log_px),
+            estimate_cell(p.gap),
+            estimate_cell(p.approximation),
+            estimate_cell(p.amortization),
             _beaten(beaten.get(p)),
         ]
         for p in points
