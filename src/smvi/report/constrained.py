@@ -19,12 +19,16 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smvi.report.aggregate import Row, Run, is_constrained, last_kl, lookup, number
 from smvi.report.figures import png
 from smvi.report.flags import COLLAPSE_KL, COLLAPSE_UNITS, is_collapsed
 from smvi.report.naming import RunNames
+from smvi.report.placement import PointLabel, label_points
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "COLLAPSE_UNITS",
@@ -266,9 +270,12 @@ def _figure_lambda(cruns: list[ConstrainedRun], fixed_lams: list[float], names: 
     return png(fig)
 
 
-def _figure_plane(
+def plane_figure(
     cruns: list[ConstrainedRun], rows: list[Row], names: RunNames, collapsed: frozenset[float] = frozenset()
-) -> bytes | None:
+) -> Figure | None:
+    """The (log p(x), gap) plane: the fixed-λ line of ``rows`` and the constrained runs, each point labelled (λ by
+    ``names``' format, a target by :meth:`~smvi.report.naming.RunNames.target`) where no label overprints another
+    (:mod:`smvi.report.placement`: placed by :func:`smvi.report.figures.png`); None without a point."""
     from matplotlib.figure import Figure
 
     find = {(r.quantity, r.lam): r.mean for r in rows if r.split == "test" and r.s is None and r.lam is not None}
@@ -284,6 +291,7 @@ def _figure_plane(
         return None
     fig = Figure(figsize=(7.5, 5), layout="tight")
     ax = fig.subplots()
+    labels: list[PointLabel] = []
     if line:
         ok = [p for p in line if p[0] not in collapsed]
         ax.plot([a for _, a, _ in ok], [g for _, _, g in ok], "-o", color="0.35", ms=4, label="fixed λ")
@@ -297,20 +305,21 @@ def _figure_plane(
             label="to a collapsed fixed λ" if len(ok) < len(line) else None,
         )
         for lam, a, g in line:
-            ax.annotate(
-                f"λ={names.fmt(lam)}" + (" ⚠C collapsed" if lam in collapsed else ""),
-                (a, g),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=7,
-                color="crimson" if lam in collapsed else "0.3",
+            labels.append(
+                PointLabel(
+                    a,
+                    g,
+                    f"λ={names.fmt(lam)}" + (" ⚠C collapsed" if lam in collapsed else ""),
+                    color="crimson" if lam in collapsed else "0.3",
+                )
             )
             if lam in collapsed:
                 ax.scatter([a], [g], marker="x", s=60, color="crimson", zorder=4)
     for i, (c, a, g) in enumerate(pts):
         text = _label(c, names)
         ax.scatter([a], [g], marker="X" if c.collapsed else "o", s=45, color=f"C{i % 10}", zorder=3, label=text)
-        ax.annotate(text, (a, g), textcoords="offset points", xytext=(4, -10), fontsize=7, color=f"C{i % 10}")
+        labels.append(PointLabel(a, g, text, color=f"C{i % 10}", marker=4.0))
+    label_points(ax, labels)
     gaps = [g for *_, g in line] + [g for *_, g in pts]
     if min(gaps) > 0:
         ax.set_yscale("log")
@@ -322,8 +331,8 @@ def _figure_plane(
         title="Learning–inference plane: higher log p(x) is better, lower gap is better",
     )
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    return png(fig)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)  # beside: labels fill the plane
+    return fig
 
 
 # ---- the section ----------------------------------------------------------------------------------------------------
@@ -346,10 +355,11 @@ def constrained_section(runs: list[Run], rows: list[Row], collapsed: frozenset[f
         return Section({}, [], {}, notes)
     fixed = sorted({r.lam for r in runs if not is_constrained(r)})
     names = RunNames.of(runs)
+    plane = plane_figure(cruns, rows, names, collapsed)
     drawn = {
         "figc1_targets.png": _figure_targets(cruns),
         "figc2_lambda.png": _figure_lambda(cruns, fixed, names),
-        "figc3_plane.png": _figure_plane(cruns, rows, names, collapsed),
+        "figc3_plane.png": None if plane is None else png(plane),
     }
     return Section(
         {k: v for k, v in drawn.items() if v is not None},

@@ -28,16 +28,25 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["lam_axis", "series", "focus", "png", "figure_gap", "figure_ssl", "COLLAPSED_STYLE"]
+__all__ = ["lam_axis", "series", "focus", "png", "PNG_DPI", "figure_gap", "figure_ssl", "COLLAPSED_STYLE"]
 
 COLORS = {"test": "C0", "train": "C1"}
 COLLAPSED_STYLE = {"marker": "x", "s": 70, "color": "crimson", "linewidths": 2, "zorder": 5}
 Off = tuple[float, float, str]  # (x, y, "λ=1") of a point that does not set the scale
 
 
+PNG_DPI = 130
+
+
 def png(fig: Figure) -> bytes:
-    """PNG bytes rendered by Agg (a bare Figure: no pyplot state, the user's backend is left alone); each legend
-    placed by :func:`collapsed_legend` is first moved just below its axes' tick and axis labels."""
+    """PNG bytes rendered by Agg (a bare Figure: no pyplot state, the user's backend is left alone) at
+    :data:`PNG_DPI`; each legend placed by :func:`collapsed_legend` is first moved just below its axes' tick and axis
+    labels, and the point labels recorded by :func:`smvi.report.placement.label_points` are placed once the layout is
+    done, which is then kept as it is."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from smvi.report.placement import has_pending, place_pending
+
     below = [ax for ax in fig.axes if getattr(ax.get_legend(), "_smvi_below", False)]
     if below:
         fig.draw_without_rendering()
@@ -47,8 +56,13 @@ def png(fig: Figure) -> bytes:
                 continue
             y = ax.transAxes.inverted().transform((0, labels.y0))[1]
             legend.set_bbox_to_anchor((0.5, y - 0.02), transform=ax.transAxes)
+    if has_pending(fig):
+        canvas = FigureCanvasAgg(fig)
+        fig.draw_without_rendering()  # the layout, with the legends where they end up
+        place_pending(fig, canvas.get_renderer())
+        fig.set_layout_engine("none")  # placed labels stay placed: nothing moves the axes after them
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=PNG_DPI, bbox_inches="tight")
     return buf.getvalue()
 
 

@@ -25,14 +25,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smvi.report.aggregate import Run, lookup, method_of, number
 from smvi.report.figures import COLLAPSED_STYLE, collapsed_legend, focus, png
 from smvi.report.naming import NumberFormat, RunNames
 from smvi.report.paired import per_image
+from smvi.report.placement import PointLabel, label_points
 from smvi.report.tables import pm
 from smvi.store.stats import PairedDiff, clustered_paired_t, mean_se
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "Estimate",
@@ -43,6 +47,7 @@ __all__ = [
     "gap_bars",
     "dominated_by",
     "frontier_section",
+    "frontier_figure",
     "estimate",
     "estimate_cell",
     "method_groups",
@@ -208,10 +213,12 @@ def dominated_by(points: list[FrontierPoint], runs: Sequence[Run] = ()) -> dict[
 # ---- figure and table -----------------------------------------------------------------------------------------------
 def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
     """One line per method; a point with a run in ``collapsed`` is a red × off its line that does not set the y-range
-    (the convention of :mod:`smvi.report.figures`). Knob labels alternate above and below their points."""
+    (the convention of :mod:`smvi.report.figures`). Each point is labelled with its knob, placed where no label
+    overprints another (:mod:`smvi.report.placement`)."""
     se = lambda e: e.se if e.se is not None else 0.0  # noqa: E731
     kept: list[float] = []
     away: list[tuple[float, float, str]] = []
+    labels: list[PointLabel] = []
     for i, method in enumerate(dict.fromkeys(p.method for p in points)):
         # (point, its log p(x), its gap) for the points of the method that have both
         ps = [(p, p.log_px, p.gap) for p in points if p.method == method and p.log_px and p.gap]
@@ -228,20 +235,14 @@ def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
                 capsize=3,
                 label=method,
             )
-        for j, (p, lp, g) in enumerate(ps):
+        for p, lp, g in ps:
             if (p, lp, g) in on:
                 kept += [lp.mean - se(lp), lp.mean + se(lp)]
             else:
                 ax.scatter([g.mean], [lp.mean], **COLLAPSED_STYLE)
                 away.append((g.mean, lp.mean, f"{method} {p.label}"))
-            ax.annotate(
-                p.label,
-                (g.mean, lp.mean),
-                textcoords="offset points",
-                xytext=(4, 4 if j % 2 == 0 else -10),
-                fontsize=7,
-                color=f"C{i}",
-            )
+            labels.append(PointLabel(g.mean, lp.mean, p.label, color=f"C{i}"))
+    label_points(ax, labels)
     if len(away) > 1:  # collapsed points crowd near a zero gap: one marker and one label for them all
         names = "; ".join(dict.fromkeys(name for *_, name in away))
         away = [(min(x for x, *_ in away), y, names) for _, y, _ in away]
@@ -277,7 +278,8 @@ def _bars(ax, bars: list[GapBar]) -> None:
     ax.legend(fontsize=8)
 
 
-def _figure(points: list[FrontierPoint], bars: list[GapBar], collapsed: frozenset[str]) -> bytes:
+def frontier_figure(points: list[FrontierPoint], bars: list[GapBar], collapsed: frozenset[str]) -> Figure:
+    """Figure 4 (module docstring), its point labels recorded for :func:`smvi.report.figures.png` to place."""
     from matplotlib.figure import Figure  # matplotlib is imported only when a report is drawn
 
     fig = Figure(figsize=(12.5, 4.8) if bars else (7, 4.8), layout="tight")
@@ -285,7 +287,7 @@ def _figure(points: list[FrontierPoint], bars: list[GapBar], collapsed: frozense
     _plane(axes[0], points, collapsed)
     if bars:
         _bars(axes[1], bars)
-    return png(fig)
+    return fig
 
 
 def estimate_cell(e: Estimate | None) -> str:
@@ -313,7 +315,7 @@ def frontier_section(
     if len({p.method for p in points}) < 2 and not bars:
         return {}, []
     drawable = [p for p in points if p.log_px and p.gap]
-    pngs = {FIGURE: _figure(drawable, bars, collapsed)} if drawable else {}
+    pngs = {FIGURE: png(frontier_figure(drawable, bars, collapsed))} if drawable else {}
     if not points:
         return pngs, []
     beaten = dominated_by(points, runs)
