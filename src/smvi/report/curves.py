@@ -26,8 +26,9 @@ FIGURE = "fig_training.png"
 CAPTION = (
     "Training curves per run from metrics.jsonl: (a) ELBO per epoch (solid: training mean; dotted: on the fixed "
     "monitor test set), (b) D_SM on the monitor set, (c) KL(q ‖ p(z)) on the monitor set (the training mean "
-    "for runs that did not log it); every run: solid, coloured by λ, the λ axis; dash-dotted, shades of one "
-    "colour per method (darker: larger knob), other methods; dashed: a learned λ; red ×: posterior collapse (⚠C). "
+    "for runs that did not log it); every run of the report: solid, coloured by λ, the runs on the λ axis; "
+    "dash-dotted, in shades of one colour per method (darker: larger knob), other methods (β-VAE, IWAE, other "
+    "families); dashed: a learned λ; red ×: posterior collapse (⚠C). "
     "Logarithmic y where the values span more than two orders of magnitude."
 )
 LOG_RANGE = 100.0
@@ -118,5 +119,5 @@ def figure_curves(runs: list[Run], collapsed: frozenset[str] = frozenset()) -> b
     seen = {}
     for color, ls, label in styles.values():
         seen.setdefault(label, Line2D([], [], color=color, ls=ls, lw=1.5))
-    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 6), fontsize=8)
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=len(seen) if len(seen) <= 8 else 6, fontsize=8)
     return png(fig)
