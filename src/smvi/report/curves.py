@@ -119,5 +119,7 @@ def figure_curves(runs: list[Run], collapsed: frozenset[str] = frozenset()) -> b
     seen = {}
     for color, ls, label in styles.values():
         seen.setdefault(label, Line2D([], [], color=color, ls=ls, lw=1.5))
-    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=len(seen) if len(seen) <= 8 else 6, fontsize=8)
+    fig.legend(
+        list(seen.values()), list(seen), loc="outside lower center", ncol=len(seen) if len(seen) <= 8 else 6, fontsize=8
+    )
     return png(fig)
