@@ -106,6 +106,16 @@ QUICK_SSL = dict(sizes=(20,), seeds=(0,), raw_pixels=False, test_size=20, n_jobs
 QUICK_CONV = dict(steps=(2, 3), n_points=4, ais={"chains": 1, "leapfrog_steps": 1})
 
 
+def _evaluate(e: Env):
+    """``smvi evaluate --overwrite`` of the run with the tiny settings."""
+    return e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS)
+
+
+def _resume(e: Env):
+    """``smvi train --resume`` of the run to 3 epochs."""
+    return e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress")
+
+
 def run_config(idx: Path, *extra: str) -> RunConfig:
     return build_config(RunConfig, {"data": {"dataset": "idx", "data_dir": str(idx)}}, sets=[*TRAIN_SETS, *extra])
 
@@ -224,6 +234,15 @@ TRAIN_BOUNDS = [
     ("target-dsm-1e300", "train.constraint.target=1e300", "train.constraint.target"),
     ("lam-max-1e300", "train.constraint.lam_max=1e300", "train.constraint.lam_max"),
 ]
+
+
+def _train_new(*args: Any) -> Callable[[Env], Any]:
+    """``smvi train`` into a new folder on the fixture's data with ``args``."""
+    return lambda e: e.cli(
+        "train", "--out", e.tmp / "new", "--dataset", "idx", "--data-dir", e.idx, "--no-progress", *args
+    )
+
+
 for _name, _set, _key in TRAIN_BOUNDS:
     extra = {"flow": ["--set", "model.posterior=flow"]}.get("flow" if "flow" in _set else "", [])
     if "lam_max" in _set:
@@ -231,103 +250,23 @@ for _name, _set, _key in TRAIN_BOUNDS:
     case(
         f"train-{_name}",
         "train",
-        lambda e, s=_set, x=extra: e.cli(
-            "train",
-            "--out",
-            e.tmp / "new",
-            "--dataset",
-            "idx",
-            "--data-dir",
-            e.idx,
-            "--no-progress",
-            *[a for t in TRAIN_SETS for a in ("--set", t)],
-            *x,
-            "--set",
-            s,
-        ),
+        _train_new(*[a for t in TRAIN_SETS for a in ("--set", t)], *extra, "--set", _set),
         ERROR,
         f"{_key}: " if "×" not in _key else _key,
     )
-case(
-    "train-target-dsm-option-1e300",
-    "train",
-    lambda e: e.cli(
-        "train",
-        "--out",
-        e.tmp / "new",
-        "--dataset",
-        "idx",
-        "--data-dir",
-        e.idx,
-        "--no-progress",
-        "--target-dsm",
-        "1e300",
+TRAIN_OPTIONS = [  # name, train's options, what the error names
+    ("target-dsm-option-1e300", ["--target-dsm", "1e300"], "at most 1e+06"),
+    (
+        "gap-k-huge",
+        ["train.constraint.target=3", "train.constraint.measure=gap", "train.constraint.gap_k=100000000"],
+        "train.constraint.gap_k",
     ),
-    ERROR,
-    "at most 1e+06",
-)
-case(
-    "train-gap-k-huge",
-    "train",
-    lambda e: e.cli(
-        "train",
-        "--out",
-        e.tmp / "new",
-        "--dataset",
-        "idx",
-        "--data-dir",
-        e.idx,
-        "--no-progress",
-        "--set",
-        "train.constraint.target=3",
-        "--set",
-        "train.constraint.measure=gap",
-        "--set",
-        "train.constraint.gap_k=100000000",
-    ),
-    ERROR,
-    "train.constraint.gap_k",
-)
-case(
-    "train-iwae-k-huge",
-    "train",
-    lambda e: e.cli(
-        "train",
-        "--out",
-        e.tmp / "new",
-        "--dataset",
-        "idx",
-        "--data-dir",
-        e.idx,
-        "--no-progress",
-        "--set",
-        "train.objective=iwae",
-        "--set",
-        "train.iwae_k=100000000",
-    ),
-    ERROR,
-    "train.iwae_k",
-)
-case(
-    "train-beta-1e300",
-    "train",
-    lambda e: e.cli(
-        "train",
-        "--out",
-        e.tmp / "new",
-        "--dataset",
-        "idx",
-        "--data-dir",
-        e.idx,
-        "--no-progress",
-        "--set",
-        "train.objective=beta",
-        "--set",
-        "train.beta=1e300",
-    ),
-    ERROR,
-    "train.beta",
-)
+    ("iwae-k-huge", ["train.objective=iwae", "train.iwae_k=100000000"], "train.iwae_k"),
+    ("beta-1e300", ["train.objective=beta", "train.beta=1e300"], "train.beta"),
+]
+for _name, _opts, _expect in TRAIN_OPTIONS:
+    _args = _opts if _opts[0].startswith("--") else [a for o in _opts for a in ("--set", o)]
+    case(f"train-{_name}", "train", _train_new(*_args), ERROR, _expect)
 
 # -- bounds on the stages' settings (CLI, on the trained run)
 STAGE_BOUNDS = [
@@ -475,34 +414,17 @@ def _train_api(update: Callable[[RunConfig], Any], **kw) -> Callable[[Env], Any]
     return act
 
 
-case(
-    "api-train-model-copy-negative-z",
-    "api",
-    _train_api(lambda c: c.model_copy(update={"model": c.model.model_copy(update={"z_dim": -1})})),
-    ERROR,
-    "model.z_dim",
-)
-case(
-    "api-train-model-copy-huge-z",
-    "api",
-    _train_api(lambda c: c.model_copy(update={"model": c.model.model_copy(update={"z_dim": 10**9})})),
-    ERROR,
-    "at most 4096",
-)
-case(
-    "api-train-model-copy-seed-2^64",
-    "api",
-    _train_api(lambda c: c.model_copy(update={"train": c.train.model_copy(update={"seed": 2**64})})),
-    ERROR,
-    "train.seed",
-)
-case(
-    "api-train-model-copy-wrong-type",
-    "api",
-    _train_api(lambda c: c.model_copy(update={"train": c.train.model_copy(update={"lr": "fast"})})),
-    ERROR,
-    "train.lr",
-)
+TRAIN_COPIES = [  # name, section, key, value, what the error names
+    ("negative-z", "model", "z_dim", -1, "model.z_dim"),
+    ("huge-z", "model", "z_dim", 10**9, "at most 4096"),
+    ("seed-2^64", "train", "seed", 2**64, "train.seed"),
+    ("wrong-type", "train", "lr", "fast", "train.lr"),
+]
+for _name, _section, _key, _value, _expect in TRAIN_COPIES:
+    _copy = lambda c, s=_section, k=_key, v=_value: c.model_copy(  # noqa: E731
+        update={s: getattr(c, s).model_copy(update={k: v})}
+    )
+    case(f"api-train-model-copy-{_name}", "api", _train_api(_copy), ERROR, _expect)
 case("api-train-config-as-dict", "api", _train_api(lambda c: c.model_dump()), ERROR, "got dict")
 case("api-train-config-is-eval-config", "api", _train_api(lambda c: EvalConfig()), ERROR, "must be a RunConfig")
 case(
@@ -566,7 +488,7 @@ case("evaluate-error-names-both", "data", _api("evaluate", data=other_arrays()),
 case(
     "resume-on-replaced-idx-files",
     "train",
-    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    _resume,
     ERROR,
     "changed: t10k-images-idx3-ubyte",
     setup=_replace_test_images,
@@ -589,7 +511,7 @@ case(
 case(
     "data-json-damaged",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "data.json is damaged",
     setup=lambda e: (e.run / "data.json").write_text('{"kind": "mnist"'),
@@ -647,7 +569,7 @@ case(
 case(
     "evaluate-idx-gzipped-in-place",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     OK,
     check=_evaluated_ok,
     setup=_gzip_in_place,
@@ -655,7 +577,7 @@ case(
 case(
     "resume-idx-gzipped-in-place",
     "train",
-    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    _resume,
     OK,
     check=_resumed,
     setup=_gzip_in_place,
@@ -663,14 +585,14 @@ case(
 case(
     "resume-on-unchanged-data",
     "train",
-    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    _resume,
     OK,
     check=_resumed,
 )
 case(
     "run-without-data-json-evaluates",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     OK,
     check=_evaluated_ok,
     setup=_forget_data_json,
@@ -678,7 +600,7 @@ case(
 case(
     "run-without-data-json-resumes",
     "train",
-    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    _resume,
     OK,
     check=lambda e, r: (_resumed(e, r), pytest.fail("data.json written") if (e.run / "data.json").exists() else 0),
     setup=_forget_data_json,
@@ -736,75 +658,28 @@ def _drop_digest(tree: dict) -> None:
     del tree["header"]["digest"]
 
 
-case("report-edited-mean", "report", _report, OK, check=_left_out_as_edited, setup=lambda e: _edit_eval(e, _set_elbo))
-case(
-    "report-edited-per-image",
-    "report",
-    _report,
-    OK,
-    check=_left_out_as_edited,
-    setup=lambda e: _edit_eval(e, lambda t: t["splits"]["test"]["per_image"]["elbo"].__setitem__(0, 1.0)),
-)
-case(
-    "report-edited-lam",
-    "report",
-    _report,
-    OK,
-    check=_left_out_as_edited,
-    setup=lambda e: _edit_eval(e, lambda t: t.__setitem__("lam", 0.5)),
-)
-case(
-    "report-edited-settings",
-    "report",
-    _report,
-    OK,
-    check=_left_out_as_edited,
-    setup=lambda e: _edit_eval(e, lambda t: t["header"]["settings"].__setitem__("n_test", 9)),
-)
-case(
-    "report-edited-note-added",
-    "report",
-    _report,
-    OK,
-    check=_left_out_as_edited,
-    setup=lambda e: _edit_eval(e, lambda t: t["notes"].append("fine")),
-)
-case(
-    "report-digest-of-another-record",
-    "report",
-    _report,
-    OK,
-    check=_left_out_as_edited,
-    setup=lambda e: _edit_eval(e, lambda t: t["header"].__setitem__("digest", "0" * 64)),
-)
-case(
-    "report-edited-and-digest-dropped",
-    "report",
-    _report,
-    OK,
-    check=_reported,
-    setup=lambda e: _edit_eval(e, lambda t: (_set_elbo(t), _drop_digest(t))[-1]),
-)
-case(
-    "report-record-before-digests", "report", _report, OK, check=_reported, setup=lambda e: _edit_eval(e, _drop_digest)
-)
-case(
-    "report-reindented-record",
-    "report",
-    _report,
-    OK,
-    check=_reported,
-    setup=lambda e: _edit_eval(e, lambda t: None, indent=None),
-)
-case(
-    "report-keys-reordered",
-    "report",
-    _report,
-    OK,
-    check=_reported,
-    setup=lambda e: _edit_eval(e, lambda t: dict(reversed(list(t.items())))),
-)
-case("report-unedited", "report", _report, OK, check=_reported)
+REPORT_EDITS = [  # name, the edit of eval.json (None: none), its indent, whether the report leaves the record out
+    ("edited-mean", _set_elbo, 2, True),
+    ("edited-per-image", lambda t: t["splits"]["test"]["per_image"]["elbo"].__setitem__(0, 1.0), 2, True),
+    ("edited-lam", lambda t: t.__setitem__("lam", 0.5), 2, True),
+    ("edited-settings", lambda t: t["header"]["settings"].__setitem__("n_test", 9), 2, True),
+    ("edited-note-added", lambda t: t["notes"].append("fine"), 2, True),
+    ("digest-of-another-record", lambda t: t["header"].__setitem__("digest", "0" * 64), 2, True),
+    ("edited-and-digest-dropped", lambda t: (_set_elbo(t), _drop_digest(t))[-1], 2, False),
+    ("record-before-digests", _drop_digest, 2, False),
+    ("reindented-record", lambda t: None, None, False),
+    ("keys-reordered", lambda t: dict(reversed(list(t.items()))), 2, False),
+    ("unedited", None, 2, False),
+]
+for _name, _edit, _indent, _out in REPORT_EDITS:
+    case(
+        f"report-{_name}",
+        "report",
+        _report,
+        OK,
+        check=_left_out_as_edited if _out else _reported,
+        setup=None if _edit is None else (lambda e, f=_edit, i=_indent: _edit_eval(e, f, indent=i)),
+    )
 case(
     "report-digest-not-hex",
     "report",
@@ -815,36 +690,21 @@ case(
     ),
     setup=lambda e: _edit_eval(e, lambda t: t["header"].__setitem__("digest", "zz")),
 )
-case(
-    "integrity-ok",
-    "report",
-    lambda e: RunDir(e.run).record_integrity("eval"),
-    OK,
-    check=lambda e, s: s == "ok" or pytest.fail(s),
-)
-case(
-    "integrity-edited",
-    "report",
-    lambda e: RunDir(e.run).record_integrity("eval"),
-    OK,
-    check=lambda e, s: s == "edited" or pytest.fail(s),
-    setup=lambda e: _edit_eval(e, _set_elbo),
-)
-case(
-    "integrity-legacy",
-    "report",
-    lambda e: RunDir(e.run).record_integrity("eval"),
-    OK,
-    check=lambda e, s: s == "no digest" or pytest.fail(s),
-    setup=lambda e: _edit_eval(e, _drop_digest),
-)
-case(
-    "integrity-missing-record",
-    "report",
-    lambda e: RunDir(e.run).record_integrity("gaps"),
-    OK,
-    check=lambda e, s: s == "no digest" or pytest.fail(s),
-)
+INTEGRITY = [  # name, record, the edit of eval.json before (None: none), record_integrity's answer
+    ("ok", "eval", None, "ok"),
+    ("edited", "eval", _set_elbo, "edited"),
+    ("legacy", "eval", _drop_digest, "no digest"),
+    ("missing-record", "gaps", None, "no digest"),
+]
+for _name, _kind, _edit, _answer in INTEGRITY:
+    case(
+        f"integrity-{_name}",
+        "report",
+        lambda e, k=_kind: RunDir(e.run).record_integrity(k),
+        OK,
+        check=lambda e, s, a=_answer: s == a or pytest.fail(s),
+        setup=None if _edit is None else (lambda e, f=_edit: _edit_eval(e, f)),
+    )
 case(
     "integrity-not-json",
     "report",
@@ -895,7 +755,7 @@ case(
 case(
     "idx-gzip-bomb-cli",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "past what its header implies",
     setup=_bomb,
@@ -913,7 +773,7 @@ def _huge_header(e: Env) -> None:
 case(
     "idx-header-implies-terabytes",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "header implies",
     setup=_huge_header,
@@ -928,7 +788,7 @@ def _sparse_huge(e: Env) -> None:
 case(
     "idx-plain-file-over-limit",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "more than the 2147483648",
     setup=_sparse_huge,
@@ -947,7 +807,7 @@ def _gzipped_then(name: str, change: Callable[[bytes], bytes]) -> Callable[[Env]
 case(
     "idx-truncated-gzip",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "damaged gzip file",
     setup=_gzipped_then("t10k-images-idx3-ubyte.gz", lambda b: b[:-30]),
@@ -955,7 +815,7 @@ case(
 case(
     "idx-gzip-trailing-garbage",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "damaged gzip file",
     setup=_gzipped_then("t10k-labels-idx1-ubyte.gz", lambda b: b + b"junk!"),
@@ -980,7 +840,7 @@ case(
 case(
     "idx-gzip-too-short-for-header",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "truncated",
     setup=lambda e: (
@@ -1012,7 +872,7 @@ for _stage, (_fn, _cls, _q) in STAGES.items():
 case(
     "evaluate-quick",
     "evaluate",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     OK,
     check=lambda e, r: (_evaluated_ok(e, r), RunDir(e.run).record_integrity("eval") == "ok" or pytest.fail()),
 )
