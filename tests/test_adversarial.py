@@ -1,11 +1,13 @@
 """The adversarial catalogue (issue 28): inputs meant to break smvi, each with the outcome it must have.
 
 Each case is a name, an action (a CLI command run in-process, or a Python API call) on a copy of one small trained
-and evaluated run, and its outcome class:
+and evaluated run -- or, for ``smvi sweep`` and ``smvi status``, on a finished sweep of it (:func:`_make_sweep`) --
+and its outcome class:
 
 - ``ERROR``: a one-line error -- exit status 1 and a single ``error:`` line for a command; one of smvi's error
   classes with a one-line message for an API call -- naming what the case's ``expect`` says, and **nothing lost**:
-  every file of the run and of its data is byte-identical afterwards.
+  every file of the run, of its data and of the sweep is byte-identical afterwards (a second sweep on a folder is
+  refused without marking any run failed).
 - ``OK``: a correct result, checked by the case's ``check``.
 
 Every case is cheap (tiny settings on the synthetic IDX data of conftest.py). :func:`test_catalogue_counts` keeps
@@ -32,7 +34,7 @@ import torch
 from conftest import invoke, make_idx_dir, write_idx
 from smvi.data.loading import DataError, ImageData, load_idx_dir, read_idx
 from smvi.report.aggregate import collect_runs
-from smvi.settings.run import ConfigError, RunConfig, build_config
+from smvi.settings.run import ConfigError, RunConfig, build_config, config_to_toml
 from smvi.settings.stages import (
     ConvergenceConfig,
     EvalConfig,
@@ -47,7 +49,9 @@ from smvi.stages.ssl import SSLConfig, ssl_run
 from smvi.stages.train import train
 from smvi.store.checkpoint import CheckpointError
 from smvi.store.records import RecordError
-from smvi.store.rundir import RunDir, RunError
+from smvi.store.rundir import RunDir, RunError, hold_lock, sweep_paths
+from smvi.studies.presets import preset_base
+from smvi.studies.sweep import SweepConfig, read_sweep, run_name, run_sweep
 
 ERROR, OK = "one-line error", "correct result"
 SMVI_ERRORS = (ConfigError, RunError, DataError, CheckpointError, RecordError)
@@ -155,6 +159,11 @@ class Env:
     idx: Path  # the data it was trained on (restored after each case)
     tmp: Path
 
+    @property
+    def sweep(self) -> Path:
+        """Where :func:`_make_sweep` puts a finished sweep of the run (an arm of the folder of sweeps ``study``)."""
+        return self.tmp / "study" / "arm"
+
     def cli(self, *args: Any):
         return invoke(*args)
 
@@ -195,7 +204,7 @@ def snapshot(*dirs: Path) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Case:
     name: str
-    area: str  # train, evaluate, ssl, convergence, gaps, pictures, report, data, api
+    area: str  # train, evaluate, ssl, convergence, gaps, pictures, report, data, api, sweep, status
     act: Callable[[Env], Any]
     outcome: str
     expect: str = ""  # ERROR: text the error line must contain
@@ -906,6 +915,206 @@ case(
 )
 
 
+# -- sweep and status, on a finished sweep of the run (its sweep.toml, the run in runs/lam0_seed0)
+def _sweep_config(e: Env) -> SweepConfig:
+    """The settings of a sweep that made ``e.run``: its config at λ = 0, seed 0, trained and evaluated."""
+    return SweepConfig(
+        lams=(0.0,), seeds=(0,), stages=("train", "evaluate"), run=RunDir(e.run).read_config(), eval=QUICK_EVAL
+    )
+
+
+def _make_sweep(change: Callable[[Env], Any] | None = None) -> Callable[[Env], None]:
+    """A setup: ``e.sweep`` a finished sweep of one run (a copy of ``e.run``), its settings also in ``tmp/sweep.toml``
+    (what the commands are given); then ``change``."""
+
+    def setup(e: Env) -> None:
+        text = config_to_toml(_sweep_config(e))
+        config, _, runs = sweep_paths(e.sweep)
+        shutil.copytree(e.run, runs / run_name(0.0, 0))
+        config.write_text(text)
+        (e.tmp / "sweep.toml").write_text(text)
+        if change is not None:
+            change(e)
+
+    return setup
+
+
+def _sweep_cli(*extra: Any) -> Callable[[Env], Any]:
+    """``smvi sweep`` on ``e.sweep`` with its own settings (and ``extra``)."""
+    return lambda e: e.cli("sweep", e.sweep, "--config", e.tmp / "sweep.toml", "--no-report", "--no-progress", *extra)
+
+
+def _sweep_api(e: Env):
+    return run_sweep(read_sweep(e.sweep), e.sweep, progress=False)
+
+
+def _while_running(act: Callable[[Env], Any]) -> Callable[[Env], Any]:
+    """``act`` while another sweep holds ``e.sweep`` (its lock, held as a running sweep holds it)."""
+
+    def held(e: Env):
+        with hold_lock(e.sweep / ".lock", f"sweep directory {e.sweep}"):
+            return act(e)
+
+    return held
+
+
+def _slot(e: Env) -> RunDir:
+    return RunDir(sweep_paths(e.sweep)[2] / run_name(0.0, 0))
+
+
+def _truncate_checkpoint(e: Env) -> None:
+    path = _slot(e).checkpoint_path
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _foreign_run(e: Env) -> None:
+    """The sweep's settings plan another run (another learning rate) than the one in its slot."""
+    cfg = _sweep_config(e)
+    other = cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"lr": 2e-3})})}
+    )
+    for path in (sweep_paths(e.sweep)[0], e.tmp / "sweep.toml"):
+        path.write_text(config_to_toml(other))
+
+
+def _damage_settings(text: Callable[[str], str]) -> Callable[[Env], None]:
+    def change(e: Env) -> None:
+        path = sweep_paths(e.sweep)[0]
+        path.write_text(text(path.read_text()))
+
+    return change
+
+
+def _left_alone(status: str) -> Callable[[Env, Any], None]:
+    """The sweep's result for the run is ``status``, with one line naming its folder, and the run is as it was."""
+
+    def check(e: Env, results: list[dict]) -> None:
+        (r,) = results
+        assert r["status"] == status and str(_slot(e).path) in r["error"] and "\n" not in r["error"], r
+        assert r["done"] == [] and not r.get("epochs"), r
+
+    return check
+
+
+def _says(*texts: str) -> Callable[[Env, Any], None]:
+    def check(e: Env, r: Any) -> None:
+        assert all(t in r.output for t in texts), r.output
+
+    return check
+
+
+SWEEP_ERRORS = [  # name, setup of the sweep, act, what the one error line names
+    ("sweep-second-on-same-folder", _make_sweep(), _while_running(_sweep_cli()), "is in use by another smvi process"),
+    ("sweep-second-on-same-folder-api", _make_sweep(), _while_running(_sweep_api), "is in use by another smvi process"),
+    (
+        "sweep-damaged-sweep-toml",
+        _make_sweep(_damage_settings(lambda t: t[: len(t) // 2] + "[[[")),
+        _sweep_cli(),
+        "is not valid TOML",
+    ),
+    (
+        "sweep-sweep-toml-is-a-folder",
+        _make_sweep(lambda e: (sweep_paths(e.sweep)[0].unlink(), sweep_paths(e.sweep)[0].mkdir())),
+        _sweep_cli(),
+        "cannot read config file",
+    ),
+    ("sweep-sweep-toml-unknown-key", _make_sweep(_damage_settings(lambda t: "bogus = 1\n" + t)), _sweep_cli(), "bogus"),
+    ("sweep-other-settings", _make_sweep(), _sweep_cli("--set", "lams=[0,0.5]"), "holds a different sweep"),
+    (
+        "sweep-lock-is-a-symlink",
+        _make_sweep(lambda e: (e.sweep / ".lock").symlink_to(e.tmp / "elsewhere")),
+        _sweep_cli(),
+        "is a symbolic link",
+    ),
+    (
+        "sweep-status-file-is-a-folder",
+        _make_sweep(lambda e: sweep_paths(e.sweep)[1].mkdir()),
+        _sweep_cli(),
+        "cannot write in",
+    ),
+    ("sweep-unknown-preset-api", None, lambda e: preset_base("bogus"), "unknown sweep preset 'bogus'"),
+    ("sweep-no-lams-nor-targets", None, lambda e: e.cli("sweep", e.tmp / "new", "--set", "lams=[]"), "all empty"),
+    (
+        "sweep-unknown-stage",
+        None,
+        lambda e: e.cli("sweep", e.tmp / "new", "--set", 'stages=["train", "bogus"]'),
+        "bogus",
+    ),
+    ("sweep-empty-folder-name-api", None, lambda e: run_sweep(_sweep_config(e), "", progress=False), "is empty"),
+]
+for _name, _setup, _act, _expect in SWEEP_ERRORS:
+    case(_name, "sweep", _act, ERROR, _expect, setup=_setup)
+SWEEP_RESULTS = [  # name, setup, act, check
+    ("sweep-rerun-finished", _make_sweep(), _sweep_cli(), _says("1/1 runs complete")),
+    ("sweep-truncated-checkpoint-left-alone", _make_sweep(_truncate_checkpoint), _sweep_api, _left_alone("damaged")),
+    ("sweep-foreign-run-left-alone", _make_sweep(_foreign_run), _sweep_api, _left_alone("refused")),
+]
+for _name, _setup, _act, _check in SWEEP_RESULTS:
+    case(_name, "sweep", _act, OK, check=_check, setup=_setup)
+
+
+def _status(e: Env):
+    return e.cli("status", e.sweep)
+
+
+STATUS_ERRORS = [  # name, setup, act, what the one error line names
+    (
+        "status-empty-folder",
+        lambda e: (e.tmp / "empty").mkdir(),
+        lambda e: e.cli("status", e.tmp / "empty"),
+        "not a sweep",
+    ),
+    ("status-nonexistent-folder", None, lambda e: e.cli("status", e.tmp / "nowhere"), "not a sweep directory"),
+    ("status-a-run-folder", None, lambda e: e.cli("status", e.run), "not a sweep directory"),
+    (
+        "status-damaged-sweep-toml",
+        _make_sweep(_damage_settings(lambda t: t[: len(t) // 2] + "[[[")),
+        _status,
+        "is not valid TOML",
+    ),
+    ("status-sweep-toml-unknown-key", _make_sweep(_damage_settings(lambda t: "bogus = 1\n" + t)), _status, "bogus"),
+    (
+        "status-sweep-toml-is-a-folder",
+        _make_sweep(lambda e: (sweep_paths(e.sweep)[0].unlink(), sweep_paths(e.sweep)[0].mkdir())),
+        _status,
+        "sweep.toml is not a file",
+    ),
+]
+for _name, _setup, _act, _expect in STATUS_ERRORS:
+    case(_name, "status", _act, ERROR, _expect, setup=_setup)
+STATUS_RESULTS = [  # name, setup, act, check
+    ("status-finished-sweep", _make_sweep(), _status, _says("lam0_seed0", "1 of 1 runs complete")),
+    (
+        "status-folder-of-sweeps",
+        _make_sweep(),
+        lambda e: e.cli("status", e.sweep.parent),
+        _says("sweep ", "1 of 1 runs complete"),
+    ),
+    ("status-while-the-sweep-runs", _make_sweep(), _while_running(_status), _says("1 of 1 runs complete")),
+    (
+        "status-truncated-checkpoint",
+        _make_sweep(_truncate_checkpoint),
+        _status,
+        _says("damaged", "restore the file, or remove", "1 left as they are"),
+    ),
+    ("status-foreign-run", _make_sweep(_foreign_run), _status, _says("refused", "did not make", "1 left as they are")),
+    (
+        "status-garbage-status-file",
+        _make_sweep(lambda e: sweep_paths(e.sweep)[1].write_text("{")),
+        _status,
+        _says("1 of 1 runs complete"),
+    ),
+    (
+        "status-torn-metrics-line",
+        _make_sweep(lambda e: _slot(e).metrics_path.write_text(_slot(e).metrics_path.read_text() + '{"epoch": 3, "el')),
+        _status,
+        _says("1 of 1 runs complete"),
+    ),
+]
+for _name, _setup, _act, _check in STATUS_RESULTS:
+    case(_name, "status", _act, OK, check=_check, setup=_setup)
+
+
 # ---- the test -------------------------------------------------------------------------------------------------------
 def _error_line(got: Any) -> str:
     """The one error line of a command's result, or of an API call's exception."""
@@ -924,7 +1133,7 @@ def _error_line(got: Any) -> str:
 def test_case(c: Case, env: Env):
     if c.setup:
         c.setup(env)
-    before = snapshot(env.run, env.idx)
+    before = snapshot(env.run, env.idx, env.sweep.parent)
     try:
         got = c.act(env)
     except Exception as e:  # judged below: only smvi's one-line errors are expected
@@ -934,7 +1143,7 @@ def test_case(c: Case, env: Env):
     if c.outcome == ERROR:
         line = _error_line(got)
         assert c.expect in line, f"expected {c.expect!r} in: {line}"
-        assert snapshot(env.run, env.idx) == before, "files changed"
+        assert snapshot(env.run, env.idx, env.sweep.parent) == before, "files changed"
         assert not (env.tmp / "new").exists() or not any((env.tmp / "new").iterdir()), "a run was started"
     else:
         if hasattr(got, "exit_code"):
@@ -944,7 +1153,8 @@ def test_case(c: Case, env: Env):
 
 
 def test_catalogue_counts(capsys):
-    """At least 150 cases, every name unique, every area of the issue with some; prints the tally."""
+    """At least 150 cases, every name unique, every area of the issue with some (sweep and status with at least 10
+    each); prints the tally."""
     names = [c.name for c in CASES]
     assert len(names) == len(set(names)), [n for n, k in Counter(names).items() if k > 1]
     by = Counter((c.area, c.outcome) for c in CASES)
@@ -954,6 +1164,6 @@ def test_catalogue_counts(capsys):
             + ", ".join(f"{o}: {sum(v for (a, oo), v in by.items() if oo == o)}" for o in (ERROR, OK))
         )
     assert len(CASES) >= 150
-    assert {"train", "evaluate", "ssl", "gaps", "pictures", "convergence", "report", "data", "api"} <= {
-        c.area for c in CASES
-    }
+    areas = Counter(c.area for c in CASES)
+    assert {"train", "evaluate", "ssl", "gaps", "pictures", "convergence", "report", "data", "api"} <= set(areas)
+    assert areas["sweep"] >= 10 and areas["status"] >= 10, areas
