@@ -1,11 +1,13 @@
 """The adversarial catalogue (issue 28): inputs meant to break smvi, each with the outcome it must have.
 
 Each case is a name, an action (a CLI command run in-process, or a Python API call) on a copy of one small trained
-and evaluated run, and its outcome class:
+and evaluated run -- or, for ``smvi sweep`` and ``smvi status``, on a finished sweep of it (:func:`_make_sweep`) --
+and its outcome class:
 
 - ``ERROR``: a one-line error -- exit status 1 and a single ``error:`` line for a command; one of smvi's error
   classes with a one-line message for an API call -- naming what the case's ``expect`` says, and **nothing lost**:
-  every file of the run and of its data is byte-identical afterwards.
+  every file of the run, of its data and of the sweep is byte-identical afterwards (a second sweep on a folder is
+  refused without marking any run failed).
 - ``OK``: a correct result, checked by the case's ``check``.
 
 Every case is cheap (tiny settings on the synthetic IDX data of conftest.py). :func:`test_catalogue_counts` keeps
@@ -32,7 +34,7 @@ import torch
 from conftest import invoke, make_idx_dir, write_idx
 from smvi.data.loading import DataError, ImageData, load_idx_dir, read_idx
 from smvi.report.aggregate import collect_runs
-from smvi.settings.run import ConfigError, RunConfig, build_config
+from smvi.settings.run import ConfigError, RunConfig, build_config, config_to_toml
 from smvi.settings.stages import (
     ConvergenceConfig,
     EvalConfig,
@@ -47,7 +49,9 @@ from smvi.stages.ssl import SSLConfig, ssl_run
 from smvi.stages.train import train
 from smvi.store.checkpoint import CheckpointError
 from smvi.store.records import RecordError
-from smvi.store.rundir import RunDir, RunError
+from smvi.store.rundir import RunDir, RunError, hold_lock, sweep_paths
+from smvi.studies.presets import preset_base
+from smvi.studies.sweep import SweepConfig, read_sweep, run_name, run_sweep
 
 ERROR, OK = "one-line error", "correct result"
 SMVI_ERRORS = (ConfigError, RunError, DataError, CheckpointError, RecordError)
@@ -106,6 +110,16 @@ QUICK_SSL = dict(sizes=(20,), seeds=(0,), raw_pixels=False, test_size=20, n_jobs
 QUICK_CONV = dict(steps=(2, 3), n_points=4, ais={"chains": 1, "leapfrog_steps": 1})
 
 
+def _evaluate(e: Env):
+    """``smvi evaluate --overwrite`` of the run with the tiny settings."""
+    return e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS)
+
+
+def _resume(e: Env):
+    """``smvi train --resume`` of the run to 3 epochs."""
+    return e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress")
+
+
 def run_config(idx: Path, *extra: str) -> RunConfig:
     return build_config(RunConfig, {"data": {"dataset": "idx", "data_dir": str(idx)}}, sets=[*TRAIN_SETS, *extra])
 
@@ -144,6 +158,11 @@ class Env:
     run: Path  # a fresh copy of the trained and evaluated run (in a folder of its own: a "sweep")
     idx: Path  # the data it was trained on (restored after each case)
     tmp: Path
+
+    @property
+    def sweep(self) -> Path:
+        """Where :func:`_make_sweep` puts a finished sweep of the run (an arm of the folder of sweeps ``study``)."""
+        return self.tmp / "study" / "arm"
 
     def cli(self, *args: Any):
         return invoke(*args)
@@ -185,7 +204,7 @@ def snapshot(*dirs: Path) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Case:
     name: str
-    area: str  # train, evaluate, ssl, convergence, gaps, pictures, report, data, api
+    area: str  # train, evaluate, ssl, convergence, gaps, pictures, report, data, api, sweep, status
     act: Callable[[Env], Any]
     outcome: str
     expect: str = ""  # ERROR: text the error line must contain
@@ -224,6 +243,15 @@ TRAIN_BOUNDS = [
     ("target-dsm-1e300", "train.constraint.target=1e300", "train.constraint.target"),
     ("lam-max-1e300", "train.constraint.lam_max=1e300", "train.constraint.lam_max"),
 ]
+
+
+def _train_new(*args: Any) -> Callable[[Env], Any]:
+    """``smvi train`` into a new folder on the fixture's data with ``args``."""
+    return lambda e: e.cli(
+        "train", "--out", e.tmp / "new", "--dataset", "idx", "--data-dir", e.idx, "--no-progress", *args
+    )
+
+
 for _name, _set, _key in TRAIN_BOUNDS:
     extra = {"flow": ["--set", "model.posterior=flow"]}.get("flow" if "flow" in _set else "", [])
     if "lam_max" in _set:
@@ -231,103 +259,23 @@ for _name, _set, _key in TRAIN_BOUNDS:
     case(
         f"train-{_name}",
         "train",
-        lambda e, s=_set, x=extra: e.cli(
-            "train",
-            "--out",
-            e.tmp / "new",
-            "--dataset",
-            "idx",
-            "--data-dir",
-            e.idx,
-            "--no-progress",
-            *[a for t in TRAIN_SETS for a in ("--set", t)],
-            *x,
-            "--set",
-            s,
-        ),
+        _train_new(*[a for t in TRAIN_SETS for a in ("--set", t)], *extra, "--set", _set),
         ERROR,
         f"{_key}: " if "×" not in _key else _key,
     )
-case(
-    "train-target-dsm-option-1e300",
-    "train",
-    lambda e: e.cli(
-        "train",
-        "--out",
-        e.tmp / "new",
-        "--dataset",
-        "idx",
-        "--data-dir",
-        e.idx,
-        "--no-progress",
-        "--target-dsm",
-        "1e300",
+TRAIN_OPTIONS = [  # name, train's options, what the error names
+    ("target-dsm-option-1e300", ["--target-dsm", "1e300"], "at most 1e+06"),
+    (
+        "gap-k-huge",
+        ["train.constraint.target=3", "train.constraint.measure=gap", "train.constraint.gap_k=100000000"],
+        "train.constraint.gap_k",
     ),
-    ERROR,
-    "at most 1e+06",
-)
-case(
-    "train-gap-k-huge",
-    "train",
-    lambda e: e.cli(
-        "train",
-        "--out",
-        e.tmp / "new",
-        "--dataset",
-        "idx",
-        "--data-dir",
-        e.idx,
-        "--no-progress",
-        "--set",
-        "train.constraint.target=3",
-        "--set",
-        "train.constraint.measure=gap",
-        "--set",
-        "train.constraint.gap_k=100000000",
-    ),
-    ERROR,
-    "train.constraint.gap_k",
-)
-case(
-    "train-iwae-k-huge",
-    "train",
-    lambda e: e.cli(
-        "train",
-        "--out",
-        e.tmp / "new",
-        "--dataset",
-        "idx",
-        "--data-dir",
-        e.idx,
-        "--no-progress",
-        "--set",
-        "train.objective=iwae",
-        "--set",
-        "train.iwae_k=100000000",
-    ),
-    ERROR,
-    "train.iwae_k",
-)
-case(
-    "train-beta-1e300",
-    "train",
-    lambda e: e.cli(
-        "train",
-        "--out",
-        e.tmp / "new",
-        "--dataset",
-        "idx",
-        "--data-dir",
-        e.idx,
-        "--no-progress",
-        "--set",
-        "train.objective=beta",
-        "--set",
-        "train.beta=1e300",
-    ),
-    ERROR,
-    "train.beta",
-)
+    ("iwae-k-huge", ["train.objective=iwae", "train.iwae_k=100000000"], "train.iwae_k"),
+    ("beta-1e300", ["train.objective=beta", "train.beta=1e300"], "train.beta"),
+]
+for _name, _opts, _expect in TRAIN_OPTIONS:
+    _args = _opts if _opts[0].startswith("--") else [a for o in _opts for a in ("--set", o)]
+    case(f"train-{_name}", "train", _train_new(*_args), ERROR, _expect)
 
 # -- bounds on the stages' settings (CLI, on the trained run)
 STAGE_BOUNDS = [
@@ -475,34 +423,17 @@ def _train_api(update: Callable[[RunConfig], Any], **kw) -> Callable[[Env], Any]
     return act
 
 
-case(
-    "api-train-model-copy-negative-z",
-    "api",
-    _train_api(lambda c: c.model_copy(update={"model": c.model.model_copy(update={"z_dim": -1})})),
-    ERROR,
-    "model.z_dim",
-)
-case(
-    "api-train-model-copy-huge-z",
-    "api",
-    _train_api(lambda c: c.model_copy(update={"model": c.model.model_copy(update={"z_dim": 10**9})})),
-    ERROR,
-    "at most 4096",
-)
-case(
-    "api-train-model-copy-seed-2^64",
-    "api",
-    _train_api(lambda c: c.model_copy(update={"train": c.train.model_copy(update={"seed": 2**64})})),
-    ERROR,
-    "train.seed",
-)
-case(
-    "api-train-model-copy-wrong-type",
-    "api",
-    _train_api(lambda c: c.model_copy(update={"train": c.train.model_copy(update={"lr": "fast"})})),
-    ERROR,
-    "train.lr",
-)
+TRAIN_COPIES = [  # name, section, key, value, what the error names
+    ("negative-z", "model", "z_dim", -1, "model.z_dim"),
+    ("huge-z", "model", "z_dim", 10**9, "at most 4096"),
+    ("seed-2^64", "train", "seed", 2**64, "train.seed"),
+    ("wrong-type", "train", "lr", "fast", "train.lr"),
+]
+for _name, _section, _key, _value, _expect in TRAIN_COPIES:
+    _copy = lambda c, s=_section, k=_key, v=_value: c.model_copy(  # noqa: E731
+        update={s: getattr(c, s).model_copy(update={k: v})}
+    )
+    case(f"api-train-model-copy-{_name}", "api", _train_api(_copy), ERROR, _expect)
 case("api-train-config-as-dict", "api", _train_api(lambda c: c.model_dump()), ERROR, "got dict")
 case("api-train-config-is-eval-config", "api", _train_api(lambda c: EvalConfig()), ERROR, "must be a RunConfig")
 case(
@@ -566,7 +497,7 @@ case("evaluate-error-names-both", "data", _api("evaluate", data=other_arrays()),
 case(
     "resume-on-replaced-idx-files",
     "train",
-    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    _resume,
     ERROR,
     "changed: t10k-images-idx3-ubyte",
     setup=_replace_test_images,
@@ -589,7 +520,7 @@ case(
 case(
     "data-json-damaged",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "data.json is damaged",
     setup=lambda e: (e.run / "data.json").write_text('{"kind": "mnist"'),
@@ -647,7 +578,7 @@ case(
 case(
     "evaluate-idx-gzipped-in-place",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     OK,
     check=_evaluated_ok,
     setup=_gzip_in_place,
@@ -655,7 +586,7 @@ case(
 case(
     "resume-idx-gzipped-in-place",
     "train",
-    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    _resume,
     OK,
     check=_resumed,
     setup=_gzip_in_place,
@@ -663,14 +594,14 @@ case(
 case(
     "resume-on-unchanged-data",
     "train",
-    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    _resume,
     OK,
     check=_resumed,
 )
 case(
     "run-without-data-json-evaluates",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     OK,
     check=_evaluated_ok,
     setup=_forget_data_json,
@@ -678,7 +609,7 @@ case(
 case(
     "run-without-data-json-resumes",
     "train",
-    lambda e: e.cli("train", "--out", e.run, "--resume", "--epochs", "3", "--no-progress"),
+    _resume,
     OK,
     check=lambda e, r: (_resumed(e, r), pytest.fail("data.json written") if (e.run / "data.json").exists() else 0),
     setup=_forget_data_json,
@@ -736,75 +667,28 @@ def _drop_digest(tree: dict) -> None:
     del tree["header"]["digest"]
 
 
-case("report-edited-mean", "report", _report, OK, check=_left_out_as_edited, setup=lambda e: _edit_eval(e, _set_elbo))
-case(
-    "report-edited-per-image",
-    "report",
-    _report,
-    OK,
-    check=_left_out_as_edited,
-    setup=lambda e: _edit_eval(e, lambda t: t["splits"]["test"]["per_image"]["elbo"].__setitem__(0, 1.0)),
-)
-case(
-    "report-edited-lam",
-    "report",
-    _report,
-    OK,
-    check=_left_out_as_edited,
-    setup=lambda e: _edit_eval(e, lambda t: t.__setitem__("lam", 0.5)),
-)
-case(
-    "report-edited-settings",
-    "report",
-    _report,
-    OK,
-    check=_left_out_as_edited,
-    setup=lambda e: _edit_eval(e, lambda t: t["header"]["settings"].__setitem__("n_test", 9)),
-)
-case(
-    "report-edited-note-added",
-    "report",
-    _report,
-    OK,
-    check=_left_out_as_edited,
-    setup=lambda e: _edit_eval(e, lambda t: t["notes"].append("fine")),
-)
-case(
-    "report-digest-of-another-record",
-    "report",
-    _report,
-    OK,
-    check=_left_out_as_edited,
-    setup=lambda e: _edit_eval(e, lambda t: t["header"].__setitem__("digest", "0" * 64)),
-)
-case(
-    "report-edited-and-digest-dropped",
-    "report",
-    _report,
-    OK,
-    check=_reported,
-    setup=lambda e: _edit_eval(e, lambda t: (_set_elbo(t), _drop_digest(t))[-1]),
-)
-case(
-    "report-record-before-digests", "report", _report, OK, check=_reported, setup=lambda e: _edit_eval(e, _drop_digest)
-)
-case(
-    "report-reindented-record",
-    "report",
-    _report,
-    OK,
-    check=_reported,
-    setup=lambda e: _edit_eval(e, lambda t: None, indent=None),
-)
-case(
-    "report-keys-reordered",
-    "report",
-    _report,
-    OK,
-    check=_reported,
-    setup=lambda e: _edit_eval(e, lambda t: dict(reversed(list(t.items())))),
-)
-case("report-unedited", "report", _report, OK, check=_reported)
+REPORT_EDITS = [  # name, the edit of eval.json (None: none), its indent, whether the report leaves the record out
+    ("edited-mean", _set_elbo, 2, True),
+    ("edited-per-image", lambda t: t["splits"]["test"]["per_image"]["elbo"].__setitem__(0, 1.0), 2, True),
+    ("edited-lam", lambda t: t.__setitem__("lam", 0.5), 2, True),
+    ("edited-settings", lambda t: t["header"]["settings"].__setitem__("n_test", 9), 2, True),
+    ("edited-note-added", lambda t: t["notes"].append("fine"), 2, True),
+    ("digest-of-another-record", lambda t: t["header"].__setitem__("digest", "0" * 64), 2, True),
+    ("edited-and-digest-dropped", lambda t: (_set_elbo(t), _drop_digest(t))[-1], 2, False),
+    ("record-before-digests", _drop_digest, 2, False),
+    ("reindented-record", lambda t: None, None, False),
+    ("keys-reordered", lambda t: dict(reversed(list(t.items()))), 2, False),
+    ("unedited", None, 2, False),
+]
+for _name, _edit, _indent, _out in REPORT_EDITS:
+    case(
+        f"report-{_name}",
+        "report",
+        _report,
+        OK,
+        check=_left_out_as_edited if _out else _reported,
+        setup=None if _edit is None else (lambda e, f=_edit, i=_indent: _edit_eval(e, f, indent=i)),
+    )
 case(
     "report-digest-not-hex",
     "report",
@@ -815,36 +699,21 @@ case(
     ),
     setup=lambda e: _edit_eval(e, lambda t: t["header"].__setitem__("digest", "zz")),
 )
-case(
-    "integrity-ok",
-    "report",
-    lambda e: RunDir(e.run).record_integrity("eval"),
-    OK,
-    check=lambda e, s: s == "ok" or pytest.fail(s),
-)
-case(
-    "integrity-edited",
-    "report",
-    lambda e: RunDir(e.run).record_integrity("eval"),
-    OK,
-    check=lambda e, s: s == "edited" or pytest.fail(s),
-    setup=lambda e: _edit_eval(e, _set_elbo),
-)
-case(
-    "integrity-legacy",
-    "report",
-    lambda e: RunDir(e.run).record_integrity("eval"),
-    OK,
-    check=lambda e, s: s == "no digest" or pytest.fail(s),
-    setup=lambda e: _edit_eval(e, _drop_digest),
-)
-case(
-    "integrity-missing-record",
-    "report",
-    lambda e: RunDir(e.run).record_integrity("gaps"),
-    OK,
-    check=lambda e, s: s == "no digest" or pytest.fail(s),
-)
+INTEGRITY = [  # name, record, the edit of eval.json before (None: none), record_integrity's answer
+    ("ok", "eval", None, "ok"),
+    ("edited", "eval", _set_elbo, "edited"),
+    ("legacy", "eval", _drop_digest, "no digest"),
+    ("missing-record", "gaps", None, "no digest"),
+]
+for _name, _kind, _edit, _answer in INTEGRITY:
+    case(
+        f"integrity-{_name}",
+        "report",
+        lambda e, k=_kind: RunDir(e.run).record_integrity(k),
+        OK,
+        check=lambda e, s, a=_answer: s == a or pytest.fail(s),
+        setup=None if _edit is None else (lambda e, f=_edit: _edit_eval(e, f)),
+    )
 case(
     "integrity-not-json",
     "report",
@@ -895,7 +764,7 @@ case(
 case(
     "idx-gzip-bomb-cli",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "past what its header implies",
     setup=_bomb,
@@ -913,7 +782,7 @@ def _huge_header(e: Env) -> None:
 case(
     "idx-header-implies-terabytes",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "header implies",
     setup=_huge_header,
@@ -928,7 +797,7 @@ def _sparse_huge(e: Env) -> None:
 case(
     "idx-plain-file-over-limit",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "more than the 2147483648",
     setup=_sparse_huge,
@@ -947,7 +816,7 @@ def _gzipped_then(name: str, change: Callable[[bytes], bytes]) -> Callable[[Env]
 case(
     "idx-truncated-gzip",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "damaged gzip file",
     setup=_gzipped_then("t10k-images-idx3-ubyte.gz", lambda b: b[:-30]),
@@ -955,7 +824,7 @@ case(
 case(
     "idx-gzip-trailing-garbage",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "damaged gzip file",
     setup=_gzipped_then("t10k-labels-idx1-ubyte.gz", lambda b: b + b"junk!"),
@@ -980,7 +849,7 @@ case(
 case(
     "idx-gzip-too-short-for-header",
     "data",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     ERROR,
     "truncated",
     setup=lambda e: (
@@ -1012,7 +881,7 @@ for _stage, (_fn, _cls, _q) in STAGES.items():
 case(
     "evaluate-quick",
     "evaluate",
-    lambda e: e.cli("evaluate", e.run, "--overwrite", *EVAL_ARGS),
+    _evaluate,
     OK,
     check=lambda e, r: (_evaluated_ok(e, r), RunDir(e.run).record_integrity("eval") == "ok" or pytest.fail()),
 )
@@ -1046,6 +915,206 @@ case(
 )
 
 
+# -- sweep and status, on a finished sweep of the run (its sweep.toml, the run in runs/lam0_seed0)
+def _sweep_config(e: Env) -> SweepConfig:
+    """The settings of a sweep that made ``e.run``: its config at λ = 0, seed 0, trained and evaluated."""
+    return SweepConfig(
+        lams=(0.0,), seeds=(0,), stages=("train", "evaluate"), run=RunDir(e.run).read_config(), eval=QUICK_EVAL
+    )
+
+
+def _make_sweep(change: Callable[[Env], Any] | None = None) -> Callable[[Env], None]:
+    """A setup: ``e.sweep`` a finished sweep of one run (a copy of ``e.run``), its settings also in ``tmp/sweep.toml``
+    (what the commands are given); then ``change``."""
+
+    def setup(e: Env) -> None:
+        text = config_to_toml(_sweep_config(e))
+        config, _, runs = sweep_paths(e.sweep)
+        shutil.copytree(e.run, runs / run_name(0.0, 0))
+        config.write_text(text)
+        (e.tmp / "sweep.toml").write_text(text)
+        if change is not None:
+            change(e)
+
+    return setup
+
+
+def _sweep_cli(*extra: Any) -> Callable[[Env], Any]:
+    """``smvi sweep`` on ``e.sweep`` with its own settings (and ``extra``)."""
+    return lambda e: e.cli("sweep", e.sweep, "--config", e.tmp / "sweep.toml", "--no-report", "--no-progress", *extra)
+
+
+def _sweep_api(e: Env):
+    return run_sweep(read_sweep(e.sweep), e.sweep, progress=False)
+
+
+def _while_running(act: Callable[[Env], Any]) -> Callable[[Env], Any]:
+    """``act`` while another sweep holds ``e.sweep`` (its lock, held as a running sweep holds it)."""
+
+    def held(e: Env):
+        with hold_lock(e.sweep / ".lock", f"sweep directory {e.sweep}"):
+            return act(e)
+
+    return held
+
+
+def _slot(e: Env) -> RunDir:
+    return RunDir(sweep_paths(e.sweep)[2] / run_name(0.0, 0))
+
+
+def _truncate_checkpoint(e: Env) -> None:
+    path = _slot(e).checkpoint_path
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _foreign_run(e: Env) -> None:
+    """The sweep's settings plan another run (another learning rate) than the one in its slot."""
+    cfg = _sweep_config(e)
+    other = cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"train": cfg.run.train.model_copy(update={"lr": 2e-3})})}
+    )
+    for path in (sweep_paths(e.sweep)[0], e.tmp / "sweep.toml"):
+        path.write_text(config_to_toml(other))
+
+
+def _damage_settings(text: Callable[[str], str]) -> Callable[[Env], None]:
+    def change(e: Env) -> None:
+        path = sweep_paths(e.sweep)[0]
+        path.write_text(text(path.read_text()))
+
+    return change
+
+
+def _left_alone(status: str) -> Callable[[Env, Any], None]:
+    """The sweep's result for the run is ``status``, with one line naming its folder, and the run is as it was."""
+
+    def check(e: Env, results: list[dict]) -> None:
+        (r,) = results
+        assert r["status"] == status and str(_slot(e).path) in r["error"] and "\n" not in r["error"], r
+        assert r["done"] == [] and not r.get("epochs"), r
+
+    return check
+
+
+def _says(*texts: str) -> Callable[[Env, Any], None]:
+    def check(e: Env, r: Any) -> None:
+        assert all(t in r.output for t in texts), r.output
+
+    return check
+
+
+SWEEP_ERRORS = [  # name, setup of the sweep, act, what the one error line names
+    ("sweep-second-on-same-folder", _make_sweep(), _while_running(_sweep_cli()), "is in use by another smvi process"),
+    ("sweep-second-on-same-folder-api", _make_sweep(), _while_running(_sweep_api), "is in use by another smvi process"),
+    (
+        "sweep-damaged-sweep-toml",
+        _make_sweep(_damage_settings(lambda t: t[: len(t) // 2] + "[[[")),
+        _sweep_cli(),
+        "is not valid TOML",
+    ),
+    (
+        "sweep-sweep-toml-is-a-folder",
+        _make_sweep(lambda e: (sweep_paths(e.sweep)[0].unlink(), sweep_paths(e.sweep)[0].mkdir())),
+        _sweep_cli(),
+        "cannot read config file",
+    ),
+    ("sweep-sweep-toml-unknown-key", _make_sweep(_damage_settings(lambda t: "bogus = 1\n" + t)), _sweep_cli(), "bogus"),
+    ("sweep-other-settings", _make_sweep(), _sweep_cli("--set", "lams=[0,0.5]"), "holds a different sweep"),
+    (
+        "sweep-lock-is-a-symlink",
+        _make_sweep(lambda e: (e.sweep / ".lock").symlink_to(e.tmp / "elsewhere")),
+        _sweep_cli(),
+        "is a symbolic link",
+    ),
+    (
+        "sweep-status-file-is-a-folder",
+        _make_sweep(lambda e: sweep_paths(e.sweep)[1].mkdir()),
+        _sweep_cli(),
+        "cannot write in",
+    ),
+    ("sweep-unknown-preset-api", None, lambda e: preset_base("bogus"), "unknown sweep preset 'bogus'"),
+    ("sweep-no-lams-nor-targets", None, lambda e: e.cli("sweep", e.tmp / "new", "--set", "lams=[]"), "all empty"),
+    (
+        "sweep-unknown-stage",
+        None,
+        lambda e: e.cli("sweep", e.tmp / "new", "--set", 'stages=["train", "bogus"]'),
+        "bogus",
+    ),
+    ("sweep-empty-folder-name-api", None, lambda e: run_sweep(_sweep_config(e), "", progress=False), "is empty"),
+]
+for _name, _setup, _act, _expect in SWEEP_ERRORS:
+    case(_name, "sweep", _act, ERROR, _expect, setup=_setup)
+SWEEP_RESULTS = [  # name, setup, act, check
+    ("sweep-rerun-finished", _make_sweep(), _sweep_cli(), _says("1/1 runs complete")),
+    ("sweep-truncated-checkpoint-left-alone", _make_sweep(_truncate_checkpoint), _sweep_api, _left_alone("damaged")),
+    ("sweep-foreign-run-left-alone", _make_sweep(_foreign_run), _sweep_api, _left_alone("refused")),
+]
+for _name, _setup, _act, _check in SWEEP_RESULTS:
+    case(_name, "sweep", _act, OK, check=_check, setup=_setup)
+
+
+def _status(e: Env):
+    return e.cli("status", e.sweep)
+
+
+STATUS_ERRORS = [  # name, setup, act, what the one error line names
+    (
+        "status-empty-folder",
+        lambda e: (e.tmp / "empty").mkdir(),
+        lambda e: e.cli("status", e.tmp / "empty"),
+        "not a sweep",
+    ),
+    ("status-nonexistent-folder", None, lambda e: e.cli("status", e.tmp / "nowhere"), "not a sweep directory"),
+    ("status-a-run-folder", None, lambda e: e.cli("status", e.run), "not a sweep directory"),
+    (
+        "status-damaged-sweep-toml",
+        _make_sweep(_damage_settings(lambda t: t[: len(t) // 2] + "[[[")),
+        _status,
+        "is not valid TOML",
+    ),
+    ("status-sweep-toml-unknown-key", _make_sweep(_damage_settings(lambda t: "bogus = 1\n" + t)), _status, "bogus"),
+    (
+        "status-sweep-toml-is-a-folder",
+        _make_sweep(lambda e: (sweep_paths(e.sweep)[0].unlink(), sweep_paths(e.sweep)[0].mkdir())),
+        _status,
+        "sweep.toml is not a file",
+    ),
+]
+for _name, _setup, _act, _expect in STATUS_ERRORS:
+    case(_name, "status", _act, ERROR, _expect, setup=_setup)
+STATUS_RESULTS = [  # name, setup, act, check
+    ("status-finished-sweep", _make_sweep(), _status, _says("lam0_seed0", "1 of 1 runs complete")),
+    (
+        "status-folder-of-sweeps",
+        _make_sweep(),
+        lambda e: e.cli("status", e.sweep.parent),
+        _says("sweep ", "1 of 1 runs complete"),
+    ),
+    ("status-while-the-sweep-runs", _make_sweep(), _while_running(_status), _says("1 of 1 runs complete")),
+    (
+        "status-truncated-checkpoint",
+        _make_sweep(_truncate_checkpoint),
+        _status,
+        _says("damaged", "restore the file, or remove", "1 left as they are"),
+    ),
+    ("status-foreign-run", _make_sweep(_foreign_run), _status, _says("refused", "did not make", "1 left as they are")),
+    (
+        "status-garbage-status-file",
+        _make_sweep(lambda e: sweep_paths(e.sweep)[1].write_text("{")),
+        _status,
+        _says("1 of 1 runs complete"),
+    ),
+    (
+        "status-torn-metrics-line",
+        _make_sweep(lambda e: _slot(e).metrics_path.write_text(_slot(e).metrics_path.read_text() + '{"epoch": 3, "el')),
+        _status,
+        _says("1 of 1 runs complete"),
+    ),
+]
+for _name, _setup, _act, _check in STATUS_RESULTS:
+    case(_name, "status", _act, OK, check=_check, setup=_setup)
+
+
 # ---- the test -------------------------------------------------------------------------------------------------------
 def _error_line(got: Any) -> str:
     """The one error line of a command's result, or of an API call's exception."""
@@ -1064,7 +1133,7 @@ def _error_line(got: Any) -> str:
 def test_case(c: Case, env: Env):
     if c.setup:
         c.setup(env)
-    before = snapshot(env.run, env.idx)
+    before = snapshot(env.run, env.idx, env.sweep.parent)
     try:
         got = c.act(env)
     except Exception as e:  # judged below: only smvi's one-line errors are expected
@@ -1074,7 +1143,7 @@ def test_case(c: Case, env: Env):
     if c.outcome == ERROR:
         line = _error_line(got)
         assert c.expect in line, f"expected {c.expect!r} in: {line}"
-        assert snapshot(env.run, env.idx) == before, "files changed"
+        assert snapshot(env.run, env.idx, env.sweep.parent) == before, "files changed"
         assert not (env.tmp / "new").exists() or not any((env.tmp / "new").iterdir()), "a run was started"
     else:
         if hasattr(got, "exit_code"):
@@ -1084,7 +1153,8 @@ def test_case(c: Case, env: Env):
 
 
 def test_catalogue_counts(capsys):
-    """At least 150 cases, every name unique, every area of the issue with some; prints the tally."""
+    """At least 150 cases, every name unique, every area of the issue with some (sweep and status with at least 10
+    each); prints the tally."""
     names = [c.name for c in CASES]
     assert len(names) == len(set(names)), [n for n, k in Counter(names).items() if k > 1]
     by = Counter((c.area, c.outcome) for c in CASES)
@@ -1094,6 +1164,6 @@ def test_catalogue_counts(capsys):
             + ", ".join(f"{o}: {sum(v for (a, oo), v in by.items() if oo == o)}" for o in (ERROR, OK))
         )
     assert len(CASES) >= 150
-    assert {"train", "evaluate", "ssl", "gaps", "pictures", "convergence", "report", "data", "api"} <= {
-        c.area for c in CASES
-    }
+    areas = Counter(c.area for c in CASES)
+    assert {"train", "evaluate", "ssl", "gaps", "pictures", "convergence", "report", "data", "api"} <= set(areas)
+    assert areas["sweep"] >= 10 and areas["status"] >= 10, areas

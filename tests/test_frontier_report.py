@@ -320,3 +320,82 @@ def test_methods_differ_by_design_but_a_difference_within_the_lambda_axis_is_not
         )
     _, notes = collect_runs(root)
     assert any(n.startswith("runs differ in model.flow_layers (2, 4)") for n in notes), notes
+
+
+def write_ssl(rd: RunDir, shift: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
+    """A legacy ``ssl.json`` for ``rd`` (s = 600, three label subsets): the accuracies of test_report at the run's λ
+    and seed, plus ``shift`` per subset."""
+    from test_report import accuracies, ssl_result
+
+    cfg = rd.read_config()
+    lam, seed = cfg.train.lam, cfg.train.seed
+    acc = lambda s: tuple(a + d for a, d in zip(accuracies(lam, seed, s), shift, strict=True))  # noqa: E731
+    tree = {
+        "settings": {"sizes": [600]},
+        "run": {"lam": lam, "seed": seed, "epoch": EPOCHS},
+        "features": ssl_result(acc, sizes=(600,)),
+        "raw_pixels": ssl_result(lambda s: (0.88, 0.885, 0.89), sizes=(600,)),
+    }
+    rd.record_path("ssl").write_text(json.dumps(tree))
+
+
+def test_the_runs_table_names_each_run_by_method_and_knob(study, tmp_path):
+    """A β-VAE or IWAE run's train.lam is 0, unused: the runs table names it by its own knob, never "λ 0"."""
+    from test_report import markdown_table
+
+    md = (make_report(study, tmp_path / "out").parent / "results.md").read_text()
+    named = {r["run"]: r["method and knob"] for r in markdown_table(md, "Runs")}
+    assert named == {
+        "smvi/lam0_seed0": "SMVI, λ = 0",
+        "smvi/lam0_seed1": "SMVI, λ = 0",
+        "smvi/lam0.1_seed0": "SMVI, λ = 0.1",
+        "beta2/lam0_seed0": "β-VAE, β = 2",
+        "iwae5/lam0_seed0": "IWAE, k = 5",
+        "flow/lam0_seed0": "SMVI, flow q, λ = 0",
+        "constrained/lam0_seed0": "learned λ, D_SM ≤ 5",
+    }
+
+
+def test_every_method_has_its_ssl_accuracy_paired_with_lambda_zero(study, tmp_path):
+    """The frontier report shows each method's SSL accuracy, and its difference from SMVI λ = 0 paired over the same
+    label subsets and training seed (here +0.4, +0.5, +0.6 points: +0.50 ± 0.06 over the three subsets)."""
+    from test_report import markdown_table
+
+    for name in ("smvi/lam0_seed0", "smvi/lam0_seed1"):
+        write_ssl(RunDir(study / name))
+    write_ssl(RunDir(study / "beta2" / "lam0_seed0"), (0.004, 0.005, 0.006))
+    md = (make_report(study, tmp_path / "out").parent / "results.md").read_text()
+    rows = markdown_table(md, "SSL test accuracy per method and knob")
+    assert [(r["method"], r["knob"], r["runs"]) for r in rows] == [
+        ("SMVI", "λ=0", "2"),
+        ("β-VAE", "β=2", "1"),
+        ("raw pixels", "—", "—"),
+    ]
+    smvi, beta, raw = rows
+    assert smvi["s = 600"] == "90.80 ± 0.10" and smvi["minus SMVI λ=0, s = 600"] == "reference"
+    assert beta["s = 600"] == "91.20 ± 0.12 †" and beta["minus SMVI λ=0, s = 600"] == "+0.50 ± 0.06 †"
+    assert raw["s = 600"] == "88.50 ± 0.29 †"
+
+
+def test_the_training_curves_show_every_run(study, tmp_path, monkeypatch):
+    """Every run of the report is in fig_training.png (β-VAE, IWAE and other families were left out), each named in
+    the legend by its method and knob and dash-dotted off the λ axis."""
+    import smvi.report.sections as sections
+    from smvi.report.curves import _styles
+    from smvi.report.naming import RunNames
+
+    drawn = []
+    monkeypatch.setattr(sections, "figure_curves", lambda runs, collapsed: drawn.extend(runs))
+    make_report(study, tmp_path / "out")
+    runs, _ = collect_runs(study)
+    assert sorted(r.name for r in drawn) == sorted(r.name for r in runs)
+    styles = _styles(runs, frozenset(), RunNames.of(runs), {r.name for r in lam_series(runs)[0]})
+    assert [(ls, label) for _, ls, label in styles.values()] == [
+        ("-", "SMVI, λ = 0"),
+        ("-", "SMVI, λ = 0"),
+        ("-", "SMVI, λ = 0.1"),
+        ("-.", "SMVI, flow q, λ = 0"),
+        ("-.", "IWAE, k = 5"),
+        ("-.", "β-VAE, β = 2"),
+        ("--", "learned λ, D_SM ≤ 5"),
+    ]

@@ -156,8 +156,8 @@ def test_runs_missing_files_are_skipped_with_a_note(sweep, tmp_path):
         assert note in html and note in md
     flags = md.split("## Flags", 1)[1].split("![", 1)[0]
     assert "lam1.0/seed2 (λ = 1): unfinished, 2 of 3 epochs" in flags and "⚠U unfinished" in flags
-    assert "| lam5.0/seed0 | 5 | 0 | 0/3 ⚠U | — | — | — / — | missing | missing |" in md
-    assert "| lam1.0/seed2 | 1 | 2 | 2/3 ⚠U |" in md
+    assert "| lam5.0/seed0 | λ = 5 | 0 | 0/3 ⚠U | — | — | — / — | missing | missing |" in md
+    assert "| lam1.0/seed2 | λ = 1 | 2 | 2/3 ⚠U |" in md
     gap_table = markdown_table(md, "Figure 1")
     assert [r["runs"] for r in gap_table if r["λ"] == "1"] == ["2 ⚠U"]  # the per-λ row is marked where it counts
 
@@ -230,9 +230,9 @@ def test_convergence_table_lists_the_runs_that_have_one(sweep):
     page = make_report(sweep)
     md, html = (sweep / "report" / "results.md").read_text(), page.read_text().replace("\u00a0", " ")
     rows = markdown_table(md, "AIS convergence")
-    assert [(r["λ"], r["run"], r["epoch"], r["points"]) for r in rows] == [
-        ("0.01", "lam0.01/seed1", "3", "50"),
-        ("1", "lam1.0/seed0", "3", "50"),
+    assert [(r["method and knob"], r["run"], r["epoch"], r["points"]) for r in rows] == [
+        ("λ = 0.01", "lam0.01/seed1", "3", "50"),
+        ("λ = 1", "lam1.0/seed0", "3", "50"),
     ]
     assert {k: v for k, v in rows[0].items() if "steps" in k or "converged" in k} == {
         "BDMC gap, 100 steps": "1.23 ± 0.06",

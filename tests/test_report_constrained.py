@@ -88,7 +88,7 @@ def test_the_report_gives_each_target_its_records_and_last_epoch(sweep):
         assert (float(r["active_units"]), float(r["kl"])) == (units, kl)
     assert [got[n]["collapsed"] for n in ("dsm300_seed0", "gap1_seed0", "lam0_seed9")] == ["False", "True", "False"]
     md = (out / "results.md").read_text()
-    assert "Constrained runs" in md and "| learned |" in md
+    assert "Constrained runs" in md and "| learned λ, D_SM ≤ 300 |" in md and "| learned λ, gap ≤ 1 |" in md
     assert read_csv(out / "results.csv")[("gap", "test", "", "0.0")]["n_runs"] == "1"
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "lookup",
     "number",
     "ssl_by_seed",
+    "accuracies",
     "row_lam",
 ]
 
@@ -349,7 +350,9 @@ def _se_pct(values) -> float | None:
     return None if se is None else 100 * se
 
 
-def _accuracies(ssl: dict | None, kind: str, s: int) -> tuple[float, ...]:
+def accuracies(ssl: dict | None, kind: str, s: int) -> tuple[float, ...]:
+    """The SSL accuracies (fractions) of one ``ssl.json`` at size ``s``, one per label subset: of the encoder
+    features (``kind`` = ``features``) or of the raw pixels (``raw_pixels``)."""
     acc = lookup(ssl, kind, "sizes", str(s), "accuracy")
     return tuple(float(a) for a in acc if number(a) is not None) if isinstance(acc, list) else ()
 
@@ -464,13 +467,13 @@ def aggregate(runs: list[Run]) -> tuple[list[Row], list[str]]:
                 (100 * float(np.mean(a)), _se_pct(a))
                 for r in runs
                 if r.lam == lam
-                if (a := _accuracies(r.ssl, "features", s))
+                if (a := accuracies(r.ssl, "features", s))
             ]
             if got:
                 rows.append(_row("ssl_accuracy", "test", s, lam, got, "label subsets", "percent"))
             if lam != 0 and (gain := _gain(runs, s, lam)):
                 rows.append(gain)
-        raw = {_accuracies(r.ssl, "raw_pixels", s) for r in runs} - {()}
+        raw = {accuracies(r.ssl, "raw_pixels", s) for r in runs} - {()}
         if len(raw) > 1:
             notes.append(f"raw-pixel baselines for s={s} differ between runs (other ssl settings?); pooled")
         if raw:

@@ -36,6 +36,7 @@ from typing import Literal
 
 from smvi.report.aggregate import Row, row_lam
 from smvi.report.flags import Flag, excluded_lams
+from smvi.report.naming import NumberFormat
 from smvi.report.paired import ALPHA, PairedRow
 
 __all__ = ["Claim", "decide_claims", "MIN_GAIN"]
@@ -49,10 +50,6 @@ class Claim:
     name: str
     verdict: Verdict
     sentence: str
-
-
-def _lam(lam: float) -> str:
-    return f"{lam:g}"
 
 
 def _ci(r: PairedRow, unit: str) -> str:
@@ -71,9 +68,9 @@ def _rises(gaps: list[Row]) -> list[tuple[float, float]]:
     return out
 
 
-def _left_out(excluded: dict[float, str], lams: set[float] | None = None) -> str:
+def _left_out(excluded: dict[float, str], fmt: NumberFormat, lams: set[float] | None = None) -> str:
     """ "; left out as flagged: λ = 1 (collapsed)" for the flagged λ among ``lams`` (all when None); "" if none."""
-    hit = [f"λ = {_lam(lam)} ({why})" for lam, why in excluded.items() if lams is None or lam in lams]
+    hit = [f"λ = {fmt(lam)} ({why})" for lam, why in excluded.items() if lams is None or lam in lams]
     return f"; left out as flagged: {', '.join(hit)}" if hit else ""
 
 
@@ -89,16 +86,24 @@ def _zero_flagged(name: str, excluded: dict[float, str]) -> Claim | None:
     )
 
 
-def _ais_caveat(flags: Sequence[Flag], lams: tuple[float, ...]) -> str:
+def _ais_caveat(flags: Sequence[Flag], lams: tuple[float, ...], fmt: NumberFormat) -> str:
     """ " (AIS flagged at λ = 0: acceptance; see Flags)" for AIS-quality flags of the compared runs; "" if none."""
     hit = sorted({(f.lam, f.kind) for f in flags if f.kind in ("acceptance", "bdmc", "ladder") and f.lam in lams})
     if not hit:
         return ""
-    return " (AIS flagged at " + ", ".join(f"λ = {_lam(lam)}: {kind}" for lam, kind in hit) + "; see Flags)"
+    return " (AIS flagged at " + ", ".join(f"λ = {fmt(lam)}: {kind}" for lam, kind in hit) + "; see Flags)"
 
 
-def claim_gap(paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = ()) -> Claim:
+def _format(paired: Sequence[PairedRow], rows: Sequence[Row] = ()) -> NumberFormat:
+    """The λ format of claims decided without the report's: one separating the λ they compare."""
+    return NumberFormat.separating([r.lam for r in paired] + [r.lam for r in rows if r.lam is not None])
+
+
+def claim_gap(
+    paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = (), fmt: NumberFormat | None = None
+) -> Claim:
     name = "Claim 1: the ELBO gap shrinks as λ grows, at a cost in log-likelihood"
+    fmt = fmt or _format(paired, rows)
     excluded = excluded_lams(flags)
     if zero := _zero_flagged(name, excluded):
         return zero
@@ -110,7 +115,7 @@ def claim_gap(paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = 
     both = sorted(paired_lams - set(excluded))
     if not both:
         why = (
-            "every λ compared with λ = 0 is flagged" + _left_out(excluded, paired_lams)
+            "every λ compared with λ = 0 is flagged" + _left_out(excluded, fmt, paired_lams)
             if paired_lams
             else "no paired per-image comparison with λ = 0 (the eval records keep no per-image values, or the sweep "
             "has no λ = 0 run)"
@@ -140,25 +145,26 @@ def claim_gap(paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = 
     mono = (
         "the mean test gap never rises significantly between successive λ"
         if not rises
-        else "the mean test gap rises significantly from λ = " + ", ".join(f"{_lam(a)} to {_lam(b)}" for a, b in rises)
+        else "the mean test gap rises significantly from λ = " + ", ".join(f"{fmt(a)} to {fmt(b)}" for a, b in rises)
     )
     return Claim(
         name,
         verdict,
-        f"{name} — {verdict}: at λ = {_lam(lam)} against λ = 0 the test gap changes by "
+        f"{name} — {verdict}: at λ = {fmt(lam)} against λ = 0 the test gap changes by "
         f"{_ci(g, 'nats')} and log p(x) ({what}) by {_ci(lp, 'nats')}; {mono}"
-        f"{_left_out(excluded)}{_ais_caveat(flags, (0.0, lam))}.",
+        f"{_left_out(excluded, fmt)}{_ais_caveat(flags, (0.0, lam), fmt)}.",
     )
 
 
-def claim_ssl(paired: list[PairedRow], flags: Sequence[Flag] = ()) -> Claim:
+def claim_ssl(paired: list[PairedRow], flags: Sequence[Flag] = (), fmt: NumberFormat | None = None) -> Claim:
     name = "Claim 2: semi-supervised accuracy improves at a moderate λ"
+    fmt = fmt or _format(paired)
     excluded = excluded_lams(flags)
     if zero := _zero_flagged(name, excluded):
         return zero
     every = [r for r in paired if r.quantity == "ssl_gain"]
     ssl = [r for r in every if r.lam not in excluded]
-    left = _left_out(excluded, {r.lam for r in every})
+    left = _left_out(excluded, fmt, {r.lam for r in every})
     if not ssl:
         return Claim(
             name,
@@ -168,7 +174,7 @@ def claim_ssl(paired: list[PairedRow], flags: Sequence[Flag] = ()) -> Claim:
     wins = [r for r in ssl if r.diff.mean > 0 and r.p_holm is not None and r.p_holm < ALPHA]
     best = max(wins or ssl, key=lambda r: r.diff.mean)
     at = (
-        f"at λ = {_lam(best.lam)}, s = {best.s}: {_ci(best, 'percentage points')}, "
+        f"at λ = {fmt(best.lam)}, s = {best.s}: {_ci(best, 'percentage points')}, "
         f"Holm-adjusted p = {best.p_holm if best.p_holm is None else f'{best.p_holm:.3g}'} over {len(every)} "
         f"comparisons{left}"
     )
@@ -189,6 +195,10 @@ def claim_ssl(paired: list[PairedRow], flags: Sequence[Flag] = ()) -> Claim:
     )
 
 
-def decide_claims(paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = ()) -> list[Claim]:
-    """The two claims' verdicts and sentences (rules in the module docstring), flagged runs left out."""
-    return [claim_gap(paired, rows, flags), claim_ssl(paired, flags)]
+def decide_claims(
+    paired: list[PairedRow], rows: list[Row], flags: Sequence[Flag] = (), fmt: NumberFormat | None = None
+) -> list[Claim]:
+    """The two claims' verdicts and sentences (rules in the module docstring), flagged runs left out; λ written by
+    ``fmt`` (the report's, :mod:`smvi.report.naming`; else one separating the λ compared)."""
+    fmt = fmt or _format(paired, rows)
+    return [claim_gap(paired, rows, flags, fmt), claim_ssl(paired, flags, fmt)]

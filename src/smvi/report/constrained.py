@@ -19,10 +19,16 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smvi.report.aggregate import Row, Run, is_constrained, last_kl, lookup, number
+from smvi.report.figures import png
 from smvi.report.flags import COLLAPSE_KL, COLLAPSE_UNITS, is_collapsed
+from smvi.report.naming import RunNames
+from smvi.report.placement import PointLabel, label_points
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "COLLAPSE_UNITS",
@@ -124,13 +130,13 @@ def _ssl(c: ConstrainedRun, s: int) -> float | None:
     return 100 * sum(acc) / len(acc) if acc else None
 
 
-def _columns(cruns: list[ConstrainedRun]) -> list[tuple[str, Any]]:
-    """(header, cell function) of every column of the table and the CSV."""
+def _columns(cruns: list[ConstrainedRun], names: RunNames) -> list[tuple[str, Any]]:
+    """(header, cell function) of every column of the table, the targets written by ``names``."""
     yes = lambda x: "—" if x is None else "yes" if x else "no"  # noqa: E731
     cols = [
         ("run", lambda c: c.run.name),
         ("measure", lambda c: c.measure),
-        ("target", lambda c: f"{c.target:g}"),
+        ("target", lambda c: names.fmt(c.target)),
         ("seed", lambda c: str(c.run.seed)),
         ("epochs", lambda c: f"{c.run.epochs or 0}/{c.run.planned or '?'}"),
         ("achieved (training, last epoch)", lambda c: _g(c.achieved)),
@@ -147,8 +153,8 @@ def _columns(cruns: list[ConstrainedRun]) -> list[tuple[str, Any]]:
     return cols + [("collapsed", lambda c: yes(c.collapsed))]
 
 
-def _table(cruns: list[ConstrainedRun]) -> tuple[str, list[str], list[list[str]]]:
-    cols = _columns(cruns)
+def _table(cruns: list[ConstrainedRun], names: RunNames) -> tuple[str, list[str], list[list[str]]]:
+    cols = _columns(cruns, names)
     title = (
         f"Constrained runs: λ learned toward a target (collapsed: ≤ {COLLAPSE_UNITS} active units or KL < "
         f"{COLLAPSE_KL} nats)"
@@ -203,14 +209,8 @@ def _csv(cruns: list[ConstrainedRun]) -> str:
 
 
 # ---- figures --------------------------------------------------------------------------------------------------------
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def _label(c: ConstrainedRun) -> str:
-    return f"{'D_SM' if c.measure == 'dsm' else 'gap'} ≤ {c.target:g}" + (f", seed {c.run.seed}" if c.run.seed else "")
+def _label(c: ConstrainedRun, names: RunNames) -> str:
+    return names.target(c.measure, c.target) + (f", seed {c.run.seed}" if c.run.seed else "")
 
 
 def _figure_targets(cruns: list[ConstrainedRun]) -> bytes | None:
@@ -248,10 +248,10 @@ def _figure_targets(cruns: list[ConstrainedRun]) -> bytes | None:
             axis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
-def _figure_lambda(cruns: list[ConstrainedRun], fixed_lams: list[float]) -> bytes | None:
+def _figure_lambda(cruns: list[ConstrainedRun], fixed_lams: list[float], names: RunNames) -> bytes | None:
     from matplotlib.figure import Figure
 
     runs = [c for c in cruns if c.trajectory]
@@ -261,21 +261,24 @@ def _figure_lambda(cruns: list[ConstrainedRun], fixed_lams: list[float]) -> byte
     ax = fig.subplots()
     for lam in (x for x in fixed_lams if x > 0):
         ax.axhline(lam, color="0.75", lw=0.8, zorder=0)
-        ax.annotate(f"λ = {lam:g}", (0, lam), xycoords=("axes fraction", "data"), fontsize=7, color="0.5")
+        ax.annotate(names.lam(lam), (0, lam), xycoords=("axes fraction", "data"), fontsize=7, color="0.5")
     for i, c in enumerate(runs):
-        ax.plot(*zip(*c.trajectory, strict=True), marker="o", ms=3, color=f"C{i % 10}", label=_label(c))
+        ax.plot(*zip(*c.trajectory, strict=True), marker="o", ms=3, color=f"C{i % 10}", label=_label(c, names))
     ax.set(yscale="log", xlabel="epoch", ylabel="λ (end of epoch)", title="Learned λ")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
-def _figure_plane(
-    cruns: list[ConstrainedRun], rows: list[Row], collapsed: frozenset[float] = frozenset()
-) -> bytes | None:
+def plane_figure(
+    cruns: list[ConstrainedRun], rows: list[Row], names: RunNames, collapsed: frozenset[float] = frozenset()
+) -> Figure | None:
+    """The (log p(x), gap) plane: the fixed-λ line of ``rows`` and the constrained runs, each point labelled (λ by
+    ``names``' format, a target by :meth:`~smvi.report.naming.RunNames.target`) where no label overprints another
+    (:mod:`smvi.report.placement`: placed by :func:`smvi.report.figures.png`); None without a point."""
     from matplotlib.figure import Figure
 
-    find = {(r.quantity, r.lam): r.mean for r in rows if r.split == "test" and r.s is None}
+    find = {(r.quantity, r.lam): r.mean for r in rows if r.split == "test" and r.s is None and r.lam is not None}
     line = sorted(
         (lam, find[("ais", lam)], find[("gap", lam)]) for q, lam in find if q == "ais" and ("gap", lam) in find
     )
@@ -288,6 +291,7 @@ def _figure_plane(
         return None
     fig = Figure(figsize=(7.5, 5), layout="tight")
     ax = fig.subplots()
+    labels: list[PointLabel] = []
     if line:
         ok = [p for p in line if p[0] not in collapsed]
         ax.plot([a for _, a, _ in ok], [g for _, _, g in ok], "-o", color="0.35", ms=4, label="fixed λ")
@@ -301,19 +305,21 @@ def _figure_plane(
             label="to a collapsed fixed λ" if len(ok) < len(line) else None,
         )
         for lam, a, g in line:
-            ax.annotate(
-                f"λ={lam:g}" + (" ⚠C collapsed" if lam in collapsed else ""),
-                (a, g),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=7,
-                color="crimson" if lam in collapsed else "0.3",
+            labels.append(
+                PointLabel(
+                    a,
+                    g,
+                    f"λ={names.fmt(lam)}" + (" ⚠C collapsed" if lam in collapsed else ""),
+                    color="crimson" if lam in collapsed else "0.3",
+                )
             )
             if lam in collapsed:
                 ax.scatter([a], [g], marker="x", s=60, color="crimson", zorder=4)
     for i, (c, a, g) in enumerate(pts):
-        ax.scatter([a], [g], marker="X" if c.collapsed else "o", s=45, color=f"C{i % 10}", zorder=3, label=_label(c))
-        ax.annotate(_label(c), (a, g), textcoords="offset points", xytext=(4, -10), fontsize=7, color=f"C{i % 10}")
+        text = _label(c, names)
+        ax.scatter([a], [g], marker="X" if c.collapsed else "o", s=45, color=f"C{i % 10}", zorder=3, label=text)
+        labels.append(PointLabel(a, g, text, color=f"C{i % 10}", marker=4.0))
+    label_points(ax, labels)
     gaps = [g for *_, g in line] + [g for *_, g in pts]
     if min(gaps) > 0:
         ax.set_yscale("log")
@@ -325,8 +331,8 @@ def _figure_plane(
         title="Learning–inference plane: higher log p(x) is better, lower gap is better",
     )
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    return _png(fig)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)  # beside: labels fill the plane
+    return fig
 
 
 # ---- the section ----------------------------------------------------------------------------------------------------
@@ -348,19 +354,16 @@ def constrained_section(runs: list[Run], rows: list[Row], collapsed: frozenset[f
     if not cruns:
         return Section({}, [], {}, notes)
     fixed = sorted({r.lam for r in runs if not is_constrained(r)})
+    names = RunNames.of(runs)
+    plane = plane_figure(cruns, rows, names, collapsed)
     drawn = {
         "figc1_targets.png": _figure_targets(cruns),
-        "figc2_lambda.png": _figure_lambda(cruns, fixed),
-        "figc3_plane.png": _figure_plane(cruns, rows, collapsed),
+        "figc2_lambda.png": _figure_lambda(cruns, fixed, names),
+        "figc3_plane.png": None if plane is None else png(plane),
     }
     return Section(
         {k: v for k, v in drawn.items() if v is not None},
-        [_table(cruns)],
+        [_table(cruns, names)],
         {"constrained.csv": _csv(cruns).encode()},
         notes,
     )
-
-
-def lam_cell(run: Run) -> str:
-    """The run table's λ cell: ``learned`` for a constrained run."""
-    return "learned" if is_constrained(run) else ("0" if run.lam == 0 else f"{run.lam:g}")

@@ -1,7 +1,10 @@
 """Training curves of a sweep's runs from their ``metrics.jsonl`` (torch-free): ``fig_training.png``.
 
-Small multiples, one panel per term against the epoch, one line per run coloured by λ (viridis over the sweep's λ grid;
-runs with a learned λ dashed, in their own colours): (a) the ELBO (training mean per epoch; dotted: on the fixed monitor
+Small multiples, one panel per term against the epoch, one line per run, every run of the report: the runs on the λ
+axis (:func:`smvi.report.aggregate.lam_series`) solid and coloured by λ (viridis over their λ grid); runs of other
+methods (β-VAE, IWAE, other variational families) dash-dotted, in shades of one colour per method, darker for a larger
+knob; runs with a learned λ dashed, in their own colours. Each is named in the legend as the report names it
+(:class:`smvi.report.naming.RunNames`). The panels: (a) the ELBO (training mean per epoch; dotted: on the fixed monitor
 set, ``test_elbo``), (b) D_SM on the monitor set (``test_d_sm``, else the training mean ``d_sm``), (c) KL(q ‖ prior)
 (``test_kl`` on the monitor set, else the training mean ``kl``: :func:`smvi.report.aggregate.last_kl`'s rule, epoch by
 epoch). A panel is logarithmic when its values are positive and span more than :data:`LOG_RANGE`; a run flagged as a
@@ -10,8 +13,12 @@ posterior collapse (:mod:`smvi.report.flags`) ends in a red × and says so in th
 
 from __future__ import annotations
 
-from smvi.report.aggregate import Run, is_constrained, last_kl, number
-from smvi.report.figures import COLLAPSED_STYLE, fmt_lam, png
+from typing import Any
+
+from smvi.report.aggregate import Run, lam_series, last_kl, number
+from smvi.report.figures import COLLAPSED_STYLE, png
+from smvi.report.frontier import method_groups
+from smvi.report.naming import RunNames
 
 __all__ = ["FIGURE", "CAPTION", "curve", "figure_curves"]
 
@@ -19,7 +26,9 @@ FIGURE = "fig_training.png"
 CAPTION = (
     "Training curves per run from metrics.jsonl: (a) ELBO per epoch (solid: training mean; dotted: on the fixed "
     "monitor test set), (b) D_SM on the monitor set, (c) KL(q ‖ p(z)) on the monitor set (the training mean "
-    "for runs that did not log it); colour: λ; dashed: a learned λ; red ×: posterior collapse (⚠C). "
+    "for runs that did not log it); every run of the report: solid, coloured by λ, the runs on the λ axis; "
+    "dash-dotted, in shades of one colour per method (darker: larger knob), other methods (β-VAE, IWAE, other "
+    "families); dashed: a learned λ; red ×: posterior collapse (⚠C). "
     "Logarithmic y where the values span more than two orders of magnitude."
 )
 LOG_RANGE = 100.0
@@ -43,35 +52,48 @@ def curve(run: Run, key: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
-def _styles(runs: list[Run], collapsed: frozenset[str]) -> dict[str, tuple[str, str, str]]:
-    """run name → (colour, line style, legend label); the label is shared by the runs of one λ."""
+OTHER_METHODS = ("Oranges", "Greens", "Reds", "Purples", "Greys", "YlOrBr", "PuRd", "Blues")
+"""The colour maps of the methods off the λ axis, in the frontier's order of methods (its Figure 4's colours)."""
+
+
+def _styles(
+    runs: list[Run], collapsed: frozenset[str], names: RunNames, axis: set[str]
+) -> dict[str, tuple[Any, str, str]]:
+    """run name → (colour, line style, legend label) in the legend's order: the runs named in ``axis`` (the λ axis)
+    by λ, then the other methods in the frontier's order (:func:`smvi.report.frontier.method_groups`) by knob, then
+    the learned λ; the label (``names``) is shared by the runs of one method and knob (training seeds)."""
     from matplotlib import colormaps
 
-    lams = sorted({r.lam for r in runs if not is_constrained(r)})
-    cmap = colormaps["viridis"]
-    color = {lam: cmap(0.9 * i / max(len(lams) - 1, 1)) for i, lam in enumerate(lams)}
-    out, k = {}, 0
-    for r in runs:
-        mark = " ⚠C" if r.name in collapsed else ""
-        if is_constrained(r):
-            measure = "D_SM" if r.config.get("train.constraint.measure", "dsm") == "dsm" else "gap"
-            seed = f", seed {r.seed}" if r.seed else ""
-            out[r.name] = (f"C{k % 10}", "--", f"{measure} ≤ {r.config['train.constraint.target']:g}{seed}{mark}")
-            k += 1
-        else:
-            out[r.name] = (color[r.lam], "-", f"λ = {fmt_lam(r.lam)}{mark}")
+    on = sorted((r for r in runs if r.name in axis), key=lambda r: (r.lam, r.seed))
+    viridis, lams = colormaps["viridis"], sorted({r.lam for r in on})
+    color = {lam: viridis(0.9 * i / max(len(lams) - 1, 1)) for i, lam in enumerate(lams)}
+    out: dict[str, tuple[Any, str, str]] = {}
+    label = lambda r: names.of_run(r) + (" ⚠C" if r.name in collapsed else "")  # noqa: E731
+    for r in on:
+        out[r.name] = (color[r.lam], "-", label(r))
+    off = method_groups([r for r in runs if r.name not in axis])
+    methods = list(dict.fromkeys(method for (method, _, _), _ in off))
+    for (method, _, value), rs in off:
+        cmap = colormaps[OTHER_METHODS[methods.index(method) % len(OTHER_METHODS)]]
+        values = sorted(v for (m, _, v), _ in off if m == method)
+        for r in rs:
+            out[r.name] = (cmap(0.45 + 0.5 * values.index(value) / max(len(values) - 1, 1)), "-.", label(r))
+    for k, r in enumerate(r for r in runs if r.name not in out):  # a learned λ
+        out[r.name] = (f"C{k % 10}", "--", label(r) + (f", seed {r.seed}" if r.seed else ""))
     return out
 
 
 def figure_curves(runs: list[Run], collapsed: frozenset[str] = frozenset()) -> bytes | None:
-    """The training-curve figure of ``runs`` (module docstring); None when no run has metrics with an ELBO."""
+    """The training-curve figure of ``runs`` (module docstring: every run of the report, named and placed on the λ
+    axis as the report does it); None when no run has metrics with an ELBO."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
+    names, axis = RunNames.of(runs), {r.name for r in lam_series(runs)[0]}
     runs = [r for r in runs if curve(r, "elbo")[0] or curve(r, "test_elbo")[0]]
     if not runs:
         return None
-    styles = _styles(runs, collapsed)
+    styles = _styles(runs, collapsed, names, axis)
     fig = Figure(figsize=(13, 4.2), layout="constrained")
     panels = fig.subplots(1, 3)
     titles = ("(a) ELBO (nats)", "(b) D_SM, monitor set", "(c) KL(q ‖ p(z)) (nats)")
@@ -95,8 +117,9 @@ def figure_curves(runs: list[Run], collapsed: frozenset[str] = frozenset()) -> b
     from matplotlib.lines import Line2D
 
     seen = {}
-    for r in runs:
-        color, ls, label = styles[r.name]
+    for color, ls, label in styles.values():
         seen.setdefault(label, Line2D([], [], color=color, ls=ls, lw=1.5))
-    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(len(seen), 8), fontsize=8)
+    fig.legend(
+        list(seen.values()), list(seen), loc="outside lower center", ncol=len(seen) if len(seen) <= 8 else 6, fontsize=8
+    )
     return png(fig)

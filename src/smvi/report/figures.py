@@ -22,25 +22,31 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from smvi.report.aggregate import SPLITS, Row, row_lam
+from smvi.report.naming import NumberFormat
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["lam_axis", "series", "focus", "png", "figure_gap", "figure_ssl", "fmt_lam", "COLLAPSED_STYLE"]
+__all__ = ["lam_axis", "series", "focus", "png", "PNG_DPI", "figure_gap", "figure_ssl", "COLLAPSED_STYLE"]
 
 COLORS = {"test": "C0", "train": "C1"}
 COLLAPSED_STYLE = {"marker": "x", "s": 70, "color": "crimson", "linewidths": 2, "zorder": 5}
 Off = tuple[float, float, str]  # (x, y, "λ=1") of a point that does not set the scale
 
 
-def fmt_lam(lam: float) -> str:
-    return "0" if lam == 0 else f"{lam:g}"
+PNG_DPI = 130
 
 
 def png(fig: Figure) -> bytes:
-    """PNG bytes rendered by Agg (a bare Figure: no pyplot state, the user's backend is left alone); each legend
-    placed by :func:`collapsed_legend` is first moved just below its axes' tick and axis labels."""
+    """PNG bytes rendered by Agg (a bare Figure: no pyplot state, the user's backend is left alone) at
+    :data:`PNG_DPI`; each legend placed by :func:`collapsed_legend` is first moved just below its axes' tick and axis
+    labels, and the point labels recorded by :func:`smvi.report.placement.label_points` are placed once the layout is
+    done, which is then kept as it is."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from smvi.report.placement import has_pending, place_pending
+
     below = [ax for ax in fig.axes if getattr(ax.get_legend(), "_smvi_below", False)]
     if below:
         fig.draw_without_rendering()
@@ -50,8 +56,13 @@ def png(fig: Figure) -> bytes:
                 continue
             y = ax.transAxes.inverted().transform((0, labels.y0))[1]
             legend.set_bbox_to_anchor((0.5, y - 0.02), transform=ax.transAxes)
+    if has_pending(fig):
+        canvas = FigureCanvasAgg(fig)
+        fig.draw_without_rendering()  # the layout, with the legends where they end up
+        place_pending(fig, canvas.get_renderer())
+        fig.set_layout_engine("none")  # placed labels stay placed: nothing moves the axes after them
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=PNG_DPI, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -63,17 +74,19 @@ def lam_position(lams: Iterable[float]) -> Callable[[float], float]:
     return lambda lam: zero if lam == 0 else lam
 
 
-def lam_axis(ax: Axes, lams: list[float]) -> Callable[[float], float]:
-    """Set up the λ axis of ``ax`` (module docstring) and return the λ → x position map to plot with."""
+def lam_axis(ax: Axes, lams: list[float], fmt: NumberFormat | None = None) -> Callable[[float], float]:
+    """Set up the λ axis of ``ax`` (module docstring), its tick labels written by ``fmt`` (the report's, else one
+    separating ``lams``: :mod:`smvi.report.naming`), and return the λ → x position map to plot with."""
     from matplotlib.ticker import NullLocator
 
+    fmt = fmt or NumberFormat.separating(lams)
     pos, positive = lam_position(lams), sorted(x for x in lams if x > 0)
     label = "λ, weight of $D_{SM}$"
     if positive:
         ax.set_xscale("log")
         ax.set_xlim(pos(min(lams)) / 2, max(positive) * 2)
         label += " (log scale)"
-    ax.set_xticks([pos(x) for x in lams], [fmt_lam(x) for x in lams], rotation=45 if len(lams) > 6 else 0)
+    ax.set_xticks([pos(x) for x in lams], [fmt(x) for x in lams], rotation=45 if len(lams) > 6 else 0)
     ax.xaxis.set_minor_locator(NullLocator())
     if positive and 0 in lams:  # the axis is broken between 0 and the smallest λ > 0
         ax.text(
@@ -109,13 +122,16 @@ def series(
     pos: Callable[[float], float],
     *,
     off: frozenset[float] = frozenset(),
+    fmt: NumberFormat | None = None,
     **style,
 ) -> tuple[list[float], list[Off]]:
     """Means with SE error bars joined by a line, and the per-run values as faint dots when there are several runs;
     a λ in ``off`` (collapsed) is not joined to the others but drawn as a red ×. Returns the y values that set the
-    scale (the λ not in ``off``) and the ``off`` points. When every λ of the series is in ``off`` there is nothing
-    else to set the scale: the series is drawn and scaled as usual, each point still marked."""
+    scale (the λ not in ``off``) and the ``off`` points, named with ``fmt`` (else a format separating the series' λ).
+    When every λ of the series is in ``off`` there is nothing else to set the scale: the series is drawn and scaled as
+    usual, each point still marked."""
     rows = sorted(rows, key=row_lam)
+    fmt = fmt or NumberFormat.separating(row_lam(r) for r in rows)
     if all(r.lam in off for r in rows):
         off = frozenset()
         for r in rows:
@@ -139,7 +155,7 @@ def series(
             ax.scatter([pos(row_lam(r))] * r.n_runs, r.values, color=color, s=8, alpha=0.35, lw=0)
         if r.lam in off:
             ax.scatter([pos(row_lam(r))], [r.mean], **COLLAPSED_STYLE)
-            away.append((pos(row_lam(r)), r.mean, f"λ={fmt_lam(r.lam)}"))
+            away.append((pos(row_lam(r)), r.mean, f"λ={fmt(row_lam(r))}"))
         else:
             kept += [r.mean - (r.se or 0.0), r.mean + (r.se or 0.0), *r.values]
     return kept, away
@@ -211,17 +227,21 @@ def collapsed_legend(ax: Axes, marked: bool, handles_labels: tuple[list, list] |
     legend._smvi_below = True  # pyright: ignore[reportAttributeAccessIssue]
 
 
-def figure_gap(rows: list[Row], lams: list[float], collapsed: frozenset[float] = frozenset()) -> bytes:
-    """Figure 1: (a) the ELBO gap, (b) log p(x) by AIS with the ELBO (and whole-test-set IWAE) against λ."""
+def figure_gap(
+    rows: list[Row], lams: list[float], collapsed: frozenset[float] = frozenset(), fmt: NumberFormat | None = None
+) -> bytes:
+    """Figure 1: (a) the ELBO gap, (b) log p(x) by AIS with the ELBO (and whole-test-set IWAE) against λ, the λ
+    written by ``fmt`` (the report's; else one separating ``lams``)."""
     from matplotlib.figure import Figure
 
+    fmt = fmt or NumberFormat.separating(lams)
     fig = Figure(figsize=(11, 4.4), layout="tight")
     a, b = fig.subplots(1, 2)
-    pos = {ax: lam_axis(ax, lams) for ax in (a, b)}
+    pos = {ax: lam_axis(ax, lams, fmt) for ax in (a, b)}
     got = {a: ([], []), b: ([], [])}
 
     def add(ax, rows_, color, label, **style):
-        k, w = series(ax, rows_, color, label, pos[ax], off=collapsed, **style)
+        k, w = series(ax, rows_, color, label, pos[ax], off=collapsed, fmt=fmt, **style)
         got[ax][0].extend(k)
         got[ax][1].extend(w)
 
@@ -240,17 +260,20 @@ def figure_gap(rows: list[Row], lams: list[float], collapsed: frozenset[float] =
     return png(fig)
 
 
-def figure_ssl(rows: list[Row], lams: list[float], collapsed: frozenset[float] = frozenset()) -> bytes:
+def figure_ssl(
+    rows: list[Row], lams: list[float], collapsed: frozenset[float] = frozenset(), fmt: NumberFormat | None = None
+) -> bytes:
     """Figure 2: (a) SSL test accuracy against λ with the raw-pixel baseline; (b) when the sweep has λ = 0, each λ's
     accuracy minus λ = 0's on the same label subsets, ± its SE over training seeds (the claims' unit; over label
-    subsets with one seed) (linear axis, plain ticks)."""
+    subsets with one seed) (linear axis, plain ticks); the λ written by ``fmt`` (as in :func:`figure_gap`)."""
     from matplotlib.figure import Figure
 
+    fmt = fmt or NumberFormat.separating(lams)
     sizes = sorted({r.s for r in rows if r.s is not None})
     gains = [r for r in rows if r.quantity == "ssl_gain"]
     fig = Figure(figsize=(12.5, 4.6) if gains else (7, 4.6), layout="tight")
     ax, *rest = fig.subplots(1, 2 if gains else 1, squeeze=False)[0]
-    pos = lam_axis(ax, lams)
+    pos = lam_axis(ax, lams, fmt)
     kept, away = [], []
     for i, s in enumerate(sizes):
         color = f"C{i}"
@@ -261,6 +284,7 @@ def figure_ssl(rows: list[Row], lams: list[float], collapsed: frozenset[float] =
             f"s = {s}: encoder μ",
             pos,
             off=collapsed,
+            fmt=fmt,
         )
         kept, away = kept + k, away + w
         for r in (r for r in rows if r.quantity == "ssl_raw_accuracy" and r.s == s):
@@ -276,10 +300,10 @@ def figure_ssl(rows: list[Row], lams: list[float], collapsed: frozenset[float] =
     order = [k for s in sizes for k in (f"s = {s}: encoder μ", f"s = {s}: raw pixels") if k in handles]
     collapsed_legend(ax, bool(away), ([handles[k] for k in order], order), ncol=len(sizes))
     for b in rest:  # the gains: λ = 0 is their zero line, not a point
-        pos_b = lam_axis(b, [lam for lam in lams if lam != 0])
+        pos_b = lam_axis(b, [lam for lam in lams if lam != 0], fmt)
         kept, away = [], []
         for i, s in enumerate(sizes):
-            k, w = series(b, [r for r in gains if r.s == s], f"C{i}", f"s = {s}", pos_b, off=collapsed)
+            k, w = series(b, [r for r in gains if r.s == s], f"C{i}", f"s = {s}", pos_b, off=collapsed, fmt=fmt)
             kept, away = kept + k, away + w
         b.axhline(0, color="0.3", lw=0.8, label="λ = 0")
         focus(b, kept, away, include=(0.0,), unit=" points")

@@ -30,7 +30,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from smvi.report.aggregate import Run, is_constrained, lam_series, last_kl, lookup, method_of, number
+from smvi.report.aggregate import Run, is_constrained, lam_series, last_kl, lookup, number
+from smvi.report.naming import RunNames
 
 __all__ = [
     "Flag",
@@ -98,20 +99,12 @@ def is_collapsed(active_units: float | None, kl: float | None) -> bool | None:
     return (active_units is not None and active_units <= COLLAPSE_UNITS) or (kl is not None and kl < COLLAPSE_KL)
 
 
-def _where(run: Run, lam: float | None) -> str:
-    """``"λ = 0.1"`` on the λ axis; off it the run's method and knob (``"β-VAE, β = 2"``) or ``"learned λ"``."""
-    if lam is not None:
-        return f"λ = {lam:g}"
-    m = method_of(run.config)
-    return "learned λ" if m is None else f"{m[0]}, {m[1]} = {m[2]:g}"
-
-
 def _units_kl(line: dict) -> tuple[float | None, float | None, str]:
     """The collapse rule's numbers in one ``metrics.jsonl`` line: active units, KL and where the KL is from."""
     return number(line.get("test_active_units")), *last_kl(line)
 
 
-def _collapse(run: Run, lam: float | None) -> list[Flag]:
+def _collapse(run: Run, lam: float | None, label: str) -> list[Flag]:
     last = run.metrics[-1] if run.metrics else {}
     units, kl, where = _units_kl(last)
     if not is_collapsed(units, kl):
@@ -127,13 +120,12 @@ def _collapse(run: Run, lam: float | None) -> list[Flag]:
             run.name,
             lam,
             fields,
-            f"{run.name} ({_where(run, lam)}): posterior collapse at epoch "
-            f"{last.get('epoch', '?')}: " + " and ".join(what),
+            f"{run.name} ({label}): posterior collapse at epoch {last.get('epoch', '?')}: " + " and ".join(what),
         )
     ]
 
 
-def _recovered(run: Run, lam: float | None) -> list[Flag]:
+def _recovered(run: Run, lam: float | None, label: str) -> list[Flag]:
     spell = [line.get("epoch") for line in run.metrics if is_collapsed(*_units_kl(line)[:2])]
     if len(spell) <= RECOVERED_FRACTION * len(run.metrics) or spell[-1] == run.metrics[-1].get("epoch"):
         return []  # a short spell, or still collapsed at the last epoch (⚠C)
@@ -143,13 +135,13 @@ def _recovered(run: Run, lam: float | None) -> list[Flag]:
             run.name,
             lam,
             ("kl",),
-            f"{run.name} ({_where(run, lam)}): in posterior collapse for {len(spell)} of its {len(run.metrics)} "
+            f"{run.name} ({label}): in posterior collapse for {len(spell)} of its {len(run.metrics)} "
             f"epochs ({spell[0]} to {spell[-1]}), not at the last",
         )
     ]
 
 
-def _acceptance(run: Run, lam: float | None) -> list[Flag]:
+def _acceptance(run: Run, lam: float | None, label: str) -> list[Flag]:
     found = [
         (f"ais_acceptance.{split}", f"eval {split}", number(lookup(run.eval, "splits", split, "ais_acceptance")))
         for split in ("test", "train")
@@ -161,14 +153,14 @@ def _acceptance(run: Run, lam: float | None) -> list[Flag]:
             run.name,
             lam,
             (field,),
-            f"{run.name} ({_where(run, lam)}): AIS acceptance {a:.2f} ({where}), target {ACCEPT_TARGET}",
+            f"{run.name} ({label}): AIS acceptance {a:.2f} ({where}), target {ACCEPT_TARGET}",
         )
         for field, where, a in found
         if a is not None and abs(a - ACCEPT_TARGET) > ACCEPT_TOL
     ]
 
 
-def _convergence(run: Run, lam: float | None) -> list[Flag]:
+def _convergence(run: Run, lam: float | None, label: str) -> list[Flag]:
     conv = run.convergence
     if not isinstance(conv, dict):
         return []
@@ -188,7 +180,7 @@ def _convergence(run: Run, lam: float | None) -> list[Flag]:
                     run.name,
                     lam,
                     ("bdmc",),
-                    f"{run.name} ({_where(run, lam)}): BDMC gap {top['gap']:.2f} nats at {top['steps']} AIS "
+                    f"{run.name} ({label}): BDMC gap {top['gap']:.2f} nats at {top['steps']} AIS "
                     f"steps, above the tolerance {tol:g}",
                 )
             )
@@ -199,18 +191,20 @@ def _convergence(run: Run, lam: float | None) -> list[Flag]:
                 run.name,
                 lam,
                 ("ladder",),
-                f"{run.name} ({_where(run, lam)}): the AIS ladder on test data did not converge within {tol:g} nats",
+                f"{run.name} ({label}): the AIS ladder on test data did not converge within {tol:g} nats",
             )
         )
     return out
 
 
-def run_flags(run: Run, *, on_axis: bool = True) -> list[Flag]:
-    """Every flag of one :class:`smvi.report.aggregate.Run`. Only a run on the report's λ axis (``on_axis``, see
-    :func:`smvi.report.aggregate.lam_series`) with a fixed λ gives its flags a λ; the others (a learned λ, β-VAE, IWAE,
-    another family) carry none, so they never mark or exclude a λ."""
+def run_flags(run: Run, *, on_axis: bool = True, names: RunNames | None = None) -> list[Flag]:
+    """Every flag of one :class:`smvi.report.aggregate.Run`, each naming the run by its method and knob as ``names``
+    write them (the report's, :mod:`smvi.report.naming`; else the run's own). Only a run on the report's λ axis
+    (``on_axis``, see :func:`smvi.report.aggregate.lam_series`) with a fixed λ gives its flags a λ; the others (a
+    learned λ, β-VAE, IWAE, another family) carry none, so they never mark or exclude a λ."""
     lam = run.lam if on_axis and not is_constrained(run) else None
-    out = _collapse(run, lam) + _recovered(run, lam)
+    label = (names or RunNames.of([run])).of_run(run)
+    out = _collapse(run, lam, label) + _recovered(run, lam, label)
     if run.epochs is None or (run.planned is not None and run.epochs < run.planned):
         out.append(
             Flag(
@@ -218,17 +212,17 @@ def run_flags(run: Run, *, on_axis: bool = True) -> list[Flag]:
                 run.name,
                 lam,
                 ("epochs",),
-                f"{run.name} ({_where(run, lam)}): unfinished, {run.epochs or 0} of {run.planned} epochs",
+                f"{run.name} ({label}): unfinished, {run.epochs or 0} of {run.planned} epochs",
             )
         )
-    return out + _acceptance(run, lam) + _convergence(run, lam)
+    return out + _acceptance(run, lam, label) + _convergence(run, lam, label)
 
 
 def sweep_flags(runs: Iterable[Run]) -> list[Flag]:
-    """The flags of every run of a sweep, in the runs' order."""
+    """The flags of every run of a sweep, in the runs' order, the runs named as the report names them."""
     runs = list(runs)
-    axis = {r.name for r in lam_series(runs)[0]}
-    return [f for r in runs for f in run_flags(r, on_axis=r.name in axis)]
+    axis, names = {r.name for r in lam_series(runs)[0]}, RunNames.of(runs)
+    return [f for r in runs for f in run_flags(r, on_axis=r.name in axis, names=names)]
 
 
 def excluded_lams(flags: Iterable[Flag], kinds: Iterable[str] = CLAIM_BLOCKING) -> dict[float, str]:

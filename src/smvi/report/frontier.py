@@ -25,13 +25,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smvi.report.aggregate import Run, lookup, method_of, number
 from smvi.report.figures import COLLAPSED_STYLE, collapsed_legend, focus, png
+from smvi.report.naming import NumberFormat, RunNames
 from smvi.report.paired import per_image
+from smvi.report.placement import PointLabel, label_points
 from smvi.report.tables import pm
 from smvi.store.stats import PairedDiff, clustered_paired_t, mean_se
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "Estimate",
@@ -42,6 +47,10 @@ __all__ = [
     "gap_bars",
     "dominated_by",
     "frontier_section",
+    "frontier_figure",
+    "estimate",
+    "estimate_cell",
+    "method_groups",
     "FRONTIER_CAPTIONS",
     "DOMINANCE_Z",
 ]
@@ -82,10 +91,11 @@ class FrontierPoint:
     gap: Estimate | None
     approximation: Estimate | None = None
     amortization: Estimate | None = None
+    shown: str | None = None  # the knob value as the report writes it (smvi.report.naming)
 
     @property
     def label(self) -> str:
-        return f"{self.knob}={_fmt(self.value)}"
+        return f"{self.knob}={self.shown if self.shown is not None else NumberFormat()(self.value)}"
 
 
 @dataclass(frozen=True)
@@ -99,11 +109,7 @@ class GapBar:
     amortization: tuple[float, float | None]
 
 
-def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() and abs(v) >= 1 else f"{v:g}"
-
-
-def _estimate(per_run: list[tuple[float, float | None]], within: str) -> Estimate | None:
+def estimate(per_run: list[tuple[float, float | None]], within: str) -> Estimate | None:
     """Mean over runs, SE over runs if ≥ 2 (else the one run's own SE, over ``within``)."""
     if not per_run:
         return None
@@ -118,15 +124,22 @@ def _pair(tree: Any, *keys: str) -> tuple[float, float | None] | None:
     return None if m is None else (m, number(lookup(tree, *keys, "se")))
 
 
-def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
-    """One point per (method, knob value) with a test eval or a gaps record, sorted by method (SMVI's first) then
-    knob."""
+def method_groups(runs: list[Run]) -> list[tuple[tuple[str, str, float], list[Run]]]:
+    """``runs`` grouped by (method, knob name, knob value) (:func:`smvi.report.aggregate.method_of`; a learned λ is
+    left out), sorted by method (SMVI's first) then knob."""
     groups: dict[tuple[str, str, float], list[Run]] = {}
     for r in runs:
-        if (m := method_of(r.config)) is not None and (r.eval is not None or r.gaps is not None):
+        if (m := method_of(r.config)) is not None:
             groups.setdefault(m, []).append(r)
+    return sorted(groups.items(), key=lambda kv: (not kv[0][0].startswith("SMVI"), kv[0]))
+
+
+def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
+    """One point per (method, knob value) with a test eval or a gaps record, sorted by method (SMVI's first) then
+    knob; the knob values written as the report writes them (:class:`smvi.report.naming.RunNames` of ``runs``)."""
+    fmt = RunNames.of(runs).fmt
     points = []
-    for (method, knob, value), rs in sorted(groups.items(), key=lambda kv: (not kv[0][0].startswith("SMVI"), kv[0])):
+    for (method, knob, value), rs in method_groups([r for r in runs if r.eval is not None or r.gaps is not None]):
         pick = lambda tree, *k, rs=rs: [p for r in rs if (p := _pair(getattr(r, tree), *k))]  # noqa: E731
         points.append(
             FrontierPoint(
@@ -134,10 +147,11 @@ def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
                 knob,
                 value,
                 tuple(r.name for r in rs),
-                _estimate(pick("eval", "splits", "test", "ais"), "test points"),
-                _estimate(pick("eval", "splits", "test", "gap"), "test points"),
-                _estimate(pick("gaps", "approximation"), "test images"),
-                _estimate(pick("gaps", "amortization"), "test images"),
+                estimate(pick("eval", "splits", "test", "ais"), "test points"),
+                estimate(pick("eval", "splits", "test", "gap"), "test points"),
+                estimate(pick("gaps", "approximation"), "test images"),
+                estimate(pick("gaps", "amortization"), "test images"),
+                fmt(value),
             )
         )
     return points
@@ -145,12 +159,12 @@ def frontier_points(runs: list[Run]) -> list[FrontierPoint]:
 
 def gap_bars(runs: list[Run]) -> list[GapBar]:
     """Every run with a current gaps record and a fixed knob, in the order of :func:`frontier_points`."""
-    bars = []
+    bars, fmt = [], RunNames.of(runs).fmt
     for r in runs:
         m = method_of(r.config)
         a, b = _pair(r.gaps, "approximation"), _pair(r.gaps, "amortization")
         if m is not None and a is not None and b is not None:
-            bars.append((m, r.name, GapBar(r.name, m[0], f"{m[0]}\n{m[1]}={_fmt(m[2])}", a, b)))
+            bars.append((m, r.name, GapBar(r.name, m[0], f"{m[0]}\n{m[1]}={fmt(m[2])}", a, b)))
     return [bar for *_, bar in sorted(bars, key=lambda t: (not t[0][0].startswith("SMVI"), t[0], t[1]))]
 
 
@@ -199,10 +213,12 @@ def dominated_by(points: list[FrontierPoint], runs: Sequence[Run] = ()) -> dict[
 # ---- figure and table -----------------------------------------------------------------------------------------------
 def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
     """One line per method; a point with a run in ``collapsed`` is a red × off its line that does not set the y-range
-    (the convention of :mod:`smvi.report.figures`). Knob labels alternate above and below their points."""
+    (the convention of :mod:`smvi.report.figures`). Each point is labelled with its knob, placed where no label
+    overprints another (:mod:`smvi.report.placement`)."""
     se = lambda e: e.se if e.se is not None else 0.0  # noqa: E731
     kept: list[float] = []
     away: list[tuple[float, float, str]] = []
+    labels: list[PointLabel] = []
     for i, method in enumerate(dict.fromkeys(p.method for p in points)):
         # (point, its log p(x), its gap) for the points of the method that have both
         ps = [(p, p.log_px, p.gap) for p in points if p.method == method and p.log_px and p.gap]
@@ -219,20 +235,14 @@ def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
                 capsize=3,
                 label=method,
             )
-        for j, (p, lp, g) in enumerate(ps):
+        for p, lp, g in ps:
             if (p, lp, g) in on:
                 kept += [lp.mean - se(lp), lp.mean + se(lp)]
             else:
                 ax.scatter([g.mean], [lp.mean], **COLLAPSED_STYLE)
                 away.append((g.mean, lp.mean, f"{method} {p.label}"))
-            ax.annotate(
-                p.label,
-                (g.mean, lp.mean),
-                textcoords="offset points",
-                xytext=(4, 4 if j % 2 == 0 else -10),
-                fontsize=7,
-                color=f"C{i}",
-            )
+            labels.append(PointLabel(g.mean, lp.mean, p.label, color=f"C{i}"))
+    label_points(ax, labels)
     if len(away) > 1:  # collapsed points crowd near a zero gap: one marker and one label for them all
         names = "; ".join(dict.fromkeys(name for *_, name in away))
         away = [(min(x for x, *_ in away), y, names) for _, y, _ in away]
@@ -268,7 +278,8 @@ def _bars(ax, bars: list[GapBar]) -> None:
     ax.legend(fontsize=8)
 
 
-def _figure(points: list[FrontierPoint], bars: list[GapBar], collapsed: frozenset[str]) -> bytes:
+def frontier_figure(points: list[FrontierPoint], bars: list[GapBar], collapsed: frozenset[str]) -> Figure:
+    """Figure 4 (module docstring), its point labels recorded for :func:`smvi.report.figures.png` to place."""
     from matplotlib.figure import Figure  # matplotlib is imported only when a report is drawn
 
     fig = Figure(figsize=(12.5, 4.8) if bars else (7, 4.8), layout="tight")
@@ -276,10 +287,10 @@ def _figure(points: list[FrontierPoint], bars: list[GapBar], collapsed: frozense
     _plane(axes[0], points, collapsed)
     if bars:
         _bars(axes[1], bars)
-    return png(fig)
+    return fig
 
 
-def _pm(e: Estimate | None) -> str:
+def estimate_cell(e: Estimate | None) -> str:
     """``mean ± SE`` (two decimals); † marks an SE from within one run; — without a value."""
     if e is None or not math.isfinite(e.mean):
         return "—"
@@ -304,7 +315,7 @@ def frontier_section(
     if len({p.method for p in points}) < 2 and not bars:
         return {}, []
     drawable = [p for p in points if p.log_px and p.gap]
-    pngs = {FIGURE: _figure(drawable, bars, collapsed)} if drawable else {}
+    pngs = {FIGURE: png(frontier_figure(drawable, bars, collapsed))} if drawable else {}
     if not points:
         return pngs, []
     beaten = dominated_by(points, runs)
@@ -323,10 +334,10 @@ def frontier_section(
             p.method,
             p.label + (" ⚠C" if collapsed.intersection(p.runs) else ""),
             str(len(p.runs)),
-            _pm(p.log_px),
-            _pm(p.gap),
-            _pm(p.approximation),
-            _pm(p.amortization),
+            estimate_cell(p.log_px),
+            estimate_cell(p.gap),
+            estimate_cell(p.approximation),
+            estimate_cell(p.amortization),
             _beaten(beaten.get(p)),
         ]
         for p in points

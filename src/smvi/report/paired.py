@@ -26,6 +26,7 @@ from typing import Any
 
 from smvi.report.aggregate import Run, lookup, ssl_by_seed
 from smvi.report.flags import CLAIM_BLOCKING, Flag, mark
+from smvi.report.naming import NumberFormat
 from smvi.store.stats import PairedDiff, clustered_paired_t, holm
 
 __all__ = ["PairedRow", "paired_rows", "per_image", "paired_csv", "ALPHA", "PAIRED_CSV"]
@@ -186,12 +187,18 @@ NO_PER_IMAGE = (
 
 
 def paired_tables(
-    paired: list[PairedRow], lams: list[float], have_eval: bool, flags: Sequence[Flag] = ()
+    paired: list[PairedRow],
+    lams: list[float],
+    have_eval: bool,
+    flags: Sequence[Flag] = (),
+    fmt: NumberFormat | None = None,
 ) -> list[tuple[str, list[str], list[list[str]]]]:
     """The report's paired tables: log p(x) and gap (when any run has an eval record), SSL (when any pair exists); a λ
-    cell carries the markers of the flags that keep it out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`)."""
+    cell (written by ``fmt``, the report's: :mod:`smvi.report.naming`) carries the markers of the flags that keep it
+    out of the claims (:data:`smvi.report.flags.CLAIM_BLOCKING`)."""
     find = {(r.quantity, r.split, r.s, r.lam): r for r in paired}
-    lam_cell = lambda lam: f"{lam:g}" + mark(flags, lam=lam, kinds=CLAIM_BLOCKING)  # noqa: E731
+    fmt = fmt or NumberFormat.separating(lams)
+    lam_cell = lambda lam: fmt(lam) + mark(flags, lam=lam, kinds=CLAIM_BLOCKING)  # noqa: E731
     others = [lam for lam in lams if lam != 0]
     out = []
     level = f"{100 * (1 - ALPHA):g} %"
@@ -230,13 +237,19 @@ def _bar(d: PairedDiff) -> tuple[float, float]:
 
 
 def figure_paired(
-    paired: list[PairedRow], lams: list[float], collapsed: frozenset[float] = frozenset()
+    paired: list[PairedRow],
+    lams: list[float],
+    collapsed: frozenset[float] = frozenset(),
+    fmt: NumberFormat | None = None,
 ) -> bytes | None:
     """Δ to λ = 0 with its t interval against λ: (a) log p(x) and gap on test images, (b) SSL; None if nothing.
-    Linear y axes; a λ in ``collapsed`` is marked and does not set the y-range (:mod:`smvi.report.figures`)."""
+    Linear y axes; a λ in ``collapsed`` is marked and does not set the y-range (:mod:`smvi.report.figures`); λ
+    written by ``fmt`` (the report's, else one separating ``lams``)."""
     from matplotlib.figure import Figure
 
-    from smvi.report.figures import COLLAPSED_STYLE, collapsed_legend, fmt_lam, focus, lam_axis, plain_y, png
+    from smvi.report.figures import COLLAPSED_STYLE, collapsed_legend, focus, lam_axis, plain_y, png
+
+    fmt = fmt or NumberFormat.separating(lams)
 
     logpx = [r for r in paired if r.split == "test" and r.quantity != "ssl_gain"]
     ssl = [r for r in paired if r.quantity == "ssl_gain"]
@@ -244,7 +257,7 @@ def figure_paired(
         return None
     fig = Figure(figsize=(11, 4.4), layout="tight")
     panels = fig.subplots(1, 2)
-    pos = {ax: lam_axis(ax, [lam for lam in lams if lam != 0]) for ax in panels}
+    pos = {ax: lam_axis(ax, [lam for lam in lams if lam != 0], fmt) for ax in panels}
     scale = {ax: ([], []) for ax in panels}  # the values that set each panel's y-range, and the collapsed points
     series = [(panels[0], q, None, f"C{i}", LABEL[q]) for i, q in enumerate(("iwae_full", "ais", "gap"))]
     sizes = sorted({r.s for r in ssl if r.s is not None})
@@ -263,7 +276,7 @@ def figure_paired(
             if r.lam in collapsed:
                 ax.scatter([pos[ax](r.lam)], [r.diff.mean], **COLLAPSED_STYLE)
             if r.lam in off:
-                scale[ax][1].append((pos[ax](r.lam), r.diff.mean, f"λ={fmt_lam(r.lam)}"))
+                scale[ax][1].append((pos[ax](r.lam), r.diff.mean, f"λ={fmt(r.lam)}"))
             else:
                 scale[ax][0].extend([r.diff.low, r.diff.high])
     titles = ("(a) test images: λ minus λ = 0 (nats)", "(b) SSL accuracy: λ minus λ = 0 (points)")

@@ -16,7 +16,7 @@ import html
 from pathlib import Path
 
 from smvi.report.aggregate import Run, untrusted
-from smvi.report.constrained import lam_cell
+from smvi.report.naming import RunNames
 from smvi.store.records import PicturesRecord
 from smvi.store.rundir import RunDir, RunError
 
@@ -72,13 +72,13 @@ def _img(which: str, data: bytes) -> str:
 def pictures_section(sweep_dir: str | Path, runs: list[Run]) -> str:
     """The section's HTML (module docstring) for ``runs`` (:func:`smvi.report.aggregate.collect_runs`' runs, whose names
     are their paths under ``sweep_dir``); the empty string when no run has a current pictures record."""
-    e = html.escape
+    e, names = html.escape, RunNames.of(runs)
     rows = []
     for r in runs:
         rec, pngs, problem = current_pictures(RunDir(Path(sweep_dir) / r.name))
         if rec is None:
             continue
-        head = f"λ = {lam_cell(r)} · {r.name} · epoch {rec.header.epoch}"
+        head = f"{names.of_run(r)} · {r.name} · epoch {rec.header.epoch}"
         if problem is not None:
             body = f"<p>{e(problem)}: redraw with smvi pictures --overwrite</p>"
         else:

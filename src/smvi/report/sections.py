@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smvi.report.aggregate import EVAL_METRICS, Row, Run, is_constrained
+from smvi.report.aggregate import EVAL_METRICS, Row, Run
 from smvi.report.constrained import CAPTIONS as CONSTRAINED_CAPTIONS
 from smvi.report.constrained import FILES as CONSTRAINED_FILES
 from smvi.report.constrained import constrained_section
@@ -23,6 +23,8 @@ from smvi.report.curves import figure_curves
 from smvi.report.figures import figure_gap, figure_ssl
 from smvi.report.flags import Flag
 from smvi.report.frontier import FRONTIER_CAPTIONS, frontier_section
+from smvi.report.method_ssl import method_ssl_table
+from smvi.report.naming import RunNames
 from smvi.report.paired import PAIRED_CSV, PairedRow, figure_paired, paired_csv, paired_tables
 from smvi.report.pictures import pictures_section
 from smvi.report.tables import Table, convergence_table, result_tables, results_csv, run_table
@@ -43,6 +45,11 @@ class Inputs:
     flags: list[Flag]
     axis: list[Run]
     paired: list[PairedRow]
+
+    @property
+    def names(self) -> RunNames:
+        """How the report names its runs and writes their knob values (:mod:`smvi.report.naming`)."""
+        return RunNames.of(self.runs)
 
     @property
     def collapsed(self) -> frozenset[float]:
@@ -101,23 +108,24 @@ FIGURE_CAPTIONS = {
 
 
 def _figures(i: Inputs) -> Section:
-    """Figures 1–3 and the training curves of the runs on the λ axis and those with a learned λ."""
-    pngs = {}
+    """Figures 1–3 of the runs on the λ axis, and the training curves of every run."""
+    pngs, fmt = {}, i.names.fmt
     if any(r.quantity in EVAL_METRICS for r in i.rows):
-        pngs["fig1_gap.png"] = figure_gap(i.rows, i.lams, i.collapsed)
+        pngs["fig1_gap.png"] = figure_gap(i.rows, i.lams, i.collapsed, fmt)
     if any(r.quantity == "ssl_accuracy" for r in i.rows):
-        pngs["fig2_ssl.png"] = figure_ssl(i.rows, i.lams, i.collapsed)
-    if png := figure_paired(i.paired, i.lams, i.collapsed):
+        pngs["fig2_ssl.png"] = figure_ssl(i.rows, i.lams, i.collapsed, fmt)
+    if png := figure_paired(i.paired, i.lams, i.collapsed, fmt):
         pngs["fig3_paired.png"] = png
-    if png := figure_curves([r for r in i.runs if r in i.axis or is_constrained(r)], i.collapsed_runs):
+    if png := figure_curves(i.runs, i.collapsed_runs):
         pngs[CURVES] = png
     return Section(figures=pngs)
 
 
 def _results(i: Inputs) -> Section:
     """The per-λ tables and the paired tables; ``results.csv`` and, when there are pairs, ``paired.csv``."""
-    tables = result_tables(i.rows, i.lams, i.flags) + paired_tables(
-        i.paired, i.lams, any(r.eval for r in i.runs), i.flags
+    fmt = i.names.fmt
+    tables = result_tables(i.rows, i.lams, i.flags, fmt) + paired_tables(
+        i.paired, i.lams, any(r.eval for r in i.runs), i.flags, fmt
     )
     files = {"results.csv": results_csv(i.rows, i.flags).encode()}
     if i.paired:
@@ -131,7 +139,10 @@ def _convergence(i: Inputs) -> Section:
 
 
 def _frontier(i: Inputs) -> Section:
+    """Figure 4 and the frontier table, and with them the SSL accuracy of every method and knob."""
     figures, tables = frontier_section(i.runs, i.collapsed_runs)
+    if tables and (ssl := method_ssl_table(i.runs, i.collapsed_runs)):
+        tables = [*tables, ssl]
     return Section(figures=figures, tables=tables)
 
 

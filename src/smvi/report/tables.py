@@ -27,8 +27,8 @@ from smvi.report.aggregate import (
     lookup,
     number,
 )
-from smvi.report.figures import fmt_lam
 from smvi.report.flags import CLAIM_BLOCKING, Flag, mark
+from smvi.report.naming import NumberFormat, RunNames
 from smvi.store.provenance import provenance_rows
 
 __all__ = [
@@ -52,6 +52,7 @@ LABELS = {
     "kl": "KL(q ‖ p(z))",
     "active_units": "active units",
 }
+METHOD_KNOB = "method and knob"  # the column naming a run's method and knob (smvi.report.naming.RunNames)
 SE_NOTE = (
     "SE: over training seeds when a cell has ≥ 2 runs (for an SSL gain: ≥ 2 training seeds paired with "
     "λ = 0), with in parentheses the SE from within the runs (over images or label subsets; for a gain, over "
@@ -82,9 +83,11 @@ def _cell(r: Row | None, flags: str = "") -> str:
     return pm(r.mean, r.se) + within + ("" if r.se is None or r.se_over == "training seeds" else " †") + flags
 
 
-def _table_rows(find: dict, keys: list[tuple], lams: list[float], flags: list[Flag]) -> list[list[str]]:
-    """One row per λ with a value: λ, the most runs behind a cell, the cells of ``keys`` (quantity, split, s), each
-    with its flags (module docstring); a cell from fewer runs than that says how many."""
+def _table_rows(
+    find: dict, keys: list[tuple], lams: list[float], flags: list[Flag], fmt: NumberFormat
+) -> list[list[str]]:
+    """One row per λ with a value: λ (written by ``fmt``), the most runs behind a cell, the cells of ``keys``
+    (quantity, split, s), each with its flags (module docstring); a cell from fewer runs than that says how many."""
     body = []
     for lam in lams:
         cells = [find.get(k + (lam,)) for k in keys]
@@ -92,7 +95,7 @@ def _table_rows(find: dict, keys: list[tuple], lams: list[float], flags: list[Fl
             continue
         n = max(c.n_runs for c in cells if c)
         row = [
-            fmt_lam(lam) + mark(flags, lam=lam, kinds=["collapse"]),
+            fmt(lam) + mark(flags, lam=lam, kinds=["collapse"]),
             str(n) + mark(flags, lam=lam, kinds=["unfinished"]),
         ]
         for (q, split, _), c in zip(keys, cells, strict=True):
@@ -103,10 +106,14 @@ def _table_rows(find: dict, keys: list[tuple], lams: list[float], flags: list[Fl
     return body
 
 
-def result_tables(rows: list[Row], lams: list[float], flags: list[Flag]) -> list[Table]:
+def result_tables(
+    rows: list[Row], lams: list[float], flags: list[Flag], fmt: NumberFormat | None = None
+) -> list[Table]:
     """The per-λ tables: Figure 1's numbers with the last epoch's KL and active units, Figure 2's SSL accuracies and
-    the paired SSL gains."""
+    the paired SSL gains; λ written by ``fmt`` (the report's, :mod:`smvi.report.naming`; else one separating
+    ``lams``)."""
     find = {(r.quantity, r.split, r.s, r.lam): r for r in rows}
+    fmt = fmt or NumberFormat.separating(lams)
     out = []
     keys = [(q, sp, None) for q in EVAL_METRICS for sp in SPLITS]
     keys += [("iwae_full", "test", None)] if any(r.quantity == "iwae_full" for r in rows) else []
@@ -127,15 +134,15 @@ def result_tables(rows: list[Row], lams: list[float], flags: list[Flag]) -> list
             (
                 "Figure 1: ELBO gap and log-likelihood (nats, mean ± SE), with the last epoch's KL and active units",
                 head,
-                _table_rows(find, keys + diag, lams, flags),
+                _table_rows(find, keys + diag, lams, flags, fmt),
             )
         )
     sizes = sorted({r.s for r in rows if r.s is not None})
     if sizes:
-        body = _table_rows(find, [("ssl_accuracy", "test", s) for s in sizes], lams, flags)
+        body = _table_rows(find, [("ssl_accuracy", "test", s) for s in sizes], lams, flags, fmt)
         body.append(["raw pixels", "—"] + [_cell(find.get(("ssl_raw_accuracy", "test", s, None))) for s in sizes])
         out.append(("Figure 2: SSL test accuracy (%, mean ± SE)", ["λ", "runs"] + [f"s = {s}" for s in sizes], body))
-        gains = _table_rows(find, [("ssl_gain", "test", s) for s in sizes], lams, flags)
+        gains = _table_rows(find, [("ssl_gain", "test", s) for s in sizes], lams, flags, fmt)
         if gains:
             out.append(
                 (
@@ -190,15 +197,16 @@ def convergence_table(runs: list[Run], flags: list[Flag]) -> tuple[list[Table], 
     if not found:
         return [], notes
     steps = sorted(set().union(*(set(bdmc) | set(ladder) for _, bdmc, ladder in found)))
+    names = RunNames.of(runs)
     head = (
-        ["λ", "run", "epoch", "points"]
+        [METHOD_KNOB, "run", "epoch", "points"]
         + [f"{what}, {s} steps" for s in steps for what in ("BDMC gap", "AIS ladder")]
         + ["ladder converged"]
     )
     text = lambda x: "—" if x is None else str(x)  # noqa: E731
     yes = lambda x: "yes" if x is True else "no" if x is False else "—"  # noqa: E731
     body = [
-        [fmt_lam(r.lam), r.name, text(lookup(r.convergence, "epoch")), text(lookup(r.convergence, "n_points"))]
+        [names.of_run(r), r.name, text(lookup(r.convergence, "epoch")), text(lookup(r.convergence, "n_points"))]
         + [cell for s in steps for cell in (bdmc.get(s, "—"), ladder.get(s, "—"))]
         + [yes(lookup(r.convergence, "ladder", "converged")) + mark(flags, run=r.name, kinds=["ladder"])]
         for r, bdmc, ladder in found
@@ -211,20 +219,21 @@ def convergence_table(runs: list[Run], flags: list[Flag]) -> tuple[list[Table], 
 
 
 def run_table(runs: list[Run], flags: list[Flag]) -> Table:
-    """One row per run: λ (``learned`` for a constrained run), seed, epochs done of planned, the last epoch's KL and
-    active units, the AIS acceptance of its evaluation, and which records it has."""
+    """One row per run: its method and knob (:class:`smvi.report.naming.RunNames`: ``λ = 0.1``, ``β-VAE, β = 2``,
+    ``learned λ, D_SM ≤ 300``), seed, epochs done of planned, the last epoch's KL and active units, the AIS acceptance
+    of its evaluation, and which records it has."""
     yes = lambda x: "yes" if x else "missing"  # noqa: E731
+    names = RunNames.of(runs)
     body = []
     for r in runs:
         diag = last_diagnostics(r)
         kl = diag.get(("kl", "test"), diag.get(("kl", "train")))
         units = diag.get(("active_units", "test"))
         acc = [number(lookup(r.eval, "splits", sp, "ais_acceptance")) for sp in ("test", "train")]
-        lam = "learned" if is_constrained(r) else fmt_lam(r.lam)
         body.append(
             [
                 r.name,
-                lam,
+                names.of_run(r),
                 str(r.seed),
                 f"{r.epochs or 0}/{r.planned or '?'}" + mark(flags, run=r.name, kinds=["unfinished"]),
                 ("—" if kl is None else f"{kl:.3g}") + mark(flags, run=r.name, fields=["kl"]),
@@ -237,7 +246,7 @@ def run_table(runs: list[Run], flags: list[Flag]) -> Table:
         )
     head = [
         "run",
-        "λ",
+        METHOD_KNOB,
         "seed",
         "epochs",
         "KL, last epoch (nats)",
@@ -297,9 +306,10 @@ def settings_tables(runs: list[Run]) -> list[Table]:
     }  # a learned λ starts at train.constraint.lam_init instead
     first = lambda f: next((f(r) for r in runs if f(r)), None)  # noqa: E731
     fixed = sorted({r.lam for r in runs if not is_constrained(r)})
+    fmt = RunNames.of(runs).fmt
     grid = {
         "runs": len(runs),
-        **({"λ": fixed} if fixed else {}),
+        **({"λ": [fmt(lam) for lam in fixed]} if fixed else {}),
         "learned-λ runs": learned,
         "training seeds": sorted({r.seed for r in runs}),
     }

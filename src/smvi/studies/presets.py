@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smvi.settings.run import RunConfig, TrainConfig
+from smvi.settings.run import ConfigError, RunConfig, TrainConfig
 from smvi.settings.stages import AISConfig, EvalConfig, PicturesConfig
 from smvi.stages.ssl import SSLConfig
 from smvi.studies.sweep import SweepConfig
@@ -87,5 +87,8 @@ keeps a torch-free copy; tests check that all three agree)."""
 
 def preset_base(name: str) -> dict[str, Any]:
     """The sweep preset ``name`` as the tree ``--set`` overrides: only the keys it sets, so that a key left at its
-    default stays implied (``likelihood = "gaussian"`` implies ``dequantize``)."""
+    default stays implied (``likelihood = "gaussian"`` implies ``dequantize``). An unknown name is a one-line
+    ConfigError naming the presets."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown sweep preset {name!r}: use one of {', '.join(sorted(PRESETS))}")
     return PRESETS[name].model_dump(mode="json", exclude_unset=True)

@@ -185,10 +185,13 @@ def recorded_workers(sweep_dir: str | Path) -> int:
 
 def sweeps_in(folder: str | Path) -> list[Path]:
     """``folder`` if it is a sweep, else the sweeps directly inside it (the frontier study's arms), sorted; a folder
-    with neither is a one-line :class:`~smvi.store.rundir.RunError`."""
+    with neither, or whose ``sweep.toml`` is not a file, is a one-line :class:`~smvi.store.rundir.RunError`."""
     folder = Path(folder)
-    if sweep_paths(folder)[0].is_file():
+    settings = sweep_paths(folder)[0]
+    if settings.is_file():
         return [folder]
+    if settings.exists() or settings.is_symlink():  # a folder, a dangling link, a device: not the sweep's settings
+        raise RunError(f"{settings} is not a file: restore the sweep's settings there (smvi sweep wrote them)")
     inner = sorted(d for d in folder.iterdir() if sweep_paths(d)[0].is_file()) if folder.is_dir() else []
     if not inner:
         raise RunError(
