@@ -13,7 +13,7 @@ Sections (CPU time at one thread, medians over interleaved rounds; nothing asser
   measured in the same rounds. Equal estimates: the paired difference of log p̂(x) against the reference over the
   points (the same seeds, so fp32 differs from it by rounding only), at ``steps`` with dual averaging.
 - ``potential``: one force evaluation alone (value and z-gradient, the same rows) by autograd and by the explicit pass,
-  fp32 and bf16 (bf16 autograd = autocast).
+  fp32 and bf16 (bf16 autograd = autocast), and the bf16 explicit pass through ``torch.compile`` (inductor).
 - ``step_size``: time to the same converged estimate with the old rule (``ratio``) and dual averaging: AIS at a ladder
   of lengths on the same points, each run's CPU seconds and its mean distance to the reference value (the mean of
   the longest dual-averaging run); "converged" = within 0.1 nats of it.
@@ -142,7 +142,22 @@ def bench_potential(s: dict, model, x: torch.Tensor) -> dict:
         "autograd_bf16": lambda: autograd(True),
         "explicit_bf16": lambda: model.log_likelihood_and_grad(xr, z, precision="bf16"),
     }
-    return {"rows": rows, **interleaved(cases, s["rounds"] * 2, 3)}
+    compiled, why = _compiled_explicit(model, xr, z)
+    if compiled is not None:
+        cases["explicit_bf16_compiled"] = compiled
+    return {"rows": rows, "compile_error": why, **interleaved(cases, s["rounds"] * 2, 3)}
+
+
+def _compiled_explicit(model, xr: torch.Tensor, z: torch.Tensor):
+    """The bf16 explicit pass through ``torch.compile`` (inductor; a first-order function, so the double-backward
+    limitation of the training step does not apply), compiled by its first call; (None, the error's last line) where
+    this machine cannot compile it."""
+    fn = torch.compile(lambda zz: model.log_likelihood_and_grad(xr, zz, precision="bf16"), dynamic=False)
+    try:
+        fn(z)
+    except Exception as e:  # no C++ compiler, an unsupported op: recorded, the other cases still run
+        return None, str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    return (lambda: fn(z)), None
 
 
 def bench_step_size(s: dict, model, x: torch.Tensor) -> dict:
@@ -228,8 +243,11 @@ def report(res: dict) -> str:
     lines.append(
         f"potential alone ({p['rows']} rows, ms cpu): "
         + ", ".join(
-            f"{k} {p[k]['cpu_ms']:.1f}" for k in ("autograd_fp32", "explicit_fp32", "autograd_bf16", "explicit_bf16")
+            f"{k} {p[k]['cpu_ms']:.1f}"
+            for k in ("autograd_fp32", "explicit_fp32", "autograd_bf16", "explicit_bf16", "explicit_bf16_compiled")
+            if k in p
         )
+        + (f"; torch.compile failed: {p['compile_error']}" if p.get("compile_error") else "")
     )
     st = res["step_size"]
     lines.append(
