@@ -4,6 +4,7 @@ and gradients as the plain reference implementation the benchmark compares again
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 import smvi
-from conftest import run_benchmark
+from conftest import load_script, run_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -197,3 +198,22 @@ def test_refined_q_budget_runs_on_a_trained_run(trained):
     fits = out["gap_closed"]["fits"]
     assert [f["steps"] for f in fits] == [3, 6] and fits[-1]["fraction_closed"] in (1.0, None)
     assert out["paper_cost"]["seconds_per_image_step"] > 0
+
+
+def _eval_record(ais: list[float], precision: str, indices=(3, 1, 4)) -> dict:
+    per_image = {"ais": ais, "elbo": [-90.0] * len(ais), "gap": [a + 90.0 for a in ais]}
+    split = {"indices": list(indices), "per_image": per_image}
+    return {"header": {"settings": {"ais": {"precision": precision}}}, "splits": {"test": split}, "seconds": 1.0}
+
+
+def test_paired_eval_pairs_images_and_refuses_other_subsets(tmp_path):
+    paired_eval = load_script(ROOT / "benchmarks" / "paired_eval.py")
+    new, old = _eval_record([-80.0, -85.0, -91.0], "auto"), _eval_record([-80.5, -85.0, -90.0], "fp32")
+    res = paired_eval.compare(new, old)
+    ais = res["splits"]["test"]["ais"]
+    # differences +0.5, 0, −1: mean −1/6, SD √(7/12), SE √(7/12)/√3
+    assert ais["n"] == 3 and ais["max_abs"] == 1.0
+    assert abs(ais["mean"] + 1 / 6) < 1e-12 and abs(ais["se"] - math.sqrt(7 / 12 / 3)) < 1e-12
+    assert res["splits"]["test"]["elbo"]["mean"] == 0 and res["new"]["precision"] == "auto"
+    with pytest.raises(SystemExit, match="other images"):
+        paired_eval.compare(new, _eval_record([-80.0, -85.0, -91.0], "fp32", indices=(3, 1, 5)))

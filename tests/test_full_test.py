@@ -61,10 +61,11 @@ def test_full_test_iwae_does_not_depend_on_the_batch(trained, idx_dir):
 
 def test_records_without_the_new_settings_stay_current(trained, idx_dir):
     """A record written before iwae_full_test_k and ais.precision existed (its settings lack both, no full_test)
-    validates to the defaults, so it is current for EvalConfig()'s defaults -- and stale for a request of full-test
-    IWAE or bf16."""
+    validates to what it ran with: no full-test IWAE (the key's default) and fp32 (not today's default, "auto"), so
+    it is current for those settings -- and stale for a request of full-test IWAE, bf16 or auto."""
     data = load_data("idx", idx_dir)
-    cfg = CFG.model_copy(update={"iwae_full_test_k": 0})
+    fp32 = AIS.model_copy(update={"precision": "fp32"})
+    cfg = CFG.model_copy(update={"iwae_full_test_k": 0, "ais": fp32})
     evaluate_run(trained, cfg, data=data, progress=False)
     rd = RunDir(trained)
     tree = json.loads(rd.record_path("eval").read_text())
@@ -75,8 +76,10 @@ def test_records_without_the_new_settings_stay_current(trained, idx_dir):
     assert rec.full_test is None
     assert staleness(rec, rd.fingerprint(), 3, cfg) is None
     assert staleness(rec, rd.fingerprint(), 3, cfg.model_copy(update={"iwae_full_test_k": 10})) is not None
-    bf16 = cfg.model_copy(update={"ais": AIS.model_copy(update={"precision": "bf16"})})
-    assert staleness(rec, rd.fingerprint(), 3, bf16) is not None
+    for precision in ("bf16", "auto"):
+        other = cfg.model_copy(update={"ais": AIS.model_copy(update={"precision": precision})})
+        assert staleness(rec, rd.fingerprint(), 3, other) == "computed with other settings", precision
+    assert rec.computed_precision == "fp32"
 
 
 def test_ais_precision_reaches_the_records_from_the_cli(trained):
@@ -89,7 +92,7 @@ def test_ais_precision_reaches_the_records_from_the_cli(trained):
     r = invoke("convergence", trained, *ladder, *TINY_AIS)
     assert r.exit_code == 0, r.output
     assert RunDir(trained).read_record("convergence").header.settings["ais"]["precision"] == "bf16"
-    assert ConvergenceConfig().ais.kwargs()["precision"] == "fp32"  # reaches ais/bdmc/ais_ladder by name
+    assert ConvergenceConfig().ais.kwargs()["precision"] == "auto"  # reaches ais/bdmc/ais_ladder by name
     r = invoke("evaluate", trained, "--ais-precision", "fp16")
     assert r.exit_code == 2 and "fp16" in r.output
 

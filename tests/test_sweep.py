@@ -306,8 +306,12 @@ def test_run_names_are_unambiguous_and_keep_the_short_form():
     assert len(set(names)) == 3
 
 
+def _fp32_eval() -> dict:
+    return {**TINY_EVAL, "ais": {**TINY_EVAL["ais"], "precision": "fp32"}}
+
+
 def test_a_sweep_toml_of_the_old_eval_keys_still_loads(idx_dir, tmp_path):
-    cfg = tiny_sweep(idx_dir, stages=["train"], lams=[0.5])
+    cfg = tiny_sweep(idx_dir, stages=["train"], lams=[0.5], eval=_fp32_eval())  # old keys: before ais.precision
     S.run_sweep(cfg, tmp_path / "sw", progress=False)
     path = tmp_path / "sw" / "sweep.toml"
     tree = tomllib.loads(path.read_text())
@@ -328,6 +332,31 @@ def test_a_sweep_toml_of_the_old_eval_keys_still_loads(idx_dir, tmp_path):
     path.write_text(tomli_w.dumps(tree))
     with pytest.raises(ConfigError, match="both ais_steps and ais.steps"):
         S.run_sweep(cfg, tmp_path / "sw", progress=False)
+
+
+def test_settings_saved_before_ais_precision_read_as_fp32(idx_dir, tmp_path):
+    """A sweep.toml and an eval record written before ais.precision existed ran in fp32: today's default ("auto")
+    neither relabels them nor silently resumes them; the refusal names the setting."""
+    sw = tmp_path / "sw"
+    S.run_sweep(tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.5], eval=_fp32_eval()), sw, progress=False)
+    path, rd = sw / "sweep.toml", RunDir(sw / "runs" / "lam0.5_seed0")
+    tree = tomllib.loads(path.read_text())
+    del tree["eval"]["ais"]["precision"]
+    path.write_text(tomli_w.dumps(tree))
+    eval_path = rd.record_path("eval")
+    record = json.loads(eval_path.read_text())
+    del record["header"]["settings"]["ais"]["precision"]
+    eval_path.write_text(json.dumps(record))
+    asked = tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.5])
+    assert asked.eval.ais.precision == "auto"
+    with pytest.raises(ConfigError, match=r"different sweep \(eval\.ais\.precision \(saved 'fp32', asked 'auto'\)\)"):
+        S.run_sweep(asked, sw, progress=False)
+    assert S.read_sweep(sw).eval.ais.precision == "fp32"
+    assert rd.current_record("eval", asked.eval)[1] == "computed with other settings"
+    fp32 = tiny_sweep(idx_dir, stages=["train", "evaluate"], lams=[0.5], eval=_fp32_eval())
+    assert rd.current_record("eval", fp32.eval)[1] is None and rd.read_record("eval").computed_precision == "fp32"
+    again = S.run_sweep(fp32, sw, progress=False)  # resumed as it was made: nothing recomputed
+    assert again[0]["status"] == "ok" and again[0]["done"] == []
 
 
 def test_a_sweep_that_cannot_write_is_one_line(idx_dir, tmp_path, monkeypatch):

@@ -121,7 +121,7 @@ def _stage_options(overwrite: str, *, device: bool = True, no_progress: str = NO
     type=click.Choice(["fp32", "bf16", "auto"]),
     default=None,
     help="bf16: AIS's leapfrog force and IWAE's decoder pass in bf16; auto: bf16 where the hardware has "
-    "bf16 units (ais.precision) [fp32].",
+    "bf16 units (ais.precision) [auto].",
 )
 @_stage_options("Recompute an existing eval.json.")
 def evaluate_cmd(run_dir: Path, preset: str, sets: tuple[str, ...], stage: dict[str, Any], **options) -> None:
@@ -171,7 +171,7 @@ _CONV = ConvergenceConfig()
     type=click.Choice(["fp32", "bf16", "auto"]),
     default=None,
     help="bf16: AIS's leapfrog force in bf16, energies exact; auto: bf16 where the hardware has bf16 units "
-    "(ais.precision) [fp32].",
+    "(ais.precision) [auto].",
 )
 @_stage_options("Recompute an existing convergence record.")
 def convergence_cmd(

@@ -5,7 +5,9 @@ The AIS settings carry the names of :func:`smvi.core.estimators.ais`'s keyword a
 mapping, ``**cfg.ais.kwargs()``: adding a field here (with its default) is all it takes to pass a new keyword through
 evaluate, convergence, gaps and the sweep. Files written before this naming (``eval.ais_steps = 500`` in a
 ``sweep.toml``, the settings in an old ``eval.json``) are read through :func:`upgrade_eval_settings`, which renames the
-old keys.
+old keys; settings *saved* before ``ais.precision`` existed (a record's, a sweep directory's ``sweep.toml``) are read
+through :func:`with_saved_precision`, which fills in the fp32 they ran with, so today's default ("auto") never relabels
+them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ __all__ = [
     "PicturesConfig",
     "SSLConfig",
     "upgrade_eval_settings",
+    "with_saved_precision",
     "LEGACY_AIS_KEYS",
+    "LEGACY_PRECISION",
     "StageSpec",
     "STAGES",
 ]
@@ -48,10 +52,11 @@ class AISSampler(_Frozen):
     schedule: Literal["sigmoid", "linear"] = Field(default="sigmoid", description="β schedule")
     start: Literal["prior", "encoder"] = Field(default="encoder", description="AIS initial distribution")
     precision: Literal["fp32", "bf16", "auto"] = Field(
-        default="fp32",
+        default="auto",
         description="bf16: the leapfrog force (AIS) and IWAE's decoder pass with bf16 products, see "
-        "smvi.core.estimators.precision; auto: bf16 where the hardware has bf16 units, else fp32 "
-        "(the eval record says which ran)",
+        "smvi.core.estimators.precision; auto (the default): bf16 where the hardware has bf16 units, else fp32 "
+        "(the eval record says which ran; BDMC gaps and paired estimates unchanged on the paper model: "
+        "docs/guide/evaluation.md)",
     )
     adapt: Literal["ratio", "dual_averaging"] = Field(
         default="ratio",
@@ -332,3 +337,19 @@ def upgrade_eval_settings(settings: dict[str, Any]) -> dict[str, Any]:
         ais[new] = settings[k]
     out["ais"] = ais
     return out
+
+
+LEGACY_PRECISION = "fp32"
+"""What AIS and IWAE ran in before ``ais.precision`` existed (and what its default was until issue 26 made it
+"auto")."""
+
+
+def with_saved_precision(settings: dict[str, Any]) -> dict[str, Any]:
+    """Saved stage settings (a record's header settings, or the eval / convergence / gaps section of a saved
+    ``sweep.toml``) with ``ais.precision = "fp32"`` filled in where they predate the key: they ran in fp32, and
+    validating them with today's default would relabel them as "auto". A dict with the key, or without an ``ais``
+    section, is returned unchanged. Only for what smvi saved: a user's partial settings take today's defaults."""
+    ais = settings.get("ais")
+    if isinstance(ais, dict) and "precision" not in ais:
+        return {**settings, "ais": {**ais, "precision": LEGACY_PRECISION}}
+    return settings

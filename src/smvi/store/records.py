@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from smvi.settings.run import ObjectiveName
-from smvi.settings.stages import upgrade_eval_settings
+from smvi.settings.stages import upgrade_eval_settings, with_saved_precision
 from smvi.store.provenance import host_info, package_version
 from smvi.store.stats import MeanSE
 
@@ -641,7 +641,7 @@ def staleness(record: Record, fingerprint: str, epoch: int, settings: BaseModel 
         return f"computed at epoch {h.epoch}, the run is at epoch {epoch}"
     if settings is not None:
         try:
-            same = type(settings).model_validate(h.settings) == settings
+            same = type(settings).model_validate(with_saved_precision(h.settings)) == settings
         except ValidationError:
             same = False
         if not same:

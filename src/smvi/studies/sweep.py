@@ -72,6 +72,7 @@ from smvi.settings.stages import (
     PicturesConfig,
     SSLConfig,
     upgrade_eval_settings,
+    with_saved_precision,
 )
 from smvi.stages.registry import STAGES
 from smvi.stages.train import train
@@ -279,7 +280,11 @@ def read_sweep(sweep_dir: str | Path) -> SweepConfig:
     """The settings a sweep directory saved (``sweep.toml``, old eval keys upgraded); a one-line ConfigError if they
     are invalid."""
     path = sweep_paths(sweep_dir)[0]
-    return build_config(SweepConfig, load_sweep_tree(read_toml(path)), source=f" in {path}")
+    tree = load_sweep_tree(read_toml(path))
+    for stage in ("eval", "convergence", "gaps"):  # saved before ais.precision existed: they ran in fp32
+        if isinstance(tree.get(stage), dict):
+            tree[stage] = with_saved_precision(tree[stage])
+    return build_config(SweepConfig, tree, source=f" in {path}")
 
 
 def _stale(rd: RunDir, stage: str, cfgs) -> bool:
@@ -448,14 +453,28 @@ def _writing(sweep_dir: Path, fn, *args) -> None:
         ) from None
 
 
+def _differences(saved: dict, asked: dict, prefix: str = "") -> list[str]:
+    """Every setting (dotted key) whose saved and asked values differ, as "key (saved X, asked Y)"."""
+    out = []
+    for k in sorted(saved.keys() | asked.keys()):
+        a, b = saved.get(k), asked.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k} (saved {a!r}, asked {b!r})")
+    return out
+
+
 def _prepare(sweep: SweepConfig, sweep_dir: Path, overwrite: bool) -> None:
     path = sweep_paths(sweep_dir)[0]
     text = config_to_toml(sweep)
     if path.exists() and not overwrite:
         saved = read_sweep(sweep_dir)
-        if saved.model_dump() != sweep.model_dump():
+        if diffs := _differences(saved.model_dump(), sweep.model_dump()):
+            shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
             raise ConfigError(
-                f"{path} holds a different sweep: rerun with the same settings to resume it, use another "
+                f"{path} holds a different sweep ({shown}): rerun with the same settings (--set KEY=VALUE) to "
+                "resume it, use another "
                 "directory, or pass --overwrite to replace its settings (finished runs of an unchanged identity "
                 "are reused, the sweep's runs of another identity retrained)"
             )
