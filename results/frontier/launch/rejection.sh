@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 27's frontier arm: the rejection family at the cpu preset (30 epochs, bf16 training, seed 0), from the frozen
-# worktree runs/rej-frozen (main c77267b). Core 1, nice 10. Rerun to resume (sweeps resume from checkpoints).
+# worktree runs/rej-frozen (main a9d374b: the implicit-gradient threshold; the first start on c77267b diverged and was deleted). Core 1, nice 10. Rerun to resume (sweeps resume from checkpoints).
 # Pass 1: train, evaluate, ssl, pictures for acceptance 0.5 and 0.05 (then 0.2); pass 2: the gap split of each run
 # (smvi gaps RUN, GapConfig's defaults: 100 test images, AIS 500 steps, local fits of 3000 steps).
 cd "$(dirname "$0")/../.."   # /work/main
