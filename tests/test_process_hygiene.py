@@ -45,6 +45,9 @@ def test_sigkill_of_a_process_pool_sweep_ends_its_workers_and_the_rerun_succeeds
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left, so that no worker outlives a failed check
         except ProcessLookupError:
             pass
+        for pipe in (proc.stdout, proc.stderr):  # the killed sweep's output pipes (else a ResourceWarning)
+            if pipe is not None:
+                pipe.close()
     assert not orphans, f"workers {orphans} train on after their sweep was killed"
     results = S.run_sweep(with_epochs(cfg, 1), tmp_path / "sw", overwrite=True, progress=False)
     assert all(r["status"] == "ok" for r in results), results
