@@ -182,6 +182,26 @@ def test_reweighted_estimators_agree_with_quadrature():
     assert torch.allclose(t["elbo"], ref["elbo"], atol=0.01)
 
 
+def assert_gradient_matches_finite_differences(fn, params: list[torch.Tensor], h: float = 1e-6) -> tuple:
+    """Autograd's gradient of the scalar ``fn()`` in every parameter against central differences (float64), and
+    the gradients (None for a parameter ``fn`` does not use)."""
+    grads = torch.autograd.grad(fn(), params, allow_unused=True)
+    for p, g in zip(params, grads, strict=True):
+        g = torch.zeros_like(p) if g is None else g
+        fd = torch.zeros_like(p)
+        with torch.no_grad():
+            for i in range(p.numel()):
+                old = p.view(-1)[i].item()
+                p.view(-1)[i] = old + h
+                up = fn()
+                p.view(-1)[i] = old - h
+                down = fn()
+                p.view(-1)[i] = old
+                fd.view(-1)[i] = (up - down) / (2 * h)
+        assert torch.allclose(g, fd, rtol=1e-5, atol=1e-6), (p.shape, g, fd)
+    return grads
+
+
 def test_dsm_estimator_gradient_matches_finite_differences():
     """With the proposals' noise ε fixed, D̂_SM(q_T, p) is a smooth function of θ and φ: autograd (second order,
     through z = μ + σε, a_T and g) against central differences, for every parameter."""
@@ -193,23 +213,7 @@ def test_dsm_estimator_gradient_matches_finite_differences():
         z = q.base.mean + q.base.stddev * eps
         return reweighted_terms(m, q, x, z, d_sm=True)["d_sm"].sum()
 
-    grads = torch.autograd.grad(d_hat(), list(m.parameters()), allow_unused=True)
-    h = 1e-6
-    for p, g in zip(m.parameters(), grads, strict=True):
-        if p.numel() == 0:
-            continue
-        g = torch.zeros_like(p) if g is None else g
-        fd = torch.zeros_like(p)
-        with torch.no_grad():
-            for i in range(p.numel()):
-                old = p.view(-1)[i].item()
-                p.view(-1)[i] = old + h
-                up = d_hat()
-                p.view(-1)[i] = old - h
-                down = d_hat()
-                p.view(-1)[i] = old
-                fd.view(-1)[i] = (up - down) / (2 * h)
-        assert torch.allclose(g, fd, rtol=1e-5, atol=1e-6), (p.shape, g, fd)
+    grads = assert_gradient_matches_finite_differences(d_hat, list(m.parameters()))
     assert max(float(g.abs().max()) for g in grads if g is not None and g.numel()) > 1e-2
 
 
@@ -245,21 +249,7 @@ def test_training_gradient_with_a_target_acceptance_is_that_of_the_re_solved_obj
         t = reweighted_terms(m, q, x, q.base.mean + q.base.stddev * eps, d_sm=True)
         return (t["elbo"] - 0.1 * t["d_sm"]).sum()
 
-    grads = torch.autograd.grad(objective(), list(m.parameters()), allow_unused=True)
-    h = 1e-6
-    for p, g in zip(m.parameters(), grads, strict=True):
-        g = torch.zeros_like(p) if g is None else g
-        fd = torch.zeros_like(p)
-        with torch.no_grad():
-            for i in range(p.numel()):
-                old = p.view(-1)[i].item()
-                p.view(-1)[i] = old + h
-                up = objective()
-                p.view(-1)[i] = old - h
-                down = objective()
-                p.view(-1)[i] = old
-                fd.view(-1)[i] = (up - down) / (2 * h)
-        assert torch.allclose(g, fd, rtol=1e-5, atol=1e-6), (p.shape, g, fd)
+    assert_gradient_matches_finite_differences(objective, list(m.parameters()))
 
 
 def test_dsm_gradient_estimates_the_gradient_of_the_true_dsm():
