@@ -121,7 +121,8 @@ import os, sys, time
 from pathlib import Path
 from smvi.store.rundir import RunDir
 with RunDir(sys.argv[1]).lock():
-    if os.fork() == 0:  # a child (a pool worker) that outlives its parent
+    if os.fork() == 0:  # a child (a pool worker) that outlives its parent; fork() returns after its at-fork hooks
+        print("child", flush=True)
         time.sleep(60)
         os._exit(0)
     print("held", flush=True)
@@ -141,7 +142,8 @@ def test_a_lock_ends_with_its_holder_even_while_a_forked_child_lives(tmp_path):
         start_new_session=True,
     )
     try:
-        assert proc.stdout.readline() == b"held\n", proc.stderr.read()
+        lines = {proc.stdout.readline(), proc.stdout.readline()}  # both started (the child's hooks have run)
+        assert lines == {b"held\n", b"child\n"}, (lines, proc.stderr.read())
         proc.kill()  # the holder dies; its child lives on
         proc.wait()
         with RunDir(tmp_path / "run").lock():  # free: not "in use"
