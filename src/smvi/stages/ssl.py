@@ -52,6 +52,7 @@ __all__ = [
     "SSLResult",
     "Selection",
     "balanced_subset",
+    "scores_tree",
     "feature_scaler",
     "select_hyperparameters",
     "ssl_eval",
@@ -108,14 +109,20 @@ class SSLResult:
             }
             for s in self.sizes
         }
-        return {
-            "seeds": list(self.seeds),
-            "n_train": self.n_train,
-            "n_test": self.n_test,
-            "n_features": self.n_features,
-            "seconds": round(self.seconds, 3),
-            "sizes": sizes,
-        }
+        return scores_tree(self, sizes)
+
+
+def scores_tree(result, sizes: dict[str, dict]) -> dict:
+    """The record's scores of one SSL result (the paper protocol's or a robust classifier's): its label-subset seeds,
+    data sizes, seconds and the per-size entries ``sizes``."""
+    return {
+        "seeds": list(result.seeds),
+        "n_train": result.n_train,
+        "n_test": result.n_test,
+        "n_features": result.n_features,
+        "seconds": round(result.seconds, 3),
+        "sizes": sizes,
+    }
 
 
 def balanced_subset(labels: np.ndarray, s: int, seed: int) -> np.ndarray:

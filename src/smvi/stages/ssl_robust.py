@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from smvi.progress import Progress, label_of
-from smvi.stages.ssl import SSLConfig, SSLError, balanced_subset
+from smvi.stages.ssl import SSLConfig, SSLError, balanced_subset, scores_tree
 from smvi.stages.ssl_classifiers import CLASSIFIERS, Fit
 from smvi.store.records import SSLFeaturesFile, SSLFit, SSLRecord, SSLScores, make_header
 
@@ -168,14 +168,7 @@ class RobustResult:
                 "gamma": [f.params["gamma_d"] / self.n_features for f in fits],
                 "cv_accuracy": [f.cv_accuracy for f in fits],
             }
-        return {
-            "seeds": list(self.seeds),
-            "n_train": self.n_train,
-            "n_test": self.n_test,
-            "n_features": self.n_features,
-            "seconds": round(self.seconds, 3),
-            "sizes": sizes,
-        }
+        return scores_tree(self, sizes)
 
 
 def _scaler(mean: np.ndarray, var: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray | float]:
