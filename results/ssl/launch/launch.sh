@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
-# Issue 25's training, from the frozen worktree runs/ssl-frozen (main cb1441b): two lanes, one core each.
+# Issue 25's training, from the frozen worktree runs/ssl-frozen (main cb1441b).
 # Rerun this script to resume (sweeps skip finished work and resume from checkpoints).
 # Each arm is a sweep dir runs/ssl/<arm>; stages train + evaluate (the paper preset's evaluation, no whole-test IWAE).
+# Since session 2026-12-06c: three lanes, unpinned, nice 15 (the #27 rejection arm holds core 1 at nice 10; when it
+# ends, the lanes spread over both cores by themselves). Arm order: the primary arms first, lam0.003/0.03 last.
 cd "$(dirname "$0")/../.."   # /work/main
 SMVI=runs/ssl-frozen/.venv/bin/smvi
 COMMON=(--preset paper --set 'stages=["train","evaluate"]' --set eval.iwae_full_test_k=0
         --executor process --workers 1 --no-report --no-progress)
 TEN='seeds=[0,1,2,3,4,5,6,7,8,9]'
 THREE='seeds=[0,1,2]'
-lane() {  # lane CORE ARM:SETS...
-  local core=$1; shift
+lane() {  # lane LOGNAME ARM|SETS...
+  local log=runs/ssl/$1.log; shift
   for spec in "$@"; do
     local arm=${spec%%|*} sets=${spec#*|}
-    echo "$(date -u +%FT%TZ) start $arm" >> runs/ssl/lane$core.log
-    eval "nice -n 10 taskset -c $core $SMVI sweep runs/ssl/$arm \"\${COMMON[@]}\" $sets" >> runs/ssl/lane$core.log 2>&1
-    rc=$?; echo "$(date -u +%FT%TZ) end $arm rc=$rc" >> runs/ssl/lane$core.log
+    echo "$(date -u +%FT%TZ) start $arm" >> $log
+    eval "nice -n 15 $SMVI sweep runs/ssl/$arm \"\${COMMON[@]}\" $sets" >> $log 2>&1
+    rc=$?; echo "$(date -u +%FT%TZ) end $arm rc=$rc" >> $log
   done
 }
-lane 0 "lam0|--set 'lams=[0]' --set '$TEN'" \
-       "iwae5|--set 'lams=[0]' --set '$THREE' --set run.train.objective='iwae' --set run.train.iwae_k=5" \
-       "lam0.003|--set 'lams=[0.003]' --set '$THREE'" &
-lane 1 "lam0.01|--set 'lams=[0.01]' --set '$TEN'" \
-       "beta0.5|--set 'lams=[0]' --set '$THREE' --set run.train.objective='beta' --set run.train.beta=0.5" \
-       "lam0.03|--set 'lams=[0.03]' --set '$THREE'" &
+lane lane0 "lam0|--set 'lams=[0]' --set '$TEN'" \
+           "lam0.003|--set 'lams=[0.003]' --set '$THREE'" &
+lane lane1 "lam0.01|--set 'lams=[0.01]' --set '$TEN'" \
+           "lam0.03|--set 'lams=[0.03]' --set '$THREE'" &
+lane lane3 "iwae5|--set 'lams=[0]' --set '$THREE' --set run.train.objective='iwae' --set run.train.iwae_k=5" \
+           "beta0.5|--set 'lams=[0]' --set '$THREE' --set run.train.objective='beta' --set run.train.beta=0.5" &
 wait
