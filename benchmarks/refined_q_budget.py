@@ -10,7 +10,8 @@ Two measurements, printed as JSON:
 2. **Cost per image and step** of the paper's architecture (2×1024 softplus, z = 50; random weights: the cost does
    not depend on them) at the local fit's settings (16 draws per image and step), over a batch of ``--batch`` images.
 
-Run: ``PYTHONPATH=src .venv/bin/python benchmarks/refined_q_budget.py [--run-dir RUN] [--threads 1]``. Times depend
+Run: ``PYTHONPATH=src .venv/bin/python benchmarks/refined_q_budget.py [--run-dir RUN] [--threads 1] [--draws 16]
+[--lr 0.01] [--dtype float64] [--no-cost]``. Times depend
 on the machine's load; the script prints the load average beside them.
 """
 
@@ -43,17 +44,24 @@ def small_model(epochs: int, out: Path):
     return load_run(out)
 
 
-def gap_closed(run, images: int, steps: list[int]) -> dict:
+def gap_closed(run, images: int, steps: list[int], *, draws: int = 16, lr: float = 1e-2, dtype=torch.float64) -> dict:
     data = load_data(run.config.data.dataset, run.config.data.data_dir)
-    x = fixed_inputs(data.test_x[:images], run.config.data.transform, run.config.data.eval_seed).double()
-    model = run.model.double()
+    x = fixed_inputs(data.test_x[:images], run.config.data.transform, run.config.data.eval_seed).to(dtype)
+    model = run.model.to(dtype)
     for p in model.parameters():
         p.requires_grad_(False)
     enc = elbo_estimate(model, model.encode(x), x, seed=1)
-    out = {"images": images, "elbo_encoder": float(enc.mean()), "fits": []}
+    out = {
+        "images": images,
+        "draws": draws,
+        "lr": lr,
+        "dtype": str(dtype),
+        "elbo_encoder": float(enc.mean()),
+        "fits": [],
+    }
     for s in steps:
         t0 = time.perf_counter()
-        fit = fit_local(model, x, steps=s)
+        fit = fit_local(model, x, steps=s, n_samples=draws, lr=lr)
         seconds = time.perf_counter() - t0
         after = elbo_estimate(model, fit.q, x, seed=1)
         out["fits"].append(
@@ -92,13 +100,21 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 300, 1000, 3000])
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--draws", type=int, default=16, help="draws per image and step of the local fit")
+    ap.add_argument("--lr", type=float, default=1e-2, help="the local fit's initial learning rate")
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float64", help="of the gap measurement")
+    ap.add_argument("--no-cost", action="store_true", help="skip the paper-architecture cost measurement")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     result = {"threads": args.threads, "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         run = load_run(args.run_dir) if args.run_dir else small_model(args.epochs, Path(tmp) / "run")
-        result["gap_closed"] = gap_closed(run, args.images, sorted(args.steps))
-    result["paper_cost"] = paper_step_cost(args.batch)
+        dtype = getattr(torch, args.dtype)
+        result["gap_closed"] = gap_closed(
+            run, args.images, sorted(args.steps), draws=args.draws, lr=args.lr, dtype=dtype
+        )
+    if not args.no_cost:
+        result["paper_cost"] = paper_step_cost(args.batch)
     result["load_after"] = os.getloadavg()
     print(json.dumps(result, indent=2))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 
 import numpy as np
 import pytest
@@ -204,3 +205,65 @@ def test_the_figures_points_are_the_paired_gains(study):
     ref = [on[(REFERENCE, seed)].gain["rbf_svm"] for seed in range(5)]
     assert np.mean(ref) == pytest.approx(0.0) and np.std(ref) > 0.1  # the reference's seeds around its mean
     assert on[(REFERENCE, 0)].gap == pytest.approx(5.0) and on[(REFERENCE, 0)].logpx == pytest.approx(-85.0)
+
+
+REFINED_GAIN = {0: 0.2, 1: 0.4, 2: 0.3}  # points, refined − encoder means of λ = 0 by seed: mean 0.3
+
+
+def write_refined(d, seed: int, gain: float) -> None:
+    """An ssl_refined.json for the run in ``d``: the encoder rows as its ssl.json's, the refined ones ``gain`` points
+    higher for every classifier, s and subset."""
+    from smvi.settings.stages import RefinedSSLConfig
+    from smvi.store.records import RefinedSSLRecord
+
+    cfg = RunConfig.model_validate(tomllib.loads((d / "config.toml").read_text()))
+    settings = RefinedSSLConfig(sizes=SIZES, seeds=SUBSETS)
+
+    def block(extra: float) -> dict:
+        rows = [
+            {
+                "classifier": c,
+                "size": s,
+                "subset": i,
+                "accuracy": accuracy(seed, 0.0, c, s, i) + extra / 100,
+                "cv_accuracy": 0.9,
+                "params": {"C": 1.0},
+                "on_edge": {"C": False},
+                "searched": {"C": [0.1, 10.0]},
+            }
+            for c in CLASSIFIERS
+            for s in SIZES
+            for i in SUBSETS
+        ]
+        f = {"file": "x.npz", "sha256": "0" * 64, "n_train": 3000, "n_test": 2000, "n_features": 50}
+        return {"features_file": f, "table": rows}
+
+    record = RefinedSSLRecord(
+        header=make_header("ssl_refined", fingerprint(cfg), 3, settings),
+        run={"lam": 0.0, "seed": seed},
+        fit={"images": 5000, "gain": {"mean": 2.0 + seed, "se": 0.1, "n": 5000}, "gain_quantiles": {}, "skipped": 0},
+        encoder=block(0.0),
+        refined=block(gain),
+    )
+    (d / "ssl_refined.json").write_text(dump_record(record)[0])
+
+
+def test_test_time_refinement_is_paired_over_the_references_seeds(study, tmp_path):
+    for seed, g in REFINED_GAIN.items():
+        write_refined(study / f"lam0_seed{seed}", seed, g)
+    st = ssl_study(study)
+    assert [c.classifier for c in st.refined] == ["rbf_svm", "knn", "logistic"]
+    for c in st.refined:
+        assert c.diff.n == 3 and c.diff.mean == pytest.approx(0.3)
+        assert c.diff.se == pytest.approx(se(list(REFINED_GAIN.values())))
+    assert st.refined_gain == pytest.approx(3.0)  # mean of 2, 3, 4 nats
+    assert st.verdict == ssl_study(study).verdict and st.primary == ssl_study(study).primary  # not in the tests
+    md = write_ssl_study(study, tmp_path / "out").read_text()
+    assert "refined q at test time (exploratory, not pre-registered)" in md and "mean ELBO gain 3.00 nats" in md
+    csv_rows = (tmp_path / "out" / "ssl_study.csv").read_text().splitlines()
+    assert sum(r.startswith("refined,") for r in csv_rows) == 3
+
+
+def test_without_refinement_records_the_section_is_absent(study, tmp_path):
+    assert ssl_study(study).refined == ()
+    assert "refined q at test time" not in write_ssl_study(study, tmp_path / "out").read_text()

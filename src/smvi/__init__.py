@@ -92,6 +92,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "evaluate_run": ("stages.evaluate", "evaluate_run"),
     "SSLConfig": ("stages.ssl", "SSLConfig"),
     "ssl_run": ("stages.ssl", "ssl_run"),
+    "ssl_refined_run": ("stages.ssl_refined", "ssl_refined_run"),
+    "RefinedSSLConfig": ("settings.stages", "RefinedSSLConfig"),
     "rescore": ("stages.ssl_robust", "rescore"),
     "PicturesConfig": ("settings.stages", "PicturesConfig"),
     "pictures_run": ("stages.pictures", "pictures_run"),
@@ -145,11 +147,19 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     )
     from smvi.data.synthetic import synthetic_images
     from smvi.settings.run import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
-    from smvi.settings.stages import AISConfig, ConvergenceConfig, EvalConfig, GapConfig, PicturesConfig
+    from smvi.settings.stages import (
+        AISConfig,
+        ConvergenceConfig,
+        EvalConfig,
+        GapConfig,
+        PicturesConfig,
+        RefinedSSLConfig,
+    )
     from smvi.stages.convergence import check_convergence
     from smvi.stages.evaluate import evaluate_run
     from smvi.stages.gaps import GapResult, fit_local, gap_split, gaps_run
     from smvi.stages.ssl import SSLConfig, ssl_run
+    from smvi.stages.ssl_refined import ssl_refined_run
     from smvi.stages.ssl_robust import rescore
     from smvi.stages.train import TrainResult
     from smvi.stages.train import train as train_run

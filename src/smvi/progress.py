@@ -287,7 +287,19 @@ def _gaps_seconds(g) -> float:
     return gradients / AIS_GRADIENTS_PER_S
 
 
-_PRIORS = {"evaluate": _evaluate_seconds, "convergence": _convergence_seconds, "gaps": _gaps_seconds}
+def _ssl_refined_seconds(r) -> float:
+    """One ssl-refined: every image's local fit (steps × draws, counted as AIS gradients; the images: at most
+    subsets × the largest s labeled ones, and the test subset), then the robust protocol twice."""
+    images = min(60_000, len(r.seeds) * max(r.sizes)) + (r.test_size or 10_000)
+    return images * r.steps * r.n_samples / AIS_GRADIENTS_PER_S + 2 * SSL_SECONDS
+
+
+_PRIORS = {
+    "evaluate": _evaluate_seconds,
+    "convergence": _convergence_seconds,
+    "gaps": _gaps_seconds,
+    "ssl-refined": _ssl_refined_seconds,
+}
 """Seconds of one run of a stage of :data:`smvi.settings.stages.STAGES` from its settings, for the paper's model."""
 _FIXED = {"ssl": SSL_SECONDS, "pictures": PICTURES_SECONDS}
 """Seconds of one run of a stage, whatever the model and settings."""

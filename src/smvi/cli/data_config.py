@@ -60,6 +60,7 @@ _CONFIG_KINDS = {  # what -> (module, class, how the keys are given)
     "convergence": ("smvi.settings.stages", "ConvergenceConfig", "smvi convergence: --set key=value"),
     "ssl": ("smvi.settings.stages", "SSLConfig", "smvi ssl: --set key=value"),
     "gaps": ("smvi.settings.stages", "GapConfig", "smvi gaps: --set key=value"),
+    "ssl_refined": ("smvi.settings.stages", "RefinedSSLConfig", "smvi ssl-refined: --set key=value"),
     "pictures": ("smvi.settings.stages", "PicturesConfig", "smvi pictures: --set key=value (a sweep: [pictures])"),
     "sweep": (
         "smvi.studies.sweep",

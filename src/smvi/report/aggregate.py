@@ -88,6 +88,7 @@ class Run:
     convergence: dict | None = None
     fingerprint: str = ""
     gaps: dict | None = None  # the gaps record (smvi gaps), drawn by smvi.report.frontier
+    ssl_refined: dict | None = None  # the ssl_refined record (smvi ssl-refined), read by smvi.report.ssl_study
     metrics: tuple[dict[str, Any], ...] = ()  # metrics.jsonl's lines up to ``epochs``
 
 
@@ -287,6 +288,7 @@ def collect_runs(sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
             got["convergence"],
             fp,
             gaps=got["gaps"],
+            ssl_refined=got["ssl_refined"],
             metrics=_metrics(rd, epochs, notes, name),
         )
         for kind, fig in (("eval", 1), ("ssl", 2)):

@@ -38,6 +38,13 @@ arm's mean gain (upper end ≥ it). Verdict:
 - *no gain*: the primary test does not hold;
 - *cannot be decided*: otherwise.
 
+**Better inference at test time only** (exploratory: added after the pre-registration, so outside its family of
+tests). For every reference run with a current ``ssl_refined.json`` (:mod:`smvi.stages.ssl_refined`: the same model,
+its encoder means against per-image refined posteriors' means, on the same images and label subsets of a reduced
+protocol), per classifier: the run's accuracy difference refined − encoder, mean over s and the label subsets; paired
+t over seeds (95 % interval). Reported beside the local fits' mean ELBO gain, which says how much better the
+inference became.
+
 **Figure.** For every run with an eval record: its Δ (paired with the reference's run of its seed; a reference run,
 or a run whose seed has none: against the reference's mean over seeds, so the reference's seeds scatter around 0
 and show the unpaired seed-to-seed spread), against its test ELBO gap and against its test log p(x) (AIS), one row
@@ -66,6 +73,7 @@ __all__ = [
     "Cell",
     "SSLStudy",
     "arm_of",
+    "refined_gain",
     "run_accuracy",
     "ssl_study",
     "write_ssl_study",
@@ -142,6 +150,8 @@ class SSLStudy:
     edges: dict[str, tuple[int, int]]  # arm → (fits with a choice on a grid's edge, fits)
     points: tuple[ArmPoint, ...]
     notes: tuple[str, ...]
+    refined: tuple[Cell, ...] = ()  # test-time refinement of the reference's runs, per classifier (module docstring)
+    refined_gain: float | None = None  # the local fits' mean ELBO gain (nats per image), mean over those runs
 
 
 def _arms(runs: list[Run], notes: list[str]) -> dict[str, dict[int, Run]]:
@@ -178,6 +188,43 @@ def _mean_over_s(c: str, sizes: list[int]):
         return None if len(vals) < len(sizes) else float(np.mean(vals))
 
     return value
+
+
+REFINED = f"{REFERENCE}, refined q at test time"
+
+
+def refined_gain(run: Run, c: str) -> float | None:
+    """The run's accuracy difference refined − encoder means (points) of classifier ``c``, mean over its
+    ssl_refined record's (s, subset) rows; None without the record or a pair of rows."""
+    tree = run.ssl_refined or {}
+
+    def rows(which: str) -> dict:
+        return {
+            (r["size"], r["subset"]): 100 * a
+            for r in lookup(tree, which, "table") or []
+            if r["classifier"] == c and (a := number(r.get("accuracy"))) is not None
+        }
+
+    enc, ref = rows("encoder"), rows("refined")
+    diffs = [ref[k] - enc[k] for k in enc if k in ref]
+    return float(np.mean(diffs)) if diffs else None
+
+
+def _refined(ref: dict[int, Run]) -> tuple[tuple[Cell, ...], float | None]:
+    """The test-time refinement cells (paired over the reference's seeds) and the mean ELBO gain of the fits."""
+    runs = [r for r in ref.values() if r.ssl_refined]
+    classifiers = sorted(
+        {row["classifier"] for r in runs for row in lookup(r.ssl_refined, "encoder", "table") or []},
+        key=lambda c: (c != PRIMARY_CLASSIFIER, c),
+    )
+    cells = tuple(
+        Cell(REFINED, c, None, d)
+        for c in classifiers
+        if (d := paired_t([g for r in runs if (g := refined_gain(r, c)) is not None], level=1 - ALPHA, unit="seeds"))
+        is not None
+    )
+    gains = [g for r in runs if (g := number(lookup(r.ssl_refined, "fit", "gain", "mean"))) is not None]
+    return cells, (float(np.mean(gains)) if gains else None)
 
 
 def _ci(d: PairedDiff) -> str:
@@ -320,6 +367,7 @@ def ssl_study(sweep_dir: str | Path) -> SSLStudy:
         for seed, r in sorted(members.items())
         if r.eval
     )
+    refined, refined_elbo = _refined(ref)
     return SSLStudy(
         primary,
         verdict,
@@ -333,6 +381,8 @@ def ssl_study(sweep_dir: str | Path) -> SSLStudy:
         edges,
         points,
         tuple(notes),
+        refined,
+        refined_elbo,
     )
 
 
@@ -346,6 +396,23 @@ def _d(d: PairedDiff, p_holm: float | None) -> str:
 def _table(head: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+
+
+def _refined_section(st: SSLStudy) -> list[str]:
+    """The exploratory test-time refinement section (empty when no reference run has an ssl_refined record)."""
+    if not st.refined:
+        return []
+    gain = "—" if st.refined_gain is None else f"{st.refined_gain:.2f}"
+    return [
+        f"## Better inference at test time only: {REFINED} (exploratory, not pre-registered)",
+        "",
+        f"The same models; each image's posterior refined by the gap split's local fit (mean ELBO gain {gain} nats "
+        "per image), against the encoder's, on the same images and label subsets of a reduced protocol "
+        "(smvi ssl-refined). Δ = refined − encoder, mean over s and subsets, paired t over seeds.",
+        "",
+        _table(["classifier", "Δ accuracy"], [[c.classifier, _d(c.diff, None)] for c in st.refined]),
+        "",
+    ]
 
 
 def study_markdown(st: SSLStudy) -> str:
@@ -397,6 +464,7 @@ def study_markdown(st: SSLStudy) -> str:
             [[x.arm, x.classifier, str(x.s), _d(x.diff, x.p_holm)] for x in st.secondary],
         ),
         "",
+        *_refined_section(st),
         "## Hyper-parameter choices on a grid's edge",
         "",
         _table(["arm", "fits on an edge", "fits"], [[a, str(e), str(n)] for a, (e, n) in sorted(st.edges.items())]),
@@ -411,14 +479,14 @@ def study_markdown(st: SSLStudy) -> str:
 
 
 def study_csv(st: SSLStudy) -> str:
-    """One line per test: ``kind`` (primary, arm, cell), arm, classifier, s (empty: averaged over s), the paired
-    difference (mean, se, low, high, p, p_holm, n seeds)."""
+    """One line per test: ``kind`` (primary, arm, cell, refined), arm, classifier, s (empty: averaged over s), the
+    paired difference (mean, se, low, high, p, p_holm, n seeds)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["kind", "arm", "classifier", "s", "mean", "se", "low", "high", "p", "p_holm", "n"])
     text = lambda v: "" if v is None else repr(v)  # noqa: E731
     rows = ([("primary", st.primary)] if st.primary else []) + [("arm", c) for c in st.arms]
-    rows += [("cell", c) for c in st.secondary]
+    rows += [("cell", c) for c in st.secondary] + [("refined", c) for c in st.refined]
     for kind, c in rows:
         d = c.diff
         w.writerow(

@@ -1,5 +1,6 @@
 """Settings of the stages (torch-free): :class:`AISConfig`, :class:`EvalConfig`, :class:`ConvergenceConfig`,
-:class:`GapConfig`, :class:`PicturesConfig`, :class:`SSLConfig`; and :data:`STAGES`, the list of stages by name.
+:class:`GapConfig`, :class:`PicturesConfig`, :class:`SSLConfig`, :class:`RefinedSSLConfig`; and :data:`STAGES`, the
+list of stages by name.
 
 The AIS settings carry the names of :func:`smvi.core.estimators.ais`'s keyword arguments and reach it through one
 mapping, ``**cfg.ais.kwargs()``: adding a field here (with its default) is all it takes to pass a new keyword through
@@ -30,6 +31,7 @@ __all__ = [
     "GapConfig",
     "PicturesConfig",
     "SSLConfig",
+    "RefinedSSLConfig",
     "upgrade_eval_settings",
     "with_saved_precision",
     "LEGACY_AIS_KEYS",
@@ -256,6 +258,49 @@ class SSLConfig(BaseModel):
         return self
 
 
+class RefinedSSLConfig(_Frozen):
+    """Settings of ``smvi ssl-refined`` (:func:`smvi.stages.ssl_refined.ssl_refined_run`): the robust SSL protocol on
+    the encoder means μ_φ(x) and, on the same images and label subsets, on the means of per-image refined posteriors
+    (the gap split's local fit, :func:`smvi.stages.gaps.fit_local`, run for ``steps`` steps from the encoder's q):
+    better inference at test time only, the model unchanged. The local fit costs ``steps`` × ``n_samples`` decoder
+    passes (forward and backward) per image, so the protocol is a reduced one by default (5 label subsets, 2000 test
+    images: about 16,000 images to refine). The defaults (100 steps of 4 draws) close 93 % of the amortization gap
+    that 1000 steps close on a 300-epoch paper-preset model, at 0.05 s per image on one core
+    (``benchmarks/refined_q_budget.py``, ``benchmarks/results_refined_q_budget_paper.json``)."""
+
+    sizes: Annotated[tuple[PositiveInt, ...], Distinct, L.EACH_IMAGES] = Field(
+        default=(600, 1000, 3000), description="labeled-set sizes s (multiples of the classes)"
+    )
+    seeds: Annotated[tuple[NonNegativeInt, ...], Distinct, L.EACH_SEED] = Field(
+        default=(0, 1, 2, 3, 4), description="label subsets (the robust protocol's subset seeds)"
+    )
+    test_size: Annotated[int | None, L.IMAGES] = Field(
+        default=2000, gt=0, description="fixed random test subset (the ssl stage's); unset = the full test set"
+    )
+    scaling: Scaling = Field(
+        default="global", description="'global' (one common scale) or 'standard' (per-feature z-score)"
+    )
+    cv_folds: Annotated[int, L.IMAGES] = Field(
+        default=3, ge=2, description="stratified CV folds inside the labeled set"
+    )
+    n_jobs: Annotated[int, L.JOBS] = Field(default=2, ge=1, description="threads for the (s, subset) tasks")
+    steps: Annotated[int, L.STEPS] = Field(default=100, gt=0, description="Adam steps of each image's local fit")
+    lr: Annotated[float, L.WEIGHT] = Field(
+        default=1e-2, gt=0, description="initial learning rate of the local fit (cosine decay to 1 %)"
+    )
+    n_samples: Annotated[int, L.SAMPLES] = Field(
+        default=4, gt=0, description="draws per image and step in the local fit"
+    )
+    batch_size: Annotated[int, L.BATCH] = Field(default=500, gt=0, description="images refined together")
+    seed: Annotated[int, L.SEED] = Field(default=0, ge=0, description="seed of the local fit's draws")
+
+    def protocol(self) -> SSLConfig:
+        """The robust protocol's settings these stand for (binarized inputs: the local fit scores the likelihood of
+        the images the encoder saw)."""
+        keys = ("sizes", "seeds", "test_size", "scaling", "cv_folds", "n_jobs")
+        return SSLConfig(protocol="robust", **{k: getattr(self, k) for k in keys})
+
+
 # ---- the stages ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StageSpec:
@@ -305,6 +350,13 @@ STAGES: Mapping[str, StageSpec] = MappingProxyType(
                 "BDMC and an AIS ladder: is the evaluation's AIS long enough",
             ),
             StageSpec("gaps", GapConfig, "gaps", "gaps", "the ELBO gap split into approximation and amortization gaps"),
+            StageSpec(
+                "ssl-refined",
+                RefinedSSLConfig,
+                "ssl_refined",
+                "ssl_refined",
+                "SSL accuracy on per-image refined posteriors beside the encoder's (better inference at test time)",
+            ),
         )
     }
 )

@@ -29,6 +29,7 @@ from smvi.stages.evaluate import evaluate_run
 from smvi.stages.gaps import gaps_run
 from smvi.stages.pictures import pictures_run
 from smvi.stages.ssl import ssl_run
+from smvi.stages.ssl_refined import ssl_refined_run
 from smvi.stages.train import train
 from smvi.store.rundir import RunDir
 
@@ -99,6 +100,7 @@ STAGES: Mapping[str, Stage] = MappingProxyType(
             _stage("pictures", pictures_run),
             _stage("convergence", check_convergence),
             _stage("gaps", gaps_run),
+            _stage("ssl-refined", ssl_refined_run),
         )
     }
 )

@@ -53,6 +53,9 @@ __all__ = [
     "SSLSize",
     "SSLScores",
     "SSLRecord",
+    "SSLFeatureSet",
+    "RefinedFit",
+    "RefinedSSLRecord",
     "SSLFeaturesFile",
     "SSLFit",
     "BDMCRow",
@@ -77,6 +80,7 @@ SCHEMAS = {
     "ssl": "smvi-ssl-2",
     "convergence": "smvi-convergence-2",  # 1: legacy dicts
     "gaps": "smvi-gaps-2",  # gaps: no legacy reader (its old dicts were never committed); recompute them
+    "ssl_refined": "smvi-ssl-refined-1",
     "pictures": "smvi-pictures-1",  # no legacy reader: pictures came after the header
     "eval_partial": "smvi-eval-partial-1",
 }  # an evaluation's progress (EvalPartial), not a result
@@ -379,6 +383,39 @@ class SSLRecord(_Rec):
         return out
 
 
+class SSLFeatureSet(_Rec):
+    """One set of features scored by the robust protocol: the features file and its table (one row per classifier,
+    size and label subset)."""
+
+    features_file: SSLFeaturesFile
+    table: list[SSLFit]
+
+
+class RefinedFit(_Rec):
+    """How the per-image local fits of ``smvi ssl-refined`` went (:func:`smvi.stages.gaps.fit_local`, ``steps`` steps
+    from the encoder's q): each image's ELBO gain over the encoder's q, on 64 fixed draws (common random numbers)."""
+
+    images: int = Field(gt=0, description="images refined (the labeled sets' and the scored test images)")
+    gain: MeanSE = Field(description="ELBO(refined q) − ELBO(encoder's q), nats per image: mean ± SE over images")
+    gain_quantiles: dict[str, Num] = Field(description="the gain's 5 %, 50 % and 95 % quantiles over images")
+    skipped: int = Field(ge=0, description="steps skipped for a non-finite ELBO or gradient, over all batches")
+    seconds: Num = None
+
+
+class RefinedSSLRecord(_Rec):
+    """What ``smvi ssl-refined`` wrote (:func:`smvi.stages.ssl_refined.ssl_refined_run`): the robust protocol's table
+    on the encoder means (``encoder``) and on the refined posteriors' means (``refined``), the same images, label
+    subsets and scaling; the local fit's diagnostics (``fit``)."""
+
+    header: Header
+    run: dict[str, float | int]  # {"lam", "seed"}
+    fit: RefinedFit
+    encoder: SSLFeatureSet
+    refined: SSLFeatureSet
+    seconds: Num = None
+    notes: list[str] = []
+
+
 # ---- convergence ----------------------------------------------------------------------------------------------------
 class BDMCRow(_Rec):
     steps: int
@@ -485,14 +522,17 @@ class PicturesRecord(_Rec):
         return self
 
 
-Record = EvalRecord | SSLRecord | ConvergenceRecord | GapsRecord | PicturesRecord | EvalPartial
-R = TypeVar("R", EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord, PicturesRecord, EvalPartial)  # one record kind
+Record = EvalRecord | SSLRecord | ConvergenceRecord | GapsRecord | PicturesRecord | RefinedSSLRecord | EvalPartial
+R = TypeVar(
+    "R", EvalRecord, SSLRecord, ConvergenceRecord, GapsRecord, PicturesRecord, RefinedSSLRecord, EvalPartial
+)  # one record kind
 _CLASSES: dict[str, type] = {
     "eval": EvalRecord,
     "ssl": SSLRecord,
     "convergence": ConvergenceRecord,
     "gaps": GapsRecord,
     "pictures": PicturesRecord,
+    "ssl_refined": RefinedSSLRecord,
     "eval_partial": EvalPartial,
 }
 
@@ -590,8 +630,8 @@ def parse_record(kind: str, raw: bytes, source: str, legacy_fingerprint: Callabl
             raise ValueError("a gaps.json from before records had headers; recompute it with smvi gaps --overwrite")
         if "header" not in obj and kind == "eval_partial":
             raise ValueError("no header")
-        if "header" not in obj and kind == "pictures":
-            raise ValueError("no header; recompute it with smvi pictures --overwrite")
+        if "header" not in obj and kind in ("pictures", "ssl_refined"):  # came after the header: no legacy reader
+            raise ValueError(f"no header; recompute it with smvi {kind.replace('_', '-')} --overwrite")
         if "header" not in obj:
             obj = _legacy(kind, obj, legacy_fingerprint)
         elif not isinstance(obj["header"], dict) or obj["header"].get("schema") != SCHEMAS[kind]:

@@ -5,10 +5,13 @@ A run directory holds::
     config.toml              the resolved RunConfig, ending with a ``# smvi fingerprint ...`` line (marks it complete)
     checkpoint.safetensors   after the last finished epoch (:mod:`smvi.store.checkpoint`)
     metrics.jsonl            one JSON line per finished epoch
-    eval.json, ssl.json, convergence.json, gaps.json, pictures.json    result records (:mod:`smvi.store.records`)
+    eval.json, ssl.json, convergence.json, gaps.json, pictures.json, ssl_refined.json    result records
+                             (:mod:`smvi.store.records`)
     eval.partial.json        an unfinished ``smvi evaluate``'s scored points (resumed, then removed with eval.json)
     samples.png, reconstructions.png, latents.png    the pictures that pictures.json describes (``smvi pictures``)
     ssl_features.npz         the encoder means the robust SSL protocol scored (named, with its SHA-256, in ssl.json)
+    ssl_refined_encoder.npz, ssl_refined_refined.npz    the encoder means and refined posteriors' means smvi
+                             ssl-refined scored (named in ssl_refined.json)
     data.json                what training used (records.DataIdentity: kind, location, content digest); absent in
                              runs trained before it existed
     .lock                    held (flock) by the one process writing the run
@@ -80,6 +83,7 @@ _RECORDS = {
     "convergence": "convergence.json",
     "gaps": "gaps.json",
     "pictures": "pictures.json",
+    "ssl_refined": "ssl_refined.json",
 }
 _PARTIALS = {"eval": "eval.partial.json"}  # a stage's progress so far (records.EvalPartial), gone with its record
 _PICTURES: dict[PictureKind, str] = {
@@ -87,7 +91,11 @@ _PICTURES: dict[PictureKind, str] = {
     "reconstructions": "reconstructions.png",
     "latents": "latents.png",
 }
-_ARRAYS = {"ssl_features": "ssl_features.npz"}  # arrays a record names with its SHA-256
+_ARRAYS = {  # arrays a record names with its SHA-256
+    "ssl_features": "ssl_features.npz",
+    "ssl_refined_encoder": "ssl_refined_encoder.npz",
+    "ssl_refined_refined": "ssl_refined_refined.npz",
+}
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)
 _TRAINING = (_CONFIG, _CHECKPOINT, _METRICS)  # data.json goes with them on --overwrite (clear)
 _MARK = re.compile(r"^# smvi fingerprint ([0-9a-f]{64})\s*$")
@@ -346,8 +354,14 @@ class RunDir:
             raise RunError(f"cannot read {self.picture_path(which)} ({e.strerror or e})") from None
 
     def array_path(self, which: str) -> Path:
-        """Where the array file ``which`` ∈ {ssl_features} lives (see the record that names it)."""
+        """Where the array file ``which`` ∈ {ssl_features, ssl_refined_encoder, ssl_refined_refined} lives (see the
+        record that names it)."""
         return self.path / _ARRAYS[which]
+
+    @staticmethod
+    def array_files() -> tuple[str, ...]:
+        """The file names of the array files (:meth:`array_path`): large, and rescored from, not reported."""
+        return tuple(_ARRAYS.values())
 
     def write_array(self, which: str, data: bytes) -> None:
         """Write the array file ``which`` atomically; a failed write is a one-line :class:`RunError`."""

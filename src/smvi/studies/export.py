@@ -1,7 +1,7 @@
 """``smvi export SWEEP_DIR RESULTS_DIR``: a sweep's (or a study's) small files, copied to a results folder.
 
 What a results folder keeps of a sweep: everything but the checkpoints, locks, unfinished evaluations' progress, the
-SSL feature arrays and the sweep's own report (the results folder gets its own; :data:`LEFT_OUT`). Symlinked folders
+SSL feature arrays (every array file of a run) and the sweep's own report (the results folder gets its own; :data:`LEFT_OUT`). Symlinked folders
 are followed (a study's reused arm is copied as a folder, as ``tar --dereference`` did). Nothing in RESULTS_DIR that
 the export did not copy is deleted; a file there that differs from the sweep's is refused (one line, before anything
 is copied) unless ``overwrite``; each file is written atomically (a temporary file renamed into place).
@@ -16,10 +16,11 @@ from pathlib import Path
 
 from smvi.settings.run import ConfigError
 from smvi.store.atomic import atomic_write_bytes
+from smvi.store.rundir import RunDir
 
 __all__ = ["LEFT_OUT", "ExportError", "export_results", "files_to_export"]
 
-LEFT_OUT = ("checkpoint.safetensors", ".lock", "*.partial.json", "ssl_features.npz")
+LEFT_OUT = ("checkpoint.safetensors", ".lock", "*.partial.json", *RunDir.array_files())
 """Names (fnmatch patterns) of the files an export leaves out, at any depth; and every folder named ``report`` (the
 sweep's own report, an arm's; as the Makefile's ``tar --exclude=report`` did)."""
 

@@ -70,6 +70,7 @@ from smvi.settings.stages import (
     EvalConfig,
     GapConfig,
     PicturesConfig,
+    RefinedSSLConfig,
     SSLConfig,
     upgrade_eval_settings,
     with_saved_precision,
@@ -148,6 +149,7 @@ class SweepConfig(BaseModel):
     pictures: PicturesConfig = PicturesConfig()
     convergence: ConvergenceConfig = Field(default=ConvergenceConfig(), description="settings of the convergence stage")
     gaps: GapConfig = Field(default=GapConfig(), description="settings of the gaps stage")
+    ssl_refined: RefinedSSLConfig = Field(default=RefinedSSLConfig(), description="settings of the ssl-refined stage")
 
     @field_validator("run", mode="before")
     @classmethod
