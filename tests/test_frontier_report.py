@@ -399,3 +399,39 @@ def test_the_training_curves_show_every_run(study, tmp_path, monkeypatch):
         ("-.", "β-VAE, β = 2"),
         ("--", "learned λ, D_SM ≤ 5"),
     ]
+
+
+def _metrics(rd: RunDir, seconds: list[float], **extra: list[float]) -> None:
+    lines = [{"epoch": e, "seconds": s, **{k: v[e - 1] for k, v in extra.items()}} for e, s in enumerate(seconds, 1)]
+    rd.metrics_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_the_cost_table_gives_each_methods_epoch_time_and_the_samplers_diagnostics(study, tmp_path):
+    """Seconds per epoch: each run's median, mean ± SE over runs; a rejection-sampling q's acceptance, proposals per
+    sample and threshold at its last epoch (its family's metrics); a run without epoch times is not counted."""
+    from test_report import markdown_table
+
+    _metrics(RunDir(study / "smvi" / "lam0_seed0"), [10.0, 12.0, 30.0])  # median 12
+    _metrics(RunDir(study / "smvi" / "lam0_seed1"), [14.0, 14.0, 15.0])  # median 14: 13 ± 1 over the two runs
+    rej = write_run(study / "rej" / "lam0_seed0", {"lam": 0.0}, {"posterior": "rejection", "rejection_acceptance": 0.2})
+    _metrics(rej, [80.0, 90.0, 85.0], acceptance=[0.3, 0.25, 0.2], proposals_per_sample=[3.3, 4.0, 5.0],
+             threshold=[90.0, 91.0, 92.5])  # fmt: skip
+    md = (make_report(study, tmp_path / "out").parent / "results.md").read_text()
+    rows = {(r["method"], r["knob"]): r for r in markdown_table(md, "Training cost per method and knob")}
+    assert set(rows) == {("SMVI", "λ=0"), ("SMVI, rejection q (acceptance 0.2)", "λ=0")}, rows
+    smvi = rows["SMVI", "λ=0"]
+    assert smvi["runs"] == "2" and smvi["seconds per epoch"] == "13.00 ± 1.00" and smvi["acceptance"] == "—"
+    r = rows["SMVI, rejection q (acceptance 0.2)", "λ=0"]
+    assert r["seconds per epoch"] == "85.00" and r["acceptance"] == "0.2" and r["proposals per sample"] == "5"
+    assert r["threshold"] == "92.5"
+
+
+def test_the_families_diagnostics_are_what_rejection_training_logs():
+    """The cost table reads the family's metrics names (smvi.settings.families); the rejection terms log them."""
+    from smvi.core.rejection import RejectionTerms
+    from smvi.settings.families import FAMILIES
+
+    ones = torch.ones(3)
+    terms = RejectionTerms(ones, ones, ones, ones, None, 0.5 * ones, ones)
+    assert set(FAMILIES["rejection"].metrics) <= set(terms.means())
+    assert all(not spec.metrics for name, spec in FAMILIES.items() if name != "rejection")

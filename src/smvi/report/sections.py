@@ -23,6 +23,7 @@ from smvi.report.curves import figure_curves
 from smvi.report.figures import figure_gap, figure_ssl
 from smvi.report.flags import Flag
 from smvi.report.frontier import FRONTIER_CAPTIONS, frontier_section
+from smvi.report.method_cost import method_cost_table
 from smvi.report.method_ssl import method_ssl_table
 from smvi.report.naming import RunNames
 from smvi.report.paired import PAIRED_CSV, PairedRow, figure_paired, paired_csv, paired_tables
@@ -139,10 +140,12 @@ def _convergence(i: Inputs) -> Section:
 
 
 def _frontier(i: Inputs) -> Section:
-    """Figure 4 and the frontier table, and with them the SSL accuracy of every method and knob."""
+    """Figure 4 and the frontier table, and with them the SSL accuracy and training cost of every method and knob."""
     figures, tables = frontier_section(i.runs, i.collapsed_runs)
     if tables and (ssl := method_ssl_table(i.runs, i.collapsed_runs)):
         tables = [*tables, ssl]
+    if tables and (cost := method_cost_table(i.runs)):
+        tables = [*tables, cost]
     return Section(figures=figures, tables=tables)
 
 

@@ -29,7 +29,8 @@ class FamilySpec:
     ``train.objective`` names it trains with (empty: all). ``normalized``: False for a family whose
     ``distribution(params)`` is a proposal that ``model.encode(x)`` binds into an unnormalized posterior (rejection
     sampling: log q_T with an estimated normalizer). ``label(config)``: what the report's method name adds after
-    ``"<name> q"``, from the run's flat config (settings that make different methods of one family)."""
+    ``"<name> q"``, from the run's flat config (settings that make different methods of one family). ``metrics``: the
+    diagnostics its training writes to each epoch's line of ``metrics.jsonl`` (the report's cost table shows them)."""
 
     name: str
     description: str
@@ -39,6 +40,7 @@ class FamilySpec:
     objectives: tuple[str, ...] = ()
     normalized: bool = True
     label: Callable[[Mapping[str, Any]], str] | None = None
+    metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
@@ -77,6 +79,7 @@ FAMILIES: Mapping[str, FamilySpec] = MappingProxyType(
                 ),
                 objectives=("smvi", "beta"),
                 normalized=False,
+                metrics=("acceptance", "proposals_per_sample", "threshold"),
                 label=lambda c: (
                     f" (T = {c['model.rejection_threshold']:g})"
                     if c.get("model.rejection_threshold") is not None

@@ -1,10 +1,11 @@
 """``smvi export SWEEP_DIR RESULTS_DIR``: a sweep's (or a study's) small files, copied to a results folder.
 
 What a results folder keeps of a sweep: everything but the checkpoints, locks, unfinished evaluations' progress, the
-SSL feature arrays (every array file of a run) and the sweep's own report (the results folder gets its own; :data:`LEFT_OUT`). Symlinked folders
-are followed (a study's reused arm is copied as a folder, as ``tar --dereference`` did). Nothing in RESULTS_DIR that
-the export did not copy is deleted; a file there that differs from the sweep's is refused (one line, before anything
-is copied) unless ``overwrite``; each file is written atomically (a temporary file renamed into place).
+SSL feature arrays (every array file of a run) and the sweep's own report (the results folder gets its own;
+:data:`LEFT_OUT`). Symlinked folders are followed (a study's reused arm is copied as a folder, as ``tar
+--dereference`` did). Nothing in RESULTS_DIR that the export did not copy is deleted; a file there that differs from
+the sweep's is refused (one line, before anything is copied) unless ``overwrite``; each file is written atomically (a
+temporary file renamed into place).
 """
 
 from __future__ import annotations
