@@ -35,13 +35,12 @@ from smvi.progress import Progress, label_of, note
 from smvi.settings.stages import RefinedSSLConfig
 from smvi.stages.gaps import fit_local
 from smvi.stages.ssl import encoder_features, prepare_inputs
-from smvi.stages.ssl_robust import SSLFeatures, protocol_images, robust_protocol, sha256
+from smvi.stages.ssl_robust import SSLFeatures, protocol_images, write_and_score
 from smvi.stages.trained import check_inputs, holds_run_lock, open_stage
 from smvi.store.records import (
     RefinedFit,
     RefinedSSLRecord,
     SSLFeatureSet,
-    SSLFeaturesFile,
     SSLFit,
     make_header,
     nums,
@@ -97,28 +96,8 @@ def refine_means(
 
 def _feature_set(rd, which: str, feats: SSLFeatures, cfg: RefinedSSLConfig, progress) -> SSLFeatureSet:
     """Write ``feats`` as the run's array file ``which``, score that file's arrays with the robust protocol."""
-    data = feats.to_bytes()
-    rd.write_array(which, data)
-    ssl = cfg.protocol()
-    result = robust_protocol(
-        SSLFeatures.from_bytes(data),
-        sizes=ssl.sizes,
-        seeds=ssl.seeds,
-        folds=ssl.cv_folds,
-        scaling=ssl.scaling,
-        n_jobs=ssl.n_jobs,
-        progress=progress,
-    )
-    return SSLFeatureSet(
-        features_file=SSLFeaturesFile(
-            file=rd.array_path(which).name,
-            sha256=sha256(data),
-            n_train=result.n_train,
-            n_test=result.n_test,
-            n_features=result.n_features,
-        ),
-        table=[SSLFit.model_validate(row) for row in result.table()],
-    )
+    features_file, result = write_and_score(rd, which, feats, cfg.protocol(), progress=progress)
+    return SSLFeatureSet(features_file=features_file, table=[SSLFit.model_validate(r) for r in result.table()])
 
 
 @holds_run_lock

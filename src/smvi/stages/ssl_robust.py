@@ -47,6 +47,7 @@ __all__ = [
     "robust_protocol",
     "rescore",
     "robust_record",
+    "write_and_score",
     "FEATURE_ARRAYS",
 ]
 
@@ -269,6 +270,33 @@ def rescore(
     )
 
 
+def write_and_score(
+    rd, which: str, feats: SSLFeatures, config: SSLConfig, *, progress: bool | str = False
+) -> tuple[SSLFeaturesFile, RobustResult]:
+    """Write ``feats`` as the run's array file ``which`` and score *that file's* arrays with the protocol of
+    ``config``, so the file a record names is exactly what its table was computed from; returns the file's record
+    entry and the result."""
+    data = feats.to_bytes()
+    rd.write_array(which, data)
+    result = robust_protocol(
+        SSLFeatures.from_bytes(data),
+        sizes=config.sizes,
+        seeds=config.seeds,
+        folds=config.cv_folds,
+        scaling=config.scaling,
+        n_jobs=config.n_jobs,
+        progress=progress,
+    )
+    entry = SSLFeaturesFile(
+        file=rd.array_path(which).name,
+        sha256=sha256(data),
+        n_train=result.n_train,
+        n_test=result.n_test,
+        n_features=result.n_features,
+    )
+    return entry, result
+
+
 def robust_record(
     rd,
     run,
@@ -298,28 +326,12 @@ def robust_record(
         unlabeled_var=train_feats.var(0),
         inputs=config.inputs,
     )
-    data = feats.to_bytes()
-    rd.write_array("ssl_features", data)
-    result = robust_protocol(
-        SSLFeatures.from_bytes(data),
-        sizes=config.sizes,
-        seeds=config.seeds,
-        folds=config.cv_folds,
-        scaling=config.scaling,
-        n_jobs=config.n_jobs,
-        progress=progress,
-    )
+    features_file, result = write_and_score(rd, "ssl_features", feats, config, progress=progress)
     record = SSLRecord(
         header=make_header("ssl", run.fingerprint, run.epoch, config, device=str(next(run.model.parameters()).device)),
         run={"lam": run.config.train.lam, "seed": run.config.train.seed},
         features=SSLScores.model_validate(result.svm_scores()),
-        features_file=SSLFeaturesFile(
-            file=rd.array_path("ssl_features").name,
-            sha256=sha256(data),
-            n_train=result.n_train,
-            n_test=result.n_test,
-            n_features=result.n_features,
-        ),
+        features_file=features_file,
         table=[SSLFit.model_validate(row) for row in result.table()],
         seconds=round(seconds_before + time.perf_counter() - t0, 3),
     )
