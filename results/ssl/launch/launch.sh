@@ -2,9 +2,16 @@
 # Issue 25's training, from the frozen worktree runs/ssl-frozen (main cb1441b).
 # Rerun this script to resume (sweeps skip finished work and resume from checkpoints).
 # Each arm is a sweep dir runs/ssl/<arm>; stages train + evaluate (the paper preset's evaluation, no whole-test IWAE).
-# Since session 2026-12-06c: three lanes, unpinned, nice 15 (the #27 rejection arm holds core 1 at nice 10; when it
+# Since session 2026-12-06c: three lanes over both cores (one torch thread each, below), nice 15 (the #27 rejection arm holds core 1 at nice 2; when it
 # ends, the lanes spread over both cores by themselves). Arm order: the primary arms first, lam0.003/0.03 last.
 cd "$(dirname "$0")/../.."   # /work/main
+# One torch thread per run: the sweep gives each run usable_cores() // workers threads, counted from its CPU affinity
+# when it starts, so it starts pinned to core 0 (one thread) and is then let run on both cores (the scheduler spreads
+# the lanes; the thread count stays one). Unpinned from the start, each run took two threads, and six processes of
+# two threads on two cores made an epoch ~20x slower (2026-12-06 08:20-10:20 UTC).
+unpin_later() {  # unpin_later PID: after the sweep has counted its cores, let it and its workers use both
+  ( sleep 30; for p in "$1" $(pgrep -P "$1"); do taskset -a -p -c 0,1 "$p"; done ) > /dev/null 2>&1 &
+}
 SMVI=runs/ssl-frozen/.venv/bin/smvi
 COMMON=(--preset paper --set 'stages=["train","evaluate"]' --set eval.iwae_full_test_k=0
         --executor process --workers 1 --no-report --no-progress)
@@ -15,7 +22,8 @@ lane() {  # lane LOGNAME ARM|SETS...
   for spec in "$@"; do
     local arm=${spec%%|*} sets=${spec#*|}
     echo "$(date -u +%FT%TZ) start $arm" >> $log
-    eval "nice -n 15 $SMVI sweep runs/ssl/$arm \"\${COMMON[@]}\" $sets" >> $log 2>&1
+    eval "nice -n 15 taskset -c 0 $SMVI sweep runs/ssl/$arm \"\${COMMON[@]}\" $sets >> $log 2>&1 &"
+    local pid=$!; unpin_later $pid; wait $pid
     rc=$?; echo "$(date -u +%FT%TZ) end $arm rc=$rc" >> $log
   done
 }
