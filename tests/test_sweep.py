@@ -459,3 +459,21 @@ def test_sigterm_to_a_process_pool_sweep_stops_its_workers_too(idx_dir, tmp_path
                 assert f.read().split()[2] == "Z", f"worker {pid} still runs after its sweep ended"
         except FileNotFoundError:
             pass  # gone
+
+
+def test_threads_sets_each_runs_torch_threads_and_refuses_zero(idx_dir, tmp_path):
+    """``threads`` reaches each run (its metrics record the threads it trained with), whatever the caller's count;
+    0 is refused before anything is written, by the function and by the command line."""
+    import torch
+
+    torch.set_num_threads(2)  # the caller's count; the conftest fixture restores it
+    cfg = tiny_sweep(idx_dir, lams=[0.0], stages=["train"])
+    (result,) = S.run_sweep(cfg, tmp_path / "sw", progress=False, threads=1)
+    assert result["status"] == "ok", result
+    lines = (tmp_path / "sw" / "runs" / "lam0_seed0" / "metrics.jsonl").read_text().splitlines()
+    assert {json.loads(line)["threads"] for line in lines} == {1}
+    with pytest.raises(ConfigError, match="threads must be at least 1"):
+        S.run_sweep(cfg, tmp_path / "other", progress=False, threads=0)
+    assert not (tmp_path / "other").exists()
+    r = CliRunner().invoke(main, ["sweep", str(tmp_path / "third"), "--threads", "0", "--no-progress"])
+    assert r.exit_code != 0 and "--threads" in r.output and not (tmp_path / "third").exists()

@@ -52,6 +52,14 @@ from smvi.settings.stages import STAGES
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel jobs (process executor).")
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
 @click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Torch threads per run [process and Ray executors: the cores of this process's CPU affinity shared among "
+    "--workers; in-process: torch's default]. Set 1 when other jobs share the cores: two runs of two threads on two "
+    "cores train several times slower than two of one.",
+)
+@click.option(
     "--overwrite",
     is_flag=True,
     help="Replace the sweep's saved settings: finished runs of an unchanged identity are reused, "
@@ -67,6 +75,7 @@ def sweep_cmd(
     executor: Literal["inprocess", "process", "ray"],
     workers: int,
     address: str | None,
+    threads: int | None,
     overwrite: bool,
     report: bool,
     no_progress: bool,
@@ -86,6 +95,8 @@ def sweep_cmd(
 
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
+    if threads is not None and threads < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--threads")
     base = load_sweep_tree(read_toml(config_path)) if config_path else preset_base(preset)
     cfg = build_config(SweepConfig, base, sets=sets)
     results = run_sweep(
@@ -96,6 +107,7 @@ def sweep_cmd(
         address=address,
         overwrite=overwrite,
         progress=not no_progress,
+        threads=threads,
     )
     failed = [r for r in results if r["status"] != "ok"]
     for r in failed:  # failed, or left as it is: refused, damaged, busy (smvi.studies.sweep)

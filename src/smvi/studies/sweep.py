@@ -492,20 +492,34 @@ def run_sweep(
     address: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    threads: int | None = None,
 ) -> list[dict]:
     """Run every job of the sweep (see the module docstring); returns and saves each run's status.
+
+    ``threads``: torch threads per run; None gives each of a pool's ``workers`` the usable cores shared out
+    (:func:`worker_threads`) and leaves the in-process executor's as they are. Set it when other jobs share the cores:
+    the usable cores are those of the process's CPU affinity, whoever else runs on them.
 
     ``sweep_status.json`` is written at the start (every run ``pending``, and ``workers``: the runs side by side) and
     rewritten as each run finishes, and with ``progress`` each finished run prints one line, so a long sweep on any
     executor can be followed."""
     sweep_dir = path_text(sweep_dir, "sweep directory")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be at least 1, got {threads}")
     specs = plan(sweep)  # refuses colliding run names before anything is written
     _writing(sweep_dir, lambda: sweep_dir.mkdir(parents=True, exist_ok=True))
     with hold_lock(sweep_dir / ".lock", f"sweep directory {sweep_dir}"):  # one sweep at a time in a directory
         made = _made(sweep_dir) if overwrite else {}  # before _prepare replaces the saved settings
         _prepare(sweep, sweep_dir, overwrite)
         return _run_specs(
-            [replace(s, made=made.get(s.name)) for s in specs], sweep, sweep_dir, executor, workers, address, progress
+            [replace(s, made=made.get(s.name)) for s in specs],
+            sweep,
+            sweep_dir,
+            executor,
+            workers,
+            address,
+            progress,
+            threads,
         )
 
 
@@ -526,11 +540,13 @@ def _run_specs(
     workers: int,
     address: str | None,
     progress: bool,
+    threads: int | None = None,
 ) -> list[dict]:
     names = [s.name for s in specs]
     _, status_path, runs_dir = sweep_paths(sweep_dir)
     dirs = {s.name: runs_dir / s.name for s in specs}
-    threads = worker_threads(workers) if executor != "inprocess" else None
+    if threads is None and executor != "inprocess":
+        threads = worker_threads(workers)
     results: dict[str, dict] = {}
     eta = None
     jobs = workers if executor != "inprocess" else 1  # runs side by side
@@ -570,7 +586,7 @@ def _run_specs(
     if executor == "inprocess":
         for s in specs:
             note(f"{s.name} ...", progress)  # a header for the run's progress
-            record(run_job(s, sweep, dirs[s.name], progress=progress))
+            record(run_job(s, sweep, dirs[s.name], progress=progress, threads=threads))
     elif executor == "process":
         _run_pool(specs, sweep, dirs, workers, threads, record)
     elif executor == "ray":
