@@ -13,8 +13,8 @@ from smvi.settings.run import ConfigError, build_config
 from smvi.settings.stages import RefinedSSLConfig
 from smvi.stages.gaps import fit_local
 from smvi.stages.ssl import SSLConfig, ssl_run
-from smvi.stages.ssl_robust import SSLFeatures, rescore, sha256
 from smvi.stages.ssl_refined import refine_means, ssl_refined_run
+from smvi.stages.ssl_robust import SSLFeatures, rescore, sha256
 from smvi.store.rundir import RunDir
 from test_gaps import lg
 from test_ssl import trained_for_ssl

@@ -326,7 +326,8 @@ def refined_table(record) -> str:
         for s in sizes:
             keys = [k for k in enc if k[0] == c and k[1] == s]
             e, r = mean_se([enc[k] for k in keys]), mean_se([ref.get(k) for k in keys])
-            d = mean_se([None if enc[k] is None or ref.get(k) is None else ref[k] - enc[k] for k in keys])
+            pairs = [(enc[k], ref.get(k)) for k in keys]
+            d = mean_se([None if a is None or b is None else b - a for a, b in pairs])
             diff = "—" if d.mean is None else f"{100 * d.mean:+.2f}" + ("" if d.se is None else f" ± {100 * d.se:.2f}")
             rows.append([c, str(s), pct(e.mean), pct(r.mean), diff])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
