@@ -4,6 +4,8 @@
 # Each arm is a sweep dir runs/ssl/<arm>; stages train + evaluate (the paper preset's evaluation, no whole-test IWAE).
 # Since session 2026-12-06c: three lanes over both cores (one torch thread each, below), nice 15 (the #27 rejection arm holds core 1 at nice 2; when it
 # ends, the lanes spread over both cores by themselves). Arm order: the primary arms first, lam0.003/0.03 last.
+# Since 2026-12-06 11:03 UTC the lanes only train (stages=["train"], --overwrite replaced the saved stages; no run's
+# identity changed): runs/ssl/ssl_worker.sh evaluates each finished run (test split only, AIS auto = bf16) and scores it.
 cd "$(dirname "$0")/../.."   # /work/main
 # One torch thread per run: the sweep gives each run usable_cores() // workers threads, counted from its CPU affinity
 # when it starts, so it starts pinned to core 0 (one thread) and is then let run on both cores (the scheduler spreads
@@ -13,7 +15,7 @@ unpin_later() {  # unpin_later PID: after the sweep has counted its cores, let i
   ( sleep 30; for p in "$1" $(pgrep -P "$1"); do taskset -a -p -c 0,1 "$p"; done ) > /dev/null 2>&1 &
 }
 SMVI=runs/ssl-frozen/.venv/bin/smvi
-COMMON=(--preset paper --set 'stages=["train","evaluate"]' --set eval.iwae_full_test_k=0
+COMMON=(--preset paper --set 'stages=["train"]' --set eval.iwae_full_test_k=0 --overwrite
         --executor process --workers 1 --no-report --no-progress)
 TEN='seeds=[0,1,2,3,4,5,6,7,8,9]'
 THREE='seeds=[0,1,2]'

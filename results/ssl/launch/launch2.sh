@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Issue 25's mechanism arms that need train.dsm_grad, from the frozen worktree runs/ssl-frozen2 (main 2ca67ce).
 # One lane over both cores (one torch thread, below), nice 15. Rerun to resume.
+# Since 2026-12-06 11:03 UTC the lanes only train (stages=["train"], --overwrite replaced the saved stages; no run's
+# identity changed): runs/ssl/ssl_worker.sh evaluates each finished run (test split only, AIS auto = bf16) and scores it.
 cd "$(dirname "$0")/../.."   # /work/main
 # One torch thread per run: the sweep gives each run usable_cores() // workers threads, counted from its CPU affinity
 # when it starts, so it starts pinned to core 0 (one thread) and is then let run on both cores (the scheduler spreads
@@ -10,7 +12,7 @@ unpin_later() {  # unpin_later PID: after the sweep has counted its cores, let i
   ( sleep 30; for p in "$1" $(pgrep -P "$1"); do taskset -a -p -c 0,1 "$p"; done ) > /dev/null 2>&1 &
 }
 SMVI=runs/ssl-frozen2/.venv/bin/smvi
-COMMON=(--preset paper --set 'stages=["train","evaluate"]' --set eval.iwae_full_test_k=0
+COMMON=(--preset paper --set 'stages=["train"]' --set eval.iwae_full_test_k=0 --overwrite
         --set 'lams=[0.01]' --set run.train.lam=0.01 --set 'seeds=[0,1,2]' --executor process --workers 1 --no-report --no-progress)
 for side in encoder decoder; do
   echo "$(date -u +%FT%TZ) start dsm-$side" >> runs/ssl/lane2.log
