@@ -46,6 +46,7 @@ __all__ = [
     "protocol_images",
     "robust_protocol",
     "rescore",
+    "score",
     "robust_record",
     "write_and_score",
     "FEATURE_ARRAYS",
@@ -259,13 +260,19 @@ def rescore(
             f"{path} holds the means of {f.inputs} inputs but ssl.inputs is {cfg.inputs!r}: "
             f"set ssl.inputs={f.inputs!r} or recompute the features"
         )
+    return score(f, cfg, progress=progress)
+
+
+def score(f: SSLFeatures, config: SSLConfig, *, progress: bool | str = False) -> RobustResult:
+    """:func:`robust_protocol` on ``f`` with the settings of ``config`` (sizes, subset seeds, CV folds, scaling,
+    threads): the one place an SSL config's keys become the protocol's arguments."""
     return robust_protocol(
         f,
-        sizes=cfg.sizes,
-        seeds=cfg.seeds,
-        folds=cfg.cv_folds,
-        scaling=cfg.scaling,
-        n_jobs=cfg.n_jobs,
+        sizes=config.sizes,
+        seeds=config.seeds,
+        folds=config.cv_folds,
+        scaling=config.scaling,
+        n_jobs=config.n_jobs,
         progress=progress,
     )
 
@@ -278,15 +285,7 @@ def write_and_score(
     entry and the result."""
     data = feats.to_bytes()
     rd.write_array(which, data)
-    result = robust_protocol(
-        SSLFeatures.from_bytes(data),
-        sizes=config.sizes,
-        seeds=config.seeds,
-        folds=config.cv_folds,
-        scaling=config.scaling,
-        n_jobs=config.n_jobs,
-        progress=progress,
-    )
+    result = score(SSLFeatures.from_bytes(data), config, progress=progress)
     entry = SSLFeaturesFile(
         file=rd.array_path(which).name,
         sha256=sha256(data),
