@@ -401,6 +401,7 @@ def test_a_real_second_process_is_refused_and_the_lock_dies_with_its_holder(env)
     finally:
         first.kill()
         first.wait()
+        first.stderr.close()  # else the pipe is reported, as a ResourceWarning, in whichever later test collects it
     r = CliRunner().invoke(main, ["train", "--out", str(env.new), "--resume", "--no-progress", "--epochs", 1])
     assert r.exit_code == 0 and "nothing to do" in r.output, r.output
 
