@@ -40,6 +40,20 @@ def test_a_finished_sweep_is_complete(sweep_dir):
     assert json.loads(sweep_paths(sweep_dir)[1].read_text())["workers"] == 1  # the sweep ran in-process
 
 
+def test_a_record_made_outside_the_sweep_shows_its_state(sweep_dir):
+    """A stage the sweep does not run (here: evaluate, after its stages changed) shows a run's record of it as done
+    or stale, not as "—": an evaluation made by hand is not hidden. A run without one shows "—"."""
+    toml = sweep_paths(sweep_dir)[0]
+    toml.write_text(toml.read_text().replace('"evaluate",', ""))
+    assert "evaluate" not in S.read_sweep(sweep_dir).stages
+    runs = sweep_paths(sweep_dir)[2]
+    RunDir(runs / "lam0.5_seed0").record_path("eval").unlink()
+    lines = status(sweep_dir).splitlines()
+    assert lines[1].split() == ["run", "epochs", "evaluate", "ssl", "pictures"]
+    assert lines[2].split() == ["lam0_seed0", "2/2", "done", "done", "—"]
+    assert lines[3].split() == ["lam0.5_seed0", "2/2", "—", "done", "—"]
+
+
 def test_the_sweep_records_its_workers_before_any_run_finishes(idx_dir, tmp_path, monkeypatch):
     def stopped(*a, **k):
         raise KeyboardInterrupt

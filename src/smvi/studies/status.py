@@ -42,10 +42,10 @@ STAGES = tuple(s.name for s in AFTER_TRAINING)
 @dataclass(frozen=True)
 class RunProgress:
     """One run of the sweep: ``epochs`` done of ``planned``, seconds since its last epoch (None before one), each
-    stage's state (``done``, ``to do``, ``scoring: …``; for a stage the sweep does not run, ``—``, or for one not
-    ``listed`` (:class:`~smvi.settings.stages.StageSpec`) the state of a record written outside the sweep: ``done``,
-    ``stale`` or None without one) and ``work``, what it still needs as :func:`smvi.studies.sweep.pending_work` counts
-    it."""
+    stage's state (``done``, ``to do``, ``scoring: …``; for a stage the sweep does not run, the state of a record
+    written outside the sweep, by hand or before its stages changed: ``done``, ``stale``, or None without one; a
+    column not ``listed`` (:class:`~smvi.settings.stages.StageSpec`) is shown once some run has such a record) and
+    ``work``, what it still needs as :func:`smvi.studies.sweep.pending_work` counts it."""
 
     name: str
     epochs: int
@@ -116,8 +116,8 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
         stages: dict[str, str | None] = {}
         for stage in AFTER_TRAINING:
             name = stage.name
-            if name not in sweep.stages:  # a stage run by hand: its record's state, shown once some run has one
-                stages[name] = "—" if stage.listed or stage.record is None else _recorded(rd, stage.record)
+            if name not in sweep.stages:  # not this sweep's: the state of a record made outside it (by hand), if any
+                stages[name] = _recorded(rd, stage.record) if stage.record else None
             elif not work[name]:
                 stages[name] = "done"
             else:  # only evaluate keeps a partial record of the points it has scored
