@@ -472,6 +472,7 @@ def test_threads_sets_each_runs_torch_threads_and_refuses_zero(idx_dir, tmp_path
     assert result["status"] == "ok", result
     lines = (tmp_path / "sw" / "runs" / "lam0_seed0" / "metrics.jsonl").read_text().splitlines()
     assert {json.loads(line)["threads"] for line in lines} == {1}
+    assert torch.get_num_threads() == 2  # the in-process runs' count is not left to the caller
     with pytest.raises(ConfigError, match="threads must be at least 1"):
         S.run_sweep(cfg, tmp_path / "other", progress=False, threads=0)
     assert not (tmp_path / "other").exists()

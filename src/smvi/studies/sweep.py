@@ -584,9 +584,13 @@ def _run_specs(
 
     write_status()  # from the start: every run pending, and how many run side by side (smvi status reads it)
     if executor == "inprocess":
-        for s in specs:
-            note(f"{s.name} ...", progress)  # a header for the run's progress
-            record(run_job(s, sweep, dirs[s.name], progress=progress, threads=threads))
+        caller = torch.get_num_threads()
+        try:
+            for s in specs:
+                note(f"{s.name} ...", progress)  # a header for the run's progress
+                record(run_job(s, sweep, dirs[s.name], progress=progress, threads=threads))
+        finally:  # the runs' thread count is theirs, not the caller's after the sweep
+            torch.set_num_threads(caller)
     elif executor == "process":
         _run_pool(specs, sweep, dirs, workers, threads, record)
     elif executor == "ray":
