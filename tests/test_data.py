@@ -95,6 +95,18 @@ def test_wrong_count_and_shape_are_named(idx_dir):
         D.load_idx_dir(idx_dir)
 
 
+def test_a_runs_data_identity_names_each_files_digest(idx_dir):
+    """data.json's file digests: the verified MNIST's known MD5s, or each IDX file's SHA-256 of its bytes."""
+    from smvi.data.identity import file_digests
+
+    assert file_digests("mnist", None) == {name: f"md5:{spec.md5}" for name, spec in D.MNIST_FILES.items()}
+    digests = file_digests("idx", idx_dir)
+    assert digests and set(digests) == set(D.MNIST_FILES)
+    for name, digest in digests.items():
+        assert digest == "sha256:" + hashlib.sha256((idx_dir / name).read_bytes()).hexdigest()
+    assert D.file_hexdigest(idx_dir / name, "md5") == hashlib.md5((idx_dir / name).read_bytes()).hexdigest()
+
+
 def test_missing_data_dir_and_no_download(tmp_path):
     with pytest.raises(D.DataError, match="does not exist"):
         D.locate_mnist(tmp_path / "nope")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smvi.data.loading import MNIST_FILES, ImageData, idx_file
+from smvi.data.loading import MNIST_FILES, ImageData, file_hexdigest, idx_file
 
 __all__ = ["content_digest", "file_digests"]
 
@@ -29,14 +29,6 @@ def content_digest(data: ImageData) -> str:
     return h.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_digests(dataset: str, directory: str | Path | None) -> dict[str, str]:
     """Each source file's digest by file name: MNIST's published MD5s (``md5:...``; :func:`smvi.data.loading.load_mnist`
     refuses any other file) or, for ``idx``, the SHA-256 of each IDX file's bytes as stored (``sha256:...``, plain or
@@ -48,7 +40,7 @@ def file_digests(dataset: str, directory: str | Path | None) -> dict[str, str]:
         for name in MNIST_FILES:
             path = idx_file(directory, name)
             try:
-                out[path.name] = f"sha256:{_sha256(path)}"
+                out[path.name] = "sha256:" + file_hexdigest(path, "sha256")
             except OSError:
                 pass
     return out

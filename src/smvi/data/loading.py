@@ -202,12 +202,10 @@ class _BytesReader:
         return out
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
+def file_hexdigest(path: Path, algorithm: str) -> str:
+    """The hex digest of a file's bytes (``algorithm``: a :mod:`hashlib` name, e.g. "md5", "sha256")."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def verify_mnist_dir(directory: str | Path, *, check_md5: bool = True) -> None:
@@ -216,7 +214,7 @@ def verify_mnist_dir(directory: str | Path, *, check_md5: bool = True) -> None:
     for name, spec in MNIST_FILES.items():
         path = directory / name
         read_idx(path, magic=spec.magic, count=spec.count)
-        if check_md5 and _md5(path) != spec.md5:
+        if check_md5 and file_hexdigest(path, "md5") != spec.md5:
             raise DataError(f"{path}: MD5 checksum mismatch (corrupt or not the original file); delete it and {_FIX}")
 
 
