@@ -17,6 +17,7 @@ from smvi.report.frontier import (
     dominated_by,
     frontier_points,
     gap_bars,
+    method_colours,
     method_of,
 )
 from smvi.report.page import make_report
@@ -235,6 +236,22 @@ def point(name: str, log_px: float, gap: float, se: float | None = 0.5) -> Front
     return FrontierPoint(
         name, "λ", 0.0, (name,), Estimate(log_px, se, 1, "test points"), Estimate(gap, se, 1, "test points")
     )
+
+
+def test_methods_that_differ_in_a_setting_in_parentheses_share_a_colour_in_shades():
+    from matplotlib.colors import to_rgb
+
+    rejection = [f"SMVI, rejection q (acceptance {a})" for a in ("0.05", "0.2", "0.5")]
+    methods = ["SMVI", "SMVI, flow q", *rejection, "IWAE"]
+    got = method_colours(methods)
+    assert list(got) == methods
+    assert got["SMVI"] == to_rgb("C0") and got["SMVI, flow q"] == to_rgb("C1") and got["IWAE"] == to_rgb("C3")
+    shades = [got[m] for m in rejection]
+    hue = to_rgb("C2")
+    assert shades[1] != hue and len(set(shades)) == 3  # three shades of the kin's one colour
+    for shade in shades:  # each is the colour mixed with white or with black: its channels keep their order
+        assert sorted(range(3), key=lambda c: shade[c]) == sorted(range(3), key=lambda c: hue[c])
+    assert sum(shades[0]) > sum(hue) > sum(shades[2])  # lighter first, darker last
 
 
 def test_a_point_is_dominated_only_when_beaten_on_both_axes_beyond_noise():

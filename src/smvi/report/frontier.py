@@ -16,8 +16,10 @@ through the run-directory layer (:mod:`smvi.store.rundir`); nothing is recompute
   the runs share them (the frontier table's last column).
 - :func:`frontier_section`: for runs of several methods or with a gaps record, the figure ``fig4_frontier.png`` --
   (a) the plane log p(x) against the ELBO gap, one line per method, points labelled with their knob, SE error bars,
-  a point in posterior collapse a red × that does not set the y-range; (b) when some run has a gaps record, a
-  stacked bar of approximation vs amortization gap per run -- and the frontier table of ``results.md``.
+  methods that differ only in a setting in parentheses ("SMVI, rejection q (acceptance 0.5)") in shades of one
+  colour (:func:`method_colours`), a point in posterior collapse a red × that does not set the y-range; (b) when some
+  run has a gaps record, a stacked bar of approximation vs amortization gap per run -- and the frontier table of
+  ``results.md``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "dominated_by",
     "frontier_section",
     "frontier_figure",
+    "method_colours",
     "estimate",
     "estimate_cell",
     "method_groups",
@@ -58,7 +61,8 @@ __all__ = [
 FIGURE = "fig4_frontier.png"
 FRONTIER_CAPTIONS = {
     FIGURE: "Figure 4: the trade-off frontier. (a) Test log p(x) by AIS against the test ELBO gap (AIS − ELBO), one "
-    "line per method (objective and variational family), points labelled with their knob (λ, β or k); mean "
+    "line per method (objective and variational family; methods that differ only in a setting in parentheses, such as "
+    "the rejection q's acceptance, in shades of one colour), points labelled with their knob (λ, β or k); mean "
     "± SE (over training seeds, or over test points for a single run). Up and to the left is better on both; a "
     "red × marks a point in posterior collapse (⚠C), which does not set the y-range (off scale: a red "
     "triangle on the edge with its value). (b), for runs with a gaps record: the ELBO gap split into the "
@@ -211,6 +215,24 @@ def dominated_by(points: list[FrontierPoint], runs: Sequence[Run] = ()) -> dict[
 
 
 # ---- figure and table -----------------------------------------------------------------------------------------------
+def method_colours(methods: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """An RGB colour per method, in order: the matplotlib cycle's next colour per kin, where the methods of one kin
+    differ only in a setting in parentheses ("SMVI, rejection q (acceptance 0.05)", "… (acceptance 0.5)"); a kin of
+    several methods goes in shades of its colour, from lighter to darker in the given order."""
+    from matplotlib.colors import to_rgb
+
+    kin = {m: m.split(" (", 1)[0] for m in methods}
+    out: dict[str, tuple[float, float, float]] = {}
+    for i, k in enumerate(dict.fromkeys(kin.values())):
+        members = [m for m in methods if kin[m] == k]
+        base = to_rgb(f"C{i}")
+        for j, m in enumerate(members):
+            t = 0.0 if len(members) == 1 else 0.5 - 0.85 * j / (len(members) - 1)  # > 0: toward white; < 0: black
+            r, g, b = (c + (1 - c) * t if t > 0 else c * (1 + t) for c in base)
+            out[m] = (r, g, b)
+    return out
+
+
 def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
     """One line per method; a point with a run in ``collapsed`` is a red × off its line that does not set the y-range
     (the convention of :mod:`smvi.report.figures`). Each point is labelled with its knob, placed where no label
@@ -219,7 +241,8 @@ def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
     kept: list[float] = []
     away: list[tuple[float, float, str]] = []
     labels: list[PointLabel] = []
-    for i, method in enumerate(dict.fromkeys(p.method for p in points)):
+    colours = method_colours(list(dict.fromkeys(p.method for p in points)))
+    for method, colour in colours.items():
         # (point, its log p(x), its gap) for the points of the method that have both
         ps = [(p, p.log_px, p.gap) for p in points if p.method == method and p.log_px and p.gap]
         on = [(p, lp, g) for p, lp, g in ps if not collapsed.intersection(p.runs)]
@@ -229,7 +252,7 @@ def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
                 [lp.mean for _, lp, _ in on],
                 xerr=[se(g) for _, _, g in on],
                 yerr=[se(lp) for _, lp, _ in on],
-                color=f"C{i}",
+                color=colour,
                 marker="o",
                 ms=4,
                 capsize=3,
@@ -241,7 +264,7 @@ def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
             else:
                 ax.scatter([g.mean], [lp.mean], **COLLAPSED_STYLE)
                 away.append((g.mean, lp.mean, f"{method} {p.label}"))
-            labels.append(PointLabel(g.mean, lp.mean, p.label, color=f"C{i}"))
+            labels.append(PointLabel(g.mean, lp.mean, p.label, color=colour))
     label_points(ax, labels)
     if len(away) > 1:  # collapsed points crowd near a zero gap: one marker and one label for them all
         names = "; ".join(dict.fromkeys(name for *_, name in away))
