@@ -168,7 +168,7 @@ def gap_bars(runs: list[Run]) -> list[GapBar]:
         m = method_of(r.config)
         a, b = _pair(r.gaps, "approximation"), _pair(r.gaps, "amortization")
         if m is not None and a is not None and b is not None:
-            bars.append((m, r.name, GapBar(r.name, m[0], f"{m[0]}\n{m[1]}={fmt(m[2])}", a, b)))
+            bars.append((m, r.name, GapBar(r.name, m[0], f"{m[0]} {m[1]}={fmt(m[2])}", a, b)))
     return [bar for *_, bar in sorted(bars, key=lambda t: (not t[0][0].startswith("SMVI"), t[0], t[1]))]
 
 
@@ -280,25 +280,27 @@ def _plane(ax, points: list[FrontierPoint], collapsed: frozenset[str]) -> None:
 
 
 def _bars(ax, bars: list[GapBar]) -> None:
-    x = list(range(len(bars)))
+    """Horizontal stacked bars, one per run, top to bottom in the table's order, each labelled on one line."""
+    y = list(range(len(bars)))
     approx = [b.approximation[0] for b in bars]
     amort = [b.amortization[0] for b in bars]
     err = lambda v: [s if s is not None else 0.0 for s in v]  # noqa: E731
-    ax.bar(x, approx, color="C0", label="approximation gap", yerr=err([b.approximation[1] for b in bars]), capsize=3)
-    ax.bar(
-        x,
+    ax.barh(y, approx, color="C0", label="approximation gap", xerr=err([b.approximation[1] for b in bars]), capsize=3)
+    ax.barh(
+        y,
         amort,
-        bottom=approx,
+        left=approx,
         color="C1",
         label="amortization gap",
         capsize=3,
-        yerr=err([b.amortization[1] for b in bars]),
+        xerr=err([b.amortization[1] for b in bars]),
     )
-    ax.axhline(0, color="0.3", lw=0.8)
-    ax.set_xticks(x, [b.label for b in bars], fontsize=7, rotation=45 if len(bars) > 6 else 0)
-    ax.set(title="(b) the gap split per run (test images)", ylabel="nats per image")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.set_yticks(y, [b.label for b in bars], fontsize=7)
+    ax.invert_yaxis()
+    ax.set(title="(b) the gap split per run (test images)", xlabel="nats per image")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
 
 
 def frontier_figure(points: list[FrontierPoint], bars: list[GapBar], collapsed: frozenset[str]) -> Figure:
