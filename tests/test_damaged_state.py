@@ -122,6 +122,7 @@ def test_status_names_damaged_and_foreign_runs_and_their_fix_works(idx_dir, tmp_
     shutil.copytree(sw / "runs" / "lam0_seed0", sw / "runs" / "lam1_seed0")
     (sw / "runs" / "lam1_seed0" / "checkpoint.safetensors").unlink()  # λ = 0's config in λ = 1's slot
     text = status_text(sw)
+    assert text.splitlines()[1].split() == ["run", "epochs", "evaluate", "ssl", "pictures"], text  # no empty columns
     rows = {line.split()[0]: line for line in text.splitlines()[2:5]}
     assert "damaged" in rows["lam0_seed0"] and "damaged" in rows["lam0.5_seed0"], text
     assert "refused" in rows["lam1_seed0"], text

@@ -54,6 +54,24 @@ def test_a_record_made_outside_the_sweep_shows_its_state(sweep_dir):
     assert lines[3].split() == ["lam0.5_seed0", "2/2", "—", "done", "—"]
 
 
+def test_a_record_edited_after_it_was_written_shows_as_edited_with_its_fix(sweep_dir):
+    """A record whose content no longer matches its digest is not shown as done: the cell says edited and a line
+    names the file and the fix, as the report, which leaves it out. The work left is the sweep's (unchanged)."""
+    path = RunDir(sweep_paths(sweep_dir)[2] / "lam0.5_seed0").record_path("ssl")
+    record = json.loads(path.read_text())
+    record["seconds"] += 1.0  # a hand edit: still a valid record
+    path.write_text(json.dumps(record))
+    before = snapshot(sweep_dir)
+    lines = status(sweep_dir).splitlines()
+    assert lines[2].split() == ["lam0_seed0", "2/2", "done", "done", "—"]
+    assert lines[3].split() == ["lam0.5_seed0", "2/2", "done", "edited", "—"]
+    assert lines[4] == (
+        "lam0.5_seed0: ssl.json no longer matches its digest (edited or damaged after it was written; the report "
+        "leaves it out): recompute it with the stage's --overwrite"
+    )
+    assert lines[-1] == "2 of 2 runs complete" and snapshot(sweep_dir) == before
+
+
 def test_the_sweep_records_its_workers_before_any_run_finishes(idx_dir, tmp_path, monkeypatch):
     def stopped(*a, **k):
         raise KeyboardInterrupt

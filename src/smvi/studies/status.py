@@ -10,7 +10,9 @@ decisions are :func:`smvi.studies.sweep.pending_work`'s, the ones the sweep make
 training: the listed ones always, the others (convergence, gaps) when the sweep runs them or, run by hand (not in the
 work left), once some run has their record: then ``done`` or ``stale`` per run. A run the sweep will leave as it is
 (:func:`smvi.studies.sweep.slot_problem`: ``damaged``, or ``refused``, a run it did not make) says so in its row, and
-a line below the table names the problem and the fix; it is outside the work left.
+a line below the table names the problem and the fix; it is outside the work left. A record whose content no longer
+matches its digest (:func:`smvi.store.records.record_integrity`: edited by hand or damaged after it was written) shows
+``edited`` instead of ``done``, with a line naming the fix; the report leaves such a record out of its results.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class RunProgress:
     stages: dict[str, str | None]
     work: dict[str, int]
     problem: tuple[str, str] | None = None  # (damaged or refused, the line naming it and the fix): left as it is
+    edited: tuple[str, ...] = ()  # record files that no longer match their digest (the stage shows ``edited``)
 
     @property
     def gaps(self) -> str | None:
@@ -101,6 +104,11 @@ def _recorded(rd: RunDir, record: str) -> str | None:
         return "stale"
 
 
+def _edited(rd: RunDir, record: str) -> bool:
+    """Whether the run's ``record`` exists and no longer matches its digest."""
+    return rd.record_path(record).exists() and rd.record_integrity(record) == "edited"
+
+
 def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress]]:
     """The sweep's saved settings and one :class:`RunProgress` per planned run, in the sweep's order."""
     sweep_dir = Path(sweep_dir)
@@ -114,6 +122,7 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
         except RunError:
             done = 0
         stages: dict[str, str | None] = {}
+        edited: list[str] = []
         for stage in AFTER_TRAINING:
             name = stage.name
             if name not in sweep.stages:  # not this sweep's: the state of a record made outside it (by hand), if any
@@ -122,9 +131,12 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
                 stages[name] = "done"
             else:  # only evaluate keeps a partial record of the points it has scored
                 stages[name] = (name == "evaluate" and not work["epochs"] and _scoring(rd, sweep)) or "to do"
+            if stages[name] in ("done", "stale") and stage.record and _edited(rd, stage.record):
+                stages[name] = "edited"
+                edited.append(rd.record_path(stage.record).name)
         problem = slot_problem(spec, sweep, rd.path)
-        if problem:
-            stages = dict.fromkeys(stages, "—")
+        if problem:  # the row says so; its cells are blank (and make no column appear)
+            stages, edited = dict.fromkeys(stages), []
         rows.append(
             RunProgress(
                 spec.name,
@@ -134,6 +146,7 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
                 stages,
                 work,
                 problem,
+                tuple(edited),
             )
         )
     return sweep, rows
@@ -170,6 +183,12 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
     if left_alone:
         summary += f"; {len(left_alone)} left as they are (fix them first)"
     problems = [f"{r.name}: {p[0]}: {p[1]}" for r in left_alone if (p := r.problem)]
+    problems += [
+        f"{r.name}: {name} no longer matches its digest (edited or damaged after it was written; the report leaves it "
+        "out): recompute it with the stage's --overwrite"
+        for r in rows
+        for name in r.edited
+    ]
     return "\n".join([f"sweep {sweep_dir}", *lines, *problems, summary]) + "\n"
 
 
