@@ -31,6 +31,14 @@ def test_every_command_and_option_has_help(path, cmd):
             assert p.help, f"{' '.join(path)} {p.opts} has no help"
 
 
+@pytest.mark.parametrize("stage", ["evaluate", "convergence", "ssl", "ssl-refined", "gaps", "pictures"])
+def test_every_stage_command_shares_the_stage_options(stage):
+    """Each command that runs a stage on a trained run takes the same options (smvi ssl had no --device or
+    --threads)."""
+    opts = {o for p in main.commands[stage].params for o in p.opts}
+    assert {"--device", "--other-data", "--overwrite", "--no-progress", "--threads"} <= opts, stage
+
+
 def test_top_level_help_lists_commands():
     r = CliRunner().invoke(main, ["--help"])
     assert r.exit_code == 0

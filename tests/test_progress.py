@@ -225,7 +225,7 @@ def test_smvi_ssl_prints_its_table_with_standard_errors_and_the_raw_pixel_row(tr
         "--set",
         "n_jobs=1",
     ]
-    r = CliRunner().invoke(main, ["ssl", str(trained), "--test-size", "64", "--no-progress", *sets])
+    r = CliRunner().invoke(main, ["ssl", str(trained), "--test-size", "64", "--no-progress", "--device", "cpu", *sets])
     assert r.exit_code == 0, r.output
     assert r.stderr == ""  # the table is the result, on stdout even with --no-progress
     lines = r.stdout.splitlines()

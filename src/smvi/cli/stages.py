@@ -57,9 +57,9 @@ _device_option = click.option(
 )
 
 
-def _stage_options(overwrite: str, *, device: bool = True, no_progress: str = NO_PROGRESS_HELP):
+def _stage_options(overwrite: str, *, no_progress: str = NO_PROGRESS_HELP):
     """The options the stage commands share, last in each one's --help: --device, --other-data, --overwrite (its help:
-    ``overwrite``), --no-progress and --threads; without ``device``, neither --device nor --threads.
+    ``overwrite``), --no-progress and --threads.
 
     The command gets them as one keyword, ``stage``: the stage function's keywords (``overwrite``, ``progress``,
     ``other_data`` and ``device``), with --threads already set."""
@@ -68,15 +68,15 @@ def _stage_options(overwrite: str, *, device: bool = True, no_progress: str = NO
         click.option("--overwrite", is_flag=True, help=overwrite),
         no_progress_option(no_progress),
     )
-    options = stack(_device_option, *shared, threads_option) if device else stack(*shared)
+    options = stack(_device_option, *shared, threads_option)
 
     def apply(command):
         @functools.wraps(command)
-        def run(*args, other_data: bool, overwrite: bool, no_progress: bool, threads: int | None = None, **kwargs):
+        def run(
+            *args, device: str, other_data: bool, overwrite: bool, no_progress: bool, threads: int | None, **kwargs
+        ):
             set_threads(threads)
-            stage: dict[str, Any] = {"overwrite": overwrite, "progress": not no_progress, "other_data": other_data}
-            if device:
-                stage["device"] = kwargs.pop("device")
+            stage = {"overwrite": overwrite, "progress": not no_progress, "other_data": other_data, "device": device}
             return command(*args, stage=stage, **kwargs)
 
         return options(run)
@@ -219,7 +219,7 @@ def convergence_cmd(
 @_run_dir_argument
 @sets_option("Override any setting, e.g. --set sizes=[600,1000] --set seeds=[0,1] (repeatable).")
 @click.option("--test-size", type=int, default=None, help="Fixed random test subset [the full test set].")
-@_stage_options("Recompute an existing ssl.json.", device=False)
+@_stage_options("Recompute an existing ssl.json.")
 def ssl_cmd(run_dir: Path, sets: tuple[str, ...], test_size: int | None, stage: dict[str, Any]) -> None:
     """Semi-supervised accuracy: an SVM on encoder means μ_φ(x) with s labeled examples (s/10 per class).
 
