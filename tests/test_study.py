@@ -64,7 +64,8 @@ def study(out: Path, idx_dir: Path, *extra: str) -> subprocess.CompletedProcess:
 # ---- the study file -------------------------------------------------------------------------------------------------
 def test_the_frontier_study_file_is_the_study_scripts_frontier_study_ran():
     """smvi/studies/frontier.toml holds what scripts/frontier_study.py's ARMS, GAPS, COST, STUDY_SETS and `make
-    frontier`'s options were (copied here from the script as it was)."""
+    frontier`'s options were (copied here from the script as it was), with AIS in fp32 for evaluation and the gap
+    split, as the script's arms ran (the default then; "auto" since)."""
     arms = {
         "smvi": (None, []),
         "beta0.5": ([0.0], ["run.train.objective='beta'", "run.train.beta=0.5"]),
@@ -80,7 +81,7 @@ def test_the_frontier_study_file_is_the_study_scripts_frontier_study_ran():
     s = load_study_config("frontier")
     assert (s.preset, s.sets, s.lanes, s.executor, s.workers) == (
         "cpu",
-        ("run.train.precision='bf16'",),
+        ("run.train.precision='bf16'", "eval.ais.precision='fp32'"),
         2,
         "process",
         1,
@@ -95,7 +96,9 @@ def test_the_frontier_study_file_is_the_study_scripts_frontier_study_ran():
             None,
         ), name
         assert dict(arm.stages) == ({"gaps": tuple(gaps[name])} if name in gaps else {}), name
-    assert not s.stage_config("gaps").model_fields_set  # the gaps stage's defaults, as `smvi gaps` without --set
+    gaps_config = s.stage_config("gaps")
+    assert gaps_config.model_fields_set == {"ais"} and gaps_config.ais.model_fields_set == {"precision"}
+    assert gaps_config.ais.precision == "fp32"  # else GapConfig's defaults, as `smvi gaps` without --set
 
 
 def test_the_sweep_commands_are_the_scripts():
@@ -113,6 +116,8 @@ def test_the_sweep_commands_are_the_scripts():
         "--set",
         "run.train.precision='bf16'",
         "--set",
+        "eval.ais.precision='fp32'",
+        "--set",
         "lams=[0]",
         "--set",
         "run.train.objective='beta'",
@@ -120,15 +125,22 @@ def test_the_sweep_commands_are_the_scripts():
         "run.train.beta=2.0",
         *tail,
     ]
-    assert sweeps[0].args() == ["sweep", "runs/f/smvi", "--preset", "cpu", "--set", "run.train.precision='bf16'", *tail]
-    assert sweeps[1].args()[4:8] == ["--set", "run.train.precision='bf16'", "--set", "lams=[0, 0.01, 0.1]"]
+    study_sets = ["--set", "run.train.precision='bf16'", "--set", "eval.ais.precision='fp32'"]
+    assert sweeps[0].args() == ["sweep", "runs/f/smvi", "--preset", "cpu", *study_sets, *tail]
+    assert sweeps[1].args()[4:10] == [*study_sets, "--set", "lams=[0, 0.01, 0.1]"]
     assert [(j.label, j.after) for j in jobs if j.after] == [
         ("smvi gaps lam0_seed0", "smvi"),
         ("smvi gaps lam0.01_seed0", "smvi"),
         ("smvi gaps lam0.1_seed0", "smvi"),
         ("flow gaps lam0_seed0", "flow"),
     ]
-    assert next(j.args() for j in jobs if j.after) == ["gaps", "runs/f/smvi/runs/lam0_seed0", "--no-progress"]
+    assert next(j.args() for j in jobs if j.after) == [
+        "gaps",
+        "runs/f/smvi/runs/lam0_seed0",
+        "--set",
+        "ais.precision='fp32'",
+        "--no-progress",
+    ]
 
 
 def test_the_cpu_study_is_make_reproduce(tmp_path):
@@ -388,7 +400,9 @@ def test_a_reused_sweep_is_linked_into_the_study(tmp_path):
 
 
 def test_a_reused_sweep_must_have_the_study_s_settings(tmp_path):
-    """The study trains in bf16; an fp32 sweep (what `make reproduce` writes) is refused unless the study is fp32."""
+    """The study trains in bf16 and evaluates with fp32 AIS; the cpu preset's sweep (what `make reproduce` writes:
+    fp32 training, AIS in "auto") is refused unless the study's settings are set to its own."""
+    as_the_preset = ("--set", "run.train.precision='fp32'", "--set", "eval.ais.precision='auto'")
     saved_sweep(tmp_path / "cpu")  # the cpu preset as it is: fp32
 
     def reusing(sweep: str, *extra: str) -> subprocess.CompletedProcess:
@@ -399,11 +413,11 @@ def test_a_reused_sweep_must_have_the_study_s_settings(tmp_path):
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "does not have the study's settings" in r.stderr and "precision" in r.stderr
     assert not (tmp_path / "f").exists()  # nothing linked
-    r = reusing("cpu", "--set", "run.train.precision='fp32'")
+    r = reusing("cpu", *as_the_preset)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "f" / "smvi").resolve() == (tmp_path / "cpu").resolve()
     saved_sweep(tmp_path / "short", "run.train.epochs=3")
-    r = reusing("short", "--set", "run.train.precision='fp32'")
+    r = reusing("short", *as_the_preset)
     assert r.returncode == 1 and "epochs" in r.stderr
 
 
