@@ -152,6 +152,19 @@ def test_the_committed_frontier_study_is_what_its_result_files_give(tmp_path):
     assert rows and all(row in page for row in rows)
 
 
+def test_each_committed_arm_is_the_sweep_the_frontier_study_file_builds():
+    """`smvi study runs/frontier --config frontier` reproduces (and resumes) the committed study: each arm's saved
+    sweep.toml is the sweep the study file builds for it, every setting alike."""
+    from smvi.settings.study import load_study_config
+    from smvi.studies.study import arm_sweep_config
+    from smvi.studies.sweep import read_sweep
+
+    study = load_study_config("frontier")
+    assert sorted(study.arms) == sorted(p.parent.name for p in FRONTIER.glob("*/sweep.toml"))
+    for arm in study.arms:
+        assert read_sweep(FRONTIER / arm) == arm_sweep_config(study, arm), arm
+
+
 def test_every_arm_of_the_frontier_study_finished_with_its_settings():
     """Every arm's runs (the study file smvi/studies/frontier.toml) trained the cpu preset's epochs in bf16 with
     current eval and ssl records, and each run the study splits (its arm's gaps stage) has a current gaps record."""

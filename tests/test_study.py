@@ -78,6 +78,12 @@ def test_the_frontier_study_file_is_the_study_scripts_frontier_study_ran():
     }
     gaps = {"smvi": [0.0, 0.01, 0.1], "full": [0.0], "flow": [0.0]}
     cost = {"smvi": 18, "beta0.5": 2, "beta2": 2, "beta4": 2, "iwae5": 4, "iwae50": 30, "full": 9, "flow": 8}
+    for a in ("0.5", "0.2", "0.05"):  # issue 27's arm, added after the script (results/frontier/launch/rejection.sh)
+        arms[f"rejection{a}"] = (
+            [0.0, 0.01],
+            ["run.model.posterior='rejection'", f"run.model.rejection_acceptance={a}"],
+        )
+        gaps[f"rejection{a}"], cost[f"rejection{a}"] = [0.0, 0.01], 28
     s = load_study_config("frontier")
     assert (s.preset, s.sets, s.lanes, s.executor, s.workers) == (
         "cpu",

@@ -307,8 +307,9 @@ def frontier_figure(points: list[FrontierPoint], bars: list[GapBar], collapsed: 
     """Figure 4 (module docstring), its point labels recorded for :func:`smvi.report.figures.png` to place."""
     from matplotlib.figure import Figure  # matplotlib is imported only when a report is drawn
 
-    fig = Figure(figsize=(12.5, 4.8) if bars else (7, 4.8), layout="tight")
-    axes = fig.subplots(1, 2 if bars else 1, squeeze=False)[0]
+    fig = Figure(figsize=(14, 5.2) if bars else (7, 4.8), layout="tight")
+    # the plane keeps its width beside the bars' one-line labels
+    axes = fig.subplots(1, 2, width_ratios=(1.5, 1)) if bars else fig.subplots(1, 1, squeeze=False)[0]
     _plane(axes[0], points, collapsed)
     if bars:
         _bars(axes[1], bars)
