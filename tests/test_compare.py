@@ -96,8 +96,13 @@ def test_what_cannot_be_compared_is_one_line(tmp_path, pair):
     assert "holds 2 runs, not one: name a run directory" in r.stderr
     with pytest.raises(ReportError, match="holds 2 runs"):
         load_run(tmp_path / "sweep")
+    (tmp_path / "sweep" / "runs" / "lam0.1_seed0" / "config.toml").unlink()  # a sweep of one run is not a run
+    r = compare(tmp_path / "sweep", pair[1])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert f"is not a run directory: name the run in it, {tmp_path / 'sweep' / 'runs' / 'lam0_seed0'}" in r.stderr
+    write_run(tmp_path / "other", {"lam": 0.1}, ais=-95.0, gap=2.0)
     # records without per-image values (written before eval.json kept them): nothing to pair
-    r = compare(tmp_path / "sweep" / "runs" / "lam0_seed0", tmp_path / "sweep" / "runs" / "lam0.1_seed0")
+    r = compare(tmp_path / "sweep" / "runs" / "lam0_seed0", tmp_path / "other")
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "share no scored images or label subsets" in r.stderr
     r = compare(tmp_path / "nowhere", pair[1])
     assert r.exit_code == 1 and r.stderr == f"error: run directory {tmp_path / 'nowhere'} does not exist\n"

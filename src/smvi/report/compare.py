@@ -46,8 +46,10 @@ def load_run(path: str | Path) -> tuple[Run, list[str]]:
     if not Path(path).is_dir():
         raise ReportError(f"run directory {path} does not exist")
     runs, notes = collect_runs(path)
-    if len(runs) != 1 or runs[0].name != ".":
+    if len(runs) > 1:
         raise ReportError(f"{path} holds {len(runs)} runs, not one: name a run directory, e.g. {path}/runs/<run>")
+    if runs[0].name != ".":
+        raise ReportError(f"{path} is not a run directory: name the run in it, {Path(path) / runs[0].name}")
     return runs[0], notes
 
 
