@@ -292,3 +292,21 @@ def test_the_mnist_location_from_the_environment_is_saved_without_changing_ident
     assert with_data_dir(cfg).data.data_dir == str(tmp_path / "cache")
     idx = RunConfig.model_validate({"data": {"dataset": "idx", "data_dir": "rel/dir"}})
     assert with_data_dir(idx) == idx  # for idx the directory is the data set: never rewritten
+
+
+def test_an_edited_record_is_named_once_for_every_reader(tmp_path):
+    """RunDir.edited: the one line that the report and smvi status give for a record changed after it was written;
+    None for a record as written and for none."""
+    import json
+
+    from test_frontier_report import write_run
+
+    rd = write_run(tmp_path / "run", {"lam": 0.0}, ais=-85.0, gap=5.0)
+    assert rd.edited("eval") is None and rd.edited("ssl") is None
+    tree = json.loads(rd.record_path("eval").read_text())
+    tree["lam"] = 0.5
+    rd.record_path("eval").write_text(json.dumps(tree))
+    assert rd.edited("eval") == (
+        "eval.json does not match its digest (edited or damaged after it was written; the digest catches accidents, "
+        "it is no signature): recompute it with --overwrite"
+    )

@@ -66,8 +66,8 @@ def test_a_record_edited_after_it_was_written_shows_as_edited_with_its_fix(sweep
     assert lines[2].split() == ["lam0_seed0", "2/2", "done", "done", "—"]
     assert lines[3].split() == ["lam0.5_seed0", "2/2", "done", "edited", "—"]
     assert lines[4] == (
-        "lam0.5_seed0: ssl.json no longer matches its digest (edited or damaged after it was written; the report "
-        "leaves it out): recompute it with the stage's --overwrite"
+        "lam0.5_seed0: ssl.json does not match its digest (edited or damaged after it was written; the digest catches "
+        "accidents, it is no signature): recompute it with --overwrite"
     )
     assert lines[-1] == "2 of 2 runs complete" and snapshot(sweep_dir) == before
 

@@ -186,17 +186,9 @@ def compare_cmd(run_a: Path, run_b: Path) -> None:
     SSL accuracy per label subset (ssl.json) -- with mean ± SE, the 95 % t interval and p over those items. Each run
     is one trained model: the intervals are not over training seeds (the report's paired tables are). Records the
     report would leave out (stale, edited, damaged) are left out, with a note on stderr."""
-    from smvi.report.compare import compare_runs, compare_text, load_run
+    from smvi.report.compare import compare_paths
 
-    (a, notes_a), (b, notes_b) = load_run(run_a), load_run(run_b)
-    for path, notes in ((run_a, notes_a), (run_b, notes_b)):
-        for note in notes:  # the report's notes on the run's records, less those on its figures
-            if "left out of Figure" not in note:
-                click.echo(f"note: {path}: {note.removeprefix('.: ')}", err=True)
-    comparisons = compare_runs(a, b)
-    if not comparisons:
-        raise click.ClickException(
-            f"{run_a} and {run_b} share no scored images or label subsets: evaluate both on the same images "
-            "(eval.n_test and data.eval_seed) or score both with smvi ssl"
-        )
-    click.echo(compare_text((run_a, run_b), a, b, comparisons))
+    text, notes = compare_paths(run_a, run_b)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(text)

@@ -184,11 +184,8 @@ def untrusted(rd: RunDir, kind: str, rec) -> str | None:
     """Why a current record must not be reported as the run's result, or None: its content no longer matches its
     digest (edited by hand or damaged after writing; records written before digests are taken as they are), or it
     scored other data than the run was trained on (``--other-data``)."""
-    if rd.record_integrity(kind) == "edited":
-        return (
-            f"{RECORD_LABEL[kind]} does not match its digest (edited or damaged after it was written; the digest "
-            f"catches accidents, it is no signature): recompute it with --overwrite"
-        )
+    if edited := rd.edited(kind):
+        return edited
     if rec.header.data is not None:
         return f"{RECORD_LABEL[kind]} scored {rec.header.data.describe()}, not the data the run was trained on"
     return None

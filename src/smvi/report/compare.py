@@ -27,7 +27,7 @@ from smvi.report.naming import RunNames
 from smvi.report.paired import per_image
 from smvi.store.stats import PairedDiff, paired_t
 
-__all__ = ["Comparison", "load_run", "compare_runs", "compare_text"]
+__all__ = ["Comparison", "load_run", "compare_runs", "compare_text", "compare_paths"]
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ class Comparison:
 
 
 def load_run(path: str | Path) -> tuple[Run, list[str]]:
-    """The one run in the run directory ``path`` with the report's notes on its records; a one-line
-    :class:`~smvi.report.aggregate.ReportError` for a folder that is not a single run."""
+    """The one run in the run directory ``path`` with the report's notes on its records (less those on the report's
+    figures); a one-line :class:`~smvi.report.aggregate.ReportError` for a folder that is not a single run."""
     if not Path(path).is_dir():
         raise ReportError(f"run directory {path} does not exist")
     runs, notes = collect_runs(path)
@@ -50,7 +50,7 @@ def load_run(path: str | Path) -> tuple[Run, list[str]]:
         raise ReportError(f"{path} holds {len(runs)} runs, not one: name a run directory, e.g. {path}/runs/<run>")
     if runs[0].name != ".":
         raise ReportError(f"{path} is not a run directory: name the run in it, {Path(path) / runs[0].name}")
-    return runs[0], notes
+    return runs[0], [n.removeprefix(".: ") for n in notes if "left out of Figure" not in n]
 
 
 def _gaps(quantity: str) -> Callable[[Run], dict[int, float]]:
@@ -127,3 +127,18 @@ def compare_text(paths: tuple[str | Path, str | Path], a: Run, b: Run, compariso
             *table,
         ]
     )
+
+
+def compare_paths(path_a: str | Path, path_b: str | Path) -> tuple[str, list[str]]:
+    """``smvi compare``: the comparison of two run directories as text, and the notes on their records (each
+    prefixed with its run's path); a one-line :class:`~smvi.report.aggregate.ReportError` when they share nothing."""
+    (a, notes_a), (b, notes_b) = load_run(path_a), load_run(path_b)
+    notes = [f"{path}: {n}" for path, ns in ((path_a, notes_a), (path_b, notes_b)) for n in ns]
+    comparisons = compare_runs(a, b)
+    if not comparisons:
+        why = f" (left out: {notes[0]}{' …' if len(notes) > 1 else ''})" if notes else ""
+        raise ReportError(
+            f"{path_a} and {path_b} share no scored images or label subsets{why}: evaluate both on the same images "
+            "(eval.n_test and data.eval_seed) or score both with smvi ssl"
+        )
+    return compare_text((path_a, path_b), a, b, comparisons), notes

@@ -552,6 +552,16 @@ class RunDir:
             raise RecordError(f"cannot read {path} ({e.strerror or e})") from None
         return parse_record(kind, raw, str(path), self.fingerprint)
 
+    def edited(self, kind: str) -> str | None:
+        """The one-line problem of a record ``kind`` whose content no longer matches its digest (edited by hand or
+        damaged after it was written: :meth:`record_integrity`), with its fix; None for any other record or none."""
+        if self.record_integrity(kind) != "edited":
+            return None
+        return (
+            f"{self.record_file(kind)} does not match its digest (edited or damaged after it was written; the digest "
+            "catches accidents, it is no signature): recompute it with --overwrite"
+        )
+
     def record_integrity(self, kind: str) -> Integrity:
         """Whether the record ``kind`` is as written (:func:`smvi.store.records.record_integrity`: ok, edited, or no
         digest -- also for a missing or unreadable file, which :meth:`read_record` reports)."""

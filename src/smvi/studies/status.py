@@ -56,7 +56,7 @@ class RunProgress:
     stages: dict[str, str | None]
     work: dict[str, int]
     problem: tuple[str, str] | None = None  # (damaged or refused, the line naming it and the fix): left as it is
-    edited: tuple[str, ...] = ()  # record files that no longer match their digest (the stage shows ``edited``)
+    edited: tuple[str, ...] = ()  # records that no longer match their digest: the line naming each and its fix
 
     @property
     def gaps(self) -> str | None:
@@ -104,11 +104,6 @@ def _recorded(rd: RunDir, record: str) -> str | None:
         return "stale"
 
 
-def _edited(rd: RunDir, record: str) -> bool:
-    """Whether the run's ``record`` exists and no longer matches its digest."""
-    return rd.record_path(record).exists() and rd.record_integrity(record) == "edited"
-
-
 def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress]]:
     """The sweep's saved settings and one :class:`RunProgress` per planned run, in the sweep's order."""
     sweep_dir = Path(sweep_dir)
@@ -131,9 +126,9 @@ def sweep_progress(sweep_dir: str | Path) -> tuple[SweepConfig, list[RunProgress
                 stages[name] = "done"
             else:  # only evaluate keeps a partial record of the points it has scored
                 stages[name] = (name == "evaluate" and not work["epochs"] and _scoring(rd, sweep)) or "to do"
-            if stages[name] in ("done", "stale") and stage.record and _edited(rd, stage.record):
+            if stages[name] in ("done", "stale") and stage.record and (why := rd.edited(stage.record)):
                 stages[name] = "edited"
-                edited.append(rd.record_path(stage.record).name)
+                edited.append(why)
         problem = slot_problem(spec, sweep, rd.path)
         if problem:  # the row says so; its cells are blank (and make no column appear)
             stages, edited = dict.fromkeys(stages), []
@@ -183,12 +178,7 @@ def format_status(sweep_dir: str | Path, sweep: SweepConfig, rows: list[RunProgr
     if left_alone:
         summary += f"; {len(left_alone)} left as they are (fix them first)"
     problems = [f"{r.name}: {p[0]}: {p[1]}" for r in left_alone if (p := r.problem)]
-    problems += [
-        f"{r.name}: {name} no longer matches its digest (edited or damaged after it was written; the report leaves it "
-        "out): recompute it with the stage's --overwrite"
-        for r in rows
-        for name in r.edited
-    ]
+    problems += [f"{r.name}: {why}" for r in rows for why in r.edited]
     return "\n".join([f"sweep {sweep_dir}", *lines, *problems, summary]) + "\n"
 
 
